@@ -1,0 +1,277 @@
+"""Format presets: the tags a trajectory is written in, declared once.
+
+A preset says how a search call, an observation and an answer look in text. From it follow:
+rendering (concatenation of segments), parsing model text back into steps (lossless: every
+character belongs to exactly one step, so ``"".join(step.text) == text``), the stop strings for
+generation, how retrieved documents become an observation, and answer extraction.
+
+Presets
+-------
+``autocoa``   the AutoCoA repo's strings: ``<think>…</think>``, ``<begin_search> q </end_search>``,
+              ``<search_result> … </search_result>``, final answer ``\\boxed{…}`` after ``</think>``;
+              documents rendered as ``result i: "Title"\\ntext`` (their ``topk_format``).
+``search_r1`` Search-R1's: ``<think>``, ``<search>``, ``<information>``, ``<answer>``; documents
+              rendered as ``Doc i(Title: t) text``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from coa.search.types import Doc
+
+
+@dataclass(frozen=True)
+class Step:
+    """One parsed piece of model text. ``text`` is the exact source slice (lossless)."""
+
+    kind: str  # "think" | "search" | "observation" | "answer" | "text"
+    text: str
+    content: str = ""  # the query for a search, the answer for an answer, inner text otherwise
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    steps: tuple[Step, ...]
+    answer: str | None
+    queries: tuple[str, ...]
+    errors: tuple[str, ...]  # empty when well-formed
+
+    @property
+    def well_formed(self) -> bool:
+        return not self.errors
+
+    @property
+    def n_actions(self) -> int:
+        return len(self.queries)
+
+
+@dataclass(frozen=True)
+class FormatPreset:
+    name: str
+    think_open: str
+    think_close: str
+    search_open: str
+    search_close: str
+    result_open: str
+    result_close: str
+    answer_open: str  # "\\boxed{" for autocoa (closed by the matching brace)
+    answer_close: str
+    doc_template: str  # str.format fields: i, title, text, contents
+    doc_separator: str
+    obs_before: str  # text between the search-close tag and the result-open tag
+    obs_after: str
+    answer_after_think: bool  # autocoa: the answer lives after </think>
+    inner_pad: str  # autocoa writes "<begin_search> q </end_search>": a space inside the tags
+    failure_text: str = "Retrieval failed."
+    budget_text: str = "Reach the limit of search times."
+    extra_stops: tuple[str, ...] = field(default=())
+
+    # ---- generation -------------------------------------------------------------------
+    @property
+    def stop_strings(self) -> list[str]:
+        """Generation pauses here so the environment can insert the observation."""
+        return [self.search_close, *self.extra_stops]
+
+    # ---- observations ----------------------------------------------------------------
+    def observation(self, docs: Sequence[Doc]) -> str:
+        """The exact text inserted after a search call (wrapping tags included)."""
+        if not docs:
+            body = self.failure_text
+        else:
+            body = self.doc_separator.join(
+                self.doc_template.format(i=i, title=d.title, text=d.text, contents=d.contents)
+                for i, d in enumerate(docs, start=1)
+            )
+        return self.wrap_observation(body)
+
+    def wrap_observation(self, body: str) -> str:
+        pad = self.inner_pad
+        return f"{self.obs_before}{self.result_open}{pad}{body}{pad}{self.result_close}{self.obs_after}"
+
+    def budget_observation(self) -> str:
+        return self.wrap_observation(self.budget_text)
+
+    def search_call(self, query: str) -> str:
+        return f"{self.search_open}{self.inner_pad}{query}{self.inner_pad}{self.search_close}"
+
+    def answer_text(self, answer: str) -> str:
+        return f"{self.answer_open}{answer}{self.answer_close}"
+
+    # ---- parsing -----------------------------------------------------------------------
+    def parse(self, text: str) -> ParseResult:
+        """Split model text into steps and say what is wrong; never raises."""
+        steps: list[Step] = []
+        errors: list[str] = []
+        queries: list[str] = []
+        answer: str | None = None
+        pos, plain_start = 0, 0
+        think_depth = 0
+        think_closed = False
+        opens = {
+            self.think_open: "think", self.think_close: "think_close",
+            self.search_open: "search", self.result_open: "observation",
+            self.answer_open: "answer",
+            self.search_close: "stray", self.result_close: "stray",
+        }
+        if self.answer_close != "}":
+            opens[self.answer_close] = "stray"
+        pattern = re.compile("|".join(re.escape(t) for t in sorted(opens, key=len, reverse=True)))
+
+        def flush(upto: int) -> None:
+            if upto > plain_start:
+                steps.append(Step("text", text[plain_start:upto], text[plain_start:upto]))
+
+        while (m := pattern.search(text, pos)) is not None:
+            tag, kind = m.group(0), opens[m.group(0)]
+            start = m.start()
+            if kind == "think":
+                flush(start)
+                steps.append(Step("think", tag))
+                think_depth += 1
+                if think_depth > 1:
+                    errors.append(f"nested {self.think_open} at char {start}")
+                pos = plain_start = m.end()
+            elif kind == "think_close":
+                flush(start)
+                steps.append(Step("think", tag))
+                if think_depth == 0:
+                    errors.append(f"{self.think_close} without {self.think_open} at char {start}")
+                think_depth = max(0, think_depth - 1)
+                think_closed = True
+                pos = plain_start = m.end()
+            elif kind in ("search", "observation"):
+                close = self.search_close if kind == "search" else self.result_close
+                end = text.find(close, m.end())
+                if end < 0:
+                    errors.append(f"unclosed {tag} at char {start}")
+                    pos = m.end()
+                    continue
+                flush(start)
+                inner = text[m.end():end]
+                stop = end + len(close)
+                steps.append(Step(kind, text[start:stop], inner.strip()))
+                if kind == "search":
+                    if answer is not None:
+                        errors.append(f"search after the answer at char {start}")
+                    if self.answer_after_think and think_closed:
+                        errors.append(f"search after {self.think_close} at char {start}")
+                    if not inner.strip():
+                        errors.append(f"empty search query at char {start}")
+                    queries.append(inner.strip())
+                pos = plain_start = stop
+            elif kind == "answer":
+                stop = self._answer_end(text, m.end())
+                if stop < 0:
+                    errors.append(f"unclosed {tag} at char {start}")
+                    pos = m.end()
+                    continue
+                flush(start)
+                inner = text[m.end():stop - len(self.answer_close)]
+                steps.append(Step("answer", text[start:stop], inner.strip()))
+                answer = inner.strip()  # the last answer wins, as in both repos' extractors
+                pos = plain_start = stop
+            else:
+                errors.append(f"stray {tag} at char {start}")
+                pos = m.end()
+        flush(len(text))
+        if think_depth:
+            errors.append(f"unclosed {self.think_open}")
+        if answer is None:
+            errors.append("no answer")
+        elif self.answer_after_think and not think_closed:
+            errors.append(f"answer without {self.think_close}")
+        return ParseResult(tuple(steps), answer, tuple(queries), tuple(errors))
+
+    def _answer_end(self, text: str, begin: int) -> int:
+        """Index just past the answer's close; braces nest for ``\\boxed{``."""
+        if self.answer_close != "}":
+            end = text.find(self.answer_close, begin)
+            return -1 if end < 0 else end + len(self.answer_close)
+        depth = 1
+        for i in range(begin, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+        return -1
+
+    def extract_answer(self, text: str) -> str | None:
+        """The final answer in model text (``\\text{…}`` unwrapped), or None."""
+        answer = self.parse(text).answer
+        if answer is None:
+            return None
+        return _unwrap_text(answer)
+
+    def render(self, prompt: str, segments: Sequence[dict]) -> str:
+        """Rendering is concatenation: the prompt then every segment's exact text."""
+        return prompt + "".join(s["text"] for s in segments)
+
+    def split_segments(self, completion: str) -> list[dict]:
+        """Recover model/observation segments from rendered completion text.
+
+        Used only for text that arrives whole (e.g. a foreign trajectory); the toolkit itself
+        records segments as they are produced. The observation segment starts at the text right
+        after the search-close tag (``obs_before``) so the model segment ends with that tag.
+        """
+        segments: list[dict] = []
+        pos = 0
+        for step in self.parse(completion).steps:
+            if step.kind != "observation":
+                continue
+            start = completion.find(step.text, pos)
+            obs_start = start
+            if self.obs_before and completion[:start].endswith(self.obs_before):
+                obs_start = start - len(self.obs_before)
+            stop = start + len(step.text)
+            if self.obs_after and completion.startswith(self.obs_after, stop):
+                stop += len(self.obs_after)
+            if obs_start > pos:
+                segments.append({"kind": "model", "text": completion[pos:obs_start]})
+            segments.append({"kind": "observation", "text": completion[obs_start:stop]})
+            pos = stop
+        if pos < len(completion):
+            segments.append({"kind": "model", "text": completion[pos:]})
+        return segments
+
+
+_TEXT_RE = re.compile(r"\\text\{([^{}]*)\}")
+
+
+def _unwrap_text(answer: str) -> str:
+    return _TEXT_RE.sub(r"\1", answer).strip()
+
+
+AUTOCOA = FormatPreset(
+    name="autocoa",
+    think_open="<think>", think_close="</think>",
+    search_open="<begin_search>", search_close="</end_search>",
+    result_open="<search_result>", result_close="</search_result>",
+    answer_open="\\boxed{", answer_close="}",
+    doc_template="result {i}: {contents}", doc_separator="\n",
+    obs_before="\n\n", obs_after="\n\n",
+    answer_after_think=True, inner_pad=" ",
+)
+
+SEARCH_R1 = FormatPreset(
+    name="search_r1",
+    think_open="<think>", think_close="</think>",
+    search_open="<search>", search_close="</search>",
+    result_open="<information>", result_close="</information>",
+    answer_open="<answer>", answer_close="</answer>",
+    doc_template="Doc {i}(Title: {title}) {text}", doc_separator="\n",
+    obs_before="\n\n", obs_after="\n\n",
+    answer_after_think=False, inner_pad="",
+)
+
+PRESETS: dict[str, FormatPreset] = {p.name: p for p in (AUTOCOA, SEARCH_R1)}
+
+
+def get_format(name: str) -> FormatPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown format preset {name!r}; known: {sorted(PRESETS)}") from None

@@ -1,0 +1,74 @@
+"""Question sets in FlashRAG dataset form (``id``, ``question``, ``golden_answers``), jsonl(.gz) or parquet.
+
+Also read: Bamboogle's ``idx/question/answer`` rows and the AutoCoA paper's verl parquet files
+(``prompt`` chat list + ``reward_model.ground_truth``), converted to the same form. Bad rows raise
+``ValueError`` naming the file, line and field.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from coa.search.corpus import open_text
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_QUESTIONS = ROOT / "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz"
+_AUTOCOA_QUESTION = re.compile(r"answer the user's question below: \n(.*)\n\n$", re.S)
+
+
+def _normalise(row: dict, where: str, dataset: str) -> dict:
+    qid = row.get("id", row.get("_id", row.get("idx")))
+    question = row.get("question")
+    golds = row.get("golden_answers", row.get("answer"))
+    if question is None and isinstance(row.get("prompt"), list):  # AutoCoA verl parquet
+        m = _AUTOCOA_QUESTION.search(row["prompt"][-1]["content"])
+        question = m.group(1) if m else None
+        truth = (row.get("reward_model") or {}).get("ground_truth")
+        golds = truth.split("<ans_split>") if isinstance(truth, str) else truth
+        # their data_source says HotpotQA for every row; source_file ("2WIKI_dev.json") tells the truth
+        dataset = (row.get("source_file") or "").split("_")[0] or row.get("data_source") or dataset
+        qid = None if qid is None else f"{dataset}/{qid}"  # their ids repeat across source datasets
+    if qid is None:
+        raise ValueError(f"{where}: missing field 'id'")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"{where}: field 'question' is missing or empty")
+    if isinstance(golds, str):
+        golds = [golds]
+    if not golds or not all(isinstance(g, str) for g in golds):
+        raise ValueError(f"{where}: field 'golden_answers' must be a non-empty list of strings")
+    return {"id": str(qid), "question": question.strip(), "golden_answers": list(golds),
+            "dataset": row.get("dataset", dataset), "metadata": row.get("metadata") or {}}
+
+
+def load_questions(path: str | Path, limit: int | None = None, dataset: str | None = None) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"question file not found: {path}")
+    name = dataset or path.name.split(".")[0].split("_")[0]
+    rows: list[dict] = []
+    if path.suffix == ".parquet":
+        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            rows.append(_normalise(row, f"{path}:row {i}", name))
+            if limit and len(rows) >= limit:
+                break
+    else:
+        with open_text(path) as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                rows.append(_normalise(row, f"{path}:{lineno}", name))
+                if limit and len(rows) >= limit:
+                    break
+    unique: dict[str, dict] = {}
+    for r in rows:
+        first = unique.setdefault(r["id"], r)
+        if first is not r and (first["question"], first["golden_answers"]) != (r["question"], r["golden_answers"]):
+            raise ValueError(f"{path}: question id {r['id']!r} used for two different questions")
+    return list(unique.values())  # exact repeats (their test file repeats its last row) kept once

@@ -1,0 +1,48 @@
+"""Segment-by-segment tokenisation: ids plus the exact owner of every token.
+
+``tokenize(prompt) + Σ tokenize(segment)`` in order, so the prompt / model / observation label of
+each token is known by construction and never recovered by re-tokenising decoded text. SFT, RL
+rollouts and evaluation all use these ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+PROMPT, MODEL, OBSERVATION = 0, 1, 2
+LABEL_NAMES = {PROMPT: "prompt", MODEL: "model", OBSERVATION: "observation"}
+_KIND = {"model": MODEL, "observation": OBSERVATION}
+
+
+@dataclass
+class TokenizedTrajectory:
+    input_ids: list[int]
+    segment_labels: list[int]  # PROMPT / MODEL / OBSERVATION per token
+    segment_index: list[int]   # -1 for the prompt, else the index of the segment the token came from
+
+    def labels(self, observation_loss: bool, ignore_index: int = -100) -> list[int]:
+        """Loss labels: model tokens always, observation tokens only if ``observation_loss``."""
+        trained = {MODEL, OBSERVATION} if observation_loss else {MODEL}
+        return [t if s in trained else ignore_index for t, s in zip(self.input_ids, self.segment_labels)]
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def tokenize_segments(tokenizer, prompt: str, segments: Sequence[dict], eos: bool = False) -> TokenizedTrajectory:
+    """Tokenise a trajectory. ``eos=True`` appends the tokenizer's EOS as a model token
+    (a finished trajectory ends the turn; a prefix that stops at a search tag must not)."""
+    ids = encode(tokenizer, prompt)
+    labels = [PROMPT] * len(ids)
+    index = [-1] * len(ids)
+    for i, seg in enumerate(segments):
+        seg_ids = encode(tokenizer, seg["text"])
+        ids += seg_ids
+        labels += [_KIND[seg["kind"]]] * len(seg_ids)
+        index += [i] * len(seg_ids)
+    if eos:
+        ids.append(tokenizer.eos_token_id)
+        labels.append(MODEL)
+        index.append(len(segments) - 1)
+    return TokenizedTrajectory(ids, labels, index)
