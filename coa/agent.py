@@ -53,6 +53,7 @@ class Episode:
     prompt: str
     segments: list[dict] = field(default_factory=list)
     tools: str = "real"
+    frozen: int = 0  # leading segments given as a prefix: generated text never merges into them
     n_actions: int = 0  # searches executed
     budget_notices: int = 0  # searches refused with the budget message
     completion_tokens: int = 0
@@ -77,17 +78,19 @@ class Episode:
         return self.prompt + self.completion
 
 
-def start_episode(prompt: str, prefill: str = "", tools: str = "real") -> Episode:
+def start_episode(prompt: str, prefill: str = "", tools: str = "real", prefix: Sequence[dict] = ()) -> Episode:
+    """A new episode. ``prefix``: segments of an earlier trajectory to continue from (a branch);
+    the continuation starts a new segment, so ``segments[len(prefix):]`` is exactly the branch."""
     if tools not in ("real", "simulated", "forbid"):
         raise ValueError(f"tools must be 'real', 'simulated' or 'forbid', got {tools!r}")
-    ep = Episode(prompt=prompt, tools=tools)
+    ep = Episode(prompt=prompt, tools=tools, segments=[dict(s) for s in prefix], frozen=len(prefix))
     if prefill:
         ep.segments.append(segment("model", prefill))
     return ep
 
 
 def _append_model(ep: Episode, text: str) -> None:
-    if ep.segments and ep.segments[-1]["kind"] == "model":
+    if len(ep.segments) > ep.frozen and ep.segments[-1]["kind"] == "model":
         ep.segments[-1]["text"] += text
     else:
         ep.segments.append(segment("model", text))
@@ -95,7 +98,7 @@ def _append_model(ep: Episode, text: str) -> None:
 
 def pending_search(ep: Episode, fmt: FormatPreset) -> str | None:
     """The query of a search call that closes the text so far and has no observation yet."""
-    if not ep.segments or ep.segments[-1]["kind"] != "model":
+    if len(ep.segments) <= ep.frozen or ep.segments[-1]["kind"] != "model":
         return None
     text = ep.segments[-1]["text"]
     if not text.rstrip().endswith(fmt.search_close):

@@ -33,6 +33,11 @@ Parquet columns (one row per trajectory; ``TRAJECTORY_SCHEMA`` is authoritative)
   sampling      str   JSON of the sampling params (temperature, top_p, max_tokens, seed, ...)
   retriever     str   e.g. "bm25:k=3"
   prompt_tokens int; completion_tokens int; latency_s float; created_at str (ISO time)
+
+Branches (mode "branch") hold the parent's prefix segments followed by the continuation, which
+always starts a new segment: ``segments[:decision_index]`` is the shared prefix,
+``segments[decision_index:]`` the branch. Decision points are written in the same schema: the
+parent truncated to its prefix (mode "decision", ``parent_id`` = the parent's id).
 """
 from __future__ import annotations
 
@@ -76,6 +81,29 @@ TRAJECTORY_SCHEMA = pa.schema([
     ("completion_tokens", pa.int32()),
     ("latency_s", pa.float32()),
     ("created_at", pa.string()),
+])
+
+# Contrastive pairs (curate → train sft1). ``prompt`` is the shared context: the chat prompt plus the
+# prefix segments' text, byte-identical for both sides; ``chosen``/``rejected`` are the continuations
+# right after it. A continuation that stops at the search-close tag does not end the turn
+# (``*_ends_turn`` False: no EOS may follow it).
+PAIR_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("question_id", pa.string()),
+    ("question", pa.string()),
+    ("golden_answers", pa.list_(pa.string())),
+    ("format", pa.string()),
+    ("prompt", pa.string()),
+    ("chosen", pa.string()),
+    ("rejected", pa.string()),
+    ("chosen_ends_turn", pa.bool_()),
+    ("rejected_ends_turn", pa.bool_()),
+    ("direction", pa.string()),  # "act" (the acting branch is chosen) | "no_act" (the non-acting one)
+    ("decision_index", pa.int32()),
+    ("chosen_id", pa.string()),
+    ("rejected_id", pa.string()),
+    ("chosen_score", pa.float32()),
+    ("rejected_score", pa.float32()),
 ])
 
 FINISH_REASONS = ("answer", "eos", "max_actions", "max_tokens", "forbidden_search", "error")

