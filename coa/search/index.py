@@ -115,6 +115,11 @@ class Index:
         if self._bm25 is None:
             self._bm25 = bm25s.BM25.load(str(self.path / "bm25"), mmap=True)
             self._stem = _stemmer()
+            try:  # numba's scorer is ~50x faster than the numpy one on batches
+                self._bm25.backend = "numba"
+                self._bm25.activate_numba_scorer()
+            except ImportError:
+                self._bm25.backend = "numpy"
         k = min(k, len(self))
         tokens = bm25s.tokenize(list(queries), stopwords=STOPWORDS, stemmer=self._stem,
                                 return_ids=False, show_progress=False)

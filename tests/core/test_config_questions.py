@@ -1,0 +1,60 @@
+import dataclasses
+import json
+
+import pytest
+
+from coa.config import load_config
+from coa.questions import load_questions
+
+
+@dataclasses.dataclass
+class Inner:
+    base_url: str = ""
+
+
+@dataclasses.dataclass
+class Cfg:
+    n: int = 1
+    out: str = "runs/x"
+    teacher: Inner = dataclasses.field(default_factory=Inner)
+
+
+def test_precedence_and_nesting(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("stage:\n  n: 2\n  out: from_yaml\n")
+    cfg = load_config(Cfg, "stage", ["n=4", "teacher.base_url=http://h:1/v1"], params_file=params)
+    assert (cfg.n, cfg.out, cfg.teacher.base_url) == (4, "from_yaml", "http://h:1/v1")
+
+
+def test_unknown_key_lists_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key 'nn'; valid keys: n, out, teacher"):
+        load_config(Cfg, "stage", ["nn=3"], params_file=tmp_path / "none.yaml")
+
+
+def test_question_errors_name_file_line_field(tmp_path):
+    p = tmp_path / "q.jsonl"
+    p.write_text(json.dumps({"id": "1", "question": "Q?", "golden_answers": ["a"]}) + "\n"
+                 + json.dumps({"id": "2", "question": "  ", "golden_answers": ["a"]}) + "\n")
+    with pytest.raises(ValueError, match=r"q.jsonl:2: field 'question' is missing or empty"):
+        load_questions(p)
+    p.write_text(json.dumps({"question": "Q?", "golden_answers": ["a"]}) + "\n")
+    with pytest.raises(ValueError, match=r"q.jsonl:1: missing field 'id'"):
+        load_questions(p)
+
+
+def test_embedded_sets_load():
+    from coa.questions import DEFAULT_QUESTIONS
+
+    assert len(load_questions(DEFAULT_QUESTIONS)) == 1979
+    autocoa = load_questions("data/raw/autocoa/all_test_data_test.parquet")
+    assert len(autocoa) == 2935 and {q["dataset"] for q in autocoa} >= {"2WIKI", "MuSiQue", "Bamboogle"}
+
+
+def test_autocoa_prompt_is_theirs_verbatim():
+    import pyarrow.parquet as pq
+
+    from coa.prompts import AUTOCOA_COA
+
+    row = pq.read_table("data/raw/autocoa/hotpot_qa_dev.parquet").slice(0, 1).to_pylist()[0]
+    question = load_questions("data/raw/autocoa/hotpot_qa_dev.parquet", limit=1)[0]["question"]
+    assert AUTOCOA_COA.format(question=question) == row["prompt"][0]["content"]
