@@ -72,3 +72,55 @@ def load_questions(path: str | Path, limit: int | None = None, dataset: str | No
         if first is not r and (first["question"], first["golden_answers"]) != (r["question"], r["golden_answers"]):
             raise ValueError(f"{path}: question id {r['id']!r} used for two different questions")
     return list(unique.values())  # exact repeats (their test file repeats its last row) kept once
+
+
+def split_questions(questions: list[dict], heldout: int, train: int = 0, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Split by question: a deterministic hash order (seeded), the first ``heldout`` for evaluation,
+    the next ``train`` (0 = all the rest) for the training pool. No question is in both."""
+    import hashlib
+
+    order = sorted(questions, key=lambda q: hashlib.sha1(f"{seed}:{q['id']}".encode()).hexdigest())
+    held, pool = order[:heldout], order[heldout:]
+    return (pool[:train] if train else pool), held
+
+
+def write_questions(path: str | Path, questions: list[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for q in questions:
+            f.write(json.dumps(q, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m coa.questions split questions=PATH out=DIR heldout=N train=M seed=S``"""
+    import sys
+
+    from coa.config import parse_overrides
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "split":
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    opts = {"questions": str(DEFAULT_QUESTIONS), "out": "runs/split", "heldout": 200, "train": 0, "seed": 0}
+    from coa.config import params_section
+
+    opts.update(params_section("split"))
+    opts.update(parse_overrides(args[1:]))
+    unknown = set(opts) - {"questions", "out", "heldout", "train", "seed"}
+    if unknown:
+        raise SystemExit(f"unknown keys {sorted(unknown)}; valid: questions, out, heldout, train, seed")
+    questions = load_questions(opts["questions"])
+    pool, held = split_questions(questions, int(opts["heldout"]), int(opts["train"]), int(opts["seed"]))
+    out = Path(opts["out"])
+    write_questions(out / "train.jsonl", pool)
+    write_questions(out / "heldout.jsonl", held)
+    (out / "split.json").write_text(json.dumps({"train": len(pool), "heldout": len(held), "seed": opts["seed"]}))
+    print(f"train {len(pool)} / held-out {len(held)} questions → {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,3 +58,16 @@ def test_autocoa_prompt_is_theirs_verbatim():
     row = pq.read_table("data/raw/autocoa/hotpot_qa_dev.parquet").slice(0, 1).to_pylist()[0]
     question = load_questions("data/raw/autocoa/hotpot_qa_dev.parquet", limit=1)[0]["question"]
     assert AUTOCOA_COA.format(question=question) == row["prompt"][0]["content"]
+
+
+def test_split_is_by_question_and_deterministic(tmp_path):
+    from coa.questions import DEFAULT_QUESTIONS, main
+
+    assert main(["split", f"out={tmp_path}/a", "heldout=30", "train=100", "seed=1"]) == 0
+    assert main(["split", f"out={tmp_path}/b", "heldout=30", "train=100", "seed=1"]) == 0
+    train, held = load_questions(tmp_path / "a/train.jsonl"), load_questions(tmp_path / "a/heldout.jsonl")
+    assert (len(train), len(held)) == (100, 30)
+    assert not {q["id"] for q in train} & {q["id"] for q in held}
+    assert (tmp_path / "a/heldout.jsonl").read_bytes() == (tmp_path / "b/heldout.jsonl").read_bytes()
+    all_ids = {q["id"] for q in load_questions(DEFAULT_QUESTIONS)}
+    assert {q["id"] for q in held} <= all_ids
