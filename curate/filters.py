@@ -1,0 +1,76 @@
+"""Validation filters: each is a named boolean column, ``True`` meaning "drop, for this reason".
+
+A row keeps every reason that applies (``reasons``), the first one in ``REASONS`` order as its
+``drop_reason``, and ``kept`` when it has none. Reasons, in order:
+
+  no_answer, unbalanced_tags, search_after_answer, empty_query   the format preset's parse (features.py)
+  model_observation, orphan_observation   observations only where the environment wrote them
+  unfinished          finish_reason outside ``finish_reasons`` (max_tokens, max_actions, error, ...)
+  too_few_actions / too_many_actions   search calls outside [min_actions, max_actions] (CoT: none allowed)
+  too_short / too_long                 model-written characters outside [min_chars, max_chars]
+  repetition          degenerate loops: many repeated sentences, or very few distinct words
+  repeated_query      the same search query issued twice
+  duplicate / near_duplicate           same question, same or nearly the same model text (dedup.py)
+  contaminated        the question matches an evaluation question (decontam.py)
+"""
+from __future__ import annotations
+
+import polars as pl
+
+from coa.formats import FormatPreset
+from curate import text
+from curate.features import PARSE_REASONS, SEGMENT_REASONS
+
+ROW_REASONS = (*PARSE_REASONS, *SEGMENT_REASONS, "unfinished", "too_few_actions", "too_many_actions",
+               "too_short", "too_long", "repetition", "repeated_query")
+REASONS = (*ROW_REASONS, "duplicate", "near_duplicate", "contaminated")
+_SENTENCE = r"[^.!?\n]+"
+
+
+def quality_columns(fmt: FormatPreset) -> list[pl.Expr]:
+    """Repetition statistics of the model-written text and its queries."""
+    sentences = (pl.col("model_text").str.extract_all(_SENTENCE)
+                 .list.eval(text.strip(pl.element()).filter(text.strip(pl.element()) != "")))
+    words = pl.col("model_text").str.to_lowercase().str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
+    q = text.queries(pl.col("model_text"), fmt).list.eval(pl.element().str.to_lowercase())
+    return [
+        sentences.list.len().cast(pl.Int32).alias("n_sentences"),
+        (1 - sentences.list.n_unique() / sentences.list.len()).fill_nan(0.0).cast(pl.Float32).alias("repeat_frac"),
+        words.list.len().cast(pl.Int32).alias("n_words"),
+        (words.list.n_unique() / words.list.len()).fill_nan(1.0).cast(pl.Float32).alias("unique_word_frac"),
+        (q.list.n_unique() < q.list.len()).alias("repeated_query"),
+    ]
+
+
+def row_reasons(cfg) -> list[pl.Expr]:
+    """The row-level reasons of ``REASONS`` as boolean columns (parse and segment ones already exist)."""
+    mode = pl.col("mode")
+    lo = pl.when(mode == "coa").then(cfg.min_actions).otherwise(0)
+    hi = pl.when(mode == "cot").then(0).otherwise(cfg.max_actions)
+    long_text = pl.col("n_words") >= cfg.repeat_min_words
+    return [
+        (~pl.col("finish_reason").fill_null("").is_in(list(cfg.finish_reasons))).alias("unfinished"),
+        (pl.col("n_calls") < lo).alias("too_few_actions"),
+        (pl.col("n_calls") > hi).alias("too_many_actions"),
+        (pl.col("model_chars") < cfg.min_chars).alias("too_short"),
+        (pl.col("model_chars") > cfg.max_chars).alias("too_long"),
+        (((pl.col("n_sentences") >= cfg.repeat_min_sentences) & (pl.col("repeat_frac") > cfg.max_repeat_frac))
+         | (long_text & (pl.col("unique_word_frac") < cfg.min_unique_word_frac))).alias("repetition"),
+        (pl.col("repeated_query") & pl.lit(not cfg.allow_repeated_queries)).alias("repeated_query"),
+    ]
+
+
+def assemble(df: pl.DataFrame, reasons=REASONS) -> pl.DataFrame:
+    """``reasons`` (all that apply), ``drop_reason`` (the first) and ``kept``; drops the flag columns."""
+    flags = [pl.when(pl.col(r).fill_null(False)).then(pl.lit(r)) for r in reasons]
+    df = df.with_columns(reasons=pl.concat_list(flags).list.drop_nulls())
+    return df.with_columns(drop_reason=pl.col("reasons").list.first(),
+                           kept=pl.col("reasons").list.len() == 0).drop(list(reasons))
+
+
+def reason_counts(df: pl.DataFrame) -> dict:
+    """How many rows each reason dropped: as the first reason, and among all reasons."""
+    first = df.filter(~pl.col("kept")).group_by("drop_reason").len()
+    every = df.select(pl.col("reasons").explode().drop_nulls()).group_by("reasons").len()
+    return {"first": {r: n for r, n in sorted(first.iter_rows(), key=lambda x: -x[1])},
+            "any": {r: n for r, n in sorted(every.iter_rows(), key=lambda x: -x[1])}}

@@ -1,0 +1,84 @@
+"""Realistic trajectories without a teacher: real questions, real retrieved passages, real tags.
+
+Used by the tests and the benchmark where no synthesis output exists. Each CoA row is what the agent
+loop would record for a model that thinks, searches the real index (its observations are the exact
+strings the environment writes), reasons over a retrieved passage and answers with the gold answer or
+a wrong one; each CoT row thinks and answers without searching. Nothing here is scored: the answers
+are chosen, so tests know what each metric must say.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+from coa.formats import get_format
+from coa.prompts import PromptConfig, render_prompt, user_message
+from coa.trajectory import Trajectory, segment
+
+_OPENERS = ("I need to find out", "Let me work out", "The question asks", "First I should check")
+_LINKS = ("According to the result,", "The passage says", "From this,", "This shows that")
+
+
+def _pick(key: str, n: int) -> int:
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % n
+
+
+def _prompt(question: str, mode: str, fmt: str, tokenizer) -> str:
+    cfg = PromptConfig(format=fmt, mode=mode)
+    return render_prompt(tokenizer, question, cfg) if tokenizer is not None else user_message(question, cfg)
+
+
+def _first_sentence(text: str) -> str:
+    head = text.split(". ")[0].strip()
+    return head if head.endswith(".") else head + "."
+
+
+def coa_trajectory(q: dict, searcher, n_actions: int, answer: str, *, sample: int = 0, fmt: str = "autocoa",
+                   tokenizer=None, k: int = 3) -> Trajectory:
+    """A CoA trajectory with ``n_actions`` real searches (question first, then retrieved titles)."""
+    f = get_format(fmt)
+    opener = _OPENERS[_pick(q["id"] + str(sample), len(_OPENERS))]
+    segs, text = [], f"{f.think_open}\n{opener} {q['question'][0].lower()}{q['question'][1:]}\n"
+    query = q["question"].rstrip("?")
+    for i in range(n_actions):
+        docs = searcher.search([query], k)[0]
+        segs.append(segment("model", text + f.search_call(query)))
+        segs.append(segment("observation", f.observation(docs), query=query, doc_ids=[d.id for d in docs]))
+        link = _LINKS[_pick(q["id"] + str(i), len(_LINKS))]
+        text = f"{link} {_first_sentence(docs[0].text)}\n" if docs else "Nothing useful came back.\n"
+        query = docs[min(i + 1, len(docs) - 1)].title if docs else query
+    text += f"So the answer is {answer}.\n{f.think_close}\n{f.answer_text(answer)}"
+    segs.append(segment("model", text))
+    return Trajectory(question_id=q["id"], question=q["question"], golden_answers=q["golden_answers"],
+                      dataset=q.get("dataset", ""), prompt=_prompt(q["question"], "coa", fmt, tokenizer),
+                      segments=segs, mode="coa", sample=sample, format=fmt, answer=answer,
+                      n_actions=n_actions, finish_reason="answer", teacher="fixture",
+                      prompt_id=f"{fmt}/coa+demo", retriever=f"bm25:k={k}")
+
+
+def cot_trajectory(q: dict, answer: str, *, sample: int = 0, fmt: str = "autocoa", tokenizer=None) -> Trajectory:
+    f = get_format(fmt)
+    opener = _OPENERS[_pick(q["id"] + "cot" + str(sample), len(_OPENERS))]
+    text = (f"{f.think_open}\n{opener} {q['question'][0].lower()}{q['question'][1:]}\n"
+            f"From what I remember, the answer is {answer}.\n{f.think_close}\n{f.answer_text(answer)}")
+    return Trajectory(question_id=q["id"], question=q["question"], golden_answers=q["golden_answers"],
+                      dataset=q.get("dataset", ""), prompt=_prompt(q["question"], "cot", fmt, tokenizer),
+                      segments=[segment("model", text)], mode="cot", sample=sample, format=fmt, answer=answer,
+                      finish_reason="answer", teacher="fixture", prompt_id=f"{fmt}/cot+demo")
+
+
+def realistic_trajectories(questions: Sequence[dict], searcher, *, samples: int = 2, wrong_every: int = 3,
+                           fmt: str = "autocoa", tokenizer=None) -> list[Trajectory]:
+    """CoT and CoA rows for each question; every ``wrong_every``-th row answers another question's gold."""
+    rows: list[Trajectory] = []
+    for qi, q in enumerate(questions):
+        for s in range(samples):
+            for mode in ("cot", "coa"):
+                wrong = _pick(f"{q['id']}{mode}{s}", wrong_every) == 0
+                answer = questions[(qi + 1) % len(questions)]["golden_answers"][0] if wrong else q["golden_answers"][0]
+                if mode == "cot":
+                    rows.append(cot_trajectory(q, answer, sample=s, fmt=fmt, tokenizer=tokenizer))
+                else:
+                    n = _pick(f"{q['id']}n{s}", 4)  # 0..3 actions
+                    rows.append(coa_trajectory(q, searcher, n, answer, sample=s, fmt=fmt, tokenizer=tokenizer))
+    return rows

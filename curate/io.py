@@ -1,0 +1,107 @@
+"""Reading and writing for every step: validated lazy scans, atomic parquet, metrics JSON.
+
+Inputs are parquet files or folders of shards. Before anything is computed each file's schema is
+checked against the columns the step needs, so bad input fails with the file and the column named:
+``runs/x/part-0.parquet: column 'segments' has type String, expected List(Struct(...))``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import polars as pl
+import pyarrow as pa
+
+from coa.formats import PRESETS
+from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
+
+TRAJECTORY_TYPES = dict(pl.from_arrow(TRAJECTORY_SCHEMA.empty_table()).schema)
+PAIR_TYPES = dict(pl.from_arrow(PAIR_SCHEMA.empty_table()).schema)
+
+
+def parquet_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Every ``*.parquet`` under the given files/folders, in a stable order."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ValueError("no input given: set in=PATH (a parquet file or a folder of shards)")
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.parquet"))
+            if not found:
+                raise FileNotFoundError(f"{p}: folder holds no *.parquet files")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    return files
+
+
+def _compatible(found: pl.DataType, expected: pl.DataType) -> bool:
+    if found == expected:
+        return True
+    return found.is_numeric() and expected.is_numeric() and found.is_float() <= expected.is_float()
+
+
+def check_columns(files: Iterable[Path], columns: Sequence[str], types: dict = TRAJECTORY_TYPES) -> None:
+    """Fail on the first file lacking one of ``columns`` or holding it with an incompatible type."""
+    for f in files:
+        try:
+            schema = pl.read_parquet_schema(f)
+        except Exception as e:  # not parquet at all
+            raise ValueError(f"{f}: not a readable parquet file ({e})") from None
+        for name in columns:
+            if name not in schema:
+                raise ValueError(f"{f}: missing column {name!r} (needed: {', '.join(columns)})")
+            if not _compatible(schema[name], types[name]):
+                raise ValueError(f"{f}: column {name!r} has type {schema[name]}, expected {types[name]}")
+
+
+def check_formats(files: Iterable[Path]) -> list[str]:
+    """The format presets used in the files; an unknown one fails naming the file and column."""
+    used: set[str] = set()
+    for f in files:
+        names = pl.scan_parquet(f).select(pl.col("format").unique()).collect()["format"].to_list()
+        bad = [n for n in names if n not in PRESETS]
+        if bad:
+            raise ValueError(f"{f}: column 'format' holds unknown format preset {bad[0]!r}; known: {sorted(PRESETS)}")
+        used |= set(names)
+    return sorted(used)
+
+
+def scan(paths, columns: Sequence[str], types: dict = TRAJECTORY_TYPES) -> pl.LazyFrame:
+    """A lazy scan over all files, only ``columns``, each checked first; numeric columns cast to the schema."""
+    files = parquet_files(paths)
+    check_columns(files, columns, types)
+    return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore").select(
+        [pl.col(c).cast(types[c]) for c in columns])
+
+
+def write_parquet(df: pl.DataFrame, path: str | Path, schema: pa.Schema | None = None) -> Path:
+    """Atomic write (temp file + rename); with ``schema`` the file has exactly those columns and types."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if schema is not None:
+        import pyarrow.parquet as pq
+
+        pq.write_table(df.select(schema.names).to_arrow().cast(schema), tmp)
+    else:
+        df.write_parquet(tmp)
+    tmp.replace(path)
+    return path
+
+
+def write_metrics(path: str | Path, metrics: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_metrics(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
