@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 from rapidfuzz import fuzz, process
 
-from coa.questions import load_questions
+from coa.questions import load_questions, split_questions
 
 _STOP = frozenset(
     "a an the of in on at to for from by with and or is was were are be been being do does did which what who "
@@ -39,6 +39,12 @@ def content_key(normalized: str) -> str:
     words = {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in normalized.split()
              if w not in _STOP and len(w) > 1}
     return " ".join(sorted(words))
+
+
+def eval_question_ids(question_ids, n: int, seed: int) -> set[str]:
+    """The curated eval split: the first ``n`` questions in the core's seeded hash order."""
+    _, held = split_questions([{"id": q} for q in sorted(set(question_ids))], n, seed=seed)
+    return {q["id"] for q in held}
 
 
 def load_eval_questions(paths) -> pl.DataFrame:

@@ -82,3 +82,32 @@ def realistic_trajectories(questions: Sequence[dict], searcher, *, samples: int 
                     n = _pick(f"{q['id']}n{s}", 4)  # 0..3 actions
                     rows.append(coa_trajectory(q, searcher, n, answer, sample=s, fmt=fmt, tokenizer=tokenizer))
     return rows
+
+
+def branch_trajectories(decisions: Sequence[dict], searcher, answer_of, *, k: int = 3) -> list[Trajectory]:
+    """Both branches of each decision row, as synthesis would write them: the prefix segments unchanged,
+    then a new segment. ``answer_of(decision, kind)`` says what the branch answers (kind: forbid | force)."""
+    rows = []
+    for d in decisions:
+        f = get_format(d["format"])
+        prefix = [dict(s) for s in d["segments"]]
+        for kind in ("forbid", "force"):
+            answer = answer_of(d, kind)
+            if kind == "force":
+                query = d["question"].rstrip("?")
+                docs = searcher.search([query], k)[0]
+                cont = [segment("model", f.search_call(query)),
+                        segment("observation", f.observation(docs), query=query, doc_ids=[x.id for x in docs]),
+                        segment("model", f"{_LINKS[0]} {_first_sentence(docs[0].text) if docs else ''}\n"
+                                         f"{f.think_close}\n{f.answer_text(answer)}")]
+            else:
+                cont = [segment("model", f"Without searching, I believe it is {answer}.\n{f.think_close}\n"
+                                         f"{f.answer_text(answer)}")]
+            rows.append(Trajectory(
+                question_id=d["question_id"], question=d["question"], golden_answers=d["golden_answers"],
+                dataset=d.get("dataset", ""), prompt=d["prompt"], segments=prefix + cont, mode="branch",
+                branch_id=f"{d['parent_id']}:{d['decision_index']}:{kind}", parent_id=d["parent_id"],
+                decision_index=d["decision_index"], format=d["format"], answer=answer,
+                n_actions=sum(s["kind"] == "observation" for s in prefix + cont), finish_reason="answer",
+                teacher="fixture"))
+    return rows

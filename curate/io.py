@@ -45,8 +45,10 @@ def _compatible(found: pl.DataType, expected: pl.DataType) -> bool:
     return found.is_numeric() and expected.is_numeric() and found.is_float() <= expected.is_float()
 
 
-def check_columns(files: Iterable[Path], columns: Sequence[str], types: dict = TRAJECTORY_TYPES) -> None:
-    """Fail on the first file lacking one of ``columns`` or holding it with an incompatible type."""
+def check_columns(files: Iterable[Path], columns: Sequence[str], types: dict = TRAJECTORY_TYPES) -> dict:
+    """Fail on the first file lacking one of ``columns`` or holding it with an incompatible type;
+    returns each file's types of ``columns``."""
+    found = {}
     for f in files:
         try:
             schema = pl.read_parquet_schema(f)
@@ -57,26 +59,37 @@ def check_columns(files: Iterable[Path], columns: Sequence[str], types: dict = T
                 raise ValueError(f"{f}: missing column {name!r} (needed: {', '.join(columns)})")
             if not _compatible(schema[name], types[name]):
                 raise ValueError(f"{f}: column {name!r} has type {schema[name]}, expected {types[name]}")
+        found[f] = tuple(schema[name] for name in columns)
+    return found
 
 
-def check_formats(files: Iterable[Path]) -> list[str]:
+def check_formats(files: Sequence[Path]) -> list[str]:
     """The format presets used in the files; an unknown one fails naming the file and column."""
-    used: set[str] = set()
-    for f in files:
-        names = pl.scan_parquet(f).select(pl.col("format").unique()).collect()["format"].to_list()
-        bad = [n for n in names if n not in PRESETS]
-        if bad:
-            raise ValueError(f"{f}: column 'format' holds unknown format preset {bad[0]!r}; known: {sorted(PRESETS)}")
-        used |= set(names)
-    return sorted(used)
+    lf = scan(files, ["format"], file_column="_file")
+    bad = lf.filter(~pl.col("format").is_in(list(PRESETS))).head(1).collect()
+    if bad.height:
+        raise ValueError(f"{bad['_file'][0]}: column 'format' holds unknown format preset {bad['format'][0]!r}; "
+                         f"known: {sorted(PRESETS)}")
+    return sorted(lf.select(pl.col("format").unique()).collect()["format"].to_list())
 
 
-def scan(paths, columns: Sequence[str], types: dict = TRAJECTORY_TYPES) -> pl.LazyFrame:
-    """A lazy scan over all files, only ``columns``, each checked first; numeric columns cast to the schema."""
+def scan(paths, columns: Sequence[str], types: dict = TRAJECTORY_TYPES, file_column: str | None = None) -> pl.LazyFrame:
+    """A lazy scan over all files, only ``columns``, each file checked first; numeric columns cast to the
+    schema. Files are scanned together per distinct physical schema (synthesis writes many small shards)."""
     files = parquet_files(paths)
-    check_columns(files, columns, types)
-    return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore").select(
-        [pl.col(c).cast(types[c]) for c in columns])
+    groups: dict[tuple, list[Path]] = {}
+    for f, found in check_columns(files, columns, types).items():
+        groups.setdefault(found, []).append(f)
+    casts = [pl.col(c).cast(types[c]) for c in columns]
+    frames = [pl.scan_parquet(fs, include_file_paths=file_column, extra_columns="ignore")
+              .select(casts + ([pl.col(file_column)] if file_column else [])) for fs in groups.values()]
+    return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+
+
+def scores_path(path: str | Path) -> Path:
+    """The score step's table, given its folder or the file itself."""
+    path = Path(path)
+    return path / "scores.parquet" if path.is_dir() else path
 
 
 def write_parquet(df: pl.DataFrame, path: str | Path, schema: pa.Schema | None = None) -> Path:

@@ -84,7 +84,6 @@ def run(cfg) -> dict:
     started = time.perf_counter()
     inputs = cfg.input or ["runs/synth/cot", "runs/synth/coa"]
     files = io.parquet_files(inputs)
-    io.check_columns(files, COLUMNS)
     io.check_formats(files)
     batches, sigs = [], []
     for batch in io.scan(files, COLUMNS).collect_batches(chunk_size=cfg.batch_rows):

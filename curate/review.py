@@ -1,0 +1,50 @@
+"""The optional human-review table: ``row_id → decision (accept | reject), corrected_answer``.
+
+``row_id`` is a trajectory id (CoA/CoT sets) or a pair id. ``reject`` vetoes the row. ``accept`` keeps
+a row the scorer called wrong (a person judged the answer right), but never one that is malformed,
+a duplicate or contaminated. ``corrected_answer`` (optional) replaces the gold answers of that row and
+the row is scored again against it: a trajectory must then be correct (unless accepted), a pair's
+chosen branch right and its rejected branch wrong. Parquet or CSV; nothing else is re-run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+DECISIONS = ("accept", "reject")
+COLUMNS = {"row_id": pl.String, "decision": pl.String, "corrected_answer": pl.String}
+
+
+def read_review(path: str | Path | None) -> pl.DataFrame:
+    """The review table, checked: bad rows fail naming the file, row and column."""
+    if not path:
+        return pl.DataFrame(schema=COLUMNS)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"review table not found: {path}")
+    if path.suffix == ".csv":
+        df = pl.read_csv(path, infer_schema=False)  # every column as text: ids must not turn into numbers
+    elif path.suffix == ".parquet":
+        df = pl.read_parquet(path)
+    else:
+        raise ValueError(f"{path}: review table must be .csv or .parquet")
+    for name in ("row_id", "decision"):
+        if name not in df.columns:
+            raise ValueError(f"{path}: missing column {name!r} (columns: row_id, decision, corrected_answer)")
+    if "corrected_answer" not in df.columns:
+        df = df.with_columns(corrected_answer=pl.lit(None, pl.String))
+    df = df.select([pl.col(c).cast(t) for c, t in COLUMNS.items()]).with_row_index("_row", offset=1)
+    df = df.with_columns(pl.col("decision").str.strip_chars().str.to_lowercase(),
+                         pl.col("corrected_answer").str.strip_chars().replace("", None))
+    for name, bad in (("row_id", pl.col("row_id").is_null() | (pl.col("row_id") == "")),
+                      ("decision", ~pl.col("decision").is_in(DECISIONS) | pl.col("decision").is_null())):
+        hit = df.filter(bad)
+        if hit.height:
+            r = hit.row(0, named=True)
+            raise ValueError(f"{path}: row {r['_row']}: column {name!r} is {r[name]!r}; expected "
+                             + ("a row id" if name == "row_id" else f"one of {DECISIONS}"))
+    dup = df.filter(pl.col("row_id").is_duplicated())
+    if dup.height:
+        raise ValueError(f"{path}: row {dup['_row'][1]}: column 'row_id' repeats {dup['row_id'][0]!r}")
+    return df.drop("_row")
