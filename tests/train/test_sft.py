@@ -1,0 +1,62 @@
+"""SFT-2/3 through TRL's SFTTrainer: decode what the collated batches train on."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coa.trajectory import read_trajectories
+from train.checkpoint import load_model, load_tokenizer
+from train.config import SFT2Config, SFT3Config, TrainConfig
+from train.data import sft_dataset
+from train.sft import build_sft_trainer
+from tests.train.conftest import FMT
+
+
+def _trainer(stage_cls, tiny_dir, model_dir, sets_dir, out):
+    tok = load_tokenizer(tiny_dir, model_dir)
+    stage = stage_cls(per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=1, learning_rate=1e-3)
+    dataset, _ = sft_dataset(tok, [sets_dir / name for name in stage.data], stage.observation_loss, 4096, "sft")
+    return build_sft_trainer(TrainConfig(), stage, load_model(tiny_dir, tok), tok, dataset, out), tok
+
+
+def _spans(ids: torch.Tensor, trained: torch.Tensor, tok) -> tuple[list[str], list[str]]:
+    """Decoded runs of trained and of untrained tokens, in order."""
+    runs: dict[bool, list[str]] = {True: [], False: []}
+    start = 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or trained[i] != trained[start]:
+            runs[bool(trained[start])].append(tok.decode(ids[start:i]))
+            start = i
+    return runs[True], runs[False]
+
+
+@pytest.mark.parametrize("stage_cls", [SFT2Config, SFT3Config])
+def test_batches_train_exactly_the_right_segments(stage_cls, tiny_dir, model_dir, sets_dir, tmp_path):
+    trainer, tok = _trainer(stage_cls, tiny_dir, model_dir, sets_dir, tmp_path)
+    trajectories = {t.prompt: t for name in ("coa.parquet", "cot.parquet")
+                    for t in read_trajectories(sets_dir / name)}
+    eos, seen = tok.eos_token, 0
+    for batch in trainer.get_train_dataloader():
+        for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+            ids, labels = ids[mask.bool()], labels[mask.bool()]
+            trained_text, untrained_text = _spans(ids, labels != -100, tok)
+            assert torch.equal(labels[labels != -100], ids[labels != -100])
+            traj = trajectories[untrained_text[0]]  # the prompt is never trained
+            model_segs = [s["text"] for s in traj.segments if s["kind"] == "model"]
+            observations = [s["text"] for s in traj.segments if s["kind"] == "observation"]
+            if stage_cls is SFT3Config:  # world model: everything the policy saw after the prompt
+                assert trained_text == [traj.completion + eos] and untrained_text == [traj.prompt]
+            else:  # model-written segments and the end token; prompt and observations masked
+                assert trained_text == model_segs[:-1] + [model_segs[-1] + eos]
+                assert untrained_text == [traj.prompt] + observations
+                assert all(FMT.result_open not in t for t in trained_text)
+            seen += 1
+    assert seen == 4 and any("observation" in [s["kind"] for s in t.segments] for t in trajectories.values())
+
+
+def test_a_step_changes_every_parameter(tiny_dir, model_dir, sets_dir, tmp_path):
+    trainer, _ = _trainer(SFT2Config, tiny_dir, model_dir, sets_dir, tmp_path)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    for name, param in trainer.model.named_parameters():
+        assert not torch.equal(param, before[name]), f"{name} did not change"

@@ -1,0 +1,46 @@
+"""What every stage passes to its TRL config: optimisation, precision, logging, LoRA."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from train.config import StageConfig, TrainConfig
+
+
+def on_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args) -> dict:
+    """Keyword arguments for a TRL ``*Config``: the stage's settings, then the method's, then ``trl_args``."""
+    bf16 = on_gpu() if cfg.bf16 is None else cfg.bf16
+    return {
+        "output_dir": str(out),
+        "learning_rate": stage.learning_rate,
+        "num_train_epochs": stage.num_train_epochs,
+        "max_steps": stage.max_steps,
+        "per_device_train_batch_size": stage.per_device_train_batch_size,
+        "gradient_accumulation_steps": stage.gradient_accumulation_steps,
+        "bf16": bf16,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "logging_steps": cfg.logging_steps,
+        "save_strategy": "no",  # the final checkpoint is written by train.checkpoint (merged, bf16)
+        "report_to": [],
+        "seed": cfg.seed,
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": on_gpu(),
+        "disable_tqdm": True,
+        **method_args,
+        **stage.trl_args,
+    }
+
+
+def peft_config(cfg: TrainConfig):
+    """A LoRA config when ``lora_r > 0`` (peft), else None (full fine-tuning)."""
+    if cfg.lora_r <= 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")

@@ -1,0 +1,169 @@
+"""Settings of the five training stages: one dataclass per stage, TRL style.
+
+``TrainConfig`` holds what every stage shares (where checkpoints live, precision, LoRA, the RL prompt)
+and one section per stage; ``python -m train.run stage=sft2 sft2.max_steps=10 num_threads=2`` fills
+it from ``params.yaml`` (section ``train``) and ``key=value`` overrides (dotted keys reach a stage).
+
+Defaults follow the paper where the machine allows it (learning rates, α = 0.2, pairs/sequences/prompts
+per optimizer step, GRPO group size 5, KL 0.001, temperature 0.6, top-3 documents) and the core's agent
+budget otherwise (4 searches, 1,024 model tokens; the paper allowed 10 and 8,192).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coa.prompts import PromptConfig
+
+STAGES = ("sft1", "sft2", "sft3", "rl1", "rl2")
+PREVIOUS = {"sft1": None, "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "rl2": "rl1"}
+
+
+@dataclass
+class StageConfig:
+    """Optimisation settings every stage has (passed to the stage's TRL config)."""
+
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the set (ignored if max_steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1 = run num_train_epochs."})
+    per_device_train_batch_size: int = field(default=2, metadata={"help": "Examples per micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    max_length: int = field(default=4096, metadata={"help": "Longest sequence in tokens; longer examples are "
+                                                          "dropped (and counted), never cut."})
+    trl_args: dict = field(default_factory=dict, metadata={
+        "help": "Extra keyword arguments for the TRL config, e.g. {lr_scheduler_type: cosine} or, for GRPO, "
+                "{use_vllm: true, vllm_mode: colocate}."})
+
+
+@dataclass
+class SFT1Config(StageConfig):
+    """SFT-1, when to act: contrastive pairs at decision points."""
+
+    learning_rate: float = 5e-6
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 8  # 16 pairs per step, as in the paper
+    data: str = field(default="pairs.parquet", metadata={"help": "Pair set (PAIR_SCHEMA), relative to sets_dir."})
+    loss: str = field(default="paper", metadata={
+        "help": "'paper': -logσ(P̄(chosen) - P̄(rejected)) + α·(-P̄(chosen)), P̄ the length-normalised "
+                "log-prob, no reference model (TRL CPO, simpo γ=0 β=1, per-sequence NLL); "
+                "'dpo': DPO sigmoid + α·NLL (TRL DPO, reference = the start checkpoint)."})
+    alpha: float = field(default=0.2, metadata={"help": "Weight α of the NLL term on the chosen side."})
+    dpo_beta: float = field(default=0.1, metadata={"help": "β of the DPO sigmoid term (loss=dpo only)."})
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("paper", "dpo"):
+            raise ValueError(f"sft1.loss must be 'paper' or 'dpo', got {self.loss!r}")
+
+
+@dataclass
+class SFT2Config(StageConfig):
+    """SFT-2, how to act: CoA and CoT trajectories, observation tokens masked."""
+
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 16  # 32 sequences per step, as in the paper
+    data: list = field(default_factory=lambda: ["coa.parquet", "cot.parquet"],
+                       metadata={"help": "Trajectory sets (TRAJECTORY_SCHEMA), relative to sets_dir."})
+    observation_loss: bool = field(default=False, metadata={"help": "Train on observation tokens too."})
+
+
+@dataclass
+class SFT3Config(SFT2Config):
+    """SFT-3, world model: the same sets with the observation tokens in the loss."""
+
+    observation_loss: bool = True
+
+
+@dataclass
+class RL1Config(StageConfig):
+    """GRPO with a simulated environment: the policy writes its own observations."""
+
+    tools: str = field(default="simulated", metadata={"help": "'simulated' (no stop at the search tag) or "
+                                                               "'real' (stop, search, insert the observation)."})
+    learning_rate: float = 7e-7
+    max_steps: int = 80  # the paper's 80 simulated steps
+    num_generations: int = field(default=5, metadata={"help": "Completions per prompt (the GRPO group)."})
+    per_device_train_batch_size: int = 5  # completions per micro-batch: one group
+    gradient_accumulation_steps: int = 48  # 48 prompts per step, as in the paper
+    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature of the rollouts."})
+    beta: float = field(default=0.001, metadata={"help": "KL coefficient to the start checkpoint (0: no "
+                                                          "reference model is loaded)."})
+    questions: str | None = field(default=None, metadata={
+        "help": "Training question pool (FlashRAG jsonl/parquet); None = coa.questions.DEFAULT_QUESTIONS."})
+    question_limit: int | None = field(default=None, metadata={"help": "Use only the first N questions."})
+    max_actions: int = field(default=4, metadata={"help": "Searches per rollout (the paper allowed 10)."})
+    max_tokens: int = field(default=1024, metadata={"help": "Model-written tokens per rollout."})
+    topk: int = field(default=3, metadata={"help": "Documents per search."})
+    index: str = field(default="runs/index", metadata={"help": "coa.search index folder (in-process search)."})
+    retriever_url: str | None = field(default=None, metadata={"help": "A /retrieve server instead of index."})
+    reward_metric: str = field(default="em", metadata={
+        "help": "Answer correctness: em | f1 | cover_em | autocoa_lenient (the paper's own scorer)."})
+    format_penalty: float = field(default=1.0, metadata={
+        "help": "Subtracted when the trajectory does not parse as well-formed (0 disables the format term)."})
+
+    def __post_init__(self) -> None:
+        if self.tools not in ("simulated", "real"):
+            raise ValueError(f"tools must be 'simulated' or 'real', got {self.tools!r}")
+        if self.reward_metric not in ("em", "f1", "cover_em", "autocoa_lenient"):
+            raise ValueError(f"reward_metric must be em, f1, cover_em or autocoa_lenient, got {self.reward_metric!r}")
+        if self.per_device_train_batch_size * self.gradient_accumulation_steps % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size*gradient_accumulation_steps ({self.per_device_train_batch_size}*"
+                f"{self.gradient_accumulation_steps}) must be a multiple of num_generations ({self.num_generations})")
+
+
+@dataclass
+class RL2Config(RL1Config):
+    """GRPO with the real search environment."""
+
+    tools: str = "real"
+    max_steps: int = 16  # the paper's 16 real-environment steps
+
+
+@dataclass
+class ScheduleConfig:
+    """``stage=rl``: the paper's schedule, rl1 for the first part of the steps, then rl2."""
+
+    max_steps: int = field(default=96, metadata={"help": "RL steps in all (the paper: 96)."})
+    rl1_fraction: float = field(default=5 / 6, metadata={"help": "Share of the steps run by rl1."})
+
+    def split(self) -> tuple[int, int]:
+        if not 0 <= self.rl1_fraction <= 1:
+            raise ValueError(f"rl.rl1_fraction must be within [0, 1], got {self.rl1_fraction}")
+        first = round(self.max_steps * self.rl1_fraction)
+        return first, self.max_steps - first
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``python -m train.run`` reads; see the module docstring of ``train.run``."""
+
+    stage: str = field(default="sft1", metadata={"help": "sft1 | sft2 | sft3 | rl1 | rl2 | rl (rl1 then rl2)."})
+    model: str | None = field(default=None, metadata={
+        "help": "Start checkpoint; default the previous stage's output (sft1: the base model); 'base' = base."})
+    base_model: str | None = field(default=None, metadata={
+        "help": "The model whose tokenizer every checkpoint must share; default coa.model.base_model_dir()."})
+    runs_dir: str = field(default="runs/train", metadata={"help": "Each stage writes RUNS_DIR/<stage>/."})
+    sets_dir: str = field(default="runs/curate/sets", metadata={"help": "Folder of the curated sets."})
+    seed: int = 42
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; None = on GPU only "
+                                                              "(fp32 on CPU, where bf16 trained worse)."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (TRL's "
+                                                                          "default is on; off is faster here)."})
+    num_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 where cores are shared; 0 = "
+                                                          "torch's default). Ignored on GPU."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank via peft; 0 = full fine-tuning. Adapters are "
+                                                     "merged before saving, so every checkpoint is a plain model."})
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"
+    logging_steps: int = 1
+    prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "RL prompt rendering."})
+    sft1: SFT1Config = field(default_factory=SFT1Config)
+    sft2: SFT2Config = field(default_factory=SFT2Config)
+    sft3: SFT3Config = field(default_factory=SFT3Config)
+    rl1: RL1Config = field(default_factory=RL1Config)
+    rl2: RL2Config = field(default_factory=RL2Config)
+    rl: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        if self.stage not in (*STAGES, "rl"):
+            raise ValueError(f"stage must be one of {', '.join((*STAGES, 'rl'))}; got {self.stage!r}")

@@ -1,0 +1,131 @@
+"""Curated sets → token ids the trainers use as is.
+
+* pairs (SFT-1): ``prompt`` / ``chosen`` / ``rejected`` tokenised separately (``coa.tokenize.encode``);
+  EOS is appended to a continuation only when it ends the turn (``*_ends_turn``), so a continuation that
+  stops at the search-close tag never learns to end the answer there.
+* trajectories (SFT-2/3): ``coa.tokenize.tokenize_segments(..., eos=True)`` with ``labels(observation_loss)``:
+  the prompt is always masked, observation segments unless ``observation_loss``.
+* questions (RL): the chat prompt rendered by ``coa.prompts.render_prompt``; the prefill is added by the
+  rollout (it is written by the toolkit, not by the policy).
+
+Examples longer than ``max_length`` are dropped and counted, never cut (a cut would drop the EOS or
+split a tag). Every error names the file, the row and the field.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from datasets import Dataset
+
+from coa.prompts import PromptConfig, render_prompt
+from coa.questions import DEFAULT_QUESTIONS, load_questions
+from coa.tokenize import LABEL_NAMES, encode, tokenize_segments
+from coa.trajectory import PAIR_SCHEMA, read_table
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "chosen_ends_turn", "rejected_ends_turn")
+
+
+def _files(path: Path, stage: str) -> list[Path]:
+    if not path.exists():
+        raise FileNotFoundError(f"{stage}: set not found: {path} (curated sets are written by curate; "
+                                f"set sets_dir=… or {stage}.data=…)")
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{stage}: {path} holds no .parquet file")
+    return files
+
+
+def _check_rows(n: int, path: Path, stage: str) -> None:
+    if n == 0:
+        raise ValueError(f"{stage}: {path} has no rows; an empty set cannot be trained on")
+
+
+def read_pairs(path: str | Path, stage: str = "sft1") -> list[dict]:
+    """Rows of a pair set (file or folder of shards), checked against ``PAIR_SCHEMA``'s text columns."""
+    path = Path(path)
+    rows: list[dict] = []
+    for f in _files(path, stage):
+        table = pq.read_table(f)
+        missing = [c for c in PAIR_COLUMNS if c not in table.column_names]
+        if missing:
+            raise ValueError(f"{f}: missing pair columns {missing} (schema: coa.trajectory.PAIR_SCHEMA, "
+                             f"columns {PAIR_SCHEMA.names})")
+        for i, row in enumerate(table.select(list(PAIR_COLUMNS)).to_pylist(), start=1):
+            for name in PAIR_COLUMNS:
+                kind = bool if name.endswith("ends_turn") else str
+                if not isinstance(row[name], kind) or row[name] == "":
+                    raise ValueError(f"{f}: row {i}: field {name!r} must be a {'non-empty ' * (kind is str)}"
+                                     f"{kind.__name__}, got {row[name]!r}")
+            rows.append(row)
+    _check_rows(len(rows), path, stage)
+    return rows
+
+
+def pair_features(tokenizer, row: dict) -> dict:
+    """``prompt_ids`` / ``chosen_ids`` / ``rejected_ids``; EOS only after a continuation that ends the turn."""
+    eos = [tokenizer.eos_token_id]
+    return {
+        "prompt_ids": encode(tokenizer, row["prompt"]),
+        "chosen_ids": encode(tokenizer, row["chosen"]) + (eos if row["chosen_ends_turn"] else []),
+        "rejected_ids": encode(tokenizer, row["rejected"]) + (eos if row["rejected_ends_turn"] else []),
+    }
+
+
+def pair_dataset(tokenizer, path: str | Path, max_length: int) -> tuple[Dataset, dict]:
+    rows = [pair_features(tokenizer, r) for r in read_pairs(path)]
+    kept = [r for r in rows if len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) <= max_length]
+    if not kept:
+        raise ValueError(f"sft1: all {len(rows)} pairs of {path} are longer than max_length={max_length}")
+    stats = {"pairs": len(kept), "dropped_too_long": len(rows) - len(kept),
+             "chosen_tokens": sum(len(r["chosen_ids"]) for r in kept),
+             "rejected_tokens": sum(len(r["rejected_ids"]) for r in kept),
+             "chosen_ending_turn": sum(r["chosen_ids"][-1:] == [tokenizer.eos_token_id] for r in kept)}
+    return Dataset.from_list(kept), stats
+
+
+def sft_features(tokenizer, prompt: str, segments: list[dict], observation_loss: bool) -> dict:
+    tt = tokenize_segments(tokenizer, prompt, segments, eos=True)
+    return {"input_ids": tt.input_ids, "labels": tt.labels(observation_loss), "kinds": tt.segment_labels}
+
+
+def sft_dataset(tokenizer, paths: list[Path], observation_loss: bool, max_length: int,
+                stage: str) -> tuple[Dataset, dict]:
+    """``input_ids``/``labels`` of every trajectory in ``paths`` (SFTTrainer uses them as they are)."""
+    rows, dropped = [], 0
+    token_counts = {name: 0 for name in LABEL_NAMES.values()}
+    for path in paths:
+        for f in _files(path, stage):
+            table = read_table(f)
+            _check_rows(table.num_rows, f, stage)
+            for i, row in enumerate(table.select(["prompt", "segments"]).to_pylist(), start=1):
+                segments = row["segments"] or []
+                if not row["prompt"] or not segments:
+                    field_name = "prompt" if not row["prompt"] else "segments"
+                    raise ValueError(f"{f}: row {i}: field {field_name!r} is empty")
+                bad = [s["kind"] for s in segments if s["kind"] not in ("model", "observation")]
+                if bad:
+                    raise ValueError(f"{f}: row {i}: field 'segments': unknown kind {bad[0]!r}")
+                feats = sft_features(tokenizer, row["prompt"], segments, observation_loss)
+                if len(feats["input_ids"]) > max_length:
+                    dropped += 1
+                    continue
+                for k in feats.pop("kinds"):
+                    token_counts[LABEL_NAMES[k]] += 1
+                rows.append(feats)
+    if not rows:
+        raise ValueError(f"{stage}: every trajectory is longer than max_length={max_length}")
+    stats = {"sequences": len(rows), "dropped_too_long": dropped,
+             **{f"{k}_tokens": v for k, v in token_counts.items()},
+             "trained_tokens": sum(sum(t != -100 for t in r["labels"]) for r in rows)}
+    return Dataset.from_list(rows), stats
+
+
+def rl_dataset(tokenizer, questions: str | None, limit: int | None, prompt: PromptConfig) -> Dataset:
+    """One row per question: the rendered chat ``prompt`` plus what the rewards need."""
+    path = Path(questions) if questions else DEFAULT_QUESTIONS
+    rows = load_questions(path, limit=limit)
+    _check_rows(len(rows), path, "rl")
+    return Dataset.from_list([
+        {"prompt": render_prompt(tokenizer, q["question"], prompt), "question_id": q["id"],
+         "golden_answers": q["golden_answers"]} for q in rows])

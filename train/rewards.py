@@ -1,0 +1,61 @@
+"""GRPO rewards: small pure functions over whole trajectories (TRL reward-function signature).
+
+The rollout passes ``trajectory``: the full completion text as the policy saw it (prefill, model text
+and inserted observations); TRL's ``completions`` (decoded ids, prefill excluded) is the fallback.
+
+* ``correctness``  answer correctness of the answer the format preset extracts: ``em`` (binary, the
+  default), ``f1``, ``cover_em``, or ``autocoa_lenient`` (the AutoCoA repo's own scorer, on the whole
+  text: 0 without ``</think>`` or with a search after it).
+* ``format_term``  0 for a well-formed trajectory (``FormatPreset.parse``: closed tags, an answer, no
+  search after the answer), ``-penalty`` otherwise.
+
+The paper's reward is binary correctness where a malformed response scores 0: ``em`` + a format
+penalty keeps that order (correct 1 > wrong 0 > malformed -1 by default); ``reward_metric=
+autocoa_lenient format_penalty=0`` reproduces their reward exactly.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from coa.formats import get_format
+from coa.score import autocoa_lenient, cover_exact_match, exact_match, f1
+
+_ANSWER_METRICS = {"em": exact_match, "f1": f1, "cover_em": cover_exact_match}
+
+
+def _texts(completions: list, trajectory: list | None) -> list[str]:
+    return list(trajectory) if trajectory is not None else [str(c) for c in completions]
+
+
+def correctness(completions: list, golden_answers: list, trajectory: list | None = None,
+                metric: str = "em", format: str = "autocoa", **kwargs) -> list[float]:
+    """Answer correctness per completion.
+
+    >>> correctness([""], [["Paris"]], trajectory=["<think>\\nFrance.\\n</think>\\n\\n\\\\boxed{Paris}"])
+    [1.0]
+    """
+    texts = _texts(completions, trajectory)
+    if metric == "autocoa_lenient":
+        return [autocoa_lenient(t, g) for t, g in zip(texts, golden_answers)]
+    fmt = get_format(format)
+    score = _ANSWER_METRICS[metric]
+    return [score(fmt.extract_answer(t), g) for t, g in zip(texts, golden_answers)]
+
+
+def format_term(completions: list, trajectory: list | None = None, penalty: float = 1.0,
+                format: str = "autocoa", **kwargs) -> list[float]:
+    """0 if the trajectory parses as well-formed, else ``-penalty``.
+
+    >>> format_term([""], trajectory=["<think>\\nno answer yet"])
+    [-1.0]
+    """
+    fmt = get_format(format)
+    return [0.0 if fmt.parse(t).well_formed else -penalty for t in _texts(completions, trajectory)]
+
+
+def make_rewards(metric: str, penalty: float, format: str) -> list:
+    """The reward functions of a run (TRL logs each under its function name)."""
+    funcs = [partial(correctness, metric=metric, format=format)]
+    if penalty:
+        funcs.append(partial(format_term, penalty=penalty, format=format))
+    return funcs

@@ -1,0 +1,47 @@
+"""RL-1 (simulated environment) and RL-2 (real search environment): TRL's GRPOTrainer + our rollout.
+
+Both stages roll out through ``train.rollout.make_rollout`` (the one agent loop); they differ only in
+``tools``: ``simulated`` generates straight through (the policy writes its own observations, nothing is
+masked), ``real`` stops at the search-close tag, searches, inserts the observation with ``env_mask`` 0.
+Rewards: ``train.rewards`` (correctness + format term).
+"""
+from __future__ import annotations
+
+import os
+
+from coa.agent import Budget
+from coa.formats import get_format
+from coa.search import make_searcher
+from train.common import peft_config, training_args
+from train.config import RL1Config, TrainConfig
+from train.rewards import make_rewards
+from train.rollout import make_rollout
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
+
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+
+def grpo_config(cfg: TrainConfig, stage: RL1Config, out) -> GRPOConfig:
+    return GRPOConfig(**training_args(
+        cfg, stage, out,
+        num_generations=stage.num_generations,
+        temperature=stage.temperature,
+        beta=stage.beta,
+        max_completion_length=stage.max_tokens,  # model tokens; the rollout enforces it (observations extra)
+    ))
+
+
+def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, dataset, out,
+                     callbacks=(), reward_funcs=None, searcher=None):
+    """GRPOTrainer for rl1/rl2. ``searcher`` defaults to ``make_searcher(index, retriever_url)`` for
+    tools="real"; ``reward_funcs`` to ``make_rewards`` from the stage config."""
+    fmt = get_format(cfg.prompt.format)
+    if stage.tools == "real" and searcher is None:
+        searcher = make_searcher(index=stage.index, retriever_url=stage.retriever_url)
+    rollout = make_rollout(fmt, Budget(max_actions=stage.max_actions, max_tokens=stage.max_tokens, topk=stage.topk),
+                           cfg.prompt.prefill, stage.tools, searcher)
+    rewards = reward_funcs or make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
+    return GRPOTrainer(model=model, reward_funcs=rewards, args=grpo_config(cfg, stage, out), train_dataset=dataset,
+                       processing_class=tokenizer, peft_config=peft_config(cfg), rollout_func=rollout,
+                       callbacks=list(callbacks))
