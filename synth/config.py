@@ -1,0 +1,87 @@
+"""``SynthConfig``: every setting of ``python -m synth.run`` (``params.yaml`` section ``synth``).
+
+Groups
+  what      mode, questions, offset, limit, decisions, branches, n
+  search    index, retriever_url, retriever, topk
+  prompting format, prompt.demonstrations, prompt.prefill, prompt.system (prompt.mode follows mode)
+  sampling  temperature, top_p, max_tokens, max_actions, seed
+  engine    teacher.* (any OpenAI-compatible server), serve.* (the embedded vLLM CPU teacher), tokenizer
+  running   out, concurrency, rows_per_shard, flush_s, progress
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coa.prompts import PromptConfig
+from synth.serve import ServeConfig
+from synth.teacher import TeacherConfig
+
+MODES = ("cot", "coa", "branch")
+BRANCH_KINDS = ("forbid", "force")
+
+
+@dataclass
+class SynthConfig:
+    mode: str = field(default="coa", metadata={"help": "cot (no tool) | coa (real search) | branch (continue decision prefixes)"})
+    questions: str = field(default="", metadata={"help": "FlashRAG jsonl(.gz) or parquet; empty = the embedded HotpotQA dev set"})
+    offset: int = field(default=0, metadata={"help": "skip the first N questions (e.g. to take a held-out slice)"})
+    limit: int = field(default=0, metadata={"help": "at most N questions (branch: N decision rows); 0 = all"})
+    decisions: str = field(default="", metadata={"help": "branch mode: parquet (file or shard folder) of decision rows"})
+    branches: list = field(default_factory=lambda: list(BRANCH_KINDS), metadata={"help": "branch kinds to write: forbid, force"})
+    n: int = field(default=1, metadata={"help": "samples per question (branch: per decision and kind)"})
+
+    index: str = field(default="runs/index", metadata={"help": "coa.search index folder; built from the embedded corpus if missing"})
+    retriever_url: str = field(default="", metadata={"help": "a /retrieve server instead of the in-process index"})
+    retriever: str = field(default="bm25", metadata={"help": "bm25 | dense | fusion (in-process index only)"})
+    topk: int = field(default=3, metadata={"help": "documents per search"})
+
+    format: str = field(default="autocoa", metadata={"help": "format preset: autocoa | search_r1"})
+    prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "demonstrations, prefill, system"})
+
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
+    max_tokens: int = field(default=1024, metadata={"help": "model-written tokens per trajectory (all calls together)"})
+    max_actions: int = field(default=4, metadata={"help": "search calls per trajectory (one more gets the budget message)"})
+    seed: int = field(default=0, metadata={"help": "base seed; each row's seed derives from it and the row key"})
+
+    teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "the OpenAI-compatible teacher"})
+    serve: ServeConfig = field(default_factory=ServeConfig, metadata={"help": "the embedded engine (used when teacher.base_url is empty)"})
+    tokenizer: str = field(default="", metadata={"help": "HF tokenizer folder whose chat template renders prompts; empty = serve.model"})
+
+    out: str = field(default="", metadata={"help": "output folder of parquet shards; empty = runs/synth/<mode>"})
+    concurrency: int = field(default=16, metadata={"help": "trajectories in flight"})
+    rows_per_shard: int = field(default=64, metadata={"help": "write a shard after this many finished rows"})
+    flush_s: float = field(default=30.0, metadata={"help": "... or after this many seconds, whichever first"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar (stderr)"})
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if isinstance(self.branches, str):
+            self.branches = [b.strip() for b in self.branches.split(",") if b.strip()]
+        bad = [b for b in self.branches if b not in BRANCH_KINDS]
+        if bad or not self.branches:
+            raise ValueError(f"branches must be a non-empty subset of {BRANCH_KINDS}, got {self.branches}")
+        for name in ("n", "topk", "max_tokens", "concurrency", "rows_per_shard"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("offset", "limit", "max_actions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.mode != "branch":
+            self.prompt.mode = self.mode
+        self.prompt.format = self.format
+
+    @property
+    def out_dir(self) -> str:
+        return self.out or f"runs/synth/{self.mode}"
+
+    @property
+    def sampling(self) -> dict:
+        """What the ``sampling`` column records (plus each row's own seed)."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "max_actions": self.max_actions, "topk": self.topk, "n": self.n}

@@ -1,0 +1,154 @@
+"""``python -m synth.run``: a teacher writes CoT / CoA trajectories and branches, with real search.
+
+    python -m synth.run mode=coa limit=20 n=2                       # embedded teacher, embedded data
+    python -m synth.run mode=cot questions=data/raw/bamboogle/bamboogle.jsonl.gz out=runs/synth/bamboo
+    python -m synth.run mode=coa teacher.base_url=http://gpu-box:8000/v1 teacher.model=M tokenizer=M_DIR
+    python -m synth.run mode=coa retriever_url=http://127.0.0.1:8000    # a coa.search / Search-R1 server
+    python -m synth.run mode=branch decisions=runs/curate/decisions.parquet n=2 branches=[forbid,force]
+
+Defaults: questions = the embedded HotpotQA dev set (``coa.questions.DEFAULT_QUESTIONS``);
+index = ``runs/index``, built from the embedded corpus if missing (~3 s); out = ``runs/synth/<mode>``;
+teacher = the embedded SmolLM2-135M-Instruct on vLLM CPU, started on 127.0.0.1 (or reused if already
+serving on ``serve.port``) and stopped at the end. Prompts are rendered with the chat template of
+``tokenizer`` (default: the served model's folder): set it when the teacher is another model.
+
+Re-running the same command resumes: rows already in ``out`` (same question, mode, sample, branch)
+are skipped, so change ``out`` when you change the sampling or the prompt. Exit codes: 0 done,
+2 bad configuration or input, 3 stopped early (teacher or retriever gone; finished rows are kept).
+
+From Python (e.g. curation): ``branch(decision_rows, cfg)`` returns the branch rows as a table.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from contextlib import ExitStack
+from dataclasses import fields
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from coa.agent import Budget
+from coa.config import load_config
+from coa.formats import get_format
+from coa.questions import DEFAULT_QUESTIONS, load_questions
+from coa.trajectory import read_table
+from synth.config import SynthConfig
+from synth.jobs import Job, branch_jobs, question_jobs, read_decisions
+from synth.serve import embedded_teacher, model_dir
+from synth.shards import ShardWriter, done_ids
+from synth.summary import dataset_summary, format_summary, run_summary
+from synth.synthesize import run_jobs
+from synth.teacher import Teacher
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 2, 3
+
+
+def default_of(name: str):
+    return next(f.default for f in fields(SynthConfig) if f.name == name)
+
+
+def make_searcher(cfg: SynthConfig):
+    from coa.search import build_index, make_searcher as from_config
+    from coa.search.corpus import DEFAULT_CORPUS
+
+    if not cfg.retriever_url and not (Path(cfg.index) / "index.json").exists():
+        if cfg.index != default_of("index"):
+            raise FileNotFoundError(f"index={cfg.index}: not a coa.search index (no index.json)")
+        print(f"building the default index {cfg.index} from {DEFAULT_CORPUS}", file=sys.stderr)
+        build_index(DEFAULT_CORPUS, cfg.index, show_progress=False)
+    searcher = from_config(index=cfg.index, retriever_url=cfg.retriever_url or None, kind=cfg.retriever)
+    name = "http" if cfg.retriever_url else cfg.retriever
+    return searcher, f"{name}:k={cfg.topk}"
+
+
+def load_tokenizer(cfg: SynthConfig):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(cfg.tokenizer or str(model_dir(cfg.serve)))
+
+
+def build_jobs(cfg: SynthConfig) -> list[Job]:
+    if cfg.mode == "branch":
+        if not cfg.decisions:
+            raise ValueError("mode=branch needs decisions=PATH (a parquet of decision rows, mode 'decision')")
+        rows = read_decisions(cfg.decisions)[cfg.offset:]
+        rows = rows[: cfg.limit] if cfg.limit else rows
+        return branch_jobs(rows, cfg.n, cfg.branches, get_format(cfg.format))
+    path = cfg.questions or DEFAULT_QUESTIONS
+    questions = load_questions(path, limit=cfg.offset + cfg.limit if cfg.limit else None)[cfg.offset:]
+    return question_jobs(questions, cfg.mode, cfg.n, cfg.prompt, load_tokenizer(cfg))
+
+
+def execute(cfg: SynthConfig, jobs: list[Job]) -> dict:
+    """Run the jobs not yet in ``cfg.out_dir``; write shards and ``summary.json``; return the summary."""
+    fmt = get_format(cfg.format)
+    out = Path(cfg.out_dir)
+    done = done_ids(out) if out.exists() else set()
+    todo = [j for j in jobs if j.id not in done]
+    budget = Budget(max_actions=cfg.max_actions, max_tokens=cfg.max_tokens, topk=cfg.topk)
+    sampling = {**cfg.sampling, "seed": cfg.seed}
+    with ExitStack() as stack:
+        writer = stack.enter_context(ShardWriter(out, cfg.rows_per_shard, cfg.flush_s))
+        searcher, retriever = (None, "") if all(j.tools == "forbid" for j in todo) else make_searcher(cfg)
+        if todo and not cfg.teacher.base_url:
+            base_url = stack.enter_context(embedded_teacher(cfg.serve))
+            cfg.teacher.model = cfg.serve.served_name
+        else:
+            base_url = cfg.teacher.base_url
+        progress = None
+        if cfg.progress and todo:
+            from tqdm import tqdm
+
+            progress = stack.enter_context(tqdm(total=len(todo), unit="traj", desc=f"synth {cfg.mode}",
+                                                file=sys.stderr, dynamic_ncols=True))
+        teacher = Teacher(cfg.teacher, base_url)
+
+        async def go():
+            try:
+                return await run_jobs(todo, teacher, searcher, fmt, budget, sampling, retriever, writer.add,
+                                      cfg.concurrency, progress)
+            finally:
+                await teacher.close()
+
+        stats = asyncio.run(go())
+    ids = pa.array(sorted({j.id for j in jobs}))
+    table = read_table(out)
+    table = table.filter(pc.is_in(table["id"], value_set=ids))
+    summary = {"mode": cfg.mode, "out": str(out), "teacher": cfg.teacher.model,
+               "dataset": dataset_summary(table),
+               "run": run_summary(stats, cfg.teacher, len(ids), len(jobs) - len(todo))}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run(cfg: SynthConfig) -> dict:
+    return execute(cfg, build_jobs(cfg))
+
+
+def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
+    """Continue decision prefixes (``forbid``/``force`` per ``cfg.branches``, ``cfg.n`` samples each);
+    return the branch rows (``TRAJECTORY_SCHEMA``). Rows are also written to ``cfg.out_dir``, so a
+    repeated call resumes instead of generating again."""
+    jobs = branch_jobs(decisions, cfg.n, cfg.branches, get_format(cfg.format))
+    execute(cfg, jobs)
+    table = read_table(cfg.out_dir)
+    return table.filter(pc.is_in(table["id"], value_set=pa.array([j.id for j in jobs])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = load_config(SynthConfig, "synth", sys.argv[1:] if argv is None else argv)
+        jobs = build_jobs(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"synth: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    summary = execute(cfg, jobs)
+    print(format_summary(summary))
+    return EXIT_STOPPED if summary["run"]["stopped"] else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

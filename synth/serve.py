@@ -1,0 +1,147 @@
+"""Serve the embedded teacher: vLLM on CPU, on loopback, with the converted SmolLM2-135M-Instruct.
+
+    python -m synth.serve                      # foreground until Ctrl-C (port 8100)
+    python -m synth.serve port=8200 model=DIR  # any HF folder vLLM can load
+
+From Python (synthesis, benches, test fixtures)::
+
+    with embedded_teacher(ServeConfig()) as base_url:   # reuses a server already on the port
+        ...                                              # stops only what it started
+
+Settings that matter on a small CPU box (see the project notes): ``--enforce-eager`` (a compiled
+start takes 65-125 s and its cache never reloads; eager starts in ~30 s and runs 6-10% slower) and
+``VLLM_CPU_KVCACHE_SPACE=1`` (GiB of KV cache; keeps the server at ~3.3 GB of RAM), and no chunked
+prefill: with it, vLLM 0.32 on CPU kills its engine ("CPU Generator does not use offset") as soon as
+a request with a per-request ``seed`` has its prompt split over two steps, and synthesis seeds every
+request. Without it a prompt is prefilled in one step (up to max_model_len tokens). ``all_cores``
+lets the engine use every core instead of reserving one for the frontend: faster on a quiet
+machine, slower when other work competes for the cores.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from coa.config import load_config
+from coa.procs import Server, is_up
+
+HOST = "127.0.0.1"  # the embedded engine never listens beyond loopback
+
+
+@dataclass
+class ServeConfig:
+    """How the embedded vLLM engine is started."""
+
+    model: str = field(default="", metadata={"help": "HF model folder; empty = the embedded SmolLM2-135M-Instruct"})
+    served_name: str = field(default="SmolLM2-135M-Instruct", metadata={"help": "model name the API answers to"})
+    port: int = field(default=8100, metadata={"help": "loopback port; a server already answering there is reused"})
+    max_model_len: int = field(default=4096, metadata={"help": "context length (prompt + trajectory tokens)"})
+    dtype: str = field(default="bfloat16", metadata={"help": "weights dtype on CPU"})
+    kv_cache_gib: int = field(default=1, metadata={"help": "VLLM_CPU_KVCACHE_SPACE in GiB"})
+    all_cores: bool = field(default=False, metadata={"help": "do not reserve a core for the API frontend"})
+    chunked_prefill: bool = field(default=False, metadata={"help": "off: vLLM 0.32 CPU crashes on a seeded request whose prefill is split"})
+    startup_timeout_s: float = field(default=300.0, metadata={"help": "give up if not ready by then"})
+    log: str = field(default="", metadata={"help": "file for the engine's output; empty = discarded"})
+
+    def __post_init__(self) -> None:
+        if not 0 < int(self.port) < 65536:
+            raise ValueError(f"port must be in 1..65535, got {self.port}")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+
+def model_dir(cfg: ServeConfig) -> Path:
+    if cfg.model:
+        return Path(cfg.model)
+    from coa.model import base_model_dir
+
+    return base_model_dir()
+
+
+def vllm_command(cfg: ServeConfig) -> list[str]:
+    # `vllm serve` fails for the vllm-cpu distribution (its package metadata is named differently)
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir(cfg)),
+            "--served-model-name", cfg.served_name, "--host", HOST, "--port", str(cfg.port),
+            "--dtype", cfg.dtype, "--max-model-len", str(cfg.max_model_len), "--enforce-eager",
+            "--disable-log-stats"] + ([] if cfg.chunked_prefill else ["--no-enable-chunked-prefill"])
+
+
+def vllm_env(cfg: ServeConfig) -> dict:
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib), "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    if cfg.all_cores:
+        env |= {"VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    return env
+
+
+def served_models(base_url: str) -> list[str]:
+    r = httpx.get(f"{base_url.rstrip('/')}/models", timeout=5.0)
+    r.raise_for_status()
+    return [m["id"] for m in r.json()["data"]]
+
+
+def start_engine(cfg: ServeConfig) -> Server | None:
+    """Start the engine, or return None if one serving ``served_name`` already answers on the port.
+
+    The caller owns a returned ``Server`` and must ``stop()`` it (session fixtures do this).
+    """
+    health = f"{cfg.base_url}/models"
+    if is_up(health):
+        names = served_models(cfg.base_url)
+        if cfg.served_name not in names:
+            raise RuntimeError(f"{cfg.base_url} serves {names}, not {cfg.served_name!r}: pick another port=")
+        return None
+    return Server(vllm_command(cfg), health, log=cfg.log or None, env=vllm_env(cfg)).start(cfg.startup_timeout_s)
+
+
+@contextmanager
+def embedded_teacher(cfg: ServeConfig) -> Iterator[str]:
+    """The engine's OpenAI-compatible base URL while inside the block; stops what it started."""
+    server = start_engine(cfg)
+    try:
+        yield cfg.base_url
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the wait like Ctrl-C, so the engine is stopped either way
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = load_config(ServeConfig, "serve", sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
+    signal.signal(signal.SIGTERM, _interrupt)
+    server = start_engine(cfg)
+    if server is None:
+        print(f"{cfg.served_name} already served at {cfg.base_url}", file=sys.stderr)
+        return 0
+    print(f"{cfg.served_name} ready at {cfg.base_url} after {time.perf_counter() - started:.0f}s (Ctrl-C stops it)",
+          file=sys.stderr)
+    try:
+        while server.proc.poll() is None:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    if server.proc.returncode not in (0, -signal.SIGTERM):
+        print(f"the engine exited with code {server.proc.returncode}" +
+              (f"; see {cfg.log}" if cfg.log else "; run with log=FILE to keep its output"), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Drive jobs through the one agent loop (``coa.agent.run_episode``) with many in flight.
+
+``concurrency`` workers share one job iterator; each runs one episode at a time, so at most
+``concurrency`` trajectories are in flight. Their searches go through one ``SearchBatcher``, so
+searches of concurrent trajectories are run as one batch. Finished rows go to a ``ShardWriter``.
+
+Each row's seed derives from the base seed and the row key (``row_seed``), and the k-th call of a
+trajectory uses ``seed + k``, so a re-run of a missing row samples the same way.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+from coa.agent import Budget, Episode, run_episode, start_episode
+from coa.formats import FormatPreset
+from coa.search.batching import SearchBatcher
+from coa.search.types import Searcher
+from coa.trajectory import Trajectory
+from synth.jobs import Job
+from synth.teacher import Teacher, TeacherRequestError, TeacherUnavailable, Usage
+
+
+@dataclass
+class RunStats:
+    """Totals of the rows finished by this run."""
+
+    rows: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    searches: int = 0
+    calls: int = 0
+    errors: int = 0
+    search_batches: int = 0
+    wall_s: float = 0.0
+    stopped: str = ""  # why the run stopped early ("" = every job finished)
+    finish_reasons: dict = field(default_factory=dict)
+
+    def add(self, t: Trajectory, usage: Usage, new_searches: int) -> None:
+        self.rows += 1
+        self.prompt_tokens += t.prompt_tokens
+        self.completion_tokens += t.completion_tokens
+        self.searches += new_searches
+        self.calls += usage.calls
+        self.errors += t.finish_reason == "error"
+        self.finish_reasons[t.finish_reason] = self.finish_reasons.get(t.finish_reason, 0) + 1
+
+
+def row_seed(base: int, key: str) -> int:
+    return int(hashlib.sha1(f"{base}:{key}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def prefix_searches(job: Job) -> int:
+    return sum(1 for s in job.prefix if s["kind"] == "observation")
+
+
+def to_trajectory(job: Job, ep: Episode, usage: Usage, fmt: FormatPreset, teacher: str, sampling: dict,
+                  retriever: str, latency_s: float) -> Trajectory:
+    q = job.question
+    return Trajectory(
+        question_id=q["id"], question=q["question"], golden_answers=list(q["golden_answers"]),
+        dataset=q.get("dataset") or "", prompt=job.prompt, segments=ep.segments, mode=job.mode,
+        sample=job.sample, branch_id=job.branch_id, parent_id=job.parent_id,
+        decision_index=job.decision_index, format=fmt.name, answer=fmt.extract_answer(ep.completion),
+        n_actions=ep.n_actions, finish_reason=ep.finish_reason, teacher=teacher, prompt_id=job.prompt_id,
+        prompt_hash=job.prompt_hash, sampling=json.dumps(sampling, sort_keys=True), retriever=retriever,
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        latency_s=latency_s, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+async def run_job(job: Job, teacher: Teacher, search, fmt: FormatPreset, budget: Budget, sampling: dict,
+                  retriever: str) -> tuple[Trajectory, Usage]:
+    """One trajectory; a request the teacher rejects (4xx) ends it with finish_reason "error"."""
+    started = time.perf_counter()
+    ep = start_episode(job.prompt, prefill=job.prefill, tools=job.tools, prefix=job.prefix)
+    ep.n_actions = prefix_searches(job)  # a branch's action budget covers the whole trajectory
+    usage = Usage()
+    seed = row_seed(sampling.get("seed", 0), job.id)
+    params = {"temperature": sampling["temperature"], "top_p": sampling["top_p"]}
+
+    async def generate(text: str, max_tokens: int, stop: list[str]):
+        return await teacher.complete(text, max_tokens, stop, {**params, "seed": seed + usage.calls}, usage)
+
+    try:
+        await run_episode(ep, generate, search, fmt, budget)
+    except TeacherRequestError:
+        ep.finish_reason = "error"
+    row_sampling = {**sampling, "base_seed": sampling.get("seed", 0), "seed": seed}
+    t = to_trajectory(job, ep, usage, fmt, teacher.cfg.model, row_sampling, retriever,
+                      time.perf_counter() - started)
+    return t, usage
+
+
+async def run_jobs(jobs: Sequence[Job], teacher: Teacher, searcher: Searcher | None, fmt: FormatPreset,
+                   budget: Budget, sampling: dict, retriever: str, on_row: Callable[[Trajectory], None],
+                   concurrency: int, progress=None) -> RunStats:
+    """Run every job; stop cleanly (``RunStats.stopped``) if the teacher or the retriever is gone."""
+    stats = RunStats()
+    started = time.perf_counter()
+    pending = iter(jobs)
+    batcher = SearchBatcher(searcher) if searcher is not None else None
+
+    async def no_search(queries, k):  # cot jobs forbid tools: reaching this is a bug
+        raise RuntimeError("this run has no searcher, but a trajectory asked for a search")
+
+    search = batcher.search if batcher is not None else no_search
+
+    async def worker() -> None:
+        for job in pending:  # one shared iterator: each job is taken by exactly one worker
+            t, usage = await run_job(job, teacher, search, fmt, budget, sampling, retriever)
+            on_row(t)
+            stats.add(t, usage, t.n_actions - prefix_searches(job))
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                progress.set_postfix(tok_s=f"{stats.completion_tokens / elapsed:.0f}",
+                                     searches=stats.searches, refresh=False)
+                progress.update(1)
+
+    if batcher is not None:
+        batcher.start()
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(jobs))):
+                group.create_task(worker())
+    except* TeacherUnavailable as eg:
+        stats.stopped = str(eg.exceptions[0])
+    except* ConnectionError as eg:  # the retrieval server, after its own retries
+        stats.stopped = f"retriever unavailable: {eg.exceptions[0]}"
+    finally:
+        if batcher is not None:
+            stats.search_batches = batcher.batches
+            await batcher.stop()
+    stats.wall_s = time.perf_counter() - started
+    return stats

@@ -1,0 +1,23 @@
+"""One embedded vLLM CPU teacher for the whole synth test session (startup ~30-50 s).
+
+``COA_TEST_TEACHER_PORT=P`` reuses a teacher already serving on 127.0.0.1:P (handy while iterating);
+by default a fresh one starts on a free port and is stopped at the end of the session.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from coa.procs import free_port
+from synth.serve import ServeConfig, start_engine
+
+
+@pytest.fixture(scope="session")
+def teacher_url(model_dir, tmp_path_factory):
+    port = int(os.environ.get("COA_TEST_TEACHER_PORT") or free_port())
+    log = tmp_path_factory.mktemp("teacher") / "vllm.log"
+    server = start_engine(ServeConfig(model=str(model_dir), port=port, log=str(log)))
+    yield f"http://127.0.0.1:{port}/v1"
+    if server is not None:
+        server.stop()

@@ -1,0 +1,131 @@
+"""Fast checks of synth's own logic: config, jobs, input errors, teacher retries, shards."""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+
+import httpx
+import pytest
+
+from coa.config import load_config
+from coa.formats import get_format
+from coa.procs import free_port
+from coa.trajectory import Trajectory, row_id
+from synth.config import SynthConfig
+from synth.jobs import branch_jobs
+from synth.run import main
+from synth.shards import ShardWriter, done_ids
+from synth.teacher import Teacher, TeacherConfig, TeacherRequestError, TeacherUnavailable, Usage
+
+
+def decision(**over) -> dict:
+    row = {"id": "d1", "question_id": "q1", "question": "Who?", "golden_answers": ["X"], "dataset": "hotpotqa",
+           "mode": "decision", "parent_id": "p1", "decision_index": 1, "format": "autocoa",
+           "prompt": "<|im_start|>user\nWho?<|im_end|>\n<|im_start|>assistant\n",
+           "segments": [{"kind": "model", "text": "<think>\nI need ", "query": None, "doc_ids": []}]}
+    return row | over
+
+
+def test_config_rejects_bad_values_and_unknown_keys():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        SynthConfig(mode="sft")
+    with pytest.raises(ValueError, match=r"branches must be a non-empty subset of \('forbid', 'force'\)"):
+        SynthConfig(branches="forbid,maybe")
+    with pytest.raises(ValueError, match="unknown key 'temprature'; valid keys: mode, questions"):
+        load_config(SynthConfig, None, ["temprature=0.5"])
+    cfg = load_config(SynthConfig, None, ["mode=cot", "branches=force", "teacher.retries=1", "format=search_r1"])
+    assert (cfg.prompt.mode, cfg.prompt.format, cfg.branches, cfg.teacher.retries) == ("cot", "search_r1", ["force"], 1)
+    assert cfg.out_dir == "runs/synth/cot"
+
+
+def test_branch_jobs_keys_prefill_and_tools():
+    fmt = get_format("autocoa")
+    jobs = branch_jobs([decision()], n=2, kinds=["forbid", "force"], fmt=fmt)
+    assert [(j.branch_id, j.sample, j.tools, j.prefill) for j in jobs] == [
+        ("p1:1:forbid", 0, "forbid", ""), ("p1:1:forbid", 1, "forbid", ""),
+        ("p1:1:force", 0, "real", "<begin_search> "), ("p1:1:force", 1, "real", "<begin_search> ")]
+    assert jobs[0].id == row_id("q1", "branch", 0, "p1:1:forbid")
+    assert len({j.id for j in jobs}) == 4
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"mode": "coa"}, "decision row 1: field 'mode' must be 'decision', got 'coa'"),
+    ({"parent_id": ""}, "decision row 1: field 'parent_id' is empty"),
+    ({"decision_index": 3}, r"decision row 1: field 'decision_index' \(3\) must equal the number of prefix segments \(1\)"),
+    ({"format": "search_r1"}, "decision row 1: format 'search_r1' differs from format='autocoa'"),
+])
+def test_bad_decision_rows_are_named(over, message):
+    with pytest.raises(ValueError, match=message):
+        branch_jobs([decision(**over)], 1, ["forbid"], get_format("autocoa"))
+
+
+def test_bad_question_file_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "q.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(json.dumps({"id": "a", "question": "Who?", "golden_answers": ["x"]}) + "\n")
+        f.write(json.dumps({"id": "b", "question": "  ", "golden_answers": ["y"]}) + "\n")
+    assert main([f"questions={path}", f"out={tmp_path / 'out'}"]) == 2
+    assert f"{path}:2: field 'question' is missing or empty" in capsys.readouterr().err
+    assert main(["mode=branch", f"out={tmp_path / 'out'}"]) == 2
+    assert "mode=branch needs decisions=PATH" in capsys.readouterr().err
+
+
+def completion_body(text: str) -> dict:
+    return {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
+
+
+def mock_teacher(statuses: list[int], retries: int = 3) -> tuple[Teacher, list]:
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        status = statuses[min(len(seen) - 1, len(statuses) - 1)]
+        if status != 200:
+            return httpx.Response(status, json={"error": {"message": f"status {status}"}})
+        return httpx.Response(200, json=completion_body(" q </search>"))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return Teacher(TeacherConfig(retries=retries), "http://teacher.test/v1", http_client=client), seen
+
+
+def test_teacher_retries_5xx_then_answers():
+    teacher, seen = mock_teacher([503, 500, 200])
+    usage = Usage()
+    gen = asyncio.run(teacher.complete("p <search>", 50, ["</search>"], {"temperature": 0.7, "seed": 5}, usage))
+    assert (gen.text, gen.finish_reason, gen.n_tokens) == (" q </search>", "stop", 3)
+    assert len(seen) == 3 and (usage.calls, usage.prompt_tokens, usage.completion_tokens) == (1, 7, 3)
+    assert seen[-1]["seed"] == 5 and seen[-1]["include_stop_str_in_output"] is True
+    assert seen[-1]["add_special_tokens"] is False and seen[-1]["stop"] == ["</search>"]
+
+
+def test_teacher_gives_up_on_persistent_5xx_and_rejects_4xx():
+    teacher, seen = mock_teacher([502], retries=2)
+    with pytest.raises(TeacherUnavailable, match="unavailable after 2 retries"):
+        asyncio.run(teacher.complete("p", 5, [], {}))
+    assert len(seen) == 3
+    teacher, seen = mock_teacher([400])
+    with pytest.raises(TeacherRequestError, match=r"rejected a request \(400\)"):
+        asyncio.run(teacher.complete("p", 5, [], {}))
+    assert len(seen) == 1  # a 4xx is not retried
+
+
+def test_teacher_unreachable_is_unavailable():
+    teacher = Teacher(TeacherConfig(retries=1), f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(TeacherUnavailable, match="APIConnectionError"):
+        asyncio.run(teacher.complete("p", 5, [], {}))
+
+
+def test_shards_are_atomic_resumable_and_single_writer(tmp_path):
+    rows = [Trajectory(question_id=f"q{i}", question="?", golden_answers=["a"], prompt="p") for i in range(5)]
+    with ShardWriter(tmp_path, rows_per_shard=2, flush_s=1e9) as writer:
+        for t in rows:
+            writer.add(t)
+        assert len(writer.shards) == 2 and len(writer.buffer) == 1
+        assert done_ids(tmp_path) == {t.id for t in rows[:4]}
+        with pytest.raises(RuntimeError, match="being written by another process"):
+            ShardWriter(tmp_path).__enter__()
+    assert done_ids(tmp_path) == {t.id for t in rows}
+    assert not list(tmp_path.glob(".*.tmp"))
