@@ -74,9 +74,13 @@ def branch_jobs(decisions: list[dict] | pa.Table, n: int, kinds: list[str], fmt:
     """Jobs continuing each decision prefix; ``kinds`` ⊆ {"forbid", "force"}."""
     rows = decisions.to_pylist() if isinstance(decisions, pa.Table) else list(decisions)
     force_prefill = fmt.search_open + fmt.inner_pad
-    jobs = []
+    jobs, first_row = [], {}
     for i, row in enumerate(rows, start=1):
         check_decision(row, f"decision row {i}")
+        key = (row["parent_id"], row["decision_index"])
+        if first_row.setdefault(key, i) != i:
+            raise ValueError(f"decision rows {first_row[key]} and {i} both cut parent {key[0]!r} at "
+                             f"decision_index {key[1]}: their branches would share keys")
         if row.get("format") and row["format"] != fmt.name:
             raise ValueError(f"decision row {i}: format {row['format']!r} differs from format={fmt.name!r}")
         question = {"id": row["question_id"], "question": row["question"],

@@ -129,3 +129,8 @@ def test_shards_are_atomic_resumable_and_single_writer(tmp_path):
             ShardWriter(tmp_path).__enter__()
     assert done_ids(tmp_path) == {t.id for t in rows}
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_two_decisions_with_one_key_are_refused():
+    with pytest.raises(ValueError, match="decision rows 1 and 2 both cut parent 'p1' at decision_index 1"):
+        branch_jobs([decision(), decision(id="d2")], 1, ["forbid"], get_format("autocoa"))

@@ -1,0 +1,161 @@
+"""CoA / CoT / branch synthesis against the real embedded vLLM CPU teacher and the real BM25 index.
+
+The CoA run uses the ``search_r1`` tags with the search-open tag prefilled: the 135M model closes
+about half of those calls by itself (it almost never writes AutoCoA's ``</end_search>``), enough to
+exercise stopping, searching and continuing on every run.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from coa.formats import get_format
+from coa.prompts import PromptConfig, prompt_hash
+from coa.search import load_searcher
+from coa.tokenize import MODEL, OBSERVATION, tokenize_segments
+from coa.trajectory import FINISH_REASONS, read_trajectories, segment
+from synth.config import SynthConfig
+from synth.run import branch, main, run
+from synth.teacher import TeacherConfig
+
+pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
+
+PREFILL = "<think>\nI need to search.\n<search>"
+
+
+def config(teacher_url, index_dir, out, **over) -> SynthConfig:
+    base = dict(mode="coa", format="search_r1", limit=10, max_tokens=160, index=str(index_dir), out=str(out),
+                teacher=TeacherConfig(base_url=teacher_url, retries=1), progress=False, concurrency=10,
+                prompt=PromptConfig(prefill=PREFILL))
+    return SynthConfig(**base | over)
+
+
+@pytest.fixture(scope="module")
+def coa_run(teacher_url, index_dir, tmp_path_factory):
+    cfg = config(teacher_url, index_dir, tmp_path_factory.mktemp("coa"))
+    summary = run(cfg)
+    rows = read_trajectories(cfg.out_dir)
+    assert any(t.n_actions for t in rows), "no trajectory searched: nothing below would be tested"
+    return cfg, summary, rows
+
+
+def test_model_segment_stops_at_the_search_tag(coa_run):
+    cfg, _, rows = coa_run
+    fmt = get_format(cfg.format)
+    for t in rows:
+        for before, seg in zip(t.segments, t.segments[1:]):
+            if seg["kind"] == "observation":
+                assert before["kind"] == "model" and before["text"].endswith(fmt.search_close)
+                assert seg["query"] == fmt.parse(before["text"]).queries[-1]
+        assert t.n_actions == sum(s["kind"] == "observation" for s in t.segments)
+
+
+def test_observation_is_exactly_what_the_search_environment_returned(coa_run, index_dir):
+    cfg, _, rows = coa_run
+    fmt, searcher = get_format(cfg.format), load_searcher(index_dir)
+    observations = [s for t in rows for s in t.segments if s["kind"] == "observation"]
+    assert observations
+    for obs in observations:
+        docs = searcher.search([obs["query"]], cfg.topk)[0]
+        assert obs["text"] == fmt.observation(docs)
+        assert obs["doc_ids"] == [d.id for d in docs]
+
+
+def encoded_len(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_continuation_sends_the_rendered_prefix(coa_run, tokenizer):
+    """Each call's prompt is the text so far: the billed prompt tokens are the sum over calls."""
+    cfg, _, rows = coa_run
+    continued = [t for t in rows if any(a["kind"] == "observation" and b["kind"] == "model"
+                                        for a, b in zip(t.segments, t.segments[1:]))]
+    assert continued, "no trajectory continued after a search result"
+    for t in rows:
+        assert t.segments[0]["text"].startswith(PREFILL)
+        calls = [t.prompt + PREFILL] + [t.prompt + "".join(s["text"] for s in t.segments[:i + 1])
+                                        for i, s in enumerate(t.segments) if s["kind"] == "observation"
+                                        and i + 1 < len(t.segments)]
+        assert t.prompt_tokens == sum(encoded_len(tokenizer, c) for c in calls), t.id
+
+
+def test_token_segments_line_up_with_the_engine(coa_run, tokenizer, teacher_url):
+    cfg, _, rows = coa_run
+    t = max(rows, key=lambda r: r.n_actions)
+    tok = tokenize_segments(tokenizer, t.prompt, t.segments)
+    for i, seg in enumerate(t.segments):
+        ids = [x for x, j in zip(tok.input_ids, tok.segment_index) if j == i]
+        assert tokenizer.decode(ids) == seg["text"]
+        assert {lab for lab, j in zip(tok.segment_labels, tok.segment_index) if j == i} == \
+               {MODEL if seg["kind"] == "model" else OBSERVATION}
+    served = httpx.post(teacher_url.removesuffix("/v1") + "/tokenize", timeout=30,
+                        json={"model": cfg.teacher.model, "prompt": t.text, "add_special_tokens": False}).json()
+    assert served["tokens"] == tok.input_ids
+
+
+def test_every_row_carries_its_provenance(coa_run):
+    cfg, summary, rows = coa_run
+    assert len(rows) == len({t.id for t in rows}) == cfg.limit
+    for t in rows:
+        sampling = json.loads(t.sampling)
+        assert (t.mode, t.format, t.teacher, t.retriever) == ("coa", "search_r1", "SmolLM2-135M-Instruct", "bm25:k=3")
+        assert (t.prompt_id, t.prompt_hash) == ("search_r1/coa+demo", prompt_hash(cfg.prompt))
+        assert sampling["temperature"] == 0.7 and sampling["max_tokens"] == 160 and isinstance(sampling["seed"], int)
+        assert t.finish_reason in FINISH_REASONS and t.completion_tokens > 0 and t.prompt_tokens > 0
+        assert t.latency_s > 0 and datetime.fromisoformat(t.created_at)
+        assert t.answer == get_format("search_r1").extract_answer(t.completion)
+    assert summary["dataset"]["rows"] == cfg.limit and summary["run"]["complete"]
+    assert summary["run"]["search_calls"] == sum(t.n_actions for t in rows)
+    on_disk = json.loads((Path(cfg.out_dir) / "summary.json").read_text())
+    assert on_disk["dataset"]["completion_tokens"] == sum(t.completion_tokens for t in rows)
+
+
+def test_rerun_skips_done_rows(coa_run):
+    cfg, _, rows = coa_run
+    again = run(cfg)
+    assert (again["run"]["finished"], again["run"]["skipped_done"]) == (0, cfg.limit)
+    assert len(read_trajectories(cfg.out_dir)) == len(rows)
+
+
+def test_cot_cli_has_no_tool_and_keeps_the_key_secret(teacher_url, tmp_path, monkeypatch, capsys):
+    secret = "sk-test-never-print-this"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    out = tmp_path / "cot"
+    assert main(["mode=cot", "limit=4", "n=2", "max_tokens=96", f"out={out}", f"teacher.base_url={teacher_url}",
+                 "progress=false"]) == 0
+    rows = read_trajectories(out)
+    assert len(rows) == 8 and sorted({t.sample for t in rows}) == [0, 1]
+    for t in rows:
+        assert t.prompt_id == "autocoa/cot+demo" and t.retriever == "" and t.n_actions == 0
+        assert all(s["kind"] == "model" for s in t.segments)
+        if get_format("autocoa").search_close in t.completion:
+            assert t.finish_reason == "forbidden_search"
+    printed = capsys.readouterr()
+    files = "".join(p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file())
+    assert secret not in printed.out + printed.err + files
+
+
+def test_branches_continue_the_prefix_forbidden_and_forced(coa_run, teacher_url, index_dir, tmp_path):
+    cfg, _, rows = coa_run
+    fmt = get_format("search_r1")
+    parent = max(rows, key=lambda r: r.n_actions)
+    prefix = [segment("model", parent.segments[0]["text"].split(fmt.search_open)[0])]
+    decision = parent.to_row() | {"id": "d", "mode": "decision", "parent_id": parent.id, "segments": prefix,
+                                  "decision_index": 1}
+    bcfg = config(teacher_url, index_dir, tmp_path / "branch", mode="branch", n=2)
+    table = branch([decision], bcfg)
+    got = read_trajectories(bcfg.out_dir)
+    assert table.num_rows == len(got) == 4
+    for t in got:
+        kind = t.branch_id.rsplit(":", 1)[1]
+        assert t.branch_id == f"{parent.id}:1:{kind}" and t.parent_id == parent.id and t.decision_index == 1
+        assert t.segments[0] == prefix[0] and t.segments[1]["kind"] == "model"
+        if kind == "force":
+            assert t.segments[1]["text"].startswith(fmt.search_open)
+        else:
+            assert all(s["kind"] == "model" for s in t.segments)
+            assert (fmt.search_close in t.segments[1]["text"]) == (t.finish_reason == "forbidden_search")
