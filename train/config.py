@@ -86,8 +86,9 @@ class RL1Config(StageConfig):
     temperature: float = field(default=0.6, metadata={"help": "Sampling temperature of the rollouts."})
     beta: float = field(default=0.001, metadata={"help": "KL coefficient to the start checkpoint (0: no "
                                                           "reference model is loaded)."})
-    questions: str | None = field(default=None, metadata={
-        "help": "Training question pool (FlashRAG jsonl/parquet); None = coa.questions.DEFAULT_QUESTIONS."})
+    questions: str | None = field(default="runs/split/train.jsonl", metadata={
+        "help": "Training question pool (FlashRAG jsonl/parquet; `python -m coa.questions split` writes this one, "
+                "disjoint from the held-out questions); null = coa.questions.DEFAULT_QUESTIONS."})
     question_limit: int | None = field(default=None, metadata={"help": "Use only the first N questions."})
     max_actions: int = field(default=4, metadata={"help": "Searches per rollout (the paper allowed 10)."})
     max_tokens: int = field(default=1024, metadata={"help": "Model-written tokens per rollout."})

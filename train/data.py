@@ -124,6 +124,9 @@ def sft_dataset(tokenizer, paths: list[Path], observation_loss: bool, max_length
 def rl_dataset(tokenizer, questions: str | None, limit: int | None, prompt: PromptConfig) -> Dataset:
     """One row per question: the rendered chat ``prompt`` plus what the rewards need."""
     path = Path(questions) if questions else DEFAULT_QUESTIONS
+    if not path.exists():
+        raise FileNotFoundError(f"rl: question file not found: {path} (`python -m coa.questions split` writes the "
+                                "training pool; or set rl1.questions / rl2.questions, null = the embedded HotpotQA)")
     rows = load_questions(path, limit=limit)
     _check_rows(len(rows), path, "rl")
     return Dataset.from_list([

@@ -1,0 +1,138 @@
+"""RL-1/RL-2 through TRL's GRPOTrainer and the agent loop, with the real BM25 index.
+
+The policy is the tiny model taught one search trajectory (``searching_dir``): sampled at a low
+temperature it writes a search call, so the real environment is exercised end to end.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coa.score import exact_match
+from coa.tokenize import encode
+from train.checkpoint import load_model, load_tokenizer
+from train.config import RL1Config, RL2Config, TrainConfig
+from train.data import rl_dataset
+from train.rewards import make_rewards
+from train.rl import build_rl_trainer
+from tests.train.conftest import FMT, RL_PROMPT, SEARCH_QUERY
+
+
+class RecordingSearcher:
+    """The real searcher, with every call and its result kept."""
+
+    name = "recording"
+
+    def __init__(self, searcher):
+        self.searcher, self.calls = searcher, []
+
+    def search(self, queries, k):
+        docs = self.searcher.search(queries, k)
+        self.calls.append((list(queries), k, docs))
+        return docs
+
+
+def parity(completions, **kwargs):
+    """Differs inside every group, so advantages, hence gradients, are not zero."""
+    return [float(i % 2) for i in range(len(completions))]
+
+
+def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3):
+    tok = load_tokenizer(policy_dir, model_dir)
+    stage = stage_cls(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=1,
+                      learning_rate=1e-3, temperature=temperature, max_tokens=64, topk=1, questions=None)
+    cfg = TrainConfig(prompt=RL_PROMPT)
+    dataset = rl_dataset(tok, None, 1, RL_PROMPT)
+    rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
+    trainer = build_rl_trainer(cfg, stage, load_model(policy_dir, tok), tok, dataset, out,
+                               reward_funcs=rewards, searcher=searcher)
+    rollouts = []
+    rollout = trainer.rollout_func
+
+    def spy(prompts, trainer):
+        rollouts.append(rollout(prompts, trainer))
+        return rollouts[-1]
+
+    trainer.rollout_func = spy
+    return trainer, tok, dataset, rollouts
+
+
+def _check_rewards(logged: dict, rollout, golds):
+    """The logged per-function rewards equal the specification recomputed from the trajectories."""
+    em = [exact_match(FMT.extract_answer(t), g) for t, g in zip(rollout["trajectory"], golds)]
+    well_formed = [FMT.parse(t).well_formed for t in rollout["trajectory"]]
+    assert logged["rewards/correctness/mean"] == sum(em) / len(em)
+    assert logged["rewards/format_term/mean"] == -sum(not w for w in well_formed) / len(well_formed)
+    return em, well_formed
+
+
+def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, searcher, questions, tmp_path):
+    recorder = RecordingSearcher(searcher)
+    trainer, tok, dataset, rollouts = _trainer(RL2Config, searching_dir, model_dir, tmp_path, recorder)
+    trainer.model.train()  # as inside trainer.train(): metrics are logged under "train"
+    inputs = trainer._generate_and_score_completions([dict(dataset[0]) for _ in range(2)])
+    out = rollouts[-1]
+
+    # the environment was really called, with the policy's query, and its result inserted verbatim
+    assert recorder.calls and recorder.calls[0][0] == [SEARCH_QUERY, SEARCH_QUERY] and recorder.calls[0][1] == 1
+    for row, (trajectory, ids, mask) in enumerate(zip(out["trajectory"], out["completion_ids"], out["env_mask"])):
+        observation = FMT.observation(recorder.calls[0][2][row])
+        assert observation in trajectory and out["n_actions"][row] == 1
+        assert trajectory.startswith(RL_PROMPT.prefill) and FMT.parse(trajectory).queries == (SEARCH_QUERY,)
+        env_ids = [t for t, m in zip(ids, mask) if m == 0]
+        assert env_ids == encode(tok, observation) and tok.decode(env_ids) == observation
+        assert tok.decode([t for t, m in zip(ids, mask) if m == 1]).startswith("I need to search.")
+        assert inputs["tool_mask"][row, :len(mask)].tolist() == mask  # TRL's loss mask factor
+
+    logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+    em, well_formed = _check_rewards(logged, out, [q["golden_answers"] for q in questions[:1]] * 2)
+    assert em == [1.0, 1.0] and all(well_formed)  # the taught trajectory answers right
+
+    # observation tokens contribute no gradient: the final hidden state that predicts a token only feeds that
+    # token's log-prob, so its gradient is zero exactly when the token is out of the loss
+    captured = {}
+
+    def keep(module, args, output):
+        output.retain_grad()
+        captured["hidden"] = output
+
+    hook = trainer.model.model.norm.register_forward_hook(keep)
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
+    trainer.compute_loss(trainer.model, inputs).backward()
+    hook.remove()
+    grad = captured["hidden"].grad.norm(dim=-1)  # (batch, prompt + completion)
+    start = inputs["prompt_ids"].shape[1] - 1
+    predicting = grad[:, start:start + inputs["completion_ids"].shape[1]]  # position i predicts completion token i
+    live = inputs["completion_mask"].bool()
+    env = inputs["tool_mask"].bool()
+    assert (predicting[live & ~env] == 0).all()
+    assert (live & ~env).sum() == sum(m.count(0) for m in out["env_mask"]) > 0
+    assert (predicting[live & env] > 0).any()
+
+
+def test_rl1_does_not_stop_at_the_search_tag(searching_dir, model_dir, searcher, questions, tmp_path):
+    recorder = RecordingSearcher(searcher)
+    trainer, tok, dataset, rollouts = _trainer(RL1Config, searching_dir, model_dir, tmp_path, recorder)
+    trainer.model.train()
+    trainer._generate_and_score_completions([dict(dataset[0]) for _ in range(2)])
+    out = rollouts[-1]
+    assert recorder.calls == []  # the simulated environment never searches
+    for trajectory, ids, mask in zip(out["trajectory"], out["completion_ids"], out["env_mask"]):
+        assert mask == [1] * len(ids)  # every token is the policy's own
+        search_end = trajectory.index(FMT.search_close) + len(FMT.search_close)
+        assert len(trajectory) > search_end  # it went on writing after the search call
+        assert trajectory == RL_PROMPT.prefill + tok.decode(ids, skip_special_tokens=True)
+    logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+    _check_rewards(logged, out, [q["golden_answers"] for q in questions[:1]] * 2)
+
+
+@pytest.mark.parametrize("stage_cls", [RL1Config, RL2Config])
+def test_a_step_changes_every_parameter(stage_cls, tiny_dir, model_dir, searcher, tmp_path):
+    # identical completions with opposite advantages cancel, so the random model sampled at temperature 1
+    # (all completions differ) is the policy here
+    trainer, _, _, rollouts = _trainer(stage_cls, tiny_dir, model_dir, tmp_path, searcher, temperature=1.0)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert len({tuple(ids) for ids in rollouts[-1]["completion_ids"]}) == 2
+    for name, param in trainer.model.named_parameters():
+        assert not torch.equal(param, before[name]), f"{name} did not change"
