@@ -42,6 +42,10 @@ def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, datas
     rollout = make_rollout(fmt, Budget(max_actions=stage.max_actions, max_tokens=stage.max_tokens, topk=stage.topk),
                            cfg.prompt.prefill, stage.tools, searcher)
     rewards = reward_funcs or make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
-    return GRPOTrainer(model=model, reward_funcs=rewards, args=grpo_config(cfg, stage, out), train_dataset=dataset,
+    args = grpo_config(cfg, stage, out)
+    if args.use_vllm and args.vllm_enable_sleep_mode:
+        raise ValueError("vllm_enable_sleep_mode is not supported: the agent rollout calls the vLLM engine itself "
+                         "(TRL wakes a sleeping engine only in its own generation path)")
+    return GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
                        processing_class=tokenizer, peft_config=peft_config(cfg), rollout_func=rollout,
                        callbacks=list(callbacks))

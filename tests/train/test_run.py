@@ -1,0 +1,97 @@
+"""The CLI: params.yaml + key=value, the stage chain, checkpoints and metrics files, clear errors."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+
+import coa.config
+from train.config import ScheduleConfig
+from train.run import main
+
+
+@pytest.fixture
+def params(tmp_path, monkeypatch, sets_dir, index_dir):
+    """A params.yaml ``train`` section with one-step stages on the tiny model's scale."""
+    small = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1}
+    rl = {**small, "num_generations": 2, "max_tokens": 16, "questions": None, "question_limit": 2,
+          "index": str(index_dir), "topk": 1}
+    section = {"runs_dir": str(tmp_path / "runs"), "sets_dir": str(sets_dir), "prompt": {"demonstrations": False},
+               "sft1": small, "sft2": small, "sft3": small, "rl1": rl, "rl2": rl}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"train": section, "other_stage": {"x": 1}}))
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", str(path))
+    return tmp_path / "runs"
+
+
+def _check_checkpoint(out, start, data_key):
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "metrics.json",
+            "steps.csv", "train_args.json"} <= names
+    with safe_open(out / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 1 and metrics["seconds_per_step"] > 0 and metrics["peak_rss_gb"] > 0
+    assert metrics["start_model"] == str(start) and metrics["data"][data_key] > 0
+    rows = list(csv.DictReader(open(out / "steps.csv")))
+    assert len(rows) == 1 and rows[0]["step"] == "1" and "loss" in rows[0]
+    return metrics, rows[0]
+
+
+def test_the_five_stages_chain_through_the_cli(params, tiny_dir):
+    runs = params
+    main(["stage=sft1", f"model={tiny_dir}", "sft1.alpha=0.5"])
+    args = json.loads((runs / "sft1" / "train_args.json").read_text())
+    assert args["stage"]["alpha"] == 0.5 and args["trl"]["cpo_alpha"] == 0.5  # key=value over params.yaml
+    assert args["trl"]["max_steps"] == 1 and args["trl"]["bf16"] is False  # params.yaml; fp32 on CPU
+    _check_checkpoint(runs / "sft1", tiny_dir, "pairs")
+    main(["stage=sft2"])  # starts from runs/sft1 by default
+    _check_checkpoint(runs / "sft2", runs / "sft1", "trained_tokens")
+    main(["stage=sft3"])
+    metrics, _ = _check_checkpoint(runs / "sft3", runs / "sft2", "observation_tokens")
+    assert metrics["data"]["trained_tokens"] == metrics["data"]["model_tokens"] + metrics["data"]["observation_tokens"]
+    results = main(["stage=rl", "rl.max_steps=2", "rl.rl1_fraction=0.5"])  # one rl1 step, then one rl2 step
+    assert [r["stage"] for r in results] == ["rl1", "rl2"]
+    _, row = _check_checkpoint(runs / "rl1", runs / "sft3", "questions")
+    assert {"reward", "rewards/correctness/mean", "agent/actions", "agent/env_masked_fraction"} <= set(row)
+    _, row = _check_checkpoint(runs / "rl2", runs / "rl1", "questions")
+    assert "agent/search_calls" in row
+
+
+def test_a_stage_without_its_previous_checkpoint_says_what_to_run(params):
+    with pytest.raises(FileNotFoundError, match=r"sft3 starts from the sft2 checkpoint .*runs/sft2, which does not "
+                                                r"exist: run `python -m train\.run stage=sft2` first"):
+        main(["stage=sft3"])
+    with pytest.raises(FileNotFoundError, match="model=/nowhere: no checkpoint there"):
+        main(["stage=sft3", "model=/nowhere"])
+
+
+def test_bad_settings_fail_with_the_valid_choices(params):
+    with pytest.raises(ValueError, match=r"train\.sft1: unknown key 'lr'; valid keys: learning_rate"):
+        main(["stage=sft1", "sft1.lr=1"])
+    with pytest.raises(ValueError, match="stage must be one of sft1, sft2, sft3, rl1, rl2, rl; got 'sft4'"):
+        main(["stage=sft4"])
+    with pytest.raises(ValueError, match="sft1.loss must be 'paper' or 'dpo', got 'ipo'"):
+        main(["stage=sft1", "sft1.loss=ipo"])
+
+
+def test_the_papers_schedule():
+    assert ScheduleConfig().split() == (80, 16)
+    assert ScheduleConfig(max_steps=10, rl1_fraction=1.0).split() == (10, 0)
+
+
+def test_lora_checkpoints_are_merged_plain_models(params, tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    main(["stage=sft2", f"model={tiny_dir}", "lora_r=4", "lora_alpha=8", "sft2.learning_rate=0.01"])
+    out = params / "sft2"
+    assert not (out / "adapter_config.json").exists()
+    trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    start = AutoModelForCausalLM.from_pretrained(tiny_dir).state_dict()
+    assert trained.keys() == start.keys()  # no lora_A/lora_B left: the adapter was merged
+    changed = [k for k in start if not torch.equal(trained[k].float(), start[k].to(torch.bfloat16).float())]
+    assert any("self_attn" in k for k in changed) and "model.norm.weight" not in changed
