@@ -23,7 +23,6 @@ from curate import io, plots
 from curate.decisions import decision_rows
 from curate.decontam import eval_question_ids
 
-_BINS = [i / 10 for i in range(1, 10)]
 _LABELS = [f"{10 * i}-{10 * i + 10}%" for i in range(10)]
 
 
@@ -46,9 +45,10 @@ def by_actions(scores: pl.DataFrame) -> list[dict]:
 
 def first_actions(scores: pl.DataFrame) -> tuple[list[dict], dict]:
     acting = scores.filter((pl.col("mode") == "coa") & pl.col("first_action_frac").is_not_null())
-    bins = (acting.with_columns(bin=pl.col("first_action_frac").cut(_BINS, labels=_LABELS, left_closed=True).cast(pl.String))
-            .group_by("bin").agg(rows=pl.len(), success=pl.col("correct").mean(), lo=pl.col("first_action_frac").min())
-            .sort("lo").drop("lo").to_dicts())
+    decile = (pl.col("first_action_frac") * 10).floor().clip(0, 9).cast(pl.Int32)
+    bins = (acting.with_columns(decile=decile).group_by("decile").agg(rows=pl.len(), success=pl.col("correct").mean())
+            .sort("decile").with_columns(bin=pl.col("decile").replace_strict(list(range(10)), _LABELS))
+            .drop("decile").to_dicts())
     stats = acting.select(median_frac=pl.col("first_action_frac").median(),
                           median_chars=pl.col("first_action_char").median(),
                           at_start=(pl.col("first_action_char") == 0).mean()).row(0, named=True) if acting.height else {}

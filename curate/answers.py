@@ -19,13 +19,16 @@ _YES_NO = ["yes", "no", "noanswer"]
 
 
 def _per_row(df: pl.DataFrame) -> pl.DataFrame:
-    raw = text.autocoa_extract_raw(pl.col("completion"))
-    return df.select(
+    # staged so that each long-text pass runs once (eager frames do not share subexpressions)
+    rows = df.select("_r", "pred", "completion", _tail=text.autocoa_tail(pl.col("completion")))
+    rows = rows.select("_r", "pred", _tail=pl.when(text.autocoa_gate(pl.col("completion"), pl.col("_tail")))
+                       .then(text.strip(pl.col("_tail"))))
+    rows = rows.with_columns(_raw=text.autocoa_extract_raw(pl.col("_tail")))
+    return rows.select(
         "_r", "pred",
         p=text.normalize_answer(pl.col("pred")),
-        lenient=pl.when(text.autocoa_gate(pl.col("completion")) & (pl.col("completion").str.len_bytes() > 0))
-        .then(text.autocoa_normalize(raw)),
-        _mismatch=text.word_mismatch(pl.col("pred")) | text.word_mismatch(raw),
+        lenient=text.autocoa_normalize(pl.col("_raw")),
+        _mismatch=text.word_mismatch(pl.col("pred")) | text.word_mismatch(pl.col("_raw")),
     )
 
 
@@ -69,11 +72,12 @@ def score_frame(df: pl.DataFrame) -> pl.DataFrame:
         _gm="_gm",
     )
     best = per_alias.group_by("_r").agg(*[pl.col(s).max() for s in SCORES], _gm=pl.col("_gm").any())
-    out = (df.join(best, on="_r", how="left").join(rows.select("_r", "_mismatch"), on="_r")
+    # scores are built in a narrow frame in row order and appended: joining the wide frame would copy its text
+    out = (rows.select("_r", "_mismatch").join(best, on="_r", how="left", maintain_order="left")
            .with_columns(*[pl.col(s).fill_null(0.0) for s in SCORES],
                          scored_by_python=pl.col("_mismatch") | pl.col("_gm").fill_null(False)))
-    out = _python_rows(out)
-    return out.sort("_r").drop("_r", "_mismatch", "_gm").with_columns(*[pl.col(s).cast(pl.Float32) for s in SCORES])
+    out = _python_rows(out, df)
+    return df.drop("_r").hstack(out.select(*[pl.col(s).cast(pl.Float32) for s in SCORES], "scored_by_python"))
 
 
 def python_scores(pred: str | None, completion: str, golds: list[str]) -> dict[str, float]:
@@ -81,11 +85,11 @@ def python_scores(pred: str | None, completion: str, golds: list[str]) -> dict[s
             "cover_em": core.cover_exact_match(pred, golds), "autocoa_lenient": core.autocoa_lenient(completion, golds)}
 
 
-def _python_rows(df: pl.DataFrame) -> pl.DataFrame:
-    todo = df.filter("scored_by_python")
+def _python_rows(scores: pl.DataFrame, df: pl.DataFrame) -> pl.DataFrame:
+    todo = df.filter(scores["scored_by_python"])
     if todo.height == 0:
-        return df
+        return scores
     rows = [python_scores(r["pred"], r["completion"], r["golden_answers"] or [])
             for r in todo.select("pred", "completion", "golden_answers").iter_rows(named=True)]
     fixed = pl.DataFrame(rows, schema={s: pl.Float64 for s in SCORES}).with_columns(todo["_r"])
-    return df.update(fixed, on="_r")
+    return scores.update(fixed, on="_r")

@@ -25,47 +25,47 @@ def _params(perms: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, rng.integers(0, 2**63, perms, dtype=np.uint64)
 
 
-def minhash(model_text: pl.Series, perms: int = 16, shingle: int = 3, seed: int = 0) -> np.ndarray:
-    """(rows, perms) uint64 MinHash signatures of lower-cased word ``shingle``-grams.
+def minhash(words: pl.Series, perms: int = 16, shingle: int = 3, seed: int = 0) -> np.ndarray:
+    """(rows, perms) uint64 MinHash signatures of word ``shingle``-grams, from lists of words.
 
     A text shorter than one shingle is hashed whole (it can only match itself exactly)."""
     if not 1 <= shingle <= len(_MIX):
         raise ValueError(f"shingle must be in 1..{len(_MIX)}, got {shingle}")
-    words = model_text.fill_null("").str.to_lowercase().str.split(" ").list.eval(
-        pl.element().filter(pl.element() != "").hash(seed))
-    lens = words.list.len().to_numpy().astype(np.int64)
-    flat = words.explode().drop_nulls().to_numpy()
+    hashes = words.list.eval(pl.element().hash(seed))
+    lens = hashes.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = hashes.explode().drop_nulls().to_numpy()
     n, total = len(lens), len(flat)
     starts = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lens, out=starts[1:])
-    sh = np.full(total, _MAX, dtype=np.uint64)
-    m = total - shingle + 1
-    if m > 0:
+    # shingle i combines words i..i+shingle-1; keep only those inside one row (compacted once, so each
+    # permutation is a multiply, an add and a per-row minimum over a dense array)
+    m = max(total - shingle + 1, 0)
+    per_row = np.maximum(lens - shingle + 1, 0)
+    if m:
         acc = flat[:m] * _MIX[0]
         for j in range(1, shingle):
             acc ^= flat[j:j + m] * _MIX[j]
-        sh[:m] = acc
-    # a shingle starting in the last (shingle - 1) words of a row crosses into the next row
-    cross = np.zeros(total + 1, dtype=np.int64)
-    np.add.at(cross, np.maximum(starts[1:] - shingle + 1, starts[:-1]), 1)
-    np.add.at(cross, starts[1:], -1)
-    invalid = np.cumsum(cross[:-1]) > 0
+        keep = np.repeat(starts[:-1], per_row) + (np.arange(per_row.sum()) - np.repeat(np.cumsum(per_row) - per_row, per_row))
+        sh = acc[keep]
+    else:
+        sh = np.zeros(0, dtype=np.uint64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(per_row, out=offsets[1:])
     a, b = _params(perms, seed)
     sig = np.empty((n, perms), dtype=np.uint64)
-    short = lens < shingle
+    short = per_row == 0
 
     def one(j: int) -> None:
-        v = np.empty(total + 1, dtype=np.uint64)  # a sentinel at the end keeps every row start a valid index
-        np.multiply(sh, a[j], out=v[:total])
-        v[:total] += b[j]
-        v[:total][invalid] = _MAX
-        v[total] = _MAX
-        sig[:, j] = np.minimum.reduceat(v, starts[:-1])
+        v = np.empty(len(sh) + 1, dtype=np.uint64)  # a sentinel at the end keeps every row start a valid index
+        np.multiply(sh, a[j], out=v[:-1])
+        v[:-1] += b[j]
+        v[-1] = _MAX
+        sig[:, j] = np.minimum.reduceat(v, offsets[:-1])
 
     with ThreadPoolExecutor(2) as pool:  # numpy releases the GIL: permutations run side by side
         list(pool.map(one, range(perms)))
     if short.any():
-        whole = model_text.fill_null("").hash(seed).to_numpy()[short]
+        whole = words.filter(pl.Series(short)).fill_null([]).list.join(" ").hash(seed).to_numpy()
         sig[short] = whole[:, None] * a[None, :] + b[None, :]
     return sig
 

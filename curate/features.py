@@ -42,8 +42,7 @@ def render(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def _fast(fmt: FormatPreset) -> list[pl.Expr]:
-    seq = pl.col("_seq")
-    answers = pl.col("completion").str.extract_all(text.answer_regex(fmt))
+    seq, answers = pl.col("_seq"), pl.col("_answers")
     empty_call = re.escape(fmt.search_open) + text.WS_CLASS + "*" + re.escape(fmt.search_close)
     decidable = seq.str.contains(text.plain_grammar(fmt))
     if fmt.answer_close == "}":  # the closing brace is no tag: check the spans themselves
@@ -90,17 +89,22 @@ def _parse_fallback(df: pl.DataFrame, fmt: FormatPreset) -> pl.DataFrame:
     rows = [python_parse(c, fmt) for c in todo["completion"].to_list()]
     fixed = pl.DataFrame(rows, schema={"pred": pl.String, "n_calls": pl.Int32, **{r: pl.Boolean for r in PARSE_REASONS}})
     fixed = fixed.with_columns(todo["_row"])
-    return df.update(fixed, on="_row", include_nulls=True)
+    cols = ["_row", "pred", "n_calls", *PARSE_REASONS]  # update the narrow columns only, then put them back
+    narrow = df.select(cols).update(fixed, on="_row", include_nulls=True)
+    return df.with_columns(narrow.select(cols[1:]))
 
 
 def _segment_checks(fmt: FormatPreset) -> list[pl.Expr]:
-    is_model = _seg("kind") == "model"
-    writes_obs = _seg("text").str.contains(f"{re.escape(fmt.result_open)}|{re.escape(fmt.result_close)}")
-    after_call = (_seg("kind").shift(1) == "model") & text.strip(_seg("text").shift(1)).str.ends_with(fmt.search_close)
-    orphan = (_seg("kind") == "observation") & ~after_call.fill_null(False)
+    # one letter per segment (O observation, C model ending in a search call, M other model text), so the
+    # neighbour test is a regex on a short string instead of a window over every list
+    kind, seg_text = _seg("kind"), _seg("text")
+    ends_in_call = seg_text.str.contains(re.escape(fmt.search_close) + text.WS_CLASS + "*$")
+    code = pl.when(kind == "observation").then(pl.lit("O")).when(ends_in_call).then(pl.lit("C")).otherwise(pl.lit("M"))
+    writes_obs = (kind == "model") & seg_text.str.contains(f"{re.escape(fmt.result_open)}|{re.escape(fmt.result_close)}")
     return [
-        pl.col("segments").list.eval(is_model & writes_obs).list.any().fill_null(False).alias("model_observation"),
-        pl.col("segments").list.eval(orphan).list.any().fill_null(False).alias("orphan_observation"),
+        pl.col("segments").list.eval(writes_obs).list.any().fill_null(False).alias("model_observation"),
+        pl.col("segments").list.eval(code).list.join("").str.contains("(?:^|[^C])O").fill_null(False)
+        .alias("orphan_observation"),
     ]
 
 
@@ -108,12 +112,14 @@ def trajectory_features(df: pl.DataFrame, fmt: FormatPreset | str, force_python:
     """Add the columns described in the module docstring to a frame of one format's trajectories."""
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     df = render(df).with_row_index("_row")
-    df = df.with_columns(_seq=text.tag_sequence(pl.col("completion"), fmt))
+    df = df.with_columns(_seq=text.tag_sequence(pl.col("completion"), fmt),
+                         _answers=pl.col("completion").str.extract_all(text.answer_regex(fmt)))
     df = df.with_columns(_fast(fmt))
     if force_python:
         df = df.with_columns(_decidable=pl.lit(False))
     df = _parse_fallback(df, fmt)
-    first = pl.col("model_text").str.extract("(?s)^(.*?)" + re.escape(fmt.search_open), 1).str.len_chars()
+    before = pl.col("model_text").str.split_exact(fmt.search_open, 1).struct
+    first = pl.when(before.field("field_1").is_not_null()).then(before.field("field_0").str.len_chars())
     chars = pl.col("model_text").str.len_chars()
     df = df.with_columns(
         *_segment_checks(fmt),
@@ -122,4 +128,4 @@ def trajectory_features(df: pl.DataFrame, fmt: FormatPreset | str, force_python:
         first_action_frac=(first / chars).cast(pl.Float32),
         parsed_by_python=~pl.col("_decidable"),
     )
-    return df.drop("_seq", "_decidable", "_row")
+    return df.drop("_seq", "_answers", "_decidable", "_row")

@@ -86,6 +86,15 @@ def scan(paths, columns: Sequence[str], types: dict = TRAJECTORY_TYPES, file_col
     return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
 
 
+def check_unique_ids(df: pl.DataFrame, file_column: str = "_file") -> None:
+    """Later steps join on ``id``: the same id twice (e.g. two synthesis runs in one folder) is an error."""
+    dup = df.filter(pl.col("id").is_duplicated())
+    if dup.height:
+        first = dup.filter(pl.col("id") == dup["id"][0])
+        raise ValueError(f"{' and '.join(sorted(set(first[file_column].to_list())))}: column 'id' repeats "
+                         f"{dup['id'][0]!r} ({dup['id'].n_unique()} ids repeat); give each trajectory once")
+
+
 def scores_path(path: str | Path) -> Path:
     """The score step's table, given its folder or the file itself."""
     path = Path(path)

@@ -71,8 +71,8 @@ def continuation_columns(fmt_name: str) -> list[pl.Expr]:
 def score_branches(df: pl.DataFrame, cfg) -> pl.DataFrame:
     parts = []
     for (fmt,), part in df.group_by("format", maintain_order=True):
-        part = trajectory_features(part, fmt).with_columns(continuation_columns(fmt))
-        part = score_frame(part).with_columns(filters.quality_columns(get_format(fmt)))
+        part = trajectory_features(part, fmt).with_columns(continuation_columns(fmt), words=filters.words(pl.col("model_text")))
+        part = filters.quality_columns(score_frame(part), get_format(fmt))
         parts.append(part)
     df = pl.concat(parts, how="vertical_relaxed").with_columns(filters.row_reasons(cfg))
     forbid, force = pl.col("kind") == "forbid", pl.col("kind") == "force"
@@ -133,7 +133,9 @@ def run(cfg) -> dict:
     inputs = cfg.input or ["runs/synth/branch"]
     files = io.parquet_files(inputs)
     io.check_formats(files)
-    df = parse_branch_ids(io.scan(files, TRAJECTORY_SCHEMA.names, file_column="_file").collect())
+    df = io.scan(files, TRAJECTORY_SCHEMA.names, file_column="_file").collect()
+    io.check_unique_ids(df)
+    df = parse_branch_ids(df)
     branches = score_branches(df, cfg).with_columns(score=pl.col(cfg.metric))
     pairs, counts = mine(branches)
     out = Path(cfg.out_dir)

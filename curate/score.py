@@ -23,19 +23,19 @@ from curate.features import trajectory_features
 
 COLUMNS = ["id", "question_id", "dataset", "question", "golden_answers", "mode", "sample", "branch_id", "parent_id",
            "decision_index", "format", "segments", "finish_reason", "n_actions"]
-_HEAVY = ["segments", "completion", "model_text"]
+_HEAVY = ["segments", "completion", "model_text", "words"]
 
 
 def score_batch(df: pl.DataFrame, cfg) -> tuple[pl.DataFrame, np.ndarray]:
     """Row-level work on one batch: features, scores, quality and row reasons, plus MinHash signatures."""
     parts = []
     for (fmt,), part in df.group_by("format", maintain_order=True):
-        part = trajectory_features(part, fmt)
-        part = score_frame(part).with_columns(filters.quality_columns(get_format(fmt)))
+        part = trajectory_features(part, fmt).with_columns(words=filters.words(pl.col("model_text")))
+        part = filters.quality_columns(score_frame(part), get_format(fmt))
         parts.append(part)
     df = pl.concat(parts, how="vertical_relaxed")
     df = df.with_columns(filters.row_reasons(cfg), text_hash=pl.col("model_text").hash(cfg.seed))
-    sig = dedup.minhash(df["model_text"], cfg.minhash_perms, cfg.shingle, cfg.seed)
+    sig = dedup.minhash(df["words"], cfg.minhash_perms, cfg.shingle, cfg.seed)
     return df.drop(_HEAVY), sig
 
 
@@ -86,21 +86,28 @@ def run(cfg) -> dict:
     files = io.parquet_files(inputs)
     io.check_formats(files)
     batches, sigs = [], []
-    for batch in io.scan(files, COLUMNS).collect_batches(chunk_size=cfg.batch_rows):
+    for batch in io.scan(files, COLUMNS, file_column="_file").collect_batches(chunk_size=cfg.batch_rows):
         small, sig = score_batch(batch, cfg)
         batches.append(small)
         sigs.append(sig)
     df = pl.concat(batches, how="vertical_relaxed") if batches else None
     if df is None or df.height == 0:
         raise ValueError(f"{', '.join(map(str, inputs))}: no trajectories to score")
+    io.check_unique_ids(df)
+    df = df.drop("_file")
+    phases = {"read_score_filter": time.perf_counter() - started}
     df = df.with_columns(correct=pl.col(cfg.metric) >= cfg.threshold)
     df = mark_duplicates(df, np.vstack(sigs), cfg)
+    phases["dedup"] = time.perf_counter() - started - sum(phases.values())
     df, contamination = decontaminate(df, cfg)
+    phases["decontaminate"] = time.perf_counter() - started - sum(phases.values())
     df = filters.assemble(df)
     out = io.write_parquet(df, f"{cfg.out_dir}/scores.parquet")
     elapsed = time.perf_counter() - started
+    phases["write"] = elapsed - sum(phases.values())
     metrics = {**summarize(df), "contamination": contamination, "input": [str(p) for p in inputs],
                "metric": cfg.metric, "threshold": cfg.threshold, "seconds": round(elapsed, 2),
+               "phase_seconds": {k: round(v, 2) for k, v in phases.items()},
                "rows_per_s": round(df.height / elapsed, 1)}
     io.write_metrics(f"{cfg.out_dir}/metrics.json", metrics)
     print(f"scored {df.height} trajectories ({metrics['kept']} kept) in {elapsed:.1f}s → {out}")

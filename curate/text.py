@@ -60,20 +60,19 @@ def word_mismatch(e: pl.Expr) -> pl.Expr:
 
 
 def autocoa_tail(completion: pl.Expr) -> pl.Expr:
-    """The text after the last ``</think>`` (what their scorer reads)."""
+    """The text after the last ``</think>`` (what their scorer reads), not yet stripped."""
     return completion.str.split(_THINK_CLOSE).list.last()
 
 
-def autocoa_gate(completion: pl.Expr) -> pl.Expr:
-    """Their precondition: a ``</think>`` exists and no search call follows the last one."""
-    tail = autocoa_tail(completion)
+def autocoa_gate(completion: pl.Expr, tail: pl.Expr) -> pl.Expr:
+    """Their precondition: a ``</think>`` exists and no search call follows the last one; a response
+    failing it scores 0 whatever is extracted."""
     return completion.str.contains(_THINK_CLOSE, literal=True) & ~tail.str.contains(_SEARCH_OPEN, literal=True)
 
 
-def autocoa_extract_raw(completion: pl.Expr) -> pl.Expr:
-    """``coa.score.autocoa_extract`` before its final normalisation: last flat box, else a cue phrase,
-    else the second-to-last sentence of the tail; null when the tail is empty."""
-    tail = strip(autocoa_tail(strip(completion)))
+def autocoa_extract_raw(tail: pl.Expr) -> pl.Expr:
+    """``coa.score.autocoa_extract`` before its final normalisation, from the stripped tail: the last
+    flat box, else a cue phrase, else the second-to-last sentence; null when the tail is empty/null."""
     boxed = tail.str.extract_all(_BOXED_FLAT).list.last().str.extract(_BOXED_FLAT, 1)
     cue = tail.str.extract(_CUE, 2)
     parts = tail.str.split(".")

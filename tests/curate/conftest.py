@@ -1,0 +1,32 @@
+"""Real data for the curation tests: real HotpotQA questions, the real corpus through the real BM25
+index, rendered in the autocoa preset (curate/fixtures.py); hand-made rows only where a case must be exact."""
+from __future__ import annotations
+
+import pytest
+
+from coa.questions import DEFAULT_QUESTIONS, load_questions
+from coa.trajectory import write_trajectories
+from curate.fixtures import realistic_trajectories
+
+
+@pytest.fixture(scope="session")
+def questions():
+    return load_questions(DEFAULT_QUESTIONS)
+
+
+@pytest.fixture(scope="session")
+def searcher(index_dir):
+    from coa.search import load_searcher
+
+    return load_searcher(index_dir)
+
+
+@pytest.fixture(scope="session")
+def real_rows(questions, searcher):
+    """CoT + CoA rows (2 samples each) for 80 real questions: 640 trajectories."""
+    return realistic_trajectories(questions[:80], searcher)
+
+
+@pytest.fixture(scope="session")
+def real_file(real_rows, tmp_path_factory):
+    return write_trajectories(tmp_path_factory.mktemp("traj") / "part-000.parquet", real_rows)
