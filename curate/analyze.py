@@ -66,7 +66,7 @@ def choose_parents(scores: pl.DataFrame, cfg, held: set[str]) -> pl.DataFrame:
 
 def run(cfg) -> dict:
     source = io.scores_path(cfg.input[0] if cfg.input else "runs/curate/score")
-    scores = pl.read_parquet(source)
+    scores = io.read_scores(source)
     score_metrics = io.read_metrics(source.parent / "metrics.json") if (source.parent / "metrics.json").exists() else {}
     out = Path(cfg.out_dir)
     grid = two_by_two(scores)

@@ -101,6 +101,23 @@ def scores_path(path: str | Path) -> Path:
     return path / "scores.parquet" if path.is_dir() else path
 
 
+SCORE_COLUMNS = ("id", "question_id", "question", "golden_answers", "dataset", "mode", "sample", "pred", "em", "f1",
+                 "cover_em", "autocoa_lenient", "correct", "n_calls", "first_action_char", "first_action_frac",
+                 "contamination", "drop_reason", "kept")
+
+
+def read_scores(path: str | Path) -> pl.DataFrame:
+    """The score step's table; anything else fails naming the file and the first missing column."""
+    path = scores_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"scores not found: {path} (run step=score first, or set in= to its folder)")
+    schema = pl.read_parquet_schema(path)
+    missing = [c for c in SCORE_COLUMNS if c not in schema]
+    if missing:
+        raise ValueError(f"{path}: missing column {missing[0]!r}; expected the score step's scores.parquet")
+    return pl.read_parquet(path)
+
+
 def write_parquet(df: pl.DataFrame, path: str | Path, schema: pa.Schema | None = None) -> Path:
     """Atomic write (temp file + rename); with ``schema`` the file has exactly those columns and types."""
     path = Path(path)

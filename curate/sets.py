@@ -144,7 +144,7 @@ def _shout(name: str, asked: int, wrote: int, qualified: int) -> None:
 
 def run(cfg) -> dict:
     source = io.scores_path(cfg.input[0] if cfg.input else "runs/curate/score")
-    scores = pl.read_parquet(source)
+    scores = io.read_scores(source)
     meta = source.parent / "metrics.json"
     traj_paths = cfg.trajectories or (io.read_metrics(meta).get("input") if meta.exists() else None)
     if not traj_paths:

@@ -6,7 +6,7 @@ Python's ``re`` and polars' Rust regex agree on everything used here except the 
 word character (``\\b``) and whitespace (``\\s``, ``str.split``, ``str.strip``): whitespace is spelled
 out as Python's exact set, and strings holding a character whose word-ness differs between the two
 engines are flagged (``word_mismatch``) so the caller computes them with the core functions instead.
-``tests/curate/test_text.py`` checks the expressions against the core on real and adversarial text.
+``tests/curate/test_answers.py`` checks them against the core on real, teacher-written and adversarial text.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import re
 import polars as pl
 
 from coa import score as core
-from coa.formats import FormatPreset
+from coa.formats import _TEXT_RE, FormatPreset
 
 # Python's whitespace (str.isspace, str.split, str.strip, re's \s), as a regex class and a strip set
 WS = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
@@ -26,8 +26,9 @@ _PUNCT_CLASS = "[" + re.escape("".join(sorted(core._PUNCT))) + "]"
 WORD_MISMATCH = r"[[\p{M}\p{No}\p{Pc}\p{Join_Control}\p{Alphabetic}]--[\p{L}\p{Nl}\p{Nd}_]]"
 # their cue regex with Python's \s spelled out, case-insensitive as in coa.score
 _CUE = "(?i)" + core._CUE.pattern.replace(r"\s", WS_CLASS[1:-1])
-_BOXED_FLAT = r"\\boxed\{([^}]*)\}"  # coa.score._BOXED_FLAT in Rust syntax (a literal "{" must be escaped)
-_TEXT = r"\\text\{([^{}]*)\}"  # coa.formats._TEXT_RE
+# coa.score._BOXED_FLAT with its braces escaped: Rust reads an unescaped "{" after a letter as a repetition
+_BOXED_FLAT = core._BOXED_FLAT.pattern.replace("{(", r"\{(").replace(")}", r")\}")
+_TEXT = _TEXT_RE.pattern  # the preset's \text{…} unwrapping
 _THINK_CLOSE, _SEARCH_OPEN = "</think>", "<begin_search>"  # the AutoCoA scorer's own hard-coded tags
 
 

@@ -89,3 +89,12 @@ def test_module_entry_point(shard, tmp_path):
     assert "scored 3 trajectories" in done.stdout
     bad = subprocess.run(cmd + ["bogus=1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "unknown key 'bogus'" in bad.stderr
+
+
+def test_later_steps_check_the_scores_table(shard, tmp_path):
+    from curate import analyze
+
+    with pytest.raises(FileNotFoundError, match="scores not found: .*run step=score first"):
+        analyze.run(config(tmp_path / "a", step="analyze", input=[str(tmp_path / "nothing")]))
+    with pytest.raises(ValueError, match=rf"{shard}: missing column 'pred'; expected the score step"):
+        analyze.run(config(tmp_path / "a", step="analyze", input=[str(shard)]))

@@ -58,6 +58,14 @@ def test_every_action_mode(real_file, tmp_path):
         pl.len(), pl.col("s").max())
     for p, n, top in per_parent.iter_rows():
         assert n == calls[p] and top == n - 1  # one decision before each search call
+    parents = {t.id: t for t in read_trajectories(real_file)}
+    for d in rows:  # the k-th decision cuts just before the k-th search call, wherever it is
+        parent, k = parents[d.parent_id], d.decision_index
+        cut = d.segments[-1]["text"]
+        assert [s["text"] for s in d.segments[:-1]] == [s["text"] for s in parent.segments[:k - 1]]
+        assert parent.segments[k - 1]["text"].startswith(cut + F.search_open)
+        assert "".join(s["text"] for s in d.segments).count(F.search_open) == d.sample
+    assert max(r.decision_index for r in rows) > 1  # later calls sit in later segments
 
 
 def test_pairs_in_both_directions_are_prefix_matched(flow):
