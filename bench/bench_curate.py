@@ -104,10 +104,11 @@ def python_baseline(sample: pl.DataFrame) -> float:
         model = "".join(s["text"] for s in row["segments"] if s["kind"] == "model")
         parsed = fmt.parse(completion)
         scores = score_all(completion, row["golden_answers"], row["format"])
-        sentences = [s.strip() for s in model.replace("!", ".").replace("?", ".").replace("\n", ".").split(".") if s.strip()]
+        lines = [line for line in model.split("\n") if line]
         words = model.lower().split()
         reason = (parsed.errors and "malformed" or row["finish_reason"] not in ("answer", "") and "unfinished"
-                  or len(sentences) >= 4 and 1 - len(set(sentences)) / len(sentences) > 0.5 and "repetition" or None)
+                  or len(lines) >= 4 and 1 - len(set(lines)) / len(lines) > 0.5 and "repetition"
+                  or len(words) >= 60 and len(set(words)) / len(words) < 0.2 and "repetition" or None)
         key = (row["question_id"], row["mode"], hash(model))
         if reason is None and key in seen:
             reason = "duplicate"

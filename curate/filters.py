@@ -8,7 +8,8 @@ A row keeps every reason that applies (``reasons``), the first one in ``REASONS`
   unfinished          finish_reason outside ``finish_reasons`` (max_tokens, max_actions, error, ...)
   too_few_actions / too_many_actions   search calls outside [min_actions, max_actions] (CoT: none allowed)
   too_short / too_long                 model-written characters outside [min_chars, max_chars]
-  repetition          degenerate loops: many repeated sentences, or very few distinct words
+  repetition          degenerate loops: many repeated lines, or very few distinct words (a loop
+                      inside one line)
   repeated_query      the same search query issued twice
   duplicate / near_duplicate           same question, same or nearly the same model text (dedup.py)
   contaminated        the question matches an evaluation question (decontam.py)
@@ -24,8 +25,6 @@ from curate.features import PARSE_REASONS, SEGMENT_REASONS
 ROW_REASONS = (*PARSE_REASONS, *SEGMENT_REASONS, "unfinished", "too_few_actions", "too_many_actions",
                "too_short", "too_long", "repetition", "repeated_query")
 REASONS = (*ROW_REASONS, "duplicate", "near_duplicate", "contaminated")
-# a sentence: text between . ! ? or newlines, without surrounding whitespace (so no strip is needed)
-_SENTENCE = r"[^.!?\n\s](?:[^.!?\n]*[^.!?\n\s])?"
 
 
 def words(model_text: pl.Expr) -> pl.Expr:
@@ -36,18 +35,23 @@ def words(model_text: pl.Expr) -> pl.Expr:
 
 def quality_columns(df: pl.DataFrame, fmt: FormatPreset) -> pl.DataFrame:
     """Repetition statistics of the model-written text (needs ``words``) and its queries."""
-    df = df.with_columns(_sentences=pl.col("model_text").str.extract_all(_SENTENCE),
+    df = df.with_columns(_lines=pl.col("model_text").str.split("\n"),
                          _queries=text.queries(pl.col("model_text"), fmt).list.eval(pl.element().str.to_lowercase()))
-    empty = pl.col("words").list.count_matches("")
-    n_words = pl.col("words").list.len() - empty
+
+    def distinct(col: str) -> tuple[pl.Expr, pl.Expr]:
+        """(non-empty items, distinct non-empty items): blank lines and double spaces leave empty strings."""
+        empty = pl.col(col).list.count_matches("")
+        return pl.col(col).list.len() - empty, pl.col(col).list.n_unique() - (empty > 0).cast(pl.UInt32)
+
+    n_lines, unique_lines = distinct("_lines")
+    n_words, unique_words = distinct("words")
     return df.with_columns(
-        n_sentences=pl.col("_sentences").list.len().cast(pl.Int32),
-        repeat_frac=(1 - pl.col("_sentences").list.n_unique() / pl.col("_sentences").list.len()).fill_nan(0.0).cast(pl.Float32),
+        n_lines=n_lines.cast(pl.Int32),
+        repeat_frac=(1 - unique_lines / n_lines).fill_nan(0.0).cast(pl.Float32),
         n_words=n_words.cast(pl.Int32),
-        unique_word_frac=((pl.col("words").list.n_unique() - (empty > 0).cast(pl.UInt32)) / n_words).fill_nan(1.0)
-        .cast(pl.Float32),
+        unique_word_frac=(unique_words / n_words).fill_nan(1.0).cast(pl.Float32),
         repeated_query=pl.col("_queries").list.n_unique() < pl.col("_queries").list.len(),
-    ).drop("_sentences", "_queries")
+    ).drop("_lines", "_queries")
 
 
 def row_reasons(cfg) -> list[pl.Expr]:
@@ -62,7 +66,7 @@ def row_reasons(cfg) -> list[pl.Expr]:
         (pl.col("n_calls") > hi).alias("too_many_actions"),
         (pl.col("model_chars") < cfg.min_chars).alias("too_short"),
         (pl.col("model_chars") > cfg.max_chars).alias("too_long"),
-        (((pl.col("n_sentences") >= cfg.repeat_min_sentences) & (pl.col("repeat_frac") > cfg.max_repeat_frac))
+        (((pl.col("n_lines") >= cfg.repeat_min_lines) & (pl.col("repeat_frac") > cfg.max_repeat_frac))
          | (long_text & (pl.col("unique_word_frac") < cfg.min_unique_word_frac))).alias("repetition"),
         (pl.col("repeated_query") & pl.lit(not cfg.allow_repeated_queries)).alias("repeated_query"),
     ]
