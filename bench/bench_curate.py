@@ -104,7 +104,7 @@ def python_baseline(sample: pl.DataFrame) -> float:
         model = "".join(s["text"] for s in row["segments"] if s["kind"] == "model")
         parsed = fmt.parse(completion)
         scores = score_all(completion, row["golden_answers"], row["format"])
-        lines = [line for line in model.split("\n") if line]
+        lines = [x for x in model.replace(". ", ".\n").replace("? ", "?\n").replace("! ", "!\n").split("\n") if x]
         words = model.lower().split()
         reason = (parsed.errors and "malformed" or row["finish_reason"] not in ("answer", "") and "unfinished"
                   or len(lines) >= 4 and 1 - len(set(lines)) / len(lines) > 0.5 and "repetition"

@@ -4,7 +4,7 @@ Groups
   step        step, in (``input``), out
   correctness metric, threshold
   filters     finish_reasons, min_actions, max_actions, min_chars, max_chars, max_repeat_frac,
-              repeat_min_lines, min_unique_word_frac, repeat_min_words, allow_repeated_queries
+              repeat_min_sentences, min_unique_word_frac, repeat_min_words, allow_repeated_queries
   dedup       near_dup_threshold, minhash_perms, lsh_bands, shingle
   decontam    eval_sets, decontam_threshold
   analyze     trajectories, decision_points, decisions_per_question
@@ -41,8 +41,8 @@ class CurateConfig:
     max_actions: int = field(default=10, metadata={"help": "most search calls (AutoCoA's search budget is 10)"})
     min_chars: int = field(default=20, metadata={"help": "fewest model-written characters"})
     max_chars: int = field(default=20000, metadata={"help": "most model-written characters"})
-    max_repeat_frac: float = field(default=0.5, metadata={"help": "most repeated lines (fraction) before 'repetition'"})
-    repeat_min_lines: int = field(default=4, metadata={"help": "the repeated-line rule needs at least this many lines"})
+    max_repeat_frac: float = field(default=0.5, metadata={"help": "most repeated sentences (fraction) before 'repetition'"})
+    repeat_min_sentences: int = field(default=4, metadata={"help": "the sentence rule needs at least this many sentences"})
     min_unique_word_frac: float = field(default=0.2, metadata={"help": "fewest distinct words (fraction) before 'repetition'"})
     repeat_min_words: int = field(default=60, metadata={"help": "the distinct-word rule needs at least this many words"})
     allow_repeated_queries: bool = field(default=False, metadata={"help": "keep trajectories that repeat a query"})

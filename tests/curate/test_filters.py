@@ -38,6 +38,8 @@ def reasons_run(questions, tmp_path_factory):
         "repetition": traj(next(q), [model(f"<think>\n{loop}\n</think>\n\\boxed{{GOLD}}")], mode="cot"),  # in a line
         "repetition_lines": traj(next(q), [model("<think>\n" + "I will search.\n" * 8 + "ok\n</think>\n\\boxed{GOLD}")],
                                  mode="cot"),
+        "repetition_words": traj(next(q), [model("<think>\n" + "and then the " * 25 + "\n</think>\n\\boxed{GOLD}")],
+                                 mode="cot"),  # one "sentence": only the distinct-word rule sees it
         "repeated_query": traj(next(q), [model(f"<think>\n{F.search_call('same query')}"), obs(),
                                          model(f"again {F.search_call('Same Query')}"), obs(),
                                          model("ok\n</think>\n\\boxed{GOLD}")]),
@@ -73,13 +75,13 @@ def test_every_reason_fires(reasons_run):
     got = dict(df.select("id", "drop_reason").iter_rows())
     for reason in REASONS:
         assert got[reason] == reason, (reason, df.filter(pl.col("id") == reason)["reasons"].to_list())
-    assert got["repetition_lines"] == "repetition"
+    assert got["repetition_lines"] == got["repetition_words"] == "repetition"
     for kept in ("clean", "dup_original", "near_original"):
         assert got[kept] is None, df.filter(pl.col("id") == kept)["reasons"].to_list()
     assert df.filter(pl.col("id") == "duplicate")["duplicate_of"].item() == "dup_original"
     assert df.filter(pl.col("id") == "near_duplicate")["near_duplicate_of"].item() == "near_original"
-    assert metrics["reasons"]["first"] == {r: 2 if r == "repetition" else 1 for r in REASONS}
-    assert metrics["kept"] == 3 and metrics["rows"] == len(REASONS) + 4
+    assert metrics["reasons"]["first"] == {r: 3 if r == "repetition" else 1 for r in REASONS}
+    assert metrics["kept"] == 3 and metrics["rows"] == len(REASONS) + 5
 
 
 def test_contamination_names_its_match(reasons_run):
