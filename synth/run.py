@@ -61,6 +61,8 @@ def make_searcher(cfg: SynthConfig):
         build_index(DEFAULT_CORPUS, cfg.index, show_progress=False)
     searcher = from_config(index=cfg.index, retriever_url=cfg.retriever_url or None, kind=cfg.retriever)
     name = "http" if cfg.retriever_url else cfg.retriever
+    if not cfg.retriever_url:
+        searcher.search(["warm up"], 1)  # load the memory-mapped index now, not inside the first trajectory
     return searcher, f"{name}:k={cfg.topk}"
 
 
