@@ -10,6 +10,7 @@ Groups
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from coa.prompts import PromptConfig
@@ -36,7 +37,7 @@ class SynthConfig:
     topk: int = field(default=3, metadata={"help": "documents per search"})
 
     format: str = field(default="autocoa", metadata={"help": "format preset: autocoa | search_r1"})
-    prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "demonstrations, prefill, system"})
+    prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "prompt.demonstrations (one worked example), prompt.prefill (assistant start), prompt.system; prompt.format and prompt.mode follow format and mode"})
 
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
@@ -85,3 +86,16 @@ class SynthConfig:
         """What the ``sampling`` column records (plus each row's own seed)."""
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
                 "max_actions": self.max_actions, "topk": self.topk, "n": self.n}
+
+
+def describe(cls=SynthConfig, prefix: str = "") -> list[str]:
+    """One line per key (``key=default  help``), nested sections as dotted keys."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            lines.append(f"  {prefix}{f.name}.*".ljust(40) + f"  {f.metadata.get('help', '')}")
+            lines += describe(type(default), f"{prefix}{f.name}.")
+        else:
+            lines.append(f"  {prefix}{f.name}={default!r}".ljust(40) + f"  {f.metadata.get('help', '')}")
+    return lines

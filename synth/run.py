@@ -14,7 +14,8 @@ serving on ``serve.port``) and stopped at the end. Prompts are rendered with the
 
 Re-running the same command resumes: rows already in ``out`` (same question, mode, sample, branch)
 are skipped, so change ``out`` when you change the sampling or the prompt. Exit codes: 0 done,
-2 bad configuration or input, 3 stopped early (teacher or retriever gone; finished rows are kept).
+2 bad configuration or input, 3 stopped early (teacher or retriever gone; finished rows are kept),
+130 interrupted (Ctrl-C; finished rows are kept). ``python -m synth.run help`` lists every key.
 
 From Python (e.g. curation): ``branch(decision_rows, cfg)`` returns the branch rows as a table.
 """
@@ -35,15 +36,15 @@ from coa.config import load_config
 from coa.formats import get_format
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.trajectory import read_table
-from synth.config import SynthConfig
+from synth.config import SynthConfig, describe
 from synth.jobs import Job, branch_jobs, question_jobs, read_decisions
 from synth.serve import embedded_teacher, model_dir
 from synth.shards import ShardWriter, done_ids
 from synth.summary import dataset_summary, format_summary, run_summary
-from synth.synthesize import run_jobs
+from synth.synthesize import RunStats, run_jobs
 from synth.teacher import Teacher
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 2, 3
+EXIT_OK, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 def default_of(name: str):
@@ -84,38 +85,44 @@ def build_jobs(cfg: SynthConfig) -> list[Job]:
     return question_jobs(questions, cfg.mode, cfg.n, cfg.prompt, load_tokenizer(cfg))
 
 
-def execute(cfg: SynthConfig, jobs: list[Job]) -> dict:
-    """Run the jobs not yet in ``cfg.out_dir``; write shards and ``summary.json``; return the summary."""
-    fmt = get_format(cfg.format)
-    out = Path(cfg.out_dir)
-    done = done_ids(out) if out.exists() else set()
-    todo = [j for j in jobs if j.id not in done]
+def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter) -> RunStats:
+    """Run ``todo`` on the teacher (the embedded one is started here and stopped after)."""
     budget = Budget(max_actions=cfg.max_actions, max_tokens=cfg.max_tokens, topk=cfg.topk)
-    sampling = {**cfg.sampling, "seed": cfg.seed}
+    searcher, retriever = (None, "") if all(j.tools == "forbid" for j in todo) else make_searcher(cfg)
     with ExitStack() as stack:
-        writer = stack.enter_context(ShardWriter(out, cfg.rows_per_shard, cfg.flush_s))
-        searcher, retriever = (None, "") if all(j.tools == "forbid" for j in todo) else make_searcher(cfg)
-        if todo and not cfg.teacher.base_url:
+        if cfg.teacher.base_url:
+            base_url = cfg.teacher.base_url
+        else:
             base_url = stack.enter_context(embedded_teacher(cfg.serve))
             cfg.teacher.model = cfg.serve.served_name
-        else:
-            base_url = cfg.teacher.base_url
         progress = None
-        if cfg.progress and todo:
+        if cfg.progress:
             from tqdm import tqdm
 
             progress = stack.enter_context(tqdm(total=len(todo), unit="traj", desc=f"synth {cfg.mode}",
                                                 file=sys.stderr, dynamic_ncols=True))
         teacher = Teacher(cfg.teacher, base_url)
 
-        async def go():
+        async def go() -> RunStats:
             try:
-                return await run_jobs(todo, teacher, searcher, fmt, budget, sampling, retriever, writer.add,
-                                      cfg.concurrency, progress)
+                return await run_jobs(todo, teacher, searcher, get_format(cfg.format), budget,
+                                      {**cfg.sampling, "seed": cfg.seed}, retriever, writer.add, cfg.concurrency,
+                                      progress)
             finally:
                 await teacher.close()
 
-        stats = asyncio.run(go())
+        return asyncio.run(go())
+
+
+def execute(cfg: SynthConfig, jobs: list[Job]) -> dict:
+    """Run the jobs not yet in ``cfg.out_dir``; write shards and ``summary.json``; return the summary."""
+    if len({j.id for j in jobs}) != len(jobs):
+        raise ValueError("two jobs share a row key (question id, mode, sample, branch id)")
+    out = Path(cfg.out_dir)
+    done = done_ids(out) if out.exists() else set()
+    todo = [j for j in jobs if j.id not in done]
+    with ShardWriter(out, cfg.rows_per_shard, cfg.flush_s) as writer:
+        stats = generate(cfg, todo, writer) if todo else RunStats()
     ids = pa.array(sorted({j.id for j in jobs}))
     table = read_table(out)
     table = table.filter(pc.is_in(table["id"], value_set=ids))
@@ -141,13 +148,22 @@ def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("help", "-h", "--help"):
+        print(__doc__ + "\nkeys (params.yaml section `synth`, or key=value):\n" + "\n".join(describe()))
+        return EXIT_OK
     try:
-        cfg = load_config(SynthConfig, "synth", sys.argv[1:] if argv is None else argv)
+        cfg = load_config(SynthConfig, "synth", argv)
         jobs = build_jobs(cfg)
     except (ValueError, FileNotFoundError) as e:
         print(f"synth: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    summary = execute(cfg, jobs)
+    try:
+        summary = execute(cfg, jobs)
+    except KeyboardInterrupt:
+        print("synth: interrupted; finished rows are kept in "
+              f"{cfg.out_dir}; re-run the same command to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_summary(summary))
     return EXIT_STOPPED if summary["run"]["stopped"] else EXIT_OK
 

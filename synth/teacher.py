@@ -70,14 +70,13 @@ class Teacher:
 
     async def complete(self, text: str, max_tokens: int, stop: list[str], sampling: dict,
                        usage: Usage | None = None) -> Generation:
-        """One raw-prompt completion. ``sampling``: temperature, top_p, seed (and any extra fields
-        the server accepts, sent as they are)."""
+        """One raw-prompt completion. ``sampling``: temperature, top_p, seed. The text is sent as is
+        (``add_special_tokens`` off: the rendered prompt already holds the template's special tokens)."""
         extra = {"include_stop_str_in_output": True, "add_special_tokens": False}
-        known = {k: sampling[k] for k in ("temperature", "top_p", "seed") if k in sampling}
-        extra |= {k: v for k, v in sampling.items() if k not in known}
+        params = {k: sampling[k] for k in ("temperature", "top_p", "seed") if k in sampling}
         try:
             r = await self.client.completions.create(model=self.cfg.model, prompt=text, max_tokens=max_tokens,
-                                                     stop=stop or None, extra_body=extra, **known)
+                                                     stop=stop or None, extra_body=extra, **params)
         except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError,
                 openai.InternalServerError) as e:
             raise TeacherUnavailable(f"teacher {self.base_url} unavailable after {self.cfg.retries} retries: "
