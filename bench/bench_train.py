@@ -7,7 +7,8 @@ base model like the pipeline (sft1 → sft2 → sft3 → rl1 → rl2); the numbe
 ``metrics.json`` (mean wall time per optimizer step, peak RSS). Without ``--sets``, realistic sets are
 built from real HotpotQA questions, the real corpus (BM25) and the real chat template with its worked
 example (``curate/fixtures.py``); pairs are taken at each CoA trajectory's first decision (search call
-vs. answering without searching). Batch sizes per step are printed with the numbers: small, CPU-sized.
+vs. answering without searching). Examples per step are printed with the numbers (small, CPU-sized; the
+micro-batch is the package default of one example).
 """
 from __future__ import annotations
 
@@ -78,12 +79,12 @@ def main() -> None:
     if not args.sets:
         sets.mkdir()
         build_sets(sets, Path(args.index))
-    sft = {"max_steps": args.steps, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}
-    rl = {"max_steps": args.steps, "num_generations": 4, "per_device_train_batch_size": 4,
-          "gradient_accumulation_steps": 2, "max_tokens": 256, "max_actions": 2, "questions": None,
-          "question_limit": 16, "index": args.index}
+    # the package's micro-batch of one example (one pair, one sequence, one completion), accumulated
+    sft = {"max_steps": args.steps, "gradient_accumulation_steps": 4}
+    rl = {"max_steps": args.steps, "num_generations": 4, "gradient_accumulation_steps": 8, "max_tokens": 256,
+          "max_actions": 2, "questions": None, "question_limit": 16, "index": args.index}
     section = {"runs_dir": str(work / "runs"), "sets_dir": str(sets), "num_threads": args.threads,
-               "sft1": {**sft, "per_device_train_batch_size": 1}, "sft2": sft, "sft3": sft, "rl1": rl, "rl2": rl}
+               "sft1": {**sft, "gradient_accumulation_steps": 2}, "sft2": sft, "sft3": sft, "rl1": rl, "rl2": rl}
     params = work / "params.yaml"
     params.write_text(yaml.safe_dump({"train": section}))
     per_step = {"sft1": "2 pairs", "sft2": "4 sequences", "sft3": "4 sequences",

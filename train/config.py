@@ -25,7 +25,10 @@ class StageConfig:
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate (AdamW)."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the set (ignored if max_steps > 0)."})
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1 = run num_train_epochs."})
-    per_device_train_batch_size: int = field(default=2, metadata={"help": "Examples per micro-batch."})
+    # one example per micro-batch: without gradient checkpointing a 2,400-token CoA sequence of the 135M
+    # model holds ~6 GB of activations; the paper's examples per step come from accumulation
+    per_device_train_batch_size: int = field(default=1, metadata={"help": "Examples per micro-batch (RL: "
+                                                                          "completions)."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     max_length: int = field(default=4096, metadata={"help": "Longest sequence in tokens; longer examples are "
                                                           "dropped (and counted), never cut."})
@@ -39,8 +42,7 @@ class SFT1Config(StageConfig):
     """SFT-1, when to act: contrastive pairs at decision points."""
 
     learning_rate: float = 5e-6
-    per_device_train_batch_size: int = 2
-    gradient_accumulation_steps: int = 8  # 16 pairs per step, as in the paper
+    gradient_accumulation_steps: int = 16  # 16 pairs per step, as in the paper
     data: str = field(default="pairs.parquet", metadata={"help": "Pair set (PAIR_SCHEMA), relative to sets_dir."})
     loss: str = field(default="paper", metadata={
         "help": "'paper': -logσ(P̄(chosen) - P̄(rejected)) + α·(-P̄(chosen)), P̄ the length-normalised "
@@ -58,8 +60,7 @@ class SFT1Config(StageConfig):
 class SFT2Config(StageConfig):
     """SFT-2, how to act: CoA and CoT trajectories, observation tokens masked."""
 
-    per_device_train_batch_size: int = 2
-    gradient_accumulation_steps: int = 16  # 32 sequences per step, as in the paper
+    gradient_accumulation_steps: int = 32  # 32 sequences per step, as in the paper
     data: list = field(default_factory=lambda: ["coa.parquet", "cot.parquet"],
                        metadata={"help": "Trajectory sets (TRAJECTORY_SCHEMA), relative to sets_dir."})
     observation_loss: bool = field(default=False, metadata={"help": "Train on observation tokens too."})
@@ -81,8 +82,7 @@ class RL1Config(StageConfig):
     learning_rate: float = 7e-7
     max_steps: int = 80  # the paper's 80 simulated steps
     num_generations: int = field(default=5, metadata={"help": "Completions per prompt (the GRPO group)."})
-    per_device_train_batch_size: int = 5  # completions per micro-batch: one group
-    gradient_accumulation_steps: int = 48  # 48 prompts per step, as in the paper
+    gradient_accumulation_steps: int = 240  # completions per step: 48 prompts x 5, as in the paper
     temperature: float = field(default=0.6, metadata={"help": "Sampling temperature of the rollouts."})
     beta: float = field(default=0.001, metadata={"help": "KL coefficient to the start checkpoint (0: no "
                                                           "reference model is loaded)."})

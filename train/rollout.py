@@ -37,8 +37,8 @@ def _live(episodes: list[Episode], texts: list[str]) -> list[Episode]:
     return live
 
 
-class HFGenerate:
-    """``BatchGenerate`` over the trainer's policy (``transformers`` ``generate``, left-padded batch)."""
+class _PolicyGenerate:
+    """``BatchGenerate`` over the policy being trained, continuing each live episode from its exact ids."""
 
     def __init__(self, trainer, episodes: list[Episode], prompt_ids: list[list[int]]):
         self.trainer, self.episodes = trainer, episodes
@@ -46,8 +46,17 @@ class HFGenerate:
         self.tok = trainer.processing_class
 
     def __call__(self, texts: list[str], max_tokens: list[int], stop: list[str]) -> list[Generation]:
-        live = _live(self.episodes, texts)
-        rows = [self.prompt_ids[id(ep)] + ep.completion_ids for ep in live]
+        rows = [self.prompt_ids[id(ep)] + ep.completion_ids for ep in _live(self.episodes, texts)]
+        return self.generate(rows, max_tokens, stop)
+
+    def generate(self, rows: list[list[int]], max_tokens: list[int], stop: list[str]) -> list[Generation]:
+        raise NotImplementedError
+
+
+class HFGenerate(_PolicyGenerate):
+    """The policy's own ``generate`` (transformers), one left-padded batch per round."""
+
+    def generate(self, rows, max_tokens, stop):
         width = max(map(len, rows))
         pad = self.tok.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
@@ -60,8 +69,7 @@ class HFGenerate:
                                          ) as model, torch.no_grad():
             out = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
                                  generation_config=config, tokenizer=self.tok)
-        new = out[:, width:].tolist()
-        return [self._finish(ids, limit, stop) for ids, limit in zip(new, max_tokens)]
+        return [self._finish(ids, limit, stop) for ids, limit in zip(out[:, width:].tolist(), max_tokens)]
 
     def _finish(self, ids: list[int], limit: int, stop: list[str]) -> Generation:
         eos = set(self.trainer.eos_token_ids)
@@ -76,17 +84,10 @@ class HFGenerate:
         return Generation(text, "length", len(body), token_ids=body)
 
 
-class VLLMGenerate:
-    """``BatchGenerate`` over TRL's vLLM engine (``use_vllm=True``); returns vLLM's sampling logprobs."""
+class VLLMGenerate(_PolicyGenerate):
+    """TRL's vLLM engine (``use_vllm=True``, colocate or server); keeps vLLM's sampling logprobs."""
 
-    def __init__(self, trainer, episodes: list[Episode], prompt_ids: list[list[int]]):
-        self.trainer, self.episodes = trainer, episodes
-        self.prompt_ids = {id(ep): ids for ep, ids in zip(episodes, prompt_ids)}
-        self.tok = trainer.processing_class
-
-    def __call__(self, texts: list[str], max_tokens: list[int], stop: list[str]) -> list[Generation]:
-        live = _live(self.episodes, texts)
-        rows = [self.prompt_ids[id(ep)] + ep.completion_ids for ep in live]
+    def generate(self, rows, max_tokens, stop):
         args, engine = self.trainer.args, self.trainer.vllm_generation
         sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
                     "repetition_penalty": args.repetition_penalty}
