@@ -123,7 +123,7 @@ def execute(cfg: SynthConfig, jobs: list[Job]) -> dict:
     todo = [j for j in jobs if j.id not in done]
     with ShardWriter(out, cfg.rows_per_shard, cfg.flush_s) as writer:
         stats = generate(cfg, todo, writer) if todo else RunStats()
-    ids = pa.array(sorted({j.id for j in jobs}))
+    ids = pa.array(sorted({j.id for j in jobs}), type=pa.string())  # typed: there may be no jobs
     table = read_table(out)
     table = table.filter(pc.is_in(table["id"], value_set=ids))
     summary = {"mode": cfg.mode, "out": str(out), "teacher": cfg.teacher.model,
@@ -144,7 +144,7 @@ def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
     jobs = branch_jobs(decisions, cfg.n, cfg.branches, get_format(cfg.format))
     execute(cfg, jobs)
     table = read_table(cfg.out_dir)
-    return table.filter(pc.is_in(table["id"], value_set=pa.array([j.id for j in jobs])))
+    return table.filter(pc.is_in(table["id"], value_set=pa.array([j.id for j in jobs], type=pa.string())))
 
 
 def main(argv: list[str] | None = None) -> int:
