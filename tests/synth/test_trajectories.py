@@ -17,7 +17,7 @@ from coa.formats import get_format
 from coa.prompts import PromptConfig, prompt_hash
 from coa.search import load_searcher
 from coa.tokenize import MODEL, OBSERVATION, tokenize_segments
-from coa.trajectory import FINISH_REASONS, read_trajectories, segment
+from coa.trajectory import FINISH_REASONS, read_trajectories, segment, write_trajectories
 from synth.config import SynthConfig
 from synth.run import branch, main, run
 from synth.teacher import TeacherConfig
@@ -140,6 +140,7 @@ def test_cot_cli_has_no_tool_and_keeps_the_key_secret(teacher_url, tmp_path, mon
 
 
 def test_branches_continue_the_prefix_forbidden_and_forced(coa_run, teacher_url, index_dir, tmp_path):
+    """Through the Python API (as curation calls it), then the CLI on a decisions file."""
     cfg, _, rows = coa_run
     fmt = get_format("search_r1")
     parent = max(rows, key=lambda r: r.n_actions)
@@ -159,3 +160,9 @@ def test_branches_continue_the_prefix_forbidden_and_forced(coa_run, teacher_url,
         else:
             assert all(s["kind"] == "model" for s in t.segments)
             assert (fmt.search_close in t.segments[1]["text"]) == (t.finish_reason == "forbidden_search")
+    path = write_trajectories(tmp_path / "decisions.parquet", [decision])
+    assert main(["mode=branch", f"decisions={path}", "branches=force", "format=search_r1", "max_tokens=64",
+                 f"index={index_dir}", f"out={tmp_path / 'cli'}", f"teacher.base_url={teacher_url}",
+                 "progress=false"]) == 0
+    (row,) = read_trajectories(tmp_path / "cli")
+    assert row.branch_id == f"{parent.id}:1:force" and row.segments[0] == prefix[0]

@@ -11,7 +11,7 @@ import pytest
 from coa.config import load_config
 from coa.formats import get_format
 from coa.procs import free_port
-from coa.trajectory import Trajectory, row_id
+from coa.trajectory import Trajectory, row_id, write_trajectories
 from synth.config import SynthConfig
 from synth.jobs import branch_jobs
 from synth.run import main
@@ -134,3 +134,9 @@ def test_shards_are_atomic_resumable_and_single_writer(tmp_path):
 def test_two_decisions_with_one_key_are_refused():
     with pytest.raises(ValueError, match="decision rows 1 and 2 both cut parent 'p1' at decision_index 1"):
         branch_jobs([decision(), decision(id="d2")], 1, ["forbid"], get_format("autocoa"))
+
+
+def test_bad_decision_file_names_file_and_row(tmp_path, capsys):
+    path = write_trajectories(tmp_path / "decisions.parquet", [decision(), decision(id="d2", mode="coa")])
+    assert main(["mode=branch", f"decisions={path}", f"out={tmp_path / 'out'}"]) == 2
+    assert f"{path}: row 2: field 'mode' must be 'decision', got 'coa'" in capsys.readouterr().err
