@@ -143,6 +143,9 @@ class TrainConfig:
     base_model: str | None = field(default=None, metadata={
         "help": "The model whose tokenizer every checkpoint must share; default coa.model.base_model_dir()."})
     runs_dir: str = field(default="runs/train", metadata={"help": "Each stage writes RUNS_DIR/<stage>/."})
+    on_empty_set: str = field(default="error", metadata={
+        "help": "An SFT stage whose sets have no rows: 'error', or 'pass_through' (the start checkpoint is saved "
+                "unchanged with metrics saying so; for tiny teachers that yield no correct data)."})
     sets_dir: str = field(default="runs/curate/sets", metadata={"help": "Folder of the curated sets."})
     seed: int = 42
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; None = on GPU only "

@@ -93,10 +93,38 @@ def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: Ste
     return trainer, tok, stats
 
 
+def empty_sets(cfg: TrainConfig, stage: str) -> list[str]:
+    """The SFT sets of ``stage`` that exist but hold no rows (RL stages read questions, not sets)."""
+    if stage not in ("sft1", "sft2", "sft3"):
+        return []
+    import pyarrow.parquet as pq
+
+    settings = getattr(cfg, stage)
+    names = [settings.data] if stage == "sft1" else list(settings.data)
+    paths = [Path(cfg.sets_dir) / n for n in names]
+    empty = [str(p) for p in paths if p.exists() and pq.ParquetFile(p).metadata.num_rows == 0]
+    return empty if len(empty) == len(paths) else []
+
+
+def pass_through(cfg: TrainConfig, stage: str, start: Path, empty: list[str]) -> dict:
+    """Save the start checkpoint unchanged as this stage's output, saying so loudly and in the metrics."""
+    out = Path(cfg.runs_dir) / stage
+    print(f"WARNING: {stage}: {', '.join(empty)} empty; on_empty_set=pass_through saves {start} unchanged as {out}",
+          file=sys.stderr)
+    tok = load_tokenizer(start, base_model(cfg))
+    save_checkpoint(load_model(start, tok), tok, out)
+    return write_metrics(out, stage, StepLog(), {"start_model": str(start), "skipped": f"empty set: {empty}"})
+
+
 def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
     """Train one stage from ``start`` (default ``start_checkpoint``); save it and its metrics."""
     start = start or start_checkpoint(cfg, stage)
     out = Path(cfg.runs_dir) / stage
+    if cfg.on_empty_set not in ("error", "pass_through"):
+        raise ValueError(f"on_empty_set must be 'error' or 'pass_through', got {cfg.on_empty_set!r}")
+    empty = empty_sets(cfg, stage)
+    if empty and cfg.on_empty_set == "pass_through":
+        return pass_through(cfg, stage, start, empty)
     log = StepLog()
     trainer, tok, stats = build_trainer(cfg, stage, start, out, log)
     result = trainer.train()

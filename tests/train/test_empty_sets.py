@@ -1,0 +1,36 @@
+"""An SFT stage with an empty set: a clear error by default, or a loud pass-through when asked."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from safetensors.torch import load_file
+
+from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
+from train.run import main
+
+
+@pytest.fixture
+def empty_sets(tmp_path):
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    pq.write_table(PAIR_SCHEMA.empty_table(), sets / "pairs.parquet")
+    for name in ("coa.parquet", "cot.parquet"):
+        pq.write_table(TRAJECTORY_SCHEMA.empty_table(), sets / name)
+    return sets
+
+
+def test_empty_set_is_an_error_by_default(empty_sets, tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="has no rows; an empty set cannot be trained on"):
+        main(["stage=sft2", f"model={tiny_dir}", f"sets_dir={empty_sets}", f"runs_dir={tmp_path / 'runs'}",
+              f"base_model={tiny_dir}"])
+
+
+def test_pass_through_saves_the_start_unchanged(empty_sets, tiny_dir, tmp_path, capsys):
+    (metrics,) = main(["stage=sft1", f"model={tiny_dir}", f"sets_dir={empty_sets}", f"runs_dir={tmp_path / 'runs'}",
+                       f"base_model={tiny_dir}", "on_empty_set=pass_through"])
+    assert "WARNING: sft1" in capsys.readouterr().err
+    out = tmp_path / "runs/sft1"
+    assert metrics["steps"] == 0 and "empty set" in json.loads((out / "metrics.json").read_text())["skipped"]
+    before, after = load_file(tiny_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert all((before[k].float() - after[k].float()).abs().max() < 1e-2 for k in before)  # bf16 round trip
