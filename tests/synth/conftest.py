@@ -21,3 +21,14 @@ def teacher_url(model_dir, tmp_path_factory):
     yield f"http://127.0.0.1:{port}/v1"
     if server is not None:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_pipeline_params(monkeypatch, tmp_path):
+    """The tests set every key they rely on: keep the pipeline's params.yaml out of them (and out of
+    the synthesis processes they start)."""
+    import coa.config
+
+    missing = str(tmp_path / "no-params.yaml")
+    monkeypatch.setenv("COA_PARAMS", missing)
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", missing)
