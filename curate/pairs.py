@@ -70,7 +70,9 @@ def continuation_columns(fmt_name: str) -> list[pl.Expr]:
 
 def score_branches(df: pl.DataFrame, cfg) -> pl.DataFrame:
     parts = []
-    for (fmt,), part in df.group_by("format", maintain_order=True):
+    # an empty input has no format groups; run it through one preset so the columns still exist
+    groups = df.group_by("format", maintain_order=True) if df.height else [(("autocoa",), df)]
+    for (fmt,), part in groups:
         part = trajectory_features(part, fmt).with_columns(continuation_columns(fmt), words=filters.words(pl.col("model_text")))
         part = filters.quality_columns(score_frame(part), get_format(fmt))
         parts.append(part)

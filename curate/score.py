@@ -29,7 +29,9 @@ _HEAVY = ["segments", "completion", "model_text", "words"]
 def score_batch(df: pl.DataFrame, cfg) -> tuple[pl.DataFrame, np.ndarray]:
     """Row-level work on one batch: features, scores, quality and row reasons, plus MinHash signatures."""
     parts = []
-    for (fmt,), part in df.group_by("format", maintain_order=True):
+    # an empty input has no format groups; run it through one preset so the columns still exist
+    groups = df.group_by("format", maintain_order=True) if df.height else [(("autocoa",), df)]
+    for (fmt,), part in groups:
         part = trajectory_features(part, fmt).with_columns(words=filters.words(pl.col("model_text")))
         part = filters.quality_columns(score_frame(part), get_format(fmt))
         parts.append(part)

@@ -35,7 +35,7 @@ from coa.agent import Budget
 from coa.config import load_config
 from coa.formats import get_format
 from coa.questions import DEFAULT_QUESTIONS, load_questions
-from coa.trajectory import read_table
+from coa.trajectory import read_table, write_trajectories
 from synth.config import SynthConfig, describe
 from synth.jobs import Job, branch_jobs, question_jobs, read_decisions
 from synth.serve import embedded_teacher, model_dir
@@ -123,6 +123,8 @@ def execute(cfg: SynthConfig, jobs: list[Job]) -> dict:
     todo = [j for j in jobs if j.id not in done]
     with ShardWriter(out, cfg.rows_per_shard, cfg.flush_s) as writer:
         stats = generate(cfg, todo, writer) if todo else RunStats()
+    if not any(out.glob("*.parquet")):  # no jobs at all: an empty shard tells the next stage "no rows"
+        write_trajectories(out / "part-empty.parquet", [])
     ids = pa.array(sorted({j.id for j in jobs}), type=pa.string())  # typed: there may be no jobs
     table = read_table(out)
     table = table.filter(pc.is_in(table["id"], value_set=ids))
