@@ -89,12 +89,12 @@ def sft_features(tokenizer, prompt: str, segments: list[dict], observation_loss:
     return {"input_ids": tt.input_ids, "labels": tt.labels(observation_loss), "kinds": tt.segment_labels}
 
 
-def sft_dataset(tokenizer, paths: list[Path], observation_loss: bool, max_length: int,
+def sft_dataset(tokenizer, paths: list[str | Path], observation_loss: bool, max_length: int,
                 stage: str) -> tuple[Dataset, dict]:
     """``input_ids``/``labels`` of every trajectory in ``paths`` (SFTTrainer uses them as they are)."""
     rows, dropped = [], 0
     token_counts = {name: 0 for name in LABEL_NAMES.values()}
-    for path in paths:
+    for path in map(Path, paths):
         for f in _files(path, stage):
             table = read_table(f)
             _check_rows(table.num_rows, f, stage)

@@ -6,8 +6,8 @@ policy's own generation: until the search-close tag (``tools="real"``: the searc
 observation is appended as tokens with ``env_mask`` 0) or, for ``tools="simulated"``, straight to the
 end (the policy writes its own observations). It returns what GRPOTrainer needs (``prompt_ids``,
 ``completion_ids``, ``logprobs``, ``env_mask``: the loss mask becomes ``completion_mask * env_mask``)
-plus per-rollout fields the rewards read (``trajectory``, ``n_actions``, ``finish_reason``), and logs
-tool metrics (``agent/*``).
+plus per-rollout fields the rewards read (``trajectory``, ``n_actions``, ``finish_reason``), logs tool
+metrics (``agent/*``) and appends each rollout's actions to ``<output_dir>/rollouts.jsonl``.
 
 Generation backends (``BatchGenerate`` of ``coa.agent``), token-level: each round continues from the
 exact ids so far (prompt + prefill + generated + observation ids), never from re-tokenised text.
@@ -19,7 +19,9 @@ exact ids so far (prompt + prefill + generated + observation ids), never from re
 from __future__ import annotations
 
 import copy
+import json
 import time
+from pathlib import Path
 
 import torch
 from trl.models import unwrap_model_for_generation
@@ -137,6 +139,8 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
     if tools == "real" and searcher is None:
         raise ValueError("tools='real' needs a searcher (index= or retriever_url=)")
 
+    runs = []  # the first rollout of a training run starts rollouts.jsonl afresh
+
     def rollout(prompts: list[str], trainer) -> dict:
         tok = trainer.processing_class
         episodes = [start_episode(p, prefill=prefill, tools=tools) for p in prompts]
@@ -145,6 +149,8 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
         search = CountingSearch(searcher) if searcher is not None else None
         run_batch(episodes, backend(trainer, episodes, prompt_ids), search, fmt, budget, tokenizer=tok)
         _log(trainer, episodes, search)
+        _record(trainer, episodes, append=bool(runs))
+        runs.append(len(episodes))
         return {
             "prompt_ids": prompt_ids,
             "completion_ids": [ep.completion_ids for ep in episodes],
@@ -156,6 +162,20 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
         }
 
     return rollout
+
+
+def _record(trainer, episodes: list[Episode], append: bool) -> None:
+    """One line per rollout in ``<output_dir>/rollouts.jsonl``: its actions (queries), end and token counts."""
+    rank = trainer.accelerator.process_index
+    path = Path(trainer.args.output_dir) / f"rollouts{f'.{rank}' if trainer.accelerator.num_processes > 1 else ''}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a" if append else "w") as f:
+        for ep in episodes:
+            f.write(json.dumps({
+                "step": trainer.state.global_step, "n_actions": ep.n_actions,
+                "queries": [s["query"] for s in ep.segments if s["kind"] == "observation"],
+                "budget_notices": ep.budget_notices, "finish_reason": ep.finish_reason,
+                "model_tokens": sum(ep.env_mask), "observation_tokens": ep.env_mask.count(0)}) + "\n")
 
 
 def _log(trainer, episodes: list[Episode], search: CountingSearch | None) -> None:

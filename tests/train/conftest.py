@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+import coa.config
 from coa.formats import get_format
 from coa.prompts import PromptConfig, render_prompt
 from coa.questions import DEFAULT_QUESTIONS, load_questions
@@ -21,8 +22,11 @@ SEARCH_QUERY = "Maria Golovin opera composer"
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # the CI box has 2 cores shared with other work
+def _isolated(monkeypatch, tmp_path):
+    """One torch thread (the CI box has 2 cores shared with other work) and no params.yaml: the
+    pipeline's own ``train`` section must not change what a test runs (tests write their own)."""
+    torch.set_num_threads(1)
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", str(tmp_path / "no-params.yaml"))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA, read_trajectories
-from train.checkpoint import load_tokenizer
+from train.checkpoint import load_model, load_tokenizer
 from train.data import pair_dataset, read_pairs, rl_dataset, sft_dataset
 from tests.train.conftest import FMT, RL_PROMPT
 
@@ -103,6 +103,16 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_dir, model_dir, tmp_p
     tok.save_pretrained(other)
     with pytest.raises(ValueError, match=r"has another tokenizer than the base model .* \(different vocabulary\)"):
         load_tokenizer(other, model_dir)
+
+
+def test_a_model_smaller_than_its_tokenizer_is_refused(tokenizer, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=1000, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="the model has 1000 embeddings but its tokenizer 49152 tokens"):
+        load_model(tmp_path, tokenizer)
 
 
 def test_rl_prompts_are_rendered_chat_prompts(tokenizer, questions):

@@ -5,6 +5,8 @@ temperature it writes a search call, so the real environment is exercised end to
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -83,6 +85,9 @@ def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, search
         assert env_ids == encode(tok, observation) and tok.decode(env_ids) == observation
         assert tok.decode([t for t, m in zip(ids, mask) if m == 1]).startswith("I need to search.")
         assert inputs["tool_mask"][row, :len(mask)].tolist() == mask  # TRL's loss mask factor
+    records = [json.loads(line) for line in open(tmp_path / "rollouts.jsonl")]  # actions per rollout
+    assert [(r["n_actions"], r["queries"], r["observation_tokens"]) for r in records] == [
+        (1, [SEARCH_QUERY], m.count(0)) for m in out["env_mask"]]
 
     logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
     em, well_formed = _check_rewards(logged, out, [q["golden_answers"] for q in questions[:1]] * 2)
