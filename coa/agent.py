@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 
-from coa.formats import FormatPreset
+from coa.formats import FormatPreset, completion_text
 from coa.search.types import Doc
 from coa.trajectory import segment
 
@@ -71,7 +71,7 @@ class Episode:
 
     @property
     def completion(self) -> str:
-        return "".join(s["text"] for s in self.segments)
+        return completion_text(self.segments)
 
     @property
     def text(self) -> str:

@@ -208,7 +208,7 @@ class FormatPreset:
 
     def render(self, prompt: str, segments: Sequence[dict]) -> str:
         """Rendering is concatenation: the prompt then every segment's exact text."""
-        return prompt + "".join(s["text"] for s in segments)
+        return prompt + completion_text(segments)
 
     def split_segments(self, completion: str) -> list[dict]:
         """Recover model/observation segments from rendered completion text.
@@ -236,6 +236,11 @@ class FormatPreset:
         if pos < len(completion):
             segments.append({"kind": "model", "text": completion[pos:]})
         return segments
+
+
+def completion_text(segments: Sequence[dict]) -> str:
+    """Everything after the prompt: the segments' texts in order."""
+    return "".join(s["text"] for s in segments)
 
 
 _TEXT_RE = re.compile(r"\\text\{([^{}]*)\}")

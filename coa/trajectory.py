@@ -49,7 +49,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from coa.formats import ParseResult, get_format
+from coa.formats import ParseResult, completion_text, get_format
 
 SEGMENT_TYPE = pa.struct([
     ("kind", pa.string()), ("text", pa.string()), ("query", pa.string()), ("doc_ids", pa.list_(pa.string())),
@@ -155,7 +155,7 @@ class Trajectory:
     @property
     def completion(self) -> str:
         """Everything after the prompt: the concatenated segments."""
-        return "".join(s["text"] for s in self.segments)
+        return completion_text(self.segments)
 
     @property
     def text(self) -> str:

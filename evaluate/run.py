@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coa.config import load_config
-from coa.formats import get_format
+from coa.formats import completion_text, get_format
 from coa.score import score_all
 from coa.trajectory import read_table
 
@@ -92,7 +92,7 @@ def synth_config(cfg: EvalConfig, questions: str, out: Path):
 def score_rows(rows: list[dict]) -> list[dict]:
     scored = []
     for r in rows:
-        completion = "".join(s["text"] for s in r["segments"])
+        completion = completion_text(r["segments"])
         s = score_all(completion, r["golden_answers"], r["format"])
         s["well_formed"] = float(get_format(r["format"]).parse(completion).well_formed)
         s["n_actions"] = r["n_actions"]

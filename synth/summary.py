@@ -14,7 +14,7 @@ from statistics import mean
 
 import pyarrow as pa
 
-from coa.formats import get_format
+from coa.formats import completion_text, get_format
 from coa.score import score_all
 from synth.synthesize import RunStats
 from synth.teacher import TeacherConfig
@@ -30,7 +30,7 @@ def dataset_summary(table: pa.Table) -> dict:
         return {"rows": 0}
     wf, searched, scores = [], [], []
     for r in rows:
-        completion = "".join(s["text"] for s in r["segments"])
+        completion = completion_text(r["segments"])
         wf.append(get_format(r["format"]).parse(completion).well_formed)
         searched.append(r["n_actions"] > 0)
         scores.append(score_all(completion, r["golden_answers"], r["format"]))
