@@ -53,7 +53,8 @@ def build_sets(out: Path, index: Path, n_questions: int = 24) -> None:
     for t in coa:
         act = t.segments[0]["text"]  # thought + search call: stops at the search-close tag
         thought = act[: act.index(fmt.search_open)]
-        no_act = f"{thought}Without searching, I believe it is {t.answer}.\n{fmt.think_close}\n{fmt.answer_text(t.answer)}"
+        no_act = (f"{thought}Without searching, I believe it is {t.answer}.\n{fmt.think_close}\n"
+                  f"{fmt.answer_text(t.answer)}")
         pairs.append({"id": t.id, "question_id": t.question_id, "question": t.question,
                       "golden_answers": t.golden_answers, "format": "autocoa", "prompt": t.prompt,
                       "chosen": act, "rejected": no_act, "chosen_ends_turn": False, "rejected_ends_turn": True,

@@ -167,7 +167,8 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
 def _record(trainer, episodes: list[Episode], append: bool) -> None:
     """One line per rollout in ``<output_dir>/rollouts.jsonl``: its actions (queries), end and token counts."""
     rank = trainer.accelerator.process_index
-    path = Path(trainer.args.output_dir) / f"rollouts{f'.{rank}' if trainer.accelerator.num_processes > 1 else ''}.jsonl"
+    suffix = f".{rank}" if trainer.accelerator.num_processes > 1 else ""
+    path = Path(trainer.args.output_dir) / f"rollouts{suffix}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a" if append else "w") as f:
         for ep in episodes:

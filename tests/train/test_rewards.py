@@ -11,7 +11,8 @@ from tests.train.conftest import FMT
 
 GOLD = ["Gian Carlo Menotti"]
 OBS = FMT.wrap_observation('result 1: "Maria Golovin"\nMaria Golovin is an opera by Gian Carlo Menotti.')
-GOOD = f"<think>\n{FMT.search_call('Maria Golovin composer')}{OBS}Menotti.\n</think>\n\n{FMT.answer_text('Gian Carlo Menotti')}"
+GOOD = (f"<think>\n{FMT.search_call('Maria Golovin composer')}{OBS}Menotti.\n</think>\n\n"
+        f"{FMT.answer_text('Gian Carlo Menotti')}")
 WRONG = GOOD.replace("\\boxed{Gian Carlo Menotti}", "\\boxed{Samuel Barber}")
 PARTIAL = GOOD.replace("\\boxed{Gian Carlo Menotti}", "\\boxed{Menotti}")
 UNCLOSED = "<think>\nMenotti wrote it. \\boxed{Gian Carlo Menotti}"  # right answer, no </think>
