@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -94,30 +95,33 @@ def write_questions(path: str | Path, questions: list[dict]) -> None:
     tmp.replace(path)
 
 
+@dataclass
+class SplitConfig:
+    """``python -m coa.questions split key=value ...`` (``params.yaml`` section ``split``)."""
+
+    questions: str = str(DEFAULT_QUESTIONS)
+    out: str = "runs/split"
+    heldout: int = 200  # held-out evaluation questions
+    train: int = 0  # training pool size; 0 = all the rest
+    seed: int = 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m coa.questions split questions=PATH out=DIR heldout=N train=M seed=S``"""
     import sys
 
-    from coa.config import parse_overrides
+    from coa.config import load_config
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "split":
         print(main.__doc__, file=sys.stderr)
         return 2
-    opts = {"questions": str(DEFAULT_QUESTIONS), "out": "runs/split", "heldout": 200, "train": 0, "seed": 0}
-    from coa.config import params_section
-
-    opts.update(params_section("split"))
-    opts.update(parse_overrides(args[1:]))
-    unknown = set(opts) - {"questions", "out", "heldout", "train", "seed"}
-    if unknown:
-        raise SystemExit(f"unknown keys {sorted(unknown)}; valid: questions, out, heldout, train, seed")
-    questions = load_questions(opts["questions"])
-    pool, held = split_questions(questions, int(opts["heldout"]), int(opts["train"]), int(opts["seed"]))
-    out = Path(opts["out"])
+    cfg = load_config(SplitConfig, "split", args[1:])
+    pool, held = split_questions(load_questions(cfg.questions), cfg.heldout, cfg.train, cfg.seed)
+    out = Path(cfg.out)
     write_questions(out / "train.jsonl", pool)
     write_questions(out / "heldout.jsonl", held)
-    (out / "split.json").write_text(json.dumps({"train": len(pool), "heldout": len(held), "seed": opts["seed"]}))
+    (out / "split.json").write_text(json.dumps({"train": len(pool), "heldout": len(held), "seed": cfg.seed}))
     print(f"train {len(pool)} / held-out {len(held)} questions → {out}")
     return 0
 

@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coa.config import load_config
+from coa.config import build, load_config
 from coa.formats import completion_text, get_format
 from coa.score import score_all
 from coa.trajectory import read_table
@@ -84,8 +84,6 @@ def synth_config(cfg: EvalConfig, questions: str, out: Path):
         "serve": {"model": "" if cfg.model == "base" else cfg.model, "port": cfg.port,
                   "served_name": cfg.name},
     }
-    from coa.config import build
-
     return build(SynthConfig, overrides, "evaluate→synth")
 
 
