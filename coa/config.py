@@ -86,3 +86,27 @@ def build(cls: type[T], values: dict, where: str) -> T:
             if dataclasses.is_dataclass(nested):
                 kwargs[f.name] = build(type(nested), kwargs[f.name], f"{where}.{f.name}")
     return cls(**kwargs)
+
+
+def cli(cls: type[T], section: str | None, argv: Sequence[str], doc: str = "") -> T:
+    """The one entry-point parser: ``--help`` prints ``doc`` and every key; ``--print-config`` prints the
+    resolved configuration as YAML; both exit 0. Bad keys or values exit 2 with the message."""
+    import sys
+
+    argv = list(argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print((doc or cls.__doc__ or "").rstrip() + "\n")
+        for f in dataclasses.fields(cls):
+            print(f"  {f.name}  {f.metadata.get('help', '')}")
+        raise SystemExit(0)
+    show = "--print-config" in argv
+    argv = [a for a in argv if a != "--print-config"]
+    try:
+        cfg = load_config(cls, section, argv)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"{section or cls.__name__}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if show:
+        print(yaml.safe_dump({section or cls.__name__: dataclasses.asdict(cfg)}, sort_keys=False))
+        raise SystemExit(0)
+    return cfg
