@@ -1,8 +1,9 @@
 """Answer scoring over gold alias lists.
 
 ``exact_match``, ``f1`` and ``normalize_answer`` follow the SQuAD/HotpotQA evaluation scripts;
-``cover_exact_match`` is FlashRAG's "acc" (a normalised gold occurs in the normalised prediction,
-here on word boundaries); ``autocoa_lenient`` reproduces the scorer of the AutoCoA repo
+``subem`` is Search-R1's ``subem_check`` (``qa_em.py``) and FlashRAG's "acc" exactly: a normalised gold
+is a substring of the normalised prediction, so gold "no" matches "nobody"; ``cover_exact_match`` is
+the same test on word boundaries (gold "no" does not match "nobody"); ``autocoa_lenient`` reproduces the scorer of the AutoCoA repo
 (``verl/utils/reward_score/hotpotqa.py``, "flexible" extraction), quirks included — it takes the
 whole response text because it checks ``</think>`` itself. Every function takes a gold string or a
 list of aliases and returns the best score over the aliases.
@@ -64,6 +65,21 @@ def cover_exact_match(pred: str | None, golds: Golds) -> float:
         return 0.0
     p = f" {normalize_answer(pred)} "
     return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in p for g in _aliases(golds)))
+
+
+def subem(pred: str | None, golds: Golds) -> float:
+    """1 if some normalised gold is a substring of the normalised prediction (Search-R1 / FlashRAG).
+
+    Kept exactly as they define it, quirks included: no word boundaries, and a gold that normalises
+    to "" (e.g. "The") matches every prediction.
+
+    >>> subem("nobody knows", ["no"]), cover_exact_match("nobody knows", ["no"])
+    (1.0, 0.0)
+    """
+    if pred is None:
+        return 0.0
+    p = normalize_answer(pred)
+    return float(any(normalize_answer(g) in p for g in _aliases(golds)))
 
 
 # ---- AutoCoA's lenient scorer ---------------------------------------------------------------
@@ -133,11 +149,12 @@ def extract_answer(text: str, format: str = "autocoa") -> str | None:
 
 
 def score_all(completion: str, golds: Golds, format: str = "autocoa") -> dict[str, float]:
-    """All four scores of one completion; the first three use the preset's extracted answer."""
+    """All five scores of one completion; all but ``autocoa_lenient`` use the preset's extracted answer."""
     answer = extract_answer(completion, format)
     return {
         "em": exact_match(answer, golds),
         "f1": f1(answer, golds),
         "cover_em": cover_exact_match(answer, golds),
+        "subem": subem(answer, golds),
         "autocoa_lenient": autocoa_lenient(completion, golds),
     }

@@ -2,7 +2,7 @@
 
 ``score_frame(df)`` needs ``pred`` (the preset's extracted answer, null if none), ``completion`` (the
 rendered segments, which the AutoCoA scorer reads itself) and ``golden_answers``; it adds ``em``,
-``f1``, ``cover_em`` and ``autocoa_lenient`` (float32). Aliases are exploded into rows, scored with
+``f1``, ``cover_em``, ``subem`` and ``autocoa_lenient`` (float32). Aliases are exploded into rows, scored with
 expressions and reduced with a max per trajectory; F1's multiset overlap is a join of token counts.
 Rows holding a character on which Python's and Rust's word boundaries disagree are scored by the
 core functions themselves (``scored_by_python``), so every value equals ``coa.score``'s.
@@ -14,8 +14,15 @@ import polars as pl
 from coa import score as core
 from curate import text
 
-SCORES = ("em", "f1", "cover_em", "autocoa_lenient")
+SCORES = ("em", "f1", "cover_em", "subem", "autocoa_lenient")
 _YES_NO = ["yes", "no", "noanswer"]
+
+
+def subem(pred_norm: pl.Expr, gold_norm: pl.Expr) -> pl.Expr:
+    """Search-R1 / FlashRAG ``subem`` on normalised text: the gold is a substring of the prediction
+    (no word boundaries; an empty gold matches). False where the prediction is null; equals
+    ``coa.score.subem`` on every row (tests/curate/test_answers.py)."""
+    return (pred_norm.is_not_null() & pred_norm.str.contains(gold_norm, literal=True)).fill_null(False)
 
 
 def _per_row(df: pl.DataFrame) -> pl.DataFrame:
@@ -42,7 +49,7 @@ def _f1(rows: pl.DataFrame, aliases: pl.DataFrame) -> pl.DataFrame:
 
 
 def score_frame(df: pl.DataFrame) -> pl.DataFrame:
-    """Add ``em``, ``f1``, ``cover_em``, ``autocoa_lenient`` and ``scored_by_python`` to ``df``."""
+    """Add ``em``, ``f1``, ``cover_em``, ``subem``, ``autocoa_lenient`` and ``scored_by_python`` to ``df``."""
     df = df.with_row_index("_r")
     rows = _per_row(df)
     aliases = (df.select("_r", g_raw=pl.col("golden_answers")).explode("g_raw").drop_nulls("g_raw")
@@ -65,6 +72,7 @@ def score_frame(df: pl.DataFrame) -> pl.DataFrame:
         f1=pl.when(has_pred & (pl.col("same") > 0) & ~yes_no_clash & (p != "") & (g != ""))
         .then(2 * precision * recall / (precision + recall)).otherwise(0.0),
         cover_em=(has_pred & (g != "") & (" " + p + " ").str.contains(" " + g + " ", literal=True)).cast(pl.Float64),
+        subem=(has_pred & subem(p, g)).cast(pl.Float64),
         autocoa_lenient=pl.when((pl.col("g_raw") == "") | ans.is_null()).then(0.0)
         .when(ans == ga).then(1.0)
         .when(ans.str.contains(ga, literal=True) | ga.str.contains(ans, literal=True)).then(0.0)
@@ -82,7 +90,8 @@ def score_frame(df: pl.DataFrame) -> pl.DataFrame:
 
 def python_scores(pred: str | None, completion: str, golds: list[str]) -> dict[str, float]:
     return {"em": core.exact_match(pred, golds), "f1": core.f1(pred, golds),
-            "cover_em": core.cover_exact_match(pred, golds), "autocoa_lenient": core.autocoa_lenient(completion, golds)}
+            "cover_em": core.cover_exact_match(pred, golds), "subem": core.subem(pred, golds),
+            "autocoa_lenient": core.autocoa_lenient(completion, golds)}
 
 
 def _python_rows(scores: pl.DataFrame, df: pl.DataFrame) -> pl.DataFrame:

@@ -1,6 +1,7 @@
 import pytest
 
-from coa.score import autocoa_lenient, cover_exact_match, exact_match, extract_answer, f1, normalize_answer, score_all
+from coa.score import (autocoa_lenient, cover_exact_match, exact_match, extract_answer, f1, normalize_answer, score_all,
+                       subem)
 
 
 def test_normalize():
@@ -23,6 +24,17 @@ def test_f1():
 def test_cover_em_word_boundaries():
     assert cover_exact_match("It was James Madison, in 1812", ["james madison"]) == 1.0
     assert cover_exact_match("I know", ["no"]) == 0.0
+
+
+def test_subem_is_search_r1_substring_rule():
+    # Search-R1 qa_em.subem_check / FlashRAG acc: normalised gold in normalised prediction, no word boundaries
+    assert subem("nobody knows", ["no"]) == 1.0 and cover_exact_match("nobody knows", ["no"]) == 0.0
+    assert subem("It was James Madison, in 1812", ["james madison"]) == 1.0
+    assert subem("Parisian", "Paris") == 1.0 and cover_exact_match("Parisian", "Paris") == 0.0
+    assert subem("Madison", ["James Madison"]) == 0.0  # the gold must sit inside the prediction, not the reverse
+    assert subem("anything", ["The"]) == 1.0  # a gold that normalises to "" matches, as in their code
+    assert subem(None, ["x"]) == 0.0 and subem("x", []) == 0.0
+    assert subem("\u201cParis\u201d", ["Paris"]) == 1.0 and exact_match("\u201cParis\u201d", ["Paris"]) == 0.0
 
 
 def R(answer):  # an AutoCoA response with the answer boxed after </think>
@@ -56,5 +68,6 @@ def test_autocoa_lenient_quirks():
 def test_extract_and_score_all():
     text = "<think>a</think>\\boxed{\\text{Paris}}"
     assert extract_answer(text, "autocoa") == "Paris"
-    assert score_all(text, ["Paris"]) == {"em": 1.0, "f1": 1.0, "cover_em": 1.0, "autocoa_lenient": 0.0}
+    assert score_all(text, ["Paris"]) == {"em": 1.0, "f1": 1.0, "cover_em": 1.0, "subem": 1.0,
+                                         "autocoa_lenient": 0.0}
     assert extract_answer("<answer>Rome</answer>", "search_r1") == "Rome"

@@ -7,6 +7,7 @@ import pytest
 
 from coa.formats import get_format
 from coa.score import score_all
+from coa.score import subem as core_subem
 from coa.trajectory import Trajectory, segment, to_table
 from curate.answers import SCORES, score_frame
 from curate.features import PARSE_REASONS, trajectory_features
@@ -46,6 +47,31 @@ def test_each_metric_on_known_cases(completion, golds, expected):
     row = one(completion, golds)
     assert {k: row[k] for k in expected} == pytest.approx(expected)
     assert {k: row[k] for k in SCORES} == pytest.approx(score_all(completion, golds))
+
+
+@pytest.mark.parametrize("answer, golds, subem, cover_em", [
+    ("nobody", ["no"], 1, 0), ("Parisian", ["Paris"], 1, 0), ("It was James Madison", ["james madison"], 1, 1),
+    ("Madison", ["James Madison"], 0, 0), ("anything", ["The"], 1, 0), ("x", ["Pa", "ri"], 0, 0),
+])
+def test_subem_expression_equals_core(answer, golds, subem, cover_em):
+    row = one(R(answer), golds)
+    assert (row["subem"], row["cover_em"]) == (subem, cover_em)
+    assert row["subem"] == core_subem(answer, golds)
+
+
+def test_subem_on_real_passages(questions, searcher):
+    """Predictions = the first sentence of each BM25 top-3 passage for 200 real questions: substring
+    and whole-word containment differ here (subem is never below cover_em), and the expression equals
+    the core function on every row."""
+    rows = []
+    for q in questions[:200]:
+        for i, d in enumerate(searcher.search([q["question"]], 3)[0]):
+            rows.append(Trajectory(question_id=q["id"], question=q["question"], golden_answers=q["golden_answers"],
+                                   prompt="", sample=i, segments=[segment("model", R(d.text.split(". ")[0]))]))
+    df = scored(rows)
+    core = [core_subem(p, r.golden_answers) for p, r in zip(df["pred"], rows)]
+    assert df["subem"].to_list() == core
+    assert (df["subem"] >= df["cover_em"]).all() and (df["subem"] != df["cover_em"]).sum() > 0
 
 
 def test_search_r1_answers():
