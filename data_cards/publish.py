@@ -1,0 +1,172 @@
+"""Publish the curated sets to the Hugging Face Hub (or any server speaking its API) with a card
+generated from the run.
+
+    HF_TOKEN=hf_... python -m data_cards.publish repo_id=ORG/NAME [private=true] [revision=BRANCH]
+    python -m data_cards.publish repo_id=ORG/NAME dest=DIR          # air-gapped copy, same layout, no upload
+    HF_ENDPOINT=http://host:port python -m data_cards.publish ...   # another Hub-compatible server
+
+Layout (what the Hub repo and ``dest`` hold): ``README.md`` (the card), ``{config}/train-0000i-of-0000n.parquet``
+for the configs ``pairs``, ``coa``, ``cot`` (and ``trajectories``, all scored rows, with
+``trajectories=true``), and ``plots/*.png`` from the analyze step. Empty sets are left out and the card
+says so. Upload is one commit through ``huggingface_hub.HfApi.create_commit`` (the card included: not
+``DatasetCard.push_to_hub``, which validates at the public Hub whatever ``HF_ENDPOINT`` says). Shards
+and card are byte-identical for unchanged data, so the Hub reports every file unchanged and a second
+publish adds no commit. An upload cut in the middle commits nothing; re-running finishes it, and LFS
+objects that already arrived are not sent again. The token comes from ``HF_TOKEN`` and is never printed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from data_cards import card, run_facts
+
+MANAGED = ("pairs/", "coa/", "cot/", "trajectories/", "plots/")  # folders a publish owns in the repo
+
+
+class PublishError(RuntimeError):
+    """A publish that could not finish; the message says what happened and what to do."""
+
+
+@dataclass
+class PublishConfig:
+    """Settings of ``python -m data_cards.publish`` (``key=value``; ``--help``, ``--print-config``).
+
+    Target: repo_id, private, revision, dest. Inputs: sets_dir, curate_dir, index, params_file, dvc_lock,
+    trajectories. Card: pretty_name, licenses. Files: max_shard_bytes, commit_message.
+    """
+
+    repo_id: str = field(default="", metadata={"help": "Hub dataset repo ORG/NAME (also named in the card's loading code)"})
+    private: bool = field(default=False, metadata={"help": "create the repo private (an existing repo keeps its visibility)"})
+    revision: str = field(default="main", metadata={"help": "branch to commit to; created from main if missing"})
+    dest: str = field(default="", metadata={"help": "write the repo's files to this folder instead of uploading"})
+    sets_dir: str = field(default="runs/curate/sets", metadata={"help": "the sets step's folder (pairs/coa/cot.parquet, metrics.json)"})
+    curate_dir: str = field(default="runs/curate", metadata={"help": "curate steps' parent folder (score/analyze/pairs metrics, plots)"})
+    index: str = field(default="runs/index", metadata={"help": "search index folder (its index.json names the corpus)"})
+    params_file: str = field(default="params.yaml", metadata={"help": "params file quoted in the card's provenance"})
+    dvc_lock: str = field(default="dvc.lock", metadata={"help": "dvc.lock whose hashes the card checks the sets against"})
+    trajectories: bool = field(default=False, metadata={"help": "also publish every scored trajectory as config 'trajectories'"})
+    pretty_name: str = field(default="AutoCoA search-agent training sets", metadata={"help": "card title and pretty_name"})
+    licenses: dict = field(default_factory=dict, metadata={
+        "help": "licence per source dataset name, added to the built-in ones (e.g. licenses.musique=cc-by-4.0)"})
+    max_shard_bytes: int = field(default=500_000_000, metadata={"help": "largest in-memory size of one parquet shard"})
+    commit_message: str = field(default="", metadata={"help": "commit title; empty = one naming the sets and row counts"})
+
+    def __post_init__(self) -> None:
+        if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
+            raise ValueError(f"repo_id must be ORG/NAME, got {self.repo_id!r}; e.g. repo_id=my-org/autocoa-sets")
+        if self.max_shard_bytes < 1:
+            raise ValueError(f"max_shard_bytes must be >= 1, got {self.max_shard_bytes}")
+        if not isinstance(self.licenses, dict):
+            raise ValueError(f"licenses must be a mapping dataset → licence id, got {self.licenses!r}")
+
+
+def write_shards(table, folder: Path, name: str, max_bytes: int) -> list[Path]:
+    """``{name}/train-0000i-of-0000n.parquet`` (the ``datasets.push_to_hub`` naming), rows split evenly."""
+    n = max(1, min(table.num_rows, -(-table.nbytes // max_bytes)))
+    per = -(-table.num_rows // n)
+    n = -(-table.num_rows // per)  # no empty trailing shard (datasets cannot read a zero-row shard)
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / name / f"train-{i:05d}-of-{n:05d}.parquet"
+        pq.write_table(table.slice(i * per, per), path)
+        paths.append(path)
+    return paths
+
+
+def stage(cfg: PublishConfig, folder: Path) -> tuple[list[Path], dict[str, int]]:
+    """Write the repo's files into ``folder``; returns them and the rows per published config."""
+    facts = run_facts.collect(cfg)
+    files, counts = [], {}
+    for name, table in facts.sets.items():
+        if table.num_rows:
+            files += write_shards(table, folder, name, cfg.max_shard_bytes)
+            counts[name] = table.num_rows
+    for plot in facts.plots:
+        (folder / "plots").mkdir(exist_ok=True)
+        files.append(Path(shutil.copyfile(plot, folder / "plots" / plot.name)))
+    readme = folder / "README.md"
+    readme.write_text(card.render(facts, cfg.repo_id, cfg.pretty_name))
+    return [readme, *files], counts
+
+
+def push(cfg: PublishConfig, folder: Path, files: list[Path], message: str) -> tuple[str, bool]:
+    """One commit of ``files`` (plus deletions of stale files in the folders a publish owns).
+    Returns the head commit and whether a commit was made."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise PublishError("HF_TOKEN is not set: publishing needs a write token (export HF_TOKEN=...), "
+                           "or use dest=DIR for a local copy")
+    api = HfApi(token=token)  # the endpoint is HF_ENDPOINT (huggingface_hub reads it), default huggingface.co
+    where = f"{api.endpoint}/datasets/{cfg.repo_id}@{cfg.revision}"
+    try:
+        api.whoami()
+    except HfHubHTTPError as e:
+        raise PublishError(f"{api.endpoint}: the token in HF_TOKEN was refused ({e.response.status_code})") from None
+    try:
+        api.create_repo(cfg.repo_id, repo_type="dataset", private=cfg.private, exist_ok=True)
+        if cfg.revision != "main":
+            api.create_branch(cfg.repo_id, repo_type="dataset", branch=cfg.revision, exist_ok=True)
+        before = api.dataset_info(cfg.repo_id, revision=cfg.revision).sha
+        remote = api.list_repo_files(cfg.repo_id, repo_type="dataset", revision=cfg.revision)
+        wanted = {f.relative_to(folder).as_posix() for f in files}
+        stale = [p for p in remote if p.startswith(MANAGED) and p not in wanted]
+        ops = [CommitOperationAdd(path_in_repo=f.relative_to(folder).as_posix(), path_or_fileobj=str(f)) for f in files]
+        ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
+        info = api.create_commit(cfg.repo_id, ops, commit_message=message, repo_type="dataset",
+                                 revision=cfg.revision, parent_commit=before)
+    except PublishError:
+        raise
+    except Exception as e:  # a cut connection, a refused card, a server error: nothing was committed
+        cause = f"{type(e).__name__}: {e}".replace(token, "***")
+        raise PublishError(f"publishing to {where} failed, nothing was committed: {cause}\n"
+                           "Re-run the same command to finish: files that already arrived are not sent again.") from None
+    return info.oid, info.oid != before
+
+
+def run(cfg: PublishConfig) -> dict:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="publish-") as tmp:
+        folder = Path(cfg.dest) if cfg.dest else Path(tmp)
+        if cfg.dest and folder.exists():
+            for path in [folder / "README.md", *(folder / m.rstrip("/") for m in MANAGED)]:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        files, counts = stage(cfg, folder)
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no rows"
+        result = {"configs": counts, "files": len(files)}
+        if cfg.dest:
+            print(f"wrote {len(files)} files ({summary}) to {folder}")
+            return {**result, "dest": str(folder), "seconds": round(time.perf_counter() - started, 2)}
+        message = cfg.commit_message or f"Publish AutoCoA sets: {summary}"
+        oid, committed = push(cfg, folder, files, message)
+    state = "committed" if committed else "unchanged, no commit"
+    print(f"{cfg.repo_id}@{cfg.revision}: {state} ({summary}); head {oid}")
+    return {**result, "commit": oid, "committed": committed, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from coa.config import cli
+
+    cfg = cli(PublishConfig, "publish", sys.argv[1:] if argv is None else argv, doc=__doc__)
+    try:
+        run(cfg)
+    except (PublishError, FileNotFoundError, ValueError) as e:
+        print(f"publish: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
