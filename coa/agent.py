@@ -84,12 +84,14 @@ def start_episode(prompt: str, prefill: str = "", tools: str = "real", prefix: S
     if tools not in ("real", "simulated", "forbid"):
         raise ValueError(f"tools must be 'real', 'simulated' or 'forbid', got {tools!r}")
     ep = Episode(prompt=prompt, tools=tools, segments=[dict(s) for s in prefix], frozen=len(prefix))
-    if prefill:
-        ep.segments.append(segment("model", prefill))
+    if prefill:  # toolkit-written: its own segment, so training treats it as context, never as output
+        ep.segments.append(segment("prefill", prefill))
     return ep
 
 
 def _append_model(ep: Episode, text: str) -> None:
+    if not text:  # an immediate EOS writes nothing: no zero-token segment
+        return
     if len(ep.segments) > ep.frozen and ep.segments[-1]["kind"] == "model":
         ep.segments[-1]["text"] += text
     else:
@@ -97,10 +99,16 @@ def _append_model(ep: Episode, text: str) -> None:
 
 
 def pending_search(ep: Episode, fmt: FormatPreset) -> str | None:
-    """The query of a search call that closes the text so far and has no observation yet."""
+    """The query of a search call that closes the text so far and has no observation yet (its open
+    tag may sit in a prefill segment just before: a forced search)."""
     if len(ep.segments) <= ep.frozen or ep.segments[-1]["kind"] != "model":
         return None
-    text = ep.segments[-1]["text"]
+    tail = []
+    for seg in reversed(ep.segments[ep.frozen:]):
+        if seg["kind"] == "observation":
+            break
+        tail.append(seg["text"])
+    text = "".join(reversed(tail))
     if not text.rstrip().endswith(fmt.search_close):
         return None
     start = text.rfind(fmt.search_open)

@@ -96,7 +96,7 @@ class PromptConfig:
     format: str = "autocoa"
     mode: str = "coa"  # "coa" (search allowed) or "cot" (no tool)
     demonstrations: bool = True  # prepend one worked example (small models need it)
-    prefill: str = "<think>\n"  # written at the start of the assistant turn; part of the first model segment
+    prefill: str = "<think>\n"  # written by the toolkit at the start of the assistant turn: a "prefill" segment
     system: str | None = None  # optional system message; None keeps the tokenizer's default
 
 

@@ -11,7 +11,8 @@ from typing import Sequence
 
 PROMPT, MODEL, OBSERVATION = 0, 1, 2
 LABEL_NAMES = {PROMPT: "prompt", MODEL: "model", OBSERVATION: "observation"}
-_KIND = {"model": MODEL, "observation": OBSERVATION}
+# a prefill is toolkit-written context (like the prompt): never trained, in SFT exactly as in RL
+_KIND = {"model": MODEL, "prefill": PROMPT, "observation": OBSERVATION}
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Decision points: where a CoA trajectory is cut so synthesis can branch from the shared prefix.
 
-A decision point sits just before a search call. Its prefix is every segment before the model segment
-holding that call plus that segment's text up to (not including) the search-open tag, as a last,
-truncated model segment (left out when empty). Decision rows are the parent truncated to this prefix,
+A decision point sits just before a search call. Its prefix is every segment before the model (or
+prefill) segment holding that call plus that segment's text up to (not including) the search-open tag,
+as a last, truncated segment of the same kind (left out when empty). The cut may fall inside a token
+(" <" is one SmolLM2 token): synthesis moves it back to a token boundary before branching
+(``synth.jobs.align_to_tokens``). Decision rows are the parent truncated to this prefix,
 in the trajectory schema: ``mode="decision"``, ``parent_id`` = the parent's id, ``decision_index`` =
 the number of prefix segments, ``sample`` = which search call (0 = the first). Synthesis continues
 them with tools forbidden and forced (``branch_id = "<parent>:<decision_index>:<forbid|force>"``);
@@ -22,13 +24,13 @@ def _calls(parents: pl.DataFrame, search_open: str) -> pl.DataFrame:
     """One row per search call: the model segment holding it and the text before it in that segment."""
     calls = (parents.select("id", seg=pl.col("segments"), seg_idx=pl.int_ranges(pl.col("segments").list.len()))
              .explode("seg", "seg_idx")
-             .filter((pl.col("seg").struct.field("kind") == "model")
+             .filter((pl.col("seg").struct.field("kind") != "observation")
                      & pl.col("seg").struct.field("text").str.contains(search_open, literal=True))
              .with_columns(pieces=pl.col("seg").struct.field("text").str.split(search_open)))
     calls = calls.with_columns(j=pl.int_ranges(1, pl.col("pieces").list.len())).explode("j")
     calls = calls.with_columns(head=pl.col("pieces").list.head(pl.col("j")).list.join(search_open))
     return calls.sort("id", "seg_idx", "j").with_columns(action=pl.int_range(pl.len()).over("id")).select(
-        "id", "seg_idx", "head", "action")
+        "id", "seg_idx", "head", "action", seg_kind=pl.col("seg").struct.field("kind"))
 
 
 def decision_rows(parents: pl.DataFrame, every: bool = False) -> pl.DataFrame:
@@ -39,7 +41,7 @@ def decision_rows(parents: pl.DataFrame, every: bool = False) -> pl.DataFrame:
         if not every:
             calls = calls.filter(pl.col("action") == 0)
         part = part.join(calls, on="id")
-        last = pl.struct(kind=pl.lit("model"), text=pl.col("head"), query=pl.lit(None, pl.String),
+        last = pl.struct(kind=pl.col("seg_kind"), text=pl.col("head"), query=pl.lit(None, pl.String),
                          doc_ids=pl.lit([], pl.List(pl.String))).cast(_SEG)
         before = pl.col("segments").list.head(pl.col("seg_idx"))
         part = part.with_columns(
@@ -57,4 +59,4 @@ def decision_rows(parents: pl.DataFrame, every: bool = False) -> pl.DataFrame:
         n_actions=pl.col("segments").list.eval(pl.element().struct.field("kind") == "observation").list.sum()
         .cast(pl.Int32),
         finish_reason=pl.lit(""), completion_tokens=pl.lit(0, pl.Int32), latency_s=pl.lit(0.0, pl.Float32),
-    ).drop("seg_idx", "head", "action")
+    ).drop("seg_idx", "head", "action", "seg_kind")

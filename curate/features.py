@@ -33,10 +33,11 @@ def _seg(field: str) -> pl.Expr:
 
 
 def render(df: pl.DataFrame) -> pl.DataFrame:
-    """``completion`` (all segments) and ``model_text`` (model segments) as columns."""
+    """``completion`` (all segments) and ``model_text`` (the assistant turn's own text: model and prefill
+    segments, everything but observations) as columns."""
     return df.with_columns(
         completion=pl.col("segments").list.eval(_seg("text")).list.join("").fill_null(""),
-        model_text=pl.col("segments").list.eval(_seg("text").filter(_seg("kind") == "model"))
+        model_text=pl.col("segments").list.eval(_seg("text").filter(_seg("kind") != "observation"))
         .list.join("").fill_null(""),
     )
 

@@ -10,8 +10,10 @@ at every decision point compares the two kinds:
            learns when not to search
 
 A pair takes the first right branch of the winning kind and the first wrong branch of the other.
-``prompt`` = the chat prompt + the shared prefix text, identical for both sides by construction (all
-branches of a point must share it byte for byte, else the point is skipped as ``prefix_mismatch``).
+``chat_prompt`` + ``prefix`` (segments) is the shared context, identical for both sides by construction
+(all branches of a point must share it byte for byte, else the point is skipped as ``prefix_mismatch``);
+``prompt`` is its text. Synthesis aligned the prefix to a token boundary, so the continuations start
+where the policy's generation would.
 The acting continuation stops after its first search-close tag (``ends_turn`` False: no EOS may
 follow it); the non-acting one runs to the answer (``ends_turn`` True).
 
@@ -59,6 +61,7 @@ def continuation_columns(fmt_name: str) -> list[pl.Expr]:
     cont = texts.list.slice(di).list.join("")
     return [
         (pl.col("prompt") + prefix).alias("shared"),
+        pl.col("segments").list.head(di).alias("prefix_segments"),
         pl.struct(pl.col("prompt"), pl.col("segments").list.head(di)).hash().alias("prefix_hash"),
         cont.alias("continuation"),
         cont.str.extract("(?s)^(.*?" + re.escape(fmt.search_close) + ")", 1).alias("acting_text"),
@@ -106,7 +109,7 @@ def mine(branches: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     side = {"force": pl.col("acting_text"), "forbid": pl.col("continuation")}
     pairs = pairs.select(
         "question_id", "question", "golden_answers", "format", "direction", "decision_index",
-        prompt=pl.col("shared"),
+        prompt=pl.col("shared"), chat_prompt=pl.col("prompt"), prefix=pl.col("prefix_segments"),
         chosen=pl.when(pl.col("kind") == "force").then(side["force"]).otherwise(side["forbid"]),
         rejected=pl.when(pl.col("kind_r") == "force").then(pl.col("acting_text_r")).otherwise(pl.col("continuation_r")),
         chosen_ends_turn=pl.col("kind") == "forbid", rejected_ends_turn=pl.col("kind_r") == "forbid",

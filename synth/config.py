@@ -5,7 +5,8 @@ Groups
   search    index, retriever_url, retriever, topk
   prompting format, prompt.demonstrations, prompt.prefill, prompt.system (prompt.mode follows mode)
   sampling  temperature, top_p, max_tokens, max_actions, seed
-  engine    teacher.* (any OpenAI-compatible server), serve.* (the embedded vLLM CPU teacher), tokenizer
+  engine    teacher.* (teacher.kind: llm = any OpenAI-compatible server | reference = templated from evidence
+            annotations), reference.*, serve.* (the embedded vLLM CPU teacher), tokenizer
   running   out, concurrency, rows_per_shard, flush_s, progress
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from coa.prompts import PromptConfig
+from synth.reference import ReferenceConfig
 from synth.serve import ServeConfig
 from synth.teacher import TeacherConfig
 
@@ -46,6 +48,7 @@ class SynthConfig:
     seed: int = field(default=0, metadata={"help": "base seed; each row's seed derives from it and the row key"})
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "the OpenAI-compatible teacher"})
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig, metadata={"help": "the reference teacher (teacher.kind=reference)"})
     serve: ServeConfig = field(default_factory=ServeConfig, metadata={"help": "the embedded engine (used when teacher.base_url is empty)"})
     tokenizer: str = field(default="", metadata={"help": "HF tokenizer folder whose chat template renders prompts; empty = serve.model"})
 

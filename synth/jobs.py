@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -39,8 +40,18 @@ class Job:
         return row_id(self.question["id"], self.mode, self.sample, self.branch_id)
 
 
-def question_jobs(questions: list[dict], mode: str, n: int, prompt_cfg: PromptConfig, tokenizer) -> list[Job]:
-    pid, phash = prompt_id(prompt_cfg), prompt_hash(prompt_cfg)
+def teacher_prompt(pid: str, phash: str, teacher_kind: str) -> tuple[str, str]:
+    """The reference teacher's rows carry their own prompt id and hash (its templates are part of them)."""
+    if teacher_kind != "reference":
+        return pid, phash
+    from synth.reference import TEACHER_NAME, TEMPLATE_VERSION
+
+    return f"{TEACHER_NAME}/{pid}", hashlib.sha1(f"{phash}\x1f{TEMPLATE_VERSION}".encode()).hexdigest()[:12]
+
+
+def question_jobs(questions: list[dict], mode: str, n: int, prompt_cfg: PromptConfig, tokenizer,
+                  teacher_kind: str = "llm") -> list[Job]:
+    pid, phash = teacher_prompt(prompt_id(prompt_cfg), prompt_hash(prompt_cfg), teacher_kind)
     jobs = []
     for q in questions:
         prompt = render_prompt(tokenizer, q["question"], prompt_cfg)
@@ -70,10 +81,31 @@ def check_decision(row: dict, where: str) -> None:
         raise ValueError(f"{where}: field 'prompt' is empty")
 
 
-def branch_jobs(decisions: list[dict] | pa.Table, n: int, kinds: list[str], fmt: FormatPreset) -> list[Job]:
-    """Jobs continuing each decision prefix; ``kinds`` ⊆ {"forbid", "force"}."""
+def align_to_tokens(prefix: list[dict], fmt: FormatPreset, tokenizer) -> tuple[list[dict], str]:
+    """Move a decision cut back to a token boundary of ``tokenizer``.
+
+    A decision prefix ends right before a search-open tag, which may fall inside a token (SmolLM2 writes
+    ``" <"`` as one token, so "…it. <search>" cut before the tag splits it). Branches must start where
+    the policy's own generation would, so the cut moves back to the start of that token; the text
+    between (the gap, e.g. " ") is written again by the forced branch before its tag. Returns
+    (aligned prefix, gap)."""
+    if tokenizer is None or not prefix or prefix[-1]["kind"] == "observation":
+        return prefix, ""
+    text = prefix[-1]["text"]
+    enc = tokenizer(text + fmt.search_open, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [a for a, _ in enc["offset_mapping"] if a <= len(text)]
+    cut = max(starts) if starts else len(text)
+    if cut == len(text):
+        return prefix, ""
+    head = dict(prefix[-1], text=text[:cut])
+    return (prefix[:-1] + [head] if head["text"] else prefix[:-1]), text[cut:]
+
+
+def branch_jobs(decisions: list[dict] | pa.Table, n: int, kinds: list[str], fmt: FormatPreset,
+                teacher_kind: str = "llm", tokenizer=None) -> list[Job]:
+    """Jobs continuing each decision prefix; ``kinds`` ⊆ {"forbid", "force"}. With ``tokenizer``
+    (the branching policy's), each prefix is first aligned to a token boundary (``align_to_tokens``)."""
     rows = decisions.to_pylist() if isinstance(decisions, pa.Table) else list(decisions)
-    force_prefill = fmt.search_open + fmt.inner_pad
     jobs, first_row = [], {}
     for i, row in enumerate(rows, start=1):
         check_decision(row, f"decision row {i}")
@@ -85,11 +117,14 @@ def branch_jobs(decisions: list[dict] | pa.Table, n: int, kinds: list[str], fmt:
             raise ValueError(f"decision row {i}: format {row['format']!r} differs from format={fmt.name!r}")
         question = {"id": row["question_id"], "question": row["question"],
                     "golden_answers": list(row["golden_answers"]), "dataset": row.get("dataset") or ""}
+        prefix, gap = align_to_tokens(list(row["segments"]), fmt, tokenizer)
         for kind in kinds:
-            branch_id = f"{row['parent_id']}:{row['decision_index']}:{kind}"
-            tools, prefill = ("forbid", "") if kind == "forbid" else ("real", force_prefill)
-            jobs += [Job(question, "branch", s, row["prompt"], tools, prefill, prefix=list(row["segments"]),
-                         branch_id=branch_id, parent_id=row["parent_id"], decision_index=row["decision_index"],
-                         prompt_id=row.get("prompt_id") or "", prompt_hash=row.get("prompt_hash") or "")
+            branch_id = f"{row['parent_id']}:{len(prefix)}:{kind}"
+            tools, prefill = ("forbid", "") if kind == "forbid" else ("real", gap + fmt.search_open + fmt.inner_pad)
+            jobs += [Job(question, "branch", s, row["prompt"], tools, prefill, prefix=prefix,
+                         branch_id=branch_id, parent_id=row["parent_id"], decision_index=len(prefix),
+                         **dict(zip(("prompt_id", "prompt_hash"), teacher_prompt(
+                             row.get("prompt_id") or "", row.get("prompt_hash") or "", teacher_kind
+                             if not (row.get("prompt_id") or "").startswith("reference/") else "llm"))))
                      for s in range(n)]
     return jobs

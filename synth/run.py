@@ -15,14 +15,14 @@ serving on ``serve.port``) and stopped at the end. Prompts are rendered with the
 Re-running the same command resumes: rows already in ``out`` (same question, mode, sample, branch)
 are skipped, so change ``out`` when you change the sampling or the prompt. Exit codes: 0 done,
 2 bad configuration or input, 3 stopped early (teacher or retriever gone; finished rows are kept),
-130 interrupted (Ctrl-C; finished rows are kept). ``python -m synth.run help`` lists every key.
+130 interrupted (Ctrl-C; finished rows are kept). ``python -m synth.run --help`` lists every key;
+``--print-config`` prints the resolved settings.
 
 From Python (e.g. curation): ``branch(decision_rows, cfg)`` returns the branch rows as a table.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from contextlib import ExitStack
 from dataclasses import fields
@@ -32,11 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from coa.agent import Budget
-from coa.config import load_config
+from coa.config import cli
 from coa.formats import get_format
+from coa.io import write_json
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.trajectory import read_table, write_trajectories
-from synth.config import SynthConfig, describe
+from synth.config import SynthConfig
 from synth.jobs import Job, branch_jobs, question_jobs, read_decisions
 from synth.serve import embedded_teacher, model_dir
 from synth.shards import ShardWriter, done_ids
@@ -79,10 +80,23 @@ def build_jobs(cfg: SynthConfig) -> list[Job]:
             raise ValueError("mode=branch needs decisions=PATH (a parquet of decision rows, mode 'decision')")
         rows = read_decisions(cfg.decisions)[cfg.offset:]
         rows = rows[: cfg.limit] if cfg.limit else rows
-        return branch_jobs(rows, cfg.n, cfg.branches, get_format(cfg.format))
+        return branch_jobs(rows, cfg.n, cfg.branches, get_format(cfg.format), cfg.teacher.kind, load_tokenizer(cfg))
     path = cfg.questions or DEFAULT_QUESTIONS
     questions = load_questions(path, limit=cfg.offset + cfg.limit if cfg.limit else None)[cfg.offset:]
-    return question_jobs(questions, cfg.mode, cfg.n, cfg.prompt, load_tokenizer(cfg))
+    return question_jobs(questions, cfg.mode, cfg.n, cfg.prompt, load_tokenizer(cfg), cfg.teacher.kind)
+
+
+def reference_teacher(cfg: SynthConfig):
+    from synth.reference import Passages, ReferenceTeacher
+
+    corpus = cfg.reference.corpus or cfg.index
+    passages = Passages(corpus) if (Path(corpus) / "index.json").exists() else None
+    if passages is None and cfg.reference.memory > 0:
+        raise FileNotFoundError(f"reference.corpus={corpus}: the reference teacher's memory needs a coa.search index "
+                                "folder (set reference.corpus=… or index=…)")
+    questions = load_questions(cfg.questions or DEFAULT_QUESTIONS)
+    return ReferenceTeacher(cfg.reference, get_format(cfg.format), load_tokenizer(cfg), questions, passages,
+                            cfg.max_actions)
 
 
 def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter) -> RunStats:
@@ -90,7 +104,8 @@ def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter) -> RunStats
     budget = Budget(max_actions=cfg.max_actions, max_tokens=cfg.max_tokens, topk=cfg.topk)
     searcher, retriever = (None, "") if all(j.tools == "forbid" for j in todo) else make_searcher(cfg)
     with ExitStack() as stack:
-        if cfg.teacher.base_url:
+        reference = cfg.teacher.kind == "reference"
+        if reference or cfg.teacher.base_url:
             base_url = cfg.teacher.base_url
         else:
             base_url = stack.enter_context(embedded_teacher(cfg.serve))
@@ -101,7 +116,7 @@ def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter) -> RunStats
 
             progress = stack.enter_context(tqdm(total=len(todo), unit="traj", desc=f"synth {cfg.mode}",
                                                 file=sys.stderr, dynamic_ncols=True))
-        teacher = Teacher(cfg.teacher, base_url)
+        teacher = reference_teacher(cfg) if reference else Teacher(cfg.teacher, base_url)
 
         async def go() -> RunStats:
             try:
@@ -128,11 +143,17 @@ def execute(cfg: SynthConfig, jobs: list[Job]) -> dict:
     ids = pa.array(sorted({j.id for j in jobs}), type=pa.string())  # typed: there may be no jobs
     table = read_table(out)
     table = table.filter(pc.is_in(table["id"], value_set=ids))
-    summary = {"mode": cfg.mode, "out": str(out), "teacher": cfg.teacher.model,
+    summary = {"mode": cfg.mode, "out": str(out), "teacher": teacher_name(cfg),
                "dataset": dataset_summary(table),
                "run": run_summary(stats, cfg.teacher, len(ids), len(jobs) - len(todo))}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     return summary
+
+
+def teacher_name(cfg: SynthConfig) -> str:
+    from synth.reference import TEACHER_NAME
+
+    return TEACHER_NAME if cfg.teacher.kind == "reference" else cfg.teacher.model
 
 
 def run(cfg: SynthConfig) -> dict:
@@ -143,7 +164,7 @@ def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
     """Continue decision prefixes (``forbid``/``force`` per ``cfg.branches``, ``cfg.n`` samples each);
     return the branch rows (``TRAJECTORY_SCHEMA``). Rows are also written to ``cfg.out_dir``, so a
     repeated call resumes instead of generating again."""
-    jobs = branch_jobs(decisions, cfg.n, cfg.branches, get_format(cfg.format))
+    jobs = branch_jobs(decisions, cfg.n, cfg.branches, get_format(cfg.format), cfg.teacher.kind, load_tokenizer(cfg))
     execute(cfg, jobs)
     table = read_table(cfg.out_dir)
     return table.filter(pc.is_in(table["id"], value_set=pa.array([j.id for j in jobs], type=pa.string())))
@@ -151,11 +172,11 @@ def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("help", "-h", "--help"):
-        print(__doc__ + "\nkeys (params.yaml section `synth`, or key=value):\n" + "\n".join(describe()))
-        return EXIT_OK
     try:
-        cfg = load_config(SynthConfig, "synth", argv)
+        cfg = cli(SynthConfig, "synth", argv, __doc__)
+    except SystemExit as e:  # --help / --print-config (0) or bad settings (2 = EXIT_BAD_INPUT, message printed)
+        return int(e.code or EXIT_OK)
+    try:
         jobs = build_jobs(cfg)
     except (ValueError, FileNotFoundError) as e:
         print(f"synth: {e}", file=sys.stderr)

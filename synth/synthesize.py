@@ -76,23 +76,20 @@ def to_trajectory(job: Job, ep: Episode, usage: Usage, fmt: FormatPreset, teache
 
 async def run_job(job: Job, teacher: Teacher, search, fmt: FormatPreset, budget: Budget, sampling: dict,
                   retriever: str) -> tuple[Trajectory, Usage]:
-    """One trajectory; a request the teacher rejects (4xx) ends it with finish_reason "error"."""
+    """One trajectory; a request the teacher rejects (4xx) ends it with finish_reason "error".
+    ``teacher``: ``synth.teacher.Teacher`` or ``synth.reference.ReferenceTeacher`` (``generator``)."""
     started = time.perf_counter()
     ep = start_episode(job.prompt, prefill=job.prefill, tools=job.tools, prefix=job.prefix)
     ep.n_actions = prefix_searches(job)  # a branch's action budget covers the whole trajectory
     usage = Usage()
     seed = row_seed(sampling.get("seed", 0), job.id)
-    params = {"temperature": sampling["temperature"], "top_p": sampling["top_p"]}
-
-    async def generate(text: str, max_tokens: int, stop: list[str]):
-        return await teacher.complete(text, max_tokens, stop, {**params, "seed": seed + usage.calls}, usage)
-
+    generate = teacher.generator(job, ep, usage, {**sampling, "seed": seed})
     try:
         await run_episode(ep, generate, search, fmt, budget)
     except TeacherRequestError:
         ep.finish_reason = "error"
     row_sampling = {**sampling, "base_seed": sampling.get("seed", 0), "seed": seed}
-    t = to_trajectory(job, ep, usage, fmt, teacher.cfg.model, row_sampling, retriever,
+    t = to_trajectory(job, ep, usage, fmt, teacher.model, row_sampling, retriever,
                       time.perf_counter() - started)
     return t, usage
 

@@ -26,6 +26,9 @@ from coa.agent import Generation
 class TeacherConfig:
     """Where the teacher is served and how requests are sent."""
 
+    kind: str = field(default="llm", metadata={"help": "llm (a model behind an OpenAI-compatible server) | reference "
+                                                       "(templated trajectories from the questions' evidence "
+                                                       "annotations with real search: synth.reference)"})
     base_url: str = field(default="", metadata={"help": "OpenAI-compatible base URL (…/v1); empty = start the embedded vLLM CPU teacher"})
     model: str = field(default="SmolLM2-135M-Instruct", metadata={"help": "model name at that server"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key"})
@@ -35,6 +38,8 @@ class TeacherConfig:
     price_completion: float = field(default=0.0, metadata={"help": "price per 1M completion tokens"})
 
     def __post_init__(self) -> None:
+        if self.kind not in ("llm", "reference"):
+            raise ValueError(f"teacher.kind must be 'llm' or 'reference', got {self.kind!r}")
         if self.retries < 0:
             raise ValueError(f"teacher.retries must be >= 0, got {self.retries}")
         if self.timeout_s <= 0:
@@ -90,6 +95,19 @@ class Teacher:
             usage.completion_tokens += n_tokens
             usage.prompt_tokens += r.usage.prompt_tokens if r.usage else 0
         return Generation(text=choice.text, finish_reason=choice.finish_reason or "stop", n_tokens=n_tokens)
+
+    def generator(self, job, episode, usage: Usage, sampling: dict):
+        """The agent loop's generate for one trajectory; the k-th call uses seed + k."""
+        params = {"temperature": sampling["temperature"], "top_p": sampling["top_p"]}
+
+        async def generate(text: str, max_tokens: int, stop: list[str]) -> Generation:
+            return await self.complete(text, max_tokens, stop, {**params, "seed": sampling["seed"] + usage.calls},
+                                       usage)
+        return generate
+
+    @property
+    def model(self) -> str:
+        return self.cfg.model
 
     async def close(self) -> None:
         await self.client.close()

@@ -21,9 +21,10 @@ from datasets import Dataset
 from coa.prompts import PromptConfig, render_prompt
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.tokenize import LABEL_NAMES, encode, tokenize_segments
-from coa.trajectory import PAIR_SCHEMA, read_table
+from coa.trajectory import PAIR_SCHEMA, SEGMENT_KINDS, read_table
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "chosen_ends_turn", "rejected_ends_turn")
+CONTEXT_COLUMNS = ("chat_prompt", "prefix")  # the shared context as segments (older pair files lack them)
 
 
 def _files(path: Path, stage: str) -> list[Path]:
@@ -36,13 +37,25 @@ def _files(path: Path, stage: str) -> list[Path]:
     return files
 
 
+def check_format(table, path: Path, fmt: str | None) -> None:
+    """A set written in another format than the configured one would teach the wrong tags: refuse it."""
+    if fmt is None or "format" not in table.column_names:
+        return
+    found = sorted({f for f in table.column("format").to_pylist() if f} - {fmt})
+    if found:
+        raise ValueError(f"{path}: the set is in format {', '.join(map(repr, found))} but training is configured for "
+                         f"format {fmt!r} (params.yaml top-level `format`); re-curate the sets in {fmt!r} or set "
+                         f"format={found[0]}")
+
+
 def _check_rows(n: int, path: Path, stage: str) -> None:
     if n == 0:
         raise ValueError(f"{stage}: {path} has no rows; an empty set cannot be trained on")
 
 
-def read_pairs(path: str | Path, stage: str = "sft1") -> list[dict]:
-    """Rows of a pair set (file or folder of shards), checked against ``PAIR_SCHEMA``'s text columns."""
+def read_pairs(path: str | Path, stage: str = "sft1", fmt: str | None = None) -> list[dict]:
+    """Rows of a pair set (file or folder of shards), checked against ``PAIR_SCHEMA``'s text columns and,
+    when ``fmt`` is given, the configured format."""
     path = Path(path)
     rows: list[dict] = []
     for f in _files(path, stage):
@@ -51,7 +64,9 @@ def read_pairs(path: str | Path, stage: str = "sft1") -> list[dict]:
         if missing:
             raise ValueError(f"{f}: missing pair columns {missing} (schema: coa.trajectory.PAIR_SCHEMA, "
                              f"columns {PAIR_SCHEMA.names})")
-        for i, row in enumerate(table.select(list(PAIR_COLUMNS)).to_pylist(), start=1):
+        check_format(table, f, fmt)
+        columns = list(PAIR_COLUMNS) + [c for c in CONTEXT_COLUMNS if c in table.column_names]
+        for i, row in enumerate(table.select(columns).to_pylist(), start=1):
             for name in PAIR_COLUMNS:
                 kind = bool if name.endswith("ends_turn") else str
                 if not isinstance(row[name], kind) or row[name] == "":
@@ -62,18 +77,29 @@ def read_pairs(path: str | Path, stage: str = "sft1") -> list[dict]:
     return rows
 
 
+def context_ids(tokenizer, row: dict) -> list[int]:
+    """The shared context's ids: the chat prompt, then each prefix segment, as the policy saw them (never the
+    string ``prompt`` re-tokenised: a cut inside a token would shift the continuation's first token)."""
+    if row.get("chat_prompt") is not None and row.get("prefix") is not None:
+        context = "".join([row["chat_prompt"], *(s["text"] for s in row["prefix"])])
+        if context != row["prompt"]:
+            raise ValueError("pair row: field 'prompt' is not chat_prompt + the prefix segments' text")
+        return tokenize_segments(tokenizer, row["chat_prompt"], row["prefix"]).input_ids
+    return encode(tokenizer, row["prompt"])
+
+
 def pair_features(tokenizer, row: dict) -> dict:
     """``prompt_ids`` / ``chosen_ids`` / ``rejected_ids``; EOS only after a continuation that ends the turn."""
     eos = [tokenizer.eos_token_id]
     return {
-        "prompt_ids": encode(tokenizer, row["prompt"]),
+        "prompt_ids": context_ids(tokenizer, row),
         "chosen_ids": encode(tokenizer, row["chosen"]) + (eos if row["chosen_ends_turn"] else []),
         "rejected_ids": encode(tokenizer, row["rejected"]) + (eos if row["rejected_ends_turn"] else []),
     }
 
 
-def pair_dataset(tokenizer, path: str | Path, max_length: int) -> tuple[Dataset, dict]:
-    rows = [pair_features(tokenizer, r) for r in read_pairs(path)]
+def pair_dataset(tokenizer, path: str | Path, max_length: int, fmt: str | None = None) -> tuple[Dataset, dict]:
+    rows = [pair_features(tokenizer, r) for r in read_pairs(path, fmt=fmt)]
     kept = [r for r in rows if len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) <= max_length]
     if not kept:
         raise ValueError(f"sft1: all {len(rows)} pairs of {path} are longer than max_length={max_length}")
@@ -90,7 +116,7 @@ def sft_features(tokenizer, prompt: str, segments: list[dict], observation_loss:
 
 
 def sft_dataset(tokenizer, paths: list[str | Path], observation_loss: bool, max_length: int,
-                stage: str) -> tuple[Dataset, dict]:
+                stage: str, fmt: str | None = None) -> tuple[Dataset, dict]:
     """``input_ids``/``labels`` of every trajectory in ``paths`` (SFTTrainer uses them as they are)."""
     rows, dropped = [], 0
     token_counts = {name: 0 for name in LABEL_NAMES.values()}
@@ -98,12 +124,13 @@ def sft_dataset(tokenizer, paths: list[str | Path], observation_loss: bool, max_
         for f in _files(path, stage):
             table = read_table(f)
             _check_rows(table.num_rows, f, stage)
+            check_format(table, f, fmt)
             for i, row in enumerate(table.select(["prompt", "segments"]).to_pylist(), start=1):
                 segments = row["segments"] or []
                 if not row["prompt"] or not segments:
                     field_name = "prompt" if not row["prompt"] else "segments"
                     raise ValueError(f"{f}: row {i}: field {field_name!r} is empty")
-                bad = [s["kind"] for s in segments if s["kind"] not in ("model", "observation")]
+                bad = [s["kind"] for s in segments if s["kind"] not in SEGMENT_KINDS]
                 if bad:
                     raise ValueError(f"{f}: row {i}: field 'segments': unknown kind {bad[0]!r}")
                 feats = sft_features(tokenizer, row["prompt"], segments, observation_loss)

@@ -44,11 +44,21 @@ def test_search_then_answer(searcher):
                            "Menotti.</think>\\boxed{Gian Carlo Menotti}")
     ep = run(start_episode("PROMPT", prefill="<think>"), gen, searcher)
     assert ep.finish_reason == "answer" and ep.n_actions == 1
-    assert [s["kind"] for s in ep.segments] == ["model", "observation", "model"]
-    assert ep.segments[0]["text"] == "<think>Need facts. <begin_search> Maria Golovin </end_search>"
+    # the toolkit's prefill is its own segment (context, never trained), the model's text the next one
+    assert [s["kind"] for s in ep.segments] == ["prefill", "model", "observation", "model"]
+    assert ep.segments[0]["text"] == "<think>"
+    assert ep.segments[1]["text"] == "Need facts. <begin_search> Maria Golovin </end_search>"
     expected = AUTOCOA.observation(searcher.search(["Maria Golovin"], 3)[0])
-    assert ep.segments[1]["text"] == expected and ep.segments[1]["query"] == "Maria Golovin"
-    assert gen.seen[1] == "PROMPT" + ep.segments[0]["text"] + expected  # continuation of the rendered prefix
+    assert ep.segments[2]["text"] == expected and ep.segments[2]["query"] == "Maria Golovin"
+    assert gen.seen[1] == "PROMPT<think>" + ep.segments[1]["text"] + expected  # continuation of the rendered prefix
+
+
+def test_empty_generation_writes_no_segment(searcher):
+    """An engine that ends at once after a search result (EOS first) must not leave a zero-token segment."""
+    gen = ScriptedGenerate("<begin_search> Maria Golovin </end_search>", "")
+    ep = run(start_episode("P"), gen, searcher)
+    assert [s["kind"] for s in ep.segments] == ["model", "observation"] and ep.finish_reason == "eos"
+    assert all(s["text"] for s in ep.segments)
 
 
 def test_budget_message_then_stop(searcher):
@@ -73,7 +83,10 @@ def test_branch_prefix_is_kept_apart(searcher):
     ep = run(start_episode("P", prefill="<begin_search> ", prefix=prefix),
              ScriptedGenerate("Menotti </end_search>", "ok</think>\\boxed{x}"), searcher)
     assert ep.segments[0] == prefix[0]
-    assert ep.segments[1]["text"] == "<begin_search> Menotti </end_search>"
+    # a forced call: its open tag is the toolkit's prefill, the query and close tag the model's
+    assert [(s["kind"], s["text"]) for s in ep.segments[1:3]] == [("prefill", "<begin_search> "),
+                                                                  ("model", "Menotti </end_search>")]
+    assert ep.segments[3]["query"] == "Menotti"
     assert ep.n_actions == 1 and ep.finish_reason == "answer"
 
 

@@ -1,0 +1,357 @@
+"""The reference teacher: templated CoA / CoT trajectories from the questions' evidence annotations.
+
+A small model on a CPU cannot write usable teacher data (SmolLM2-135M: 0% well-formed and correct
+CoA). Multi-hop QA sets annotate which paragraphs or sub-questions answer each question; this teacher
+turns those annotations into trajectories through the same agent loop and the same real search
+environment as the LLM teacher. Its reasoning text is templated and says so: rows carry
+``teacher="reference"`` and a ``reference/…`` prompt id. It is a way to get grounded data without a
+GPU, not a model; the LLM teacher (``teacher.base_url=…``) remains the way to scale.
+
+Evidence (``metadata`` of a FlashRAG question row; any that is present is used)
+  ``gold_paragraph_ids``       corpus ids of the gold paragraphs (FlashRAG HotpotQA)
+  ``supporting_facts``         ``[[title, sent], …]`` or ``{"title": [...], "sent_id": [...]}`` (HotpotQA, 2Wiki)
+  ``question_decomposition``   ``[{question, answer, …}]`` sub-questions, ``#k`` = answer k (MuSiQue)
+  ``evidences``                ``[[subject, relation, object], …]`` triples (2Wiki)
+
+CoA policy (``tools=real``): the first search is the question; after each observation, if the text
+retrieved so far states a gold answer (or, for yes/no golds, every evidence item was retrieved) it
+answers with it, quoting the sentence; otherwise it searches the title or sub-question of the first
+evidence item not retrieved yet; with nothing left to search it answers from what it found (the top
+title), and that row is scored like any other. Observations are whatever the real searcher returned.
+
+CoT policy (``tools=forbid``, also no-tool branches): closed-book, from a simulated memory: the teacher
+remembers each evidence paragraph with probability ``memory`` (seeded per question and item), answers
+when what it remembers states the gold answer, and guesses otherwise. A partial memory is what makes
+the CoT×CoA analysis informative: questions land in all four cells and pairs exist in both directions.
+
+Forced branches (a search-open prefill) continue with the next evidence query.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coa.agent import Episode, Generation
+from coa.formats import FormatPreset
+from coa.score import normalize_answer
+
+TEACHER_NAME = "reference"
+TEMPLATE_VERSION = "reference-v1"  # bump when the templates below change (goes into prompt_hash)
+_YES_NO = {"yes", "no"}
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass
+class ReferenceConfig:
+    """The reference teacher (``teacher.kind=reference``)."""
+
+    memory: float = field(default=0.5, metadata={"help": "probability that the closed-book teacher remembers each "
+                                                         "evidence paragraph (CoT and no-tool branches)"})
+    seed: int = field(default=0, metadata={"help": "seed of the simulated memory"})
+    corpus: str = field(default="", metadata={"help": "coa.search index folder whose passages the memory recalls; "
+                                                      "empty = synth's index"})
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.memory) <= 1.0:
+            raise ValueError(f"reference.memory must be within [0, 1], got {self.memory}")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One thing the question needs: a paragraph (id and/or title) or a sub-question with its answer."""
+
+    query: str
+    title: str = ""
+    doc_id: str = ""
+    answer: str = ""
+
+
+def _titles(supporting) -> list[str]:
+    if isinstance(supporting, dict):
+        supporting = supporting.get("title") or []
+    titles = []
+    for item in supporting or []:
+        title = item[0] if isinstance(item, (list, tuple)) else item
+        if isinstance(title, str) and title and title not in titles:
+            titles.append(title)
+    return titles
+
+
+def evidence_of(question: dict, passages: "Passages | None") -> list[Evidence]:
+    """The evidence items of a question row, in hop order, from whichever annotations it carries."""
+    meta = question.get("metadata") or {}
+    items: list[Evidence] = []
+    decomposition = meta.get("question_decomposition") or []
+    answers: list[str] = []
+    for step in decomposition:
+        sub = str(step.get("question", ""))
+        for k, prior in enumerate(answers, start=1):
+            sub = sub.replace(f"#{k}", prior)
+        answers.append(str(step.get("answer", "")))
+        if sub:
+            items.append(Evidence(query=sub, answer=answers[-1]))
+    for doc_id in meta.get("gold_paragraph_ids") or []:
+        title = passages.title(doc_id) if passages else ""
+        items.append(Evidence(query=title or str(doc_id), title=title, doc_id=str(doc_id)))
+    known = {e.title for e in items}
+    for title in _titles(meta.get("supporting_facts")):
+        if title not in known:
+            items.append(Evidence(query=title, title=title))
+    if not decomposition:
+        for triple in meta.get("evidences") or []:
+            if isinstance(triple, (list, tuple)) and len(triple) == 3 and not any(e.answer == triple[2] for e in items):
+                items.append(Evidence(query=f"{triple[0]} {triple[1]}", answer=str(triple[2])))
+    return items
+
+
+class Passages:
+    """id → (title, text) of an index's corpus, for titles of gold ids and the simulated memory."""
+
+    def __init__(self, index_dir: str | Path):
+        from coa.search.index import Index
+
+        index = Index(index_dir)
+        self._by_id: dict[str, str] = dict(zip(index.ids.to_pylist(), index.contents.to_pylist()))
+        self._by_title = {self._split(c)[0]: c for c in self._by_id.values()}
+
+    @staticmethod
+    def _split(contents: str) -> tuple[str, str]:
+        head, _, text = contents.partition("\n")
+        return head.strip('"'), text
+
+    def title(self, doc_id: str) -> str:
+        contents = self._by_id.get(doc_id)
+        return self._split(contents)[0] if contents else ""
+
+    def text(self, item: Evidence) -> str:
+        contents = self._by_id.get(item.doc_id) or self._by_title.get(item.title)
+        return self._split(contents)[1] if contents else ""
+
+
+def _norm(text: str) -> str:
+    return f" {normalize_answer(text)} "
+
+
+def supporting_sentence(golds: list[str], texts: list[str]) -> tuple[str, str] | None:
+    """(gold alias, first sentence stating it) if any text states a non-yes/no gold answer."""
+    for gold in golds:
+        g = _norm(gold)
+        if g.strip() in _YES_NO or not g.strip():
+            continue
+        for text in texts:
+            if g in _norm(text):
+                for sentence in _SENTENCE.split(text):
+                    if g in _norm(sentence):
+                        return gold, sentence.strip()
+                return gold, text.strip()
+    return None
+
+
+def _remembers(seed: int, question_id: str, item: Evidence, p: float) -> bool:
+    key = f"{seed}\x1f{question_id}\x1f{item.doc_id or item.title or item.query}"
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < p
+
+
+def _found(item: Evidence, doc_ids: set[str], titles: set[str], text: str) -> bool:
+    if item.doc_id and item.doc_id in doc_ids:
+        return True
+    if item.title and item.title in titles:
+        return True
+    return bool(item.answer) and _norm(item.answer).strip() != "" and _norm(item.answer) in _norm(text)
+
+
+# search_r1: "Doc i(Title: t) text" (a title may hold parentheses: it ends at the first ") ");
+# autocoa: 'result i: "t"\ntext'
+_TITLE = re.compile(r"Doc \d+\(Title: (.*?)\) |result \d+: \"([^\n]*)\"\n")
+
+
+def titles_in(observation: str) -> list[str]:
+    """Document titles in an observation of either preset (``Doc i(Title: t)`` / ``result i: "t"``)."""
+    return [a or b for a, b in _TITLE.findall(observation)]
+
+
+def doc_texts(observation: str, fmt: FormatPreset) -> list[str]:
+    """The documents' texts in an observation, without the wrapping tags and the title markers."""
+    body = observation.replace(fmt.result_open, "").replace(fmt.result_close, "")
+    return [t.strip() for t in _TITLE.split(body)[::3] if t and t.strip()]
+
+
+def _quote(sentence: str, limit: int = 300) -> str:
+    return '"' + " ".join(sentence.split())[:limit].rstrip() + '"'
+
+
+class ReferencePolicy:
+    """Writes one question's trajectory step by step; ``__call__`` is the agent loop's generate."""
+
+    def __init__(self, question: dict, evidence: list[Evidence], passages: Passages | None, fmt: FormatPreset,
+                 cfg: ReferenceConfig, episode: Episode, count_tokens, max_actions: int):
+        self.q, self.evidence, self.passages, self.fmt, self.cfg = question, evidence, passages, fmt, cfg
+        self.ep, self.count_tokens, self.max_actions = episode, count_tokens, max_actions
+
+    # ---- what is known --------------------------------------------------------------
+    def _observations(self) -> list[dict]:
+        return [s for s in self.ep.segments if s["kind"] == "observation"]
+
+    def _retrieved(self) -> tuple[set[str], set[str], list[str]]:
+        ids, titles, texts = set(), set(), []
+        for obs in self._observations():
+            ids.update(obs.get("doc_ids") or [])
+            texts += doc_texts(obs["text"], self.fmt)
+            titles.update(titles_in(obs["text"]))
+        return ids, titles, texts
+
+    def _remembered(self) -> list[tuple[Evidence, str]]:
+        if not self.passages:
+            return []
+        return [(e, self.passages.text(e)) for e in self.evidence
+                if _remembers(self.cfg.seed, self.q["id"], e, self.cfg.memory) and self.passages.text(e)]
+
+    # ---- steps ------------------------------------------------------------------------
+    def _block(self, reasoning: str, first: bool) -> str:
+        """A reasoning block: search_r1 opens a think block per step; autocoa thinks once, answers after."""
+        f = self.fmt
+        if f.answer_after_think:
+            return (f"{f.think_open}\n" if first else "") + f"{reasoning}\n"
+        return f"{f.think_open}\n{reasoning}\n{f.think_close}\n"
+
+    def _answer(self, answer: str) -> str:
+        f = self.fmt
+        return (f"{f.think_close}\n\n" if f.answer_after_think else "") + f.answer_text(answer)
+
+    def _next_query(self) -> str | None:
+        ids, titles, texts = self._retrieved()
+        joined = "\n".join(texts)
+        queried = {s.get("query") for s in self._observations()}
+        for item in self.evidence:
+            if not _found(item, ids, titles, joined) and item.query not in queried:
+                return item.query
+        return None
+
+    def _grounded_answer(self) -> tuple[str, str, bool]:
+        """(reasoning, answer, grounded) from what the searches returned."""
+        golds = list(self.q["golden_answers"])
+        ids, titles, texts = self._retrieved()
+        joined = "\n".join(texts)
+        hit = supporting_sentence(golds, texts)
+        if hit:
+            return f"The search results say: {_quote(hit[1])} So the answer is {hit[0]}.", hit[0], True
+        yes_no = next((g for g in golds if _norm(g).strip() in _YES_NO), None)
+        if yes_no and self.evidence and all(_found(e, ids, titles, joined) for e in self.evidence):
+            return f"The results cover {', '.join(e.title or e.query for e in self.evidence)}. Comparing them, the answer is {yes_no}.", yes_no, True
+        top = titles_in(texts[-1]) if texts else []
+        guess = top[0] if top else "unknown"
+        return f"The results do not state the answer directly. The closest match I found is {guess}.", guess, False
+
+    def _memory_answer(self) -> tuple[str, str]:
+        """(reasoning, answer) closed-book: what the simulated memory (plus any observation) holds."""
+        golds = list(self.q["golden_answers"])
+        remembered = self._remembered()
+        _, _, texts = self._retrieved()
+        hit = supporting_sentence(golds, [t for _, t in remembered] + texts)
+        if hit:
+            return f"I recall: {_quote(hit[1])} So the answer is {hit[0]}.", hit[0]
+        yes_no = next((g for g in golds if _norm(g).strip() in _YES_NO), None)
+        if yes_no and self.evidence and len(remembered) == len(self.evidence):
+            names = ", ".join(e.title or e.query for e, _ in remembered)
+            return f"I recall what I know about {names}. Comparing them, the answer is {yes_no}.", yes_no
+        guess = "no" if yes_no else (remembered[0][0].title if remembered and remembered[0][0].title else "unknown")
+        return f"I do not recall enough to be sure. My best guess is {guess}.", guess
+
+    def next_step(self) -> str:
+        """The text of the next step from the start of the step (after the last observation)."""
+        f, first = self.fmt, not self._observations()
+        forced = self._written_tail().endswith(f.search_open + f.inner_pad) or self._written_tail().endswith(f.search_open)
+        if self.ep.tools == "forbid":
+            reasoning, answer = self._memory_answer()
+            return self._block(reasoning, first) + self._answer(answer)
+        if first:
+            return self._block("I need facts I cannot be sure of. I will search for the question first.", True) \
+                + f.search_call(self.q["question"])
+        query = self._next_query()
+        reasoning, answer, grounded = self._grounded_answer()
+        if grounded and not forced:
+            return self._block(reasoning, False) + self._answer(answer)
+        if query and self.ep.n_actions < self.max_actions:
+            return self._block(f"I still need {query}. I will search for it.", False) + f.search_call(query)
+        if forced:  # a forced search with nothing left to look up: search the question again
+            return self._block("I will check the question once more.", False) + f.search_call(self.q["question"])
+        return self._block(reasoning, False) + self._answer(answer)
+
+    def _written_tail(self) -> str:
+        """Text written in the current step so far (after the last observation)."""
+        tail = []
+        for seg in reversed(self.ep.segments):
+            if seg["kind"] == "observation":
+                break
+            tail.append(seg["text"])
+        return "".join(reversed(tail))
+
+    async def __call__(self, text: str, max_tokens: int, stop: list[str]) -> Generation:
+        written = self._written_tail()
+        step = self.next_step()
+        if step.startswith(written):
+            out = step[len(written):]
+        else:  # the step was cut (a decision prefix): continue from the cut with the action part
+            out = self._continue_cut(written)
+        ids = self.count_tokens(out)
+        if len(ids) > max_tokens:  # a budget smaller than the step: stop where the budget ends, as an engine would
+            return Generation(text=self.count_tokens.decode(ids[:max_tokens]), finish_reason="length",
+                              n_tokens=max_tokens)
+        return Generation(text=out, finish_reason="stop", n_tokens=len(ids))
+
+    def _continue_cut(self, written: str) -> str:
+        """Continue a decision prefix, which ends where a search call would start (plus any forced tag)."""
+        f = self.fmt
+        first = not self._observations()
+        for tag in (f.search_open + f.inner_pad, f.search_open):
+            if written.endswith(tag):  # forced search: finish the call
+                query = self.q["question"] if first else (self._next_query() or self.q["question"])
+                return f"{query}{f.inner_pad}{f.search_close}"
+        if self.ep.tools == "forbid":
+            reasoning, answer = self._memory_answer()
+            return self._block("Instead of searching, I answer from memory. " + reasoning, False) + self._answer(answer)
+        query = self.q["question"] if first else (self._next_query() or self.q["question"])
+        return f.search_call(query)
+
+
+class TokenCounter:
+    """Counts (and cuts) text in the student's tokens, so budgets and token columns mean what they do
+    for an engine."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+
+class ReferenceTeacher:
+    """Plays the teacher's part in ``synth.synthesize``: one ``ReferencePolicy`` per trajectory."""
+
+    def __init__(self, cfg: ReferenceConfig, fmt: FormatPreset, tokenizer, questions: list[dict],
+                 passages: Passages | None, max_actions: int):
+        self.cfg, self.fmt, self.passages, self.max_actions = cfg, fmt, passages, max_actions
+        self.count_tokens = TokenCounter(tokenizer)
+        self.by_id = {q["id"]: q for q in questions}
+        self.model = TEACHER_NAME
+
+    def generator(self, job, episode: Episode, usage, sampling: dict):
+        question = {**self.by_id.get(job.question["id"], {}), **job.question}
+        question.setdefault("metadata", self.by_id.get(job.question["id"], {}).get("metadata") or {})
+        policy = ReferencePolicy(question, evidence_of(question, self.passages), self.passages, self.fmt,
+                                 self.cfg, episode, self.count_tokens, self.max_actions)
+
+        async def generate(text: str, max_tokens: int, stop: list[str]) -> Generation:
+            gen = await policy(text, max_tokens, stop)
+            usage.calls += 1
+            usage.completion_tokens += gen.n_tokens
+            return gen
+        return generate
+
+    async def close(self) -> None:
+        return None
