@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import yaml
 
@@ -61,6 +62,15 @@ def metadata(facts: RunFacts, pretty_name: str) -> dict:
     }
 
 
+def _rel(path) -> str:
+    """A path as the run names it: relative to the working directory when inside it (no local prefixes)."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix() if not path.is_absolute() else "/".join(path.parts[-4:])
+
+
 def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
@@ -94,7 +104,8 @@ def _counts(facts: RunFacts, repo_id: str) -> str:
     if empty:
         out.append(f"\nEmpty in this run, so not published as configs: {', '.join(f'`{n}`' for n in empty)}.")
     for name, table in facts.sets.items():
-        strata = Counter(_column(table, "stratum"))
+        # the sets step records strata in its metrics (the pairs file keeps PAIR_SCHEMA's columns only)
+        strata = sets_metrics.get(name, {}).get("strata") or Counter(_column(table, "stratum"))
         if strata:
             out.append(f"\n**`{name}` by stratum** (" + ("direction × question type" if name == "pairs"
                                                          else "search calls × question type") + ")\n")
@@ -145,12 +156,13 @@ def _decontamination(facts: RunFacts) -> str:
     eval_sets = facts.params.get("curate", {}).get("eval_sets", [])
     if not c and not s:
         return "The score and sets steps' metrics were not found: no decontamination figures to report."
-    lines = [f"- Checked against: {', '.join(f'`{e}`' for e in eval_sets) or 'the eval sets in the score step'}"
+    lines = [f"- Checked against the eval sets in params.yaml `curate.eval_sets`: "
+             f"{', '.join(f'`{_rel(e)}`' for e in eval_sets) or '(not found)'}"
              f" ({c.get('eval_questions', '–')} evaluation questions), fuzzy question match "
              f"(threshold {facts.params.get('curate', {}).get('decontam_threshold', 85.0)}).",
              f"- Training questions checked: {c.get('questions', '–')}; contaminated: "
              f"{c.get('contaminated_questions', '–')} (by kind: {json.dumps(c.get('by_kind', {}), sort_keys=True)};"
-             f" by eval set: {json.dumps(c.get('by_eval_set', {}), sort_keys=True)}).",
+             f" by eval set: {json.dumps({_rel(k): v for k, v in c.get('by_eval_set', {}).items()}, sort_keys=True)}).",
              f"- Questions excluded from every set: {s.get('contaminated_questions_excluded', '–')} contaminated, "
              f"plus {s.get('eval_questions', '–')} held out as the curated eval split."]
     return "\n".join(lines)
@@ -217,7 +229,7 @@ def _provenance(facts: RunFacts) -> str:
         md5 = md5_file(path)
         locked = next((v for k, v in facts.dvc_outs.items() if path.as_posix().endswith(k)), None)
         check = "–" if locked is None else ("same" if locked == md5 else f"differs (`{locked}`): not the locked run's file")
-        rows.append([f"`{name}`", f"`{path.as_posix()}`", f"`{md5}`", check])
+        rows.append([f"`{name}`", f"`{_rel(path)}`", f"`{md5}`", check])
     params = {k: facts.params[k] for k in ("split", "synth", "curate") if k in facts.params}
     return (f"- Toolkit commit (last to record `dvc.lock`): `{facts.git_commit}`\n\n"
             + _table(["config", "file", "md5", "dvc.lock"], rows)

@@ -289,7 +289,9 @@ def _handler(hub: FakeHubServer):
                 return self._send(400, {"error": "this test server hosts dataset repos only"})
             if repo_id in hub.repos:
                 return self._send(409, {"error": "You already created this dataset repo", "url": f"{hub.url}/datasets/{repo_id}"})
-            repo = hub.repos[repo_id] = Repo(repo_id, bool(req.get("private")))
+            # huggingface_hub 2.x sends "visibility"; older clients sent "private"
+            private = req.get("visibility") == "private" or bool(req.get("private"))
+            repo = hub.repos[repo_id] = Repo(repo_id, private)
             repo.branches["main"] = ""  # the Hub's first commit adds .gitattributes
             attributes = base64.b64encode(b"*.parquet filter=lfs diff=lfs merge=lfs -text\n").decode()
             hub.commit(repo, "main", [{"key": "header", "value": {"summary": "initial commit"}},

@@ -66,3 +66,59 @@ def test_second_publish_adds_no_commit(published, curate_run, hub):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unchanged, no commit" in proc.stdout
     assert hub.commits("tester/autocoa-sets")[0].oid == head
+
+
+def test_cut_upload_fails_clearly_and_a_rerun_completes(curate_run, hub):
+    repo = "tester/cut-sets"
+    hub.cut(rf"/api/datasets/{repo}/commit/")  # the link drops half-way through the commit request
+    proc = publish_cli(curate_run, hub, f"repo_id={repo}")
+    assert proc.returncode == 1
+    assert f"publishing to {hub.url}/datasets/{repo}@main failed, nothing was committed" in proc.stderr
+    assert "Re-run the same command to finish" in proc.stderr
+    assert [c.summary for c in hub.commits(repo)] == ["initial commit"]
+    puts_before = sum(m == "PUT" for m, _ in hub.requests)
+    proc = publish_cli(curate_run, hub, f"repo_id={repo}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "committed" in proc.stdout and len(hub.commits(repo)) == 2
+    assert sum(m == "PUT" for m, _ in hub.requests) == puts_before  # LFS objects that arrived are not sent again
+    assert {"pairs", "coa", "cot"} == {p.split("/")[0] for p in hub.commits(repo)[0].files if p.endswith(".parquet")}
+
+
+def test_refused_token_is_named_but_never_printed(curate_run, hub):
+    bad = "hf_" + "x" * 32
+    proc = publish_cli(curate_run, hub, "repo_id=tester/refused", token=bad)
+    assert proc.returncode == 1 and "the token in HF_TOKEN was refused (401)" in proc.stderr
+    assert bad not in proc.stdout + proc.stderr and "tester/refused" not in hub.repos
+
+
+def test_private_repo_on_a_branch(curate_run, hub):
+    proc = publish_cli(curate_run, hub, "repo_id=tester/private-sets", "private=true", "revision=v1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    repo = hub.repos["tester/private-sets"]
+    assert repo.private and len(repo.history("v1")) == 2 and len(repo.history("main")) == 1
+
+
+def test_card_parses_and_its_licence_is_accepted(published, hub):
+    readme = hub.commits("tester/autocoa-sets")[0].files["README.md"].data.decode()
+    card = DatasetCard(readme)
+    meta = card.data.to_dict()
+    assert meta["license"] == "cc-by-sa-4.0" and meta["license"] in HUB_LICENSES  # HotpotQA rows share alike
+    assert validate_card_metadata(readme) == []
+    assert [c["config_name"] for c in meta["configs"]] == ["pairs", "coa", "cot", "trajectories"]
+    assert meta["source_datasets"] == ["hotpotqa/hotpot_qa"] and meta["size_categories"] == ["n<1K"]
+    for heading in ("Sets", "Teachers and prompts", "Retrieval and sampling", "Decontamination", "Review",
+                    "CoT × CoA", "Example rows", "Load and train", "Licence", "Citation", "Provenance"):
+        assert f"\n## {heading}\n" in card.text, heading
+    assert "arXiv:2503.06580" in card.text and "HotpotQA" in card.text
+    assert "![two_by_two](plots/two_by_two.png)" in card.text
+    assert 'load_dataset("tester/autocoa-sets", "coa", split="train")' in card.text
+
+
+def test_dest_writes_the_same_layout_without_uploading(curate_run, hub, tmp_path):
+    n_repos = len(hub.repos)
+    proc = publish_cli(curate_run, hub, "repo_id=tester/offline", f"dest={tmp_path / 'copy'}", "max_shard_bytes=20000")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local = {p.relative_to(tmp_path / "copy").as_posix() for p in (tmp_path / "copy").rglob("*") if p.is_file()}
+    remote = set(hub.commits("tester/autocoa-sets")[0].files) - {".gitattributes"}
+    assert local == remote - {p for p in remote if p.startswith("trajectories/")}
+    assert len(hub.repos) == n_repos
