@@ -10,7 +10,7 @@ a prefilled assistant start on SmolLM2-135M).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coa.formats import FormatPreset, get_format
 
@@ -93,11 +93,14 @@ def demonstration(fmt: FormatPreset, mode: str) -> str:
 
 @dataclass
 class PromptConfig:
-    format: str = "autocoa"
-    mode: str = "coa"  # "coa" (search allowed) or "cot" (no tool)
-    demonstrations: bool = True  # prepend one worked example (small models need it)
-    prefill: str = "<think>\n"  # written by the toolkit at the start of the assistant turn: a "prefill" segment
-    system: str | None = None  # optional system message; None keeps the tokenizer's default
+    format: str = field(default="autocoa", metadata={"help": "follows the top-level `format` (not set here)"})
+    mode: str = field(default="coa", metadata={"help": "coa (search allowed) or cot (no tool); synth sets it from mode"})
+    demonstrations: bool = field(default=True, metadata={
+        "help": "prepend one worked example (small models need it)"})
+    prefill: str = field(default="<think>\n", metadata={
+        "help": "written by the toolkit at the start of the assistant turn: a \"prefill\" segment"})
+    system: str | None = field(default=None, metadata={
+        "help": "optional system message; null keeps the tokenizer's default"})
 
 
 def prompt_template(cfg: PromptConfig) -> str:

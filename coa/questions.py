@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -97,31 +97,34 @@ def write_questions(path: str | Path, questions: list[dict]) -> None:
 
 @dataclass
 class SplitConfig:
-    """``python -m coa.questions split key=value ...`` (``params.yaml`` section ``split``)."""
+    """``python -m coa.questions split key=value ...`` (``params.yaml`` section ``split``): a training pool
+    and held-out evaluation questions, disjoint by question, in a seeded hash order."""
 
-    questions: str = str(DEFAULT_QUESTIONS)
-    out: str = "runs/split"
-    heldout: int = 200  # held-out evaluation questions
-    train: int = 0  # training pool size; 0 = all the rest
-    seed: int = 0
+    questions: str = field(default=str(DEFAULT_QUESTIONS), metadata={"help": "FlashRAG question file to split"})
+    out: str = field(default="runs/split", metadata={"help": "writes train.jsonl, heldout.jsonl and split.json here"})
+    heldout: int = field(default=200, metadata={"help": "held-out evaluation questions (never trained on)"})
+    train: int = field(default=0, metadata={"help": "training pool size; 0 = all the rest"})
+    seed: int = field(default=0, metadata={"help": "seeds the hash order (same seed, same split)"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m coa.questions split questions=PATH out=DIR heldout=N train=M seed=S``"""
+    """``python -m coa.questions split questions=PATH out=DIR heldout=N train=M seed=S`` (--help for more)"""
     import sys
 
-    from coa.config import load_config
+    from coa.config import cli
+    from coa.io import write_json
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "split":
-        print(main.__doc__, file=sys.stderr)
-        return 2
-    cfg = load_config(SplitConfig, "split", args[1:])
+        asked = args[:1] in (["--help"], ["-h"], ["help"])
+        print(main.__doc__, file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
+    cfg = cli(SplitConfig, "split", args[1:], SplitConfig.__doc__)
     pool, held = split_questions(load_questions(cfg.questions), cfg.heldout, cfg.train, cfg.seed)
     out = Path(cfg.out)
     write_questions(out / "train.jsonl", pool)
     write_questions(out / "heldout.jsonl", held)
-    (out / "split.json").write_text(json.dumps({"train": len(pool), "heldout": len(held), "seed": cfg.seed}))
+    write_json(out / "split.json", {"train": len(pool), "heldout": len(held), "seed": cfg.seed})
     print(f"train {len(pool)} / held-out {len(held)} questions → {out}")
     return 0
 

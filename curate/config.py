@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from coa.config import build, params_section, parse_overrides
+from coa.config import load_config
 
 STEPS = ("score", "analyze", "pairs", "sets")
 METRICS = ("em", "f1", "cover_em", "autocoa_lenient")
@@ -99,17 +99,9 @@ class CurateConfig:
         return self.out or f"runs/curate/{self.step}"
 
 
-def _alias(values: dict) -> dict:
-    """``in`` is a Python keyword, so the field is ``input``; accept ``in`` in params and on the command line."""
-    if "in" in values:
-        if "input" in values:
-            raise ValueError("give either 'in' or 'input', not both")
-        values = {("input" if k == "in" else k): v for k, v in values.items()}
-    return values
+ALIASES = {"in": "input"}  # ``in`` is a Python keyword, so the field is ``input``; both are accepted
 
 
 def load(argv: Sequence[str] = (), params_file=None) -> CurateConfig:
     """``coa.config.load_config`` for this stage, with ``in=`` accepted for ``input``."""
-    values = _alias(params_section("curate", params_file))
-    values.update(_alias(parse_overrides(argv)))
-    return build(CurateConfig, values, "curate")
+    return load_config(CurateConfig, "curate", argv, params_file, aliases=ALIASES)

@@ -5,18 +5,23 @@
     python -m curate.run step=pairs in=runs/synth/branch                     # prefix-matched pairs
     python -m curate.run step=sets review=review.csv                         # pairs / coa / cot sets
 
-Settings: ``curate/config.py`` (``params.yaml`` section ``curate``; ``key=value`` overrides it).
-Every step writes parquet and a ``metrics.json`` into ``out`` (default ``runs/curate/<step>``).
+Settings: ``curate/config.py`` (``params.yaml`` section ``curate``; ``key=value`` overrides it);
+``--help`` lists every key, ``--print-config`` prints the resolved settings. Every step writes parquet
+and a ``metrics.json`` into ``out`` (default ``runs/curate/<step>``). Exit codes: 0 done, 2 bad settings.
 """
 from __future__ import annotations
 
 import sys
 
-from curate.config import load
+from coa.config import cli
+from curate.config import ALIASES, CurateConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = cli(CurateConfig, "curate", sys.argv[1:] if argv is None else argv, __doc__, aliases=ALIASES)
+    except SystemExit as e:  # --help / --print-config (0) or bad settings (2, message printed)
+        return int(e.code or 0)
     if cfg.step == "score":
         from curate.score import run
     elif cfg.step == "analyze":

@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coa.config import build, load_config
+from coa.config import build, cli
 from coa.formats import completion_text, get_format
 from coa.score import score_all
 from coa.trajectory import read_table
@@ -187,10 +187,9 @@ def report(cfg: EvalConfig) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg = load_config(EvalConfig, "evaluate", sys.argv[1:] if argv is None else argv)
-    except ValueError as e:
-        print(f"evaluate: {e}", file=sys.stderr)
-        return 2
+        cfg = cli(EvalConfig, "evaluate", sys.argv[1:] if argv is None else argv, __doc__)
+    except SystemExit as e:  # --help / --print-config (0) or bad settings (2, message printed)
+        return int(e.code or 0)
     if cfg.step == "report":
         print(report(cfg))
     else:

@@ -2,6 +2,7 @@
 
     python -m synth.serve                      # foreground until Ctrl-C (port 8100)
     python -m synth.serve port=8200 model=DIR  # any HF folder vLLM can load
+    python -m synth.serve --help               # every key (params.yaml section synth.serve)
 
 From Python (synthesis, benches, test fixtures)::
 
@@ -30,7 +31,7 @@ from typing import Iterator
 
 import httpx
 
-from coa.config import load_config
+from coa.config import cli
 from coa.procs import Server, is_up
 
 HOST = "127.0.0.1"  # the embedded engine never listens beyond loopback
@@ -120,7 +121,10 @@ def _interrupt(*_) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(ServeConfig, "serve", sys.argv[1:] if argv is None else argv)
+    try:  # the same settings as the engine synth.run starts: params.yaml section synth.serve
+        cfg = cli(ServeConfig, "synth.serve", sys.argv[1:] if argv is None else argv, __doc__)
+    except SystemExit as e:  # --help / --print-config (0) or bad settings (2, message printed)
+        return int(e.code or 0)
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _interrupt)
     server = start_engine(cfg)

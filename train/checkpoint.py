@@ -1,21 +1,33 @@
 """Checkpoints and per-stage metrics.
 
-A checkpoint is a plain HF folder: bf16 safetensors, the tokenizer and its chat template (LoRA adapters
-are merged first), so the next stage, vLLM and the evaluation load it like the base model. Every stage
-writes beside it ``metrics.json`` (summary: data stats, steps, seconds per step, peak memory, last
-values) and ``steps.csv`` (one row per logged step: loss, rewards, actions, mask stats) for
+A checkpoint is a plain HF folder: safetensors in the dtype the weights were trained in (fp32 on CPU;
+``save_dtype`` may cast), the tokenizer and its chat template (LoRA adapters are merged first), so the
+next stage, vLLM and the evaluation load it like the base model. Every stage writes beside it
+``metrics.json`` (summary: data stats, steps, seconds per step, peak memory, last values) and
+``steps.csv`` (one row per logged step: loss, rewards, actions, mask stats) for
 ``dvc metrics show`` / ``dvc plots show``.
+
+Completeness: ``checkpoint_complete.json`` is written last and lists every file with its size;
+``check_checkpoint`` refuses a folder without it or with a missing or truncated file, and
+``save_checkpoint`` writes into a temporary folder renamed onto the target (``coa.io``), so the
+previous checkpoint is only replaced by a complete new one.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 import resource
 import time
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from coa.io import atomic_output, write_json, write_text
+
+MARKER = "checkpoint_complete.json"
 
 
 def load_tokenizer(path: str | Path, base: str | Path):
@@ -51,14 +63,49 @@ def load_model(path: str | Path, tokenizer):
     return model
 
 
-def save_checkpoint(model, tokenizer, out: str | Path) -> Path:
-    """Merge any LoRA adapter, cast to bf16, save safetensors + tokenizer (with its chat template)."""
-    out = Path(out)
+def write_checkpoint(model, tokenizer, folder: str | Path, dtype: str = "auto") -> Path:
+    """Merge any LoRA adapter, save safetensors (``dtype``: 'auto' keeps the trained dtype) and the
+    tokenizer with its chat template into ``folder``; the completion marker goes last."""
+    folder = Path(folder)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    if dtype != "auto":  # casting a copy would double the memory of a large model: cast in place, at the end
+        model = model.to(getattr(torch, dtype))
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    saved_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != MARKER}
+    write_json(folder / MARKER, {"dtype": saved_dtype, "files": files})
+    return folder
+
+
+def save_checkpoint(model, tokenizer, out: str | Path, dtype: str = "auto") -> Path:
+    """``write_checkpoint`` into a temporary folder beside ``out``, then renamed onto it."""
+    with atomic_output(out, folder=True) as tmp:
+        write_checkpoint(model, tokenizer, tmp, dtype)
+    return Path(out)
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """``path`` if it is a complete checkpoint written by this module, else a clear error."""
+    path = Path(path)
+    marker = path / MARKER
+    if not marker.is_file():
+        raise ValueError(f"{path}: incomplete checkpoint (no {MARKER}: its save was interrupted or it was not "
+                         "written by train.run); run the stage that writes it again")
+    files = json.loads(marker.read_text())["files"]
+    bad = [f"{name} ({'missing' if not (path / name).is_file() else 'truncated'})" for name, size in files.items()
+           if not (path / name).is_file() or (path / name).stat().st_size != size]
+    if bad:
+        raise ValueError(f"{path}: incomplete checkpoint: {', '.join(bad)}; run the stage that writes it again")
+    return path
+
+
+def last_trainer_checkpoint(work: str | Path) -> Path | None:
+    """The newest ``checkpoint-N`` that TRL finished writing (``trainer_state.json`` is its last file)."""
+    found = [(int(p.name.split("-")[1]), p) for p in Path(work).glob("checkpoint-*")
+             if re.fullmatch(r"checkpoint-\d+", p.name) and (p / "trainer_state.json").is_file()]
+    return max(found)[1] if found else None
 
 
 def peak_rss_gb() -> float:
@@ -79,6 +126,13 @@ class StepLog(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.step_seconds.append(time.perf_counter() - self._started)
 
+    def restore(self, checkpoint: Path) -> int:
+        """Resuming: the rows logged before ``checkpoint`` (its trainer state); returns its step."""
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        self.rows = [{"step": e["step"], **{k: v for k, v in e.items() if k != "step" and isinstance(v, (int, float))}}
+                     for e in state.get("log_history", []) if "train_runtime" not in e]
+        return int(state["global_step"])
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "train_runtime" not in logs:  # the final summary row goes to metrics.json instead
             self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items()
@@ -86,13 +140,15 @@ class StepLog(TrainerCallback):
 
 
 def write_metrics(out: str | Path, stage: str, log: StepLog, extra: dict) -> dict:
+    """``steps.csv`` and ``metrics.json`` in ``out``, each written whole or not at all."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     keys = ["step"] + sorted({k for row in log.rows for k in row} - {"step"})
-    with open(out / "steps.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(log.rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(log.rows)
+    write_text(out / "steps.csv", table.getvalue())
     last = log.rows[-1] if log.rows else {}
     seconds = log.step_seconds
     metrics = {
@@ -103,5 +159,5 @@ def write_metrics(out: str | Path, stage: str, log: StepLog, extra: dict) -> dic
         "last": last,
         **extra,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    write_json(out / "metrics.json", metrics, default=str)
     return metrics

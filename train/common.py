@@ -13,7 +13,8 @@ def on_gpu() -> bool:
 
 
 def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args) -> dict:
-    """Keyword arguments for a TRL ``*Config``: the stage's settings, then the method's, then ``trl_args``."""
+    """Keyword arguments for a TRL ``*Config`` writing into the work folder ``out``: the stage's settings,
+    then the method's, then ``trl_args``."""
     bf16 = on_gpu() if cfg.bf16 is None else cfg.bf16
     return {
         "output_dir": str(out),
@@ -25,8 +26,11 @@ def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args
         "bf16": bf16,
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "logging_steps": cfg.logging_steps,
-        "save_strategy": "no",  # the final checkpoint is written by train.checkpoint (merged, bf16)
-        "report_to": [],
+        # resumable checkpoints (weights, optimizer, RNG, data position) in the work folder; the stage's
+        # output itself is written by train.checkpoint (merged adapters, completion marker)
+        "save_strategy": "steps" if cfg.save_steps else "no",
+        **({"save_steps": cfg.save_steps, "save_total_limit": 1} if cfg.save_steps else {}),
+        "report_to": [] if cfg.report_to == "none" else [cfg.report_to],
         "seed": cfg.seed,
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": on_gpu(),

@@ -16,6 +16,8 @@ from coa.prompts import PromptConfig
 
 STAGES = ("sft1", "sft2", "sft3", "rl1", "rl2")
 PREVIOUS = {"sft1": None, "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "rl2": "rl1"}
+REPORT_TO = ("none", "tensorboard")
+SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -99,10 +101,17 @@ class RL1Config(StageConfig):
         "help": "Answer correctness: em | f1 | cover_em | autocoa_lenient (the paper's own scorer)."})
     format_penalty: float = field(default=1.0, metadata={
         "help": "Subtracted when the trajectory does not parse as well-formed (0 disables the format term)."})
+    loss_type: str = field(default="grpo", metadata={
+        "help": "How GRPO aggregates token losses (TRL's loss_type; TRL 1.16 defaults to 'dapo'): 'grpo' = mean "
+                "over each completion's tokens, then over completions (the GRPO paper and AutoCoA's verl run); "
+                "'dapo' = sum over all active tokens of the accumulated batch / their count (no length bias); "
+                "'dr_grpo' = sum / (completions x max_completion_length); 'bnpo' = like dapo per local batch."})
 
     def __post_init__(self) -> None:
         if self.tools not in ("simulated", "real"):
             raise ValueError(f"tools must be 'simulated' or 'real', got {self.tools!r}")
+        if self.loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"):
+            raise ValueError(f"loss_type must be grpo, dapo, dr_grpo or bnpo, got {self.loss_type!r}")
         if self.reward_metric not in ("em", "f1", "cover_em", "autocoa_lenient"):
             raise ValueError(f"reward_metric must be em, f1, cover_em or autocoa_lenient, got {self.reward_metric!r}")
         if self.per_device_train_batch_size * self.gradient_accumulation_steps % self.num_generations:
@@ -147,7 +156,10 @@ class TrainConfig:
         "help": "An SFT stage whose sets have no rows: 'error', or 'pass_through' (the start checkpoint is saved "
                 "unchanged with metrics saying so; for tiny teachers that yield no correct data)."})
     sets_dir: str = field(default="runs/curate/sets", metadata={"help": "Folder of the curated sets."})
-    seed: int = 42
+    format: str = field(default="autocoa", metadata={
+        "help": "Format preset of the sets and the RL prompt (autocoa | search_r1); params.yaml's top-level "
+                "`format`, shared with synth, curate and evaluate. A set written in another format fails."})
+    seed: int = field(default=42, metadata={"help": "Seed of TRL's data order, dropout and sampling."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; None = on GPU only "
                                                               "(fp32 on CPU, where bf16 trained worse)."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (TRL's "
@@ -156,18 +168,38 @@ class TrainConfig:
                                                           "torch's default). Ignored on GPU."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank via peft; 0 = full fine-tuning. Adapters are "
                                                      "merged before saving, so every checkpoint is a plain model."})
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str = "all-linear"
-    logging_steps: int = 1
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (update scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "peft target_modules ('all-linear' = "
+                                                                             "every linear layer but the LM head)."})
+    logging_steps: int = field(default=1, metadata={"help": "Log (steps.csv, report_to) every N optimizer steps."})
+    save_steps: int = field(default=100, metadata={
+        "help": "Save a resumable TRL checkpoint (weights, optimizer, RNG, data position) in the stage's work "
+                "folder RUNS_DIR/<stage>.work every N steps; 0 = never (resume=true then has nothing to resume)."})
+    resume: bool = field(default=False, metadata={
+        "help": "Continue from the last complete checkpoint in RUNS_DIR/<stage>.work instead of starting over "
+                "(same settings, same data); false clears that folder first."})
+    report_to: str = field(default="none", metadata={
+        "help": "'none' or 'tensorboard' (event files in RUNS_DIR/<stage>.work/logs; offline, needs the "
+                "tensorboard package)."})
+    save_dtype: str = field(default="auto", metadata={
+        "help": "Weights dtype of the saved checkpoint: 'auto' = the dtype trained in (fp32 on CPU: RL's small "
+                "updates survive), or bfloat16 / float16 / float32."})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "RL prompt rendering."})
-    sft1: SFT1Config = field(default_factory=SFT1Config)
-    sft2: SFT2Config = field(default_factory=SFT2Config)
-    sft3: SFT3Config = field(default_factory=SFT3Config)
-    rl1: RL1Config = field(default_factory=RL1Config)
-    rl2: RL2Config = field(default_factory=RL2Config)
-    rl: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sft1: SFT1Config = field(default_factory=SFT1Config, metadata={"help": SFT1Config.__doc__})
+    sft2: SFT2Config = field(default_factory=SFT2Config, metadata={"help": SFT2Config.__doc__})
+    sft3: SFT3Config = field(default_factory=SFT3Config, metadata={"help": SFT3Config.__doc__})
+    rl1: RL1Config = field(default_factory=RL1Config, metadata={"help": RL1Config.__doc__})
+    rl2: RL2Config = field(default_factory=RL2Config, metadata={"help": RL2Config.__doc__})
+    rl: ScheduleConfig = field(default_factory=ScheduleConfig, metadata={"help": ScheduleConfig.__doc__})
 
     def __post_init__(self) -> None:
         if self.stage not in (*STAGES, "rl"):
             raise ValueError(f"stage must be one of {', '.join((*STAGES, 'rl'))}; got {self.stage!r}")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}; got {self.report_to!r}")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise ValueError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}; got {self.save_dtype!r}")
+        if self.save_steps < 0:
+            raise ValueError(f"save_steps must be >= 0 (0 = no resumable checkpoints); got {self.save_steps}")
+        self.prompt.format = self.format  # the RL prompt is written in the one configured format

@@ -12,8 +12,15 @@ overrides; dotted keys reach a stage (``sft1.alpha=0.2``, ``rl2.num_generations=
 (``prompt.demonstrations=false``). Each stage reads the curated sets under ``sets_dir``, starts from
 the previous stage's checkpoint (``runs_dir/<previous>``; sft1 and ``model=base`` from the base model,
 ``model=PATH`` from any checkpoint of the same tokenizer) and writes ``runs_dir/<stage>/``: the HF
-checkpoint (bf16 safetensors, tokenizer, chat template), ``metrics.json``, ``steps.csv`` and
-``train_args.json``.
+checkpoint (safetensors in the dtype trained in, tokenizer, chat template, ``checkpoint_complete.json``),
+``metrics.json``, ``steps.csv`` and ``train_args.json``. That folder is assembled beside the target and
+renamed onto it at the end, so a crash never leaves half a checkpoint, and a stage refuses to start
+from a checkpoint without its completion marker.
+
+Resuming: every ``save_steps`` steps TRL saves a resumable checkpoint (optimizer, RNG, data position)
+in ``runs_dir/<stage>.work/``; after a crash, ``python -m train.run stage=sft2 resume=true`` continues
+from the last complete one (same settings). ``report_to=tensorboard`` writes event files there too.
+``python -m train.run --help`` lists every key; ``--print-config`` prints the resolved settings.
 
 CPU defaults (this machine): fp32 weights, gradient checkpointing off, ``num_threads=1``, generation
 with transformers. GPU settings, by config only:
@@ -31,14 +38,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import torch
 
-from coa.config import load_config
+from coa.config import cli
+from coa.io import atomic_output, write_json
 from coa.model import base_model_dir
-from train.checkpoint import StepLog, load_model, load_tokenizer, save_checkpoint, write_metrics
+from train.checkpoint import (MARKER, StepLog, check_checkpoint, last_trainer_checkpoint, load_model,
+                              load_tokenizer, write_checkpoint, write_metrics)
 from train.common import on_gpu
 from train.config import PREVIOUS, TrainConfig
 from train.data import pair_dataset, rl_dataset, sft_dataset
@@ -56,13 +66,32 @@ def start_checkpoint(cfg: TrainConfig, stage: str) -> Path:
         path = Path(cfg.model)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"model={cfg.model}: no checkpoint there (no config.json)")
-        return path
+        # a folder written by train.run is checked; any other HF folder (a downloaded model) is taken as is
+        return check_checkpoint(path) if (path / MARKER).exists() else path
     path = Path(cfg.runs_dir) / PREVIOUS[stage]
-    if not (path / "config.json").exists():
+    if not path.exists():
         raise FileNotFoundError(f"{stage} starts from the {PREVIOUS[stage]} checkpoint {path}, which does not "
                                 f"exist: run `python -m train.run stage={PREVIOUS[stage]}` first, or set "
                                 "model=PATH (model=base for the base model)")
-    return path
+    return check_checkpoint(path)
+
+
+def work_dir(cfg: TrainConfig, stage: str) -> Path:
+    """TRL's output folder for ``stage``: resumable checkpoints, TensorBoard logs, rollouts (not the output)."""
+    return Path(cfg.runs_dir) / f"{stage}.work"
+
+
+def resume_point(cfg: TrainConfig, stage: str) -> Path | None:
+    """``resume=true``: the last complete TRL checkpoint of ``stage``; otherwise clear the work folder."""
+    work = work_dir(cfg, stage)
+    if not cfg.resume:
+        shutil.rmtree(work, ignore_errors=True)  # checkpoints of an earlier run (other settings) must not leak in
+        return None
+    last = last_trainer_checkpoint(work)
+    if last is None:
+        raise FileNotFoundError(f"{stage}: resume=true but {work} holds no complete checkpoint-N (save_steps="
+                                f"{cfg.save_steps}); run without resume=true to start the stage over")
+    return last
 
 
 def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: StepLog):
@@ -70,10 +99,11 @@ def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: Ste
     tok = load_tokenizer(start, base_model(cfg))
     settings = getattr(cfg, stage)
     if stage == "sft1":
-        dataset, stats = pair_dataset(tok, Path(cfg.sets_dir) / settings.data, settings.max_length)
+        dataset, stats = pair_dataset(tok, Path(cfg.sets_dir) / settings.data, settings.max_length, fmt=cfg.format)
     elif stage in ("sft2", "sft3"):
         paths = [Path(cfg.sets_dir) / name for name in settings.data]
-        dataset, stats = sft_dataset(tok, paths, settings.observation_loss, settings.max_length, stage)
+        dataset, stats = sft_dataset(tok, paths, settings.observation_loss, settings.max_length, stage,
+                                     fmt=cfg.format)
     else:
         dataset = rl_dataset(tok, settings.questions, settings.question_limit, cfg.prompt)
         stats = {"questions": len(dataset)}
@@ -112,8 +142,10 @@ def pass_through(cfg: TrainConfig, stage: str, start: Path, empty: list[str]) ->
     print(f"WARNING: {stage}: {', '.join(empty)} empty; on_empty_set=pass_through saves {start} unchanged as {out}",
           file=sys.stderr)
     tok = load_tokenizer(start, base_model(cfg))
-    save_checkpoint(load_model(start, tok), tok, out)
-    return write_metrics(out, stage, StepLog(), {"start_model": str(start), "skipped": f"empty set: {empty}"})
+    with atomic_output(out, folder=True) as tmp:
+        write_checkpoint(load_model(start, tok), tok, tmp, cfg.save_dtype)
+        metrics = write_metrics(tmp, stage, StepLog(), {"start_model": str(start), "skipped": f"empty set: {empty}"})
+    return metrics
 
 
 def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
@@ -125,19 +157,40 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
     empty = empty_sets(cfg, stage)
     if empty and cfg.on_empty_set == "pass_through":
         return pass_through(cfg, stage, start, empty)
+    if cfg.report_to == "tensorboard":
+        check_tensorboard()
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir(cfg, stage) / "logs")
+    resume = resume_point(cfg, stage)
     log = StepLog()
-    trainer, tok, stats = build_trainer(cfg, stage, start, out, log)
-    result = trainer.train()
-    save_checkpoint(trainer.model, tok, out)
-    (out / "train_args.json").write_text(json.dumps(
-        {"start_model": str(start), "stage": dataclasses.asdict(getattr(cfg, stage)),
-         "trl": trainer.args.to_dict()}, indent=2, default=str) + "\n")
-    return write_metrics(out, stage, log, {"start_model": str(start), "train_loss": result.training_loss,
-                                           "data": stats})
+    extra = {"resumed_from_step": log.restore(resume)} if resume else {}
+    trainer, tok, stats = build_trainer(cfg, stage, start, work_dir(cfg, stage), log)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with atomic_output(out, folder=True) as tmp:  # the previous output stays until this one is complete
+        write_checkpoint(trainer.model, tok, tmp, cfg.save_dtype)
+        for rollouts in work_dir(cfg, stage).glob("rollouts*.jsonl"):
+            shutil.copy(rollouts, tmp / rollouts.name)
+        write_json(tmp / "train_args.json", {"start_model": str(start), "trl": trainer.args.to_dict(),
+                                             "stage": dataclasses.asdict(getattr(cfg, stage))}, default=str)
+        metrics = write_metrics(tmp, stage, log, {"start_model": str(start), "train_loss": result.training_loss,
+                                                  "data": stats, **extra})
+    return metrics
+
+
+def check_tensorboard() -> None:
+    import importlib.util
+
+    if not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
+        raise ValueError("report_to=tensorboard needs the tensorboard package (pip install tensorboard); "
+                         "or report_to=none")
 
 
 def main(argv: list[str]) -> list[dict]:
-    cfg = load_config(TrainConfig, "train", argv)
+    """The command line: settings (exit 2 on a bad key or value), then ``run``."""
+    return run(cli(TrainConfig, "train", argv, __doc__))
+
+
+def run(cfg: TrainConfig) -> list[dict]:
+    """Train ``cfg.stage`` (``rl``: rl1 then rl2 per the schedule); the metrics of each stage run."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if cfg.num_threads > 0 and not on_gpu():
         torch.set_num_threads(cfg.num_threads)

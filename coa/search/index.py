@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from coa.io import atomic_output
 from coa.search.corpus import load_corpus
 from coa.search.types import Doc
 
@@ -33,11 +34,16 @@ def _stemmer():
 
 def build_index(corpus_path: str | Path, out_dir: str | Path, dense: bool = False,
                 show_progress: bool = True) -> Path:
-    """Build BM25 (and optionally dense embeddings) for a FlashRAG corpus into ``out_dir``."""
+    """Build BM25 (and optionally dense embeddings) for a FlashRAG corpus into ``out_dir``: written into a
+    temporary folder beside it and renamed when complete, so a crash leaves the previous index intact."""
+    with atomic_output(out_dir, folder=True) as tmp:
+        _build_into(corpus_path, tmp, dense, show_progress)
+    return Path(out_dir)
+
+
+def _build_into(corpus_path: str | Path, out: Path, dense: bool, show_progress: bool) -> None:
     import bm25s
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     table = load_corpus(corpus_path)
     with pa.OSFile(str(out / "corpus.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
@@ -62,7 +68,6 @@ def build_index(corpus_path: str | Path, out_dir: str | Path, dense: bool = Fals
         "build_seconds": round(time.time() - started, 2),
     }
     (out / "index.json").write_text(json.dumps(meta, indent=2))
-    return out
 
 
 def _dense_model():

@@ -28,7 +28,7 @@ def test_precedence_and_nesting(tmp_path):
 
 def test_unknown_key_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match=r"unknown key 'nn'; valid keys: n, out, teacher"):
-        load_config(Cfg, "stage", ["nn=3"], params_file=tmp_path / "none.yaml")
+        load_config(Cfg, "stage", ["nn=3"], params_file="none")
 
 
 def test_question_errors_name_file_line_field(tmp_path):

@@ -29,6 +29,5 @@ def no_pipeline_params(monkeypatch, tmp_path):
     the synthesis processes they start)."""
     import coa.config
 
-    missing = str(tmp_path / "no-params.yaml")
-    monkeypatch.setenv("COA_PARAMS", missing)
-    monkeypatch.setattr(coa.config, "PARAMS_FILE", missing)
+    monkeypatch.setenv("COA_PARAMS", "none")  # a missing params file is an error; "none" means no file
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", "none")

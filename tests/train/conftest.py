@@ -26,7 +26,7 @@ def _isolated(monkeypatch, tmp_path):
     """One torch thread (the CI box has 2 cores shared with other work) and no params.yaml: the
     pipeline's own ``train`` section must not change what a test runs (tests write their own)."""
     torch.set_num_threads(1)
-    monkeypatch.setattr(coa.config, "PARAMS_FILE", str(tmp_path / "no-params.yaml"))
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", "none")
 
 
 @pytest.fixture(scope="session")

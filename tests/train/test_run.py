@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import yaml
 from safetensors import safe_open
 
 import coa.config
+from train.checkpoint import MARKER
 from train.config import ScheduleConfig
 from train.run import main
 
@@ -31,9 +33,10 @@ def params(tmp_path, monkeypatch, sets_dir, index_dir):
 def _check_checkpoint(out, start, data_key):
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "metrics.json",
-            "steps.csv", "train_args.json"} <= names
-    with safe_open(out / "model.safetensors", "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+            "steps.csv", "train_args.json", MARKER} <= names
+    assert not [p for p in out.parent.iterdir() if ".tmp-" in p.name]  # no temporaries left beside it
+    with safe_open(out / "model.safetensors", "pt") as f:  # saved as trained: fp32 on CPU
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 1 and metrics["seconds_per_step"] > 0 and metrics["peak_rss_gb"] > 0
     assert metrics["start_model"] == str(start) and metrics["data"][data_key] > 0
@@ -70,13 +73,17 @@ def test_a_stage_without_its_previous_checkpoint_says_what_to_run(params):
         main(["stage=sft3", "model=/nowhere"])
 
 
-def test_bad_settings_fail_with_the_valid_choices(params):
-    with pytest.raises(ValueError, match=r"train\.sft1: unknown key 'lr'; valid keys: learning_rate"):
-        main(["stage=sft1", "sft1.lr=1"])
-    with pytest.raises(ValueError, match="stage must be one of sft1, sft2, sft3, rl1, rl2, rl; got 'sft4'"):
-        main(["stage=sft4"])
-    with pytest.raises(ValueError, match="sft1.loss must be 'paper' or 'dpo', got 'ipo'"):
-        main(["stage=sft1", "sft1.loss=ipo"])
+@pytest.mark.parametrize("argv, message", [
+    (["stage=sft1", "sft1.lr=1"], r"^train\.sft1: unknown key 'lr'; valid keys: learning_rate"),
+    (["stage=sft4"], r"^train: stage must be one of sft1, sft2, sft3, rl1, rl2, rl; got 'sft4'$"),
+    (["stage=sft1", "sft1.loss=ipo"], r"^train: sft1\.loss must be 'paper' or 'dpo', got 'ipo'$"),
+    (["sft2.learning_rate=fast"], r"^train\.sft2\.learning_rate: expected a float \(e\.g\. 0\.5, 5e-5\), got 'fast'$"),
+    (["report_to=wandb"], r"^train: report_to must be one of none, tensorboard; got 'wandb'$"),
+])
+def test_bad_settings_exit_2_with_the_valid_choices(params, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and re.search(message, capsys.readouterr().err.strip())
 
 
 def test_the_papers_schedule():
@@ -87,11 +94,11 @@ def test_the_papers_schedule():
 def test_lora_checkpoints_are_merged_plain_models(params, tiny_dir):
     from transformers import AutoModelForCausalLM
 
-    main(["stage=sft2", f"model={tiny_dir}", "lora_r=4", "lora_alpha=8", "sft2.learning_rate=0.01"])
+    main(["stage=sft2", f"model={tiny_dir}", "lora_r=4", "lora_alpha=8", "sft2.learning_rate=1e-2"])  # a float
     out = params / "sft2"
     assert not (out / "adapter_config.json").exists()
     trained = AutoModelForCausalLM.from_pretrained(out).state_dict()
     start = AutoModelForCausalLM.from_pretrained(tiny_dir).state_dict()
     assert trained.keys() == start.keys()  # no lora_A/lora_B left: the adapter was merged
-    changed = [k for k in start if not torch.equal(trained[k].float(), start[k].to(torch.bfloat16).float())]
+    changed = [k for k in start if not torch.equal(trained[k], start[k])]
     assert any("self_attn" in k for k in changed) and "model.norm.weight" not in changed
