@@ -1,0 +1,163 @@
+"""Row conversions between this toolkit's sets and the layouts other trainers read.
+
+Each function maps plain rows (dicts in ``TRAJECTORY_SCHEMA`` / ``PAIR_SCHEMA``) to rows of the peer
+format and, where a user would go back, the reverse; ``export.py`` does the files.
+
+  trl_preference  pairs → ``{id, prompt, chosen, rejected}`` (TRL's standard preference rows: the
+                  shared context as prompt, the two continuations after it)
+  trl_sft         trajectories → ``{id, prompt, completion, observation_spans}``: the completion is the
+                  concatenated segments and ``observation_spans`` the ``[start, end)`` character spans of
+                  the observations in it, so a trainer masks exactly the environment's text
+  llamafactory    AutoCoA's SFT layout: ``messages`` (sharegpt, observations inside the assistant turn,
+                  masked by their ``--ignore_observation``) and, for pairs, ``conversation`` + ``chosen`` +
+                  ``rejected`` with ``ranking: true``; plus the ``dataset_info.json`` entries
+  verl            questions → ``{data_source, prompt [{role, content}], ability, reward_model {style: rule,
+                  ground_truth}, extra_info {split, index, ...}}`` (Search-R1 / AutoCoA RL parquet)
+  questions       verl rows → FlashRAG question rows ``{id, question, golden_answers}``
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+from coa.prompts import PromptConfig, user_message
+
+OBSERVATION = "observation"
+SHAREGPT_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "system_tag": "system"}
+
+
+def _need(row: dict, columns: Iterable[str], where: str, index: int) -> None:
+    missing = [c for c in columns if c not in row]
+    if missing:
+        raise ValueError(f"{where}: row {index} lacks column(s) {', '.join(missing)} (has: {', '.join(sorted(row))})")
+
+
+# ---- TRL -------------------------------------------------------------------------------------
+def trl_preference(pairs: list[dict], where: str = "pairs") -> list[dict]:
+    out = []
+    for i, p in enumerate(pairs):
+        _need(p, ("id", "prompt", "chosen", "rejected"), where, i)
+        out.append({"id": p["id"], "prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]})
+    return out
+
+
+def trl_sft(trajectories: list[dict], where: str = "trajectories") -> list[dict]:
+    out = []
+    for i, t in enumerate(trajectories):
+        _need(t, ("id", "prompt", "segments"), where, i)
+        completion, spans = "", []
+        for s in t["segments"] or []:
+            if s["kind"] == OBSERVATION:
+                spans.append([len(completion), len(completion) + len(s["text"])])
+            completion += s["text"]
+        out.append({"id": t["id"], "prompt": t["prompt"], "completion": completion, "observation_spans": spans})
+    return out
+
+
+def sft_segments(row: dict) -> list[dict]:
+    """The reverse of ``trl_sft`` for one row: the completion cut back into model / observation segments."""
+    text, spans, segs, at = row["completion"], row["observation_spans"], [], 0
+    for start, end in spans:
+        if start < at or end > len(text) or end < start:
+            raise ValueError(f"row {row.get('id')}: observation span [{start}, {end}) is out of order or outside the "
+                             f"completion ({len(text)} chars)")
+        if start > at:
+            segs.append({"kind": "model", "text": text[at:start]})
+        segs.append({"kind": OBSERVATION, "text": text[start:end]})
+        at = end
+    if at < len(text):
+        segs.append({"kind": "model", "text": text[at:]})
+    return segs
+
+
+# ---- LLaMA-Factory (AutoCoA's SFT fork) ------------------------------------------------------
+def llamafactory_messages(trajectories: list[dict], where: str = "trajectories") -> list[dict]:
+    """One user turn (the prompt as the teacher saw it) and one assistant turn holding the whole completion,
+    observations included, as AutoCoA's ``chain_of_action`` data does."""
+    return [{"id": r["id"], "messages": [{"role": "user", "content": r["prompt"]},
+                                         {"role": "assistant", "content": r["completion"]}]}
+            for r in trl_sft(trajectories, where)]
+
+
+def llamafactory_ranking(pairs: list[dict], where: str = "pairs") -> list[dict]:
+    """AutoCoA's ``partial_preference_coa``: the shared context as the conversation, the two continuations."""
+    return [{"id": p["id"], "conversation": [{"role": "user", "content": p["prompt"]}],
+             "chosen": {"role": "assistant", "content": p["chosen"]},
+             "rejected": {"role": "assistant", "content": p["rejected"]}} for p in trl_preference(pairs, where)]
+
+
+def llamafactory_dataset_info(files: dict[str, str]) -> dict:
+    """``dataset_info.json`` entries: name → file; ``pairs`` is a ranking set, the others sharegpt SFT."""
+    info = {}
+    for name, file in files.items():
+        if name == "pairs":
+            info[f"autocoa_{name}"] = {"file_name": file, "formatting": "sharegpt", "ranking": True,
+                                       "columns": {"messages": "conversation", "chosen": "chosen", "rejected": "rejected"},
+                                       "tags": SHAREGPT_TAGS}
+        else:
+            info[f"autocoa_{name}"] = {"file_name": file, "formatting": "sharegpt", "columns": {"messages": "messages"},
+                                       "tags": SHAREGPT_TAGS}
+    return info
+
+
+# ---- verl RL parquet and back ----------------------------------------------------------------
+def verl_rows(questions: list[dict], prompt: PromptConfig, split: str, ability: str = "fact-reasoning",
+              where: str = "questions") -> list[dict]:
+    """Search-R1 / AutoCoA RL rows. ``ground_truth`` is ``{"target": [aliases]}`` (Search-R1's reward reads
+    every alias); ``extra_info`` keeps the question id, text and aliases so the reverse is exact."""
+    rows = []
+    for i, q in enumerate(questions):
+        _need(q, ("id", "question", "golden_answers"), where, i)
+        rows.append({
+            "data_source": q.get("dataset") or "unknown",
+            "prompt": [{"role": "user", "content": user_message(q["question"], prompt)}],
+            "ability": ability,
+            "reward_model": {"style": "rule", "ground_truth": {"target": list(q["golden_answers"])}},
+            "extra_info": {"split": split, "index": i, "id": q["id"], "question": q["question"],
+                           "golden_answers": list(q["golden_answers"])},
+        })
+    return rows
+
+
+def _question_from_prompt(content: str) -> str:
+    """The question at the end of an instruction (AutoCoA and Search-R1 put it last, after a cue line)."""
+    for cue in ("question below:", "Question:"):
+        head, sep, tail = content.rpartition(cue)
+        if sep and tail.strip():
+            return tail.strip()
+    lines = [line for line in content.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _golds(ground_truth) -> list[str]:
+    if isinstance(ground_truth, dict):  # Search-R1: {"target": [...]}
+        target = ground_truth.get("target")
+        return [target] if isinstance(target, str) else list(target or [])
+    if isinstance(ground_truth, str):
+        try:  # some writers store the alias list as JSON text
+            parsed = json.loads(ground_truth)
+            if isinstance(parsed, list):
+                return [str(x) for x in parsed]
+        except ValueError:
+            pass
+        return [ground_truth]
+    return [str(g) for g in ground_truth or []]
+
+
+def verl_to_questions(rows: list[dict], where: str = "verl parquet") -> list[dict]:
+    """FlashRAG question rows from verl RL rows: id / question / aliases from ``extra_info`` when present
+    (this exporter's rows), else ``_id`` / the prompt's last user turn / ``reward_model.ground_truth``."""
+    out = []
+    for i, r in enumerate(rows):
+        _need(r, ("prompt", "reward_model"), where, i)
+        extra = r.get("extra_info") or {}
+        user = [m["content"] for m in r["prompt"] or [] if m.get("role") == "user"]
+        question = extra.get("question") or (_question_from_prompt(user[-1]) if user else "")
+        if not question:
+            raise ValueError(f"{where}: row {i} has no user turn in 'prompt' and no extra_info.question")
+        golds = extra.get("golden_answers") or _golds((r["reward_model"] or {}).get("ground_truth"))
+        qid = extra.get("id") or r.get("_id") or f"{extra.get('split', 'train')}_{extra.get('index', i)}"
+        out.append({"id": str(qid), "question": question, "golden_answers": list(golds),
+                    "dataset": r.get("data_source") or ""})
+    return out

@@ -1,0 +1,102 @@
+"""Exports of a real curate run to TRL, LLaMA-Factory and verl layouts, and back."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from coa.formats import get_format
+from coa.questions import DEFAULT_QUESTIONS, load_questions
+from data_cards import export, formats
+from tests.data_cards.conftest import ROOT
+
+
+def run_export(tmp_path, curate_run, *args):
+    sets = curate_run / "runs" / "curate" / "sets"
+    assert export.main([f"sets_dir={sets}", f"out={tmp_path}", *args]) == 0
+    return sets
+
+
+def test_trl_preference_rows_are_the_pairs(curate_run, tmp_path):
+    sets = run_export(tmp_path, curate_run, "format=trl_preference")
+    got = pq.read_table(tmp_path / "preference.parquet").to_pylist()
+    pairs = pq.read_table(sets / "pairs.parquet").to_pylist()
+    assert len(got) == len(pairs) > 0
+    assert got == [{k: p[k] for k in ("id", "prompt", "chosen", "rejected")} for p in pairs]
+
+
+def test_trl_sft_keeps_the_observation_mask(curate_run, tmp_path):
+    sets = run_export(tmp_path, curate_run, "format=trl_sft")
+    for name in ("coa", "cot"):
+        got = pq.read_table(tmp_path / f"sft_{name}.parquet").to_pylist()
+        source = pq.read_table(sets / f"{name}.parquet").to_pylist()
+        assert len(got) == len(source) > 0
+        for row, traj in zip(got, source):
+            assert row["prompt"] == traj["prompt"]
+            assert formats.sft_segments(row) == [{"kind": s["kind"], "text": s["text"]} for s in traj["segments"]]
+            f = get_format(traj["format"])
+            for start, end in row["observation_spans"]:  # each span is exactly one environment observation
+                assert f.result_open in row["completion"][start:end] and row["completion"][end - 1] != ""
+        spans = sum(len(r["observation_spans"]) for r in got)
+        assert (spans > 0) == (name == "coa")  # CoT rows never search
+
+
+def test_llamafactory_files_in_autocoa_shape(curate_run, tmp_path):
+    sets = run_export(tmp_path, curate_run, "format=llamafactory")
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    assert info["autocoa_pairs"]["ranking"] is True
+    assert info["autocoa_pairs"]["columns"] == {"messages": "conversation", "chosen": "chosen", "rejected": "rejected"}
+    assert info["autocoa_coa"]["columns"] == {"messages": "messages"} and info["autocoa_coa"]["formatting"] == "sharegpt"
+    for entry in info.values():
+        assert (tmp_path / entry["file_name"]).exists()
+    coa = json.loads((tmp_path / "coa.json").read_text())
+    source = pq.read_table(sets / "coa.parquet").to_pylist()
+    for row, traj in zip(coa, source):
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert row["messages"][1]["content"] == "".join(s["text"] for s in traj["segments"])  # observations inside
+    pairs = json.loads((tmp_path / "pairs.json").read_text())
+    assert pairs and all(p["chosen"]["role"] == p["rejected"]["role"] == "assistant" for p in pairs)
+
+
+def test_verl_parquet_round_trips_to_questions(tmp_path, curate_run):
+    questions = load_questions(DEFAULT_QUESTIONS)[:25]
+    src = tmp_path / "q.jsonl"
+    src.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    run_export(tmp_path / "verl", curate_run, "format=verl", f"input={src}", "split=test")
+    table = pq.read_table(tmp_path / "verl" / "test.parquet")
+    assert table.schema.field("prompt").type == pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    row = table.slice(0, 1).to_pylist()[0]
+    assert row["reward_model"]["style"] == "rule" and row["extra_info"]["split"] == "test" and row["ability"]
+    assert row["data_source"] == "hotpotqa" and questions[0]["question"] in row["prompt"][0]["content"]
+    run_export(tmp_path / "back", curate_run, "format=questions", f"input={tmp_path / 'verl' / 'test.parquet'}")
+    back = [json.loads(line) for line in (tmp_path / "back" / "questions.jsonl").read_text().splitlines()]
+    assert [(b["id"], b["question"], b["golden_answers"]) for b in back] == \
+           [(q["id"], q["question"], q["golden_answers"]) for q in questions]
+    assert load_questions(tmp_path / "back" / "questions.jsonl")[0]["id"] == questions[0]["id"]  # FlashRAG-readable
+
+
+def test_autocoa_rl_parquet_to_questions(tmp_path, curate_run):
+    """AutoCoA's own RL file (no extra_info.question): the question is read back from the instruction."""
+    source = ROOT / "data/raw/autocoa/hotpot_qa_dev.parquet"
+    run_export(tmp_path, curate_run, "format=questions", f"input={source}")
+    back = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
+    rows = pq.read_table(source).to_pylist()
+    assert len(back) == len(rows) and back[0]["id"] == rows[0]["_id"]
+    assert all(b["golden_answers"] == [r["reward_model"]["ground_truth"]] for b, r in zip(back, rows))
+    # the split falls exactly at the end of their template: what precedes the question is one fixed text
+    contents = [r["prompt"][0]["content"] for r in rows]
+    assert all(c.rstrip().endswith(b["question"]) and "\n" not in b["question"] for c, b in zip(contents, back))
+    assert len({c[:c.rindex(b["question"])].rstrip() for c, b in zip(contents, back)}) == 1
+    assert back[0]["question"].startswith("What American author born in 1915")
+
+
+def test_bad_input_is_named(tmp_path, curate_run, capsys):
+    with pytest.raises(SystemExit) as e:
+        export.main(["format=alpaca"])
+    assert e.value.code == 2 and "format must be one of trl_preference" in capsys.readouterr().err
+    broken = tmp_path / "broken.parquet"
+    pq.write_table(pa.table({"data_source": ["x"], "prompt": [[{"role": "user", "content": "Q?"}]]}), broken)
+    assert export.main([f"format=questions", f"input={broken}", f"out={tmp_path}"]) == 1
+    assert f"{broken}: row 0 lacks column(s) reward_model" in capsys.readouterr().err
