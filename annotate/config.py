@@ -1,0 +1,64 @@
+"""``ReviewConfig``: every setting of ``python -m annotate.run`` (``params.yaml`` section ``annotate``).
+
+Groups
+  action    action (push | pull | status)
+  server    api_url, data_dir (where ``annotate.serve`` keeps the generated key), workspace, timeout_s
+  push      sets_dir, sets, dataset_prefix, metric, threshold, observation_chars, max_steps, min_submitted,
+            batch_size
+  pull      review, known_rows, min_submitted
+
+Secrets never live here (``--print-config`` shows this): the API key comes from ``ARGILLA_API_KEY`` /
+``ARGILLA_OWNER_API_KEY`` or ``<data_dir>/credentials.json``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ACTIONS = ("push", "pull", "status")
+MAX_BATCH = 1000  # Argilla's bulk endpoints take at most 1,000 records a call
+
+
+@dataclass
+class ReviewConfig:
+    action: str = field(default="status", metadata={"help": "push (sets → Argilla) | pull (answers → review table) | status"})
+    api_url: str = field(default="http://127.0.0.1:6900", metadata={"help": "the Argilla server (python -m annotate.serve)"})
+    data_dir: str = field(default=".argilla", metadata={"help": "annotate.serve's data folder, read for the generated owner key"})
+    workspace: str = field(default="argilla", metadata={"help": "Argilla workspace holding the review datasets"})
+    timeout_s: int = field(default=120, metadata={"help": "seconds one HTTP call may take"})
+
+    sets_dir: str = field(default="runs/curate/sets", metadata={"help": "the curate sets step's folder ({name}.parquet)"})
+    sets: list = field(default_factory=lambda: ["coa", "cot", "pairs"], metadata={
+        "help": "sets to review, one Argilla dataset each; 'pairs' holds contrastive pairs, the others trajectories"})
+    dataset_prefix: str = field(default="autocoa-", metadata={"help": "Argilla dataset name = prefix + set name"})
+    metric: str = field(default="em", metadata={"help": "the score shown as the scorers' suggestion (agent = this name)"})
+    threshold: float = field(default=1.0, metadata={"help": "the suggestion says accept when metric >= threshold"})
+    observation_chars: int = field(default=1500, metadata={
+        "help": "an observation longer than this is cut for review (Argilla holds a field to 20,000 characters)"})
+    max_steps: int = field(default=40, metadata={"help": "labels of the optional 'first bad step' question (1..max_steps)"})
+    min_submitted: int = field(default=1, metadata={
+        "help": "reviewers needed per record (Argilla's task distribution; fixed once any answer exists)"})
+    batch_size: int = field(default=500, metadata={"help": "records per bulk call (at most 1,000)"})
+
+    review: str = field(default="runs/review/review.parquet", metadata={
+        "help": "pull writes the review table here (row_id, decision, corrected_answer, reviewer counts) + metrics.json"})
+    known_rows: list = field(default_factory=lambda: ["runs/curate/score/scores.parquet", "runs/curate/pairs/pairs.parquet"],
+                             metadata={"help": "parquet files whose ids a review may name besides the sets "
+                                               "(a rejected row leaves the set but stays here); missing files are skipped"})
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r}")
+        if not 1 <= int(self.batch_size) <= MAX_BATCH:
+            raise ValueError(f"batch_size must be 1..{MAX_BATCH} (Argilla's bulk limit), got {self.batch_size!r}")
+        if int(self.min_submitted) < 1:
+            raise ValueError(f"min_submitted must be >= 1, got {self.min_submitted!r}")
+        if int(self.max_steps) < 3:
+            raise ValueError(f"max_steps must be >= 3 (Argilla shows at least 3 labels), got {self.max_steps!r}")
+        if not self.sets:
+            raise ValueError("sets is empty; name at least one of coa, cot, pairs")
+
+    def kind(self, name: str) -> str:
+        return "pairs" if name == "pairs" else "trajectories"
+
+    def dataset_name(self, name: str) -> str:
+        return f"{self.dataset_prefix}{name}"
