@@ -122,3 +122,27 @@ def test_dest_writes_the_same_layout_without_uploading(curate_run, hub, tmp_path
     remote = set(hub.commits("tester/autocoa-sets")[0].files) - {".gitattributes"}
     assert local == remote - {p for p in remote if p.startswith("trajectories/")}
     assert len(hub.repos) == n_repos
+
+
+def test_empty_sets_and_missing_inputs(tmp_path, capsys):
+    """The embedded 135M run writes empty sets: the card says so and no config is published."""
+    from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
+    from data_cards import publish
+
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    pq.write_table(PAIR_SCHEMA.empty_table(), sets / "pairs.parquet")
+    for name in ("coa", "cot"):
+        pq.write_table(TRAJECTORY_SCHEMA.empty_table(), sets / f"{name}.parquet")
+    args = ["repo_id=tester/empty", f"sets_dir={sets}", f"curate_dir={tmp_path}", f"dest={tmp_path / 'out'}"]
+    assert publish.main(args) == 0
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "Empty in this run, so not published as configs: `pairs`, `coa`, `cot`." in readme
+    assert DatasetCard(readme).data.to_dict()["configs"] == [] and validate_card_metadata(readme) == []
+    assert not list((tmp_path / "out").rglob("*.parquet"))
+    (sets / "cot.parquet").unlink()
+    assert publish.main(args) == 1
+    assert f"{sets / 'cot.parquet'}: set not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        publish.main(["repo_id=no-slash"])
+    assert e.value.code == 2 and "repo_id must be ORG/NAME, got 'no-slash'" in capsys.readouterr().err
