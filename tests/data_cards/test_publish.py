@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from tests.data_cards.conftest import ROOT, hub_env, publish_cli
-from tests.data_cards.fake_hub import HUB_LICENSES, validate_card_metadata
+from tests.data_cards.hub_rules import HUB_LICENSES, validate_card_metadata
 
 LOAD = """
 import json, sys
