@@ -3,6 +3,7 @@
 Reads the score step's folder (``in=``), the scored trajectories and the pairs step's ``pairs.parquet``,
 and writes into ``out``:
 
+  rl_questions.jsonl       the RL question pool: training questions minus the eval split and contaminated ones
   pairs.parquet            ``n_pairs`` contrastive pairs (``PAIR_SCHEMA``), strata: direction × question type
   coa.parquet, cot.parquet ``n_coa`` / ``n_cot`` trajectories (trajectory schema + scores), strata:
                            number of search calls (0, 1, 2, 3, 4+) × question type
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
-from coa.questions import DEFAULT_QUESTIONS, load_questions
+from coa.questions import DEFAULT_QUESTIONS, load_questions, write_questions
 from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
 from curate import io
 from curate.answers import SCORES, score_frame
@@ -142,6 +143,16 @@ def _shout(name: str, asked: int, wrote: int, qualified: int) -> None:
     warnings.warn(message, stacklevel=2)
 
 
+def rl_questions(cfg, evals: pl.DataFrame, held: set[str]) -> tuple[list[dict], int]:
+    """The RL question pool: the training pool minus the curated eval split and every question that
+    matches an evaluation set (decontaminated exactly like the SFT sets)."""
+    pool = load_questions(cfg.questions or DEFAULT_QUESTIONS)
+    hits = find_contamination([q["question"] for q in pool], evals, cfg.decontam_threshold)
+    dirty = set(hits.filter("contaminated")["question"].to_list())
+    kept = [q for q in pool if q["id"] not in held and q["question"] not in dirty]
+    return kept, len(pool) - len(kept)
+
+
 def run(cfg) -> dict:
     source = io.scores_path(cfg.input[0] if cfg.input else "runs/curate/score")
     scores = io.read_scores(source)
@@ -178,9 +189,13 @@ def run(cfg) -> dict:
     io.write_parquet(chosen, out / "pairs.parquet", schema=PAIR_SCHEMA)
     written["pairs"] = chosen
     io.write_parquet(eval_split, out / "eval_questions.parquet")
+    rl_pool, rl_removed = rl_questions(cfg, evals, held)
+    write_questions(out / "rl_questions.jsonl", rl_pool)
 
     metrics = {"eval_questions": eval_split.height, "contaminated_questions_excluded": len(contaminated),
-               "review_rows": review.height}
+               "review_rows": review.height,
+               "rl_questions": {"written": len(rl_pool), "removed_contaminated_or_eval": rl_removed,
+                                "eval_sets": [str(p) for p in cfg.eval_sets]}}
     for name, asked in (("pairs", cfg.n_pairs), ("coa", cfg.n_coa), ("cot", cfg.n_cot)):
         rows = written[name]
         metrics[name] = {"asked": asked, "written": rows.height, "questions": rows["question_id"].n_unique(),

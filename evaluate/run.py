@@ -14,8 +14,13 @@ greedy by default) from a vLLM engine serving the checkpoint (or any OpenAI-comp
 
 Prompt styles: ``plain`` = the preset's instruction only (the base model as the paper evaluates it);
 ``react`` = instruction + a worked think/search/answer demonstration + a prefilled thought tag (the
-prompted loop, no training); ``trained`` (default for checkpoints) = the prompt the training data was
-written with (``synth``'s default: the ``react`` prompt), so stages are compared on equal footing.
+prompted loop, no training); ``trained`` (default for checkpoints) = the prompt the student was trained
+with: the top-level ``prompt`` of ``params.yaml``, the one synthesis wrote the data with and SFT/RL
+trained on, so every stage is evaluated on its own prompt.
+
+Every metric is reported with its number of questions ``n``; EM also with a 95% bootstrap interval
+(``em_ci95``: percentile interval of 2,000 resamples of the questions, seeded), so two rows can be
+told apart or not.
 
 Outputs in ``runs/eval/<name>/``: ``trajectories/`` (core schema), ``metrics.json`` (per dataset:
 EM, F1, cover-EM, AutoCoA-lenient, mean actions, well-formed share, accuracy by number of actions),
@@ -31,6 +36,7 @@ from pathlib import Path
 
 from coa.config import build, cli
 from coa.formats import completion_text, get_format
+from coa.prompts import PromptConfig
 from coa.score import score_all
 from coa.trajectory import read_table
 
@@ -50,6 +56,9 @@ class EvalConfig:
     index: str = field(default="runs/index", metadata={"help": "coa.search index folder"})
     retriever_url: str = field(default="", metadata={"help": "/retrieve server instead of the index"})
     format: str = field(default="autocoa", metadata={"help": "format preset (the one used in training)"})
+    prompt: PromptConfig = field(default_factory=PromptConfig, metadata={
+        "help": "style=trained: the prompt the student was trained with (params.yaml top-level prompt)"})
+    bootstrap: int = field(default=2000, metadata={"help": "resamples of the 95% bootstrap interval of EM"})
     max_actions: int = field(default=4, metadata={"help": "search budget, as in synthesis"})
     max_tokens: int = field(default=512, metadata={"help": "model-written tokens per trajectory"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
@@ -71,6 +80,15 @@ class EvalConfig:
             self.questions = [self.questions]
 
 
+def prompt_of(cfg: EvalConfig) -> dict:
+    """The prompt of a style: plain = instruction only; react = + demonstration and a thought prefill;
+    trained = exactly the training prompt."""
+    if cfg.style == "trained":
+        return {"demonstrations": cfg.prompt.demonstrations, "prefill": cfg.prompt.prefill, "system": cfg.prompt.system}
+    plain = cfg.style == "plain"
+    return {"demonstrations": not plain, "prefill": "" if plain else "<think>\n"}
+
+
 def synth_config(cfg: EvalConfig, questions: str, out: Path):
     from synth.config import SynthConfig
 
@@ -80,7 +98,7 @@ def synth_config(cfg: EvalConfig, questions: str, out: Path):
         "retriever_url": cfg.retriever_url, "format": cfg.format, "max_actions": cfg.max_actions,
         "max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "out": str(out),
         "concurrency": cfg.concurrency, "tokenizer": cfg.tokenizer, "teacher": dict(cfg.teacher),
-        "prompt": {"demonstrations": not plain, "prefill": "" if plain else "<think>\n"},
+        "prompt": (prompt_of(cfg)),
         "serve": {"model": "" if cfg.model == "base" else cfg.model, "port": cfg.port,
                   "served_name": cfg.name},
     }
@@ -98,11 +116,23 @@ def score_rows(rows: list[dict]) -> list[dict]:
     return scored
 
 
-def aggregate(scored: list[dict]) -> dict:
+def bootstrap_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile bootstrap interval of the mean (questions resampled with replacement)."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    if not len(x) or resamples <= 0:
+        return [float("nan"), float("nan")]
+    means = x[np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
+    return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
+
+
+def aggregate(scored: list[dict], resamples: int = 2000) -> dict:
     n = len(scored)
     if not n:
         return {"n": 0}
     out = {m: round(sum(s[m] for s in scored) / n, 4) for m in METRICS}
+    out["em_ci95"] = bootstrap_ci([s["em"] for s in scored], resamples)
     out["n"] = n
     out["mean_actions"] = round(sum(s["n_actions"] for s in scored) / n, 3)
     out["well_formed"] = round(sum(s["well_formed"] for s in scored) / n, 4)
@@ -147,7 +177,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         dataset = Path(qfile).name.split(".")[0]
         traj_dir = out / "trajectories" / dataset
         synth_run(synth_config(cfg, qfile, traj_dir))
-        m = aggregate(score_rows(read_table(traj_dir).to_pylist()))
+        m = aggregate(score_rows(read_table(traj_dir).to_pylist()), cfg.bootstrap)
         metrics[dataset] = m
         plot_rows += [{"dataset": dataset, "actions": int(k), "em": v["em"], "n": v["n"]}
                       for k, v in m.get("em_by_actions", {}).items()]
@@ -167,14 +197,18 @@ def report(cfg: EvalConfig) -> str:
             raise FileNotFoundError(f"{path}: no metrics for {name!r}; run `python -m evaluate.run name={name}` first")
         results.append(json.loads(path.read_text()))
     datasets = sorted({d for r in results for d in r["datasets"]})
-    lines = ["| model | " + " | ".join(f"{d} EM / lenient / F1 / cover-EM / actions / well-formed" for d in datasets) + " |",
+    lines = ["| model | " + " | ".join(f"{d} EM [95% CI] / lenient / F1 / cover-EM / actions / well-formed / n"
+                                       for d in datasets) + " |",
              "|---|" + "---|" * len(datasets)]
     for r in results:
         cells = []
         for d in datasets:
             m = r["datasets"].get(d, {})
-            cells.append(" / ".join(f"{m[k]:.3f}" if k in m else "–" for k in
-                                    ("em", "autocoa_lenient", "f1", "cover_em", "mean_actions", "well_formed")))
+            ci = m.get("em_ci95") or ["–", "–"]
+            em = f"{m['em']:.3f} [{ci[0]}, {ci[1]}]" if "em" in m else "–"
+            rest = [f"{m[k]:.3f}" if k in m else "–" for k in
+                    ("autocoa_lenient", "f1", "cover_em", "mean_actions", "well_formed")]
+            cells.append(" / ".join([em, *rest, str(m.get("n", "–"))]))
         lines.append(f"| {r['name']} ({r['style']}) | " + " | ".join(cells) + " |")
     n = {d: max(r["datasets"].get(d, {}).get("n", 0) for r in results) for d in datasets}
     lines.append("")

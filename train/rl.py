@@ -28,6 +28,7 @@ def grpo_config(cfg: TrainConfig, stage: RL1Config, out) -> GRPOConfig:
         num_generations=stage.num_generations,
         temperature=stage.temperature,
         beta=stage.beta,
+        loss_type=stage.loss_type,  # explicit: the paper is GRPO, TRL 1.16's default is dapo
         max_completion_length=stage.max_tokens,  # model tokens; the rollout enforces it (observations extra)
     ))
 

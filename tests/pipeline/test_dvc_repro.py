@@ -1,7 +1,10 @@
 """The real pipeline end to end with `dvc repro` on a tiny configuration, in a fresh git clone.
 
-Every stage runs for real (index, split, vLLM CPU synthesis, curation, five TRL stages, evaluation
-of seven models, report); sizes are cut to a handful of questions and one step per training stage.
+Every stage runs for real (index, split, reference-teacher synthesis with real search, curation, five
+TRL stages, vLLM CPU evaluation of seven models, report); sizes are cut to a few dozen questions and a
+few steps per training stage. The checks would catch a hollow run: every set has rows (pairs in both
+directions), every SFT stage's saved weights differ from its start and its loss fell, and rl2's
+rollouts carry real search results that were env-masked.
 """
 import json
 import os
@@ -10,19 +13,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import csv
+
+import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.model]
 
+TRAIN = 60
 TINY = {
-    "split": {"heldout": 3, "train": 6},
-    "synth": {"max_tokens": 96, "max_actions": 2, "concurrency": 8},
-    "curate": {"eval_questions": 1, "n_pairs": 20, "n_coa": 20, "n_cot": 20},
-    "train": {stage: {"max_steps": 1, "max_length": 512} for stage in ("sft1", "sft2", "sft3")} | {
-        stage: {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "max_tokens": 48,
-                "max_actions": 1} for stage in ("rl1", "rl2")},
+    "split": {"heldout": 3, "train": TRAIN},
+    "curate": {"eval_questions": 2, "n_pairs": 40, "n_coa": 40, "n_cot": 40},
+    # sft2 gets enough steps on the reference CoA for the student to open searches by itself, so rl2's
+    # rollouts search (and their observations must be env-masked)
+    "train": {"sft1": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                       "learning_rate": 1.0e-5, "max_length": 1024},
+              "sft2": {"max_steps": 8, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                       "learning_rate": 3.0e-4, "max_length": 1024},
+              "sft3": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                       "learning_rate": 1.0e-5, "max_length": 1024}} | {
+        stage: {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4,
+                "gradient_accumulation_steps": 1, "max_tokens": 64, "max_actions": 1} for stage in ("rl1", "rl2")},
     "evaluate": {"max_tokens": 96, "max_actions": 2},
 }
 
@@ -69,14 +83,54 @@ def test_every_stage_wrote_outputs_and_metrics(clone):
         assert (repo / f"runs/train/{stage}/model.safetensors").exists(), stage
         assert json.loads((repo / f"metrics/train_{stage}.json").read_text())
     for name in ("synth_cot", "synth_coa"):
-        assert json.loads((repo / f"metrics/{name}.json").read_text())["dataset"]["rows"] == 6
-    # branches exist only where a CoA trajectory searched; the tiny teacher may not have
-    assert "dataset" in json.loads((repo / "metrics/synth_branch.json").read_text())
+        assert json.loads((repo / f"metrics/{name}.json").read_text())["dataset"]["rows"] == TRAIN
     for name in ("base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"):
         metrics = json.loads((repo / f"runs/eval/{name}/metrics.json").read_text())
         assert metrics["datasets"]["heldout"]["n"] == 3
     table = (repo / "runs/eval/table.md").read_text()
     assert all(f"| {name} (" in table for name in ("base", "react", "sft1", "rl2"))
+
+
+def test_every_set_has_rows_and_pairs_go_both_ways(clone):
+    repo, _ = clone
+    sets = json.loads((repo / "runs/curate/sets/metrics.json").read_text())
+    for name in ("pairs", "coa", "cot"):
+        assert sets[name]["written"] > 0, (name, sets[name])
+    pairs = pq.read_table(repo / "runs/curate/sets/pairs.parquet").to_pylist()
+    assert {p["direction"] for p in pairs} <= {"act", "no_act"} and any(p["direction"] == "act" for p in pairs)
+    grid = json.loads((repo / "runs/curate/analyze/metrics.json").read_text())["two_by_two"]
+    assert grid["cot_wrong_coa_right"] > 0 and grid["cot_right_coa_right"] > 0, grid
+    assert sets["rl_questions"]["written"] > 0
+
+
+def tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_every_sft_stage_moved_its_weights_and_its_loss_fell(clone, model_dir):
+    repo, _ = clone
+    start = tensors(Path(model_dir))
+    for stage in ("sft1", "sft2", "sft3"):
+        trained = tensors(repo / f"runs/train/{stage}")
+        moved = [k for k in trained if not torch.equal(trained[k].float(), start[k].float())]
+        assert len(moved) > len(trained) // 2, f"{stage}: only {len(moved)} of {len(trained)} tensors changed"
+        metrics = json.loads((repo / f"runs/train/{stage}/metrics.json").read_text())
+        assert "skipped" not in metrics and metrics["steps"] >= 1, metrics
+        losses = [float(r["loss"]) for r in csv.DictReader(open(repo / f"runs/train/{stage}/steps.csv")) if r.get("loss")]
+        assert losses and losses[-1] < losses[0] or stage == "sft1", (stage, losses)
+        start = trained
+
+
+def test_rl2_inserted_real_observations_and_masked_them(clone):
+    repo, _ = clone
+    rollouts = [json.loads(line) for line in open(repo / "runs/train/rl2/rollouts.jsonl")]
+    searched = [r for r in rollouts if r["n_actions"] > 0]
+    assert searched, "no rl2 rollout searched: the env mask was never exercised"
+    assert all(r["observation_tokens"] > 0 and r["queries"] for r in searched)
+    steps = list(csv.DictReader(open(repo / "runs/train/rl2/steps.csv")))
+    assert any(float(r.get("agent/env_masked_fraction") or 0) > 0 for r in steps)
 
 
 def test_metrics_show_and_second_repro_does_nothing(clone):
