@@ -1,0 +1,55 @@
+"""A person in the Argilla UI: headless Debian chromium driven by Playwright (never a downloaded browser)."""
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@contextmanager
+def signed_in(api_url: str, username: str, password: str):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        browser = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
+                                                       viewport={"width": 1500, "height": 1100})
+        try:
+            page = browser.new_page()
+            page.goto(f"{api_url}/sign-in")
+            page.fill("input[name=Username]", username)
+            page.fill("input[name=Password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda url: "sign-in" not in url)
+            yield page
+        finally:
+            browser.close()
+
+
+def open_dataset(page, api_url: str, name: str) -> None:
+    page.goto(f"{api_url}/")
+    page.click(f"text={name}")
+    page.wait_for_selector("#decision_accept")
+    page.wait_for_load_state("networkidle")
+
+
+def shown_question(page) -> str:
+    """The question heading of the record on screen (the markdown field's first line)."""
+    return page.locator("h3").first.inner_text().strip()
+
+
+def decide(page, decision: str, corrected_answer: str = "") -> None:
+    """Pick the decision label, optionally type a corrected answer, Submit, and wait for the next record."""
+    before = shown_question(page)
+    if not page.is_checked(f"#decision_{decision}"):  # the scorers' suggestion may have picked it already
+        page.click(f"label[for=decision_{decision}]")
+    if corrected_answer:
+        # text questions are contenteditable paragraphs, in question order: corrected_answer comes first
+        box = page.locator("p[contenteditable=true]").first
+        box.click()
+        box.type(corrected_answer)
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_function("q => !document.querySelector('h3') || document.querySelector('h3').innerText.trim() !== q",
+                           arg=before)
