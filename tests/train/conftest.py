@@ -63,7 +63,8 @@ def tiny_dir(tmp_path_factory, tokenizer):
 
 def _coa_trajectory(tokenizer, q, searcher, queries, sample=0):
     prompt = render_prompt(tokenizer, q["question"], RL_PROMPT)
-    segs, text = [], "<think>\nI should look this up.\n"
+    # the toolkit's prefill is its own segment: context, never trained
+    segs, text = [segment("prefill", "<think>\n")], "I should look this up.\n"
     for query in queries:
         docs = searcher.search([query], 2)[0]
         segs += [segment("model", text + FMT.search_call(query)),
@@ -91,12 +92,17 @@ def sets_dir(tmp_path_factory, tokenizer, questions, searcher):
     write_trajectories(out / "cot.parquet", cot)
     pairs = []
     for i, q in enumerate(questions):
-        prefix = render_prompt(tokenizer, q["question"], RL_PROMPT) + "<think>\nLet me think about it.\n"
+        chat = render_prompt(tokenizer, q["question"], RL_PROMPT)
+        # odd rows: a prefix that ends in a space, as a cut before "<begin_search>" can (" <" is one token)
+        thought = "Let me think about it.\n" if i % 2 == 0 else "Let me think about it. "
+        prefix_segments = [segment("prefill", "<think>\n"), segment("model", thought)]
+        prefix = chat + "<think>\n" + thought
         act = "I am not sure.\n" + FMT.search_call(q["question"][:40].strip())
         no_act = "I know this one well enough.\n</think>\n\n" + FMT.answer_text("unknown " * (i + 1))
         act_chosen = i % 2 == 0
         pairs.append({"id": f"p{i}", "question_id": q["id"], "question": q["question"],
                       "golden_answers": q["golden_answers"], "format": "autocoa", "prompt": prefix,
+                      "chat_prompt": chat, "prefix": prefix_segments,
                       "chosen": act if act_chosen else no_act, "rejected": no_act if act_chosen else act,
                       "chosen_ends_turn": not act_chosen, "rejected_ends_turn": act_chosen,
                       "direction": "act" if act_chosen else "no_act",

@@ -48,8 +48,9 @@ def test_labels_cover_model_segments_and_observations_only_in_sft3(tokenizer, se
     eos = tokenizer.eos_token
     for traj, row in zip(read_trajectories(sets_dir / "coa.parquet"), dataset):
         runs = _trained_runs(row["input_ids"], row["labels"], tokenizer)
-        if observation_loss:  # sft3: everything after the prompt
-            assert runs == [traj.completion + eos]
+        assert traj.segments[0]["kind"] == "prefill"  # toolkit-written: context in SFT exactly as in RL
+        if observation_loss:  # sft3: everything after the prompt and the prefill
+            assert runs == [traj.completion.removeprefix(traj.segments[0]["text"]) + eos]
         else:  # sft2: each model segment, the last with the end token; never a prompt or observation token
             model_texts = [s["text"] for s in traj.segments if s["kind"] == "model"]
             assert runs == model_texts[:-1] + [model_texts[-1] + eos]
@@ -120,3 +121,24 @@ def test_rl_prompts_are_rendered_chat_prompts(tokenizer, questions):
     assert [r["question_id"] for r in dataset] == [q["id"] for q in questions[:2]]
     assert dataset[0]["prompt"].endswith("<|im_start|>assistant\n") and questions[0]["question"] in dataset[0]["prompt"]
     assert dataset[1]["golden_answers"] == questions[1]["golden_answers"]
+
+
+def test_pair_context_is_tokenised_segment_by_segment(tokenizer, sets_dir):
+    """The shared context is the chat prompt then each prefix segment, exactly as the policy saw it; a prefix
+    ending in a space keeps its own " " token instead of merging with the continuation's first word."""
+    from coa.tokenize import tokenize_segments
+    from train.data import pair_features
+
+    rows = read_pairs(sets_dir / "pairs.parquet")
+    spaced = [r for r in rows if r["prefix"][-1]["text"].endswith(" ")]
+    assert spaced and len(spaced) < len(rows)
+    for row in rows:
+        feats = pair_features(tokenizer, row)
+        assert feats["prompt_ids"] == tokenize_segments(tokenizer, row["chat_prompt"], row["prefix"]).input_ids
+        assert tokenizer.decode(feats["prompt_ids"]) == row["prompt"]
+    row = spaced[0]
+    naive = tokenizer(row["prompt"] + row["chosen"], add_special_tokens=False)["input_ids"]
+    feats = pair_features(tokenizer, row)
+    assert feats["prompt_ids"] + feats["chosen_ids"] != naive  # re-tokenising the joined string would shift it
+    with pytest.raises(ValueError, match="field 'prompt' is not chat_prompt"):
+        pair_features(tokenizer, row | {"prompt": row["prompt"] + "x"})

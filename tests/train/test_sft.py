@@ -41,17 +41,25 @@ def test_batches_train_exactly_the_right_segments(stage_cls, tiny_dir, model_dir
             ids, labels = ids[mask.bool()], labels[mask.bool()]
             trained_text, untrained_text = _spans(ids, labels != -100, tok)
             assert torch.equal(labels[labels != -100], ids[labels != -100])
-            traj = trajectories[untrained_text[0]]  # the prompt is never trained
+            prefill = "".join(s["text"] for s in traj_prefill(trajectories, untrained_text[0]))
+            traj = trajectories[untrained_text[0].removesuffix(prefill)]  # prompt + prefill: never trained
             model_segs = [s["text"] for s in traj.segments if s["kind"] == "model"]
             observations = [s["text"] for s in traj.segments if s["kind"] == "observation"]
-            if stage_cls is SFT3Config:  # world model: everything the policy saw after the prompt
-                assert trained_text == [traj.completion + eos] and untrained_text == [traj.prompt]
-            else:  # model-written segments and the end token; prompt and observations masked
+            after_prefill = "".join(s["text"] for s in traj.segments if s["kind"] != "prefill")
+            if stage_cls is SFT3Config:  # world model: everything the policy saw after the prompt and prefill
+                assert trained_text == [after_prefill + eos] and untrained_text == [traj.prompt + prefill]
+            else:  # model-written segments and the end token; prompt, prefill and observations masked
                 assert trained_text == model_segs[:-1] + [model_segs[-1] + eos]
-                assert untrained_text == [traj.prompt] + observations
+                assert untrained_text == [traj.prompt + prefill] + observations
                 assert all(FMT.result_open not in t for t in trained_text)
             seen += 1
     assert seen == 4 and any("observation" in [s["kind"] for s in t.segments] for t in trajectories.values())
+
+
+def traj_prefill(trajectories: dict, untrained_head: str) -> list[dict]:
+    """The prefill segments of the trajectory whose prompt starts this untrained run of text."""
+    traj = next(t for p, t in trajectories.items() if untrained_head.startswith(p))
+    return [s for s in traj.segments if s["kind"] == "prefill"]
 
 
 def test_a_step_changes_every_parameter(tiny_dir, model_dir, sets_dir, tmp_path):
