@@ -1,0 +1,61 @@
+"""Evaluation numbers that must be comparable: EM with its 95% bootstrap interval and n, the trained
+prompt for style=trained, and the serving dtype picked from the CPU's features."""
+from __future__ import annotations
+
+import pytest
+
+from coa.config import build
+from evaluate.run import EvalConfig, aggregate, bootstrap_ci, prompt_of, report
+from synth.serve import cpu_has_native_bf16, serving_dtype
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():
+    small = bootstrap_ci([1.0] * 5 + [0.0] * 15)
+    large = bootstrap_ci([1.0] * 50 + [0.0] * 150)
+    assert small[0] <= 0.25 <= small[1] and large[0] <= 0.25 <= large[1]
+    assert large[1] - large[0] < small[1] - small[0]
+    assert bootstrap_ci([0.0] * 100) == [0.0, 0.0]  # an all-wrong baseline has no width
+    assert bootstrap_ci([1.0, 0.0] * 10, seed=1) == bootstrap_ci([1.0, 0.0] * 10, seed=1)
+
+
+def test_every_row_reports_em_interval_and_n(tmp_path):
+    scored = [{"em": float(i % 4 == 0), "f1": 0.5, "cover_em": 0.0, "autocoa_lenient": 0.0, "well_formed": 1.0,
+               "n_actions": 1} for i in range(100)]
+    m = aggregate(scored)
+    assert m["n"] == 100 and m["em"] == 0.25 and m["em_ci95"][0] < 0.25 < m["em_ci95"][1]
+    out = tmp_path / "rows"
+    (out / "a").mkdir(parents=True)
+    import json
+
+    (out / "a" / "metrics.json").write_text(json.dumps({"name": "a", "style": "trained", "datasets": {"heldout": m}}))
+    cfg = build(EvalConfig, {"step": "report", "names": ["a"], "out_root": str(out),
+                             "report": str(out / "table.md")}, "test")
+    table = report(cfg)
+    assert f"0.250 [{m['em_ci95'][0]}, {m['em_ci95'][1]}]" in table and "/ 100 |" in table
+
+
+def test_trained_style_uses_the_training_prompt():
+    trained = build(EvalConfig, {"model": "runs/train/sft2", "prompt": {"demonstrations": False,
+                                                                        "prefill": "<think>\n"}}, "test")
+    assert trained.style == "trained"
+    assert prompt_of(trained) == {"demonstrations": False, "prefill": "<think>\n", "system": None}
+    react = build(EvalConfig, {"style": "react"}, "test")
+    assert prompt_of(react) == {"demonstrations": True, "prefill": "<think>\n"}
+    assert prompt_of(build(EvalConfig, {}, "test")) == {"demonstrations": False, "prefill": ""}
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu sse avx avx2 fma", False),                       # AMD EPYC, AVX2 only: bf16 is emulated
+    ("avx2 avx512f avx512_bf16", True),
+    ("avx2 avx512f amx_bf16 amx_tile", True),
+])
+def test_serving_dtype_follows_the_cpu(flags, native):
+    cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
+    assert cpu_has_native_bf16(cpuinfo) is native
+    assert serving_dtype("float16", cuda=False) == "float16"  # an explicit choice wins
+    assert serving_dtype("auto", cuda=True) == "bfloat16"
+
+
+def test_auto_dtype_on_this_machine():
+    expected = "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert serving_dtype("auto", cuda=False) == expected
