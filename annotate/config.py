@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ACTIONS = ("push", "pull", "status")
-MAX_BATCH = 1000  # Argilla's bulk endpoints take at most 1,000 records a call
+MAX_BATCH = 500  # the server takes 1,000 a bulk call, but the SDK's bulk_upsert refuses more than 500
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ReviewConfig:
     max_steps: int = field(default=40, metadata={"help": "labels of the optional 'first bad step' question (1..max_steps)"})
     min_submitted: int = field(default=1, metadata={
         "help": "reviewers needed per record (Argilla's task distribution; fixed once any answer exists)"})
-    batch_size: int = field(default=500, metadata={"help": "records per bulk call (at most 1,000)"})
+    batch_size: int = field(default=500, metadata={"help": "records per bulk upsert call (at most 500, the SDK's upsert limit)"})
 
     review: str = field(default="runs/review/review.parquet", metadata={
         "help": "pull writes the review table here (row_id, decision, corrected_answer, reviewer counts) + metrics.json"})
@@ -49,7 +49,7 @@ class ReviewConfig:
         if self.action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r}")
         if not 1 <= int(self.batch_size) <= MAX_BATCH:
-            raise ValueError(f"batch_size must be 1..{MAX_BATCH} (Argilla's bulk limit), got {self.batch_size!r}")
+            raise ValueError(f"batch_size must be 1..{MAX_BATCH} (the SDK's bulk upsert limit), got {self.batch_size!r}")
         if int(self.min_submitted) < 1:
             raise ValueError(f"min_submitted must be >= 1, got {self.min_submitted!r}")
         if int(self.max_steps) < 3:
