@@ -39,7 +39,7 @@ class ReviewConfig:
         "help": "reviewers needed per record (Argilla's task distribution; fixed once any answer exists)"})
     batch_size: int = field(default=500, metadata={"help": "records per bulk upsert call (at most 500, the SDK's upsert limit)"})
 
-    review: str = field(default="runs/review/review.parquet", metadata={
+    review: str = field(default="data/review/review.parquet", metadata={
         "help": "pull writes the review table here (row_id, decision, corrected_answer, reviewer counts) + metrics.json"})
     known_rows: list = field(default_factory=lambda: ["runs/curate/score/scores.parquet", "runs/curate/pairs/pairs.parquet"],
                              metadata={"help": "parquet files whose ids a review may name besides the sets "

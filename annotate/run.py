@@ -3,8 +3,8 @@
     python -m annotate.serve                                   # the server (another terminal)
     python -m annotate.run action=push                         # runs/curate/sets/{coa,cot,pairs}.parquet → Argilla
     python -m annotate.run action=status                       # progress per dataset
-    python -m annotate.run action=pull                         # answers → runs/review/review.parquet
-    python -m curate.run step=sets review=runs/review/review.parquet   # (dvc repro does this)
+    python -m annotate.run action=pull                         # answers → data/review/review.parquet
+    python -m curate.run step=sets review=data/review/review.parquet   # (dvc repro does this)
 
 A bare first word works too: ``python -m annotate.run push``. Settings: ``annotate/config.py``
 (``params.yaml`` section ``annotate``). The API key: ``ARGILLA_API_KEY`` / ``ARGILLA_OWNER_API_KEY``, else
