@@ -16,7 +16,7 @@ import pytest
 from coa.formats import get_format
 from coa.prompts import PromptConfig, prompt_hash
 from coa.search import load_searcher
-from coa.tokenize import MODEL, OBSERVATION, tokenize_segments
+from coa.tokenize import MODEL, OBSERVATION, PROMPT, tokenize_segments
 from coa.trajectory import FINISH_REASONS, read_trajectories, segment, write_trajectories
 from synth.config import SynthConfig
 from synth.run import branch, main, run
@@ -47,10 +47,11 @@ def test_model_segment_stops_at_the_search_tag(coa_run):
     cfg, _, rows = coa_run
     fmt = get_format(cfg.format)
     for t in rows:
-        for before, seg in zip(t.segments, t.segments[1:]):
+        for i, (before, seg) in enumerate(zip(t.segments, t.segments[1:])):
             if seg["kind"] == "observation":
                 assert before["kind"] == "model" and before["text"].endswith(fmt.search_close)
-                assert seg["query"] == fmt.parse(before["text"]).queries[-1]
+                so_far = "".join(s["text"] for s in t.segments[: i + 1])  # the open tag may be the prefill's
+                assert seg["query"] == fmt.parse(so_far).queries[-1]
         assert t.n_actions == sum(s["kind"] == "observation" for s in t.segments)
 
 
@@ -76,7 +77,7 @@ def test_continuation_sends_the_rendered_prefix(coa_run, tokenizer):
                                         for a, b in zip(t.segments, t.segments[1:]))]
     assert continued, "no trajectory continued after a search result"
     for t in rows:
-        assert t.segments[0]["text"].startswith(PREFILL)
+        assert t.segments[0] == segment("prefill", PREFILL)
         calls = [t.prompt + PREFILL] + [t.prompt + "".join(s["text"] for s in t.segments[:i + 1])
                                         for i, s in enumerate(t.segments) if s["kind"] == "observation"
                                         and i + 1 < len(t.segments)]
@@ -91,7 +92,7 @@ def test_token_segments_line_up_with_the_engine(coa_run, tokenizer, teacher_url)
         ids = [x for x, j in zip(tok.input_ids, tok.segment_index) if j == i]
         assert tokenizer.decode(ids) == seg["text"]
         assert {lab for lab, j in zip(tok.segment_labels, tok.segment_index) if j == i} == \
-               {MODEL if seg["kind"] == "model" else OBSERVATION}
+               {{"model": MODEL, "prefill": PROMPT, "observation": OBSERVATION}[seg["kind"]]}
     served = httpx.post(teacher_url.removesuffix("/v1") + "/tokenize", timeout=30,
                         json={"model": cfg.teacher.model, "prompt": t.text, "add_special_tokens": False}).json()
     assert served["tokens"] == tok.input_ids
@@ -131,7 +132,7 @@ def test_cot_cli_has_no_tool_and_keeps_the_key_secret(teacher_url, tmp_path, mon
     assert len(rows) == 8 and sorted({t.sample for t in rows}) == [0, 1]
     for t in rows:
         assert t.prompt_id == "autocoa/cot+demo" and t.retriever == "" and t.n_actions == 0
-        assert all(s["kind"] == "model" for s in t.segments)
+        assert [s["kind"] for s in t.segments][:1] == ["prefill"] and {s["kind"] for s in t.segments[1:]} <= {"model"}
         if get_format("autocoa").search_close in t.completion:
             assert t.finish_reason == "forbidden_search"
     printed = capsys.readouterr()
@@ -154,9 +155,9 @@ def test_branches_continue_the_prefix_forbidden_and_forced(coa_run, teacher_url,
     for t in got:
         kind = t.branch_id.rsplit(":", 1)[1]
         assert t.branch_id == f"{parent.id}:1:{kind}" and t.parent_id == parent.id and t.decision_index == 1
-        assert t.segments[0] == prefix[0] and t.segments[1]["kind"] == "model"
-        if kind == "force":
-            assert t.segments[1]["text"].startswith(fmt.search_open)
+        assert t.segments[0] == prefix[0]
+        if kind == "force":  # the forced open tag is the toolkit's prefill; the model writes the query on
+            assert t.segments[1] == segment("prefill", fmt.search_open) and t.segments[2]["kind"] == "model"
         else:
             assert all(s["kind"] == "model" for s in t.segments)
             assert (fmt.search_close in t.segments[1]["text"]) == (t.finish_reason == "forbidden_search")
