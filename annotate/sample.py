@@ -12,21 +12,11 @@ from pathlib import Path
 from coa.trajectory import read_trajectories, write_trajectories
 from curate import analyze, pairs, score, sets
 from curate.config import CurateConfig
-from curate.fixtures import branch_trajectories, realistic_trajectories
+from curate.fixtures import branch_trajectories, contrasting_answer, realistic_trajectories
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SETS = [str(ROOT / "data/raw/bamboogle/bamboogle.jsonl.gz"), str(ROOT / "data/raw/autocoa/all_test_data_test.parquet")]
 SET_SIZES = {"n_pairs": 100000, "n_coa": 100000, "n_cot": 100000, "max_per_question": 0, "eval_questions": 4}
-
-
-def _branch_answer(decision: dict, kind: str) -> str:
-    """Per decision row: searching right / answering wrong, the reverse, or both right."""
-    gold, case = decision["golden_answers"][0], int(decision["id"], 16) % 3
-    if case == 0:
-        return gold if kind == "force" else "Nobody in particular"
-    if case == 1:
-        return gold if kind == "forbid" else "Nobody in particular"
-    return gold
 
 
 def config(out: Path, **kw) -> CurateConfig:
@@ -50,7 +40,7 @@ def build(root: Path, questions: list[dict], searcher) -> Path:
     score.run(config(root / "score", input=[str(traj)]))
     analyze.run(config(root / "analyze", step="analyze", input=[str(root / "score")], eval_questions=SET_SIZES["eval_questions"]))
     decisions = [t.to_row() for t in read_trajectories(root / "analyze" / "decisions.parquet")]
-    branches = write_trajectories(root / "branches.parquet", branch_trajectories(decisions, searcher, _branch_answer))
+    branches = write_trajectories(root / "branches.parquet", branch_trajectories(decisions, searcher, contrasting_answer))
     pairs.run(config(root / "pairs", step="pairs", input=[str(branches)]))
     run_sets(root, root / "sets")
     return root

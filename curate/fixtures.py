@@ -84,6 +84,17 @@ def realistic_trajectories(questions: Sequence[dict], searcher, *, samples: int 
     return rows
 
 
+def contrasting_answer(decision: dict, kind: str) -> str:
+    """A branch answer per decision row: force right / forbid wrong, the reverse, or both right (by id), so
+    pairs come out in both directions and some points have no contrast."""
+    gold, case = decision["golden_answers"][0], int(decision["id"], 16) % 3
+    if case == 0:
+        return gold if kind == "force" else "Nobody in particular"
+    if case == 1:
+        return gold if kind == "forbid" else "Nobody in particular"
+    return gold
+
+
 def branch_trajectories(decisions: Sequence[dict], searcher, answer_of, *, k: int = 3) -> list[Trajectory]:
     """Both branches of each decision row, as synthesis would write them: the prefix segments unchanged,
     then a new segment. ``answer_of(decision, kind)`` says what the branch answers (kind: forbid | force)."""

@@ -32,3 +32,19 @@ def tokenizer(model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="session")
+def questions():
+    """The 1,979 embedded HotpotQA questions (FlashRAG form, with their evidence metadata)."""
+    from coa.questions import DEFAULT_QUESTIONS, load_questions
+
+    return load_questions(DEFAULT_QUESTIONS)
+
+
+@pytest.fixture(scope="session")
+def searcher(index_dir):
+    """BM25 over the embedded corpus."""
+    from coa.search import load_searcher
+
+    return load_searcher(index_dir)

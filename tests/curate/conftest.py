@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.trajectory import write_trajectories
 from curate.fixtures import realistic_trajectories
-
-
-@pytest.fixture(scope="session")
-def questions():
-    return load_questions(DEFAULT_QUESTIONS)
-
-
-@pytest.fixture(scope="session")
-def searcher(index_dir):
-    from coa.search import load_searcher
-
-    return load_searcher(index_dir)
 
 
 @pytest.fixture(scope="session")

@@ -8,18 +8,8 @@ import pytest
 from coa.formats import AUTOCOA as F
 from coa.trajectory import PAIR_SCHEMA, read_trajectories, write_trajectories
 from curate import analyze, pairs, score
-from curate.fixtures import branch_trajectories
+from curate.fixtures import branch_trajectories, contrasting_answer
 from tests.curate.helpers import config
-
-
-def _answer(decision, kind):
-    """Force right / forbid wrong, the reverse, or both right, by decision row."""
-    gold, case = decision["golden_answers"][0], int(decision["id"], 16) % 3
-    if case == 0:
-        return gold if kind == "force" else "Nobody in particular"
-    if case == 1:
-        return gold if kind == "forbid" else "Nobody in particular"
-    return gold
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +18,7 @@ def flow(real_file, searcher, tmp_path_factory):
     score.run(config(root / "score", input=[str(real_file)]))
     analyze.run(config(root / "analyze", step="analyze", input=[str(root / "score")], eval_questions=5))
     decisions = [t.to_row() for t in read_trajectories(root / "analyze" / "decisions.parquet")]
-    branches = write_trajectories(root / "branches.parquet", branch_trajectories(decisions, searcher, _answer))
+    branches = write_trajectories(root / "branches.parquet", branch_trajectories(decisions, searcher, contrasting_answer))
     metrics = pairs.run(config(root / "pairs", step="pairs", input=[str(branches)]))
     parents = {t.id: t for t in read_trajectories(real_file)}
     return root, decisions, parents, pl.read_parquet(root / "pairs" / "pairs.parquet"), metrics

@@ -5,9 +5,8 @@ import pytest
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.trajectory import read_trajectories, write_trajectories
 from curate import analyze, pairs, score, sets
-from curate.fixtures import branch_trajectories
+from curate.fixtures import branch_trajectories, contrasting_answer
 from tests.curate.helpers import config
-from tests.curate.test_pairs import _answer
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +15,7 @@ def upstream(real_file, searcher, tmp_path_factory):
     score.run(config(root / "score", input=[str(real_file)]))
     analyze.run(config(root / "analyze", step="analyze", input=[str(root / "score")], eval_questions=8))
     decisions = [t.to_row() for t in read_trajectories(root / "analyze" / "decisions.parquet")]
-    branches = write_trajectories(root / "branches.parquet", branch_trajectories(decisions, searcher, _answer))
+    branches = write_trajectories(root / "branches.parquet", branch_trajectories(decisions, searcher, contrasting_answer))
     pairs.run(config(root / "pairs", step="pairs", input=[str(branches)]))
     return root, pl.read_parquet(root / "score" / "scores.parquet")
 

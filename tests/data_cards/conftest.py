@@ -45,20 +45,6 @@ def curate_run(questions, searcher, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def questions():
-    from coa.questions import DEFAULT_QUESTIONS, load_questions
-
-    return load_questions(DEFAULT_QUESTIONS)
-
-
-@pytest.fixture(scope="session")
-def searcher(index_dir):
-    from coa.search import load_searcher
-
-    return load_searcher(index_dir)
-
-
-@pytest.fixture(scope="session")
 def hub():
     """One server per test session on 127.0.0.1 (a random port); each test uses its own repo name."""
     server = FakeHubServer(token="hf_" + secrets.token_hex(16)).start()
