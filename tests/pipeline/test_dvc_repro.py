@@ -33,8 +33,8 @@ TINY = {
                        "learning_rate": 1.0e-5, "max_length": 1024},
               "sft2": {"max_steps": 8, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
                        "learning_rate": 3.0e-4, "max_length": 1024},
-              "sft3": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                       "learning_rate": 1.0e-5, "max_length": 1024}} | {
+              "sft3": {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                       "learning_rate": 1.0e-4, "max_length": 1024}} | {
         stage: {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4,
                 "gradient_accumulation_steps": 1, "max_tokens": 64, "max_actions": 1} for stage in ("rl1", "rl2")},
     "evaluate": {"max_tokens": 96, "max_actions": 2},
