@@ -1,6 +1,7 @@
 """``python -m synth.run``: a teacher writes CoT / CoA trajectories and branches, with real search.
 
-    python -m synth.run mode=coa limit=20 n=2                       # embedded teacher, embedded data
+    python -m synth.run mode=coa limit=20 teacher.kind=reference    # templated from evidence annotations
+    python -m synth.run mode=coa limit=20 n=2 teacher.kind=llm      # the embedded 135M teacher on vLLM CPU
     python -m synth.run mode=cot questions=data/raw/bamboogle/bamboogle.jsonl.gz out=runs/synth/bamboo
     python -m synth.run mode=coa teacher.base_url=http://gpu-box:8000/v1 teacher.model=M tokenizer=M_DIR
     python -m synth.run mode=coa retriever_url=http://127.0.0.1:8000    # a coa.search / Search-R1 server
@@ -8,8 +9,10 @@
 
 Defaults: questions = the embedded HotpotQA dev set (``coa.questions.DEFAULT_QUESTIONS``);
 index = ``runs/index``, built from the embedded corpus if missing (~3 s); out = ``runs/synth/<mode>``;
-teacher = the embedded SmolLM2-135M-Instruct on vLLM CPU, started on 127.0.0.1 (or reused if already
-serving on ``serve.port``) and stopped at the end. Prompts are rendered with the chat template of
+teacher = ``teacher.kind``: ``llm`` (default) is the embedded SmolLM2-135M-Instruct on vLLM CPU, started on
+127.0.0.1 (or reused if already serving on ``serve.port``) and stopped at the end, or any server at
+``teacher.base_url``; ``reference`` writes templated trajectories from the questions' evidence annotations
+with the same loop and real search (``synth.reference``; the pipeline's ``params.yaml`` uses it). Prompts are rendered with the chat template of
 ``tokenizer`` (default: the served model's folder): set it when the teacher is another model.
 
 Re-running the same command resumes: rows already in ``out`` (same question, mode, sample, branch)
