@@ -98,17 +98,18 @@ def _append_model(ep: Episode, text: str) -> None:
         ep.segments.append(segment("model", text))
 
 
+def step_text(segments: Sequence[dict]) -> str:
+    """The text of the current step: every segment after the last observation (model and prefill)."""
+    start = max((i + 1 for i, seg in enumerate(segments) if seg["kind"] == "observation"), default=0)
+    return completion_text(segments[start:])
+
+
 def pending_search(ep: Episode, fmt: FormatPreset) -> str | None:
     """The query of a search call that closes the text so far and has no observation yet (its open
     tag may sit in a prefill segment just before: a forced search)."""
     if len(ep.segments) <= ep.frozen or ep.segments[-1]["kind"] != "model":
         return None
-    tail = []
-    for seg in reversed(ep.segments[ep.frozen:]):
-        if seg["kind"] == "observation":
-            break
-        tail.append(seg["text"])
-    text = "".join(reversed(tail))
+    text = step_text(ep.segments[ep.frozen:])
     if not text.rstrip().endswith(fmt.search_close):
         return None
     start = text.rfind(fmt.search_open)

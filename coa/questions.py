@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from coa.io import write_text
 from coa.search.corpus import open_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,13 +87,7 @@ def split_questions(questions: list[dict], heldout: int, train: int = 0, seed: i
 
 
 def write_questions(path: str | Path, questions: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for q in questions:
-            f.write(json.dumps(q, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_text(path, "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions))
 
 
 @dataclass

@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from coa.formats import PRESETS
+from coa.io import atomic_output, write_json
 from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
 
 TRAJECTORY_TYPES = dict(pl.from_arrow(TRAJECTORY_SCHEMA.empty_table()).schema)
@@ -119,27 +120,19 @@ def read_scores(path: str | Path) -> pl.DataFrame:
 
 
 def write_parquet(df: pl.DataFrame, path: str | Path, schema: pa.Schema | None = None) -> Path:
-    """Atomic write (temp file + rename); with ``schema`` the file has exactly those columns and types."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if schema is not None:
-        import pyarrow.parquet as pq
+    """Atomic write (``coa.io``); with ``schema`` the file has exactly those columns and types."""
+    with atomic_output(path) as tmp:
+        if schema is not None:
+            import pyarrow.parquet as pq
 
-        pq.write_table(df.select(schema.names).to_arrow().cast(schema), tmp)
-    else:
-        df.write_parquet(tmp)
-    tmp.replace(path)
-    return path
+            pq.write_table(df.select(schema.names).to_arrow().cast(schema), tmp)
+        else:
+            df.write_parquet(tmp)
+    return Path(path)
 
 
 def write_metrics(path: str | Path, metrics: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(path, metrics, sort_keys=True, default=float)
 
 
 def read_metrics(path: str | Path) -> dict:

@@ -37,9 +37,9 @@ from curate.review import read_review
 _EXTRA = ["em", "f1", "cover_em", "autocoa_lenient", "correct", "n_calls", "qtype", "stratum", "reviewed"]
 
 
-def question_types(path: str | Path) -> pl.DataFrame:
+def question_types(questions: list[dict]) -> pl.DataFrame:
     """``question_id → qtype`` from the questions' ``metadata.type`` (HotpotQA: bridge / comparison)."""
-    rows = [{"question_id": q["id"], "qtype": (q.get("metadata") or {}).get("type")} for q in load_questions(path)]
+    rows = [{"question_id": q["id"], "qtype": (q.get("metadata") or {}).get("type")} for q in questions]
     return pl.DataFrame(rows, schema={"question_id": pl.String, "qtype": pl.String}).drop_nulls()
 
 
@@ -143,16 +143,6 @@ def _shout(name: str, asked: int, wrote: int, qualified: int) -> None:
     warnings.warn(message, stacklevel=2)
 
 
-def rl_questions(cfg, evals: pl.DataFrame, held: set[str]) -> tuple[list[dict], int]:
-    """The RL question pool: the training pool minus the curated eval split and every question that
-    matches an evaluation set (decontaminated exactly like the SFT sets)."""
-    pool = load_questions(cfg.questions or DEFAULT_QUESTIONS)
-    hits = find_contamination([q["question"] for q in pool], evals, cfg.decontam_threshold)
-    dirty = set(hits.filter("contaminated")["question"].to_list())
-    kept = [q for q in pool if q["id"] not in held and q["question"] not in dirty]
-    return kept, len(pool) - len(kept)
-
-
 def run(cfg) -> dict:
     source = io.scores_path(cfg.input[0] if cfg.input else "runs/curate/score")
     scores = io.read_scores(source)
@@ -167,7 +157,8 @@ def run(cfg) -> dict:
         pairs = io.scan(pairs_dir / "pairs.parquet", PAIR_SCHEMA.names, io.PAIR_TYPES).collect()
     branches = pl.read_parquet(pairs_dir / "branches.parquet") if (pairs_dir / "branches.parquet").exists() else None
     review = read_review(cfg.review)
-    types = question_types(cfg.questions or DEFAULT_QUESTIONS)
+    pool = load_questions(cfg.questions or DEFAULT_QUESTIONS)  # the training pool: question types, RL questions
+    types = question_types(pool)
 
     held = eval_question_ids(scores["question_id"].to_list(), cfg.eval_questions, cfg.seed)
     questions = scores.select("question_id", "question", "golden_answers", "dataset").unique("question_id").sort("question_id")
@@ -175,9 +166,13 @@ def run(cfg) -> dict:
     evals = pl.concat([load_eval_questions(cfg.eval_sets),
                        eval_split.select(eval_set=pl.lit("curated eval split"), eval_id="id", eval_question="question")])
     texts = pl.concat([scores.select("question_id", "question"), pairs.select("question_id", "question")]).unique()
-    hits = find_contamination(texts["question"].to_list(), evals, cfg.decontam_threshold)
-    contaminated = set(texts.join(hits.filter("contaminated"), on="question")["question_id"].to_list()) - held
+    # one pass over every question text: the sets' rows and the RL pool are decontaminated alike
+    hits = find_contamination(list({*texts["question"].to_list(), *(q["question"] for q in pool)}), evals,
+                              cfg.decontam_threshold)
+    dirty = set(hits.filter("contaminated")["question"].to_list())
+    contaminated = set(texts.filter(pl.col("question").is_in(list(dirty)))["question_id"].to_list()) - held
     excluded = held | contaminated
+    rl_pool = [q for q in pool if q["id"] not in held and q["question"] not in dirty]
 
     out = Path(cfg.out_dir)
     written, counts = {}, {}
@@ -189,12 +184,11 @@ def run(cfg) -> dict:
     io.write_parquet(chosen, out / "pairs.parquet", schema=PAIR_SCHEMA)
     written["pairs"] = chosen
     io.write_parquet(eval_split, out / "eval_questions.parquet")
-    rl_pool, rl_removed = rl_questions(cfg, evals, held)
     write_questions(out / "rl_questions.jsonl", rl_pool)
 
     metrics = {"eval_questions": eval_split.height, "contaminated_questions_excluded": len(contaminated),
                "review_rows": review.height,
-               "rl_questions": {"written": len(rl_pool), "removed_contaminated_or_eval": rl_removed,
+               "rl_questions": {"written": len(rl_pool), "removed_contaminated_or_eval": len(pool) - len(rl_pool),
                                 "eval_sets": [str(p) for p in cfg.eval_sets]}}
     for name, asked in (("pairs", cfg.n_pairs), ("coa", cfg.n_coa), ("cot", cfg.n_cot)):
         rows = written[name]

@@ -92,13 +92,12 @@ def prompt_of(cfg: EvalConfig) -> dict:
 def synth_config(cfg: EvalConfig, questions: str, out: Path):
     from synth.config import SynthConfig
 
-    plain = cfg.style == "plain"
     overrides = {
         "mode": "coa", "questions": questions, "limit": cfg.limit, "index": cfg.index,
         "retriever_url": cfg.retriever_url, "format": cfg.format, "max_actions": cfg.max_actions,
         "max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "out": str(out),
         "concurrency": cfg.concurrency, "tokenizer": cfg.tokenizer, "teacher": dict(cfg.teacher),
-        "prompt": (prompt_of(cfg)),
+        "prompt": prompt_of(cfg),
         "serve": {"model": "" if cfg.model == "base" else cfg.model, "port": cfg.port,
                   "served_name": cfg.name},
     }

@@ -42,7 +42,7 @@ class Job:
 
 def teacher_prompt(pid: str, phash: str, teacher_kind: str) -> tuple[str, str]:
     """The reference teacher's rows carry their own prompt id and hash (its templates are part of them)."""
-    if teacher_kind != "reference":
+    if teacher_kind != "reference" or pid.startswith("reference/"):  # a branch of a reference row keeps its id
         return pid, phash
     from synth.reference import TEACHER_NAME, TEMPLATE_VERSION
 
@@ -118,13 +118,12 @@ def branch_jobs(decisions: list[dict] | pa.Table, n: int, kinds: list[str], fmt:
         question = {"id": row["question_id"], "question": row["question"],
                     "golden_answers": list(row["golden_answers"]), "dataset": row.get("dataset") or ""}
         prefix, gap = align_to_tokens(list(row["segments"]), fmt, tokenizer)
+        pid, phash = teacher_prompt(row.get("prompt_id") or "", row.get("prompt_hash") or "", teacher_kind)
         for kind in kinds:
             branch_id = f"{row['parent_id']}:{len(prefix)}:{kind}"
             tools, prefill = ("forbid", "") if kind == "forbid" else ("real", gap + fmt.search_open + fmt.inner_pad)
             jobs += [Job(question, "branch", s, row["prompt"], tools, prefill, prefix=prefix,
                          branch_id=branch_id, parent_id=row["parent_id"], decision_index=len(prefix),
-                         **dict(zip(("prompt_id", "prompt_hash"), teacher_prompt(
-                             row.get("prompt_id") or "", row.get("prompt_hash") or "", teacher_kind
-                             if not (row.get("prompt_id") or "").startswith("reference/") else "llm"))))
+                         prompt_id=pid, prompt_hash=phash)
                      for s in range(n)]
     return jobs

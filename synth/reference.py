@@ -33,9 +33,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coa.agent import Episode, Generation
+from coa.agent import Episode, Generation, step_text
 from coa.formats import FormatPreset
 from coa.score import normalize_answer
+from coa.tokenize import encode
 
 TEACHER_NAME = "reference"
 TEMPLATE_VERSION = "reference-v1"  # bump when the templates below change (goes into prompt_hash)
@@ -149,6 +150,11 @@ def supporting_sentence(golds: list[str], texts: list[str]) -> tuple[str, str] |
     return None
 
 
+def _yes_no(golds: list[str]) -> str | None:
+    """The gold alias that is a bare yes/no, if any (comparison questions)."""
+    return next((g for g in golds if _norm(g).strip() in _YES_NO), None)
+
+
 def _remembers(seed: int, question_id: str, item: Evidence, p: float) -> bool:
     key = f"{seed}\x1f{question_id}\x1f{item.doc_id or item.title or item.query}"
     return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < p
@@ -186,9 +192,9 @@ class ReferencePolicy:
     """Writes one question's trajectory step by step; ``__call__`` is the agent loop's generate."""
 
     def __init__(self, question: dict, evidence: list[Evidence], passages: Passages | None, fmt: FormatPreset,
-                 cfg: ReferenceConfig, episode: Episode, count_tokens, max_actions: int):
+                 cfg: ReferenceConfig, episode: Episode, tokenizer, max_actions: int):
         self.q, self.evidence, self.passages, self.fmt, self.cfg = question, evidence, passages, fmt, cfg
-        self.ep, self.count_tokens, self.max_actions = episode, count_tokens, max_actions
+        self.ep, self.tokenizer, self.max_actions = episode, tokenizer, max_actions
 
     # ---- what is known --------------------------------------------------------------
     def _observations(self) -> list[dict]:
@@ -205,8 +211,9 @@ class ReferencePolicy:
     def _remembered(self) -> list[tuple[Evidence, str]]:
         if not self.passages:
             return []
-        return [(e, self.passages.text(e)) for e in self.evidence
-                if _remembers(self.cfg.seed, self.q["id"], e, self.cfg.memory) and self.passages.text(e)]
+        recalled = [(e, self.passages.text(e)) for e in self.evidence
+                    if _remembers(self.cfg.seed, self.q["id"], e, self.cfg.memory)]
+        return [(e, text) for e, text in recalled if text]
 
     # ---- steps ------------------------------------------------------------------------
     def _block(self, reasoning: str, first: bool) -> str:
@@ -237,7 +244,7 @@ class ReferencePolicy:
         hit = supporting_sentence(golds, texts)
         if hit:
             return f"The search results say: {_quote(hit[1])} So the answer is {hit[0]}.", hit[0], True
-        yes_no = next((g for g in golds if _norm(g).strip() in _YES_NO), None)
+        yes_no = _yes_no(golds)
         if yes_no and self.evidence and all(_found(e, ids, titles, joined) for e in self.evidence):
             return f"The results cover {', '.join(e.title or e.query for e in self.evidence)}. Comparing them, the answer is {yes_no}.", yes_no, True
         top = titles_in(texts[-1]) if texts else []
@@ -252,17 +259,21 @@ class ReferencePolicy:
         hit = supporting_sentence(golds, [t for _, t in remembered] + texts)
         if hit:
             return f"I recall: {_quote(hit[1])} So the answer is {hit[0]}.", hit[0]
-        yes_no = next((g for g in golds if _norm(g).strip() in _YES_NO), None)
+        yes_no = _yes_no(golds)
         if yes_no and self.evidence and len(remembered) == len(self.evidence):
             names = ", ".join(e.title or e.query for e, _ in remembered)
             return f"I recall what I know about {names}. Comparing them, the answer is {yes_no}.", yes_no
         guess = "no" if yes_no else (remembered[0][0].title if remembered and remembered[0][0].title else "unknown")
         return f"I do not recall enough to be sure. My best guess is {guess}.", guess
 
-    def next_step(self) -> str:
-        """The text of the next step from the start of the step (after the last observation)."""
-        f, first = self.fmt, not self._observations()
-        forced = self._written_tail().endswith(f.search_open + f.inner_pad) or self._written_tail().endswith(f.search_open)
+    def _forced(self, written: str) -> bool:
+        """The step so far ends in a search-open tag the toolkit wrote (a forced branch)."""
+        return written.endswith((self.fmt.search_open, self.fmt.search_open + self.fmt.inner_pad))
+
+    def next_step(self, written: str) -> str:
+        """The text of the next step from its start (after the last observation); ``written`` is what the
+        step already holds."""
+        f, first, forced = self.fmt, not self._observations(), self._forced(written)
         if self.ep.tools == "forbid":
             reasoning, answer = self._memory_answer()
             return self._block(reasoning, first) + self._answer(answer)
@@ -279,55 +290,30 @@ class ReferencePolicy:
             return self._block("I will check the question once more.", False) + f.search_call(self.q["question"])
         return self._block(reasoning, False) + self._answer(answer)
 
-    def _written_tail(self) -> str:
-        """Text written in the current step so far (after the last observation)."""
-        tail = []
-        for seg in reversed(self.ep.segments):
-            if seg["kind"] == "observation":
-                break
-            tail.append(seg["text"])
-        return "".join(reversed(tail))
-
     async def __call__(self, text: str, max_tokens: int, stop: list[str]) -> Generation:
-        written = self._written_tail()
-        step = self.next_step()
+        written = step_text(self.ep.segments)
+        step = self.next_step(written)
         if step.startswith(written):
             out = step[len(written):]
         else:  # the step was cut (a decision prefix): continue from the cut with the action part
             out = self._continue_cut(written)
-        ids = self.count_tokens(out)
+        # counted in the student's tokens, so budgets and token columns mean what they do for an engine
+        ids = encode(self.tokenizer, out)
         if len(ids) > max_tokens:  # a budget smaller than the step: stop where the budget ends, as an engine would
-            return Generation(text=self.count_tokens.decode(ids[:max_tokens]), finish_reason="length",
+            return Generation(text=self.tokenizer.decode(ids[:max_tokens]), finish_reason="length",
                               n_tokens=max_tokens)
         return Generation(text=out, finish_reason="stop", n_tokens=len(ids))
 
     def _continue_cut(self, written: str) -> str:
         """Continue a decision prefix, which ends where a search call would start (plus any forced tag)."""
         f = self.fmt
-        first = not self._observations()
-        for tag in (f.search_open + f.inner_pad, f.search_open):
-            if written.endswith(tag):  # forced search: finish the call
-                query = self.q["question"] if first else (self._next_query() or self.q["question"])
-                return f"{query}{f.inner_pad}{f.search_close}"
+        query = self.q["question"] if not self._observations() else (self._next_query() or self.q["question"])
+        if self._forced(written):  # finish the forced call
+            return f"{query}{f.inner_pad}{f.search_close}"
         if self.ep.tools == "forbid":
             reasoning, answer = self._memory_answer()
             return self._block("Instead of searching, I answer from memory. " + reasoning, False) + self._answer(answer)
-        query = self.q["question"] if first else (self._next_query() or self.q["question"])
         return f.search_call(query)
-
-
-class TokenCounter:
-    """Counts (and cuts) text in the student's tokens, so budgets and token columns mean what they do
-    for an engine."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __call__(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
 
 
 class ReferenceTeacher:
@@ -335,16 +321,17 @@ class ReferenceTeacher:
 
     def __init__(self, cfg: ReferenceConfig, fmt: FormatPreset, tokenizer, questions: list[dict],
                  passages: Passages | None, max_actions: int):
+        """``questions``: rows to take evidence from when a job's question lacks it (branch jobs are built
+        from decision rows, which carry no metadata)."""
         self.cfg, self.fmt, self.passages, self.max_actions = cfg, fmt, passages, max_actions
-        self.count_tokens = TokenCounter(tokenizer)
+        self.tokenizer = tokenizer
         self.by_id = {q["id"]: q for q in questions}
         self.model = TEACHER_NAME
 
     def generator(self, job, episode: Episode, usage, sampling: dict):
         question = {**self.by_id.get(job.question["id"], {}), **job.question}
-        question.setdefault("metadata", self.by_id.get(job.question["id"], {}).get("metadata") or {})
         policy = ReferencePolicy(question, evidence_of(question, self.passages), self.passages, self.fmt,
-                                 self.cfg, episode, self.count_tokens, self.max_actions)
+                                 self.cfg, episode, self.tokenizer, self.max_actions)
 
         async def generate(text: str, max_tokens: int, stop: list[str]) -> Generation:
             gen = await policy(text, max_tokens, stop)

@@ -97,7 +97,8 @@ def reference_teacher(cfg: SynthConfig):
     if passages is None and cfg.reference.memory > 0:
         raise FileNotFoundError(f"reference.corpus={corpus}: the reference teacher's memory needs a coa.search index "
                                 "folder (set reference.corpus=… or index=…)")
-    questions = load_questions(cfg.questions or DEFAULT_QUESTIONS)
+    # question jobs carry their metadata; branch jobs come from decision rows and look it up here
+    questions = load_questions(cfg.questions or DEFAULT_QUESTIONS) if cfg.mode == "branch" else []
     return ReferenceTeacher(cfg.reference, get_format(cfg.format), load_tokenizer(cfg), questions, passages,
                             cfg.max_actions)
 

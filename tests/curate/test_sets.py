@@ -50,7 +50,7 @@ def test_sizes_strata_and_split(upstream, tmp_path):
         n = got[name].height
         written = dict(got[name].group_by("stratum").len().iter_rows())
         assert sum(written.values()) == n and metrics[name]["strata"] == dict(sorted(written.items()))
-        types = sets.question_types(DEFAULT_QUESTIONS)
+        types = sets.question_types(load_questions(DEFAULT_QUESTIONS))
         pool = pool.join(types, on="question_id", how="left").with_columns(
             qtype=pl.col("qtype").fill_null(sets.guess_type(pl.col("question"))))
         bucket = pl.when(pl.col("n_calls") >= 4).then(pl.lit("4+")).otherwise(pl.col("n_calls").cast(pl.String))

@@ -228,6 +228,16 @@ def _handler(hub: FakeHubServer):
                 return None
             return r
 
+        def _commit(self, repo: str, rev: str):
+            """The repo's commit at ``rev``, or None after answering 404 (repo or revision unknown)."""
+            r = self._repo(repo)
+            if r is None:
+                return None
+            c = r.resolve(rev)
+            if c is None:
+                self._send(404, {"error": f"Invalid rev id: {rev}"}, headers={"X-Error-Code": "RevisionNotFound"})
+            return c
+
         # ---- routes ----
         def whoami(self, body, query):
             if not self._authorized():
@@ -259,13 +269,10 @@ def _handler(hub: FakeHubServer):
             self._send(400 if errors else 200, {"errors": [{"message": e} for e in errors], "warnings": []})
 
         def info(self, body, query, repo, rev="main"):
-            r = self._repo(repo)
-            if r is None:
-                return
-            c = r.resolve(rev)
+            c = self._commit(repo, rev)
             if c is None:
-                return self._send(404, {"error": f"Invalid rev id: {rev}"}, headers={"X-Error-Code": "RevisionNotFound"})
-            self._send(200, {"id": repo, "_id": repo, "sha": c.oid, "private": r.private, "disabled": False,
+                return
+            self._send(200, {"id": repo, "_id": repo, "sha": c.oid, "private": hub.repos[repo].private, "disabled": False,
                              "gated": False, "downloads": 0, "likes": 0, "tags": [], "author": repo.split("/")[0],
                              "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z",
                              "siblings": [{"rfilename": p} for p in sorted(c.files)]})
@@ -338,12 +345,9 @@ def _handler(hub: FakeHubServer):
             self._send(200, out)
 
         def tree(self, body, query, repo, rev, path=""):
-            r = self._repo(repo)
-            if r is None:
-                return
-            c = r.resolve(rev)
+            c = self._commit(repo, rev)
             if c is None:
-                return self._send(404, {"error": f"Invalid rev id: {rev}"}, headers={"X-Error-Code": "RevisionNotFound"})
+                return
             prefix = path.strip("/") + "/" if path.strip("/") else ""
             recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
             files = {p: b for p, b in c.files.items() if p.startswith(prefix)}
