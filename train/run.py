@@ -19,7 +19,7 @@ from a checkpoint without its completion marker.
 
 Resuming: every ``save_steps`` steps TRL saves a resumable checkpoint (optimizer, RNG, data position)
 in ``runs_dir/<stage>.work/``; after a crash, ``python -m train.run stage=sft2 resume=true`` continues
-from the last complete one (same settings). ``report_to=tensorboard`` writes event files there too.
+from the last complete one (same settings); a finished stage deletes them. ``report_to=tensorboard`` writes event files there too.
 ``python -m train.run --help`` lists every key; ``--print-config`` prints the resolved settings.
 
 CPU defaults (this machine): fp32 weights, gradient checkpointing off, ``num_threads=1``, generation
@@ -173,7 +173,15 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
                                              "stage": dataclasses.asdict(getattr(cfg, stage))}, default=str)
         metrics = write_metrics(tmp, stage, log, {"start_model": str(start), "train_loss": result.training_loss,
                                                   "data": stats, **extra})
+    drop_resume_checkpoints(work_dir(cfg, stage))
     return metrics
+
+
+def drop_resume_checkpoints(work: Path) -> None:
+    """A finished stage needs no resuming: its TRL checkpoints (weights + optimizer state, 3x the model) go;
+    logs and rollouts stay."""
+    for checkpoint in work.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def check_tensorboard() -> None:

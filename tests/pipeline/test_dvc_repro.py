@@ -71,7 +71,8 @@ def clone(tmp_path_factory, model_dir):
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(repo)}
     first = dvc(repo, "repro", env=env)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    return repo, env
+    yield repo, env
+    shutil.rmtree(repo.parent, ignore_errors=True)  # five checkpoints and their DVC cache: ~5 GB
 
 
 def test_every_stage_wrote_outputs_and_metrics(clone):
