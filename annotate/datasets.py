@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from annotate.config import ReviewConfig
 from annotate.render import COMPARISON_TEMPLATE, PAIR_METADATA, PREFIX_TEMPLATE, STEPS_TEMPLATE, TRAJECTORY_METADATA
+from curate.review import DECISIONS as REVIEW_DECISIONS
 
-DECISIONS = {"trajectories": ("accept", "reject"), "pairs": ("accept", "reject", "swap")}
+# curate's review contract; swap (exchange chosen and rejected) only means something for a pair
+DECISIONS = {"trajectories": tuple(d for d in REVIEW_DECISIONS if d != "swap"), "pairs": REVIEW_DECISIONS}
 GUIDELINES = {
     "trajectories": (
         "Read the question, the gold answers and every step. **accept**: the trajectory is right (also when the "

@@ -8,9 +8,8 @@ answers (drafts and discards do not count).
 Resolving several reviewers (``resolve``): the decision is the majority; any tie resolves to ``reject``
 (a row people disagree on is not trained on). The corrected answer is the most common one among the
 reviewers who gave the winning decision (a tie between different answers → none, counted). Pairs:
-``swap`` (the rejected branch is the better one) is written as ``decision = reject`` with ``swapped =
-true``: curate's contract knows accept | reject, and a reversed pair is not what the pairs step built, so
-the pair leaves SFT-1 and the table keeps the swap for whoever rebuilds pairs.
+``swap`` (the rejected branch is the better one) goes to the table as it is; ``curate sets`` keeps the
+pair with its sides exchanged.
 """
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ from annotate.render import row_of
 
 REVIEW_COLUMNS = {"row_id": pl.String, "decision": pl.String, "corrected_answer": pl.String,
                   "n_reviewers": pl.Int32, "n_accept": pl.Int32, "n_reject": pl.Int32, "n_swap": pl.Int32,
-                  "swapped": pl.Boolean, "first_bad_step": pl.Int32, "comments": pl.String,
+                  "first_bad_step": pl.Int32, "comments": pl.String,
                   "agreement": pl.Float64, "set": pl.String, "record_id": pl.String}
 
 
@@ -132,11 +131,8 @@ def pull(client, cfg: ReviewConfig) -> dict:
             if r["agreement"] is not None:
                 agreeing += r["agreement"] * r["n_pairs"]
                 total_pairs += r["n_pairs"]
-            swapped = r["decision"] == "swap"
-            rows.append({"row_id": row_id, "decision": "reject" if swapped else r["decision"],
-                         "corrected_answer": r["corrected_answer"], "swapped": swapped, "set": name,
-                         "record_id": str(rid), **{k: r[k] for k in REVIEW_COLUMNS if k in r and k != "decision"
-                                                    and k != "corrected_answer"}})
+            rows.append({"row_id": row_id, "set": name, "record_id": str(rid),
+                         **{k: r[k] for k in REVIEW_COLUMNS if k in r}})
         metrics["sets"][name] = {"dataset": dname, "resolved": len(newest), **dict(sorted(counts.items())),
                                  "pairwise_agreement": round(agreeing / total_pairs, 4) if total_pairs else None}
     table = pl.DataFrame(rows, schema=REVIEW_COLUMNS)

@@ -1,10 +1,12 @@
-"""The optional human-review table: ``row_id → decision (accept | reject), corrected_answer``.
+"""The optional human-review table: ``row_id → decision (accept | reject | swap), corrected_answer``.
 
 ``row_id`` is a trajectory id (CoA/CoT sets) or a pair id. ``reject`` vetoes the row. ``accept`` keeps
 a row the scorer called wrong (a person judged the answer right), but never one that is malformed,
-a duplicate or contaminated. ``corrected_answer`` (optional) replaces the gold answers of that row and
-the row is scored again against it: a trajectory must then be correct (unless accepted), a pair's
-chosen branch right and its rejected branch wrong. Parquet or CSV; nothing else is re-run.
+a duplicate or contaminated. ``swap`` (pairs only) says the rejected branch is the better one: the pair
+stays with its sides exchanged and its direction reversed (act ↔ no_act). ``corrected_answer``
+(optional) replaces the gold answers of that row and the row is scored again against it: a trajectory
+must then be correct (unless accepted), a pair's chosen branch right and its rejected branch wrong.
+Parquet or CSV; nothing else is re-run.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-DECISIONS = ("accept", "reject")
+DECISIONS = ("accept", "reject", "swap")
 COLUMNS = {"row_id": pl.String, "decision": pl.String, "corrected_answer": pl.String}
 
 

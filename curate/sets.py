@@ -97,6 +97,9 @@ def trajectory_set(scores: pl.DataFrame, mode: str, n: int, trajectories: pl.Laz
                    excluded: set[str], types: pl.DataFrame, cfg) -> tuple[pl.DataFrame, dict]:
     rows = scores.filter((pl.col("mode") == mode) & pl.col("kept") & ~pl.col("question_id").is_in(list(excluded)))
     rows = rows.join(review, left_on="id", right_on="row_id", how="left")
+    swapped = rows.filter(pl.col("decision") == "swap")
+    if swapped.height:
+        raise ValueError(f"review: row {swapped['id'][0]!r} is a {mode} trajectory; 'swap' is a decision for pairs only")
     rejected = rows.filter(pl.col("decision") == "reject").height
     rows = _rescore_trajectories(rows.filter(pl.col("decision").fill_null("") != "reject"), trajectories, review, cfg)
     rows = rows.filter(pl.col("correct") | (pl.col("decision") == "accept"))
@@ -115,7 +118,7 @@ def pair_set(pairs: pl.DataFrame, branches: pl.DataFrame | None, n: int, review:
              types: pl.DataFrame, cfg) -> tuple[pl.DataFrame, dict]:
     rows = pairs.filter(~pl.col("question_id").is_in(list(excluded))).join(review, left_on="id", right_on="row_id", how="left")
     rejected = rows.filter(pl.col("decision") == "reject").height
-    rows = rows.filter(pl.col("decision").fill_null("") != "reject")
+    rows = swap_sides(rows.filter(pl.col("decision").fill_null("") != "reject"), pl.col("decision") == "swap")
     fixes = rows.filter(pl.col("corrected_answer").is_not_null())
     if fixes.height:
         if branches is None:
@@ -134,7 +137,18 @@ def pair_set(pairs: pl.DataFrame, branches: pl.DataFrame | None, n: int, review:
     rows = rows.join(types, on="question_id", how="left").with_columns(qtype=pl.col("qtype").fill_null(guess_type(pl.col("question"))))
     rows = rows.with_columns(stratum=pl.format("{}|{}", pl.col("direction"), pl.col("qtype")))
     chosen = stratified(rows, n, cfg.max_per_question, cfg.seed)
-    return chosen, {"qualified": rows.height, "review_rejected": rejected}
+    return chosen, {"qualified": rows.height, "review_rejected": rejected,
+                    "review_swapped": rows.filter(pl.col("decision") == "swap").height}
+
+
+def swap_sides(pairs: pl.DataFrame, where: pl.Expr) -> pl.DataFrame:
+    """Exchange chosen and rejected (text, ids, scores, turn ends) where ``where`` holds; the direction flips."""
+    sides = ("", "_ends_turn", "_id", "_score")
+    return pairs.with_columns(
+        *[pl.when(where).then(pl.col(f"rejected{s}")).otherwise(pl.col(f"chosen{s}")).alias(f"chosen{s}") for s in sides],
+        *[pl.when(where).then(pl.col(f"chosen{s}")).otherwise(pl.col(f"rejected{s}")).alias(f"rejected{s}") for s in sides],
+        direction=pl.when(where).then(pl.when(pl.col("direction") == "act").then(pl.lit("no_act")).otherwise(pl.lit("act")))
+        .otherwise(pl.col("direction")))
 
 
 def _shout(name: str, asked: int, wrote: int, qualified: int) -> None:

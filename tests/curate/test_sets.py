@@ -103,6 +103,27 @@ def test_review_vetoes_accepts_and_corrects(upstream, tmp_path):
     assert metrics["coa"]["review_rejected"] == 1 and metrics["pairs"]["review_rejected"] == 1
 
 
+def test_a_swapped_pair_stays_with_its_sides_exchanged(upstream, tmp_path):
+    root, _ = upstream
+    everything = {"n_coa": 100000, "n_pairs": 100000, "max_per_question": 0}
+    with pytest.warns(UserWarning):
+        _, before = run_sets(root, tmp_path / "before", **everything)
+    pair = before["pairs"].row(0, named=True)
+    pl.DataFrame({"row_id": [pair["id"]], "decision": ["swap"]}).write_csv(tmp_path / "review.csv")
+    with pytest.warns(UserWarning):
+        metrics, after = run_sets(root, tmp_path / "after", review=str(tmp_path / "review.csv"), **everything)
+    swapped = after["pairs"].filter(pl.col("id") == pair["id"]).row(0, named=True)
+    assert (swapped["chosen"], swapped["rejected"]) == (pair["rejected"], pair["chosen"])
+    assert (swapped["chosen_id"], swapped["chosen_score"]) == (pair["rejected_id"], pair["rejected_score"])
+    assert swapped["chosen_ends_turn"] == pair["rejected_ends_turn"] and swapped["prefix"] == pair["prefix"]
+    assert {pair["direction"], swapped["direction"]} == {"act", "no_act"}
+    assert metrics["pairs"]["review_swapped"] == 1 and after["pairs"].height == before["pairs"].height
+    coa_id = after["coa"]["id"][0]
+    pl.DataFrame({"row_id": [coa_id], "decision": ["swap"]}).write_csv(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match=rf"review: row '{coa_id}' is a coa trajectory; 'swap' is a decision for pairs only"):
+        run_sets(root, tmp_path / "bad", review=str(tmp_path / "bad.csv"), **everything)
+
+
 def test_bad_review_rows_name_file_row_and_column(upstream, tmp_path):
     root, _ = upstream
     path = tmp_path / "review.csv"
