@@ -22,7 +22,7 @@ def _trainer(tiny_dir, model_dir, sets_dir, out, **stage):
 
 def _mean_logp(model, prompt_ids: list[int], continuation: list[int]) -> torch.Tensor:
     """P̄: mean log-prob of the continuation tokens given the prompt, one unpadded sequence."""
-    ids = torch.tensor([prompt_ids + continuation])
+    ids = torch.tensor([prompt_ids + continuation], device=model.device)
     logps = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
     targets = ids[0, 1:]
     token_logps = logps.gather(1, targets[:, None])[:, 0]
