@@ -79,9 +79,12 @@ def test_continuation_sends_the_rendered_prefix(coa_run, tokenizer):
     for t in rows:
         assert t.segments[0] == segment("prefill", PREFILL)
         calls = [t.prompt + PREFILL] + [t.prompt + "".join(s["text"] for s in t.segments[:i + 1])
-                                        for i, s in enumerate(t.segments) if s["kind"] == "observation"
-                                        and i + 1 < len(t.segments)]
-        assert t.prompt_tokens == sum(encoded_len(tokenizer, c) for c in calls), t.id
+                                        for i, s in enumerate(t.segments) if s["kind"] == "observation"]
+        billed = [encoded_len(tokenizer, c) for c in calls]
+        # after the last observation the loop calls again unless the budget is spent; a call that generated
+        # nothing leaves no segment, so a trajectory ending in an observation was billed for it or not
+        allowed = {sum(billed), sum(billed[:-1])} if t.segments[-1]["kind"] == "observation" else {sum(billed)}
+        assert t.prompt_tokens in allowed, (t.id, t.prompt_tokens, allowed, t.finish_reason)
 
 
 def test_token_segments_line_up_with_the_engine(coa_run, tokenizer, teacher_url):
