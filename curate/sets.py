@@ -147,8 +147,8 @@ def swap_sides(pairs: pl.DataFrame, where: pl.Expr) -> pl.DataFrame:
     return pairs.with_columns(
         *[pl.when(where).then(pl.col(f"rejected{s}")).otherwise(pl.col(f"chosen{s}")).alias(f"chosen{s}") for s in sides],
         *[pl.when(where).then(pl.col(f"chosen{s}")).otherwise(pl.col(f"rejected{s}")).alias(f"rejected{s}") for s in sides],
-        direction=pl.when(where).then(pl.when(pl.col("direction") == "act").then(pl.lit("no_act")).otherwise(pl.lit("act")))
-        .otherwise(pl.col("direction")))
+        direction=pl.when(where & (pl.col("direction") == "act")).then(pl.lit("no_act"))
+        .when(where).then(pl.lit("act")).otherwise(pl.col("direction")))
 
 
 def _shout(name: str, asked: int, wrote: int, qualified: int) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from coa.config import build, cli
@@ -83,8 +83,8 @@ class EvalConfig:
 def prompt_of(cfg: EvalConfig) -> dict:
     """The prompt of a style: plain = instruction only; react = + demonstration and a thought prefill;
     trained = exactly the training prompt."""
-    if cfg.style == "trained":
-        return {"demonstrations": cfg.prompt.demonstrations, "prefill": cfg.prompt.prefill, "system": cfg.prompt.system}
+    if cfg.style == "trained":  # format and mode are synthesis's own settings, not the prompt's
+        return {k: v for k, v in asdict(cfg.prompt).items() if k not in ("format", "mode")}
     plain = cfg.style == "plain"
     return {"demonstrations": not plain, "prefill": "" if plain else "<think>\n"}
 

@@ -6,14 +6,13 @@ few steps per training stage. The checks would catch a hollow run: every set has
 directions), every SFT stage's saved weights differ from its start and its loss fell, and rl2's
 rollouts carry real search results that were env-masked.
 """
+import csv
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import csv
 
 import pyarrow.parquet as pq
 import pytest

@@ -34,13 +34,6 @@ def questions():
     return load_questions(DEFAULT_QUESTIONS, limit=4)
 
 
-@pytest.fixture(scope="session")
-def searcher(index_dir):
-    from coa.search import load_searcher
-
-    return load_searcher(index_dir, "bm25")
-
-
 def tiny_model(tokenizer, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
