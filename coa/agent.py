@@ -1,31 +1,29 @@
-"""The one agent loop: synthesis, evaluation and RL-2 rollouts all run it.
+"""The one agent loop: synthesis, evaluation and RL rollouts all run it.
 
 generate until the search-close tag or the end → if a search call: run the searcher and append the
 observation → repeat within the action and token budgets.
 
-The loop's logic lives in two pure functions over an ``Episode`` (``record_generation`` and
-``record_observation``); two drivers feed them:
+Episodes are token-first. The prompt is held as ids and every segment carries the ids it stands for:
+a model segment holds exactly the ids the engine generated (its text is decoded from them), prefill
+and observation segments hold their text's ids encoded on their own. An engine always continues from
+``Episode.ids`` (prompt ids + every segment's ids), which are the ids ``coa.tokenize`` gives SFT for the
+stored trajectory: a model is trained, rolled out and evaluated on the same sequences.
 
-* ``run_episode``   async, one trajectory, for OpenAI-compatible servers (many in flight at once;
-                    pass a batched search such as ``SearchBatcher`` to share search calls);
-* ``run_batch``     sync, rounds over a batch, for HF/TRL ``generate`` (RL-2 rollouts), keeping the
-                    generated token ids exactly as generated and the observation ids beside them.
-
-Plug points (contracts):
-
-``AsyncGenerate = async (text: str, max_tokens: int, stop: list[str]) -> Generation``
-``BatchGenerate = (texts: list[str], max_tokens: list[int], stop: list[str]) -> list[Generation]``
-``Search        = (queries: list[str], k: int) -> list[list[Doc]]``  (``Searcher.search``; async for
-                  run_episode, e.g. ``SearchBatcher.search``)
+The loop's logic lives in two functions over an ``Episode`` (``record_generation`` and
+``record_observation``); ``run_episode`` drives one episode with any engine (``coa.engines``) and an
+async search (``SearchBatcher.search`` shares one batch between concurrent episodes); ``drive`` runs
+many episodes at once from synchronous code (RL rollouts, in-process evaluation).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 
 from coa.formats import FormatPreset, completion_text
 from coa.search.types import Doc
+from coa.tokenize import encode, segment_ids
 from coa.trajectory import segment
 
 
@@ -38,11 +36,19 @@ class Budget:
 
 @dataclass
 class Generation:
+    """What an engine wrote for one request. ``token_ids`` are the generated ids without a final EOS
+    (``eos`` says one ended the turn); ``text`` is their decoding (or, for servers that return no ids,
+    the server's text, encoded by the episode's tokenizer)."""
+
     text: str
     finish_reason: str  # "stop" (a stop string or EOS) | "length"
-    n_tokens: int
-    token_ids: list[int] | None = None  # kept by token-level drivers (RL)
-    logprobs: list[float] | None = None
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None  # per token of token_ids, when the engine reports them
+    eos: bool = False
+    eos_logprob: float = 0.0
+    n_tokens: int = 0  # tokens generated (billed), EOS and any overshoot past a stop included
+    prompt_tokens: int = 0  # tokens of the prompt as the server billed them (0 in-process)
+    tool_calls: list | None = None  # structured calls of chat engines (issue 16's converter reads them)
 
 
 @dataclass
@@ -51,19 +57,21 @@ class Episode:
     policy writes its own observations: nothing stops), "forbid" (a search call ends it as invalid)."""
 
     prompt: str
+    prompt_ids: list[int]
+    tokenizer: object = field(repr=False)
+    question: dict = field(default_factory=dict)  # id, question, golden_answers, ... (engines may read it)
     segments: list[dict] = field(default_factory=list)
     tools: str = "real"
     frozen: int = 0  # leading segments given as a prefix: generated text never merges into them
     n_actions: int = 0  # searches executed
     budget_notices: int = 0  # searches refused with the budget message
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # generated tokens (billed) over every call
+    prompt_tokens: int = 0  # prompt tokens billed over every call
+    calls: int = 0
+    eos: bool = False  # the last generation ended the turn with EOS
+    eos_logprob: float = 0.0
     finish_reason: str = ""
     latency_s: float = 0.0
-    # token-level record (only when the driver gives token ids): ids after the prompt, with
-    # env_mask 1 on model-written tokens and 0 on inserted observation tokens
-    completion_ids: list[int] = field(default_factory=list)
-    env_mask: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -77,25 +85,42 @@ class Episode:
     def text(self) -> str:
         return self.prompt + self.completion
 
+    @property
+    def ids(self) -> list[int]:
+        """What an engine continues from: the prompt's ids, then every segment's, in order."""
+        return self.prompt_ids + [t for s in self.segments for t in s["token_ids"]]
 
-def start_episode(prompt: str, prefill: str = "", tools: str = "real", prefix: Sequence[dict] = ()) -> Episode:
+    def rollout(self) -> dict:
+        """The token-level record RL trains on: prompt ids (the prompt and a leading prefill), the ids
+        after them with ``env_mask`` 1 on model-written tokens and 0 on toolkit/environment tokens, the
+        model tokens' log-probs (0 elsewhere) and the EOS that ended the turn, if any."""
+        lead = 1 if self.segments and self.segments[0]["kind"] == "prefill" and not self.frozen else 0
+        prompt_ids = self.prompt_ids + [t for s in self.segments[:lead] for t in s["token_ids"]]
+        ids, mask, logprobs = [], [], []
+        for s in self.segments[lead:]:
+            model = s["kind"] == "model"
+            ids += s["token_ids"]
+            mask += [int(model)] * len(s["token_ids"])
+            logprobs += (s.get("logprobs") or [0.0] * len(s["token_ids"])) if model else [0.0] * len(s["token_ids"])
+        if self.eos:
+            ids.append(self.tokenizer.eos_token_id)
+            mask.append(1)
+            logprobs.append(self.eos_logprob)
+        return {"prompt_ids": prompt_ids, "completion_ids": ids, "env_mask": mask, "logprobs": logprobs}
+
+
+def start_episode(prompt: str, tokenizer, prefill: str = "", tools: str = "real",
+                  prefix: Sequence[dict] = (), question: dict | None = None) -> Episode:
     """A new episode. ``prefix``: segments of an earlier trajectory to continue from (a branch);
     the continuation starts a new segment, so ``segments[len(prefix):]`` is exactly the branch."""
     if tools not in ("real", "simulated", "forbid"):
         raise ValueError(f"tools must be 'real', 'simulated' or 'forbid', got {tools!r}")
-    ep = Episode(prompt=prompt, tools=tools, segments=[dict(s) for s in prefix], frozen=len(prefix))
+    segments = [dict(s, token_ids=segment_ids(tokenizer, s)) for s in prefix]
+    ep = Episode(prompt=prompt, prompt_ids=encode(tokenizer, prompt), tokenizer=tokenizer, tools=tools,
+                 segments=segments, frozen=len(prefix), question=dict(question or {}))
     if prefill:  # toolkit-written: its own segment, so training treats it as context, never as output
-        ep.segments.append(segment("prefill", prefill))
+        ep.segments.append(segment("prefill", prefill, token_ids=encode(tokenizer, prefill)))
     return ep
-
-
-def _append_model(ep: Episode, text: str) -> None:
-    if not text:  # an immediate EOS writes nothing: no zero-token segment
-        return
-    if len(ep.segments) > ep.frozen and ep.segments[-1]["kind"] == "model":
-        ep.segments[-1]["text"] += text
-    else:
-        ep.segments.append(segment("model", text))
 
 
 def step_text(segments: Sequence[dict]) -> str:
@@ -104,33 +129,78 @@ def step_text(segments: Sequence[dict]) -> str:
     return completion_text(segments[start:])
 
 
+def search_query(step: str, fmt: FormatPreset) -> str | None:
+    """The query of the search call that closes ``step`` (its open tag may sit in a prefill just before:
+    a forced search); None if the step does not end with one. Whatever follows the close tag inside the
+    same token (SmolLM2 writes ``>.`` as one token) may trail it."""
+    end = step.rfind(fmt.search_close)
+    start = step.rfind(fmt.search_open, 0, max(end, 0))
+    if end < 0 or start < 0 or any(c.isalnum() or c == "<" for c in step[end + len(fmt.search_close):]):
+        return None
+    return step[start + len(fmt.search_open): end].strip()
+
+
 def pending_search(ep: Episode, fmt: FormatPreset) -> str | None:
-    """The query of a search call that closes the text so far and has no observation yet (its open
-    tag may sit in a prefill segment just before: a forced search)."""
+    """The query of a search call that closes the text so far and has no observation yet."""
     if len(ep.segments) <= ep.frozen or ep.segments[-1]["kind"] != "model":
         return None
-    text = step_text(ep.segments[ep.frozen:])
-    if not text.rstrip().endswith(fmt.search_close):
-        return None
-    start = text.rfind(fmt.search_open)
-    if start < 0:
-        return None
-    return text[start + len(fmt.search_open): text.rstrip().rfind(fmt.search_close)].strip()
+    return search_query(step_text(ep.segments[ep.frozen:]), fmt)
+
+
+def cut_at_tag(tokenizer, ids: list[int], tag: str) -> int:
+    """The fewest leading ids whose decoding contains ``tag`` (len(ids) if none does). The stop is resolved
+    at the token level: when the tag ends inside a merged token (``</search>.``), that whole token is
+    kept, so the kept ids decode to exactly the kept text."""
+    lo, hi = 1, len(ids)
+    if tag not in tokenizer.decode(ids, skip_special_tokens=False):
+        return len(ids)
+    while lo < hi:  # "the decoding contains the tag" is monotone in the prefix length
+        mid = (lo + hi) // 2
+        if tag in tokenizer.decode(ids[:mid], skip_special_tokens=False):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _kept(ep: Episode, gen: Generation, fmt: FormatPreset) -> tuple[list[int], str, list[float] | None, bool]:
+    """(ids, text, log-probs, eos) of the generation kept in the episode: up to the search-close tag."""
+    tok, stop_at_search = ep.tokenizer, ep.tools != "simulated"
+    if gen.token_ids is None:  # a server that returns text only: cut the text, encode what is kept
+        text = gen.text
+        cut = text.find(fmt.search_close) if stop_at_search else -1
+        if cut >= 0:
+            text = text[: cut + len(fmt.search_close)]
+        return encode(tok, text), text, None, gen.eos and cut < 0
+    ids, logprobs = list(gen.token_ids), gen.logprobs
+    keep = cut_at_tag(tok, ids, fmt.search_close) if stop_at_search else len(ids)
+    cut = keep < len(ids) or (stop_at_search and fmt.search_close in gen.text)
+    ids = ids[:keep]
+    return ids, tok.decode(ids, skip_special_tokens=False), logprobs[:keep] if logprobs else None, gen.eos and not cut
+
+
+def _append_model(ep: Episode, ids: list[int], text: str, logprobs: list[float] | None) -> None:
+    if not ids:  # an immediate EOS writes nothing: no zero-token segment
+        return
+    logprobs = list(logprobs) if logprobs else [0.0] * len(ids)
+    last = ep.segments[-1] if len(ep.segments) > ep.frozen else None
+    if last is not None and last["kind"] == "model":
+        last["text"] += text
+        last["token_ids"] += ids
+        last["logprobs"] = last.get("logprobs", [0.0] * (len(last["token_ids"]) - len(ids))) + logprobs
+    else:
+        ep.segments.append(segment("model", text, token_ids=ids, logprobs=logprobs))
 
 
 def record_generation(ep: Episode, gen: Generation, fmt: FormatPreset, budget: Budget) -> str | None:
-    """Append generated text; return the query to run next, or None if the episode ended."""
-    text = gen.text
-    if ep.tools != "simulated":
-        cut = text.find(fmt.search_close)
-        if cut >= 0:  # engines may overshoot a stop string inside one token: keep up to the tag
-            text = text[: cut + len(fmt.search_close)]
-    _append_model(ep, text)
-    ep.completion_tokens += gen.n_tokens
-    if gen.token_ids is not None:
-        ep.completion_ids += gen.token_ids
-        ep.env_mask += [1] * len(gen.token_ids)
-        ep.logprobs += gen.logprobs or [0.0] * len(gen.token_ids)
+    """Append what was generated (up to the search-close tag); return the query to run next, or None
+    if the episode ended."""
+    ids, text, logprobs, eos = _kept(ep, gen, fmt)
+    _append_model(ep, ids, text, logprobs)
+    ep.eos, ep.eos_logprob = eos, gen.eos_logprob if eos else 0.0
+    ep.completion_tokens += gen.n_tokens or len(ids) + eos
+    ep.prompt_tokens += gen.prompt_tokens
+    ep.calls += 1
     query = pending_search(ep, fmt) if ep.tools != "simulated" else None
     if query is not None:
         if ep.tools == "forbid":
@@ -140,44 +210,43 @@ def record_generation(ep: Episode, gen: Generation, fmt: FormatPreset, budget: B
             ep.finish_reason = "max_tokens"
             return None
         return query
+    answered = fmt.parse(ep.completion).answer is not None
     if gen.finish_reason == "length" or ep.completion_tokens >= budget.max_tokens:
-        ep.finish_reason = "answer" if fmt.parse(ep.completion).answer is not None else "max_tokens"
+        ep.finish_reason = "answer" if answered else "max_tokens"
     else:
-        ep.finish_reason = "answer" if fmt.parse(ep.completion).answer is not None else "eos"
+        ep.finish_reason = "answer" if answered else "eos"
     return None
 
 
 def record_observation(ep: Episode, fmt: FormatPreset, query: str, docs: Sequence[Doc] | None,
-                       budget: Budget, tokenizer=None) -> None:
+                       budget: Budget) -> None:
     """Append the environment's observation (or the budget message once actions are used up)."""
     if ep.n_actions >= budget.max_actions:
         if ep.budget_notices:  # the model ignored the budget message: stop here
             ep.finish_reason = "max_actions"
             return
         ep.budget_notices += 1
-        text, ids = fmt.budget_observation(), []
+        text, doc_ids = fmt.budget_observation(), []
     else:
         ep.n_actions += 1
-        text, ids = fmt.observation(docs or []), [d.id for d in docs or []]
-    ep.segments.append(segment("observation", text, query=query, doc_ids=ids))
-    if tokenizer is not None:
-        obs_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ep.completion_ids += obs_ids
-        ep.env_mask += [0] * len(obs_ids)
-        ep.logprobs += [0.0] * len(obs_ids)
+        text, doc_ids = fmt.observation(docs or []), [d.id for d in docs or []]
+    ep.segments.append(segment("observation", text, query=query, doc_ids=doc_ids,
+                               token_ids=encode(ep.tokenizer, text)))
 
 
 def needs_search_budget(ep: Episode, budget: Budget) -> bool:
     return ep.n_actions < budget.max_actions
 
 
-AsyncGenerate = Callable[[str, int, list], Awaitable[Generation]]
-AsyncSearch = Callable[[list], Awaitable[list]]
+AsyncSearch = Callable[[list, int], Awaitable[list]]
 
 
-async def run_episode(ep: Episode, generate: AsyncGenerate, search: AsyncSearch,
-                      fmt: FormatPreset, budget: Budget) -> Episode:
-    """Drive one episode to its end with an async engine and an async (batched) searcher."""
+async def run_episode(ep: Episode, engine, search: AsyncSearch, fmt: FormatPreset, budget: Budget,
+                      seed: int | None = None) -> Episode:
+    """Drive one episode to its end with an engine (``coa.engines.Engine``) and an async (batched)
+    search; the k-th call of the episode samples with ``seed + k``."""
+    from coa.engines import Request
+
     started = time.perf_counter()
     stop = [] if ep.tools == "simulated" else fmt.stop_strings
     while not ep.done:
@@ -185,7 +254,8 @@ async def run_episode(ep: Episode, generate: AsyncGenerate, search: AsyncSearch,
         if remaining <= 0:
             ep.finish_reason = "max_tokens"
             break
-        gen = await generate(ep.text, remaining, stop)
+        call_seed = None if seed is None else seed + ep.calls
+        gen = await engine.generate(Request(ep.ids, remaining, stop, ep, call_seed, fmt))
         query = record_generation(ep, gen, fmt, budget)
         if query is None:
             break
@@ -195,36 +265,23 @@ async def run_episode(ep: Episode, generate: AsyncGenerate, search: AsyncSearch,
     return ep
 
 
-BatchGenerate = Callable[[list, list, list], list]
-BatchSearch = Callable[[list], list]
+def drive(episodes: list[Episode], engine, searcher, fmt: FormatPreset, budget: Budget,
+          seeds: Sequence[int | None] | None = None) -> list[Episode]:
+    """Run every episode to its end from synchronous code: all in flight at once, their searches
+    batched (``searcher``: any ``Searcher``; None when no episode may search)."""
+    from coa.search.batching import SearchBatcher
 
+    async def no_search(queries, k):
+        raise RuntimeError("no searcher was given, but an episode asked for a search")
 
-def run_batch(episodes: list[Episode], generate: BatchGenerate, search: BatchSearch,
-              fmt: FormatPreset, budget: Budget, tokenizer=None) -> list[Episode]:
-    """Drive a batch in rounds: generate for every live episode, then one batched search."""
-    started = time.perf_counter()
-    live = [ep for ep in episodes if not ep.done]
-    while live:
-        remaining = [budget.max_tokens - ep.completion_tokens for ep in live]
-        for ep, r in zip(live, remaining):
-            if r <= 0:
-                ep.finish_reason = "max_tokens"
-        live = [ep for ep in live if not ep.done]
-        if not live:
-            break
-        stop = [] if all(ep.tools == "simulated" for ep in live) else fmt.stop_strings
-        gens = generate([ep.text for ep in live], [budget.max_tokens - ep.completion_tokens for ep in live], stop)
-        searching = []
-        for ep, gen in zip(live, gens):
-            query = record_generation(ep, gen, fmt, budget)
-            if query is not None:
-                searching.append((ep, query))
-        to_run = [(ep, q) for ep, q in searching if needs_search_budget(ep, budget)]
-        results = search([q for _, q in to_run], budget.topk) if to_run else []
-        docs_of = {id(ep): docs for (ep, _), docs in zip(to_run, results)}
-        for ep, query in searching:
-            record_observation(ep, fmt, query, docs_of.get(id(ep)), budget, tokenizer)
-        live = [ep for ep, _ in searching if not ep.done]
-    for ep in episodes:
-        ep.latency_s = time.perf_counter() - started
+    async def go() -> None:
+        batcher = SearchBatcher(searcher).start() if searcher is not None else None
+        try:
+            await asyncio.gather(*(run_episode(ep, engine, batcher.search if batcher else no_search, fmt, budget,
+                                               seed) for ep, seed in zip(episodes, seeds or [None] * len(episodes))))
+        finally:
+            if batcher is not None:
+                await batcher.stop()
+
+    asyncio.run(go())
     return episodes

@@ -16,6 +16,9 @@ Shared keys at the top of ``params.yaml`` (not inside a section):
               a section may not set its own, so synth, curate, train and evaluate cannot disagree
               (``format=`` on one command line still overrides it for that run).
   ``prompt``  prompt defaults (demonstrations, prefill, system) that a section's ``prompt`` refines.
+  ``search``  the one search environment (``coa.environment.SearchEnvConfig``: index, retriever, top-k,
+              action and token budgets) of synthesis, RL and evaluation; like ``format``, no section
+              may set its own (``search.topk=5`` on one command line overrides it for that run).
   ``preset``  a file of the same shape applied over ``params.yaml``: a name (``paper`` →
               ``presets/paper.yaml``) or a path; ``preset=NAME`` on any entry point does the same.
 
@@ -41,7 +44,7 @@ PARAMS_FILE = os.environ.get("COA_PARAMS", "params.yaml")
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 NO_FILE = ("", "none", "null")
 NULLS = ("", "null", "none", "~")
-SHARED_KEYS = ("format", "prompt", "preset")
+SHARED_KEYS = ("format", "prompt", "search", "preset")
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 # YAML 1.1 (PyYAML) reads 5e-5 as a string: untyped values (trl_args, list items) still get a float
 _FLOAT_EXP = re.compile(r"[-+]?(\d[\d_]*\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -275,8 +278,13 @@ def _layer(cls, data: dict, section: str, where: str) -> dict:
         if found:
             raise ValueError(f"{where}: {name}: the format is set once, at the top level (`format: ...`), so "
                              "synth, curate, train and evaluate agree; remove it from the section")
+    if "search" in values:
+        raise ValueError(f"{where}: {section}.search: the search environment is set once, at the top level "
+                         "(`search: ...`), so synthesis, RL and evaluation use one environment; remove it")
     names = {f.name for f in _init_fields(cls)}
     shared = {}
+    if "search" in names and data.get("search") is not None:
+        shared["search"] = data["search"]
     if "format" in names and data.get("format") is not None:
         shared["format"] = data["format"]
     if "prompt" in names and isinstance(data.get("prompt"), dict):

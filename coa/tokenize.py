@@ -1,8 +1,11 @@
 """Segment-by-segment tokenisation: ids plus the exact owner of every token.
 
-``tokenize(prompt) + Σ tokenize(segment)`` in order, so the prompt / model / observation label of
-each token is known by construction and never recovered by re-tokenising decoded text. SFT, RL
-rollouts and evaluation all use these ids.
+``tokenize(prompt) + Σ ids(segment)`` in order, so the prompt / model / observation label of each
+token is known by construction and never recovered by re-tokenising decoded text. A segment's ids are
+the ones it carries (``token_ids``: for a model segment exactly what the engine generated) when they
+decode to its text with this tokenizer, else its text encoded on its own. The agent loop
+(``coa.agent``) builds ``Episode.ids`` the same way, so SFT trains on the ids RL rollouts and
+evaluation feed their engines.
 """
 from __future__ import annotations
 
@@ -31,6 +34,15 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+def segment_ids(tokenizer, seg: dict) -> list[int]:
+    """A segment's ids: the stored ones when they decode to its text with ``tokenizer`` (the same
+    tokenizer wrote them), else the text encoded on its own."""
+    ids = list(seg.get("token_ids") or [])
+    if ids and tokenizer.decode(ids, skip_special_tokens=False) == seg["text"]:
+        return ids
+    return encode(tokenizer, seg["text"])
+
+
 def tokenize_segments(tokenizer, prompt: str, segments: Sequence[dict], eos: bool = False) -> TokenizedTrajectory:
     """Tokenise a trajectory. ``eos=True`` appends the tokenizer's EOS as a model token
     (a finished trajectory ends the turn; a prefix that stops at a search tag must not)."""
@@ -38,7 +50,7 @@ def tokenize_segments(tokenizer, prompt: str, segments: Sequence[dict], eos: boo
     labels = [PROMPT] * len(ids)
     index = [-1] * len(ids)
     for i, seg in enumerate(segments):
-        seg_ids = encode(tokenizer, seg["text"])
+        seg_ids = segment_ids(tokenizer, seg)
         ids += seg_ids
         labels += [_KIND[seg["kind"]]] * len(seg_ids)
         index += [i] * len(seg_ids)

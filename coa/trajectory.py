@@ -26,7 +26,11 @@ Parquet columns (one row per trajectory; ``TRAJECTORY_SCHEMA`` is authoritative)
   decision_index int  number of model/observation segments of the parent kept as prefix (-1 if none)
   format        str   format preset name
   prompt        str
-  segments      list<struct<kind str, text str, query str, doc_ids list<str>>>
+  segments      list<struct<kind str, text str, query str, doc_ids list<str>, token_ids list<int32>>>
+                ``token_ids``: the ids the segment stands for in the writing model's tokenizer (model
+                segments: exactly what the engine generated; empty in rows written before ids were
+                kept). ``coa.tokenize`` uses them when they decode to ``text`` with the tokenizer at
+                hand, so a model trains on the ids it generated; otherwise the text is encoded.
   answer        str?  extracted answer (null if none)
   n_actions     int   search calls executed
   finish_reason str   answer | eos | max_actions | max_tokens | forbidden_search | error
@@ -55,6 +59,7 @@ from coa.formats import ParseResult, completion_text, get_format
 
 SEGMENT_TYPE = pa.struct([
     ("kind", pa.string()), ("text", pa.string()), ("query", pa.string()), ("doc_ids", pa.list_(pa.string())),
+    ("token_ids", pa.list_(pa.int32())),
 ])
 
 TRAJECTORY_SCHEMA = pa.schema([
@@ -122,10 +127,13 @@ def row_id(question_id: str, mode: str, sample: int, branch_id: str = "") -> str
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def segment(kind: str, text: str, query: str | None = None, doc_ids: Iterable[str] = ()) -> dict:
+def segment(kind: str, text: str, query: str | None = None, doc_ids: Iterable[str] = (),
+            token_ids: Iterable[int] = (), **extra) -> dict:
+    """A segment dict. ``extra`` keys (e.g. a model segment's ``logprobs`` in RL) live only in memory:
+    the parquet schema keeps the fields of ``SEGMENT_TYPE``."""
     if kind not in SEGMENT_KINDS:
         raise ValueError(f"segment kind must be one of {SEGMENT_KINDS}, got {kind!r}")
-    return {"kind": kind, "text": text, "query": query, "doc_ids": list(doc_ids)}
+    return {"kind": kind, "text": text, "query": query, "doc_ids": list(doc_ids), "token_ids": list(token_ids), **extra}
 
 
 @dataclass

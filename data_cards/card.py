@@ -139,7 +139,7 @@ def _retrieval_and_sampling(facts: RunFacts) -> str:
             retrievers.update(r or "none (no search)" for r in _column(table, "retriever"))
             sampling.update(_column(table, "sampling"))
     idx = facts.index
-    corpus = idx.get("corpus") or facts.params.get("synth", {}).get("index", "unknown")
+    corpus = idx.get("corpus") or facts.params.get("search", {}).get("index", "unknown")
     corpus_md5 = next((md5 for path, md5 in facts.dvc_outs.items() if path.endswith("index")), None)
     lines = [f"- Retrievers (rows): " + (", ".join(f"`{r}` ({n})" for r, n in sorted(retrievers.items())) or "–"),
              f"- Corpus: `{corpus}`" + (f", {idx['n_docs']:,} passages, backends {idx.get('backends')}" if idx else

@@ -2,18 +2,19 @@
 
 Groups
   what      mode, questions, offset, limit, decisions, branches, n
-  search    index, retriever_url, retriever, topk
+  search    the one search environment: params.yaml's top-level ``search`` (search.index, search.retriever,
+            search.retriever_url, search.topk, search.max_actions, search.max_tokens; coa.environment)
   prompting format, prompt.demonstrations, prompt.prefill, prompt.system (prompt.mode follows mode)
-  sampling  temperature, top_p, max_tokens, max_actions, seed
+  sampling  temperature, top_p, seed
   engine    teacher.* (teacher.kind: llm = any OpenAI-compatible server | reference = templated from evidence
             annotations), reference.*, serve.* (the embedded vLLM CPU teacher), tokenizer
   running   out, concurrency, rows_per_shard, flush_s, progress
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
+from coa.environment import SearchEnvConfig
 from coa.prompts import PromptConfig
 from synth.reference import ReferenceConfig
 from synth.serve import ServeConfig
@@ -33,18 +34,14 @@ class SynthConfig:
     branches: list = field(default_factory=lambda: list(BRANCH_KINDS), metadata={"help": "branch kinds to write: forbid, force"})
     n: int = field(default=1, metadata={"help": "samples per question (branch: per decision and kind)"})
 
-    index: str = field(default="runs/index", metadata={"help": "coa.search index folder; built from the embedded corpus if missing"})
-    retriever_url: str = field(default="", metadata={"help": "a /retrieve server instead of the in-process index"})
-    retriever: str = field(default="bm25", metadata={"help": "bm25 | dense | fusion (in-process index only)"})
-    topk: int = field(default=3, metadata={"help": "documents per search"})
+    search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={
+        "help": "the search environment: params.yaml's top-level `search` (index, retriever, topk, budgets)"})
 
     format: str = field(default="autocoa", metadata={"help": "format preset: autocoa | search_r1"})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "prompt.demonstrations (one worked example), prompt.prefill (assistant start), prompt.system; prompt.format and prompt.mode follow format and mode"})
 
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
-    max_tokens: int = field(default=1024, metadata={"help": "model-written tokens per trajectory (all calls together)"})
-    max_actions: int = field(default=4, metadata={"help": "search calls per trajectory (one more gets the budget message)"})
     seed: int = field(default=0, metadata={"help": "base seed; each row's seed derives from it and the row key"})
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "the OpenAI-compatible teacher"})
@@ -66,10 +63,10 @@ class SynthConfig:
         bad = [b for b in self.branches if b not in BRANCH_KINDS]
         if bad or not self.branches:
             raise ValueError(f"branches must be a non-empty subset of {BRANCH_KINDS}, got {self.branches}")
-        for name in ("n", "topk", "max_tokens", "concurrency", "rows_per_shard"):
+        for name in ("n", "concurrency", "rows_per_shard"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("offset", "limit", "max_actions"):
+        for name in ("offset", "limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1:
@@ -87,18 +84,6 @@ class SynthConfig:
     @property
     def sampling(self) -> dict:
         """What the ``sampling`` column records (plus each row's own seed)."""
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                "max_actions": self.max_actions, "topk": self.topk, "n": self.n}
-
-
-def describe(cls=SynthConfig, prefix: str = "") -> list[str]:
-    """One line per key (``key=default  help``), nested sections as dotted keys."""
-    lines = []
-    for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            lines.append(f"  {prefix}{f.name}.*".ljust(40) + f"  {f.metadata.get('help', '')}")
-            lines += describe(type(default), f"{prefix}{f.name}.")
-        else:
-            lines.append(f"  {prefix}{f.name}={default!r}".ljust(40) + f"  {f.metadata.get('help', '')}")
-    return lines
+        env = self.search
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": env.max_tokens,
+                "max_actions": env.max_actions, "topk": env.topk, "n": self.n}

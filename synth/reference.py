@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coa.agent import Episode, Generation, step_text
+from coa.engines import Request, register
 from coa.formats import FormatPreset
 from coa.score import normalize_answer
 from coa.tokenize import encode
@@ -290,19 +291,19 @@ class ReferencePolicy:
             return self._block("I will check the question once more.", False) + f.search_call(self.q["question"])
         return self._block(reasoning, False) + self._answer(answer)
 
-    async def __call__(self, text: str, max_tokens: int, stop: list[str]) -> Generation:
+    def generate(self, max_tokens: int) -> Generation:
         written = step_text(self.ep.segments)
         step = self.next_step(written)
         if step.startswith(written):
             out = step[len(written):]
         else:  # the step was cut (a decision prefix): continue from the cut with the action part
             out = self._continue_cut(written)
-        # counted in the student's tokens, so budgets and token columns mean what they do for an engine
+        # the student's ids, so budgets and token columns mean what they do for an engine
         ids = encode(self.tokenizer, out)
         if len(ids) > max_tokens:  # a budget smaller than the step: stop where the budget ends, as an engine would
-            return Generation(text=self.tokenizer.decode(ids[:max_tokens]), finish_reason="length",
-                              n_tokens=max_tokens)
-        return Generation(text=out, finish_reason="stop", n_tokens=len(ids))
+            ids = ids[:max_tokens]
+            return Generation(self.tokenizer.decode(ids), "length", token_ids=ids, n_tokens=max_tokens)
+        return Generation(out, "stop", token_ids=ids, n_tokens=len(ids), eos=self.fmt.search_close not in out)
 
     def _continue_cut(self, written: str) -> str:
         """Continue a decision prefix, which ends where a search call would start (plus any forced tag)."""
@@ -316,29 +317,34 @@ class ReferencePolicy:
         return f.search_call(query)
 
 
+@register("reference")
 class ReferenceTeacher:
-    """Plays the teacher's part in ``synth.synthesize``: one ``ReferencePolicy`` per trajectory."""
+    """The teacher's part as an engine (``coa.engines``): one ``ReferencePolicy`` per episode, which reads
+    the episode's question and actions."""
+
+    name = TEACHER_NAME
 
     def __init__(self, cfg: ReferenceConfig, fmt: FormatPreset, tokenizer, questions: list[dict],
                  passages: Passages | None, max_actions: int):
-        """``questions``: rows to take evidence from when a job's question lacks it (branch jobs are built
-        from decision rows, which carry no metadata)."""
+        """``questions``: rows to take evidence from when an episode's question lacks it (branch jobs are
+        built from decision rows, which carry no metadata)."""
         self.cfg, self.fmt, self.passages, self.max_actions = cfg, fmt, passages, max_actions
         self.tokenizer = tokenizer
         self.by_id = {q["id"]: q for q in questions}
-        self.model = TEACHER_NAME
+        self.policies: dict[int, ReferencePolicy] = {}
 
-    def generator(self, job, episode: Episode, usage, sampling: dict):
-        question = {**self.by_id.get(job.question["id"], {}), **job.question}
-        policy = ReferencePolicy(question, evidence_of(question, self.passages), self.passages, self.fmt,
-                                 self.cfg, episode, self.tokenizer, self.max_actions)
-
-        async def generate(text: str, max_tokens: int, stop: list[str]) -> Generation:
-            gen = await policy(text, max_tokens, stop)
-            usage.calls += 1
-            usage.completion_tokens += gen.n_tokens
-            return gen
-        return generate
+    async def generate(self, request: Request) -> Generation:
+        ep = request.episode
+        policy = self.policies.get(id(ep))
+        if policy is None or policy.ep is not ep:
+            question = {**self.by_id.get(ep.question["id"], {}), **ep.question}
+            policy = self.policies[id(ep)] = ReferencePolicy(question, evidence_of(question, self.passages),
+                                                             self.passages, self.fmt, self.cfg, ep, self.tokenizer,
+                                                             self.max_actions)
+        gen = policy.generate(request.max_tokens)
+        if ep.done or gen.finish_reason == "length" or not gen.token_ids or self.fmt.search_close not in gen.text:
+            self.policies.pop(id(ep), None)  # the episode ends with this step
+        return gen
 
     async def close(self) -> None:
-        return None
+        self.policies.clear()

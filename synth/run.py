@@ -4,11 +4,12 @@
     python -m synth.run mode=coa limit=20 n=2 teacher.kind=llm      # the embedded 135M teacher on vLLM CPU
     python -m synth.run mode=cot questions=data/raw/bamboogle/bamboogle.jsonl.gz out=runs/synth/bamboo
     python -m synth.run mode=coa teacher.base_url=http://gpu-box:8000/v1 teacher.model=M tokenizer=M_DIR
-    python -m synth.run mode=coa retriever_url=http://127.0.0.1:8000    # a coa.search / Search-R1 server
+    python -m synth.run mode=coa search.retriever_url=http://127.0.0.1:8000   # a coa.search / Search-R1 server
     python -m synth.run mode=branch decisions=runs/curate/decisions.parquet n=2 branches=[forbid,force]
 
-Defaults: questions = the embedded HotpotQA dev set (``coa.questions.DEFAULT_QUESTIONS``);
-index = ``runs/index``, built from the embedded corpus if missing (~3 s); out = ``runs/synth/<mode>``;
+Defaults: questions = the embedded HotpotQA dev set (``coa.questions.DEFAULT_QUESTIONS``); the search
+environment = params.yaml's top-level ``search`` (``search.index`` = ``runs/index``, built from the
+embedded corpus if missing, ~3 s); out = ``runs/synth/<mode>``;
 teacher = ``teacher.kind``: ``llm`` (default) is the embedded SmolLM2-135M-Instruct on vLLM CPU, started on
 127.0.0.1 (or reused if already serving on ``serve.port``) and stopped at the end, or any server at
 ``teacher.base_url``; ``reference`` writes templated trajectories from the questions' evidence annotations
@@ -17,7 +18,8 @@ with the same loop and real search (``synth.reference``; the pipeline's ``params
 
 Re-running the same command resumes: rows already in ``out`` (same question, mode, sample, branch)
 are skipped, so change ``out`` when you change the sampling or the prompt. Exit codes: 0 done,
-2 bad configuration or input, 3 stopped early (teacher or retriever gone; finished rows are kept),
+2 bad configuration or input (a key or model the teacher refuses included: nothing is written for it),
+3 stopped early (teacher or retriever gone; finished rows are kept),
 130 interrupted (Ctrl-C; finished rows are kept). ``python -m synth.run --help`` lists every key;
 ``--print-config`` prints the resolved settings.
 
@@ -34,8 +36,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from coa.agent import Budget
 from coa.config import cli
+from coa.engines import EngineFatal, make_engine
 from coa.formats import get_format
 from coa.io import write_json
 from coa.questions import DEFAULT_QUESTIONS, load_questions
@@ -46,29 +48,12 @@ from synth.serve import embedded_teacher, model_dir
 from synth.shards import ShardWriter, done_ids
 from synth.summary import dataset_summary, format_summary, run_summary
 from synth.synthesize import RunStats, run_jobs
-from synth.teacher import Teacher
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 def default_of(name: str):
     return next(f.default for f in fields(SynthConfig) if f.name == name)
-
-
-def make_searcher(cfg: SynthConfig):
-    from coa.search import build_index, make_searcher as from_config
-    from coa.search.corpus import DEFAULT_CORPUS
-
-    if not cfg.retriever_url and not (Path(cfg.index) / "index.json").exists():
-        if cfg.index != default_of("index"):
-            raise FileNotFoundError(f"index={cfg.index}: not a coa.search index (no index.json)")
-        print(f"building the default index {cfg.index} from {DEFAULT_CORPUS}", file=sys.stderr)
-        build_index(DEFAULT_CORPUS, cfg.index, show_progress=False)
-    searcher = from_config(index=cfg.index, retriever_url=cfg.retriever_url or None, kind=cfg.retriever)
-    name = "http" if cfg.retriever_url else cfg.retriever
-    if not cfg.retriever_url:
-        searcher.search(["warm up"], 1)  # load the memory-mapped index now, not inside the first trajectory
-    return searcher, f"{name}:k={cfg.topk}"
 
 
 def load_tokenizer(cfg: SynthConfig):
@@ -89,27 +74,36 @@ def build_jobs(cfg: SynthConfig) -> list[Job]:
     return question_jobs(questions, cfg.mode, cfg.n, cfg.prompt, load_tokenizer(cfg), cfg.teacher.kind)
 
 
-def reference_teacher(cfg: SynthConfig):
-    from synth.reference import Passages, ReferenceTeacher
+def reference_teacher(cfg: SynthConfig, tokenizer):
+    from synth.reference import Passages
 
-    corpus = cfg.reference.corpus or cfg.index
+    corpus = cfg.reference.corpus or cfg.search.index
     passages = Passages(corpus) if (Path(corpus) / "index.json").exists() else None
     if passages is None and cfg.reference.memory > 0:
         raise FileNotFoundError(f"reference.corpus={corpus}: the reference teacher's memory needs a coa.search index "
-                                "folder (set reference.corpus=… or index=…)")
+                                "folder (set reference.corpus=… or search.index=…)")
     # question jobs carry their metadata; branch jobs come from decision rows and look it up here
     questions = load_questions(cfg.questions or DEFAULT_QUESTIONS) if cfg.mode == "branch" else []
-    return ReferenceTeacher(cfg.reference, get_format(cfg.format), load_tokenizer(cfg), questions, passages,
-                            cfg.max_actions)
+    return make_engine("reference", cfg=cfg.reference, fmt=get_format(cfg.format), tokenizer=tokenizer,
+                       questions=questions, passages=passages, max_actions=cfg.search.max_actions)
 
 
-def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter) -> RunStats:
-    """Run ``todo`` on the teacher (the embedded one is started here and stopped after)."""
-    budget = Budget(max_actions=cfg.max_actions, max_tokens=cfg.max_tokens, topk=cfg.topk)
-    searcher, retriever = (None, "") if all(j.tools == "forbid" for j in todo) else make_searcher(cfg)
+def llm_teacher(cfg: SynthConfig, base_url: str, tokenizer):
+    t = cfg.teacher
+    return make_engine("completions", base_url=base_url, model=t.model, tokenizer=tokenizer, api_key_env=t.api_key_env,
+                       timeout_s=t.timeout_s, retries=t.retries, temperature=cfg.temperature, top_p=cfg.top_p,
+                       token_prompts=t.token_prompts)
+
+
+def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None) -> RunStats:
+    """Run ``todo`` on ``engine``, or on the configured teacher (the embedded one is started here and
+    stopped after)."""
+    env = cfg.search
+    searcher = None if all(j.tools == "forbid" for j in todo) else env.searcher()
+    tokenizer = engine.tokenizer if engine is not None else load_tokenizer(cfg)
     with ExitStack() as stack:
         reference = cfg.teacher.kind == "reference"
-        if reference or cfg.teacher.base_url:
+        if engine is not None or reference or cfg.teacher.base_url:
             base_url = cfg.teacher.base_url
         else:
             base_url = stack.enter_context(embedded_teacher(cfg.serve))
@@ -120,34 +114,42 @@ def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter) -> RunStats
 
             progress = stack.enter_context(tqdm(total=len(todo), unit="traj", desc=f"synth {cfg.mode}",
                                                 file=sys.stderr, dynamic_ncols=True))
-        teacher = reference_teacher(cfg) if reference else Teacher(cfg.teacher, base_url)
+        if engine is None:
+            engine = reference_teacher(cfg, tokenizer) if reference else llm_teacher(cfg, base_url, tokenizer)
 
         async def go() -> RunStats:
             try:
-                return await run_jobs(todo, teacher, searcher, get_format(cfg.format), budget,
-                                      {**cfg.sampling, "seed": cfg.seed}, retriever, writer.add, cfg.concurrency,
-                                      progress)
+                if hasattr(engine, "check"):
+                    await engine.check()  # a bad key or model name stops here, before any work
+                return await run_jobs(todo, engine, searcher, get_format(cfg.format), env.budget,
+                                      {**cfg.sampling, "seed": cfg.seed}, env.name if searcher else "", writer.add,
+                                      cfg.concurrency, tokenizer, progress)
+            except EngineFatal as e:
+                return RunStats(stopped=str(e), fatal=True)
             finally:
-                await teacher.close()
+                await engine.close()
 
         return asyncio.run(go())
 
 
-def execute(cfg: SynthConfig, jobs: list[Job]) -> dict:
-    """Run the jobs not yet in ``cfg.out_dir``; write shards and ``summary.json``; return the summary."""
+def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
+    """Run the jobs not yet in ``cfg.out_dir`` (on ``engine``, default the configured teacher); write
+    shards and ``summary.json``; return the summary."""
     if len({j.id for j in jobs}) != len(jobs):
         raise ValueError("two jobs share a row key (question id, mode, sample, branch id)")
     out = Path(cfg.out_dir)
     done = done_ids(out) if out.exists() else set()
     todo = [j for j in jobs if j.id not in done]
     with ShardWriter(out, cfg.rows_per_shard, cfg.flush_s) as writer:
-        stats = generate(cfg, todo, writer) if todo else RunStats()
+        stats = generate(cfg, todo, writer, engine) if todo else RunStats()
+    if stats.fatal:  # a configuration error (key, model): no summary, no empty shard; fix and re-run
+        raise EngineFatal(stats.stopped)
     if not any(out.glob("*.parquet")):  # no jobs at all: an empty shard tells the next stage "no rows"
         write_trajectories(out / "part-empty.parquet", [])
     ids = pa.array(sorted({j.id for j in jobs}), type=pa.string())  # typed: there may be no jobs
     table = read_table(out)
     table = table.filter(pc.is_in(table["id"], value_set=ids))
-    summary = {"mode": cfg.mode, "out": str(out), "teacher": teacher_name(cfg),
+    summary = {"mode": cfg.mode, "out": str(out), "teacher": engine.name if engine is not None else teacher_name(cfg),
                "dataset": dataset_summary(table),
                "run": run_summary(stats, cfg.teacher, len(ids), len(jobs) - len(todo))}
     write_json(out / "summary.json", summary)
@@ -160,8 +162,8 @@ def teacher_name(cfg: SynthConfig) -> str:
     return TEACHER_NAME if cfg.teacher.kind == "reference" else cfg.teacher.model
 
 
-def run(cfg: SynthConfig) -> dict:
-    return execute(cfg, build_jobs(cfg))
+def run(cfg: SynthConfig, engine=None) -> dict:
+    return execute(cfg, build_jobs(cfg), engine)
 
 
 def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
@@ -187,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         summary = execute(cfg, jobs)
+    except EngineFatal as e:
+        print(f"synth: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("synth: interrupted; finished rows are kept in "
               f"{cfg.out_dir}; re-run the same command to finish", file=sys.stderr)

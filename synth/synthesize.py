@@ -1,4 +1,4 @@
-"""Drive jobs through the one agent loop (``coa.agent.run_episode``) with many in flight.
+"""Drive jobs through the one agent loop (``coa.agent.run_episode``) with many in flight, on any engine.
 
 ``concurrency`` workers share one job iterator; each runs one episode at a time, so at most
 ``concurrency`` trajectories are in flight. Their searches go through one ``SearchBatcher``, so
@@ -6,6 +6,10 @@ searches of concurrent trajectories are run as one batch. Finished rows go to a 
 
 Each row's seed derives from the base seed and the row key (``row_seed``), and the k-th call of a
 trajectory uses ``seed + k``, so a re-run of a missing row samples the same way.
+
+An engine error that belongs to one request (``RequestRejected``) ends that row with finish reason
+``error``; ``EngineFatal`` and ``EngineUnavailable`` stop the run (``RunStats.stopped``) without writing
+the rows in flight, so a re-run after the fix does them.
 """
 from __future__ import annotations
 
@@ -18,12 +22,12 @@ from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from coa.agent import Budget, Episode, run_episode, start_episode
+from coa.engines import Engine, EngineFatal, EngineUnavailable, RequestRejected
 from coa.formats import FormatPreset
 from coa.search.batching import SearchBatcher
 from coa.search.types import Searcher
 from coa.trajectory import Trajectory
 from synth.jobs import Job
-from synth.teacher import Teacher, TeacherRequestError, TeacherUnavailable, Usage
 
 
 @dataclass
@@ -39,14 +43,15 @@ class RunStats:
     search_batches: int = 0
     wall_s: float = 0.0
     stopped: str = ""  # why the run stopped early ("" = every job finished)
+    fatal: bool = False  # stopped by a configuration error (key, model): nothing more can succeed
     finish_reasons: dict = field(default_factory=dict)
 
-    def add(self, t: Trajectory, usage: Usage, new_searches: int) -> None:
+    def add(self, t: Trajectory, calls: int, new_searches: int) -> None:
         self.rows += 1
         self.prompt_tokens += t.prompt_tokens
         self.completion_tokens += t.completion_tokens
         self.searches += new_searches
-        self.calls += usage.calls
+        self.calls += calls
         self.errors += t.finish_reason == "error"
         self.finish_reasons[t.finish_reason] = self.finish_reasons.get(t.finish_reason, 0) + 1
 
@@ -59,7 +64,7 @@ def prefix_searches(job: Job) -> int:
     return sum(1 for s in job.prefix if s["kind"] == "observation")
 
 
-def to_trajectory(job: Job, ep: Episode, usage: Usage, fmt: FormatPreset, teacher: str, sampling: dict,
+def to_trajectory(job: Job, ep: Episode, fmt: FormatPreset, teacher: str, sampling: dict,
                   retriever: str, latency_s: float) -> Trajectory:
     q = job.question
     return Trajectory(
@@ -69,35 +74,32 @@ def to_trajectory(job: Job, ep: Episode, usage: Usage, fmt: FormatPreset, teache
         decision_index=job.decision_index, format=fmt.name, answer=fmt.extract_answer(ep.completion),
         n_actions=ep.n_actions, finish_reason=ep.finish_reason, teacher=teacher, prompt_id=job.prompt_id,
         prompt_hash=job.prompt_hash, sampling=json.dumps(sampling, sort_keys=True), retriever=retriever,
-        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        prompt_tokens=ep.prompt_tokens, completion_tokens=ep.completion_tokens,
         latency_s=latency_s, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
 
-async def run_job(job: Job, teacher: Teacher, search, fmt: FormatPreset, budget: Budget, sampling: dict,
-                  retriever: str) -> tuple[Trajectory, Usage]:
-    """One trajectory; a request the teacher rejects (4xx) ends it with finish_reason "error".
-    ``teacher``: ``synth.teacher.Teacher`` or ``synth.reference.ReferenceTeacher`` (``generator``)."""
+async def run_job(job: Job, engine: Engine, search, fmt: FormatPreset, budget: Budget, sampling: dict,
+                  retriever: str, tokenizer) -> tuple[Trajectory, int]:
+    """One trajectory and the engine calls it took; a request the engine rejects ends it with
+    finish_reason "error"."""
     started = time.perf_counter()
-    ep = start_episode(job.prompt, prefill=job.prefill, tools=job.tools, prefix=job.prefix)
+    ep = start_episode(job.prompt, tokenizer, prefill=job.prefill, tools=job.tools, prefix=job.prefix,
+                       question=job.question)
     ep.n_actions = prefix_searches(job)  # a branch's action budget covers the whole trajectory
-    usage = Usage()
     seed = row_seed(sampling.get("seed", 0), job.id)
-    generate = teacher.generator(job, ep, usage, {**sampling, "seed": seed})
     try:
-        await run_episode(ep, generate, search, fmt, budget)
-    except TeacherRequestError:
+        await run_episode(ep, engine, search, fmt, budget, seed)
+    except RequestRejected:
         ep.finish_reason = "error"
     row_sampling = {**sampling, "base_seed": sampling.get("seed", 0), "seed": seed}
-    t = to_trajectory(job, ep, usage, fmt, teacher.model, row_sampling, retriever,
-                      time.perf_counter() - started)
-    return t, usage
+    return to_trajectory(job, ep, fmt, engine.name, row_sampling, retriever, time.perf_counter() - started), ep.calls
 
 
-async def run_jobs(jobs: Sequence[Job], teacher: Teacher, searcher: Searcher | None, fmt: FormatPreset,
+async def run_jobs(jobs: Sequence[Job], engine: Engine, searcher: Searcher | None, fmt: FormatPreset,
                    budget: Budget, sampling: dict, retriever: str, on_row: Callable[[Trajectory], None],
-                   concurrency: int, progress=None) -> RunStats:
-    """Run every job; stop cleanly (``RunStats.stopped``) if the teacher or the retriever is gone."""
+                   concurrency: int, tokenizer, progress=None) -> RunStats:
+    """Run every job; stop cleanly (``RunStats.stopped``) if the engine or the retriever is gone."""
     stats = RunStats()
     started = time.perf_counter()
     pending = iter(jobs)
@@ -110,9 +112,9 @@ async def run_jobs(jobs: Sequence[Job], teacher: Teacher, searcher: Searcher | N
 
     async def worker() -> None:
         for job in pending:  # one shared iterator: each job is taken by exactly one worker
-            t, usage = await run_job(job, teacher, search, fmt, budget, sampling, retriever)
+            t, calls = await run_job(job, engine, search, fmt, budget, sampling, retriever, tokenizer)
             on_row(t)
-            stats.add(t, usage, t.n_actions - prefix_searches(job))
+            stats.add(t, calls, t.n_actions - prefix_searches(job))
             if progress is not None:
                 elapsed = time.perf_counter() - started
                 progress.set_postfix(tok_s=f"{stats.completion_tokens / elapsed:.0f}",
@@ -125,7 +127,9 @@ async def run_jobs(jobs: Sequence[Job], teacher: Teacher, searcher: Searcher | N
         async with asyncio.TaskGroup() as group:
             for _ in range(min(concurrency, len(jobs))):
                 group.create_task(worker())
-    except* TeacherUnavailable as eg:
+    except* EngineFatal as eg:
+        stats.stopped, stats.fatal = str(eg.exceptions[0]), True
+    except* EngineUnavailable as eg:
         stats.stopped = str(eg.exceptions[0])
     except* ConnectionError as eg:  # the retrieval server, after its own retries
         stats.stopped = f"retriever unavailable: {eg.exceptions[0]}"

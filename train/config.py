@@ -6,12 +6,14 @@ it from ``params.yaml`` (section ``train``) and ``key=value`` overrides (dotted 
 
 Defaults follow the paper where the machine allows it (learning rates, α = 0.2, pairs/sequences/prompts
 per optimizer step, GRPO group size 5, KL 0.001, temperature 0.6, top-3 documents) and the core's agent
-budget otherwise (4 searches, 1,024 model tokens; the paper allowed 10 and 8,192).
+budget otherwise (the top-level ``search`` section: searches and model tokens per rollout; the paper
+allowed 10 and 8,192).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coa.environment import SearchEnvConfig
 from coa.prompts import PromptConfig
 
 STAGES = ("sft1", "sft2", "sft3", "rl1", "rl2")
@@ -92,11 +94,6 @@ class RL1Config(StageConfig):
         "help": "Training question pool (FlashRAG jsonl/parquet; `python -m coa.questions split` writes this one, "
                 "disjoint from the held-out questions); null = coa.questions.DEFAULT_QUESTIONS."})
     question_limit: int | None = field(default=None, metadata={"help": "Use only the first N questions."})
-    max_actions: int = field(default=4, metadata={"help": "Searches per rollout (the paper allowed 10)."})
-    max_tokens: int = field(default=1024, metadata={"help": "Model-written tokens per rollout."})
-    topk: int = field(default=3, metadata={"help": "Documents per search."})
-    index: str = field(default="runs/index", metadata={"help": "coa.search index folder (in-process search)."})
-    retriever_url: str | None = field(default=None, metadata={"help": "A /retrieve server instead of index."})
     reward_metric: str = field(default="em", metadata={
         "help": "Answer correctness: em | f1 | cover_em | autocoa_lenient (the paper's own scorer)."})
     format_penalty: float = field(default=1.0, metadata={
@@ -186,6 +183,9 @@ class TrainConfig:
         "help": "Weights dtype of the saved checkpoint: 'auto' = the dtype trained in (fp32 on CPU: RL's small "
                 "updates survive), or bfloat16 / float16 / float32."})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "RL prompt rendering."})
+    search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={
+        "help": "RL's search environment and budgets: params.yaml's top-level `search` (the one synthesis and "
+                "evaluation use)."})
     sft1: SFT1Config = field(default_factory=SFT1Config, metadata={"help": SFT1Config.__doc__})
     sft2: SFT2Config = field(default_factory=SFT2Config, metadata={"help": SFT2Config.__doc__})
     sft3: SFT3Config = field(default_factory=SFT3Config, metadata={"help": SFT3Config.__doc__})

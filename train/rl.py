@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 
-from coa.agent import Budget
 from coa.formats import get_format
-from coa.search import make_searcher
 from train.common import peft_config, training_args
 from train.config import RL1Config, TrainConfig
 from train.rewards import make_rewards
@@ -29,19 +27,18 @@ def grpo_config(cfg: TrainConfig, stage: RL1Config, out) -> GRPOConfig:
         temperature=stage.temperature,
         beta=stage.beta,
         loss_type=stage.loss_type,  # explicit: the paper is GRPO, TRL 1.16's default is dapo
-        max_completion_length=stage.max_tokens,  # model tokens; the rollout enforces it (observations extra)
+        max_completion_length=cfg.search.max_tokens,  # model tokens; the rollout enforces it (observations extra)
     ))
 
 
 def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, dataset, out,
                      callbacks=(), reward_funcs=None, searcher=None):
-    """GRPOTrainer for rl1/rl2. ``searcher`` defaults to ``make_searcher(index, retriever_url)`` for
+    """GRPOTrainer for rl1/rl2. ``searcher`` defaults to the configured search environment's for
     tools="real"; ``reward_funcs`` to ``make_rewards`` from the stage config."""
     fmt = get_format(cfg.prompt.format)
     if stage.tools == "real" and searcher is None:
-        searcher = make_searcher(index=stage.index, retriever_url=stage.retriever_url)
-    rollout = make_rollout(fmt, Budget(max_actions=stage.max_actions, max_tokens=stage.max_tokens, topk=stage.topk),
-                           cfg.prompt.prefill, stage.tools, searcher)
+        searcher = cfg.search.searcher()
+    rollout = make_rollout(fmt, cfg.search.budget, cfg.prompt.prefill, stage.tools, searcher)
     rewards = reward_funcs or make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
     args = grpo_config(cfg, stage, out)
     if args.use_vllm and args.vllm_enable_sleep_mode:

@@ -4,7 +4,7 @@
     python -m train.run stage=sft2                    # how to act: coa + cot, observations masked
     python -m train.run stage=sft3                    # world model: observations in the loss
     python -m train.run stage=rl1                     # GRPO, the policy simulates the environment
-    python -m train.run stage=rl2 rl2.index=runs/index   # GRPO, real search (or rl2.retriever_url=URL)
+    python -m train.run stage=rl2 search.index=runs/index  # GRPO, real search (or search.retriever_url=URL)
     python -m train.run stage=rl rl.max_steps=96      # the paper's schedule: rl1 for 5/6 of the steps, then rl2
 
 Settings come from ``params.yaml`` (section ``train``, see ``train.config``) and ``key=value``

@@ -1,88 +1,117 @@
-"""The agent loop's own logic, driven by a scripted generate function (ScriptedGenerate: a fake
-engine that replays fixed completions) and the real BM25 searcher."""
+"""The agent loop's own logic, driven by ScriptedEngine (a fake engine that replays fixed completions as
+the real tokenizer's ids, the way a token-level engine would) and the real BM25 searcher."""
 import asyncio
 
-import pytest
-
-from coa.agent import Budget, Generation, record_generation, run_batch, run_episode, start_episode
-from coa.formats import AUTOCOA
-from coa.search import load_searcher
+from coa.agent import Budget, Generation, cut_at_tag, drive, record_generation, run_episode, start_episode
+from coa.formats import AUTOCOA, SEARCH_R1
+from coa.tokenize import encode, tokenize_segments
 
 
-class ScriptedGenerate:
-    """Fake engine: returns the next scripted completion, cut at the first stop string like vLLM."""
+class ScriptedEngine:
+    """Fake engine: returns the next scripted completion as token ids, cut after the token that completes
+    a stop string (as vLLM and HF generate do: the whole token, so it may overshoot the tag)."""
 
-    def __init__(self, *outputs):
-        self.outputs = list(outputs)
-        self.seen = []
+    name = "scripted"
 
-    def one(self, text, max_tokens, stop):
-        self.seen.append(text)
-        out = self.outputs.pop(0)
-        for s in stop:
-            if s in out:
-                return Generation(out[: out.index(s) + len(s)], "stop", 5)
-        return Generation(out, "stop", 5)
+    def __init__(self, tokenizer, *outputs, ids_out: bool = True):
+        self.tok, self.outputs, self.ids_out = tokenizer, list(outputs), ids_out
+        self.requests = []
 
-    async def __call__(self, text, max_tokens, stop):
-        return self.one(text, max_tokens, stop)
+    async def generate(self, request):
+        self.requests.append(request)
+        ids = encode(self.tok, self.outputs.pop(0))
+        keep = min([cut_at_tag(self.tok, ids, s) for s in request.stop] or [len(ids)])
+        ids = ids[:keep]
+        text = self.tok.decode(ids)
+        if not self.ids_out:  # a text-only server (OpenAI style keeps the stop string with vLLM's option)
+            return Generation(text, "stop", n_tokens=len(ids))
+        return Generation(text, "stop", token_ids=ids, n_tokens=len(ids))
+
+    async def close(self):
+        pass
 
 
-@pytest.fixture(scope="module")
-def searcher(index_dir):
-    return load_searcher(index_dir)
-
-
-def run(ep, gen, searcher, budget=Budget()):
+def run(ep, engine, searcher, budget=Budget(), fmt=AUTOCOA):
     async def search(queries, k):
         return searcher.search(queries, k)
-    return asyncio.run(run_episode(ep, gen, search, AUTOCOA, budget))
+    return asyncio.run(run_episode(ep, engine, search, fmt, budget))
 
 
-def test_search_then_answer(searcher):
-    gen = ScriptedGenerate("Need facts. <begin_search> Maria Golovin </end_search> IGNORED",
-                           "Menotti.</think>\\boxed{Gian Carlo Menotti}")
-    ep = run(start_episode("PROMPT", prefill="<think>"), gen, searcher)
+def test_search_then_answer_continues_from_ids(searcher, tokenizer):
+    engine = ScriptedEngine(tokenizer, "Need facts. <begin_search> Maria Golovin </end_search> IGNORED",
+                            "Menotti.</think>\\boxed{Gian Carlo Menotti}")
+    ep = run(start_episode("PROMPT", tokenizer, prefill="<think>"), engine, searcher)
     assert ep.finish_reason == "answer" and ep.n_actions == 1
     # the toolkit's prefill is its own segment (context, never trained), the model's text the next one
     assert [s["kind"] for s in ep.segments] == ["prefill", "model", "observation", "model"]
-    assert ep.segments[0]["text"] == "<think>"
     assert ep.segments[1]["text"] == "Need facts. <begin_search> Maria Golovin </end_search>"
     expected = AUTOCOA.observation(searcher.search(["Maria Golovin"], 3)[0])
     assert ep.segments[2]["text"] == expected and ep.segments[2]["query"] == "Maria Golovin"
-    assert gen.seen[1] == "PROMPT<think>" + ep.segments[1]["text"] + expected  # continuation of the rendered prefix
+    # the second call continues from the exact ids: prompt + prefill + generated + observation ids ...
+    second = engine.requests[1].ids
+    assert second == (encode(tokenizer, "PROMPT") + encode(tokenizer, "<think>") + ep.segments[1]["token_ids"]
+                      + encode(tokenizer, expected))
+    # ... which are the ids SFT trains on for the stored trajectory
+    trained = tokenize_segments(tokenizer, ep.prompt, ep.segments).input_ids
+    assert trained == ep.ids and trained[: len(second)] == second
 
 
-def test_empty_generation_writes_no_segment(searcher):
+def test_merged_token_after_the_close_tag(searcher, tokenizer):
+    """SmolLM2 writes ``>.`` as one token: a generation ending ``</search>.`` keeps that whole token, and
+    the kept ids decode to exactly the kept text, so the reward (text) and the loss (ids) agree."""
+    ids = encode(tokenizer, "I check. <search> Maria Golovin </search>. then more")
+    assert tokenizer.decode(ids[: cut_at_tag(tokenizer, ids, "</search>")]).endswith("</search>.")  # merged
+    engine = ScriptedEngine(tokenizer, "I check. <search> Maria Golovin </search>. then more",
+                            "It is Menotti.</think>\n<answer>Gian Carlo Menotti</answer>")
+    ep = run(start_episode("P", tokenizer), engine, searcher, fmt=SEARCH_R1)
+    model = ep.segments[0]
+    assert model["text"] == "I check. <search> Maria Golovin </search>."
+    assert tokenizer.decode(model["token_ids"]) == model["text"]
+    assert ep.segments[1]["kind"] == "observation" and ep.segments[1]["query"] == "Maria Golovin"
+    rollout = ep.rollout()
+    assert tokenizer.decode(rollout["completion_ids"]) == ep.completion  # the loss's ids are the reward's text
+    assert SEARCH_R1.parse(ep.completion).answer == "Gian Carlo Menotti"
+
+
+def test_text_only_engine_is_encoded(searcher, tokenizer):
+    """A server that returns text (a hosted API): the loop cuts the text and encodes what it keeps."""
+    engine = ScriptedEngine(tokenizer, "x <begin_search> Menotti </end_search>", "y</think>\\boxed{z}", ids_out=False)
+    ep = run(start_episode("P", tokenizer), engine, searcher)
+    assert all(tokenizer.decode(s["token_ids"]) == s["text"] for s in ep.segments)
+    assert ep.finish_reason == "answer"
+
+
+def test_empty_generation_writes_no_segment(searcher, tokenizer):
     """An engine that ends at once after a search result (EOS first) must not leave a zero-token segment."""
-    gen = ScriptedGenerate("<begin_search> Maria Golovin </end_search>", "")
-    ep = run(start_episode("P"), gen, searcher)
+    engine = ScriptedEngine(tokenizer, "<begin_search> Maria Golovin </end_search>", "")
+    ep = run(start_episode("P", tokenizer), engine, searcher)
     assert [s["kind"] for s in ep.segments] == ["model", "observation"] and ep.finish_reason == "eos"
     assert all(s["text"] for s in ep.segments)
 
 
-def test_budget_message_then_stop(searcher):
+def test_budget_message_then_stop(searcher, tokenizer):
     call = "<begin_search> Menotti </end_search>"
-    gen = ScriptedGenerate(call, call, call)
-    ep = run(start_episode("P"), gen, searcher, Budget(max_actions=1))
+    ep = run(start_episode("P", tokenizer), ScriptedEngine(tokenizer, call, call, call), searcher, Budget(max_actions=1))
     assert ep.n_actions == 1 and ep.budget_notices == 1 and ep.finish_reason == "max_actions"
     assert [s["kind"] for s in ep.segments] == ["model", "observation", "model", "observation", "model"]
     assert ep.segments[3]["text"] == AUTOCOA.budget_observation()
 
 
-def test_forbidden_and_simulated(searcher):
-    ep = run(start_episode("P", tools="forbid"), ScriptedGenerate("x <begin_search> q </end_search>"), searcher)
+def test_forbidden_and_simulated(searcher, tokenizer):
+    ep = run(start_episode("P", tokenizer, tools="forbid"), ScriptedEngine(tokenizer, "x <begin_search> q </end_search>"),
+             searcher)
     assert ep.finish_reason == "forbidden_search" and ep.n_actions == 0
     own = "<begin_search> q </end_search><search_result> made up </search_result></think>\\boxed{a}"
-    ep = run(start_episode("P", tools="simulated"), ScriptedGenerate(own), searcher)
-    assert ep.finish_reason == "answer" and ep.segments == [{"kind": "model", "text": own, "query": None, "doc_ids": []}]
+    ep = run(start_episode("P", tokenizer, tools="simulated"), ScriptedEngine(tokenizer, own), searcher)
+    assert ep.finish_reason == "answer" and [(s["kind"], s["text"]) for s in ep.segments] == [("model", own)]
 
 
-def test_branch_prefix_is_kept_apart(searcher):
-    prefix = [{"kind": "model", "text": "<think>I think", "query": None, "doc_ids": []}]
-    ep = run(start_episode("P", prefill="<begin_search> ", prefix=prefix),
-             ScriptedGenerate("Menotti </end_search>", "ok</think>\\boxed{x}"), searcher)
-    assert ep.segments[0] == prefix[0]
+def test_branch_prefix_is_kept_apart(searcher, tokenizer):
+    prefix = [{"kind": "model", "text": "<think>I think", "query": None, "doc_ids": [], "token_ids": []}]
+    ep = run(start_episode("P", tokenizer, prefill="<begin_search> ", prefix=prefix),
+             ScriptedEngine(tokenizer, "Menotti </end_search>", "ok</think>\\boxed{x}"), searcher)
+    assert ep.segments[0]["text"] == prefix[0]["text"]
+    assert ep.segments[0]["token_ids"] == encode(tokenizer, "<think>I think")  # ids filled in from the text
     # a forced call: its open tag is the toolkit's prefill, the query and close tag the model's
     assert [(s["kind"], s["text"]) for s in ep.segments[1:3]] == [("prefill", "<begin_search> "),
                                                                   ("model", "Menotti </end_search>")]
@@ -90,31 +119,31 @@ def test_branch_prefix_is_kept_apart(searcher):
     assert ep.n_actions == 1 and ep.finish_reason == "answer"
 
 
-def test_token_budget_and_eos():
-    ep = start_episode("P")
-    assert record_generation(ep, Generation("rambling", "length", 10), AUTOCOA, Budget(max_tokens=10)) is None
+def test_token_budget_and_eos(tokenizer):
+    ep = start_episode("P", tokenizer)
+    assert record_generation(ep, Generation("rambling", "length", token_ids=encode(tokenizer, "rambling"),
+                                            n_tokens=10), AUTOCOA, Budget(max_tokens=10)) is None
     assert ep.finish_reason == "max_tokens"
-    ep = start_episode("P")
-    record_generation(ep, Generation("no answer at all", "stop", 3), AUTOCOA, Budget())
-    assert ep.finish_reason == "eos"
+    ep = start_episode("P", tokenizer)
+    record_generation(ep, Generation("no answer at all", "stop", eos=True), AUTOCOA, Budget())
+    assert ep.finish_reason == "eos" and ep.eos
+    assert ep.rollout()["completion_ids"][-1] == tokenizer.eos_token_id  # the turn's end is trained in RL
 
 
-def test_run_batch_token_level(searcher, tokenizer):
-    outs = ["a <begin_search> Maria Golovin </end_search>", "b</think>\\boxed{x}", "c</think>\\boxed{y}"]
+def test_drive_many_at_once(searcher, tokenizer):
+    """``drive`` runs episodes concurrently from sync code; the env mask is exact per token."""
+    outs = {"P": ["a <begin_search> Maria Golovin </end_search>", "b</think>\\boxed{x}"], "Q": ["c</think>\\boxed{y}"]}
 
-    def generate(texts, max_tokens, stop):
-        gens = []
-        for _ in texts:
-            text = outs.pop(0)
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            gens.append(Generation(text, "stop", len(ids), token_ids=ids))
-        return gens
+    class ByPrompt(ScriptedEngine):
+        async def generate(self, request):
+            self.outputs = [outs[request.episode.prompt].pop(0)]
+            return await super().generate(request)
 
-    eps = run_batch([start_episode("P"), start_episode("Q")], generate, searcher.search, AUTOCOA, Budget(),
-                    tokenizer=tokenizer)
+    eps = drive([start_episode("P", tokenizer), start_episode("Q", tokenizer)], ByPrompt(tokenizer), searcher,
+                AUTOCOA, Budget())
     first = eps[0]
     assert first.n_actions == 1 and eps[1].n_actions == 0
-    obs_ids = [t for t, m in zip(first.completion_ids, first.env_mask) if m == 0]
-    assert tokenizer.decode(obs_ids) == first.segments[1]["text"]
-    assert tokenizer.decode([t for t, m in zip(first.completion_ids, first.env_mask) if m == 1]) == (
+    r = first.rollout()
+    assert tokenizer.decode([t for t, m in zip(r["completion_ids"], r["env_mask"]) if m == 0]) == first.segments[1]["text"]
+    assert tokenizer.decode([t for t, m in zip(r["completion_ids"], r["env_mask"]) if m == 1]) == (
         first.segments[0]["text"] + first.segments[2]["text"])

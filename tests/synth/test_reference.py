@@ -29,8 +29,8 @@ def questions():
 
 
 def config(index_dir, out, questions_file, fmt="search_r1", **over) -> SynthConfig:
-    base = dict(mode="coa", format=fmt, questions=str(questions_file), index=str(index_dir), out=str(out),
-                teacher={"kind": "reference"}, progress=False, max_actions=3, max_tokens=512,
+    base = dict(mode="coa", format=fmt, questions=str(questions_file), out=str(out),
+                teacher={"kind": "reference"}, progress=False, search={"index": str(index_dir), "max_actions": 3, "max_tokens": 512},
                 prompt={"demonstrations": False, "prefill": "<think>\n"})
     from coa.config import build
 

@@ -28,7 +28,7 @@ PREFILL = "<think>\nI need to search.\n<search>"
 
 
 def config(teacher_url, index_dir, out, **over) -> SynthConfig:
-    base = dict(mode="coa", format="search_r1", limit=10, max_tokens=160, index=str(index_dir), out=str(out),
+    base = dict(mode="coa", format="search_r1", limit=10, search={"index": str(index_dir), "max_tokens": 160, "max_actions": 4}, out=str(out),
                 teacher=TeacherConfig(base_url=teacher_url, retries=1), progress=False, concurrency=10,
                 prompt=PromptConfig(prefill=PREFILL))
     return SynthConfig(**base | over)
@@ -129,7 +129,7 @@ def test_cot_cli_has_no_tool_and_keeps_the_key_secret(teacher_url, tmp_path, mon
     secret = "sk-test-never-print-this"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     out = tmp_path / "cot"
-    assert main(["mode=cot", "limit=4", "n=2", "max_tokens=96", f"out={out}", f"teacher.base_url={teacher_url}",
+    assert main(["mode=cot", "limit=4", "n=2", "search.max_tokens=96", f"out={out}", f"teacher.base_url={teacher_url}",
                  "progress=false"]) == 0
     rows = read_trajectories(out)
     assert len(rows) == 8 and sorted({t.sample for t in rows}) == [0, 1]
@@ -165,8 +165,8 @@ def test_branches_continue_the_prefix_forbidden_and_forced(coa_run, teacher_url,
             assert all(s["kind"] == "model" for s in t.segments)
             assert (fmt.search_close in t.segments[1]["text"]) == (t.finish_reason == "forbidden_search")
     path = write_trajectories(tmp_path / "decisions.parquet", [decision])
-    assert main(["mode=branch", f"decisions={path}", "branches=force", "format=search_r1", "max_tokens=64",
-                 f"index={index_dir}", f"out={tmp_path / 'cli'}", f"teacher.base_url={teacher_url}",
+    assert main(["mode=branch", f"decisions={path}", "branches=force", "format=search_r1", "search.max_tokens=64",
+                 f"search.index={index_dir}", f"out={tmp_path / 'cli'}", f"teacher.base_url={teacher_url}",
                  "progress=false"]) == 0
     (row,) = read_trajectories(tmp_path / "cli")
     assert row.branch_id == f"{parent.id}:1:force" and row.segments[0] == prefix[0]

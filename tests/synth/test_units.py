@@ -1,22 +1,18 @@
-"""Fast checks of synth's own logic: config, jobs, input errors, teacher retries, shards."""
+"""Fast checks of synth's own logic: config, jobs, input errors, shards."""
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 
-import httpx
 import pytest
 
 from coa.config import load_config
 from coa.formats import get_format
-from coa.procs import free_port
 from coa.trajectory import Trajectory, row_id, write_trajectories
 from synth.config import SynthConfig
 from synth.jobs import branch_jobs
 from synth.run import main
 from synth.shards import ShardWriter, done_ids
-from synth.teacher import Teacher, TeacherConfig, TeacherRequestError, TeacherUnavailable, Usage
 
 
 def decision(**over) -> dict:
@@ -69,53 +65,6 @@ def test_bad_question_file_names_file_and_line(tmp_path, capsys):
     assert f"{path}:2: field 'question' is missing or empty" in capsys.readouterr().err
     assert main(["mode=branch", f"out={tmp_path / 'out'}"]) == 2
     assert "mode=branch needs decisions=PATH" in capsys.readouterr().err
-
-
-def completion_body(text: str) -> dict:
-    return {"id": "c", "object": "text_completion", "created": 0, "model": "m",
-            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
-
-
-def mock_teacher(statuses: list[int], retries: int = 3) -> tuple[Teacher, list]:
-    seen = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(json.loads(request.content))
-        status = statuses[min(len(seen) - 1, len(statuses) - 1)]
-        if status != 200:
-            return httpx.Response(status, json={"error": {"message": f"status {status}"}})
-        return httpx.Response(200, json=completion_body(" q </search>"))
-
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return Teacher(TeacherConfig(retries=retries), "http://teacher.test/v1", http_client=client), seen
-
-
-def test_teacher_retries_5xx_then_answers():
-    teacher, seen = mock_teacher([503, 500, 200])
-    usage = Usage()
-    gen = asyncio.run(teacher.complete("p <search>", 50, ["</search>"], {"temperature": 0.7, "seed": 5}, usage))
-    assert (gen.text, gen.finish_reason, gen.n_tokens) == (" q </search>", "stop", 3)
-    assert len(seen) == 3 and (usage.calls, usage.prompt_tokens, usage.completion_tokens) == (1, 7, 3)
-    assert seen[-1]["seed"] == 5 and seen[-1]["include_stop_str_in_output"] is True
-    assert seen[-1]["add_special_tokens"] is False and seen[-1]["stop"] == ["</search>"]
-
-
-def test_teacher_gives_up_on_persistent_5xx_and_rejects_4xx():
-    teacher, seen = mock_teacher([502], retries=2)
-    with pytest.raises(TeacherUnavailable, match="unavailable after 2 retries"):
-        asyncio.run(teacher.complete("p", 5, [], {}))
-    assert len(seen) == 3
-    teacher, seen = mock_teacher([400])
-    with pytest.raises(TeacherRequestError, match=r"rejected a request \(400\)"):
-        asyncio.run(teacher.complete("p", 5, [], {}))
-    assert len(seen) == 1  # a 4xx is not retried
-
-
-def test_teacher_unreachable_is_unavailable():
-    teacher = Teacher(TeacherConfig(retries=1), f"http://127.0.0.1:{free_port()}/v1")
-    with pytest.raises(TeacherUnavailable, match="APIConnectionError"):
-        asyncio.run(teacher.complete("p", 5, [], {}))
 
 
 def test_shards_are_atomic_resumable_and_single_writer(tmp_path):

@@ -13,6 +13,7 @@ import torch
 from coa.score import exact_match
 from coa.tokenize import encode
 from train.checkpoint import load_model, load_tokenizer
+from coa.environment import SearchEnvConfig
 from train.config import RL1Config, RL2Config, TrainConfig
 from train.data import rl_dataset
 from train.rewards import make_rewards
@@ -42,8 +43,8 @@ def parity(completions, **kwargs):
 def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3):
     tok = load_tokenizer(policy_dir, model_dir)
     stage = stage_cls(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=1,
-                      learning_rate=1e-3, temperature=temperature, max_tokens=64, topk=1, questions=None)
-    cfg = TrainConfig(prompt=RL_PROMPT)
+                      learning_rate=1e-3, temperature=temperature, questions=None)
+    cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=64, topk=1))
     dataset = rl_dataset(tok, None, 1, RL_PROMPT)
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
     trainer = build_rl_trainer(cfg, stage, load_model(policy_dir, tok), tok, dataset, out,

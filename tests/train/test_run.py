@@ -20,12 +20,12 @@ from train.run import main
 def params(tmp_path, monkeypatch, sets_dir, index_dir):
     """A params.yaml ``train`` section with one-step stages on the tiny model's scale."""
     small = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1}
-    rl = {**small, "num_generations": 2, "max_tokens": 16, "questions": None, "question_limit": 2,
-          "index": str(index_dir), "topk": 1}
+    rl = {**small, "num_generations": 2, "questions": None, "question_limit": 2}
     section = {"runs_dir": str(tmp_path / "runs"), "sets_dir": str(sets_dir), "prompt": {"demonstrations": False},
                "sft1": small, "sft2": small, "sft3": small, "rl1": rl, "rl2": rl}
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"train": section, "other_stage": {"x": 1}}))
+    path.write_text(yaml.safe_dump({"train": section, "other_stage": {"x": 1},
+                                    "search": {"index": str(index_dir), "topk": 1, "max_tokens": 16}}))
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(path))
     return tmp_path / "runs"
 

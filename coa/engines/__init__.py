@@ -1,0 +1,125 @@
+"""The engine seam: everything that writes the model's part of an episode.
+
+An engine takes a ``Request`` (the ids so far, the token budget, the stop strings, the episode itself
+and a seed) and returns a ``coa.agent.Generation`` (ids, text, log-probs, finish reason; later tool
+calls). Synthesis, evaluation and RL rollouts drive episodes through ``coa.agent.run_episode`` /
+``drive`` with whichever engine is configured; an engine is one file plus its registration:
+
+    @register("hf")
+    class HFEngine: ...                     # coa/engines/hf.py: transformers generate, in-process
+    make_engine("hf", model=..., tokenizer=...)
+
+Registered here: ``completions`` (any OpenAI-compatible /v1/completions server; ids in, ids out where
+the server returns them), ``hf`` (transformers ``generate`` in-process, requests batched). ``synth``
+registers ``reference`` (the templated teacher acting on the episode's actions).
+
+Errors an engine raises, and what the driver does with them:
+  ``EngineFatal``       the engine can never answer (bad key, no permission, unknown model): the run
+                        stops before writing anything for the request, with the cause;
+  ``EngineUnavailable`` it stopped answering after its retries: the run stops, finished rows are kept;
+  ``RequestRejected``   this one request cannot be served (e.g. longer than the context): only its
+                        trajectory ends, with finish reason ``error``.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+
+@dataclass
+class Request:
+    ids: list[int]  # prompt + every segment's ids: what the engine continues from
+    max_tokens: int
+    stop: list[str]
+    episode: Any  # coa.agent.Episode: text-only servers send ``episode.text``; the reference teacher reads its actions
+    seed: int | None = None
+    fmt: Any = None  # coa.formats.FormatPreset of the episode
+
+
+class Engine(Protocol):
+    name: str  # recorded as the trajectory's teacher / model
+
+    async def generate(self, request: Request) -> Any: ...  # -> coa.agent.Generation
+
+    async def close(self) -> None: ...
+
+
+class EngineFatal(RuntimeError):
+    """The engine can never answer this run (authentication, permission, unknown model)."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine stopped answering after its retries: stop the run, keep what is done."""
+
+
+class RequestRejected(RuntimeError):
+    """The engine rejected one request: that trajectory ends with finish reason "error"."""
+
+
+ENGINES: dict[str, Callable[..., Engine]] = {}
+# where each built-in engine lives: imported on first use, so a missing optional dependency (vllm,
+# torch) only matters to whoever asks for that engine
+_MODULES = {"completions": "coa.engines.completions", "hf": "coa.engines.hf", "reference": "synth.reference"}
+
+
+def register(name: str):
+    def add(factory):
+        ENGINES[name] = factory
+        return factory
+    return add
+
+
+def make_engine(kind: str, **kwargs) -> Engine:
+    if kind not in ENGINES and kind in _MODULES:
+        importlib.import_module(_MODULES[kind])
+    if kind not in ENGINES:
+        raise ValueError(f"unknown engine {kind!r}; known: {', '.join(sorted(set(ENGINES) | set(_MODULES)))}")
+    return ENGINES[kind](**kwargs)
+
+
+class Batched:
+    """For in-process engines: the requests that arrive while a batch runs form the next batch.
+
+    ``generate_batch(requests) -> generations`` runs in a worker thread. Episodes driven together by
+    ``coa.agent.drive`` reach the engine in the same event-loop turn (after a shared search batch),
+    so rounds of one RL rollout become one batch each."""
+
+    max_batch = 256
+
+    def _queue(self) -> asyncio.Queue:
+        loop = asyncio.get_running_loop()
+        if getattr(self, "_loop", None) is not loop:  # a new event loop (each drive() call): a new worker
+            self._loop, self._requests = loop, asyncio.Queue()
+            self._worker = loop.create_task(self._run())
+        return self._requests
+
+    async def generate(self, request: Request):
+        future = asyncio.get_running_loop().create_future()
+        await self._queue().put((request, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            items = [await self._requests.get()]
+            while not self._requests.empty() and len(items) < self.max_batch:
+                items.append(self._requests.get_nowait())
+            try:
+                results = await asyncio.to_thread(self.generate_batch, [r for r, _ in items])
+            except Exception as e:  # noqa: BLE001 - every waiting episode gets the error
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), result in zip(items, results):
+                if not future.done():
+                    future.set_result(result)
+
+    def generate_batch(self, requests: list[Request]) -> list:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        worker = getattr(self, "_worker", None)
+        if worker is not None and not worker.done():
+            worker.cancel()
