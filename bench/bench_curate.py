@@ -4,7 +4,7 @@
 
 Base trajectories: real synthesis output when ``--source`` is given, else realistic rows built from
 the 1,979 real HotpotQA questions, the real corpus (BM25 over the embedded index) and the real chat
-template in the ``autocoa`` preset (``curate/fixtures.py``). They are replicated to ``--rows`` with
+template in the ``autocoa`` preset (``tests/fixtures/trajectories.py``). They are replicated to ``--rows`` with
 varied ids, question ids and text (every row's first model segment is rewritten), and a share of
 the replicas is broken the way teachers break (cut off mid-answer, looping, an empty query) so every
 path runs. The timed part is the real CLI (``python -m curate.run step=score`` then ``step=analyze``)
@@ -46,7 +46,7 @@ def base_rows(source: str | None, work: Path) -> tuple[pl.DataFrame, str]:
     from coa.model import base_model_dir
     from coa.questions import DEFAULT_QUESTIONS, load_questions
     from coa.search import DEFAULT_CORPUS, build_index, load_searcher
-    from curate.fixtures import realistic_trajectories
+    from tests.fixtures.trajectories import realistic_trajectories
 
     index = build_index(DEFAULT_CORPUS, work / "index", show_progress=False)
     rows = realistic_trajectories(load_questions(DEFAULT_QUESTIONS), load_searcher(index),

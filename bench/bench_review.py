@@ -38,7 +38,7 @@ def free_port() -> int:
 def main(n: int = 5000) -> None:
     import argilla as rg
 
-    from annotate.sample import build
+    from tests.fixtures.review_run import build
     from coa.questions import DEFAULT_QUESTIONS, load_questions
     from coa.search import DEFAULT_CORPUS, build_index, load_searcher
 

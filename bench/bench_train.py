@@ -6,7 +6,7 @@ Each stage runs as the real CLI (``python -m train.run stage=…``) in its own p
 base model like the pipeline (sft1 → sft2 → sft3 → rl1 → rl2); the numbers are the child's own
 ``metrics.json`` (mean wall time per optimizer step, peak RSS). Without ``--sets``, realistic sets are
 built from real HotpotQA questions, the real corpus (BM25) and the real chat template with its worked
-example (``curate/fixtures.py``); pairs are taken at each CoA trajectory's first decision (search call
+example (``tests/fixtures/trajectories.py``); pairs are taken at each CoA trajectory's first decision (search call
 vs. answering without searching). Examples per step are printed with the numbers (small, CPU-sized; the
 micro-batch is the package default of one example).
 """
@@ -40,7 +40,7 @@ def build_sets(out: Path, index: Path, n_questions: int = 24) -> None:
     from coa.model import base_model_dir
     from coa.questions import DEFAULT_QUESTIONS, load_questions
     from coa.search import load_searcher
-    from curate.fixtures import realistic_trajectories
+    from tests.fixtures.trajectories import realistic_trajectories
 
     tok = AutoTokenizer.from_pretrained(base_model_dir())
     rows = realistic_trajectories(load_questions(DEFAULT_QUESTIONS, limit=n_questions), load_searcher(index),

@@ -243,11 +243,11 @@ def completion_text(segments: Sequence[dict]) -> str:
     return "".join(s["text"] for s in segments)
 
 
-_TEXT_RE = re.compile(r"\\text\{([^{}]*)\}")
+TEXT_MARKUP = re.compile(r"\\text\{([^{}]*)\}")
 
 
 def _unwrap_text(answer: str) -> str:
-    return _TEXT_RE.sub(r"\1", answer).strip()
+    return TEXT_MARKUP.sub(r"\1", answer).strip()
 
 
 AUTOCOA = FormatPreset(

@@ -15,12 +15,12 @@ import string
 from collections import Counter
 from typing import Iterable
 
-from coa.formats import get_format
+from coa.formats import AUTOCOA, get_format
 
 Golds = str | Iterable[str]
 
-_PUNCT = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+PUNCT = set(string.punctuation)
+ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def _aliases(golds: Golds) -> list[str]:
@@ -31,8 +31,8 @@ def normalize_answer(s: str | None) -> str:
     """Lowercase, drop punctuation and articles, collapse whitespace (SQuAD)."""
     if s is None:
         return ""
-    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", s).split())
+    s = "".join(ch for ch in s.lower() if ch not in PUNCT)
+    return " ".join(ARTICLES.sub(" ", s).split())
 
 
 def exact_match(pred: str | None, golds: Golds) -> float:
@@ -83,12 +83,12 @@ def subem(pred: str | None, golds: Golds) -> float:
 
 
 # ---- AutoCoA's lenient scorer ---------------------------------------------------------------
-_AUTOCOA_SPECIAL = re.compile(r"[\"'()\[\]{}「」『』]")  # ASCII quotes only: curly quotes survive
-_NUMBERS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine".split())}
-_NUMBER_RE = re.compile(r"\b(" + "|".join(_NUMBERS) + r")\b")
-_FILLERS = re.compile(r"\b(well|so|basically|actually|literally|simply|just|um|uh)\b")
-_BOXED_FLAT = re.compile(r"\\boxed{([^}]*)}")  # no nesting: \boxed{\text{x}} yields "\text{x"
-_CUE = re.compile(r"(The answer is|Therefore,|Thus,|So,|In conclusion,|Hence,)[:\s]+([^\.]+)", re.IGNORECASE)
+AUTOCOA_SPECIAL = re.compile(r"[\"'()\[\]{}「」『』]")  # ASCII quotes only: curly quotes survive
+NUMBERS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine".split())}
+_NUMBER_RE = re.compile(r"\b(" + "|".join(NUMBERS) + r")\b")
+FILLERS = re.compile(r"\b(well|so|basically|actually|literally|simply|just|um|uh)\b")
+BOXED_FLAT = re.compile(r"\\boxed{([^}]*)}")  # no nesting: \boxed{\text{x}} yields "\text{x"
+CUE = re.compile(r"(The answer is|Therefore,|Thus,|So,|In conclusion,|Hence,)[:\s]+([^\.]+)", re.IGNORECASE)
 
 
 def autocoa_normalize(s: str | None) -> str:
@@ -96,21 +96,21 @@ def autocoa_normalize(s: str | None) -> str:
     number words → filler words → whitespace."""
     if s is None:
         return ""
-    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
-    s = _ARTICLES.sub(" ", s)
-    s = _AUTOCOA_SPECIAL.sub("", s)
-    s = _NUMBER_RE.sub(lambda m: _NUMBERS[m.group(1)], s)
-    s = _FILLERS.sub(" ", s)
+    s = "".join(ch for ch in s.lower() if ch not in PUNCT)
+    s = ARTICLES.sub(" ", s)
+    s = AUTOCOA_SPECIAL.sub("", s)
+    s = _NUMBER_RE.sub(lambda m: NUMBERS[m.group(1)], s)
+    s = FILLERS.sub(" ", s)
     return " ".join(s.split())
 
 
 def autocoa_extract(response: str) -> str | None:
     """Their "flexible" extraction from the text after the last ``</think>``."""
-    tail = response.strip().split("</think>")[-1].strip()
-    boxes = _BOXED_FLAT.findall(tail)
+    tail = response.strip().split(AUTOCOA.think_close)[-1].strip()
+    boxes = BOXED_FLAT.findall(tail)
     if boxes:
         return autocoa_normalize(boxes[-1].strip())
-    cue = _CUE.search(tail)
+    cue = CUE.search(tail)
     if cue:
         return autocoa_normalize(cue.group(2).strip())
     if tail:
@@ -122,7 +122,7 @@ def autocoa_extract(response: str) -> str | None:
 def _autocoa_one(response: str, gold: str) -> float:
     if not response or not gold:
         return 0.0
-    if "</think>" not in response or "<begin_search>" in response.split("</think>")[-1]:
+    if AUTOCOA.think_close not in response or AUTOCOA.search_open in response.split(AUTOCOA.think_close)[-1]:
         return 0.0
     answer = autocoa_extract(response)
     g = autocoa_normalize(gold)

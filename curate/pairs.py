@@ -31,8 +31,7 @@ import polars as pl
 from coa.formats import get_format
 from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA, row_id
 from curate import filters, io
-from curate.answers import score_frame
-from curate.features import trajectory_features
+from curate.score import scored_by_format
 
 _KINDS = ("forbid", "force")
 
@@ -72,14 +71,7 @@ def continuation_columns(fmt_name: str) -> list[pl.Expr]:
 
 
 def score_branches(df: pl.DataFrame, cfg) -> pl.DataFrame:
-    parts = []
-    # an empty input has no format groups; run it through one preset so the columns still exist
-    groups = df.group_by("format", maintain_order=True) if df.height else [(("autocoa",), df)]
-    for (fmt,), part in groups:
-        part = trajectory_features(part, fmt).with_columns(continuation_columns(fmt), words=filters.words(pl.col("model_text")))
-        part = filters.quality_columns(score_frame(part), get_format(fmt))
-        parts.append(part)
-    df = pl.concat(parts, how="vertical_relaxed").with_columns(filters.row_reasons(cfg))
+    df = scored_by_format(df, continuation_columns).with_columns(filters.row_reasons(cfg))
     forbid, force = pl.col("kind") == "forbid", pl.col("kind") == "force"
     df = df.with_columns(
         searched_when_forbidden=forbid & (pl.col("cont_searched") | (pl.col("finish_reason") == "forbidden_search")),

@@ -26,17 +26,20 @@ COLUMNS = ["id", "question_id", "dataset", "question", "golden_answers", "mode",
 _HEAVY = ["segments", "completion", "model_text", "words"]
 
 
-def score_batch(df: pl.DataFrame, cfg) -> tuple[pl.DataFrame, np.ndarray]:
-    """Row-level work on one batch: features, scores, quality and row reasons, plus MinHash signatures."""
+def scored_by_format(df: pl.DataFrame, extra=lambda fmt: ()) -> pl.DataFrame:
+    """Features, answer scores and quality columns, one format preset at a time (``extra(fmt)``: more
+    columns of that preset). An empty input still gets every column."""
     parts = []
-    # an empty input has no format groups; run it through one preset so the columns still exist
     groups = df.group_by("format", maintain_order=True) if df.height else [(("autocoa",), df)]
     for (fmt,), part in groups:
-        part = trajectory_features(part, fmt).with_columns(words=filters.words(pl.col("model_text")))
-        part = filters.quality_columns(score_frame(part), get_format(fmt))
-        parts.append(part)
-    df = pl.concat(parts, how="vertical_relaxed")
-    df = df.with_columns(filters.row_reasons(cfg), text_hash=pl.col("model_text").hash(cfg.seed))
+        part = trajectory_features(part, fmt).with_columns(*extra(fmt), words=filters.words(pl.col("model_text")))
+        parts.append(filters.quality_columns(score_frame(part), get_format(fmt)))
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def score_batch(df: pl.DataFrame, cfg) -> tuple[pl.DataFrame, np.ndarray]:
+    """Row-level work on one batch: features, scores, quality and row reasons, plus MinHash signatures."""
+    df = scored_by_format(df).with_columns(filters.row_reasons(cfg), text_hash=pl.col("model_text").hash(cfg.seed))
     sig = dedup.minhash(df["words"], cfg.minhash_perms, cfg.shingle, cfg.seed)
     return df.drop(_HEAVY), sig
 

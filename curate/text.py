@@ -15,21 +15,21 @@ import re
 import polars as pl
 
 from coa import score as core
-from coa.formats import _TEXT_RE, FormatPreset
+from coa.formats import AUTOCOA, TEXT_MARKUP, FormatPreset
 
 # Python's whitespace (str.isspace, str.split, str.strip, re's \s), as a regex class and a strip set
 WS = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
 WS_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WS) + "]"
-_PUNCT_CLASS = "[" + re.escape("".join(sorted(core._PUNCT))) + "]"
+_PUNCT_CLASS = "[" + re.escape("".join(sorted(core.PUNCT))) + "]"
 # characters that are word characters for exactly one of Python's re (str.isalnum or "_") and Rust's
 # regex (Alphabetic, marks, Nd, Pc, Join_Control): a \b next to them may fall differently
 WORD_MISMATCH = r"[[\p{M}\p{No}\p{Pc}\p{Join_Control}\p{Alphabetic}]--[\p{L}\p{Nl}\p{Nd}_]]"
 # their cue regex with Python's \s spelled out, case-insensitive as in coa.score
-_CUE = "(?i)" + core._CUE.pattern.replace(r"\s", WS_CLASS[1:-1])
-# coa.score._BOXED_FLAT with its braces escaped: Rust reads an unescaped "{" after a letter as a repetition
-_BOXED_FLAT = core._BOXED_FLAT.pattern.replace("{(", r"\{(").replace(")}", r")\}")
-_TEXT = _TEXT_RE.pattern  # the preset's \text{…} unwrapping
-_THINK_CLOSE, _SEARCH_OPEN = "</think>", "<begin_search>"  # the AutoCoA scorer's own hard-coded tags
+CUE = "(?i)" + core.CUE.pattern.replace(r"\s", WS_CLASS[1:-1])
+# coa.score.BOXED_FLAT with its braces escaped: Rust reads an unescaped "{" after a letter as a repetition
+BOXED_FLAT = core.BOXED_FLAT.pattern.replace("{(", r"\{(").replace(")}", r")\}")
+_TEXT = TEXT_MARKUP.pattern  # the preset's \text{…} unwrapping
+_THINK_CLOSE, _SEARCH_OPEN = AUTOCOA.think_close, AUTOCOA.search_open  # the AutoCoA scorer reads these tags
 
 
 def strip(e: pl.Expr) -> pl.Expr:
@@ -44,16 +44,16 @@ def collapse_ws(e: pl.Expr) -> pl.Expr:
 def normalize_answer(e: pl.Expr) -> pl.Expr:
     """``coa.score.normalize_answer`` (null stays null)."""
     e = e.str.to_lowercase().str.replace_all(_PUNCT_CLASS, "")
-    return collapse_ws(e.str.replace_all(core._ARTICLES.pattern, " "))
+    return collapse_ws(e.str.replace_all(core.ARTICLES.pattern, " "))
 
 
 def autocoa_normalize(e: pl.Expr) -> pl.Expr:
     """``coa.score.autocoa_normalize`` (null stays null)."""
-    e = e.str.to_lowercase().str.replace_all(_PUNCT_CLASS, "").str.replace_all(core._ARTICLES.pattern, " ")
-    e = e.str.replace_all(core._AUTOCOA_SPECIAL.pattern, "")
-    for word, digit in core._NUMBERS.items():  # one word at a time: a digit never forms a later number word
+    e = e.str.to_lowercase().str.replace_all(_PUNCT_CLASS, "").str.replace_all(core.ARTICLES.pattern, " ")
+    e = e.str.replace_all(core.AUTOCOA_SPECIAL.pattern, "")
+    for word, digit in core.NUMBERS.items():  # one word at a time: a digit never forms a later number word
         e = e.str.replace_all(rf"\b{word}\b", digit)
-    return collapse_ws(e.str.replace_all(core._FILLERS.pattern, " "))
+    return collapse_ws(e.str.replace_all(core.FILLERS.pattern, " "))
 
 
 def word_mismatch(e: pl.Expr) -> pl.Expr:
@@ -74,8 +74,8 @@ def autocoa_gate(completion: pl.Expr, tail: pl.Expr) -> pl.Expr:
 def autocoa_extract_raw(tail: pl.Expr) -> pl.Expr:
     """``coa.score.autocoa_extract`` before its final normalisation, from the stripped tail: the last
     flat box, else a cue phrase, else the second-to-last sentence; null when the tail is empty/null."""
-    boxed = tail.str.extract_all(_BOXED_FLAT).list.last().str.extract(_BOXED_FLAT, 1)
-    cue = tail.str.extract(_CUE, 2)
+    boxed = tail.str.extract_all(BOXED_FLAT).list.last().str.extract(BOXED_FLAT, 1)
+    cue = tail.str.extract(CUE, 2)
     parts = tail.str.split(".")
     sentence = pl.when(parts.list.len() > 1).then(parts.list.get(-2, null_on_oob=True)).otherwise(parts.list.get(0))
     return (pl.when(boxed.is_not_null()).then(strip(boxed))

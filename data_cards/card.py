@@ -30,7 +30,7 @@ TEACHER_NOTES = {
     "reference": "templated teacher built from the evidence annotations (HotpotQA `supporting_facts` / gold "
                  "paragraphs): it searches the question, then missing gold titles, and answers the gold answer only "
                  "when it appears in the observations. Not written by a language model.",
-    "fixture": "templated rows from `curate/fixtures.py` (test fixtures): real questions and real retrieved "
+    "fixture": "templated rows from `tests/fixtures/trajectories.py` (test fixtures): real questions and real retrieved "
                "passages, chosen answers. Not written by a language model.",
 }
 SIZE_BOUNDS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),

@@ -41,6 +41,7 @@ from pathlib import Path
 from coa.config import build, cli
 from coa.environment import SearchEnvConfig
 from coa.formats import completion_text, get_format
+from coa.io import write_json, write_text
 from coa.prompts import PromptConfig
 from coa.score import score_all
 from coa.trajectory import read_table
@@ -197,8 +198,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         plot_rows += [{"dataset": dataset, "actions": int(k), "em": v["em"], "n": v["n"]}
                       for k, v in m.get("em_by_actions", {}).items()]
     result = {"name": cfg.name, "model": cfg.model, "style": cfg.style, "datasets": metrics}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    (out / "by_actions.json").write_text(json.dumps(plot_rows, indent=2))
+    write_json(out / "metrics.json", result)  # complete or absent: DVC and the report read it
+    write_json(out / "by_actions.json", plot_rows)
     plot_by_actions(metrics, out / "accuracy_by_actions.png", f"{cfg.name}: EM by number of actions")
     return result
 
@@ -229,8 +230,7 @@ def report(cfg: EvalConfig) -> str:
     lines.append("")
     lines.append("Questions per dataset: " + ", ".join(f"{d} {n[d]}" for d in datasets) + ".")
     table = "\n".join(lines) + "\n"
-    Path(cfg.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.report).write_text(table)
+    write_text(cfg.report, table)
     return table
 
 

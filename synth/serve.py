@@ -121,7 +121,7 @@ def start_engine(cfg: ServeConfig) -> Server | None:
 
     The caller owns a returned ``Server`` and must ``stop()`` it (session fixtures do this).
     """
-    health = f"{cfg.base_url}/models"
+    health = cfg.base_url.removesuffix("/v1") + "/health"  # unauthenticated, also when a key is required
     if is_up(health):
         names = served_models(cfg.base_url)
         if cfg.served_name not in names:

@@ -83,6 +83,10 @@ class RL1Config(StageConfig):
 
     tools: str = field(default="simulated", metadata={"help": "'simulated' (no stop at the search tag) or "
                                                                "'real' (stop, search, insert the observation)."})
+    engine: str = field(default="hf", metadata={
+        "help": "Rollout engine: 'hf' (the policy's own generate) or 'vllm' (vllm.LLM in-process, CPU or GPU, "
+                "given the policy's weights every sync_every optimizer steps)."})
+    sync_every: int = field(default=1, metadata={"help": "Optimizer steps between weight syncs to the vLLM engine."})
     learning_rate: float = 7e-7
     max_steps: int = 80  # the paper's 80 simulated steps
     num_generations: int = field(default=5, metadata={"help": "Completions per prompt (the GRPO group)."})
@@ -107,6 +111,10 @@ class RL1Config(StageConfig):
     def __post_init__(self) -> None:
         if self.tools not in ("simulated", "real"):
             raise ValueError(f"tools must be 'simulated' or 'real', got {self.tools!r}")
+        if self.engine not in ("hf", "vllm"):
+            raise ValueError(f"engine must be 'hf' or 'vllm', got {self.engine!r}")
+        if self.sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {self.sync_every}")
         if self.loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"):
             raise ValueError(f"loss_type must be grpo, dapo, dr_grpo or bnpo, got {self.loss_type!r}")
         if self.reward_metric not in ("em", "f1", "cover_em", "autocoa_lenient"):

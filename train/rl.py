@@ -38,12 +38,13 @@ def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, datas
     fmt = get_format(cfg.prompt.format)
     if stage.tools == "real" and searcher is None:
         searcher = cfg.search.searcher()
-    rollout = make_rollout(fmt, cfg.search.budget, cfg.prompt.prefill, stage.tools, searcher)
+    rollout = make_rollout(fmt, cfg.search.budget, cfg.prompt.prefill, stage.tools, searcher, stage.engine,
+                           stage.sync_every)
     rewards = reward_funcs or make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
     args = grpo_config(cfg, stage, out)
-    if args.use_vllm and args.vllm_enable_sleep_mode:
-        raise ValueError("vllm_enable_sleep_mode is not supported: the agent rollout calls the vLLM engine itself "
-                         "(TRL wakes a sleeping engine only in its own generation path)")
+    if args.use_vllm:
+        raise ValueError("trl_args use_vllm is not used: the agent rollout has its own vLLM engine with weight "
+                         "sync on CPU and GPU; set rl1.engine=vllm / rl2.engine=vllm instead")
     return GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
                        processing_class=tokenizer, peft_config=peft_config(cfg), rollout_func=rollout,
                        callbacks=list(callbacks))

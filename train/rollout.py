@@ -10,8 +10,14 @@ plus per-rollout fields the rewards read (``trajectory``, ``n_actions``, ``finis
 metrics (``agent/*``) and appends each rollout's actions to ``<output_dir>/rollouts.jsonl``.
 
 Episodes are token-first (``coa.agent``): each round continues from the exact ids so far (prompt +
-prefill + generated + observation ids), never from re-tokenised text. The engine is ``hf``
-(``coa.engines.hf``: the policy's own ``generate``, CPU and GPU), batched per round.
+prefill + generated + observation ids), never from re-tokenised text. Engines (``rl*.engine``):
+
+* ``hf``    the policy's own ``generate`` (``coa.engines.hf``), batched per round; the reference.
+* ``vllm``  ``vllm.LLM`` in-process (``coa.engines.vllm``), CPU and GPU, ~3x faster rollouts on CPU:
+            started from the stage's start checkpoint at the first rollout, then given the policy's
+            weights every ``sync_every`` optimizer steps (logged as ``agent/weight_syncs``); its
+            sampling log-probs travel with the ids. An engine that cannot start stops the stage with
+            an error naming ``engine=hf`` as the way out; nothing falls back silently.
 """
 from __future__ import annotations
 
@@ -44,23 +50,73 @@ class CountingSearch:
         return results
 
 
-def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, searcher=None):
+class PolicyEngine:
+    """The vLLM engine holding the policy's weights: started at the first rollout from the checkpoint the
+    stage began with, synced when ``sync_every`` optimizer steps have passed since the last sync."""
+
+    def __init__(self, sync_every: int = 1):
+        self.sync_every, self.engine, self.synced_step = sync_every, None, 0
+
+    def __call__(self, trainer):
+        if self.engine is None:
+            self.engine = start_vllm(trainer)
+        step = trainer.state.global_step
+        if step - self.synced_step >= self.sync_every:
+            self.engine.sync_weights(policy_weights(trainer))
+            self.synced_step = step
+        return self.engine
+
+
+def start_vllm(trainer):
+    args = trainer.args
+    try:
+        return make_engine("vllm", model=trainer.model.name_or_path, tokenizer=trainer.processing_class,
+                           temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                           dtype="bfloat16" if args.bf16 else "float32")
+    except Exception as e:  # noqa: BLE001 - no silent fallback: say what failed and the way out
+        raise RuntimeError(f"the vLLM rollout engine could not start ({type(e).__name__}: {e}); "
+                           "train with rl1.engine=hf / rl2.engine=hf instead") from e
+
+
+def policy_weights(trainer):
+    """The policy's weights under checkpoint names (a LoRA adapter merged into them for the engine)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_adapter"):  # peft: merged copies of the adapted layers, base names
+        model.merge_adapter()
+        try:
+            state = {k.replace("base_model.model.", "").replace(".base_layer", ""): v.detach().clone()
+                     for k, v in model.state_dict().items() if "lora_" not in k}
+        finally:
+            model.unmerge_adapter()
+        return state.items()
+    return model.state_dict().items()
+
+
+def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, searcher=None, engine: str = "hf",
+                 sync_every: int = 1):
     """A TRL ``rollout_func`` running ``coa.agent.drive`` (``searcher`` is needed for tools="real")."""
     if tools == "real" and searcher is None:
-        raise ValueError("tools='real' needs a searcher (index= or retriever_url=)")
+        raise ValueError("tools='real' needs a searcher (search.index= or search.retriever_url=)")
+    if engine not in ("hf", "vllm"):
+        raise ValueError(f"the rollout engine must be 'hf' or 'vllm', got {engine!r}")
 
     runs = []  # the first rollout of a training run starts rollouts.jsonl afresh
+    vllm = PolicyEngine(sync_every) if engine == "vllm" else None
 
     def rollout(prompts: list[str], trainer) -> dict:
         tok = trainer.processing_class
         episodes = [start_episode(p, tok, prefill=prefill, tools=tools) for p in prompts]
         search = CountingSearch(searcher) if searcher is not None else None
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                         generation_kwargs=trainer.generation_kwargs,
-                                         gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
-                                         ) as model:
-            engine = make_engine("hf", model=model, tokenizer=tok, generation_config=trainer.generation_config)
-            drive(episodes, engine, search, fmt, budget)
+        if vllm is not None:
+            drive(episodes, vllm(trainer), search, fmt, budget)
+            trainer._log_metric("agent/weight_syncs", float(vllm.engine.syncs))
+        else:
+            with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                             generation_kwargs=trainer.generation_kwargs,
+                                             gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
+                                             ) as model:
+                hf = make_engine("hf", model=model, tokenizer=tok, generation_config=trainer.generation_config)
+                drive(episodes, hf, search, fmt, budget)
         _log(trainer, episodes, search)
         _record(trainer, episodes, append=bool(runs))
         runs.append(len(episodes))
@@ -68,7 +124,8 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
         return {
             "prompt_ids": [r["prompt_ids"] for r in records],
             "completion_ids": [r["completion_ids"] for r in records],
-            "logprobs": None,  # HF generate reports none; TRL computes the old policy's log-probs itself
+            # vLLM's sampling log-probs; HF generate reports none (TRL computes the old policy's itself)
+            "logprobs": [r["logprobs"] for r in records] if vllm is not None else None,
             "env_mask": [r["env_mask"] for r in records],
             "trajectory": [ep.completion for ep in episodes],
             "n_actions": [ep.n_actions for ep in episodes],

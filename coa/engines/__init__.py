@@ -10,8 +10,9 @@ calls). Synthesis, evaluation and RL rollouts drive episodes through ``coa.agent
     make_engine("hf", model=..., tokenizer=...)
 
 Registered here: ``completions`` (any OpenAI-compatible /v1/completions server; ids in, ids out where
-the server returns them), ``hf`` (transformers ``generate`` in-process, requests batched). ``synth``
-registers ``reference`` (the templated teacher acting on the episode's actions).
+the server returns them), ``hf`` (transformers ``generate`` in-process, requests batched), ``vllm``
+(``vllm.LLM`` in-process, with ``sync_weights`` for RL). ``synth`` registers ``reference`` (the
+templated teacher acting on the episode's actions).
 
 Errors an engine raises, and what the driver does with them:
   ``EngineFatal``       the engine can never answer (bad key, no permission, unknown model): the run
@@ -61,7 +62,8 @@ class RequestRejected(RuntimeError):
 ENGINES: dict[str, Callable[..., Engine]] = {}
 # where each built-in engine lives: imported on first use, so a missing optional dependency (vllm,
 # torch) only matters to whoever asks for that engine
-_MODULES = {"completions": "coa.engines.completions", "hf": "coa.engines.hf", "reference": "synth.reference"}
+_MODULES = {"completions": "coa.engines.completions", "hf": "coa.engines.hf", "vllm": "coa.engines.vllm",
+            "reference": "synth.reference"}
 
 
 def register(name: str):
@@ -87,6 +89,7 @@ class Batched:
     so rounds of one RL rollout become one batch each."""
 
     max_batch = 256
+    threaded = True  # run batches in a worker thread (False: on the event loop's thread)
 
     def _queue(self) -> asyncio.Queue:
         loop = asyncio.get_running_loop()
@@ -106,7 +109,9 @@ class Batched:
             while not self._requests.empty() and len(items) < self.max_batch:
                 items.append(self._requests.get_nowait())
             try:
-                results = await asyncio.to_thread(self.generate_batch, [r for r, _ in items])
+                batch = [r for r, _ in items]
+                results = await asyncio.to_thread(self.generate_batch, batch) if self.threaded \
+                    else self.generate_batch(batch)
             except Exception as e:  # noqa: BLE001 - every waiting episode gets the error
                 for _, future in items:
                     if not future.done():

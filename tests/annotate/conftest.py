@@ -32,7 +32,7 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sample(index_dir, tmp_path_factory):
     """score/, pairs/ and sets/ of a real curation run over 24 real questions (48 CoA, 48 CoT rows)."""
-    from annotate.sample import build
+    from tests.fixtures.review_run import build
     from coa.questions import DEFAULT_QUESTIONS, load_questions
     from coa.search import load_searcher
 

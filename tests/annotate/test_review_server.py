@@ -14,7 +14,7 @@ from annotate.client import ServerDown
 from annotate.config import ReviewConfig
 from annotate.render import row_of
 from annotate.run import execute, main
-from annotate.sample import run_sets
+from tests.fixtures.review_run import run_sets
 from tests.annotate.ui import decide, open_dataset, signed_in
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

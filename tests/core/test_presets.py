@@ -46,9 +46,9 @@ def test_the_papers_sizes_rates_and_budgets(paper):
         assert (rl.num_generations, rl.beta, rl.temperature) == (5, 0.001, 0.6)
         assert rl.per_device_train_batch_size % rl.num_generations == 0  # whole groups in every micro-batch
         assert per_step["rl1"] // rl.num_generations == 48  # prompts per step
-    budgets = {(c.max_actions, c.max_tokens) for c in (synth, train.rl1, train.rl2, evaluate)}
-    assert budgets == {(10, 8192)} and curate.max_actions >= 10
-    assert synth.topk == train.rl1.topk == train.rl2.topk == 3
+    assert synth.search == train.search == evaluate.search  # one environment
+    assert (synth.search.max_actions, synth.search.max_tokens, synth.search.topk) == (10, 8192, 3)
+    assert curate.max_actions >= 10
     assert all(getattr(train, s).max_length > 8192 for s in ("sft1", "sft2", "sft3"))  # room for a full response
 
 

@@ -1,11 +1,11 @@
 """Real data for the curation tests: real HotpotQA questions, the real corpus through the real BM25
-index, rendered in the autocoa preset (curate/fixtures.py); hand-made rows only where a case must be exact."""
+index, rendered in the autocoa preset (tests/fixtures/trajectories.py); hand-made rows only where a case must be exact."""
 from __future__ import annotations
 
 import pytest
 
 from coa.trajectory import write_trajectories
-from curate.fixtures import realistic_trajectories
+from tests.fixtures.trajectories import realistic_trajectories
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 from coa.formats import AUTOCOA as F
 from coa.trajectory import PAIR_SCHEMA, read_trajectories, write_trajectories
 from curate import analyze, pairs, score
-from curate.fixtures import branch_trajectories, contrasting_answer
+from tests.fixtures.trajectories import branch_trajectories, contrasting_answer
 from tests.curate.helpers import config
 
 

@@ -5,7 +5,7 @@ import pytest
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.trajectory import read_trajectories, write_trajectories
 from curate import analyze, pairs, score, sets
-from curate.fixtures import branch_trajectories, contrasting_answer
+from tests.fixtures.trajectories import branch_trajectories, contrasting_answer
 from tests.curate.helpers import config
 
 

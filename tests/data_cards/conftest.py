@@ -1,7 +1,7 @@
 """A real curate run to publish, and the local Hub-protocol server (``FakeHubServer``) to publish to.
 
 The run: CoT and CoA trajectories for 40 embedded HotpotQA questions (real BM25 observations,
-``curate/fixtures.py``), then the real score → analyze → branches → pairs → sets steps, in the layout
+``tests/fixtures/trajectories.py``), then the real score → analyze → branches → pairs → sets steps, in the layout
 ``dvc repro`` writes (``runs/curate/{score,analyze,pairs,sets}``).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def curate_run(questions, searcher, tmp_path_factory):
     from coa.trajectory import read_trajectories, write_trajectories
     from curate import analyze, pairs, score, sets
-    from curate.fixtures import branch_trajectories, realistic_trajectories
+    from tests.fixtures.trajectories import branch_trajectories, realistic_trajectories
     from tests.curate.helpers import config
 
     root = tmp_path_factory.mktemp("run")

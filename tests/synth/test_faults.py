@@ -73,7 +73,7 @@ def test_teacher_killed_mid_run_stops_cleanly_and_a_rerun_finishes(teacher_url, 
         doomed.kill()
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 3, stdout + stderr
-    assert "STOPPED EARLY: teacher" in stdout and "re-run the same command to finish" in stdout
+    assert "STOPPED EARLY: engine" in stdout and "re-run the same command to finish" in stdout
     kept = read_table(out)
     assert 1 <= kept.num_rows < 8 and "error" not in kept.column("finish_reason").to_pylist()
     rerun = subprocess.run(synth_cmd(out, teacher_url, "limit=8", "concurrency=2", f"search.index={index_dir}"),

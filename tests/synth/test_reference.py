@@ -52,14 +52,15 @@ def supported(row, fmt) -> bool:
 
 
 @pytest.mark.parametrize("fmt_name", ["search_r1"])
-def test_coa_rows_are_well_formed_grounded_and_labelled(coa_rows, index_dir, fmt_name):
+def test_coa_rows_are_well_formed_grounded_and_labelled(coa_rows, index_dir, fmt_name, tokenizer):
     rows, summary, _ = coa_rows
     fmt, searcher = get_format(fmt_name), load_searcher(index_dir)
     assert len(rows) == N and summary["teacher"] == "reference"
     for t in rows:
         assert (t.teacher, t.prompt_id.split("/")[0]) == ("reference", "reference"), t.prompt_id
         assert t.parse().well_formed, t.parse().errors
-        assert t.segments[0] == segment("prefill", "<think>\n")  # toolkit-written, never trained
+        assert (t.segments[0]["kind"], t.segments[0]["text"]) == ("prefill", "<think>\n")  # toolkit-written, never trained
+        assert all(tokenizer.decode(s["token_ids"]) == s["text"] for s in t.segments)  # ids travel with the text
         assert t.n_actions >= 1 and t.parse().queries[0] == t.question  # first hop: the question itself
         for obs in (s for s in t.segments if s["kind"] == "observation"):  # exactly what the searcher returned
             assert obs["text"] == fmt.observation(searcher.search([obs["query"]], 3)[0])
@@ -151,7 +152,8 @@ def test_branches_forbid_answer_from_memory_and_force_search(coa_rows, index_dir
     assert set(kinds) == {"forbid", "force"}
     forbid, force = kinds["forbid"], kinds["force"]
     assert align_to_tokens(prefix, fmt, tokenizer) == (prefix, "")  # this cut is a token boundary already
-    assert forbid.n_actions == 0 and forbid.parse().well_formed and forbid.segments[:2] == prefix
+    assert forbid.n_actions == 0 and forbid.parse().well_formed
+    assert [(s["kind"], s["text"]) for s in forbid.segments[:2]] == [(s["kind"], s["text"]) for s in prefix]
     assert "answer from memory" in forbid.segments[2]["text"]
     cont = force.segments[force.decision_index:]
     assert cont[0]["kind"] == "prefill" and cont[0]["text"].endswith(fmt.search_open)

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from coa.environment import SearchEnvConfig
 from coa.formats import get_format
 from coa.prompts import PromptConfig, prompt_hash
 from coa.search import load_searcher
@@ -28,7 +29,8 @@ PREFILL = "<think>\nI need to search.\n<search>"
 
 
 def config(teacher_url, index_dir, out, **over) -> SynthConfig:
-    base = dict(mode="coa", format="search_r1", limit=10, search={"index": str(index_dir), "max_tokens": 160, "max_actions": 4}, out=str(out),
+    base = dict(mode="coa", format="search_r1", limit=10, out=str(out),
+                search=SearchEnvConfig(index=str(index_dir), max_tokens=160, max_actions=4),
                 teacher=TeacherConfig(base_url=teacher_url, retries=1), progress=False, concurrency=10,
                 prompt=PromptConfig(prefill=PREFILL))
     return SynthConfig(**base | over)
@@ -61,44 +63,62 @@ def test_observation_is_exactly_what_the_search_environment_returned(coa_run, in
     observations = [s for t in rows for s in t.segments if s["kind"] == "observation"]
     assert observations
     for obs in observations:
-        docs = searcher.search([obs["query"]], cfg.topk)[0]
+        docs = searcher.search([obs["query"]], cfg.search.topk)[0]
         assert obs["text"] == fmt.observation(docs)
         assert obs["doc_ids"] == [d.id for d in docs]
 
 
-def encoded_len(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+def kind_text(seg: dict) -> tuple[str, str]:
+    return seg["kind"], seg["text"]
 
 
-def test_continuation_sends_the_rendered_prefix(coa_run, tokenizer):
-    """Each call's prompt is the text so far: the billed prompt tokens are the sum over calls."""
+def test_continuation_sends_the_ids_so_far(coa_run, tokenizer):
+    """Each call's prompt is the ids so far: the billed prompt tokens are the sum over calls."""
     cfg, _, rows = coa_run
     continued = [t for t in rows if any(a["kind"] == "observation" and b["kind"] == "model"
                                         for a, b in zip(t.segments, t.segments[1:]))]
     assert continued, "no trajectory continued after a search result"
     for t in rows:
-        assert t.segments[0] == segment("prefill", PREFILL)
-        calls = [t.prompt + PREFILL] + [t.prompt + "".join(s["text"] for s in t.segments[:i + 1])
-                                        for i, s in enumerate(t.segments) if s["kind"] == "observation"]
-        billed = [encoded_len(tokenizer, c) for c in calls]
+        assert (t.segments[0]["kind"], t.segments[0]["text"]) == ("prefill", PREFILL)
+        tok = tokenize_segments(tokenizer, t.prompt, t.segments)
+        ends = [i for i, s in enumerate(t.segments) if i == 0 or s["kind"] == "observation"]
+        billed = [sum(1 for j in tok.segment_index if j <= end) for end in ends]
         # after the last observation the loop calls again unless the budget is spent; a call that generated
         # nothing leaves no segment, so a trajectory ending in an observation was billed for it or not
         allowed = {sum(billed), sum(billed[:-1])} if t.segments[-1]["kind"] == "observation" else {sum(billed)}
         assert t.prompt_tokens in allowed, (t.id, t.prompt_tokens, allowed, t.finish_reason)
 
 
-def test_token_segments_line_up_with_the_engine(coa_run, tokenizer, teacher_url):
-    cfg, _, rows = coa_run
-    t = max(rows, key=lambda r: r.n_actions)
-    tok = tokenize_segments(tokenizer, t.prompt, t.segments)
-    for i, seg in enumerate(t.segments):
-        ids = [x for x, j in zip(tok.input_ids, tok.segment_index) if j == i]
-        assert tokenizer.decode(ids) == seg["text"]
-        assert {lab for lab, j in zip(tok.segment_labels, tok.segment_index) if j == i} == \
-               {{"model": MODEL, "prefill": PROMPT, "observation": OBSERVATION}[seg["kind"]]}
-    served = httpx.post(teacher_url.removesuffix("/v1") + "/tokenize", timeout=30,
-                        json={"model": cfg.teacher.model, "prompt": t.text, "add_special_tokens": False}).json()
-    assert served["tokens"] == tok.input_ids
+def test_token_segments_line_up_with_the_engine(coa_run, tokenizer, teacher_url, index_dir, tmp_path):
+    """The ids the served model saw at every call (vLLM's own ``prompt_token_ids``) are a prefix of the ids
+    SFT trains on for the stored trajectory: one tokenisation from synthesis/evaluation to training."""
+    from coa.engines.completions import CompletionsEngine
+
+    class Recording(CompletionsEngine):
+        """The real completions engine, keeping what the server says it received."""
+        seen: list = []
+
+        def _generation(self, r, request):
+            self.seen.append((request.episode.question["id"], r.choices[0].model_extra["prompt_token_ids"]))
+            return super()._generation(r, request)
+
+    cfg = config(teacher_url, index_dir, tmp_path / "rec", limit=6)
+    engine = Recording(teacher_url, cfg.teacher.model, tokenizer, retries=1, temperature=cfg.temperature)
+    run(cfg, engine)
+    rows = {t.question_id: t for t in read_trajectories(cfg.out_dir)}
+    assert engine.vllm and engine.token_prompts  # a vLLM server gets ids, not text
+    assert len(engine.seen) > len(rows)  # searches made the loop call again
+    for qid, served in engine.seen:
+        t = rows[qid]
+        trained = tokenize_segments(tokenizer, t.prompt, t.segments)
+        assert trained.input_ids[: len(served)] == served
+    for t in rows.values():
+        tok = tokenize_segments(tokenizer, t.prompt, t.segments)
+        for i, seg in enumerate(t.segments):
+            ids = [x for x, j in zip(tok.input_ids, tok.segment_index) if j == i]
+            assert ids == seg["token_ids"] and tokenizer.decode(ids) == seg["text"]
+            assert {lab for lab, j in zip(tok.segment_labels, tok.segment_index) if j == i} == \
+                   {{"model": MODEL, "prefill": PROMPT, "observation": OBSERVATION}[seg["kind"]]}
 
 
 def test_every_row_carries_its_provenance(coa_run):
@@ -158,9 +178,9 @@ def test_branches_continue_the_prefix_forbidden_and_forced(coa_run, teacher_url,
     for t in got:
         kind = t.branch_id.rsplit(":", 1)[1]
         assert t.branch_id == f"{parent.id}:1:{kind}" and t.parent_id == parent.id and t.decision_index == 1
-        assert t.segments[0] == prefix[0]
+        assert kind_text(t.segments[0]) == kind_text(prefix[0])
         if kind == "force":  # the forced open tag is the toolkit's prefill; the model writes the query on
-            assert t.segments[1] == segment("prefill", fmt.search_open) and t.segments[2]["kind"] == "model"
+            assert kind_text(t.segments[1]) == ("prefill", fmt.search_open) and t.segments[2]["kind"] == "model"
         else:
             assert all(s["kind"] == "model" for s in t.segments)
             assert (fmt.search_close in t.segments[1]["text"]) == (t.finish_reason == "forbidden_search")
@@ -169,4 +189,4 @@ def test_branches_continue_the_prefix_forbidden_and_forced(coa_run, teacher_url,
                  f"search.index={index_dir}", f"out={tmp_path / 'cli'}", f"teacher.base_url={teacher_url}",
                  "progress=false"]) == 0
     (row,) = read_trajectories(tmp_path / "cli")
-    assert row.branch_id == f"{parent.id}:1:force" and row.segments[0] == prefix[0]
+    assert row.branch_id == f"{parent.id}:1:force" and kind_text(row.segments[0]) == kind_text(prefix[0])

@@ -1,0 +1,65 @@
+"""The vLLM rollout engine (in-process, CPU here) against the policy it serves: after an optimizer step
+and a weight sync, the engine scores a fixed completion as the policy's own forward pass does, and a
+rollout's ids continue exactly from prompt + prefill + generated + observation ids."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coa.agent import Budget, drive, start_episode
+from coa.formats import SEARCH_R1
+from coa.tokenize import encode, tokenize_segments
+
+pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    from coa.engines import make_engine
+
+    engine = make_engine("vllm", model=str(model_dir), temperature=0.0)
+    yield engine
+
+
+def policy_logprobs(model, ids: list[int], start: int) -> list[float]:
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    logp = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+    return logp[start - 1:].tolist()
+
+
+def test_engine_matches_the_policy_after_a_step_and_a_sync(engine, model_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompt = encode(tokenizer, "<|im_start|>user\nWho wrote the opera Maria Golovin?<|im_end|>\n<|im_start|>assistant\n")
+    ids = prompt + encode(tokenizer, "<think>\nI will search.\n</think>\n<search> Maria Golovin </search>")
+    before = engine.sequence_logprobs(ids, len(prompt))
+    # one optimizer step that raises the completion's likelihood
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.05)
+    logits = policy(torch.tensor([ids])).logits[0, :-1]
+    loss = -torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[len(prompt) - 1:].mean()
+    loss.backward()
+    optimizer.step()
+    mine = policy_logprobs(policy, ids, len(prompt))
+    stale = sum(abs(a - b) for a, b in zip(before, mine)) / len(mine)
+    engine.sync_weights(policy.state_dict().items())
+    after = engine.sequence_logprobs(ids, len(prompt))
+    gap = sum(abs(a - b) for a, b in zip(after, mine)) / len(mine)
+    assert stale > 0.01  # the step moved the policy away from what the engine served ...
+    assert gap <= 1e-3, f"engine vs policy mean abs log-prob gap {gap:.2e} after the sync"  # ... and the sync brought it back
+
+
+def test_rollout_ids_continue_exactly(engine, searcher, tokenizer):
+    prompt = "<|im_start|>user\nWho wrote the opera Maria Golovin? Search with <search> query </search>.<|im_end|>\n<|im_start|>assistant\n"
+    episodes = [start_episode(prompt, tokenizer, prefill="<think>\nI will search.\n</think>\n<search>", tools="real")]
+    drive(episodes, engine, searcher, SEARCH_R1, Budget(max_actions=1, max_tokens=48, topk=1))
+    ep = episodes[0]
+    assert ep.n_actions >= 1, ep.segments
+    assert ep.ids == tokenize_segments(tokenizer, ep.prompt, ep.segments).input_ids
+    r = ep.rollout()
+    observation = [s for s in ep.segments if s["kind"] == "observation"][0]
+    masked = [t for t, m in zip(r["completion_ids"], r["env_mask"]) if m == 0]
+    assert masked[: len(observation["token_ids"])] == encode(tokenizer, observation["text"])  # env_mask exact
+    model_lp = [lp for lp, m in zip(r["logprobs"], r["env_mask"]) if m == 1]
+    assert any(lp != 0.0 for lp in model_lp)  # the engine's sampling log-probs travel with the ids
