@@ -55,6 +55,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coa.errors import reading
 from coa.formats import ParseResult, completion_text, get_format
 from coa.io import atomic_output
 
@@ -216,7 +217,8 @@ def read_table(path: str | Path) -> pa.Table:
         return TRAJECTORY_SCHEMA.empty_table()
     tables = []
     for f in files:
-        t = pq.read_table(f)
+        with reading(f):
+            t = pq.read_table(f)
         missing = [n for n in TRAJECTORY_SCHEMA.names if n not in t.column_names]
         if missing:
             raise ValueError(f"{f}: missing trajectory columns {missing}")
