@@ -6,6 +6,8 @@ from typing import Callable
 
 import httpx
 
+from coa.errors import BadInput
+
 
 class ServerDown(RuntimeError):
     """The Argilla server did not answer; the message names the URL and what to do."""
@@ -29,8 +31,8 @@ def wait_ready(api_url: str, api_key: str, timeout_s: float, check: Callable[[],
             if r.status_code == 200:
                 return
             if r.status_code == 401:
-                raise RuntimeError(f"{api_url} rejects the owner's API key: its database was created with another "
-                                   "key (ARGILLA_OWNER_API_KEY changed?); use that key or a fresh data_dir")
+                raise BadInput(f"{api_url} rejects the owner's API key: its database was created with another "
+                               "key (ARGILLA_OWNER_API_KEY changed?); use that key or a fresh data_dir")
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:

@@ -5,7 +5,9 @@
   annotator_password  ARGILLA_ANNOTATOR_PASSWORD  every annotator's UI login
 
 A value set in the environment always wins and is never written to disk; a missing one is generated
-(``secrets.token_urlsafe``) and stored in ``<data_dir>/credentials.json`` so restarts keep working.
+(``secrets.token_urlsafe``) and stored in ``<data_dir>/credentials.json`` so restarts keep working. That file
+is only ever readable by its owner: written whole with mode 0600 (also over an older, readable one), and
+an existing file found readable by others is set to 0600 when read.
 Nothing here prints a secret: ``describe`` says where each one comes from, ``redact`` masks them in
 text that is about to be shown (a failing subprocess's output).
 """
@@ -14,7 +16,11 @@ from __future__ import annotations
 import json
 import os
 import secrets as _secrets
+import stat
 from pathlib import Path
+
+from coa.errors import BadInput
+from coa.io import write_json
 
 OWNER = "argilla"  # the username argilla_server's `users create_default` gives the owner
 ENV = {"owner_api_key": "ARGILLA_OWNER_API_KEY", "owner_password": "ARGILLA_OWNER_PASSWORD",
@@ -25,7 +31,7 @@ FILE = "credentials.json"
 def load_or_create(data_dir: str | Path) -> dict:
     """Every secret, from the environment or the file; missing ones are generated and stored."""
     path = Path(data_dir) / FILE
-    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored = _read(path)
     values, changed = {}, False
     for name, env in ENV.items():
         if os.environ.get(env):
@@ -36,12 +42,17 @@ def load_or_create(data_dir: str | Path) -> dict:
                 changed = True
             values[name] = stored[name]
     if changed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # create with 0600 from the start: a chmod after writing would leave a readable window
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(stored, f)
+        write_json(path, stored, mode=0o600)  # a new file, 0600 from its creation, renamed over the old one
     return values
+
+
+def _read(path: Path) -> dict:
+    """The stored secrets ({} without a file); a file others can read is made private first."""
+    if not path.exists():
+        return {}
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        path.chmod(0o600)
+    return json.loads(path.read_text())
 
 
 def owner_api_key(data_dir: str | Path) -> str:
@@ -50,11 +61,10 @@ def owner_api_key(data_dir: str | Path) -> str:
         if os.environ.get(env):
             return os.environ[env]
     path = Path(data_dir) / FILE
-    if path.exists():
-        key = json.loads(path.read_text()).get("owner_api_key")
-        if key:
-            return key
-    raise RuntimeError(f"no Argilla API key: set ARGILLA_API_KEY (or ARGILLA_OWNER_API_KEY), or point data_dir= "
+    key = _read(path).get("owner_api_key")
+    if key:
+        return key
+    raise BadInput(f"no Argilla API key: set ARGILLA_API_KEY (or ARGILLA_OWNER_API_KEY), or point data_dir= "
                        f"at the folder `python -m annotate.serve` wrote {FILE} into (looked in {path})")
 
 

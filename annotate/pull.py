@@ -13,7 +13,6 @@ pair with its sides exchanged.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from itertools import combinations
 from pathlib import Path
@@ -26,6 +25,7 @@ from annotate.client import ServerDown, down_message
 from annotate.config import ReviewConfig
 from annotate.push import read_set, set_path
 from annotate.render import row_of
+from coa.io import atomic_output, write_json
 
 REVIEW_COLUMNS = {"row_id": pl.String, "decision": pl.String, "corrected_answer": pl.String,
                   "n_reviewers": pl.Int32, "n_accept": pl.Int32, "n_reject": pl.Int32, "n_swap": pl.Int32,
@@ -149,14 +149,9 @@ def pull(client, cfg: ReviewConfig) -> dict:
 
 def write(table: pl.DataFrame, metrics: dict, path: Path) -> None:
     """Table and metrics, each replaced atomically: a reader (dvc, curate) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.write_parquet(tmp)
-    tmp.replace(path)
-    meta = path.with_name("metrics.json")
-    tmp = meta.with_name(".metrics.json.tmp")
-    tmp.write_text(json.dumps({"rows": table.height, **metrics}, indent=2))
-    tmp.replace(meta)
+    with atomic_output(path) as tmp:
+        table.write_parquet(tmp)
+    write_json(path.with_name("metrics.json"), {"rows": table.height, **metrics})
 
 
 def status(client, cfg: ReviewConfig) -> dict:

@@ -8,8 +8,8 @@
 
 A bare first word works too: ``python -m annotate.run push``. Settings: ``annotate/config.py``
 (``params.yaml`` section ``annotate``). The API key: ``ARGILLA_API_KEY`` / ``ARGILLA_OWNER_API_KEY``, else
-the file ``annotate.serve`` generated in ``data_dir``. A server that is down fails naming its URL; push and
-pull lose nothing and the same command resumes.
+the file ``annotate.serve`` generated in ``data_dir``. A server that is down fails naming its URL (exit 1); push
+and pull lose nothing and the same command resumes. Bad settings or input: one line, exit 2.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import sys
 from annotate.client import ServerDown, connect
 from annotate.config import ReviewConfig
 from annotate.credentials import owner_api_key
+from coa.errors import entry_point, one_line
 
 
 def execute(cfg: ReviewConfig) -> dict:
@@ -28,6 +29,7 @@ def execute(cfg: ReviewConfig) -> dict:
     return {"push": push, "pull": pull, "status": status}[cfg.action](client, cfg)
 
 
+@entry_point("annotate")
 def main(argv: list[str] | None = None) -> int:
     from coa.config import cli
 
@@ -37,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli(ReviewConfig, "annotate", argv, doc=__doc__)
     try:
         execute(cfg)
-    except (ServerDown, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"annotate {cfg.action}: {e}", file=sys.stderr)
+    except ServerDown as e:  # not bad input: the same command resumes once the server is back
+        print(one_line(f"annotate {cfg.action}", e), file=sys.stderr)
         return 1
     return 0
 

@@ -32,8 +32,14 @@ from pathlib import Path
 
 from annotate import credentials
 from annotate.client import wait_ready
+from coa.errors import entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
+# argilla_server's `users create_default` takes the owner's key and password only as arguments, which any
+# user of the machine reads in `ps`: call its function with them from the environment instead
+CREATE_OWNER = ("import os; from argilla_server.cli.database.users.create_default import create_default; "
+                "create_default(api_key=os.environ['COA_OWNER_API_KEY'], password=os.environ['COA_OWNER_PASSWORD'], "
+                "quiet=True)")
 
 
 @dataclass
@@ -124,14 +130,7 @@ class ReviewStack:
                                    "--elasticsearch-port", str(self.cfg.search_port)])
             self._spawn("redis", [redis, "--bind", self.cfg.host, "--port", str(self.cfg.redis_port),
                                   "--save", "", "--appendonly", "no"])
-            for step in (["database", "migrate"],
-                         ["database", "users", "create_default", "--quiet",  # --quiet: it would echo the key
-                          "--api-key", secrets["owner_api_key"], "--password", secrets["owner_password"]]):
-                done = subprocess.run([py, "-m", "argilla_server", *step], env=self._env(), cwd=self.data,
-                                      capture_output=True, text=True)
-                if done.returncode:
-                    tail = credentials.redact(done.stdout + done.stderr, secrets)[-2000:]
-                    raise RuntimeError(f"argilla_server {' '.join(step[:3])} failed ({done.returncode}):\n{tail}")
+            self.init_database(secrets)
             self._spawn("server", [py, "-m", "argilla_server", "start", "--host", self.cfg.host,
                                    "--port", str(self.cfg.port), "--no-access-log"])
             self._spawn("worker", [py, "-m", "argilla_server", "worker", "--num-workers", str(self.cfg.workers)])
@@ -143,6 +142,20 @@ class ReviewStack:
         self.cold_start_s = time.perf_counter() - t0
         (self.data / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
         return self
+
+    def init_database(self, secrets: dict) -> None:
+        """Migrate the database and create the owner. ``argilla.db`` holds the owner's key: 0600 before
+        SQLite writes to it (SQLite keeps a file's mode and gives it to its journals)."""
+        db = self.data / "argilla.db"
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+        db.chmod(0o600)  # one an earlier version created readable
+        owner = {"COA_OWNER_API_KEY": secrets["owner_api_key"], "COA_OWNER_PASSWORD": secrets["owner_password"]}
+        for name, argv, env in (("database migrate", ["-m", "argilla_server", "database", "migrate"], self._env()),
+                                ("users create_default", ["-c", CREATE_OWNER], {**self._env(), **owner})):
+            done = subprocess.run([self._bin("python"), *argv], env=env, cwd=self.data, capture_output=True, text=True)
+            if done.returncode:
+                tail = credentials.redact(done.stdout + done.stderr, secrets)[-2000:]
+                raise RuntimeError(f"argilla_server {name} failed ({done.returncode}):\n{tail}")
 
     def stop(self) -> None:
         """Reverse order. The worker (and a server stuck without Redis) ignore SIGTERM: SIGKILL them."""
@@ -204,6 +217,7 @@ def stop_started(data_dir: str | Path) -> list[str]:
     return [n for n in pids]
 
 
+@entry_point("annotate.serve")
 def main(argv: list[str] | None = None) -> int:
     from coa.config import cli
 

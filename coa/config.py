@@ -31,13 +31,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 import yaml
+
+from coa.errors import report
 
 T = TypeVar("T")
 PARAMS_FILE = os.environ.get("COA_PARAMS", "params.yaml")
@@ -404,9 +405,7 @@ def cli(cls: type[T], section: str | None, argv: Sequence[str], doc: str = "", *
         values, preset = resolve(cls, section, argv, aliases=aliases)
         cfg = build(cls, values, section or cls.__name__)
     except (ValueError, TypeError, FileNotFoundError) as e:
-        name, message = section or cls.__name__, str(e)
-        print(message if message.startswith((f"{name}.", f"{name}:")) else f"{name}: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(report(section or cls.__name__, e)) from None
     if show:
         print(config_yaml(cfg, section, preset), end="")
         raise SystemExit(0)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 from pathlib import Path
+
+from coa.io import atomic_output
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
@@ -58,11 +59,9 @@ def _convert(gguf: Path, out: Path) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    tmp.replace(out)
+    with atomic_output(out, folder=True) as tmp:
+        model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,17 @@ Also read: Bamboogle's ``idx/question/answer`` rows and the AutoCoA paper's verl
 """
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 
+from coa.errors import entry_point, reading
 from coa.io import write_text
-from coa.search.corpus import open_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_QUESTIONS = ROOT / "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz"
@@ -22,6 +24,9 @@ _AUTOCOA_QUESTION = re.compile(r"answer the user's question below: \n(.*)\n\n$",
 
 
 def _normalise(row: dict, where: str, dataset: str) -> dict:
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object with 'id', 'question', 'golden_answers', "
+                         f"got {type(row).__name__} {json.dumps(row)[:60]}")
     qid = row.get("id", row.get("_id", row.get("idx")))
     question = row.get("question")
     golds = row.get("golden_answers", row.get("answer"))
@@ -45,6 +50,32 @@ def _normalise(row: dict, where: str, dataset: str) -> dict:
             "dataset": row.get("dataset", dataset), "metadata": row.get("metadata") or {}}
 
 
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line; bytes that are not UTF-8 or a cut .gz name the line
+    (lines are decoded one by one: a text reader decodes ahead and would blame an earlier line)."""
+    lineno = 0
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        while True:
+            try:
+                raw = f.readline()
+            except (EOFError, OSError) as e:
+                raise ValueError(f"{path}:{lineno + 1}: unreadable ({type(e).__name__}: {e})") from None
+            if not raw:
+                return
+            lineno += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            yield lineno, value
+
+
 def load_questions(path: str | Path, limit: int | None = None, dataset: str | None = None) -> list[dict]:
     path = Path(path)
     if not path.exists():
@@ -52,22 +83,17 @@ def load_questions(path: str | Path, limit: int | None = None, dataset: str | No
     name = dataset or path.name.split(".")[0].split("_")[0]
     rows: list[dict] = []
     if path.suffix == ".parquet":
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+        with reading(path):
+            table = pq.read_table(path)
+        for i, row in enumerate(table.to_pylist(), start=1):
             rows.append(_normalise(row, f"{path}:row {i}", name))
             if limit and len(rows) >= limit:
                 break
     else:
-        with open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                rows.append(_normalise(row, f"{path}:{lineno}", name))
-                if limit and len(rows) >= limit:
-                    break
+        for lineno, row in _json_lines(path):
+            rows.append(_normalise(row, f"{path}:{lineno}", name))
+            if limit and len(rows) >= limit:
+                break
     unique: dict[str, dict] = {}
     for r in rows:
         first = unique.setdefault(r["id"], r)
@@ -102,6 +128,7 @@ class SplitConfig:
     seed: int = field(default=0, metadata={"help": "seeds the hash order (same seed, same split)"})
 
 
+@entry_point("coa.questions")
 def main(argv: list[str] | None = None) -> int:
     """``python -m coa.questions split questions=PATH out=DIR heldout=N train=M seed=S`` (--help for more)"""
     import sys

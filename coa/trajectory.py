@@ -55,7 +55,9 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coa.errors import reading
 from coa.formats import ParseResult, completion_text, get_format
+from coa.io import atomic_output
 
 SEGMENT_TYPE = pa.struct([
     ("kind", pa.string()), ("text", pa.string()), ("query", pa.string()), ("doc_ids", pa.list_(pa.string())),
@@ -197,10 +199,8 @@ def to_table(trajectories: Iterable[Trajectory | dict]) -> pa.Table:
 def write_trajectories(path: str | Path, trajectories: Iterable[Trajectory | dict]) -> Path:
     """Write one parquet file atomically (temp file + rename), so a reader never sees half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(to_table(trajectories), tmp)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        pq.write_table(to_table(trajectories), tmp)
     return path
 
 
@@ -217,7 +217,8 @@ def read_table(path: str | Path) -> pa.Table:
         return TRAJECTORY_SCHEMA.empty_table()
     tables = []
     for f in files:
-        t = pq.read_table(f)
+        with reading(f):
+            t = pq.read_table(f)
         missing = [n for n in TRAJECTORY_SCHEMA.names if n not in t.column_names]
         if missing:
             raise ValueError(f"{f}: missing trajectory columns {missing}")

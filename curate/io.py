@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 import polars as pl
 import pyarrow as pa
 
+from coa.errors import reading
 from coa.formats import PRESETS
 from coa.io import atomic_output, write_json
 from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
@@ -51,10 +52,8 @@ def check_columns(files: Iterable[Path], columns: Sequence[str], types: dict = T
     returns each file's types of ``columns``."""
     found = {}
     for f in files:
-        try:
+        with reading(f):
             schema = pl.read_parquet_schema(f)
-        except Exception as e:  # not parquet at all
-            raise ValueError(f"{f}: not a readable parquet file ({e})") from None
         for name in columns:
             if name not in schema:
                 raise ValueError(f"{f}: missing column {name!r} (needed: {', '.join(columns)})")
@@ -112,11 +111,13 @@ def read_scores(path: str | Path) -> pl.DataFrame:
     path = scores_path(path)
     if not path.exists():
         raise FileNotFoundError(f"scores not found: {path} (run step=score first, or set in= to its folder)")
-    schema = pl.read_parquet_schema(path)
+    with reading(path):
+        schema = pl.read_parquet_schema(path)
     missing = [c for c in SCORE_COLUMNS if c not in schema]
     if missing:
         raise ValueError(f"{path}: missing column {missing[0]!r}; expected the score step's scores.parquet")
-    return pl.read_parquet(path)
+    with reading(path):
+        return pl.read_parquet(path)
 
 
 def write_parquet(df: pl.DataFrame, path: str | Path, schema: pa.Schema | None = None) -> Path:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
+from coa.errors import reading
+
 DECISIONS = ("accept", "reject", "swap")
 COLUMNS = {"row_id": pl.String, "decision": pl.String, "corrected_answer": pl.String}
 
@@ -25,12 +27,11 @@ def read_review(path: str | Path | None) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"review table not found: {path}")
-    if path.suffix == ".csv":
-        df = pl.read_csv(path, infer_schema=False)  # every column as text: ids must not turn into numbers
-    elif path.suffix == ".parquet":
-        df = pl.read_parquet(path)
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise ValueError(f"{path}: review table must be .csv or .parquet")
+    with reading(path, f"a readable {path.suffix[1:]} file"):
+        # csv: every column as text, ids must not turn into numbers
+        df = pl.read_csv(path, infer_schema=False) if path.suffix == ".csv" else pl.read_parquet(path)
     for name in ("row_id", "decision"):
         if name not in df.columns:
             raise ValueError(f"{path}: missing column {name!r} (columns: row_id, decision, corrected_answer)")

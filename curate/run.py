@@ -7,16 +7,19 @@
 
 Settings: ``curate/config.py`` (``params.yaml`` section ``curate``; ``key=value`` overrides it);
 ``--help`` lists every key, ``--print-config`` prints the resolved settings. Every step writes parquet
-and a ``metrics.json`` into ``out`` (default ``runs/curate/<step>``). Exit codes: 0 done, 2 bad settings.
+and a ``metrics.json`` into ``out`` (default ``runs/curate/<step>``). Exit codes: 0 done, 2 bad settings or
+input (one line naming the file and column; ``COA_DEBUG=1`` for a traceback).
 """
 from __future__ import annotations
 
 import sys
 
 from coa.config import cli
+from coa.errors import entry_point
 from curate.config import ALIASES, CurateConfig
 
 
+@entry_point("curate")
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = cli(CurateConfig, "curate", sys.argv[1:] if argv is None else argv, __doc__, aliases=ALIASES)

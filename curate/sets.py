@@ -26,6 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
+from coa.errors import reading
 from coa.questions import DEFAULT_QUESTIONS, load_questions, write_questions
 from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
 from curate import io
@@ -169,7 +170,10 @@ def run(cfg) -> dict:
     pairs = pl.DataFrame(schema=io.PAIR_TYPES)
     if cfg.n_pairs:
         pairs = io.scan(pairs_dir / "pairs.parquet", PAIR_SCHEMA.names, io.PAIR_TYPES).collect()
-    branches = pl.read_parquet(pairs_dir / "branches.parquet") if (pairs_dir / "branches.parquet").exists() else None
+    branches = None
+    if (pairs_dir / "branches.parquet").exists():
+        with reading(pairs_dir / "branches.parquet"):
+            branches = pl.read_parquet(pairs_dir / "branches.parquet")
     review = read_review(cfg.review)
     pool = load_questions(cfg.questions or DEFAULT_QUESTIONS)  # the training pool: question types, RL questions
     types = question_types(pool)

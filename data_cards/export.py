@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coa.errors import entry_point, reading
+from coa.io import atomic_output, write_text
 from coa.prompts import PromptConfig
 from data_cards import formats
 
@@ -57,26 +59,20 @@ class ExportConfig:
 def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (run `python -m curate.run step=sets`, or set sets_dir=/input=)")
-    try:
+    with reading(path):
         return pq.read_table(path).to_pylist()
-    except Exception as e:  # not parquet
-        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
 
 
 def write_parquet(rows: list[dict], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
     return path
 
 
 def write_json(data, path: Path, lines: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data) if lines else \
         json.dumps(data, ensure_ascii=False, indent=1)
-    path.write_text(text)
-    return path
+    return write_text(path, text)
 
 
 def _questions(path: Path) -> list[dict]:
@@ -125,15 +121,11 @@ def run(cfg: ExportConfig) -> dict:
     return written
 
 
+@entry_point("export")
 def main(argv: list[str] | None = None) -> int:
     from coa.config import cli
 
-    cfg = cli(ExportConfig, "export", sys.argv[1:] if argv is None else argv, doc=__doc__)
-    try:
-        run(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"export: {e}", file=sys.stderr)
-        return 1
+    run(cli(ExportConfig, "export", sys.argv[1:] if argv is None else argv, doc=__doc__))
     return 0
 
 

@@ -5,6 +5,12 @@ generated from the run.
     python -m data_cards.publish repo_id=ORG/NAME dest=DIR          # air-gapped copy, same layout, no upload
     HF_ENDPOINT=http://host:port python -m data_cards.publish ...   # another Hub-compatible server
 
+``dest`` must be a new or empty folder, or one an earlier ``dest=`` publish wrote (its ``.autocoa-owner.json``
+lists the files it wrote: only those are replaced or deleted); ``overwrite=true`` writes into another
+folder, replacing files of the same name and deleting nothing else. Files are staged first and placed
+only once all of them are written. Exit codes: 0 done, 1 an upload that failed part-way (nothing was
+committed; re-run), 2 bad settings, input or environment (one line; ``COA_DEBUG=1`` for a traceback).
+
 Layout (what the Hub repo and ``dest`` hold): ``README.md`` (the card), ``{config}/train-0000i-of-0000n.parquet``
 for the configs ``pairs``, ``coa``, ``cot`` (and ``trajectories``, all scored rows, with
 ``trajectories=true``), and ``plots/*.png`` from the analyze step. Empty sets are left out and the card
@@ -16,6 +22,7 @@ objects that already arrived are not sent again. The token comes from ``HF_TOKEN
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -26,13 +33,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from coa.errors import BadInput, entry_point, one_line
+from coa.io import atomic_output, claim_folder, record_folder
 from data_cards import card, run_facts
 
 MANAGED = ("pairs/", "coa/", "cot/", "trajectories/", "plots/")  # folders a publish owns in the repo
 
 
 class PublishError(RuntimeError):
-    """A publish that could not finish; the message says what happened and what to do."""
+    """An upload that failed part-way (nothing committed); the message says what happened and what to do."""
 
 
 @dataclass
@@ -47,6 +56,8 @@ class PublishConfig:
     private: bool = field(default=False, metadata={"help": "create the repo private (an existing repo keeps its visibility)"})
     revision: str = field(default="main", metadata={"help": "branch to commit to; created from main if missing"})
     dest: str = field(default="", metadata={"help": "write the repo's files to this folder instead of uploading"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "let dest= be a non-empty folder publish did not write (same-name files replaced, nothing deleted)"})
     sets_dir: str = field(default="runs/curate/sets", metadata={"help": "the sets step's folder (pairs/coa/cot.parquet, metrics.json)"})
     curate_dir: str = field(default="runs/curate", metadata={"help": "curate steps' parent folder (score/analyze/pairs metrics, plots)"})
     index: str = field(default="runs/index", metadata={"help": "search index folder (its index.json names the corpus)"})
@@ -106,14 +117,18 @@ def push(cfg: PublishConfig, folder: Path, files: list[Path], message: str) -> t
 
     token = os.environ.get("HF_TOKEN")
     if not token:
-        raise PublishError("HF_TOKEN is not set: publishing needs a write token (export HF_TOKEN=...), "
+        raise BadInput("HF_TOKEN is not set: publishing needs a write token (export HF_TOKEN=...), "
                            "or use dest=DIR for a local copy")
     api = HfApi(token=token)  # the endpoint is HF_ENDPOINT (huggingface_hub reads it), default huggingface.co
     where = f"{api.endpoint}/datasets/{cfg.repo_id}@{cfg.revision}"
     try:
         api.whoami()
     except HfHubHTTPError as e:
-        raise PublishError(f"{api.endpoint}: the token in HF_TOKEN was refused ({e.response.status_code})") from None
+        raise BadInput(f"{api.endpoint}: the token in HF_TOKEN was refused ({e.response.status_code})") from None
+    except Exception as e:  # the client's transport error (requests' or httpx's, by version): a wrong HF_ENDPOINT
+        cause = f"{type(e).__name__}: {e}".replace(token, "***")
+        raise BadInput(f"{api.endpoint} is not reachable ({cause}); check HF_ENDPOINT (unset: huggingface.co) "
+                       "and the network") from None
     try:
         api.create_repo(cfg.repo_id, repo_type="dataset", private=cfg.private, exist_ok=True)
         if cfg.revision != "main":
@@ -135,20 +150,37 @@ def push(cfg: PublishConfig, folder: Path, files: list[Path], message: str) -> t
     return info.oid, info.oid != before
 
 
+TOOL = "data_cards.publish"
+
+
+def place(staged: Path, files: list[Path], dest: Path, owned: list[str]) -> list[Path]:
+    """Move the staged ``files`` into ``dest``; delete the files an earlier publish wrote there and this
+    one does not (``owned``), nothing else; then record what is there now."""
+    names = [f.relative_to(staged).as_posix() for f in files]
+    for old in set(owned) - set(names):
+        (dest / old).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # its folder too, once empty (a config no longer published)
+            (dest / old).parent.rmdir()
+    for name in names:
+        with atomic_output(dest / name) as tmp:
+            shutil.copyfile(staged / name, tmp)
+    record_folder(dest, TOOL, names)
+    return [dest / name for name in names]
+
+
 def run(cfg: PublishConfig) -> dict:
     started = time.perf_counter()
+    dest = Path(cfg.dest) if cfg.dest else None
+    owned = claim_folder(dest, TOOL, "overwrite=true", cfg.overwrite) if dest else []  # refuse before any work
     with tempfile.TemporaryDirectory(prefix="publish-") as tmp:
-        folder = Path(cfg.dest) if cfg.dest else Path(tmp)
-        if cfg.dest and folder.exists():
-            for path in [folder / "README.md", *(folder / m.rstrip("/") for m in MANAGED)]:
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = Path(tmp)
         files, counts = stage(cfg, folder)
         summary = ", ".join(f"{n} {k}" for k, n in counts.items()) or "no rows"
         result = {"configs": counts, "files": len(files)}
-        if cfg.dest:
-            print(f"wrote {len(files)} files ({summary}) to {folder}")
-            return {**result, "dest": str(folder), "seconds": round(time.perf_counter() - started, 2)}
+        if dest:
+            place(folder, files, dest, owned)
+            print(f"wrote {len(files)} files ({summary}) to {dest}")
+            return {**result, "dest": str(dest), "seconds": round(time.perf_counter() - started, 2)}
         message = cfg.commit_message or f"Publish AutoCoA sets: {summary}"
         oid, committed = push(cfg, folder, files, message)
     state = "committed" if committed else "unchanged, no commit"
@@ -156,14 +188,15 @@ def run(cfg: PublishConfig) -> dict:
     return {**result, "commit": oid, "committed": committed, "seconds": round(time.perf_counter() - started, 2)}
 
 
+@entry_point("publish")
 def main(argv: list[str] | None = None) -> int:
     from coa.config import cli
 
     cfg = cli(PublishConfig, "publish", sys.argv[1:] if argv is None else argv, doc=__doc__)
     try:
         run(cfg)
-    except (PublishError, FileNotFoundError, ValueError) as e:
-        print(f"publish: {e}", file=sys.stderr)
+    except PublishError as e:  # not bad input: the same command finishes the upload
+        print(one_line("publish", e), file=sys.stderr)
         return 1
     return 0
 

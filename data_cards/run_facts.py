@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from coa.errors import reading
+
 SETS = ("pairs", "coa", "cot")
 PLOTS = ("two_by_two.png", "success_by_actions.png", "first_action.png", "drop_reasons.png")
 
@@ -68,10 +70,8 @@ def read_set(path: Path) -> pa.Table:
     if not path.exists():
         raise FileNotFoundError(f"{path}: set not found; run `python -m curate.run step=sets` (or dvc repro) first, "
                                 f"or point sets_dir= at the folder holding pairs/coa/cot.parquet")
-    try:
+    with reading(path):
         return pq.read_table(path)
-    except Exception as e:  # not parquet
-        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
 
 
 def scored_trajectories(curate_dir: Path) -> pa.Table:

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from coa.config import build, cli
+from coa.errors import entry_point
 from coa.environment import SearchEnvConfig
 from coa.formats import completion_text, get_format
 from coa.io import write_json, write_text
@@ -234,6 +235,7 @@ def report(cfg: EvalConfig) -> str:
     return table
 
 
+@entry_point("evaluate")
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = cli(EvalConfig, "evaluate", sys.argv[1:] if argv is None else argv, __doc__)

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from coa.config import cli
 from coa.engines import EngineFatal, make_engine
+from coa.errors import entry_point
 from coa.formats import get_format
 from coa.io import write_json
 from coa.questions import DEFAULT_QUESTIONS, load_questions
@@ -176,6 +177,7 @@ def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
     return table.filter(pc.is_in(table["id"], value_set=pa.array([j.id for j in jobs], type=pa.string())))
 
 
+@entry_point("synth")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -32,6 +32,7 @@ from typing import Iterator
 import httpx
 
 from coa.config import cli
+from coa.errors import entry_point
 from coa.procs import Server, is_up
 
 HOST = "127.0.0.1"  # the embedded engine never listens beyond loopback
@@ -145,6 +146,7 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt  # SIGTERM ends the wait like Ctrl-C, so the engine is stopped either way
 
 
+@entry_point("synth.serve")
 def main(argv: list[str] | None = None) -> int:
     try:  # the same settings as the engine synth.run starts: params.yaml section synth.serve
         cfg = cli(ServeConfig, "synth.serve", sys.argv[1:] if argv is None else argv, __doc__)

@@ -4,9 +4,11 @@ Each shard is written whole with ``write_trajectories`` (temp file + rename), so
 half a file and a ``kill -9`` loses at most the rows not yet flushed; they are generated again on
 the next run. Resuming reads the ids already present and skips those jobs. One writer per folder:
 an exclusive lock (released by the OS when the process dies, even by ``kill -9``) refuses a second.
+A run that fails before writing a row leaves no folder it created (a wrong ``search.index``, say).
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import time
 import uuid
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from coa.errors import reading
+from coa.io import clear_stale
 from coa.trajectory import Trajectory, write_trajectories
 
 
@@ -21,7 +25,8 @@ def done_ids(out: str | Path) -> set[str]:
     """Ids of the rows already written (only the ``id`` column is read)."""
     ids: set[str] = set()
     for f in sorted(Path(out).glob("*.parquet")):
-        ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+        with reading(f):
+            ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
     return ids
 
 
@@ -35,8 +40,10 @@ class ShardWriter:
         self._run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self._last_flush = time.monotonic()
         self._lock = None
+        self._created = False
 
     def __enter__(self) -> "ShardWriter":
+        self._created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.out / ".lock", "w")
         try:
@@ -44,14 +51,17 @@ class ShardWriter:
         except BlockingIOError:
             self._lock.close()
             raise RuntimeError(f"{self.out} is being written by another process; wait for it or pick another out=")
-        for stale in self.out.glob(".*.parquet.tmp"):  # left by a writer killed mid-write
-            stale.unlink()
+        clear_stale(self.out)  # temporaries of a writer killed mid-write
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.flush()
         if self._lock is not None:
             self._lock.close()
+        if exc_type is not None and self._created and not self.shards:
+            (self.out / ".lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # only while empty
+                self.out.rmdir()
 
     def add(self, trajectory: Trajectory) -> None:
         self.buffer.append(trajectory)

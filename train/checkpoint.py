@@ -10,7 +10,9 @@ next stage, vLLM and the evaluation load it like the base model. Every stage wri
 Completeness: ``checkpoint_complete.json`` is written last and lists every file with its size;
 ``check_checkpoint`` refuses a folder without it or with a missing or truncated file, and
 ``save_checkpoint`` writes into a temporary folder renamed onto the target (``coa.io``), so the
-previous checkpoint is only replaced by a complete new one.
+previous checkpoint is only replaced by a complete new one. ``check_start_model`` applies this to any
+folder holding a file train.run writes (a checkpoint that lost its marker is refused); another HF model
+folder is taken as it is once every safetensors file in it reads whole.
 """
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from coa.errors import reading
 from coa.io import atomic_output, write_json, write_text
 
 MARKER = "checkpoint_complete.json"
+WRITTEN_BESIDE = ("train_args.json", "metrics.json", "steps.csv")  # what train.run writes next to the weights
 
 
 def load_tokenizer(path: str | Path, base: str | Path):
@@ -55,7 +59,8 @@ def load_tokenizer(path: str | Path, base: str | Path):
 
 def load_model(path: str | Path, tokenizer):
     # fp32 weights while training (bf16 on CPU trained worse); bf16 mixed precision is the trainer's job
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    with reading(path, "a loadable model folder"):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     rows = model.get_input_embeddings().num_embeddings
     if rows < len(tokenizer):
         raise ValueError(f"checkpoint {path}: the model has {rows} embeddings but its tokenizer {len(tokenizer)} "
@@ -93,11 +98,35 @@ def check_checkpoint(path: str | Path) -> Path:
     if not marker.is_file():
         raise ValueError(f"{path}: incomplete checkpoint (no {MARKER}: its save was interrupted or it was not "
                          "written by train.run); run the stage that writes it again")
-    files = json.loads(marker.read_text())["files"]
+    with reading(marker, f"a {MARKER} written by train.run"):
+        files = json.loads(marker.read_text())["files"]
     bad = [f"{name} ({'missing' if not (path / name).is_file() else 'truncated'})" for name, size in files.items()
            if not (path / name).is_file() or (path / name).stat().st_size != size]
     if bad:
         raise ValueError(f"{path}: incomplete checkpoint: {', '.join(bad)}; run the stage that writes it again")
+    return path
+
+
+def check_start_model(path: str | Path) -> Path:
+    """``path`` if a stage may start from it: a train.run checkpoint (its marker, or a file train.run writes
+    beside the weights) must be complete; any other model folder must hold whole safetensors files."""
+    path = Path(path)
+    if (path / MARKER).exists() or any((path / name).exists() for name in WRITTEN_BESIDE):
+        return check_checkpoint(path)
+    return check_weights(path)
+
+
+def check_weights(path: Path) -> Path:
+    """Every ``*.safetensors`` in ``path`` reads whole (its header covers the file): a cut copy or download
+    fails here naming the file, not deep inside the model loader."""
+    from safetensors import safe_open
+
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(weights, "pt"):
+                pass
+        except Exception as e:  # SafetensorError: its own type, not an OSError or ValueError
+            raise ValueError(f"{weights}: truncated or not a safetensors file ({e}); copy or download it again") from None
     return path
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from datasets import Dataset
 
+from coa.errors import reading
 from coa.prompts import PromptConfig, render_prompt
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.tokenize import LABEL_NAMES, encode, tokenize_segments
@@ -59,7 +60,8 @@ def read_pairs(path: str | Path, stage: str = "sft1", fmt: str | None = None) ->
     path = Path(path)
     rows: list[dict] = []
     for f in _files(path, stage):
-        table = pq.read_table(f)
+        with reading(f):
+            table = pq.read_table(f)
         missing = [c for c in PAIR_COLUMNS if c not in table.column_names]
         if missing:
             raise ValueError(f"{f}: missing pair columns {missing} (schema: coa.trajectory.PAIR_SCHEMA, "

@@ -44,9 +44,10 @@ from pathlib import Path
 import torch
 
 from coa.config import cli
+from coa.errors import entry_point, reading
 from coa.io import atomic_output, write_json
 from coa.model import base_model_dir
-from train.checkpoint import (MARKER, StepLog, check_checkpoint, last_trainer_checkpoint, load_model,
+from train.checkpoint import (StepLog, check_checkpoint, check_start_model, last_trainer_checkpoint, load_model,
                               load_tokenizer, write_checkpoint, write_metrics)
 from train.common import on_gpu
 from train.config import PREVIOUS, TrainConfig
@@ -60,13 +61,12 @@ def base_model(cfg: TrainConfig) -> Path:
 def start_checkpoint(cfg: TrainConfig, stage: str) -> Path:
     """Where a stage starts: ``model=`` if given, else the previous stage's output (sft1: the base)."""
     if cfg.model == "base" or (cfg.model is None and PREVIOUS[stage] is None):
-        return base_model(cfg)
+        return check_start_model(base_model(cfg))
     if cfg.model:
         path = Path(cfg.model)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"model={cfg.model}: no checkpoint there (no config.json)")
-        # a folder written by train.run is checked; any other HF folder (a downloaded model) is taken as is
-        return check_checkpoint(path) if (path / MARKER).exists() else path
+        return check_start_model(path)
     path = Path(cfg.runs_dir) / PREVIOUS[stage]
     if not path.exists():
         raise FileNotFoundError(f"{stage} starts from the {PREVIOUS[stage]} checkpoint {path}, which does not "
@@ -126,13 +126,18 @@ def empty_sets(cfg: TrainConfig, stage: str) -> list[str]:
     """The SFT sets of ``stage`` that exist but hold no rows (RL stages read questions, not sets)."""
     if stage not in ("sft1", "sft2", "sft3"):
         return []
-    import pyarrow.parquet as pq
-
     settings = getattr(cfg, stage)
     names = [settings.data] if stage == "sft1" else list(settings.data)
     paths = [Path(cfg.sets_dir) / n for n in names]
-    empty = [str(p) for p in paths if p.exists() and pq.ParquetFile(p).metadata.num_rows == 0]
+    empty = [str(p) for p in paths if p.exists() and num_rows(p) == 0]
     return empty if len(empty) == len(paths) else []
+
+
+def num_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    with reading(path):
+        return pq.ParquetFile(path).metadata.num_rows
 
 
 def pass_through(cfg: TrainConfig, stage: str, start: Path, empty: list[str]) -> dict:
@@ -215,6 +220,13 @@ def run(cfg: TrainConfig) -> list[dict]:
     return results
 
 
-if __name__ == "__main__":
-    for metrics in main(sys.argv[1:]):
+@entry_point("train")
+def command(argv: list[str]) -> int:
+    """``python -m train.run``: one JSON line per trained stage; bad input is one line and exit 2."""
+    for metrics in main(argv):
         print(json.dumps({k: metrics[k] for k in ("stage", "steps", "seconds_per_step", "peak_rss_gb")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(command(sys.argv[1:]))

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import DatasetCard
 
+from coa.io import OWNER_FILE
 from tests.data_cards.conftest import ROOT, hub_env, publish_cli
 from tests.data_cards.hub_rules import HUB_LICENSES, validate_card_metadata
 
@@ -87,7 +88,7 @@ def test_cut_upload_fails_clearly_and_a_rerun_completes(curate_run, hub):
 def test_refused_token_is_named_but_never_printed(curate_run, hub):
     bad = "hf_" + "x" * 32
     proc = publish_cli(curate_run, hub, "repo_id=tester/refused", token=bad)
-    assert proc.returncode == 1 and "the token in HF_TOKEN was refused (401)" in proc.stderr
+    assert proc.returncode == 2 and "the token in HF_TOKEN was refused (401)" in proc.stderr
     assert bad not in proc.stdout + proc.stderr and "tester/refused" not in hub.repos
 
 
@@ -120,7 +121,7 @@ def test_dest_writes_the_same_layout_without_uploading(curate_run, hub, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     local = {p.relative_to(tmp_path / "copy").as_posix() for p in (tmp_path / "copy").rglob("*") if p.is_file()}
     remote = set(hub.commits("tester/autocoa-sets")[0].files) - {".gitattributes"}
-    assert local == remote - {p for p in remote if p.startswith("trajectories/")}
+    assert local == remote - {p for p in remote if p.startswith("trajectories/")} | {OWNER_FILE}  # + what it wrote
     assert len(hub.repos) == n_repos
 
 
@@ -141,7 +142,7 @@ def test_empty_sets_and_missing_inputs(tmp_path, capsys):
     assert DatasetCard(readme).data.to_dict()["configs"] == [] and validate_card_metadata(readme) == []
     assert not list((tmp_path / "out").rglob("*.parquet"))
     (sets / "cot.parquet").unlink()
-    assert publish.main(args) == 1
+    assert publish.main(args) == 2
     assert f"{sets / 'cot.parquet'}: set not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         publish.main(["repo_id=no-slash"])

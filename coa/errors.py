@@ -1,0 +1,76 @@
+"""How every entry point reports bad input: one line on stderr naming what is wrong, exit code 2.
+
+    @entry_point("curate")
+    def main(argv=None) -> int: ...
+
+    with reading(path):              # any failure while reading names the file
+        table = pq.read_table(path)
+
+Bad input is what the person running the command can fix: a setting, a file, the environment (an
+unreachable server they named). It arrives as ``ValueError`` (``BadInput`` and pyarrow's, JSON's and
+``UnicodeDecodeError`` are ValueErrors) or ``OSError`` (missing, unreadable or unwritable paths, refused
+connections). Anything else is a bug and keeps its traceback. ``COA_DEBUG=1`` shows the traceback of bad
+input too.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+EXIT_BAD_INPUT = 2
+DEBUG_ENV = "COA_DEBUG"
+
+
+class BadInput(ValueError):
+    """Input the person running the command can fix; the message names it and, where useful, the fix."""
+
+
+BAD_INPUT = (ValueError, OSError)
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def one_line(prog: str, error: BaseException | str) -> str:
+    """``prog: message`` on one line (the prefix is not repeated when the message already starts with it)."""
+    message = " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
+    return message if message.startswith((f"{prog}:", f"{prog}.")) else f"{prog}: {message}"
+
+
+def report(prog: str, error: BaseException | str) -> int:
+    """Print ``error`` as one line on stderr; the exit code for bad input."""
+    print(one_line(prog, error), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def entry_point(prog: str) -> Callable:
+    """Decorate an entry point's ``main``: bad input becomes one line and exit code 2 (unless COA_DEBUG)."""
+    def wrap(main: Callable[..., int | None]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def run(*args, **kwargs) -> int:
+            try:
+                return main(*args, **kwargs) or 0
+            except BAD_INPUT as e:
+                if debugging():
+                    raise
+                return report(prog, e)
+        return run
+    return wrap
+
+
+@contextmanager
+def reading(path: str | Path, what: str = "a readable parquet file") -> Iterator[None]:
+    """Any failure inside the block (a reader's own error types included) becomes ``BadInput`` naming
+    ``path``: readers such as polars raise errors that name neither the file nor a standard type."""
+    try:
+        yield
+    except BadInput:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BadInput(f"{path}: not {what} ({first})") from e

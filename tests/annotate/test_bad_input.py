@@ -1,0 +1,68 @@
+"""The review stack's secrets and bad input, without starting the whole stack: the real argilla_server
+database steps on a temporary folder, the real credentials file, the real command line."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+import subprocess
+
+import pytest
+
+from annotate import credentials, serve
+from annotate.run import main as annotate_main
+from annotate.serve import ReviewStack, ServeConfig
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets_in_env(monkeypatch):
+    for env in (*credentials.ENV.values(), "ARGILLA_API_KEY"):
+        monkeypatch.delenv(env, raising=False)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_owner_secrets_never_reach_a_command_line_and_the_database_is_private(tmp_path, monkeypatch):
+    stack = ReviewStack(ServeConfig(data_dir=str(tmp_path / "argilla")))
+    stack.data.mkdir()
+    secrets = credentials.load_or_create(stack.data)
+    argvs, real_run = [], subprocess.run
+
+    def recording_run(argv, *args, **kwargs):  # what `ps` would show, then the real command
+        argvs.append(" ".join(argv))
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(serve.subprocess, "run", recording_run)
+    stack.init_database(secrets)
+    assert len(argvs) == 2
+    assert not [a for a in argvs for value in secrets.values() if value in a]
+    db = stack.data / "argilla.db"
+    assert mode(db) == 0o600
+    with sqlite3.connect(db) as con:
+        assert con.execute("select api_key from users where username = 'argilla'").fetchone() == (secrets["owner_api_key"],)
+
+
+def test_a_readable_credentials_file_becomes_private_when_secrets_are_added(tmp_path):
+    path = tmp_path / credentials.FILE
+    path.write_text(json.dumps({"owner_api_key": "k" * 20}))
+    path.chmod(0o644)
+    values = credentials.load_or_create(tmp_path)  # the two passwords are generated and written into it
+    assert mode(path) == 0o600
+    assert values["owner_api_key"] == "k" * 20 and set(json.loads(path.read_text())) == set(credentials.ENV)
+    assert [p.name for p in tmp_path.iterdir()] == [credentials.FILE]  # no temporary left
+
+
+def test_a_readable_credentials_file_becomes_private_when_read(tmp_path):
+    path = tmp_path / credentials.FILE
+    path.write_text(json.dumps({name: "s" * 20 for name in credentials.ENV}))
+    path.chmod(0o644)
+    assert credentials.owner_api_key(tmp_path) == "s" * 20
+    assert mode(path) == 0o600
+
+
+def test_no_api_key_is_one_line_and_exit_2(tmp_path, capsys):
+    assert annotate_main(["status", f"data_dir={tmp_path}", "api_url=http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("annotate: no Argilla API key") and str(tmp_path) in err
