@@ -48,18 +48,25 @@ def test_engine_matches_the_policy_after_a_step_and_a_sync(engine, model_dir, to
     gap = sum(abs(a - b) for a, b in zip(after, mine)) / len(mine)
     assert stale > 0.01  # the step moved the policy away from what the engine served ...
     assert gap <= 1e-3, f"engine vs policy mean abs log-prob gap {gap:.2e} after the sync"  # ... and the sync brought it back
+    engine.sync_weights(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict().items())
+    assert engine.sequence_logprobs(ids, len(prompt)) == pytest.approx(before, abs=1e-4)  # the model's own again
 
 
-def test_rollout_ids_continue_exactly(engine, searcher, tokenizer):
-    prompt = "<|im_start|>user\nWho wrote the opera Maria Golovin? Search with <search> query </search>.<|im_end|>\n<|im_start|>assistant\n"
-    episodes = [start_episode(prompt, tokenizer, prefill="<think>\nI will search.\n</think>\n<search>", tools="real")]
-    drive(episodes, engine, searcher, SEARCH_R1, Budget(max_actions=1, max_tokens=48, topk=1))
-    ep = episodes[0]
-    assert ep.n_actions >= 1, ep.segments
-    assert ep.ids == tokenize_segments(tokenizer, ep.prompt, ep.segments).input_ids
-    r = ep.rollout()
-    observation = [s for s in ep.segments if s["kind"] == "observation"][0]
-    masked = [t for t, m in zip(r["completion_ids"], r["env_mask"]) if m == 0]
-    assert masked[: len(observation["token_ids"])] == encode(tokenizer, observation["text"])  # env_mask exact
-    model_lp = [lp for lp, m in zip(r["logprobs"], r["env_mask"]) if m == 1]
-    assert any(lp != 0.0 for lp in model_lp)  # the engine's sampling log-probs travel with the ids
+def test_rollout_ids_continue_exactly(engine, searcher, tokenizer, questions):
+    from coa.prompts import PromptConfig, render_prompt
+
+    cfg = PromptConfig(format="search_r1", mode="coa", demonstrations=True, prefill="<think>\n")
+    episodes = [start_episode(render_prompt(tokenizer, q["question"], cfg), tokenizer, prefill=cfg.prefill)
+                for q in questions[:4]]
+    drive(episodes, engine, searcher, SEARCH_R1, Budget(max_actions=1, max_tokens=96, topk=1))
+    searched = [ep for ep in episodes if ep.n_actions]
+    assert searched, [ep.completion for ep in episodes]
+    for ep in episodes:
+        assert ep.ids == tokenize_segments(tokenizer, ep.prompt, ep.segments).input_ids
+        r = ep.rollout()
+        expected_mask = [int(s["kind"] == "model") for s in ep.segments[1:] for _ in s["token_ids"]] + [1] * ep.eos
+        assert r["env_mask"] == expected_mask  # env_mask exact: 0 on every observation token, 1 on the model's
+        for seg in ep.segments[1:]:
+            if seg["kind"] == "observation":
+                assert seg["token_ids"] == encode(tokenizer, seg["text"])
+        assert any(lp != 0.0 for lp, m in zip(r["logprobs"], r["env_mask"]) if m)  # sampling log-probs travel
