@@ -11,6 +11,8 @@ downcast a float32 checkpoint to bfloat16 on x86, and the log-prob gap to the po
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from typing import Iterable
 
 from coa.agent import Generation
@@ -29,9 +31,10 @@ class VLLMEngine(Batched):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         from vllm import LLM
 
-        self.llm = LLM(model=model, dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
-                       gpu_memory_utilization=gpu_memory_utilization, enable_chunked_prefill=False,
-                       enable_prefix_caching=True)
+        with _outside_vllms_module_scan("llvmlite.binding.ffi"):
+            self.llm = LLM(model=model, dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
+                           gpu_memory_utilization=gpu_memory_utilization, enable_chunked_prefill=False,
+                           enable_prefix_caching=True)
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         self.name = name or model
         self.sampling = {"temperature": temperature, "top_p": top_p}
@@ -74,3 +77,15 @@ class VLLMEngine(Batched):
         out = self.llm.generate([TokensPrompt(prompt_token_ids=ids)],
                                 SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)[0]
         return [out.prompt_logprobs[i][t].logprob for i, t in enumerate(ids) if i >= start]
+
+
+@contextmanager
+def _outside_vllms_module_scan(*names: str):
+    """vLLM 0.32 rebinds its kernels by scanning every loaded module's attributes, and the scan fails on
+    llvmlite's ``ffi.lib`` wrapper (loaded by numba, which the BM25 scorer uses): keep such modules out
+    of ``sys.modules`` while the engine starts, then put them back."""
+    hidden = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)

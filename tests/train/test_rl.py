@@ -40,10 +40,11 @@ def parity(completions, **kwargs):
     return [float(i % 2) for i in range(len(completions))]
 
 
-def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3):
+def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, **stage_settings):
     tok = load_tokenizer(policy_dir, model_dir)
-    stage = stage_cls(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=1,
-                      learning_rate=1e-3, temperature=temperature, questions=None)
+    stage = stage_cls(**{"num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                         "max_steps": 1, "learning_rate": 1e-3, "temperature": temperature, "questions": None,
+                         **stage_settings})
     cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=64, topk=1))
     dataset = rl_dataset(tok, None, 1, RL_PROMPT)
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
@@ -142,3 +143,26 @@ def test_a_step_changes_every_parameter(stage_cls, tiny_dir, model_dir, searcher
     assert len({tuple(ids) for ids in rollouts[-1]["completion_ids"]}) == 2
     for name, param in trainer.model.named_parameters():
         assert not torch.equal(param, before[name]), f"{name} did not change"
+
+
+@pytest.mark.model
+@pytest.mark.server
+@pytest.mark.slow
+def test_vllm_engine_rollouts_sync_every_step_and_train(model_dir, searcher, tmp_path):
+    """rl1 on the vLLM engine (in-process, CPU) with the real 135M policy: the engine's sampling log-probs
+    travel with the ids, the policy's weights reach the engine before the second step, the weights move.
+    (vLLM's CPU attention has no kernel for the tiny model's head size; the engine's log-prob parity and
+    real-search rollouts are tested in test_vllm_engine.py.)"""
+    trainer, tok, _, rollouts = _trainer(RL1Config, model_dir, model_dir, tmp_path, searcher, temperature=1.0,
+                                         engine="vllm", max_steps=2)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    syncs = [h["agent/weight_syncs"] for h in trainer.state.log_history if "agent/weight_syncs" in h]
+    assert syncs == [0.0, 1.0]  # synced before step 2
+    for out in rollouts:
+        assert out["logprobs"] is not None
+        for ids, mask, logprobs in zip(out["completion_ids"], out["env_mask"], out["logprobs"]):
+            assert len(ids) == len(mask) == len(logprobs) and all(lp <= 0 for lp in logprobs)
+            assert sum(lp < 0 for lp in logprobs) > len(logprobs) // 2  # sampled tokens carry their log-prob
+    moved = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
+    assert len(moved) == len(before), "a parameter did not change"
