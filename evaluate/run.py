@@ -27,7 +27,10 @@ Every metric is reported with its number of questions ``n``; EM also with a 95% 
 told apart or not.
 
 Outputs in ``runs/eval/<name>/``: ``trajectories/`` (core schema), ``metrics.json`` (per dataset:
-EM, F1, cover-EM, AutoCoA-lenient, mean actions, well-formed share, accuracy by number of actions),
+EM, F1, cover-EM, AutoCoA-lenient, mean actions, well-formed share, accuracy by number of actions,
+EM and F1 intervals, and the breakdowns of ``evaluate.stats``: by question type, hops and searches, and
+retrieval coverage; a metric that cannot apply to the format is null, "n/a" in the table),
+``per_question.json`` (each question's scores and groups, for paired statistics across models),
 ``by_actions.json`` (DVC plot data) and ``accuracy_by_actions.png`` (the paper's Figure 3).
 """
 from __future__ import annotations
@@ -44,6 +47,7 @@ from coa.environment import SearchEnvConfig
 from coa.formats import completion_text, get_format
 from coa.io import write_json, write_text
 from coa.prompts import PromptConfig
+from coa.questions import load_questions
 from coa.score import applies, score_all
 from coa.trajectory import read_table
 
@@ -191,19 +195,26 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     out = Path(cfg.out_root) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
-    metrics, plot_rows = {}, []
+    from evaluate.stats import dataset_breakdowns, question_rows
+
+    metrics, plot_rows, per_question = {}, [], []
     engine = in_process_engine(cfg) if cfg.engine == "hf" else None
     for qfile in cfg.questions:
         dataset = Path(qfile).name.split(".")[0]
         traj_dir = out / "trajectories" / dataset
         synth_run(synth_config(cfg, qfile, traj_dir), engine)
-        m = aggregate(score_rows(read_table(traj_dir).to_pylist()), cfg.bootstrap)
+        rows = read_table(traj_dir).to_pylist()
+        scored = score_rows(rows)
+        questions = question_rows(rows, scored, load_questions(qfile), dataset)
+        m = {**aggregate(scored, cfg.bootstrap), **dataset_breakdowns(questions, cfg.bootstrap)}
         metrics[dataset] = m
+        per_question += questions
         plot_rows += [{"dataset": dataset, "actions": int(k), "em": v["em"], "n": v["n"]}
                       for k, v in m.get("em_by_actions", {}).items()]
     result = {"name": cfg.name, "model": cfg.model, "style": cfg.style, "format": cfg.format, "datasets": metrics}
     write_json(out / "metrics.json", result)  # complete or absent: DVC and the report read it
     write_json(out / "by_actions.json", plot_rows)
+    write_json(out / "per_question.json", per_question)  # paired statistics across models read this
     plot_by_actions(metrics, out / "accuracy_by_actions.png", f"{cfg.name}: EM by number of actions")
     return result
 
