@@ -10,7 +10,7 @@ the same query; ``evaluate.fidelity_metrics`` compares the two (titles in the co
 top-k, gold answer in written vs real, token F1, hallucination) against the index's own corpus.
 
 Writes ``out/fidelity.json`` (the rates, each with n, and the run's settings) and ``out/calls.jsonl``
-(every call: question, query, written and real documents). A model that never searches gives n = 0.
+(every call: question, query, the observation as written, written and real documents). A model that never searches gives n = 0.
 """
 from __future__ import annotations
 
@@ -99,8 +99,8 @@ def probe(cfg: FidelityConfig) -> dict:
               **fidelity(calls, store, cfg.threshold)}
     out = Path(cfg.out)
     write_json(out / "fidelity.json", result)
-    write_text(out / "calls.jsonl", "".join(json.dumps({"question_id": q["id"], **asdict(c)}) + "\n"
-                                           for (q, _, _), c in zip(asked, calls)))
+    write_text(out / "calls.jsonl", "".join(json.dumps({"question_id": q["id"], "written_observation": obs, **asdict(c)})
+                                           + "\n" for (q, _, obs), c in zip(asked, calls)))
     return result
 
 
