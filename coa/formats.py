@@ -86,6 +86,35 @@ class FormatPreset:
             )
         return self.wrap_observation(body)
 
+    def documents(self, observation: str) -> list[tuple[str, str]]:
+        """``(title, text)`` of each document in an observation: the inverse of ``observation(docs)``
+        (``documents(observation(docs)) == [(d.title, d.text) for d in docs]``). Takes the observation with
+        or without the text around its tags (a model writing its own observations may drop it); the
+        failure and budget messages hold no document. A document runs until the separator followed by
+        the next document's numbered start, so its text may hold the separator itself."""
+        start, end = observation.find(self.result_open), observation.rfind(self.result_close)
+        if start < 0 or end < start:
+            return []
+        body = observation[start + len(self.result_open):end]
+        pad = self.inner_pad
+        if pad and body.startswith(pad) and body.endswith(pad) and len(body) >= 2 * len(pad):
+            body = body[len(pad):len(body) - len(pad)]
+        if body in (self.failure_text, self.budget_text):
+            return []
+        head = re.escape(self.doc_template.split("{i}", 1)[0])
+        fields = {"i": r"\d+", "title": "(?P<title>.*?)", "text": "(?P<text>.*?)", "contents": "(?P<contents>.*?)"}
+        pattern = "".join(fields[p[1:-1]] if p.startswith("{") else re.escape(p)
+                          for p in re.split(r"(\{\w+\})", self.doc_template) if p)
+        pattern += f"(?={re.escape(self.doc_separator)}{head}\\d+|\\Z)"
+        docs = []
+        for m in re.finditer(pattern, body, re.S):
+            if "contents" in m.groupdict():  # FlashRAG's '"Title"\ntext' form: Doc reads it
+                doc = Doc(id="", contents=m["contents"])
+                docs.append((doc.title, doc.text))
+            else:
+                docs.append((m["title"], m["text"]))
+        return docs
+
     def wrap_observation(self, body: str) -> str:
         pad = self.inner_pad
         return f"{self.obs_before}{self.result_open}{pad}{body}{pad}{self.result_close}{self.obs_after}"

@@ -143,6 +143,13 @@ def autocoa_lenient(response: str | None, golds: Golds) -> float:
     return max((_autocoa_one(response, g) for g in _aliases(golds)), default=0.0)
 
 
+def applies(metric: str, format: str) -> bool:
+    """Whether ``metric`` can score answers written in ``format``: AutoCoA's lenient scorer reads only
+    ``\\boxed{}`` after ``</think>`` (the autocoa preset), so under any other preset it scores 0 whatever
+    the answer; report it as n/a there, never as 0."""
+    return metric != "autocoa_lenient" or format == "autocoa"
+
+
 def extract_answer(text: str, format: str = "autocoa") -> str | None:
     """The answer written in ``text`` under a format preset (``\\boxed{}`` or ``<answer>``)."""
     return get_format(format).extract_answer(text)

@@ -9,7 +9,7 @@ Reads the score step's ``scores.parquet`` (``in=`` its folder) and writes into `
   first_action.png       where in the model-written text the first search call starts, with success
   drop_reasons.png       rows dropped per first reason
   decisions.parquet      decision rows (curate/decisions.py) for ``synth mode=branch``: from kept,
-                         acting CoA trajectories of training-split questions, ``decisions_per_question``
+                         acting CoA trajectories (eval-split questions included: held-out decision points), ``decisions_per_question``
                          parents per question, before the first call or (decision_points=every) each call
 """
 from __future__ import annotations
@@ -55,13 +55,15 @@ def first_actions(scores: pl.DataFrame) -> tuple[list[dict], dict]:
     return bins, stats
 
 
-def choose_parents(scores: pl.DataFrame, cfg, held: set[str]) -> pl.DataFrame:
-    """Kept, acting CoA trajectories of training questions; the first ``decisions_per_question`` of each."""
+def choose_parents(scores: pl.DataFrame, cfg) -> pl.DataFrame:
+    """Kept, acting CoA trajectories; the first ``decisions_per_question`` of each question. Questions of
+    the curated eval split get decision points too: their pairs never reach a training set (``step=sets``
+    excludes the split) and are the held-out decision points of ``evaluate.when_to_act``."""
     parents = scores.filter((pl.col("mode") == "coa") & pl.col("kept") & (pl.col("n_calls") > 0)
-                            & ~pl.col("question_id").is_in(list(held))).sort("question_id", "sample", "id")
+                            ).sort("question_id", "sample", "id")
     if cfg.decisions_per_question:
         parents = parents.filter(pl.int_range(pl.len()).over("question_id") < cfg.decisions_per_question)
-    return parents.select("id")
+    return parents.select("id", "question_id")
 
 
 def run(cfg) -> dict:
@@ -79,7 +81,7 @@ def run(cfg) -> dict:
     plots.drop_reasons(dict(dropped.iter_rows()), scores.height, out / "drop_reasons.png")
 
     held = eval_question_ids(scores["question_id"].to_list(), cfg.eval_questions, cfg.seed)
-    parents = choose_parents(scores, cfg, held)
+    parents = choose_parents(scores, cfg)
     traj_paths = cfg.trajectories or score_metrics.get("input") or []
     decisions = pl.DataFrame(schema=io.TRAJECTORY_TYPES)
     if parents.height:
@@ -94,7 +96,7 @@ def run(cfg) -> dict:
         "rows_by_mode": dict(scores.group_by("mode").len().sort("mode").iter_rows()),
         "success_by_mode": dict(scores.group_by("mode").agg(pl.col("correct").mean()).sort("mode").iter_rows()),
         "decisions": {"parents": parents.height, "rows": decisions.height, "points": cfg.decision_points,
-                      "eval_questions_excluded": len(held)},
+                      "heldout_points": parents.filter(pl.col("question_id").is_in(list(held))).height},
     }
     io.write_metrics(out / "metrics.json", metrics)
     print(f"analyzed {scores.height} trajectories; {decisions.height} decision points → {out}")

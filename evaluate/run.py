@@ -27,7 +27,10 @@ Every metric is reported with its number of questions ``n``; EM also with a 95% 
 told apart or not.
 
 Outputs in ``runs/eval/<name>/``: ``trajectories/`` (core schema), ``metrics.json`` (per dataset:
-EM, F1, cover-EM, AutoCoA-lenient, mean actions, well-formed share, accuracy by number of actions),
+EM, F1, cover-EM, AutoCoA-lenient, mean actions, well-formed share, accuracy by number of actions,
+EM and F1 intervals, and the breakdowns of ``evaluate.stats``: by question type, hops and searches, and
+retrieval coverage; a metric that cannot apply to the format is null, "n/a" in the table),
+``per_question.json`` (each question's scores and groups, for paired statistics across models),
 ``by_actions.json`` (DVC plot data) and ``accuracy_by_actions.png`` (the paper's Figure 3).
 """
 from __future__ import annotations
@@ -44,7 +47,8 @@ from coa.environment import SearchEnvConfig
 from coa.formats import completion_text, get_format
 from coa.io import write_json, write_text
 from coa.prompts import PromptConfig
-from coa.score import score_all
+from coa.questions import load_questions
+from coa.score import applies, score_all
 from coa.trajectory import read_table
 
 STYLES = ("plain", "react", "trained")
@@ -116,7 +120,8 @@ def score_rows(rows: list[dict]) -> list[dict]:
     scored = []
     for r in rows:
         completion = completion_text(r["segments"])
-        s = score_all(completion, r["golden_answers"], r["format"])
+        s = {m: v if applies(m, r["format"]) else None  # n/a, never 0
+             for m, v in score_all(completion, r["golden_answers"], r["format"]).items()}
         s["well_formed"] = float(get_format(r["format"]).parse(completion).well_formed)
         s["n_actions"] = r["n_actions"]
         scored.append(s)
@@ -138,8 +143,10 @@ def aggregate(scored: list[dict], resamples: int = 2000) -> dict:
     n = len(scored)
     if not n:
         return {"n": 0}
-    out = {m: round(sum(s[m] for s in scored) / n, 4) for m in METRICS}
+    # a metric that cannot apply to the format (None per row) stays None: "n/a" in the table
+    out = {m: None if scored[0][m] is None else round(sum(s[m] for s in scored) / n, 4) for m in METRICS}
     out["em_ci95"] = bootstrap_ci([s["em"] for s in scored], resamples)
+    out["f1_ci95"] = bootstrap_ci([s["f1"] for s in scored], resamples)
     out["n"] = n
     out["mean_actions"] = round(sum(s["n_actions"] for s in scored) / n, 3)
     out["well_formed"] = round(sum(s["well_formed"] for s in scored) / n, 4)
@@ -188,19 +195,26 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     out = Path(cfg.out_root) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
-    metrics, plot_rows = {}, []
+    from evaluate.stats import dataset_breakdowns, question_rows
+
+    metrics, plot_rows, per_question = {}, [], []
     engine = in_process_engine(cfg) if cfg.engine == "hf" else None
     for qfile in cfg.questions:
         dataset = Path(qfile).name.split(".")[0]
         traj_dir = out / "trajectories" / dataset
         synth_run(synth_config(cfg, qfile, traj_dir), engine)
-        m = aggregate(score_rows(read_table(traj_dir).to_pylist()), cfg.bootstrap)
+        rows = read_table(traj_dir).to_pylist()
+        scored = score_rows(rows)
+        questions = question_rows(rows, scored, load_questions(qfile), dataset)
+        m = {**aggregate(scored, cfg.bootstrap), **dataset_breakdowns(questions, cfg.bootstrap)}
         metrics[dataset] = m
+        per_question += questions
         plot_rows += [{"dataset": dataset, "actions": int(k), "em": v["em"], "n": v["n"]}
                       for k, v in m.get("em_by_actions", {}).items()]
-    result = {"name": cfg.name, "model": cfg.model, "style": cfg.style, "datasets": metrics}
+    result = {"name": cfg.name, "model": cfg.model, "style": cfg.style, "format": cfg.format, "datasets": metrics}
     write_json(out / "metrics.json", result)  # complete or absent: DVC and the report read it
     write_json(out / "by_actions.json", plot_rows)
+    write_json(out / "per_question.json", per_question)  # paired statistics across models read this
     plot_by_actions(metrics, out / "accuracy_by_actions.png", f"{cfg.name}: EM by number of actions")
     return result
 
@@ -223,7 +237,7 @@ def report(cfg: EvalConfig) -> str:
             m = r["datasets"].get(d, {})
             ci = m.get("em_ci95") or ["–", "–"]
             em = f"{m['em']:.3f} [{ci[0]}, {ci[1]}]" if "em" in m else "–"
-            rest = [f"{m[k]:.3f}" if k in m else "–" for k in
+            rest = [("n/a" if m[k] is None else f"{m[k]:.3f}") if k in m else "–" for k in
                     ("autocoa_lenient", "f1", "cover_em", "mean_actions", "well_formed")]
             cells.append(" / ".join([em, *rest, str(m.get("n", "–"))]))
         lines.append(f"| {r['name']} ({r['style']}) | " + " | ".join(cells) + " |")

@@ -157,6 +157,9 @@ class TrainConfig:
     base_model: str | None = field(default=None, metadata={
         "help": "The model whose tokenizer every checkpoint must share; default coa.model.base_model_dir()."})
     runs_dir: str = field(default="runs/train", metadata={"help": "Each stage writes RUNS_DIR/<stage>/."})
+    chain: list = field(default_factory=lambda: list(STAGES), metadata={
+        "help": "Stages that train (the ablation grid: [sft2] = SFT-2 only); a stage left out saves its start "
+                "checkpoint unchanged, so the stages after it start from the last one that trained."})
     on_empty_set: str = field(default="error", metadata={
         "help": "An SFT stage whose sets have no rows: 'error', or 'pass_through' (the start checkpoint is saved "
                 "unchanged with metrics saying so; for tiny teachers that yield no correct data)."})
@@ -208,6 +211,10 @@ class TrainConfig:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}; got {self.report_to!r}")
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}; got {self.save_dtype!r}")
+        if isinstance(self.chain, str):
+            self.chain = [self.chain]
+        if not set(self.chain) <= set(STAGES):
+            raise ValueError(f"chain must list stages among {', '.join(STAGES)}; got {self.chain}")
         if self.save_steps < 0:
             raise ValueError(f"save_steps must be >= 0 (0 = no resumable checkpoints); got {self.save_steps}")
         self.prompt.format = self.format  # the RL prompt is written in the one configured format

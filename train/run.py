@@ -140,15 +140,14 @@ def num_rows(path: Path) -> int:
         return pq.ParquetFile(path).metadata.num_rows
 
 
-def pass_through(cfg: TrainConfig, stage: str, start: Path, empty: list[str]) -> dict:
+def pass_through(cfg: TrainConfig, stage: str, start: Path, reason: str) -> dict:
     """Save the start checkpoint unchanged as this stage's output, saying so loudly and in the metrics."""
     out = Path(cfg.runs_dir) / stage
-    print(f"WARNING: {stage}: {', '.join(empty)} empty; on_empty_set=pass_through saves {start} unchanged as {out}",
-          file=sys.stderr)
+    print(f"WARNING: {stage}: {reason}; saving {start} unchanged as {out}", file=sys.stderr)
     tok = load_tokenizer(start, base_model(cfg))
     with atomic_output(out, folder=True) as tmp:
         write_checkpoint(load_model(start, tok), tok, tmp, cfg.save_dtype)
-        metrics = write_metrics(tmp, stage, StepLog(), {"start_model": str(start), "skipped": f"empty set: {empty}"})
+        metrics = write_metrics(tmp, stage, StepLog(), {"start_model": str(start), "skipped": reason})
     return metrics
 
 
@@ -158,9 +157,11 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
     out = Path(cfg.runs_dir) / stage
     if cfg.on_empty_set not in ("error", "pass_through"):
         raise ValueError(f"on_empty_set must be 'error' or 'pass_through', got {cfg.on_empty_set!r}")
+    if stage not in cfg.chain:  # an ablation arm without this stage: the model so far goes on unchanged
+        return pass_through(cfg, stage, start, f"not in train.chain {cfg.chain}")
     empty = empty_sets(cfg, stage)
     if empty and cfg.on_empty_set == "pass_through":
-        return pass_through(cfg, stage, start, empty)
+        return pass_through(cfg, stage, start, f"empty set: {empty} (on_empty_set=pass_through)")
     if cfg.report_to == "tensorboard":
         check_tensorboard()
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir(cfg, stage) / "logs")

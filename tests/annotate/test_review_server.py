@@ -2,6 +2,7 @@
 curated sets change; resume, duplicates, disagreement and bad input."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from annotate.run import execute, main
 from tests.fixtures.review_run import run_sets
 from tests.annotate.ui import decide, open_dataset, signed_in
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# the README's review screenshots: written to docs/ only when asked (COA_SCREENSHOTS=docs), so a test run
+# never modifies tracked files
+SHOTS = Path(__file__).resolve().parents[2] / "docs" if os.environ.get("COA_SCREENSHOTS") == "docs" else None
 pytestmark = pytest.mark.server
 
 
@@ -41,6 +44,7 @@ def records_of(stack, name: str) -> list:
 
 
 def test_push_decide_in_ui_pull_and_the_sets_change(stack, sample, tmp_path):
+    shots = SHOTS or tmp_path
     cfg = review_cfg(stack, sample, tmp_path, action="push")
     before = {n: pl.read_parquet(sample / "sets" / f"{n}.parquet") for n in ("coa", "cot", "pairs")}
     report = execute(cfg)
@@ -49,11 +53,11 @@ def test_push_decide_in_ui_pull_and_the_sets_change(stack, sample, tmp_path):
     url, password = stack.cfg.api_url, credentials.load_or_create(stack.data)["annotator_password"]
     with signed_in(url, "annotator", password) as page:
         open_dataset(page, url, "autocoa-coa")
-        page.screenshot(path=str(DOCS / "review_trajectory.png"))
+        page.screenshot(path=str(shots / "review_trajectory.png"))
         decide(page, "reject")
         decide(page, "accept", corrected_answer="Nobody in particular")
         open_dataset(page, url, "autocoa-pairs")
-        page.screenshot(path=str(DOCS / "review_pair.png"))
+        page.screenshot(path=str(shots / "review_pair.png"))
 
     metrics = execute(ReviewConfig(**{**cfg.__dict__, "action": "pull"}))
     table = pl.read_parquet(cfg.review)

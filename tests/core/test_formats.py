@@ -78,3 +78,15 @@ def test_split_segments_recovers_observations(fmt):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown format preset 'react'"):
         get_format("react")
+
+
+@pytest.mark.parametrize("fmt", [AUTOCOA, SEARCH_R1])
+def test_documents_is_the_inverse_of_observation(fmt):
+    docs = [Doc("a", '"Foo (band)"\nThe band.\nA second line that says Doc 2 and result 2: inside.'),
+            Doc("b", '"Bar"\nbar text'), Doc("c", '"Empty"\n')]
+    assert fmt.documents(fmt.observation(docs)) == [(d.title, d.text) for d in docs]
+    assert fmt.documents(fmt.observation(DOCS)) == [(d.title, d.text) for d in DOCS]
+    # a model-written observation without the text around the tags parses the same
+    assert fmt.documents(fmt.observation(docs).strip()) == [(d.title, d.text) for d in docs]
+    assert fmt.documents(fmt.observation([])) == [] and fmt.documents(fmt.budget_observation()) == []
+    assert fmt.documents("no observation here") == []

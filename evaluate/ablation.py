@@ -1,0 +1,117 @@
+"""``python -m evaluate.ablation``: the stage-ablation table (the paper's Table 1 ablation) from the arms.
+
+    python -m evaluate.ablation arms=[sft1-only,sft2-only,sft1-2,sft1-2-3,full]          # DVC experiment names
+    python -m evaluate.ablation arms=[runs/arms/sft2-only,runs/arms/full] source=folders   # copies of runs/
+
+Each arm is one run of the pipeline with ``train.chain`` naming the stages that train (a stage left
+out passes its start on: ``train.run``). An arm's model is the last stage of its chain, evaluated on
+the held-out questions like every stage (``runs/eval/<stage>/per_question.json``). Arms are read from
+DVC experiments (``source=dvc``: the files at the experiment's commit, through ``dvc.api``) or from
+folders holding an arm's ``params.yaml`` and ``runs/eval`` (``source=folders``).
+
+The table: per arm, EM and F1 with 95% intervals, the paired bootstrap difference in EM against the
+reference arm (SFT-2 alone, as in the paper) over the questions both answered, searches per question,
+well-formed share, EM by question type and by number of searches, and n. Writes ``out`` (Markdown) and
+``out`` with ``.json``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from coa.config import cli
+from coa.errors import entry_point
+from coa.io import write_json, write_text
+from evaluate.run import bootstrap_ci
+from evaluate.stats import breakdown, paired_difference
+
+
+@dataclass
+class AblationConfig:
+    arms: list = field(default_factory=lambda: ["sft1-only", "sft2-only", "sft1-2", "sft1-2-3", "full"],
+                       metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"})
+    source: str = field(default="dvc", metadata={"help": "dvc | folders"})
+    reference: str = field(default="sft2-only", metadata={"help": "the arm every other is compared with (paired)"})
+    dataset: str = field(default="heldout", metadata={"help": "the evaluation set of the table"})
+    bootstrap: int = field(default=2000, metadata={"help": "resamples of each interval"})
+    out: str = field(default="docs/experiments/ablation_table.md", metadata={"help": "the Markdown table"})
+
+    def __post_init__(self) -> None:
+        if self.source not in ("dvc", "folders"):
+            raise ValueError(f"source must be 'dvc' or 'folders', got {self.source!r}")
+        if self.reference not in self.arms:
+            raise ValueError(f"reference {self.reference!r} is not one of the arms {self.arms}")
+
+
+def read_arm(arm: str, source: str) -> dict:
+    """An arm's chain and its last stage's per-question rows (``{"chain", "stage", "rows"}``)."""
+    def text(path: str) -> str:
+        if source == "folders":
+            return (Path(arm) / path).read_text()
+        import dvc.api
+
+        return dvc.api.read(path, repo=".", rev=arm)
+
+    chain = yaml.safe_load(text("params.yaml"))["train"]["chain"]
+    stage = chain[-1]
+    return {"chain": chain, "stage": stage, "rows": json.loads(text(f"runs/eval/{stage}/per_question.json"))}
+
+
+def arm_row(name: str, arm: dict, reference: dict, dataset: str, resamples: int) -> dict:
+    rows = {r["question_id"]: r for r in arm["rows"] if r["dataset"] == dataset}
+    ref = {r["question_id"]: r for r in reference["rows"] if r["dataset"] == dataset}
+    ids = sorted(rows.keys() & ref.keys())
+    em, f1 = [r["em"] for r in rows.values()], [r["f1"] for r in rows.values()]
+    n = len(em)
+    return {"arm": name, "chain": arm["chain"], "n": n,
+            "em": round(sum(em) / n, 4) if n else None, "em_ci95": bootstrap_ci(em, resamples),
+            "f1": round(sum(f1) / n, 4) if n else None, "f1_ci95": bootstrap_ci(f1, resamples),
+            "em_diff_vs_reference": paired_difference([ref[i]["em"] for i in ids], [rows[i]["em"] for i in ids],
+                                                      resamples),
+            "searches": round(sum(r["n_actions"] for r in rows.values()) / n, 3) if n else None,
+            "well_formed": round(sum(r["well_formed"] for r in rows.values()) / n, 4) if n else None,
+            "by_qtype": breakdown(list(rows.values()), "qtype", resamples),
+            "by_searches": breakdown(list(rows.values()), "n_actions", resamples)}
+
+
+def ablation_table(arms: dict[str, dict], reference: str, dataset: str = "heldout", resamples: int = 2000) -> list[dict]:
+    return [arm_row(name, arm, arms[reference], dataset, resamples) for name, arm in arms.items()]
+
+
+def as_markdown(rows: list[dict], reference: str) -> str:
+    def ci(pair):
+        return f"[{pair[0]:.2f}, {pair[1]:.2f}]"
+
+    lines = [f"| arm | stages | EM [95% CI] | F1 [95% CI] | EM − {reference} [95% CI] | searches | well-formed | "
+             "EM by type | EM by searches | n |", "|---|" * 1 + "---|" * 9]
+    for r in rows:
+        d = r["em_diff_vs_reference"]
+        groups = "; ".join(f"{k} {v['em']:.2f} (n={v['n']})" for k, v in r["by_qtype"].items()) or "–"
+        searches = "; ".join(f"{k}: {v['em']:.2f} (n={v['n']})" for k, v in r["by_searches"].items()) or "–"
+        lines.append(f"| {r['arm']} | {'→'.join(r['chain'])} | {r['em']:.3f} {ci(r['em_ci95'])} | "
+                     f"{r['f1']:.3f} {ci(r['f1_ci95'])} | {d['diff']:+.3f} {ci(d['ci95'])} | {r['searches']:.2f} | "
+                     f"{r['well_formed']:.2f} | {groups} | {searches} | {r['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+@entry_point("evaluate.ablation")
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = cli(AblationConfig, "ablation", sys.argv[1:] if argv is None else argv, __doc__)
+    except SystemExit as e:
+        return int(e.code or 0)
+    arms = {Path(a).name: read_arm(a, cfg.source) for a in cfg.arms}
+    rows = ablation_table(arms, Path(cfg.reference).name, cfg.dataset, cfg.bootstrap)
+    table = as_markdown(rows, Path(cfg.reference).name)
+    write_text(cfg.out, table)
+    write_json(Path(cfg.out).with_suffix(".json"), rows)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""``python -m evaluate.fidelity``: the world-model fidelity probe of one model.
+
+    python -m evaluate.fidelity model=runs/train/sft3 questions=runs/split/heldout.jsonl index=runs/index out=runs/fidelity/sft3
+    python -m evaluate.fidelity model=runs/train/sft2 limit=20 out=/tmp/fid
+
+The model answers the questions in-process (``coa.engines`` ``hf``, greedy) with ``tools="simulated"``,
+as in RL-1: nothing stops it at a search call, so it writes each observation itself. For every search
+call followed by an observation it wrote, the real searcher (params.yaml's ``search``, or ``index=``) runs
+the same query; ``evaluate.fidelity_metrics`` compares the two (titles in the corpus and in the real
+top-k, gold answer in written vs real, token F1, hallucination) against the index's own corpus.
+
+Writes ``out/fidelity.json`` (the rates, each with n, and the run's settings) and ``out/calls.jsonl``
+(every call: question, query, the observation as written, written and real documents). A model that never searches gives n = 0.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from coa.config import cli
+from coa.environment import SearchEnvConfig
+from coa.errors import entry_point
+from coa.formats import FormatPreset, get_format
+from coa.io import write_json, write_text
+from coa.prompts import PromptConfig
+from evaluate.fidelity_metrics import Call, corpus_store, fidelity
+
+
+@dataclass
+class FidelityConfig:
+    model: str = field(default="runs/train/sft3", metadata={"help": "checkpoint folder, or 'base'"})
+    questions: str = field(default="runs/split/heldout.jsonl", metadata={"help": "FlashRAG question file"})
+    limit: int = field(default=0, metadata={"help": "first N questions; 0 = all"})
+    index: str = field(default="", metadata={"help": "coa.search index folder (its corpus is the document "
+                                                     "store); empty = search.index"})
+    search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={
+        "help": "params.yaml's top-level search (retriever, topk, budgets)"})
+    format: str = field(default="autocoa", metadata={"help": "format preset (params.yaml's top-level format)"})
+    prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "the training prompt"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
+    dtype: str = field(default="float32", metadata={"help": "weights dtype in-process (float32 | bfloat16)"})
+    threshold: float = field(default=0.5, metadata={"help": "support threshold of the hallucination rule"})
+    out: str = field(default="runs/fidelity/model", metadata={"help": "output folder"})
+
+    def __post_init__(self) -> None:
+        if self.index:
+            self.search.index = self.index
+        self.prompt.format = self.format
+
+
+def policy(model: str, temperature: float = 0.0, dtype: str = "float32"):
+    """(engine, tokenizer) of a checkpoint in-process; ``base`` = the embedded model. A folder without
+    weights is named before anything loads."""
+    from transformers import AutoTokenizer
+
+    from coa.engines import make_engine
+    from coa.model import base_model_dir
+
+    folder = base_model_dir() if model == "base" else Path(model)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model={model}: {folder / 'config.json'} not found (not a checkpoint folder)")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise FileNotFoundError(f"model={model}: no weights (*.safetensors) in {folder}")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return make_engine("hf", model=str(folder), tokenizer=tokenizer, temperature=temperature, dtype=dtype,
+                       name=model), tokenizer
+
+
+def written_calls(completion: str, fmt: FormatPreset) -> list[tuple[str, str]]:
+    """(query, observation text) of every search call the model followed with an observation of its own
+    (only whitespace between them); a call it left without one is not a call the probe can compare."""
+    steps = [s for s in fmt.parse(completion).steps if not (s.kind == "text" and not s.text.strip())]
+    return [(a.content, b.text) for a, b in zip(steps, steps[1:]) if a.kind == "search" and b.kind == "observation"]
+
+
+def probe(cfg: FidelityConfig) -> dict:
+    from coa.agent import drive, start_episode
+    from coa.prompts import render_prompt
+    from coa.questions import load_questions
+    from coa.search.index import Index
+
+    fmt = get_format(cfg.format)
+    questions = load_questions(cfg.questions, limit=cfg.limit or None)
+    store = corpus_store(Index(cfg.search.index).contents.to_pylist())  # the documents real search can return
+    engine, tok = policy(cfg.model, cfg.temperature, cfg.dtype)
+    episodes = [start_episode(render_prompt(tok, q["question"], cfg.prompt), tok, prefill=cfg.prompt.prefill,
+                              tools="simulated", question=q) for q in questions]
+    drive(episodes, engine, None, fmt, cfg.search.budget)
+    asked = [(q, query, obs) for q, ep in zip(questions, episodes) for query, obs in written_calls(ep.completion, fmt)]
+    searcher = cfg.search.searcher()
+    real = searcher.search([query for _, query, _ in asked], cfg.search.topk) if asked else []
+    calls = [Call(query, fmt.documents(obs), [(d.title, d.text) for d in docs], q["golden_answers"])
+             for (q, query, obs), docs in zip(asked, real)]
+    result = {"model": cfg.model, "questions": cfg.questions, "n_questions": len(questions),
+              "questions_searched": len({q["id"] for q, _, _ in asked}), "format": cfg.format,
+              "temperature": cfg.temperature, "dtype": cfg.dtype, "search": asdict(cfg.search),
+              **fidelity(calls, store, cfg.threshold)}
+    out = Path(cfg.out)
+    write_json(out / "fidelity.json", result)
+    write_text(out / "calls.jsonl", "".join(json.dumps({"question_id": q["id"], "written_observation": obs, **asdict(c)})
+                                           + "\n" for (q, _, obs), c in zip(asked, calls)))
+    return result
+
+
+@entry_point("evaluate.fidelity")
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = cli(FidelityConfig, "fidelity", sys.argv[1:] if argv is None else argv, __doc__)
+    except SystemExit as e:
+        return int(e.code or 0)
+    result = probe(cfg)
+    print(json.dumps({k: v for k, v in result.items() if k != "search"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

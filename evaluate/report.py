@@ -1,0 +1,247 @@
+"""``python -m evaluate.report``: the run on one page (``runs/report/report.md`` and its plots).
+
+    python -m evaluate.report                       # after dvc repro; the `run_report` stage runs it
+    python -m evaluate.report out=docs/default_run  # the committed copy of the default run
+
+Sections: the machine, date, commit and the reproducibility settings (seeds, greedy decoding, serving
+dtype); set sizes and synthesis statistics; the curation 2×2; the stage table (EM and F1 with 95%
+intervals, searches, well-formed, n) with each stage's paired difference against the checkpoint it
+started from; question-type and search-count breakdowns with retrieval coverage; when-to-act rates;
+world-model fidelity; the failure-signature checks; the power statement. A missing input leaves its
+section saying so. The checks table is printed last, so ``dvc repro`` ends with it.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coa.config import cli, read_params
+from coa.errors import entry_point
+from coa.io import write_text
+from evaluate.checks import as_table
+from evaluate.stats import difference_sd, paired_difference, power_statement
+
+# the checkpoint each evaluated model started from (its paired difference is taken against that row)
+STARTED_FROM = {"sft1": "base", "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "rl2": "rl1"}
+
+
+@dataclass
+class ReportConfig:
+    eval_root: str = field(default="runs/eval", metadata={"help": "one folder per evaluated model"})
+    names: list = field(default_factory=lambda: ["base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"],
+                        metadata={"help": "rows of the stage table, in order"})
+    dataset: str = field(default="heldout", metadata={"help": "the evaluation set of the stage table"})
+    power_pair: list = field(default_factory=lambda: ["sft2", "sft3"], metadata={
+        "help": "two models whose per-question differences give the sd of the power statement"})
+    fidelity: list = field(default_factory=lambda: ["sft2", "sft3", "rl1"], metadata={"help": "probed models"})
+    fidelity_root: str = field(default="runs/fidelity", metadata={"help": "evaluate.fidelity outputs"})
+    when_to_act: str = field(default="runs/report/when_to_act.json", metadata={"help": "evaluate.when_to_act output"})
+    checks: str = field(default="runs/report/checks.json", metadata={"help": "evaluate.checks output"})
+    curate_root: str = field(default="runs/curate", metadata={"help": "curate's step folders"})
+    metrics_dir: str = field(default="metrics", metadata={"help": "synth_*.json copies"})
+    bootstrap: int = field(default=2000, metadata={"help": "resamples of the paired intervals"})
+    out: str = field(default="runs/report", metadata={"help": "folder of report.md and its plots"})
+
+
+def read(path: str | Path) -> dict | list | None:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def fmt(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def ci(pair) -> str:
+    return "[–]" if not pair else f"[{pair[0]:.2f}, {pair[1]:.2f}]"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
+
+
+def provenance() -> dict:
+    """Machine, date and commit of this report, and the serving dtype evaluation used here."""
+    from synth.serve import cpu_has_native_bf16, serving_dtype
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    import os
+
+    import torch
+
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": git("rev-parse", "HEAD") + (" (uncommitted changes)" if git("status", "--porcelain") not in
+                                                   ("", "unknown") else ""),
+            "machine": f"{cpu}, {os.cpu_count()} cores, native bf16: {cpu_has_native_bf16()}, "
+                       f"CUDA: {torch.cuda.is_available()}, {platform.platform()}, torch {torch.__version__}",
+            "serving_dtype": serving_dtype("auto")}
+
+
+def stage_rows(cfg: ReportConfig) -> tuple[list[list], dict]:
+    """The stage table's rows, and every model's per-question rows of ``cfg.dataset`` by question id."""
+    per_q, rows = {}, []
+    for name in cfg.names:
+        metrics = read(Path(cfg.eval_root) / name / "metrics.json")
+        questions = read(Path(cfg.eval_root) / name / "per_question.json") or []
+        per_q[name] = {r["question_id"]: r for r in questions if r["dataset"] == cfg.dataset}
+        m = (metrics or {}).get("datasets", {}).get(cfg.dataset)
+        if m is None:
+            rows.append([name, "not evaluated"] + [""] * 6)
+            continue
+        start = STARTED_FROM.get(name)
+        diff = "–"
+        if start and per_q.get(start) and per_q[name]:
+            ids = sorted(per_q[name].keys() & per_q[start].keys())
+            d = paired_difference([per_q[start][i]["em"] for i in ids], [per_q[name][i]["em"] for i in ids],
+                                  cfg.bootstrap)
+            diff = f"{d['diff']:+.3f} {ci(d['ci95'])} vs {start}"
+        rows.append([f"{name} ({metrics['style']})", f"{m['em']:.3f} {ci(m.get('em_ci95'))}",
+                     f"{m['f1']:.3f} {ci(m.get('f1_ci95'))}", diff, fmt(m.get("autocoa_lenient")),
+                     fmt(m["mean_actions"], 2), fmt(m["well_formed"], 2), m["n"]])
+    return rows, per_q
+
+
+def breakdown_rows(cfg: ReportConfig) -> list[list]:
+    rows = []
+    for name in cfg.names:
+        m = ((read(Path(cfg.eval_root) / name / "metrics.json") or {}).get("datasets") or {}).get(cfg.dataset) or {}
+        groups = [f"{k} {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_qtype") or {}).items()]
+        hops = [f"{k}-hop {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_hops") or {}).items()]
+        searches = [f"{k}: {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_searches") or {}).items()]
+        coverage = m.get("retrieval_coverage") or {}
+        rows.append([name, "; ".join(groups + hops) or "–", "; ".join(searches) or "–",
+                     f"{fmt(coverage.get('rate'), 2)} (n={coverage.get('n', 0)})"])
+    return rows
+
+
+def plot_stages(rows: list[list], per_q: dict, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from evaluate.run import bootstrap_ci
+
+    names = [n for n in per_q if per_q[n]]
+    if not names:
+        return False
+    ems = [[r["em"] for r in per_q[n].values()] for n in names]
+    means = [sum(e) / len(e) for e in ems]
+    cis = [bootstrap_ci(e) for e in ems]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(names, means, yerr=[[m - c[0] for m, c in zip(means, cis)], [c[1] - m for m, c in zip(means, cis)]],
+           capsize=4, color="#4c72b0")
+    ax.set_ylabel("exact match (95% CI)")
+    ax.set_title("held-out EM by stage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def build_report(cfg: ReportConfig) -> str:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = read_params() or {}
+    where = provenance()
+    temperature = (params.get("evaluate") or {}).get("temperature", 0.0)
+    parts = ["# Run report\n",
+             f"- date: {where['date']}\n- commit: `{where['commit']}`\n- machine: {where['machine']}\n",
+             f"- reproducibility: evaluation {'greedy (temperature 0)' if not temperature else f'temperature {temperature}'}; "
+             f"serving dtype here: {where['serving_dtype']} (vLLM `auto`; `engine=hf` runs float32); seeds: split "
+             f"{(params.get('split') or {}).get('seed', 0)}, curate {(params.get('curate') or {}).get('seed', 0)}, "
+             f"train 42 (TRL data order and sampling), bootstrap 0. Numbers from another serving dtype differ: "
+             f"compare runs only with the same dtype.\n"]
+
+    parts.append("\n## Data\n")
+    synth = {p.stem: read(p) for p in sorted(Path(cfg.metrics_dir).glob("synth_*.json"))}
+    if synth:
+        parts.append(table(["synthesis", "rows", "EM", "well-formed", "searches / row"],
+                           [[k, s["dataset"]["rows"], fmt(s["dataset"].get("em")), fmt(s["dataset"].get("well_formed"), 2),
+                             fmt(s["dataset"].get("searches_per_row"), 2)] for k, s in synth.items()]))
+    sets = read(Path(cfg.curate_root) / "sets" / "metrics.json")
+    if sets:
+        parts.append("\n" + table(["set", "asked", "written", "questions"],
+                                  [[n, sets[n]["asked"], sets[n]["written"], sets[n]["questions"]]
+                                   for n in ("pairs", "coa", "cot") if n in sets]))
+    analyze = read(Path(cfg.curate_root) / "analyze" / "metrics.json")
+    if analyze:
+        g = analyze["two_by_two"]
+        parts.append(f"\nCuration 2×2 over {g['questions']} questions (CoT × CoA right/wrong):\n\n"
+                     + table(["", "CoA right", "CoA wrong"], [["CoT right", g["cot_right_coa_right"], g["cot_right_coa_wrong"]],
+                                                             ["CoT wrong", g["cot_wrong_coa_right"], g["cot_wrong_coa_wrong"]]]))
+        png = Path(cfg.curate_root) / "analyze" / "two_by_two.png"
+        if png.exists() and png.resolve() != (out / png.name).resolve():
+            shutil.copy(png, out / png.name)
+            parts.append(f"\n![2×2]({png.name})\n")
+
+    parts.append(f"\n## Stages ({cfg.dataset})\n\n")
+    rows, per_q = stage_rows(cfg)
+    parts.append(table(["model", "EM [95% CI]", "F1 [95% CI]", "EM paired diff [95% CI]", "lenient", "searches",
+                        "well-formed", "n"], rows))
+    if plot_stages(rows, per_q, out / "em_by_stage.png"):
+        parts.append("\n![EM by stage](em_by_stage.png)\n")
+    a, b = cfg.power_pair
+    if per_q.get(a) and per_q.get(b):
+        ids = sorted(per_q[a].keys() & per_q[b].keys())
+        sd = difference_sd([per_q[a][i]["em"] for i in ids], [per_q[b][i]["em"] for i in ids])
+        parts.append("\n**Power.** " + power_statement(len(ids), sd, f"observed between {a} and {b}")["text"] + "\n")
+    parts.append("\n" + table(["model", "EM by question type / hops", "EM by searches", "retrieval coverage"],
+                              breakdown_rows(cfg)))
+
+    parts.append("\n## When to act (held-out decision points)\n\n")
+    when = read(cfg.when_to_act)
+    if when:
+        parts.append(f"Points: {when['points']['needed']} where search was needed, {when['points']['sufficed']} where "
+                     "memory sufficed.\n\n" + table(
+                         ["model", "search when needed", "under-trigger", "answer when memory sufficed", "over-trigger"],
+                         [[n] + [f"{fmt(r[k]['rate'], 2)} {ci(r[k]['ci95'])} (n={r[k]['n']})" for k in
+                                 ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")]
+                          for n, r in when["models"].items()]))
+    else:
+        parts.append(f"{cfg.when_to_act} not found.\n")
+
+    parts.append("\n## World-model fidelity (the policy writes its observations)\n\n")
+    fid = {n: read(Path(cfg.fidelity_root) / n / "fidelity.json") for n in cfg.fidelity}
+    keys = ("titles_in_corpus", "titles_in_topk", "gold_in_written", "gold_in_real", "hallucination")
+    parts.append(table(["model", "calls", *keys, "observation F1"],
+                       [[n, f["calls"], *(f"{fmt(f[k]['rate'], 2)} (n={f[k]['n']})" for k in keys),
+                         fmt(f["observation_f1"]["mean"], 2)] if f else [n, "not probed"] + [""] * 6
+                        for n, f in fid.items()]))
+
+    parts.append("\n## Checks\n\n")
+    checks = read(cfg.checks)
+    parts.append(as_table(checks) if checks else f"{cfg.checks} not found.\n")
+    page = "".join(parts)
+    write_text(out / "report.md", page)
+    return page
+
+
+@entry_point("evaluate.report")
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = cli(ReportConfig, "report", sys.argv[1:] if argv is None else argv, __doc__)
+    except SystemExit as e:
+        return int(e.code or 0)
+    build_report(cfg)
+    checks = read(cfg.checks)
+    print(f"report: {Path(cfg.out) / 'report.md'}")
+    if checks:
+        print(as_table(checks))  # the last thing dvc repro prints
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

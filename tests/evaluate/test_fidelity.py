@@ -1,0 +1,105 @@
+"""World-model fidelity: the metrics on hand-built calls with known answers, and the probe end to end
+on the real index (a scripted engine that copies the real observation; the tiny random model, which
+never searches: n = 0)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coa.agent import Generation
+from coa.config import build
+from coa.formats import SEARCH_R1
+from coa.search.types import Doc
+from evaluate import fidelity as probe_module
+from evaluate.fidelity import FidelityConfig, probe, written_calls
+from evaluate.fidelity_metrics import Call, containment, corpus_store, fidelity, hallucinated
+
+REAL = [("Maria Golovin", "Maria Golovin is an English language opera by Gian Carlo Menotti."),
+        ("Gian Carlo Menotti", "Gian Carlo Menotti was an Italian-American composer and librettist.")]
+STORE = corpus_store([f'"{t}"\n{x}' for t, x in REAL] + ['"Paris"\nParis is the capital of France.'])
+
+
+def test_a_written_observation_identical_to_the_real_one_scores_f1_1_and_no_hallucination():
+    got = fidelity([Call("who wrote Maria Golovin", REAL, REAL, ["Gian Carlo Menotti"])], STORE)
+    assert got["observation_f1"] == {"mean": 1.0, "n": 1}
+    assert got["hallucination"] == {"rate": 0.0, "n": 2}
+    assert got["titles_in_corpus"] == got["titles_in_topk"] == {"rate": 1.0, "n": 2}
+    assert got["gold_in_written"] == got["gold_in_real"] == {"rate": 1.0, "n": 1}
+
+
+def test_an_invented_title_and_an_unsupported_text_are_hallucinated():
+    written = [("The Golden Opera of Milan", "Maria Golovin is an English language opera by Menotti."),  # no such title
+               ("Paris", "Paris is the capital of France."),                      # real, supported, not in top-k
+               ("Maria Golovin", "A 1950s rock band from Liverpool with four members.")]  # real title, text unsupported
+    got = fidelity([Call("q", written, REAL, ["Gian Carlo Menotti"])], STORE)
+    assert got["hallucination"] == {"rate": 0.6667, "n": 3}
+    assert got["titles_in_corpus"] == {"rate": 0.6667, "n": 3}
+    assert got["titles_in_topk"] == {"rate": 0.3333, "n": 3}
+    assert got["gold_in_written"] == {"rate": 0.0, "n": 1} and got["gold_in_real"] == {"rate": 1.0, "n": 1}
+    assert 0 < got["observation_f1"]["mean"] < 1
+    assert hallucinated("maria  GOLOVIN", "an English language opera", STORE)is False  # title match ignores case/space
+    assert containment("", "anything") == 1.0 and containment("opera opera", "one opera") == 0.5
+
+
+def test_no_search_call_gives_n_0_and_no_division():
+    got = fidelity([], STORE)
+    assert got["calls"] == 0 and got["hallucination"] == {"rate": None, "n": 0}
+    assert got["observation_f1"] == {"mean": None, "n": 0} and "no search call" in got["note"]
+
+
+def test_written_calls_pair_each_search_with_the_observation_the_model_wrote():
+    obs = SEARCH_R1.observation([Doc("x", '"Paris"\nParis is the capital.')])
+    text = f"<think>\n<search>capital of France</search>{obs}<search>unanswered</search></think><answer>Paris</answer>"
+    assert written_calls(text, SEARCH_R1) == [("capital of France", obs.strip())]
+
+
+class CopyingEngine:
+    """Writes, for the question's own text as the query, the observation the real searcher returns: a
+    perfect world model, so the probe must measure F1 1 and no hallucination."""
+
+    name = "copy"
+
+    def __init__(self, tokenizer, searcher, topk):
+        self.tok, self.searcher, self.topk = tokenizer, searcher, topk
+
+    async def generate(self, request):
+        query = request.episode.question["question"]
+        obs = SEARCH_R1.observation(self.searcher.search([query], self.topk)[0])
+        text = f"<search>{query}</search>{obs}</think><answer>x</answer>"
+        return Generation(text, "stop", token_ids=self.tok.encode(text, add_special_tokens=False), eos=True)
+
+    async def close(self):
+        pass
+
+
+def _cfg(tmp_path, index_dir, **kw):
+    return build(FidelityConfig, {"model": "base", "questions": "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz",
+                                  "limit": 2, "index": str(index_dir), "format": "search_r1",
+                                  "out": str(tmp_path / "fid"), **kw}, "test")
+
+
+def test_probe_of_a_perfect_world_model(tmp_path, index_dir, tokenizer, searcher, monkeypatch):
+    monkeypatch.setattr(probe_module, "policy", lambda *a: (CopyingEngine(tokenizer, searcher, 3), tokenizer))
+    got = probe(_cfg(tmp_path, index_dir))
+    assert got["calls"] == 2 and got["questions_searched"] == 2
+    assert got["observation_f1"]["mean"] == 1.0 and got["hallucination"]["rate"] == 0.0
+    assert got["titles_in_topk"] == {"rate": 1.0, "n": 6}
+    assert json.loads((tmp_path / "fid" / "fidelity.json").read_text())["calls"] == 2
+    assert len((tmp_path / "fid" / "calls.jsonl").read_text().splitlines()) == 2
+
+
+def test_probe_of_a_model_that_never_searches_writes_n_0(tmp_path, index_dir, tokenizer):
+    from tests.train.conftest import tiny_model
+
+    model = tmp_path / "tiny"
+    tiny_model(tokenizer).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    got = probe(_cfg(tmp_path, index_dir, model=str(model), search={"max_tokens": 8}))
+    assert got["calls"] == 0 and got["hallucination"] == {"rate": None, "n": 0} and got["n_questions"] == 2
+
+
+def test_a_model_folder_without_weights_is_named(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"no weights \(\*.safetensors\) in"):
+        probe_module.policy(str(tmp_path))

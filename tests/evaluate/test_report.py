@@ -1,0 +1,47 @@
+"""The run report from hand-built outputs: stage table with paired differences, power, when-to-act,
+fidelity and checks sections, provenance."""
+from __future__ import annotations
+
+import json
+
+import coa.config
+
+from coa.config import build
+from evaluate.report import ReportConfig, build_report
+from evaluate.run import aggregate
+from evaluate.stats import dataset_breakdowns
+
+
+def _model(root, name, ems, style="trained"):
+    rows = [{"question_id": f"q{i:03d}", "dataset": "heldout", "em": e, "f1": e, "n_actions": 1, "well_formed": 1.0,
+             "qtype": "bridge" if i % 2 else "comparison", "hops": None, "gold_retrieved": bool(e)}
+            for i, e in enumerate(ems)]
+    scored = [{"em": e, "f1": e, "cover_em": e, "autocoa_lenient": None, "well_formed": 1.0, "n_actions": 1} for e in ems]
+    (root / name).mkdir(parents=True)
+    (root / name / "per_question.json").write_text(json.dumps(rows))
+    (root / name / "metrics.json").write_text(json.dumps(
+        {"name": name, "style": style, "format": "search_r1",
+         "datasets": {"heldout": {**aggregate(scored, 100), **dataset_breakdowns(rows, 100)}}}))
+
+
+def test_report_page(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", "none")
+    root = tmp_path / "eval"
+    _model(root, "sft1", [0.0] * 100)
+    _model(root, "sft2", [1.0] * 15 + [0.0] * 85)
+    (tmp_path / "checks.json").write_text(json.dumps({"status": "fail", "counts": {"pass": 0, "n/a": 0, "warn": 0, "fail": 1},
+        "checks": [{"check": "well_formed", "subject": "sft1", "status": "fail", "numbers": {}, "message": "0.00"}]}))
+    rate = {"rate": 0.5, "n": 4, "ci95": [0.0, 1.0]}
+    (tmp_path / "when.json").write_text(json.dumps({"points": {"needed": 4, "sufficed": 4}, "models": {
+        "sft2": {k: rate for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")}}}))
+    cfg = build(ReportConfig, {"eval_root": str(root), "names": ["sft1", "sft2"], "power_pair": ["sft1", "sft2"],
+                               "fidelity": ["sft3"], "when_to_act": str(tmp_path / "when.json"),
+                               "checks": str(tmp_path / "checks.json"), "out": str(tmp_path / "report")}, "test")
+    page = build_report(cfg)
+    assert "| sft2 (trained) | 0.150 [" in page and "+0.150 [0.09, 0.22] vs sft1" in page
+    assert "| n/a |" in page and "| sft2 | bridge 0.14 (n=50); comparison 0.16 (n=50) | 1: 0.15 (n=100) | 0.15 (n=100) |" in page  # autocoa_lenient under search_r1
+    assert "With n = 100 held-out questions, the smallest EM difference detectable" in page
+    assert "| sft2 | 0.50 [0.00, 1.00] (n=4)" in page and "| sft3 | not probed" in page
+    assert "| well_formed | sft1 | FAIL | 0.00 |" in page and "- commit: `" in page
+    assert (tmp_path / "report" / "em_by_stage.png").exists() and (tmp_path / "report" / "report.md").read_text() == page
