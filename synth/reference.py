@@ -40,7 +40,7 @@ from coa.score import normalize_answer
 from coa.tokenize import encode
 
 TEACHER_NAME = "reference"
-TEMPLATE_VERSION = "reference-v1"  # bump when the templates below change (goes into prompt_hash)
+TEMPLATE_VERSION = "reference-v2"  # bump when the templates below change (goes into prompt_hash)
 _YES_NO = {"yes", "no"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -169,20 +169,14 @@ def _found(item: Evidence, doc_ids: set[str], titles: set[str], text: str) -> bo
     return bool(item.answer) and _norm(item.answer).strip() != "" and _norm(item.answer) in _norm(text)
 
 
-# search_r1: "Doc i(Title: t) text" (a title may hold parentheses: it ends at the first ") ");
-# autocoa: 'result i: "t"\ntext'
-_TITLE = re.compile(r"Doc \d+\(Title: (.*?)\) |result \d+: \"([^\n]*)\"\n")
-
-
-def titles_in(observation: str) -> list[str]:
-    """Document titles in an observation of either preset (``Doc i(Title: t)`` / ``result i: "t"``)."""
-    return [a or b for a, b in _TITLE.findall(observation)]
+def titles_in(observation: str, fmt: FormatPreset) -> list[str]:
+    """Document titles in an observation (parsed by the format preset, which writes them)."""
+    return [title for title, _ in fmt.documents(observation)]
 
 
 def doc_texts(observation: str, fmt: FormatPreset) -> list[str]:
     """The documents' texts in an observation, without the wrapping tags and the title markers."""
-    body = observation.replace(fmt.result_open, "").replace(fmt.result_close, "")
-    return [t.strip() for t in _TITLE.split(body)[::3] if t and t.strip()]
+    return [text.strip() for _, text in fmt.documents(observation) if text.strip()]
 
 
 def _quote(sentence: str, limit: int = 300) -> str:
@@ -206,8 +200,13 @@ class ReferencePolicy:
         for obs in self._observations():
             ids.update(obs.get("doc_ids") or [])
             texts += doc_texts(obs["text"], self.fmt)
-            titles.update(titles_in(obs["text"]))
+            titles.update(titles_in(obs["text"], self.fmt))
         return ids, titles, texts
+
+    def _top_titles(self) -> list[str]:
+        """The titles of the last observation, best first."""
+        observations = self._observations()
+        return titles_in(observations[-1]["text"], self.fmt) if observations else []
 
     def _remembered(self) -> list[tuple[Evidence, str]]:
         if not self.passages:
@@ -248,7 +247,7 @@ class ReferencePolicy:
         yes_no = _yes_no(golds)
         if yes_no and self.evidence and all(_found(e, ids, titles, joined) for e in self.evidence):
             return f"The results cover {', '.join(e.title or e.query for e in self.evidence)}. Comparing them, the answer is {yes_no}.", yes_no, True
-        top = titles_in(texts[-1]) if texts else []
+        top = self._top_titles()
         guess = top[0] if top else "unknown"
         return f"The results do not state the answer directly. The closest match I found is {guess}.", guess, False
 

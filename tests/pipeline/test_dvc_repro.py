@@ -37,8 +37,8 @@ TINY = {
               "sft3": {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
                        "learning_rate": 1.0e-4, "max_length": 1024}} | {
         stage: {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4,
-                "gradient_accumulation_steps": 1, "max_tokens": 64, "max_actions": 1} for stage in ("rl1", "rl2")},
-    "evaluate": {"max_tokens": 96, "max_actions": 2},
+                "gradient_accumulation_steps": 1} for stage in ("rl1", "rl2")},
+    "search": {"max_tokens": 96, "max_actions": 2},  # one environment: synthesis, RL and evaluation
 }
 
 
