@@ -186,7 +186,25 @@ def write_metrics(out: str | Path, stage: str, log: StepLog, extra: dict) -> dic
         "seconds_per_step": sum(seconds) / len(seconds) if seconds else None,
         "peak_rss_gb": round(peak_rss_gb(), 3),
         "last": last,
+        **({"reward_trend": reward_trend([r["reward"] for r in log.rows if "reward" in r])}
+           if any("reward" in r for r in log.rows) else {}),
         **extra,
     }
     write_json(out / "metrics.json", metrics, default=str)
     return metrics
+
+
+def reward_trend(rewards: list[float], resamples: int = 2000, seed: int = 0) -> dict:
+    """Whether RL moved the training reward: mean of the last quarter of steps minus the first quarter,
+    with a 95% bootstrap interval (the steps of each quarter resampled independently)."""
+    import numpy as np
+
+    q = len(rewards) // 4
+    if q < 1:
+        return {"steps": len(rewards), "note": "fewer than 4 logged steps: no trend"}
+    first, last = np.asarray(rewards[:q]), np.asarray(rewards[-q:])
+    rng = np.random.default_rng(seed)
+    diffs = (last[rng.integers(0, q, (resamples, q))].mean(1) - first[rng.integers(0, q, (resamples, q))].mean(1))
+    return {"steps": len(rewards), "quarter": q, "first_quarter": round(float(first.mean()), 4),
+            "last_quarter": round(float(last.mean()), 4), "difference": round(float(last.mean() - first.mean()), 4),
+            "ci95": [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)]}

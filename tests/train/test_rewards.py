@@ -47,3 +47,14 @@ def test_the_whole_trajectory_is_scored_not_the_decoded_completion():
 def test_docstring_examples():
     result = doctest.testmod(train.rewards)
     assert result.attempted == 2 and result.failed == 0
+
+
+def test_reward_trend_compares_the_last_quarter_with_the_first():
+    from train.checkpoint import reward_trend
+
+    trend = reward_trend([0.1, 0.1, 0.2, 0.1, 0.3, 0.3, 0.4, 0.5])
+    assert (trend["first_quarter"], trend["last_quarter"], trend["difference"]) == (0.1, 0.45, 0.35)
+    assert trend["ci95"][0] <= 0.35 <= trend["ci95"][1] and trend["ci95"][0] > 0  # a clear rise
+    flat = reward_trend([0.2, 0.4] * 8)
+    assert flat["ci95"][0] < 0 < flat["ci95"][1]  # noise: the interval holds zero
+    assert "note" in reward_trend([0.1, 0.2])
