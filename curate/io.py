@@ -41,10 +41,28 @@ def parquet_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _older_segments(found: pl.DataType, expected: pl.DataType) -> bool:
+    """A list of structs holding a subset of the expected fields (segments written before ``token_ids``)."""
+    if not (isinstance(found, pl.List) and isinstance(expected, pl.List)
+            and isinstance(found.inner, pl.Struct) and isinstance(expected.inner, pl.Struct)):
+        return False
+    wanted = {f.name: f.dtype for f in expected.inner.fields}
+    return all(wanted.get(f.name) == f.dtype for f in found.inner.fields)
+
+
 def _compatible(found: pl.DataType, expected: pl.DataType) -> bool:
-    if found == expected:
+    if found == expected or _older_segments(found, expected):
         return True
     return found.is_numeric() and expected.is_numeric() and found.is_float() <= expected.is_float()
+
+
+def _as(name: str, found: pl.DataType, expected: pl.DataType) -> pl.Expr:
+    """Column ``name`` as ``expected``: missing struct fields of older files are added as nulls."""
+    if found != expected and _older_segments(found, expected):
+        have = {f.name for f in found.inner.fields}
+        missing = {f.name: pl.lit(None, f.dtype) for f in expected.inner.fields if f.name not in have}
+        return pl.col(name).list.eval(pl.element().struct.with_fields(**missing)).cast(expected)
+    return pl.col(name).cast(expected)
 
 
 def check_columns(files: Iterable[Path], columns: Sequence[str], types: dict = TRAJECTORY_TYPES) -> dict:
@@ -80,9 +98,9 @@ def scan(paths, columns: Sequence[str], types: dict = TRAJECTORY_TYPES, file_col
     groups: dict[tuple, list[Path]] = {}
     for f, found in check_columns(files, columns, types).items():
         groups.setdefault(found, []).append(f)
-    casts = [pl.col(c).cast(types[c]) for c in columns]
     frames = [pl.scan_parquet(fs, include_file_paths=file_column, extra_columns="ignore")
-              .select(casts + ([pl.col(file_column)] if file_column else [])) for fs in groups.values()]
+              .select([_as(c, t, types[c]) for c, t in zip(columns, found)] + ([pl.col(file_column)] if file_column else []))
+              for found, fs in groups.items()]
     return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
 
 
