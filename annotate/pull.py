@@ -23,7 +23,7 @@ import polars as pl
 from annotate import datasets
 from annotate.client import ServerDown, down_message
 from annotate.config import ReviewConfig
-from annotate.push import read_set, set_path
+from annotate.push import set_path
 from annotate.render import row_of
 from coa.io import atomic_output, write_json
 

@@ -25,7 +25,7 @@ from annotate import credentials, datasets  # noqa: E402
 from annotate.client import connect  # noqa: E402
 from annotate.config import ReviewConfig  # noqa: E402
 from annotate.pull import pull  # noqa: E402
-from annotate.push import push, read_set, render_set, to_argilla  # noqa: E402
+from annotate.push import push, read_set, render_set  # noqa: E402
 from annotate.serve import ReviewStack, ServeConfig  # noqa: E402
 
 

@@ -55,6 +55,8 @@ def entry_point(prog: str) -> Callable:
         def run(*args, **kwargs) -> int:
             try:
                 return main(*args, **kwargs) or 0
+            except SystemExit as e:  # cli(): --help / --print-config (0) or bad settings (2, message printed)
+                return e.code if isinstance(e.code, int) else int(e.code is not None)
             except BAD_INPUT as e:
                 if debugging():
                     raise

@@ -21,10 +21,7 @@ from curate.config import ALIASES, CurateConfig
 
 @entry_point("curate")
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = cli(CurateConfig, "curate", sys.argv[1:] if argv is None else argv, __doc__, aliases=ALIASES)
-    except SystemExit as e:  # --help / --print-config (0) or bad settings (2, message printed)
-        return int(e.code or 0)
+    cfg = cli(CurateConfig, "curate", sys.argv[1:] if argv is None else argv, __doc__, aliases=ALIASES)
     if cfg.step == "score":
         from curate.score import run
     elif cfg.step == "analyze":

@@ -100,10 +100,7 @@ def as_markdown(rows: list[dict], reference: str) -> str:
 
 @entry_point("evaluate.ablation")
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = cli(AblationConfig, "ablation", sys.argv[1:] if argv is None else argv, __doc__)
-    except SystemExit as e:
-        return int(e.code or 0)
+    cfg = cli(AblationConfig, "ablation", sys.argv[1:] if argv is None else argv, __doc__)
     arms = {Path(a).name: read_arm(a, cfg.source) for a in cfg.arms}
     rows = ablation_table(arms, Path(cfg.reference).name, cfg.dataset, cfg.bootstrap)
     table = as_markdown(rows, Path(cfg.reference).name)

@@ -239,10 +239,7 @@ def as_table(report: dict) -> str:
 
 @entry_point("evaluate.checks")
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = cli(ChecksConfig, "checks", sys.argv[1:] if argv is None else argv, __doc__)
-    except SystemExit as e:
-        return int(e.code or 0)
+    cfg = cli(ChecksConfig, "checks", sys.argv[1:] if argv is None else argv, __doc__)
     report = run_checks(cfg)
     write_json(cfg.out, report)
     print(as_table(report))

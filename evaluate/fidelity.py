@@ -106,10 +106,7 @@ def probe(cfg: FidelityConfig) -> dict:
 
 @entry_point("evaluate.fidelity")
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = cli(FidelityConfig, "fidelity", sys.argv[1:] if argv is None else argv, __doc__)
-    except SystemExit as e:
-        return int(e.code or 0)
+    cfg = cli(FidelityConfig, "fidelity", sys.argv[1:] if argv is None else argv, __doc__)
     result = probe(cfg)
     print(json.dumps({k: v for k, v in result.items() if k != "search"}, indent=2))
     return 0

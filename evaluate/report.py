@@ -231,10 +231,7 @@ def build_report(cfg: ReportConfig) -> str:
 
 @entry_point("evaluate.report")
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = cli(ReportConfig, "report", sys.argv[1:] if argv is None else argv, __doc__)
-    except SystemExit as e:
-        return int(e.code or 0)
+    cfg = cli(ReportConfig, "report", sys.argv[1:] if argv is None else argv, __doc__)
     build_report(cfg)
     checks = read(cfg.checks)
     print(f"report: {Path(cfg.out) / 'report.md'}")

@@ -251,10 +251,7 @@ def report(cfg: EvalConfig) -> str:
 
 @entry_point("evaluate")
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = cli(EvalConfig, "evaluate", sys.argv[1:] if argv is None else argv, __doc__)
-    except SystemExit as e:  # --help / --print-config (0) or bad settings (2, message printed)
-        return int(e.code or 0)
+    cfg = cli(EvalConfig, "evaluate", sys.argv[1:] if argv is None else argv, __doc__)
     if cfg.step == "report":
         print(report(cfg))
         return 0

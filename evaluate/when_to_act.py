@@ -115,10 +115,7 @@ def run(cfg: WhenToActConfig) -> dict:
 
 @entry_point("evaluate.when_to_act")
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = cli(WhenToActConfig, "when_to_act", sys.argv[1:] if argv is None else argv, __doc__)
-    except SystemExit as e:
-        return int(e.code or 0)
+    cfg = cli(WhenToActConfig, "when_to_act", sys.argv[1:] if argv is None else argv, __doc__)
     result = run(cfg)
     for name, r in result["models"].items():
         print(f"{name}: search when needed {r['search_when_needed']['rate']} (n={r['search_when_needed']['n']}), "

@@ -180,10 +180,7 @@ def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
 @entry_point("synth")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        cfg = cli(SynthConfig, "synth", argv, __doc__)
-    except SystemExit as e:  # --help / --print-config (0) or bad settings (2 = EXIT_BAD_INPUT, message printed)
-        return int(e.code or EXIT_OK)
+    cfg = cli(SynthConfig, "synth", argv, __doc__)
     try:
         jobs = build_jobs(cfg)
     except (ValueError, FileNotFoundError) as e:

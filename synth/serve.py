@@ -148,10 +148,8 @@ def _interrupt(*_) -> None:
 
 @entry_point("synth.serve")
 def main(argv: list[str] | None = None) -> int:
-    try:  # the same settings as the engine synth.run starts: params.yaml section synth.serve
-        cfg = cli(ServeConfig, "synth.serve", sys.argv[1:] if argv is None else argv, __doc__)
-    except SystemExit as e:  # --help / --print-config (0) or bad settings (2, message printed)
-        return int(e.code or 0)
+    # the same settings as the engine synth.run starts: params.yaml section synth.serve
+    cfg = cli(ServeConfig, "synth.serve", sys.argv[1:] if argv is None else argv, __doc__)
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, _interrupt)
     server = start_engine(cfg)

@@ -48,3 +48,18 @@ def searcher(index_dir):
     from coa.search import load_searcher
 
     return load_searcher(index_dir)
+
+
+@pytest.fixture
+def empty_sets(tmp_path):
+    """A sets folder whose three sets exist and hold no rows (pairs, CoA, CoT)."""
+    import pyarrow.parquet as pq
+
+    from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
+
+    folder = tmp_path / "sets"
+    folder.mkdir()
+    pq.write_table(PAIR_SCHEMA.empty_table(), folder / "pairs.parquet")
+    for name in ("coa", "cot"):
+        pq.write_table(TRAJECTORY_SCHEMA.empty_table(), folder / f"{name}.parquet")
+    return folder

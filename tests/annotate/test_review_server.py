@@ -3,7 +3,6 @@ curated sets change; resume, duplicates, disagreement and bad input."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import httpx

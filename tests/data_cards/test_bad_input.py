@@ -7,12 +7,10 @@ import os
 import subprocess
 import sys
 
-import pyarrow.parquet as pq
 import pytest
 
 import coa.config
 from coa.io import OWNER_FILE
-from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
 from data_cards import export, publish
 from tests.data_cards.conftest import ROOT
 
@@ -24,14 +22,9 @@ def _no_params(monkeypatch):
 
 
 @pytest.fixture
-def sets(tmp_path):
+def sets(empty_sets):
     """Empty sets: publish writes the card (README.md) and nothing else, in a fraction of a second."""
-    folder = tmp_path / "sets"
-    folder.mkdir()
-    pq.write_table(PAIR_SCHEMA.empty_table(), folder / "pairs.parquet")
-    for name in ("coa", "cot"):
-        pq.write_table(TRAJECTORY_SCHEMA.empty_table(), folder / f"{name}.parquet")
-    return folder
+    return empty_sets
 
 
 def publish_args(sets, dest, *more) -> list[str]:

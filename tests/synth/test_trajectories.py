@@ -10,7 +10,6 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from coa.environment import SearchEnvConfig

@@ -1,22 +1,10 @@
 """An SFT stage with an empty set: a clear error by default, or a loud pass-through when asked."""
 import json
 
-import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
-from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
 from train.run import main
-
-
-@pytest.fixture
-def empty_sets(tmp_path):
-    sets = tmp_path / "sets"
-    sets.mkdir()
-    pq.write_table(PAIR_SCHEMA.empty_table(), sets / "pairs.parquet")
-    for name in ("coa.parquet", "cot.parquet"):
-        pq.write_table(TRAJECTORY_SCHEMA.empty_table(), sets / name)
-    return sets
 
 
 def test_empty_set_is_an_error_by_default(empty_sets, tiny_dir, tmp_path):

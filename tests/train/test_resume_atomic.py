@@ -6,7 +6,6 @@ import importlib.util
 import pytest
 import torch
 import yaml
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 import coa.config
