@@ -79,17 +79,23 @@ def start_vllm(trainer):
 
 
 def policy_weights(trainer):
-    """The policy's weights under checkpoint names (a LoRA adapter merged into them for the engine)."""
+    """The policy's weights under checkpoint names. With a LoRA adapter, each adapted layer's weight is
+    computed as base + delta (the model itself is left untouched: merging in place and unmerging again
+    would drift the frozen base weights by rounding at every sync)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_adapter"):  # peft: merged copies of the adapted layers, base names
-        model.merge_adapter()
-        try:
-            state = {k.replace("base_model.model.", "").replace(".base_layer", ""): v.detach().clone()
-                     for k, v in model.state_dict().items() if "lora_" not in k}
-        finally:
-            model.unmerge_adapter()
-        return state.items()
-    return model.state_dict().items()
+    if not hasattr(model, "peft_config"):
+        return model.state_dict().items()
+    from peft.tuners.lora import LoraLayer
+
+    def plain(name: str) -> str:
+        return name.removeprefix("base_model.model.").replace(".base_layer", "")
+
+    state = {plain(k): v.detach() for k, v in model.state_dict().items() if "lora_" not in k}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and module.active_adapters:
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
+            state[plain(name) + ".weight"] = module.base_layer.weight.detach() + delta
+    return state.items()
 
 
 def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, searcher=None, engine: str = "hf",
@@ -132,6 +138,7 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
             "finish_reason": [ep.finish_reason for ep in episodes],
         }
 
+    rollout.policy_engine = vllm  # the vLLM engine holder (None with hf), for checks after training
     return rollout
 
 

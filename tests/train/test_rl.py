@@ -10,10 +10,10 @@ import json
 import pytest
 import torch
 
+from coa.environment import SearchEnvConfig
 from coa.score import exact_match
 from coa.tokenize import encode
 from train.checkpoint import load_model, load_tokenizer
-from coa.environment import SearchEnvConfig
 from train.config import RL1Config, RL2Config, TrainConfig
 from train.data import rl_dataset
 from train.rewards import make_rewards
@@ -166,3 +166,37 @@ def test_vllm_engine_rollouts_sync_every_step_and_train(model_dir, searcher, tmp
             assert sum(lp < 0 for lp in logprobs) > len(logprobs) // 2  # sampled tokens carry their log-prob
     moved = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
     assert len(moved) == len(before), "a parameter did not change"
+
+
+@pytest.mark.model
+@pytest.mark.server
+@pytest.mark.slow
+def test_lora_rl_moves_only_the_adapter_and_the_engine_serves_the_merged_policy(model_dir, tmp_path):
+    from train.rollout import policy_weights
+
+    tok = load_tokenizer(model_dir, model_dir)
+    stage = RL1Config(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2,
+                      learning_rate=1e-2, temperature=1.0, questions=None, engine="vllm")
+    cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=32, topk=1), lora_r=4, lora_alpha=8)
+    rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
+    trainer = build_rl_trainer(cfg, stage, load_model(model_dir, tok), tok, rl_dataset(tok, None, 1, RL_PROMPT),
+                               tmp_path, reward_funcs=rewards)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)  # the base weights stay as they were
+    engine = trainer.rollout_func.policy_engine.engine
+    assert engine.syncs == 1
+    engine.sync_weights(policy_weights(trainer))  # the adapter merged into the weights the engine gets
+    ids = encode(tok, "<|im_start|>user\nWho wrote Maria Golovin?<|im_end|>\n<|im_start|>assistant\n<think>\nI search.")
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.merge_adapter()
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+    finally:
+        model.unmerge_adapter()
+    mine = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0][5:].tolist()
+    served = engine.sequence_logprobs(ids, 6)
+    gap = sum(abs(a - b) for a, b in zip(mine, served)) / len(mine)
+    assert gap <= 1e-3, f"engine vs merged LoRA policy: mean abs log-prob gap {gap:.2e}"
