@@ -65,11 +65,11 @@ def bench_rank_bm25(index_dir: Path, questions, seconds: float) -> float:
     import bm25s
     from rank_bm25 import BM25Okapi
 
-    from coa.search.index import STOPWORDS, _stemmer
+    from coa.search.backends.bm25s import STOPWORDS, stemmer
 
     searcher = load_searcher(index_dir)
-    contents = searcher.index.contents.to_pylist()
-    stem = _stemmer()
+    contents = searcher.store.contents.to_pylist()
+    stem = stemmer()
     corpus_tokens = bm25s.tokenize(contents, stopwords=STOPWORDS, stemmer=stem, return_ids=False, show_progress=False)
     okapi = BM25Okapi(corpus_tokens)
     q_tokens = bm25s.tokenize(questions, stopwords=STOPWORDS, stemmer=stem, return_ids=False, show_progress=False)

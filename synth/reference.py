@@ -112,11 +112,9 @@ class Passages:
     """id → (title, text) of an index's corpus, for titles of gold ids and the simulated memory."""
 
     def __init__(self, index_dir: str | Path):
-        from coa.search.index import Index
+        from coa.search.store import DocumentStore
 
-        index = Index(index_dir)
-        self._by_id: dict[str, str] = dict(zip(index.ids.to_pylist(), index.contents.to_pylist()))
-        self._by_title = {self._split(c)[0]: c for c in self._by_id.values()}
+        self._store = DocumentStore(index_dir)
 
     @staticmethod
     def _split(contents: str) -> tuple[str, str]:
@@ -124,11 +122,14 @@ class Passages:
         return head.strip('"'), text
 
     def title(self, doc_id: str) -> str:
-        contents = self._by_id.get(doc_id)
+        contents = self._store.get(doc_id)
         return self._split(contents)[0] if contents else ""
 
     def text(self, item: Evidence) -> str:
-        contents = self._by_id.get(item.doc_id) or self._by_title.get(item.title)
+        contents = self._store.get(item.doc_id) if item.doc_id else None
+        if contents is None:
+            rows = self._store.rows_with_title(item.title)
+            contents = self._store.contents[rows[-1]].as_py() if rows else None
         return self._split(contents)[1] if contents else ""
 
 

