@@ -63,3 +63,26 @@ def empty_sets(tmp_path):
     for name in ("coa", "cot"):
         pq.write_table(TRAJECTORY_SCHEMA.empty_table(), folder / f"{name}.parquet")
     return folder
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url(tmp_path_factory):
+    """A real Elasticsearch-API server on 127.0.0.1 for the session: noida-db (PyPI; a single binary speaking
+    the ES 8.15 REST API, installed by ./install.sh into .venv-argilla), since no Elasticsearch or OpenSearch
+    installs from the package registries. ``NOIDA_DB`` overrides where the binary is."""
+    import shutil
+    from pathlib import Path
+
+    from coa.procs import Server, free_port
+
+    binary = os.environ.get("NOIDA_DB") or str(Path(__file__).resolve().parents[1] / ".venv-argilla/bin/noida-db")
+    if not Path(binary).exists():
+        binary = shutil.which("noida-db") or binary
+    if not Path(binary).exists():
+        raise FileNotFoundError(f"{binary} is missing: run ./install.sh (or set NOIDA_DB=/path/to/noida-db)")
+    port, data = free_port(), tmp_path_factory.mktemp("noida")
+    url = f"http://127.0.0.1:{port}"
+    server = Server([binary, "start", "--data-dir", str(data / "db"), "--host", "127.0.0.1", "--only", "elasticsearch",
+                     "--elasticsearch-port", str(port)], url, log=data / "noida.log").start(timeout=60)
+    yield url
+    server.stop()
