@@ -1,0 +1,172 @@
+"""Retrieval at growing corpus sizes on a synthetic wiki-18-shaped corpus, each (size, backend) in its own process.
+
+    python bench/bench_retrieval_scale.py --sizes 100000,300000 --backends bm25s,tantivy
+    python bench/bench_retrieval_scale.py --faiss 1000000        # IVF-PQ recall@10 vs exact, index bytes
+
+Corpus: wiki-18 is ~21M passages of 100 words with a title; the generator writes passages of 100 words
+drawn from a Zipf(1.1) vocabulary of 500K synthetic words (wiki-18's running text is Zipfian with a
+vocabulary of several million types), titles of 1–3 words, ids "1".."N" as in wiki-18.
+Printed per (size, backend): build seconds, peak RSS of the build+query process, index size on disk,
+queries/s at batch 1 and 64 (top-3, in-process), p50/p99 latency of single queries over HTTP (keep-alive).
+FAISS: synthetic 384-d vectors (a mixture of 4,096 Gaussian clusters, L2-normalised; NOT real MiniLM
+embeddings), recall@10 of IVF-PQ against exact inner-product search for 500 held-out queries.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WORDS, PASSAGE_WORDS = 500_000, 100
+
+
+def vocabulary(rng: np.random.Generator) -> np.ndarray:
+    letters = np.array(list("etaoinshrdlucmfwypvbgkjqxz"))
+    lengths = rng.integers(3, 11, WORDS)
+    return np.array(["".join(rng.choice(letters, n)) for n in lengths])
+
+
+def write_corpus(path: Path, n: int, seed: int = 0) -> None:
+    """n wiki-18-shaped passages as FlashRAG jsonl (``id``, ``contents`` = ``"Title"\\ntext``)."""
+    rng = np.random.default_rng(seed)
+    words = vocabulary(rng)
+    with open(path, "w") as f:
+        for start in range(0, n, 10_000):
+            rows = min(10_000, n - start)
+            ids = np.minimum(rng.zipf(1.1, (rows, PASSAGE_WORDS + 3)) - 1, WORDS - 1)
+            for i, row in enumerate(words[ids]):
+                title, text = " ".join(row[:1 + i % 3]).title(), " ".join(row[3:])
+                f.write(json.dumps({"id": str(start + i + 1), "contents": f'"{title}"\n{text}'}) + "\n")
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def measure_one(corpus: Path, out: Path, backend: str, queries: list[str]) -> dict:
+    """Build, then query in-process and over HTTP; runs in its own process so peak RSS is this run's."""
+    import httpx
+
+    from coa.procs import Server, free_port, retrieval_server_cmd
+    from coa.search import build_index, load_searcher
+
+    started = time.perf_counter()
+    build_index(corpus, out, backend=backend, show_progress=False, force=True)
+    row = {"build_s": round(time.perf_counter() - started, 1)}
+    searcher = load_searcher(out)
+    searcher.search(queries[:4], 3)  # load / JIT
+    for batch in (1, 64):
+        chunks = [queries[i:i + batch] for i in range(0, len(queries), batch)]
+        started = time.perf_counter()
+        for chunk in chunks:
+            searcher.search(chunk, 3)
+        row[f"qps_b{batch}"] = round(len(queries) / (time.perf_counter() - started), 1)
+    row["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    row["disk_gb"] = round(folder_bytes(out) / 2**30, 3)
+    port = free_port()
+    server = Server(retrieval_server_cmd(out, port), f"http://127.0.0.1:{port}/health").start(timeout=300)
+    try:
+        latencies = []
+        with httpx.Client(timeout=60) as client:  # one keep-alive connection, as an agent loop would hold
+            for q in queries[:200]:
+                t = time.perf_counter()
+                client.post(f"http://127.0.0.1:{port}/retrieve", json={"queries": [q], "topk": 3}).raise_for_status()
+                latencies.append(time.perf_counter() - t)
+    finally:
+        server.stop()
+    row["http_p50_ms"], row["http_p99_ms"] = (round(1000 * float(np.percentile(latencies, p)), 1) for p in (50, 99))
+    return row
+
+
+def sample_queries(corpus: Path, n: int = 256, seed: int = 1) -> list[str]:
+    """Queries of 4–8 words taken from passages (so each has at least one matching passage)."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    with open(corpus) as f:
+        for i, line in enumerate(f):
+            if i >= 20_000:
+                break
+            lines.append(json.loads(line)["contents"].split("\n", 1)[1].split())
+    picks = rng.choice(len(lines), n, replace=False)
+    return [" ".join(rng.choice(lines[i], rng.integers(4, 9), replace=False)) for i in picks]
+
+
+def faiss_recall(n: int, dim: int = 384, clusters: int = 4096, n_queries: int = 500, seed: int = 0) -> dict:
+    import faiss
+
+    from coa.search.backends.faiss import shape_for
+
+    faiss.omp_set_num_threads(2)
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim)).astype(np.float32)
+    vectors = np.empty((n + n_queries, dim), np.float32)
+    for start in range(0, len(vectors), 100_000):
+        rows = min(100_000, len(vectors) - start)
+        part = centers[rng.integers(0, clusters, rows)] + 0.6 * rng.standard_normal((rows, dim), dtype=np.float32)
+        vectors[start:start + rows] = part / np.linalg.norm(part, axis=1, keepdims=True)
+    base, queries = vectors[:n], vectors[n:]
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(base)
+    _, truth = exact.search(queries, 10)
+    train = min(n, 100_000)
+    nlist, m, nbits = shape_for(train, 48)
+    index = faiss.index_factory(dim, f"IVF{nlist},PQ{m}x{nbits}", faiss.METRIC_INNER_PRODUCT)
+    index.do_polysemous_training = False
+    started = time.perf_counter()
+    index.train(base[rng.choice(n, train, replace=False)])
+    index.add(base)
+    row = {"n": n, "factory": f"IVF{nlist},PQ{m}x{nbits}", "build_s": round(time.perf_counter() - started, 1),
+           "index_bytes": len(faiss.serialize_index(index))}
+    for nprobe in (8, 32, 128):
+        index.nprobe = nprobe
+        _, found = index.search(queries, 10)
+        row[f"recall10_nprobe{nprobe}"] = round(float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])), 3)
+    row["bytes_per_vector"] = round(row["index_bytes"] / n, 1)
+    row["projected_21M_gb"] = round(row["bytes_per_vector"] * 21_000_000 / 2**30, 2)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100000,300000")
+    ap.add_argument("--backends", default="bm25s,tantivy")
+    ap.add_argument("--work", default="bench/out/scale")
+    ap.add_argument("--faiss", type=int, default=0, help="measure IVF-PQ recall on this many vectors instead")
+    ap.add_argument("--one", nargs=3, metavar=("CORPUS", "OUT", "BACKEND"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.faiss:
+        print(json.dumps(faiss_recall(args.faiss)))
+        return
+    if args.one:
+        corpus = Path(args.one[0])
+        print(json.dumps(measure_one(corpus, Path(args.one[1]), args.one[2], sample_queries(corpus))))
+        return
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    print("| passages | backend | build s | peak RSS GB | disk GB | q/s b1 | q/s b64 | HTTP p50 ms | HTTP p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size in map(int, args.sizes.split(",")):
+        corpus = work / f"synthetic_{size}.jsonl"
+        if not corpus.exists():
+            write_corpus(corpus, size)
+        for backend in args.backends.split(","):
+            done = subprocess.run([sys.executable, __file__, "--one", str(corpus), str(work / f"idx_{backend}_{size}"),
+                                   backend], capture_output=True, text=True)
+            if done.returncode:
+                print(f"| {size:,} | {backend} | failed: {done.stderr.strip().splitlines()[-1][:120]} |||||||")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"| {size:,} | {backend} | {r['build_s']} | {r['peak_rss_gb']} | {r['disk_gb']} | {r['qps_b1']} | "
+                  f"{r['qps_b64']} | {r['http_p50_ms']} | {r['http_p99_ms']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
