@@ -3,6 +3,7 @@
     search:
       index: runs/index        # coa.search index folder (built from the embedded corpus if missing)
       retriever: bm25          # bm25 | dense | fusion, over that index
+      backend: ""              # bm25s | tantivy | elasticsearch | faiss: checked against the index (empty: any)
       retriever_url: ""        # a Search-R1 /retrieve server instead of the in-process index
       topk: 3                  # documents per search
       max_actions: 3           # searches per trajectory (one more gets the budget message)
@@ -19,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coa.agent import Budget
+from coa.search import BACKENDS, RETRIEVERS
 
 DEFAULT_INDEX = "runs/index"
-RETRIEVERS = ("bm25", "dense", "fusion")
 
 
 @dataclass
@@ -29,12 +30,16 @@ class SearchEnvConfig:
     index: str = field(default=DEFAULT_INDEX, metadata={"help": "coa.search index folder; the default one is built "
                                                                 "from the embedded corpus if missing"})
     retriever: str = field(default="bm25", metadata={"help": "bm25 | dense | fusion (in-process index)"})
+    backend: str = field(default="", metadata={"help": f"the index's backend ({' | '.join(BACKENDS)}), checked when "
+                                                      "it is opened; empty = the one it was built with"})
     retriever_url: str = field(default="", metadata={"help": "a Search-R1 /retrieve server instead of the index"})
     topk: int = field(default=3, metadata={"help": "documents per search"})
     max_actions: int = field(default=3, metadata={"help": "searches per trajectory (one more gets the budget message)"})
     max_tokens: int = field(default=384, metadata={"help": "model-written tokens per trajectory (all calls together)"})
 
     def __post_init__(self) -> None:
+        if self.backend and self.backend not in BACKENDS:
+            raise ValueError(f"search.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.retriever not in RETRIEVERS:
             raise ValueError(f"search.retriever must be one of {', '.join(RETRIEVERS)}, got {self.retriever!r}")
         for name in ("topk", "max_tokens"):
@@ -62,7 +67,8 @@ class SearchEnvConfig:
                 raise FileNotFoundError(f"search.index={self.index}: not a coa.search index (no index.json)")
             print(f"building the default index {self.index} from {DEFAULT_CORPUS}", file=sys.stderr)
             build_index(DEFAULT_CORPUS, self.index, show_progress=False)
-        searcher = make_searcher(index=self.index, retriever_url=self.retriever_url or None, kind=self.retriever)
+        searcher = make_searcher(index=self.index, retriever_url=self.retriever_url or None, kind=self.retriever,
+                                 backend=self.backend or None)
         if warm and not self.retriever_url:
             searcher.search(["warm up"], 1)  # load the memory-mapped index now, not inside the first trajectory
         return searcher
