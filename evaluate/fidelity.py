@@ -79,11 +79,11 @@ def probe(cfg: FidelityConfig) -> dict:
     from coa.agent import drive, start_episode
     from coa.prompts import render_prompt
     from coa.questions import load_questions
-    from coa.search.index import Index
+    from coa.search import DocumentStore
 
     fmt = get_format(cfg.format)
     questions = load_questions(cfg.questions, limit=cfg.limit or None)
-    store = corpus_store(Index(cfg.search.index).contents.to_pylist())  # the documents real search can return
+    store = corpus_store(DocumentStore(cfg.search.index).contents.to_pylist())  # the documents real search can return
     engine, tok = policy(cfg.model, cfg.temperature, cfg.dtype)
     episodes = [start_episode(render_prompt(tok, q["question"], cfg.prompt), tok, prefill=cfg.prompt.prefill,
                               tools="simulated", question=q) for q in questions]

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 
 from coa.config import cli
+from coa.errors import entry_point
 from coa.search.backends import BACKENDS, DEFAULT_BACKEND
 from coa.search.corpus import DEFAULT_CORPUS
 from coa.search.index import RETRIEVERS
@@ -131,6 +132,7 @@ def as_key_values(cls, args: list[str]) -> list[str]:
     return out
 
 
+@entry_point("python -m coa.search")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
@@ -139,12 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if asked else 2
     command, cls = argv[0], COMMANDS[argv[0]]
     doc = f"python -m coa.search {command}: {cls.__doc__.split(': ', 1)[1]}"
-    cfg = cli(cls, None, as_key_values(cls, argv[1:]), doc)
-    try:
-        run(command, cfg)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:  # bad input: one line, exit 2
-        print(f"python -m coa.search {command}: {e}", file=sys.stderr)
-        return 2
+    run(command, cli(cls, None, as_key_values(cls, argv[1:]), doc))
     return 0
 
 

@@ -25,6 +25,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from coa.errors import BadInput
+
 BACKENDS = ("bm25s", "tantivy", "elasticsearch", "faiss")
 DEFAULT_BACKEND = "bm25s"
 KINDS = ("lexical", "dense")
@@ -38,9 +40,9 @@ def load_backend(name: str) -> ModuleType:
         raise ValueError(f"unknown search backend {name!r}; known: {', '.join(BACKENDS)}")
     try:
         return importlib.import_module(f"coa.search.backends.{name}")
-    except ImportError as e:
-        raise ImportError(f"search backend {name!r} needs a package that is not installed ({e.name}): "
-                          f"pip install 'autocoa-toolkit[search]'") from e
+    except ImportError as e:  # the environment is input the user can fix: one line, exit 2
+        raise BadInput(f"search backend {name!r} needs a package that is not installed ({e.name}): "
+                       f"pip install 'autocoa-toolkit[search]'") from e
 
 
 def matching(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
