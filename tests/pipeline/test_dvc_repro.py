@@ -38,7 +38,8 @@ TINY = {
                        "learning_rate": 1.0e-4, "max_length": 1024}} | {
         stage: {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4,
                 "gradient_accumulation_steps": 1} for stage in ("rl1", "rl2")},
-    "search": {"max_tokens": 96, "max_actions": 2},  # one environment: synthesis, RL and evaluation
+    # one environment for synthesis, RL and evaluation: room for the reference CoA (~150 tokens), 2 searches
+    "search": {"max_tokens": 256, "max_actions": 2},
 }
 
 
@@ -130,7 +131,8 @@ def stage_objective(model_path: Path, stage: str, repo: Path, tokenizer, n: int 
         return logps[len(prompt_ids) - 1:].mean()
 
     if stage == "sft1":
-        rows = pair_dataset(tokenizer, sets / "pairs.parquet", 1024)[0].select(range(n))
+        pairs = pair_dataset(tokenizer, sets / "pairs.parquet", 1024)[0]
+        rows = pairs.select(range(min(n, len(pairs))))  # the tiny run may mine fewer than n pairs
         losses = []
         for r in rows:
             c, rej = mean_logp(r["prompt_ids"], r["chosen_ids"]), mean_logp(r["prompt_ids"], r["rejected_ids"])
@@ -138,7 +140,7 @@ def stage_objective(model_path: Path, stage: str, repo: Path, tokenizer, n: int 
         return float(torch.stack(losses).mean())
     rows = sft_dataset(tokenizer, [sets / "coa.parquet", sets / "cot.parquet"], stage == "sft3", 1024, stage)[0]
     total, count = 0.0, 0
-    for r in rows.select(range(n)):
+    for r in rows.select(range(min(n, len(rows)))):
         ids, labels = torch.tensor([r["input_ids"]]), torch.tensor([r["labels"]])
         with torch.no_grad():
             out = model(ids, labels=labels)
