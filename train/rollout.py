@@ -123,10 +123,11 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
                                              ) as model:
                 hf = make_engine("hf", model=model, tokenizer=tok, generation_config=trainer.generation_config)
                 drive(episodes, hf, search, fmt, budget)
-        _log(trainer, episodes, search)
-        _record(trainer, episodes, append=bool(runs))
+        records = [ep.rollout() for ep in episodes]  # once: the log, the record and TRL read the same masks
+        masks = [r["env_mask"] for r in records]
+        _log(trainer, episodes, masks, search)
+        _record(trainer, episodes, masks, append=bool(runs))
         runs.append(len(episodes))
-        records = [ep.rollout() for ep in episodes]
         return {
             "prompt_ids": [r["prompt_ids"] for r in records],
             "completion_ids": [r["completion_ids"] for r in records],
@@ -142,15 +143,14 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
     return rollout
 
 
-def _record(trainer, episodes: list[Episode], append: bool) -> None:
+def _record(trainer, episodes: list[Episode], masks: list[list[int]], append: bool) -> None:
     """One line per rollout in ``<output_dir>/rollouts.jsonl``: its actions (queries), end and token counts."""
     rank = trainer.accelerator.process_index
     suffix = f".{rank}" if trainer.accelerator.num_processes > 1 else ""
     path = Path(trainer.args.output_dir) / f"rollouts{suffix}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a" if append else "w") as f:
-        for ep in episodes:
-            mask = ep.rollout()["env_mask"]
+        for ep, mask in zip(episodes, masks):
             f.write(json.dumps({
                 "step": trainer.state.global_step, "n_actions": ep.n_actions,
                 "queries": [s["query"] for s in ep.segments if s["kind"] == "observation"],
@@ -158,10 +158,9 @@ def _record(trainer, episodes: list[Episode], append: bool) -> None:
                 "model_tokens": sum(mask), "observation_tokens": mask.count(0)}) + "\n")
 
 
-def _log(trainer, episodes: list[Episode], search: CountingSearch | None) -> None:
+def _log(trainer, episodes: list[Episode], masks: list[list[int]], search: CountingSearch | None) -> None:
     # the same channel TRL gives reward functions (``log_metric``): averaged per logging step
     n = len(episodes)
-    masks = [ep.rollout()["env_mask"] for ep in episodes]
     masked = sum(m == 0 for mask in masks for m in mask)
     tokens = sum(map(len, masks))
     values = {
