@@ -127,3 +127,26 @@ def test_work_folder_is_cleared_unless_resuming(runs, tiny_dir):
     (stale / "trainer_state.json").write_text("{}")
     main(["stage=sft2", f"model={tiny_dir}"])
     assert not stale.exists()
+
+
+def test_a_killed_rl_run_resumes_without_repeating_finished_steps(tmp_path, monkeypatch, tiny_dir, index_dir):
+    """rl1 on the tiny policy (hf rollouts), killed as its second step begins: the re-run with resume=true
+    runs only the missing step and the stage's step log holds each step once."""
+    rl = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "num_generations": 2,
+          "questions": None, "question_limit": 2, "engine": "hf", "temperature": 1.0}
+    runs = tmp_path / "runs"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "train": {"runs_dir": str(runs), "rl1": rl, "prompt": {"demonstrations": False}},
+        "search": {"index": str(index_dir), "topk": 1, "max_tokens": 16}}))
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", str(tmp_path / "params.yaml"))
+    argv = ["stage=rl1", f"model={tiny_dir}", "save_steps=1"]
+    with monkeypatch.context() as m:
+        m.setattr(train.run, "StepLog", CrashAtStep2)
+        with pytest.raises(RuntimeError, match="killed"):
+            main(argv)
+    assert not (runs / "rl1").exists() and (runs / "rl1.work/checkpoint-1/trainer_state.json").exists()
+    metrics = main(argv + ["resume=true"])[0]
+    assert metrics["resumed_from_step"] == 1 and metrics["steps"] == 1  # step 1 was not run again
+    steps = [line.split(",")[0] for line in (runs / "rl1/steps.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2"]
+    assert not list((runs / "rl1.work").glob("checkpoint-*"))  # a finished stage keeps no resume checkpoint
