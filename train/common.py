@@ -1,6 +1,7 @@
 """What every stage passes to its TRL config: optimisation, precision, logging, LoRA."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -10,6 +11,16 @@ from train.config import StageConfig, TrainConfig
 
 def on_gpu() -> bool:
     return torch.cuda.is_available()
+
+
+def world_size() -> int:
+    """Processes of a data-parallel launch (``accelerate launch`` / ``torchrun`` set WORLD_SIZE); 1 alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a data-parallel launch (or the only process): the one that writes a stage's outputs."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args) -> dict:
@@ -35,6 +46,8 @@ def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": on_gpu(),
         "disable_tqdm": True,
+        # every parameter gets a gradient in these methods: DDP's unused-parameter search only costs time
+        **({"ddp_find_unused_parameters": False} if world_size() > 1 else {}),
         **method_args,
         **stage.trl_args,
     }

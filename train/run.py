@@ -49,7 +49,7 @@ from coa.io import atomic_output, write_json
 from coa.model import base_model_dir
 from train.checkpoint import (StepLog, check_checkpoint, check_start_model, last_trainer_checkpoint, load_model,
                               load_tokenizer, write_checkpoint, write_metrics)
-from train.common import on_gpu
+from train.common import is_main_process, on_gpu
 from train.config import PREVIOUS, TrainConfig
 from train.data import pair_dataset, rl_dataset, sft_dataset
 
@@ -84,7 +84,8 @@ def resume_point(cfg: TrainConfig, stage: str) -> Path | None:
     """``resume=true``: the last complete TRL checkpoint of ``stage``; otherwise clear the work folder."""
     work = work_dir(cfg, stage)
     if not cfg.resume:
-        shutil.rmtree(work, ignore_errors=True)  # checkpoints of an earlier run (other settings) must not leak in
+        if is_main_process():
+            shutil.rmtree(work, ignore_errors=True)  # checkpoints of an earlier run (other settings) must not leak in
         return None
     last = last_trainer_checkpoint(work)
     if last is None:
@@ -170,6 +171,9 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
     extra = {"resumed_from_step": log.restore(resume)} if resume else {}
     trainer, tok, stats = build_trainer(cfg, stage, start, work_dir(cfg, stage), log)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if not is_main_process():  # data parallel: every rank trained the same weights; rank 0 writes them
+        trainer.accelerator.wait_for_everyone()
+        return {"stage": stage, "rank": int(os.environ["RANK"])}
     with atomic_output(out, folder=True) as tmp:  # the previous output stays until this one is complete
         write_checkpoint(trainer.model, tok, tmp, cfg.save_dtype)
         for rollouts in work_dir(cfg, stage).glob("rollouts*.jsonl"):
@@ -179,6 +183,7 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
         metrics = write_metrics(tmp, stage, log, {"start_model": str(start), "train_loss": result.training_loss,
                                                   "data": stats, **extra})
     drop_resume_checkpoints(work_dir(cfg, stage))
+    trainer.accelerator.wait_for_everyone()
     return metrics
 
 
@@ -225,7 +230,8 @@ def run(cfg: TrainConfig) -> list[dict]:
 def command(argv: list[str]) -> int:
     """``python -m train.run``: one JSON line per trained stage; bad input is one line and exit 2."""
     for metrics in main(argv):
-        print(json.dumps({k: metrics[k] for k in ("stage", "steps", "seconds_per_step", "peak_rss_gb")}))
+        if is_main_process():
+            print(json.dumps({k: metrics[k] for k in ("stage", "steps", "seconds_per_step", "peak_rss_gb")}))
     return 0
 
 
