@@ -47,18 +47,21 @@ class AblationConfig:
             raise ValueError(f"reference {self.reference!r} is not one of the arms {self.arms}")
 
 
+def arm_file(arm: str, source: str, path: str) -> str:
+    """A file of an arm's run: at a DVC experiment's commit (``source=dvc``) or in an arm folder (``folders``)."""
+    if source == "folders":
+        return (Path(arm) / path).read_text()
+    import dvc.api
+
+    return dvc.api.read(path, repo=".", rev=arm)
+
+
 def read_arm(arm: str, source: str) -> dict:
     """An arm's chain and its last stage's per-question rows (``{"chain", "stage", "rows"}``)."""
-    def text(path: str) -> str:
-        if source == "folders":
-            return (Path(arm) / path).read_text()
-        import dvc.api
-
-        return dvc.api.read(path, repo=".", rev=arm)
-
-    chain = yaml.safe_load(text("params.yaml"))["train"]["chain"]
+    chain = yaml.safe_load(arm_file(arm, source, "params.yaml"))["train"]["chain"]
     stage = chain[-1]
-    return {"chain": chain, "stage": stage, "rows": json.loads(text(f"runs/eval/{stage}/per_question.json"))}
+    return {"chain": chain, "stage": stage,
+            "rows": json.loads(arm_file(arm, source, f"runs/eval/{stage}/per_question.json"))}
 
 
 def arm_row(name: str, arm: dict, reference: dict, dataset: str, resamples: int) -> dict:

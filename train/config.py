@@ -135,10 +135,16 @@ class RL2Config(RL1Config):
 
 @dataclass
 class ScheduleConfig:
-    """``stage=rl``: the paper's schedule, rl1 for the first part of the steps, then rl2."""
+    """One RL step budget split between rl1 (simulated) and rl2 (real search): the paper's 80 + 16 of 96 steps,
+    and the simulated:real frontier (docs/experiments/frontier.md). Applies to ``stage=rl`` and to ``stage=rl1``
+    / ``stage=rl2`` alike (the DVC stages), so ``dvc exp run -S train.rl.max_steps=12 -S train.rl.rl1_fraction=0.75``
+    is one arm of the grid; a stage given 0 steps passes its start checkpoint on."""
 
-    max_steps: int = field(default=96, metadata={"help": "RL steps in all (the paper: 96)."})
-    rl1_fraction: float = field(default=5 / 6, metadata={"help": "Share of the steps run by rl1."})
+    max_steps: int = field(default=0, metadata={
+        "help": "RL steps in all (the paper: 96), split by rl1_fraction; 0 = each stage runs its own max_steps."})
+    rl1_fraction: float = field(default=5 / 6, metadata={
+        "help": "Share of the steps run by rl1 (simulated): 0 = real only, 0.5 = 1:1, 0.75 = 3:1, 5/6 = 5:1 (the "
+                "paper), 0.875 = 7:1, 1 = simulated only."})
 
     def split(self) -> tuple[int, int]:
         if not 0 <= self.rl1_fraction <= 1:
@@ -215,6 +221,9 @@ class TrainConfig:
             self.chain = [self.chain]
         if not set(self.chain) <= set(STAGES):
             raise ValueError(f"chain must list stages among {', '.join(STAGES)}; got {self.chain}")
+        if self.rl.max_steps < 0:
+            raise ValueError(f"rl.max_steps must be >= 0 (0 = each RL stage's own max_steps); got {self.rl.max_steps}")
+        self.rl.split()  # checks the fraction
         if self.save_steps < 0:
             raise ValueError(f"save_steps must be >= 0 (0 = no resumable checkpoints); got {self.save_steps}")
         self.prompt.format = self.format  # the RL prompt is written in the one configured format

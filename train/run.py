@@ -6,6 +6,7 @@
     python -m train.run stage=rl1                     # GRPO, the policy simulates the environment
     python -m train.run stage=rl2 search.index=runs/index  # GRPO, real search (or search.retriever_url=URL)
     python -m train.run stage=rl rl.max_steps=96      # the paper's schedule: rl1 for 5/6 of the steps, then rl2
+    python -m train.run stage=rl2 rl.max_steps=12 rl.rl1_fraction=0.75   # rl2's share of a 12-step budget (3:1)
 
 Settings come from ``params.yaml`` (section ``train``, see ``train.config``) and ``key=value``
 overrides; dotted keys reach a stage (``sft1.alpha=0.2``, ``rl2.num_generations=4``) or the RL prompt
@@ -141,14 +142,14 @@ def num_rows(path: Path) -> int:
         return pq.ParquetFile(path).metadata.num_rows
 
 
-def pass_through(cfg: TrainConfig, stage: str, start: Path, reason: str) -> dict:
+def pass_through(cfg: TrainConfig, stage: str, start: Path, reason: str, **extra) -> dict:
     """Save the start checkpoint unchanged as this stage's output, saying so loudly and in the metrics."""
     out = Path(cfg.runs_dir) / stage
     print(f"WARNING: {stage}: {reason}; saving {start} unchanged as {out}", file=sys.stderr)
     tok = load_tokenizer(start, base_model(cfg))
     with atomic_output(out, folder=True) as tmp:
         write_checkpoint(load_model(start, tok), tok, tmp, cfg.save_dtype)
-        metrics = write_metrics(tmp, stage, StepLog(), {"start_model": str(start), "skipped": reason})
+        metrics = write_metrics(tmp, stage, StepLog(), {"start_model": str(start), "skipped": reason, **extra})
     return metrics
 
 
@@ -160,6 +161,9 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
         raise ValueError(f"on_empty_set must be 'error' or 'pass_through', got {cfg.on_empty_set!r}")
     if stage not in cfg.chain:  # an ablation arm without this stage: the model so far goes on unchanged
         return pass_through(cfg, stage, start, f"not in train.chain {cfg.chain}")
+    if stage in ("rl1", "rl2") and cfg.rl.max_steps > 0 and getattr(cfg, stage).max_steps == 0:
+        return pass_through(cfg, stage, start, f"0 of the {cfg.rl.max_steps} RL steps (rl.rl1_fraction="
+                                               f"{cfg.rl.rl1_fraction:g})", real_search_queries=0)
     empty = empty_sets(cfg, stage)
     if empty and cfg.on_empty_set == "pass_through":
         return pass_through(cfg, stage, start, f"empty set: {empty} (on_empty_set=pass_through)")
@@ -178,6 +182,8 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
         write_checkpoint(trainer.model, tok, tmp, cfg.save_dtype)
         for rollouts in work_dir(cfg, stage).glob("rollouts*.jsonl"):
             shutil.copy(rollouts, tmp / rollouts.name)
+        if stage in ("rl1", "rl2"):  # the real environment's use, counted from the observations it returned
+            extra["real_search_queries"] = real_search_queries(tmp)
         write_json(tmp / "train_args.json", {"start_model": str(start), "trl": trainer.args.to_dict(),
                                              "stage": dataclasses.asdict(getattr(cfg, stage))}, default=str)
         metrics = write_metrics(tmp, stage, log, {"start_model": str(start), "train_loss": result.training_loss,
@@ -185,6 +191,13 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
     drop_resume_checkpoints(work_dir(cfg, stage))
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def real_search_queries(folder: Path) -> int:
+    """Queries the real search environment answered in a stage's rollouts (``rollouts*.jsonl``: one line per
+    rollout, ``queries`` = its observations' queries; rl1's policy writes its own, so none)."""
+    return sum(len(json.loads(line)["queries"]) for path in folder.glob("rollouts*.jsonl")
+               for line in path.read_text().splitlines() if line.strip())
 
 
 def drop_resume_checkpoints(work: Path) -> None:
@@ -212,18 +225,20 @@ def run(cfg: TrainConfig) -> list[dict]:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if cfg.num_threads > 0 and not on_gpu():
         torch.set_num_threads(cfg.num_threads)
+    cfg = scheduled(cfg)
     if cfg.stage != "rl":
         return [run_stage(cfg, cfg.stage)]
+    results = [run_stage(cfg, "rl1", start_checkpoint(cfg, "rl1"))]
+    return results + [run_stage(cfg, "rl2", Path(cfg.runs_dir) / "rl1")]
+
+
+def scheduled(cfg: TrainConfig) -> TrainConfig:
+    """``rl.max_steps > 0``: rl1 and rl2 get their shares of the one RL budget (``rl.rl1_fraction``)."""
+    if cfg.rl.max_steps <= 0:
+        return cfg
     rl1_steps, rl2_steps = cfg.rl.split()
-    cfg = dataclasses.replace(cfg, rl1=dataclasses.replace(cfg.rl1, max_steps=rl1_steps),
-                              rl2=dataclasses.replace(cfg.rl2, max_steps=rl2_steps))
-    results, start = [], start_checkpoint(cfg, "rl1")
-    if rl1_steps:
-        results.append(run_stage(cfg, "rl1", start))
-        start = Path(cfg.runs_dir) / "rl1"
-    if rl2_steps:
-        results.append(run_stage(cfg, "rl2", start))
-    return results
+    return dataclasses.replace(cfg, rl1=dataclasses.replace(cfg.rl1, max_steps=rl1_steps),
+                               rl2=dataclasses.replace(cfg.rl2, max_steps=rl2_steps))
 
 
 @entry_point("train")

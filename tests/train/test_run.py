@@ -88,7 +88,7 @@ def test_bad_settings_exit_2_with_the_valid_choices(params, capsys, argv, messag
 
 
 def test_the_papers_schedule():
-    assert ScheduleConfig().split() == (80, 16)
+    assert ScheduleConfig(max_steps=96).split() == (80, 16) and ScheduleConfig().split() == (0, 0)
     assert ScheduleConfig(max_steps=10, rl1_fraction=1.0).split() == (10, 0)
 
 
@@ -103,3 +103,19 @@ def test_lora_checkpoints_are_merged_plain_models(params, tiny_dir):
     assert trained.keys() == start.keys()  # no lora_A/lora_B left: the adapter was merged
     changed = [k for k in start if not torch.equal(trained[k], start[k])]
     assert any("self_attn" in k for k in changed) and "model.norm.weight" not in changed
+
+
+def test_one_rl_budget_splits_between_the_rl_stages(params, tiny_dir, searching_dir):
+    """The frontier's key: train.rl.max_steps split by rl1_fraction for stage=rl1 / stage=rl2 (the DVC stages);
+    a stage given no steps passes its start on, and each stage counts the real search queries it used."""
+    runs = params
+    real_only = ["rl.max_steps=1", "rl.rl1_fraction=0"]
+    rl1 = main(["stage=rl1", f"model={tiny_dir}", *real_only])[0]
+    assert rl1["steps"] == 0 and rl1["skipped"] == "0 of the 1 RL steps (rl.rl1_fraction=0)"
+    assert rl1["real_search_queries"] == 0
+    rl2 = main(["stage=rl2", f"model={searching_dir}", "search.max_tokens=96", *real_only])[0]
+    assert rl2["steps"] == 1 and "skipped" not in rl2
+    queries = [q for line in (runs / "rl2/rollouts.jsonl").read_text().splitlines() for q in json.loads(line)["queries"]]
+    assert rl2["real_search_queries"] == len(queries) > 0  # the taught model searched in its rollouts
+    sim_only = main(["stage=rl2", f"model={tiny_dir}", "rl.max_steps=1", "rl.rl1_fraction=1"])[0]
+    assert sim_only["steps"] == 0 and sim_only["real_search_queries"] == 0
