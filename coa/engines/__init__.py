@@ -10,7 +10,8 @@ calls). Synthesis, evaluation and RL rollouts drive episodes through ``coa.agent
     make_engine("hf", model=..., tokenizer=...)
 
 Registered here: ``completions`` (any OpenAI-compatible /v1/completions server; ids in, ids out where
-the server returns them), ``hf`` (transformers ``generate`` in-process, requests batched), ``vllm``
+the server returns them), ``chat`` (any /v1/chat/completions API, e.g. a reasoning model with native tool
+calls, converted into the format preset), ``hf`` (transformers ``generate`` in-process, requests batched), ``vllm``
 (``vllm.LLM`` in-process, with ``sync_weights`` for RL). ``synth`` registers ``reference`` (the
 templated teacher acting on the episode's actions).
 
@@ -62,7 +63,7 @@ class RequestRejected(RuntimeError):
 ENGINES: dict[str, Callable[..., Engine]] = {}
 # where each built-in engine lives: imported on first use, so a missing optional dependency (vllm,
 # torch) only matters to whoever asks for that engine
-_MODULES = {"completions": "coa.engines.completions", "hf": "coa.engines.hf", "vllm": "coa.engines.vllm",
+_MODULES = {"completions": "coa.engines.completions", "chat": "coa.engines.chat", "hf": "coa.engines.hf", "vllm": "coa.engines.vllm",
             "reference": "synth.reference"}
 
 
