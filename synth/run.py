@@ -98,7 +98,7 @@ def llm_teacher(cfg: SynthConfig, base_url: str | list, tokenizer):
     if t.api == "chat":
         return make_engine("chat", tools=t.tools, tool_name=t.tool_name, tool_arg=t.tool_arg,
                            tool_choice=t.tool_choice, send_reasoning=t.send_reasoning, stream=t.stream,
-                           answer_pattern=t.answer_pattern, **common)
+                           answer_pattern=t.answer_pattern, strict_tools=t.strict_tools, **common)
     return make_engine("completions", token_prompts=t.token_prompts, **common)
 
 

@@ -31,6 +31,9 @@ class TeacherConfig:
     tool_choice: str = field(default="auto", metadata={
         "help": "api=chat, tools=native: auto | required (every turn must search) | first (the first turn must "
                 "search: for teachers that answer from memory)"})
+    strict_tools: bool = field(default=True, metadata={
+        "help": "api=chat, tools=native: declare the tool with strict: true (the server holds the call to the "
+                "argument schema); false for APIs that refuse the flag"})
     send_reasoning: bool = field(default=True, metadata={
         "help": "api=chat: send each assistant turn's reasoning back in later requests (DeepSeek's thinking mode "
                 "with tool calls requires it)"})
