@@ -161,3 +161,19 @@ def test_wrong_model_or_key_is_fatal_before_any_work(index_dir, tmp_path, monkey
         assert "model 'nope' is not served" in capsys.readouterr().err
         assert not api.requests  # nothing was generated
         assert not list((tmp_path / "a").glob("*.parquet")) and not list((tmp_path / "b").glob("*.parquet"))
+
+
+def test_rows_written_before_the_transcript_column_still_read(tmp_path):
+    import pyarrow.parquet as pq
+
+    from coa.trajectory import Trajectory, read_table, to_table
+    from curate import io
+
+    row = Trajectory(question_id="q", question="Q?", golden_answers=["a"], prompt="P", format="search_r1")
+    old = to_table([row]).drop_columns(["transcript"])
+    pq.write_table(old, tmp_path / "old.parquet")
+    pq.write_table(to_table([Trajectory(**{**row.to_row(), "id": "", "sample": 1, "transcript": "[]"})]),
+                   tmp_path / "new.parquet")
+    assert read_table(tmp_path).column("transcript").to_pylist() == ["[]", None]  # new.parquet, old.parquet
+    df = io.scan(tmp_path, ["id", "transcript"]).collect()
+    assert df.height == 2 and set(df["transcript"].to_list()) == {None, "[]"}
