@@ -5,6 +5,9 @@
     python -m synth.run mode=cot questions=data/raw/bamboogle/bamboogle.jsonl.gz out=runs/synth/bamboo
     python -m synth.run mode=coa teacher.base_url=http://gpu-box:8000/v1 teacher.model=M tokenizer=M_DIR
     python -m synth.run mode=coa search.retriever_url=http://127.0.0.1:8000   # a coa.search / Search-R1 server
+    python -m synth.run mode=coa teacher.api=chat teacher.base_url=https://api.deepseek.com/v1 \
+        teacher.model=deepseek-reasoner teacher.api_key_env=DEEPSEEK_API_KEY    # a chat API, native tool calls
+    python -m synth.run mode=coa teacher.base_url=[http://a:8000/v1,http://b:8000/v1] teacher.max_total_tokens=5000000
     python -m synth.run mode=branch decisions=runs/curate/decisions.parquet n=2 branches=[forbid,force]
 
 Defaults: questions = the embedded HotpotQA dev set (``coa.questions.DEFAULT_QUESTIONS``); the search
@@ -16,6 +19,8 @@ teacher = ``teacher.kind``: ``llm`` (default) is the embedded SmolLM2-135M-Instr
 with the same loop and real search (``synth.reference``; the pipeline's ``params.yaml`` uses it). Prompts are rendered with the chat template of
 ``tokenizer`` (default: the served model's folder): set it when the teacher is another model.
 
+Budgets (``teacher.max_total_tokens``, ``teacher.max_cost_usd``) count the rows already in ``out``; when one
+is reached no new trajectory starts, the summary says why (exit 3), and a re-run with a larger one resumes.
 Re-running the same command resumes: rows already in ``out`` (same question, mode, sample, branch)
 are skipped, so change ``out`` when you change the sampling or the prompt. Exit codes: 0 done,
 2 bad configuration or input (a key or model the teacher refuses included: nothing is written for it),

@@ -102,3 +102,20 @@ def test_a_token_budget_stops_cleanly_and_a_larger_one_finishes(index_dir, tmp_p
                           "teacher.max_total_tokens=100000000")) == 0
     assert ids(out) == expected_ids(6, 2)
     assert "budget reached" in capsys.readouterr().out
+
+
+def test_a_cost_budget_stops_the_run_and_needs_prices(index_dir, tmp_path):
+    import pytest
+
+    from synth.teacher import TeacherConfig
+
+    with pytest.raises(ValueError, match="max_cost_usd needs teacher.price_prompt"):
+        TeacherConfig(max_cost_usd=1.0)
+    assert TeacherConfig(price_prompt=1e6, max_cost_usd=2.0).over_budget(2, 0).startswith("budget reached: cost 2.0000 USD")
+    assert TeacherConfig(price_prompt=1e6, max_cost_usd=2.0).over_budget(1, 0) == ""
+    out = tmp_path / "out"
+    with FakeReasoningAPI() as api:
+        assert main(args(out, [api.url], index_dir, "limit=4", "concurrency=1", "teacher.price_prompt=1",
+                          "teacher.price_completion=1", "teacher.max_cost_usd=0.000001")) == 3
+    run = summary(out)["run"]
+    assert len(ids(out)) == 1 and "teacher.max_cost_usd=1e-06" in run["stopped"] and run["cost"] > 0
