@@ -27,17 +27,22 @@ def test_native_tool_calls_on_vllm_drive_the_loop_end_to_end(teacher_url, index_
     assert done.returncode == 0, done.stdout + done.stderr
     rows = read_trajectories(out)
     assert len(rows) == 3
+    searched = [t for t in rows if t.n_actions >= 1]
+    assert searched, [t.finish_reason for t in rows]
     for t in rows:
-        assert t.finish_reason in FINISH_REASONS and t.n_actions >= 1, (t.finish_reason, t.completion)
+        assert t.finish_reason in FINISH_REASONS, t.finish_reason
         transcript = json.loads(t.transcript)
-        calls = [c for m in transcript["messages"] if m["role"] == "assistant" for c in m.get("tool_calls") or []]
-        results = [m for m in transcript["messages"] if m["role"] == "tool"]
-        # vLLM's own call ids, each answered by a tool message carrying it
+        turns = [m for m in transcript["messages"] if m["role"] == "assistant"] + [transcript["reply"]]
+        calls = [c for m in turns for c in m.get("tool_calls") or []]
+        # the forced first turn is always a call, with vLLM's own id
         assert calls and all(c["id"].startswith("chatcmpl-tool-") for c in calls)
-        assert [r["tool_call_id"] for r in results] == [c["id"] for c in calls][: len(results)]
+        if t.n_actions == 0:  # the strict schema still allows an empty query: a named finish reason, not a crash
+            assert t.finish_reason == "bad_tool_call"
+            continue
+        results = [m for m in transcript["messages"] if m["role"] == "tool"]
+        assert [r["tool_call_id"] for r in results] == [c["id"] for c in calls][: len(results)]  # each id answered
         first_query = " ".join(json.loads(calls[0]["function"]["arguments"])["query"].split())
-        parsed = SEARCH_R1.parse(t.completion)
-        assert parsed.queries[0] == first_query  # the call became the format's search call
+        assert SEARCH_R1.parse(t.completion).queries[0] == first_query  # the call became the format's search call
         obs = next(s for s in t.segments if s["kind"] == "observation")
         docs = searcher.search([first_query], 3)[0]
         assert obs["doc_ids"] == [d.id for d in docs] and obs["text"] == SEARCH_R1.observation(docs)
