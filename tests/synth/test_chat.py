@@ -82,9 +82,10 @@ def test_reasoning_must_be_passed_back(tokenizer, searcher):
     assert len(api.requests) == 2 and len(api.refused) == 1
 
 
-def test_tags_mode_stops_at_the_search_close_tag(tokenizer, searcher):
-    with FakeReasoningAPI(reasoning_key=None) as api:
-        ep, = drive(chat(api, tokenizer, tools="tags"), searcher, SEARCH_R1,
+@pytest.mark.parametrize("stream", [False, True])
+def test_tags_mode_stops_at_the_search_close_tag(stream, tokenizer, searcher):
+    with FakeReasoningAPI(reasoning_key=None, stream_only=stream) as api:
+        ep, = drive(chat(api, tokenizer, tools="tags", stream=stream), searcher, SEARCH_R1,
                     start_episode("P ", tokenizer, question=QUESTION))
     assert all("tools" not in b and b["stop"] == ["</search>"] for b in api.requests)
     parsed = SEARCH_R1.parse(ep.completion)
@@ -92,6 +93,20 @@ def test_tags_mode_stops_at_the_search_close_tag(tokenizer, searcher):
     # the observation goes back as the next user message, the search call with its close tag restored
     last = api.requests[-1]["messages"]
     assert last[2]["content"].endswith("</search>") and last[3]["content"].startswith("<information>")
+
+
+def test_tags_mode_forces_a_search_by_prefilling_the_open_tag(tokenizer, searcher):
+    with FakeReasoningAPI(reasoning_key=None) as api:
+        parent, = drive(chat(api, tokenizer, tools="tags"), searcher, SEARCH_R1,
+                        start_episode("P ", tokenizer, question=QUESTION))
+        force = start_episode("P ", tokenizer, prefill="\n" + SEARCH_R1.search_open, prefix=parent.segments[:2],
+                              question=QUESTION)
+        drive(chat(api, tokenizer, tools="tags"), searcher, SEARCH_R1, force)
+    prefilled = [b["messages"][-1] for b in api.requests if b["messages"][-1].get("prefix")]
+    assert prefilled == [{"role": "assistant", "content": "\n<search>", "prefix": True}]  # only the forced turn
+    branch = SEARCH_R1.parse(force.completion)
+    assert branch.well_formed and force.n_actions >= 1 and force.finish_reason == "answer", force.completion
+    assert force.segments[2]["kind"] == "prefill" and force.segments[3]["text"].endswith("</search>")
 
 
 def test_branches_replay_the_prefix_then_force_or_forbid_the_search(tokenizer, searcher):
