@@ -192,7 +192,7 @@ class ChatEngine:
         extra: dict = {}
         if self.native and ep.tools != "forbid":  # forbid: no tool is offered at all
             body["tools"] = [self.tool_spec()]
-            first = not ep.engine_state.get("turns")
+            first = not any(s["kind"] == "observation" for s in ep.segments)  # no search yet (prefix included)
             if forced:
                 body["tool_choice"] = {"type": "function", "function": {"name": self.tool_name}}
             elif self.tool_choice == "required" or (self.tool_choice == "first" and first):
