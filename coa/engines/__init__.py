@@ -3,7 +3,8 @@
 An engine takes a ``Request`` (the ids so far, the token budget, the stop strings, the episode itself
 and a seed) and returns a ``coa.agent.Generation`` (ids, text, log-probs, finish reason; a chat engine
 also the raw tool calls and, for unusable output, a named ``error`` that ends the episode). Synthesis,
-evaluation and RL rollouts drive episodes through ``coa.agent.run_episode`` / ``drive`` with whichever engine is configured; an engine is one file plus its registration:
+evaluation and RL rollouts drive episodes through ``coa.agent.run_episode`` / ``drive`` with whichever
+engine is configured; an engine is one file plus its registration:
 
     @register("hf")
     class HFEngine: ...                     # coa/engines/hf.py: transformers generate, in-process
