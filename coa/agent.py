@@ -48,7 +48,9 @@ class Generation:
     eos_logprob: float = 0.0
     n_tokens: int = 0  # tokens generated (billed), EOS and any overshoot past a stop included
     prompt_tokens: int = 0  # tokens of the prompt as the server billed them (0 in-process)
-    tool_calls: list | None = None  # structured calls of chat engines (issue 16's converter reads them)
+    tool_calls: list | None = None  # structured calls of chat engines, as the API returned them
+    error: str = ""  # the engine's output was unusable (chat: bad_tool_call, unknown_tool, empty_answer): the
+    # episode ends with this as its finish reason, after ``text`` (what could be converted) is recorded
 
 
 @dataclass
@@ -72,6 +74,8 @@ class Episode:
     eos_logprob: float = 0.0
     finish_reason: str = ""
     latency_s: float = 0.0
+    engine_state: dict = field(default_factory=dict, repr=False)  # what an engine keeps per episode (chat:
+    # the raw API turns for an exact replay, and the transcript stored with the row)
 
     @property
     def done(self) -> bool:
@@ -201,6 +205,9 @@ def record_generation(ep: Episode, gen: Generation, fmt: FormatPreset, budget: B
     ep.completion_tokens += gen.n_tokens or len(ids) + eos
     ep.prompt_tokens += gen.prompt_tokens
     ep.calls += 1
+    if gen.error:
+        ep.finish_reason = gen.error
+        return None
     query = pending_search(ep, fmt) if ep.tools != "simulated" else None
     if query is not None:
         if ep.tools == "forbid":

@@ -33,12 +33,16 @@ Parquet columns (one row per trajectory; ``TRAJECTORY_SCHEMA`` is authoritative)
                 hand, so a model trains on the ids it generated; otherwise the text is encoded.
   answer        str?  extracted answer (null if none)
   n_actions     int   search calls executed
-  finish_reason str   answer | eos | max_actions | max_tokens | forbidden_search | error
+  finish_reason str   answer | eos | max_actions | max_tokens | forbidden_search | error, and for chat
+                teachers bad_tool_call | unknown_tool | empty_answer
   teacher       str   model name
   prompt_id     str   name of the prompt template; prompt_hash str: sha1 of the template text
   sampling      str   JSON of the sampling params (temperature, top_p, max_tokens, seed, ...)
   retriever     str   e.g. "bm25:k=3"
   prompt_tokens int; completion_tokens int; latency_s float; created_at str (ISO time)
+  transcript    str?  chat teachers: JSON of the messages as last sent and the final assistant message (the
+                raw API data behind the converted segments, for audit); null otherwise. Optional: files
+                written before it existed read with nulls (``OPTIONAL_COLUMNS``).
 
 Branches (mode "branch") hold the parent's prefix segments followed by the continuation, which
 always starts a new segment: ``segments[:decision_index]`` is the shared prefix,
@@ -90,7 +94,9 @@ TRAJECTORY_SCHEMA = pa.schema([
     ("completion_tokens", pa.int32()),
     ("latency_s", pa.float32()),
     ("created_at", pa.string()),
+    ("transcript", pa.string()),
 ])
+OPTIONAL_COLUMNS = ("transcript",)  # added later: older files lack them, readers fill in nulls
 
 # Contrastive pairs (curate → train sft1). The shared context is ``chat_prompt`` followed by the
 # ``prefix`` segments (ending at a token boundary of the branching policy's tokenizer, so the
@@ -121,7 +127,8 @@ PAIR_SCHEMA = pa.schema([
 ])
 
 SEGMENT_KINDS = ("model", "prefill", "observation")
-FINISH_REASONS = ("answer", "eos", "max_actions", "max_tokens", "forbidden_search", "error")
+FINISH_REASONS = ("answer", "eos", "max_actions", "max_tokens", "forbidden_search", "error",
+                  "bad_tool_call", "unknown_tool", "empty_answer")
 
 
 def row_id(question_id: str, mode: str, sample: int, branch_id: str = "") -> str:
@@ -164,6 +171,7 @@ class Trajectory:
     completion_tokens: int = 0
     latency_s: float = 0.0
     created_at: str = ""
+    transcript: str | None = None
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -219,8 +227,11 @@ def read_table(path: str | Path) -> pa.Table:
     for f in files:
         with reading(f):
             t = pq.read_table(f)
-        missing = [n for n in TRAJECTORY_SCHEMA.names if n not in t.column_names]
+        missing = [n for n in TRAJECTORY_SCHEMA.names if n not in t.column_names and n not in OPTIONAL_COLUMNS]
         if missing:
             raise ValueError(f"{f}: missing trajectory columns {missing}")
+        for name in OPTIONAL_COLUMNS:
+            if name not in t.column_names:
+                t = t.append_column(name, pa.nulls(t.num_rows, TRAJECTORY_SCHEMA.field(name).type))
         tables.append(t.select(TRAJECTORY_SCHEMA.names).cast(TRAJECTORY_SCHEMA))
     return pa.concat_tables(tables)

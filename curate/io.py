@@ -16,7 +16,7 @@ import pyarrow as pa
 from coa.errors import reading
 from coa.formats import PRESETS
 from coa.io import atomic_output, write_json
-from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA
+from coa.trajectory import OPTIONAL_COLUMNS, PAIR_SCHEMA, TRAJECTORY_SCHEMA
 
 TRAJECTORY_TYPES = dict(pl.from_arrow(TRAJECTORY_SCHEMA.empty_table()).schema)
 PAIR_TYPES = dict(pl.from_arrow(PAIR_SCHEMA.empty_table()).schema)
@@ -56,8 +56,11 @@ def _compatible(found: pl.DataType, expected: pl.DataType) -> bool:
     return found.is_numeric() and expected.is_numeric() and found.is_float() <= expected.is_float()
 
 
-def _as(name: str, found: pl.DataType, expected: pl.DataType) -> pl.Expr:
-    """Column ``name`` as ``expected``: missing struct fields of older files are added as nulls."""
+def _as(name: str, found: pl.DataType | None, expected: pl.DataType) -> pl.Expr:
+    """Column ``name`` as ``expected``: missing struct fields of older files are added as nulls, and an
+    optional column they lack (``found`` None) is all nulls."""
+    if found is None:
+        return pl.lit(None, expected).alias(name)
     if found != expected and _older_segments(found, expected):
         have = {f.name for f in found.inner.fields}
         missing = {f.name: pl.lit(None, f.dtype) for f in expected.inner.fields if f.name not in have}
@@ -73,11 +76,13 @@ def check_columns(files: Iterable[Path], columns: Sequence[str], types: dict = T
         with reading(f):
             schema = pl.read_parquet_schema(f)
         for name in columns:
+            if name not in schema and name in OPTIONAL_COLUMNS and types is TRAJECTORY_TYPES:
+                continue
             if name not in schema:
                 raise ValueError(f"{f}: missing column {name!r} (needed: {', '.join(columns)})")
             if not _compatible(schema[name], types[name]):
                 raise ValueError(f"{f}: column {name!r} has type {schema[name]}, expected {types[name]}")
-        found[f] = tuple(schema[name] for name in columns)
+        found[f] = tuple(schema.get(name) for name in columns)
     return found
 
 

@@ -5,6 +5,9 @@
     python -m synth.run mode=cot questions=data/raw/bamboogle/bamboogle.jsonl.gz out=runs/synth/bamboo
     python -m synth.run mode=coa teacher.base_url=http://gpu-box:8000/v1 teacher.model=M tokenizer=M_DIR
     python -m synth.run mode=coa search.retriever_url=http://127.0.0.1:8000   # a coa.search / Search-R1 server
+    python -m synth.run mode=coa teacher.api=chat teacher.base_url=https://api.deepseek.com/v1 \
+        teacher.model=deepseek-reasoner teacher.api_key_env=DEEPSEEK_API_KEY    # a chat API, native tool calls
+    python -m synth.run mode=coa teacher.base_url=[http://a:8000/v1,http://b:8000/v1] teacher.max_total_tokens=5000000
     python -m synth.run mode=branch decisions=runs/curate/decisions.parquet n=2 branches=[forbid,force]
 
 Defaults: questions = the embedded HotpotQA dev set (``coa.questions.DEFAULT_QUESTIONS``); the search
@@ -16,6 +19,8 @@ teacher = ``teacher.kind``: ``llm`` (default) is the embedded SmolLM2-135M-Instr
 with the same loop and real search (``synth.reference``; the pipeline's ``params.yaml`` uses it). Prompts are rendered with the chat template of
 ``tokenizer`` (default: the served model's folder): set it when the teacher is another model.
 
+Budgets (``teacher.max_total_tokens``, ``teacher.max_cost_usd``) count the rows already in ``out``; when one
+is reached no new trajectory starts, the summary says why (exit 3), and a re-run with a larger one resumes.
 Re-running the same command resumes: rows already in ``out`` (same question, mode, sample, branch)
 are skipped, so change ``out`` when you change the sampling or the prompt. Exit codes: 0 done,
 2 bad configuration or input (a key or model the teacher refuses included: nothing is written for it),
@@ -89,23 +94,30 @@ def reference_teacher(cfg: SynthConfig, tokenizer):
                        questions=questions, passages=passages, max_actions=cfg.search.max_actions)
 
 
-def llm_teacher(cfg: SynthConfig, base_url: str, tokenizer):
+def llm_teacher(cfg: SynthConfig, base_url: str | list, tokenizer):
+    """The ``completions`` or ``chat`` engine (``teacher.api``) over every URL of ``base_url``."""
     t = cfg.teacher
-    return make_engine("completions", base_url=base_url, model=t.model, tokenizer=tokenizer, api_key_env=t.api_key_env,
-                       timeout_s=t.timeout_s, retries=t.retries, temperature=cfg.temperature, top_p=cfg.top_p,
-                       token_prompts=t.token_prompts)
+    common = dict(base_url=base_url, model=t.model, tokenizer=tokenizer, api_key_env=t.api_key_env,
+                  timeout_s=t.timeout_s, retries=t.retries, temperature=cfg.temperature, top_p=cfg.top_p,
+                  backoff_s=t.backoff_s)
+    if t.api == "chat":
+        return make_engine("chat", tools=t.tools, tool_name=t.tool_name, tool_arg=t.tool_arg,
+                           tool_choice=t.tool_choice, send_reasoning=t.send_reasoning, stream=t.stream,
+                           answer_pattern=t.answer_pattern, strict_tools=t.strict_tools, **common)
+    return make_engine("completions", token_prompts=t.token_prompts, **common)
 
 
-def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None) -> RunStats:
+def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None, spent: tuple[int, int] = (0, 0)) -> RunStats:
     """Run ``todo`` on ``engine``, or on the configured teacher (the embedded one is started here and
-    stopped after)."""
+    stopped after). ``spent``: (prompt, completion) tokens of the output's earlier rows, which count
+    against the teacher's budget."""
     env = cfg.search
     searcher = None if all(j.tools == "forbid" for j in todo) else env.searcher()
     tokenizer = engine.tokenizer if engine is not None else load_tokenizer(cfg)
     with ExitStack() as stack:
         reference = cfg.teacher.kind == "reference"
-        if engine is not None or reference or cfg.teacher.base_url:
-            base_url = cfg.teacher.base_url
+        if engine is not None or reference or cfg.teacher.urls:
+            base_url = cfg.teacher.urls
         else:
             base_url = stack.enter_context(embedded_teacher(cfg.serve))
             cfg.teacher.model = cfg.serve.served_name
@@ -122,15 +134,26 @@ def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None
             try:
                 if hasattr(engine, "check"):
                     await engine.check()  # a bad key or model name stops here, before any work
-                return await run_jobs(todo, engine, searcher, get_format(cfg.format), env.budget,
-                                      {**cfg.sampling, "seed": cfg.seed}, env.name if searcher else "", writer.add,
-                                      cfg.concurrency, tokenizer, progress)
+                stats = await run_jobs(todo, engine, searcher, get_format(cfg.format), env.budget,
+                                       {**cfg.sampling, "seed": cfg.seed}, env.name if searcher else "", writer.add,
+                                       cfg.concurrency, tokenizer, progress,
+                                       over_budget=None if reference else budget_check(cfg.teacher, spent))
+                if hasattr(engine, "stats"):  # per-endpoint requests, tokens, errors, latencies
+                    stats.engine = engine.stats()
+                return stats
             except EngineFatal as e:
                 return RunStats(stopped=str(e), fatal=True)
             finally:
                 await engine.close()
 
         return asyncio.run(go())
+
+
+def budget_check(teacher, spent: tuple[int, int]):
+    """``stats -> reason`` once the output's tokens (earlier rows' and this run's) reach the teacher's budget."""
+    if not (teacher.max_total_tokens or teacher.max_cost_usd):
+        return None
+    return lambda stats: teacher.over_budget(spent[0] + stats.prompt_tokens, spent[1] + stats.completion_tokens)
 
 
 def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
@@ -142,7 +165,7 @@ def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
     done = done_ids(out) if out.exists() else set()
     todo = [j for j in jobs if j.id not in done]
     with ShardWriter(out, cfg.rows_per_shard, cfg.flush_s) as writer:
-        stats = generate(cfg, todo, writer, engine) if todo else RunStats()
+        stats = generate(cfg, todo, writer, engine, spent_tokens(out)) if todo else RunStats()
     if stats.fatal:  # a configuration error (key, model): no summary, no empty shard; fix and re-run
         raise EngineFatal(stats.stopped)
     if not any(out.glob("*.parquet")):  # no jobs at all: an empty shard tells the next stage "no rows"
@@ -155,6 +178,14 @@ def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
                "run": run_summary(stats, cfg.teacher, len(ids), len(jobs) - len(todo))}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def spent_tokens(out: Path) -> tuple[int, int]:
+    """(prompt, completion) tokens of the rows already in ``out``: budgets cover the whole output."""
+    if not out.exists() or not any(out.glob("*.parquet")):
+        return 0, 0
+    table = read_table(out)
+    return (pc.sum(table["prompt_tokens"]).as_py() or 0), (pc.sum(table["completion_tokens"]).as_py() or 0)
 
 
 def teacher_name(cfg: SynthConfig) -> str:

@@ -36,6 +36,8 @@ from coa.errors import entry_point
 from coa.procs import Server, is_up
 
 HOST = "127.0.0.1"  # the embedded engine never listens beyond loopback
+# ChatML + Hermes-style tool calls: SmolLM2's own template knows no tools
+TOOLS_TEMPLATE = Path(__file__).resolve().parents[1] / "coa" / "templates" / "chatml_tools.jinja"
 
 
 @dataclass
@@ -54,6 +56,13 @@ class ServeConfig:
     chunked_prefill: bool = field(default=False, metadata={"help": "off: vLLM 0.32 CPU crashes on a seeded request whose prefill is split"})
     startup_timeout_s: float = field(default=300.0, metadata={"help": "give up if not ready by then"})
     log: str = field(default="", metadata={"help": "file for the engine's output; empty = discarded"})
+    chat_template: str = field(default="", metadata={
+        "help": "jinja chat template for /v1/chat/completions (`tools` = the shipped ChatML template with "
+                "Hermes-style tool calls, coa/templates/chatml_tools.jinja; empty = the model's own)"})
+    tool_call_parser: str = field(default="", metadata={
+        "help": "vLLM --tool-call-parser (e.g. hermes): native tool calls for chat teachers; empty = none"})
+    reasoning_parser: str = field(default="", metadata={
+        "help": "vLLM --reasoning-parser (e.g. deepseek_r1, qwen3): reasoning in its own field; empty = none"})
 
     def __post_init__(self) -> None:
         if not 0 < int(self.port) < 65536:
@@ -100,7 +109,19 @@ def vllm_command(cfg: ServeConfig) -> list[str]:
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir(cfg)),
             "--served-model-name", cfg.served_name, "--host", HOST, "--port", str(cfg.port),
             "--dtype", serving_dtype(cfg.dtype), "--max-model-len", str(cfg.max_model_len), "--enforce-eager",
-            "--disable-log-stats"] + ([] if cfg.chunked_prefill else ["--no-enable-chunked-prefill"])
+            "--disable-log-stats"] + ([] if cfg.chunked_prefill else ["--no-enable-chunked-prefill"]) + chat_flags(cfg)
+
+
+def chat_flags(cfg: ServeConfig) -> list[str]:
+    """What ``/v1/chat/completions`` needs for chat teachers: a template, tool calls, a reasoning field."""
+    flags = []
+    if cfg.chat_template:
+        flags += ["--chat-template", str(TOOLS_TEMPLATE if cfg.chat_template == "tools" else cfg.chat_template)]
+    if cfg.tool_call_parser:
+        flags += ["--enable-auto-tool-choice", "--tool-call-parser", cfg.tool_call_parser]
+    if cfg.reasoning_parser:
+        flags += ["--reasoning-parser", cfg.reasoning_parser]
+    return flags
 
 
 def vllm_env(cfg: ServeConfig) -> dict:

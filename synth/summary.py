@@ -67,6 +67,7 @@ def run_summary(stats: RunStats, teacher: TeacherConfig, expected: int, skipped:
         "search_batches": stats.search_batches,
         "errors": stats.errors,
         "finish_reasons": stats.finish_reasons,
+        **stats.engine,  # API engines: "endpoints" {url: requests, tokens, errors, latency p50/p90/p99}; chat turns
     }
     if teacher.price_prompt or teacher.price_completion:
         out["cost"] = round(teacher.cost(stats.prompt_tokens, stats.completion_tokens), 6)
@@ -85,6 +86,10 @@ def format_summary(summary: dict) -> str:
                      f"EM {d['em']:.3f}, F1 {d['f1']:.3f}, lenient {d['autocoa_lenient']:.3f}, "
                      f"tokens {d['prompt_tokens']}+{d['completion_tokens']}")
         lines.append(f"  finish: {d['finish_reasons']}")
+    for url, e in r.get("endpoints", {}).items():
+        lines.append(f"  endpoint {url}: {e['requests']} requests, {e['errors']} errors, tokens "
+                     f"{e['prompt_tokens']}+{e['completion_tokens']}, latency p50/p90/p99 "
+                     f"{e['latency_p50_s']}/{e['latency_p90_s']}/{e['latency_p99_s']} s")
     if r["stopped"]:
         lines.append(f"  STOPPED EARLY: {r['stopped']}\n  finished rows are kept; re-run the same command to finish")
     return "\n".join(lines)

@@ -45,6 +45,7 @@ class RunStats:
     stopped: str = ""  # why the run stopped early ("" = every job finished)
     fatal: bool = False  # stopped by a configuration error (key, model): nothing more can succeed
     finish_reasons: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)  # the engine's own stats (API engines: per endpoint)
 
     def add(self, t: Trajectory, calls: int, new_searches: int) -> None:
         self.rows += 1
@@ -76,6 +77,7 @@ def to_trajectory(job: Job, ep: Episode, fmt: FormatPreset, teacher: str, sampli
         prompt_hash=job.prompt_hash, sampling=json.dumps(sampling, sort_keys=True), retriever=retriever,
         prompt_tokens=ep.prompt_tokens, completion_tokens=ep.completion_tokens,
         latency_s=latency_s, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        transcript=ep.engine_state.get("transcript"),
     )
 
 
@@ -98,8 +100,10 @@ async def run_job(job: Job, engine: Engine, search, fmt: FormatPreset, budget: B
 
 async def run_jobs(jobs: Sequence[Job], engine: Engine, searcher: Searcher | None, fmt: FormatPreset,
                    budget: Budget, sampling: dict, retriever: str, on_row: Callable[[Trajectory], None],
-                   concurrency: int, tokenizer, progress=None) -> RunStats:
-    """Run every job; stop cleanly (``RunStats.stopped``) if the engine or the retriever is gone."""
+                   concurrency: int, tokenizer, progress=None,
+                   over_budget: Callable[[RunStats], str] | None = None) -> RunStats:
+    """Run every job; stop cleanly (``RunStats.stopped``) if the engine or the retriever is gone, or when
+    ``over_budget(stats)`` names a reason: no new job starts then, those in flight finish and are kept."""
     stats = RunStats()
     started = time.perf_counter()
     pending = iter(jobs)
@@ -112,6 +116,10 @@ async def run_jobs(jobs: Sequence[Job], engine: Engine, searcher: Searcher | Non
 
     async def worker() -> None:
         for job in pending:  # one shared iterator: each job is taken by exactly one worker
+            if over_budget is not None:
+                stats.stopped = stats.stopped or over_budget(stats)
+                if stats.stopped:
+                    return
             t, calls = await run_job(job, engine, search, fmt, budget, sampling, retriever, tokenizer)
             on_row(t)
             stats.add(t, calls, t.n_actions - prefix_searches(job))

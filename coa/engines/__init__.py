@@ -1,16 +1,18 @@
 """The engine seam: everything that writes the model's part of an episode.
 
 An engine takes a ``Request`` (the ids so far, the token budget, the stop strings, the episode itself
-and a seed) and returns a ``coa.agent.Generation`` (ids, text, log-probs, finish reason; later tool
-calls). Synthesis, evaluation and RL rollouts drive episodes through ``coa.agent.run_episode`` /
-``drive`` with whichever engine is configured; an engine is one file plus its registration:
+and a seed) and returns a ``coa.agent.Generation`` (ids, text, log-probs, finish reason; a chat engine
+also the raw tool calls and, for unusable output, a named ``error`` that ends the episode). Synthesis,
+evaluation and RL rollouts drive episodes through ``coa.agent.run_episode`` / ``drive`` with whichever
+engine is configured; an engine is one file plus its registration:
 
     @register("hf")
     class HFEngine: ...                     # coa/engines/hf.py: transformers generate, in-process
     make_engine("hf", model=..., tokenizer=...)
 
 Registered here: ``completions`` (any OpenAI-compatible /v1/completions server; ids in, ids out where
-the server returns them), ``hf`` (transformers ``generate`` in-process, requests batched), ``vllm``
+the server returns them), ``chat`` (any /v1/chat/completions API, e.g. a reasoning model with native tool
+calls, converted into the format preset), ``hf`` (transformers ``generate`` in-process, requests batched), ``vllm``
 (``vllm.LLM`` in-process, with ``sync_weights`` for RL). ``synth`` registers ``reference`` (the
 templated teacher acting on the episode's actions).
 
@@ -62,7 +64,7 @@ class RequestRejected(RuntimeError):
 ENGINES: dict[str, Callable[..., Engine]] = {}
 # where each built-in engine lives: imported on first use, so a missing optional dependency (vllm,
 # torch) only matters to whoever asks for that engine
-_MODULES = {"completions": "coa.engines.completions", "hf": "coa.engines.hf", "vllm": "coa.engines.vllm",
+_MODULES = {"completions": "coa.engines.completions", "chat": "coa.engines.chat", "hf": "coa.engines.hf", "vllm": "coa.engines.vllm",
             "reference": "synth.reference"}
 
 

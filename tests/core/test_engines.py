@@ -54,7 +54,7 @@ def request(tokenizer, seed=5):
 
 
 def test_registry_names_every_engine():
-    with pytest.raises(ValueError, match="unknown engine 'nope'; known: completions, hf, reference, vllm"):
+    with pytest.raises(ValueError, match="unknown engine 'nope'; known: chat, completions, hf, reference, vllm"):
         make_engine("nope")
     make_engine("completions", base_url="http://x/v1", model="m", tokenizer=None)
     assert {"completions"} <= set(ENGINES)

@@ -1,0 +1,330 @@
+"""``chat``: a teacher behind an OpenAI-compatible ``/v1/chat/completions`` API (DeepSeek, vLLM with a
+reasoning parser, hosted models), converted turn by turn into the student's format preset.
+
+Two ways to search (``tools``):
+  ``native``  the search tool is declared in ``tools`` (function ``tool_name`` with one string parameter
+              ``tool_arg``); the model calls it via ``tool_calls``; the result goes back as a ``role: tool``
+              message carrying the call's ``tool_call_id``;
+  ``tags``    the model writes the format's tags in its content; requests stop at the search-close tag;
+              the result goes back as a user message holding the observation text.
+
+Each answer becomes text in the format preset, so stored trajectories have one shape whoever wrote them:
+the reasoning (``reasoning_content`` or ``reasoning``, message or stream delta) and any prose → the
+model's reasoning (inside the preset's think tags), a tool call → the preset's search call (so the agent
+loop finds the query and runs the real search itself: observations are exactly what the search environment
+produced), the final content → the preset's answer (``extract_answer``).
+
+The message list is rebuilt from the episode's segments on every request: each turn ending in an
+observation is replayed as an assistant turn plus its tool result. Turns this engine wrote are replayed
+exactly as the API returned them (tool-call ids, reasoning: DeepSeek's thinking mode answers 400 unless an
+assistant turn's ``reasoning_content`` comes back; ``send_reasoning``), kept per episode in
+``Episode.engine_state``; turns of a prefix from an earlier trajectory (branching) are rebuilt from their
+text. A continuation forced to search (a ``force`` branch: the step ends in the search-open tag) is asked
+with ``tool_choice`` naming the tool (``tags``: the open tag is prefilled as the assistant's message);
+one forbidden to search (``forbid``) is offered no tools. The last request's messages and reply are kept
+as the row's ``transcript`` (JSON) for audit.
+
+Unusable output ends only its trajectory, with a named finish reason: ``bad_tool_call`` (arguments that are
+not JSON or lack the string parameter), ``unknown_tool`` (another function name), ``empty_answer`` (no
+content, no call). A turn without reasoning is allowed (OpenAI's API returns none) and counted
+(``stats()``). Faults, several endpoints and the key: ``coa.engines.pool``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from coa.agent import Generation, Episode
+from coa.engines import Request, register
+from coa.engines.completions import restore_search_close
+from coa.engines.pool import Endpoints
+from coa.formats import AUTOCOA, FormatPreset
+
+REASONING_KEYS = ("reasoning_content", "reasoning")  # DeepSeek and older vLLM | vLLM since early 2026
+FINAL_LINE = re.compile(r"^[\s*_#>]*final answer[\s*_]*[:：][\s*_]*(.+?)[\s*_.]*$", re.I | re.M)
+TOOLS, TOOL_CHOICES = ("native", "tags"), ("auto", "required", "first")
+
+
+def extract_answer(content: str, fmt: FormatPreset, pattern: str = "") -> tuple[str, int] | None:
+    """(answer, where its markup starts) in a chat reply: the format's answer markup, else the last
+    ``\\boxed{…}``, else a closing ``Final answer: …`` line; ``pattern`` (a regex with one group) overrides."""
+    if pattern:
+        found = list(re.finditer(pattern, content, re.S))
+        return (found[-1].group(1).strip(), found[-1].start()) if found else None
+    for preset in (fmt, AUTOCOA):
+        answers = [s for s in preset.parse(content).steps if s.kind == "answer"]
+        if answers:
+            return answers[-1].content, content.rfind(answers[-1].text)
+    found = list(FINAL_LINE.finditer(content))
+    return (found[-1].group(1).strip(), found[-1].start()) if found else None
+
+
+def reasoning_of(obj: Any) -> tuple[str | None, str]:
+    """(field name, text) of the reasoning in a message or stream delta, whichever name the server uses."""
+    extra = getattr(obj, "model_extra", None) or {}
+    for key in REASONING_KEYS:
+        value = getattr(obj, key, None) or extra.get(key)
+        if isinstance(value, str) and value:
+            return key, value
+    return None, ""
+
+
+@dataclass
+class Reply:
+    """One chat answer, assembled from a message or from stream deltas."""
+
+    content: str = ""
+    reasoning: str = ""
+    reasoning_key: str | None = None
+    tool_calls: list = field(default_factory=list)  # {"id", "name", "arguments"} in order
+    finish_reason: str = "stop"
+    usage: Any = None
+
+    def message(self, send_reasoning: bool, calls: list | None = None) -> dict:
+        """The assistant message as it is replayed in later requests."""
+        calls = self.tool_calls if calls is None else calls
+        msg = {"role": "assistant", "content": self.content or (None if calls else "")}
+        if calls:
+            msg["tool_calls"] = [{"id": c["id"], "type": "function",
+                                  "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
+        if send_reasoning and self.reasoning:
+            msg[self.reasoning_key or REASONING_KEYS[0]] = self.reasoning
+        return msg
+
+
+def completion_after_last_observation(ep: Episode) -> str:
+    """The text of the turn in progress (e.g. a prefill)."""
+    text = ""
+    for s in ep.segments:
+        text = "" if s["kind"] == "observation" else text + s["text"]
+    return text
+
+
+def inside_think(text: str, fmt: FormatPreset) -> bool:
+    return text.rfind(fmt.think_open) > text.rfind(fmt.think_close)
+
+
+@register("chat")
+class ChatEngine:
+    def __init__(self, base_url: str | list, model: str, tokenizer=None, api_key_env: str = "OPENAI_API_KEY",
+                 timeout_s: float = 300.0, retries: int = 4, temperature: float = 0.7, top_p: float = 1.0,
+                 tools: str = "native", tool_name: str = "search", tool_arg: str = "query",
+                 tool_choice: str = "auto", send_reasoning: bool = True, stream: bool = False,
+                 answer_pattern: str = "", strict_tools: bool = True, backoff_s: float = 30.0, http_client=None):
+        if tools not in TOOLS:
+            raise ValueError(f"teacher.tools must be one of {TOOLS}, got {tools!r}")
+        if tool_choice not in TOOL_CHOICES:
+            raise ValueError(f"teacher.tool_choice must be one of {TOOL_CHOICES}, got {tool_choice!r}")
+        self.name, self.tokenizer = model, tokenizer
+        self.sampling = {"temperature": temperature, "top_p": top_p}
+        self.native, self.tool_name, self.tool_arg, self.tool_choice = tools == "native", tool_name, tool_arg, tool_choice
+        self.send_reasoning, self.stream, self.answer_pattern = send_reasoning, stream, answer_pattern
+        self.strict_tools = strict_tools
+        self.pool = Endpoints(base_url, model, api_key_env, timeout_s, retries, backoff_s, http_client)
+        self.base_url = self.pool.url
+        self.vllm = False
+        self.turns = self.turns_without_reasoning = 0
+
+    async def check(self) -> None:
+        """Before any work: the key is accepted and the model is served (``EngineFatal`` otherwise)."""
+        self.vllm = await self.pool.check() == "vllm"
+
+    # ---- the request ------------------------------------------------------------------
+    def tool_spec(self) -> dict:
+        return {"type": "function", "function": {
+            "name": self.tool_name, "description": "Search a collection of Wikipedia passages; returns the best matches.",
+            "parameters": {"type": "object", "properties": {self.tool_arg: {"type": "string", "description": "the search query"}},
+                           "required": [self.tool_arg], "additionalProperties": False},
+            # strict: the server enforces the schema (vLLM 0.32 constrains a forced call to it only then; without
+            # it the 135M model wrote {"query": {...}} in 7 of 8 forced calls)
+            **({"strict": True} if self.strict_tools else {})}}
+
+    def instruction(self, fmt: FormatPreset) -> str:
+        """The system message: how to search and the form of the final answer (what ``extract_answer`` reads)."""
+        answer = fmt.answer_text("YOUR ANSWER")
+        if self.native:
+            how = (f"Use the `{self.tool_name}` tool to search a collection of Wikipedia passages whenever you need "
+                   "a fact; you can search several times, one query per call.")
+        else:
+            where = " inside your reasoning" if fmt.answer_after_think else ""
+            how = (f"Think step by step inside {fmt.think_open} {fmt.think_close}. To search a collection of "
+                   f"Wikipedia passages write {fmt.search_call('your query')}{where}; the results come back inside "
+                   f"{fmt.result_open} {fmt.result_close}. You can search several times.")
+        return (f"Answer the user's question. {how} When you are done, give the final answer as {answer} "
+                "(a short phrase, no explanation).")
+
+    def messages(self, ep: Episode, fmt: FormatPreset) -> list[dict]:
+        """The conversation so far, rebuilt from the episode's segments."""
+        turns: dict = ep.engine_state.setdefault("turns", {})
+        question = ep.question.get("question") or ep.prompt
+        messages = [{"role": "system", "content": self.instruction(fmt)}, {"role": "user", "content": question}]
+        text = ""  # the turn's text so far: replayed as an assistant turn when an observation answers it
+        for s in ep.segments:
+            if s["kind"] != "observation":
+                text += s["text"]
+                continue
+            i = len([m for m in messages if m["role"] == "assistant"])
+            result = s["text"].strip()
+            if self.native:
+                msg = turns.get(i) or self._rebuilt_call(text, s.get("query") or "", i, fmt)
+                messages += [msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": result}]
+            else:
+                messages += [turns.get(i) or {"role": "assistant", "content": text}, {"role": "user", "content": result}]
+            text = ""
+        return messages
+
+    def _rebuilt_call(self, text: str, query: str, i: int, fmt: FormatPreset) -> dict:
+        """A prefix turn written earlier (as format text): its reasoning and search as an API tool call."""
+        reasoning = "".join(st.text for st in fmt.parse(text).steps if st.kind == "text").strip()
+        call = {"id": f"call_{i}", "name": self.tool_name, "arguments": json.dumps({self.tool_arg: query})}
+        return Reply(reasoning=reasoning).message(self.send_reasoning, [call])
+
+    async def generate(self, request: Request) -> Generation:
+        ep, fmt = request.episode, request.fmt
+        messages, open_text = self.messages(ep, fmt), completion_after_last_observation(ep)
+        forced = ep.tools != "forbid" and bool(open_text) and open_text.endswith(fmt.search_open + fmt.inner_pad)
+        body: dict = {"model": self.name, "messages": messages, "max_tokens": request.max_tokens, **self.sampling}
+        if request.seed is not None:
+            body["seed"] = request.seed
+        extra: dict = {}
+        if self.native and ep.tools != "forbid":  # forbid: no tool is offered at all
+            body["tools"] = [self.tool_spec()]
+            first = not any(s["kind"] == "observation" for s in ep.segments)  # no search yet (prefix included)
+            if forced:
+                body["tool_choice"] = {"type": "function", "function": {"name": self.tool_name}}
+            elif self.tool_choice == "required" or (self.tool_choice == "first" and first):
+                body["tool_choice"] = "required"
+        elif not self.native:
+            body["stop"] = [fmt.search_close]
+            if open_text:  # continue the prefilled assistant turn (vLLM: continue_final_message; DeepSeek: prefix)
+                body["messages"] = messages + [{"role": "assistant", "content": open_text,
+                                                **({} if self.vllm else {"prefix": True})}]
+                if self.vllm:
+                    extra = {"continue_final_message": True, "add_generation_prompt": False}
+        if extra:
+            body["extra_body"] = extra
+        reply = await self.pool.call(lambda client: self._send(client, body))
+        gen = self._convert(reply, request, forced, len([m for m in messages if m["role"] == "assistant"]))
+        ep.engine_state["transcript"] = json.dumps(
+            {"tools": body.get("tools"), "messages": body["messages"],
+             "reply": {**reply.message(True), "finish_reason": reply.finish_reason}}, ensure_ascii=False)
+        return gen
+
+    async def _send(self, client, body: dict) -> Reply:
+        if not self.stream:
+            r = await client.chat.completions.create(**body)
+            choice = r.choices[0]
+            key, reasoning = reasoning_of(choice.message)
+            calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments or ""}
+                     for c in choice.message.tool_calls or []]
+            return Reply(choice.message.content or "", reasoning, key, calls, choice.finish_reason or "stop", r.usage)
+        stream = await client.chat.completions.create(**body, stream=True, stream_options={"include_usage": True})
+        reply, parts, thoughts, calls = Reply(), [], [], {}
+        async for chunk in stream:  # deltas: content, reasoning and tool calls arrive in pieces
+            reply.usage = chunk.usage or reply.usage
+            for choice in chunk.choices:
+                delta = choice.delta
+                parts.append(delta.content or "")
+                key, text = reasoning_of(delta)
+                if text:
+                    thoughts.append(text)
+                    reply.reasoning_key = key
+                for c in delta.tool_calls or []:
+                    call = calls.setdefault(c.index, {"id": None, "name": "", "arguments": ""})
+                    call["id"] = c.id or call["id"]
+                    if c.function is not None:
+                        call["name"] += c.function.name or ""
+                        call["arguments"] += c.function.arguments or ""
+                reply.finish_reason = choice.finish_reason or reply.finish_reason
+        reply.content, reply.reasoning = "".join(parts), "".join(thoughts)
+        reply.tool_calls = [calls[i] for i in sorted(calls)]
+        return reply
+
+    # ---- the answer → the format preset --------------------------------------------------
+    def _query(self, call: dict) -> tuple[str | None, str]:
+        """(query, "") for a usable search call, else (None, the finish reason)."""
+        if call["name"] != self.tool_name:
+            return None, "unknown_tool"
+        try:
+            args = json.loads(call["arguments"] or "{}")
+        except json.JSONDecodeError:
+            return None, "bad_tool_call"
+        query = args.get(self.tool_arg) if isinstance(args, dict) else None
+        if not isinstance(query, str) or not query.strip():
+            return None, "bad_tool_call"
+        return " ".join(query.split()), ""
+
+    def _convert(self, reply: Reply, request: Request, forced: bool, turn: int) -> Generation:
+        ep, fmt = request.episode, request.fmt
+        self.turns += 1
+        self.turns_without_reasoning += not reply.reasoning
+        usage = reply.usage or SimpleNamespace(prompt_tokens=0, completion_tokens=0)
+        length = reply.finish_reason == "length"
+        thought = "\n".join(x for x in (reply.reasoning.strip(), reply.content.strip()) if x)
+        lead = "" if inside_think(ep.completion, fmt) else fmt.think_open
+        text, error, eos = "", "", False
+        if not self.native:
+            text = self._tags_text(reply, request, lead, turn)
+            eos = not text.endswith(fmt.search_close)
+            if not reply.content.strip() and not reply.reasoning.strip() and not length:
+                error = "empty_answer"
+        elif reply.tool_calls:
+            call = dict(reply.tool_calls[0], id=reply.tool_calls[0]["id"] or f"call_{turn}")
+            query, error = self._query(call)
+            if query is None:
+                text = lead + thought if thought else ""
+            elif forced:  # the prefill holds the open tag: the reasoning cannot go before it (kept in the transcript)
+                text = query + fmt.inner_pad + fmt.search_close
+            elif fmt.answer_after_think:  # autocoa: searches live inside <think>
+                text = lead + (thought + "\n" if thought else "") + fmt.search_call(query)
+            else:  # search_r1: reasoning closes before the search
+                text = (lead + thought + fmt.think_close + "\n" if thought or not lead else "") + fmt.search_call(query)
+            # only the executed call is replayed: APIs require a tool result for every call id sent back
+            ep.engine_state.setdefault("turns", {})[turn] = reply.message(self.send_reasoning, [call])
+        else:
+            eos = not length
+            found = extract_answer(reply.content, fmt, self.answer_pattern)
+            if found is None:
+                if not reply.content.strip() and not length:
+                    error = "empty_answer"
+                text = lead + thought if thought else ""
+            else:
+                answer, at = found
+                thought = "\n".join(x for x in (reply.reasoning.strip(), reply.content[:at].strip()) if x)
+                gap = "\n\n" if fmt.answer_after_think else "\n"
+                text = (lead + thought if thought else lead) + fmt.think_close + gap + fmt.answer_text(answer)
+        return Generation(text, "length" if length else "stop", eos=eos, n_tokens=usage.completion_tokens or 0,
+                          prompt_tokens=usage.prompt_tokens or 0, tool_calls=reply.tool_calls or None, error=error)
+
+    def _tags_text(self, reply: Reply, request: Request, lead: str, turn: int) -> str:
+        """``tags``: the content is format text already; separate reasoning goes before it, in think tags
+        (not after a prefilled open tag: it is then only in the transcript)."""
+        ep, fmt = request.episode, request.fmt
+        open_text = completion_after_last_observation(ep)
+        text = ""
+        if reply.reasoning.strip() and not open_text:
+            text = lead + reply.reasoning.strip() + ("\n" if fmt.answer_after_think else fmt.think_close + "\n")
+        text += reply.content
+        if reply.finish_reason == "stop":
+            text = restore_search_close(text, request)
+        if not text.endswith(fmt.search_close) and fmt.parse(ep.completion + text).answer is None:
+            found = extract_answer(reply.content, fmt, self.answer_pattern)
+            if found is not None:
+                close = fmt.think_close if inside_think(ep.completion + text, fmt) else ""
+                text += close + ("\n\n" if fmt.answer_after_think else "\n") + fmt.answer_text(found[0])
+        if text.endswith(fmt.search_close):  # replayed whole: the prefill, and the close tag the stop removed
+            content = open_text + reply.content
+            ep.engine_state.setdefault("turns", {})[turn] = dict(
+                reply.message(self.send_reasoning),
+                content=content if content.endswith(fmt.search_close) else content + fmt.search_close)
+        return text
+
+    def stats(self) -> dict:
+        return {"endpoints": self.pool.stats(), "chat_turns": self.turns,
+                "chat_turns_without_reasoning": self.turns_without_reasoning}
+
+    async def close(self) -> None:
+        await self.pool.close()
