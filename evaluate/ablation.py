@@ -31,20 +31,30 @@ from evaluate.stats import breakdown, paired_difference
 
 
 @dataclass
-class AblationConfig:
-    arms: list = field(default_factory=lambda: ["sft1-only", "sft2-only", "sft1-2", "sft1-2-3", "full"],
+class ArmsConfig:
+    """What a table over experiment arms reads (the ablation here, the frontier in ``evaluate.frontier``)."""
+
+    arms: list = field(default_factory=list,
                        metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"})
     source: str = field(default="dvc", metadata={"help": "dvc | folders"})
-    reference: str = field(default="sft2-only", metadata={"help": "the arm every other is compared with (paired)"})
+    reference: str = field(default="", metadata={"help": "the arm every other is compared with (paired)"})
     dataset: str = field(default="heldout", metadata={"help": "the evaluation set of the table"})
     bootstrap: int = field(default=2000, metadata={"help": "resamples of each interval"})
-    out: str = field(default="docs/experiments/ablation_table.md", metadata={"help": "the Markdown table"})
+    out: str = field(default="", metadata={"help": "the Markdown table (+ .json)"})
 
     def __post_init__(self) -> None:
         if self.source not in ("dvc", "folders"):
             raise ValueError(f"source must be 'dvc' or 'folders', got {self.source!r}")
-        if self.reference not in self.arms:
+        if Path(self.reference).name not in {Path(a).name for a in self.arms}:
             raise ValueError(f"reference {self.reference!r} is not one of the arms {self.arms}")
+
+
+@dataclass
+class AblationConfig(ArmsConfig):
+    arms: list = field(default_factory=lambda: ["sft1-only", "sft2-only", "sft1-2", "sft1-2-3", "full"],
+                       metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"})
+    reference: str = field(default="sft2-only", metadata={"help": "the arm every other is compared with (paired)"})
+    out: str = field(default="docs/experiments/ablation_table.md", metadata={"help": "the Markdown table (+ .json)"})
 
 
 def arm_file(arm: str, source: str, path: str) -> str:
@@ -64,21 +74,28 @@ def read_arm(arm: str, source: str) -> dict:
             "rows": json.loads(arm_file(arm, source, f"runs/eval/{stage}/per_question.json"))}
 
 
-def arm_row(name: str, arm: dict, reference: dict, dataset: str, resamples: int) -> dict:
-    rows = {r["question_id"]: r for r in arm["rows"] if r["dataset"] == dataset}
-    ref = {r["question_id"]: r for r in reference["rows"] if r["dataset"] == dataset}
+def scores(arm_rows: list[dict], reference_rows: list[dict], dataset: str, resamples: int) -> tuple[dict, list[dict]]:
+    """EM and F1 with 95% intervals and the paired EM difference against the reference arm over the questions
+    both answered; and the arm's rows of ``dataset``."""
+    rows = {r["question_id"]: r for r in arm_rows if r["dataset"] == dataset}
+    ref = {r["question_id"]: r for r in reference_rows if r["dataset"] == dataset}
     ids = sorted(rows.keys() & ref.keys())
     em, f1 = [r["em"] for r in rows.values()], [r["f1"] for r in rows.values()]
     n = len(em)
-    return {"arm": name, "chain": arm["chain"], "n": n,
-            "em": round(sum(em) / n, 4) if n else None, "em_ci95": bootstrap_ci(em, resamples),
+    return {"n": n, "em": round(sum(em) / n, 4) if n else None, "em_ci95": bootstrap_ci(em, resamples),
             "f1": round(sum(f1) / n, 4) if n else None, "f1_ci95": bootstrap_ci(f1, resamples),
             "em_diff_vs_reference": paired_difference([ref[i]["em"] for i in ids], [rows[i]["em"] for i in ids],
-                                                      resamples),
-            "searches": round(sum(r["n_actions"] for r in rows.values()) / n, 3) if n else None,
-            "well_formed": round(sum(r["well_formed"] for r in rows.values()) / n, 4) if n else None,
-            "by_qtype": breakdown(list(rows.values()), "qtype", resamples),
-            "by_searches": breakdown(list(rows.values()), "n_actions", resamples)}
+                                                      resamples)}, list(rows.values())
+
+
+def arm_row(name: str, arm: dict, reference: dict, dataset: str, resamples: int) -> dict:
+    score, rows = scores(arm["rows"], reference["rows"], dataset, resamples)
+    n = score["n"]
+    return {"arm": name, "chain": arm["chain"], **score,
+            "searches": round(sum(r["n_actions"] for r in rows) / n, 3) if n else None,
+            "well_formed": round(sum(r["well_formed"] for r in rows) / n, 4) if n else None,
+            "by_qtype": breakdown(rows, "qtype", resamples),
+            "by_searches": breakdown(rows, "n_actions", resamples)}
 
 
 def ablation_table(arms: dict[str, dict], reference: str, dataset: str = "heldout", resamples: int = 2000) -> list[dict]:

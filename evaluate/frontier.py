@@ -26,28 +26,17 @@ import yaml
 from coa.config import cli
 from coa.errors import entry_point
 from coa.io import write_json, write_text
-from evaluate.ablation import arm_file
-from evaluate.run import bootstrap_ci
-from evaluate.stats import paired_difference
+from evaluate.ablation import ArmsConfig, arm_file, scores
 
 ARMS = ["real-only", "1to1", "3to1", "5to1", "7to1", "sim-only"]
 
 
 @dataclass
-class FrontierConfig:
+class FrontierConfig(ArmsConfig):
     arms: list = field(default_factory=lambda: list(ARMS),
                        metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"})
-    source: str = field(default="dvc", metadata={"help": "dvc | folders"})
     reference: str = field(default="real-only", metadata={"help": "the arm every other is compared with (paired)"})
-    dataset: str = field(default="heldout", metadata={"help": "the evaluation set"})
-    bootstrap: int = field(default=2000, metadata={"help": "resamples of each interval"})
     out: str = field(default="docs/experiments/frontier_table.md", metadata={"help": "the Markdown table (+ .json, .png)"})
-
-    def __post_init__(self) -> None:
-        if self.source not in ("dvc", "folders"):
-            raise ValueError(f"source must be 'dvc' or 'folders', got {self.source!r}")
-        if Path(self.reference).name not in {Path(a).name for a in self.arms}:
-            raise ValueError(f"reference {self.reference!r} is not one of the arms {self.arms}")
 
 
 def read_arm(arm: str, source: str) -> dict:
@@ -59,20 +48,12 @@ def read_arm(arm: str, source: str) -> dict:
 
 
 def arm_row(name: str, arm: dict, reference: dict, dataset: str, resamples: int) -> dict:
-    rows = {r["question_id"]: r for r in arm["rows"] if r["dataset"] == dataset}
-    ref = {r["question_id"]: r for r in reference["rows"] if r["dataset"] == dataset}
-    ids = sorted(rows.keys() & ref.keys())
-    em, f1 = [r["em"] for r in rows.values()], [r["f1"] for r in rows.values()]
-    n = len(em)
     steps = {s: m["steps"] for s, m in arm["stages"].items()}
     return {"arm": name, "rl1_fraction": arm["schedule"].get("rl1_fraction"), "rl1_steps": steps["rl1"],
             "rl2_steps": steps["rl2"],
             "real_search_queries": sum(m.get("real_search_queries", 0) for m in arm["stages"].values()),
             "reward_trend": {s: m["reward_trend"] for s, m in arm["stages"].items() if "reward_trend" in m},
-            "n": n, "em": round(sum(em) / n, 4) if n else None, "em_ci95": bootstrap_ci(em, resamples),
-            "f1": round(sum(f1) / n, 4) if n else None, "f1_ci95": bootstrap_ci(f1, resamples),
-            "em_diff_vs_reference": paired_difference([ref[i]["em"] for i in ids], [rows[i]["em"] for i in ids],
-                                                      resamples)}
+            **scores(arm["rows"], reference["rows"], dataset, resamples)[0]}
 
 
 def frontier_table(arms: dict[str, dict], reference: str, dataset: str = "heldout", resamples: int = 2000) -> list[dict]:

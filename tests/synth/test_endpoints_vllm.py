@@ -7,18 +7,14 @@ import subprocess
 
 import pytest
 
-from coa.procs import Server, free_port
-from synth.serve import ServeConfig, vllm_command, vllm_env
 from coa.trajectory import read_table
-from tests.synth.test_faults import expected_ids, synth_cmd, wait_for_rows
+from tests.synth.test_faults import doomed_teacher, expected_ids, synth_cmd, wait_for_rows
 
 pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
 
 
 def test_an_endpoint_killed_mid_run_loses_and_duplicates_nothing(teacher_url, model_dir, index_dir, tmp_path):
-    cfg = ServeConfig(model=str(model_dir), port=free_port(), log=str(tmp_path / "doomed.log"))
-    doomed_url = cfg.base_url
-    doomed = Server(vllm_command(cfg), f"{doomed_url}/models", log=cfg.log, env=vllm_env(cfg)).start()
+    doomed, doomed_url = doomed_teacher(model_dir, tmp_path)
     out = tmp_path / "coa"
     cmd = synth_cmd(out, f"[{doomed_url}, {teacher_url}]", "limit=6", "n=2", "concurrency=4",
                     f"search.index={index_dir}", "teacher.backoff_s=600")

@@ -61,11 +61,16 @@ def test_resume_after_kill_9_gives_exactly_the_expected_rows(teacher_url, index_
     assert not list(out.glob(".*.tmp*"))
 
 
-def test_teacher_killed_mid_run_stops_cleanly_and_a_rerun_finishes(teacher_url, model_dir, index_dir, tmp_path):
+def doomed_teacher(model_dir, tmp_path) -> tuple[Server, str]:
+    """A second real vLLM teacher, for a test to kill mid-run; and its base URL."""
     cfg = ServeConfig(model=str(model_dir), port=free_port(), log=str(tmp_path / "doomed.log"))
-    doomed = Server(vllm_command(cfg), f"{cfg.base_url}/models", log=cfg.log, env=vllm_env(cfg)).start()
+    return Server(vllm_command(cfg), f"{cfg.base_url}/models", log=cfg.log, env=vllm_env(cfg)).start(), cfg.base_url
+
+
+def test_teacher_killed_mid_run_stops_cleanly_and_a_rerun_finishes(teacher_url, model_dir, index_dir, tmp_path):
+    doomed, doomed_url = doomed_teacher(model_dir, tmp_path)
     out = tmp_path / "coa"
-    cmd = synth_cmd(out, cfg.base_url, "limit=8", "concurrency=2", f"search.index={index_dir}")
+    cmd = synth_cmd(out, doomed_url, "limit=8", "concurrency=2", f"search.index={index_dir}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_rows(out, proc, at_least=1)
