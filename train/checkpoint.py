@@ -142,6 +142,16 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # ru_maxrss is in KiB on Linux
 
 
+def release_free_memory() -> None:
+    """Give the allocator's free pages back to the OS after each step (glibc). Measured on rl2 with the vLLM
+    engine: RSS 9.4-11.0 GB at step end fell to 4.3 GB after malloc_trim; without it the freed pages piled
+    up across steps until the default run's rl2 was OOM-killed at 23.9 GB on a 24 GB machine."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to release this way
+        pass
+
+
 class StepLog(TrainerCallback):
     """Collects every training log row and the wall time of each optimizer step."""
 
@@ -157,15 +167,6 @@ class StepLog(TrainerCallback):
         self.step_seconds.append(time.perf_counter() - self._started)
         release_free_memory()
 
-
-def release_free_memory() -> None:
-    """Give the allocator's free pages back to the OS after each step (glibc). Measured on rl2 with the vLLM
-    engine: RSS 9.4-11.0 GB at step end fell to 4.3 GB after malloc_trim; without it the freed pages piled
-    up across steps until the default run's rl2 was OOM-killed at 23.9 GB on a 24 GB machine."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to release this way
-        pass
 
     def restore(self, checkpoint: Path) -> int:
         """Resuming: the rows logged before ``checkpoint`` (its trainer state); returns its step."""
