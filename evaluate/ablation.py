@@ -123,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli(AblationConfig, "ablation", sys.argv[1:] if argv is None else argv, __doc__)
     arms = {Path(a).name: read_arm(a, cfg.source) for a in cfg.arms}
     rows = ablation_table(arms, Path(cfg.reference).name, cfg.dataset, cfg.bootstrap)
-    table = as_markdown(rows, Path(cfg.reference).name)
-    write_text(cfg.out, table)
-    write_json(Path(cfg.out).with_suffix(".json"), rows)
-    print(table)
+    write_table(cfg.out, as_markdown(rows, Path(cfg.reference).name), rows)
     return 0
+
+
+def write_table(out: str, table: str, rows: list[dict]) -> None:
+    """The Markdown table at ``out``, its rows beside it as ``.json``; the table printed."""
+    write_text(out, table)
+    write_json(Path(out).with_suffix(".json"), rows)
+    print(table)
 
 
 if __name__ == "__main__":

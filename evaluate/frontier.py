@@ -25,8 +25,7 @@ import yaml
 
 from coa.config import cli
 from coa.errors import entry_point
-from coa.io import write_json, write_text
-from evaluate.ablation import ArmsConfig, arm_file, scores
+from evaluate.ablation import ArmsConfig, arm_file, scores, write_table
 
 ARMS = ["real-only", "1to1", "3to1", "5to1", "7to1", "sim-only"]
 
@@ -104,11 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli(FrontierConfig, "frontier", sys.argv[1:] if argv is None else argv, __doc__)
     arms = {Path(a).name: read_arm(a, cfg.source) for a in cfg.arms}
     rows = frontier_table(arms, Path(cfg.reference).name, cfg.dataset, cfg.bootstrap)
-    table = as_markdown(rows, Path(cfg.reference).name)
-    write_text(cfg.out, table)
-    write_json(Path(cfg.out).with_suffix(".json"), rows)
     plot(rows, Path(cfg.out).with_suffix(".png"))
-    print(table)
+    write_table(cfg.out, as_markdown(rows, Path(cfg.reference).name), rows)
     return 0
 
 

@@ -165,7 +165,9 @@ def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
     done = done_ids(out) if out.exists() else set()
     todo = [j for j in jobs if j.id not in done]
     with ShardWriter(out, cfg.rows_per_shard, cfg.flush_s) as writer:
-        stats = generate(cfg, todo, writer, engine, spent_tokens(out)) if todo else RunStats()
+        # a budget covers the whole output: the earlier rows' tokens count (read only when there is a budget)
+        spent = spent_tokens(out) if cfg.teacher.max_total_tokens or cfg.teacher.max_cost_usd else (0, 0)
+        stats = generate(cfg, todo, writer, engine, spent) if todo else RunStats()
     if stats.fatal:  # a configuration error (key, model): no summary, no empty shard; fix and re-run
         raise EngineFatal(stats.stopped)
     if not any(out.glob("*.parquet")):  # no jobs at all: an empty shard tells the next stage "no rows"

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from coa.agent import Generation, Episode
+from coa.agent import Episode, Generation, step_text
 from coa.engines import Request, register
 from coa.engines.completions import restore_search_close
 from coa.engines.pool import Endpoints
@@ -93,14 +93,6 @@ class Reply:
         if send_reasoning and self.reasoning:
             msg[self.reasoning_key or REASONING_KEYS[0]] = self.reasoning
         return msg
-
-
-def completion_after_last_observation(ep: Episode) -> str:
-    """The text of the turn in progress (e.g. a prefill)."""
-    text = ""
-    for s in ep.segments:
-        text = "" if s["kind"] == "observation" else text + s["text"]
-    return text
 
 
 def inside_think(text: str, fmt: FormatPreset) -> bool:
@@ -184,7 +176,7 @@ class ChatEngine:
 
     async def generate(self, request: Request) -> Generation:
         ep, fmt = request.episode, request.fmt
-        messages, open_text = self.messages(ep, fmt), completion_after_last_observation(ep)
+        messages, open_text = self.messages(ep, fmt), step_text(ep.segments)
         forced = ep.tools != "forbid" and bool(open_text) and open_text.endswith(fmt.search_open + fmt.inner_pad)
         body: dict = {"model": self.name, "messages": messages, "max_tokens": request.max_tokens, **self.sampling}
         if request.seed is not None:
@@ -303,7 +295,7 @@ class ChatEngine:
         """``tags``: the content is format text already; separate reasoning goes before it, in think tags
         (not after a prefilled open tag: it is then only in the transcript)."""
         ep, fmt = request.episode, request.fmt
-        open_text = completion_after_last_observation(ep)
+        open_text = step_text(ep.segments)
         text = ""
         if reply.reasoning.strip() and not open_text:
             text = lead + reply.reasoning.strip() + ("\n" if fmt.answer_after_think else fmt.think_close + "\n")

@@ -20,7 +20,6 @@ expects); it is never logged or written to outputs.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -158,8 +157,6 @@ class Endpoints:
             except openai.APIStatusError as e:
                 ep.errors += 1
                 raise self._rejected(e, ep.url) from None
-            except asyncio.CancelledError:
-                raise
             finally:
                 ep.in_flight -= 1
             ep.latencies.append(time.perf_counter() - started)
