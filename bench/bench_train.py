@@ -1,14 +1,17 @@
 """Seconds per optimizer step and peak memory of each training stage on the embedded SmolLM2-135M.
 
-    python bench/bench_train.py [--sets runs/curate/sets] [--steps 2] [--threads 1] [--out bench/out/train.json]
+    python bench/bench_train.py [--sets runs/curate/sets --index runs/index] [--steps 2] [--threads 2]
+                                [--out bench/out/train.json]
 
 Each stage runs as the real CLI (``python -m train.run stage=…``) in its own process, chained from the
-base model like the pipeline (sft1 → sft2 → sft3 → rl1 → rl2); the numbers are the child's own
-``metrics.json`` (mean wall time per optimizer step, peak RSS). Without ``--sets``, realistic sets are
-built from real HotpotQA questions, the real corpus (BM25) and the real chat template with its worked
-example (``tests/fixtures/trajectories.py``); pairs are taken at each CoA trajectory's first decision (search call
-vs. answering without searching). Examples per step are printed with the numbers (small, CPU-sized; the
-micro-batch is the package default of one example).
+base model like the pipeline (sft1 → sft2 → sft3 → rl1 → rl2), at the default run's settings
+(``params.yaml``: micro-batch, accumulation, sequence length, RL group, engine, β, gradient
+checkpointing, the search environment) with only ``max_steps`` cut to ``--steps``; the numbers are the
+child's own ``metrics.json`` (mean wall time per optimizer step, peak RSS). With ``--sets`` (the default
+run's ``runs/curate/sets``) the stages train on the curated sets in the run's format; without, realistic
+sets are built from real HotpotQA questions, the real corpus (BM25) and the real chat template with its
+worked example (``tests/fixtures/trajectories.py``), and pairs are taken at each CoA trajectory's first
+decision (search call vs. answering without searching).
 """
 from __future__ import annotations
 
@@ -63,6 +66,15 @@ def build_sets(out: Path, index: Path, n_questions: int = 24) -> None:
     pq.write_table(pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA), out / "pairs.parquet")
 
 
+def examples(stage: dict, name: str) -> str:
+    """What one optimizer step of ``stage`` trains on, in words (micro-batch x accumulation)."""
+    n = stage.get("per_device_train_batch_size", 1) * stage.get("gradient_accumulation_steps", 1)
+    micro = stage.get("per_device_train_batch_size", 1)
+    if name.startswith("rl"):
+        return f"{n // stage['num_generations']} prompts x {stage['num_generations']} rollouts ({micro}/micro-batch)"
+    return f"{n} {'pairs' if name == 'sft1' else 'sequences'} ({micro}/micro-batch)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", help="curated sets folder (default: build realistic ones)")
@@ -80,28 +92,32 @@ def main() -> None:
     if not args.sets:
         sets.mkdir()
         build_sets(sets, Path(args.index))
-    # the package's micro-batch of one example (one pair, one sequence, one completion), accumulated
-    sft = {"max_steps": args.steps, "gradient_accumulation_steps": 4}
-    rl = {"max_steps": args.steps, "num_generations": 4, "gradient_accumulation_steps": 8, "max_tokens": 256,
-          "max_actions": 2, "questions": None, "question_limit": 16, "index": args.index}
-    section = {"runs_dir": str(work / "runs"), "sets_dir": str(sets), "num_threads": args.threads,
-               "sft1": {**sft, "gradient_accumulation_steps": 2}, "sft2": sft, "sft3": sft, "rl1": rl, "rl2": rl}
-    params = work / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": section}))
-    per_step = {"sft1": "2 pairs", "sft2": "4 sequences", "sft3": "4 sequences",
-                "rl1": "2 prompts x 4 rollouts, <=256 model tokens", "rl2": "2 prompts x 4 rollouts, <=256 model "
-                                                                          "tokens, <=2 searches"}
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
+    section = {**defaults["train"], "runs_dir": str(work / "runs"), "sets_dir": str(sets), "num_threads": args.threads,
+               "rl": {"max_steps": 0}}
+    for stage in STAGES:
+        section[stage] = {**section[stage], "max_steps": args.steps}
+        if stage.startswith("rl"):  # the curated RL pool, or (built sets have none) the embedded questions
+            section[stage].update({"questions": str(sets / "rl_questions.jsonl")} if args.sets else
+                                  {"questions": None, "question_limit": 16})
+    params = {"train": section, "search": {**defaults["search"], "index": args.index}}
+    if args.sets:  # the curated sets were written in the run's format and prompt
+        params.update(format=defaults["format"], prompt=defaults["prompt"])
+    params_file = work / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    per_step = {stage: examples(section[stage], stage) for stage in STAGES}
     results = []
     for stage in STAGES:
         started = time.time()
         subprocess.run([sys.executable, "-m", "train.run", f"stage={stage}"], cwd=ROOT, check=True,
-                       env={**os.environ, "COA_PARAMS": str(params)}, stdout=subprocess.DEVNULL)
+                       env={**os.environ, "COA_PARAMS": str(params_file)}, stdout=subprocess.DEVNULL)
         m = json.loads((work / "runs" / stage / "metrics.json").read_text())
         results.append({"stage": stage, "per_step": per_step[stage], "steps": m["steps"],
                         "seconds_per_step": round(m["seconds_per_step"], 1), "peak_rss_gb": m["peak_rss_gb"],
                         "process_seconds": round(time.time() - started, 1), "data": m["data"]})
         print(json.dumps(results[-1]))
-    report = {"model": "SmolLM2-135M-Instruct", "threads": args.threads, "load_average": os.getloadavg(),
+    report = {"model": "SmolLM2-135M-Instruct", "threads": args.threads, "sets": args.sets or "built",
+              "gradient_checkpointing": section.get("gradient_checkpointing", False), "load_average": os.getloadavg(),
               "cpus": os.cpu_count(), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

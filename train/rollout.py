@@ -106,7 +106,7 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
     if engine not in ("hf", "vllm"):
         raise ValueError(f"the rollout engine must be 'hf' or 'vllm', got {engine!r}")
 
-    runs = []  # the first rollout of a training run starts rollouts.jsonl afresh
+    runs = []  # the first rollout of a training run starts rollouts.jsonl afresh (or after the resumed step)
     vllm = PolicyEngine(sync_every) if engine == "vllm" else None
 
     def rollout(prompts: list[str], trainer) -> dict:
@@ -126,7 +126,7 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
         records = [ep.rollout() for ep in episodes]  # once: the log, the record and TRL read the same masks
         masks = [r["env_mask"] for r in records]
         _log(trainer, episodes, masks, search)
-        _record(trainer, episodes, masks, append=bool(runs))
+        _record(trainer, episodes, masks, first=not runs)
         runs.append(len(episodes))
         return {
             "prompt_ids": [r["prompt_ids"] for r in records],
@@ -143,13 +143,21 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
     return rollout
 
 
-def _record(trainer, episodes: list[Episode], masks: list[list[int]], append: bool) -> None:
-    """One line per rollout in ``<output_dir>/rollouts.jsonl``: its actions (queries), end and token counts."""
+def _record(trainer, episodes: list[Episode], masks: list[list[int]], first: bool) -> None:
+    """One line per rollout in ``<output_dir>/rollouts.jsonl``: its actions (queries), end and token counts.
+    The first rollout of a run starts the file afresh; of a resumed run, keeps the lines of the steps finished
+    before the checkpoint (``step`` counts the optimizer steps done when the rollout ran), so the stage's
+    ``real_search_queries`` counts every step once."""
     rank = trainer.accelerator.process_index
     suffix = f".{rank}" if trainer.accelerator.num_processes > 1 else ""
     path = Path(trainer.args.output_dir) / f"rollouts{suffix}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a" if append else "w") as f:
+    done = trainer.state.global_step
+    if first:
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < done] \
+            if done and path.exists() else []
+        path.write_text("".join(line + "\n" for line in kept))
+    with open(path, "a") as f:
         for ep, mask in zip(episodes, masks):
             f.write(json.dumps({
                 "step": trainer.state.global_step, "n_actions": ep.n_actions,

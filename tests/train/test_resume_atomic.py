@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -149,4 +150,7 @@ def test_a_killed_rl_run_resumes_without_repeating_finished_steps(tmp_path, monk
     assert metrics["resumed_from_step"] == 1 and metrics["steps"] == 1  # step 1 was not run again
     steps = [line.split(",")[0] for line in (runs / "rl1/steps.csv").read_text().splitlines()[1:]]
     assert steps == ["1", "2"]
+    # the rollout log holds each step's 2 rollouts once: the first run's step, then the resumed one's
+    logged = [json.loads(line)["step"] for line in (runs / "rl1/rollouts.jsonl").read_text().splitlines()]
+    assert logged == [0, 0, 1, 1]
     assert not list((runs / "rl1.work").glob("checkpoint-*"))  # a finished stage keeps no resume checkpoint
