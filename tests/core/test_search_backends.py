@@ -67,7 +67,8 @@ def test_k_beyond_the_corpus_and_empty_batches(built):
 def test_wrong_backend_is_refused_naming_both(built):
     name, out = built
     other = next(b for b in BACKENDS if b != name)
-    with pytest.raises(ValueError, match=rf"built by backend '{name}' \(format 1\), but backend '{other}' was asked"):
+    version = load_backend(name).VERSION
+    with pytest.raises(ValueError, match=rf"built by backend '{name}' \(format {version}\), but backend '{other}' was asked"):
         load_searcher(out, retriever(name), backend=other)
 
 
@@ -95,3 +96,24 @@ def test_tantivy_recall_at_5_within_0_02_of_bm25s(index_dir, tmp_path):
     ours, reference = recall(tantivy_dir), recall(index_dir)
     print(f"recall@5 any gold: bm25s {reference:.4f}, tantivy {ours:.4f}")
     assert abs(ours - reference) <= 0.02
+
+
+def test_faiss_reranks_its_candidates_by_the_exact_inner_product(built):
+    """The PQ candidates are re-scored with the float16 embeddings on disk: the top 3 equal an exact search
+    over every passage's stored vector, and each score is that inner product."""
+    import numpy as np
+
+    from coa.search import dense
+    from coa.search.backends.faiss import VECTORS
+
+    name, out = built
+    if name != "faiss":
+        pytest.skip("re-ranking belongs to the dense backend")
+    vectors = np.load(out / "faiss" / VECTORS).astype(np.float32)
+    assert vectors.shape == (SLICE, dense.DIM)
+    query = dense.encode([GOLOVIN], dense.model())[0]
+    exact = vectors @ query
+    docs = load_searcher(out, "dense").search([GOLOVIN], 3)[0]
+    rows = {doc_id: row for row, doc_id in enumerate(Index(out).store.ids.to_pylist())}
+    assert [rows[d.id] for d in docs] == list(np.argsort(-exact)[:3])
+    assert np.allclose([d.score for d in docs], np.sort(exact)[::-1][:3], atol=1e-4)

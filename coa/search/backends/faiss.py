@@ -1,9 +1,14 @@
 """Compressed dense search: FAISS IVF-PQ over all-MiniLM-L6-v2 embeddings (PyPI ``faiss-cpu``).
 
 Each passage costs ``m`` bytes of PQ code plus an 8-byte id (56 bytes at the default m=48, against 1,536
-for the float32 embedding), so wiki-18's 21M passages fit in ~1.2 GB. The embeddings come from
+for the float32 embedding), so wiki-18's 21M passages fit in ~1.2 GB of memory. The embeddings come from
 ``embeddings=FILE.npy`` (float32, one row per passage in corpus order, L2-normalised; memory-mapped) or are
 encoded batch by batch while building. Training uses the first ``train_size`` vectors.
+
+Re-ranking: 48-byte codes cannot order close neighbours (recall@10 0.47 at 1M synthetic vectors,
+``docs/retrieval_scale.md``), so the build also writes the embeddings in float16 to ``vectors.f16.npy``
+(768 bytes a passage, on disk: 16 GB at 21M, memory-mapped, never loaded whole) and a search takes the
+``rerank`` best candidates by PQ distance and orders them by their exact inner product (0 = PQ order).
 """
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ from tqdm import tqdm
 
 from coa.search import dense
 
-VERSION = 1
+VERSION = 2  # 2: float16 vectors beside the codes, for re-ranking
 KIND = "dense"
 FILE = "ivfpq.faiss"
+VECTORS = "vectors.f16.npy"
 
 
 def shape_for(n: int, m: int) -> tuple[int, int, int]:
@@ -44,15 +50,18 @@ def vector_batches(store, embeddings: str, rows: int = 65_536) -> Iterator[np.nd
 
 
 def build(store, folder: Path, show_progress: bool = True, embeddings: str = "", m: int = 48,
-          train_size: int = 100_000, nprobe: int = 32, threads: int = 1) -> dict:
+          train_size: int = 100_000, nprobe: int = 32, threads: int = 1, rerank: int = 100) -> dict:
     # OpenMP threads spin while they wait: 2 threads on a busy 2-core box trained 5x slower than 1
     faiss.omp_set_num_threads(threads)
     nlist, m, nbits = shape_for(min(len(store), train_size), m)
     index = faiss.index_factory(dense.DIM, f"IVF{nlist},PQ{m}x{nbits}", faiss.METRIC_INNER_PRODUCT)
     index.do_polysemous_training = False  # on by default: 30x the training time, only helps Hamming search
-    pending, trained = [], 0
+    pending, trained, written = [], 0, 0
+    exact = np.lib.format.open_memmap(folder / VECTORS, mode="w+", dtype=np.float16, shape=(len(store), dense.DIM))
     with tqdm(total=len(store), desc="faiss", unit=" vec", unit_scale=True, disable=not show_progress) as bar:
         for vectors in vector_batches(store, embeddings):
+            exact[written:written + len(vectors)] = vectors
+            written += len(vectors)
             if not index.is_trained:
                 pending.append(vectors)
                 trained += len(vectors)
@@ -62,22 +71,41 @@ def build(store, folder: Path, show_progress: bool = True, embeddings: str = "",
                 index.train(vectors[:train_size])
             index.add(vectors)
             bar.update(len(vectors))
+    exact.flush()
+    del exact
     faiss.write_index(index, str(folder / FILE))
-    return {"factory": f"IVF{nlist},PQ{m}x{nbits}", "metric": "inner_product", "nprobe": nprobe,
+    return {"factory": f"IVF{nlist},PQ{m}x{nbits}", "metric": "inner_product", "nprobe": nprobe, "rerank": rerank,
             "model": dense.MODEL, "train_size": min(train_size, len(store))}
 
 
+def reranked(queries: np.ndarray, rows: np.ndarray, exact: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each query's candidate ``rows`` (-1 = none) ordered by their exact inner product with it; the best ``k``."""
+    out = []
+    for query, candidates in zip(queries, rows):
+        candidates = candidates[candidates >= 0].astype(np.int64)
+        order = np.sort(candidates)  # ascending reads from the memory-mapped file
+        scores = exact[order].astype(np.float32) @ query
+        best = np.argsort(-scores, kind="stable")[:k]
+        out.append((order[best], scores[best]))
+    return out
+
+
 class _Search:
-    def __init__(self, folder: Path, nprobe: int):
+    def __init__(self, folder: Path, nprobe: int, rerank: int):
         self.index = faiss.read_index(str(folder / FILE), faiss.IO_FLAG_MMAP)  # codes stay on disk until touched
         self.index.nprobe = nprobe
+        self.rerank = rerank
+        self.exact = np.load(folder / VECTORS, mmap_mode="r") if rerank else None
         faiss.omp_set_num_threads(1)  # single queries: more threads only add spin-waiting
         self.encoder = dense.model()
 
     def __call__(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        scores, rows = self.index.search(dense.encode(queries, self.encoder), k)
+        vectors = dense.encode(queries, self.encoder)
+        scores, rows = self.index.search(vectors, max(k, self.rerank))
+        if self.rerank:
+            return reranked(vectors, rows, self.exact, k)
         return [(r[r >= 0].astype(np.int64), s[r >= 0]) for r, s in zip(rows, scores)]  # -1: fewer than k found
 
 
 def open(folder: Path, settings: dict) -> _Search:  # noqa: A001 - the backend contract's name
-    return _Search(folder, settings["nprobe"])
+    return _Search(folder, settings["nprobe"], settings.get("rerank", 0))
