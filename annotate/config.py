@@ -34,7 +34,8 @@ class ReviewConfig:
     threshold: float = field(default=1.0, metadata={"help": "the suggestion says accept when metric >= threshold"})
     observation_chars: int = field(default=1500, metadata={
         "help": "an observation longer than this is cut for review (Argilla holds a field to 20,000 characters)"})
-    max_steps: int = field(default=40, metadata={"help": "labels of the optional 'first bad step' question (1..max_steps)"})
+    max_steps: int = field(default=40, metadata={
+        "help": "the most steps a pushed record may have; a new dataset's 'first bad step' labels run 1..its longest record"})
     min_submitted: int = field(default=1, metadata={
         "help": "reviewers needed per record (Argilla's task distribution; fixed once any answer exists)"})
     batch_size: int = field(default=500, metadata={"help": "records per bulk upsert call (at most 500, the SDK's upsert limit)"})

@@ -4,6 +4,8 @@ Questions, the same in every dataset except ``decision``'s labels:
   decision         accept | reject (pairs also: swap = the rejected branch is the better one)  required
   corrected_answer the right answer when the gold is wrong; the row is scored again against it optional
   first_bad_step   the number of the first wrong step (numbers are shown on every step)          optional
+                   labels 1..the longest record's steps when the dataset is made (Argilla's labels are the
+                   same for every record); pull refuses an answer past its own record's steps
   comment          free text                                                                     optional
 """
 from __future__ import annotations
@@ -19,7 +21,8 @@ GUIDELINES = {
         "Read the question, the gold answers and every step. **accept**: the trajectory is right (also when the "
         "scorer said wrong). **reject**: it must not be trained on (wrong answer, bad reasoning, a useless or "
         "wrong search). If the *gold* is wrong, write the right answer in *corrected_answer*: the row is scored "
-        "again against it. *first_bad_step* is the number of the first step that goes wrong. The suggestion is "
+        "again against it. *first_bad_step* is the number of the first step that goes wrong (the list runs to the "
+        "longest trajectory in the dataset: pick a number shown on this record). The suggestion is "
         "the automatic scorer's verdict."),
     "pairs": (
         "Both branches share the steps shown once under *prefix*; then one searches and the other answers "
@@ -29,7 +32,8 @@ GUIDELINES = {
 }
 
 
-def settings(kind: str, cfg: ReviewConfig):
+def settings(kind: str, cfg: ReviewConfig, steps: int):
+    """The dataset's settings; ``first_bad_step`` offers 1..``steps`` (Argilla shows at least 3 labels)."""
     import argilla as rg
 
     if kind == "pairs":
@@ -45,8 +49,8 @@ def settings(kind: str, cfg: ReviewConfig):
     questions = [
         rg.LabelQuestion("decision", labels=list(DECISIONS[kind]), title="Decision", required=True),
         rg.TextQuestion("corrected_answer", title="Corrected answer (only if the gold is wrong)", required=False),
-        rg.LabelQuestion("first_bad_step", labels=[str(i) for i in range(1, cfg.max_steps + 1)],
-                         title="First bad step (optional)", required=False, visible_labels=min(cfg.max_steps, 20)),
+        rg.LabelQuestion("first_bad_step", labels=[str(i) for i in range(1, max(steps, 3) + 1)],
+                         title="First bad step (optional)", required=False, visible_labels=min(max(steps, 3), 20)),
         rg.TextQuestion("comment", title="Comment", required=False),
     ]
     return rg.Settings(fields=fields, questions=questions, metadata=[make[t](name) for name, t in meta.items()],
@@ -61,8 +65,9 @@ def find(client, name: str, cfg: ReviewConfig):
         return client.datasets(name=name, workspace=cfg.workspace)
 
 
-def ensure(client, set_name: str, cfg: ReviewConfig):
-    """The dataset for ``set_name``, created on first use; an existing one must have our questions."""
+def ensure(client, set_name: str, cfg: ReviewConfig, steps: int):
+    """The dataset for ``set_name``, created on first use with step labels for records of up to ``steps`` steps;
+    an existing one must have our questions and enough step labels."""
     import argilla as rg
 
     kind, name = cfg.kind(set_name), cfg.dataset_name(set_name)
@@ -72,13 +77,17 @@ def ensure(client, set_name: str, cfg: ReviewConfig):
         if workspace is None:
             raise ValueError(f"workspace {cfg.workspace!r} does not exist on {cfg.api_url}; "
                              "python -m annotate.serve creates it (or set workspace=)")
-        dataset = rg.Dataset(name=name, workspace=workspace, settings=settings(kind, cfg), client=client).create()
+        dataset = rg.Dataset(name=name, workspace=workspace, settings=settings(kind, cfg, steps), client=client).create()
         return dataset
     have = {q.name for q in dataset.settings.questions}
     missing = {"decision", "corrected_answer", "first_bad_step", "comment"} - have
     if missing:
         raise ValueError(f"dataset {name!r} on {cfg.api_url} lacks the questions {sorted(missing)}: it was not made by "
                          "annotate.run push; use another dataset_prefix=")
+    labels = len(dataset.settings.questions["first_bad_step"].labels)
+    if steps > labels:  # labels cannot change once answers exist
+        raise ValueError(f"dataset {name!r} on {cfg.api_url} offers first bad steps 1..{labels}, but {set_name!r} now "
+                         f"has a record of {steps} steps; push it to a new dataset (another dataset_prefix=)")
     current = dataset.settings.distribution.min_submitted
     if current != cfg.min_submitted:
         try:

@@ -24,7 +24,7 @@ from annotate import datasets
 from annotate.client import ServerDown, down_message
 from annotate.config import ReviewConfig
 from annotate.push import set_path
-from annotate.render import row_of
+from annotate.render import n_steps, row_of
 from coa.io import atomic_output, write_json
 
 REVIEW_COLUMNS = {"row_id": pl.String, "decision": pl.String, "corrected_answer": pl.String,
@@ -67,6 +67,10 @@ def _answer(record, response, kind: str, dataset_name: str) -> dict:
     step = values.get("first_bad_step")
     if step is not None and not str(step).isdigit():
         raise ValueError(f"{where}: first_bad_step {step!r} is not a step number")
+    shown = n_steps(record.fields)
+    if step is not None and not 1 <= int(step) <= shown:  # the labels run to the dataset's longest record
+        raise ValueError(f"{where}: first_bad_step {step} is past the record's {shown} steps; change that answer "
+                         "in the UI and pull again")
     return {"decision": decision, "corrected_answer": values.get("corrected_answer"),
             "first_bad_step": int(step) if step is not None else None, "comment": values.get("comment")}
 

@@ -49,7 +49,7 @@ def render_set(cfg: ReviewConfig, name: str, df: pl.DataFrame) -> list[dict]:
             raise ValueError(f"{set_path(cfg, name)}: row {i} (id {row.get('id')!r}): cannot render: {e}") from e
         if rec["n_steps"] > cfg.max_steps:
             raise ValueError(f"{set_path(cfg, name)}: row {i} (id {row['id']!r}) has {rec['n_steps']} steps but the "
-                             f"'first bad step' question offers {cfg.max_steps}; set max_steps={rec['n_steps']} or more")
+                             f"most a record may have is max_steps={cfg.max_steps}; set max_steps={rec['n_steps']} or more")
         out.append(rec)
     return out
 
@@ -99,7 +99,7 @@ def push(client, cfg: ReviewConfig) -> dict:
         t0 = time.perf_counter()
         records = render_set(cfg, name, read_set(cfg, name))
         try:
-            dataset = datasets.ensure(client, name, cfg)
+            dataset = datasets.ensure(client, name, cfg, max((r["n_steps"] for r in records), default=0))
             have = existing_ids(client, dataset)
         except httpx.TransportError as e:
             raise ServerDown(down_message(cfg.api_url, type(e).__name__)) from None

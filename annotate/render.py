@@ -102,9 +102,19 @@ def trajectory_record(row: dict, metric: str, threshold: float, observation_char
                 "finish_reason": row.get("finish_reason") or "", "n_actions": int(row.get("n_actions") or 0),
                 "em": float(_number(row.get("em"), 0.0)), "f1": float(_number(row.get("f1"), 0.0))}
     verdict = ("accept" if score >= threshold else "reject", metric, min(max(float(score), 0.0), 1.0))
+    fields = {"question": trim(question, FIELD_LIMIT), "steps": {"steps": items}}
     return {"id": record_id(row["id"], row["question"], row["golden_answers"], row["segments"], row.get("answer")),
-            "row_id": row["id"], "fields": {"question": trim(question, FIELD_LIMIT), "steps": {"steps": items}},
-            "metadata": metadata, "verdict": verdict, "n_steps": len(items)}
+            "row_id": row["id"], "fields": fields, "metadata": metadata, "verdict": verdict, "n_steps": n_steps(fields)}
+
+
+def n_steps(fields: dict) -> int:
+    """How many numbered steps a record shows: a trajectory's steps; a pair's shared steps and its longer branch
+    (both branches continue the prefix's numbering). Push sizes the 'first bad step' labels by it, pull checks
+    an answer against it."""
+    if "steps" in fields:
+        return len(fields["steps"]["steps"])
+    comparison = fields["comparison"]
+    return len(fields["prefix"]["steps"]) + max(len(comparison["chosen"]), len(comparison["rejected"]))
 
 
 def _prefix_text(prompt: str, question: str, fmt: str) -> str:
@@ -131,13 +141,11 @@ def pair_record(row: dict, metric: str, threshold: float, observation_chars: int
                 "n_actions": n_actions, "chosen_score": c, "rejected_score": r}
     good = c >= threshold and r < threshold
     verdict = ("accept" if good else "reject", metric, min(max(c - r, 0.0), 1.0))
+    fields = {"question": trim(question, FIELD_LIMIT), "prefix": {"steps": prefix, "empty": not prefix},
+              "comparison": {"chosen": chosen, "rejected": rejected}}
     return {"id": record_id(row["id"], row["question"], row["golden_answers"], row["prompt"], row["chosen"],
                             row["rejected"]),
-            "row_id": row["id"],
-            "fields": {"question": trim(question, FIELD_LIMIT),
-                       "prefix": {"steps": prefix, "empty": not prefix},
-                       "comparison": {"chosen": chosen, "rejected": rejected}},
-            "metadata": metadata, "verdict": verdict, "n_steps": first - 1 + max(len(chosen), len(rejected))}
+            "row_id": row["id"], "fields": fields, "metadata": metadata, "verdict": verdict, "n_steps": n_steps(fields)}
 
 
 # Custom-field templates (Handlebars, rendered by the UI in a sandboxed frame; {{ }} escapes HTML, so

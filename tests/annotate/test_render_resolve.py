@@ -5,7 +5,7 @@ import pytest
 
 from annotate.config import ReviewConfig
 from annotate.pull import resolve
-from annotate.render import FIELD_LIMIT, pair_record, record_id, row_of, trajectory_record
+from annotate.render import FIELD_LIMIT, n_steps, pair_record, record_id, row_of, trajectory_record
 from annotate.serve import ReviewStack, ServeConfig
 from coa.formats import AUTOCOA
 from coa.trajectory import segment
@@ -56,6 +56,9 @@ def test_pair_shows_the_prefix_once_and_both_branches():
     assert [(s["n"], s["kind"]) for s in cmp["chosen"]] == [(2, "search")]
     assert [(s["n"], s["kind"]) for s in cmp["rejected"]] == [(2, "reasoning"), (3, "answer")]
     assert rec["verdict"] == ("accept", "em", 1.0) and rec["metadata"]["direction"] == "act"
+    # the last step number shown is the prefix's one plus the longer branch's two: the 'first bad step' bound
+    assert rec["n_steps"] == n_steps(rec["fields"]) == 3
+    assert trajectory_record(_row(), "em", 1.0, 1500)["n_steps"] == 5
 
 
 @pytest.mark.parametrize("votes,decision", [

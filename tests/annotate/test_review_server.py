@@ -145,6 +145,37 @@ def test_several_reviewers_majority_reject_wins_ties_and_agreement(stack, sample
     assert (m["pending"], m["ties"], m["pairwise_agreement"]) == (1, 1, 0.5)
 
 
+def test_first_bad_step_offers_the_longest_records_steps_and_pull_refuses_one_past_its_record(stack, sample, tmp_path):
+    from annotate.push import read_set, render_set
+    from annotate.render import n_steps
+
+    cfg = review_cfg(stack, sample, tmp_path, action="push", sets=["coa"], dataset_prefix="steps-")
+    lengths = [r["n_steps"] for r in render_set(cfg, "coa", read_set(cfg, "coa"))]
+    assert min(lengths) < max(lengths)  # the premise: some record is shorter than the list of labels
+    execute(cfg)
+    client = client_of(stack)
+    dataset = client.datasets(name="steps-coa", workspace="argilla")
+    assert dataset.settings.questions["first_bad_step"].labels == [str(i) for i in range(1, max(lengths) + 1)]
+
+    records = sorted(dataset.records(), key=lambda r: str(r.id))
+    short = min(range(len(records)), key=lambda i: n_steps(records[i].fields))
+    shown = n_steps(records[short].fields)
+    assert shown == min(lengths)
+    _answer_as(stack, "steps-coa", {short: [("annotator", {"decision": "reject", "first_bad_step": str(shown + 1)})]})
+    with pytest.raises(ValueError, match=rf"record '{records[short].id}': first_bad_step {shown + 1} is past the "
+                                         rf"record's {shown} steps"):
+        execute(ReviewConfig(**{**cfg.__dict__, "action": "pull"}))
+
+    # a dataset made with fewer labels than a record now pushed has steps: refused, naming the way out
+    import argilla as rg
+
+    from annotate.datasets import settings
+
+    rg.Dataset(name="few-coa", workspace="argilla", settings=settings("trajectories", cfg, 3), client=client).create()
+    with pytest.raises(ValueError, match=rf"offers first bad steps 1..3, but 'coa' now has a record of {max(lengths)} steps"):
+        execute(ReviewConfig(**{**cfg.__dict__, "dataset_prefix": "few-"}))
+
+
 def _submit(dataset, record, value: str, user_id) -> None:
     import argilla as rg
 
@@ -175,7 +206,7 @@ def test_unknown_label_names_the_record(stack, sample, tmp_path):
 
     cfg = review_cfg(stack, sample, tmp_path, action="push", sets=["cot"], dataset_prefix="label-")
     client = client_of(stack)
-    by_hand = settings("trajectories", cfg)  # someone made the dataset by hand, with a label of their own
+    by_hand = settings("trajectories", cfg, cfg.max_steps)  # someone made the dataset by hand, with a label of their own
     by_hand.questions["decision"].labels = ["accept", "reject", "maybe"]
     rg.Dataset(name="label-cot", workspace="argilla", settings=by_hand, client=client).create()
     execute(cfg)
