@@ -125,7 +125,7 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
                 drive(episodes, hf, search, fmt, budget)
         records = [ep.rollout() for ep in episodes]  # once: the log, the record and TRL read the same masks
         masks = [r["env_mask"] for r in records]
-        _log(trainer, episodes, masks, search)
+        _log(trainer, episodes, masks, search, fmt)
         _record(trainer, episodes, masks, first=not runs)
         runs.append(len(episodes))
         return {
@@ -166,13 +166,15 @@ def _record(trainer, episodes: list[Episode], masks: list[list[int]], first: boo
                 "model_tokens": sum(mask), "observation_tokens": mask.count(0)}) + "\n")
 
 
-def _log(trainer, episodes: list[Episode], masks: list[list[int]], search: CountingSearch | None) -> None:
+def _log(trainer, episodes: list[Episode], masks: list[list[int]], search: CountingSearch | None,
+         fmt: FormatPreset) -> None:
     # the same channel TRL gives reward functions (``log_metric``): averaged per logging step
     n = len(episodes)
     masked = sum(m == 0 for mask in masks for m in mask)
     tokens = sum(map(len, masks))
     values = {
-        "agent/actions": sum(ep.n_actions for ep in episodes) / n,
+        "agent/actions": sum(ep.n_actions for ep in episodes) / n,  # executed: 0 in the simulated environment
+        "agent/written_searches": sum(fmt.parse(ep.completion).n_actions for ep in episodes) / n,  # calls in the text
         "agent/acting_rollouts": sum(ep.n_actions > 0 for ep in episodes) / n,
         "agent/budget_notices": sum(ep.budget_notices for ep in episodes) / n,
         "agent/observation_tokens": masked / n,

@@ -94,6 +94,7 @@ def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, search
     logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
     em, well_formed = _check_rewards(logged, out, [q["golden_answers"] for q in questions[:1]] * 2)
     assert em == [1.0, 1.0] and all(well_formed)  # the taught trajectory answers right
+    assert logged["agent/actions"] == logged["agent/written_searches"] == 1
 
     # observation tokens contribute no gradient: the final hidden state that predicts a token only feeds that
     # token's log-prob, so its gradient is zero exactly when the token is out of the loss
@@ -131,6 +132,9 @@ def test_rl1_does_not_stop_at_the_search_tag(searching_dir, model_dir, searcher,
         assert trajectory == RL_PROMPT.prefill + tok.decode(ids, skip_special_tokens=True)
     logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
     _check_rewards(logged, out, [q["golden_answers"] for q in questions[:1]] * 2)
+    # nothing was executed, but the policy wrote its search calls: the log counts them from the text
+    assert logged["agent/actions"] == 0
+    assert logged["agent/written_searches"] == sum(FMT.parse(t).n_actions for t in out["trajectory"]) / 2 >= 1
 
 
 @pytest.mark.parametrize("stage_cls", [RL1Config, RL2Config])
