@@ -98,6 +98,7 @@ def test_tantivy_recall_at_5_within_0_02_of_bm25s(index_dir, tmp_path):
     assert abs(ours - reference) <= 0.02
 
 
+@pytest.mark.parametrize("built", ["faiss"], indirect=True)  # re-ranking belongs to the dense backend
 def test_faiss_reranks_its_candidates_by_the_exact_inner_product(built):
     """The PQ candidates are re-scored with the float16 embeddings on disk: the top 3 equal an exact search
     over every passage's stored vector, and each score is that inner product."""
@@ -106,9 +107,7 @@ def test_faiss_reranks_its_candidates_by_the_exact_inner_product(built):
     from coa.search import dense
     from coa.search.backends.faiss import VECTORS
 
-    name, out = built
-    if name != "faiss":
-        pytest.skip("re-ranking belongs to the dense backend")
+    _, out = built
     vectors = np.load(out / "faiss" / VECTORS).astype(np.float32)
     assert vectors.shape == (SLICE, dense.DIM)
     query = dense.encode([GOLOVIN], dense.model())[0]
