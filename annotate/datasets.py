@@ -45,12 +45,13 @@ def settings(kind: str, cfg: ReviewConfig, steps: int):
         fields = [rg.TextField("question", title="Question", use_markdown=True),
                   rg.CustomField("steps", title="Steps", template=STEPS_TEMPLATE)]
         meta = TRAJECTORY_METADATA
+    labels = [str(i) for i in range(1, max(steps, 3) + 1)]
     make = {"terms": rg.TermsMetadataProperty, "integer": rg.IntegerMetadataProperty, "float": rg.FloatMetadataProperty}
     questions = [
         rg.LabelQuestion("decision", labels=list(DECISIONS[kind]), title="Decision", required=True),
         rg.TextQuestion("corrected_answer", title="Corrected answer (only if the gold is wrong)", required=False),
-        rg.LabelQuestion("first_bad_step", labels=[str(i) for i in range(1, max(steps, 3) + 1)],
-                         title="First bad step (optional)", required=False, visible_labels=min(max(steps, 3), 20)),
+        rg.LabelQuestion("first_bad_step", labels=labels, title="First bad step (optional)", required=False,
+                         visible_labels=min(len(labels), 20)),
         rg.TextQuestion("comment", title="Comment", required=False),
     ]
     return rg.Settings(fields=fields, questions=questions, metadata=[make[t](name) for name, t in meta.items()],

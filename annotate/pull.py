@@ -65,12 +65,13 @@ def _answer(record, response, kind: str, dataset_name: str) -> dict:
         raise ValueError(f"{where}: decision {decision!r} is not one of {datasets.DECISIONS[kind]} "
                          "(was a label added in the UI?)")
     step = values.get("first_bad_step")
-    if step is not None and not str(step).isdigit():
-        raise ValueError(f"{where}: first_bad_step {step!r} is not a step number")
-    shown = n_steps(record.fields)
-    if step is not None and not 1 <= int(step) <= shown:  # the labels run to the dataset's longest record
-        raise ValueError(f"{where}: first_bad_step {step} is past the record's {shown} steps; change that answer "
-                         "in the UI and pull again")
+    if step is not None:
+        if not str(step).isdigit():
+            raise ValueError(f"{where}: first_bad_step {step!r} is not a step number")
+        shown = n_steps(record.fields)
+        if not 1 <= int(step) <= shown:  # the labels run to the dataset's longest record
+            raise ValueError(f"{where}: first_bad_step {step} is past the record's {shown} steps; change that "
+                             "answer in the UI and pull again")
     return {"decision": decision, "corrected_answer": values.get("corrected_answer"),
             "first_bad_step": int(step) if step is not None else None, "comment": values.get("comment")}
 
