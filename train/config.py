@@ -87,6 +87,11 @@ class RL1Config(StageConfig):
         "help": "Rollout engine: 'hf' (the policy's own generate) or 'vllm' (vllm.LLM in-process, CPU or GPU, "
                 "given the policy's weights every sync_every optimizer steps)."})
     sync_every: int = field(default=1, metadata={"help": "Optimizer steps between weight syncs to the vLLM engine."})
+    observation_tokens: int = field(default=400, metadata={
+        "help": "tools='simulated': room per search (x search.max_actions) added to search.max_tokens for the "
+                "observations the policy writes itself. The real environment's observations do not count against "
+                "max_tokens (top-3 documents are ~400 tokens); without this room a simulated trajectory that "
+                "searches cannot finish, and the format penalty teaches the policy to stop searching."})
     learning_rate: float = 7e-7
     max_steps: int = 80  # the paper's 80 simulated steps
     num_generations: int = field(default=5, metadata={"help": "Completions per prompt (the GRPO group)."})
@@ -115,6 +120,8 @@ class RL1Config(StageConfig):
             raise ValueError(f"engine must be 'hf' or 'vllm', got {self.engine!r}")
         if self.sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {self.sync_every}")
+        if self.observation_tokens < 0:
+            raise ValueError(f"observation_tokens must be >= 0, got {self.observation_tokens}")
         if self.loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"):
             raise ValueError(f"loss_type must be grpo, dapo, dr_grpo or bnpo, got {self.loss_type!r}")
         if self.reward_metric not in ("em", "f1", "cover_em", "autocoa_lenient"):

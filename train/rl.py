@@ -8,7 +8,9 @@ Rewards: ``train.rewards`` (correctness + format term).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
+from coa.agent import Budget
 from coa.formats import get_format
 from train.common import peft_config, training_args
 from train.config import RL1Config, TrainConfig
@@ -20,6 +22,15 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 
+def rollout_budget(cfg: TrainConfig, stage: RL1Config) -> Budget:
+    """The search environment's budget; in the simulated environment the policy's own observations get the
+    room real ones take outside ``max_tokens`` (``observation_tokens`` per allowed search)."""
+    budget = cfg.search.budget
+    if stage.tools == "simulated":
+        budget = replace(budget, max_tokens=budget.max_tokens + budget.max_actions * stage.observation_tokens)
+    return budget
+
+
 def grpo_config(cfg: TrainConfig, stage: RL1Config, out) -> GRPOConfig:
     return GRPOConfig(**training_args(
         cfg, stage, out,
@@ -27,7 +38,8 @@ def grpo_config(cfg: TrainConfig, stage: RL1Config, out) -> GRPOConfig:
         temperature=stage.temperature,
         beta=stage.beta,
         loss_type=stage.loss_type,  # explicit: the paper is GRPO, TRL 1.16's default is dapo
-        max_completion_length=cfg.search.max_tokens,  # model tokens; the rollout enforces it (observations extra)
+        # model tokens; the rollout enforces it (real observations extra, simulated ones inside it)
+        max_completion_length=rollout_budget(cfg, stage).max_tokens,
     ))
 
 
@@ -38,7 +50,7 @@ def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, datas
     fmt = get_format(cfg.prompt.format)
     if stage.tools == "real" and searcher is None:
         searcher = cfg.search.searcher()
-    rollout = make_rollout(fmt, cfg.search.budget, cfg.prompt.prefill, stage.tools, searcher, stage.engine,
+    rollout = make_rollout(fmt, rollout_budget(cfg, stage), cfg.prompt.prefill, stage.tools, searcher, stage.engine,
                            stage.sync_every)
     rewards = reward_funcs or make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
     args = grpo_config(cfg, stage, out)

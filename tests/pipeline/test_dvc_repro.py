@@ -37,7 +37,10 @@ TINY = {
               "sft3": {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
                        "learning_rate": 1.0e-4, "max_length": 1024}} | {
         stage: {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4,
-                "gradient_accumulation_steps": 1} for stage in ("rl1", "rl2")},
+                "gradient_accumulation_steps": 1} for stage in ("rl1", "rl2")} | {
+        # rl1's written observations: room for one top-3-sized block over the two searches, not the default's 2 x 400
+        "rl1": {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+                "observation_tokens": 200}},
     # one environment for synthesis, RL and evaluation: room for the reference CoA (~150 tokens), 2 searches
     "search": {"max_tokens": 256, "max_actions": 2},
 }

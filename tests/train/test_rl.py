@@ -17,7 +17,7 @@ from train.checkpoint import load_model, load_tokenizer
 from train.config import RL1Config, RL2Config, TrainConfig
 from train.data import rl_dataset
 from train.rewards import make_rewards
-from train.rl import build_rl_trainer
+from train.rl import build_rl_trainer, rollout_budget
 from tests.train.conftest import FMT, RL_PROMPT, SEARCH_QUERY
 
 
@@ -120,13 +120,17 @@ def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, search
 
 def test_rl1_does_not_stop_at_the_search_tag(searching_dir, model_dir, searcher, questions, tmp_path):
     recorder = RecordingSearcher(searcher)
-    trainer, tok, dataset, rollouts = _trainer(RL1Config, searching_dir, model_dir, tmp_path, recorder)
+    trainer, tok, dataset, rollouts = _trainer(RL1Config, searching_dir, model_dir, tmp_path, recorder,
+                                               observation_tokens=16)
+    # the written observations get the room real ones take outside max_tokens: 64 + 3 searches x 16
+    assert trainer.args.max_completion_length == 64 + SearchEnvConfig().max_actions * 16
     trainer.model.train()
     trainer._generate_and_score_completions([dict(dataset[0]) for _ in range(2)])
     out = rollouts[-1]
     assert recorder.calls == []  # the simulated environment never searches
     for trajectory, ids, mask in zip(out["trajectory"], out["completion_ids"], out["env_mask"]):
         assert mask == [1] * len(ids)  # every token is the policy's own
+        assert len(ids) <= trainer.args.max_completion_length
         search_end = trajectory.index(FMT.search_close) + len(FMT.search_close)
         assert len(trajectory) > search_end  # it went on writing after the search call
         assert trajectory == RL_PROMPT.prefill + tok.decode(ids, skip_special_tokens=True)
@@ -135,6 +139,15 @@ def test_rl1_does_not_stop_at_the_search_tag(searching_dir, model_dir, searcher,
     # nothing was executed, but the policy wrote its search calls: the log counts them from the text
     assert logged["agent/actions"] == 0
     assert logged["agent/written_searches"] == sum(FMT.parse(t).n_actions for t in out["trajectory"]) / 2 >= 1
+
+
+def test_only_the_simulated_environment_budgets_written_observations():
+    cfg = TrainConfig(search=SearchEnvConfig(max_tokens=320, max_actions=3))
+    assert rollout_budget(cfg, RL1Config(observation_tokens=400)).max_tokens == 320 + 3 * 400
+    assert rollout_budget(cfg, RL2Config(observation_tokens=400)).max_tokens == 320  # real ones are extra
+    assert rollout_budget(cfg, RL1Config(observation_tokens=400)).max_actions == 3
+    with pytest.raises(ValueError, match="observation_tokens"):
+        RL1Config(observation_tokens=-1)
 
 
 @pytest.mark.parametrize("stage_cls", [RL1Config, RL2Config])
