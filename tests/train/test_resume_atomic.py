@@ -134,7 +134,8 @@ def test_a_killed_rl_run_resumes_without_repeating_finished_steps(tmp_path, monk
     """rl1 on the tiny policy (hf rollouts), killed as its second step begins: the re-run with resume=true
     runs only the missing step and the stage's step log holds each step once."""
     rl = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "num_generations": 2,
-          "questions": None, "question_limit": 2, "engine": "hf", "temperature": 1.0}
+          "questions": None, "question_limit": 2, "engine": "hf", "temperature": 1.0,
+          "observation_tokens": 16}
     runs = tmp_path / "runs"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "train": {"runs_dir": str(runs), "rl1": rl, "prompt": {"demonstrations": False}},

@@ -44,7 +44,7 @@ def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, *
     tok = load_tokenizer(policy_dir, model_dir)
     stage = stage_cls(**{"num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
                          "max_steps": 1, "learning_rate": 1e-3, "temperature": temperature, "questions": None,
-                         **stage_settings})
+                         "observation_tokens": 16, **stage_settings})
     cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=64, topk=1))
     dataset = rl_dataset(tok, None, 1, RL_PROMPT)
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
@@ -193,7 +193,8 @@ def test_lora_rl_moves_only_the_adapter_and_the_engine_serves_the_merged_policy(
 
     tok = load_tokenizer(model_dir, model_dir)
     stage = RL1Config(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2,
-                      learning_rate=1e-2, temperature=1.0, questions=None, engine="vllm")
+                      learning_rate=1e-2, temperature=1.0, questions=None, engine="vllm",
+                      observation_tokens=16)
     cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=32, topk=1), lora_r=4, lora_alpha=8)
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
     trainer = build_rl_trainer(cfg, stage, load_model(model_dir, tok), tok, rl_dataset(tok, None, 1, RL_PROMPT),

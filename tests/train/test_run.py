@@ -20,7 +20,7 @@ from train.run import main
 def params(tmp_path, monkeypatch, sets_dir, index_dir):
     """A params.yaml ``train`` section with one-step stages on the tiny model's scale."""
     small = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1}
-    rl = {**small, "num_generations": 2, "questions": None, "question_limit": 2}
+    rl = {**small, "num_generations": 2, "questions": None, "question_limit": 2, "observation_tokens": 16}
     section = {"runs_dir": str(tmp_path / "runs"), "sets_dir": str(sets_dir), "prompt": {"demonstrations": False},
                "sft1": small, "sft2": small, "sft3": small, "rl1": rl, "rl2": rl}
     path = tmp_path / "params.yaml"
