@@ -36,11 +36,9 @@ TINY = {
                        "learning_rate": 3.0e-4, "max_length": 1024},
               "sft3": {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
                        "learning_rate": 1.0e-4, "max_length": 1024}} | {
-        stage: {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4,
-                "gradient_accumulation_steps": 1} for stage in ("rl1", "rl2")} | {
         # rl1's written observations: room for one top-3-sized block over the two searches, not the default's 2 x 400
-        "rl1": {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-                "observation_tokens": 200}},
+        stage: {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1}
+        | ({"observation_tokens": 200} if stage == "rl1" else {}) for stage in ("rl1", "rl2")},
     # one environment for synthesis, RL and evaluation: room for the reference CoA (~150 tokens), 2 searches
     "search": {"max_tokens": 256, "max_actions": 2},
 }
