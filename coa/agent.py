@@ -33,6 +33,15 @@ class Budget:
     max_tokens: int = 1024  # model-written tokens over the whole trajectory
     topk: int = 3  # documents per search
 
+    def with_written_observations(self, observation_tokens: int) -> "Budget":
+        """The simulated environment's budget (RL-1, the fidelity probe): the policy writes its own
+        observations, so they get the room real ones take outside ``max_tokens``, ``observation_tokens``
+        per allowed search. Without it a trajectory that searches cannot finish."""
+        return Budget(self.max_actions, self.max_tokens + self.max_actions * observation_tokens, self.topk)
+
+
+OBSERVATION_TOKENS = 400  # room per written observation: a top-3 BM25 observation is ~410 tokens
+
 
 @dataclass
 class Generation:

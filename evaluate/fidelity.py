@@ -3,8 +3,10 @@
     python -m evaluate.fidelity model=runs/train/sft3 questions=runs/split/heldout.jsonl index=runs/index out=runs/fidelity/sft3
     python -m evaluate.fidelity model=runs/train/sft2 limit=20 out=/tmp/fid
 
-The model answers the questions in-process (``coa.engines`` ``hf``, greedy) with ``tools="simulated"``,
-as in RL-1: nothing stops it at a search call, so it writes each observation itself. For every search
+The model answers the questions in-process (``coa.engines`` ``vllm``, float32, greedy, all questions in one
+batch; ``engine=hf`` is the transformers reference, ~4x slower here) with ``tools="simulated"`` and RL-1's
+budget: nothing stops it at a search call, so it writes each observation itself, with
+``observation_tokens`` of room per search beside ``search.max_tokens``. For every search
 call followed by an observation it wrote, the real searcher (params.yaml's ``search``, or ``index=``) runs
 the same query; ``evaluate.fidelity_metrics`` compares the two (titles in the corpus and in the real
 top-k, gold answer in written vs real, token F1, hallucination) against the index's own corpus.
@@ -19,6 +21,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from coa.agent import OBSERVATION_TOKENS
 from coa.config import cli
 from coa.environment import SearchEnvConfig
 from coa.errors import entry_point
@@ -40,19 +43,24 @@ class FidelityConfig:
     format: str = field(default="autocoa", metadata={"help": "format preset (params.yaml's top-level format)"})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "the training prompt"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
+    engine: str = field(default="vllm", metadata={"help": "vllm (vllm.LLM in-process) | hf (transformers generate)"})
+    observation_tokens: int = field(default=OBSERVATION_TOKENS, metadata={
+        "help": "room per written observation beside search.max_tokens (RL-1's rl1.observation_tokens)"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype in-process (float32 | bfloat16)"})
     threshold: float = field(default=0.5, metadata={"help": "support threshold of the hallucination rule"})
     out: str = field(default="runs/fidelity/model", metadata={"help": "output folder"})
 
     def __post_init__(self) -> None:
+        if self.engine not in ("vllm", "hf"):
+            raise ValueError(f"engine must be 'vllm' or 'hf', got {self.engine!r}")
         if self.index:
             self.search.index = self.index
         self.prompt.format = self.format
 
 
-def policy(model: str, temperature: float = 0.0, dtype: str = "float32"):
-    """(engine, tokenizer) of a checkpoint in-process; ``base`` = the embedded model. A folder without
-    weights is named before anything loads."""
+def policy(model: str, temperature: float = 0.0, dtype: str = "float32", engine: str = "hf"):
+    """(engine, tokenizer) of a checkpoint in-process (``engine``: hf | vllm); ``base`` = the embedded model.
+    A folder without weights is named before anything loads."""
     from transformers import AutoTokenizer
 
     from coa.engines import make_engine
@@ -64,7 +72,7 @@ def policy(model: str, temperature: float = 0.0, dtype: str = "float32"):
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise FileNotFoundError(f"model={model}: no weights (*.safetensors) in {folder}")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return make_engine("hf", model=str(folder), tokenizer=tokenizer, temperature=temperature, dtype=dtype,
+    return make_engine(engine, model=str(folder), tokenizer=tokenizer, temperature=temperature, dtype=dtype,
                        name=model), tokenizer
 
 
@@ -84,10 +92,10 @@ def probe(cfg: FidelityConfig) -> dict:
     fmt = get_format(cfg.format)
     questions = load_questions(cfg.questions, limit=cfg.limit or None)
     store = corpus_store(DocumentStore(cfg.search.index).contents.to_pylist())  # the documents real search can return
-    engine, tok = policy(cfg.model, cfg.temperature, cfg.dtype)
+    engine, tok = policy(cfg.model, cfg.temperature, cfg.dtype, cfg.engine)
     episodes = [start_episode(render_prompt(tok, q["question"], cfg.prompt), tok, prefill=cfg.prompt.prefill,
                               tools="simulated", question=q) for q in questions]
-    drive(episodes, engine, None, fmt, cfg.search.budget)
+    drive(episodes, engine, None, fmt, cfg.search.budget.with_written_observations(cfg.observation_tokens))
     asked = [(q, query, obs) for q, ep in zip(questions, episodes) for query, obs in written_calls(ep.completion, fmt)]
     searcher = cfg.search.searcher()
     real = searcher.search([query for _, query, _ in asked], cfg.search.topk) if asked else []
@@ -95,7 +103,8 @@ def probe(cfg: FidelityConfig) -> dict:
              for (q, query, obs), docs in zip(asked, real)]
     result = {"model": cfg.model, "questions": cfg.questions, "n_questions": len(questions),
               "questions_searched": len({q["id"] for q, _, _ in asked}), "format": cfg.format,
-              "temperature": cfg.temperature, "dtype": cfg.dtype, "search": asdict(cfg.search),
+              "temperature": cfg.temperature, "dtype": cfg.dtype, "engine": cfg.engine,
+              "observation_tokens": cfg.observation_tokens, "search": asdict(cfg.search),
               **fidelity(calls, store, cfg.threshold)}
     out = Path(cfg.out)
     write_json(out / "fidelity.json", result)

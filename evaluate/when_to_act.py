@@ -105,7 +105,7 @@ def run(cfg: WhenToActConfig) -> dict:
     result = {"points": {"needed": labels.count("needed"), "sufficed": labels.count("sufficed")},
               "pairs": cfg.pairs, "eval_questions": cfg.eval_questions, "models": {}}
     for name in cfg.models:
-        engine, tok = policy(model_folder(name, cfg.runs_dir), 0.0, cfg.dtype)
+        engine, tok = policy(model_folder(name, cfg.runs_dir), 0.0, cfg.dtype, "hf")
         outcomes = continue_one_step(points, engine, tok, cfg.max_tokens)
         result["models"][name] = {**when_rates(labels, outcomes, cfg.bootstrap),
                                   "outcomes": {o: outcomes.count(o) for o in ("search", "answer", "neither")}}

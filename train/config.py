@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coa.agent import OBSERVATION_TOKENS
 from coa.environment import SearchEnvConfig
 from coa.prompts import PromptConfig
 
@@ -87,7 +88,7 @@ class RL1Config(StageConfig):
         "help": "Rollout engine: 'hf' (the policy's own generate) or 'vllm' (vllm.LLM in-process, CPU or GPU, "
                 "given the policy's weights every sync_every optimizer steps)."})
     sync_every: int = field(default=1, metadata={"help": "Optimizer steps between weight syncs to the vLLM engine."})
-    observation_tokens: int = field(default=400, metadata={
+    observation_tokens: int = field(default=OBSERVATION_TOKENS, metadata={
         "help": "tools='simulated': room per search (x search.max_actions) added to search.max_tokens for the "
                 "observations the policy writes itself. The real environment's observations do not count against "
                 "max_tokens (top-3 documents are ~400 tokens); without this room a simulated trajectory that "

@@ -8,7 +8,6 @@ Rewards: ``train.rewards`` (correctness + format term).
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 from coa.agent import Budget
 from coa.formats import get_format
@@ -26,9 +25,7 @@ def rollout_budget(cfg: TrainConfig, stage: RL1Config) -> Budget:
     """The search environment's budget; in the simulated environment the policy's own observations get the
     room real ones take outside ``max_tokens`` (``observation_tokens`` per allowed search)."""
     budget = cfg.search.budget
-    if stage.tools == "simulated":
-        budget = replace(budget, max_tokens=budget.max_tokens + budget.max_actions * stage.observation_tokens)
-    return budget
+    return budget.with_written_observations(stage.observation_tokens) if stage.tools == "simulated" else budget
 
 
 def grpo_config(cfg: TrainConfig, stage: RL1Config, out) -> GRPOConfig:

@@ -62,8 +62,10 @@ class CopyingEngine:
 
     def __init__(self, tokenizer, searcher, topk):
         self.tok, self.searcher, self.topk = tokenizer, searcher, topk
+        self.budgets = []
 
     async def generate(self, request):
+        self.budgets.append(request.max_tokens)
         query = request.episode.question["question"]
         obs = SEARCH_R1.observation(self.searcher.search([query], self.topk)[0])
         text = f"<search>{query}</search>{obs}</think><answer>x</answer>"
@@ -80,8 +82,12 @@ def _cfg(tmp_path, index_dir, **kw):
 
 
 def test_probe_of_a_perfect_world_model(tmp_path, index_dir, tokenizer, searcher, monkeypatch):
-    monkeypatch.setattr(probe_module, "policy", lambda *a: (CopyingEngine(tokenizer, searcher, 3), tokenizer))
-    got = probe(_cfg(tmp_path, index_dir))
+    engine = CopyingEngine(tokenizer, searcher, 3)
+    monkeypatch.setattr(probe_module, "policy", lambda *a: (engine, tokenizer))
+    cfg = _cfg(tmp_path, index_dir)
+    got = probe(cfg)
+    # RL-1's budget: the written observations get their room beside the model's own tokens
+    assert engine.budgets == [cfg.search.max_tokens + cfg.search.max_actions * cfg.observation_tokens] * 2
     assert got["calls"] == 2 and got["questions_searched"] == 2
     assert got["observation_f1"]["mean"] == 1.0 and got["hallucination"]["rate"] == 0.0
     assert got["titles_in_topk"] == {"rate": 1.0, "n": 6}
@@ -95,7 +101,7 @@ def test_probe_of_a_model_that_never_searches_writes_n_0(tmp_path, index_dir, to
     model = tmp_path / "tiny"
     tiny_model(tokenizer).save_pretrained(model)
     tokenizer.save_pretrained(model)
-    got = probe(_cfg(tmp_path, index_dir, model=str(model), search={"max_tokens": 8}))
+    got = probe(_cfg(tmp_path, index_dir, model=str(model), engine="hf", observation_tokens=0, search={"max_tokens": 8}))
     assert got["calls"] == 0 and got["hallucination"] == {"rate": None, "n": 0} and got["n_questions"] == 2
 
 

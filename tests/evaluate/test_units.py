@@ -59,3 +59,12 @@ def test_serving_dtype_follows_the_cpu(flags, native):
 def test_auto_dtype_on_this_machine():
     expected = "bfloat16" if cpu_has_native_bf16() else "float32"
     assert serving_dtype("auto", cuda=False) == expected
+
+
+def test_engine_runs_in_process_unless_an_api_is_named():
+    assert build(EvalConfig, {}, "t").engine == "vllm"
+    assert build(EvalConfig, {"teacher": {"base_url": "http://127.0.0.1:9/v1"}}, "t").engine == "server"
+    with pytest.raises(ValueError, match="teacher.base_url needs engine=server"):
+        build(EvalConfig, {"engine": "hf", "teacher": {"base_url": "http://127.0.0.1:9/v1"}}, "t")
+    with pytest.raises(ValueError, match="engine must be"):
+        build(EvalConfig, {"engine": "llamacpp"}, "t")
