@@ -16,6 +16,9 @@ Checks (each a small function over what the stages already write; ``n/a`` when i
   over_triggering    a model searched at a decision point where memory sufficed more than ``max_over_trigger``
                      of the time (``when_to_act.json``)
   metric_applies     a metric that cannot apply to the evaluation's format is reported as n/a, never as a number
+  world_model        the fidelity probe (``runs/fidelity/<model>/fidelity.json``): a model that searched in the
+                     simulated environment but wrote no observation after any call has no world model, and
+                     RL-1 on it trains on trajectories without observations (fail); no search call at all: warn
 
 ``checks.json``: ``{"status": worst of all, "counts": {...}, "checks": [{check, subject, status, numbers,
 message}]}``. The exit code is 0 whatever the checks say: the checks report, ``dvc repro`` goes on.
@@ -46,6 +49,7 @@ class ChecksConfig:
                         metadata={"help": "evaluated models to check"})
     sets_metrics: str = field(default="runs/curate/sets/metrics.json", metadata={"help": "curate's sets metrics"})
     when_to_act: str = field(default="runs/report/when_to_act.json", metadata={"help": "evaluate.when_to_act output"})
+    fidelity_root: str = field(default="runs/fidelity", metadata={"help": "evaluate.fidelity outputs, one folder per model"})
     format: str = field(default="autocoa", metadata={"help": "format preset (params.yaml's top-level format)"})
     min_well_formed: float = field(default=0.5, metadata={"help": "a trained model below this share fails"})
     max_zero_spread_steps: float = field(default=0.5, metadata={"help": "RL fails when more steps than this share "
@@ -188,6 +192,19 @@ def check_over_triggering(when: dict, maximum: float) -> list[dict]:
     return out
 
 
+def check_world_model(name: str, fid: dict) -> dict:
+    calls, searched = fid.get("calls", 0), fid.get("search_calls")
+    if calls:
+        return result("world_model", name, "pass", f"wrote an observation after {calls} of "
+                      f"{searched if searched is not None else '?'} search calls", calls=calls, search_calls=searched)
+    if searched:
+        return result("world_model", name, "fail", f"{searched} search calls in the simulated environment, no "
+                      "observation written after any: RL-1 on this policy trains without observations",
+                      calls=0, search_calls=searched)
+    return result("world_model", name, "warn", "no search call in the simulated environment", calls=0,
+                  search_calls=searched)
+
+
 def start_of(folder: Path, stage: str, cfg: ChecksConfig) -> Path | None:
     """The checkpoint a stage started from: its recorded ``start_model``; when that path is gone (a run
     made elsewhere), the previous stage's folder or the base model."""
@@ -224,6 +241,8 @@ def run_checks(cfg: ChecksConfig) -> dict:
                        check_metric_applies(name, metrics, cfg.format)]
     if Path(cfg.when_to_act).exists():
         checks += check_over_triggering(json.loads(Path(cfg.when_to_act).read_text()), cfg.max_over_trigger)
+    for path in sorted(Path(cfg.fidelity_root).glob("*/fidelity.json")):
+        checks.append(check_world_model(path.parent.name, json.loads(path.read_text())))
     counts = {s: sum(c["status"] == s for c in checks) for s in STATUSES}
     status = max((c["status"] for c in checks), key=STATUSES.index, default="n/a")
     return {"status": status, "counts": counts, "checks": checks}

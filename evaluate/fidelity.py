@@ -12,7 +12,9 @@ the same query; ``evaluate.fidelity_metrics`` compares the two (titles in the co
 top-k, gold answer in written vs real, token F1, hallucination) against the index's own corpus.
 
 Writes ``out/fidelity.json`` (the rates, each with n, and the run's settings) and ``out/calls.jsonl``
-(every call: question, query, the observation as written, written and real documents). A model that never searches gives n = 0.
+(every call: question, query, the observation as written, written and real documents). A model that never
+searches, or searches and never writes an observation after its call (``search_calls`` says which), gives
+n = 0.
 """
 from __future__ import annotations
 
@@ -101,11 +103,12 @@ def probe(cfg: FidelityConfig) -> dict:
     real = searcher.search([query for _, query, _ in asked], cfg.search.topk) if asked else []
     calls = [Call(query, fmt.documents(obs), [(d.title, d.text) for d in docs], q["golden_answers"])
              for (q, query, obs), docs in zip(asked, real)]
+    search_calls = sum(fmt.parse(ep.completion).n_actions for ep in episodes)
     result = {"model": cfg.model, "questions": cfg.questions, "n_questions": len(questions),
               "questions_searched": len({q["id"] for q, _, _ in asked}), "format": cfg.format,
               "temperature": cfg.temperature, "dtype": cfg.dtype, "engine": cfg.engine,
               "observation_tokens": cfg.observation_tokens, "search": asdict(cfg.search),
-              **fidelity(calls, store, cfg.threshold)}
+              **fidelity(calls, store, cfg.threshold, search_calls)}
     out = Path(cfg.out)
     write_json(out / "fidelity.json", result)
     write_text(out / "calls.jsonl", "".join(json.dumps({"question_id": q["id"], "written_observation": obs, **asdict(c)})

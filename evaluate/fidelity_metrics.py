@@ -79,8 +79,10 @@ def rate(hits: Sequence[bool]) -> dict:
     return {"rate": round(sum(hits) / len(hits), 4) if hits else None, "n": len(hits)}
 
 
-def fidelity(calls: Sequence[Call], store: dict[str, list[str]], threshold: float = 0.5) -> dict:
-    """Every rate of the module docstring over ``calls``."""
+def fidelity(calls: Sequence[Call], store: dict[str, list[str]], threshold: float = 0.5,
+             search_calls: int | None = None) -> dict:
+    """Every rate of the module docstring over ``calls``; ``search_calls``: every search call the model
+    wrote, with or without an observation of its own after it (None: not counted)."""
     written = [(c, title, text) for c in calls for title, text in c.written]
     f1s = [f1(observation_text(c.written), observation_text(c.real)) for c in calls]
     out = {
@@ -94,6 +96,10 @@ def fidelity(calls: Sequence[Call], store: dict[str, list[str]], threshold: floa
         "hallucination": rate([hallucinated(t, x, store, threshold) for _, t, x in written]),
         "support_threshold": threshold,
     }
+    if search_calls is not None:
+        out["search_calls"] = search_calls
     if not calls:
-        out["note"] = "the model made no search call: every rate has n = 0"
+        out["note"] = ("the model made no search call: every rate has n = 0" if not search_calls else
+                       f"the model made {search_calls} search calls and wrote no observation after any of them "
+                       "(no world model to compare): every rate has n = 0")
     return out

@@ -216,10 +216,12 @@ def build_report(cfg: ReportConfig) -> str:
     parts.append("\n## World-model fidelity (the policy writes its observations)\n\n")
     fid = {n: read(Path(cfg.fidelity_root) / n / "fidelity.json") for n in cfg.fidelity}
     keys = ("titles_in_corpus", "titles_in_topk", "gold_in_written", "gold_in_real", "hallucination")
-    parts.append(table(["model", "calls", *keys, "observation F1"],
-                       [[n, f["calls"], *(f"{fmt(f[k]['rate'], 2)} (n={f[k]['n']})" for k in keys),
-                         fmt(f["observation_f1"]["mean"], 2)] if f else [n, "not probed"] + [""] * 6
+    parts.append(table(["model", "search calls", "with a written observation", *keys, "observation F1"],
+                       [[n, fmt(f.get("search_calls")), f["calls"],
+                         *(f"{fmt(f[k]['rate'], 2)} (n={f[k]['n']})" for k in keys),
+                         fmt(f["observation_f1"]["mean"], 2)] if f else [n, "not probed"] + [""] * 7
                         for n, f in fid.items()]))
+    parts += [f"\n{n}: {f['note']}\n" for n, f in fid.items() if f and f.get("note")]
 
     parts.append("\n## Checks\n\n")
     checks = read(cfg.checks)

@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 
 from coa.config import build
 from evaluate.checks import (ChecksConfig, check_metric_applies, check_over_triggering, check_reward_spread,
-                             check_set_sizes, check_sft1_collapse, check_weights_moved, check_well_formed, run_checks)
+                             check_set_sizes, check_sft1_collapse, check_weights_moved, check_well_formed,
+                             check_world_model, run_checks)
 from evaluate.run import aggregate, report
 
 
@@ -100,8 +101,17 @@ def test_run_checks_writes_every_check_with_its_numbers(tmp_path):
     (runs / "sft1" / "steps.csv").write_text("step,logps/chosen,logps/rejected\n1,-1,-2\n2,-2,-3\n3,-3,-4\n")
     cfg = build(ChecksConfig, {"runs_dir": str(runs), "stages": ["sft1", "sft2"], "eval_root": str(tmp_path / "e"),
                                "sets_metrics": str(tmp_path / "none.json"), "when_to_act": str(tmp_path / "none.json"),
-                               "out": str(tmp_path / "checks.json")}, "test")
+                               "fidelity_root": str(tmp_path / "fid"), "out": str(tmp_path / "checks.json")}, "test")
+    (tmp_path / "fid" / "sft3").mkdir(parents=True)
+    (tmp_path / "fid" / "sft3" / "fidelity.json").write_text(json.dumps({"calls": 4, "search_calls": 5}))
     got = run_checks(cfg)
     assert [(c["check"], c["subject"], c["status"]) for c in got["checks"]] == [
-        ("weights_moved", "sft1", "pass"), ("sft1_collapse", "sft1", "fail"), ("weights_moved", "sft2", "n/a")]
-    assert got["status"] == "fail" and got["counts"] == {"pass": 1, "n/a": 1, "warn": 0, "fail": 1}
+        ("weights_moved", "sft1", "pass"), ("sft1_collapse", "sft1", "fail"), ("weights_moved", "sft2", "n/a"),
+        ("world_model", "sft3", "pass")]
+    assert got["status"] == "fail" and got["counts"] == {"pass": 2, "n/a": 1, "warn": 0, "fail": 1}
+
+
+def test_world_model_fails_when_the_policy_searches_but_never_writes_an_observation():
+    assert check_world_model("sft3", {"calls": 0, "search_calls": 97})["status"] == "fail"
+    assert check_world_model("sft3", {"calls": 0, "search_calls": 0})["status"] == "warn"
+    assert check_world_model("sft3", {"calls": 12, "search_calls": 30})["numbers"] == {"calls": 12, "search_calls": 30}

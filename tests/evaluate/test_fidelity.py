@@ -46,6 +46,9 @@ def test_no_search_call_gives_n_0_and_no_division():
     got = fidelity([], STORE)
     assert got["calls"] == 0 and got["hallucination"] == {"rate": None, "n": 0}
     assert got["observation_f1"] == {"mean": None, "n": 0} and "no search call" in got["note"]
+    # searches without an observation of its own after any: nothing to compare either, and the note says why
+    searched = fidelity([], STORE, search_calls=97)
+    assert searched["calls"] == 0 and searched["search_calls"] == 97 and "wrote no observation" in searched["note"]
 
 
 def test_written_calls_pair_each_search_with_the_observation_the_model_wrote():
@@ -88,7 +91,7 @@ def test_probe_of_a_perfect_world_model(tmp_path, index_dir, tokenizer, searcher
     got = probe(cfg)
     # RL-1's budget: the written observations get their room beside the model's own tokens
     assert engine.budgets == [cfg.search.max_tokens + cfg.search.max_actions * cfg.observation_tokens] * 2
-    assert got["calls"] == 2 and got["questions_searched"] == 2
+    assert got["calls"] == 2 and got["questions_searched"] == 2 and got["search_calls"] == 2
     assert got["observation_f1"]["mean"] == 1.0 and got["hallucination"]["rate"] == 0.0
     assert got["titles_in_topk"] == {"rate": 1.0, "n": 6}
     assert json.loads((tmp_path / "fid" / "fidelity.json").read_text())["calls"] == 2
@@ -103,6 +106,7 @@ def test_probe_of_a_model_that_never_searches_writes_n_0(tmp_path, index_dir, to
     tokenizer.save_pretrained(model)
     got = probe(_cfg(tmp_path, index_dir, model=str(model), engine="hf", observation_tokens=0, search={"max_tokens": 8}))
     assert got["calls"] == 0 and got["hallucination"] == {"rate": None, "n": 0} and got["n_questions"] == 2
+    assert got["search_calls"] == 0 and "made no search call" in got["note"]
 
 
 def test_a_model_folder_without_weights_is_named(tmp_path):

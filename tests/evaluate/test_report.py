@@ -36,9 +36,13 @@ def test_report_page(tmp_path, monkeypatch):
     (tmp_path / "when.json").write_text(json.dumps({"points": {"needed": 4, "sufficed": 4}, "models": {
         "sft2": {k: rate for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")}}}))
     cfg = build(ReportConfig, {"eval_root": str(root), "names": ["sft1", "sft2"], "power_pair": ["sft1", "sft2"],
-                               "fidelity": ["sft3"], "when_to_act": str(tmp_path / "when.json"),
+                               "fidelity": ["sft3", "rl1"], "when_to_act": str(tmp_path / "when.json"),
                                "checks": str(tmp_path / "checks.json"), "out": str(tmp_path / "report")}, "test")
+    from evaluate.fidelity_metrics import fidelity
+    (tmp_path / "runs/fidelity/rl1").mkdir(parents=True)
+    (tmp_path / "runs/fidelity/rl1/fidelity.json").write_text(json.dumps(fidelity([], {}, search_calls=97)))
     page = build_report(cfg)
+    assert "| rl1 | 97 | 0 | n/a (n=0) |" in page and "rl1: the model made 97 search calls and wrote no observation" in page
     assert "| sft2 (trained) | 0.150 [" in page and "+0.150 [0.09, 0.22] vs sft1" in page
     assert "| n/a |" in page and "| sft2 | bridge 0.14 (n=50); comparison 0.16 (n=50) | 1: 0.15 (n=100) | 0.15 (n=100) |" in page  # autocoa_lenient under search_r1
     assert "With n = 100 held-out questions, the smallest EM difference detectable" in page
