@@ -1,7 +1,8 @@
 """The one agent loop: synthesis, evaluation and RL rollouts all run it.
 
 generate until the search-close tag or the end → if a search call: run the searcher and append the
-observation → repeat within the action and token budgets.
+observation (the simulated environment appends only the observation's opening tag and the policy writes
+the rest) → repeat within the action and token budgets.
 
 Episodes are token-first. The prompt is held as ids and every segment carries the ids it stands for:
 a model segment holds exactly the ids the engine generated (its text is decoded from them), prefill
@@ -64,8 +65,9 @@ class Generation:
 
 @dataclass
 class Episode:
-    """An in-flight trajectory. ``tools``: "real" (stop at searches and run them), "simulated" (the
-    policy writes its own observations: nothing stops), "forbid" (a search call ends it as invalid)."""
+    """An in-flight trajectory. ``tools``: "real" (stop at searches and run them), "simulated" (stop at
+    searches and open the observation tag; the policy writes the observation itself), "forbid" (a search
+    call ends it as invalid)."""
 
     prompt: str
     prompt_ids: list[int]
@@ -178,16 +180,16 @@ def cut_at_tag(tokenizer, ids: list[int], tag: str) -> int:
 
 def _kept(ep: Episode, gen: Generation, fmt: FormatPreset) -> tuple[list[int], str, list[float] | None, bool]:
     """(ids, text, log-probs, eos) of the generation kept in the episode: up to the search-close tag."""
-    tok, stop_at_search = ep.tokenizer, ep.tools != "simulated"
+    tok = ep.tokenizer
     if gen.token_ids is None:  # a server that returns text only: cut the text, encode what is kept
         text = gen.text
-        cut = text.find(fmt.search_close) if stop_at_search else -1
+        cut = text.find(fmt.search_close)
         if cut >= 0:
             text = text[: cut + len(fmt.search_close)]
         return encode(tok, text), text, None, gen.eos and cut < 0
     ids, logprobs = list(gen.token_ids), gen.logprobs
-    keep = cut_at_tag(tok, ids, fmt.search_close) if stop_at_search else len(ids)
-    cut = keep < len(ids) or (stop_at_search and fmt.search_close in gen.text)
+    keep = cut_at_tag(tok, ids, fmt.search_close)
+    cut = keep < len(ids) or fmt.search_close in gen.text
     ids = ids[:keep]
     return ids, tok.decode(ids, skip_special_tokens=False), logprobs[:keep] if logprobs else None, gen.eos and not cut
 
@@ -217,7 +219,7 @@ def record_generation(ep: Episode, gen: Generation, fmt: FormatPreset, budget: B
     if gen.error:
         ep.finish_reason = gen.error
         return None
-    query = pending_search(ep, fmt) if ep.tools != "simulated" else None
+    query = pending_search(ep, fmt)
     if query is not None:
         if ep.tools == "forbid":
             ep.finish_reason = "forbidden_search"
@@ -236,18 +238,31 @@ def record_generation(ep: Episode, gen: Generation, fmt: FormatPreset, budget: B
 
 def record_observation(ep: Episode, fmt: FormatPreset, query: str, docs: Sequence[Doc] | None,
                        budget: Budget) -> None:
-    """Append the environment's observation (or the budget message once actions are used up)."""
+    """Append the environment's observation (or the budget message once actions are used up). In the
+    simulated environment the environment only opens the observation (``fmt.observation_opening``, a
+    toolkit-written prefill segment carrying the query); the policy writes its contents and closing tag.
+    Without the opening a policy that never saw itself open one (SFT-3 trains on observations the
+    environment inserted) goes from the search call straight to the next step and writes no observation."""
     if ep.n_actions >= budget.max_actions:
         if ep.budget_notices:  # the model ignored the budget message: stop here
             ep.finish_reason = "max_actions"
             return
         ep.budget_notices += 1
-        text, doc_ids = fmt.budget_observation(), []
+        kind, text, doc_ids = "observation", fmt.budget_observation(), []
+    elif ep.tools == "simulated":
+        ep.n_actions += 1
+        kind, text, doc_ids = "prefill", fmt.observation_opening, []
     else:
         ep.n_actions += 1
-        text, doc_ids = fmt.observation(docs or []), [d.id for d in docs or []]
-    ep.segments.append(segment("observation", text, query=query, doc_ids=doc_ids,
-                               token_ids=encode(ep.tokenizer, text)))
+        kind, text, doc_ids = "observation", fmt.observation(docs or []), [d.id for d in docs or []]
+    ep.segments.append(segment(kind, text, query=query, doc_ids=doc_ids, token_ids=encode(ep.tokenizer, text)))
+
+
+def written_observations(ep: Episode, fmt: FormatPreset) -> int:
+    """Observations the policy wrote and closed itself (simulated environment): the completion's parsed
+    observations less those the environment inserted."""
+    parsed = sum(step.kind == "observation" for step in fmt.parse(ep.completion).steps)
+    return parsed - sum(s["kind"] == "observation" for s in ep.segments)
 
 
 def needs_search_budget(ep: Episode, budget: Budget) -> bool:
@@ -264,18 +279,18 @@ async def run_episode(ep: Episode, engine, search: AsyncSearch, fmt: FormatPrese
     from coa.engines import Request
 
     started = time.perf_counter()
-    stop = [] if ep.tools == "simulated" else fmt.stop_strings
     while not ep.done:
         remaining = budget.max_tokens - ep.completion_tokens
         if remaining <= 0:
             ep.finish_reason = "max_tokens"
             break
         call_seed = None if seed is None else seed + ep.calls
-        gen = await engine.generate(Request(ep.ids, remaining, stop, ep, call_seed, fmt))
+        gen = await engine.generate(Request(ep.ids, remaining, fmt.stop_strings, ep, call_seed, fmt))
         query = record_generation(ep, gen, fmt, budget)
         if query is None:
             break
-        docs = (await search([query], budget.topk))[0] if needs_search_budget(ep, budget) else None
+        real = ep.tools == "real" and needs_search_budget(ep, budget)
+        docs = (await search([query], budget.topk))[0] if real else None
         record_observation(ep, fmt, query, docs, budget)
     ep.latency_s = time.perf_counter() - started
     return ep

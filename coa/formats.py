@@ -119,6 +119,11 @@ class FormatPreset:
         pad = self.inner_pad
         return f"{self.obs_before}{self.result_open}{pad}{body}{pad}{self.result_close}{self.obs_after}"
 
+    @property
+    def observation_opening(self) -> str:
+        """What the simulated environment writes after a search call: the observation up to its contents."""
+        return f"{self.obs_before}{self.result_open}{self.inner_pad}"
+
     def budget_observation(self) -> str:
         return self.wrap_observation(self.budget_text)
 

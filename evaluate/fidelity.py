@@ -5,8 +5,8 @@
 
 The model answers the questions in-process (``coa.engines`` ``vllm``, float32, greedy, all questions in one
 batch; ``engine=hf`` is the transformers reference, ~4x slower here) with ``tools="simulated"`` and RL-1's
-budget: nothing stops it at a search call, so it writes each observation itself, with
-``observation_tokens`` of room per search beside ``search.max_tokens``. For every search
+budget: after each search call the environment opens the observation tag and the model writes the
+observation itself, with ``observation_tokens`` of room per search beside ``search.max_tokens``. For every search
 call followed by an observation it wrote, the real searcher (params.yaml's ``search``, or ``index=``) runs
 the same query; ``evaluate.fidelity_metrics`` compares the two (titles in the corpus and in the real
 top-k, gold answer in written vs real, token F1, hallucination) against the index's own corpus.

@@ -82,8 +82,9 @@ class SFT3Config(SFT2Config):
 class RL1Config(StageConfig):
     """GRPO with a simulated environment: the policy writes its own observations."""
 
-    tools: str = field(default="simulated", metadata={"help": "'simulated' (no stop at the search tag) or "
-                                                               "'real' (stop, search, insert the observation)."})
+    tools: str = field(default="simulated", metadata={
+        "help": "'simulated' (stop at the search tag, open the observation, the policy writes it) or 'real' "
+                "(stop, search, insert the observation)."})
     engine: str = field(default="hf", metadata={
         "help": "Rollout engine: 'hf' (the policy's own generate) or 'vllm' (vllm.LLM in-process, CPU or GPU, "
                 "given the policy's weights every sync_every optimizer steps)."})

@@ -1,8 +1,9 @@
 """RL-1 (simulated environment) and RL-2 (real search environment): TRL's GRPOTrainer + our rollout.
 
 Both stages roll out through ``train.rollout.make_rollout`` (the one agent loop); they differ only in
-``tools``: ``simulated`` generates straight through (the policy writes its own observations, nothing is
-masked), ``real`` stops at the search-close tag, searches, inserts the observation with ``env_mask`` 0.
+``tools``: both stop at the search-close tag; ``real`` searches and inserts the observation with ``env_mask``
+0, ``simulated`` inserts only the observation's opening tag (``env_mask`` 0) and the policy writes the
+observation itself (in the loss).
 Rewards: ``train.rewards`` (correctness + format term).
 """
 from __future__ import annotations

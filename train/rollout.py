@@ -2,9 +2,9 @@
 
 ``rollout_func(prompts, trainer)`` gets the batch's prompts (each already repeated ``num_generations``
 times by TRL's sampler), starts one episode per prompt with the prefill, and drives them all at once on
-an engine over the policy being trained: until the search-close tag (``tools="real"``: the searcher runs
-and its observation is appended with ``env_mask`` 0) or, for ``tools="simulated"``, straight to the end
-(the policy writes its own observations). It returns what GRPOTrainer needs (``prompt_ids``,
+an engine over the policy being trained, stopping at each search-close tag: ``tools="real"`` runs the
+searcher and appends its observation with ``env_mask`` 0; ``tools="simulated"`` appends only the
+observation's opening tag (``env_mask`` 0) and the policy writes the observation itself. It returns what GRPOTrainer needs (``prompt_ids``,
 ``completion_ids``, ``logprobs``, ``env_mask``: the loss mask becomes ``completion_mask * env_mask``)
 plus per-rollout fields the rewards read (``trajectory``, ``n_actions``, ``finish_reason``), logs tool
 metrics (``agent/*``) and appends each rollout's actions to ``<output_dir>/rollouts.jsonl``.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from trl.models import unwrap_model_for_generation
 
-from coa.agent import Budget, Episode, drive, start_episode
+from coa.agent import Budget, Episode, drive, start_episode, written_observations
 from coa.engines import make_engine
 from coa.formats import FormatPreset
 
@@ -161,7 +161,7 @@ def _record(trainer, episodes: list[Episode], masks: list[list[int]], first: boo
         for ep, mask in zip(episodes, masks):
             f.write(json.dumps({
                 "step": trainer.state.global_step, "n_actions": ep.n_actions,
-                "queries": [s["query"] for s in ep.segments if s["kind"] == "observation"],
+                "queries": [s["query"] for s in ep.segments if s["kind"] == "observation" or s.get("query")],
                 "budget_notices": ep.budget_notices, "finish_reason": ep.finish_reason,
                 "model_tokens": sum(mask), "observation_tokens": mask.count(0)}) + "\n")
 
@@ -173,8 +173,10 @@ def _log(trainer, episodes: list[Episode], masks: list[list[int]], search: Count
     masked = sum(m == 0 for mask in masks for m in mask)
     tokens = sum(map(len, masks))
     values = {
-        "agent/actions": sum(ep.n_actions for ep in episodes) / n,  # executed: 0 in the simulated environment
+        "agent/actions": sum(ep.n_actions for ep in episodes) / n,  # answered (simulated: observation opened)
         "agent/written_searches": sum(fmt.parse(ep.completion).n_actions for ep in episodes) / n,  # calls in the text
+        # simulated: the observations the policy wrote and closed (its world model at work); real: 0
+        "agent/written_observations": sum(written_observations(ep, fmt) for ep in episodes) / n,
         "agent/acting_rollouts": sum(ep.n_actions > 0 for ep in episodes) / n,
         "agent/budget_notices": sum(ep.budget_notices for ep in episodes) / n,
         "agent/observation_tokens": masked / n,

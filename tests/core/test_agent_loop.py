@@ -2,7 +2,8 @@
 the real tokenizer's ids, the way a token-level engine would) and the real BM25 searcher."""
 import asyncio
 
-from coa.agent import Budget, Generation, cut_at_tag, drive, record_generation, run_episode, start_episode
+from coa.agent import (Budget, Generation, cut_at_tag, drive, record_generation, run_episode, start_episode,
+                       written_observations)
 from coa.formats import AUTOCOA, SEARCH_R1
 from coa.tokenize import encode, tokenize_segments
 
@@ -33,6 +34,7 @@ class ScriptedEngine:
 
 def run(ep, engine, searcher, budget=Budget(), fmt=AUTOCOA):
     async def search(queries, k):
+        assert searcher is not None, "the episode searched without a searcher"
         return searcher.search(queries, k)
     return asyncio.run(run_episode(ep, engine, search, fmt, budget))
 
@@ -97,13 +99,46 @@ def test_budget_message_then_stop(searcher, tokenizer):
     assert ep.segments[3]["text"] == AUTOCOA.budget_observation()
 
 
-def test_forbidden_and_simulated(searcher, tokenizer):
+def test_forbidden(searcher, tokenizer):
     ep = run(start_episode("P", tokenizer, tools="forbid"), ScriptedEngine(tokenizer, "x <begin_search> q </end_search>"),
              searcher)
     assert ep.finish_reason == "forbidden_search" and ep.n_actions == 0
-    own = "<begin_search> q </end_search><search_result> made up </search_result></think>\\boxed{a}"
-    ep = run(start_episode("P", tokenizer, tools="simulated"), ScriptedEngine(tokenizer, own), searcher)
-    assert ep.finish_reason == "answer" and [(s["kind"], s["text"]) for s in ep.segments] == [("model", own)]
+
+
+def test_simulated_environment_opens_the_observation_and_the_policy_writes_it(tokenizer):
+    """The simulated environment stops at the search call like the real one, but runs no search: it writes
+    only the observation's opening tag (a prefill: env_mask 0) and the policy writes the rest."""
+    engine = ScriptedEngine(tokenizer, "<think>Who? <begin_search> Maria Golovin </end_search> CUT",
+                            "result 1: \"Maria Golovin\"\nAn opera by Menotti. </search_result>\n\n"
+                            "So Menotti.</think>\\boxed{Menotti}")
+    ep = run(start_episode("P", tokenizer, tools="simulated"), engine, searcher=None)
+    assert [(s["kind"], s["text"]) for s in ep.segments[:2]] == [
+        ("model", "<think>Who? <begin_search> Maria Golovin </end_search>"),
+        ("prefill", AUTOCOA.observation_opening)]
+    assert ep.segments[1]["query"] == "Maria Golovin" and ep.segments[2]["kind"] == "model"
+    assert ep.n_actions == 1 and ep.finish_reason == "answer"
+    assert all(r.stop == AUTOCOA.stop_strings for r in engine.requests)
+    # the written observation parses as one and is the policy's own (in the loss); the opening is not
+    assert written_observations(ep, AUTOCOA) == 1
+    assert AUTOCOA.documents(ep.completion[ep.completion.index("<search_result>"):]) == [
+        ("Maria Golovin", "An opera by Menotti.")]
+    rollout = ep.rollout()
+    opening = encode(tokenizer, AUTOCOA.observation_opening)
+    start = len(ep.segments[0]["token_ids"])
+    assert rollout["env_mask"][start:start + len(opening)] == [0] * len(opening)
+    assert rollout["completion_ids"][start:start + len(opening)] == opening
+    assert rollout["env_mask"].count(0) == len(opening)
+
+
+def test_simulated_budget_is_the_real_one(tokenizer):
+    """Past max_actions the simulated environment answers with the budget message, as the real one does."""
+    call = "<begin_search> Menotti </end_search>"
+    engine = ScriptedEngine(tokenizer, call, "made up </search_result> " + call, call)
+    ep = run(start_episode("P", tokenizer, tools="simulated"), engine, None, Budget(max_actions=1))
+    assert [s["kind"] for s in ep.segments] == ["model", "prefill", "model", "observation", "model"]
+    assert ep.segments[3]["text"] == AUTOCOA.budget_observation()
+    assert ep.n_actions == 1 and ep.finish_reason == "max_actions"
+    assert written_observations(ep, AUTOCOA) == 1
 
 
 def test_branch_prefix_is_kept_apart(searcher, tokenizer):

@@ -58,8 +58,9 @@ def test_written_calls_pair_each_search_with_the_observation_the_model_wrote():
 
 
 class CopyingEngine:
-    """Writes, for the question's own text as the query, the observation the real searcher returns: a
-    perfect world model, so the probe must measure F1 1 and no hallucination."""
+    """Searches for the question's own text, then, once the environment has opened the observation, writes
+    the rest of the observation the real searcher returns: a perfect world model, so the probe must measure
+    F1 1 and no hallucination."""
 
     name = "copy"
 
@@ -69,9 +70,12 @@ class CopyingEngine:
 
     async def generate(self, request):
         self.budgets.append(request.max_tokens)
-        query = request.episode.question["question"]
-        obs = SEARCH_R1.observation(self.searcher.search([query], self.topk)[0])
-        text = f"<search>{query}</search>{obs}</think><answer>x</answer>"
+        query, segments = request.episode.question["question"], request.episode.segments
+        if segments[-1]["kind"] == "prefill" and segments[-1]["query"] == query:  # the opened observation
+            obs = SEARCH_R1.observation(self.searcher.search([query], self.topk)[0])
+            text = obs[len(SEARCH_R1.observation_opening):] + "</think><answer>x</answer>"
+        else:
+            text = f"<search>{query}</search>"
         return Generation(text, "stop", token_ids=self.tok.encode(text, add_special_tokens=False), eos=True)
 
     async def close(self):
@@ -90,7 +94,8 @@ def test_probe_of_a_perfect_world_model(tmp_path, index_dir, tokenizer, searcher
     cfg = _cfg(tmp_path, index_dir)
     got = probe(cfg)
     # RL-1's budget: the written observations get their room beside the model's own tokens
-    assert engine.budgets == [cfg.search.max_tokens + cfg.search.max_actions * cfg.observation_tokens] * 2
+    budget = cfg.search.max_tokens + cfg.search.max_actions * cfg.observation_tokens
+    assert len(engine.budgets) == 4 and engine.budgets[::2] == [budget] * 2
     assert got["calls"] == 2 and got["questions_searched"] == 2 and got["search_calls"] == 2
     assert got["observation_f1"]["mean"] == 1.0 and got["hallucination"]["rate"] == 0.0
     assert got["titles_in_topk"] == {"rate": 1.0, "n": 6}

@@ -118,7 +118,7 @@ def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, search
     assert (predicting[live & env] > 0).any()
 
 
-def test_rl1_does_not_stop_at_the_search_tag(searching_dir, model_dir, searcher, questions, tmp_path):
+def test_rl1_opens_the_observation_and_the_policy_writes_it(searching_dir, model_dir, searcher, questions, tmp_path):
     recorder = RecordingSearcher(searcher)
     trainer, tok, dataset, rollouts = _trainer(RL1Config, searching_dir, model_dir, tmp_path, recorder,
                                                observation_tokens=16)
@@ -128,17 +128,24 @@ def test_rl1_does_not_stop_at_the_search_tag(searching_dir, model_dir, searcher,
     trainer._generate_and_score_completions([dict(dataset[0]) for _ in range(2)])
     out = rollouts[-1]
     assert recorder.calls == []  # the simulated environment never searches
+    opening = encode(tok, FMT.observation_opening)
     for trajectory, ids, mask in zip(out["trajectory"], out["completion_ids"], out["env_mask"]):
-        assert mask == [1] * len(ids)  # every token is the policy's own
-        assert len(ids) <= trainer.args.max_completion_length
+        # the only tokens out of the loss are the environment's observation openings, one per search call
+        calls = FMT.parse(trajectory).n_actions
+        assert calls >= 1 and mask.count(0) == len(opening) * min(calls, SearchEnvConfig().max_actions)
+        first = mask.index(0)
+        assert ids[first:first + len(opening)] == opening and mask[first:first + len(opening)] == [0] * len(opening)
+        assert len(ids) - mask.count(0) <= trainer.args.max_completion_length
         search_end = trajectory.index(FMT.search_close) + len(FMT.search_close)
-        assert len(trajectory) > search_end  # it went on writing after the search call
+        assert trajectory[search_end:].startswith(FMT.observation_opening)
+        assert len(trajectory) > search_end + len(FMT.observation_opening)  # the policy went on writing
         assert trajectory == RL_PROMPT.prefill + tok.decode(ids, skip_special_tokens=True)
     logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
     _check_rewards(logged, out, [q["golden_answers"] for q in questions[:1]] * 2)
-    # nothing was executed, but the policy wrote its search calls: the log counts them from the text
-    assert logged["agent/actions"] == 0
+    # nothing was searched; every call was answered by an opening, and the log counts the policy's calls
+    assert logged["agent/actions"] == sum(m.count(0) for m in out["env_mask"]) / len(opening) / 2
     assert logged["agent/written_searches"] == sum(FMT.parse(t).n_actions for t in out["trajectory"]) / 2 >= 1
+    assert "agent/written_observations" in logged
 
 
 def test_only_the_simulated_environment_budgets_written_observations():
