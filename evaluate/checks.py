@@ -19,6 +19,9 @@ Checks (each a small function over what the stages already write; ``n/a`` when i
   world_model        the fidelity probe (``runs/fidelity/<model>/fidelity.json``): a model that searched in the
                      simulated environment but wrote no observation after any call has no world model, and
                      RL-1 on it trains on trajectories without observations (fail); no search call at all: warn
+  rl_reward_moved    an RL stage's reward on fixed training prompts, after vs before the stage
+                     (``runs/reward_probe/<stage>/reward_probe.json``): pass when the paired 95% interval is
+                     above 0, fail when it is below 0 (the stage lowered the reward it trained on), warn otherwise
 
 ``checks.json``: ``{"status": worst of all, "counts": {...}, "checks": [{check, subject, status, numbers,
 message}]}``. The exit code is 0 whatever the checks say: the checks report, ``dvc repro`` goes on.
@@ -50,6 +53,8 @@ class ChecksConfig:
     sets_metrics: str = field(default="runs/curate/sets/metrics.json", metadata={"help": "curate's sets metrics"})
     when_to_act: str = field(default="runs/report/when_to_act.json", metadata={"help": "evaluate.when_to_act output"})
     fidelity_root: str = field(default="runs/fidelity", metadata={"help": "evaluate.fidelity outputs, one folder per model"})
+    reward_probe_root: str = field(default="runs/reward_probe", metadata={
+        "help": "evaluate.reward_probe outputs, one folder per RL stage"})
     format: str = field(default="autocoa", metadata={"help": "format preset (params.yaml's top-level format)"})
     min_well_formed: float = field(default=0.5, metadata={"help": "a trained model below this share fails"})
     max_zero_spread_steps: float = field(default=0.5, metadata={"help": "RL fails when more steps than this share "
@@ -205,6 +210,16 @@ def check_world_model(name: str, fid: dict) -> dict:
                   search_calls=searched)
 
 
+def check_reward_moved(stage: str, probe: dict) -> dict:
+    diff = probe["difference"]
+    lo, hi = diff["ci95"]
+    before, after = probe["models"]["before"]["reward"], probe["models"]["after"]["reward"]
+    status = "pass" if lo > 0 else "fail" if hi < 0 else "warn"
+    return result("rl_reward_moved", stage, status, f"reward on {diff['n']} fixed training questions "
+                  f"{before:.3f} -> {after:.3f}, difference {diff['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+                  before=before, after=after, diff=diff["diff"], ci95=[lo, hi], n=diff["n"])
+
+
 def start_of(folder: Path, stage: str, cfg: ChecksConfig) -> Path | None:
     """The checkpoint a stage started from: its recorded ``start_model``; when that path is gone (a run
     made elsewhere), the previous stage's folder or the base model."""
@@ -243,6 +258,8 @@ def run_checks(cfg: ChecksConfig) -> dict:
         checks += check_over_triggering(json.loads(Path(cfg.when_to_act).read_text()), cfg.max_over_trigger)
     for path in sorted(Path(cfg.fidelity_root).glob("*/fidelity.json")):
         checks.append(check_world_model(path.parent.name, json.loads(path.read_text())))
+    for path in sorted(Path(cfg.reward_probe_root).glob("*/reward_probe.json")):
+        checks.append(check_reward_moved(path.parent.name, json.loads(path.read_text())))
     counts = {s: sum(c["status"] == s for c in checks) for s in STATUSES}
     status = max((c["status"] for c in checks), key=STATUSES.index, default="n/a")
     return {"status": status, "counts": counts, "checks": checks}

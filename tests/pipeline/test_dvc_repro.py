@@ -41,6 +41,7 @@ TINY = {
         | ({"observation_tokens": 200} if stage == "rl1" else {}) for stage in ("rl1", "rl2")},
     # one environment for synthesis, RL and evaluation: room for the reference CoA (~150 tokens), 2 searches
     "search": {"max_tokens": 256, "max_actions": 2},
+    "reward_probe": {"limit": 2, "samples": 2},
 }
 
 
@@ -83,7 +84,8 @@ def test_every_stage_wrote_outputs_and_metrics(clone):
     for path in ["runs/index/index.json", "runs/split/heldout.jsonl", "runs/curate/analyze/two_by_two.png",
                  "runs/curate/sets/coa.parquet", "runs/curate/sets/pairs.parquet", "runs/eval/table.md",
                  "runs/report/checks.json", "runs/report/when_to_act.json", "runs/fidelity/sft3/fidelity.json",
-                 "runs/report/report.md"]:
+                 "runs/report/report.md", "runs/reward_probe/rl1/reward_probe.json",
+                 "runs/reward_probe/rl2/reward_probe.json"]:
         assert (repo / path).exists(), path
     for stage in ("sft1", "sft2", "sft3", "rl1", "rl2"):
         assert (repo / f"runs/train/{stage}/model.safetensors").exists(), stage
@@ -174,6 +176,18 @@ def test_rl2_inserted_real_observations_and_masked_them(clone):
     assert all(r["observation_tokens"] > 0 and r["queries"] for r in searched)
     steps = list(csv.DictReader(open(repo / "runs/train/rl2/steps.csv")))
     assert any(float(r.get("agent/env_masked_fraction") or 0) > 0 for r in steps)
+
+
+def test_rl1_opened_each_observation_for_the_policy_to_write(clone):
+    repo, _ = clone
+    rollouts = [json.loads(line) for line in open(repo / "runs/train/rl1/rollouts.jsonl")]
+    searched = [r for r in rollouts if r["n_actions"] > 0]
+    assert searched, "no rl1 rollout searched: the simulated environment was never exercised"
+    # the opening tag is the environment's (masked); everything the policy wrote after it is in the loss
+    assert all(0 < r["observation_tokens"] <= 8 * (r["n_actions"] + r["budget_notices"]) and r["queries"]
+               for r in searched if not r["budget_notices"])
+    probe = json.loads((repo / "runs/reward_probe/rl1/reward_probe.json").read_text())
+    assert probe["tools"] == "simulated" and probe["models"]["after"]["n"] == 2 * 2
 
 
 def test_metrics_show_and_second_repro_does_nothing(clone):
