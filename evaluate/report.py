@@ -7,7 +7,8 @@ Sections: the machine, date, commit and the reproducibility settings (seeds, gre
 dtype); set sizes and synthesis statistics; the curation 2×2; the stage table (EM and F1 with 95%
 intervals, searches, well-formed, n) with each stage's paired difference against the checkpoint it
 started from; question-type and search-count breakdowns with retrieval coverage; when-to-act rates;
-world-model fidelity; the failure-signature checks; the power statement. A missing input leaves its
+world-model fidelity; each RL stage's reward on fixed training questions before vs after; the
+failure-signature checks; the power statement. A missing input leaves its
 section saying so. The checks table is printed last, so ``dvc repro`` ends with it.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ReportConfig:
         "help": "two models whose per-question differences give the sd of the power statement"})
     fidelity: list = field(default_factory=lambda: ["sft2", "sft3", "rl1"], metadata={"help": "probed models"})
     fidelity_root: str = field(default="runs/fidelity", metadata={"help": "evaluate.fidelity outputs"})
+    reward_probe_root: str = field(default="runs/reward_probe", metadata={"help": "evaluate.reward_probe outputs"})
     when_to_act: str = field(default="runs/report/when_to_act.json", metadata={"help": "evaluate.when_to_act output"})
     checks: str = field(default="runs/report/checks.json", metadata={"help": "evaluate.checks output"})
     curate_root: str = field(default="runs/curate", metadata={"help": "curate's step folders"})
@@ -222,6 +224,16 @@ def build_report(cfg: ReportConfig) -> str:
                          fmt(f["observation_f1"]["mean"], 2)] if f else [n, "not probed"] + [""] * 7
                         for n, f in fid.items()]))
     parts += [f"\n{n}: {f['note']}\n" for n, f in fid.items() if f and f.get("note")]
+
+    parts.append("\n## RL reward on fixed training questions (before vs after each RL stage)\n\n")
+    probes = {p.parent.name: read(p) for p in sorted(Path(cfg.reward_probe_root).glob("*/reward_probe.json"))}
+    parts.append(table(["stage", "environment", "questions x samples", "reward before", "reward after",
+                        "difference [95% CI]", "correctness difference [95% CI]", "searches before / after"],
+                       [[name, p["tools"], f"{p['n_questions']} x {p['samples']}", fmt(p["models"]["before"]["reward"]),
+                         fmt(p["models"]["after"]["reward"]), f"{fmt(p['difference']['diff'])} {ci(p['difference']['ci95'])}",
+                         f"{fmt(p['correctness_difference']['diff'])} {ci(p['correctness_difference']['ci95'])}",
+                         f"{fmt(p['models']['before']['search_calls'], 2)} / {fmt(p['models']['after']['search_calls'], 2)}"]
+                        for name, p in probes.items()]) if probes else f"{cfg.reward_probe_root}: no probe found.\n")
 
     parts.append("\n## Checks\n\n")
     checks = read(cfg.checks)

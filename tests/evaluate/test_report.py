@@ -41,7 +41,14 @@ def test_report_page(tmp_path, monkeypatch):
     from evaluate.fidelity_metrics import fidelity
     (tmp_path / "runs/fidelity/rl1").mkdir(parents=True)
     (tmp_path / "runs/fidelity/rl1/fidelity.json").write_text(json.dumps(fidelity([], {}, search_calls=97)))
+    (tmp_path / "runs/reward_probe/rl2").mkdir(parents=True)
+    models = {"before": {"reward": 0.1, "search_calls": 1.0}, "after": {"reward": 0.25, "search_calls": 1.5}}
+    (tmp_path / "runs/reward_probe/rl2/reward_probe.json").write_text(json.dumps({
+        "tools": "real", "n_questions": 16, "samples": 4, "models": models,
+        "difference": {"diff": 0.15, "ci95": [0.02, 0.3], "n": 16},
+        "correctness_difference": {"diff": 0.1, "ci95": [-0.05, 0.25], "n": 16}}))
     page = build_report(cfg)
+    assert "| rl2 | real | 16 x 4 | 0.100 | 0.250 | 0.150 [0.02, 0.30] | 0.100 [-0.05, 0.25] | 1.00 / 1.50 |" in page
     assert "| rl1 | 97 | 0 | n/a (n=0) |" in page and "rl1: the model made 97 search calls and wrote no observation" in page
     assert "| sft2 (trained) | 0.150 [" in page and "+0.150 [0.09, 0.22] vs sft1" in page
     assert "| n/a |" in page and "| sft2 | bridge 0.14 (n=50); comparison 0.16 (n=50) | 1: 0.15 (n=100) | 0.15 (n=100) |" in page  # autocoa_lenient under search_r1
