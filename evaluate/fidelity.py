@@ -85,6 +85,12 @@ def written_calls(completion: str, fmt: FormatPreset) -> list[tuple[str, str]]:
     return [(a.content, b.text) for a, b in zip(steps, steps[1:]) if a.kind == "search" and b.kind == "observation"]
 
 
+def observation_body(observation: str, fmt: FormatPreset) -> str:
+    """The text of an observation between its tags."""
+    start, end = observation.find(fmt.result_open), observation.rfind(fmt.result_close)
+    return observation[start + len(fmt.result_open):end].strip() if 0 <= start < end else observation.strip()
+
+
 def probe(cfg: FidelityConfig) -> dict:
     from coa.agent import drive, start_episode
     from coa.prompts import render_prompt
@@ -101,7 +107,8 @@ def probe(cfg: FidelityConfig) -> dict:
     asked = [(q, query, obs) for q, ep in zip(questions, episodes) for query, obs in written_calls(ep.completion, fmt)]
     searcher = cfg.search.searcher()
     real = searcher.search([query for _, query, _ in asked], cfg.search.topk) if asked else []
-    calls = [Call(query, fmt.documents(obs), [(d.title, d.text) for d in docs], q["golden_answers"])
+    calls = [Call(query, fmt.documents(obs), [(d.title, d.text) for d in docs], q["golden_answers"],
+                  observation_body(obs, fmt))
              for (q, query, obs), docs in zip(asked, real)]
     search_calls = sum(fmt.parse(ep.completion).n_actions for ep in episodes)
     result = {"model": cfg.model, "questions": cfg.questions, "n_questions": len(questions),

@@ -4,12 +4,16 @@ One ``Call`` per search call the model made while writing its own observations (
 as in RL-1): the documents it wrote for the query, and the documents the real searcher returns for the
 same query. Over all calls (every function is pure; the driver is ``evaluate.fidelity``):
 
+  in_document_form   share of calls whose written observation holds at least one document in the format's
+                     document form (``FormatPreset.documents``); the rest are free text (prose about the
+                     query), compared with the real observation as text only
   titles_in_corpus   share of written documents whose title is a corpus title
   titles_in_topk     share of written documents whose title is among the real top-k titles of that query
   gold_in_written    share of calls whose written observation holds a gold answer (word-bounded, normalised)
   gold_in_real       the same for the real observation of the same query
   observation_f1     mean token F1 (``coa.score.f1``, SQuAD-normalised tokens) between the written and the
-                     real observation text (documents' titles and texts, in order, joined by newlines)
+                     real observation text (documents' titles and texts, in order, joined by newlines; a
+                     written observation in free text: its text between the tags)
   hallucination      share of written documents that are hallucinated: the title is not a corpus title,
                      or the text is not *supported* by that title's real paragraph
 
@@ -40,6 +44,11 @@ class Call:
     written: list[tuple[str, str]]
     real: list[tuple[str, str]]
     golds: list[str] = field(default_factory=list)
+    written_text: str = ""  # the written observation between its tags (what counts when it holds no document)
+
+    @property
+    def written_observation(self) -> str:
+        return observation_text(self.written) if self.written else self.written_text
 
 
 def title_key(title: str) -> str:
@@ -84,13 +93,14 @@ def fidelity(calls: Sequence[Call], store: dict[str, list[str]], threshold: floa
     """Every rate of the module docstring over ``calls``; ``search_calls``: every search call the model
     wrote, with or without an observation of its own after it (None: not counted)."""
     written = [(c, title, text) for c in calls for title, text in c.written]
-    f1s = [f1(observation_text(c.written), observation_text(c.real)) for c in calls]
+    f1s = [f1(c.written_observation, observation_text(c.real)) for c in calls]
     out = {
         "calls": len(calls),
         "written_documents": len(written),
+        "in_document_form": rate([bool(c.written) for c in calls]),
         "titles_in_corpus": rate([title_key(t) in store for _, t, _ in written]),
         "titles_in_topk": rate([title_key(t) in {title_key(r) for r, _ in c.real} for c, t, _ in written]),
-        "gold_in_written": rate([gold_in_passages([observation_text(c.written)], c.golds) for c in calls]),
+        "gold_in_written": rate([gold_in_passages([c.written_observation], c.golds) for c in calls]),
         "gold_in_real": rate([gold_in_passages([observation_text(c.real)], c.golds) for c in calls]),
         "observation_f1": {"mean": round(sum(f1s) / len(f1s), 4) if f1s else None, "n": len(f1s)},
         "hallucination": rate([hallucinated(t, x, store, threshold) for _, t, x in written]),

@@ -217,11 +217,13 @@ def build_report(cfg: ReportConfig) -> str:
 
     parts.append("\n## World-model fidelity (the policy writes its observations)\n\n")
     fid = {n: read(Path(cfg.fidelity_root) / n / "fidelity.json") for n in cfg.fidelity}
-    keys = ("titles_in_corpus", "titles_in_topk", "gold_in_written", "gold_in_real", "hallucination")
+    keys = ("in_document_form", "titles_in_corpus", "titles_in_topk", "gold_in_written", "gold_in_real",
+            "hallucination")
+    unmeasured = {"rate": None, "n": 0}  # probes written before a rate existed
     parts.append(table(["model", "search calls", "with a written observation", *keys, "observation F1"],
                        [[n, fmt(f.get("search_calls")), f["calls"],
-                         *(f"{fmt(f[k]['rate'], 2)} (n={f[k]['n']})" for k in keys),
-                         fmt(f["observation_f1"]["mean"], 2)] if f else [n, "not probed"] + [""] * 7
+                         *(f"{fmt(f.get(k, unmeasured)['rate'], 2)} (n={f.get(k, unmeasured)['n']})" for k in keys),
+                         fmt(f["observation_f1"]["mean"], 2)] if f else [n, "not probed"] + [""] * 8
                         for n, f in fid.items()]))
     parts += [f"\n{n}: {f['note']}\n" for n, f in fid.items() if f and f.get("note")]
 

@@ -12,7 +12,7 @@ from coa.config import build
 from coa.formats import SEARCH_R1
 from coa.search.types import Doc
 from evaluate import fidelity as probe_module
-from evaluate.fidelity import FidelityConfig, probe, written_calls
+from evaluate.fidelity import FidelityConfig, observation_body, probe, written_calls
 from evaluate.fidelity_metrics import Call, containment, corpus_store, fidelity, hallucinated
 
 REAL = [("Maria Golovin", "Maria Golovin is an English language opera by Gian Carlo Menotti."),
@@ -40,6 +40,19 @@ def test_an_invented_title_and_an_unsupported_text_are_hallucinated():
     assert 0 < got["observation_f1"]["mean"] < 1
     assert hallucinated("maria  GOLOVIN", "an English language opera", STORE)is False  # title match ignores case/space
     assert containment("", "anything") == 1.0 and containment("opera opera", "one opera") == 0.5
+
+
+def test_a_free_text_observation_is_compared_as_text():
+    """A model that writes prose instead of documents: no document to check titles of, but its text still
+    holds (or misses) the gold answer and has a token F1 with the real observation."""
+    prose = "Maria Golovin is an opera; its composer was Gian Carlo Menotti."
+    got = fidelity([Call("who wrote Maria Golovin", [], REAL, ["Gian Carlo Menotti"], prose),
+                    Call("who wrote Maria Golovin", REAL, REAL, ["Gian Carlo Menotti"])], STORE)
+    assert got["in_document_form"] == {"rate": 0.5, "n": 2} and got["written_documents"] == 2
+    assert got["gold_in_written"] == {"rate": 1.0, "n": 2} and got["titles_in_corpus"]["n"] == 2
+    assert 0.5 < got["observation_f1"]["mean"] < 1.0
+    obs = SEARCH_R1.wrap_observation(prose)
+    assert observation_body(obs, SEARCH_R1) == prose and SEARCH_R1.documents(obs) == []
 
 
 def test_no_search_call_gives_n_0_and_no_division():
