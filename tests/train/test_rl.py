@@ -225,3 +225,35 @@ def test_lora_rl_moves_only_the_adapter_and_the_engine_serves_the_merged_policy(
     served = engine.sequence_logprobs(ids, 6)
     gap = sum(abs(a - b) for a, b in zip(mine, served)) / len(mine)
     assert gap <= 1e-3, f"engine vs merged LoRA policy: mean abs log-prob gap {gap:.2e}"
+
+
+def test_forward_passes_trim_the_padding_no_row_uses(tiny_dir, model_dir, searcher, tmp_path):
+    """TRL pads a generation batch to its longest prompt and completion; each chunk runs at its own length,
+    and a row's log-probs equal those of the row alone without padding (zeros where the row has no token)."""
+    from trl import GRPOTrainer
+
+    trainer, _, _, _ = _trainer(RL2Config, tiny_dir, model_dir, tmp_path, searcher)
+    pad = trainer.processing_class.pad_token_id
+    short_prompt, short_completion = [5, 6, 7], [8, 9]
+    long_prompt, long_completion = [11, 12, 13, 14, 15], [16, 17, 18, 19, 20, 21]
+    # left-padded prompts, right-padded completions, as TRL builds them
+    ids = torch.tensor([[pad, pad] + short_prompt + short_completion + [pad] * 4, long_prompt + long_completion])
+    mask = torch.tensor([[0, 0] + [1] * 5 + [0] * 4, [1] * 11])
+    seen = []
+    forward = trainer.model.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    trainer.model.forward = spy
+    logps, entropies, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, 6, batch_size=1,
+                                                                     compute_entropy=True)
+    trainer.model.forward = forward
+    assert seen == [5, 11]  # the short row ran at its own 3 + 2 tokens
+    assert logps.shape == entropies.shape == (2, 6) and (logps[0, 2:] == 0).all() and (entropies[0, 2:] == 0).all()
+    for row, (prompt, completion) in enumerate([(short_prompt, short_completion), (long_prompt, long_completion)]):
+        alone = torch.tensor([prompt + completion])
+        expected, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, alone,
+                                                                        torch.ones_like(alone), len(completion))
+        assert torch.allclose(logps[row, :len(completion)], expected[0], atol=1e-5)
