@@ -75,28 +75,30 @@ def main() -> None:
     v_eps = drive(episodes(tok, questions, prompt_cfg), vllm, searcher, SEARCH_R1, budget)
     rows["vllm"] = (time.perf_counter() - started, model_tokens(v_eps))
 
-    # a GRPO-shaped step on the vLLM batch: reference forward (no grad), then policy forward + backward
-    records = [ep.rollout() for ep in v_eps]
-    seqs = [r["prompt_ids"] + r["completion_ids"] for r in records]
-    width = max(map(len, seqs))
-    ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])
-    attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-    started = time.perf_counter()
-    with torch.no_grad():
-        policy(input_ids=ids, attention_mask=attention)
-    ref_s = time.perf_counter() - started
-    started = time.perf_counter()
-    logits = policy(input_ids=ids, attention_mask=attention).logits[:, :-1]
-    torch.log_softmax(logits.float(), -1).gather(2, ids[:, 1:, None]).mean().backward()
-    backward_s = time.perf_counter() - started
-
     print(f"{args.prompts} prompts x <= {args.max_tokens} model tokens, real search, greedy, float32, "
           f"{args.threads} torch threads")
     print("| engine | wall s | model tokens | tokens/s |\n|---|---|---|---|")
     for name, (wall, n) in rows.items():
         print(f"| {name} | {wall:.1f} | {n} | {n / wall:.1f} |")
     ratio = (rows["vllm"][1] / rows["vllm"][0]) / (rows["hf"][1] / rows["hf"][0])
-    print(f"\nvLLM / HF rollout throughput: {ratio:.2f}x (vLLM engine start {engine_start:.1f} s, once per stage)")
+    print(f"\nvLLM / HF rollout throughput: {ratio:.2f}x (vLLM engine start {engine_start:.1f} s, once per stage)",
+          flush=True)
+
+    # a GRPO-shaped step on the vLLM batch, one rollout per micro-batch as the RL stages train (the whole
+    # batch's full-vocabulary logits at once ran this machine out of memory): reference forward (no grad),
+    # then policy forward + backward
+    seqs = [torch.tensor([r["prompt_ids"] + r["completion_ids"]]) for r in (ep.rollout() for ep in v_eps)]
+    started = time.perf_counter()
+    with torch.no_grad():
+        for ids in seqs:
+            policy(input_ids=ids)
+    ref_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for ids in seqs:
+        logits = policy(input_ids=ids).logits[:, :-1]
+        torch.log_softmax(logits.float(), -1).gather(2, ids[:, 1:, None]).mean().backward()
+    backward_s = time.perf_counter() - started
+
     step = rows["vllm"][0] + sync_s + ref_s + backward_s
     print("\nstep split with vLLM rollouts (s, share):")
     for name, value in (("rollout", rows["vllm"][0]), ("weight sync", sync_s), ("reference forward", ref_s),
