@@ -79,10 +79,11 @@ def rollouts(model: str, questions: list[dict], cfg: RewardProbeConfig, train, s
     texts = [ep.completion for ep in episodes]
     terms = [f(completions=texts, golden_answers=golds, trajectory=texts) for f in
              make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)]
+    parsed = [fmt.parse(text) for text in texts]
     return [{"question_id": ep.question["id"], "reward": sum(t[i] for t in terms), "correctness": terms[0][i],
-             "well_formed": fmt.parse(ep.completion).well_formed, "search_calls": fmt.parse(ep.completion).n_actions,
+             "well_formed": p.well_formed, "search_calls": p.n_actions,
              "written_observations": written_observations(ep, fmt), "finish_reason": ep.finish_reason}
-            for i, ep in enumerate(episodes)]
+            for i, (ep, p) in enumerate(zip(episodes, parsed))]
 
 
 def per_question(rows: list[dict], key: str) -> list[float]:

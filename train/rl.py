@@ -21,7 +21,6 @@ from train.rollout import make_rollout
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
 
-import torch.nn.functional as F  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 
@@ -29,7 +28,7 @@ class TrimmingGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose forward passes (old, reference and training log-probs) run each chunk at its own
     length. TRL pads a generation batch to its longest prompt and completion and slices micro-batches from
     it, so one rollout that runs to the token budget makes every micro-batch that long: measured on RL-1,
-    a step of 12 rollouts with one 1,520-token repetition loop ran > 12 min instead of ~2. Each chunk drops
+    a step of 12 rollouts with one 1,520-token repetition loop had not finished after 12 min; trimmed, 256 s. Each chunk drops
     the padding columns no row in it uses (left of the prompts, right of the completions); its log-probs
     and entropies come back padded with zeros to the batch's width, where ``completion_mask`` is 0. A
     row's tokens then sit at positions from 0, as in generation and SFT."""
@@ -52,7 +51,7 @@ class TrimmingGRPOTrainer(GRPOTrainer):
                 compute_aux_loss))
 
         def widen(t):
-            return F.pad(t, (0, logits_to_keep - t.size(1)))
+            return torch.nn.functional.pad(t, (0, logits_to_keep - t.size(1)))
 
         logps = torch.cat([widen(p[0]) for p in parts])
         entropies = torch.cat([widen(p[1]) for p in parts]) if compute_entropy else None
@@ -94,5 +93,5 @@ def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, datas
         raise ValueError("trl_args use_vllm is not used: the agent rollout has its own vLLM engine with weight "
                          "sync on CPU and GPU; set rl1.engine=vllm / rl2.engine=vllm instead")
     return TrimmingGRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                       processing_class=tokenizer, peft_config=peft_config(cfg), rollout_func=rollout,
-                       callbacks=list(callbacks))
+                               processing_class=tokenizer, peft_config=peft_config(cfg), rollout_func=rollout,
+                               callbacks=list(callbacks))

@@ -4,9 +4,9 @@
 times by TRL's sampler), starts one episode per prompt with the prefill, and drives them all at once on
 an engine over the policy being trained, stopping at each search-close tag: ``tools="real"`` runs the
 searcher and appends its observation with ``env_mask`` 0; ``tools="simulated"`` appends only the
-observation's opening tag (``env_mask`` 0) and the policy writes the observation itself. It returns what GRPOTrainer needs (``prompt_ids``,
-``completion_ids``, ``logprobs``, ``env_mask``: the loss mask becomes ``completion_mask * env_mask``)
-plus per-rollout fields the rewards read (``trajectory``, ``n_actions``, ``finish_reason``), logs tool
+observation's opening tag (``env_mask`` 0) and the policy writes the observation itself. It returns
+what GRPOTrainer needs (``prompt_ids``, ``completion_ids``, ``logprobs``, ``env_mask``: the loss mask
+becomes ``completion_mask * env_mask``) plus per-rollout fields the rewards read (``trajectory``, ``n_actions``, ``finish_reason``), logs tool
 metrics (``agent/*``) and appends each rollout's actions to ``<output_dir>/rollouts.jsonl``.
 
 Episodes are token-first (``coa.agent``): each round continues from the exact ids so far (prompt +
