@@ -23,12 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coa.config import build, cli, resolve
+from coa.config import cli
 from coa.errors import entry_point
 from coa.io import write_json, write_text
-
-SEED = 1234  # rollout k of question i samples with SEED + 1000 * (i * samples + k) (+ the call index)
-
 
 @dataclass
 class RewardProbeConfig:
@@ -51,41 +48,6 @@ class RewardProbeConfig:
             raise ValueError(f"limit and samples must be >= 1, got {self.limit} and {self.samples}")
 
 
-def train_config(stage: str):
-    """params.yaml's ``train`` section (and the shared format, prompt and search) as ``train.run`` reads it."""
-    from train.config import TrainConfig
-
-    values, _ = resolve(TrainConfig, "train", [f"stage={stage}"])
-    return build(TrainConfig, values, "train")
-
-
-def rollouts(model: str, questions: list[dict], cfg: RewardProbeConfig, train, searcher) -> list[dict]:
-    """``samples`` rollouts per question of ``model`` in the stage's environment, each with its rewards."""
-    from coa.agent import drive, start_episode, written_observations
-    from coa.formats import get_format
-    from coa.prompts import render_prompt
-    from evaluate.fidelity import policy
-    from train.rewards import make_rewards
-    from train.rl import rollout_budget
-
-    stage = getattr(train, cfg.stage)
-    fmt = get_format(train.format)
-    engine, tok = policy(model, stage.temperature, "float32", cfg.engine)
-    episodes = [start_episode(render_prompt(tok, q["question"], train.prompt), tok, prefill=train.prompt.prefill,
-                              tools=stage.tools, question=q) for q in questions for _ in range(cfg.samples)]
-    seeds = [SEED + 1000 * i for i in range(len(episodes))]
-    drive(episodes, engine, searcher, fmt, rollout_budget(train, stage), seeds=seeds)
-    golds = [q["golden_answers"] for q in questions for _ in range(cfg.samples)]
-    texts = [ep.completion for ep in episodes]
-    terms = [f(completions=texts, golden_answers=golds, trajectory=texts) for f in
-             make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)]
-    parsed = [fmt.parse(text) for text in texts]
-    return [{"question_id": ep.question["id"], "reward": sum(t[i] for t in terms), "correctness": terms[0][i],
-             "well_formed": p.well_formed, "search_calls": p.n_actions,
-             "written_observations": written_observations(ep, fmt), "finish_reason": ep.finish_reason}
-            for i, (ep, p) in enumerate(zip(episodes, parsed))]
-
-
 def per_question(rows: list[dict], key: str) -> list[float]:
     """The mean of ``key`` over each question's samples, in question order."""
     by_question: dict[str, list[float]] = {}
@@ -104,6 +66,8 @@ def probe(cfg: RewardProbeConfig) -> dict:
     from coa.questions import DEFAULT_QUESTIONS, load_questions
     from evaluate.stats import paired_difference
 
+    from train.pool import rollouts, train_config
+
     train = train_config(cfg.stage)
     stage = getattr(train, cfg.stage)
     source = cfg.questions or stage.questions or DEFAULT_QUESTIONS
@@ -111,7 +75,8 @@ def probe(cfg: RewardProbeConfig) -> dict:
     if cfg.index:
         train.search.index = cfg.index
     searcher = train.search.searcher() if stage.tools == "real" else None
-    before, after = (rollouts(m, questions, cfg, train, searcher) for m in (cfg.before, cfg.after))
+    before, after = (rollouts(m, questions, train, cfg.stage, cfg.samples, cfg.engine, searcher)
+                     for m in (cfg.before, cfg.after))
     result = {"stage": cfg.stage, "before": cfg.before, "after": cfg.after, "questions": str(source),
               "n_questions": len(questions), "samples": cfg.samples, "tools": stage.tools,
               "temperature": stage.temperature, "reward_metric": stage.reward_metric,

@@ -167,7 +167,6 @@ class StepLog(TrainerCallback):
         self.step_seconds.append(time.perf_counter() - self._started)
         release_free_memory()
 
-
     def restore(self, checkpoint: Path) -> int:
         """Resuming: the rows logged before ``checkpoint`` (its trainer state); returns its step."""
         state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
@@ -178,7 +177,8 @@ class StepLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "train_runtime" not in logs:  # the final summary row goes to metrics.json instead
             self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items()
-                                                             if isinstance(v, (int, float))}})
+                                                             if isinstance(v, (int, float))},
+                              "peak_rss_gb": round(peak_rss_gb(), 3)})  # which step reached the stage's peak
 
 
 def write_metrics(out: str | Path, stage: str, log: StepLog, extra: dict) -> dict:

@@ -86,7 +86,7 @@ def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, datas
     if stage.tools == "real" and searcher is None:
         searcher = cfg.search.searcher()
     rollout = make_rollout(fmt, rollout_budget(cfg, stage), cfg.prompt.prefill, stage.tools, searcher, stage.engine,
-                           stage.sync_every)
+                           stage.sync_every, stage.kv_cache_gib)
     rewards = reward_funcs or make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
     args = grpo_config(cfg, stage, out)
     if args.use_vllm:

@@ -54,12 +54,12 @@ class PolicyEngine:
     """The vLLM engine holding the policy's weights: started at the first rollout from the checkpoint the
     stage began with, synced when ``sync_every`` optimizer steps have passed since the last sync."""
 
-    def __init__(self, sync_every: int = 1):
-        self.sync_every, self.engine, self.synced_step = sync_every, None, 0
+    def __init__(self, sync_every: int = 1, kv_cache_gib: float = 0.5):
+        self.sync_every, self.kv_cache_gib, self.engine, self.synced_step = sync_every, kv_cache_gib, None, 0
 
     def __call__(self, trainer):
         if self.engine is None:
-            self.engine = start_vllm(trainer)
+            self.engine = start_vllm(trainer, self.kv_cache_gib)
         step = trainer.state.global_step
         if step - self.synced_step >= self.sync_every:
             self.engine.sync_weights(policy_weights(trainer))
@@ -67,12 +67,12 @@ class PolicyEngine:
         return self.engine
 
 
-def start_vllm(trainer):
+def start_vllm(trainer, kv_cache_gib: float = 0.5):
     args = trainer.args
     try:
         return make_engine("vllm", model=trainer.model.name_or_path, tokenizer=trainer.processing_class,
                            temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                           dtype="bfloat16" if args.bf16 else "float32")
+                           dtype="bfloat16" if args.bf16 else "float32", kv_cache_gib=kv_cache_gib)
     except Exception as e:  # noqa: BLE001 - no silent fallback: say what failed and the way out
         raise RuntimeError(f"the vLLM rollout engine could not start ({type(e).__name__}: {e}); "
                            "train with rl1.engine=hf / rl2.engine=hf instead") from e
@@ -99,7 +99,7 @@ def policy_weights(trainer):
 
 
 def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, searcher=None, engine: str = "hf",
-                 sync_every: int = 1):
+                 sync_every: int = 1, kv_cache_gib: float = 0.5):
     """A TRL ``rollout_func`` running ``coa.agent.drive`` (``searcher`` is needed for tools="real")."""
     if tools == "real" and searcher is None:
         raise ValueError("tools='real' needs a searcher (search.index= or search.retriever_url=)")
@@ -107,7 +107,7 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
         raise ValueError(f"the rollout engine must be 'hf' or 'vllm', got {engine!r}")
 
     runs = []  # the first rollout of a training run starts rollouts.jsonl afresh (or after the resumed step)
-    vllm = PolicyEngine(sync_every) if engine == "vllm" else None
+    vllm = PolicyEngine(sync_every, kv_cache_gib) if engine == "vllm" else None
 
     def rollout(prompts: list[str], trainer) -> dict:
         tok = trainer.processing_class

@@ -25,16 +25,19 @@ class VLLMEngine(Batched):
 
     def __init__(self, model: str, tokenizer=None, temperature: float = 0.0, top_p: float = 1.0,
                  dtype: str = "float32", name: str = "", max_model_len: int = 4096, seed: int = 0,
-                 gpu_memory_utilization: float = 0.3, kv_cache_gib: int = 1):
+                 gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0):
         # in-process: weights are handed over as tensors, not pickled to a worker process
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        import torch
         from vllm import LLM
 
+        # on CPU the KV cache is a fixed size (vLLM's VLLM_CPU_KVCACHE_SPACE, whole GiB, wins where set);
+        # on GPU it is gpu_memory_utilization's share
+        kv = {} if torch.cuda.is_available() else {"kv_cache_memory_bytes": int(kv_cache_gib * 2 ** 30)}
         with _outside_vllms_module_scan("llvmlite.binding.ffi"):
             self.llm = LLM(model=model, dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
                            gpu_memory_utilization=gpu_memory_utilization, enable_chunked_prefill=False,
-                           enable_prefix_caching=True)
+                           enable_prefix_caching=True, **kv)
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         self.name = name or model
         self.sampling = {"temperature": temperature, "top_p": top_p}

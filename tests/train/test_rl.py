@@ -183,6 +183,8 @@ def test_vllm_engine_rollouts_sync_every_step_and_train(model_dir, searcher, tmp
     trainer.train()
     syncs = [h["agent/weight_syncs"] for h in trainer.state.log_history if "agent/weight_syncs" in h]
     assert syncs == [0.0, 1.0]  # synced before step 2
+    engine = trainer.rollout_func.policy_engine.engine.llm.llm_engine  # the stage's KV cache, not vLLM's default
+    assert engine.vllm_config.cache_config.kv_cache_memory_bytes == int(RL1Config.kv_cache_gib * 2 ** 30)
     for out in rollouts:
         assert out["logprobs"] is not None
         for ids, mask, logprobs in zip(out["completion_ids"], out["env_mask"], out["logprobs"]):

@@ -42,6 +42,7 @@ def _check_checkpoint(out, start, data_key):
     assert metrics["start_model"] == str(start) and metrics["data"][data_key] > 0
     rows = list(csv.DictReader(open(out / "steps.csv")))
     assert len(rows) == 1 and rows[0]["step"] == "1" and "loss" in rows[0]
+    assert 0 < float(rows[0]["peak_rss_gb"]) <= metrics["peak_rss_gb"]  # the peak as of that step
     return metrics, rows[0]
 
 
