@@ -6,7 +6,8 @@ RL-2 at the default run's shape, phase by phase, in one process as ``train.run``
 the float32 policy, the in-process vLLM engine (its own float32 copy of the weights and its KV cache),
 one batch of rollouts (real BM25 search over the embedded corpus, the default prompt and budget), then
 two optimizer steps on that batch, each forward + backward of every rollout in turn (gradient
-checkpointing on, log-probs and entropies over the completion as TRL computes them), the AdamW step
+checkpointing on; log-probs and entropies through TRL's fused LM head, which never holds the whole
+sequence's logits, as GRPOTrainer computes them), the AdamW step
 (the first allocates the two moments, which every later step holds) and the weight sync to the engine. After each phase: resident memory now (``VmRSS``), its change, and the peak so far
 (``VmHWM``, what the stages' ``peak_rss_gb`` reports). Nothing is written except the printed table.
 """
@@ -52,7 +53,7 @@ def main() -> None:
     import torch
     import vllm  # noqa: F401 - its import is part of what an RL stage holds
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+    from trl.trainer.utils import add_fused_lm_head
 
     from coa.agent import drive, start_episode
     from coa.engines import make_engine
@@ -68,6 +69,7 @@ def main() -> None:
     model_dir = args.model or str(base_model_dir())
     tok = AutoTokenizer.from_pretrained(model_dir)
     policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    add_fused_lm_head(policy, temperature=0.6, outputs=("log_probs", "entropy"))  # GRPOTrainer's own LM head
     policy.gradient_checkpointing_enable()
     policy.config.use_cache = False
     if args.lora_r:
@@ -110,13 +112,12 @@ def main() -> None:
         for r in rollouts:  # one rollout per micro-batch, as the RL stages train
             ids = torch.tensor([r["prompt_ids"] + r["completion_ids"]])
             keep = len(r["completion_ids"])
-            logits = policy(input_ids=ids, logits_to_keep=keep + 1).logits[:, :-1] / 0.6
-            logps = selective_log_softmax(logits, ids[:, -keep:])
-            with torch.no_grad():
-                entropy_from_logits(logits)
+            labels = ids.clone()
+            labels[:, :-keep] = -100  # only the completion is scored, as GRPOTrainer does
+            logps = policy(input_ids=ids, labels=labels, fused_lm_head=True).log_probs[:, -keep:]
             mask = torch.tensor([r["env_mask"]], dtype=logps.dtype)
             (-(logps * mask).sum() / mask.sum() / len(rollouts)).backward()
-            del logits, logps
+            del logps
         phases.mark(f"step {step}: forward + backward (each rollout)", time.perf_counter() - started)
         started = time.perf_counter()
         optimizer.step()

@@ -57,6 +57,7 @@ def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, *
         rollouts.append(rollout(prompts, trainer))
         return rollouts[-1]
 
+    spy.policy_engine = rollout.policy_engine
     trainer.rollout_func = spy
     return trainer, tok, dataset, rollouts
 
