@@ -63,13 +63,15 @@ def main() -> None:
     from coa.prompts import PromptConfig, render_prompt
     from coa.questions import DEFAULT_QUESTIONS, load_questions
     from coa.search import DEFAULT_CORPUS, build_index, load_searcher
+    from train.config import RL2Config
 
     torch.set_num_threads(args.threads)
     phases.mark("imports (torch, vllm, transformers)")
     model_dir = args.model or str(base_model_dir())
     tok = AutoTokenizer.from_pretrained(model_dir)
     policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    add_fused_lm_head(policy, temperature=0.6, outputs=("log_probs", "entropy"))  # GRPOTrainer's own LM head
+    temperature = RL2Config.temperature  # the RL stages' rollout temperature
+    add_fused_lm_head(policy, temperature=temperature, outputs=("log_probs", "entropy"))  # GRPOTrainer's LM head
     policy.gradient_checkpointing_enable()
     policy.config.use_cache = False
     if args.lora_r:
@@ -84,7 +86,8 @@ def main() -> None:
     phases.mark("search index (BM25, embedded corpus)")
 
     started = time.perf_counter()
-    engine = make_engine("vllm", model=model_dir, tokenizer=tok, temperature=0.6, kv_cache_gib=args.kv_cache_gib)
+    engine = make_engine("vllm", model=model_dir, tokenizer=tok, temperature=temperature,
+                         kv_cache_gib=args.kv_cache_gib)
     phases.mark(f"vLLM engine (KV cache {args.kv_cache_gib:g} GiB)", time.perf_counter() - started)
 
     prompt_cfg = PromptConfig(format="search_r1", mode="coa", demonstrations=False, prefill="<think>\n")

@@ -27,6 +27,7 @@ from coa.config import cli
 from coa.errors import entry_point
 from coa.io import write_json, write_text
 
+
 @dataclass
 class RewardProbeConfig:
     stage: str = field(default="rl2", metadata={"help": "rl1 | rl2: whose environment, questions and reward"})
@@ -50,10 +51,9 @@ class RewardProbeConfig:
 
 def per_question(rows: list[dict], key: str) -> list[float]:
     """The mean of ``key`` over each question's samples, in question order."""
-    by_question: dict[str, list[float]] = {}
-    for r in rows:
-        by_question.setdefault(r["question_id"], []).append(float(r[key]))
-    return [sum(v) / len(v) for v in by_question.values()]
+    from train.pool import by_question
+
+    return [sum(v) / len(v) for v in by_question(rows, key).values()]
 
 
 def summary(rows: list[dict]) -> dict:
@@ -65,7 +65,6 @@ def summary(rows: list[dict]) -> dict:
 def probe(cfg: RewardProbeConfig) -> dict:
     from coa.questions import DEFAULT_QUESTIONS, load_questions
     from evaluate.stats import paired_difference
-
     from train.pool import rollouts, train_config
 
     train = train_config(cfg.stage)

@@ -51,11 +51,11 @@ class PoolConfig:
             raise ValueError(f"out must name a .jsonl file, got {self.out!r}")
 
 
-def train_config(stage: str, argv: list[str] = ()):
+def train_config(stage: str):
     """params.yaml's ``train`` section (and the shared format, prompt and search) as ``train.run`` reads it."""
     from train.config import TrainConfig
 
-    values, _ = resolve(TrainConfig, "train", [f"stage={stage}", *argv])
+    values, _ = resolve(TrainConfig, "train", [f"stage={stage}"])
     return build(TrainConfig, values, "train")
 
 
@@ -88,11 +88,12 @@ def rollouts(model: str, questions: list[dict], train, stage_name: str, samples:
             for i, (ep, p) in enumerate(zip(episodes, parsed))]
 
 
-def rewards_by_question(rows: list[dict]) -> dict[str, list[float]]:
-    by_question: dict[str, list[float]] = {}
+def by_question(rows: list[dict], key: str) -> dict[str, list[float]]:
+    """Each question's values of ``key`` over its rollouts, in question order."""
+    grouped: dict[str, list[float]] = {}
     for r in rows:
-        by_question.setdefault(r["question_id"], []).append(round(float(r["reward"]), 6))
-    return by_question
+        grouped.setdefault(r["question_id"], []).append(float(r[key]))
+    return grouped
 
 
 def informative(rewards: list[float]) -> bool:
@@ -108,7 +109,8 @@ def select(cfg: PoolConfig) -> dict:
     source = cfg.questions or stage.questions or DEFAULT_QUESTIONS
     questions = load_questions(source, limit=cfg.candidates)
     searcher = train.search.searcher() if stage.tools == "real" else None
-    rewards = rewards_by_question(rollouts(cfg.model, questions, train, cfg.stage, cfg.samples, cfg.engine, searcher))
+    rows = rollouts(cfg.model, questions, train, cfg.stage, cfg.samples, cfg.engine, searcher)
+    rewards = {qid: [round(r, 6) for r in rs] for qid, rs in by_question(rows, "reward").items()}
     kept = [q for q in questions if informative(rewards[q["id"]])]
     if not kept:
         raise ValueError(f"train.pool: none of the {len(questions)} questions of {source} gave {cfg.model} rewards "

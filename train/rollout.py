@@ -54,7 +54,7 @@ class PolicyEngine:
     """The vLLM engine holding the policy's weights: started at the first rollout from the checkpoint the
     stage began with, synced when ``sync_every`` optimizer steps have passed since the last sync."""
 
-    def __init__(self, sync_every: int = 1, kv_cache_gib: float = 0.5):
+    def __init__(self, sync_every: int, kv_cache_gib: float):
         self.sync_every, self.kv_cache_gib, self.engine, self.synced_step = sync_every, kv_cache_gib, None, 0
 
     def __call__(self, trainer):
@@ -67,7 +67,7 @@ class PolicyEngine:
         return self.engine
 
 
-def start_vllm(trainer, kv_cache_gib: float = 0.5):
+def start_vllm(trainer, kv_cache_gib: float):
     args = trainer.args
     try:
         return make_engine("vllm", model=trainer.model.name_or_path, tokenizer=trainer.processing_class,
