@@ -2,6 +2,7 @@
 
     python bench/bench_retrieval_scale.py --sizes 100000,300000 --backends bm25s,tantivy
     python bench/bench_retrieval_scale.py --faiss 1000000        # IVF-PQ recall@10 vs exact, index bytes
+    python bench/bench_retrieval_scale.py --faiss-minilm         # the same on real MiniLM embeddings (19K)
 
 Corpus: wiki-18 is ~21M passages of 100 words with a title; the generator writes passages of 100 words
 drawn from a Zipf(1.1) vocabulary of 500K synthetic words (wiki-18's running text is Zipfian with a
@@ -16,6 +17,7 @@ inner-product search for 500 held-out queries drawn from the same distribution.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import resource
 import subprocess
@@ -37,14 +39,15 @@ def vocabulary(rng: np.random.Generator) -> np.ndarray:
 
 
 def write_corpus(path: Path, n: int, seed: int = 0) -> None:
-    """n wiki-18-shaped passages as FlashRAG jsonl (``id``, ``contents`` = ``"Title"\\ntext``)."""
+    """n wiki-18-shaped passages as FlashRAG jsonl (``id``, ``contents`` = ``"Title"\\ntext``); gzip (level 1)
+    when ``path`` ends in .gz: wiki-18's 21M passages are ~17 GB of plain jsonl."""
     rng = np.random.default_rng(seed)
     words = vocabulary(rng)
     # Zipf(1.1) over the finite vocabulary (inverse CDF): numpy's unbounded zipf puts a quarter of its draws
     # past 500K, which clipping to the last word made the corpus's most frequent term
     cdf = np.cumsum(np.arange(1, WORDS + 1, dtype=np.float64) ** -1.1)
     cdf /= cdf[-1]
-    with open(path, "w") as f:
+    with (gzip.open(path, "wt", compresslevel=1) if path.suffix == ".gz" else open(path, "w")) as f:
         for start in range(0, n, 10_000):
             rows = min(10_000, n - start)
             ids = np.minimum(np.searchsorted(cdf, rng.random((rows, PASSAGE_WORDS + 3))), WORDS - 1)
@@ -57,6 +60,30 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+class PeakMemory:
+    """Peak anonymous resident memory (the heap: what must fit in RAM), sampled every 0.2 s from
+    /proc/self/status. ``ru_maxrss`` also counts the memory-mapped corpus and index pages a run touched,
+    which the kernel drops under pressure; at 21M passages those are tens of GB."""
+
+    def __init__(self):
+        import threading
+
+        self.peak_anon_kb, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            with open("/proc/self/status") as f:
+                anon = next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+            self.peak_anon_kb = max(self.peak_anon_kb, anon)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return round(self.peak_anon_kb / 2**20, 2)
+
+
 def measure_one(corpus: Path, out: Path, backend: str, queries: list[str]) -> dict:
     """Build, then query in-process and over HTTP; runs in its own process so peak RSS is this run's."""
     import httpx
@@ -64,6 +91,7 @@ def measure_one(corpus: Path, out: Path, backend: str, queries: list[str]) -> di
     from coa.procs import Server, free_port, retrieval_server_cmd
     from coa.search import build_index, load_searcher
 
+    memory = PeakMemory()
     started = time.perf_counter()
     build_index(corpus, out, backend=backend, show_progress=False, force=True)
     row = {"build_s": round(time.perf_counter() - started, 1)}
@@ -76,6 +104,7 @@ def measure_one(corpus: Path, out: Path, backend: str, queries: list[str]) -> di
             searcher.search(chunk, 3)
         row[f"qps_b{batch}"] = round(len(queries) / (time.perf_counter() - started), 1)
     row["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    row["peak_anon_gb"] = memory.stop()
     row["disk_gb"] = round(folder_bytes(out) / 2**30, 3)
     port = free_port()
     server = Server(retrieval_server_cmd(out, port), f"http://127.0.0.1:{port}/health").start(timeout=300)
@@ -101,9 +130,11 @@ def sample_queries(corpus: Path, n: int = 256, seed: int = 1, content_rank: int 
     rank = {}
     for i, word in enumerate(vocabulary(np.random.default_rng(0))):  # write_corpus's vocabulary (seed 0)
         rank.setdefault(word, i)
+    from coa.search.corpus import open_text
+
     rng = np.random.default_rng(seed)
     lines = []
-    with open(corpus) as f:
+    with open_text(corpus) as f:
         for i, line in enumerate(f):
             if i >= 20_000:
                 break
@@ -114,13 +145,9 @@ def sample_queries(corpus: Path, n: int = 256, seed: int = 1, content_rank: int 
     return [" ".join(rng.choice(lines[i], min(len(lines[i]), rng.integers(4, 9)), replace=False)) for i in picks]
 
 
-def faiss_recall(n: int, dim: int = 384, latent: int = 64, clusters: int = 4096, n_queries: int = 500,
-                 seed: int = 0) -> dict:
-    import faiss
-
-    from coa.search.backends.faiss import reranked, shape_for
-
-    faiss.omp_set_num_threads(2)
+def synthetic_vectors(n: int, n_queries: int = 500, dim: int = 384, latent: int = 64, clusters: int = 4096,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(passages, queries): 384-d vectors with a low intrinsic dimension, L2-normalised (see the docstring)."""
     rng = np.random.default_rng(seed)
     spectrum = (1.0 / np.sqrt(np.arange(1, latent + 1))).astype(np.float32)
     centers = rng.standard_normal((clusters, latent)).astype(np.float32) * spectrum
@@ -131,7 +158,32 @@ def faiss_recall(n: int, dim: int = 384, latent: int = 64, clusters: int = 4096,
         z = centers[rng.integers(0, clusters, rows)] + 0.5 * spectrum * rng.standard_normal((rows, latent), dtype=np.float32)
         part = z @ rotation + 0.02 * rng.standard_normal((rows, dim), dtype=np.float32)
         vectors[start:start + rows] = part / np.linalg.norm(part, axis=1, keepdims=True)
-    base, queries = vectors[:n], vectors[n:]
+    return vectors[:n], vectors[n:]
+
+
+def minilm_vectors() -> tuple[np.ndarray, np.ndarray]:
+    """(passages, queries): real all-MiniLM-L6-v2 embeddings of the embedded HotpotQA corpus (19,099
+    paragraphs) and its 1,979 questions, the distribution the synthetic vectors stand in for at scale."""
+    from coa.questions import DEFAULT_QUESTIONS, load_questions
+    from coa.search import DEFAULT_CORPUS, dense
+    from coa.search.corpus import load_corpus
+
+    encoder = dense.model()
+    passages = load_corpus(DEFAULT_CORPUS).column("contents").to_pylist()
+    questions = [q["question"] for q in load_questions(DEFAULT_QUESTIONS)]
+    return dense.encode(passages, encoder), dense.encode(questions, encoder)
+
+
+def ivfpq_recall(base: np.ndarray, queries: np.ndarray, seed: int = 0) -> dict:
+    """recall@10 of the faiss backend's IVF-PQ (its own shape for the training size) against exact
+    inner-product search, without and with the backend's float16 re-ranking."""
+    import faiss
+
+    from coa.search.backends.faiss import reranked, shape_for
+
+    faiss.omp_set_num_threads(2)
+    rng = np.random.default_rng(seed)
+    n, dim = base.shape
     exact = faiss.IndexFlatIP(dim)
     exact.add(base)
     _, truth = exact.search(queries, 10)
@@ -142,8 +194,8 @@ def faiss_recall(n: int, dim: int = 384, latent: int = 64, clusters: int = 4096,
     started = time.perf_counter()
     index.train(base[rng.choice(n, train, replace=False)])
     index.add(base)
-    row = {"n": n, "factory": f"IVF{nlist},PQ{m}x{nbits}", "build_s": round(time.perf_counter() - started, 1),
-           "index_bytes": len(faiss.serialize_index(index))}
+    row = {"n": n, "queries": len(queries), "factory": f"IVF{nlist},PQ{m}x{nbits}",
+           "build_s": round(time.perf_counter() - started, 1), "index_bytes": len(faiss.serialize_index(index))}
     for nprobe in (8, 32, 128):
         index.nprobe = nprobe
         _, found = index.search(queries, 10)
@@ -168,11 +220,19 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,300000")
     ap.add_argument("--backends", default="bm25s,tantivy")
     ap.add_argument("--work", default="bench/out/scale")
-    ap.add_argument("--faiss", type=int, default=0, help="measure IVF-PQ recall on this many vectors instead")
+    ap.add_argument("--gzip", action="store_true", help="write the synthetic corpora as .jsonl.gz (disk)")
+    ap.add_argument("--faiss", type=int, default=0, help="measure IVF-PQ recall on this many synthetic vectors instead")
+    ap.add_argument("--faiss-minilm", action="store_true",
+                    help="IVF-PQ recall on real MiniLM embeddings of the embedded corpus, and on as many synthetic vectors")
     ap.add_argument("--one", nargs=3, metavar=("CORPUS", "OUT", "BACKEND"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.faiss:
-        print(json.dumps(faiss_recall(args.faiss)))
+        print(json.dumps(ivfpq_recall(*synthetic_vectors(args.faiss))))
+        return
+    if args.faiss_minilm:
+        passages, questions = minilm_vectors()
+        print(json.dumps({"vectors": "minilm", **ivfpq_recall(passages, questions)}))
+        print(json.dumps({"vectors": "synthetic", **ivfpq_recall(*synthetic_vectors(len(passages), len(questions)))}))
         return
     if args.one:
         corpus = Path(args.one[0])
@@ -180,20 +240,21 @@ def main() -> None:
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    print("| passages | backend | build s | peak RSS GB | disk GB | q/s b1 | q/s b64 | HTTP p50 ms | HTTP p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| passages | backend | build s | peak RSS GB | peak anon GB | disk GB | q/s b1 | q/s b64 | HTTP p50 ms | "
+          "HTTP p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for size in map(int, args.sizes.split(",")):
-        corpus = work / f"synthetic_{size}.jsonl"
+        corpus = work / f"synthetic_{size}.jsonl{'.gz' if args.gzip else ''}"
         if not corpus.exists():
             write_corpus(corpus, size)
         for backend in args.backends.split(","):
             done = subprocess.run([sys.executable, __file__, "--one", str(corpus), str(work / f"idx_{backend}_{size}"),
                                    backend], capture_output=True, text=True)
             if done.returncode:
-                print(f"| {size:,} | {backend} | failed: {done.stderr.strip().splitlines()[-1][:120]} |||||||")
+                print(f"| {size:,} | {backend} | failed: {done.stderr.strip().splitlines()[-1][:120]} ||||||||")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"| {size:,} | {backend} | {r['build_s']} | {r['peak_rss_gb']} | {r['disk_gb']} | {r['qps_b1']} | "
+            print(f"| {size:,} | {backend} | {r['build_s']} | {r['peak_rss_gb']} | {r.get('peak_anon_gb', '–')} | {r['disk_gb']} | {r['qps_b1']} | "
                   f"{r['qps_b64']} | {r['http_p50_ms']} | {r['http_p99_ms']} |", flush=True)
 
 

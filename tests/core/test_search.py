@@ -84,3 +84,23 @@ def test_dense_and_fusion_on_a_small_real_corpus(tmp_path):
     for kind in ("dense", "fusion"):
         docs = load_searcher(tmp_path / "idx", kind).search([question], 3)[0]
         assert len(docs) == 3 and {"hp8", "hp2"} & {d.id for d in docs}, (kind, [d.id for d in docs])
+
+
+def test_store_reads_rows_across_record_batches(tmp_path):
+    """Rows come from the record batch that holds them (the store looks each row up, never copies a column)."""
+    import pyarrow as pa
+
+    from coa.search.corpus import SCHEMA
+    from coa.search.store import DocumentStore, write_store
+
+    batches = [pa.record_batch([[f"d{i}" for i in range(start, start + size)],
+                                [f'"T{i}"\ntext {i}' for i in range(start, start + size)]], schema=SCHEMA)
+               for start, size in ((0, 3), (3, 1), (4, 5))]
+    assert write_store(batches, tmp_path) == 9
+    store = DocumentStore(tmp_path)
+    docs = store.docs([8, 0, 3, 4, 2], [5.0, 4.0, 3.0, 2.0, 1.0])
+    assert [(d.id, d.title, d.score) for d in docs] == [("d8", "T8", 5.0), ("d0", "T0", 4.0), ("d3", "T3", 3.0),
+                                                      ("d4", "T4", 2.0), ("d2", "T2", 1.0)]
+    assert docs[0].contents == '"T8"\ntext 8' and store.docs([], []) == []
+    with pytest.raises(IndexError, match="outside 0..8"):
+        store.docs([9], [1.0])
