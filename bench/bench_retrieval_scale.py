@@ -20,6 +20,7 @@ import argparse
 import gzip
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -220,6 +221,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,300000")
     ap.add_argument("--backends", default="bm25s,tantivy")
     ap.add_argument("--work", default="bench/out/scale")
+    ap.add_argument("--keep-indexes", action="store_true", help="keep each index after measuring it (disk)")
     ap.add_argument("--gzip", action="store_true", help="write the synthetic corpora as .jsonl.gz (disk)")
     ap.add_argument("--faiss", type=int, default=0, help="measure IVF-PQ recall on this many synthetic vectors instead")
     ap.add_argument("--faiss-minilm", action="store_true",
@@ -248,12 +250,17 @@ def main() -> None:
         if not corpus.exists():
             write_corpus(corpus, size)
         for backend in args.backends.split(","):
-            done = subprocess.run([sys.executable, __file__, "--one", str(corpus), str(work / f"idx_{backend}_{size}"),
-                                   backend], capture_output=True, text=True)
+            index = work / f"idx_{backend}_{size}"
+            done = subprocess.run([sys.executable, __file__, "--one", str(corpus), str(index), backend],
+                                  capture_output=True, text=True)
+            if not args.keep_indexes:
+                shutil.rmtree(index, ignore_errors=True)
             if done.returncode:
                 print(f"| {size:,} | {backend} | failed: {done.stderr.strip().splitlines()[-1][:120]} ||||||||")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
+            with open(work / "results.jsonl", "a") as f:  # every measured field, the table prints the main ones
+                f.write(json.dumps({"passages": size, "backend": backend, **r}) + "\n")
             print(f"| {size:,} | {backend} | {r['build_s']} | {r['peak_rss_gb']} | {r.get('peak_anon_gb', '–')} | {r['disk_gb']} | {r['qps_b1']} | "
                   f"{r['qps_b64']} | {r['http_p50_ms']} | {r['http_p99_ms']} |", flush=True)
 
