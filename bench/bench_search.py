@@ -44,32 +44,41 @@ def bench_in_process(searcher, questions, batch: int, seconds: float) -> float:
     return timed(step, seconds)
 
 
+def threaded_rate(worker, in_flight: int, seconds: float) -> float:
+    """Queries/s of ``in_flight`` threads, each running ``worker(w, deadline)`` → the queries it sent."""
+    deadline, start = time.perf_counter() + seconds, time.perf_counter()
+    done = [0] * in_flight
+
+    def run(w: int) -> None:
+        done[w] = worker(w, deadline)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(in_flight)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
 def bench_server(url: str, questions, batch: int, seconds: float, in_flight: int = 16) -> float:
     """``in_flight`` threads, each with one keep-alive connection (``http.client``: the stdlib's client costs
     little CPU, so the 2 cores measure the server; httpx's AsyncClient held the first measurement at ~300
     requests/s even for ``/health``)."""
     host, port = url.removeprefix("http://").split(":")
-    done, start = [0] * in_flight, time.perf_counter()
 
-    def worker(w: int) -> None:
-        connection, i = http.client.HTTPConnection(host, int(port), timeout=60), w * batch
-        while time.perf_counter() - start < seconds:
+    def worker(w: int, deadline: float) -> int:
+        connection, i, done = http.client.HTTPConnection(host, int(port), timeout=60), w * batch, 0
+        while time.perf_counter() < deadline:
             body = json.dumps({"queries": [questions[(i + j) % len(questions)] for j in range(batch)], "topk": 3})
             connection.request("POST", "/retrieve", body, {"Content-Type": "application/json"})
             response = connection.getresponse()
             response.read()
             if response.status != 200:
                 raise RuntimeError(f"/retrieve answered {response.status}")
-            done[w] += batch
-            i += in_flight * batch
+            done, i = done + batch, i + in_flight * batch
         connection.close()
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(in_flight)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done) / (time.perf_counter() - start)
+        return done
+    return threaded_rate(worker, in_flight, seconds)
 
 
 def bench_client(url: str, questions, seconds: float, in_flight: int = 16) -> float:
@@ -78,21 +87,14 @@ def bench_client(url: str, questions, seconds: float, in_flight: int = 16) -> fl
     from coa.search.client import RetrieverClient
 
     client = RetrieverClient(url)
-    done, start = [0] * in_flight, time.perf_counter()
 
-    def worker(w: int) -> None:
-        i = w
-        while time.perf_counter() - start < seconds:
-            client.search([questions[i % len(questions)]], 3)
-            done[w] += 1
-            i += in_flight
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(in_flight)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done) / (time.perf_counter() - start)
+    def worker(w: int, deadline: float) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            client.search([questions[(w + done * in_flight) % len(questions)]], 3)
+            done += 1
+        return done
+    return threaded_rate(worker, in_flight, seconds)
 
 
 def bench_rank_bm25(index_dir: Path, questions, seconds: float) -> float:
