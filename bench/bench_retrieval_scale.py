@@ -23,6 +23,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,8 +68,6 @@ class PeakMemory:
     which the kernel drops under pressure; at 21M passages those are tens of GB."""
 
     def __init__(self):
-        import threading
-
         self.peak_anon_kb, self._stop = 0, threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -128,11 +127,11 @@ def sample_queries(corpus: Path, n: int = 256, seed: int = 1, content_rank: int 
     so words among the ``content_rank`` most frequent of the Zipf vocabulary (71% of the running text) are
     left out. Drawing them uniformly instead makes every query score a large share of the corpus and
     throughput fall as 1/N (the first measurement, docs/retrieval_scale.md)."""
+    from coa.search.corpus import open_text
+
     rank = {}
     for i, word in enumerate(vocabulary(np.random.default_rng(0))):  # write_corpus's vocabulary (seed 0)
         rank.setdefault(word, i)
-    from coa.search.corpus import open_text
-
     rng = np.random.default_rng(seed)
     lines = []
     with open_text(corpus) as f:
@@ -261,7 +260,7 @@ def main() -> None:
             r = json.loads(done.stdout.strip().splitlines()[-1])
             with open(work / "results.jsonl", "a") as f:  # every measured field, the table prints the main ones
                 f.write(json.dumps({"passages": size, "backend": backend, **r}) + "\n")
-            print(f"| {size:,} | {backend} | {r['build_s']} | {r['peak_rss_gb']} | {r.get('peak_anon_gb', '–')} | {r['disk_gb']} | {r['qps_b1']} | "
+            print(f"| {size:,} | {backend} | {r['build_s']} | {r['peak_rss_gb']} | {r['peak_anon_gb']} | {r['disk_gb']} | {r['qps_b1']} | "
                   f"{r['qps_b64']} | {r['http_p50_ms']} | {r['http_p99_ms']} |", flush=True)
 
 

@@ -46,7 +46,8 @@ def bench_in_process(searcher, questions, batch: int, seconds: float) -> float:
 
 def threaded_rate(worker, in_flight: int, seconds: float) -> float:
     """Queries/s of ``in_flight`` threads, each running ``worker(w, deadline)`` → the queries it sent."""
-    deadline, start = time.perf_counter() + seconds, time.perf_counter()
+    start = time.perf_counter()
+    deadline = start + seconds
     done = [0] * in_flight
 
     def run(w: int) -> None:
