@@ -53,11 +53,15 @@ def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args
     }
 
 
-def peft_config(cfg: TrainConfig):
-    """A LoRA config when ``lora_r > 0`` (peft), else None (full fine-tuning)."""
-    if cfg.lora_r <= 0:
+def peft_config(cfg: TrainConfig, stage: StageConfig):
+    """A LoRA config when the stage's rank (``stage.lora_r``, else the top-level ``lora_r``) is > 0, else None
+    (full fine-tuning). RL stages get no LoRA dropout: the rollout engine samples from the merged weights
+    without it, and the loss's probability ratio must compare the same function."""
+    rank = cfg.lora_r if stage.lora_r is None else stage.lora_r
+    if rank <= 0:
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+    rl = hasattr(stage, "num_generations")
+    return LoraConfig(r=rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0 if rl else cfg.lora_dropout,
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")

@@ -40,6 +40,9 @@ class StageConfig:
     trl_args: dict = field(default_factory=dict, metadata={
         "help": "Extra keyword arguments for the TRL config, e.g. {lr_scheduler_type: cosine} or, for GRPO, "
                 "{use_vllm: true, vllm_mode: colocate}."})
+    lora_r: int | None = field(default=None, metadata={
+        "help": "This stage's LoRA rank (0 = full fine-tuning); null = the top-level lora_r. The other LoRA "
+                "settings (alpha, dropout, target modules) are the top-level ones."})
 
 
 @dataclass

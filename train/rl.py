@@ -93,5 +93,5 @@ def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, datas
         raise ValueError("trl_args use_vllm is not used: the agent rollout has its own vLLM engine with weight "
                          "sync on CPU and GPU; set rl1.engine=vllm / rl2.engine=vllm instead")
     return TrimmingGRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                               processing_class=tokenizer, peft_config=peft_config(cfg), rollout_func=rollout,
+                               processing_class=tokenizer, peft_config=peft_config(cfg, stage), rollout_func=rollout,
                                callbacks=list(callbacks))

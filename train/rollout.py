@@ -79,23 +79,34 @@ def start_vllm(trainer, kv_cache_gib: float):
 
 
 def policy_weights(trainer):
-    """The policy's weights under checkpoint names. With a LoRA adapter, each adapted layer's weight is
-    computed as base + delta (the model itself is left untouched: merging in place and unmerging again
-    would drift the frozen base weights by rounding at every sync)."""
+    """The policy's weights under checkpoint names, as a stream the engine loads one tensor at a time. With a
+    LoRA adapter, each adapted layer's weight is computed as base + delta when the engine reaches it, so a sync
+    holds one merged weight at a time (building them all first cost +1.39 GB at 135M: docs/bench_rl_memory.md);
+    the model itself is left untouched: merging in place and unmerging again would drift the frozen base
+    weights by rounding at every sync."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not hasattr(model, "peft_config"):
-        return model.state_dict().items()
+        return iter(model.state_dict().items())
     from peft.tuners.lora import LoraLayer
 
     def plain(name: str) -> str:
         return name.removeprefix("base_model.model.").replace(".base_layer", "")
 
-    state = {plain(k): v.detach() for k, v in model.state_dict().items() if "lora_" not in k}
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLayer) and module.active_adapters:
-            delta = sum(module.get_delta_weight(a) for a in module.active_adapters if a in module.lora_A)
-            state[plain(name) + ".weight"] = module.base_layer.weight.detach() + delta
-    return state.items()
+    adapted = {plain(name) + ".weight": module for name, module in model.named_modules()
+               if isinstance(module, LoraLayer) and module.active_adapters}
+
+    def weights():
+        for key, tensor in model.state_dict().items():
+            if "lora_" in key:
+                continue
+            name, layer = plain(key), adapted.get(plain(key))
+            if layer is None:
+                yield name, tensor.detach()
+            else:
+                delta = sum(layer.get_delta_weight(a) for a in layer.active_adapters if a in layer.lora_A)
+                yield name, tensor.detach() + delta
+
+    return weights()
 
 
 def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, searcher=None, engine: str = "hf",

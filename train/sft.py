@@ -15,4 +15,4 @@ from train.config import SFT2Config, TrainConfig
 def build_sft_trainer(cfg: TrainConfig, stage: SFT2Config, model, tokenizer, dataset, out, callbacks=()):
     args = SFTConfig(**training_args(cfg, stage, out, max_length=stage.max_length, packing=False))
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=peft_config(cfg), callbacks=list(callbacks))
+                      peft_config=peft_config(cfg, stage), callbacks=list(callbacks))

@@ -64,9 +64,11 @@ class VLLMEngine(Batched):
                           eos=eos, eos_logprob=eos_logprob, n_tokens=len(out.token_ids))
 
     def sync_weights(self, named_tensors: Iterable[tuple[str, object]], tied_head: bool = True) -> None:
-        """Load the policy's weights in place (checkpoint names, e.g. from ``model.state_dict()``)."""
-        weights = [(name, tensor.detach()) for name, tensor in named_tensors]
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights),
+        """Load the policy's weights in place (checkpoint names, e.g. from ``model.state_dict()``). The
+        engine is in-process, so ``named_tensors`` is consumed as the loader goes: a generator that builds
+        each tensor on demand (LoRA's merged weights) holds one at a time."""
+        weights = ((name, tensor.detach()) for name, tensor in named_tensors)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
                                                           "is_checkpoint_format": True})
         if tied_head:  # the head shares the embedding matrix: redo its post-load processing (CPU prepacking)
             self.llm.apply_model(lambda m: m.lm_head.quant_method.process_weights_after_loading(m.lm_head))

@@ -106,6 +106,20 @@ def test_lora_checkpoints_are_merged_plain_models(params, tiny_dir):
     assert any("self_attn" in k for k in changed) and "model.norm.weight" not in changed
 
 
+def test_a_stage_sets_its_own_lora_rank():
+    """``rl2.lora_r`` overrides the top-level rank for that stage only; RL's adapter has no dropout (the
+    engine samples from the merged weights without it)."""
+    from train.common import peft_config
+    from train.config import RL2Config, SFT2Config, TrainConfig
+
+    cfg = TrainConfig(lora_r=4, lora_dropout=0.1)
+    assert peft_config(cfg, SFT2Config()).r == 4 and peft_config(cfg, SFT2Config()).lora_dropout == 0.1
+    assert peft_config(cfg, SFT2Config(lora_r=0)) is None
+    rl = peft_config(TrainConfig(), RL2Config(lora_r=16))
+    assert (rl.r, rl.lora_dropout) == (16, 0.0)
+    assert peft_config(TrainConfig(), RL2Config()) is None  # full fine-tuning unless a rank is set
+
+
 def test_one_rl_budget_splits_between_the_rl_stages(params, tiny_dir, searching_dir):
     """The frontier's key: train.rl.max_steps split by rl1_fraction for stage=rl1 / stage=rl2 (the DVC stages);
     a stage given no steps passes its start on, and each stage counts the real search queries it used."""
