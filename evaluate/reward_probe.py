@@ -33,7 +33,8 @@ class RewardProbeConfig:
     stage: str = field(default="rl2", metadata={"help": "rl1 | rl2: whose environment, questions and reward"})
     before: str = field(default="runs/train/rl1", metadata={"help": "the checkpoint the stage started from"})
     after: str = field(default="runs/train/rl2", metadata={"help": "the checkpoint the stage saved"})
-    limit: int = field(default=16, metadata={"help": "first N questions of the stage's training pool"})
+    limit: int = field(default=16, metadata={"help": "first N questions of the stage's training pool (at most the "
+                                                           "stage's question_limit: the questions it trained on)"})
     samples: int = field(default=4, metadata={"help": "rollouts per question and checkpoint"})
     questions: str = field(default="", metadata={"help": "question file; empty = the stage's own pool (rl*.questions)"})
     index: str = field(default="", metadata={"help": "coa.search index folder; empty = search.index"})
@@ -70,7 +71,9 @@ def probe(cfg: RewardProbeConfig) -> dict:
     train = train_config(cfg.stage)
     stage = getattr(train, cfg.stage)
     source = cfg.questions or stage.questions or DEFAULT_QUESTIONS
-    questions = load_questions(source, limit=cfg.limit)
+    # a stage that trains on its pool's first question_limit questions is probed on those (the questions it trained on)
+    limit = min(cfg.limit, stage.question_limit) if stage.question_limit and not cfg.questions else cfg.limit
+    questions = load_questions(source, limit=limit)
     if cfg.index:
         train.search.index = cfg.index
     searcher = train.search.searcher() if stage.tools == "real" else None
