@@ -67,3 +67,23 @@ def test_reward_check_passes_warns_and_fails_on_the_interval():
     assert check_reward_moved("rl2", probe_result(-0.1, 0.2))["status"] == "warn"
     failed = check_reward_moved("rl1", probe_result(-0.3, -0.05))
     assert failed["status"] == "fail" and failed["numbers"]["ci95"] == [-0.3, -0.05]
+
+
+def test_a_stage_trained_on_its_first_questions_is_probed_on_those(tmp_path, index_dir, tokenizer, monkeypatch):
+    """rl2 with ``question_limit: 2`` trained on its pool's first 2 questions: a probe of 5 probes those 2."""
+    import yaml
+
+    import coa.config
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"search": {"index": str(index_dir)},
+                                      "train": {"rl2": {"questions": str(DEFAULT_QUESTIONS), "question_limit": 2}}}))
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", str(params))
+    engines = {"before": AnsweringEngine(tokenizer, right=False), "after": AnsweringEngine(tokenizer, right=True)}
+    monkeypatch.setattr(policy_module, "policy", lambda model, *a: (engines[model], tokenizer))
+    cfg = build(RewardProbeConfig, {"stage": "rl2", "before": "before", "after": "after", "limit": 5, "samples": 1,
+                                    "out": str(tmp_path / "probe")}, "test")
+    got = probe(cfg)
+    assert got["n_questions"] == 2
+    assert {qid for qid, _, _ in engines["after"].requests} == {q["id"] for q in load_questions(DEFAULT_QUESTIONS,
+                                                                                                limit=2)}
