@@ -153,6 +153,15 @@ def plot_stages(rows: list[list], per_q: dict, path: Path) -> bool:
     return True
 
 
+def trend_cell(trend: dict | None) -> str:
+    """An RL stage's reward trend (``train.checkpoint.reward_trend``) as one cell; '–' for a stage without rewards."""
+    if not trend:
+        return "–"
+    if "difference" not in trend:
+        return trend.get("note", "–")
+    return f"{trend['first_quarter']:.3f} → {trend['last_quarter']:.3f}: {trend['difference']:+.3f} {ci(trend['ci95'])}"
+
+
 def build_report(cfg: ReportConfig) -> str:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,6 +197,15 @@ def build_report(cfg: ReportConfig) -> str:
         if png.exists() and png.resolve() != (out / png.name).resolve():
             shutil.copy(png, out / png.name)
             parts.append(f"\n![2×2]({png.name})\n")
+
+    parts.append("\n## Training\n\n")
+    trained = {stage: read(Path(cfg.metrics_dir) / f"train_{stage}.json") for stage in STARTED_FROM}
+    parts.append(table(["stage", "steps", "s / step", "peak RSS GB", "reward: last − first quarter of steps [95% CI]",
+                        "real search queries"],
+                       [[stage, m.get("steps"), fmt(m.get("seconds_per_step"), 1), fmt(m.get("peak_rss_gb"), 2),
+                         trend_cell(m.get("reward_trend")), m.get("real_search_queries", "–")]
+                        for stage, m in trained.items() if m]) if any(trained.values())
+                 else f"{cfg.metrics_dir}: no train_*.json found.\n")
 
     parts.append(f"\n## Stages ({cfg.dataset})\n\n")
     rows, per_q = stage_rows(cfg)

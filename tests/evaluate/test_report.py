@@ -47,7 +47,16 @@ def test_report_page(tmp_path, monkeypatch):
         "tools": "real", "n_questions": 16, "samples": 4, "models": models,
         "difference": {"diff": 0.15, "ci95": [0.02, 0.3], "n": 16},
         "correctness_difference": {"diff": 0.1, "ci95": [-0.05, 0.25], "n": 16}}))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/train_sft2.json").write_text(json.dumps({"steps": 20, "seconds_per_step": 19.04,
+                                                                 "peak_rss_gb": 4.291}))
+    (tmp_path / "metrics/train_rl2.json").write_text(json.dumps({
+        "steps": 12, "seconds_per_step": 41.7, "peak_rss_gb": 6.005, "real_search_queries": 94,
+        "reward_trend": {"steps": 12, "quarter": 3, "first_quarter": -0.05, "last_quarter": 0.25, "difference": 0.3,
+                         "ci95": [0.0691, 0.5583]}}))
     page = build_report(cfg)
+    assert "| sft2 | 20 | 19.0 | 4.29 | – | – |" in page
+    assert "| rl2 | 12 | 41.7 | 6.00 | -0.050 → 0.250: +0.300 [0.07, 0.56] | 94 |" in page
     assert "| rl2 | real | 16 x 4 | 0.100 | 0.250 | 0.150 [0.02, 0.30] | 0.100 [-0.05, 0.25] | 1.00 / 1.50 |" in page
     assert "| rl1 | 97 | 0 | n/a (n=0) |" in page and "rl1: the model made 97 search calls and wrote no observation" in page
     assert "| sft2 (trained) | 0.150 [" in page and "+0.150 [0.09, 0.22] vs sft1" in page
