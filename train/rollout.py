@@ -173,6 +173,9 @@ def _record(trainer, episodes: list[Episode], masks: list[list[int]], first: boo
             f.write(json.dumps({
                 "step": trainer.state.global_step, "n_actions": ep.n_actions,
                 "queries": [s["query"] for s in ep.segments if s["kind"] == "observation" or s.get("query")],
+                # searches the real environment ran (each call it answered; a simulated opening or the budget
+                # message is none)
+                "real_search_queries": ep.n_actions if ep.tools == "real" else 0,
                 "budget_notices": ep.budget_notices, "finish_reason": ep.finish_reason,
                 "model_tokens": sum(mask), "observation_tokens": mask.count(0)}) + "\n")
 

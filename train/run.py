@@ -195,8 +195,8 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
 
 def real_search_queries(folder: Path) -> int:
     """Queries the real search environment answered in a stage's rollouts (``rollouts*.jsonl``: one line per
-    rollout, ``queries`` = its observations' queries; rl1's policy writes its own, so none)."""
-    return sum(len(json.loads(line)["queries"]) for path in folder.glob("rollouts*.jsonl")
+    rollout with its ``real_search_queries``; rl1's policy writes its own observations, so none)."""
+    return sum(json.loads(line)["real_search_queries"] for path in folder.glob("rollouts*.jsonl")
                for line in path.read_text().splitlines() if line.strip())
 
 

@@ -134,3 +134,26 @@ def test_one_rl_budget_splits_between_the_rl_stages(params, tiny_dir, searching_
     assert rl2["real_search_queries"] == len(queries) > 0  # the taught model searched in its rollouts
     sim_only = main(["stage=rl2", f"model={tiny_dir}", "rl.max_steps=1", "rl.rl1_fraction=1"])[0]
     assert sim_only["steps"] == 0 and sim_only["real_search_queries"] == 0
+
+
+def test_only_the_real_environment_counts_search_queries(tmp_path, tokenizer):
+    """A simulated search (rl1: the environment opens the observation, the policy writes it) and the budget
+    message are no real search query; each search the real environment answered is one."""
+    from types import SimpleNamespace
+
+    from coa.agent import Budget, record_observation, start_episode
+    from coa.formats import get_format
+    from train.rollout import _record
+    from train.run import real_search_queries
+
+    fmt, budget = get_format("search_r1"), Budget(max_actions=1)
+    episodes = {tools: start_episode("Who wrote Maria Golovin?", tokenizer, tools=tools) for tools in ("simulated", "real")}
+    for ep in episodes.values():
+        record_observation(ep, fmt, "Maria Golovin", [], budget)
+        record_observation(ep, fmt, "Menotti", [], budget)  # past max_actions: the budget message
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(process_index=0, num_processes=1),
+                              args=SimpleNamespace(output_dir=str(tmp_path)), state=SimpleNamespace(global_step=0))
+    _record(trainer, list(episodes.values()), [[1], [1]], first=True)
+    lines = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["real_search_queries"] for r in lines] == [0, 1]
+    assert real_search_queries(tmp_path) == 1
