@@ -64,7 +64,8 @@ def as_markdown(rows: list[dict], reference: str) -> str:
         return f"[{pair[0]:.2f}, {pair[1]:.2f}]"
 
     def trend(r):
-        return "; ".join(f"{s} {t['difference']:+.3f} {ci(t['ci95'])}" if "difference" in t else f"{s} –"
+        return "; ".join(f"{s} {t['difference']:+.3f} {ci(t['ci95']) if 'ci95' in t else '(no interval)'}"
+                         if "difference" in t else f"{s} –"
                          for s, t in r["reward_trend"].items()) or "–"
 
     lines = [f"| arm | rl1:rl2 steps | real search queries | EM [95% CI] | F1 [95% CI] | EM − {reference} [95% CI] | "

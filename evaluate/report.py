@@ -159,7 +159,8 @@ def trend_cell(trend: dict | None) -> str:
         return "–"
     if "difference" not in trend:
         return trend.get("note", "–")
-    return f"{trend['first_quarter']:.3f} → {trend['last_quarter']:.3f}: {trend['difference']:+.3f} {ci(trend['ci95'])}"
+    interval = ci(trend["ci95"]) if "ci95" in trend else f"({trend['note']})"
+    return f"{trend['first_quarter']:.3f} → {trend['last_quarter']:.3f}: {trend['difference']:+.3f} {interval}"
 
 
 def build_report(cfg: ReportConfig) -> str:

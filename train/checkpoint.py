@@ -216,8 +216,10 @@ def reward_trend(rewards: list[float], resamples: int = 2000, seed: int = 0) -> 
     if q < 1:
         return {"steps": len(rewards), "note": "fewer than 4 logged steps: no trend"}
     first, last = np.asarray(rewards[:q]), np.asarray(rewards[-q:])
+    means = {"steps": len(rewards), "quarter": q, "first_quarter": round(float(first.mean()), 4),
+             "last_quarter": round(float(last.mean()), 4), "difference": round(float(last.mean() - first.mean()), 4)}
+    if q < 2:  # one step per quarter: resampling it always gives the same step, an interval of width 0
+        return means | {"note": "one step per quarter: no interval (8 or more steps give one)"}
     rng = np.random.default_rng(seed)
     diffs = (last[rng.integers(0, q, (resamples, q))].mean(1) - first[rng.integers(0, q, (resamples, q))].mean(1))
-    return {"steps": len(rewards), "quarter": q, "first_quarter": round(float(first.mean()), 4),
-            "last_quarter": round(float(last.mean()), 4), "difference": round(float(last.mean() - first.mean()), 4),
-            "ci95": [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)]}
+    return means | {"ci95": [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)]}

@@ -58,3 +58,5 @@ def test_reward_trend_compares_the_last_quarter_with_the_first():
     flat = reward_trend([0.2, 0.4] * 8)
     assert flat["ci95"][0] < 0 < flat["ci95"][1]  # noise: the interval holds zero
     assert "note" in reward_trend([0.1, 0.2])
+    short = reward_trend([0.1, 0.2, 0.3, 0.5, 0.6, 0.7])  # one step per quarter: a difference, no interval
+    assert short["difference"] == 0.6 and "ci95" not in short and "no interval" in short["note"]
