@@ -1,15 +1,21 @@
 """Where an RL step's memory goes: resident memory after each phase of one GRPO-shaped step.
 
-    python bench/bench_rl_memory.py [--model runs/train/rl1] [--prompts 12] [--kv-cache-gib 1] [--lora-r 0]
+    python bench/bench_rl_memory.py [--model runs/train/rl1] [--prompts 12] [--kv-cache-gib 0.5] [--lora-r 16]
+    python bench/bench_rl_memory.py --compare ...   # the stages' memory settings vs TRL's and glibc's defaults
 
 RL-2 at the default run's shape, phase by phase, in one process as ``train.run`` runs it: the imports,
 the float32 policy, the in-process vLLM engine (its own float32 copy of the weights and its KV cache),
 one batch of rollouts (real BM25 search over the embedded corpus, the default prompt and budget), then
 two optimizer steps on that batch, each forward + backward of every rollout in turn (gradient
-checkpointing on; log-probs and entropies through TRL's fused LM head, which never holds the whole
-sequence's logits, as GRPOTrainer computes them), the AdamW step
-(the first allocates the two moments, which every later step holds) and the weight sync to the engine. After each phase: resident memory now (``VmRSS``), its change, and the peak so far
+checkpointing on; log-probs and entropies through TRL's fused LM head, as GRPOTrainer computes them), the
+AdamW step (with full fine-tuning the first allocates the two moments, which every later step holds) and the
+weight sync to the engine. After each phase: resident memory now (``VmRSS``), its change, and the peak so far
 (``VmHWM``, what the stages' ``peak_rss_gb`` reports). Nothing is written except the printed table.
+
+The stages' memory settings are on unless ``--trl-defaults``: ``train.rl.CPU_TOKEN_TILE`` (the fused LM head's
+token tile) and the allocator's free pages given back after each rollout's backward, not only after each step
+(``train.checkpoint.release_free_memory``). ``--compare`` runs the bench twice, in fresh processes, without and
+with them, and prints both tables and the peaks' ratio.
 """
 from __future__ import annotations
 
@@ -44,10 +50,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="", help="start checkpoint (default: the embedded base model)")
     ap.add_argument("--prompts", type=int, default=12, help="rollouts in the step (the default run: 3 x 4)")
-    ap.add_argument("--kv-cache-gib", type=float, default=1.0, help="the vLLM engine's KV cache on CPU")
-    ap.add_argument("--lora-r", type=int, default=0, help="LoRA rank (0: full fine-tuning, the default)")
+    ap.add_argument("--kv-cache-gib", type=float, default=0.5, help="the vLLM engine's KV cache on CPU")
+    ap.add_argument("--lora-r", type=int, default=16, help="LoRA rank (the RL stages' default; 0: full fine-tuning)")
+    ap.add_argument("--trl-defaults", action="store_true",
+                    help="TRL's 4,096-token LM-head tiles, free pages given back after each step only "
+                         "(what the stages had before their settings)")
+    ap.add_argument("--compare", action="store_true", help="run with --trl-defaults, then without, and compare")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.compare:
+        return compare([a for a in sys.argv[1:] if a != "--compare"])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     phases = Phases()
     import torch
@@ -72,13 +84,19 @@ def main() -> None:
     policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     temperature = RL2Config.temperature  # the RL stages' rollout temperature
     add_fused_lm_head(policy, temperature=temperature, outputs=("log_probs", "entropy"))  # GRPOTrainer's LM head
+    if not args.trl_defaults:
+        from trl.kernels import chunked_logprob
+
+        from train.rl import CPU_TOKEN_TILE
+
+        chunked_logprob.TOKEN_CHUNK_SIZE = CPU_TOKEN_TILE
     policy.gradient_checkpointing_enable()
     policy.config.use_cache = False
     if args.lora_r:
         from peft import LoraConfig, get_peft_model
 
-        policy = get_peft_model(policy, LoraConfig(r=args.lora_r, lora_alpha=32, target_modules="all-linear",
-                                                   task_type="CAUSAL_LM"))
+        policy = get_peft_model(policy, LoraConfig(r=args.lora_r, lora_alpha=32, lora_dropout=0.0,
+                                                   target_modules="all-linear", task_type="CAUSAL_LM"))
         policy.enable_input_require_grads()
     trained = [p for p in policy.parameters() if p.requires_grad]
     phases.mark(f"policy float32 ({sum(p.numel() for p in trained) / 1e6:.1f}M trained)")
@@ -117,10 +135,14 @@ def main() -> None:
             keep = len(r["completion_ids"])
             labels = ids.clone()
             labels[:, :-keep] = -100  # only the completion is scored, as GRPOTrainer does
-            logps = policy(input_ids=ids, labels=labels, fused_lm_head=True).log_probs[:, -keep:]
+            out = policy(input_ids=ids, labels=labels, fused_lm_head=True)
+            logps, entropy = out.log_probs[:, -keep:], out.entropy[:, -keep:]
             mask = torch.tensor([r["env_mask"]], dtype=logps.dtype)
-            (-(logps * mask).sum() / mask.sum() / len(rollouts)).backward()
-            del logps
+            # the entropy is logged, not trained on, but GRPOTrainer computes it in the same pass
+            (-(logps * mask).sum() / mask.sum() / len(rollouts) + 0 * entropy.sum()).backward()
+            del out, logps, entropy
+            if not args.trl_defaults:
+                release_free_memory()  # as train.run does after each micro-batch
         phases.mark(f"step {step}: forward + backward (each rollout)", time.perf_counter() - started)
         started = time.perf_counter()
         optimizer.step()
@@ -131,11 +153,27 @@ def main() -> None:
         engine.sync_weights(policy_weights(Unwrapped))
         phases.mark(f"step {step}: weight sync", time.perf_counter() - started)
 
+    settings = "TRL's and glibc's defaults" if args.trl_defaults else "the stages' memory settings"
     print(f"two RL-2 steps on one batch of {len(rollouts)} rollouts, longest {max(lengths)} tokens, KV cache "
-          f"{args.kv_cache_gib:g} GiB, LoRA r {args.lora_r}, {args.threads} torch threads")
+          f"{args.kv_cache_gib:g} GiB, LoRA r {args.lora_r}, {args.threads} torch threads, {settings}")
     print("| phase | rss GB | change GB | peak GB | s |\n|---|---|---|---|---|")
     for name, rss, change, peak, seconds in phases.rows:
         print(f"| {name} | {rss:.2f} | {change:+.2f} | {peak:.2f} | {seconds:.1f} |")
+
+
+def compare(argv: list[str]) -> None:
+    """The bench in two fresh processes (allocator settings hold for a process's life): defaults, then ours."""
+    import subprocess
+
+    peaks = []
+    for extra in (["--trl-defaults"], []):
+        table = subprocess.run([sys.executable, __file__, *argv, *extra], check=True, capture_output=True,
+                               text=True).stdout
+        print(table)
+        peaks.append(max(float(row.split("|")[4]) for row in table.splitlines() if row.startswith("| ") and
+                         not row.startswith("| phase")))
+    print(f"peak: {peaks[0]:.2f} GB with TRL's and glibc's defaults, {peaks[1]:.2f} GB with the stages' settings "
+          f"({peaks[1] / peaks[0]:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 
 from coa.agent import Budget
 from coa.formats import get_format
-from train.common import peft_config, training_args
+from train.common import on_gpu, peft_config, training_args
 from train.config import RL1Config, TrainConfig
 from train.rewards import make_rewards
 from train.rollout import make_rollout
@@ -22,6 +22,13 @@ from train.rollout import make_rollout
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
 
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+from trl.kernels import chunked_logprob  # noqa: E402
+
+# Tokens per projection tile of GRPOTrainer's fused LM head on CPU. TRL projects up to 4,096 tokens x 32,768
+# vocabulary columns at once, and its torch fold (no Triton on CPU) holds ~5 float32 temporaries of a tile:
+# +0.85 GB during a forward of a 1,300-token rollout, the stage's peak. 512-token tiles cap them at ~0.3 GB at any
+# length, with the same log-probs (tests/train/test_rl.py; docs/bench_rl_memory.md).
+CPU_TOKEN_TILE = 512
 
 
 class TrimmingGRPOTrainer(GRPOTrainer):
@@ -83,6 +90,8 @@ def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, datas
     """GRPOTrainer for rl1/rl2. ``searcher`` defaults to the configured search environment's for
     tools="real"; ``reward_funcs`` to ``make_rewards`` from the stage config."""
     fmt = get_format(cfg.prompt.format)
+    if not on_gpu():
+        chunked_logprob.TOKEN_CHUNK_SIZE = CPU_TOKEN_TILE
     if stage.tools == "real" and searcher is None:
         searcher = cfg.search.searcher()
     rollout = make_rollout(fmt, rollout_budget(cfg, stage), cfg.prompt.prefill, stage.tools, searcher, stage.engine,
