@@ -1,7 +1,7 @@
 """Where an RL step's memory goes: resident memory after each phase of one GRPO-shaped step.
 
     python bench/bench_rl_memory.py [--model runs/train/rl1] [--prompts 12] [--kv-cache-gib 0.5] [--lora-r 16]
-    python bench/bench_rl_memory.py --compare ...   # the stages' memory settings vs TRL's and glibc's defaults
+    python bench/bench_rl_memory.py --compare ...   # the stages' memory settings vs TRL's tiles, trim per step
 
 RL-2 at the default run's shape, phase by phase, in one process as ``train.run`` runs it: the imports,
 the float32 policy, the in-process vLLM engine (its own float32 copy of the weights and its KV cache),
@@ -12,8 +12,8 @@ AdamW step (with full fine-tuning the first allocates the two moments, which eve
 weight sync to the engine. After each phase: resident memory now (``VmRSS``), its change, and the peak so far
 (``VmHWM``, what the stages' ``peak_rss_gb`` reports). Nothing is written except the printed table.
 
-The stages' memory settings are on unless ``--trl-defaults``: ``train.rl.CPU_TOKEN_TILE`` (the fused LM head's
-token tile) and the allocator's free pages given back after each rollout's backward, not only after each step
+The stages' memory settings are on unless ``--trl-defaults``: ``train.rl.tile_lm_head_for_cpu`` (the fused LM
+head's token tile) and the allocator's free pages given back after each rollout's backward, not only after each step
 (``train.checkpoint.release_free_memory``). ``--compare`` runs the bench twice, in fresh processes, without and
 with them, and prints both tables and the peaks' ratio.
 """
@@ -85,11 +85,9 @@ def main() -> None:
     temperature = RL2Config.temperature  # the RL stages' rollout temperature
     add_fused_lm_head(policy, temperature=temperature, outputs=("log_probs", "entropy"))  # GRPOTrainer's LM head
     if not args.trl_defaults:
-        from trl.kernels import chunked_logprob
+        from train.rl import tile_lm_head_for_cpu
 
-        from train.rl import CPU_TOKEN_TILE
-
-        chunked_logprob.TOKEN_CHUNK_SIZE = CPU_TOKEN_TILE
+        tile_lm_head_for_cpu()
     policy.gradient_checkpointing_enable()
     policy.config.use_cache = False
     if args.lora_r:
@@ -153,7 +151,7 @@ def main() -> None:
         engine.sync_weights(policy_weights(Unwrapped))
         phases.mark(f"step {step}: weight sync", time.perf_counter() - started)
 
-    settings = "TRL's and glibc's defaults" if args.trl_defaults else "the stages' memory settings"
+    settings = "TRL's tiles, trim per step" if args.trl_defaults else "the stages' memory settings"
     print(f"two RL-2 steps on one batch of {len(rollouts)} rollouts, longest {max(lengths)} tokens, KV cache "
           f"{args.kv_cache_gib:g} GiB, LoRA r {args.lora_r}, {args.threads} torch threads, {settings}")
     print("| phase | rss GB | change GB | peak GB | s |\n|---|---|---|---|---|")
@@ -162,7 +160,7 @@ def main() -> None:
 
 
 def compare(argv: list[str]) -> None:
-    """The bench in two fresh processes (allocator settings hold for a process's life): defaults, then ours."""
+    """The bench in two fresh processes (the tile setting holds for a process's life): defaults, then ours."""
     import subprocess
 
     peaks = []
@@ -172,8 +170,8 @@ def compare(argv: list[str]) -> None:
         print(table)
         peaks.append(max(float(row.split("|")[4]) for row in table.splitlines() if row.startswith("| ") and
                          not row.startswith("| phase")))
-    print(f"peak: {peaks[0]:.2f} GB with TRL's and glibc's defaults, {peaks[1]:.2f} GB with the stages' settings "
-          f"({peaks[1] / peaks[0]:.2f}x)")
+    print(f"peak: {peaks[0]:.2f} GB with TRL's tiles and trim per step, {peaks[1]:.2f} GB with the stages' "
+          f"settings ({peaks[1] / peaks[0]:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,13 @@ from trl.kernels import chunked_logprob  # noqa: E402
 CPU_TOKEN_TILE = 512
 
 
+def tile_lm_head_for_cpu() -> None:
+    """On CPU, GRPOTrainer's fused LM head runs ``CPU_TOKEN_TILE`` tokens at a time (a TRL module setting, so it
+    holds for the process); on a GPU TRL's Triton kernel keeps its own tiles."""
+    if not on_gpu():
+        chunked_logprob.TOKEN_CHUNK_SIZE = CPU_TOKEN_TILE
+
+
 class TrimmingGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose forward passes (old, reference and training log-probs) run each chunk at its own
     length. TRL pads a generation batch to its longest prompt and completion and slices micro-batches from
@@ -90,8 +97,7 @@ def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, datas
     """GRPOTrainer for rl1/rl2. ``searcher`` defaults to the configured search environment's for
     tools="real"; ``reward_funcs`` to ``make_rewards`` from the stage config."""
     fmt = get_format(cfg.prompt.format)
-    if not on_gpu():
-        chunked_logprob.TOKEN_CHUNK_SIZE = CPU_TOKEN_TILE
+    tile_lm_head_for_cpu()
     if stage.tools == "real" and searcher is None:
         searcher = cfg.search.searcher()
     rollout = make_rollout(fmt, rollout_budget(cfg, stage), cfg.prompt.prefill, stage.tools, searcher, stage.engine,
