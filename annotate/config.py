@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coa import paths
+
 ACTIONS = ("push", "pull", "status")
 MAX_BATCH = 500  # the server takes 1,000 a bulk call, but the SDK's bulk_upsert refuses more than 500
 
@@ -26,7 +28,7 @@ class ReviewConfig:
     workspace: str = field(default="argilla", metadata={"help": "Argilla workspace holding the review datasets"})
     timeout_s: int = field(default=120, metadata={"help": "seconds one HTTP call may take"})
 
-    sets_dir: str = field(default="runs/curate/sets", metadata={"help": "the curate sets step's folder ({name}.parquet)"})
+    sets_dir: str = field(default=paths.curate("sets"), metadata={"help": "the curate sets step's folder ({name}.parquet)"})
     sets: list = field(default_factory=lambda: ["coa", "cot", "pairs"], metadata={
         "help": "sets to review, one Argilla dataset each; 'pairs' holds contrastive pairs, the others trajectories"})
     dataset_prefix: str = field(default="autocoa-", metadata={"help": "Argilla dataset name = prefix + set name"})
@@ -42,7 +44,8 @@ class ReviewConfig:
 
     review: str = field(default="data/review/review.parquet", metadata={
         "help": "pull writes the review table here (row_id, decision, corrected_answer, reviewer counts) + metrics.json"})
-    known_rows: list = field(default_factory=lambda: ["runs/curate/score/scores.parquet", "runs/curate/pairs/pairs.parquet"],
+    known_rows: list = field(default_factory=lambda: [f"{paths.curate('score')}/scores.parquet",
+                                                      f"{paths.curate('pairs')}/pairs.parquet"],
                              metadata={"help": "parquet files whose ids a review may name besides the sets "
                                                "(a rejected row leaves the set but stays here); missing files are skipped"})
 

@@ -38,7 +38,7 @@ def trim(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters, saying how much was cut."""
     if len(text) <= limit:
         return text
-    note = f"\n… [{{}} more characters trimmed for review]"
+    note = "\n… [{} more characters trimmed for review]"
     keep = max(limit - len(note) - 8, 0)
     return text[:keep] + note.format(len(text) - keep)
 

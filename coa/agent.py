@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Protocol, Sequence
 
 from coa.formats import FormatPreset, completion_text
-from coa.search.types import Doc
+from coa.search.batching import SearchBatcher
+from coa.search.types import Doc, Searcher
 from coa.tokenize import encode, segment_ids
 from coa.trajectory import segment
 
@@ -122,6 +123,30 @@ class Episode:
             mask.append(1)
             logprobs.append(self.eos_logprob)
         return {"prompt_ids": prompt_ids, "completion_ids": ids, "env_mask": mask, "logprobs": logprobs}
+
+
+@dataclass
+class Request:
+    """What the loop asks an engine for: continue ``ids`` (prompt + every segment's ids) for at most
+    ``max_tokens``, stopping at ``stop``. Text-only servers send ``episode.text``; the reference teacher
+    reads the episode's actions."""
+
+    ids: list[int]
+    max_tokens: int
+    stop: list[str]
+    episode: Episode
+    seed: int | None = None
+    fmt: FormatPreset | None = None
+
+
+class Engine(Protocol):
+    """Writes the model's part of an episode (``coa.engines`` registers the implementations)."""
+
+    name: str  # recorded as the trajectory's teacher / model
+
+    async def generate(self, request: Request) -> Generation: ...
+
+    async def close(self) -> None: ...
 
 
 def start_episode(prompt: str, tokenizer, prefill: str = "", tools: str = "real",
@@ -272,12 +297,10 @@ def needs_search_budget(ep: Episode, budget: Budget) -> bool:
 AsyncSearch = Callable[[list, int], Awaitable[list]]
 
 
-async def run_episode(ep: Episode, engine, search: AsyncSearch, fmt: FormatPreset, budget: Budget,
+async def run_episode(ep: Episode, engine: Engine, search: AsyncSearch, fmt: FormatPreset, budget: Budget,
                       seed: int | None = None) -> Episode:
-    """Drive one episode to its end with an engine (``coa.engines.Engine``) and an async (batched)
-    search; the k-th call of the episode samples with ``seed + k``."""
-    from coa.engines import Request
-
+    """Drive one episode to its end with an engine and an async (batched) search; the k-th call of the
+    episode samples with ``seed + k``."""
     started = time.perf_counter()
     while not ep.done:
         remaining = budget.max_tokens - ep.completion_tokens
@@ -296,12 +319,10 @@ async def run_episode(ep: Episode, engine, search: AsyncSearch, fmt: FormatPrese
     return ep
 
 
-def drive(episodes: list[Episode], engine, searcher, fmt: FormatPreset, budget: Budget,
+def drive(episodes: list[Episode], engine: Engine, searcher: Searcher | None, fmt: FormatPreset, budget: Budget,
           seeds: Sequence[int | None] | None = None) -> list[Episode]:
     """Run every episode to its end from synchronous code: all in flight at once, their searches
-    batched (``searcher``: any ``Searcher``; None when no episode may search)."""
-    from coa.search.batching import SearchBatcher
-
+    batched (``searcher``: None when no episode may search)."""
     async def no_search(queries, k):
         raise RuntimeError("no searcher was given, but an episode asked for a search")
 

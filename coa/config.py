@@ -21,6 +21,9 @@ Shared keys at the top of ``params.yaml`` (not inside a section):
               may set its own (``search.topk=5`` on one command line overrides it for that run).
   ``preset``  a file of the same shape applied over ``params.yaml``: a name (``paper`` →
               ``presets/paper.yaml``) or a path; ``preset=NAME`` on any entry point does the same.
+  ``data``    the dataset the method runs on (``data.corpus``, ``data.questions``), which ``dvc.yaml``
+              also reads. A field declared ``field(..., metadata={"shared": "data.questions"})`` takes
+              that top-level value; like ``format``, its section may not set its own (the command line may).
 
 The params file is ``params.yaml`` in the working directory, or ``$COA_PARAMS``. A missing file is an
 error (a run from the wrong folder must not silently use other settings); ``COA_PARAMS=none`` runs on
@@ -45,7 +48,7 @@ PARAMS_FILE = os.environ.get("COA_PARAMS", "params.yaml")
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 NO_FILE = ("", "none", "null")
 NULLS = ("", "null", "none", "~")
-SHARED_KEYS = ("format", "prompt", "search", "preset")
+SHARED_KEYS = ("format", "prompt", "search", "preset", "data")
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 # YAML 1.1 (PyYAML) reads 5e-5 as a string: untyped values (trl_args, list items) still get a float
 _FLOAT_EXP = re.compile(r"[-+]?(\d[\d_]*\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -292,6 +295,17 @@ def _layer(cls, data: dict, section: str, where: str) -> dict:
         if "format" in data["prompt"]:
             raise ValueError(f"{where}: prompt.format: set the top-level `format` instead (prompts follow it)")
         shared["prompt"] = data["prompt"]
+    for f in _init_fields(cls):
+        key = f.metadata.get("shared")  # the field's one home is a top-level key such as data.questions
+        if not key:
+            continue
+        if f.name in values:
+            raise ValueError(f"{where}: {section}.{f.name}: set once, at the top level (`{key}`), which dvc.yaml "
+                             "reads too; remove it from the section")
+        parent, _, leaf = key.rpartition(".")
+        node = _section(data, parent, where) if parent else data
+        if node.get(leaf) is not None:
+            shared[f.name] = node[leaf]
     return _merge(shared, values)
 
 

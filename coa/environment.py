@@ -19,10 +19,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coa import paths
 from coa.agent import Budget
 from coa.search import BACKENDS, RETRIEVERS
 
-DEFAULT_INDEX = "runs/index"
+DEFAULT_INDEX = paths.INDEX
 
 
 @dataclass

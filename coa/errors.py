@@ -9,14 +9,17 @@
 Bad input is what the person running the command can fix: a setting, a file, the environment (an
 unreachable server they named). It arrives as ``ValueError`` (``BadInput`` and pyarrow's, JSON's and
 ``UnicodeDecodeError`` are ValueErrors) or ``OSError`` (missing, unreadable or unwritable paths, refused
-connections). Anything else is a bug and keeps its traceback. ``COA_DEBUG=1`` shows the traceback of bad
-input too.
+connections). An engine's error (``coa.engines``: ``EngineFatal`` 2, ``EngineUnavailable`` and a request it
+could not serve 3) is one line with the exit code it carries (``exit_code``). Anything else is a bug and
+keeps its traceback. ``COA_DEBUG=1`` shows the traceback of bad input and engine errors too.
 """
 from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -54,13 +57,23 @@ def entry_point(prog: str) -> Callable:
         @functools.wraps(main)
         def run(*args, **kwargs) -> int:
             try:
-                return main(*args, **kwargs) or 0
+                with signals_unwind():
+                    return main(*args, **kwargs) or 0
+            except Terminated as e:  # SIGTERM/SIGHUP that main let through: its finally blocks have run
+                print(one_line(prog, f"stopped by {e}"), file=sys.stderr)
+                return 128 + e.signum
             except SystemExit as e:  # cli(): --help / --print-config (0) or bad settings (2, message printed)
                 return e.code if isinstance(e.code, int) else int(e.code is not None)
             except BAD_INPUT as e:
                 if debugging():
                     raise
                 return report(prog, e)
+            except RuntimeError as e:  # an engine's error (coa.engines) names its exit code: 2 fatal, 3 stopped
+                code = getattr(e, "exit_code", None)
+                if not isinstance(code, int) or debugging():
+                    raise
+                print(one_line(prog, e), file=sys.stderr)
+                return code
         return run
     return wrap
 
@@ -76,3 +89,39 @@ def reading(path: str | Path, what: str = "a readable parquet file") -> Iterator
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise BadInput(f"{path}: not {what} ({first})") from e
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the main thread was: it unwinds like Ctrl-C (code that handles
+    Ctrl-C handles it too), so ``finally`` blocks and context managers stop the servers they started;
+    the default action of these signals ends the process without running any of them."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def signals_unwind() -> Iterator[None]:
+    """Inside the block SIGTERM and SIGHUP raise ``Terminated`` once; later ones are ignored, so they do not
+    cut short the cleanup the first one started (SIGKILL still ends it, and ``coa.procs`` servers go with the
+    process). Only in the main thread, and only where the signal had its default action (``nohup`` keeps
+    SIGHUP ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    installed = {}
+
+    def unwind(signum, frame):
+        for s in installed:
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(s) is signal.SIG_DFL:
+            installed[s] = signal.signal(s, unwind)
+    try:
+        yield
+    finally:
+        for s, previous in installed.items():
+            signal.signal(s, previous)

@@ -309,6 +309,40 @@ SEARCH_R1 = FormatPreset(
 PRESETS: dict[str, FormatPreset] = {p.name: p for p in (AUTOCOA, SEARCH_R1)}
 
 
+# Teacher text is data, not markup. A teacher's free text (its reasoning, prose, a quoted search result)
+# may hold a preset's control tags; copied verbatim into a trajectory they would open observations or
+# searches nobody ran, or answers nobody gave. ``neutralise`` swaps their markup characters for look-alikes
+# (U+2039/U+203A for the angle brackets, U+29F5 for ``\boxed``'s backslash): the text stays readable,
+# and ``parse`` reads it as plain text under every preset.
+LOOKALIKES = str.maketrans({"<": "\u2039", ">": "\u203a", "\\": "\u29f5"})
+
+
+def control_tags(presets: Sequence[FormatPreset] | None = None) -> list[str]:
+    """Every control tag of ``presets`` (default: all), longest first (autocoa's lone ``}`` is no tag)."""
+    tags = {tag for p in (presets or PRESETS.values())
+            for tag in (p.think_open, p.think_close, p.search_open, p.search_close, p.result_open,
+                        p.result_close, p.answer_open, p.answer_close) if len(tag) > 1}
+    return sorted(tags, key=lambda t: (-len(t), t))
+
+
+def neutralise(text: str, presets: Sequence[FormatPreset] | None = None) -> tuple[str, int]:
+    r"""``text`` with every control tag of ``presets`` (default: every preset) made plain text, and how
+    many there were.
+
+    >>> neutralise("the result said <information>Doc 1 and \\boxed{x}")
+    ('the result said ‹information›Doc 1 and ⧵boxed{x}', 2)
+    """
+    pattern = re.compile("|".join(re.escape(t) for t in control_tags(presets)))
+    count = 0
+
+    def swap(m: re.Match) -> str:
+        nonlocal count
+        count += 1
+        return m.group(0).translate(LOOKALIKES)
+
+    return pattern.sub(swap, text), count
+
+
 def get_format(name: str) -> FormatPreset:
     try:
         return PRESETS[name]

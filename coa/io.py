@@ -10,9 +10,15 @@ target, which the next write of the same target clears). The temporary sits in t
 so the rename stays on one filesystem (``os.replace`` is atomic there). A rename that fails removes the
 temporary too; a file never replaces a folder (that would delete the folder's contents).
 
-No command deletes or overwrites what it did not create: a tool writing into a folder a person names
-calls ``claim_folder`` first, which refuses a non-empty folder the tool did not write, and records what
-it wrote with ``record_folder`` (the marker file ``OWNER_FILE``), so the next run deletes only those files.
+No command deletes or overwrites what it did not create. The marker file ``OWNER_FILE`` names the tool
+that wrote a folder and the files it wrote there; a file name alone (``index.json``) proves nothing.
+  - a tool writing files into a folder a person names (``out=``, ``dest=``) calls ``claim_folder`` first,
+    which refuses a non-empty folder the tool did not write, and records what it wrote with
+    ``record_folder``, so the next run deletes only those files; ``owned_files`` does both around a block;
+  - a tool replacing a folder whole (an index, a checkpoint) asks ``replaceable`` first, marks the new
+    folder with ``mark_folder`` before it is renamed into place, and clears old copies of its own that a
+    killed ``replace`` left behind with ``clear_replaced``.
+A refusal is ``NotOurs``: one line naming the folder and the setting that overrides.
 """
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from coa.errors import BadInput
 
 
 def _remove(path: Path) -> None:
@@ -110,6 +118,11 @@ def write_json(path: str | Path, obj: Any, mode: int = 0o666, **dumps_kwargs: An
 
 # ---- folders a person names (dest=, out=) ----------------------------------------------------------
 
+class NotOurs(BadInput, FileExistsError):
+    """A folder a command would replace or write into but did not write: refused in one line naming the
+    folder and the setting that overrides (bad input, exit 2; still a ``FileExistsError`` for callers)."""
+
+
 def claim_folder(folder: str | Path, tool: str, override: str, overwrite: bool = False) -> list[str]:
     """May ``tool`` write into ``folder``? Yes if it is missing or empty, or ``tool`` wrote it before (its
     ``OWNER_FILE``); a non-empty folder of anything else only with ``overwrite`` (the flag ``override``
@@ -123,9 +136,9 @@ def claim_folder(folder: str | Path, tool: str, override: str, overwrite: bool =
         if recorded.get("tool") == tool:
             return [f for f in recorded.get("files", []) if _inside(folder, f)]
     if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise FileExistsError(f"{folder.resolve()}: folder is not empty and {tool} did not write it (no {OWNER_FILE}); "
-                              f"pick a new or empty folder, or {override} to write into it (files of the same name "
-                              "are replaced, nothing else is deleted)")
+        raise NotOurs(f"{folder.resolve()}: folder is not empty and {tool} did not write it (no {OWNER_FILE}); "
+                      f"pick a new or empty folder, or {override} to write into it (files of the same name "
+                      "are replaced, nothing else is deleted)")
     return []
 
 
@@ -137,3 +150,72 @@ def _inside(folder: Path, name: str) -> bool:
 def record_folder(folder: str | Path, tool: str, files: list[str]) -> Path:
     """Mark ``folder`` as written by ``tool``, listing the files (relative paths) it wrote there."""
     return write_json(Path(folder) / OWNER_FILE, {"tool": tool, "files": sorted(files)})
+
+
+def written_by(folder: str | Path, tool: str) -> bool:
+    """Whether ``folder``'s ``OWNER_FILE`` names ``tool`` (an unreadable marker names no one)."""
+    try:
+        return json.loads((Path(folder) / OWNER_FILE).read_text()).get("tool") == tool
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def replaceable(folder: str | Path, tool: str) -> bool:
+    """May ``tool`` replace ``folder`` whole unasked: missing, an empty folder, or one ``tool`` marked."""
+    folder = Path(folder)
+    if not folder.exists():
+        return True
+    return folder.is_dir() and (not any(folder.iterdir()) or written_by(folder, tool))
+
+
+def mark_folder(folder: str | Path, tool: str) -> Path:
+    """Mark a folder ``tool`` wrote whole (before it is renamed into place): the marker lists every file."""
+    folder = Path(folder)
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != OWNER_FILE]
+    return record_folder(folder, tool, files)
+
+
+def clear_replaced(target: str | Path, owned: Callable[[Path], bool]) -> None:
+    """Remove the old copies of ``target`` that ``replace`` moved aside (``.NAME.old-PID``) and whose
+    process died before deleting them, if ``owned(copy)`` says they are the caller's."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    prefix = f".{target.name}.old-"
+    for old in target.parent.iterdir():
+        if old.name.startswith(prefix) and not _alive(old.name[len(prefix):]) and owned(old):
+            _remove(old)
+
+
+@contextmanager
+def owned_files(folder: str | Path, tool: str, override: str, overwrite: bool = False) -> Iterator[Path]:
+    """Write files into ``folder`` as ``tool``: ``claim_folder`` on entry; on leaving (also after a failure
+    part-way) ``record_folder`` lists the files the block wrote and those recorded before that remain.
+    Only files directly in ``folder`` are tracked (the command-line writers write no subfolders)."""
+    folder = Path(folder)
+    recorded = claim_folder(folder, tool, override, overwrite)
+    ours_before = written_by(folder, tool)
+    before = _stamps(folder)
+    try:
+        yield folder
+    finally:
+        after = _stamps(folder)
+        written = {name for name, stamp in after.items() if before.get(name) != stamp}
+        if written or ours_before:
+            record_folder(folder, tool, sorted(written | (set(recorded) & set(after))))
+
+
+def _temporary(name: str) -> bool:
+    return name.startswith(".") and ".tmp-" in name
+
+
+def _stamps(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """Each file's inode, mtime and size: an atomic write gives a replaced file a new inode."""
+    if not folder.is_dir():
+        return {}
+    stamps = {}
+    for path in folder.iterdir():
+        if path.is_file() and path.name != OWNER_FILE and not _temporary(path.name):
+            stat = path.stat()
+            stamps[path.name] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return stamps

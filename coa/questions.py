@@ -15,8 +15,9 @@ from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 
-from coa.errors import entry_point, reading
-from coa.io import write_text
+from coa import paths
+from coa.errors import BadInput, entry_point, reading
+from coa.io import owned_files, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_QUESTIONS = ROOT / "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz"
@@ -119,13 +120,36 @@ def write_questions(path: str | Path, questions: list[dict]) -> None:
 @dataclass
 class SplitConfig:
     """``python -m coa.questions split key=value ...`` (``params.yaml`` section ``split``): a training pool
-    and held-out evaluation questions, disjoint by question, in a seeded hash order."""
+    and held-out evaluation questions, disjoint by question, in a seeded hash order. Neither part may be
+    empty; ``out`` must be new, empty or an earlier split's (its ``.autocoa-owner.json``), else ``overwrite=true``."""
 
-    questions: str = field(default=str(DEFAULT_QUESTIONS), metadata={"help": "FlashRAG question file to split"})
-    out: str = field(default="runs/split", metadata={"help": "writes train.jsonl, heldout.jsonl and split.json here"})
+    questions: str = field(default=str(DEFAULT_QUESTIONS), metadata={
+        "help": "FlashRAG question file to split: params.yaml's top-level data.questions (or questions=PATH)",
+        "shared": "data.questions"})
+    out: str = field(default=paths.SPLIT, metadata={"help": "writes train.jsonl, heldout.jsonl and split.json here"})
     heldout: int = field(default=200, metadata={"help": "held-out evaluation questions (never trained on)"})
     train: int = field(default=0, metadata={"help": "training pool size; 0 = all the rest"})
     seed: int = field(default=0, metadata={"help": "seeds the hash order (same seed, same split)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "write into a non-empty out folder split did not write (same-name files replaced, nothing deleted)"})
+
+    def __post_init__(self) -> None:
+        if self.heldout < 1:
+            raise ValueError(f"heldout must be >= 1 (the held-out evaluation questions), got {self.heldout}")
+        if self.train < 0:
+            raise ValueError(f"train must be >= 0 (0 = all questions not held out), got {self.train}")
+
+
+SPLIT_TOOL = "coa.questions split"  # the owner its marker names in ``out``
+
+
+def check_parts(path: str, n_questions: int, heldout: int) -> None:
+    """Neither part of the split may be empty (an empty part would only fail later, in synth or evaluate)."""
+    if n_questions == 0:
+        raise BadInput(f"{path}: holds no questions; there is nothing to split")
+    if heldout >= n_questions:
+        raise BadInput(f"heldout={heldout} leaves no training questions: {path} holds {n_questions}; "
+                       f"set heldout below {n_questions}")
 
 
 @entry_point("coa.questions")
@@ -142,12 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         print(main.__doc__, file=sys.stdout if asked else sys.stderr)
         return 0 if asked else 2
     cfg = cli(SplitConfig, "split", args[1:], SplitConfig.__doc__)
-    pool, held = split_questions(load_questions(cfg.questions), cfg.heldout, cfg.train, cfg.seed)
-    out = Path(cfg.out)
-    write_questions(out / "train.jsonl", pool)
-    write_questions(out / "heldout.jsonl", held)
-    write_json(out / "split.json", {"train": len(pool), "heldout": len(held), "seed": cfg.seed})
-    print(f"train {len(pool)} / held-out {len(held)} questions → {out}")
+    questions = load_questions(cfg.questions)
+    check_parts(cfg.questions, len(questions), cfg.heldout)
+    pool, held = split_questions(questions, cfg.heldout, cfg.train, cfg.seed)
+    with owned_files(cfg.out, SPLIT_TOOL, "overwrite=true", cfg.overwrite) as out:
+        write_questions(out / "train.jsonl", pool)
+        write_questions(out / "heldout.jsonl", held)
+        write_json(out / "split.json", {"train": len(pool), "heldout": len(held), "seed": cfg.seed})
+    print(f"train {len(pool)} / held-out {len(held)} questions → {cfg.out}")
     return 0
 
 

@@ -155,6 +155,10 @@ def extract_answer(text: str, format: str = "autocoa") -> str | None:
     return get_format(format).extract_answer(text)
 
 
+# the answer metrics a stage reports, selects on or rewards with (score_all also gives subem, a curation column)
+METRICS = ("em", "f1", "cover_em", "autocoa_lenient")
+
+
 def score_all(completion: str, golds: Golds, format: str = "autocoa") -> dict[str, float]:
     """All five scores of one completion; all but ``autocoa_lenient`` use the preset's extracted answer."""
     answer = extract_answer(completion, format)

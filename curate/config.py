@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from coa import paths
 from coa.config import load_config
+from coa.score import METRICS
 
 STEPS = ("score", "analyze", "pairs", "sets")
-METRICS = ("em", "f1", "cover_em", "autocoa_lenient")
-DEFAULT_EVAL_SETS = ["runs/split/heldout.jsonl", "data/raw/bamboogle/bamboogle.jsonl.gz",
+DEFAULT_EVAL_SETS = [paths.SPLIT_HELDOUT, "data/raw/bamboogle/bamboogle.jsonl.gz",
                      "data/raw/autocoa/all_test_data_test.parquet"]
 
 
@@ -28,9 +29,10 @@ DEFAULT_EVAL_SETS = ["runs/split/heldout.jsonl", "data/raw/bamboogle/bamboogle.j
 class CurateConfig:
     step: str = field(default="score", metadata={"help": "score | analyze | pairs | sets"})
     input: list = field(default_factory=list, metadata={"help": (
-        "`in=`: score: trajectory parquet files/folders (default runs/synth/cot, runs/synth/coa); analyze, sets: "
-        "the score step's folder (default runs/curate/score); pairs: branch trajectories (default runs/synth/branch)")})
-    out: str = field(default="", metadata={"help": "output folder; empty = runs/curate/<step>"})
+        f"`in=`: score: trajectory parquet files/folders (default {paths.synth('cot')}, {paths.synth('coa')}); "
+        f"analyze, sets: the score step's folder (default {paths.curate('score')}); pairs: branch trajectories "
+        f"(default {paths.synth('branch')})")})
+    out: str = field(default="", metadata={"help": f"output folder; empty = {paths.curate('<step>')}"})
 
     metric: str = field(default="em", metadata={"help": "score that decides correctness: em | f1 | cover_em | autocoa_lenient"})
     threshold: float = field(default=1.0, metadata={"help": "a trajectory is correct when metric >= threshold"})
@@ -61,7 +63,7 @@ class CurateConfig:
     decision_points: str = field(default="first", metadata={"help": "first (before the first search) | every (before each)"})
     decisions_per_question: int = field(default=1, metadata={"help": "parent trajectories branched per question (0 = all)"})
 
-    pairs: str = field(default="", metadata={"help": "sets: the pairs step's folder (default runs/curate/pairs)"})
+    pairs: str = field(default="", metadata={"help": f"sets: the pairs step's folder (default {paths.curate('pairs')})"})
     review: str = field(default="", metadata={"help": "sets: optional review table (parquet/csv: row_id, decision, corrected_answer)"})
     questions: str = field(default="", metadata={"help": "question file whose metadata.type stratifies the sets (default: the embedded HotpotQA)"})
     n_pairs: int = field(default=1500, metadata={"help": "contrastive pairs in the SFT-1 set"})
@@ -96,7 +98,7 @@ class CurateConfig:
 
     @property
     def out_dir(self) -> str:
-        return self.out or f"runs/curate/{self.step}"
+        return self.out or paths.curate(self.step)
 
 
 ALIASES = {"in": "input"}  # ``in`` is a Python keyword, so the field is ``input``; both are accepted

@@ -7,21 +7,33 @@
 
 Settings: ``curate/config.py`` (``params.yaml`` section ``curate``; ``key=value`` overrides it);
 ``--help`` lists every key, ``--print-config`` prints the resolved settings. Every step writes parquet
-and a ``metrics.json`` into ``out`` (default ``runs/curate/<step>``). Exit codes: 0 done, 2 bad settings or
-input (one line naming the file and column; ``COA_DEBUG=1`` for a traceback).
+and a ``metrics.json`` into ``out`` (default ``runs/curate/<step>``), which must be new, empty or written by
+the same step before (its ``.autocoa-owner.json``); ``overwrite=true`` writes into another folder, replacing
+files of the same name and deleting nothing. Exit codes: 0 done, 2 bad settings or input (one line naming
+the file and column; ``COA_DEBUG=1`` for a traceback).
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 
 from coa.config import cli
 from coa.errors import entry_point
+from coa.io import owned_files
 from curate.config import ALIASES, CurateConfig
+
+
+@dataclass
+class CurateRunConfig(CurateConfig):
+    """``CurateConfig`` plus what only the command line decides: where it may write."""
+
+    overwrite: bool = field(default=False, metadata={
+        "help": "write into a non-empty out folder the step did not write (same-name files replaced, nothing deleted)"})
 
 
 @entry_point("curate")
 def main(argv: list[str] | None = None) -> int:
-    cfg = cli(CurateConfig, "curate", sys.argv[1:] if argv is None else argv, __doc__, aliases=ALIASES)
+    cfg = cli(CurateRunConfig, "curate", sys.argv[1:] if argv is None else argv, __doc__, aliases=ALIASES)
     if cfg.step == "score":
         from curate.score import run
     elif cfg.step == "analyze":
@@ -30,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         from curate.pairs import run
     else:
         from curate.sets import run
-    run(cfg)
+    with owned_files(cfg.out_dir, f"curate.run step={cfg.step}", "overwrite=true", cfg.overwrite):
+        run(cfg)
     return 0
 
 

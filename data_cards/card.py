@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from coa import paths
 from data_cards.run_facts import (AUTOCOA_CITATION, SOURCE_CITATIONS, SOURCE_HUB_IDS, RunFacts, card_license,
                                   md5_file)
 
@@ -141,7 +142,7 @@ def _retrieval_and_sampling(facts: RunFacts) -> str:
     idx = facts.index
     corpus = idx.get("corpus") or facts.params.get("search", {}).get("index", "unknown")
     corpus_md5 = next((md5 for path, md5 in facts.dvc_outs.items() if path.endswith("index")), None)
-    lines = [f"- Retrievers (rows): " + (", ".join(f"`{r}` ({n})" for r, n in sorted(retrievers.items())) or "–"),
+    lines = ["- Retrievers (rows): " + (", ".join(f"`{r}` ({n})" for r, n in sorted(retrievers.items())) or "–"),
              f"- Corpus: `{corpus}`" + (f", {idx['n_docs']:,} passages, backends {idx.get('backends')}" if idx else
                                          " (index manifest not found)")
              + (f"; index md5 `{corpus_md5}` (dvc.lock)" if corpus_md5 else "")]
@@ -206,7 +207,7 @@ from datasets import load_dataset
 coa = load_dataset("{repo_id}", "{first}", split="train")
 ```
 
-Train on it with this toolkit (copy the parquet files into `runs/curate/sets/` as `pairs.parquet`,
+Train on it with this toolkit (copy the parquet files into `{paths.curate('sets')}/` as `pairs.parquet`,
 `coa.parquet`, `cot.parquet`, or point `train.sets_dir` at them):
 
 ```bash

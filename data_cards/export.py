@@ -8,7 +8,9 @@
 
 ``out`` defaults to ``runs/export/<format>``. Sets are read from ``sets_dir``; ``verl`` reads any question
 file ``coa.questions.load_questions`` reads (FlashRAG jsonl(.gz)/parquet) or a set parquet (its questions);
-``questions`` reads a verl RL parquet.
+``questions`` reads a verl RL parquet. Everything is read and converted before anything is written; ``out``
+must be new, empty or written by an export of the same format (its ``.autocoa-owner.json``), else
+``overwrite=true`` (same-name files replaced, nothing deleted).
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coa import paths
 from coa.errors import entry_point, reading
-from coa.io import atomic_output, write_text
+from coa.io import atomic_output, owned_files, write_text
 from coa.prompts import PromptConfig
 from data_cards import formats
 
@@ -32,18 +35,20 @@ FORMATS = ("trl_preference", "trl_sft", "llamafactory", "verl", "questions")
 class ExportConfig:
     """Settings of ``python -m data_cards.export`` (``key=value``; ``--help``, ``--print-config``).
 
-    What: format, input, sets_dir, out. verl: split, prompt_format, demonstrations, ability.
+    What: format, input, sets_dir, out, overwrite. verl: split, prompt_format, demonstrations, ability.
     """
 
     format: str = field(default="", metadata={"help": f"one of {', '.join(FORMATS)}"})
-    sets_dir: str = field(default="runs/curate/sets", metadata={"help": "the sets step's folder (pairs/coa/cot.parquet)"})
+    sets_dir: str = field(default=paths.curate("sets"), metadata={"help": "the sets step's folder (pairs/coa/cot.parquet)"})
     input: str = field(default="", metadata={
-        "help": "verl: question file or set parquet (default runs/split/train.jsonl); questions: a verl RL parquet"})
-    out: str = field(default="", metadata={"help": "output folder; empty = runs/export/<format>"})
+        "help": f"verl: question file or set parquet (default {paths.SPLIT_TRAIN}); questions: a verl RL parquet"})
+    out: str = field(default="", metadata={"help": f"output folder; empty = {paths.export('<format>')}"})
     split: str = field(default="train", metadata={"help": "verl: extra_info.split and the file name"})
     prompt_format: str = field(default="autocoa", metadata={"help": "verl: instruction preset (autocoa | search_r1)"})
     demonstrations: bool = field(default=False, metadata={"help": "verl: put the worked example in the instruction"})
     ability: str = field(default="fact-reasoning", metadata={"help": "verl: the ability column (Search-R1's value)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "write into a non-empty out folder this export did not write (same-name files replaced)"})
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -53,7 +58,7 @@ class ExportConfig:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out or f"runs/export/{self.format}")
+        return Path(self.out or paths.export(self.format))
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -69,9 +74,10 @@ def write_parquet(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def write_json(data, path: Path, lines: bool = False) -> Path:
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data) if lines else \
-        json.dumps(data, ensure_ascii=False, indent=1)
+def write_records(path: Path, records, lines: bool = False) -> Path:
+    """``records`` as one JSON document, or (``lines``) one JSON object per line."""
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records) if lines else \
+        json.dumps(records, ensure_ascii=False, indent=1)
     return write_text(path, text)
 
 
@@ -88,34 +94,47 @@ def _questions(path: Path) -> list[dict]:
     return load_questions(path)
 
 
-def run(cfg: ExportConfig) -> dict:
-    sets, out = Path(cfg.sets_dir), cfg.out_dir
-    written: dict[str, int] = {}
+def converted(cfg: ExportConfig) -> dict[str, list | dict]:
+    """Every output file's name in ``out`` and its content (rows, or dataset_info's mapping)."""
+    sets = Path(cfg.sets_dir)
     if cfg.format == "trl_preference":
-        rows = formats.trl_preference(read_rows(sets / "pairs.parquet"), str(sets / "pairs.parquet"))
-        written[str(write_parquet(rows, out / "preference.parquet"))] = len(rows)
-    elif cfg.format == "trl_sft":
-        for name in ("coa", "cot"):
-            rows = formats.trl_sft(read_rows(sets / f"{name}.parquet"), str(sets / f"{name}.parquet"))
-            written[str(write_parquet(rows, out / f"sft_{name}.parquet"))] = len(rows)
-    elif cfg.format == "llamafactory":
+        src = sets / "pairs.parquet"
+        return {"preference.parquet": formats.trl_preference(read_rows(src), str(src))}
+    if cfg.format == "trl_sft":
+        srcs = {name: sets / f"{name}.parquet" for name in ("coa", "cot")}
+        return {f"sft_{name}.parquet": formats.trl_sft(read_rows(src), str(src)) for name, src in srcs.items()}
+    if cfg.format == "llamafactory":
         files = {}
         for name in ("pairs", "coa", "cot"):
             src = sets / f"{name}.parquet"
-            rows = formats.llamafactory_ranking(read_rows(src), str(src)) if name == "pairs" else \
+            files[f"{name}.json"] = formats.llamafactory_ranking(read_rows(src), str(src)) if name == "pairs" else \
                 formats.llamafactory_messages(read_rows(src), str(src))
-            written[str(write_json(rows, out / f"{name}.json"))] = len(rows)
-            files[name] = f"{name}.json"
-        write_json(formats.llamafactory_dataset_info(files), out / "dataset_info.json")
-    elif cfg.format == "verl":
-        source = Path(cfg.input or "runs/split/train.jsonl")
+        info = formats.llamafactory_dataset_info({name.removesuffix(".json"): name for name in files})
+        return {**files, "dataset_info.json": info}
+    if cfg.format == "verl":
+        source = Path(cfg.input or paths.SPLIT_TRAIN)
         prompt = PromptConfig(format=cfg.prompt_format, mode="coa", demonstrations=cfg.demonstrations)
         rows = formats.verl_rows(_questions(source), prompt, cfg.split, cfg.ability, str(source))
-        written[str(write_parquet(rows, out / f"{cfg.split}.parquet"))] = len(rows)
-    else:  # questions
-        source = Path(cfg.input)
-        rows = formats.verl_to_questions(read_rows(source), str(source))
-        written[str(write_json(rows, out / "questions.jsonl", lines=True))] = len(rows)
+        return {f"{cfg.split}.parquet": rows}
+    source = Path(cfg.input)  # questions
+    return {"questions.jsonl": formats.verl_to_questions(read_rows(source), str(source))}
+
+
+def write_file(content: list | dict, path: Path) -> Path:
+    if path.suffix == ".parquet":
+        return write_parquet(content, path)
+    return write_records(path, content, lines=path.suffix == ".jsonl")
+
+
+def run(cfg: ExportConfig) -> dict:
+    files = converted(cfg)  # bad input fails here, before the out folder is judged or touched
+    written: dict[str, int] = {}
+    tool = f"data_cards.export format={cfg.format}"  # the owner its marker names in out
+    with owned_files(cfg.out_dir, tool, "overwrite=true", cfg.overwrite) as out:
+        for name, content in files.items():
+            path = write_file(content, out / name)
+            if isinstance(content, list):  # dataset_info.json is an index, not rows
+                written[str(path)] = len(content)
     for path, n in written.items():
         print(f"{cfg.format}: {n} rows → {path}")
     return written

@@ -10,6 +10,8 @@ lists the files it wrote: only those are replaced or deleted); ``overwrite=true`
 folder, replacing files of the same name and deleting nothing else. Files are staged first and placed
 only once all of them are written. Exit codes: 0 done, 1 an upload that failed part-way (nothing was
 committed; re-run), 2 bad settings, input or environment (one line; ``COA_DEBUG=1`` for a traceback).
+An endpoint that answers an error is named with its status and the request (a refused token only on 401/403);
+one that does not answer within ``timeout_s`` seconds (per request) is named too, never waited for forever.
 
 Layout (what the Hub repo and ``dest`` hold): ``README.md`` (the card), ``{config}/train-0000i-of-0000n.parquet``
 for the configs ``pairs``, ``coa``, ``cot`` (and ``trajectories``, all scored rows, with
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from coa import paths
 from coa.errors import BadInput, entry_point, one_line
 from coa.io import atomic_output, claim_folder, record_folder
 from data_cards import card, run_facts
@@ -58,9 +61,9 @@ class PublishConfig:
     dest: str = field(default="", metadata={"help": "write the repo's files to this folder instead of uploading"})
     overwrite: bool = field(default=False, metadata={
         "help": "let dest= be a non-empty folder publish did not write (same-name files replaced, nothing deleted)"})
-    sets_dir: str = field(default="runs/curate/sets", metadata={"help": "the sets step's folder (pairs/coa/cot.parquet, metrics.json)"})
-    curate_dir: str = field(default="runs/curate", metadata={"help": "curate steps' parent folder (score/analyze/pairs metrics, plots)"})
-    index: str = field(default="runs/index", metadata={"help": "search index folder (its index.json names the corpus)"})
+    sets_dir: str = field(default=paths.curate("sets"), metadata={"help": "the sets step's folder (pairs/coa/cot.parquet, metrics.json)"})
+    curate_dir: str = field(default=paths.CURATE, metadata={"help": "curate steps' parent folder (score/analyze/pairs metrics, plots)"})
+    index: str = field(default=paths.INDEX, metadata={"help": "search index folder (its index.json names the corpus)"})
     params_file: str = field(default="params.yaml", metadata={"help": "params file quoted in the card's provenance"})
     dvc_lock: str = field(default="dvc.lock", metadata={"help": "dvc.lock whose hashes the card checks the sets against"})
     trajectories: bool = field(default=False, metadata={"help": "also publish every scored trajectory as config 'trajectories'"})
@@ -69,6 +72,8 @@ class PublishConfig:
         "help": "licence per source dataset name, added to the built-in ones (e.g. licenses.musique=cc-by-4.0)"})
     max_shard_bytes: int = field(default=500_000_000, metadata={"help": "largest in-memory size of one parquet shard"})
     commit_message: str = field(default="", metadata={"help": "commit title; empty = one naming the sets and row counts"})
+    timeout_s: float = field(default=60.0, metadata={
+        "help": "seconds to wait for the Hub's answer to each request (connect, each read or write); then stop"})
 
     def __post_init__(self) -> None:
         if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
@@ -77,6 +82,8 @@ class PublishConfig:
             raise ValueError(f"max_shard_bytes must be >= 1, got {self.max_shard_bytes}")
         if not isinstance(self.licenses, dict):
             raise ValueError(f"licenses must be a mapping dataset → licence id, got {self.licenses!r}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 (seconds), got {self.timeout_s}")
 
 
 def write_shards(table, folder: Path, name: str, max_bytes: int) -> list[Path]:
@@ -112,20 +119,29 @@ def stage(cfg: PublishConfig, folder: Path) -> tuple[list[Path], dict[str, int]]
 def push(cfg: PublishConfig, folder: Path, files: list[Path], message: str) -> tuple[str, bool]:
     """One commit of ``files`` (plus deletions of stale files in the folders a publish owns).
     Returns the head commit and whether a commit was made."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_session
     from huggingface_hub.errors import HfHubHTTPError
 
     token = os.environ.get("HF_TOKEN")
     if not token:
         raise BadInput("HF_TOKEN is not set: publishing needs a write token (export HF_TOKEN=...), "
                            "or use dest=DIR for a local copy")
+    get_session().timeout = cfg.timeout_s  # the client shared by every call; its default is no timeout at all
     api = HfApi(token=token)  # the endpoint is HF_ENDPOINT (huggingface_hub reads it), default huggingface.co
     where = f"{api.endpoint}/datasets/{cfg.repo_id}@{cfg.revision}"
     try:
         api.whoami()
     except HfHubHTTPError as e:
-        raise BadInput(f"{api.endpoint}: the token in HF_TOKEN was refused ({e.response.status_code})") from None
+        status = e.response.status_code
+        if status in (401, 403):
+            raise BadInput(f"{api.endpoint}: the token in HF_TOKEN was refused ({status})") from None
+        raise BadInput(f"{api.endpoint}/api/whoami-v2 answered {status} {e.response.reason_phrase}"
+                       f"{answer_text(e.response, token)}: the server is failing, or HF_ENDPOINT is not a Hub "
+                       "(unset: huggingface.co); the token was not checked") from None
     except Exception as e:  # the client's transport error (requests' or httpx's, by version): a wrong HF_ENDPOINT
+        if is_timeout(e):
+            raise BadInput(f"{api.endpoint} did not answer within {cfg.timeout_s:g} s (timeout_s={cfg.timeout_s:g}): "
+                           "check HF_ENDPOINT (unset: huggingface.co) and the network, or raise timeout_s") from None
         cause = f"{type(e).__name__}: {e}".replace(token, "***")
         raise BadInput(f"{api.endpoint} is not reachable ({cause}); check HF_ENDPOINT (unset: huggingface.co) "
                        "and the network") from None
@@ -144,10 +160,42 @@ def push(cfg: PublishConfig, folder: Path, files: list[Path], message: str) -> t
     except PublishError:
         raise
     except Exception as e:  # a cut connection, a refused card, a server error: nothing was committed
-        cause = f"{type(e).__name__}: {e}".replace(token, "***")
+        cause = failure(e, cfg.timeout_s).replace(token, "***")
         raise PublishError(f"publishing to {where} failed, nothing was committed: {cause}\n"
                            "Re-run the same command to finish: files that already arrived are not sent again.") from None
     return info.oid, info.oid != before
+
+
+def is_timeout(error: BaseException) -> bool:
+    """A timeout of the Hub client's transport (httpx's or requests' by version: matched by name)."""
+    return any("Timeout" in type(e).__name__ for e in (error, error.__cause__, error.__context__) if e is not None)
+
+
+def answer_text(response, token: str) -> str:
+    """`` (the server's words)`` from an error response, short and without the token; '' if it said nothing."""
+    try:
+        text = " ".join(response.text.split())[:200]
+    except Exception:  # a streamed body that was not read
+        return ""
+    text = text.replace(token, "***") if token else text
+    return f" ({text})" if text else ""
+
+
+def failure(error: BaseException, timeout_s: float) -> str:
+    """One clause for what went wrong with a request: ``METHOD URL answered STATUS ...`` or no answer in time."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(error, HfHubHTTPError) and error.response is not None:
+        r = error.response
+        return f"{r.request.method} {r.request.url} answered {r.status_code} {r.reason_phrase}{answer_text(r, '')}"
+    if is_timeout(error):
+        request = getattr(error, "request", None)
+        try:
+            target = f"{request.method} {request.url}: " if request is not None else ""
+        except Exception:  # httpx raises when an error carries no request
+            target = ""
+        return f"{target}no answer within {timeout_s:g} s (timeout_s={timeout_s:g})"
+    return f"{type(error).__name__}: {error}"
 
 
 TOOL = "data_cards.publish"

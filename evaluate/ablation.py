@@ -23,11 +23,12 @@ from pathlib import Path
 
 import yaml
 
+from coa import paths
 from coa.config import cli
 from coa.errors import entry_point
 from coa.io import write_json, write_text
-from evaluate.run import bootstrap_ci
-from evaluate.stats import breakdown, paired_difference
+from coa.stats import bootstrap_ci, paired_difference
+from evaluate.stats import breakdown
 
 
 @dataclass
@@ -71,7 +72,7 @@ def read_arm(arm: str, source: str) -> dict:
     chain = yaml.safe_load(arm_file(arm, source, "params.yaml"))["train"]["chain"]
     stage = chain[-1]
     return {"chain": chain, "stage": stage,
-            "rows": json.loads(arm_file(arm, source, f"runs/eval/{stage}/per_question.json"))}
+            "rows": json.loads(arm_file(arm, source, f"{paths.evaluation(stage)}/per_question.json"))}
 
 
 def scores(arm_rows: list[dict], reference_rows: list[dict], dataset: str, resamples: int) -> tuple[dict, list[dict]]:

@@ -34,26 +34,27 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coa import paths
 from coa.config import cli
 from coa.errors import entry_point
 from coa.io import write_json
-from coa.score import applies
+from coa.score import METRICS, applies
 
 STATUSES = ("pass", "n/a", "warn", "fail")  # in order of severity
 
 
 @dataclass
 class ChecksConfig:
-    runs_dir: str = field(default="runs/train", metadata={"help": "the training stages' folders"})
+    runs_dir: str = field(default=paths.TRAIN, metadata={"help": "the training stages' folders"})
     stages: list = field(default_factory=lambda: ["sft1", "sft2", "sft3", "rl1", "rl2"],
                          metadata={"help": "training stages to check"})
-    eval_root: str = field(default="runs/eval", metadata={"help": "one folder per evaluated model"})
+    eval_root: str = field(default=paths.EVAL, metadata={"help": "one folder per evaluated model"})
     names: list = field(default_factory=lambda: ["base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"],
                         metadata={"help": "evaluated models to check"})
-    sets_metrics: str = field(default="runs/curate/sets/metrics.json", metadata={"help": "curate's sets metrics"})
-    when_to_act: str = field(default="runs/report/when_to_act.json", metadata={"help": "evaluate.when_to_act output"})
-    fidelity_root: str = field(default="runs/fidelity", metadata={"help": "evaluate.fidelity outputs, one folder per model"})
-    reward_probe_root: str = field(default="runs/reward_probe", metadata={
+    sets_metrics: str = field(default=f"{paths.curate('sets')}/metrics.json", metadata={"help": "curate's sets metrics"})
+    when_to_act: str = field(default=paths.WHEN_TO_ACT, metadata={"help": "evaluate.when_to_act output"})
+    fidelity_root: str = field(default=paths.FIDELITY, metadata={"help": "evaluate.fidelity outputs, one folder per model"})
+    reward_probe_root: str = field(default=paths.REWARD_PROBE, metadata={
         "help": "evaluate.reward_probe outputs, one folder per RL stage"})
     format: str = field(default="autocoa", metadata={"help": "format preset (params.yaml's top-level format)"})
     min_well_formed: float = field(default=0.5, metadata={"help": "a trained model below this share fails"})
@@ -61,7 +62,7 @@ class ChecksConfig:
                                                                         "had zero reward spread in every group"})
     min_set_fraction: float = field(default=0.5, metadata={"help": "a set below this share of its target warns"})
     max_over_trigger: float = field(default=0.5, metadata={"help": "searching when memory sufficed above this fails"})
-    out: str = field(default="runs/report/checks.json", metadata={"help": "where checks.json goes"})
+    out: str = field(default=paths.CHECKS, metadata={"help": "where checks.json goes"})
 
 
 def result(check: str, subject: str, status: str, message: str, **numbers) -> dict:
@@ -177,9 +178,9 @@ def check_well_formed(name: str, metrics: dict, minimum: float) -> dict:
 def check_metric_applies(name: str, metrics: dict, fmt: str) -> dict:
     fmt = metrics.get("format", fmt)
     wrong = {f"{d}.{m}": v[m] for d, v in metrics["datasets"].items() for m in v
-             if m in ("em", "f1", "cover_em", "autocoa_lenient") and not applies(m, fmt) and v[m] is not None}
+             if m in METRICS and not applies(m, fmt) and v[m] is not None}
     na = sorted({m for v in metrics["datasets"].values() for m in v
-                 if m in ("em", "f1", "cover_em", "autocoa_lenient") and not applies(m, fmt)})
+                 if m in METRICS and not applies(m, fmt)})
     if wrong:
         return result("metric_applies", name, "fail", f"reported as numbers though they cannot apply to {fmt}", **wrong)
     return result("metric_applies", name, "pass", f"n/a under {fmt}: {', '.join(na) or 'none'}")
@@ -224,7 +225,7 @@ def start_of(folder: Path, stage: str, cfg: ChecksConfig) -> Path | None:
     """The checkpoint a stage started from: its recorded ``start_model``; when that path is gone (a run
     made elsewhere), the previous stage's folder or the base model."""
     from coa.model import base_model_dir
-    from train.config import PREVIOUS
+    from coa.stages import PREVIOUS
 
     recorded = Path(json.loads((folder / "metrics.json").read_text()).get("start_model") or "")
     if recorded.name and recorded.exists():

@@ -23,20 +23,22 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from coa import paths
 from coa.agent import OBSERVATION_TOKENS
 from coa.config import cli
 from coa.environment import SearchEnvConfig
 from coa.errors import entry_point
 from coa.formats import FormatPreset, get_format
 from coa.io import write_json, write_text
+from coa.model import load_policy
 from coa.prompts import PromptConfig
 from evaluate.fidelity_metrics import Call, corpus_store, fidelity
 
 
 @dataclass
 class FidelityConfig:
-    model: str = field(default="runs/train/sft3", metadata={"help": "checkpoint folder, or 'base'"})
-    questions: str = field(default="runs/split/heldout.jsonl", metadata={"help": "FlashRAG question file"})
+    model: str = field(default=paths.train("sft3"), metadata={"help": "checkpoint folder, or 'base'"})
+    questions: str = field(default=paths.SPLIT_HELDOUT, metadata={"help": "FlashRAG question file"})
     limit: int = field(default=0, metadata={"help": "first N questions; 0 = all"})
     index: str = field(default="", metadata={"help": "coa.search index folder (its corpus is the document "
                                                      "store); empty = search.index"})
@@ -50,7 +52,7 @@ class FidelityConfig:
         "help": "room per written observation beside search.max_tokens (RL-1's rl1.observation_tokens)"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype in-process (float32 | bfloat16)"})
     threshold: float = field(default=0.5, metadata={"help": "support threshold of the hallucination rule"})
-    out: str = field(default="runs/fidelity/model", metadata={"help": "output folder"})
+    out: str = field(default=paths.fidelity("model"), metadata={"help": "output folder"})
 
     def __post_init__(self) -> None:
         if self.engine not in ("vllm", "hf"):
@@ -58,24 +60,6 @@ class FidelityConfig:
         if self.index:
             self.search.index = self.index
         self.prompt.format = self.format
-
-
-def policy(model: str, temperature: float = 0.0, dtype: str = "float32", engine: str = "hf"):
-    """(engine, tokenizer) of a checkpoint in-process (``engine``: hf | vllm); ``base`` = the embedded model.
-    A folder without weights is named before anything loads."""
-    from transformers import AutoTokenizer
-
-    from coa.engines import make_engine
-    from coa.model import base_model_dir
-
-    folder = base_model_dir() if model == "base" else Path(model)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"model={model}: {folder / 'config.json'} not found (not a checkpoint folder)")
-    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-        raise FileNotFoundError(f"model={model}: no weights (*.safetensors) in {folder}")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    return make_engine(engine, model=str(folder), tokenizer=tokenizer, temperature=temperature, dtype=dtype,
-                       name=model), tokenizer
 
 
 def written_calls(completion: str, fmt: FormatPreset) -> list[tuple[str, str]]:
@@ -100,7 +84,7 @@ def probe(cfg: FidelityConfig) -> dict:
     fmt = get_format(cfg.format)
     questions = load_questions(cfg.questions, limit=cfg.limit or None)
     store = corpus_store(DocumentStore(cfg.search.index).contents.to_pylist())  # the documents real search can return
-    engine, tok = policy(cfg.model, cfg.temperature, cfg.dtype, cfg.engine)
+    engine, tok = load_policy(cfg.model, cfg.temperature, cfg.dtype, cfg.engine)
     episodes = [start_episode(render_prompt(tok, q["question"], cfg.prompt), tok, prefill=cfg.prompt.prefill,
                               tools="simulated", question=q) for q in questions]
     drive(episodes, engine, None, fmt, cfg.search.budget.with_written_observations(cfg.observation_tokens))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from coa import paths
 from coa.config import cli
 from coa.errors import entry_point
 from evaluate.ablation import ArmsConfig, arm_file, scores, write_table
@@ -41,8 +42,8 @@ class FrontierConfig(ArmsConfig):
 def read_arm(arm: str, source: str) -> dict:
     """An arm's RL schedule, its two RL stages' metrics and its model's per-question rows."""
     schedule = yaml.safe_load(arm_file(arm, source, "params.yaml"))["train"].get("rl") or {}
-    stages = {s: json.loads(arm_file(arm, source, f"runs/train/{s}/metrics.json")) for s in ("rl1", "rl2")}
-    rows = json.loads(arm_file(arm, source, "runs/eval/rl2/per_question.json"))
+    stages = {s: json.loads(arm_file(arm, source, f"{paths.train(s)}/metrics.json")) for s in ("rl1", "rl2")}
+    rows = json.loads(arm_file(arm, source, f"{paths.evaluation('rl2')}/per_question.json"))
     return {"schedule": schedule, "stages": stages, "rows": rows}
 
 

@@ -6,10 +6,10 @@
 Sections: the machine, date, commit and the reproducibility settings (seeds, greedy decoding, serving
 dtype); set sizes and synthesis statistics; the curation 2×2; the stage table (EM and F1 with 95%
 intervals, searches, well-formed, n) with each stage's paired difference against the checkpoint it
-started from; question-type and search-count breakdowns with retrieval coverage; when-to-act rates;
-world-model fidelity; each RL stage's reward on fixed training questions before vs after; the
-failure-signature checks; the power statement. A missing input leaves its
-section saying so. The checks table is printed last, so ``dvc repro`` ends with it.
+started from; question-type and search-count breakdowns with retrieval coverage; searches per question
+by type and hops and the bridge questions answered after two or more searches; when-to-act rates with
+the n of each side; world-model fidelity; each RL stage's reward on fixed training questions before vs
+after; the failure-signature checks; the power statement. A missing input leaves its section saying so. The checks table is printed last, so ``dvc repro`` ends with it.
 """
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coa import paths
 from coa.config import cli, read_params
 from coa.errors import entry_point
 from coa.io import write_text
 from evaluate.checks import as_table
-from evaluate.stats import difference_sd, paired_difference, power_statement
+from coa.stats import bootstrap_ci, difference_sd, paired_difference, power_statement
 
 # the checkpoint each evaluated model started from (its paired difference is taken against that row)
 STARTED_FROM = {"sft1": "base", "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "rl2": "rl1"}
@@ -34,21 +35,21 @@ STARTED_FROM = {"sft1": "base", "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "
 
 @dataclass
 class ReportConfig:
-    eval_root: str = field(default="runs/eval", metadata={"help": "one folder per evaluated model"})
+    eval_root: str = field(default=paths.EVAL, metadata={"help": "one folder per evaluated model"})
     names: list = field(default_factory=lambda: ["base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"],
                         metadata={"help": "rows of the stage table, in order"})
     dataset: str = field(default="heldout", metadata={"help": "the evaluation set of the stage table"})
     power_pair: list = field(default_factory=lambda: ["sft2", "sft3"], metadata={
         "help": "two models whose per-question differences give the sd of the power statement"})
     fidelity: list = field(default_factory=lambda: ["sft2", "sft3", "rl1"], metadata={"help": "probed models"})
-    fidelity_root: str = field(default="runs/fidelity", metadata={"help": "evaluate.fidelity outputs"})
-    reward_probe_root: str = field(default="runs/reward_probe", metadata={"help": "evaluate.reward_probe outputs"})
-    when_to_act: str = field(default="runs/report/when_to_act.json", metadata={"help": "evaluate.when_to_act output"})
-    checks: str = field(default="runs/report/checks.json", metadata={"help": "evaluate.checks output"})
-    curate_root: str = field(default="runs/curate", metadata={"help": "curate's step folders"})
-    metrics_dir: str = field(default="metrics", metadata={"help": "synth_*.json copies"})
+    fidelity_root: str = field(default=paths.FIDELITY, metadata={"help": "evaluate.fidelity outputs"})
+    reward_probe_root: str = field(default=paths.REWARD_PROBE, metadata={"help": "evaluate.reward_probe outputs"})
+    when_to_act: str = field(default=paths.WHEN_TO_ACT, metadata={"help": "evaluate.when_to_act output"})
+    checks: str = field(default=paths.CHECKS, metadata={"help": "evaluate.checks output"})
+    curate_root: str = field(default=paths.CURATE, metadata={"help": "curate's step folders"})
+    metrics_dir: str = field(default=paths.METRICS, metadata={"help": "synth_*.json copies"})
     bootstrap: int = field(default=2000, metadata={"help": "resamples of the paired intervals"})
-    out: str = field(default="runs/report", metadata={"help": "folder of report.md and its plots"})
+    out: str = field(default=paths.REPORT, metadata={"help": "folder of report.md and its plots"})
 
 
 def read(path: str | Path) -> dict | list | None:
@@ -128,13 +129,34 @@ def breakdown_rows(cfg: ReportConfig) -> list[list]:
     return rows
 
 
+def behaviour_rows(cfg: ReportConfig) -> list[list]:
+    """Per model: searches per question (all, bridge, comparison, by hops) and the bridge questions answered
+    after two or more searches, with EM on those, each with its n (``evaluate.stats``)."""
+    def searches(v: dict | None) -> str:
+        return "–" if not v or v.get("mean") is None else f"{v['mean']:.2f} {ci(v.get('ci95'))} (n={v['n']})"
+
+    rows = []
+    for name in cfg.names:
+        m = ((read(Path(cfg.eval_root) / name / "metrics.json") or {}).get("datasets") or {}).get(cfg.dataset) or {}
+        if "searches" not in m:  # evaluated before these breakdowns existed
+            rows.append([name, "not measured"] + [""] * 5)
+            continue
+        by_type = m.get("searches_by_qtype") or {}
+        hops = "; ".join(f"{k}-hop {v['mean']:.2f} (n={v['n']})" for k, v in (m.get("searches_by_hops") or {}).items())
+        multi = m.get("bridge_multi_search") or {}
+        rows.append([name, searches(m["searches"]), searches(by_type.get("bridge")), searches(by_type.get("comparison")),
+                     hops or "–",
+                     f"{fmt(multi.get('rate'), 2)} {ci(multi.get('ci95'))} ({multi.get('answered', 0)} of "
+                     f"n={multi.get('n', 0)})",
+                     f"{fmt(multi.get('em'), 2)} (n={multi.get('em_n', 0)})"])
+    return rows
+
+
 def plot_stages(rows: list[list], per_q: dict, path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from evaluate.run import bootstrap_ci
 
     names = [n for n in per_q if per_q[n]]
     if not names:
@@ -176,6 +198,9 @@ def build_report(cfg: ReportConfig) -> str:
              f"{(params.get('split') or {}).get('seed', 0)}, curate {(params.get('curate') or {}).get('seed', 0)}, "
              f"train 42 (TRL data order and sampling), bootstrap 0. Numbers from another serving dtype differ: "
              f"compare runs only with the same dtype.\n"]
+    data = params.get("data") or {}
+    if data:  # what the run was trained and evaluated on (params.yaml `data`, which dvc.yaml reads)
+        parts.append(f"- data: questions `{data.get('questions')}`, corpus `{data.get('corpus')}`\n")
 
     parts.append("\n## Data\n")
     synth = {p.stem: read(p) for p in sorted(Path(cfg.metrics_dir).glob("synth_*.json"))}
@@ -221,12 +246,18 @@ def build_report(cfg: ReportConfig) -> str:
         parts.append("\n**Power.** " + power_statement(len(ids), sd, f"observed between {a} and {b}")["text"] + "\n")
     parts.append("\n" + table(["model", "EM by question type / hops", "EM by searches", "retrieval coverage"],
                               breakdown_rows(cfg)))
+    parts.append("\nSearches per question and multi-step answers (the behaviour the method is for):\n\n" + table(
+        ["model", "searches / question", "per bridge question", "per comparison question", "by hops",
+         "bridge answered after ≥ 2 searches", "EM on those"], behaviour_rows(cfg)))
 
     parts.append("\n## When to act (held-out decision points)\n\n")
     when = read(cfg.when_to_act)
     if when:
-        parts.append(f"Points: {when['points']['needed']} where search was needed, {when['points']['sufficed']} where "
-                     "memory sufficed.\n\n" + table(
+        source = when["points"].get("source", "pairs")
+        parts.append(f"Points ({source}): n = {when['points']['needed']} where search was needed (under-trigger's "
+                     f"denominator), n = {when['points']['sufficed']} where memory sufficed (over-trigger's).\n\n"
+                     + "".join(f"- {note}\n" for note in when.get("notes", []))
+                     + ("\n" if when.get("notes") else "") + table(
                          ["model", "search when needed", "under-trigger", "answer when memory sufficed", "over-trigger"],
                          [[n] + [f"{fmt(r[k]['rate'], 2)} {ci(r[k]['ci95'])} (n={r[k]['n']})" for k in
                                  ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")]

@@ -23,6 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coa import paths
 from coa.config import cli
 from coa.errors import entry_point
 from coa.io import write_json, write_text
@@ -31,15 +32,15 @@ from coa.io import write_json, write_text
 @dataclass
 class RewardProbeConfig:
     stage: str = field(default="rl2", metadata={"help": "rl1 | rl2: whose environment, questions and reward"})
-    before: str = field(default="runs/train/rl1", metadata={"help": "the checkpoint the stage started from"})
-    after: str = field(default="runs/train/rl2", metadata={"help": "the checkpoint the stage saved"})
+    before: str = field(default=paths.train("rl1"), metadata={"help": "the checkpoint the stage started from"})
+    after: str = field(default=paths.train("rl2"), metadata={"help": "the checkpoint the stage saved"})
     limit: int = field(default=16, metadata={"help": "first N questions of the stage's training pool (at most the "
                                                            "stage's question_limit: the questions it trained on)"})
     samples: int = field(default=4, metadata={"help": "rollouts per question and checkpoint"})
     questions: str = field(default="", metadata={"help": "question file; empty = the stage's own pool (rl*.questions)"})
     index: str = field(default="", metadata={"help": "coa.search index folder; empty = search.index"})
     engine: str = field(default="vllm", metadata={"help": "vllm (vllm.LLM in-process) | hf (transformers generate)"})
-    out: str = field(default="runs/reward_probe/rl2", metadata={"help": "output folder"})
+    out: str = field(default=paths.reward_probe("rl2"), metadata={"help": "output folder"})
 
     def __post_init__(self) -> None:
         if self.stage not in ("rl1", "rl2"):
@@ -65,7 +66,7 @@ def summary(rows: list[dict]) -> dict:
 
 def probe(cfg: RewardProbeConfig) -> dict:
     from coa.questions import DEFAULT_QUESTIONS, load_questions
-    from evaluate.stats import paired_difference
+    from coa.stats import paired_difference
     from train.pool import rollouts, train_config
 
     train = train_config(cfg.stage)

@@ -38,24 +38,39 @@ retrieval coverage; a metric that cannot apply to the format is null, "n/a" in t
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
 
 from coa.config import build, cli
-from coa.errors import entry_point
+from coa.engines import Checked, EngineFatal, EngineUnavailable, make_engine
 from coa.environment import SearchEnvConfig
+from coa.errors import BadInput, entry_point
+from coa.fingerprint import claim_rows, index_identity, model_identity
 from coa.formats import completion_text, get_format
 from coa.io import write_json, write_text
+from coa.model import base_model_dir, check_start_model
 from coa.prompts import PromptConfig
 from coa.questions import load_questions
-from coa.score import applies, score_all
+from coa.score import METRICS, applies, score_all
+from coa.stats import bootstrap_ci
 from coa.trajectory import read_table
+from evaluate.stats import dataset_breakdowns, question_rows
+from synth.jobs import question_jobs
+from synth.run import NOT_IN_FINGERPRINT, llm_teacher
+from synth.serve import ServeConfig, embedded_teacher
+from synth.shards import ShardWriter, done_ids
+from synth.synthesize import run_jobs
+from synth.teacher import TeacherConfig
 
 STYLES = ("plain", "react", "trained")
-METRICS = ("em", "f1", "cover_em", "autocoa_lenient")
 
 
 @dataclass
@@ -81,7 +96,15 @@ class EvalConfig:
     tokenizer: str = field(default="", metadata={"help": "chat template source for API models"})
     port: int = field(default=8110, metadata={"help": "loopback port of the vLLM engine serving the model"})
     concurrency: int = field(default=128, metadata={"help": "trajectories in flight (in-process: one batch)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the trajectories of <out_root>/<name> when another model, engine, prompt, environment "
+                "or sampling made them; false = refuse, naming what differs"})
     out_root: str = field(default="runs/eval", metadata={"help": "one folder per evaluated model"})
+    # empty by default: a run by hand or from a test must not rewrite the committed metrics/eval_*.json; the
+    # DVC stage sets metrics_dir=metrics
+    metrics_dir: str = field(default="", metadata={
+        "help": "folder of the compact DVC metrics file eval_<name>.json (EM, F1, searches, well-formed, the "
+                "behaviour breakdowns, n; git-tracked, for `dvc metrics diff` / `dvc exp show`); empty = none"})
     names: list = field(default_factory=list, metadata={"help": "report: rows of the table, in order"})
     report: str = field(default="runs/eval/table.md", metadata={"help": "report: the Markdown table"})
 
@@ -98,6 +121,10 @@ class EvalConfig:
             raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
         if isinstance(self.questions, str):
             self.questions = [self.questions]
+        if self.limit < 0:
+            raise ValueError(f"limit must be >= 0 (0 = all), got {self.limit}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
 
 
 def prompt_of(cfg: EvalConfig) -> dict:
@@ -107,20 +134,6 @@ def prompt_of(cfg: EvalConfig) -> dict:
         return {k: v for k, v in asdict(cfg.prompt).items() if k not in ("format", "mode")}
     plain = cfg.style == "plain"
     return {"demonstrations": not plain, "prefill": "" if plain else "<think>\n"}
-
-
-def synth_config(cfg: EvalConfig, questions: str, out: Path):
-    from synth.config import SynthConfig
-
-    overrides = {
-        "mode": "coa", "questions": questions, "limit": cfg.limit, "search": asdict(cfg.search),
-        "format": cfg.format, "temperature": cfg.temperature, "out": str(out),
-        "concurrency": cfg.concurrency, "tokenizer": cfg.tokenizer, "teacher": dict(cfg.teacher),
-        "prompt": prompt_of(cfg),
-        "serve": {"model": "" if cfg.model == "base" else cfg.model, "port": cfg.port,
-                  "served_name": cfg.name},
-    }
-    return build(SynthConfig, overrides, "evaluate→synth")
 
 
 def score_rows(rows: list[dict]) -> list[dict]:
@@ -133,17 +146,6 @@ def score_rows(rows: list[dict]) -> list[dict]:
         s["n_actions"] = r["n_actions"]
         scored.append(s)
     return scored
-
-
-def bootstrap_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> list[float]:
-    """95% percentile bootstrap interval of the mean (questions resampled with replacement)."""
-    import numpy as np
-
-    x = np.asarray(values, dtype=float)
-    if not len(x) or resamples <= 0:
-        return [float("nan"), float("nan")]
-    means = x[np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
-    return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
 
 
 def aggregate(scored: list[dict], resamples: int = 2000) -> dict:
@@ -188,38 +190,109 @@ def plot_by_actions(metrics: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def in_process_engine(cfg: EvalConfig):
-    """``engine=vllm`` or ``hf``: the model in-process (greedy unless ``temperature``, float32), no server."""
-    from coa.engines import make_engine
-    from coa.model import base_model_dir
+def check_model(cfg: EvalConfig) -> None:
+    """Refuse a model folder that is missing, cut or unfinished before anything starts (``train.run``'s own
+    check: a checkpoint must carry its completion marker, any other folder whole safetensors)."""
+    if cfg.model == "base":
+        return
+    folder = Path(cfg.model)
+    if not (folder / "config.json").is_file():
+        raise BadInput(f"model={cfg.model}: not a model folder (no config.json there); give 'base' or a "
+                       "checkpoint folder such as runs/train/sft2")
+    check_start_model(folder)
 
-    model = str(base_model_dir()) if cfg.model == "base" else cfg.model
-    return make_engine(cfg.engine, model=model, temperature=cfg.temperature, name=cfg.name)
+
+def model_folder(cfg: EvalConfig) -> Path:
+    return base_model_dir() if cfg.model == "base" else Path(cfg.model)
+
+
+def prompt_config(cfg: EvalConfig) -> PromptConfig:
+    return PromptConfig(**{**prompt_of(cfg), "format": cfg.format, "mode": "coa"})
+
+
+def fingerprint(cfg: EvalConfig) -> dict:
+    """What makes the rows of an evaluation (``coa.fingerprint``): the model by its weights (an API model by
+    its name), the engine, the prompt, the search environment and the sampling."""
+    api = {k: v for k, v in cfg.teacher.items() if k not in NOT_IN_FINGERPRINT}
+    model = {"name": api.get("model", "")} if cfg.teacher.get("base_url") else model_identity(model_folder(cfg))
+    return {"writer": "evaluate.run", "model": model, "engine": cfg.engine, "teacher": api, "style": cfg.style,
+            "format": cfg.format, "prompt": asdict(prompt_config(cfg)), "tokenizer": cfg.tokenizer,
+            "environment": {**asdict(cfg.search), **index_identity(cfg.search.index)},
+            "sampling": {"temperature": cfg.temperature}}
+
+
+@contextmanager
+def model_engine(cfg: EvalConfig) -> Iterator:
+    """The engine answering for the model: in-process (``vllm`` | ``hf``), a vLLM server started for the
+    checkpoint on 127.0.0.1 (``server``), or the API at ``teacher.base_url``; closed or stopped after."""
+    if cfg.engine != "server":
+        yield make_engine(cfg.engine, model=str(model_folder(cfg)), temperature=cfg.temperature, name=cfg.name)
+        return
+    from transformers import AutoTokenizer  # heavy: only the server engine needs a tokenizer of its own
+
+    teacher = build(TeacherConfig, cfg.teacher, "evaluate teacher")
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or model_folder(cfg))
+    if teacher.urls:
+        yield llm_teacher(teacher, teacher.urls, tokenizer, cfg.temperature, 1.0)
+        return
+    serve = ServeConfig(model="" if cfg.model == "base" else cfg.model, port=cfg.port, served_name=cfg.name)
+    with embedded_teacher(serve) as base_url:
+        yield llm_teacher(replace(teacher, model=cfg.name), base_url, tokenizer, cfg.temperature, 1.0)
+
+
+def generate(cfg: EvalConfig, engine, questions: list[dict], out: Path) -> list[dict]:
+    """The agent loop over ``questions`` into ``out``, claimed for this fingerprint (rows already there are
+    kept); the rows of these questions."""
+    fmt, env = get_format(cfg.format), cfg.search
+    jobs = question_jobs(questions, "coa", 1, prompt_config(cfg), engine.tokenizer)
+    done = done_ids(out)
+    todo = [j for j in jobs if j.id not in done]
+    sampling = {"temperature": cfg.temperature, "max_tokens": env.max_tokens, "max_actions": env.max_actions,
+                "topk": env.topk, "seed": 0}
+
+    async def go():
+        try:
+            if isinstance(engine, Checked):
+                await engine.check()  # a bad key or model name stops here, before any work
+            return await run_jobs(todo, engine, searcher, fmt, env.budget, sampling, env.name, writer.add,
+                                  cfg.concurrency, engine.tokenizer, progress)
+        finally:
+            await engine.close()
+
+    searcher = env.searcher() if todo else None
+    with ShardWriter(out, fingerprint=fingerprint(cfg)) as writer, tqdm(total=len(todo), unit="q", desc=f"evaluate {cfg.name}", file=sys.stderr,
+                                          dynamic_ncols=True, disable=not todo) as progress:
+        stats = asyncio.run(go()) if todo else None
+    if stats is not None and stats.stopped:
+        raise (EngineFatal if stats.fatal else EngineUnavailable)(stats.stopped)
+    ids = {j.id for j in jobs}
+    return [r for r in read_table(out).to_pylist() if r["id"] in ids]
 
 
 def evaluate(cfg: EvalConfig) -> dict:
-    from synth.run import run as synth_run
-
+    check_model(cfg)
     out = Path(cfg.out_root) / cfg.name
-    out.mkdir(parents=True, exist_ok=True)
-    from evaluate.stats import dataset_breakdowns, question_rows
-
+    datasets = {Path(qfile).name.split(".")[0]: load_questions(qfile, limit=cfg.limit or None)
+                for qfile in cfg.questions}
+    for dataset in datasets:  # before any model loads: rows of another model or setting are refused here
+        claim_rows(out / "trajectories" / dataset, fingerprint(cfg), "evaluate", cfg.overwrite)
     metrics, plot_rows, per_question = {}, [], []
-    engine = None if cfg.engine == "server" else in_process_engine(cfg)
-    for qfile in cfg.questions:
-        dataset = Path(qfile).name.split(".")[0]
-        traj_dir = out / "trajectories" / dataset
-        synth_run(synth_config(cfg, qfile, traj_dir), engine)
-        rows = read_table(traj_dir).to_pylist()
-        scored = score_rows(rows)
-        questions = question_rows(rows, scored, load_questions(qfile), dataset)
-        m = {**aggregate(scored, cfg.bootstrap), **dataset_breakdowns(questions, cfg.bootstrap)}
-        metrics[dataset] = m
-        per_question += questions
-        plot_rows += [{"dataset": dataset, "actions": int(k), "em": v["em"], "n": v["n"]}
-                      for k, v in m.get("em_by_actions", {}).items()]
+    with model_engine(cfg) as engine:
+        for dataset, questions in datasets.items():
+            rows = generate(cfg, engine, questions, out / "trajectories" / dataset)
+            scored = score_rows(rows)
+            per_dataset = question_rows(rows, scored, questions, dataset)
+            m = {**aggregate(scored, cfg.bootstrap), **dataset_breakdowns(per_dataset, cfg.bootstrap)}
+            metrics[dataset] = m
+            per_question += per_dataset
+            plot_rows += [{"dataset": dataset, "actions": int(k), "em": v["em"], "n": v["n"]}
+                          for k, v in m.get("em_by_actions", {}).items()]
     result = {"name": cfg.name, "model": cfg.model, "style": cfg.style, "format": cfg.format, "datasets": metrics}
     write_json(out / "metrics.json", result)  # complete or absent: DVC and the report read it
+    if cfg.metrics_dir:  # numbers only, small and committed: `dvc metrics diff` / `dvc exp show` compare runs
+        from evaluate.stats import compact_metrics
+
+        write_json(Path(cfg.metrics_dir) / f"eval_{cfg.name}.json", compact_metrics(metrics))
     write_json(out / "by_actions.json", plot_rows)
     write_json(out / "per_question.json", per_question)  # paired statistics across models read this
     plot_by_actions(metrics, out / "accuracy_by_actions.png", f"{cfg.name}: EM by number of actions")
@@ -262,13 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.step == "report":
         print(report(cfg))
         return 0
-    from coa.engines import EngineFatal
-
     try:
         result = evaluate(cfg)
     except EngineFatal as e:  # a key or model the engine refuses: nothing was written for it
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
+    except EngineUnavailable as e:  # the engine or the retriever stopped answering: finished rows are kept
+        print(f"evaluate: stopped early: {e}; re-run the same command to finish", file=sys.stderr)
+        return 3
     print(json.dumps(result["datasets"], indent=2))
     return 0
 

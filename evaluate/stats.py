@@ -1,12 +1,12 @@
-"""Statistics of an evaluation: paired differences, power, breakdowns, retrieval coverage.
+"""Breakdowns of an evaluation: by question type, hops and searches, and retrieval coverage (the
+intervals and paired differences themselves are ``coa.stats``).
 
-Every function takes per-question values (0/1 EM, F1 in [0, 1]) in the same question order for the
-models compared, so differences are paired: two models answered the same questions.
-
-    paired_difference(em_sft2, em_sft3)        # {"diff": mean(b - a), "ci95": [lo, hi], "n"}
-    min_detectable_difference(100, sd=0.4)     # smallest paired EM difference seen at 80% power
     breakdown(rows, "qtype")                   # EM / F1 with intervals per question type
+    searches_by(rows, "qtype")                 # searches per question (mean, interval, n) per question type
+    multi_search_answers(rows)                 # share of bridge questions answered after >= 2 searches, EM on them
+    dataset_power(rows)                        # the EM difference this n detects (coa.stats.power_statement)
     retrieval_coverage(passages, golds)        # share of questions with a gold answer in any passage
+    compact_metrics(datasets)                  # the DVC metrics file of one evaluated model (metrics/eval_<name>.json)
 
 Question groups come from the question files' own fields (``question_groups``): HotpotQA and 2Wiki
 ``metadata.type`` (bridge / comparison; comparison / inference / compositional / bridge_comparison) and
@@ -15,54 +15,12 @@ MuSiQue hops (``metadata.question_decomposition`` length, else the ``2hop__`` id
 from __future__ import annotations
 
 import re
-from statistics import NormalDist
 from typing import Sequence
 
 from coa.score import cover_exact_match
-from evaluate.run import bootstrap_ci
+from coa.stats import bootstrap_ci, power_statement
 
 _HOPS = re.compile(r"^(\d)hop")
-
-
-def paired_difference(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict:
-    """Mean of ``b - a`` over the same questions with its 95% paired bootstrap interval (questions are
-    resampled, each keeping both models' answers)."""
-    if len(a) != len(b):
-        raise ValueError(f"paired values need the same questions: {len(a)} vs {len(b)}")
-    d = [y - x for x, y in zip(a, b)]
-    return {"diff": round(sum(d) / len(d), 4) if d else None, "ci95": bootstrap_ci(d, resamples, seed), "n": len(d)}
-
-
-def min_detectable_difference(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float | None:
-    """Smallest true mean difference a two-sided paired z-test at level ``alpha`` detects with ``power``:
-    (z_{1-α/2} + z_{power}) · sd / √n, ``sd`` the standard deviation of the per-question differences.
-
-    >>> round(min_detectable_difference(100, 0.5), 4)
-    0.1401
-    """
-    if n <= 0:
-        return None
-    z = NormalDist()
-    return (z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) * sd / n ** 0.5
-
-
-def difference_sd(a: Sequence[float], b: Sequence[float]) -> float:
-    """Sample standard deviation of the per-question differences (0 for fewer than two questions)."""
-    d = [y - x for x, y in zip(a, b)]
-    if len(d) < 2:
-        return 0.0
-    mean = sum(d) / len(d)
-    return (sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5
-
-
-def power_statement(n: int, sd: float, basis: str) -> dict:
-    """The run's detectable EM difference, with how ``sd`` was obtained (``basis``)."""
-    mdd = min_detectable_difference(n, sd)
-    text = (f"With n = {n} held-out questions, the smallest EM difference detectable at 80% power (two-sided "
-            f"α = 0.05, paired) is {mdd:.3f}" if mdd is not None else "No held-out questions: no power")
-    return {"n": n, "sd_of_differences": round(sd, 4), "basis": basis,
-            "min_detectable_em_difference": None if mdd is None else round(mdd, 4),
-            "text": f"{text} (sd of per-question differences {sd:.3f}, {basis})."}
 
 
 def question_groups(question: dict) -> dict:
@@ -76,15 +34,65 @@ def question_groups(question: dict) -> dict:
     return {"qtype": meta.get("type"), "hops": hops}
 
 
-def breakdown(rows: Sequence[dict], key: str, resamples: int = 2000) -> dict:
-    """EM (with its interval) and F1 per value of ``rows[i][key]``; rows without a value are left out."""
+def _groups(rows: Sequence[dict], key: str) -> dict[str, list[dict]]:
+    """Rows by the value of ``key`` (as a string), sorted; rows without a value are left out."""
     groups: dict = {}
     for r in rows:
         if r.get(key) is not None:
             groups.setdefault(str(r[key]), []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def breakdown(rows: Sequence[dict], key: str, resamples: int = 2000) -> dict:
+    """EM (with its interval) and F1 per value of ``rows[i][key]``; rows without a value are left out."""
     return {g: {"n": len(v), "em": round(sum(r["em"] for r in v) / len(v), 4),
                 "em_ci95": bootstrap_ci([r["em"] for r in v], resamples),
-                "f1": round(sum(r["f1"] for r in v) / len(v), 4)} for g, v in sorted(groups.items())}
+                "f1": round(sum(r["f1"] for r in v) / len(v), 4)} for g, v in _groups(rows, key).items()}
+
+
+def mean_searches(rows: Sequence[dict], resamples: int = 2000) -> dict:
+    """Searches per question (``n_actions``): mean, 95% bootstrap interval and n.
+
+    >>> mean_searches([{"n_actions": 1}, {"n_actions": 2}], resamples=0)["mean"]
+    1.5
+    """
+    x = [r["n_actions"] for r in rows]
+    return {"n": len(x), "mean": round(sum(x) / len(x), 3) if x else None,
+            "ci95": bootstrap_ci(x, resamples) if x else None}
+
+
+def searches_by(rows: Sequence[dict], key: str, resamples: int = 2000) -> dict:
+    """``mean_searches`` per value of ``rows[i][key]`` (question type, hops); rows without a value are left out."""
+    return {g: mean_searches(v, resamples) for g, v in _groups(rows, key).items()}
+
+
+def multi_search_answers(rows: Sequence[dict], qtype: str = "bridge", min_searches: int = 2,
+                         resamples: int = 2000) -> dict:
+    """The share of ``qtype`` questions answered (a parsed answer, ``answered``) after ``min_searches`` or
+    more searches, with its interval and n (the ``qtype`` questions); and EM on those answered questions
+    (``em_n`` of them; None when there are none): the multi-step behaviour the method is for."""
+    typed = [r for r in rows if r.get("qtype") == qtype]
+    hits = [bool(r["answered"]) and r["n_actions"] >= min_searches for r in typed]
+    ems = [r["em"] for r, hit in zip(typed, hits) if hit]
+    return {"qtype": qtype, "min_searches": min_searches, "n": len(typed), "answered": sum(hits),
+            "rate": round(sum(hits) / len(typed), 4) if typed else None,
+            "ci95": bootstrap_ci([float(h) for h in hits], resamples) if typed else None,
+            "em": round(sum(ems) / len(ems), 4) if ems else None, "em_n": len(ems)}
+
+
+def dataset_power(rows: Sequence[dict]) -> dict:
+    """The EM difference this dataset's n detects at 80% power (``coa.stats.power_statement``), paired against a
+    second model at the same EM p whose errors are independent of this one's: sd of the per-question
+    differences √(2p(1−p)). Stages of one run agree more than that, so the report's statement from an observed
+    pair is the sharper one; at EM 0 or 1 the worst case √0.5 (two models at 0.5) stands in."""
+    n = len(rows)
+    p = sum(r["em"] for r in rows) / n if n else 0.0
+    sd = (2 * p * (1 - p)) ** 0.5
+    if n and sd:
+        return power_statement(n, sd, f"assumed for a second model at this EM {p:.3f} erring independently: "
+                                      f"√(2p(1−p)); paired stages agree more, so this is an upper bound")
+    return power_statement(n, 0.5 ** 0.5, f"EM {p:.3f} has no spread: the worst case √0.5 (two models at EM 0.5 "
+                                          f"erring independently), an upper bound")
 
 
 def gold_in_passages(passages: Sequence[str], golds: Sequence[str]) -> bool:
@@ -108,14 +116,46 @@ def question_rows(trajectories: Sequence[dict], scored: Sequence[dict], question
         observed = [seg["text"] for seg in t["segments"] if seg["kind"] == "observation"]
         rows.append({"question_id": t["question_id"], "dataset": dataset, "em": s["em"], "f1": s["f1"],
                      "n_actions": s["n_actions"], "well_formed": s["well_formed"],
+                     "answered": bool((t.get("answer") or "").strip()),  # the format parsed an answer
                      **question_groups(by_id.get(t["question_id"], {})),
                      "gold_retrieved": gold_in_passages(observed, t["golden_answers"])})
     return sorted(rows, key=lambda r: r["question_id"])
 
 
 def dataset_breakdowns(rows: Sequence[dict], resamples: int = 2000) -> dict:
-    """The metrics fields of one dataset: by question type, by hops, by searches, and retrieval coverage."""
+    """The metrics fields of one dataset: EM by question type, by hops and by searches (n per cell), searches
+    per question overall, by question type and by hops, the bridge questions answered after two or more
+    searches, retrieval coverage and the power statement for this n."""
     return {"by_qtype": breakdown(rows, "qtype", resamples), "by_hops": breakdown(rows, "hops", resamples),
             "by_searches": breakdown(rows, "n_actions", resamples),
+            "searches": mean_searches(rows, resamples),
+            "searches_by_qtype": searches_by(rows, "qtype", resamples),
+            "searches_by_hops": searches_by(rows, "hops", resamples),
+            "bridge_multi_search": multi_search_answers(rows, "bridge", 2, resamples),
             "retrieval_coverage": {"rate": round(sum(r["gold_retrieved"] for r in rows) / len(rows), 4) if rows
-                                   else None, "n": len(rows)}}
+                                   else None, "n": len(rows)},
+            "power": dataset_power(rows)}
+
+
+def _interval(pair) -> dict | None:
+    return {"low": pair[0], "high": pair[1]} if pair else None
+
+
+def compact_metrics(datasets: dict) -> dict:
+    """One evaluated model's DVC metrics (``metrics/eval_<name>.json``), per dataset of its ``metrics.json``:
+    numbers only, nested as ``dvc metrics diff`` and ``dvc exp show`` flatten them (``heldout.em``,
+    ``heldout.searches_by_qtype.bridge.mean``); intervals as ``{low, high}``."""
+    out = {}
+    for dataset, m in datasets.items():
+        multi = m.get("bridge_multi_search") or {}
+        out[dataset] = {
+            "n": m.get("n", 0), "em": m.get("em"), "em_ci95": _interval(m.get("em_ci95")), "f1": m.get("f1"),
+            "searches_per_question": m.get("mean_actions"), "well_formed": m.get("well_formed"),
+            "searches_by_qtype": {g: {"n": v["n"], "mean": v["mean"]} for g, v in (m.get("searches_by_qtype") or {}).items()},
+            "searches_by_hops": {g: {"n": v["n"], "mean": v["mean"]} for g, v in (m.get("searches_by_hops") or {}).items()},
+            "em_by_qtype": {g: {"n": v["n"], "em": v["em"]} for g, v in (m.get("by_qtype") or {}).items()},
+            "em_by_searches": {k: {"n": v["n"], "em": v["em"]} for k, v in (m.get("by_searches") or {}).items()},
+            "bridge_answered_after_2plus_searches": {k: multi.get(k) for k in ("n", "answered", "rate", "em", "em_n")},
+            "min_detectable_em_difference": (m.get("power") or {}).get("min_detectable_em_difference"),
+        }
+    return out

@@ -8,11 +8,17 @@ Groups
   sampling  temperature, top_p, seed
   engine    teacher.* (teacher.kind: llm = any OpenAI-compatible server | reference = templated from evidence
             annotations), reference.*, serve.* (the embedded vLLM CPU teacher), tokenizer
-  running   out, concurrency, rows_per_shard, flush_s, progress
+  running   out, concurrency, rows_per_shard, flush_s, progress, retry_errors, check
+
+``kind_follows``: ``teacher.base_url``, ``teacher.api`` or ``teacher.model`` on the command line name an LLM
+teacher, so ``teacher.kind`` follows them (params.yaml's ``kind: reference`` would ignore them); the other
+LLM keys with ``kind=reference`` are refused (``TeacherConfig``). ``check=true`` validates everything, says
+what would run (``check_report``) and starts nothing.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from coa.environment import SearchEnvConfig
 from coa.prompts import PromptConfig
@@ -22,6 +28,7 @@ from synth.teacher import TeacherConfig
 
 MODES = ("cot", "coa", "branch")
 BRANCH_KINDS = ("forbid", "force")
+PICKS_AN_LLM = ("teacher.base_url", "teacher.api", "teacher.model")  # command-line keys that name an LLM teacher
 
 
 @dataclass
@@ -50,10 +57,19 @@ class SynthConfig:
     tokenizer: str = field(default="", metadata={"help": "HF tokenizer folder whose chat template renders prompts; empty = serve.model"})
 
     out: str = field(default="", metadata={"help": "output folder of parquet shards; empty = runs/synth/<mode>"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the rows in `out` when they were made by another teacher, prompt, environment or "
+                "sampling (their fingerprint differs); false = refuse, naming the settings that differ"})
     concurrency: int = field(default=16, metadata={"help": "trajectories in flight"})
     rows_per_shard: int = field(default=64, metadata={"help": "write a shard after this many finished rows"})
     flush_s: float = field(default=30.0, metadata={"help": "... or after this many seconds, whichever first"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar (stderr)"})
+    retry_errors: bool = field(default=True, metadata={
+        "help": "on a re-run, generate again the rows an engine failure ended (finish reason error or "
+                "bad_response; their old rows are replaced); false = keep them as done"})
+    check: bool = field(default=False, metadata={
+        "help": "validate the settings, resolve the teacher and print what would run; start nothing, write "
+                "nothing, exit 0"})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -87,3 +103,31 @@ class SynthConfig:
         env = self.search
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": env.max_tokens,
                 "max_actions": env.max_actions, "topk": env.topk, "n": self.n}
+
+
+def kind_follows(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``teacher.kind=llm`` added when it sets ``teacher.base_url``, ``teacher.api`` or
+    ``teacher.model`` but not ``teacher.kind``: a user naming a server, an API or a model expects that teacher,
+    whatever kind params.yaml sets (the pipeline's is ``reference``)."""
+    keys = {a.split("=", 1)[0].strip() for a in argv if "=" in a}
+    if "teacher.kind" in keys or not keys & set(PICKS_AN_LLM):
+        return list(argv)
+    return [*argv, "teacher.kind=llm"]
+
+
+def check_report(cfg: SynthConfig) -> str:
+    """What ``check=true`` prints: the resolved plan of a valid configuration (nothing is started)."""
+    embedded = (f"the embedded {cfg.serve.served_name} on vLLM CPU, started on 127.0.0.1:{cfg.serve.port} "
+                f"(serve.*; reused if one already serves there)")
+    source = (f"decisions {cfg.decisions or '(given from Python)'}" if cfg.mode == "branch"
+              else f"questions {cfg.questions or 'the embedded HotpotQA dev set'}")
+    search = cfg.search.retriever_url or f"{cfg.search.retriever} over {cfg.search.index}"
+    return "\n".join([
+        "synth check: the settings are valid; nothing was started or written",
+        f"  mode      {cfg.mode}, format {cfg.format}, n={cfg.n}, offset={cfg.offset}, limit={cfg.limit or 'all'}, "
+        f"{source}",
+        f"  teacher   {cfg.teacher.describe(embedded)}",
+        f"  tokenizer {cfg.tokenizer or cfg.serve.model or 'the embedded SmolLM2-135M-Instruct'}",
+        f"  search    {search}, top-{cfg.search.topk}, at most {cfg.search.max_actions} searches and "
+        f"{cfg.search.max_tokens} tokens per trajectory",
+        f"  out       {cfg.out_dir} (concurrency {cfg.concurrency}, retry_errors={str(cfg.retry_errors).lower()})"])

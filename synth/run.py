@@ -24,9 +24,12 @@ is reached no new trajectory starts, the summary says why (exit 3), and a re-run
 Re-running the same command resumes: rows already in ``out`` (same question, mode, sample, branch)
 are skipped, so change ``out`` when you change the sampling or the prompt. Exit codes: 0 done,
 2 bad configuration or input (a key or model the teacher refuses included: nothing is written for it),
-3 stopped early (teacher or retriever gone; finished rows are kept),
+3 stopped early (teacher or retriever gone, the teacher unreachable or answering garbage from the start:
+one line; finished rows are kept),
 130 interrupted (Ctrl-C; finished rows are kept). ``python -m synth.run --help`` lists every key;
-``--print-config`` prints the resolved settings.
+``--print-config`` prints the resolved settings; ``check=true`` validates them, says which teacher would run
+and where, and starts nothing. ``teacher.base_url``, ``teacher.api`` or ``teacher.model`` on the command line
+pick an LLM teacher (``teacher.kind`` follows them: ``synth.config.kind_follows``).
 
 From Python (e.g. curation): ``branch(decision_rows, cfg)`` returns the branch rows as a table.
 """
@@ -35,25 +38,28 @@ from __future__ import annotations
 import asyncio
 import sys
 from contextlib import ExitStack
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from coa.config import cli
-from coa.engines import EngineFatal, make_engine
-from coa.errors import entry_point
+from coa.engines import Checked, EngineFatal, EngineUnavailable, Reporting, make_engine
+from coa.errors import debugging, entry_point, one_line
+from coa.fingerprint import claim_rows, index_identity, model_identity
 from coa.formats import get_format
 from coa.io import write_json
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.trajectory import read_table, write_trajectories
-from synth.config import SynthConfig
+from synth.config import SynthConfig, check_report, kind_follows
 from synth.jobs import Job, branch_jobs, question_jobs, read_decisions
+from synth.reference import TEMPLATE_VERSION
 from synth.serve import embedded_teacher, model_dir
-from synth.shards import ShardWriter, done_ids
+from synth.shards import ShardWriter, done_rows
 from synth.summary import dataset_summary, format_summary, run_summary
-from synth.synthesize import RunStats, run_jobs
+from synth.synthesize import ENGINE_ERRORS, RunStats, run_jobs
+from synth.teacher import TeacherConfig
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
@@ -94,11 +100,10 @@ def reference_teacher(cfg: SynthConfig, tokenizer):
                        questions=questions, passages=passages, max_actions=cfg.search.max_actions)
 
 
-def llm_teacher(cfg: SynthConfig, base_url: str | list, tokenizer):
-    """The ``completions`` or ``chat`` engine (``teacher.api``) over every URL of ``base_url``."""
-    t = cfg.teacher
+def llm_teacher(t: TeacherConfig, base_url: str | list, tokenizer, temperature: float, top_p: float):
+    """The ``completions`` or ``chat`` engine (``t.api``) over every URL of ``base_url``."""
     common = dict(base_url=base_url, model=t.model, tokenizer=tokenizer, api_key_env=t.api_key_env,
-                  timeout_s=t.timeout_s, retries=t.retries, temperature=cfg.temperature, top_p=cfg.top_p,
+                  timeout_s=t.timeout_s, retries=t.retries, temperature=temperature, top_p=top_p,
                   backoff_s=t.backoff_s)
     if t.api == "chat":
         return make_engine("chat", tools=t.tools, tool_name=t.tool_name, tool_arg=t.tool_arg,
@@ -128,21 +133,23 @@ def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None
             progress = stack.enter_context(tqdm(total=len(todo), unit="traj", desc=f"synth {cfg.mode}",
                                                 file=sys.stderr, dynamic_ncols=True))
         if engine is None:
-            engine = reference_teacher(cfg, tokenizer) if reference else llm_teacher(cfg, base_url, tokenizer)
+            engine = reference_teacher(cfg, tokenizer) if reference else llm_teacher(cfg.teacher, base_url, tokenizer, cfg.temperature, cfg.top_p)
 
         async def go() -> RunStats:
             try:
-                if hasattr(engine, "check"):
+                if isinstance(engine, Checked):
                     await engine.check()  # a bad key or model name stops here, before any work
                 stats = await run_jobs(todo, engine, searcher, get_format(cfg.format), env.budget,
                                        {**cfg.sampling, "seed": cfg.seed}, env.name if searcher else "", writer.add,
                                        cfg.concurrency, tokenizer, progress,
                                        over_budget=None if reference else budget_check(cfg.teacher, spent))
-                if hasattr(engine, "stats"):  # per-endpoint requests, tokens, errors, latencies
+                if isinstance(engine, Reporting):  # per-endpoint requests, tokens, errors, latencies
                     stats.engine = engine.stats()
                 return stats
             except EngineFatal as e:
                 return RunStats(stopped=str(e), fatal=True)
+            except EngineUnavailable as e:  # check(): unreachable, 5xx, hanging or garbage at start
+                return RunStats(stopped=str(e), unavailable=True)
             finally:
                 await engine.close()
 
@@ -156,20 +163,50 @@ def budget_check(teacher, spent: tuple[int, int]):
     return lambda stats: teacher.over_budget(spent[0] + stats.prompt_tokens, spent[1] + stats.completion_tokens)
 
 
+# teacher settings that change how requests are sent or paid for, never what a row holds
+NOT_IN_FINGERPRINT = ("base_url", "api_key_env", "timeout_s", "retries", "backoff_s", "stream", "price_prompt",
+                      "price_completion", "max_cost_usd", "max_total_tokens")
+
+
+def fingerprint(cfg: SynthConfig) -> dict:
+    """What makes this configuration's rows (``coa.fingerprint``): the teacher (the embedded model by its
+    weights), the prompt, the search environment and the sampling."""
+    if cfg.teacher.kind == "reference":
+        teacher = {"kind": "reference", "templates": TEMPLATE_VERSION, **asdict(cfg.reference)}
+    else:
+        teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in NOT_IN_FINGERPRINT}
+        if not cfg.teacher.urls:  # the embedded engine: its weights and serving settings
+            teacher |= {"model": model_identity(model_dir(cfg.serve)), "dtype": cfg.serve.dtype,
+                        "max_model_len": cfg.serve.max_model_len}
+    return {"writer": "synth.run", "teacher": teacher, "mode": cfg.mode, "format": cfg.format,
+            "prompt": asdict(cfg.prompt), "tokenizer": cfg.tokenizer,
+            "environment": {**asdict(cfg.search), **index_identity(cfg.search.index)},
+            "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed},
+            "branches": {"decisions": cfg.decisions} if cfg.mode == "branch" else {}}
+
+
 def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
     """Run the jobs not yet in ``cfg.out_dir`` (on ``engine``, default the configured teacher); write
-    shards and ``summary.json``; return the summary."""
+    shards and ``summary.json``; return the summary. The output's rows must share this configuration's
+    fingerprint (``coa.fingerprint.claim_rows``)."""
     if len({j.id for j in jobs}) != len(jobs):
         raise ValueError("two jobs share a row key (question id, mode, sample, branch id)")
     out = Path(cfg.out_dir)
-    done = done_ids(out) if out.exists() else set()
-    todo = [j for j in jobs if j.id not in done]
-    with ShardWriter(out, cfg.rows_per_shard, cfg.flush_s) as writer:
+    rows_fingerprint = fingerprint(cfg)
+    claim_rows(out, rows_fingerprint, "synth", cfg.overwrite)
+    done = done_rows(out) if out.exists() else {}
+    # rows an engine failure ended are generated again (retry_errors), replacing the old ones
+    retry = {i for i, reason in done.items() if reason in ENGINE_ERRORS} if cfg.retry_errors else set()
+    todo = [j for j in jobs if j.id not in done or j.id in retry]
+    with ShardWriter(out, cfg.rows_per_shard, cfg.flush_s, rows_fingerprint) as writer:
         # a budget covers the whole output: the earlier rows' tokens count (read only when there is a budget)
         spent = spent_tokens(out) if cfg.teacher.max_total_tokens or cfg.teacher.max_cost_usd else (0, 0)
+        retried = writer.drop({j.id for j in todo} & retry) if retry else 0
         stats = generate(cfg, todo, writer, engine, spent) if todo else RunStats()
     if stats.fatal:  # a configuration error (key, model): no summary, no empty shard; fix and re-run
         raise EngineFatal(stats.stopped)
+    if stats.unavailable and not stats.rows:  # nothing done: one line, exit 3 (the summary would say nothing)
+        raise EngineUnavailable(stats.stopped)
     if not any(out.glob("*.parquet")):  # no jobs at all: an empty shard tells the next stage "no rows"
         write_trajectories(out / "part-empty.parquet", [])
     ids = pa.array(sorted({j.id for j in jobs}), type=pa.string())  # typed: there may be no jobs
@@ -177,7 +214,7 @@ def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
     table = table.filter(pc.is_in(table["id"], value_set=ids))
     summary = {"mode": cfg.mode, "out": str(out), "teacher": engine.name if engine is not None else teacher_name(cfg),
                "dataset": dataset_summary(table),
-               "run": run_summary(stats, cfg.teacher, len(ids), len(jobs) - len(todo))}
+               "run": run_summary(stats, cfg.teacher, len(ids), len(jobs) - len(todo), spent, retried)}
     write_json(out / "summary.json", summary)
     return summary
 
@@ -212,8 +249,11 @@ def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
 
 @entry_point("synth")
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = kind_follows(sys.argv[1:] if argv is None else argv)
     cfg = cli(SynthConfig, "synth", argv, __doc__)
+    if cfg.check:  # every setting is valid (cli); say what would run, start nothing
+        print(check_report(cfg))
+        return EXIT_OK
     try:
         jobs = build_jobs(cfg)
     except (ValueError, FileNotFoundError) as e:
@@ -221,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         summary = execute(cfg, jobs)
-    except EngineFatal as e:
-        print(f"synth: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (EngineFatal, EngineUnavailable) as e:  # one line: 2 = a setting to fix, 3 = the teacher stopped
+        if debugging():
+            raise
+        print(one_line("synth", e), file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("synth: interrupted; finished rows are kept in "
               f"{cfg.out_dir}; re-run the same command to finish", file=sys.stderr)

@@ -6,7 +6,7 @@
 
 From Python (synthesis, benches, test fixtures)::
 
-    with embedded_teacher(ServeConfig()) as base_url:   # reuses a server already on the port
+    with embedded_teacher(ServeConfig()) as base_url:   # reuses a server on the port serving the same model
         ...                                              # stops only what it started
 
 Settings that matter on a small CPU box (see the project notes): ``--enforce-eager`` (a compiled
@@ -32,8 +32,8 @@ from typing import Iterator
 import httpx
 
 from coa.config import cli
-from coa.errors import entry_point
-from coa.procs import Server, is_up
+from coa.errors import BadInput, entry_point
+from coa.procs import Server, is_up, require_free_port
 
 HOST = "127.0.0.1"  # the embedded engine never listens beyond loopback
 # ChatML + Hermes-style tool calls: SmolLM2's own template knows no tools
@@ -46,7 +46,8 @@ class ServeConfig:
 
     model: str = field(default="", metadata={"help": "HF model folder; empty = the embedded SmolLM2-135M-Instruct"})
     served_name: str = field(default="SmolLM2-135M-Instruct", metadata={"help": "model name the API answers to"})
-    port: int = field(default=8100, metadata={"help": "loopback port; a server already answering there is reused"})
+    port: int = field(default=8100, metadata={"help": "loopback port; a vLLM server serving the same model (name "
+                                                      "and folder, per /v1/models) there is reused, anything else refused"})
     max_model_len: int = field(default=4096, metadata={"help": "context length (prompt + trajectory tokens)"})
     dtype: str = field(default="auto", metadata={"help": "weights dtype: auto = float32 on CPUs without native bf16 "
                                                          "(avx512_bf16/AMX; bf16 prefill there is ~5x slower), "
@@ -133,22 +134,50 @@ def vllm_env(cfg: ServeConfig) -> dict:
 
 
 def served_models(base_url: str) -> list[str]:
+    return [m["id"] for m in model_cards(base_url)]
+
+
+def model_cards(base_url: str) -> list[dict]:
+    """``GET /v1/models``: vLLM's cards carry the served name (``id``) and the folder it loaded (``root``)."""
     r = httpx.get(f"{base_url.rstrip('/')}/models", timeout=5.0)
     r.raise_for_status()
-    return [m["id"] for m in r.json()["data"]]
+    return list(r.json()["data"])
+
+
+def same_model(cfg: ServeConfig, cards: list[dict]) -> bool:
+    """Does a server with these ``/v1/models`` cards serve ``cfg``'s model (its name and its folder)?"""
+    want = Path(model_dir(cfg)).resolve()
+    return any(c.get("id") == cfg.served_name and c.get("root") and Path(c["root"]).resolve() == want for c in cards)
+
+
+def reuse_or_refuse(cfg: ServeConfig) -> None:
+    """A server answers on the port: reuse it (saying so on stderr) only if it serves the same model,
+    else refuse in one line. An orphan of an earlier run must never be reused without notice."""
+    where = f"{HOST}:{cfg.port}"
+    try:
+        cards = model_cards(cfg.base_url)
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        raise BadInput(f"{where} answers /health but not /v1/models like a vLLM server: stop what listens there "
+                       f"or choose another port (port=N; serve.port=N for synth.run)") from None
+    if not same_model(cfg, cards):
+        served = ", ".join(f"{c.get('id')!r} from {c.get('root') or '?'}" for c in cards) or "no model"
+        raise BadInput(f"{where} already serves {served}, not {cfg.served_name!r} from {model_dir(cfg)}: stop that "
+                       f"server or choose another port (port=N; serve.port=N for synth.run)")
+    print(f"reusing the vLLM server already on {where} ({cfg.served_name} from {model_dir(cfg)}); "
+          f"this run did not start it and leaves it running", file=sys.stderr)
 
 
 def start_engine(cfg: ServeConfig) -> Server | None:
-    """Start the engine, or return None if one serving ``served_name`` already answers on the port.
+    """Start the engine, or return None if one serving the same model already answers on the port.
 
-    The caller owns a returned ``Server`` and must ``stop()`` it (session fixtures do this).
+    The caller owns a returned ``Server`` and must ``stop()`` it (session fixtures do this); it is stopped
+    with this process in any case (``coa.procs``). A port taken by anything else is refused in one line.
     """
     health = cfg.base_url.removesuffix("/v1") + "/health"  # unauthenticated, also when a key is required
     if is_up(health):
-        names = served_models(cfg.base_url)
-        if cfg.served_name not in names:
-            raise RuntimeError(f"{cfg.base_url} serves {names}, not {cfg.served_name!r}: pick another port=")
+        reuse_or_refuse(cfg)
         return None
+    require_free_port(HOST, cfg.port, "port=N; serve.port=N for synth.run")
     return Server(vllm_command(cfg), health, log=cfg.log or None, env=vllm_env(cfg)).start(cfg.startup_timeout_s)
 
 
@@ -163,19 +192,13 @@ def embedded_teacher(cfg: ServeConfig) -> Iterator[str]:
             server.stop()
 
 
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends the wait like Ctrl-C, so the engine is stopped either way
-
-
 @entry_point("synth.serve")
 def main(argv: list[str] | None = None) -> int:
     # the same settings as the engine synth.run starts: params.yaml section synth.serve
     cfg = cli(ServeConfig, "synth.serve", sys.argv[1:] if argv is None else argv, __doc__)
     started = time.perf_counter()
-    signal.signal(signal.SIGTERM, _interrupt)
-    server = start_engine(cfg)
+    server = start_engine(cfg)  # SIGTERM/SIGHUP unwind like Ctrl-C (entry_point): the engine is stopped either way
     if server is None:
-        print(f"{cfg.served_name} already served at {cfg.base_url}", file=sys.stderr)
         return 0
     print(f"{cfg.served_name} ready at {cfg.base_url} after {time.perf_counter() - started:.0f}s (Ctrl-C stops it)",
           file=sys.stderr)

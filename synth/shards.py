@@ -2,9 +2,11 @@
 
 Each shard is written whole with ``write_trajectories`` (temp file + rename), so a reader never sees
 half a file and a ``kill -9`` loses at most the rows not yet flushed; they are generated again on
-the next run. Resuming reads the ids already present and skips those jobs. One writer per folder:
-an exclusive lock (released by the OS when the process dies, even by ``kill -9``) refuses a second.
-A run that fails before writing a row leaves no folder it created (a wrong ``search.index``, say).
+the next run. Resuming reads the ids already present and skips those jobs; rows an engine failure ended
+are generated again (``ShardWriter.drop`` first takes them out of their shards, each rewritten whole). One
+writer per folder: an exclusive lock (released by the OS when the process dies, even by ``kill -9``)
+refuses a second (``OutputBusy``, bad input: one line, exit 2). A run that fails before writing a row
+leaves no folder it created (a wrong ``search.index``, say).
 """
 from __future__ import annotations
 
@@ -14,25 +16,40 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from coa.errors import reading
-from coa.io import clear_stale
+from coa.errors import BadInput, reading
+from coa.fingerprint import FINGERPRINT_FILE, record_fingerprint
+from coa.io import atomic_output, clear_stale
 from coa.trajectory import Trajectory, write_trajectories
+
+
+class OutputBusy(BadInput, RuntimeError):
+    """Another process writes the output folder: bad input (one line, exit 2), also a ``RuntimeError``."""
 
 
 def done_ids(out: str | Path) -> set[str]:
     """Ids of the rows already written (only the ``id`` column is read)."""
-    ids: set[str] = set()
+    return set(done_rows(out))
+
+
+def done_rows(out: str | Path) -> dict[str, str]:
+    """Id → finish reason of the rows already written (only those two columns are read)."""
+    rows: dict[str, str] = {}
     for f in sorted(Path(out).glob("*.parquet")):
         with reading(f):
-            ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    return ids
+            table = pq.read_table(f, columns=["id", "finish_reason"])
+        rows.update(zip(table.column("id").to_pylist(), table.column("finish_reason").to_pylist()))
+    return rows
 
 
 class ShardWriter:
-    def __init__(self, out: str | Path, rows_per_shard: int = 64, flush_s: float = 30.0):
+    def __init__(self, out: str | Path, rows_per_shard: int = 64, flush_s: float = 30.0,
+                 fingerprint: dict | None = None):
         self.out = Path(out)
+        self.fingerprint = fingerprint  # recorded in the folder (coa.fingerprint) once it is locked
         self.rows_per_shard, self.flush_s = rows_per_shard, flush_s
         self.buffer: list[Trajectory] = []
         self.written = 0
@@ -50,8 +67,11 @@ class ShardWriter:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise RuntimeError(f"{self.out} is being written by another process; wait for it or pick another out=")
+            raise OutputBusy(f"out={self.out} is being written by another process (a synth.run holding "
+                             f"{self.out / '.lock'}): wait for it to finish, or pick another out=") from None
         clear_stale(self.out)  # temporaries of a writer killed mid-write
+        if self.fingerprint is not None:
+            record_fingerprint(self.out, self.fingerprint)
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -60,8 +80,29 @@ class ShardWriter:
             self._lock.close()
         if exc_type is not None and self._created and not self.shards:
             (self.out / ".lock").unlink(missing_ok=True)
+            (self.out / FINGERPRINT_FILE).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # only while empty
                 self.out.rmdir()
+
+    def drop(self, ids: set[str]) -> int:
+        """Take the rows with these ids out of the folder's shards (each shard rewritten whole, or removed
+        when nothing is left): they are about to be generated again. Returns how many were dropped."""
+        dropped = 0
+        wanted = pa.array(sorted(ids), type=pa.string())
+        for f in sorted(self.out.glob("*.parquet")):
+            with reading(f):
+                table = pq.read_table(f)
+            keep = pc.invert(pc.is_in(table["id"], value_set=wanted))
+            kept = table.filter(keep)
+            if kept.num_rows == table.num_rows:
+                continue
+            dropped += table.num_rows - kept.num_rows
+            if kept.num_rows:
+                with atomic_output(f) as tmp:
+                    pq.write_table(kept, tmp)
+            else:
+                f.unlink()
+        return dropped
 
     def add(self, trajectory: Trajectory) -> None:
         self.buffer.append(trajectory)

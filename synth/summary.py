@@ -1,7 +1,13 @@
 """The end-of-run summary (also written as ``summary.json`` in the output folder).
 
 ``dataset`` describes every row of the run's jobs that is in the folder (this run's and earlier
-runs'); ``run`` describes this invocation only (rows it finished, wall time, throughput).
+runs'); ``run`` describes this invocation only (rows it finished, wall time, throughput, rows of earlier
+runs it generated again because an engine failure had ended them: ``retried_errors``).
+
+Budgets: when ``teacher.max_total_tokens`` / ``max_cost_usd`` is reached no trajectory starts, but those in
+flight finish (at most ``concurrency - 1`` besides the one that reached it, each within its own
+``search.max_tokens`` completion tokens plus its calls' prompt tokens). By how much the output went over
+is ``run.tokens_over_budget`` / ``run.cost_over_budget_usd`` (present when that budget is set).
 
 Row measures: ``well_formed`` = the completion parses under the format preset with no error (an
 answer, balanced tags, no search after the answer); ``em``/``f1``/``cover_em`` score the extracted
@@ -49,11 +55,14 @@ def dataset_summary(table: pa.Table) -> dict:
     }
 
 
-def run_summary(stats: RunStats, teacher: TeacherConfig, expected: int, skipped: int) -> dict:
+def run_summary(stats: RunStats, teacher: TeacherConfig, expected: int, skipped: int,
+                spent: tuple[int, int] = (0, 0), retried: int = 0) -> dict:
+    """``spent``: (prompt, completion) tokens of the output's earlier rows, which count against the budgets."""
     minutes = stats.wall_s / 60 if stats.wall_s else 0.0
     out = {
         "expected_rows": expected,
         "skipped_done": skipped,
+        "retried_errors": retried,
         "finished": stats.rows,
         "complete": not stats.stopped and skipped + stats.rows >= expected,
         "stopped": stats.stopped,
@@ -71,6 +80,11 @@ def run_summary(stats: RunStats, teacher: TeacherConfig, expected: int, skipped:
     }
     if teacher.price_prompt or teacher.price_completion:
         out["cost"] = round(teacher.cost(stats.prompt_tokens, stats.completion_tokens), 6)
+    prompt, completion = spent[0] + stats.prompt_tokens, spent[1] + stats.completion_tokens
+    if teacher.max_total_tokens:
+        out["tokens_over_budget"] = max(0, prompt + completion - teacher.max_total_tokens)
+    if teacher.max_cost_usd:
+        out["cost_over_budget_usd"] = round(max(0.0, teacher.cost(prompt, completion) - teacher.max_cost_usd), 6)
     return out
 
 
@@ -86,6 +100,12 @@ def format_summary(summary: dict) -> str:
                      f"EM {d['em']:.3f}, F1 {d['f1']:.3f}, lenient {d['autocoa_lenient']:.3f}, "
                      f"tokens {d['prompt_tokens']}+{d['completion_tokens']}")
         lines.append(f"  finish: {d['finish_reasons']}")
+    if r.get("neutralised_tags"):
+        lines.append(f"  teacher text: {r['neutralised_tags']} format tags in its reasoning or prose made plain text")
+    over = [f"{r[k]} {unit}" for k, unit in (("tokens_over_budget", "tokens"), ("cost_over_budget_usd", "USD"))
+            if r.get(k)]
+    if over:
+        lines.append(f"  over budget by {' and '.join(over)} (the trajectories in flight when it was reached finished)")
     for url, e in r.get("endpoints", {}).items():
         lines.append(f"  endpoint {url}: {e['requests']} requests, {e['errors']} errors, tokens "
                      f"{e['prompt_tokens']}+{e['completion_tokens']}, latency p50/p90/p99 "

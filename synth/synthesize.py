@@ -8,8 +8,10 @@ Each row's seed derives from the base seed and the row key (``row_seed``), and t
 trajectory uses ``seed + k``, so a re-run of a missing row samples the same way.
 
 An engine error that belongs to one request (``RequestRejected``) ends that row with finish reason
-``error``; ``EngineFatal`` and ``EngineUnavailable`` stop the run (``RunStats.stopped``) without writing
-the rows in flight, so a re-run after the fix does them.
+``error`` (``bad_response`` for a reply that was no completion, ``BadResponse``), its message kept in the
+row's ``transcript``; such rows (``ENGINE_ERRORS``) are generated again by a re-run unless
+``retry_errors=false``. ``EngineFatal`` and ``EngineUnavailable`` stop the run (``RunStats.stopped``)
+without writing the rows in flight, so a re-run after the fix does them.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from coa.search.types import Searcher
 from coa.trajectory import Trajectory
 from synth.jobs import Job
 
+ENGINE_ERRORS = ("error", "bad_response")  # finish reasons of rows an engine failure ended: a re-run retries them
+
 
 @dataclass
 class RunStats:
@@ -44,6 +48,7 @@ class RunStats:
     wall_s: float = 0.0
     stopped: str = ""  # why the run stopped early ("" = every job finished)
     fatal: bool = False  # stopped by a configuration error (key, model): nothing more can succeed
+    unavailable: bool = False  # stopped because the engine stopped answering (or answered garbage from the start)
     finish_reasons: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)  # the engine's own stats (API engines: per endpoint)
 
@@ -53,7 +58,7 @@ class RunStats:
         self.completion_tokens += t.completion_tokens
         self.searches += new_searches
         self.calls += calls
-        self.errors += t.finish_reason == "error"
+        self.errors += t.finish_reason in ENGINE_ERRORS
         self.finish_reasons[t.finish_reason] = self.finish_reasons.get(t.finish_reason, 0) + 1
 
 
@@ -77,8 +82,18 @@ def to_trajectory(job: Job, ep: Episode, fmt: FormatPreset, teacher: str, sampli
         prompt_hash=job.prompt_hash, sampling=json.dumps(sampling, sort_keys=True), retriever=retriever,
         prompt_tokens=ep.prompt_tokens, completion_tokens=ep.completion_tokens,
         latency_s=latency_s, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        transcript=ep.engine_state.get("transcript"),
+        transcript=transcript_of(ep),
     )
+
+
+def transcript_of(ep: Episode) -> str | None:
+    """The engine's transcript of the row (chat engines), with the engine error that ended it, if any."""
+    transcript, error = ep.engine_state.get("transcript"), ep.engine_state.get("error")
+    if not error:
+        return transcript
+    record = json.loads(transcript) if transcript else {}
+    return json.dumps({**(record if isinstance(record, dict) else {"transcript": record}), "error": error},
+                      ensure_ascii=False)
 
 
 async def run_job(job: Job, engine: Engine, search, fmt: FormatPreset, budget: Budget, sampling: dict,
@@ -92,8 +107,8 @@ async def run_job(job: Job, engine: Engine, search, fmt: FormatPreset, budget: B
     seed = row_seed(sampling.get("seed", 0), job.id)
     try:
         await run_episode(ep, engine, search, fmt, budget, seed)
-    except RequestRejected:
-        ep.finish_reason = "error"
+    except RequestRejected as e:  # BadResponse included: "bad_response"
+        ep.finish_reason, ep.engine_state["error"] = e.reason, str(e)
     row_sampling = {**sampling, "base_seed": sampling.get("seed", 0), "seed": seed}
     return to_trajectory(job, ep, fmt, engine.name, row_sampling, retriever, time.perf_counter() - started), ep.calls
 
@@ -138,7 +153,7 @@ async def run_jobs(jobs: Sequence[Job], engine: Engine, searcher: Searcher | Non
     except* EngineFatal as eg:
         stats.stopped, stats.fatal = str(eg.exceptions[0]), True
     except* EngineUnavailable as eg:
-        stats.stopped = str(eg.exceptions[0])
+        stats.stopped, stats.unavailable = str(eg.exceptions[0]), True
     except* ConnectionError as eg:  # the retrieval server, after its own retries
         stats.stopped = f"retriever unavailable: {eg.exceptions[0]}"
     finally:

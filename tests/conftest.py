@@ -11,6 +11,16 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+HEAVY = ("model", "server", "slow")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that needs no model, no server and is not marked slow is in the fast tier."""
+    for item in items:
+        if not any(item.get_closest_marker(name) for name in HEAVY):
+            item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(scope="session")
 def index_dir(tmp_path_factory):
     """BM25 index of the embedded 19,099-paragraph HotpotQA corpus (~3 s)."""

@@ -13,6 +13,10 @@ Completeness: ``checkpoint_complete.json`` is written last and lists every file 
 previous checkpoint is only replaced by a complete new one. ``check_start_model`` applies this to any
 folder holding a file train.run writes (a checkpoint that lost its marker is refused); another HF model
 folder is taken as it is once every safetensors file in it reads whole.
+
+Ownership: a stage replaces ``runs_dir/<stage>`` whole, so ``claim_stage_outputs`` refuses (before any
+training) a folder there that train.run did not write: its completion marker (a JSON object listing the
+files) or the core's owner marker (``coa.io.OWNER_FILE``) naming train.run make a folder its own.
 """
 from __future__ import annotations
 
@@ -29,10 +33,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from coa.errors import reading
-from coa.io import atomic_output, write_json, write_text
+from coa.model import MARKER
+from coa.io import NotOurs, atomic_output, clear_replaced, replaceable, write_json, write_text, written_by
 
-MARKER = "checkpoint_complete.json"
-WRITTEN_BESIDE = ("train_args.json", "metrics.json", "steps.csv")  # what train.run writes next to the weights
+TOOL = "train.run"  # the owner the core's marker would name
 
 
 def load_tokenizer(path: str | Path, base: str | Path):
@@ -92,43 +96,25 @@ def save_checkpoint(model, tokenizer, out: str | Path, dtype: str = "auto") -> P
     return Path(out)
 
 
-def check_checkpoint(path: str | Path) -> Path:
-    """``path`` if it is a complete checkpoint written by this module, else a clear error."""
-    path = Path(path)
-    marker = path / MARKER
-    if not marker.is_file():
-        raise ValueError(f"{path}: incomplete checkpoint (no {MARKER}: its save was interrupted or it was not "
-                         "written by train.run); run the stage that writes it again")
-    with reading(marker, f"a {MARKER} written by train.run"):
-        files = json.loads(marker.read_text())["files"]
-    bad = [f"{name} ({'missing' if not (path / name).is_file() else 'truncated'})" for name, size in files.items()
-           if not (path / name).is_file() or (path / name).stat().st_size != size]
-    if bad:
-        raise ValueError(f"{path}: incomplete checkpoint: {', '.join(bad)}; run the stage that writes it again")
-    return path
+def written_by_train_run(folder: str | Path) -> bool:
+    """A folder train.run wrote: its completion marker as ``write_checkpoint`` writes it (a JSON object
+    listing the files; the name alone is not enough), or the core's owner marker naming train.run."""
+    try:
+        files = json.loads((Path(folder) / MARKER).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        files = None
+    return isinstance(files, dict) or written_by(folder, TOOL)
 
 
-def check_start_model(path: str | Path) -> Path:
-    """``path`` if a stage may start from it: a train.run checkpoint (its marker, or a file train.run writes
-    beside the weights) must be complete; any other model folder must hold whole safetensors files."""
-    path = Path(path)
-    if (path / MARKER).exists() or any((path / name).exists() for name in WRITTEN_BESIDE):
-        return check_checkpoint(path)
-    return check_weights(path)
-
-
-def check_weights(path: Path) -> Path:
-    """Every ``*.safetensors`` in ``path`` reads whole (its header covers the file): a cut copy or download
-    fails here naming the file, not deep inside the model loader."""
-    from safetensors import safe_open
-
-    for weights in sorted(path.glob("*.safetensors")):
-        try:
-            with safe_open(weights, "pt"):
-                pass
-        except Exception as e:  # SafetensorError: its own type, not an OSError or ValueError
-            raise ValueError(f"{weights}: truncated or not a safetensors file ({e}); copy or download it again") from None
-    return path
+def claim_stage_outputs(runs_dir: str | Path, stages: tuple[str, ...]) -> None:
+    """Each stage replaces ``runs_dir/<stage>`` whole: refuse a folder there that train.run did not write
+    (before anything is trained), and clear old copies of its own that a killed replace left behind."""
+    for stage in stages:
+        out = Path(runs_dir) / stage
+        if not (replaceable(out, TOOL) or written_by_train_run(out)):
+            raise NotOurs(f"{out}: folder is not empty and train.run did not write it (no {MARKER}): a stage "
+                          "replaces its output folder whole; move it away, or set runs_dir= to another folder")
+        clear_replaced(out, written_by_train_run)
 
 
 def last_trainer_checkpoint(work: str | Path) -> Path | None:

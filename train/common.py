@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from coa.model import has_native_bf16
 from train.config import StageConfig, TrainConfig
 
 
@@ -23,10 +24,23 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def use_bf16(cfg: TrainConfig) -> bool:
+    """Whether the stage trains in bf16 mixed precision: ``bf16: auto`` follows the hardware
+    (``coa.model.has_native_bf16``, the same detection as serving's ``dtype: auto``)."""
+    return has_native_bf16() if cfg.bf16 == "auto" else bool(cfg.bf16)
+
+
+def precision_args(cfg: TrainConfig) -> dict:
+    """TRL/transformers precision arguments. ``bf16=True`` makes accelerate wrap the model's forward in
+    ``torch.autocast(device, bfloat16)``; the parameters, their gradients and AdamW's moments stay float32.
+    On a CPU, transformers accepts ``bf16`` only with ``use_cpu=True`` (it is the device anyway)."""
+    bf16 = use_bf16(cfg)
+    return {"bf16": bf16, **({"use_cpu": True} if bf16 and not on_gpu() else {})}
+
+
 def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args) -> dict:
     """Keyword arguments for a TRL ``*Config`` writing into the work folder ``out``: the stage's settings,
     then the method's, then ``trl_args``."""
-    bf16 = on_gpu() if cfg.bf16 is None else cfg.bf16
     return {
         "output_dir": str(out),
         "learning_rate": stage.learning_rate,
@@ -34,7 +48,7 @@ def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args
         "max_steps": stage.max_steps,
         "per_device_train_batch_size": stage.per_device_train_batch_size,
         "gradient_accumulation_steps": stage.gradient_accumulation_steps,
-        "bf16": bf16,
+        **precision_args(cfg),
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "logging_steps": cfg.logging_steps,
         # resumable checkpoints (weights, optimizer, RNG, data position) in the work folder; the stage's
@@ -65,3 +79,41 @@ def peft_config(cfg: TrainConfig, stage: StageConfig):
     rl = hasattr(stage, "num_generations")
     return LoraConfig(r=rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0 if rl else cfg.lora_dropout,
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+
+
+class TokenCount:
+    """What a stage's forward passes computed: token positions (``computed``, padding included) and real tokens,
+    split into passes with gradients (forward and backward: ``backward``) and without (RL's old-policy
+    log-probs, a DPO reference). ``attention`` sums each real sequence's length squared, the quantity attention's cost
+    follows. A trainer calls ``add`` once per pass; ``train.run`` writes ``summary`` into the stage's metrics."""
+
+    def __init__(self) -> None:
+        self.computed = self.real = self.backward = self.attention = 0
+
+    def add(self, mask: torch.Tensor, position_ids: torch.Tensor | None = None, backward: bool | None = None) -> None:
+        """One pass over a batch: ``mask`` (rows x positions) is 1 at real tokens; padding-free rows (several
+        sequences in one row, no mask) pass ``position_ids`` instead, which restart at 0 at each sequence.
+        ``backward`` defaults to whether autograd is recording."""
+        backward = torch.is_grad_enabled() if backward is None else backward
+        if position_ids is not None:
+            starts = (position_ids == 0).flatten().nonzero().flatten().tolist() + [position_ids.numel()]
+            lengths = [b - a for a, b in zip(starts, starts[1:])]
+            computed = position_ids.numel()
+        else:
+            lengths = mask.sum(dim=1).tolist()
+            computed = mask.numel()
+        real = int(sum(lengths))
+        self.computed += computed
+        self.real += real
+        self.backward += real if backward else 0
+        self.attention += int(sum(n * n for n in lengths))
+
+    def summary(self, seconds: float | None = None) -> dict:
+        """The stage's metrics: tokens, the padding fraction (computed positions that held no token) and, given
+        the training time, real tokens of passes with gradients per second."""
+        out = {"computed_tokens": self.computed, "real_tokens": self.real, "forward_backward_tokens": self.backward,
+               "forward_only_tokens": self.real - self.backward, "attention_square_tokens": self.attention,
+               "padding_fraction": round(1 - self.real / self.computed, 6) if self.computed else 0.0}
+        if seconds:
+            out["forward_backward_tokens_per_second"] = round(self.backward / seconds, 2)
+        return out

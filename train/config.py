@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from coa.agent import OBSERVATION_TOKENS
 from coa.environment import SearchEnvConfig
 from coa.prompts import PromptConfig
+from coa.score import METRICS
+from coa.stages import STAGES
 
-STAGES = ("sft1", "sft2", "sft3", "rl1", "rl2")
-PREVIOUS = {"sft1": None, "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "rl2": "rl1"}
 REPORT_TO = ("none", "tensorboard")
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo", "sapo", "vespo")  # TRL 1.16's GRPOConfig
 SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -72,6 +73,11 @@ class SFT2Config(StageConfig):
     data: list = field(default_factory=lambda: ["coa.parquet", "cot.parquet"],
                        metadata={"help": "Trajectory sets (TRAJECTORY_SCHEMA), relative to sets_dir."})
     observation_loss: bool = field(default=False, metadata={"help": "Train on observation tokens too."})
+    packing: bool = field(default=False, metadata={
+        "help": "Pack whole sequences into micro-batches of up to max_length tokens (TRL best-fit decreasing, "
+                "padding-free): each sequence keeps its own position ids from 0 and attends only to itself, and "
+                "the loss stays the token mean over the optimizer step; per_device_train_batch_size then counts "
+                "packed rows. Off: one row per sequence, padded to the longest of its micro-batch."})
 
 
 @dataclass
@@ -132,10 +138,10 @@ class RL1Config(StageConfig):
             raise ValueError(f"sync_every must be >= 1, got {self.sync_every}")
         if self.observation_tokens < 0:
             raise ValueError(f"observation_tokens must be >= 0, got {self.observation_tokens}")
-        if self.loss_type not in ("grpo", "dapo", "dr_grpo", "bnpo"):
-            raise ValueError(f"loss_type must be grpo, dapo, dr_grpo or bnpo, got {self.loss_type!r}")
-        if self.reward_metric not in ("em", "f1", "cover_em", "autocoa_lenient"):
-            raise ValueError(f"reward_metric must be em, f1, cover_em or autocoa_lenient, got {self.reward_metric!r}")
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of TRL's {', '.join(GRPO_LOSS_TYPES)}; got {self.loss_type!r}")
+        if self.reward_metric not in METRICS:
+            raise ValueError(f"reward_metric must be one of {', '.join(METRICS)}; got {self.reward_metric!r}")
         if self.per_device_train_batch_size * self.gradient_accumulation_steps % self.num_generations:
             raise ValueError(
                 f"per_device_train_batch_size*gradient_accumulation_steps ({self.per_device_train_batch_size}*"
@@ -191,8 +197,11 @@ class TrainConfig:
         "help": "Format preset of the sets and the RL prompt (autocoa | search_r1); params.yaml's top-level "
                 "`format`, shared with synth, curate and evaluate. A set written in another format fails."})
     seed: int = field(default=42, metadata={"help": "Seed of TRL's data order, dropout and sampling."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; None = on GPU only "
-                                                              "(fp32 on CPU, where bf16 trained worse)."})
+    bf16: bool | str = field(default="auto", metadata={
+        "help": "bf16 mixed precision (autocast: matmuls in bf16; weights, gradients, optimizer state and "
+                "checkpoints stay float32). 'auto' = on where the hardware has bf16 units (a GPU from Ampere on, a "
+                "CPU with avx512_bf16 or AMX: coa.model.has_native_bf16), off where bf16 would be emulated; "
+                "true / false force it. Every stage, and RL's vLLM engine, follow it."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (TRL's "
                                                                           "default is on; off is faster here)."})
     num_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 where cores are shared; 0 = "
@@ -214,8 +223,8 @@ class TrainConfig:
         "help": "'none' or 'tensorboard' (event files in RUNS_DIR/<stage>.work/logs; offline, needs the "
                 "tensorboard package)."})
     save_dtype: str = field(default="auto", metadata={
-        "help": "Weights dtype of the saved checkpoint: 'auto' = the dtype trained in (fp32 on CPU: RL's small "
-                "updates survive), or bfloat16 / float16 / float32."})
+        "help": "Weights dtype of the saved checkpoint: 'auto' = the dtype trained in (float32, with or without "
+                "bf16 mixed precision: RL's small updates survive), or bfloat16 / float16 / float32."})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "RL prompt rendering."})
     search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={
         "help": "RL's search environment and budgets: params.yaml's top-level `search` (the one synthesis and "
@@ -232,6 +241,8 @@ class TrainConfig:
             raise ValueError(f"stage must be one of {', '.join((*STAGES, 'rl'))}; got {self.stage!r}")
         if self.report_to not in REPORT_TO:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}; got {self.report_to!r}")
+        if self.bf16 not in (True, False, "auto"):
+            raise ValueError(f"bf16 must be auto, true or false; got {self.bf16!r}")
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}; got {self.save_dtype!r}")
         if isinstance(self.chain, str):

@@ -9,7 +9,9 @@
   rollout (it is written by the toolkit, not by the policy).
 
 Examples longer than ``max_length`` are dropped and counted, never cut (a cut would drop the EOS or
-split a tag). Every error names the file, the row and the field.
+split a tag); ``length_cut`` says what the limit costs: the share of sequences and tokens it drops (the
+stage's truncation fractions) and the searches per sequence on each side of it. Every error names the file,
+the row and the field.
 """
 from __future__ import annotations
 
@@ -100,14 +102,49 @@ def pair_features(tokenizer, row: dict) -> dict:
     }
 
 
+def length_cut(lengths: list[int], searches: list[int], max_length: int) -> dict:
+    """What ``max_length`` keeps and drops of sequences of ``lengths`` tokens with ``searches`` search calls each:
+    the truncation fractions (sequences and tokens dropped whole), the searches per kept and per dropped sequence
+    (None where there is none) and the sequences with two or more searches on each side.
+
+    >>> length_cut([100, 900, 1500], [0, 1, 3], 1024)["searches_per_dropped"]
+    3.0
+    """
+    kept = [i for i, n in enumerate(lengths) if n <= max_length]
+    dropped = [i for i, n in enumerate(lengths) if n > max_length]
+
+    def per_sequence(rows: list[int]) -> float | None:
+        return round(sum(searches[i] for i in rows) / len(rows), 4) if rows else None
+
+    return {"max_length": max_length, "kept": len(kept), "dropped": len(dropped),
+            "truncation_fraction": round(len(dropped) / len(lengths), 6) if lengths else 0.0,
+            "truncation_token_fraction": round(sum(lengths[i] for i in dropped) / sum(lengths), 6) if lengths else 0.0,
+            "searches_per_kept": per_sequence(kept), "searches_per_dropped": per_sequence(dropped),
+            "multi_search_kept": sum(searches[i] >= 2 for i in kept),
+            "multi_search_dropped": sum(searches[i] >= 2 for i in dropped)}
+
+
+def pair_length(row: dict) -> int:
+    """A pair's longest row: the shared context and the longer continuation."""
+    return len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+
+
 def pair_dataset(tokenizer, path: str | Path, max_length: int, fmt: str | None = None) -> tuple[Dataset, dict]:
+    """Pairs as ids; the stats say what the length limit dropped and how much of each pair is its context computed
+    twice (CPO and DPO run the chosen and the rejected row each from the start)."""
     rows = [pair_features(tokenizer, r) for r in read_pairs(path, fmt=fmt)]
-    kept = [r for r in rows if len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) <= max_length]
+    kept = [r for r in rows if pair_length(r) <= max_length]
     if not kept:
         raise ValueError(f"sft1: all {len(rows)} pairs of {path} are longer than max_length={max_length}")
+    cut = length_cut([pair_length(r) for r in rows], [0] * len(rows), max_length)
+    pair_tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in kept)
     stats = {"pairs": len(kept), "dropped_too_long": len(rows) - len(kept),
+             "truncation_fraction": cut["truncation_fraction"],
+             "truncation_token_fraction": cut["truncation_token_fraction"],
+             "prompt_tokens": sum(len(r["prompt_ids"]) for r in kept),
              "chosen_tokens": sum(len(r["chosen_ids"]) for r in kept),
              "rejected_tokens": sum(len(r["rejected_ids"]) for r in kept),
+             "repeated_prompt_fraction": round(sum(len(r["prompt_ids"]) for r in kept) / pair_tokens, 6),
              "chosen_ending_turn": sum(r["chosen_ids"][-1:] == [tokenizer.eos_token_id] for r in kept)}
     return Dataset.from_list(kept), stats
 
@@ -117,17 +154,27 @@ def sft_features(tokenizer, prompt: str, segments: list[dict], observation_loss:
     return {"input_ids": tt.input_ids, "labels": tt.labels(observation_loss), "kinds": tt.segment_labels}
 
 
+def search_calls(row: dict) -> int:
+    """Search calls a trajectory made: its ``n_actions``, else its observation segments."""
+    if row.get("n_actions") is not None:
+        return row["n_actions"]
+    return sum(s["kind"] == "observation" for s in row["segments"] or [])
+
+
 def sft_dataset(tokenizer, paths: list[str | Path], observation_loss: bool, max_length: int,
                 stage: str, fmt: str | None = None) -> tuple[Dataset, dict]:
-    """``input_ids``/``labels`` of every trajectory in ``paths`` (SFTTrainer uses them as they are)."""
+    """``input_ids``/``labels`` of every trajectory in ``paths`` (SFTTrainer uses them as they are); the stats
+    count tokens by owner and say what ``max_length`` dropped (``length_cut``)."""
     rows, dropped = [], 0
+    lengths, searches = [], []
     token_counts = {name: 0 for name in LABEL_NAMES.values()}
     for path in map(Path, paths):
         for f in _files(path, stage):
             table = read_table(f)
             _check_rows(table.num_rows, f, stage)
             check_format(table, f, fmt)
-            for i, row in enumerate(table.select(["prompt", "segments"]).to_pylist(), start=1):
+            columns = ["prompt", "segments"] + (["n_actions"] if "n_actions" in table.column_names else [])
+            for i, row in enumerate(table.select(columns).to_pylist(), start=1):
                 segments = row["segments"] or []
                 if not row["prompt"] or not segments:
                     field_name = "prompt" if not row["prompt"] else "segments"
@@ -136,6 +183,8 @@ def sft_dataset(tokenizer, paths: list[str | Path], observation_loss: bool, max_
                 if bad:
                     raise ValueError(f"{f}: row {i}: field 'segments': unknown kind {bad[0]!r}")
                 feats = sft_features(tokenizer, row["prompt"], segments, observation_loss)
+                lengths.append(len(feats["input_ids"]))
+                searches.append(search_calls(row))
                 if len(feats["input_ids"]) > max_length:
                     dropped += 1
                     continue
@@ -144,9 +193,12 @@ def sft_dataset(tokenizer, paths: list[str | Path], observation_loss: bool, max_
                 rows.append(feats)
     if not rows:
         raise ValueError(f"{stage}: every trajectory is longer than max_length={max_length}")
+    cut = length_cut(lengths, searches, max_length)
     stats = {"sequences": len(rows), "dropped_too_long": dropped,
              **{f"{k}_tokens": v for k, v in token_counts.items()},
-             "trained_tokens": sum(sum(t != -100 for t in r["labels"]) for r in rows)}
+             "trained_tokens": sum(sum(t != -100 for t in r["labels"]) for r in rows),
+             **{k: cut[k] for k in ("truncation_fraction", "truncation_token_fraction", "searches_per_kept",
+                                    "searches_per_dropped", "multi_search_kept", "multi_search_dropped")}}
     return Dataset.from_list(rows), stats
 
 

@@ -66,13 +66,13 @@ def rollouts(model: str, questions: list[dict], train, stage_name: str, samples:
     from coa.agent import drive, start_episode, written_observations
     from coa.formats import get_format
     from coa.prompts import render_prompt
-    from evaluate.fidelity import policy
+    from coa.model import load_policy
     from train.rewards import make_rewards
     from train.rl import rollout_budget
 
     stage = getattr(train, stage_name)
     fmt = get_format(train.format)
-    generator, tok = policy(model, stage.temperature, "float32", engine)
+    generator, tok = load_policy(model, stage.temperature, "float32", engine)
     episodes = [start_episode(render_prompt(tok, q["question"], train.prompt), tok, prefill=train.prompt.prefill,
                               tools=stage.tools, question=q) for q in questions for _ in range(samples)]
     seeds = [SEED + 1000 * i for i in range(len(episodes))]

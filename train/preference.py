@@ -18,7 +18,9 @@ from __future__ import annotations
 import copy
 import os
 
-from train.common import peft_config, training_args
+import torch
+
+from train.common import TokenCount, peft_config, training_args
 from train.config import SFT1Config, TrainConfig
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # CPO lives in trl.experimental
@@ -27,8 +29,21 @@ from trl import DPOConfig, DPOTrainer  # noqa: E402
 from trl.experimental.cpo import CPOConfig, CPOTrainer  # noqa: E402
 
 
+def pair_mask(batch: dict) -> torch.Tensor:
+    """The attention mask of CPO's one forward over a batch of pairs: the chosen rows then the rejected rows, each
+    padded to the longer of the two sides (what ``CPOTrainer.concatenated_inputs`` builds)."""
+    chosen, rejected = batch["chosen_attention_mask"], batch["rejected_attention_mask"]
+    width = max(chosen.size(1), rejected.size(1))
+    return torch.cat([torch.nn.functional.pad(m, (0, width - m.size(1))) for m in (chosen, rejected)])
+
+
 class PaperCPOTrainer(CPOTrainer):
-    """CPO with the paper's per-pair NLL normalisation, on ``prompt_ids``/``chosen_ids``/``rejected_ids``."""
+    """CPO with the paper's per-pair NLL normalisation, on ``prompt_ids``/``chosen_ids``/``rejected_ids``;
+    ``tokens`` counts each forward pass's tokens and padding."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens = TokenCount()
 
     def tokenize_row(self, feature, model=None) -> dict:
         batch = {"prompt_input_ids": feature["prompt_ids"], "prompt_attention_mask": [1] * len(feature["prompt_ids"])}
@@ -40,6 +55,7 @@ class PaperCPOTrainer(CPOTrainer):
         return batch
 
     def concatenated_forward(self, model, batch):
+        self.tokens.add(pair_mask(batch))
         chosen_logps, *rest = super().concatenated_forward(model, batch)
         # with loss_type="simpo" the logps are per-sequence means: -mean over pairs of P̄(chosen)
         rest[3] = -chosen_logps.mean()
@@ -47,10 +63,21 @@ class PaperCPOTrainer(CPOTrainer):
 
 
 class PretokenizedDPOTrainer(DPOTrainer):
-    """DPO on the ids built by ``train.data`` (its own preparation would append EOS everywhere)."""
+    """DPO on the ids built by ``train.data`` (its own preparation would append EOS everywhere); ``tokens`` counts
+    the policy's passes and the reference's (without gradients)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens = TokenCount()
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         return dataset
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.tokens.add(inputs["attention_mask"])
+        if not self.precompute_ref_logps:  # the reference's forward over the same batch
+            self.tokens.add(inputs["attention_mask"], backward=False)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
 def build_sft1_trainer(cfg: TrainConfig, model, tokenizer, dataset, out, callbacks=()):

@@ -14,7 +14,7 @@ import torch
 
 from coa.agent import Budget
 from coa.formats import get_format
-from train.common import on_gpu, peft_config, training_args
+from train.common import TokenCount, on_gpu, peft_config, training_args
 from train.config import RL1Config, TrainConfig
 from train.rewards import make_rewards
 from train.rollout import make_rollout
@@ -45,7 +45,12 @@ class TrimmingGRPOTrainer(GRPOTrainer):
     a step of 12 rollouts with one 1,520-token repetition loop had not finished after 12 min; trimmed, 256 s. Each chunk drops
     the padding columns no row in it uses (left of the prompts, right of the completions); its log-probs
     and entropies come back padded with zeros to the batch's width, where ``completion_mask`` is 0. A
-    row's tokens then sit at positions from 0, as in generation and SFT."""
+    row's tokens then sit at positions from 0, as in generation and SFT. ``tokens`` counts what each chunk
+    computed (its trimmed width x rows) against its real tokens."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens = TokenCount()
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
@@ -60,6 +65,7 @@ class TrimmingGRPOTrainer(GRPOTrainer):
             used = mask.any(dim=0).nonzero().flatten().tolist()
             head = min(used[0], prompt_len) if used else 0
             tail = max(used[-1] + 1, prompt_len + 1) if used else ids.size(1)  # at least one completion column
+            self.tokens.add(mask[:, head:tail])
             parts.append(super()._get_per_token_logps_and_entropies(
                 model, ids[:, head:tail], mask[:, head:tail], tail - prompt_len, None, compute_entropy,
                 compute_aux_loss))

@@ -16,7 +16,8 @@ the previous stage's checkpoint (``runs_dir/<previous>``; sft1 and ``model=base`
 checkpoint (safetensors in the dtype trained in, tokenizer, chat template, ``checkpoint_complete.json``),
 ``metrics.json``, ``steps.csv`` and ``train_args.json``. That folder is assembled beside the target and
 renamed onto it at the end, so a crash never leaves half a checkpoint, and a stage refuses to start
-from a checkpoint without its completion marker.
+from a checkpoint without its completion marker. A folder at ``runs_dir/<stage>`` that train.run did not
+write is refused before any training (``train.checkpoint.claim_stage_outputs``).
 
 Resuming: every ``save_steps`` steps TRL saves a resumable checkpoint (optimizer, RNG, data position)
 in ``runs_dir/<stage>.work/``; after a crash, ``python -m train.run stage=sft2 resume=true`` continues
@@ -46,12 +47,21 @@ import torch
 
 from coa.config import cli
 from coa.errors import entry_point, reading
+from coa.fingerprint import check_resume, file_digest, model_identity, record_fingerprint
 from coa.io import atomic_output, write_json
-from coa.model import base_model_dir
-from train.checkpoint import (StepLog, check_checkpoint, check_start_model, last_trainer_checkpoint, load_model,
-                              load_tokenizer, write_checkpoint, write_metrics)
+from coa.model import base_model_dir, check_checkpoint, check_start_model
+from coa.stages import PREVIOUS, RL_STAGES, SFT_STAGES
+from train.checkpoint import (
+    StepLog,
+    claim_stage_outputs,
+    last_trainer_checkpoint,
+    load_model,
+    load_tokenizer,
+    write_checkpoint,
+    write_metrics,
+)
 from train.common import is_main_process, on_gpu
-from train.config import PREVIOUS, TrainConfig
+from train.config import TrainConfig
 from train.data import pair_dataset, rl_dataset, sft_dataset
 
 
@@ -95,6 +105,20 @@ def resume_point(cfg: TrainConfig, stage: str) -> Path | None:
     return last
 
 
+def stage_fingerprint(cfg: TrainConfig, stage: str, start: Path) -> dict:
+    """What a stage's resumable checkpoints and rollouts come from (``coa.fingerprint``): the start model's
+    weights, the stage's settings, its data files' contents, the format, prompt and environment."""
+    settings = getattr(cfg, stage)
+    if stage in RL_STAGES:
+        data = [Path(settings.questions)] if settings.questions else []
+    else:
+        data = [Path(cfg.sets_dir) / name for name in ([settings.data] if stage == "sft1" else settings.data)]
+    return {"writer": "train.run", "stage": stage, "start": model_identity(start),
+            "settings": dataclasses.asdict(settings), "format": cfg.format, "prompt": dataclasses.asdict(cfg.prompt),
+            "environment": dataclasses.asdict(cfg.search),
+            "data": {str(p): file_digest(p) if p.is_file() else None for p in data}}
+
+
 def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: StepLog):
     """Tokenizer (checked against the base) → data (fails fast on bad sets) → model → TRL trainer."""
     tok = load_tokenizer(start, base_model(cfg))
@@ -126,7 +150,7 @@ def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: Ste
 
 def empty_sets(cfg: TrainConfig, stage: str) -> list[str]:
     """The SFT sets of ``stage`` that exist but hold no rows (RL stages read questions, not sets)."""
-    if stage not in ("sft1", "sft2", "sft3"):
+    if stage not in SFT_STAGES:
         return []
     settings = getattr(cfg, stage)
     names = [settings.data] if stage == "sft1" else list(settings.data)
@@ -161,7 +185,7 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
         raise ValueError(f"on_empty_set must be 'error' or 'pass_through', got {cfg.on_empty_set!r}")
     if stage not in cfg.chain:  # an ablation arm without this stage: the model so far goes on unchanged
         return pass_through(cfg, stage, start, f"not in train.chain {cfg.chain}")
-    if stage in ("rl1", "rl2") and cfg.rl.max_steps > 0 and getattr(cfg, stage).max_steps == 0:
+    if stage in RL_STAGES and cfg.rl.max_steps > 0 and getattr(cfg, stage).max_steps == 0:
         return pass_through(cfg, stage, start, f"0 of the {cfg.rl.max_steps} RL steps (rl.rl1_fraction="
                                                f"{cfg.rl.rl1_fraction:g})", real_search_queries=0)
     empty = empty_sets(cfg, stage)
@@ -171,6 +195,11 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
         check_tensorboard()
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir(cfg, stage) / "logs")
     resume = resume_point(cfg, stage)
+    if resume:
+        check_resume(work_dir(cfg, stage), stage_fingerprint(cfg, stage, start), "train")
+    elif is_main_process():
+        work_dir(cfg, stage).mkdir(parents=True, exist_ok=True)
+        record_fingerprint(work_dir(cfg, stage), stage_fingerprint(cfg, stage, start))
     log = StepLog()
     extra = {"resumed_from_step": log.restore(resume)} if resume else {}
     trainer, tok, stats = build_trainer(cfg, stage, start, work_dir(cfg, stage), log)
@@ -182,12 +211,14 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
         write_checkpoint(trainer.model, tok, tmp, cfg.save_dtype)
         for rollouts in work_dir(cfg, stage).glob("rollouts*.jsonl"):
             shutil.copy(rollouts, tmp / rollouts.name)
-        if stage in ("rl1", "rl2"):  # the real environment's use, counted from the observations it returned
+        if stage in RL_STAGES:  # the real environment's use, counted from the observations it returned
             extra["real_search_queries"] = real_search_queries(tmp)
         write_json(tmp / "train_args.json", {"start_model": str(start), "trl": trainer.args.to_dict(),
                                              "stage": dataclasses.asdict(getattr(cfg, stage))}, default=str)
         metrics = write_metrics(tmp, stage, log, {"start_model": str(start), "train_loss": result.training_loss,
-                                                  "data": stats, **extra})
+                                                  "data": stats, "bf16": trainer.args.bf16,
+                                                  "tokens": trainer.tokens.summary(result.metrics["train_runtime"]),
+                                                  **extra})
     drop_resume_checkpoints(work_dir(cfg, stage))
     trainer.accelerator.wait_for_everyone()
     return metrics
@@ -226,6 +257,7 @@ def run(cfg: TrainConfig) -> list[dict]:
     if cfg.num_threads > 0 and not on_gpu():
         torch.set_num_threads(cfg.num_threads)
     cfg = scheduled(cfg)
+    claim_stage_outputs(cfg.runs_dir, RL_STAGES if cfg.stage == "rl" else (cfg.stage,))  # before any training
     if cfg.stage != "rl":
         return [run_stage(cfg, cfg.stage)]
     results = [run_stage(cfg, "rl1", start_checkpoint(cfg, "rl1"))]

@@ -3,16 +3,39 @@
 The dataset holds ``input_ids``/``labels`` built segment by segment by ``train.data.sft_dataset``;
 TRL's SFTTrainer uses a pre-tokenised dataset with ``labels`` as it is (its prompt/completion and
 ``assistant_only_loss`` machinery is not involved: SmolLM2's template has no generation markers).
+
+``packing``: TRL's best-fit-decreasing packing puts whole sequences (none is cut: ``train.data`` drops the
+longer ones) side by side in rows of up to ``max_length`` tokens, padding-free. The collator restarts the
+position ids at 0 for each sequence, and transformers builds the attention mask from them, so a token attends
+only to earlier tokens of its own sequence (with sdpa and eager as with flash-attention's varlen kernels). The
+loss is unchanged: masked tokens stay -100, and the Trainer divides the summed token losses of all
+micro-batches of an optimizer step by the step's count of trained tokens, packed or not.
 """
 from __future__ import annotations
 
 from trl import SFTConfig, SFTTrainer
 
-from train.common import peft_config, training_args
+from train.common import TokenCount, peft_config, training_args
 from train.config import SFT2Config, TrainConfig
 
 
+class CountingSFTTrainer(SFTTrainer):
+    """SFTTrainer that counts the tokens and the padding of every forward pass (``tokens``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens = TokenCount()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "attention_mask" in inputs:
+            self.tokens.add(inputs["attention_mask"])
+        else:  # padding-free: one row of several sequences
+            self.tokens.add(None, position_ids=inputs["position_ids"])
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
 def build_sft_trainer(cfg: TrainConfig, stage: SFT2Config, model, tokenizer, dataset, out, callbacks=()):
-    args = SFTConfig(**training_args(cfg, stage, out, max_length=stage.max_length, packing=False))
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=peft_config(cfg, stage), callbacks=list(callbacks))
+    args = SFTConfig(**training_args(cfg, stage, out, max_length=stage.max_length, packing=stage.packing,
+                                     packing_strategy="bfd"))
+    return CountingSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                              peft_config=peft_config(cfg, stage), callbacks=list(callbacks))

@@ -1,7 +1,7 @@
 """The engine seam: everything that writes the model's part of an episode.
 
-An engine takes a ``Request`` (the ids so far, the token budget, the stop strings, the episode itself
-and a seed) and returns a ``coa.agent.Generation`` (ids, text, log-probs, finish reason; a chat engine
+An engine (``coa.agent.Engine``) takes a ``coa.agent.Request`` (the ids so far, the token budget, the
+stop strings, the episode itself and a seed) and returns a ``coa.agent.Generation`` (ids, text, log-probs, finish reason; a chat engine
 also the raw tool calls and, for unusable output, a named ``error`` that ends the episode). Synthesis,
 evaluation and RL rollouts drive episodes through ``coa.agent.run_episode`` / ``drive`` with whichever
 engine is configured; an engine is one file plus its registration:
@@ -13,59 +13,80 @@ engine is configured; an engine is one file plus its registration:
 Registered here: ``completions`` (any OpenAI-compatible /v1/completions server; ids in, ids out where
 the server returns them), ``chat`` (any /v1/chat/completions API, e.g. a reasoning model with native tool
 calls, converted into the format preset), ``hf`` (transformers ``generate`` in-process, requests batched), ``vllm``
-(``vllm.LLM`` in-process, with ``sync_weights`` for RL). ``synth`` registers ``reference`` (the
-templated teacher acting on the episode's actions).
+(``vllm.LLM`` in-process, with ``sync_weights`` for RL). ``synth.reference`` registers ``reference``
+(the templated teacher acting on the episode's actions) when it is imported.
 
 Errors an engine raises, and what the driver does with them:
   ``EngineFatal``       the engine can never answer (bad key, no permission, unknown model): the run
                         stops before writing anything for the request, with the cause;
   ``EngineUnavailable`` it stopped answering after its retries: the run stops, finished rows are kept;
   ``RequestRejected``   this one request cannot be served (e.g. longer than the context): only its
-                        trajectory ends, with finish reason ``error``.
+                        trajectory ends, with finish reason ``error``;
+  ``BadResponse``       (a ``RequestRejected``) the server answered, but not with a usable completion (not
+                        JSON, no ``choices``, a null message, negative usage): its trajectory ends with
+                        finish reason ``bad_response``.
+Each carries the exit code an entry point ends with when it reaches one (``coa.errors.entry_point``: one
+line on stderr, no traceback unless ``COA_DEBUG=1``): 2 for ``EngineFatal`` (a setting to fix), 3 for
+the others (the engine stopped or failed; a re-run resumes).
 """
 from __future__ import annotations
 
 import asyncio
 import importlib
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
+
+from coa.agent import Engine, Generation, Request
+
+__all__ = ["Engine", "Generation", "Request", "Checked", "Reporting", "ENGINES", "register", "make_engine",
+           "Batched", "EngineFatal", "EngineUnavailable", "RequestRejected", "BadResponse"]
 
 
-@dataclass
-class Request:
-    ids: list[int]  # prompt + every segment's ids: what the engine continues from
-    max_tokens: int
-    stop: list[str]
-    episode: Any  # coa.agent.Episode: text-only servers send ``episode.text``; the reference teacher reads its actions
-    seed: int | None = None
-    fmt: Any = None  # coa.formats.FormatPreset of the episode
+@runtime_checkable
+class Checked(Protocol):
+    """An engine that can tell before any work whether it will answer (API engines: key, model name)."""
+
+    async def check(self) -> None: ...  # raises EngineFatal / EngineUnavailable
 
 
-class Engine(Protocol):
-    name: str  # recorded as the trajectory's teacher / model
+@runtime_checkable
+class Reporting(Protocol):
+    """An engine that keeps its own statistics (API engines: requests, tokens, errors per endpoint)."""
 
-    async def generate(self, request: Request) -> Any: ...  # -> coa.agent.Generation
-
-    async def close(self) -> None: ...
+    def stats(self) -> dict: ...
 
 
 class EngineFatal(RuntimeError):
     """The engine can never answer this run (authentication, permission, unknown model)."""
 
+    exit_code = 2
+
 
 class EngineUnavailable(RuntimeError):
     """The engine stopped answering after its retries: stop the run, keep what is done."""
 
+    exit_code = 3
+
 
 class RequestRejected(RuntimeError):
-    """The engine rejected one request: that trajectory ends with finish reason "error"."""
+    """The engine rejected one request: that trajectory ends with finish reason ``reason``."""
+
+    exit_code = 3
+    reason = "error"
+
+
+class BadResponse(RequestRejected):
+    """The engine answered one request with something that is not a usable completion (HTML, invalid JSON,
+    no ``choices``, a null message, negative token counts): that trajectory ends with "bad_response"."""
+
+    reason = "bad_response"
 
 
 ENGINES: dict[str, Callable[..., Engine]] = {}
 # where each built-in engine lives: imported on first use, so a missing optional dependency (vllm,
 # torch) only matters to whoever asks for that engine
-_MODULES = {"completions": "coa.engines.completions", "chat": "coa.engines.chat", "hf": "coa.engines.hf", "vllm": "coa.engines.vllm",
-            "reference": "synth.reference"}
+# (``synth`` registers ``reference`` when it imports ``synth.reference``: the core names no stage package)
+_MODULES = {"completions": "coa.engines.completions", "chat": "coa.engines.chat", "hf": "coa.engines.hf",
+            "vllm": "coa.engines.vllm"}
 
 
 def register(name: str):

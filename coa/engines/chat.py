@@ -4,7 +4,8 @@ reasoning parser, hosted models), converted turn by turn into the student's form
 Two ways to search (``tools``):
   ``native``  the search tool is declared in ``tools`` (function ``tool_name`` with one string parameter
               ``tool_arg``); the model calls it via ``tool_calls``; the result goes back as a ``role: tool``
-              message carrying the call's ``tool_call_id``;
+              message carrying the call's ``tool_call_id`` and the result's plain text (``result_text``: no
+              student-format markup, so a teacher quoting it quotes no tag);
   ``tags``    the model writes the format's tags in its content; requests stop at the search-close tag;
               the result goes back as a user message holding the observation text.
 
@@ -13,6 +14,12 @@ the reasoning (``reasoning_content`` or ``reasoning``, message or stream delta) 
 model's reasoning (inside the preset's think tags), a tool call → the preset's search call (so the agent
 loop finds the query and runs the real search itself: observations are exactly what the search environment
 produced), the final content → the preset's answer (``extract_answer``).
+
+Teacher text is data, not markup: a control tag of any preset inside the teacher's free text (reasoning,
+prose, the answer, a query) is made plain text (``coa.formats.neutralise``) before it joins the trajectory,
+and counted (``stats()["neutralised_tags"]``); in ``tags`` mode the content is format text by contract
+and only the separate reasoning is neutralised. A trajectory whose text still does not parse under the
+preset when the teacher answers ends with finish reason ``malformed``.
 
 The message list is rebuilt from the episode's segments on every request: each turn ending in an
 observation is replayed as an assistant turn plus its tool result. Turns this engine wrote are replayed
@@ -26,8 +33,10 @@ as the row's ``transcript`` (JSON) for audit.
 
 Unusable output ends only its trajectory, with a named finish reason: ``bad_tool_call`` (arguments that are
 not JSON or lack the string parameter), ``unknown_tool`` (another function name), ``empty_answer`` (no
-content, no call). A turn without reasoning is allowed (OpenAI's API returns none) and counted
-(``stats()``). Faults, several endpoints and the key: ``coa.engines.pool``.
+content, no call), ``malformed`` (see above); a reply that is no chat completion at all (HTML, invalid
+JSON, no ``choices``, a null message, negative usage) is ``BadResponse`` (``bad_response``, see the pool).
+A turn without reasoning is allowed (OpenAI's API returns none) and counted (``stats()``). Faults, several
+endpoints and the key: ``coa.engines.pool``.
 """
 from __future__ import annotations
 
@@ -38,10 +47,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from coa.agent import Episode, Generation, step_text
-from coa.engines import Request, register
+from coa.engines import BadResponse, Request, register
 from coa.engines.completions import restore_search_close
-from coa.engines.pool import Endpoints
-from coa.formats import AUTOCOA, FormatPreset
+from coa.engines.pool import UNREADABLE, Endpoints, first_choice, read_reply, usage_counts
+from coa.formats import AUTOCOA, FormatPreset, neutralise
 
 REASONING_KEYS = ("reasoning_content", "reasoning")  # DeepSeek and older vLLM | vLLM since early 2026
 FINAL_LINE = re.compile(r"^[\s*_#>]*final answer[\s*_]*[:：][\s*_]*(.+?)[\s*_.]*$", re.I | re.M)
@@ -60,6 +69,14 @@ def extract_answer(content: str, fmt: FormatPreset, pattern: str = "") -> tuple[
             return answers[-1].content, content.rfind(answers[-1].text)
     found = list(FINAL_LINE.finditer(content))
     return (found[-1].group(1).strip(), found[-1].start()) if found else None
+
+
+def result_text(observation: str, fmt: FormatPreset) -> str:
+    """An observation segment's plain text, without the preset's result tags: what a tool message carries."""
+    text = observation.strip()
+    if text.startswith(fmt.result_open) and text.endswith(fmt.result_close):
+        text = text[len(fmt.result_open):len(text) - len(fmt.result_close)].strip()
+    return text
 
 
 def reasoning_of(obj: Any) -> tuple[str | None, str]:
@@ -118,7 +135,7 @@ class ChatEngine:
         self.pool = Endpoints(base_url, model, api_key_env, timeout_s, retries, backoff_s, http_client)
         self.base_url = self.pool.url
         self.vllm = False
-        self.turns = self.turns_without_reasoning = 0
+        self.turns = self.turns_without_reasoning = self.neutralised = 0
 
     async def check(self) -> None:
         """Before any work: the key is accepted and the model is served (``EngineFatal`` otherwise)."""
@@ -159,7 +176,7 @@ class ChatEngine:
                 text += s["text"]
                 continue
             i = len([m for m in messages if m["role"] == "assistant"])
-            result = s["text"].strip()
+            result = result_text(s["text"], fmt) if self.native else s["text"].strip()  # tags: the format's own
             if self.native:
                 msg = turns.get(i) or self._rebuilt_call(text, s.get("query") or "", i, fmt)
                 messages += [msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": result}]
@@ -206,34 +223,58 @@ class ChatEngine:
         return gen
 
     async def _send(self, client, body: dict) -> Reply:
+        """One request; a reply that is no chat completion is ``BadResponse`` (the pool fails over)."""
         if not self.stream:
-            r = await client.chat.completions.create(**body)
-            choice = r.choices[0]
-            key, reasoning = reasoning_of(choice.message)
-            calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments or ""}
-                     for c in choice.message.tool_calls or []]
-            return Reply(choice.message.content or "", reasoning, key, calls, choice.finish_reason or "stop", r.usage)
-        stream = await client.chat.completions.create(**body, stream=True, stream_options={"include_usage": True})
-        reply, parts, thoughts, calls = Reply(), [], [], {}
-        async for chunk in stream:  # deltas: content, reasoning and tool calls arrive in pieces
-            reply.usage = chunk.usage or reply.usage
-            for choice in chunk.choices:
-                delta = choice.delta
-                parts.append(delta.content or "")
-                key, text = reasoning_of(delta)
-                if text:
-                    thoughts.append(text)
-                    reply.reasoning_key = key
-                for c in delta.tool_calls or []:
-                    call = calls.setdefault(c.index, {"id": None, "name": "", "arguments": ""})
-                    call["id"] = c.id or call["id"]
-                    if c.function is not None:
-                        call["name"] += c.function.name or ""
-                        call["arguments"] += c.function.arguments or ""
-                reply.finish_reason = choice.finish_reason or reply.finish_reason
+            r = await read_reply(client.chat.completions.create(**body))
+            choice = first_choice(r)
+            message = getattr(choice, "message", None)
+            if message is None:
+                raise BadResponse("the reply's message is null")
+            content = message.content
+            if content is not None and not isinstance(content, str):
+                raise BadResponse(f"the reply's content is not text: {content!r:.80}")
+            key, reasoning = reasoning_of(message)
+            calls = [self._call(c) for c in message.tool_calls or []]
+            usage_counts(r)
+            return Reply(content or "", reasoning, key, calls, choice.finish_reason or "stop", r.usage)
+        stream = await read_reply(client.chat.completions.create(**body, stream=True,
+                                                                 stream_options={"include_usage": True}))
+        reply, parts, thoughts, calls, chunks = Reply(), [], [], {}, 0
+        try:
+            async for chunk in stream:  # deltas: content, reasoning and tool calls arrive in pieces
+                chunks += 1
+                reply.usage = chunk.usage or reply.usage
+                for choice in chunk.choices or []:
+                    delta = choice.delta
+                    if delta is None:
+                        raise BadResponse("a stream chunk's delta is null")
+                    parts.append(delta.content or "")
+                    key, text = reasoning_of(delta)
+                    if text:
+                        thoughts.append(text)
+                        reply.reasoning_key = key
+                    for c in delta.tool_calls or []:
+                        call = calls.setdefault(c.index, {"id": None, "name": "", "arguments": ""})
+                        call["id"] = c.id or call["id"]
+                        if c.function is not None:
+                            call["name"] += c.function.name or ""
+                            call["arguments"] += c.function.arguments or ""
+                    reply.finish_reason = choice.finish_reason or reply.finish_reason
+        except UNREADABLE as e:  # a chunk that is not the API's JSON
+            raise BadResponse(f"the stream is not chat completion chunks ({type(e).__name__}: {e})") from None
+        if not chunks:  # e.g. an HTML page: no server-sent event in it
+            raise BadResponse("the stream carried no chat completion chunk")
+        usage_counts(reply)
         reply.content, reply.reasoning = "".join(parts), "".join(thoughts)
         reply.tool_calls = [calls[i] for i in sorted(calls)]
         return reply
+
+    @staticmethod
+    def _call(c: Any) -> dict:
+        function = getattr(c, "function", None)
+        if function is None or not isinstance(function.name, str):
+            raise BadResponse("a tool call in the reply has no function name")
+        return {"id": c.id, "name": function.name, "arguments": function.arguments or ""}
 
     # ---- the answer → the format preset --------------------------------------------------
     def _query(self, call: dict) -> tuple[str | None, str]:
@@ -247,7 +288,13 @@ class ChatEngine:
         query = args.get(self.tool_arg) if isinstance(args, dict) else None
         if not isinstance(query, str) or not query.strip():
             return None, "bad_tool_call"
-        return " ".join(query.split()), ""
+        return self._plain(" ".join(query.split())), ""
+
+    def _plain(self, text: str) -> str:
+        """Teacher free text as data: every preset's control tags neutralised (and counted)."""
+        text, n = neutralise(text)
+        self.neutralised += n
+        return text
 
     def _convert(self, reply: Reply, request: Request, forced: bool, turn: int) -> Generation:
         ep, fmt = request.episode, request.fmt
@@ -255,15 +302,16 @@ class ChatEngine:
         self.turns_without_reasoning += not reply.reasoning
         usage = reply.usage or SimpleNamespace(prompt_tokens=0, completion_tokens=0)
         length = reply.finish_reason == "length"
-        thought = "\n".join(x for x in (reply.reasoning.strip(), reply.content.strip()) if x)
+        reasoning = self._plain(reply.reasoning.strip())
         lead = "" if inside_think(ep.completion, fmt) else fmt.think_open
         text, error, eos = "", "", False
         if not self.native:
-            text = self._tags_text(reply, request, lead, turn)
+            text = self._tags_text(reply, request, lead, turn, reasoning)
             eos = not text.endswith(fmt.search_close)
             if not reply.content.strip() and not reply.reasoning.strip() and not length:
                 error = "empty_answer"
         elif reply.tool_calls:
+            thought = "\n".join(x for x in (reasoning, self._plain(reply.content.strip())) if x)
             call = dict(reply.tool_calls[0], id=reply.tool_calls[0]["id"] or f"call_{turn}")
             query, error = self._query(call)
             if query is None:
@@ -282,23 +330,29 @@ class ChatEngine:
             if found is None:
                 if not reply.content.strip() and not length:
                     error = "empty_answer"
+                thought = "\n".join(x for x in (reasoning, self._plain(reply.content.strip())) if x)
                 text = lead + thought if thought else ""
             else:
                 answer, at = found
-                thought = "\n".join(x for x in (reply.reasoning.strip(), reply.content[:at].strip()) if x)
+                thought = "\n".join(x for x in (reasoning, self._plain(reply.content[:at].strip())) if x)
                 gap = "\n\n" if fmt.answer_after_think else "\n"
-                text = (lead + thought if thought else lead) + fmt.think_close + gap + fmt.answer_text(answer)
+                answer = fmt.answer_text(self._plain(answer))
+                text = (lead + thought if thought else lead) + fmt.think_close + gap + answer
+        if eos and not error and not length:
+            parsed = fmt.parse(ep.completion + text)
+            if parsed.answer is not None and not parsed.well_formed:  # answered, but the text does not parse
+                error = "malformed"
         return Generation(text, "length" if length else "stop", eos=eos, n_tokens=usage.completion_tokens or 0,
                           prompt_tokens=usage.prompt_tokens or 0, tool_calls=reply.tool_calls or None, error=error)
 
-    def _tags_text(self, reply: Reply, request: Request, lead: str, turn: int) -> str:
-        """``tags``: the content is format text already; separate reasoning goes before it, in think tags
-        (not after a prefilled open tag: it is then only in the transcript)."""
+    def _tags_text(self, reply: Reply, request: Request, lead: str, turn: int, reasoning: str) -> str:
+        """``tags``: the content is format text already; separate reasoning (``reasoning``: neutralised)
+        goes before it, in think tags (not after a prefilled open tag: it is then only in the transcript)."""
         ep, fmt = request.episode, request.fmt
         open_text = step_text(ep.segments)
         text = ""
-        if reply.reasoning.strip() and not open_text:
-            text = lead + reply.reasoning.strip() + ("\n" if fmt.answer_after_think else fmt.think_close + "\n")
+        if reasoning and not open_text:
+            text = lead + reasoning + ("\n" if fmt.answer_after_think else fmt.think_close + "\n")
         text += reply.content
         if reply.finish_reason == "stop":
             text = restore_search_close(text, request)
@@ -316,7 +370,7 @@ class ChatEngine:
 
     def stats(self) -> dict:
         return {"endpoints": self.pool.stats(), "chat_turns": self.turns,
-                "chat_turns_without_reasoning": self.turns_without_reasoning}
+                "chat_turns_without_reasoning": self.turns_without_reasoning, "neutralised_tags": self.neutralised}
 
     async def close(self) -> None:
         await self.pool.close()

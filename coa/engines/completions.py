@@ -8,14 +8,15 @@ them (a hosted API answers 400 to unknown keys).
 
 Faults, fail-over over several endpoints (``base_url`` may list several) and their stats:
 ``coa.engines.pool`` (transient errors retried, then ``EngineUnavailable``; key/model errors
-``EngineFatal``, found by ``check()`` before any work; other 4xx ``RequestRejected``). The API key comes
-from the environment variable named by ``api_key_env``; it is never logged or written to outputs.
+``EngineFatal``, found by ``check()`` before any work; other 4xx ``RequestRejected``; a reply that is no
+completion, e.g. HTML or JSON without ``choices``, ``BadResponse``). The API key comes from the
+environment variable named by ``api_key_env``; it is never logged or written to outputs.
 """
 from __future__ import annotations
 
 from coa.agent import Generation, search_query, step_text
-from coa.engines import Request, register
-from coa.engines.pool import Endpoints
+from coa.engines import BadResponse, Request, register
+from coa.engines.pool import Endpoints, first_choice, read_reply, usage_counts
 
 
 def restore_search_close(text: str, request: Request) -> str:
@@ -53,10 +54,17 @@ class CompletionsEngine:
         extra = ({"include_stop_str_in_output": True, "add_special_tokens": False, "return_token_ids": True}
                  if self.vllm else {})
         prompt = request.ids if self.token_prompts else request.episode.text
-        r = await self.pool.call(lambda client: client.completions.create(
-            model=self.name, prompt=prompt, max_tokens=request.max_tokens, stop=request.stop or None,
-            extra_body=extra or None, **params))
-        return self._generation(r, request)
+
+        async def send(client):
+            r = await read_reply(client.completions.create(
+                model=self.name, prompt=prompt, max_tokens=request.max_tokens, stop=request.stop or None,
+                extra_body=extra or None, **params))
+            if not isinstance(getattr(first_choice(r), "text", None), str):
+                raise BadResponse("the reply's first choice has no text")
+            usage_counts(r)
+            return r
+
+        return self._generation(await self.pool.call(send), request)
 
     def stats(self) -> dict:
         return {"endpoints": self.pool.stats()}

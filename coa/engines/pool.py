@@ -11,8 +11,15 @@ several serving the same model are handled alike:
 * when every endpoint failed for a request, ``EngineUnavailable`` stops the run (finished rows are kept;
   a re-run resumes);
 * 401/403 (key, permission) and 404 (unknown model) are ``EngineFatal`` (``check()`` finds them before
-  any work); other 4xx answers fail only their own trajectory (``RequestRejected``), unless every one of
-  the first requests is rejected: a configuration error, fatal.
+  any work); another 4xx is tried on the other endpoints too (one that refuses what another serves is
+  then left out for ``backoff_s``); refused by every one, it fails only its own trajectory
+  (``RequestRejected``), unless every one of the first requests is rejected: a configuration error, fatal;
+* a reply that is not a usable completion (HTML with status 200, invalid JSON, no ``choices``, a null
+  message, negative usage; ``first_choice``, ``usage_counts``) counts as that endpoint failing: it is left
+  out for ``backoff_s`` and the request tried on another. Unusable from every endpoint, the request fails
+  its trajectory (``BadResponse``, finish reason ``bad_response``), or, while the teacher has not yet
+  answered any request usably, stops the run (``EngineUnavailable``): a teacher whose first answer is
+  garbage is misconfigured, and nothing more is sent to it.
 
 Per-endpoint stats (requests, tokens, errors, latency percentiles) go into the synthesis summary. The API
 key comes from the environment variable named by ``api_key_env`` (``EMPTY`` when unset, which local vLLM
@@ -27,16 +34,64 @@ from typing import Any, Awaitable, Callable
 
 import openai
 
-from coa.engines import EngineFatal, EngineUnavailable, RequestRejected
+from coa.engines import BadResponse, EngineFatal, EngineUnavailable, RequestRejected
 
 ALL_REJECTED_LIMIT = 8  # this many rejections and no success: the configuration is wrong, not the requests
+CHECK_TIMEOUT_S = 30.0  # /models answers at once when the server is up: a hanging one is found in minutes, not hours
 TRANSIENT = (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError)
+UNREADABLE = (ValueError, TypeError, AttributeError)  # what the openai client raises on a body that is not its JSON
 
 
 def as_urls(base_url: str | list | tuple) -> list[str]:
     """``teacher.base_url`` as a list: one URL, a comma-separated string or a list of URLs."""
     items = base_url.split(",") if isinstance(base_url, str) else list(base_url)
     return [str(u).strip() for u in items if str(u).strip()]
+
+
+def snippet(text: Any, n: int = 80) -> str:
+    """The start of an unexpected reply, on one line."""
+    flat = " ".join(str(text).split())
+    return repr(flat[:n] + ("…" if len(flat) > n else ""))
+
+
+async def read_reply(create: Awaitable[Any]) -> Any:
+    """Await an openai ``create`` call; a body the client cannot read as its JSON is ``BadResponse``
+    (HTTP errors, timeouts and refused connections pass through for ``Endpoints.call``)."""
+    try:
+        reply = await create
+    except (openai.APIStatusError, openai.APIConnectionError):
+        raise
+    except openai.APIError as e:  # e.g. an error event inside a stream
+        raise BadResponse(f"the reply is an API error without a status: {e}") from None
+    except UNREADABLE as e:
+        raise BadResponse(f"the reply is not valid JSON ({type(e).__name__}: {e})") from None
+    if isinstance(reply, (str, bytes)):  # the client hands back a body that is not JSON as text
+        raise BadResponse(f"the reply is not JSON but text: {snippet(reply)}")
+    return reply
+
+
+def first_choice(reply: Any) -> Any:
+    """The first choice of a completion, or ``BadResponse`` saying what is missing."""
+    choices = getattr(reply, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        extra = sorted(getattr(reply, "model_extra", None) or {})
+        raise BadResponse("the reply has no choices" + (f" (its keys: {', '.join(extra)})" if extra else ""))
+    if choices[0] is None:
+        raise BadResponse("the reply's first choice is null")
+    return choices[0]
+
+
+def usage_counts(reply: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens a reply reports (0, 0 without ``usage``); counts that are not whole
+    numbers >= 0 are ``BadResponse`` (a negative count would also keep every budget from being reached)."""
+    usage = getattr(reply, "usage", None)
+    if usage is None:
+        return 0, 0
+    counts = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        raise BadResponse(f"the reply's usage is not two counts >= 0 (prompt_tokens={counts[0]!r}, "
+                          f"completion_tokens={counts[1]!r})")
+    return counts
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,13 +108,16 @@ class Endpoint:
     in_flight: int = 0
     down_until: float = 0.0  # time.monotonic() until which it is in back-off
     requests: int = 0
-    errors: int = 0
+    errors: int = 0  # failed attempts of every kind (the three below, timeouts and connection errors)
+    rejected: int = 0  # 4xx answers other than key / model errors
+    bad_responses: int = 0  # replies that were no usable completion
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latencies: list = field(default_factory=list, repr=False)
 
     def stats(self) -> dict:
-        return {"requests": self.requests, "errors": self.errors, "prompt_tokens": self.prompt_tokens,
+        return {"requests": self.requests, "errors": self.errors, "rejected": self.rejected,
+                "bad_responses": self.bad_responses, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 **{f"latency_p{q}_s": round(percentile(self.latencies, q / 100), 3) for q in (50, 90, 99)}}
 
@@ -101,12 +159,23 @@ class Endpoints:
         """Before any work: every endpoint accepts the key and serves the model (``EngineFatal`` otherwise).
         Returns the model's ``owned_by`` ("vllm" for vLLM), None when no endpoint lists its models (their
         first request tells). An endpoint that does not answer is put in back-off; none answering is
-        ``EngineUnavailable``."""
+        ``EngineUnavailable`` (each asked with a timeout of at most ``CHECK_TIMEOUT_S``)."""
         owners, unreachable = [], []
         for ep in self.endpoints:
             try:
-                page = await ep.client.models.list()
+                timeout = ep.client.timeout
+                client = ep.client.with_options(timeout=min(timeout, CHECK_TIMEOUT_S) if isinstance(timeout, (int, float))
+                                                else CHECK_TIMEOUT_S)
+                page = await client.models.list()
+                models = getattr(page, "data", None)
+                if not isinstance(models, list) or not all(isinstance(getattr(m, "id", None), str) for m in models):
+                    raise BadResponse(f"{ep.url}/models answered something that is not a model list")
             except openai.NotFoundError:
+                continue
+            except (BadResponse, *UNREADABLE) as e:  # HTML, invalid JSON, another API: not a usable server
+                unreachable.append(str(e) if isinstance(e, BadResponse) else
+                                   f"{ep.url}/models answered something that is not JSON ({type(e).__name__})")
+                ep.down_until = time.monotonic() + self.backoff_s
                 continue
             except openai.APIStatusError as e:
                 fatal = self.fatal_or_none(e, ep.url)
@@ -119,13 +188,13 @@ class Endpoints:
                 unreachable.append(f"engine {ep.url} unavailable after {self.retries} retries: {type(e).__name__}: {e}")
                 ep.down_until = time.monotonic() + self.backoff_s
                 continue
-            served = {m.id: getattr(m, "owned_by", "") for m in page.data}
+            served = {m.id: getattr(m, "owned_by", "") for m in models}
             if served and self.model not in served:
                 raise EngineFatal(f"model {self.model!r} is not served at {ep.url} (404: unknown model); "
                                   f"it serves: {', '.join(sorted(served))}")
             owners.append(served.get(self.model))
         if len(unreachable) == len(self.endpoints):
-            raise EngineUnavailable("; ".join(unreachable))
+            raise EngineUnavailable(f"teacher unavailable at start: {'; '.join(unreachable)}")
         return owners[0] if owners else None
 
     def _pick(self, tried: set[int]) -> Endpoint | None:
@@ -139,9 +208,11 @@ class Endpoints:
 
     async def call(self, send: Callable[[Any], Awaitable[Any]]) -> Any:
         """``send(client)`` on the best endpoint, failing over as described above; returns its result
-        (whose ``usage``, if any, is counted)."""
+        (whose ``usage``, if any, is counted). ``send`` raises ``BadResponse`` for a reply it cannot use."""
         tried: set[int] = set()
-        failures = []
+        failures: list[str] = []
+        refused: list[tuple[Endpoint, openai.APIStatusError]] = []  # 4xx answers to this request
+        unusable: list[str] = []
         while (ep := self._pick(tried)) is not None:
             tried.add(self.endpoints.index(ep))
             ep.in_flight += 1
@@ -154,11 +225,24 @@ class Endpoints:
                 ep.down_until = time.monotonic() + max(self.backoff_s, retry_after(e))
                 failures.append(f"engine {ep.url} unavailable after {self.retries} retries: {type(e).__name__}: {e}")
                 continue
+            except BadResponse as e:
+                ep.errors += 1
+                ep.bad_responses += 1
+                ep.down_until = time.monotonic() + self.backoff_s
+                unusable.append(f"{ep.url}: {e}")
+                continue
             except openai.APIStatusError as e:
                 ep.errors += 1
-                raise self._rejected(e, ep.url) from None
+                fatal = self.fatal_or_none(e, ep.url)
+                if fatal:
+                    raise fatal from None
+                ep.rejected += 1
+                refused.append((ep, e))
+                continue
             finally:
                 ep.in_flight -= 1
+            for other, _ in refused:  # it refused what this one served: leave it out for a while
+                other.down_until = time.monotonic() + self.backoff_s
             ep.latencies.append(time.perf_counter() - started)
             usage = getattr(result, "usage", None)
             if usage is not None:
@@ -166,6 +250,14 @@ class Endpoints:
                 ep.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
             self.answered += 1
             return result
+        if refused:  # every endpoint that answered refused it: this request cannot be served
+            ep, e = refused[-1]
+            raise self._rejected(e, ep.url)
+        if unusable:
+            if not self.answered:
+                raise EngineUnavailable(f"the teacher's first reply was unusable, so nothing more is sent to it: "
+                                        f"{'; '.join(unusable)}")
+            raise BadResponse("; ".join(unusable))
         raise EngineUnavailable("; ".join(failures) if len(failures) == 1 else
                                 f"every endpoint failed: {'; '.join(failures)}")
 

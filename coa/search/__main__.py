@@ -8,8 +8,9 @@
 
 Keys are given as ``--key value`` or ``key=value`` (``python -m coa.search build --help`` lists them;
 ``--print-config`` prints the resolved settings). A build is written beside ``out`` and renamed onto
-it when complete, so a crash never leaves half an index; a folder that is not an index is never replaced
-without ``--force``. Bad input exits 2 with one line naming file, line and field.
+it when complete, so a crash never leaves half an index; a folder an earlier build did not mark as its own
+(``.autocoa-owner.json``; an ``index.json`` alone is not enough) is never replaced without ``--force``. Bad
+input exits 2 with one line naming file, line and field.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ class BuildConfig:
     backend: str = field(default=DEFAULT_BACKEND, metadata={"help": " | ".join(BACKENDS)})
     url: str = field(default="", metadata={"help": "elasticsearch: the server's URL (recorded in index.json)"})
     skip_bad: bool = field(default=False, metadata={"help": "skip and count corpus lines that are not documents"})
-    force: bool = field(default=False, metadata={"help": "replace --out even if it is a folder that is not an index"})
+    force: bool = field(default=False, metadata={
+        "help": "replace --out even if no build wrote it (its files are deleted)"})
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)

@@ -1,13 +1,23 @@
-"""HTTP client of the ``/retrieve`` API: a ``Searcher`` with timeouts and retries."""
+"""HTTP client of the ``/retrieve`` API: a ``Searcher`` with timeouts and retries.
+
+Every way the server can fail is a ``ConnectionError`` naming its URL, the one error a run stops on cleanly
+(finished rows kept, exit 3): no answer or 5xx after the retries, and at once (no retry) a 4xx or an answer
+that is not the API's JSON (an HTML page, JSON without ``result``, a result per query missing).
+"""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Sequence
 
 import httpx
 
 from coa.search.types import Doc
+
+
+def _snippet(text: str, n: int = 120) -> str:
+    return re.sub(r"\s+", " ", text).strip()[:n]
 
 
 class RetrieverClient:
@@ -33,6 +43,30 @@ class RetrieverClient:
             out.append(row)
         return out
 
+    def _answer(self, r: httpx.Response, n_queries: int) -> list[list[Doc]]:
+        """The documents of a response below 500, or a one-line ``ConnectionError`` saying what came instead."""
+        where = f"retrieval server {self.url}"
+        if r.status_code >= 400:
+            raise ConnectionError(f"{where} answered {r.status_code} to POST /retrieve: {_snippet(r.text)}")
+        try:
+            payload = r.json()
+        except ValueError:
+            kind = r.headers.get("content-type", "no content type")
+            raise ConnectionError(f"{where} answered {r.status_code} with {kind}, not the /retrieve API's JSON "
+                                  f"({_snippet(r.text, 80)!r}): is it a coa.search or Search-R1 retrieval server?") from None
+        if not isinstance(payload, dict) or "result" not in payload:
+            keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
+            raise ConnectionError(f"{where} answered JSON without 'result' (got {keys}): is it a coa.search or "
+                                  f"Search-R1 retrieval server?")
+        try:
+            docs = self._parse(payload)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConnectionError(f"{where} answered a malformed 'result' ({type(e).__name__}: {e}); expected "
+                                  f"[[{{'document': {{'id', 'contents'}}, 'score'}}, ...], ...]") from None
+        if len(docs) != n_queries:
+            raise ConnectionError(f"{where} answered {len(docs)} result lists for {n_queries} queries")
+        return docs
+
     def _body(self, queries: Sequence[str], k: int) -> dict:
         return {"queries": list(queries), "topk": k, "return_scores": True}
 
@@ -41,8 +75,7 @@ class RetrieverClient:
             try:
                 r = self._client.post(f"{self.url}/retrieve", json=self._body(queries, k))
                 if r.status_code < 500:
-                    r.raise_for_status()
-                    return self._parse(r.json())
+                    return self._answer(r, len(queries))
                 error: Exception = httpx.HTTPStatusError(f"{r.status_code}: {r.text[:200]}",
                                                          request=r.request, response=r)
             except (httpx.TransportError, httpx.TimeoutException) as e:
@@ -58,8 +91,7 @@ class RetrieverClient:
             try:
                 r = await self._aclient.post(f"{self.url}/retrieve", json=self._body(queries, k))
                 if r.status_code < 500:
-                    r.raise_for_status()
-                    return self._parse(r.json())
+                    return self._answer(r, len(queries))
                 error: Exception = RuntimeError(f"{r.status_code}: {r.text[:200]}")
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 error = e
@@ -68,6 +100,9 @@ class RetrieverClient:
         raise ConnectionError(f"retrieval server {self.url} failed after {self.retries + 1} tries: {error}")
 
     def health(self) -> dict:
-        r = self._client.get(f"{self.url}/health")
-        r.raise_for_status()
-        return r.json()
+        try:
+            r = self._client.get(f"{self.url}/health")
+            r.raise_for_status()
+            return r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise ConnectionError(f"retrieval server {self.url}: GET /health failed ({type(e).__name__}: {e})") from None

@@ -11,6 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
+from coa.errors import BadInput
+from coa.search.backends import file_problem
+
 MODEL = "all-MiniLM-L6-v2"
 DIM = 384
 FILE = "dense.npy"
@@ -61,7 +64,12 @@ class ExactSearch:
         path = Path(folder) / FILE
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: built without dense embeddings; rebuild with --dense")
-        self.embeddings = np.load(path, mmap_mode="r")
+        try:
+            self.embeddings = np.load(path, mmap_mode="r")
+        except Exception as e:  # numpy's message ("mmap length is greater than file size") names no file
+            problem = file_problem(path) or f"cannot be read ({(str(e).splitlines() or [type(e).__name__])[0]})"
+            raise BadInput(f"{path}: {problem}; rebuild the index: "
+                           f"python -m coa.search build --dense --out {folder}") from e
         self.encoder = model()
 
     def __call__(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from coa.io import atomic_output
+from coa.io import OWNER_FILE, NotOurs, atomic_output, clear_replaced, mark_folder, replaceable, written_by
 from coa.search import dense
 from coa.search.backends import BACKENDS, DEFAULT_BACKEND, RowSearch, load_backend
 from coa.search.corpus import read_corpus
@@ -28,6 +28,7 @@ from coa.search.types import Doc
 
 RETRIEVERS = ("bm25", "dense", "fusion")
 META = "index.json"
+TOOL = "coa.search build"  # the owner its marker names: only folders it marked are replaced unasked
 
 
 def build_index(corpus_path: str | Path, out_dir: str | Path, dense: bool = False, show_progress: bool = True, *,
@@ -35,24 +36,27 @@ def build_index(corpus_path: str | Path, out_dir: str | Path, dense: bool = Fals
     """Index a FlashRAG corpus into ``out_dir`` with ``backend`` (options go to the backend's ``build``).
 
     Written into a temporary folder beside ``out_dir`` and renamed onto it when complete, so a failed or
-    killed build leaves the previous index usable. A non-empty ``out_dir`` that is not an index is refused
-    unless ``force``. ``skip_bad`` skips (and counts in index.json) corpus lines that are not documents.
+    killed build leaves the previous index usable. A non-empty ``out_dir`` that an earlier build did not
+    mark as its own is refused unless ``force``. ``skip_bad`` skips (and counts in index.json) corpus lines
+    that are not documents.
     """
     out_dir = Path(out_dir)
     refuse_foreign(out_dir, force)
+    clear_replaced(out_dir, lambda old: written_by(old, TOOL))  # old indexes a killed replace left behind
     with atomic_output(out_dir, folder=True) as tmp:
         _build_into(Path(corpus_path), tmp, dense, show_progress, backend, skip_bad, options)
+        mark_folder(tmp, TOOL)
     return out_dir
 
 
 def refuse_foreign(out_dir: Path, force: bool) -> None:
-    """A build replaces ``out_dir``: only an index (or an empty folder) may be replaced without ``force``."""
-    if force or not out_dir.exists() or (out_dir / META).is_file():
+    """A build replaces ``out_dir`` whole: without ``force`` only an empty folder or one a build marked.
+    An ``index.json`` alone proves nothing (a web app has one)."""
+    if force or replaceable(out_dir, TOOL):
         return
-    if out_dir.is_dir() and not any(out_dir.iterdir()):
-        return
-    raise FileExistsError(f"{out_dir} exists and is not a coa.search index (no {META}): a build would replace it; "
-                          f"choose another --out, or pass --force to replace it")
+    missing = OWNER_FILE if (out_dir / META).is_file() else META
+    raise NotOurs(f"{out_dir} exists and is not a coa.search index (no {missing}): a build would replace it; "
+                  f"choose another --out, or pass --force to replace it")
 
 
 def _build_into(corpus_path: Path, out: Path, with_dense: bool, show_progress: bool, name: str, skip_bad: bool,

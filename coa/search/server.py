@@ -137,8 +137,10 @@ def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, retriever: 
           backend: str | None = None, limits: Limits = Limits()) -> None:
     import uvicorn
 
+    from coa.procs import require_free_port
     from coa.search.index import Index
 
+    require_free_port(host, port, "--port N")  # before loading the index; uvicorn would only log it and exit 3
     index = Index(index_dir, backend)
     searcher = index.searcher(retriever)
     searcher.search(["warm up"], 1)  # load the mmap'd index before the first request

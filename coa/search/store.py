@@ -15,10 +15,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
+from coa.errors import BadInput
+from coa.search.backends import rebuild_hint
 from coa.search.corpus import SCHEMA
 from coa.search.types import Doc
 
 FILE = "corpus.arrow"
+MAGIC = b"ARROW1"  # an Arrow IPC file starts and ends with it (the footer, written last, holds the batch index)
 
 
 def write_store(batches: Iterable[pa.RecordBatch], folder: Path) -> int:
@@ -31,6 +34,23 @@ def write_store(batches: Iterable[pa.RecordBatch], folder: Path) -> int:
     return n
 
 
+def arrow_problem(path: Path, error: BaseException) -> str:
+    """What is wrong with an unreadable ``corpus.arrow``, in words (pyarrow's message names no file)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty (truncated to 0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC))
+        f.seek(max(size - len(MAGIC), 0))
+        tail = f.read()
+    if head != MAGIC:
+        return "corrupt (not an Arrow IPC file: it does not start with ARROW1)"
+    if tail != MAGIC:
+        return f"truncated ({size:,} bytes; an Arrow file ends with its footer and ARROW1, this one stops short)"
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    return f"corrupt ({first})"
+
+
 def title_of(contents: str) -> str:
     """FlashRAG's ``"Title"\\ntext`` → ``Title``."""
     return contents.split("\n", 1)[0].strip('"')
@@ -40,10 +60,14 @@ class DocumentStore:
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / FILE
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: missing (the index folder has no documents; rebuild it)")
-        self._file = pa.ipc.open_file(pa.memory_map(str(self.path)))
-        table = self._file.read_all()  # zero-copy over the memory map
-        self.ids, self.contents = table.column("id"), table.column("contents")
+            raise FileNotFoundError(f"{self.path}: missing (the index folder has no documents); "
+                                    f"{rebuild_hint(Path(folder))}")
+        try:
+            self._file = pa.ipc.open_file(pa.memory_map(str(self.path)))
+            table = self._file.read_all()  # zero-copy over the memory map
+            self.ids, self.contents = table.column("id"), table.column("contents")
+        except (pa.ArrowException, KeyError, OSError) as e:  # "Not an Arrow file", "File is too small: 0"
+            raise BadInput(f"{self.path}: {arrow_problem(self.path, e)}; {rebuild_hint(Path(folder))}") from e
         # row → (record batch, offset): ChunkedArray.take concatenates every chunk first, a copy of the whole
         # column per search (120 ms a query at 1M passages); a lookup touches only the rows asked for
         self._batch_starts = np.cumsum([0] + [len(chunk) for chunk in self.ids.chunks])

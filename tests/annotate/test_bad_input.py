@@ -24,6 +24,7 @@ def mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_the_owner_secrets_never_reach_a_command_line_and_the_database_is_private(tmp_path, monkeypatch):
     stack = ReviewStack(ServeConfig(data_dir=str(tmp_path / "argilla")))
     stack.data.mkdir()

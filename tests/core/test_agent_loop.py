@@ -2,8 +2,18 @@
 the real tokenizer's ids, the way a token-level engine would) and the real BM25 searcher."""
 import asyncio
 
-from coa.agent import (Budget, Generation, cut_at_tag, drive, record_generation, run_episode, start_episode,
-                       written_observations)
+import pytest
+
+from coa.agent import (
+    Budget,
+    Generation,
+    cut_at_tag,
+    drive,
+    record_generation,
+    run_episode,
+    start_episode,
+    written_observations,
+)
 from coa.formats import AUTOCOA, SEARCH_R1
 from coa.tokenize import encode, tokenize_segments
 
@@ -39,6 +49,7 @@ def run(ep, engine, searcher, budget=Budget(), fmt=AUTOCOA):
     return asyncio.run(run_episode(ep, engine, search, fmt, budget))
 
 
+@pytest.mark.slow
 def test_search_then_answer_continues_from_ids(searcher, tokenizer):
     engine = ScriptedEngine(tokenizer, "Need facts. <begin_search> Maria Golovin </end_search> IGNORED",
                             "Menotti.</think>\\boxed{Gian Carlo Menotti}")

@@ -92,6 +92,7 @@ def test_binding_beyond_loopback_warns_loudly():
                               "authentication")
 
 
+@pytest.mark.slow
 def test_serve_prints_the_warning_before_listening(index_dir, tmp_path):
     from coa.procs import Server, free_port, retrieval_server_cmd
 

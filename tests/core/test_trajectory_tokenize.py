@@ -41,7 +41,8 @@ def test_segments_decode_exactly(tokenizer):
     t = make(tokenizer)
     tok = tokenize_segments(tokenizer, t.prompt, t.segments, eos=True)
     assert len(tok.input_ids) == len(tok.segment_labels) == len(tok.segment_index)
-    by_label = lambda lab: [i for i, l in zip(tok.input_ids, tok.segment_labels) if l == lab]
+    def by_label(wanted):
+        return [i for i, label in zip(tok.input_ids, tok.segment_labels) if label == wanted]
     assert tokenizer.decode(by_label(PROMPT)) == t.prompt
     assert tokenizer.decode(by_label(OBSERVATION)) == t.segments[1]["text"]
     assert tokenizer.decode(by_label(MODEL)) == t.segments[0]["text"] + t.segments[2]["text"] + "<|im_end|>"

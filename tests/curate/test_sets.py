@@ -103,6 +103,7 @@ def test_review_vetoes_accepts_and_corrects(upstream, tmp_path):
     assert metrics["coa"]["review_rejected"] == 1 and metrics["pairs"]["review_rejected"] == 1
 
 
+@pytest.mark.slow
 def test_a_swapped_pair_stays_with_its_sides_exchanged(upstream, tmp_path):
     root, _ = upstream
     everything = {"n_coa": 100000, "n_pairs": 100000, "max_per_question": 0}

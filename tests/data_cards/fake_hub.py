@@ -19,7 +19,9 @@ clients call to publish a dataset and load it back, with ``HF_HUB_DISABLE_XET=1`
   GET|HEAD /datasets/{repo}/resolve/{rev}/{path}       file bytes with X-Repo-Commit / ETag; Range reads
 
 State lives in memory; ``cut(pattern)`` makes the server drop the connection half-way through the
-body of the next matching request (an upload cut in the middle), and ``requests`` logs every call.
+body of the next matching request (an upload cut in the middle), ``fail(pattern, status)`` answers the next
+matching requests with an error status (a failing server, or a URL that is no Hub), ``hang(pattern)``
+accepts them and never answers (until ``stop()``), and ``requests`` logs every call.
 """
 from __future__ import annotations
 
@@ -88,6 +90,8 @@ class FakeHubServer:
         self.lfs: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self._cuts: list[re.Pattern] = []
+        self._faults: list[list] = []  # [pattern, status (None = hang), body, times left]
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
@@ -98,12 +102,24 @@ class FakeHubServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # hung requests end (their connection closes unanswered)
         self._httpd.shutdown()
         self._httpd.server_close()
 
     def cut(self, path_pattern: str) -> None:
         """Drop the connection half-way through the body of the next request whose path matches."""
         self._cuts.append(re.compile(path_pattern))
+
+    def fail(self, path_pattern: str, status: int, body: dict | bytes | None = None, times: int = 1) -> None:
+        """Answer the next ``times`` requests whose path matches with ``status`` and ``body`` (JSON by default)."""
+        self._faults.append([re.compile(path_pattern), status, body, times])
+
+    def hang(self, path_pattern: str, times: int = 1) -> None:
+        """Accept the next ``times`` matching requests and never answer them (until ``stop()``)."""
+        self._faults.append([re.compile(path_pattern), None, None, times])
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
 
     def commits(self, repo_id: str, rev: str = "main") -> list[Commit]:
         return self.repos[repo_id].history(rev)
@@ -201,9 +217,30 @@ def _handler(hub: FakeHubServer):
                     return True
             return False
 
+        def _fault_here(self) -> bool:
+            path = urlsplit(self.path).path
+            with hub._lock:
+                fault = next((f for f in hub._faults if f[0].search(path)), None)
+                if fault is None:
+                    return False
+                fault[3] -= 1
+                if fault[3] <= 0:
+                    hub._faults.remove(fault)
+            _, status, body, _ = fault
+            if status is None:  # a server that went silent: hold the connection, never answer
+                hub._stopping.wait(600)
+                self.close_connection = True
+                return True
+            if self.command in ("POST", "PUT"):
+                self._body()
+            if body is None:
+                body = {"error": f"fake hub: status {status} for {path}"}
+            self._send(status, body, content_type="application/json" if isinstance(body, dict) else "text/html")
+            return True
+
         def _dispatch(self) -> None:
             hub.requests.append((self.command, self.path))
-            if self._cut_here():
+            if self._cut_here() or self._fault_here():
                 return
             url = urlsplit(self.path)
             query = parse_qs(url.query)

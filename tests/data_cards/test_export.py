@@ -5,7 +5,6 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from coa.formats import get_format
 from coa.questions import DEFAULT_QUESTIONS, load_questions
@@ -97,5 +96,5 @@ def test_bad_input_is_named(tmp_path, curate_run, capsys):
     assert "format must be one of trl_preference" in capsys.readouterr().err
     broken = tmp_path / "broken.parquet"
     pq.write_table(pa.table({"data_source": ["x"], "prompt": [[{"role": "user", "content": "Q?"}]]}), broken)
-    assert export.main([f"format=questions", f"input={broken}", f"out={tmp_path}"]) == 2
+    assert export.main(["format=questions", f"input={broken}", f"out={tmp_path}"]) == 2
     assert f"{broken}: row 0 lacks column(s) reward_model" in capsys.readouterr().err

@@ -42,6 +42,7 @@ def published(curate_run, hub):
     return proc
 
 
+@pytest.mark.slow
 def test_round_trip_through_the_server(published, curate_run, hub):
     sets = curate_run / "runs" / "curate" / "sets"
     commits = hub.commits("tester/autocoa-sets")
@@ -61,6 +62,7 @@ def test_round_trip_through_the_server(published, curate_run, hub):
     assert "token" not in published.stdout.lower() and hub.token not in published.stdout + published.stderr
 
 
+@pytest.mark.slow
 def test_second_publish_adds_no_commit(published, curate_run, hub):
     head = hub.commits("tester/autocoa-sets")[0].oid
     proc = publish_cli(curate_run, hub, "repo_id=tester/autocoa-sets", "trajectories=true", "max_shard_bytes=20000")
@@ -69,6 +71,7 @@ def test_second_publish_adds_no_commit(published, curate_run, hub):
     assert hub.commits("tester/autocoa-sets")[0].oid == head
 
 
+@pytest.mark.slow
 def test_cut_upload_fails_clearly_and_a_rerun_completes(curate_run, hub):
     repo = "tester/cut-sets"
     hub.cut(rf"/api/datasets/{repo}/commit/")  # the link drops half-way through the commit request

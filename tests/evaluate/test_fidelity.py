@@ -12,6 +12,7 @@ from coa.config import build
 from coa.formats import SEARCH_R1
 from coa.search.types import Doc
 from evaluate import fidelity as probe_module
+from coa.model import load_policy
 from evaluate.fidelity import FidelityConfig, observation_body, probe, written_calls
 from evaluate.fidelity_metrics import Call, containment, corpus_store, fidelity, hallucinated
 
@@ -103,7 +104,7 @@ def _cfg(tmp_path, index_dir, **kw):
 
 def test_probe_of_a_perfect_world_model(tmp_path, index_dir, tokenizer, searcher, monkeypatch):
     engine = CopyingEngine(tokenizer, searcher, 3)
-    monkeypatch.setattr(probe_module, "policy", lambda *a: (engine, tokenizer))
+    monkeypatch.setattr(probe_module, "load_policy", lambda *a: (engine, tokenizer))
     cfg = _cfg(tmp_path, index_dir)
     got = probe(cfg)
     # RL-1's budget: the written observations get their room beside the model's own tokens
@@ -116,6 +117,7 @@ def test_probe_of_a_perfect_world_model(tmp_path, index_dir, tokenizer, searcher
     assert len((tmp_path / "fid" / "calls.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_probe_of_a_model_that_never_searches_writes_n_0(tmp_path, index_dir, tokenizer):
     from tests.train.conftest import tiny_model
 
@@ -130,4 +132,4 @@ def test_probe_of_a_model_that_never_searches_writes_n_0(tmp_path, index_dir, to
 def test_a_model_folder_without_weights_is_named(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"no weights \(\*.safetensors\) in"):
-        probe_module.policy(str(tmp_path))
+        load_policy(str(tmp_path))

@@ -13,10 +13,12 @@ from evaluate.stats import dataset_breakdowns
 
 
 def _model(root, name, ems, style="trained"):
-    rows = [{"question_id": f"q{i:03d}", "dataset": "heldout", "em": e, "f1": e, "n_actions": 1, "well_formed": 1.0,
-             "qtype": "bridge" if i % 2 else "comparison", "hops": None, "gold_retrieved": bool(e)}
-            for i, e in enumerate(ems)]
-    scored = [{"em": e, "f1": e, "cover_em": e, "autocoa_lenient": None, "well_formed": 1.0, "n_actions": 1} for e in ems]
+    # bridge questions search twice, comparison questions once; every question is answered
+    rows = [{"question_id": f"q{i:03d}", "dataset": "heldout", "em": e, "f1": e, "n_actions": 1 + i % 2,
+             "well_formed": 1.0, "answered": True, "qtype": "bridge" if i % 2 else "comparison", "hops": None,
+             "gold_retrieved": bool(e)} for i, e in enumerate(ems)]
+    scored = [{"em": e, "f1": e, "cover_em": e, "autocoa_lenient": None, "well_formed": 1.0, "n_actions": 1 + i % 2}
+              for i, e in enumerate(ems)]
     (root / name).mkdir(parents=True)
     (root / name / "per_question.json").write_text(json.dumps(rows))
     (root / name / "metrics.json").write_text(json.dumps(
@@ -33,7 +35,9 @@ def test_report_page(tmp_path, monkeypatch):
     (tmp_path / "checks.json").write_text(json.dumps({"status": "fail", "counts": {"pass": 0, "n/a": 0, "warn": 0, "fail": 1},
         "checks": [{"check": "well_formed", "subject": "sft1", "status": "fail", "numbers": {}, "message": "0.00"}]}))
     rate = {"rate": 0.5, "n": 4, "ci95": [0.0, 1.0]}
-    (tmp_path / "when.json").write_text(json.dumps({"points": {"needed": 4, "sufficed": 4}, "models": {
+    (tmp_path / "when.json").write_text(json.dumps({"points": {"source": "branches", "needed": 4, "sufficed": 4},
+                                                    "notes": ["over-trigger: n = 4 points where memory sufficed"],
+                                                    "models": {
         "sft2": {k: rate for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")}}}))
     cfg = build(ReportConfig, {"eval_root": str(root), "names": ["sft1", "sft2"], "power_pair": ["sft1", "sft2"],
                                "fidelity": ["sft3", "rl1"], "when_to_act": str(tmp_path / "when.json"),
@@ -60,7 +64,12 @@ def test_report_page(tmp_path, monkeypatch):
     assert "| rl2 | real | 16 x 4 | 0.100 | 0.250 | 0.150 [0.02, 0.30] | 0.100 [-0.05, 0.25] | 1.00 / 1.50 |" in page
     assert "| rl1 | 97 | 0 | n/a (n=0) |" in page and "rl1: the model made 97 search calls and wrote no observation" in page
     assert "| sft2 (trained) | 0.150 [" in page and "+0.150 [0.09, 0.22] vs sft1" in page
-    assert "| n/a |" in page and "| sft2 | bridge 0.14 (n=50); comparison 0.16 (n=50) | 1: 0.15 (n=100) | 0.15 (n=100) |" in page  # autocoa_lenient under search_r1
+    assert "| n/a |" in page  # autocoa_lenient under search_r1
+    assert "| sft2 | bridge 0.14 (n=50); comparison 0.16 (n=50) | 1: 0.16 (n=50); 2: 0.14 (n=50) | 0.15 (n=100) |" in page
+    # searches per question overall / bridge / comparison, and the bridge questions answered after 2+ searches
+    assert "| sft2 | 1.50 [" in page and "| 2.00 [2.00, 2.00] (n=50) | 1.00 [1.00, 1.00] (n=50) | – |" in page
+    assert "| 1.00 [1.00, 1.00] (50 of n=50) | 0.14 (n=50) |" in page
+    assert "Points (branches): n = 4 where search was needed" in page and "- over-trigger: n = 4 points" in page
     assert "With n = 100 held-out questions, the smallest EM difference detectable" in page
     assert "| sft2 | 0.50 [0.00, 1.00] (n=4)" in page and "| sft3 | not probed" in page
     assert "| well_formed | sft1 | FAIL | 0.00 |" in page and "- commit: `" in page

@@ -7,7 +7,7 @@ import json
 from coa.agent import Generation
 from coa.config import build
 from coa.questions import DEFAULT_QUESTIONS, load_questions
-from evaluate import fidelity as policy_module
+from coa import model as policy_module
 from evaluate.checks import check_reward_moved
 from evaluate.reward_probe import RewardProbeConfig, probe
 
@@ -37,7 +37,7 @@ class AnsweringEngine:
 
 def test_the_probe_measures_the_reward_difference_on_fixed_questions(tmp_path, index_dir, tokenizer, monkeypatch):
     engines = {"before": AnsweringEngine(tokenizer, right=False), "after": AnsweringEngine(tokenizer, right=True)}
-    monkeypatch.setattr(policy_module, "policy", lambda model, *a: (engines[model], tokenizer))
+    monkeypatch.setattr(policy_module, "load_policy", lambda model, *a: (engines[model], tokenizer))
     cfg = build(RewardProbeConfig, {"stage": "rl2", "before": "before", "after": "after", "limit": 3, "samples": 2,
                                     "questions": str(DEFAULT_QUESTIONS), "index": str(index_dir),
                                     "out": str(tmp_path / "probe")}, "test")
@@ -80,7 +80,7 @@ def test_a_stage_trained_on_its_first_questions_is_probed_on_those(tmp_path, ind
                                       "train": {"rl2": {"questions": str(DEFAULT_QUESTIONS), "question_limit": 2}}}))
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(params))
     engines = {"before": AnsweringEngine(tokenizer, right=False), "after": AnsweringEngine(tokenizer, right=True)}
-    monkeypatch.setattr(policy_module, "policy", lambda model, *a: (engines[model], tokenizer))
+    monkeypatch.setattr(policy_module, "load_policy", lambda model, *a: (engines[model], tokenizer))
     cfg = build(RewardProbeConfig, {"stage": "rl2", "before": "before", "after": "after", "limit": 5, "samples": 1,
                                     "out": str(tmp_path / "probe")}, "test")
     got = probe(cfg)

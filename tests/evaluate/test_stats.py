@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from evaluate.stats import (breakdown, dataset_breakdowns, difference_sd, min_detectable_difference,
-                            paired_difference, power_statement, question_groups, question_rows, retrieval_coverage)
+from coa.stats import difference_sd, min_detectable_difference, paired_difference, power_statement
+from evaluate.stats import breakdown, dataset_breakdowns, question_groups, question_rows, retrieval_coverage
 
 
 def test_paired_difference_of_identical_models_is_exactly_zero():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from coa.config import build
-from evaluate.run import EvalConfig, aggregate, bootstrap_ci, prompt_of, report
+from coa.stats import bootstrap_ci
+from evaluate.run import EvalConfig, aggregate, prompt_of, report
 from synth.serve import cpu_has_native_bf16, serving_dtype
 
 

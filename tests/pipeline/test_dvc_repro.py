@@ -8,71 +8,25 @@ rollouts carry real search results that were env-masked.
 """
 import csv
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.pipeline.tiny import TRAIN, dvc, tiny_clone
+
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.model]
 
-TRAIN = 60
 ALWAYS_RUN = {"checks", "run_report"}
-TINY = {
-    "split": {"heldout": 3, "train": TRAIN},
-    "curate": {"eval_questions": 2, "n_pairs": 40, "n_coa": 40, "n_cot": 40},
-    # sft2 gets enough steps on the reference CoA for the student to open searches by itself, so rl2's
-    # rollouts search (and their observations must be env-masked)
-    "train": {"sft1": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                       "learning_rate": 1.0e-5, "max_length": 1024},
-              "sft2": {"max_steps": 8, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                       "learning_rate": 3.0e-4, "max_length": 1024},
-              "sft3": {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                       "learning_rate": 1.0e-4, "max_length": 1024}} | {
-        # rl1's written observations: room for one top-3-sized block over the two searches, not the default's 2 x 400
-        stage: {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1}
-        | ({"observation_tokens": 200} if stage == "rl1" else {}) for stage in ("rl1", "rl2")},
-    # one environment for synthesis, RL and evaluation: room for the reference CoA (~150 tokens), 2 searches
-    "search": {"max_tokens": 256, "max_actions": 2},
-    "reward_probe": {"limit": 2, "samples": 2},
-}
-
-
-def merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
-
-
-def dvc(cwd: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory, model_dir):
     repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("tests/", "bench/", "metrics/")):
-            (repo / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, repo / f)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(merge(params, TINY), sort_keys=False))
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
-    git("init", "-q")
-    git("add", "-A")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "COA_MODELS_DIR": str(Path(model_dir).parent),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(repo)}
+    env = tiny_clone(repo, model_dir)
     first = dvc(repo, "repro", env=env)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     yield repo, env

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,6 +30,7 @@ def test_a_question_line_that_is_not_an_object_is_named(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_wrong_search_index_is_one_line_and_leaves_no_output_folder(tmp_path):
     proc = synth(tmp_path, f"search.index={tmp_path / 'missing'}")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr

@@ -165,6 +165,7 @@ def test_bad_tool_output_ends_only_its_trajectory_with_a_named_reason(tokenizer,
     assert "bad_tool_call" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_wrong_model_or_key_is_fatal_before_any_work(index_dir, tmp_path, monkeypatch, capsys):
     with FakeReasoningAPI(api_key="right-key") as api:
         monkeypatch.setenv("OPENAI_API_KEY", "a-wrong-key")

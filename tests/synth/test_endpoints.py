@@ -9,6 +9,8 @@ import asyncio
 import json
 import time
 
+import pytest
+
 from coa.agent import Budget, run_episode, start_episode
 from coa.engines import make_engine
 from coa.formats import SEARCH_R1
@@ -37,6 +39,7 @@ def summary(out) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_an_endpoint_dying_mid_run_loses_and_duplicates_nothing(index_dir, tmp_path):
     out = tmp_path / "out"
     with FakeReasoningAPI(die_after=5, latency_s=0.05) as dying, FakeReasoningAPI(latency_s=0.05) as alive:
@@ -73,6 +76,7 @@ def test_retry_after_of_a_429_is_honoured(tokenizer):
     assert ep.finish_reason == "answer" and len(api.requests) == 2 and waited >= 1.5
 
 
+@pytest.mark.slow
 def test_every_endpoint_gone_stops_the_run_and_a_rerun_resumes(index_dir, tmp_path, capsys):
     out = tmp_path / "out"
     with FakeReasoningAPI(die_after=4) as api:
@@ -85,6 +89,7 @@ def test_every_endpoint_gone_stops_the_run_and_a_rerun_resumes(index_dir, tmp_pa
     assert ids(out) == expected_ids(4, 1) and summary(out)["run"]["skipped_done"] == len(kept)
 
 
+@pytest.mark.slow
 def test_a_token_budget_stops_cleanly_and_a_larger_one_finishes(index_dir, tmp_path, capsys):
     out = tmp_path / "out"
     with FakeReasoningAPI() as api:

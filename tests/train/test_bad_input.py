@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from coa.io import write_json
-from train.checkpoint import MARKER, load_model, load_tokenizer, save_checkpoint
+from coa.model import MARKER
+from train.checkpoint import load_model, load_tokenizer, save_checkpoint
 from train.run import command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +63,7 @@ def test_a_corrupt_set_is_named(tiny_dir, tmp_path, capsys):
     assert one_line(capsys).startswith(f"train: {sets / 'coa.parquet'}: not a readable parquet file (")
 
 
+@pytest.mark.slow
 def test_the_module_command_line_is_one_line_and_exit_2(tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k != "COA_DEBUG"}, "PYTHONPATH": str(ROOT), "COA_PARAMS": "none"}
     proc = subprocess.run([sys.executable, "-m", "train.run", "stage=sft3", "model=/nowhere"], cwd=tmp_path, env=env,

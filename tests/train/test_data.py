@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA, read_trajectories
+from tests.train.conftest import FMT, RL_PROMPT
 from train.checkpoint import load_model, load_tokenizer
 from train.data import pair_dataset, read_pairs, rl_dataset, sft_dataset
-from tests.train.conftest import FMT, RL_PROMPT
 
 
 def test_eos_only_after_a_continuation_that_ends_the_turn(tokenizer, sets_dir):
@@ -96,6 +96,7 @@ def test_bad_rows_name_file_row_and_field(tokenizer, sets_dir, tmp_path):
         pair_dataset(tokenizer, tmp_path / "p2.parquet", 4096)
 
 
+@pytest.mark.slow
 def test_checkpoint_with_another_tokenizer_is_refused(tiny_dir, model_dir, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(tiny_dir, other)

@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 import coa.config
-from train.checkpoint import MARKER
+from coa.model import MARKER
 from train.run import main
 
 pytestmark = pytest.mark.slow

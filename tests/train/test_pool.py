@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from coa import model as policy_module
 from coa.agent import Generation
 from coa.config import build
 from coa.questions import DEFAULT_QUESTIONS, load_questions
-from evaluate import fidelity as policy_module
 from train.pool import PoolConfig, select
 
 
@@ -41,7 +41,7 @@ class ScriptedEngine:
 def test_the_pool_keeps_the_questions_whose_rewards_differ(tmp_path, index_dir, tokenizer, monkeypatch):
     questions = load_questions(DEFAULT_QUESTIONS, limit=3)
     engine = ScriptedEngine(tokenizer, [q["id"] for q in questions])
-    monkeypatch.setattr(policy_module, "policy", lambda model, *a: (engine, tokenizer))
+    monkeypatch.setattr(policy_module, "load_policy", lambda model, *a: (engine, tokenizer))
     out = tmp_path / "pool.jsonl"
     cfg = build(PoolConfig, {"stage": "rl2", "model": "start", "candidates": 3, "samples": 4,
                              "questions": str(DEFAULT_QUESTIONS), "out": str(out)}, "test")
@@ -59,7 +59,7 @@ def test_the_pool_keeps_the_questions_whose_rewards_differ(tmp_path, index_dir, 
 
 
 def test_a_pool_with_nothing_to_learn_from_is_an_error(tmp_path, index_dir, tokenizer, monkeypatch):
-    monkeypatch.setattr(policy_module, "policy", lambda model, *a: (WrongEngine(tokenizer), tokenizer))
+    monkeypatch.setattr(policy_module, "load_policy", lambda model, *a: (WrongEngine(tokenizer), tokenizer))
     from train import pool
 
     monkeypatch.setattr(pool, "train_config", lambda stage: _train(index_dir))

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 import coa.config
 import train.run
-from train.checkpoint import MARKER, StepLog, load_model, load_tokenizer, save_checkpoint
+from coa.model import MARKER
+from train.checkpoint import StepLog, load_model, load_tokenizer, save_checkpoint
 from train.data import read_pairs, sft_dataset
 from train.run import main
 
@@ -45,6 +46,7 @@ def test_saved_weights_are_the_trained_weights_exactly(tmp_path, tiny_dir):
     assert not torch.equal(saved["model.norm.weight"], start)
 
 
+@pytest.mark.slow
 def test_a_crash_while_saving_leaves_the_previous_output_intact(runs, tiny_dir, monkeypatch):
     tok = load_tokenizer(tiny_dir, tiny_dir)
     previous = save_checkpoint(load_model(tiny_dir, tok), tok, runs / "sft2")
@@ -83,6 +85,7 @@ class CrashAtStep2(StepLog):
         super().on_step_begin(args, state, control, **kwargs)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_saved_step(runs, tiny_dir, monkeypatch):
     two_steps = ["stage=sft2", f"model={tiny_dir}", "sft2.max_steps=2", "save_steps=1"]
     main(two_steps + [f"runs_dir={runs}/straight"])
@@ -93,6 +96,10 @@ def test_resume_continues_from_the_last_saved_step(runs, tiny_dir, monkeypatch):
     assert not (runs / "sft2").exists() and (runs / "sft2.work/checkpoint-1/trainer_state.json").exists()
     with pytest.raises(FileNotFoundError, match=r"sft1: resume=true but .*sft1\.work holds no complete checkpoint-N"):
         main(["stage=sft1", f"model={tiny_dir}", "resume=true"])
+    # the checkpoints were made with another learning rate: continuing them would mix two runs
+    with pytest.raises(ValueError, match=r"resume=true, but the checkpoints in .*sft2\.work were made with another "
+                                         r"configuration \(settings\.learning_rate: .* -> 0\.5\); run without resume"):
+        main(two_steps + ["resume=true", "sft2.learning_rate=0.5"])
     metrics = main(two_steps + ["resume=true"])[0]
     assert metrics["resumed_from_step"] == 1 and metrics["steps"] == 1  # only the missing step was run
     assert (runs / "sft2/steps.csv").read_text().count("\n") == 3  # header + the steps before and after
@@ -130,6 +137,7 @@ def test_work_folder_is_cleared_unless_resuming(runs, tiny_dir):
     assert not stale.exists()
 
 
+@pytest.mark.slow
 def test_a_killed_rl_run_resumes_without_repeating_finished_steps(tmp_path, monkeypatch, tiny_dir, index_dir):
     """rl1 on the tiny policy (hf rollouts), killed as its second step begins: the re-run with resume=true
     runs only the missing step and the stage's step log holds each step once."""

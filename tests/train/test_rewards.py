@@ -6,8 +6,8 @@ import doctest
 import pytest
 
 import train.rewards
-from train.rewards import correctness, format_term, make_rewards
 from tests.train.conftest import FMT
+from train.rewards import correctness, format_term, make_rewards
 
 GOLD = ["Gian Carlo Menotti"]
 OBS = FMT.wrap_observation('result 1: "Maria Golovin"\nMaria Golovin is an opera by Gian Carlo Menotti.')

@@ -13,12 +13,12 @@ import torch
 from coa.environment import SearchEnvConfig
 from coa.score import exact_match
 from coa.tokenize import encode
+from tests.train.conftest import FMT, RL_PROMPT, SEARCH_QUERY
 from train.checkpoint import load_model, load_tokenizer
 from train.config import RL1Config, RL2Config, TrainConfig
 from train.data import rl_dataset
 from train.rewards import make_rewards
 from train.rl import build_rl_trainer, rollout_budget
-from tests.train.conftest import FMT, RL_PROMPT, SEARCH_QUERY
 
 
 class RecordingSearcher:
@@ -71,6 +71,7 @@ def _check_rewards(logged: dict, rollout, golds):
     return em, well_formed
 
 
+@pytest.mark.slow
 def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, searcher, questions, tmp_path):
     recorder = RecordingSearcher(searcher)
     trainer, tok, dataset, rollouts = _trainer(RL2Config, searching_dir, model_dir, tmp_path, recorder)
@@ -119,6 +120,7 @@ def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, search
     assert (predicting[live & env] > 0).any()
 
 
+@pytest.mark.slow
 def test_rl1_opens_the_observation_and_the_policy_writes_it(searching_dir, model_dir, searcher, questions, tmp_path):
     recorder = RecordingSearcher(searcher)
     trainer, tok, dataset, rollouts = _trainer(RL1Config, searching_dir, model_dir, tmp_path, recorder,
@@ -159,6 +161,7 @@ def test_only_the_simulated_environment_budgets_written_observations():
 
 
 @pytest.mark.parametrize("stage_cls", [RL1Config, RL2Config])
+@pytest.mark.slow
 def test_a_step_changes_every_parameter(stage_cls, tiny_dir, model_dir, searcher, tmp_path):
     # identical completions with opposite advantages cancel, so the random model sampled at temperature 1
     # (all completions differ) is the policy here
@@ -262,6 +265,7 @@ def test_forward_passes_trim_the_padding_no_row_uses(tiny_dir, model_dir, search
         assert torch.allclose(logps[row, :len(completion)], expected[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_fused_lm_head_runs_in_small_token_tiles_on_cpu_with_the_same_results(tiny_dir, model_dir, searcher,
                                                                                   tmp_path, monkeypatch):
     """On CPU the RL trainer runs GRPOTrainer's fused LM head over ``CPU_TOKEN_TILE`` tokens at a time (TRL's

@@ -11,7 +11,7 @@ import yaml
 from safetensors import safe_open
 
 import coa.config
-from train.checkpoint import MARKER
+from coa.model import MARKER
 from train.config import ScheduleConfig
 from train.run import main
 
@@ -46,6 +46,7 @@ def _check_checkpoint(out, start, data_key):
     return metrics, rows[0]
 
 
+@pytest.mark.slow
 def test_the_five_stages_chain_through_the_cli(params, tiny_dir):
     runs = params
     main(["stage=sft1", f"model={tiny_dir}", "sft1.alpha=0.5"])
@@ -93,6 +94,7 @@ def test_the_papers_schedule():
     assert ScheduleConfig(max_steps=10, rl1_fraction=1.0).split() == (10, 0)
 
 
+@pytest.mark.slow
 def test_lora_checkpoints_are_merged_plain_models(params, tiny_dir):
     from transformers import AutoModelForCausalLM
 
@@ -120,6 +122,7 @@ def test_a_stage_sets_its_own_lora_rank():
     assert peft_config(TrainConfig(), RL2Config()) is None  # full fine-tuning unless a rank is set
 
 
+@pytest.mark.slow
 def test_one_rl_budget_splits_between_the_rl_stages(params, tiny_dir, searching_dir):
     """The frontier's key: train.rl.max_steps split by rl1_fraction for stage=rl1 / stage=rl2 (the DVC stages);
     a stage given no steps passes its start on, and each stage counts the real search queries it used."""

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from coa.trajectory import read_trajectories
+from tests.train.conftest import FMT
 from train.checkpoint import load_model, load_tokenizer
 from train.config import SFT2Config, SFT3Config, TrainConfig
 from train.data import sft_dataset
 from train.sft import build_sft_trainer
-from tests.train.conftest import FMT
 
 
 def _trainer(stage_cls, tiny_dir, model_dir, sets_dir, out):

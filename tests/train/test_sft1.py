@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.train.conftest import FMT
 from train.checkpoint import load_model, load_tokenizer
 from train.config import SFT1Config, TrainConfig
 from train.data import pair_dataset, read_pairs
 from train.preference import build_sft1_trainer
-from tests.train.conftest import FMT
 
 
 def _trainer(tiny_dir, model_dir, sets_dir, out, **stage):
@@ -70,6 +70,7 @@ def test_no_eos_after_a_search_tag_continuation(tiny_dir, model_dir, sets_dir, t
 
 
 @pytest.mark.parametrize("loss", ["paper", "dpo"])
+@pytest.mark.slow
 def test_a_step_changes_every_parameter(tiny_dir, model_dir, sets_dir, tmp_path, loss):
     trainer, _ = _trainer(tiny_dir, model_dir, sets_dir, tmp_path, loss=loss)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}

@@ -11,12 +11,14 @@ from typing import Sequence
 import bm25s
 import numpy as np
 
-from coa.search.backends import matching
+from coa.search.backends import matching, unreadable
 
 VERSION = 1
 KIND = "lexical"
 STOPWORDS = "en"
 STEMMER = "english"
+# what ``BM25.save`` writes and ``BM25.load(mmap=True)`` reads: named when one is missing, truncated or corrupt
+FILES = ("params.index.json", "vocab.index.json", "data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
 
 
 def stemmer():
@@ -37,7 +39,10 @@ def build(store, folder: Path, show_progress: bool = True) -> dict:
 
 class _Search:
     def __init__(self, folder: Path):
-        self.bm25 = bm25s.BM25.load(str(folder), mmap=True)
+        try:
+            self.bm25 = bm25s.BM25.load(str(folder), mmap=True)
+        except Exception as e:  # numpy's and json's messages name no file ("pickled (object) data", "mmap length")
+            raise unreadable(folder, FILES, e, "bm25s") from e
         self.stem = stemmer()
         self.n_docs = int(self.bm25.scores["num_docs"])
         self.fallback = next(iter(self.bm25.vocab_dict))  # stands in for a query with no known term

@@ -12,6 +12,7 @@ Re-ranking: 48-byte codes cannot order close neighbours (recall@10 0.47 at 1M sy
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from coa.search import dense
+from coa.search.backends import damaged, file_problem, unreadable
 
 VERSION = 2  # 2: float16 vectors beside the codes, for re-ranking
 KIND = "dense"
@@ -90,12 +92,28 @@ def reranked(queries: np.ndarray, rows: np.ndarray, exact: np.ndarray, k: int) -
     return out
 
 
+def read_problem(path: Path, error: RuntimeError) -> str:
+    """What ``faiss.read_index``'s error means for ``path``, in words (its message is a C++ assertion)."""
+    problem = file_problem(path)
+    if problem:
+        return problem
+    step = re.search(r"faiss::(\w+)\(", str(error))
+    return (f"truncated or corrupt ({path.stat().st_size:,} bytes; faiss stopped reading it in "
+            f"{step.group(1) if step else 'read_index'})")
+
+
 class _Search:
     def __init__(self, folder: Path, nprobe: int, rerank: int):
-        self.index = faiss.read_index(str(folder / FILE), faiss.IO_FLAG_MMAP)  # codes stay on disk until touched
+        try:
+            self.index = faiss.read_index(str(folder / FILE), faiss.IO_FLAG_MMAP)  # codes stay on disk until touched
+        except RuntimeError as e:  # "Error in void faiss::read_ivf_header(...) at index_read.cpp:...: read error"
+            raise damaged(folder / FILE, read_problem(folder / FILE, e), folder.parent, "faiss") from e
+        try:
+            self.exact = np.load(folder / VECTORS, mmap_mode="r") if rerank else None
+        except Exception as e:  # numpy's message names no file
+            raise unreadable(folder, (VECTORS,), e, "faiss") from e
         self.index.nprobe = nprobe
         self.rerank = rerank
-        self.exact = np.load(folder / VECTORS, mmap_mode="r") if rerank else None
         faiss.omp_set_num_threads(1)  # single queries: more threads only add spin-waiting
         self.encoder = dense.model()
 

@@ -16,6 +16,8 @@ import tantivy
 from bm25s.stopwords import STOPWORDS_EN
 from tqdm import tqdm
 
+from coa.search.backends import unreadable
+
 VERSION = 1
 KIND = "lexical"
 TOKENIZER = "coa_en"  # registered on every open: tantivy stores only its name
@@ -52,7 +54,10 @@ def build(store, folder: Path, show_progress: bool = True, heap_mb: int = 256, t
 
 class _Search:
     def __init__(self, folder: Path):
-        self.index = tantivy.Index.open(str(folder))
+        try:
+            self.index = tantivy.Index.open(str(folder))
+        except Exception as e:  # a missing or damaged segment: name the folder and how to rebuild
+            raise unreadable(folder, ("meta.json",), e, "tantivy") from e
         self.analyzer = analyzer()
         self.index.register_tokenizer(TOKENIZER, self.analyzer)
         self.schema = self.index.schema

@@ -1,0 +1,76 @@
+"""Where each stage writes: one run root, and every stage's folder under it.
+
+    from coa import paths
+    paths.INDEX                # runs/index
+    paths.synth("coa")         # runs/synth/coa
+    paths.curate("sets")       # runs/curate/sets
+    paths.train("sft2")        # runs/train/sft2
+    paths.evaluation("rl2")    # runs/eval/rl2
+
+``dvc.yaml`` names the same paths (a YAML file cannot import them): ``tests/pipeline/test_paths.py``
+checks that every stage's outputs lie under the path this module gives that stage, and that every
+``runs/…`` value of ``params.yaml`` is one of them. Paths are relative to the project root (the folder
+``dvc repro`` runs in), written with ``/`` as in ``dvc.yaml`` and ``params.yaml``.
+"""
+from __future__ import annotations
+
+RUNS = "runs"        # the run root: every stage's outputs (DVC-cached, not in git)
+METRICS = "metrics"  # small git-tracked copies of stage metrics (DVC forbids a metrics file inside an output folder)
+
+
+def run_path(*parts: str) -> str:
+    """``run_path("curate", "sets")`` → ``runs/curate/sets``."""
+    return "/".join((RUNS, *parts))
+
+
+INDEX = run_path("index")                     # coa.search build: the search index of data.corpus
+SPLIT = run_path("split")                     # coa.questions split: training pool and held-out questions
+SPLIT_TRAIN = f"{SPLIT}/train.jsonl"
+SPLIT_HELDOUT = f"{SPLIT}/heldout.jsonl"
+SYNTH = run_path("synth")
+CURATE = run_path("curate")
+TRAIN = run_path("train")
+EVAL = run_path("eval")
+EVAL_TABLE = f"{EVAL}/table.md"               # evaluate.run step=report: the stage table
+FIDELITY = run_path("fidelity")
+REWARD_PROBE = run_path("reward_probe")
+REPORT = run_path("report")                   # evaluate.report: report.md and its plots
+CHECKS = f"{REPORT}/checks.json"              # evaluate.checks
+WHEN_TO_ACT = f"{REPORT}/when_to_act.json"    # evaluate.when_to_act
+EXPORT = run_path("export")                   # data_cards.export (not a pipeline stage)
+
+
+def synth(mode: str) -> str:
+    """Trajectories of one synthesis mode (cot, coa, branch)."""
+    return f"{SYNTH}/{mode}"
+
+
+def curate(step: str) -> str:
+    """One curation step's folder (score, analyze, pairs, sets)."""
+    return f"{CURATE}/{step}"
+
+
+def train(stage: str) -> str:
+    """One training stage's checkpoint folder (sft1 … rl2)."""
+    return f"{TRAIN}/{stage}"
+
+
+def evaluation(name: str) -> str:
+    """One evaluated model's folder (base, react, sft1 … rl2)."""
+    return f"{EVAL}/{name}"
+
+
+def fidelity(model: str) -> str:
+    """The world-model fidelity probe of one model."""
+    return f"{FIDELITY}/{model}"
+
+
+def reward_probe(stage: str) -> str:
+    """One RL stage's reward before vs after."""
+    return f"{REWARD_PROBE}/{stage}"
+
+
+def export(fmt: str) -> str:
+    """One export format's folder."""
+    return f"{EXPORT}/{fmt}"
+
