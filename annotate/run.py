@@ -18,21 +18,19 @@ import sys
 from annotate.client import ServerDown, connect
 from annotate.config import ReviewConfig
 from annotate.credentials import owner_api_key
+from annotate.pull import pull, status
+from annotate.push import push
+from coa.config import cli
 from coa.errors import entry_point, one_line
 
 
 def execute(cfg: ReviewConfig) -> dict:
-    from annotate.pull import pull, status
-    from annotate.push import push
-
     client = connect(cfg.api_url, owner_api_key(cfg.data_dir), cfg.timeout_s)
     return {"push": push, "pull": pull, "status": status}[cfg.action](client, cfg)
 
 
 @entry_point("annotate")
 def main(argv: list[str] | None = None) -> int:
-    from coa.config import cli
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and "=" not in argv[0] and not argv[0].startswith("-") and argv[0] != "help":
         argv[0] = f"action={argv[0]}"

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotate import credentials
-from annotate.client import wait_ready
+from annotate.client import server_up, wait_ready
+from coa.config import cli
 from coa.errors import entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,15 +220,12 @@ def stop_started(data_dir: str | Path) -> list[str]:
 
 @entry_point("annotate.serve")
 def main(argv: list[str] | None = None) -> int:
-    from coa.config import cli
-
     cfg = cli(ServeConfig, "annotate_server", sys.argv[1:] if argv is None else argv, doc=__doc__)
     if cfg.action == "stop":
         stopped = stop_started(cfg.data_dir)
         print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing recorded in {cfg.data_dir}/pids.json")
         return 0
     if cfg.action == "status":
-        from annotate.client import server_up
 
         up = server_up(cfg.api_url)
         print(f"{cfg.api_url}: {'up' if up else 'not answering'}")

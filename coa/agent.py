@@ -42,7 +42,7 @@ class Budget:
         return Budget(self.max_actions, self.max_tokens + self.max_actions * observation_tokens, self.topk)
 
 
-OBSERVATION_TOKENS = 400  # room per written observation: a top-3 BM25 observation is ~410 tokens
+OBSERVATION_TOKENS = 400  # room per written observation: about one top-3 observation of the embedded corpus
 
 
 @dataclass

@@ -60,8 +60,8 @@ class SearchEnvConfig:
 
     def searcher(self, warm: bool = True):
         """The searcher this environment names (the default index is built first if missing)."""
-        from coa.search import build_index, make_searcher
-        from coa.search.corpus import DEFAULT_CORPUS
+        from coa.search import build_index, make_searcher  # heavy: bm25s and numba, only when a searcher is built
+        from coa.search.corpus import DEFAULT_CORPUS  # heavy: as above
 
         if not self.retriever_url and not (Path(self.index) / "index.json").exists():
             if self.index != DEFAULT_INDEX:

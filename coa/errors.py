@@ -52,7 +52,9 @@ def report(prog: str, error: BaseException | str) -> int:
 
 
 def entry_point(prog: str) -> Callable:
-    """Decorate an entry point's ``main``: bad input becomes one line and exit code 2 (unless COA_DEBUG)."""
+    """Decorate an entry point's ``main``: bad input becomes one line and exit code 2 (unless COA_DEBUG);
+    SIGTERM and SIGHUP unwind it like Ctrl-C (``signals_unwind``), so its ``finally`` blocks stop the servers
+    it started; if ``main`` lets ``Terminated`` through, one line and exit code 128 + the signal's number."""
     def wrap(main: Callable[..., int | None]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(*args, **kwargs) -> int:

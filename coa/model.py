@@ -102,7 +102,7 @@ def load_policy(model: str, temperature: float = 0.0, dtype: str = "float32", en
     A folder without weights is named before anything loads."""
     from transformers import AutoTokenizer
 
-    from coa.engines import make_engine  # the engines import torch or vllm: only a caller that loads a policy pays
+    from coa.engines import make_engine  # heavy: the engines, the agent loop and coa.search load only here
 
     folder = base_model_dir() if model == "base" else Path(model)
     if not (folder / "config.json").is_file():

@@ -16,6 +16,7 @@ several). Entry points turn SIGTERM/SIGHUP into a normal exit (``coa.errors.entr
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -123,6 +124,10 @@ def require_free_port(host: str, port: int, setting: str) -> None:
         raise OSError(f"cannot listen on {host}:{port}: {problem}")
 
 
+class ServerFailed(OSError):
+    """A server that ended before it answered (an environment problem: a wrong model folder, no memory)."""
+
+
 def is_up(url: str, timeout: float = 2.0) -> bool:
     try:
         return httpx.get(url, timeout=timeout).status_code == 200
@@ -164,12 +169,24 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
-                raise RuntimeError(f"server exited with code {self.proc.returncode}: {' '.join(self.cmd)}\n{tail}")
+                raise ServerFailed(f"the server exited with code {self.proc.returncode} before answering at "
+                                   f"{self.health_url} ({' '.join(map(str, self.cmd[:4]))} ...); {self._last_words()}")
             if is_up(self.health_url):
                 return
             time.sleep(0.5)
         raise TimeoutError(f"server not ready after {timeout:.0f}s: {self.health_url}")
+
+    def _last_words(self) -> str:
+        """The last line of the server's output that looks like its reason, and where the rest is."""
+        if not self.log or not self.log.exists():
+            return "its output was discarded (give it a log file to see why)"
+        lines = [line.strip() for line in self.log.read_text(errors="replace")[-20_000:].splitlines() if line.strip()]
+        raised = [i for i, line in enumerate(lines) if re.match(r"[\w.]*(Error|Exception)\b.*:", line)]
+        if raised:  # the exception that ended it, with the next line (multi-line messages: pydantic's, vLLM's)
+            reason = " ".join(lines[raised[-1]:raised[-1] + 2])
+        else:
+            reason = lines[-1] if lines else ""
+        return f"in its log {self.log}: {reason[:400]}" if reason else f"its log {self.log} is empty"
 
     def stop(self, grace: float | None = None) -> None:
         """SIGTERM to the guard, which passes it on to the group, gives it ``self.grace`` seconds and

@@ -16,8 +16,9 @@ from typing import Any, Iterator
 import pyarrow.parquet as pq
 
 from coa import paths
+from coa.config import cli
 from coa.errors import BadInput, entry_point, reading
-from coa.io import owned_files, write_text
+from coa.io import owned_files, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_QUESTIONS = ROOT / "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz"
@@ -157,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m coa.questions split questions=PATH out=DIR heldout=N train=M seed=S`` (--help for more)"""
     import sys
 
-    from coa.config import cli
-    from coa.io import write_json
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "split":

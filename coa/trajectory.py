@@ -129,7 +129,7 @@ PAIR_SCHEMA = pa.schema([
 
 SEGMENT_KINDS = ("model", "prefill", "observation")
 FINISH_REASONS = ("answer", "eos", "max_actions", "max_tokens", "forbidden_search", "error",
-                  "bad_tool_call", "unknown_tool", "empty_answer")
+                  "bad_tool_call", "unknown_tool", "empty_answer", "malformed", "bad_response")
 
 
 def row_id(question_id: str, mode: str, sample: int, branch_id: str = "") -> str:

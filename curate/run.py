@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from coa.config import cli
 from coa.errors import entry_point
 from coa.io import owned_files
+from curate import analyze, pairs, score, sets
 from curate.config import ALIASES, CurateConfig
 
 
@@ -34,16 +35,9 @@ class CurateRunConfig(CurateConfig):
 @entry_point("curate")
 def main(argv: list[str] | None = None) -> int:
     cfg = cli(CurateRunConfig, "curate", sys.argv[1:] if argv is None else argv, __doc__, aliases=ALIASES)
-    if cfg.step == "score":
-        from curate.score import run
-    elif cfg.step == "analyze":
-        from curate.analyze import run
-    elif cfg.step == "pairs":
-        from curate.pairs import run
-    else:
-        from curate.sets import run
+    step = {"score": score, "analyze": analyze, "pairs": pairs, "sets": sets}[cfg.step]
     with owned_files(cfg.out_dir, f"curate.run step={cfg.step}", "overwrite=true", cfg.overwrite):
-        run(cfg)
+        step.run(cfg)
     return 0
 
 

@@ -23,9 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from coa import paths
+from coa.config import cli
 from coa.errors import entry_point, reading
 from coa.io import atomic_output, owned_files, write_text
 from coa.prompts import PromptConfig
+from coa.questions import load_questions
 from data_cards import formats
 
 FORMATS = ("trl_preference", "trl_sft", "llamafactory", "verl", "questions")
@@ -82,8 +84,6 @@ def write_records(path: Path, records, lines: bool = False) -> Path:
 
 
 def _questions(path: Path) -> list[dict]:
-    from coa.questions import load_questions
-
     if path.suffix == ".parquet" and "golden_answers" in pq.read_schema(path).names \
             and "question_id" in pq.read_schema(path).names:  # a set: its distinct questions
         seen: dict[str, dict] = {}
@@ -142,8 +142,6 @@ def run(cfg: ExportConfig) -> dict:
 
 @entry_point("export")
 def main(argv: list[str] | None = None) -> int:
-    from coa.config import cli
-
     run(cli(ExportConfig, "export", sys.argv[1:] if argv is None else argv, doc=__doc__))
     return 0
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from coa import paths
+from coa.config import cli
 from coa.errors import BadInput, entry_point, one_line
 from coa.io import atomic_output, claim_folder, record_folder
 from data_cards import card, run_facts
@@ -238,8 +239,6 @@ def run(cfg: PublishConfig) -> dict:
 
 @entry_point("publish")
 def main(argv: list[str] | None = None) -> int:
-    from coa.config import cli
-
     cfg = cli(PublishConfig, "publish", sys.argv[1:] if argv is None else argv, doc=__doc__)
     try:
         run(cfg)

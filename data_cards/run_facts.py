@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 import yaml
 
 from coa.errors import reading
+from coa.trajectory import TRAJECTORY_SCHEMA
+from curate import io
 
 SETS = ("pairs", "coa", "cot")
 PLOTS = ("two_by_two.png", "success_by_actions.png", "first_action.png", "drop_reasons.png")
@@ -78,8 +80,6 @@ def scored_trajectories(curate_dir: Path) -> pa.Table:
     """Every scored trajectory joined to its scores, reasons and ``kept`` flag (the ``trajectories`` config)."""
     import polars as pl
 
-    from coa.trajectory import TRAJECTORY_SCHEMA
-    from curate import io
 
     scores_file = curate_dir / "score" / "scores.parquet"
     inputs = _json(curate_dir / "score" / "metrics.json").get("input")

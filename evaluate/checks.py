@@ -38,7 +38,9 @@ from coa import paths
 from coa.config import cli
 from coa.errors import entry_point
 from coa.io import write_json
+from coa.model import base_model_dir
 from coa.score import METRICS, applies
+from coa.stages import PREVIOUS
 
 STATUSES = ("pass", "n/a", "warn", "fail")  # in order of severity
 
@@ -224,8 +226,6 @@ def check_reward_moved(stage: str, probe: dict) -> dict:
 def start_of(folder: Path, stage: str, cfg: ChecksConfig) -> Path | None:
     """The checkpoint a stage started from: its recorded ``start_model``; when that path is gone (a run
     made elsewhere), the previous stage's folder or the base model."""
-    from coa.model import base_model_dir
-    from coa.stages import PREVIOUS
 
     recorded = Path(json.loads((folder / "metrics.json").read_text()).get("start_model") or "")
     if recorded.name and recorded.exists():

@@ -4,7 +4,7 @@
     python -m evaluate.fidelity model=runs/train/sft2 limit=20 out=/tmp/fid
 
 The model answers the questions in-process (``coa.engines`` ``vllm``, float32, greedy, all questions in one
-batch; ``engine=hf`` is the transformers reference, ~4x slower here) with ``tools="simulated"`` and RL-1's
+batch; ``engine=hf`` is the transformers reference) with ``tools="simulated"`` and RL-1's
 budget: after each search call the environment opens the observation tag and the model writes the
 observation itself, with ``observation_tokens`` of room per search beside ``search.max_tokens``. For every search
 call followed by an observation it wrote, the real searcher (params.yaml's ``search``, or ``index=``) runs
@@ -24,14 +24,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from coa import paths
-from coa.agent import OBSERVATION_TOKENS
+from coa.agent import OBSERVATION_TOKENS, drive, start_episode
 from coa.config import cli
 from coa.environment import SearchEnvConfig
 from coa.errors import entry_point
 from coa.formats import FormatPreset, get_format
 from coa.io import write_json, write_text
 from coa.model import load_policy
-from coa.prompts import PromptConfig
+from coa.prompts import PromptConfig, render_prompt
+from coa.questions import load_questions
+from coa.search import DocumentStore
 from evaluate.fidelity_metrics import Call, corpus_store, fidelity
 
 
@@ -76,11 +78,6 @@ def observation_body(observation: str, fmt: FormatPreset) -> str:
 
 
 def probe(cfg: FidelityConfig) -> dict:
-    from coa.agent import drive, start_episode
-    from coa.prompts import render_prompt
-    from coa.questions import load_questions
-    from coa.search import DocumentStore
-
     fmt = get_format(cfg.format)
     questions = load_questions(cfg.questions, limit=cfg.limit or None)
     store = corpus_store(DocumentStore(cfg.search.index).contents.to_pylist())  # the documents real search can return

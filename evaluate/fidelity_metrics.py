@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from coa.score import f1, normalize_answer
+from coa.search.types import Doc
 from evaluate.stats import gold_in_passages
 
 
@@ -57,7 +58,6 @@ def title_key(title: str) -> str:
 
 def corpus_store(contents: Iterable[str]) -> dict[str, list[str]]:
     """Title key → the texts of every corpus paragraph with that title, from FlashRAG ``"Title"\\ntext`` rows."""
-    from coa.search.types import Doc
 
     store: dict[str, list[str]] = {}
     for c in contents:

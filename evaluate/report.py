@@ -26,8 +26,9 @@ from coa import paths
 from coa.config import cli, read_params
 from coa.errors import entry_point
 from coa.io import write_text
-from evaluate.checks import as_table
 from coa.stats import bootstrap_ci, difference_sd, paired_difference, power_statement
+from evaluate.checks import as_table
+from synth.serve import cpu_has_native_bf16, serving_dtype
 
 # the checkpoint each evaluated model started from (its paired difference is taken against that row)
 STARTED_FROM = {"sft1": "base", "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "rl2": "rl1"}
@@ -72,7 +73,6 @@ def table(header: list[str], rows: list[list]) -> str:
 
 def provenance() -> dict:
     """Machine, date and commit of this report, and the serving dtype evaluation used here."""
-    from synth.serve import cpu_has_native_bf16, serving_dtype
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], capture_output=True, text=True)

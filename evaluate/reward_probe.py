@@ -27,6 +27,9 @@ from coa import paths
 from coa.config import cli
 from coa.errors import entry_point
 from coa.io import write_json, write_text
+from coa.questions import DEFAULT_QUESTIONS, load_questions
+from coa.stats import paired_difference
+from train.pool import by_question, rollouts, train_config
 
 
 @dataclass
@@ -53,7 +56,6 @@ class RewardProbeConfig:
 
 def per_question(rows: list[dict], key: str) -> list[float]:
     """The mean of ``key`` over each question's samples, in question order."""
-    from train.pool import by_question
 
     return [sum(v) / len(v) for v in by_question(rows, key).values()]
 
@@ -65,10 +67,6 @@ def summary(rows: list[dict]) -> dict:
 
 
 def probe(cfg: RewardProbeConfig) -> dict:
-    from coa.questions import DEFAULT_QUESTIONS, load_questions
-    from coa.stats import paired_difference
-    from train.pool import rollouts, train_config
-
     train = train_config(cfg.stage)
     stage = getattr(train, cfg.stage)
     source = cfg.questions or stage.questions or DEFAULT_QUESTIONS

@@ -34,10 +34,14 @@ from pathlib import Path
 from typing import Sequence
 
 from coa import paths
+from coa.agent import Budget, drive, start_episode
 from coa.config import cli
 from coa.errors import entry_point
+from coa.formats import get_format
 from coa.io import write_json
+from coa.model import load_policy
 from coa.stats import bootstrap_ci
+from coa.trajectory import read_table
 
 LABELS = {"act": "needed", "no_act": "sufficed"}
 POINTS = ("pairs", "branches")
@@ -114,8 +118,6 @@ def branch_points(branches: str | Path, trajectories: Sequence[str | Path],
     docstring), in the pairs' columns; and the counts: points, per side, and left out by reason."""
     import polars as pl
 
-    from coa.trajectory import read_table
-
     held = pl.read_parquet(eval_questions)["id"].to_list()
     point = ["parent_id", "decision_index"]
     scored = pl.read_parquet(branches, columns=["id", "question_id", *point, "kind", "correct", "kept"]).filter(
@@ -167,8 +169,6 @@ def side_notes(needed: int, sufficed: int, min_n: int, source: str) -> list[str]
 
 def continue_one_step(points: Sequence[dict], engine, tokenizer, max_tokens: int) -> list[str]:
     """Each point's outcome when the model continues its prefix with search forbidden."""
-    from coa.agent import Budget, drive, start_episode
-    from coa.formats import get_format
 
     if not points:
         return []
@@ -185,8 +185,6 @@ def model_folder(name: str, runs_dir: str) -> str:
 
 
 def run(cfg: WhenToActConfig) -> dict:
-    from coa.model import load_policy
-
     if cfg.points == "branches":
         points, counts = branch_points(cfg.branches, cfg.trajectories, cfg.eval_questions)
     else:

@@ -16,6 +16,7 @@ import pyarrow as pa
 from coa.formats import FormatPreset
 from coa.prompts import PromptConfig, prompt_hash, prompt_id, render_prompt
 from coa.trajectory import read_table, row_id
+from synth.reference import TEACHER_NAME, TEMPLATE_VERSION
 
 TOOLS = {"cot": "forbid", "coa": "real"}
 
@@ -44,7 +45,6 @@ def teacher_prompt(pid: str, phash: str, teacher_kind: str) -> tuple[str, str]:
     """The reference teacher's rows carry their own prompt id and hash (its templates are part of them)."""
     if teacher_kind != "reference" or pid.startswith("reference/"):  # a branch of a reference row keeps its id
         return pid, phash
-    from synth.reference import TEACHER_NAME, TEMPLATE_VERSION
 
     return f"{TEACHER_NAME}/{pid}", hashlib.sha1(f"{phash}\x1f{TEMPLATE_VERSION}".encode()).hexdigest()[:12]
 

@@ -1,7 +1,6 @@
 """The reference teacher: templated CoA / CoT trajectories from the questions' evidence annotations.
 
-A small model on a CPU cannot write usable teacher data (SmolLM2-135M: 0% well-formed and correct
-CoA). Multi-hop QA sets annotate which paragraphs or sub-questions answer each question; this teacher
+A small model on a CPU cannot write usable teacher data (docs/concepts/reference_teacher.md). Multi-hop QA sets annotate which paragraphs or sub-questions answer each question; this teacher
 turns those annotations into trajectories through the same agent loop and the same real search
 environment as the LLM teacher. Its reasoning text is templated and says so: rows carry
 ``teacher="reference"`` and a ``reference/…`` prompt id. It is a way to get grounded data without a
@@ -112,7 +111,7 @@ class Passages:
     """id → (title, text) of an index's corpus, for titles of gold ids and the simulated memory."""
 
     def __init__(self, index_dir: str | Path):
-        from coa.search.store import DocumentStore
+        from coa.search.store import DocumentStore  # heavy: coa.search loads bm25s; only memory reads passages
 
         self._store = DocumentStore(index_dir)
 

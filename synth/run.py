@@ -54,7 +54,7 @@ from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.trajectory import read_table, write_trajectories
 from synth.config import SynthConfig, check_report, kind_follows
 from synth.jobs import Job, branch_jobs, question_jobs, read_decisions
-from synth.reference import TEMPLATE_VERSION
+from synth.reference import TEACHER_NAME, TEMPLATE_VERSION, Passages
 from synth.serve import embedded_teacher, model_dir
 from synth.shards import ShardWriter, done_rows
 from synth.summary import dataset_summary, format_summary, run_summary
@@ -87,8 +87,6 @@ def build_jobs(cfg: SynthConfig) -> list[Job]:
 
 
 def reference_teacher(cfg: SynthConfig, tokenizer):
-    from synth.reference import Passages
-
     corpus = cfg.reference.corpus or cfg.search.index
     passages = Passages(corpus) if (Path(corpus) / "index.json").exists() else None
     if passages is None and cfg.reference.memory > 0:
@@ -203,10 +201,11 @@ def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
         spent = spent_tokens(out) if cfg.teacher.max_total_tokens or cfg.teacher.max_cost_usd else (0, 0)
         retried = writer.drop({j.id for j in todo} & retry) if retry else 0
         stats = generate(cfg, todo, writer, engine, spent) if todo else RunStats()
-    if stats.fatal:  # a configuration error (key, model): no summary, no empty shard; fix and re-run
-        raise EngineFatal(stats.stopped)
-    if stats.unavailable and not stats.rows:  # nothing done: one line, exit 3 (the summary would say nothing)
-        raise EngineUnavailable(stats.stopped)
+        # raised inside the writer: a folder this run made and wrote no row into is removed again
+        if stats.fatal:  # a configuration error (key, model): no summary, no empty shard; fix and re-run
+            raise EngineFatal(stats.stopped)
+        if stats.unavailable and not stats.rows:  # nothing done: one line, exit 3 (the summary would say nothing)
+            raise EngineUnavailable(stats.stopped)
     if not any(out.glob("*.parquet")):  # no jobs at all: an empty shard tells the next stage "no rows"
         write_trajectories(out / "part-empty.parquet", [])
     ids = pa.array(sorted({j.id for j in jobs}), type=pa.string())  # typed: there may be no jobs
@@ -228,8 +227,6 @@ def spent_tokens(out: Path) -> tuple[int, int]:
 
 
 def teacher_name(cfg: SynthConfig) -> str:
-    from synth.reference import TEACHER_NAME
-
     return TEACHER_NAME if cfg.teacher.kind == "reference" else cfg.teacher.model
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 
+from coa.engines.pool import as_urls
+
 CHAT_SERVE_HINT = ("start a chat server with a tool parser, e.g. `python -m synth.serve chat_template=tools "
                    "tool_call_parser=hermes port=8100 &`, and pass teacher.base_url=http://127.0.0.1:8100/v1")
 
@@ -137,8 +139,6 @@ class TeacherConfig:
 
     @property
     def urls(self) -> list[str]:
-        from coa.engines.pool import as_urls
-
         return as_urls(self.base_url)
 
     def over_budget(self, prompt_tokens: int, completion_tokens: int) -> str:

@@ -33,8 +33,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from coa.errors import reading
-from coa.model import MARKER
 from coa.io import NotOurs, atomic_output, clear_replaced, replaceable, write_json, write_text, written_by
+from coa.model import MARKER
 
 TOOL = "train.run"  # the owner the core's marker would name
 
@@ -132,8 +132,8 @@ def release_free_memory() -> None:
     """Give the allocator's free pages back to the OS after each micro-batch and step (glibc). Measured on rl2
     with the vLLM engine: RSS 9.4-11.0 GB at step end fell to 4.3 GB after malloc_trim; without it the freed
     pages piled up across steps until the default run's rl2 was OOM-killed at 23.9 GB on a 24 GB machine. After
-    each micro-batch too: the pages one rollout's forward + backward freed stayed resident under the next's, and
-    rl1's peak fell 5.52 -> 4.77 GB at the same speed (docs/bench_rl_memory.md)."""
+    each micro-batch too: the pages one rollout's forward + backward freed stayed resident under the next's
+    (docs/bench_rl_memory.md)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to release this way

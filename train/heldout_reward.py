@@ -20,7 +20,8 @@ and not the draw's. Measured the same way on the first questions of the stage's 
 ``heldout_reward`` stays flat or falls. The training ``reward`` is sampled at the stage's temperature, so
 compare its trend, not its level.
 
-    trainer.add_callback(for_stage(trainer, stage, cfg.prompt, fmt, rollout_budget(cfg, stage), rewards, searcher))
+    trainer.add_callback(heldout_callback(trainer, stage, cfg.prompt, fmt, rollout_budget(cfg, stage), rewards,
+                                          searcher))
     trainer.add_callback(HeldoutReward(trainer, {"heldout": questions}, every=4, probe=policy_probe(...)))
 
 Cost: one greedy batch per set per measurement (HF generate on the live weights, not the vLLM rollout
@@ -31,10 +32,13 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from transformers import TrainerCallback
+from trl.models import unwrap_model_for_generation
 
 from coa.agent import Budget, drive, start_episode
+from coa.engines import make_engine
 from coa.formats import FormatPreset
 from coa.prompts import PromptConfig, render_prompt
+from coa.questions import load_questions
 
 # A probe: (trainer, questions) -> one row per question with "reward", "correctness" and "search_calls". A
 # question is a dict with "id", "golden_answers" and either "question" (rendered with the stage's prompt) or
@@ -64,10 +68,6 @@ def policy_probe(prompt: PromptConfig, fmt: FormatPreset, budget: Budget, tools:
                  searcher=None) -> Probe:
     """The probe of an RL stage: its policy's live weights, greedy, one rollout per question, in eval mode
     (no LoRA dropout), gradient checkpointing off for the generation as in the stage's own rollouts."""
-    from trl.models import unwrap_model_for_generation
-
-    from coa.engines import make_engine
-
     def probe(trainer, questions: Sequence[dict]) -> list[dict]:
         tok = trainer.processing_class
         episodes = [start_episode(q.get("prompt") or render_prompt(tok, q["question"], prompt), tok,
@@ -132,8 +132,6 @@ class HeldoutReward(TrainerCallback):
 def heldout_questions(path: str, limit: int, pool: Sequence[dict]) -> list[dict]:
     """The first ``limit`` questions of ``path``, refused if any is in the training ``pool`` (by id, or by
     question text where the pool rows have it): a held-out reward must come from questions never trained on."""
-    from coa.questions import load_questions
-
     questions = load_questions(path, limit=limit or None)
     ids = {q["id"] for q in pool}
     texts = {q["question"].strip().lower() for q in pool if q.get("question")}
@@ -145,8 +143,8 @@ def heldout_questions(path: str, limit: int, pool: Sequence[dict]) -> list[dict]
     return questions
 
 
-def for_stage(trainer, stage, prompt: PromptConfig, fmt: FormatPreset, budget: Budget, reward_funcs: Sequence,
-              searcher=None) -> HeldoutReward:
+def heldout_callback(trainer, stage, prompt: PromptConfig, fmt: FormatPreset, budget: Budget,
+                     reward_funcs: Sequence, searcher=None) -> HeldoutReward:
     """The callback of an RL stage's settings: ``heldout_reward_every`` steps, the first ``heldout_limit`` of
     ``heldout_questions`` (checked against the stage's pool, the trainer's dataset) as ``heldout``, and the
     first ``heldout_limit`` of the pool itself, with the prompts it trains on, as ``pool``."""

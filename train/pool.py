@@ -4,8 +4,7 @@
 
 GRPO learns from a question only where its group's rewards differ: the advantage is each reward minus
 the group's mean, so a question every rollout fails (or every rollout solves alike) adds nothing but
-its compute. After SFT most questions are of that kind for a small student: 9 of the 16 questions the
-default run's RL-2 trained on scored 0 in all 4 rollouts before and after (docs/experiments/rl2_learning.md).
+its compute. After SFT most questions are of that kind for a small student (docs/experiments/rl2_learning.md).
 This step rolls out the stage's start checkpoint ``samples`` times on each of the first ``candidates``
 questions of the stage's pool, in the stage's own environment (tools, budget, search, temperature) with
 its reward functions, all read from params.yaml's ``train`` section, and keeps the questions whose
@@ -22,9 +21,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coa.agent import drive, start_episode, written_observations
 from coa.config import build, cli, resolve
 from coa.errors import entry_point
+from coa.formats import get_format
 from coa.io import write_json, write_text
+from coa.model import load_policy
+from coa.prompts import render_prompt
+from coa.questions import DEFAULT_QUESTIONS, load_questions
+from train.config import TrainConfig
+from train.rewards import make_rewards
 
 SEED = 1234  # rollout k of question i samples with SEED + 1000 * (i * samples + k) (+ the call index)
 
@@ -53,7 +59,6 @@ class PoolConfig:
 
 def train_config(stage: str):
     """params.yaml's ``train`` section (and the shared format, prompt and search) as ``train.run`` reads it."""
-    from train.config import TrainConfig
 
     values, _ = resolve(TrainConfig, "train", [f"stage={stage}"])
     return build(TrainConfig, values, "train")
@@ -63,12 +68,7 @@ def rollouts(model: str, questions: list[dict], train, stage_name: str, samples:
              searcher=None) -> list[dict]:
     """``samples`` rollouts per question of ``model`` in the stage's environment, each with its rewards
     (seeded per rollout: the same question and sample draw alike for every checkpoint)."""
-    from coa.agent import drive, start_episode, written_observations
-    from coa.formats import get_format
-    from coa.prompts import render_prompt
-    from coa.model import load_policy
-    from train.rewards import make_rewards
-    from train.rl import rollout_budget
+    from train.rl import rollout_budget  # heavy: TRL loads only when rollouts are scored
 
     stage = getattr(train, stage_name)
     fmt = get_format(train.format)
@@ -102,8 +102,6 @@ def informative(rewards: list[float]) -> bool:
 
 
 def select(cfg: PoolConfig) -> dict:
-    from coa.questions import DEFAULT_QUESTIONS, load_questions
-
     train = train_config(cfg.stage)
     stage = getattr(train, cfg.stage)
     source = cfg.questions or stage.questions or DEFAULT_QUESTIONS

@@ -81,7 +81,7 @@ def start_vllm(trainer, kv_cache_gib: float):
 def policy_weights(trainer):
     """The policy's weights under checkpoint names, as a stream the engine loads one tensor at a time. With a
     LoRA adapter, each adapted layer's weight is computed as base + delta when the engine reaches it, so a sync
-    holds one merged weight at a time (building them all first cost +1.39 GB at 135M: docs/bench_rl_memory.md);
+    holds one merged weight at a time (building them all first costs memory: docs/bench_rl_memory.md);
     the model itself is left untouched: merging in place and unmerging again would drift the frozen base
     weights by rounding at every sync."""
     model = trainer.accelerator.unwrap_model(trainer.model)

@@ -134,15 +134,15 @@ def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: Ste
         stats = {"questions": len(dataset)}
     model = load_model(start, tok)
     if stage == "sft1":
-        from train.preference import build_sft1_trainer
+        from train.preference import build_sft1_trainer  # heavy: TRL loads only for the stage that trains
 
         trainer = build_sft1_trainer(cfg, model, tok, dataset, out, callbacks=[log])
     elif stage in ("sft2", "sft3"):
-        from train.sft import build_sft_trainer
+        from train.sft import build_sft_trainer  # heavy: TRL loads only for the stage that trains
 
         trainer = build_sft_trainer(cfg, settings, model, tok, dataset, out, callbacks=[log])
     else:
-        from train.rl import build_rl_trainer
+        from train.rl import build_rl_trainer  # heavy: TRL loads only for the stage that trains
 
         trainer = build_rl_trainer(cfg, settings, model, tok, dataset, out, callbacks=[log])
     return trainer, tok, stats

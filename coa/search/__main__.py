@@ -23,7 +23,7 @@ from coa.config import cli
 from coa.errors import entry_point
 from coa.search.backends import BACKENDS, DEFAULT_BACKEND
 from coa.search.corpus import DEFAULT_CORPUS
-from coa.search.index import RETRIEVERS
+from coa.search.index import RETRIEVERS, build_index, load_searcher
 from coa.search.server import MAX_TOPK, Limits
 
 DEFAULT_INDEX = "runs/index"
@@ -149,18 +149,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(command: str, cfg) -> None:
     if command == "build":
-        from coa.search.index import build_index
 
         out = build_index(cfg.corpus, cfg.out, dense=cfg.dense, backend=cfg.backend, skip_bad=cfg.skip_bad,
                           force=cfg.force, **cfg.options())
         print(json.dumps(json.loads((out / "index.json").read_text())))
     elif command == "serve":
-        from coa.search.server import serve
+        from coa.search.server import serve  # heavy: fastapi and uvicorn load only for serve
 
         print(f"serving {cfg.index} ({cfg.retriever}) on http://{cfg.host}:{cfg.port}", file=sys.stderr)
         serve(cfg.index, cfg.host, cfg.port, cfg.retriever, cfg.backend or None, cfg.limits())
     else:
-        from coa.search.index import load_searcher
 
         searcher = load_searcher(cfg.index, cfg.retriever, cfg.backend or None)
         for question in cfg.question:

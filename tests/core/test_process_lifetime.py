@@ -147,6 +147,17 @@ def test_a_signalled_entry_point_leaves_no_process(sig):
     assert left == []
 
 
+def test_a_server_that_dies_while_starting_is_one_line_with_its_last_error(tmp_path):
+    from coa.procs import ServerFailed
+
+    crash = "import sys; print('loading'); print('ValueError: no config.json in /models/x'); sys.exit(1)"
+    log, port = tmp_path / "server.log", free_port()
+    with pytest.raises(ServerFailed) as e:
+        Server([sys.executable, "-c", crash], f"http://127.0.0.1:{port}/", log=log).start(30)
+    assert str(e.value) == (f"the server exited with code 1 before answering at http://127.0.0.1:{port}/ "
+                            f"({sys.executable} -c {crash} ...); in its log {log}: ValueError: no config.json in /models/x")
+
+
 def test_a_signal_while_waiting_for_the_server_stops_it():
     port = free_port()
     server = Server(stubborn_cmd(port), f"http://127.0.0.1:{free_port()}/", grace=1)  # never ready: nobody there

@@ -227,11 +227,13 @@ def test_a_side_below_min_n_is_said():
 
 def test_run_reports_n_per_side_and_notes(branch_files, tokenizer, tmp_path, monkeypatch):
     import coa.model
+    import evaluate.when_to_act as when_to_act
     from evaluate.when_to_act import run
     from tests.evaluate.test_when_to_act import Oracle
 
     branches, trajectories, eval_questions = branch_files
-    monkeypatch.setattr(coa.model, "load_policy", lambda *a, **k: (Oracle(tokenizer), tokenizer))
+    for module in (coa.model, when_to_act):  # wherever run() finds load_policy
+        monkeypatch.setattr(module, "load_policy", lambda *a, **k: (Oracle(tokenizer), tokenizer), raising=False)
     cfg = build(WhenToActConfig, {"models": ["oracle"], "points": "branches", "branches": str(branches),
                                   "trajectories": [str(p) for p in trajectories], "eval_questions": str(eval_questions),
                                   "min_n": 2, "max_tokens": 32, "bootstrap": 50, "out": str(tmp_path / "w.json")},

@@ -12,7 +12,7 @@ import pytest
 
 from coa.agent import Budget, run_episode, start_episode
 from coa.engines import RequestRejected, make_engine
-from coa.engines.chat import extract_answer
+from coa.engines.chat import extract_answer, result_text
 from coa.formats import AUTOCOA, SEARCH_R1
 from coa.search.batching import SearchBatcher
 from synth.run import main
@@ -67,7 +67,8 @@ def test_native_tool_calls_become_the_format_and_round_trip(key, stream, fmt, to
         assert "I should look this up" in ep.completion  # the reasoning became the model's reasoning text
     transcript = json.loads(ep.engine_state["transcript"])
     tool_msgs = [m for m in transcript["messages"] if m["role"] == "tool"]
-    assert [m["content"] for m in tool_msgs] == [s["text"].strip() for s in observations]
+    # the teacher reads the results as plain text: no student-format markup it could quote back
+    assert [m["content"] for m in tool_msgs] == [result_text(s["text"], fmt) for s in observations]
     assert transcript["reply"]["content"].endswith(f"Final answer: {first_title}")
     assert engine.stats()["chat_turns_without_reasoning"] == (3 if key is None else 0)
 
@@ -123,7 +124,7 @@ def test_branches_replay_the_prefix_then_force_or_forbid_the_search(tokenizer, s
     assert forced and forced[0]["tool_choice"]["function"]["name"] == "search"
     replay = forced[0]["messages"]  # the prefix, rebuilt as an assistant tool call and its tool result
     assert replay[2]["tool_calls"][0]["id"] == "call_0" and replay[3] == {
-        "role": "tool", "tool_call_id": "call_0", "content": prefix[1]["text"].strip()}
+        "role": "tool", "tool_call_id": "call_0", "content": result_text(prefix[1]["text"], SEARCH_R1)}
     assert False in by_tools  # the forbidden branch was offered no tool
     assert forbid.finish_reason == "answer" and forbid.n_actions == 0  # (run_job adds the prefix's searches)
     branch = SEARCH_R1.parse(force.completion)

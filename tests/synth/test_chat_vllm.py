@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from coa.engines.chat import result_text
 from coa.formats import SEARCH_R1
 from coa.trajectory import FINISH_REASONS, read_trajectories
 
@@ -46,4 +47,4 @@ def test_native_tool_calls_on_vllm_drive_the_loop_end_to_end(teacher_url, index_
         obs = next(s for s in t.segments if s["kind"] == "observation")
         docs = searcher.search([first_query], 3)[0]
         assert obs["doc_ids"] == [d.id for d in docs] and obs["text"] == SEARCH_R1.observation(docs)
-        assert results[0]["content"] == obs["text"].strip()  # what the teacher read is what the row stores
+        assert results[0]["content"] == result_text(obs["text"], SEARCH_R1)  # the row's observation, unwrapped

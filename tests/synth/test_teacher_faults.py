@@ -103,6 +103,7 @@ def test_a_teacher_that_fails_its_start_check_is_one_line_and_exit_3(fault, inde
             assert not api.requests  # nothing was generated
     err = one_line(capsys.readouterr().err)
     assert err.startswith("synth: teacher unavailable at start: ")
+    assert not out.exists()  # the folder this run made (lock, fingerprint) goes again
     assert {"unreachable": "APIConnectionError", "status_500": "answered 500", "hanging": "APITimeoutError",
             "html_models": "/models answered something that is not JSON",
             "foo_models": "/models answered something that is not a model list"}[fault] in err
