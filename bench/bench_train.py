@@ -1,17 +1,31 @@
-"""Seconds per optimizer step and peak memory of each training stage on the embedded SmolLM2-135M.
+"""Training throughput of each stage on the embedded SmolLM2-135M, float32 against bf16 mixed precision.
 
     python bench/bench_train.py [--sets runs/curate/sets --index runs/index] [--steps 2] [--threads 2]
-                                [--out bench/out/train.json]
+                                [--precisions fp32,bf16] [--stages sft1,sft2,sft3,rl1,rl2]
+                                [--lengths 1024,1280,1536,2048] [--out bench/out/train.json]
 
-Each stage runs as the real CLI (``python -m train.run stage=…``) in its own process, chained from the
-base model like the pipeline (sft1 → sft2 → sft3 → rl1 → rl2), at the default run's settings
-(``params.yaml``: micro-batch, accumulation, sequence length, RL group, engine, β, gradient
-checkpointing, the search environment) with only ``max_steps`` cut to ``--steps``; the numbers are the
-child's own ``metrics.json`` (mean wall time per optimizer step, peak RSS). With ``--sets`` (the default
-run's ``runs/curate/sets``) the stages train on the curated sets in the run's format; without, realistic
-sets are built from real HotpotQA questions, the real corpus (BM25) and the real chat template with its
-worked example (``tests/fixtures/trajectories.py``), and pairs are taken at each CoA trajectory's first
-decision (search call vs. answering without searching).
+Each stage runs as the real CLI (``python -m train.run stage=…``) in its own process, chained from the base
+model like the pipeline (sft1 → sft2 → sft3 → rl1 → rl2), at the default run's settings (``params.yaml``:
+micro-batch, accumulation, sequence length, RL group, engine, β, gradient checkpointing, the search environment)
+with only ``max_steps`` cut to ``--steps`` and ``bf16`` set per precision; each precision has its own chain.
+Per stage it prints seconds per optimizer step, real tokens per second of the passes with gradients, the
+padding fraction, achieved FLOP/s and MFU: the FLOP/s over this machine's own matmul peak for that precision,
+measured in the same process before and after the stages (float32 and bf16 GEMMs at 2048³ and at the model's
+MLP and LM-head shapes, on the same threads; the best rate counts). Beside each stage, one isolated forward and
+backward of a sequence of the stage's mean length (same model, same precision and checkpointing) says what the
+stage loses around its matmuls (data, optimizer, logging, rollouts).
+
+FLOPs are model FLOPs (the MFU convention: a forward recomputed by gradient checkpointing does not count), from
+the stage's own token counts (``metrics.json`` → ``tokens``, ``train.common.TokenCount``): per real token 6N for
+a pass with gradients and 2N without, N = the model's parameters (each takes part in a matmul; the tied embedding
+as the LM head), plus causal attention 6·layers·width·L² per sequence of L tokens with gradients (2·… without);
+RL adds 2N per token its rollouts processed (TRL's ``num_tokens``: prompts, completions and observations). Padding
+is computed but not useful, so it lowers MFU.
+
+With ``--sets`` (the default run's ``runs/curate/sets``) the stages train on the curated sets in the run's format
+and ``--lengths`` prints what each ``max_length`` keeps of the SFT-2 sets (``train.data.length_cut``); without,
+realistic sets are built from real HotpotQA questions, the real corpus (BM25) and the real chat template with its
+worked example (``tests/fixtures/trajectories.py``), and pairs are taken at each CoA trajectory's first decision.
 """
 from __future__ import annotations
 
@@ -26,6 +40,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +49,9 @@ sys.path.insert(0, str(ROOT))
 from coa.trajectory import PAIR_SCHEMA, write_trajectories  # noqa: E402
 
 STAGES = ("sft1", "sft2", "sft3", "rl1", "rl2")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# (m, k, n): a square GEMM, and the student's MLP up-projection and LM head over a 1,024-token row
+GEMMS = ((2048, 2048, 2048), (1024, 576, 1536), (1024, 576, 49152))
 
 
 def build_sets(out: Path, index: Path, n_questions: int = 24) -> None:
@@ -75,26 +93,137 @@ def examples(stage: dict, name: str) -> str:
     return f"{n} {'pairs' if name == 'sft1' else 'sequences'} ({micro}/micro-batch)"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sets", help="curated sets folder (default: build realistic ones)")
-    ap.add_argument("--index", help="coa.search index folder (default: build one of the embedded corpus)")
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "bench/out/train.json"))
-    args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    if not args.index:
-        from coa.search import DEFAULT_CORPUS, build_index
+def matmul_peak(dtype: torch.dtype, repeats: int = 5) -> float:
+    """The best GEMM rate (FLOP/s) this process reaches in ``dtype`` on its torch threads (``GEMMS``)."""
+    best = 0.0
+    for m, k, n in GEMMS:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a @ b  # warm-up: the kernel choice and the first touch of the memory
+        for _ in range(repeats):
+            started = time.perf_counter()
+            a @ b
+            best = max(best, 2 * m * k * n / (time.perf_counter() - started))
+    return best
 
-        args.index = str(build_index(DEFAULT_CORPUS, work / "index", show_progress=False))
-    sets = Path(args.sets) if args.sets else work / "sets"
-    if not args.sets:
-        sets.mkdir()
-        build_sets(sets, Path(args.index))
+
+def model_shape() -> dict:
+    """What the FLOP count needs of the student: parameters, layers, attention width."""
+    from transformers import AutoConfig
+
+    from coa.model import base_model_dir
+
+    cfg = AutoConfig.from_pretrained(base_model_dir())
+    d, layers, ff, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
+    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+    per_layer = d * d * 2 + d * kv * 2 + 3 * d * ff + 2 * d  # q, o; k, v; gate, up, down; two norms
+    return {"params": layers * per_layer + vocab * d + d, "layers": layers, "width": d}
+
+
+def stage_flops(tokens: dict, rollout_tokens: int, shape: dict) -> float:
+    """Model FLOPs of a stage from its token counts (see the module docstring)."""
+    n, attention = shape["params"], shape["layers"] * shape["width"]
+    return (6 * n * tokens["forward_backward_tokens"] + 6 * attention * tokens["forward_backward_attention"]
+            + 2 * n * tokens["forward_only_tokens"] + 2 * attention * tokens["forward_only_attention"]
+            + 2 * n * rollout_tokens)
+
+
+def isolated_tokens_per_second(length: int, bf16: bool, checkpointing: bool, repeats: int = 2) -> float:
+    """Real tokens per second of one forward and backward of a ``length``-token sequence, best of ``repeats``."""
+    from transformers import AutoModelForCausalLM
+
+    from coa.model import base_model_dir
+
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir(), dtype=torch.float32)
+    model.train()
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    ids = torch.randint(100, 40000, (1, length), generator=torch.Generator().manual_seed(0))
+    best = 0.0
+    for _ in range(repeats + 1):  # the first one warms up
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        best = max(best, length / (time.perf_counter() - started))
+    return best
+
+
+def length_report(sets: Path, limits: list[int]) -> list[dict]:
+    """What each ``max_length`` keeps of the SFT-2 sets (coa + cot), by ``train.data.length_cut``."""
+    from transformers import AutoTokenizer
+
+    from coa.model import base_model_dir
+    from coa.trajectory import read_table
+    from train.data import length_cut, search_calls, sft_features
+
+    tok = AutoTokenizer.from_pretrained(base_model_dir())
+    lengths, searches = [], []
+    for name in ("coa.parquet", "cot.parquet"):
+        for row in read_table(sets / name).to_pylist():
+            lengths.append(len(sft_features(tok, row["prompt"], row["segments"], False)["input_ids"]))
+            searches.append(search_calls(row))
+    return [{**length_cut(lengths, searches, limit),
+             "kept_tokens": sum(n for n in lengths if n <= limit)} for limit in limits]
+
+
+def run_chain(work: Path, params: dict, precision: str, stages: list[str], threads: int) -> list[dict]:
+    """Each of ``stages`` through the CLI, chained, in ``precision``; each stage's metrics."""
+    runs = work / precision
+    section = {**params["train"], "runs_dir": str(runs), "bf16": precision == "bf16"}
+    params_file = work / f"params_{precision}.yaml"
+    params_file.write_text(yaml.safe_dump({**params, "train": section}))
+    out = []
+    for stage in stages:
+        started = time.time()
+        subprocess.run([sys.executable, "-m", "train.run", f"stage={stage}"], cwd=ROOT, check=True,
+                       env={**os.environ, "COA_PARAMS": str(params_file), "OMP_NUM_THREADS": str(threads)},
+                       stdout=subprocess.DEVNULL)
+        metrics = json.loads((runs / stage / "metrics.json").read_text())
+        out.append({"stage": stage, "precision": precision, "process_seconds": round(time.time() - started, 1),
+                    "load_average": os.getloadavg(), **metrics})
+        print(json.dumps({k: out[-1][k] for k in ("stage", "precision", "steps", "seconds_per_step", "tokens")}))
+    return out
+
+
+def summarise(metrics: dict, peak: dict, shape: dict, isolated: float, params: dict) -> dict:
+    tokens, precision, stage = metrics["tokens"], metrics["precision"], metrics["stage"]
+    rollout = int(float(metrics["last"].get("num_tokens", 0))) if stage.startswith("rl") else 0
+    flops = stage_flops(tokens, rollout, shape) / tokens["seconds"]
+    return {"stage": stage, "precision": precision, "per_step": examples(params[stage], stage),
+            "steps": metrics["steps"],
+            "seconds_per_step": round(metrics["seconds_per_step"], 1),
+            "tokens_per_second": tokens["forward_backward_tokens_per_second"],
+            "isolated_tokens_per_second": round(isolated, 1),
+            "mean_length": round(tokens["forward_backward_tokens"] / max(tokens["forward_backward_sequences"], 1)),
+            "padding_fraction": tokens["padding_fraction"], "gflops": round(flops / 1e9, 1),
+            "mfu": round(flops / peak[precision], 4), "peak_rss_gb": metrics["peak_rss_gb"],
+            "gradient_checkpointing": params.get("gradient_checkpointing", False), "data": metrics["data"]}
+
+
+def print_tables(rows: list[dict], peak: dict, lengths: list[dict]) -> None:
+    print(f"\nmatmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s")
+    print("| stage | per step | precision | s/step | tokens/s | isolated fwd+bwd tokens/s (mean length) | padding | "
+          "GFLOP/s | MFU | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['stage']} | {r['per_step']} | {r['precision']} | {r['seconds_per_step']} | "
+              f"{r['tokens_per_second']:.0f} | "
+              f"{r['isolated_tokens_per_second']:.0f} ({r['mean_length']}) | {r['padding_fraction']:.3f} | "
+              f"{r['gflops']:.1f} | {100 * r['mfu']:.1f}% | {r['peak_rss_gb']} |")
+    if lengths:
+        print("\n| max_length | kept | dropped | token share dropped | searches/kept | searches/dropped | "
+              "2+ searches kept | dropped | tokens kept |\n|---|---|---|---|---|---|---|---|---|")
+        for c in lengths:
+            print(f"| {c['max_length']} | {c['kept']} | {c['dropped']} | {c['truncation_token_fraction']:.3f} | "
+                  f"{c['searches_per_kept']} | {c['searches_per_dropped']} | {c['multi_search_kept']} | "
+                  f"{c['multi_search_dropped']} | {c['kept_tokens']} |")
+
+
+def bench_params(args, work: Path) -> dict:
+    """The default run's params with the bench's sets, index, threads and steps."""
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
-    section = {**defaults["train"], "runs_dir": str(work / "runs"), "sets_dir": str(sets), "num_threads": args.threads,
-               "rl": {"max_steps": 0}}
+    sets = Path(args.sets) if args.sets else work / "sets"
+    section = {**defaults["train"], "sets_dir": str(sets), "num_threads": args.threads, "rl": {"max_steps": 0}}
     for stage in STAGES:
         section[stage] = {**section[stage], "max_steps": args.steps}
         if stage.startswith("rl"):  # the curated RL pool, or (built sets have none) the embedded questions
@@ -103,27 +232,49 @@ def main() -> None:
     params = {"train": section, "search": {**defaults["search"], "index": args.index}}
     if args.sets:  # the curated sets were written in the run's format and prompt
         params.update(format=defaults["format"], prompt=defaults["prompt"])
-    params_file = work / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params))
-    per_step = {stage: examples(section[stage], stage) for stage in STAGES}
-    results = []
-    for stage in STAGES:
-        started = time.time()
-        subprocess.run([sys.executable, "-m", "train.run", f"stage={stage}"], cwd=ROOT, check=True,
-                       env={**os.environ, "COA_PARAMS": str(params_file)}, stdout=subprocess.DEVNULL)
-        m = json.loads((work / "runs" / stage / "metrics.json").read_text())
-        results.append({"stage": stage, "per_step": per_step[stage], "steps": m["steps"],
-                        "seconds_per_step": round(m["seconds_per_step"], 1), "peak_rss_gb": m["peak_rss_gb"],
-                        "process_seconds": round(time.time() - started, 1), "data": m["data"]})
-        print(json.dumps(results[-1]))
+    return params
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", help="curated sets folder (default: build realistic ones)")
+    ap.add_argument("--index", help="coa.search index folder (default: build one of the embedded corpus)")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--stages", default=",".join(STAGES), help="a chain from sft1, in order")
+    ap.add_argument("--lengths", default="1024,1280,1536,2048", help="max_length values to report (with --sets)")
+    ap.add_argument("--out", default=str(ROOT / "bench/out/train.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    if not args.index:
+        from coa.search import DEFAULT_CORPUS, build_index
+
+        args.index = str(build_index(DEFAULT_CORPUS, work / "index", show_progress=False))
+    if not args.sets:
+        (work / "sets").mkdir()
+        build_sets(work / "sets", Path(args.index))
+    params = bench_params(args, work)
+    stages, precisions = args.stages.split(","), args.precisions.split(",")
+    peaks = [{p: matmul_peak(PRECISIONS[p]) for p in PRECISIONS}]
+    runs = [m for p in precisions for m in run_chain(work, params, p, stages, args.threads)]
+    peaks.append({p: matmul_peak(PRECISIONS[p]) for p in PRECISIONS})
+    peak = {p: max(x[p] for x in peaks) for p in PRECISIONS}
+    shape, checkpointing = model_shape(), params["train"].get("gradient_checkpointing", False)
+    rows = []
+    for m in runs:
+        tokens = m["tokens"]
+        length = max(1, round(tokens["forward_backward_tokens"] / max(tokens["forward_backward_sequences"], 1)))
+        isolated = isolated_tokens_per_second(length, m["precision"] == "bf16", checkpointing)
+        rows.append(summarise(m, peak, shape, isolated, params["train"]))
+    lengths = length_report(Path(args.sets), [int(x) for x in args.lengths.split(",")]) if args.sets else []
     report = {"model": "SmolLM2-135M-Instruct", "threads": args.threads, "sets": args.sets or "built",
-              "gradient_checkpointing": section.get("gradient_checkpointing", False), "load_average": os.getloadavg(),
-              "cpus": os.cpu_count(), "results": results}
+              "steps": args.steps, "matmul_peak_flops": peak, "matmul_peaks_before_after": peaks, "shape": shape,
+              "load_average": os.getloadavg(), "cpus": os.cpu_count(), "results": rows, "lengths": lengths}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print("| stage | per step | s/step | peak RSS GB |\n|---|---|---|---|")
-    for r in results:
-        print(f"| {r['stage']} | {r['per_step']} | {r['seconds_per_step']} | {r['peak_rss_gb']} |")
+    print_tables(rows, peak, lengths)
 
 
 if __name__ == "__main__":

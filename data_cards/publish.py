@@ -184,7 +184,7 @@ def answer_text(response, token: str) -> str:
 
 def failure(error: BaseException, timeout_s: float) -> str:
     """One clause for what went wrong with a request: ``METHOD URL answered STATUS ...`` or no answer in time."""
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError  # heavy: huggingface_hub loads only for an upload
 
     if isinstance(error, HfHubHTTPError) and error.response is not None:
         r = error.response

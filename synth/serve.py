@@ -33,6 +33,7 @@ import httpx
 
 from coa.config import cli
 from coa.errors import BadInput, entry_point
+from coa.model import base_model_dir
 from coa.procs import Server, is_up, require_free_port
 
 HOST = "127.0.0.1"  # the embedded engine never listens beyond loopback
@@ -77,8 +78,6 @@ class ServeConfig:
 def model_dir(cfg: ServeConfig) -> Path:
     if cfg.model:
         return Path(cfg.model)
-    from coa.model import base_model_dir
-
     return base_model_dir()
 
 

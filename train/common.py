@@ -82,13 +82,25 @@ def peft_config(cfg: TrainConfig, stage: StageConfig):
 
 
 class TokenCount:
-    """What a stage's forward passes computed: token positions (``computed``, padding included) and real tokens,
-    split into passes with gradients (forward and backward: ``backward``) and without (RL's old-policy
-    log-probs, a DPO reference). ``attention`` sums each real sequence's length squared, the quantity attention's cost
-    follows. A trainer calls ``add`` once per pass; ``train.run`` writes ``summary`` into the stage's metrics."""
+    """What a stage's forward passes computed: token positions (padding included) and real tokens, for passes with
+    gradients (forward and backward) and without (RL's old-policy log-probs, a DPO reference). Per kind of pass it
+    also counts sequences and sums their lengths squared, the quantity attention's cost follows (``bench/
+    bench_train.py`` turns the counts into FLOPs). A trainer calls ``add`` once per pass; ``train.run`` writes
+    ``summary`` into the stage's metrics."""
+
+    KINDS = ("forward_backward", "forward_only")
 
     def __init__(self) -> None:
-        self.computed = self.real = self.backward = self.attention = 0
+        self.computed = 0
+        self.counts = {kind: {"tokens": 0, "sequences": 0, "attention": 0} for kind in self.KINDS}
+
+    @property
+    def real(self) -> int:
+        return sum(c["tokens"] for c in self.counts.values())
+
+    @property
+    def backward(self) -> int:
+        return self.counts["forward_backward"]["tokens"]
 
     def add(self, mask: torch.Tensor, position_ids: torch.Tensor | None = None, backward: bool | None = None) -> None:
         """One pass over a batch: ``mask`` (rows x positions) is 1 at real tokens; padding-free rows (several
@@ -98,22 +110,23 @@ class TokenCount:
         if position_ids is not None:
             starts = (position_ids == 0).flatten().nonzero().flatten().tolist() + [position_ids.numel()]
             lengths = [b - a for a, b in zip(starts, starts[1:])]
-            computed = position_ids.numel()
+            self.computed += position_ids.numel()
         else:
-            lengths = mask.sum(dim=1).tolist()
-            computed = mask.numel()
-        real = int(sum(lengths))
-        self.computed += computed
-        self.real += real
-        self.backward += real if backward else 0
-        self.attention += int(sum(n * n for n in lengths))
+            lengths = [n for n in mask.sum(dim=1).tolist() if n]
+            self.computed += mask.numel()
+        count = self.counts["forward_backward" if backward else "forward_only"]
+        count["tokens"] += int(sum(lengths))
+        count["sequences"] += len(lengths)
+        count["attention"] += int(sum(n * n for n in lengths))
 
     def summary(self, seconds: float | None = None) -> dict:
-        """The stage's metrics: tokens, the padding fraction (computed positions that held no token) and, given
-        the training time, real tokens of passes with gradients per second."""
-        out = {"computed_tokens": self.computed, "real_tokens": self.real, "forward_backward_tokens": self.backward,
-               "forward_only_tokens": self.real - self.backward, "attention_square_tokens": self.attention,
+        """The stage's metrics: computed and real tokens, the padding fraction (computed positions that held no
+        token), the counts per kind of pass and, given the seconds the optimizer steps took, real tokens of passes
+        with gradients per second."""
+        out = {"computed_tokens": self.computed, "real_tokens": self.real,
                "padding_fraction": round(1 - self.real / self.computed, 6) if self.computed else 0.0}
+        for kind, count in self.counts.items():
+            out.update({f"{kind}_{name}": value for name, value in count.items()})
         if seconds:
-            out["forward_backward_tokens_per_second"] = round(self.backward / seconds, 2)
+            out.update(seconds=round(seconds, 3), forward_backward_tokens_per_second=round(self.backward / seconds, 2))
         return out

@@ -217,7 +217,7 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
                                              "stage": dataclasses.asdict(getattr(cfg, stage))}, default=str)
         metrics = write_metrics(tmp, stage, log, {"start_model": str(start), "train_loss": result.training_loss,
                                                   "data": stats, "bf16": trainer.args.bf16,
-                                                  "tokens": trainer.tokens.summary(result.metrics["train_runtime"]),
+                                                  "tokens": trainer.tokens.summary(sum(log.step_seconds)),
                                                   **extra})
     drop_resume_checkpoints(work_dir(cfg, stage))
     trainer.accelerator.wait_for_everyone()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from coa.config import cli
 from coa.errors import entry_point
+from coa.procs import require_free_port
 from coa.search.backends import BACKENDS, DEFAULT_BACKEND
 from coa.search.corpus import DEFAULT_CORPUS
 from coa.search.index import RETRIEVERS, build_index, load_searcher
@@ -149,13 +150,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(command: str, cfg) -> None:
     if command == "build":
-
         out = build_index(cfg.corpus, cfg.out, dense=cfg.dense, backend=cfg.backend, skip_bad=cfg.skip_bad,
                           force=cfg.force, **cfg.options())
         print(json.dumps(json.loads((out / "index.json").read_text())))
     elif command == "serve":
         from coa.search.server import serve  # heavy: fastapi and uvicorn load only for serve
 
+        require_free_port(cfg.host, cfg.port, "--port N")  # before the "serving" line: a port in use is one line
         print(f"serving {cfg.index} ({cfg.retriever}) on http://{cfg.host}:{cfg.port}", file=sys.stderr)
         serve(cfg.index, cfg.host, cfg.port, cfg.retriever, cfg.backend or None, cfg.limits())
     else:

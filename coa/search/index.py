@@ -21,7 +21,7 @@ import numpy as np
 
 from coa.io import OWNER_FILE, NotOurs, atomic_output, clear_replaced, mark_folder, replaceable, written_by
 from coa.search import dense
-from coa.search.backends import BACKENDS, DEFAULT_BACKEND, RowSearch, load_backend
+from coa.search.backends import BACKENDS, DEFAULT_BACKEND, RowSearch, load_backend, read_json
 from coa.search.corpus import read_corpus
 from coa.search.store import DocumentStore, write_store
 from coa.search.types import Doc
@@ -84,7 +84,7 @@ class Index:
         if not meta_file.is_file():
             raise FileNotFoundError(f"{self.path}: not a coa.search index (no {META}); "
                                     f"build one with `python -m coa.search build --out {self.path}`")
-        self.meta = json.loads(meta_file.read_text())
+        self.meta = read_json(meta_file, self.path)
         self.backend = self._check(self.meta, backend_name)
         self.store = DocumentStore(self.path)
 

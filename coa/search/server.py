@@ -21,7 +21,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
+from coa.procs import require_free_port
 from coa.search.batching import MAX_BATCH, SearchBatcher
+from coa.search.index import Index
 from coa.search.types import Searcher
 
 MAX_TOPK = 100
@@ -136,9 +138,6 @@ def exposure_warning(host: str, port: int) -> str | None:
 def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, retriever: str = "bm25",
           backend: str | None = None, limits: Limits = Limits()) -> None:
     import uvicorn
-
-    from coa.procs import require_free_port
-    from coa.search.index import Index
 
     require_free_port(host, port, "--port N")  # before loading the index; uvicorn would only log it and exit 3
     index = Index(index_dir, backend)

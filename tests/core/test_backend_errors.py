@@ -5,6 +5,7 @@ misled (``pickled (object) data``) (16); a retriever URL answering HTML or JSON 
 ended synthesis in an ExceptionGroup traceback (17)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -18,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from coa.errors import BadInput
 from coa.procs import free_port
 from coa.search import DEFAULT_CORPUS, RetrieverClient, build_index, load_corpus
 from coa.search.__main__ import main
+from coa.search.backends import read_json
 
 ROOT = Path(__file__).resolve().parents[2]
 N_DOCS = 60
@@ -114,8 +117,6 @@ def test_a_damaged_corpus_arrow_is_named(index, damage, problem, capsys):
     assert error_line(query(index), capsys) == f"python -m coa.search: {path}: {expected}; {rebuild(index, None)}"
 
 
-@pytest.mark.xfail(strict=True, reason="needs coa/search/index.py to read index.json with "
-                                       "coa.search.backends.read_json (asked of the owner of index.py)")
 @pytest.mark.parametrize("content", ['{"backend": "bm25s", ', "", "[1, 2]"])
 def test_a_corrupt_index_json_is_named(index, content, capsys):
     (index / "index.json").write_text(content)
@@ -126,9 +127,6 @@ def test_a_corrupt_index_json_is_named(index, content, capsys):
 
 def test_read_json_names_a_corrupt_file(tmp_path):
     """What index.py is asked to call for index.json (until then, the test above is expected to fail)."""
-    from coa.errors import BadInput
-    from coa.search.backends import read_json
-
     path = tmp_path / "index.json"
     path.write_text('{"backend": "bm25s", ')
     with pytest.raises(BadInput) as e:
@@ -194,7 +192,7 @@ def test_an_elasticsearch_url_refusing_connections_is_one_line(index, capsys):
 
 
 def test_an_elasticsearch_url_that_never_answers_is_one_line(index, capsys, monkeypatch):
-    from coa.search.backends import elasticsearch
+    from coa.search.backends import elasticsearch  # heavy: the elasticsearch client
 
     monkeypatch.setattr(elasticsearch, "PROBE_TIMEOUT_S", 1)
     with socket.socket() as silent:  # accepts connections, never answers
@@ -264,8 +262,6 @@ WRONG_ANSWERS = [
 @pytest.mark.parametrize("status, body, content_type, message", WRONG_ANSWERS, ids=["html", "no-result", "malformed",
                                                                                       "too-few", "404"])
 def test_a_wrong_answer_is_one_connection_error_at_once(status, body, content_type, message):
-    import asyncio
-
     with Answering(status, body, content_type) as server:
         client = RetrieverClient(server.url, retries=3, backoff=5)  # no retry: it would wait 5 s
         with pytest.raises(ConnectionError) as e:

@@ -27,7 +27,9 @@ import psutil
 import pytest
 
 from coa.errors import BadInput, Terminated, signals_unwind
-from coa.procs import Server, free_port, is_up
+from coa.procs import Server, ServerFailed, free_port, is_up
+from coa.questions import DEFAULT_QUESTIONS
+from coa.search.__main__ import main as search_main
 from synth.serve import ServeConfig, start_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,8 +150,6 @@ def test_a_signalled_entry_point_leaves_no_process(sig):
 
 
 def test_a_server_that_dies_while_starting_is_one_line_with_its_last_error(tmp_path):
-    from coa.procs import ServerFailed
-
     crash = "import sys; print('loading'); print('ValueError: no config.json in /models/x'); sys.exit(1)"
     log, port = tmp_path / "server.log", free_port()
     with pytest.raises(ServerFailed) as e:
@@ -253,9 +253,7 @@ def test_synth_serve_on_a_port_in_use_exits_2_in_one_line(taken_port):
 
 
 def test_search_serve_on_a_port_in_use_exits_2_naming_the_port(taken_port, index_dir, capsys):
-    from coa.search.__main__ import main
-
-    assert main(["serve", "--index", str(index_dir), "--port", str(taken_port)]) == 2
+    assert search_main(["serve", "--index", str(index_dir), "--port", str(taken_port)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"python -m coa.search: port {taken_port} on 127.0.0.1 is already in use: choose another port (--port N) "
         f"or stop what listens there")
@@ -263,8 +261,6 @@ def test_search_serve_on_a_port_in_use_exits_2_naming_the_port(taken_port, index
 
 # ---- the real entry points with the real embedded vLLM engine ---------------------------------------------
 def entry_point_cmd(which: str, port: int, index_dir, tmp_path) -> list[str]:
-    from coa.questions import DEFAULT_QUESTIONS
-
     if which == "synth.run":
         return [sys.executable, "-m", "synth.run", "mode=coa", "limit=4", "teacher.kind=llm", f"serve.port={port}",
                 f"serve.log={tmp_path / 'vllm.log'}", f"search.index={index_dir}", f"out={tmp_path / 'out'}",

@@ -143,3 +143,103 @@ def test_pair_context_is_tokenised_segment_by_segment(tokenizer, sets_dir):
     assert feats["prompt_ids"] + feats["chosen_ids"] != naive  # re-tokenising the joined string would shift it
     with pytest.raises(ValueError, match="field 'prompt' is not chat_prompt"):
         pair_features(tokenizer, row | {"prompt": row["prompt"] + "x"})
+
+
+def test_the_length_cut_reports_searches_of_kept_and_dropped_sequences(tokenizer, sets_dir):
+    """The fixture's CoA trajectories made 2 and 1 searches, its CoT ones none; a limit just under the
+    two-search trajectory drops it alone, and the stats say so in sequences, tokens and searches."""
+    paths = [sets_dir / "coa.parquet", sets_dir / "cot.parquet"]
+    every, _ = sft_dataset(tokenizer, paths, False, 4096, "sft2")
+    lengths = [len(r["input_ids"]) for r in every]
+    searches = [t.n_actions for name in ("coa", "cot") for t in read_trajectories(sets_dir / f"{name}.parquet")]
+    assert sorted(searches) == [0, 0, 1, 2] and max(lengths) == lengths[searches.index(2)]
+    limit = sorted(lengths)[-2]
+    dataset, stats = sft_dataset(tokenizer, paths, False, limit, "sft2")
+    assert len(dataset) == 3 and stats["dropped_too_long"] == 1
+    assert stats["searches_per_kept"] == round(1 / 3, 4) and stats["searches_per_dropped"] == 2.0
+    assert stats["multi_search_kept"] == 0 and stats["multi_search_dropped"] == 1
+    assert stats["truncation_fraction"] == 0.25
+    assert stats["truncation_token_fraction"] == round(max(lengths) / sum(lengths), 6)
+    assert sft_dataset(tokenizer, paths, False, 4096, "sft2")[1]["searches_per_dropped"] is None
+
+
+def test_pair_stats_count_the_context_each_pair_computes_twice(tokenizer, sets_dir):
+    dataset, stats = pair_dataset(tokenizer, sets_dir / "pairs.parquet", max_length=4096)
+    context = sum(len(r["prompt_ids"]) for r in dataset)
+    total = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in dataset)
+    assert stats["prompt_tokens"] == context and stats["repeated_prompt_fraction"] == round(context / total, 6)
+    assert stats["truncation_fraction"] == stats["truncation_token_fraction"] == 0.0
+
+
+def _sft_trainer(tiny_dir, model_dir, sets_dir, out, **stage):
+    from train.config import SFT2Config, TrainConfig
+    from train.sft import build_sft_trainer
+
+    tok = load_tokenizer(tiny_dir, model_dir)
+    settings = SFT2Config(max_steps=1, max_length=4096, **stage)
+    dataset, _ = sft_dataset(tok, [sets_dir / name for name in settings.data], False, 4096, "sft2")
+    return build_sft_trainer(TrainConfig(bf16=False), settings, load_model(tiny_dir, tok), tok, dataset, out), dataset
+
+
+def test_packed_rows_keep_each_sequence_to_itself(tiny_dir, model_dir, sets_dir, tmp_path):
+    """packing=true: whole sequences side by side, position ids from 0 for each, labels as built; every token's
+    log-probs equal those of its sequence run alone (no attention across a boundary), and the trainer counts
+    no padding."""
+    import torch
+
+    trainer, dataset = _sft_trainer(tiny_dir, model_dir, sets_dir, tmp_path, packing=True,
+                                    per_device_train_batch_size=1)
+    model, by_ids = trainer.model.eval(), {tuple(r["input_ids"]): r["labels"] for r in dataset}
+    seen = []
+    for batch in trainer.get_train_dataloader():
+        positions = batch["position_ids"][0]
+        starts = (positions == 0).nonzero().flatten().tolist() + [len(positions)]
+        with torch.no_grad():
+            packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0].log_softmax(-1)
+            for a, b in zip(starts, starts[1:]):
+                ids = batch["input_ids"][0, a:b]
+                labels = by_ids[tuple(ids.tolist())]  # a whole sequence of the set, never a cut one
+                assert positions[a:b].tolist() == list(range(b - a))
+                assert batch["labels"][0, a + 1:b].tolist() == labels[1:]  # TRL masks each sequence's first token
+                alone = model(input_ids=ids[None]).logits[0].log_softmax(-1)
+                assert torch.allclose(packed[a:b], alone, atol=1e-4)
+                seen.append(tuple(ids.tolist()))
+        trainer.compute_loss(model, batch)
+    assert sorted(seen) == sorted(by_ids)
+    assert any(len(r) > 1 for r in trainer.train_dataset["seq_lengths"])  # a row holds several sequences
+    assert trainer.tokens.summary()["padding_fraction"] == 0.0 and trainer.tokens.real == sum(map(len, by_ids))
+
+
+def test_the_trainer_counts_padding_in_each_micro_batch(tiny_dir, model_dir, sets_dir, tmp_path):
+    trainer, _ = _sft_trainer(tiny_dir, model_dir, sets_dir, tmp_path, per_device_train_batch_size=2)
+    computed = real = 0
+    for batch in trainer.get_train_dataloader():
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        computed, real = computed + len(lengths) * max(lengths), real + sum(lengths)
+        trainer.compute_loss(trainer.model, batch)
+    counted = trainer.tokens.summary()
+    assert (counted["computed_tokens"], counted["real_tokens"]) == (computed, real) and computed > real
+    assert counted["padding_fraction"] == round(1 - real / computed, 6)
+
+
+def test_pair_batches_are_counted_as_cpo_computes_them(tiny_dir, model_dir, sets_dir, tmp_path):
+    """SFT-1 runs each pair's chosen and rejected rows in one forward, both padded to the longer: the count takes
+    the mask CPO builds, so the padding between the two sides is measured."""
+    import torch
+
+    from train.config import SFT1Config, TrainConfig
+    from train.preference import build_sft1_trainer, pair_mask
+
+    tok = load_tokenizer(tiny_dir, model_dir)
+    dataset, _ = pair_dataset(tok, sets_dir / "pairs.parquet", 4096)
+    cfg = TrainConfig(bf16=False, sft1=SFT1Config(per_device_train_batch_size=1, max_steps=1))
+    trainer = build_sft1_trainer(cfg, load_model(tiny_dir, tok), tok, dataset, tmp_path)
+    for batch in trainer.get_train_dataloader():
+        built = trainer.concatenated_inputs(batch, padding_value=tok.pad_token_id)["concatenated_attention_mask"]
+        assert torch.equal(pair_mask(batch), built)
+        with torch.no_grad():
+            trainer.concatenated_forward(trainer.model, batch)
+    sides = [(len(r["prompt_ids"]) + len(r["chosen_ids"]), len(r["prompt_ids"]) + len(r["rejected_ids"]))
+             for r in dataset]
+    assert trainer.tokens.computed == sum(2 * max(s) for s in sides)
+    assert trainer.tokens.real == sum(map(sum, sides)) and trainer.tokens.backward == 0
