@@ -44,6 +44,8 @@ class ReviewConfig:
 
     review: str = field(default="data/review/review.parquet", metadata={
         "help": "pull writes the review table here (row_id, decision, corrected_answer, reviewer counts) + metrics.json"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "pull into a non-empty folder that pull did not write (files of the same name are replaced)"})
     known_rows: list = field(default_factory=lambda: [f"{paths.curate('score')}/scores.parquet",
                                                       f"{paths.curate('pairs')}/pairs.parquet"],
                              metadata={"help": "parquet files whose ids a review may name besides the sets "

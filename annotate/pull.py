@@ -25,7 +25,7 @@ from annotate.client import ServerDown, down_message
 from annotate.config import ReviewConfig
 from annotate.push import set_path
 from annotate.render import n_steps, row_of
-from coa.io import atomic_output, write_json
+from coa.io import atomic_output, owned_files, write_json
 
 REVIEW_COLUMNS = {"row_id": pl.String, "decision": pl.String, "corrected_answer": pl.String,
                   "n_reviewers": pl.Int32, "n_accept": pl.Int32, "n_reject": pl.Int32, "n_swap": pl.Int32,
@@ -144,12 +144,16 @@ def pull(client, cfg: ReviewConfig) -> dict:
     dup = table.filter(pl.col("row_id").is_duplicated())
     if dup.height:
         raise ValueError(f"row {dup['row_id'][0]!r} is reviewed in two sets ({', '.join(dup['set'].to_list())})")
-    write(table, metrics, Path(cfg.review))
+    with owned_files(Path(cfg.review).parent, PULL_TOOL, "overwrite=true", cfg.overwrite):
+        write(table, metrics, Path(cfg.review))
     metrics["rows"] = table.height
     print(f"pull: {table.height} reviewed rows → {cfg.review} "
           + "; ".join(f"{n}: {m['resolved']} resolved, agreement {m['pairwise_agreement']}" for n, m in metrics["sets"].items()),
           flush=True)
     return metrics
+
+
+PULL_TOOL = "annotate.run action=pull"  # the owner its folder's marker names (data/review/ carries one)
 
 
 def write(table: pl.DataFrame, metrics: dict, path: Path) -> None:

@@ -67,3 +67,28 @@ def test_no_api_key_is_one_line_and_exit_2(tmp_path, capsys):
     assert annotate_main(["status", f"data_dir={tmp_path}", "api_url=http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("annotate: no Argilla API key") and str(tmp_path) in err
+
+
+def test_pull_refuses_a_folder_it_did_not_write(tmp_path):
+    """The review table goes into a folder pull marks as its own; anything else needs overwrite=true."""
+    import polars as pl
+
+    from annotate.pull import PULL_TOOL, write
+    from coa.io import NotOurs, owned_files
+
+    (tmp_path / "notes.md").write_text("mine")
+    table = pl.DataFrame({"row_id": ["r1"]})
+    with pytest.raises(NotOurs, match=r"folder is not empty and annotate.run action=pull did not write it"):
+        with owned_files(tmp_path, PULL_TOOL, "overwrite=true"):
+            write(table, {}, tmp_path / "review.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md"]
+
+
+def test_the_committed_review_folder_is_pulls_own():
+    from pathlib import Path
+
+    from annotate.pull import PULL_TOOL
+    from coa.io import claim_folder
+
+    review = Path(__file__).resolve().parents[2] / "data" / "review"
+    assert set(claim_folder(review, PULL_TOOL, "overwrite=true")) == {"metrics.json", "review.parquet"}

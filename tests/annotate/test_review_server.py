@@ -25,7 +25,7 @@ pytestmark = pytest.mark.server
 
 def review_cfg(stack, sample: Path, tmp_path: Path, **kw) -> ReviewConfig:
     kw.setdefault("sets_dir", str(sample / "sets"))
-    return ReviewConfig(api_url=stack.cfg.api_url, data_dir=str(stack.data), review=str(tmp_path / "review.parquet"),
+    return ReviewConfig(api_url=stack.cfg.api_url, data_dir=str(stack.data), review=str(tmp_path / "review" / "review.parquet"),
                         known_rows=[str(sample / "score" / "scores.parquet"), str(sample / "pairs" / "pairs.parquet")],
                         **kw)
 

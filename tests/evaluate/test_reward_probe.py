@@ -7,9 +7,9 @@ import json
 from coa.agent import Generation
 from coa.config import build
 from coa.questions import DEFAULT_QUESTIONS, load_questions
-from coa import model as policy_module
 from evaluate.checks import check_reward_moved
 from evaluate.reward_probe import RewardProbeConfig, probe
+from train import pool as policy_module  # where the probe looks its policies up
 
 
 class AnsweringEngine:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from coa import model as policy_module
 from coa.agent import Generation
 from coa.config import build
 from coa.questions import DEFAULT_QUESTIONS, load_questions
+from train import pool as policy_module  # where the probe looks its policies up
 from train.pool import PoolConfig, select
 
 
