@@ -182,9 +182,10 @@ def decomposition(seed: dict, corpus: Corpus) -> tuple[list[dict] | None, str]:
     if not orders:
         return None, "seed_not_a_bridge"
     first, second = orders[0]
-    steps = [{"question": f'Which entity named in "{bare(first)}" leads to the answer of: {q}',
-              "answer": bare(second), "evidence_id": ids[first]},
-             {"question": f"{q} (through #1)", "answer": gold, "evidence_id": ids[second]}]
+    # short templated sub-questions: the reference teacher searches them (twice their tokens per step)
+    steps = [{"question": f'Which entity named in "{bare(first)}" leads on?', "answer": bare(second),
+              "evidence_id": ids[first]},
+             {"question": 'What does "#1" say?', "answer": gold, "evidence_id": ids[second]}]
     return steps, ""
 
 

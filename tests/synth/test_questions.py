@@ -202,7 +202,7 @@ def test_no_memory_shortcut_drops_what_the_student_knows_closed_book(index_dir, 
     from coa.model import load_policy
 
     cfg = config(index_dir, tmp_path, verify={"memory": True, "memory_k": 1, "memory_temperature": 0.0,
-                                              "memory_max_tokens": 24})
+                                              "memory_max_tokens": 32})
     check = NoMemoryShortcut(cfg.verify, FMT, cfg.prompt, lambda: load_policy("base", 0.0))
     known = cand("What is the capital city of France?", ["Paris"], [step("a", "Paris", "hp8")])
     unknown = cand("Which is earlier: the answer to “When was the aviator born?” or the answer to “When was the "
