@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coa import paths
 from coa.agent import OBSERVATION_TOKENS
 from coa.environment import SearchEnvConfig
 from coa.prompts import PromptConfig
@@ -127,7 +128,19 @@ class RL1Config(StageConfig):
                 "'dapo' = sum over all active tokens of the accumulated batch / their count (no length bias); "
                 "'dr_grpo' = sum / (completions x max_completion_length); 'bnpo' = like dapo per local batch."})
 
+    heldout_reward_every: int = field(default=0, metadata={
+        "help": "Every N optimizer steps (and before the first) roll out the policy greedily on heldout_questions "
+                "and on the first questions of its own pool: heldout_reward / pool_reward in steps.csv beside "
+                "reward (train/heldout_reward.py). 0 = off."})
+    heldout_questions: str = field(default=f"{paths.curate('sets')}/eval_questions.parquet", metadata={
+        "help": "Questions never trained on for heldout_reward (refused if any is in the stage's pool)."})
+    heldout_limit: int = field(default=16, metadata={"help": "Questions per set the held-out reward rolls out."})
+
     def __post_init__(self) -> None:
+        if self.heldout_reward_every < 0:
+            raise ValueError(f"heldout_reward_every must be >= 0 (0 = off), got {self.heldout_reward_every}")
+        if self.heldout_limit < 1:
+            raise ValueError(f"heldout_limit must be >= 1, got {self.heldout_limit}")
         if self.tools not in ("simulated", "real"):
             raise ValueError(f"tools must be 'simulated' or 'real', got {self.tools!r}")
         if self.engine not in ("hf", "vllm"):

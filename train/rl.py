@@ -16,6 +16,7 @@ from coa.agent import Budget
 from coa.formats import get_format
 from train.common import TokenCount, on_gpu, peft_config, training_args
 from train.config import RL1Config, TrainConfig
+from train.heldout_reward import heldout_callback
 from train.rewards import make_rewards
 from train.rollout import make_rollout
 
@@ -113,6 +114,10 @@ def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, datas
     if args.use_vllm:
         raise ValueError("trl_args use_vllm is not used: the agent rollout has its own vLLM engine with weight "
                          "sync on CPU and GPU; set rl1.engine=vllm / rl2.engine=vllm instead")
-    return TrimmingGRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                               processing_class=tokenizer, peft_config=peft_config(cfg, stage), rollout_func=rollout,
-                               callbacks=list(callbacks))
+    trainer = TrimmingGRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
+                                  processing_class=tokenizer, peft_config=peft_config(cfg, stage),
+                                  rollout_func=rollout, callbacks=list(callbacks))
+    if stage.heldout_reward_every:
+        trainer.add_callback(heldout_callback(trainer, stage, cfg.prompt, fmt, rollout_budget(cfg, stage), rewards,
+                                              searcher))
+    return trainer

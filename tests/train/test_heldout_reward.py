@@ -104,30 +104,28 @@ def test_a_real_grpo_run_logs_both_rewards_on_the_same_steps(tiny_dir, model_dir
     """The tiny random model, rl1 (simulated environment) for 2 steps, measured every step: the rows of
     steps.csv hold the step's training ``reward`` and the held-out reward measured on the live weights."""
     from coa.environment import SearchEnvConfig
-    from coa.formats import get_format
     from coa.questions import DEFAULT_QUESTIONS, load_questions
     from tests.train.conftest import RL_PROMPT
     from train.checkpoint import load_model, load_tokenizer
     from train.config import RL1Config, TrainConfig
     from train.data import rl_dataset
-    from train.heldout_reward import heldout_callback
     from train.rewards import make_rewards
-    from train.rl import build_rl_trainer, rollout_budget
+    from train.rl import build_rl_trainer
 
     tok = load_tokenizer(tiny_dir, model_dir)
-    stage = RL1Config(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2,
-                      learning_rate=1e-3, temperature=1.0, questions=None, observation_tokens=16)
-    cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=32, topk=1))
-    dataset = rl_dataset(tok, None, 1, RL_PROMPT)  # trains on the first question of the embedded set
     held = tmp_path / "held.jsonl"
     held.write_text("".join(json.dumps(q) + "\n" for q in load_questions(DEFAULT_QUESTIONS, limit=3)[1:]))
-    fmt, rewards = get_format(cfg.prompt.format), make_rewards(stage.reward_metric, stage.format_penalty, "autocoa")
+    # the stage's own settings register the callback (build_rl_trainer)
+    stage = RL1Config(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2,
+                      learning_rate=1e-3, temperature=1.0, questions=None, observation_tokens=16,
+                      heldout_reward_every=1, heldout_questions=str(held), heldout_limit=2)
+    cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=32, topk=1))
+    dataset = rl_dataset(tok, None, 1, RL_PROMPT)  # trains on the first question of the embedded set
+    rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa")
     log = StepLog()
     trainer = build_rl_trainer(cfg, stage, load_model(tiny_dir, tok), tok, dataset, tmp_path / "work",
                                callbacks=[log], reward_funcs=rewards)
-    settings = SimpleNamespace(heldout_reward_every=1, heldout_questions=str(held), heldout_limit=2, tools=stage.tools)
-    callback = heldout_callback(trainer, settings, cfg.prompt, fmt, rollout_budget(cfg, stage), rewards)
-    trainer.add_callback(callback)
+    [callback] = [c for c in trainer.callback_handler.callbacks if isinstance(c, HeldoutReward)]
     trainer.train()
     assert [h["step"] for h in callback.history] == [0, 1, 2]
     assert [len(s) for s in callback.sets.values()] == [2, 1]  # 2 held-out questions; the 1-question pool
@@ -137,3 +135,12 @@ def test_a_real_grpo_run_logs_both_rewards_on_the_same_steps(tiny_dir, model_dir
         assert {"reward", "heldout_reward", "pool_reward"} <= set(rows[step]), rows[step]
         assert rows[step]["heldout_reward"] == callback.history[step]["heldout_reward"]
     assert trainer.model.training  # the probe put the policy back in training mode
+
+
+def test_the_rl_settings_of_the_held_out_reward_are_checked():
+    from train.config import RL1Config
+    with pytest.raises(ValueError, match="heldout_reward_every must be >= 0"):
+        RL1Config(heldout_reward_every=-1)
+    with pytest.raises(ValueError, match="heldout_limit must be >= 1"):
+        RL1Config(heldout_limit=0)
+    assert RL1Config().heldout_reward_every == 0  # off unless asked: it costs a greedy batch per measurement
