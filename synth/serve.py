@@ -9,14 +9,13 @@ From Python (synthesis, benches, test fixtures)::
     with embedded_teacher(ServeConfig()) as base_url:   # reuses a server on the port serving the same model
         ...                                              # stops only what it started
 
-Settings that matter on a small CPU box (see the project notes): ``--enforce-eager`` (a compiled
-start takes 65-125 s and its cache never reloads; eager starts in ~30 s and runs 6-10% slower) and
-``VLLM_CPU_KVCACHE_SPACE=1`` (GiB of KV cache; keeps the server at ~3.3 GB of RAM), and no chunked
-prefill: with it, vLLM 0.32 on CPU kills its engine ("CPU Generator does not use offset") as soon as
-a request with a per-request ``seed`` has its prompt split over two steps, and synthesis seeds every
-request. Without it a prompt is prefilled in one step (up to max_model_len tokens). ``all_cores``
-lets the engine use every core instead of reserving one for the frontend: faster on a quiet
-machine, slower when other work competes for the cores.
+Settings that matter on a small CPU box (why, with the measurements: docs/measurements/index.md and
+the project notes): ``--enforce-eager`` (a compiled start is slower to start and its cache never
+reloads), ``VLLM_CPU_KVCACHE_SPACE`` (``kv_cache_gib``: bounds the server's memory), and no chunked
+prefill: vLLM 0.32 on CPU kills its engine ("CPU Generator does not use offset") when a request with a
+per-request ``seed`` has its prompt split over two steps, and synthesis seeds every request. Without it
+a prompt is prefilled in one step (up to max_model_len tokens). ``all_cores`` lets the engine use every
+core instead of reserving one for the frontend: it helps only when no other work competes for the cores.
 """
 from __future__ import annotations
 
@@ -51,8 +50,8 @@ class ServeConfig:
                                                       "and folder, per /v1/models) there is reused, anything else refused"})
     max_model_len: int = field(default=4096, metadata={"help": "context length (prompt + trajectory tokens)"})
     dtype: str = field(default="auto", metadata={"help": "weights dtype: auto = float32 on CPUs without native bf16 "
-                                                         "(avx512_bf16/AMX; bf16 prefill there is ~5x slower), "
-                                                         "bfloat16 on CPUs with it and on GPUs; or any vLLM --dtype"})
+                                                         "(avx512_bf16/AMX), where bf16 is emulated, and bfloat16 "
+                                                         "on CPUs with it and on GPUs; or any vLLM --dtype"})
     kv_cache_gib: int = field(default=1, metadata={"help": "VLLM_CPU_KVCACHE_SPACE in GiB"})
     all_cores: bool = field(default=False, metadata={"help": "do not reserve a core for the API frontend"})
     chunked_prefill: bool = field(default=False, metadata={"help": "off: vLLM 0.32 CPU crashes on a seeded request whose prefill is split"})
@@ -94,7 +93,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
 
 def serving_dtype(requested: str = "auto", cuda: bool | None = None) -> str:
     """The dtype to serve in: ``auto`` → bfloat16 on a GPU or a CPU with native bf16, else float32
-    (measured on an AVX2-only EPYC: float32 prefill 450 tok/s vs bfloat16 85 tok/s; bench/bench_dtype.py)."""
+    (emulated bf16 is several times slower than float32: bench/bench_dtype.py)."""
     if requested != "auto":
         return requested
     if cuda is None:
