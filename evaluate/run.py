@@ -59,7 +59,7 @@ from coa.engines import Checked, EngineFatal, EngineUnavailable, make_engine
 from coa.environment import SearchEnvConfig
 from coa.errors import BadInput, entry_point
 from coa.fingerprint import claim_rows, index_identity, model_identity
-from coa.formats import completion_text, get_format
+from coa.formats import FORMAT, completion_text, get_format
 from coa.io import write_json, write_text
 from coa.model import base_model_dir, check_start_model
 from coa.prompts import PromptConfig
@@ -92,7 +92,7 @@ class EvalConfig:
     engine: str = field(default="", metadata={"help": "vllm (vllm.LLM in-process) | server (a vLLM server for the "
                                                       "model on 127.0.0.1, or teacher.base_url) | hf (transformers "
                                                       "in-process); empty = server with teacher.base_url, else vllm"})
-    format: str = field(default="autocoa", metadata={"help": "format preset (the one used in training)"})
+    format: str = field(default=FORMAT, metadata={"help": "format preset (the one used in training)"})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={
         "help": "style=trained: the prompt the student was trained with (params.yaml top-level prompt)"})
     bootstrap: int = field(default=2000, metadata={"help": "resamples of the 95% bootstrap interval of EM"})
@@ -105,10 +105,10 @@ class EvalConfig:
         "help": "replace the trajectories of <out_root>/<name> when another model, engine, prompt, environment "
                 "or sampling made them; false = refuse, naming what differs"})
     out_root: str = field(default="runs/eval", metadata={"help": "one folder per evaluated model"})
-    # empty by default: a run by hand or from a test must not rewrite the committed metrics/evaluate_*.json; the
+    # empty by default: a run by hand or from a test must not rewrite the committed metrics/eval_*.json; the
     # DVC stage sets metrics_dir=metrics
     metrics_dir: str = field(default="", metadata={
-        "help": "folder of the compact DVC metrics file evaluate_<name>.json (EM, F1, searches, well-formed, the "
+        "help": "folder of the compact DVC metrics file eval_<name>.json (EM, F1, searches, well-formed, the "
                 "behaviour breakdowns, n; git-tracked, for `dvc metrics diff` / `dvc exp show`); empty = none"})
     names: list = field(default_factory=list, metadata={"help": "report: rows of the table, in order"})
     report: str = field(default="runs/eval/table.md", metadata={"help": "report: the Markdown table"})
@@ -295,7 +295,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     result = {"name": cfg.name, "model": cfg.model, "style": cfg.style, "format": cfg.format, "datasets": metrics}
     write_json(out / "metrics.json", result)  # complete or absent: DVC and the report read it
     if cfg.metrics_dir:  # numbers only, small and committed: `dvc metrics diff` / `dvc exp show` compare runs
-        write_json(Path(cfg.metrics_dir) / f"evaluate_{cfg.name}.json", compact_metrics(metrics))
+        write_json(Path(cfg.metrics_dir) / f"eval_{cfg.name}.json", compact_metrics(metrics))
     write_json(out / "by_actions.json", plot_rows)
     write_json(out / "per_question.json", per_question)  # paired statistics across models read this
     plot_by_actions(metrics, out / "accuracy_by_actions.png", f"{cfg.name}: EM by number of actions")

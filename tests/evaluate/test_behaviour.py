@@ -113,7 +113,7 @@ def test_compact_metrics_are_numbers_dvc_can_diff():
 
 
 def test_evaluate_writes_the_metrics_file_only_where_asked(tmp_path, monkeypatch):
-    """``evaluate()`` with the model and the agent loop replaced by finished rows: metrics/evaluate_<name>.json
+    """``evaluate()`` with the model and the agent loop replaced by finished rows: metrics/eval_<name>.json
     is written beside metrics.json with ``metrics_dir``, and not at all without it."""
     import evaluate.run as run
 
@@ -140,7 +140,7 @@ def test_evaluate_writes_the_metrics_file_only_where_asked(tmp_path, monkeypatch
                                  "questions": ["heldout.jsonl"], "bootstrap": 50,
                                  "metrics_dir": str(tmp_path / "metrics")}, "test")
     result = run.evaluate(cfg)
-    written = json.loads((tmp_path / "metrics" / "evaluate_sft9.json").read_text())
+    written = json.loads((tmp_path / "metrics" / "eval_sft9.json").read_text())
     assert written == compact_metrics(result["datasets"])
     heldout = written["heldout"]
     assert (heldout["n"], heldout["em"], heldout["searches_per_question"]) == (2, 0.5, 1.0)
@@ -149,7 +149,7 @@ def test_evaluate_writes_the_metrics_file_only_where_asked(tmp_path, monkeypatch
     assert build(run.EvalConfig, {}, "test").metrics_dir == ""  # by hand or from a test: no committed file touched
     run.evaluate(build(run.EvalConfig, {"name": "other", "out_root": str(tmp_path / "eval"), "format": "search_r1",
                                         "questions": ["heldout.jsonl"], "bootstrap": 50}, "test"))
-    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["evaluate_sft9.json"]
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["eval_sft9.json"]
 
 
 # ---- when to act: points on both sides --------------------------------------------------------------

@@ -14,7 +14,7 @@ from coa import paths
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_ITEM = {"train": paths.train, "evaluate": paths.evaluation, "fidelity": paths.fidelity,
-            "reward_probe": paths.reward_probe}
+            "reward_probe": paths.reward_probe, "questions": paths.questions}
 SINGLE = {"index": paths.INDEX, "split": paths.SPLIT, "report": paths.EVAL_TABLE, "checks": paths.CHECKS,
           "when_to_act": paths.WHEN_TO_ACT, "run_report": paths.REPORT}
 
@@ -63,8 +63,9 @@ def test_every_stage_writes_under_its_coa_paths_path(stages):
     for name, (_, _, outs) in stages.items():
         root = stage_path(name)
         for out in outs:
-            # metrics/<stage>*.json|csv: the git-tracked copy of the stage's own metrics
-            copy = under(out, paths.METRICS) and Path(out).name.startswith(name.replace("@", "_"))
+            # metrics/<stage>*.json|csv: the git-tracked copy of the stage's own metrics (evaluate's: eval_<model>)
+            prefix = name.replace("@", "_").replace("evaluate_", "eval_")
+            copy = under(out, paths.METRICS) and Path(out).name.startswith(prefix)
             if not (under(out, root) or copy):
                 wrong.append(f"{name}: {out} is not under {root}")
     assert not wrong, "\n".join(wrong)
