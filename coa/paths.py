@@ -27,6 +27,7 @@ INDEX = run_path("index")                     # coa.search build: the search ind
 SPLIT = run_path("split")                     # coa.questions split: training pool and held-out questions
 SPLIT_TRAIN = f"{SPLIT}/train.jsonl"
 SPLIT_HELDOUT = f"{SPLIT}/heldout.jsonl"
+QUESTIONS = run_path("questions")             # synth.questions: synthesised question sets (dvc stage questions@NAME)
 SYNTH = run_path("synth")
 CURATE = run_path("curate")
 TRAIN = run_path("train")
@@ -38,6 +39,11 @@ REPORT = run_path("report")                   # evaluate.report: report.md and i
 CHECKS = f"{REPORT}/checks.json"              # evaluate.checks
 WHEN_TO_ACT = f"{REPORT}/when_to_act.json"    # evaluate.when_to_act
 EXPORT = run_path("export")                   # data_cards.export (not a pipeline stage)
+
+
+def questions(name: str) -> str:
+    """One synthesised question set (params.yaml ``question_sets``: compose, ...)."""
+    return f"{QUESTIONS}/{name}"
 
 
 def synth(mode: str) -> str:

@@ -11,7 +11,7 @@ import yaml
 
 from coa.config import load_config
 from coa.questions import SplitConfig
-from tests.pipeline.test_paths import ROOT, load_stages
+from tests.pipeline.test_paths import ROOT, load_stages, stage_path, under
 
 OWN = {"corpus": "data/own/passages.jsonl", "questions": "data/own/questions.parquet"}
 
@@ -55,3 +55,18 @@ def test_split_may_not_set_its_own_questions(tmp_path):
     with pytest.raises(ValueError, match=r"^.*params.yaml: split.questions: set once, at the top level "
                                          r"\(`data.questions`\), which dvc.yaml reads too; remove it from the section$"):
         load_config(SplitConfig, "split", params_file=path)
+
+
+def test_synthesised_questions_are_a_stage_only_when_asked_for(params):
+    """``question_sets`` (empty by default) adds one ``questions@NAME`` stage per entry; pointing data.questions
+    at its file puts it in front of split (docs/how-to/questions.md), with no cycle: its seeds are its own."""
+    assert params["question_sets"] == {} and not [n for n in load_stages() if n.startswith("questions")]
+    seeds, composed = params["data"]["questions"], "runs/questions/compose/questions.jsonl"
+    stages = load_stages({**params, "question_sets": {"compose": {"seeds": seeds}},
+                          "data": {**params["data"], "questions": composed}})
+    cmd, deps, outs = stages["questions@compose"]
+    assert cmd == f"python -m synth.questions questions={seeds} out=runs/questions/compose"
+    assert seeds in deps and "runs/index" in deps
+    assert composed in outs and composed in stages["split"][1]
+    assert all(under(o, stage_path("questions@compose")) for o in outs), outs
+    assert not [n for n, (c, d, _) in stages.items() if n != "questions@compose" and (seeds in str(c) or seeds in d)]
