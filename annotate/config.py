@@ -42,7 +42,7 @@ class ReviewConfig:
         "help": "reviewers needed per record (Argilla's task distribution; fixed once any answer exists)"})
     batch_size: int = field(default=500, metadata={"help": "records per bulk upsert call (at most 500, the SDK's upsert limit)"})
 
-    review: str = field(default="data/review/review.parquet", metadata={
+    review: str = field(default=paths.REVIEW, metadata={
         "help": "pull writes the review table here (row_id, decision, corrected_answer, reviewer counts) + metrics.json"})
     overwrite: bool = field(default=False, metadata={
         "help": "pull into a non-empty folder that pull did not write (files of the same name are replaced)"})

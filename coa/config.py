@@ -3,7 +3,9 @@
     cfg = cli(SynthConfig, "synth", sys.argv[1:], __doc__)   # an entry point: --help, --print-config
     cfg = load_config(SynthConfig, "synth", ["n=4"])          # from Python
 
-Precedence: dataclass defaults < ``params.yaml`` section < preset < command-line ``key=value``. Dotted
+Precedence: dataclass defaults < ``params.yaml`` section < preset < command-line ``key=value``. The dataclass
+defaults are the embedded default run, the values ``params.yaml`` sets (``tests/test_settings.py`` keeps them
+equal), so ``COA_PARAMS=none`` runs the same settings; a preset only overrides them. Dotted
 keys reach nested fields (``sft2.learning_rate=5e-5``); unknown keys fail with the list of valid ones.
 
 Values are read by the type of the field they set, the same way from ``params.yaml`` and from the

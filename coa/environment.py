@@ -7,7 +7,7 @@
       retriever_url: ""        # a Search-R1 /retrieve server instead of the in-process index
       topk: 3                  # documents per search
       max_actions: 3           # searches per trajectory (one more gets the budget message)
-      max_tokens: 384          # model-written tokens per trajectory
+      max_tokens: 320          # model-written tokens per trajectory
 
 Every config that runs the agent loop has a ``search: SearchEnvConfig`` field filled from this one
 section (``coa.config`` refuses a section that sets its own), so the teacher's data, the RL rollouts and
@@ -35,8 +35,10 @@ class SearchEnvConfig:
                                                       "it is opened; empty = the one it was built with"})
     retriever_url: str = field(default="", metadata={"help": "a Search-R1 /retrieve server instead of the index"})
     topk: int = field(default=3, metadata={"help": "documents per search"})
-    max_actions: int = field(default=3, metadata={"help": "searches per trajectory (one more gets the budget message)"})
-    max_tokens: int = field(default=384, metadata={"help": "model-written tokens per trajectory (all calls together)"})
+    max_actions: int = field(default=3, metadata={"help": "searches per trajectory (one more gets the budget "
+                                                          "message; the paper: 10)"})
+    max_tokens: int = field(default=320, metadata={"help": "model-written tokens per trajectory (all calls together; "
+                                                           "the paper: 8192)"})
 
     def __post_init__(self) -> None:
         if self.backend and self.backend not in BACKENDS:

@@ -12,9 +12,18 @@ Presets
               documents rendered as ``result i: "Title"\\ntext`` (their ``topk_format``).
 ``search_r1`` Search-R1's: ``<think>``, ``<search>``, ``<information>``, ``<answer>``; documents
               rendered as ``Doc i(Title: t) text``.
+
+Tools besides search (``coa.tools``) use the preset's generic call form: a JSON object
+``{"name": ..., "arguments": {...}}`` between ``call_open`` and ``call_close``, its result between
+``response_open`` and ``response_close``. ``search_r1`` takes the Hermes/Qwen pair
+(``<tool_call>…</tool_call>``, ``<tool_response>…</tool_response>``), ``autocoa`` tags in its own style
+(``<begin_call> … </end_call>``, ``<call_result> … </call_result>``). Search keeps its own tags byte for
+byte; a trajectory may mix both forms, and parsing stays lossless. A tool's result is data: every preset's
+control tags in it are neutralised (``neutralise``), so printed markup never closes the result early.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -26,17 +35,19 @@ from coa.search.types import Doc
 class Step:
     """One parsed piece of model text. ``text`` is the exact source slice (lossless)."""
 
-    kind: str  # "think" | "search" | "observation" | "answer" | "text"
+    kind: str  # "think" | "search" | "call" | "observation" | "answer" | "text"
     text: str
-    content: str = ""  # the query for a search, the answer for an answer, inner text otherwise
+    content: str = ""  # the query for a search, the answer for an answer, inner text otherwise (a call's JSON)
+    tool: str = ""  # the tool a "search" or "call" step names ("" when a call's JSON names none)
 
 
 @dataclass(frozen=True)
 class ParseResult:
     steps: tuple[Step, ...]
     answer: str | None
-    queries: tuple[str, ...]
+    queries: tuple[str, ...]  # the search calls' queries (search tags)
     errors: tuple[str, ...]  # empty when well-formed
+    calls: tuple[tuple[str, str], ...] = ()  # every call in order, search included: (tool, arguments as JSON)
 
     @property
     def well_formed(self) -> bool:
@@ -44,7 +55,8 @@ class ParseResult:
 
     @property
     def n_actions(self) -> int:
-        return len(self.queries)
+        """Tool calls written (searches and generic calls)."""
+        return len(self.calls)
 
 
 @dataclass(frozen=True)
@@ -67,12 +79,27 @@ class FormatPreset:
     failure_text: str = "Retrieval failed."
     budget_text: str = "Reach the limit of search times."
     extra_stops: tuple[str, ...] = field(default=())
+    # the generic call form of every tool but search (JSON {"name": ..., "arguments": {...}} inside)
+    call_open: str = ""
+    call_close: str = ""
+    response_open: str = ""
+    response_close: str = ""
+    call_pad: str = ""  # inside the call and response tags
 
     # ---- generation -------------------------------------------------------------------
     @property
     def stop_strings(self) -> list[str]:
         """Generation pauses here so the environment can insert the observation."""
         return [self.search_close, *self.extra_stops]
+
+    def stop_strings_for(self, tools: Sequence[str]) -> list[str]:
+        """The stop strings when ``tools`` are enabled: the search-only ones, plus the generic call's close
+        tag once any other tool is enabled."""
+        return self.stop_strings + ([self.call_close] if any(t != "search" for t in tools) else [])
+
+    def call_closes(self, tools: Sequence[str]) -> list[str]:
+        """The close tags that end a call when ``tools`` are enabled (where the environment takes over)."""
+        return [self.search_close] + ([self.call_close] if any(t != "search" for t in tools) else [])
 
     # ---- observations ----------------------------------------------------------------
     def observation(self, docs: Sequence[Doc]) -> str:
@@ -130,6 +157,23 @@ class FormatPreset:
     def search_call(self, query: str) -> str:
         return f"{self.search_open}{self.inner_pad}{query}{self.inner_pad}{self.search_close}"
 
+    # ---- calls of any tool -------------------------------------------------------------
+    def tool_call(self, name: str, args: dict) -> str:
+        """A call as the policy writes it: search in its own tags, any other tool in the generic form."""
+        if name == "search" and set(args) == {"query"}:
+            return self.search_call(args["query"])
+        return f"{self.call_open}{self.call_pad}{call_json(name, args)}{self.call_pad}{self.call_close}"
+
+    def tool_result(self, body: str) -> str:
+        """The observation after a generic call: ``body`` (neutralised: it is data) in the response tags."""
+        pad = self.call_pad
+        return f"{self.obs_before}{self.response_open}{pad}{neutralise(body)[0]}{pad}{self.response_close}{self.obs_after}"
+
+    @property
+    def response_opening(self) -> str:
+        """What the simulated environment writes after a generic call: the observation up to its contents."""
+        return f"{self.obs_before}{self.response_open}{self.call_pad}"
+
     def answer_text(self, answer: str) -> str:
         return f"{self.answer_open}{answer}{self.answer_close}"
 
@@ -143,12 +187,18 @@ class FormatPreset:
         pos, plain_start = 0, 0
         think_depth = 0
         think_closed = False
+        calls: list[tuple[str, str]] = []
         opens = {
             self.think_open: "think", self.think_close: "think_close",
             self.search_open: "search", self.result_open: "observation",
             self.answer_open: "answer",
             self.search_close: "stray", self.result_close: "stray",
         }
+        closes = {"search": self.search_close, "observation": self.result_close}
+        if self.call_open:
+            opens.update({self.call_open: "call", self.response_open: "response",
+                          self.call_close: "stray", self.response_close: "stray"})
+            closes.update({"call": self.call_close, "response": self.response_close})
         if self.answer_close != "}":
             opens[self.answer_close] = "stray"
         pattern = re.compile("|".join(re.escape(t) for t in sorted(opens, key=len, reverse=True)))
@@ -175,8 +225,8 @@ class FormatPreset:
                 think_depth = max(0, think_depth - 1)
                 think_closed = True
                 pos = plain_start = m.end()
-            elif kind in ("search", "observation"):
-                close = self.search_close if kind == "search" else self.result_close
+            elif kind in closes:
+                close = closes[kind]
                 end = text.find(close, m.end())
                 if end < 0:
                     errors.append(f"unclosed {tag} at char {start}")
@@ -185,15 +235,26 @@ class FormatPreset:
                 flush(start)
                 inner = text[m.end():end]
                 stop = end + len(close)
-                steps.append(Step(kind, text[start:stop], inner.strip()))
-                if kind == "search":
+                tool = "search" if kind == "search" else ""
+                if kind == "call":
+                    tool, args = read_call(inner)
+                    if tool:
+                        calls.append((tool, args))
+                    else:
+                        errors.append(f'{tag} without one JSON object {{"name": ..., "arguments": {{...}}}} '
+                                      f"at char {start}")
+                steps.append(Step("observation" if kind == "response" else kind, text[start:stop], inner.strip(), tool))
+                if kind in ("search", "call"):
+                    what = "search" if kind == "search" else "tool call"
                     if answer is not None:
-                        errors.append(f"search after the answer at char {start}")
+                        errors.append(f"{what} after the answer at char {start}")
                     if self.answer_after_think and think_closed:
-                        errors.append(f"search after {self.think_close} at char {start}")
+                        errors.append(f"{what} after {self.think_close} at char {start}")
+                if kind == "search":
                     if not inner.strip():
                         errors.append(f"empty search query at char {start}")
                     queries.append(inner.strip())
+                    calls.append(("search", json.dumps({"query": inner.strip()}, ensure_ascii=False)))
                 pos = plain_start = stop
             elif kind == "answer":
                 stop = self._answer_end(text, m.end())
@@ -216,7 +277,7 @@ class FormatPreset:
             errors.append("no answer")
         elif self.answer_after_think and not think_closed:
             errors.append(f"answer without {self.think_close}")
-        return ParseResult(tuple(steps), answer, tuple(queries), tuple(errors))
+        return ParseResult(tuple(steps), answer, tuple(queries), tuple(errors), tuple(calls))
 
     def _answer_end(self, text: str, begin: int) -> int:
         """Index just past the answer's close; braces nest for ``\\boxed{``."""
@@ -272,6 +333,30 @@ class FormatPreset:
         return segments
 
 
+def call_json(name: str, args: dict) -> str:
+    """The JSON of a generic call, ``{"name": ..., "arguments": {...}}``; a control tag inside an argument
+    (code that prints ``</tool_call>``) is written with ``\\u003c`` for its ``<``: the same JSON value, and no
+    tag that would end the call early."""
+    text = json.dumps({"name": name, "arguments": args}, ensure_ascii=False)
+    for tag in control_tags():
+        if tag.startswith("<") and tag in text:
+            text = text.replace(tag, "\\u003c" + tag[1:])
+    return text
+
+
+def read_call(inner: str) -> tuple[str, str]:
+    """(tool name, arguments as JSON text) of a generic call's inner text; ("", "") when it is not one JSON
+    object with a string ``name``. Arguments given as a JSON string (OpenAI's wire form) are kept as that text."""
+    try:
+        call = json.loads(inner)
+    except json.JSONDecodeError:
+        return "", ""
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str) or not call["name"]:
+        return "", ""
+    args = call.get("arguments", {})
+    return call["name"], args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+
+
 def completion_text(segments: Sequence[dict]) -> str:
     """Everything after the prompt: the segments' texts in order."""
     return "".join(s["text"] for s in segments)
@@ -293,6 +378,8 @@ AUTOCOA = FormatPreset(
     doc_template="result {i}: {contents}", doc_separator="\n",
     obs_before="\n\n", obs_after="\n\n",
     answer_after_think=True, inner_pad=" ",
+    call_open="<begin_call>", call_close="</end_call>",
+    response_open="<call_result>", response_close="</call_result>", call_pad=" ",
 )
 
 SEARCH_R1 = FormatPreset(
@@ -304,6 +391,8 @@ SEARCH_R1 = FormatPreset(
     doc_template="Doc {i}(Title: {title}) {text}", doc_separator="\n",
     obs_before="\n\n", obs_after="\n\n",
     answer_after_think=False, inner_pad="",
+    call_open="<tool_call>", call_close="</tool_call>",
+    response_open="<tool_response>", response_close="</tool_response>", call_pad="\n",
 )
 
 PRESETS: dict[str, FormatPreset] = {p.name: p for p in (AUTOCOA, SEARCH_R1)}
@@ -321,7 +410,8 @@ def control_tags(presets: Sequence[FormatPreset] | None = None) -> list[str]:
     """Every control tag of ``presets`` (default: all), longest first (autocoa's lone ``}`` is no tag)."""
     tags = {tag for p in (presets or PRESETS.values())
             for tag in (p.think_open, p.think_close, p.search_open, p.search_close, p.result_open,
-                        p.result_close, p.answer_open, p.answer_close) if len(tag) > 1}
+                        p.result_close, p.answer_open, p.answer_close, p.call_open, p.call_close,
+                        p.response_open, p.response_close) if len(tag) > 1}
     return sorted(tags, key=lambda t: (-len(t), t))
 
 
@@ -341,6 +431,9 @@ def neutralise(text: str, presets: Sequence[FormatPreset] | None = None) -> tupl
         return m.group(0).translate(LOOKALIKES)
 
     return pattern.sub(swap, text), count
+
+
+FORMAT = "search_r1"  # the embedded default of every `format` field (params.yaml's top-level format); the paper: autocoa
 
 
 def get_format(name: str) -> FormatPreset:

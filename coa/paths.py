@@ -39,6 +39,7 @@ REPORT = run_path("report")                   # evaluate.report: report.md and i
 CHECKS = f"{REPORT}/checks.json"              # evaluate.checks
 WHEN_TO_ACT = f"{REPORT}/when_to_act.json"    # evaluate.when_to_act
 EXPORT = run_path("export")                   # data_cards.export (not a pipeline stage)
+REVIEW = "data/review/review.parquet"         # annotate.run action=pull: people's decisions (git-tracked, not a run)
 
 
 def questions(name: str) -> str:

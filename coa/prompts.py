@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from coa.formats import FormatPreset, get_format
+from coa.formats import FORMAT, FormatPreset, get_format
 
 AUTOCOA_COA = (
     "You are an intelligent reasoning assistant with access to a web search tool to help you obtain accurate "
@@ -93,10 +93,11 @@ def demonstration(fmt: FormatPreset, mode: str) -> str:
 
 @dataclass
 class PromptConfig:
-    format: str = field(default="autocoa", metadata={"help": "follows the top-level `format` (not set here)"})
+    format: str = field(default=FORMAT, metadata={"help": "follows the top-level `format` (not set here)"})
     mode: str = field(default="coa", metadata={"help": "coa (search allowed) or cot (no tool); synth sets it from mode"})
-    demonstrations: bool = field(default=True, metadata={
-        "help": "prepend one worked example (small models need it)"})
+    demonstrations: bool = field(default=False, metadata={
+        "help": "prepend one worked example to the instruction (an untrained model may need it; a trained "
+                "student does not; the paper: none)"})
     prefill: str = field(default="<think>\n", metadata={
         "help": "written by the toolkit at the start of the assistant turn: a \"prefill\" segment"})
     system: str | None = field(default=None, metadata={

@@ -128,8 +128,8 @@ class SplitConfig:
         "help": "FlashRAG question file to split: params.yaml's top-level data.questions (or questions=PATH)",
         "shared": "data.questions"})
     out: str = field(default=paths.SPLIT, metadata={"help": "writes train.jsonl, heldout.jsonl and split.json here"})
-    heldout: int = field(default=200, metadata={"help": "held-out evaluation questions (never trained on)"})
-    train: int = field(default=0, metadata={"help": "training pool size; 0 = all the rest"})
+    heldout: int = field(default=100, metadata={"help": "held-out evaluation questions (never trained on)"})
+    train: int = field(default=600, metadata={"help": "training pool size; 0 = all the rest (the paper's preset)"})
     seed: int = field(default=0, metadata={"help": "seeds the hash order (same seed, same split)"})
     overwrite: bool = field(default=False, metadata={
         "help": "write into a non-empty out folder split did not write (same-name files replaced, nothing deleted)"})

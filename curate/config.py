@@ -64,12 +64,16 @@ class CurateConfig:
     decisions_per_question: int = field(default=1, metadata={"help": "parent trajectories branched per question (0 = all)"})
 
     pairs: str = field(default="", metadata={"help": f"sets: the pairs step's folder (default {paths.curate('pairs')})"})
-    review: str = field(default="", metadata={"help": "sets: optional review table (parquet/csv: row_id, decision, corrected_answer)"})
-    questions: str = field(default="", metadata={"help": "question file whose metadata.type stratifies the sets (default: the embedded HotpotQA)"})
+    review: str = field(default=paths.REVIEW, metadata={
+        "help": "sets: review table (parquet/csv: row_id, decision, corrected_answer; annotate.run action=pull "
+                "writes it); empty = no review"})
+    questions: str = field(default=paths.SPLIT_TRAIN, metadata={
+        "help": "the training pool (coa.questions split): its metadata.type stratifies the sets, and the RL "
+                "questions are drawn from it; empty = the embedded HotpotQA"})
     n_pairs: int = field(default=1500, metadata={"help": "contrastive pairs in the SFT-1 set"})
     n_coa: int = field(default=5000, metadata={"help": "CoA trajectories in the SFT-2/3 set"})
     n_cot: int = field(default=1000, metadata={"help": "CoT trajectories"})
-    eval_questions: int = field(default=50, metadata={"help": "questions held out of every set as the curated eval split"})
+    eval_questions: int = field(default=20, metadata={"help": "questions held out of every set as the curated eval split"})
     max_per_question: int = field(default=4, metadata={"help": "most rows of one question in a set (0 = no limit)"})
     seed: int = field(default=0, metadata={"help": "seeds the question split, sampling and MinHash"})
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from coa import paths
 from coa.config import cli
 from coa.errors import entry_point
+from coa.formats import FORMAT
 from coa.io import write_json
 from coa.model import base_model_dir
 from coa.score import METRICS, applies
@@ -58,7 +59,7 @@ class ChecksConfig:
     fidelity_root: str = field(default=paths.FIDELITY, metadata={"help": "evaluate.fidelity outputs, one folder per model"})
     reward_probe_root: str = field(default=paths.REWARD_PROBE, metadata={
         "help": "evaluate.reward_probe outputs, one folder per RL stage"})
-    format: str = field(default="autocoa", metadata={"help": "format preset (params.yaml's top-level format)"})
+    format: str = field(default=FORMAT, metadata={"help": "format preset (params.yaml's top-level format)"})
     min_well_formed: float = field(default=0.5, metadata={"help": "a trained model below this share fails"})
     max_zero_spread_steps: float = field(default=0.5, metadata={"help": "RL fails when more steps than this share "
                                                                         "had zero reward spread in every group"})

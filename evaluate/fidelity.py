@@ -28,7 +28,7 @@ from coa.agent import OBSERVATION_TOKENS, drive, start_episode
 from coa.config import cli
 from coa.environment import SearchEnvConfig
 from coa.errors import entry_point
-from coa.formats import FormatPreset, get_format
+from coa.formats import FORMAT, FormatPreset, get_format
 from coa.io import write_json, write_text
 from coa.model import load_policy
 from coa.prompts import PromptConfig, render_prompt
@@ -46,7 +46,7 @@ class FidelityConfig:
                                                      "store); empty = search.index"})
     search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={
         "help": "params.yaml's top-level search (retriever, topk, budgets)"})
-    format: str = field(default="autocoa", metadata={"help": "format preset (params.yaml's top-level format)"})
+    format: str = field(default=FORMAT, metadata={"help": "format preset (params.yaml's top-level format)"})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "the training prompt"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
     engine: str = field(default="vllm", metadata={"help": "vllm (vllm.LLM in-process) | hf (transformers generate)"})

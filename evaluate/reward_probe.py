@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from coa import paths
@@ -37,9 +37,9 @@ class RewardProbeConfig:
     stage: str = field(default="rl2", metadata={"help": "rl1 | rl2: whose environment, questions and reward"})
     before: str = field(default=paths.train("rl1"), metadata={"help": "the checkpoint the stage started from"})
     after: str = field(default=paths.train("rl2"), metadata={"help": "the checkpoint the stage saved"})
-    limit: int = field(default=16, metadata={"help": "first N questions of the stage's training pool (at most the "
+    limit: int = field(default=8, metadata={"help": "first N questions of the stage's training pool (at most the "
                                                            "stage's question_limit: the questions it trained on)"})
-    samples: int = field(default=4, metadata={"help": "rollouts per question and checkpoint"})
+    samples: int = field(default=8, metadata={"help": "rollouts per question and checkpoint"})
     questions: str = field(default="", metadata={"help": "question file; empty = the stage's own pool (rl*.questions)"})
     index: str = field(default="", metadata={"help": "coa.search index folder; empty = search.index"})
     engine: str = field(default="vllm", metadata={"help": "vllm (vllm.LLM in-process) | hf (transformers generate)"})
@@ -74,7 +74,7 @@ def probe(cfg: RewardProbeConfig) -> dict:
     limit = min(cfg.limit, stage.question_limit) if stage.question_limit and not cfg.questions else cfg.limit
     questions = load_questions(source, limit=limit)
     if cfg.index:
-        train.search.index = cfg.index
+        train = replace(train, search=replace(train.search, index=cfg.index))
     searcher = train.search.searcher() if stage.tools == "real" else None
     before, after = (rollouts(m, questions, train, cfg.stage, cfg.samples, cfg.engine, searcher)
                      for m in (cfg.before, cfg.after))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from coa.environment import SearchEnvConfig
+from coa.formats import FORMAT
 from coa.prompts import PromptConfig
 from synth.reference import ReferenceConfig
 from synth.serve import ServeConfig
@@ -29,6 +30,14 @@ from synth.teacher import TeacherConfig
 MODES = ("cot", "coa", "branch")
 BRANCH_KINDS = ("forbid", "force")
 PICKS_AN_LLM = ("teacher.base_url", "teacher.api", "teacher.model")  # command-line keys that name an LLM teacher
+
+
+@dataclass
+class SynthTeacherConfig(TeacherConfig):
+    """``TeacherConfig`` with synthesis's default kind, the reference teacher (an LLM teacher is named with
+    ``teacher.base_url``/``api``/``model``: ``kind_follows``); evaluation's API teacher stays ``llm``."""
+
+    kind: str = "reference"
 
 
 @dataclass
@@ -44,14 +53,16 @@ class SynthConfig:
     search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={
         "help": "the search environment: params.yaml's top-level `search` (index, retriever, topk, budgets)"})
 
-    format: str = field(default="autocoa", metadata={"help": "format preset: autocoa | search_r1"})
+    format: str = field(default=FORMAT, metadata={"help": "format preset: autocoa | search_r1"})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "prompt.demonstrations (one worked example), prompt.prefill (assistant start), prompt.system; prompt.format and prompt.mode follow format and mode"})
 
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     seed: int = field(default=0, metadata={"help": "base seed; each row's seed derives from it and the row key"})
 
-    teacher: TeacherConfig = field(default_factory=TeacherConfig, metadata={"help": "the OpenAI-compatible teacher"})
+    teacher: SynthTeacherConfig = field(default_factory=SynthTeacherConfig, metadata={
+        "help": "the teacher: kind=reference (templated from evidence annotations) or kind=llm (an "
+                "OpenAI-compatible server, or the embedded vLLM CPU teacher)"})
     reference: ReferenceConfig = field(default_factory=ReferenceConfig, metadata={"help": "the reference teacher (teacher.kind=reference)"})
     serve: ServeConfig = field(default_factory=ServeConfig, metadata={"help": "the embedded engine (used when teacher.base_url is empty)"})
     tokenizer: str = field(default="", metadata={"help": "HF tokenizer folder whose chat template renders prompts; empty = serve.model"})

@@ -13,10 +13,10 @@
 Defaults: questions = the embedded HotpotQA dev set (``coa.questions.DEFAULT_QUESTIONS``); the search
 environment = params.yaml's top-level ``search`` (``search.index`` = ``runs/index``, built from the
 embedded corpus if missing, ~3 s); out = ``runs/synth/<mode>``;
-teacher = ``teacher.kind``: ``llm`` (default) is the embedded SmolLM2-135M-Instruct on vLLM CPU, started on
-127.0.0.1 (or reused if already serving on ``serve.port``) and stopped at the end, or any server at
-``teacher.base_url``; ``reference`` writes templated trajectories from the questions' evidence annotations
-with the same loop and real search (``synth.reference``; the pipeline's ``params.yaml`` uses it). Prompts are rendered with the chat template of
+teacher = ``teacher.kind``: ``reference`` (default) writes templated trajectories from the questions' evidence
+annotations with the same loop and real search (``synth.reference``); ``llm`` is the embedded
+SmolLM2-135M-Instruct on vLLM CPU, started on 127.0.0.1 (or reused if already serving on ``serve.port``) and
+stopped at the end, or any server at ``teacher.base_url``. Prompts are rendered with the chat template of
 ``tokenizer`` (default: the served model's folder): set it when the teacher is another model.
 
 Budgets (``teacher.max_total_tokens``, ``teacher.max_cost_usd``) count the rows already in ``out``; when one
@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from contextlib import ExitStack
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -118,12 +118,12 @@ def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None
     searcher = None if all(j.tools == "forbid" for j in todo) else env.searcher()
     tokenizer = engine.tokenizer if engine is not None else load_tokenizer(cfg)
     with ExitStack() as stack:
-        reference = cfg.teacher.kind == "reference"
-        if engine is not None or reference or cfg.teacher.urls:
-            base_url = cfg.teacher.urls
+        reference, teacher = cfg.teacher.kind == "reference", cfg.teacher
+        if engine is not None or reference or teacher.urls:
+            base_url = teacher.urls
         else:
             base_url = stack.enter_context(embedded_teacher(cfg.serve))
-            cfg.teacher.model = cfg.serve.served_name
+            teacher = replace(teacher, model=cfg.serve.served_name)  # the name the embedded engine serves under
         progress = None
         if cfg.progress:
             from tqdm import tqdm
@@ -131,7 +131,7 @@ def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None
             progress = stack.enter_context(tqdm(total=len(todo), unit="traj", desc=f"synth {cfg.mode}",
                                                 file=sys.stderr, dynamic_ncols=True))
         if engine is None:
-            engine = reference_teacher(cfg, tokenizer) if reference else llm_teacher(cfg.teacher, base_url, tokenizer, cfg.temperature, cfg.top_p)
+            engine = reference_teacher(cfg, tokenizer) if reference else llm_teacher(teacher, base_url, tokenizer, cfg.temperature, cfg.top_p)
 
         async def go() -> RunStats:
             try:
@@ -227,7 +227,10 @@ def spent_tokens(out: Path) -> tuple[int, int]:
 
 
 def teacher_name(cfg: SynthConfig) -> str:
-    return TEACHER_NAME if cfg.teacher.kind == "reference" else cfg.teacher.model
+    """The name the summary gives the teacher (the embedded engine serves under ``serve.served_name``)."""
+    if cfg.teacher.kind == "reference":
+        return TEACHER_NAME
+    return cfg.teacher.model if cfg.teacher.urls else cfg.serve.served_name
 
 
 def run(cfg: SynthConfig, engine=None) -> dict:

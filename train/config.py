@@ -4,10 +4,10 @@
 and one section per stage; ``python -m train.run stage=sft2 sft2.max_steps=10 num_threads=2`` fills
 it from ``params.yaml`` (section ``train``) and ``key=value`` overrides (dotted keys reach a stage).
 
-Defaults follow the paper where the machine allows it (learning rates, α = 0.2, pairs/sequences/prompts
-per optimizer step, GRPO group size 5, KL 0.001, temperature 0.6, top-3 documents) and the core's agent
-budget otherwise (the top-level ``search`` section: searches and model tokens per rollout; the paper
-allowed 10 and 8,192).
+Defaults are the embedded default run's (``params.yaml``: the 135M student through all five stages on 2 CPU
+cores; ``tests/test_settings.py`` keeps the two equal). The paper's values (learning rates, pairs/sequences/
+prompts per optimizer step, GRPO group size 5, KL 0.001, temperature 0.6, full fine-tuning, 80 + 16 RL steps)
+are ``presets/paper.yaml``: ``preset=paper``.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from coa import paths
 from coa.agent import OBSERVATION_TOKENS
 from coa.environment import SearchEnvConfig
+from coa.formats import FORMAT
 from coa.prompts import PromptConfig
 from coa.score import METRICS
 from coa.stages import STAGES
@@ -51,8 +52,10 @@ class StageConfig:
 class SFT1Config(StageConfig):
     """SFT-1, when to act: contrastive pairs at decision points."""
 
-    learning_rate: float = 5e-6
-    gradient_accumulation_steps: int = 16  # 16 pairs per step, as in the paper
+    learning_rate: float = 2e-5  # the paper: 5e-6
+    max_steps: int = 8  # the paper: 2 epochs
+    gradient_accumulation_steps: int = 4  # pairs per step (the paper: 16)
+    max_length: int = 1024
     data: str = field(default="pairs.parquet", metadata={"help": "Pair set (PAIR_SCHEMA), relative to sets_dir."})
     loss: str = field(default="paper", metadata={
         "help": "'paper': -logσ(P̄(chosen) - P̄(rejected)) + α·(-P̄(chosen)), P̄ the length-normalised "
@@ -70,7 +73,10 @@ class SFT1Config(StageConfig):
 class SFT2Config(StageConfig):
     """SFT-2, how to act: CoA and CoT trajectories, observation tokens masked."""
 
-    gradient_accumulation_steps: int = 32  # 32 sequences per step, as in the paper
+    learning_rate: float = 1e-4  # the paper: 5e-5
+    max_steps: int = 20  # the paper: 2 epochs
+    gradient_accumulation_steps: int = 4  # sequences per step (the paper: 32)
+    max_length: int = 1024
     data: list = field(default_factory=lambda: ["coa.parquet", "cot.parquet"],
                        metadata={"help": "Trajectory sets (TRAJECTORY_SCHEMA), relative to sets_dir."})
     observation_loss: bool = field(default=False, metadata={"help": "Train on observation tokens too."})
@@ -86,6 +92,8 @@ class SFT3Config(SFT2Config):
     """SFT-3, world model: the same sets with the observation tokens in the loss."""
 
     observation_loss: bool = True
+    learning_rate: float = 2e-5  # the paper: 5e-5
+    max_steps: int = 4  # the paper: 2 epochs
 
 
 @dataclass
@@ -95,7 +103,7 @@ class RL1Config(StageConfig):
     tools: str = field(default="simulated", metadata={
         "help": "'simulated' (stop at the search tag, open the observation, the policy writes it) or 'real' "
                 "(stop, search, insert the observation)."})
-    engine: str = field(default="hf", metadata={
+    engine: str = field(default="vllm", metadata={
         "help": "Rollout engine: 'hf' (the policy's own generate) or 'vllm' (vllm.LLM in-process, CPU or GPU, "
                 "given the policy's weights every sync_every optimizer steps)."})
     sync_every: int = field(default=1, metadata={"help": "Optimizer steps between weight syncs to the vLLM engine."})
@@ -107,18 +115,20 @@ class RL1Config(StageConfig):
                 "observations the policy writes itself. The real environment's observations do not count against "
                 "max_tokens (top-3 documents are ~400 tokens); without this room a simulated trajectory that "
                 "searches cannot finish, and the format penalty teaches the policy to stop searching."})
-    learning_rate: float = 7e-7
-    max_steps: int = 80  # the paper's 80 simulated steps
-    num_generations: int = field(default=5, metadata={"help": "Completions per prompt (the GRPO group)."})
-    gradient_accumulation_steps: int = 240  # completions per step: 48 prompts x 5, as in the paper
+    learning_rate: float = 2e-4  # the paper: 7e-7 (full fine-tuning); here a LoRA adapter
+    max_steps: int = 3  # the paper: 80 simulated steps
+    lora_r: int | None = 16  # the paper: 0 (full fine-tuning)
+    num_generations: int = field(default=4, metadata={"help": "Completions per prompt (the GRPO group; the paper: 5)."})
+    gradient_accumulation_steps: int = 12  # completions per step (the paper: 240 = 48 prompts x 5)
     temperature: float = field(default=0.6, metadata={"help": "Sampling temperature of the rollouts."})
-    beta: float = field(default=0.001, metadata={"help": "KL coefficient to the start checkpoint (0: no "
-                                                          "reference model is loaded)."})
-    questions: str | None = field(default="runs/split/train.jsonl", metadata={
-        "help": "Training question pool (FlashRAG jsonl/parquet; `python -m coa.questions split` writes this one, "
-                "disjoint from the held-out questions); null = coa.questions.DEFAULT_QUESTIONS."})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient to the start checkpoint (0: no reference "
+                                                        "model is loaded; the paper: 0.001)."})
+    questions: str | None = field(default=f"{paths.curate('sets')}/rl_questions.jsonl", metadata={
+        "help": "Training question pool (FlashRAG jsonl/parquet): curate's rl_questions.jsonl is the split's "
+                "training pool minus the curated eval split and contaminated questions; null = "
+                "coa.questions.DEFAULT_QUESTIONS."})
     question_limit: int | None = field(default=None, metadata={"help": "Use only the first N questions."})
-    reward_metric: str = field(default="em", metadata={
+    reward_metric: str = field(default="f1", metadata={
         "help": "Answer correctness: em | f1 | cover_em | autocoa_lenient (the paper's own scorer)."})
     format_penalty: float = field(default=1.0, metadata={
         "help": "Subtracted when the trajectory does not parse as well-formed (0 disables the format term)."})
@@ -166,7 +176,11 @@ class RL2Config(RL1Config):
     """GRPO with the real search environment."""
 
     tools: str = "real"
-    max_steps: int = 16  # the paper's 16 real-environment steps
+    learning_rate: float = 5e-4  # the paper: 7e-7
+    max_steps: int = 12  # the paper: 16 real-environment steps
+    gradient_accumulation_steps: int = 8  # the paper: 240
+    temperature: float = 1.0  # the paper: 0.6
+    question_limit: int | None = 6  # the paper: the whole pool
 
 
 @dataclass
@@ -206,7 +220,7 @@ class TrainConfig:
         "help": "An SFT stage whose sets have no rows: 'error', or 'pass_through' (the start checkpoint is saved "
                 "unchanged with metrics saying so; for tiny teachers that yield no correct data)."})
     sets_dir: str = field(default="runs/curate/sets", metadata={"help": "Folder of the curated sets."})
-    format: str = field(default="autocoa", metadata={
+    format: str = field(default=FORMAT, metadata={
         "help": "Format preset of the sets and the RL prompt (autocoa | search_r1); params.yaml's top-level "
                 "`format`, shared with synth, curate and evaluate. A set written in another format fails."})
     seed: int = field(default=42, metadata={"help": "Seed of TRL's data order, dropout and sampling."})
@@ -215,9 +229,9 @@ class TrainConfig:
                 "checkpoints stay float32). 'auto' = on where the hardware has bf16 units (a GPU from Ampere on, a "
                 "CPU with avx512_bf16 or AMX: coa.model.has_native_bf16), off where bf16 would be emulated; "
                 "true / false force it. Every stage, and RL's vLLM engine, follow it."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (TRL's "
-                                                                          "default is on; off is faster here)."})
-    num_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 where cores are shared; 0 = "
+    gradient_checkpointing: bool = field(default=True, metadata={
+        "help": "Recompute activations in the backward: less memory per step for a little more compute."})
+    num_threads: int = field(default=2, metadata={"help": "torch CPU threads (1 where cores are shared; 0 = "
                                                           "torch's default). Ignored on GPU."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank via peft; 0 = full fine-tuning. Adapters are "
                                                      "merged before saving, so every checkpoint is a plain model."})

@@ -11,7 +11,7 @@ DOCS = [Doc("hp8", '"Maria Golovin"\nMaria Golovin is an English language opera 
 
 
 def make(tokenizer) -> Trajectory:
-    prompt = render_prompt(tokenizer, "Who wrote Maria Golovin?", PromptConfig())
+    prompt = render_prompt(tokenizer, "Who wrote Maria Golovin?", PromptConfig(format="autocoa", demonstrations=True))
     obs = AUTOCOA.observation(DOCS)
     segs = [segment("model", "<think>\nLet me search. <begin_search> Maria Golovin </end_search>"),
             segment("observation", obs, query="Maria Golovin", doc_ids=["hp8"]),

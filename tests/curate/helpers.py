@@ -14,6 +14,8 @@ F = AUTOCOA
 
 def config(out: Path, **kw) -> CurateConfig:
     kw.setdefault("eval_sets", EVAL_SETS)
+    kw.setdefault("questions", "")  # the embedded HotpotQA (the default is the pipeline's split, runs/split/train.jsonl)
+    kw.setdefault("review", "")     # no review table
     return CurateConfig(out=str(out), **kw)
 
 

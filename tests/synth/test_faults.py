@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
 def synth_cmd(out: Path, teacher_url: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "synth.run", "mode=coa", "format=search_r1", f"out={out}",
             f"teacher.base_url={teacher_url}", "teacher.retries=1", "rows_per_shard=1", "search.max_tokens=96",
-            "progress=false", "prompt.prefill=<think>\nI need to search.\n<search>", *extra]
+            "progress=false", "prompt.demonstrations=true", "prompt.prefill=<think>\nI need to search.\n<search>", *extra]
 
 
 def wait_for_rows(out: Path, proc: subprocess.Popen, at_least: int, timeout: float = 240) -> int:

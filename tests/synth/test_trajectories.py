@@ -31,7 +31,7 @@ def config(teacher_url, index_dir, out, **over) -> SynthConfig:
     base = dict(mode="coa", format="search_r1", limit=10, out=str(out),
                 search=SearchEnvConfig(index=str(index_dir), max_tokens=160, max_actions=4),
                 teacher=TeacherConfig(base_url=teacher_url, retries=1), progress=False, concurrency=10,
-                prompt=PromptConfig(prefill=PREFILL))
+                prompt=PromptConfig(prefill=PREFILL, demonstrations=True))
     return SynthConfig(**base | over)
 
 
@@ -148,7 +148,8 @@ def test_cot_cli_has_no_tool_and_keeps_the_key_secret(teacher_url, tmp_path, mon
     secret = "sk-test-never-print-this"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     out = tmp_path / "cot"
-    assert main(["mode=cot", "limit=4", "n=2", "search.max_tokens=96", f"out={out}", f"teacher.base_url={teacher_url}",
+    assert main(["mode=cot", "limit=4", "n=2", "search.max_tokens=96", "prompt.demonstrations=true", f"out={out}",
+                 f"teacher.base_url={teacher_url}",
                  "progress=false"]) == 0
     rows = read_trajectories(out)
     assert len(rows) == 8 and sorted({t.sample for t in rows}) == [0, 1]

@@ -30,7 +30,8 @@ def test_config_rejects_bad_values_and_unknown_keys():
         SynthConfig(branches="forbid,maybe")
     with pytest.raises(ValueError, match="unknown key 'temprature'; valid keys: mode, questions"):
         load_config(SynthConfig, None, ["temprature=0.5"])
-    cfg = load_config(SynthConfig, None, ["mode=cot", "branches=force", "teacher.retries=1", "format=search_r1"])
+    cfg = load_config(SynthConfig, None, ["mode=cot", "branches=force", "teacher.kind=llm", "teacher.retries=1",
+                                              "format=search_r1"])
     assert (cfg.prompt.mode, cfg.prompt.format, cfg.branches, cfg.teacher.retries) == ("cot", "search_r1", ["force"], 1)
     assert cfg.out_dir == "runs/synth/cot"
 

@@ -30,7 +30,9 @@ def test_two_processes_train_as_one_and_only_rank_0_writes(tmp_path, monkeypatch
     # whichever order each sampler draws: one process accumulates 4 micro-batches of 1, two processes 2 each
     sft2 = {"max_steps": 2, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 4, "learning_rate": 1e-3}
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"train": {"sets_dir": str(sets_dir), "sft2": sft2, "num_threads": 1}}))
+    sft2 |= {"max_length": 4096}
+    params.write_text(yaml.safe_dump({"format": "autocoa", "train": {"sets_dir": str(sets_dir), "sft2": sft2, "num_threads": 1,
+                                                                     "gradient_checkpointing": False}}))
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(params))
     main(["stage=sft2", f"model={tiny_dir}", f"runs_dir={tmp_path}/one"])
 

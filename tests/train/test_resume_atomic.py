@@ -22,7 +22,8 @@ SMALL = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulatio
 @pytest.fixture
 def runs(tmp_path, monkeypatch, sets_dir):
     section = {"runs_dir": str(tmp_path / "runs"), "sets_dir": str(sets_dir), "sft1": SMALL, "sft2": SMALL}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": section}))
+    # the fixture's sets are in the autocoa format
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"format": "autocoa", "train": section}))
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(tmp_path / "params.yaml"))
     return tmp_path / "runs"
 

@@ -19,12 +19,14 @@ from train.run import main
 @pytest.fixture
 def params(tmp_path, monkeypatch, sets_dir, index_dir):
     """A params.yaml ``train`` section with one-step stages on the tiny model's scale."""
-    small = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1}
-    rl = {**small, "num_generations": 2, "questions": None, "question_limit": 2, "observation_tokens": 16}
+    small = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 4096}
+    rl = {**small, "num_generations": 2, "questions": None, "question_limit": 2, "observation_tokens": 16,
+          "engine": "hf", "lora_r": None, "beta": 0.001, "reward_metric": "em", "temperature": 0.6}
     section = {"runs_dir": str(tmp_path / "runs"), "sets_dir": str(sets_dir), "prompt": {"demonstrations": False},
-               "sft1": small, "sft2": small, "sft3": small, "rl1": rl, "rl2": rl}
+               "sft1": small, "sft2": small, "sft3": small, "rl1": rl, "rl2": rl,
+               "gradient_checkpointing": False, "num_threads": 1}
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"train": section, "other_stage": {"x": 1},
+    path.write_text(yaml.safe_dump({"format": "autocoa", "train": section, "other_stage": {"x": 1},
                                     "search": {"index": str(index_dir), "topk": 1, "max_tokens": 16}}))
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(path))
     return tmp_path / "runs"
@@ -119,7 +121,8 @@ def test_a_stage_sets_its_own_lora_rank():
     assert peft_config(cfg, SFT2Config(lora_r=0)) is None
     rl = peft_config(TrainConfig(), RL2Config(lora_r=16))
     assert (rl.r, rl.lora_dropout) == (16, 0.0)
-    assert peft_config(TrainConfig(), RL2Config()) is None  # full fine-tuning unless a rank is set
+    # full fine-tuning unless a rank is set (the embedded default's rl2 sets 16)
+    assert peft_config(TrainConfig(), RL2Config(lora_r=None)) is None
 
 
 @pytest.mark.slow
