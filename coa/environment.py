@@ -9,6 +9,11 @@
       max_actions: 3           # searches per trajectory (one more gets the budget message)
       max_tokens: 320          # model-written tokens per trajectory
 
+Two more keys, not in ``params.yaml`` (their defaults are the search-only run): ``tools`` lists the enabled
+tools (``coa.tools``: ``[search]``, or e.g. ``[search, open, python]``), and ``max_calls`` caps one tool's calls
+per trajectory beside ``max_actions``, the cap of all calls together (e.g. ``{python: 2}``). ``toolbox()``
+builds them for the agent loop.
+
 Every config that runs the agent loop has a ``search: SearchEnvConfig`` field filled from this one
 section (``coa.config`` refuses a section that sets its own), so the teacher's data, the RL rollouts and
 the evaluation see the same retriever, top-k and budgets.
@@ -21,7 +26,10 @@ from pathlib import Path
 
 from coa import paths
 from coa.agent import Budget
-from coa.search import BACKENDS, RETRIEVERS
+from coa.formats import FormatPreset
+from coa.search import BACKENDS, RETRIEVERS, DocumentStore
+from coa.tools import ToolContext, known_tools, make_tool
+from coa.tools.toolbox import Toolbox
 
 DEFAULT_INDEX = paths.INDEX
 
@@ -40,7 +48,15 @@ class SearchEnvConfig:
     max_tokens: int = field(default=320, metadata={"help": "model-written tokens per trajectory (all calls together; "
                                                            "the paper: 8192)"})
 
+    tools: list[str] = field(default_factory=lambda: ["search"],
+                             metadata={"help": "the enabled tools (coa.tools: search, open, python, ...); search "
+                                               "keeps its own tags, the others use the format's generic call"})
+    max_calls: dict[str, int] = field(default_factory=dict,
+                                      metadata={"help": "calls per trajectory of one tool, beside max_actions (all "
+                                                        "tools together), e.g. {python: 2}"})
+
     def __post_init__(self) -> None:
+        self._check_tools()
         if self.backend and self.backend not in BACKENDS:
             raise ValueError(f"search.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.retriever not in RETRIEVERS:
@@ -51,9 +67,34 @@ class SearchEnvConfig:
         if self.max_actions < 0:
             raise ValueError(f"search.max_actions must be >= 0, got {self.max_actions}")
 
+    def _check_tools(self) -> None:
+        known = known_tools()
+        unknown = [t for t in self.tools if t not in known]
+        if unknown or not self.tools or len(set(self.tools)) < len(self.tools):
+            raise ValueError(f"search.tools must list registered tools, each once ({', '.join(known)}), got "
+                             f"{self.tools!r}")
+        for name, cap in self.max_calls.items():
+            if name not in self.tools:
+                raise ValueError(f"search.max_calls: {name!r} is not an enabled tool (search.tools: "
+                                 f"{', '.join(self.tools)})")
+            if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+                raise ValueError(f"search.max_calls.{name} must be an integer >= 0, got {cap!r}")
+
     @property
     def budget(self) -> Budget:
-        return Budget(max_actions=self.max_actions, max_tokens=self.max_tokens, topk=self.topk)
+        return Budget(max_actions=self.max_actions, max_tokens=self.max_tokens, topk=self.topk,
+                      per_tool=dict(self.max_calls))
+
+    def toolbox(self, fmt: FormatPreset, searcher=None, tokenizer=None, settings=None) -> Toolbox:
+        """The enabled tools for the agent loop (``drive(..., tools=box)``), in the format preset ``fmt``:
+        ``searcher`` (built from this section when search or open needs it and none is given), open's document
+        store from the index, ``tokenizer`` for open's pages, ``settings`` ``{tool: settings}`` (defaults)."""
+        ctx = ToolContext(fmt=fmt, topk=self.topk, tokenizer=tokenizer, settings=settings or {})
+        if {"search", "open"} & set(self.tools):
+            ctx.searcher = searcher if searcher is not None else self.searcher()
+        if "open" in self.tools:
+            ctx.store = getattr(ctx.searcher, "store", None) or DocumentStore(self.index)
+        return Toolbox([make_tool(name, ctx) for name in self.tools], self.budget.tool_budget)
 
     @property
     def name(self) -> str:

@@ -71,15 +71,16 @@ class Toolbox:
         return [t.schema() for t in self.tools.values()]
 
     def prepare(self, name: str, arguments: str | Mapping[str, Any],
-                used: MutableMapping[str, int] | None = None) -> Call | Observation:
+                used: MutableMapping[str, int] | None = None, budget: ToolBudget | None = None) -> Call | Observation:
         """Check one call of the policy: a ``Call`` to run (counted in ``used``), or the ``Observation`` that
-        refuses it. ``arguments``: the JSON text the policy wrote, or the object already parsed."""
+        refuses it. ``arguments``: the JSON text the policy wrote, or the object already parsed; ``budget``:
+        this trajectory's, if not the toolbox's (the agent loop passes its ``Budget``'s)."""
         used = Counter() if used is None else used
         tool = self.tools.get(name)
         if tool is None:
             return Observation(f"Unknown tool {name!r}. Available tools: {', '.join(self.names) or 'none'}.",
                                error="unknown_tool")
-        refusal = self.budget.refusal(name, used)
+        refusal = (budget or self.budget).refusal(name, used)
         if refusal:
             return Observation(refusal, error="budget")
         args = check_arguments(tool, arguments)
@@ -88,7 +89,8 @@ class Toolbox:
         used[name] = used.get(name, 0) + 1
         return Call(name, args)
 
-    def prepare_json(self, text: str, used: MutableMapping[str, int] | None = None) -> Call | Observation:
+    def prepare_json(self, text: str, used: MutableMapping[str, int] | None = None,
+                     budget: ToolBudget | None = None) -> Call | Observation:
         """A whole call written as JSON, ``{"name": ..., "arguments": {...}}`` (the body of Hermes/Qwen's
         ``<tool_call>``)."""
         try:
@@ -100,7 +102,7 @@ class Toolbox:
             return Observation('A tool call is one JSON object with a "name" and its "arguments", e.g. '
                                '{"name": "search", "arguments": {"query": "..."}}; got ' f"{shown(call)}.",
                                error="bad_json")
-        return self.prepare(call["name"], call.get("arguments", {}), used)
+        return self.prepare(call["name"], call.get("arguments", {}), used, budget)
 
     def run(self, calls: Sequence[Call]) -> list[Observation]:
         """Run accepted calls (of one or many trajectories), each tool's calls in one ``execute_batch``;
