@@ -12,7 +12,7 @@ AdamW step (with full fine-tuning the first allocates the two moments, which eve
 weight sync to the engine. After each phase: resident memory now (``VmRSS``), its change, and the peak so far
 (``VmHWM``, what the stages' ``peak_rss_gb`` reports). Nothing is written except the printed table.
 
-The stages' memory settings are on unless ``--trl-defaults``: ``train.rl.tile_lm_head_for_cpu`` (the fused LM
+The stages' memory settings are on unless ``--trl-defaults``: ``train.trl_glue.tile_lm_head_for_cpu`` (the fused LM
 head's token tile) and the allocator's free pages given back after each rollout's backward, not only after each step
 (``train.checkpoint.release_free_memory``). ``--compare`` runs the bench twice, in fresh processes, without and
 with them, and prints both tables and the peaks' ratio.
@@ -85,7 +85,7 @@ def main() -> None:
     temperature = RL2Config.temperature  # the RL stages' rollout temperature
     add_fused_lm_head(policy, temperature=temperature, outputs=("log_probs", "entropy"))  # GRPOTrainer's LM head
     if not args.trl_defaults:
-        from train.rl import tile_lm_head_for_cpu
+        from train.trl_glue import tile_lm_head_for_cpu
 
         tile_lm_head_for_cpu()
     policy.gradient_checkpointing_enable()

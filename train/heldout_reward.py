@@ -32,13 +32,13 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from transformers import TrainerCallback
-from trl.models import unwrap_model_for_generation
 
 from coa.agent import Budget, drive, start_episode
 from coa.engines import make_engine
 from coa.formats import FormatPreset
 from coa.prompts import PromptConfig, render_prompt
 from coa.questions import load_questions
+from train.trl_glue import add_step_metric, has_step_metrics, unwrap_model_for_generation
 
 # A probe: (trainer, questions) -> one row per question with "reward", "correctness" and "search_calls". A
 # question is a dict with "id", "golden_answers" and either "question" (rendered with the stage's prompt) or
@@ -102,7 +102,7 @@ class HeldoutReward(TrainerCallback):
         empty = [name for name, questions in sets.items() if not questions]
         if not sets or empty:
             raise ValueError(f"held-out reward: no questions in set(s) {empty or '(none given)'}")
-        if not hasattr(trainer, "_metrics"):
+        if not has_step_metrics(trainer):
             raise TypeError(f"{type(trainer).__name__} has no _metrics: the held-out reward joins the log rows of "
                             "TRL's GRPOTrainer (the RL stages)")
         self.trainer, self.sets, self.every, self.probe = trainer, dict(sets), every, probe
@@ -125,7 +125,7 @@ class HeldoutReward(TrainerCallback):
         if step % self.every and step < state.max_steps:
             return
         for name, value in self.measure(step).items():
-            self.trainer._metrics["train"][name].append(value)
+            add_step_metric(self.trainer, name, value)
         control.should_log = True  # the row of this step carries them even off the logging_steps grid
 
 

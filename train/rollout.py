@@ -25,11 +25,11 @@ import json
 import time
 from pathlib import Path
 
-from trl.models import unwrap_model_for_generation
 
 from coa.agent import Budget, Episode, drive, start_episode, written_observations
 from coa.engines import make_engine
 from coa.formats import FormatPreset
+from train.trl_glue import log_metric, unwrap_model_for_generation
 
 
 class CountingSearch:
@@ -126,7 +126,7 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
         search = CountingSearch(searcher) if searcher is not None else None
         if vllm is not None:
             drive(episodes, vllm(trainer), search, fmt, budget)
-            trainer._log_metric("agent/weight_syncs", float(vllm.engine.syncs))
+            log_metric(trainer, "agent/weight_syncs", float(vllm.engine.syncs))
         else:
             with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
                                              generation_kwargs=trainer.generation_kwargs,
@@ -201,4 +201,4 @@ def _log(trainer, episodes: list[Episode], masks: list[list[int]], search: Count
         values.update({"agent/search_calls": search.calls, "agent/empty_results": search.empty,
                        "agent/search_seconds": search.seconds})
     for name, value in values.items():
-        trainer._log_metric(name, float(value))
+        log_metric(trainer, name, float(value))

@@ -228,7 +228,8 @@ def test_pair_batches_are_counted_as_cpo_computes_them(tiny_dir, model_dir, sets
     import torch
 
     from train.config import SFT1Config, TrainConfig
-    from train.preference import build_sft1_trainer, pair_mask
+    from train.preference import build_sft1_trainer
+    from train.trl_glue import pair_mask
 
     tok = load_tokenizer(tiny_dir, model_dir)
     dataset, _ = pair_dataset(tok, sets_dir / "pairs.parquet", 4096)

@@ -273,7 +273,7 @@ def test_the_fused_lm_head_runs_in_small_token_tiles_on_cpu_with_the_same_result
     gradients they give equal those of TRL's own tiles on a sequence that spans three of ours."""
     from trl.kernels import chunked_logprob
 
-    from train.rl import CPU_TOKEN_TILE
+    from train.trl_glue import CPU_TOKEN_TILE
 
     trainer, _, _, _ = _trainer(RL2Config, tiny_dir, model_dir, tmp_path, searcher)
     assert chunked_logprob.TOKEN_CHUNK_SIZE == CPU_TOKEN_TILE
