@@ -169,6 +169,19 @@ def segment(kind: str, text: str, query: str | None = None, doc_ids: Iterable[st
             "tool": tool, "args": args, "error": error, **extra}
 
 
+REFUSALS = ("bad_json", "unknown_tool", "bad_arguments", "budget")  # errors of a call refused before it ran
+
+
+def count_calls(segments: Iterable[dict]) -> dict[str, int]:
+    """Calls executed per tool in segments written with tools: the segments answering a call (observations, and
+    the simulated environment's openings) that name a tool and were not refused (``REFUSALS``)."""
+    counts: dict[str, int] = {}
+    for s in segments:
+        if s["kind"] != "model" and s.get("tool") and s.get("error") not in REFUSALS:
+            counts[s["tool"]] = counts.get(s["tool"], 0) + 1
+    return counts
+
+
 def tool_counts(row: "Trajectory | dict") -> dict[str, int]:
     """Calls executed per tool: the row's ``tool_calls``; a row written before it existed made searches only
     (its ``n_actions``)."""

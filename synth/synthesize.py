@@ -28,7 +28,7 @@ from coa.engines import Engine, EngineFatal, EngineUnavailable, RequestRejected
 from coa.formats import FormatPreset
 from coa.search.batching import SearchBatcher
 from coa.search.types import Searcher
-from coa.trajectory import Trajectory
+from coa.trajectory import Trajectory, count_calls
 from synth.jobs import Job
 
 ENGINE_ERRORS = ("error", "bad_response")  # finish reasons of rows an engine failure ended: a re-run retries them
@@ -82,7 +82,7 @@ def to_trajectory(job: Job, ep: Episode, fmt: FormatPreset, teacher: str, sampli
         prompt_hash=job.prompt_hash, sampling=json.dumps(sampling, sort_keys=True), retriever=retriever,
         prompt_tokens=ep.prompt_tokens, completion_tokens=ep.completion_tokens,
         latency_s=latency_s, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        transcript=transcript_of(ep),
+        transcript=transcript_of(ep), tool_calls=json.dumps(count_calls(ep.segments), sort_keys=True),
     )
 
 
