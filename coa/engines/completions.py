@@ -14,17 +14,21 @@ environment variable named by ``api_key_env``; it is never logged or written to 
 """
 from __future__ import annotations
 
-from coa.agent import Generation, search_query, step_text
+from coa.agent import Generation, call_body, search_query, step_text
 from coa.engines import BadResponse, Request, register
 from coa.engines.pool import Endpoints, first_choice, read_reply, usage_counts
 
 
 def restore_search_close(text: str, request: Request) -> str:
-    """OpenAI-style servers drop the stop string: put the close tag back where a search call was open."""
+    """OpenAI-style servers drop the stop string: put the close tag back where a search call was open (or a
+    generic tool call, when its close tag is a stop: tools besides search are enabled)."""
     fmt = request.fmt
     if fmt is not None and fmt.search_close in request.stop and not text.endswith(fmt.search_close) \
             and search_query(step_text(request.episode.segments) + text + fmt.search_close, fmt) is not None:
         return text + fmt.search_close
+    if fmt is not None and fmt.call_close and fmt.call_close in request.stop and not text.endswith(fmt.call_close) \
+            and call_body(step_text(request.episode.segments) + text + fmt.call_close, fmt) is not None:
+        return text + fmt.call_close
     return text
 
 

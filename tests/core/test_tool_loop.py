@@ -336,6 +336,34 @@ def test_record_generation_without_tools_is_todays(tokenizer):
     assert ep.finish_reason == "eos" and ep.segments[0]["text"] == text
 
 
+def test_a_server_that_drops_the_stop_string_gets_the_call_close_back(tokenizer):
+    """OpenAI-style servers drop the stop string: the completions engine restores a generic call's close tag."""
+    from coa.agent import Request
+    from coa.engines.completions import restore_search_close
+
+    fmt = SEARCH_R1
+    ep = start_episode("P", tokenizer)
+    request = Request([], 10, fmt.stop_strings_for(["search", "python"]), ep, None, fmt)
+    call = fmt.tool_call("python", {"code": "print(1)"})
+    assert restore_search_close(call.removesuffix(fmt.call_close), request) == call
+    assert restore_search_close("<think>no call", request) == "<think>no call"
+    search_only = Request([], 10, fmt.stop_strings, ep, None, fmt)  # a search-only run: as before
+    assert restore_search_close(call.removesuffix(fmt.call_close), search_only) == call.removesuffix(fmt.call_close)
+
+
+def test_search_in_the_generic_form_runs_through_the_toolbox(boxes, tokenizer):
+    fmt = AUTOCOA
+    ep = run(start_episode("P", tokenizer),
+             ScriptedToolCaller(tokenizer, f"<think>{fmt.call_open} " + '{"name": "search", "arguments": {"query": '
+                                '"Maria Golovin"}} ' f"{fmt.call_close}", answer(fmt)), fmt, boxes[fmt.name])
+    docs = boxes[fmt.name].tools["search"].searcher.search(["Maria Golovin"], 3)[0]
+    result = ep.segments[1]
+    assert result["text"] == fmt.tool_result(fmt.observation(docs)[len(fmt.observation_opening):
+                                                                   -len(f" {fmt.result_close}{fmt.obs_after}")])
+    assert (result["tool"], result["query"], result["doc_ids"]) == ("search", "Maria Golovin", [d.id for d in docs])
+    assert dict(ep.tool_calls) == {"search": 1} and ep.finish_reason == "answer"
+
+
 # ---- the environment section --------------------------------------------------------------------------------
 def test_the_environment_lists_and_checks_its_tools(index_dir, searcher):
     cfg = env(index_dir, ["search", "python"], max_calls={"python": 2})
