@@ -86,9 +86,9 @@ class Generation:
 
 @dataclass
 class Episode:
-    """An in-flight trajectory. ``tools``: "real" (stop at searches and run them), "simulated" (stop at
-    searches and open the observation tag; the policy writes the observation itself), "forbid" (a search
-    call ends it as invalid)."""
+    """An in-flight trajectory. ``tools``: "real" (stop at calls and run them), "simulated" (stop at calls
+    and open the observation tag; the policy writes the observation itself), "forbid" (a call, search or
+    any other tool, ends it as invalid: ``forbidden_search``)."""
 
     prompt: str
     prompt_ids: list[int]
