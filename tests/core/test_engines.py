@@ -13,6 +13,7 @@ from coa.agent import start_episode
 from coa.engines import ENGINES, EngineFatal, EngineUnavailable, Request, RequestRejected, make_engine
 from coa.formats import SEARCH_R1
 from coa.procs import free_port
+import synth.reference  # noqa: F401  registers the reference engine (a synth plug-in, above coa)
 
 
 def completion_body(text: str, token_ids=None) -> dict:
