@@ -1,4 +1,5 @@
 """Talking to the review server: readiness, a connected SDK client, and one error for "it is down"."""
+
 from __future__ import annotations
 
 import time
@@ -31,8 +32,10 @@ def wait_ready(api_url: str, api_key: str, timeout_s: float, check: Callable[[],
             if r.status_code == 200:
                 return
             if r.status_code == 401:
-                raise BadInput(f"{api_url} rejects the owner's API key: its database was created with another "
-                               "key (ARGILLA_OWNER_API_KEY changed?); use that key or a fresh data_dir")
+                raise BadInput(
+                    f"{api_url} rejects the owner's API key: its database was created with another "
+                    "key (ARGILLA_OWNER_API_KEY changed?); use that key or a fresh data_dir"
+                )
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
@@ -41,8 +44,10 @@ def wait_ready(api_url: str, api_key: str, timeout_s: float, check: Callable[[],
 
 
 def down_message(api_url: str, what: str) -> str:
-    return (f"Argilla server at {api_url} is not reachable ({what}); nothing was lost: start it "
-            f"(python -m annotate.serve) and run the same command again, it resumes")
+    return (
+        f"Argilla server at {api_url} is not reachable ({what}); nothing was lost: start it "
+        f"(python -m annotate.serve) and run the same command again, it resumes"
+    )
 
 
 def connect(api_url: str, api_key: str, timeout: int = 120):

@@ -11,6 +11,7 @@ an existing file found readable by others is set to 0600 when read.
 Nothing here prints a secret: ``describe`` says where each one comes from, ``redact`` masks them in
 text that is about to be shown (a failing subprocess's output).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,11 @@ from coa.errors import BadInput
 from coa.io import write_json
 
 OWNER = "argilla"  # the username argilla_server's `users create_default` gives the owner
-ENV = {"owner_api_key": "ARGILLA_OWNER_API_KEY", "owner_password": "ARGILLA_OWNER_PASSWORD",
-       "annotator_password": "ARGILLA_ANNOTATOR_PASSWORD"}
+ENV = {
+    "owner_api_key": "ARGILLA_OWNER_API_KEY",
+    "owner_password": "ARGILLA_OWNER_PASSWORD",
+    "annotator_password": "ARGILLA_ANNOTATOR_PASSWORD",
+}
 FILE = "credentials.json"
 
 
@@ -64,8 +68,10 @@ def owner_api_key(data_dir: str | Path) -> str:
     key = _read(path).get("owner_api_key")
     if key:
         return key
-    raise BadInput(f"no Argilla API key: set ARGILLA_API_KEY (or ARGILLA_OWNER_API_KEY), or point data_dir= "
-                       f"at the folder `python -m annotate.serve` wrote {FILE} into (looked in {path})")
+    raise BadInput(
+        f"no Argilla API key: set ARGILLA_API_KEY (or ARGILLA_OWNER_API_KEY), or point data_dir= "
+        f"at the folder `python -m annotate.serve` wrote {FILE} into (looked in {path})"
+    )
 
 
 def source(data_dir: str | Path, name: str) -> str:
@@ -74,8 +80,10 @@ def source(data_dir: str | Path, name: str) -> str:
 
 
 def describe(data_dir: str | Path, annotators: list[str]) -> str:
-    lines = [f"owner: {OWNER} (role owner); API key: {source(data_dir, 'owner_api_key')}; "
-             f"password: {source(data_dir, 'owner_password')}"]
+    lines = [
+        f"owner: {OWNER} (role owner); API key: {source(data_dir, 'owner_api_key')}; "
+        f"password: {source(data_dir, 'owner_password')}"
+    ]
     for user in annotators:
         lines.append(f"annotator: {user} (role annotator); password: {source(data_dir, 'annotator_password')}")
     return "\n".join(lines)
@@ -101,8 +109,9 @@ def ensure_annotators(api_url: str, values: dict, usernames: list[str], workspac
     for name in usernames:
         user = client.users(username=name)
         if user is None:
-            user = rg.User(username=name, password=values["annotator_password"], role="annotator",
-                           client=client).create()
+            user = rg.User(
+                username=name, password=values["annotator_password"], role="annotator", client=client
+            ).create()
         if name not in members:
             ws.add_user(user)
     if OWNER not in members:

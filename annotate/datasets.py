@@ -8,6 +8,7 @@ Questions, the same in every dataset except ``decision``'s labels:
                    same for every record); pull refuses an answer past its own record's steps
   comment          free text                                                                     optional
 """
+
 from __future__ import annotations
 
 from annotate.config import ReviewConfig
@@ -23,12 +24,14 @@ GUIDELINES = {
         "wrong search). If the *gold* is wrong, write the right answer in *corrected_answer*: the row is scored "
         "again against it. *first_bad_step* is the number of the first step that goes wrong (the list runs to the "
         "longest trajectory in the dataset: pick a number shown on this record). The suggestion is "
-        "the automatic scorer's verdict."),
+        "the automatic scorer's verdict."
+    ),
     "pairs": (
         "Both branches share the steps shown once under *prefix*; then one searches and the other answers "
         "without searching. **accept**: the chosen branch is the better one. **swap**: the rejected branch is "
         "the better one. **reject**: neither should be trained on. *corrected_answer* replaces the gold and "
-        "both branches are scored again against it."),
+        "both branches are scored again against it."
+    ),
 }
 
 
@@ -37,25 +40,39 @@ def settings(kind: str, cfg: ReviewConfig, steps: int):
     import argilla as rg
 
     if kind == "pairs":
-        fields = [rg.TextField("question", title="Question", use_markdown=True),
-                  rg.CustomField("prefix", title="Shared steps (prefix)", template=PREFIX_TEMPLATE),
-                  rg.CustomField("comparison", title="Chosen | rejected", template=COMPARISON_TEMPLATE)]
+        fields = [
+            rg.TextField("question", title="Question", use_markdown=True),
+            rg.CustomField("prefix", title="Shared steps (prefix)", template=PREFIX_TEMPLATE),
+            rg.CustomField("comparison", title="Chosen | rejected", template=COMPARISON_TEMPLATE),
+        ]
         meta = PAIR_METADATA
     else:
-        fields = [rg.TextField("question", title="Question", use_markdown=True),
-                  rg.CustomField("steps", title="Steps", template=STEPS_TEMPLATE)]
+        fields = [
+            rg.TextField("question", title="Question", use_markdown=True),
+            rg.CustomField("steps", title="Steps", template=STEPS_TEMPLATE),
+        ]
         meta = TRAJECTORY_METADATA
     labels = [str(i) for i in range(1, max(steps, 3) + 1)]
     make = {"terms": rg.TermsMetadataProperty, "integer": rg.IntegerMetadataProperty, "float": rg.FloatMetadataProperty}
     questions = [
         rg.LabelQuestion("decision", labels=list(DECISIONS[kind]), title="Decision", required=True),
         rg.TextQuestion("corrected_answer", title="Corrected answer (only if the gold is wrong)", required=False),
-        rg.LabelQuestion("first_bad_step", labels=labels, title="First bad step (optional)", required=False,
-                         visible_labels=min(len(labels), 20)),
+        rg.LabelQuestion(
+            "first_bad_step",
+            labels=labels,
+            title="First bad step (optional)",
+            required=False,
+            visible_labels=min(len(labels), 20),
+        ),
         rg.TextQuestion("comment", title="Comment", required=False),
     ]
-    return rg.Settings(fields=fields, questions=questions, metadata=[make[t](name) for name, t in meta.items()],
-                       guidelines=GUIDELINES[kind], distribution=rg.TaskDistribution(min_submitted=cfg.min_submitted))
+    return rg.Settings(
+        fields=fields,
+        questions=questions,
+        metadata=[make[t](name) for name, t in meta.items()],
+        guidelines=GUIDELINES[kind],
+        distribution=rg.TaskDistribution(min_submitted=cfg.min_submitted),
+    )
 
 
 def find(client, name: str, cfg: ReviewConfig):
@@ -76,25 +93,35 @@ def ensure(client, set_name: str, cfg: ReviewConfig, steps: int):
     if dataset is None:
         workspace = client.workspaces(cfg.workspace)
         if workspace is None:
-            raise ValueError(f"workspace {cfg.workspace!r} does not exist on {cfg.api_url}; "
-                             "python -m annotate.serve creates it (or set workspace=)")
-        dataset = rg.Dataset(name=name, workspace=workspace, settings=settings(kind, cfg, steps), client=client).create()
+            raise ValueError(
+                f"workspace {cfg.workspace!r} does not exist on {cfg.api_url}; "
+                "python -m annotate.serve creates it (or set workspace=)"
+            )
+        dataset = rg.Dataset(
+            name=name, workspace=workspace, settings=settings(kind, cfg, steps), client=client
+        ).create()
         return dataset
     have = {q.name for q in dataset.settings.questions}
     missing = {"decision", "corrected_answer", "first_bad_step", "comment"} - have
     if missing:
-        raise ValueError(f"dataset {name!r} on {cfg.api_url} lacks the questions {sorted(missing)}: it was not made by "
-                         "annotate.run push; use another dataset_prefix=")
+        raise ValueError(
+            f"dataset {name!r} on {cfg.api_url} lacks the questions {sorted(missing)}: it was not made by "
+            "annotate.run push; use another dataset_prefix="
+        )
     labels = len(dataset.settings.questions["first_bad_step"].labels)
     if steps > labels:  # labels cannot change once answers exist
-        raise ValueError(f"dataset {name!r} on {cfg.api_url} offers first bad steps 1..{labels}, but {set_name!r} now "
-                         f"has a record of {steps} steps; push it to a new dataset (another dataset_prefix=)")
+        raise ValueError(
+            f"dataset {name!r} on {cfg.api_url} offers first bad steps 1..{labels}, but {set_name!r} now "
+            f"has a record of {steps} steps; push it to a new dataset (another dataset_prefix=)"
+        )
     current = dataset.settings.distribution.min_submitted
     if current != cfg.min_submitted:
         try:
             dataset.settings.distribution = rg.TaskDistribution(min_submitted=cfg.min_submitted)
             dataset.update()
         except Exception as e:  # the server refuses once any response exists
-            raise ValueError(f"dataset {name!r}: min_submitted is {current} and cannot become {cfg.min_submitted} "
-                             f"now that answers exist ({e}); keep min_submitted={current}") from None
+            raise ValueError(
+                f"dataset {name!r}: min_submitted is {current} and cannot become {cfg.min_submitted} "
+                f"now that answers exist ({e}); keep min_submitted={current}"
+            ) from None
     return dataset

@@ -11,6 +11,7 @@ reviewers who gave the winning decision (a tie between different answers → non
 ``swap`` (the rejected branch is the better one) goes to the table as it is; ``curate sets`` keeps the
 pair with its sides exchanged.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -27,10 +28,20 @@ from annotate.push import set_path
 from annotate.render import n_steps, row_of
 from coa.io import atomic_output, owned_files, write_json
 
-REVIEW_COLUMNS = {"row_id": pl.String, "decision": pl.String, "corrected_answer": pl.String,
-                  "n_reviewers": pl.Int32, "n_accept": pl.Int32, "n_reject": pl.Int32, "n_swap": pl.Int32,
-                  "first_bad_step": pl.Int32, "comments": pl.String,
-                  "agreement": pl.Float64, "set": pl.String, "record_id": pl.String}
+REVIEW_COLUMNS = {
+    "row_id": pl.String,
+    "decision": pl.String,
+    "corrected_answer": pl.String,
+    "n_reviewers": pl.Int32,
+    "n_accept": pl.Int32,
+    "n_reject": pl.Int32,
+    "n_swap": pl.Int32,
+    "first_bad_step": pl.Int32,
+    "comments": pl.String,
+    "agreement": pl.Float64,
+    "set": pl.String,
+    "record_id": pl.String,
+}
 
 
 def resolve(answers: list[dict]) -> dict:
@@ -40,8 +51,11 @@ def resolve(answers: list[dict]) -> dict:
     top = max(votes.values())
     winners = [d for d, n in votes.items() if n == top]
     decision = winners[0] if len(winners) == 1 else "reject"
-    fixes = Counter(a["corrected_answer"].strip() for a in answers
-                    if a["decision"] == decision and (a.get("corrected_answer") or "").strip())
+    fixes = Counter(
+        a["corrected_answer"].strip()
+        for a in answers
+        if a["decision"] == decision and (a.get("corrected_answer") or "").strip()
+    )
     corrected, conflict = None, False
     if fixes:
         best = fixes.most_common()
@@ -50,11 +64,20 @@ def resolve(answers: list[dict]) -> dict:
     steps = Counter(int(a["first_bad_step"]) for a in answers if a.get("first_bad_step") is not None)
     first_bad = min(s for s, n in steps.items() if n == max(steps.values())) if steps else None
     pairs = list(combinations([a["decision"] for a in answers], 2))
-    return {"decision": decision, "corrected_answer": corrected, "correction_conflict": conflict,
-            "n_reviewers": len(answers), "n_accept": votes["accept"], "n_reject": votes["reject"],
-            "n_swap": votes["swap"], "first_bad_step": first_bad, "tie": len(winners) > 1,
-            "comments": " | ".join(a["comment"].strip() for a in answers if (a.get("comment") or "").strip()) or None,
-            "agreement": (sum(x == y for x, y in pairs) / len(pairs)) if pairs else None, "n_pairs": len(pairs)}
+    return {
+        "decision": decision,
+        "corrected_answer": corrected,
+        "correction_conflict": conflict,
+        "n_reviewers": len(answers),
+        "n_accept": votes["accept"],
+        "n_reject": votes["reject"],
+        "n_swap": votes["swap"],
+        "first_bad_step": first_bad,
+        "tie": len(winners) > 1,
+        "comments": " | ".join(a["comment"].strip() for a in answers if (a.get("comment") or "").strip()) or None,
+        "agreement": (sum(x == y for x, y in pairs) / len(pairs)) if pairs else None,
+        "n_pairs": len(pairs),
+    }
 
 
 def _answer(record, response, kind: str, dataset_name: str) -> dict:
@@ -62,18 +85,25 @@ def _answer(record, response, kind: str, dataset_name: str) -> dict:
     decision = values.get("decision")
     where = f"dataset {dataset_name!r}: record {record.external_id!r}"
     if decision not in datasets.DECISIONS[kind]:
-        raise ValueError(f"{where}: decision {decision!r} is not one of {datasets.DECISIONS[kind]} "
-                         "(was a label added in the UI?)")
+        raise ValueError(
+            f"{where}: decision {decision!r} is not one of {datasets.DECISIONS[kind]} (was a label added in the UI?)"
+        )
     step = values.get("first_bad_step")
     if step is not None:
         if not str(step).isdigit():
             raise ValueError(f"{where}: first_bad_step {step!r} is not a step number")
         shown = n_steps(record.fields)
         if not 1 <= int(step) <= shown:  # the labels run to the dataset's longest record
-            raise ValueError(f"{where}: first_bad_step {step} is past the record's {shown} steps; change that "
-                             "answer in the UI and pull again")
-    return {"decision": decision, "corrected_answer": values.get("corrected_answer"),
-            "first_bad_step": int(step) if step is not None else None, "comment": values.get("comment")}
+            raise ValueError(
+                f"{where}: first_bad_step {step} is past the record's {shown} steps; change that "
+                "answer in the UI and pull again"
+            )
+    return {
+        "decision": decision,
+        "corrected_answer": values.get("corrected_answer"),
+        "first_bad_step": int(step) if step is not None else None,
+        "comment": values.get("comment"),
+    }
 
 
 def known_rows(cfg: ReviewConfig) -> tuple[set[str], list[str]]:
@@ -89,8 +119,9 @@ def known_rows(cfg: ReviewConfig) -> tuple[set[str], list[str]]:
 def fetch(client, dataset, batch: int = 1000) -> list:
     models, offset = [], 0
     while True:
-        page = client.api.records.list(dataset.id, offset=offset, limit=batch, with_suggestions=False,
-                                       with_responses=True)
+        page = client.api.records.list(
+            dataset.id, offset=offset, limit=batch, with_suggestions=False, with_responses=True
+        )
         models.extend(page)
         if len(page) < batch:
             return models
@@ -117,8 +148,10 @@ def pull(client, cfg: ReviewConfig) -> dict:
                 continue
             row_id = row_of(str(m.external_id))
             if row_id not in known:
-                raise ValueError(f"dataset {dname!r}: record {m.external_id!r} has answers for row {row_id!r}, which "
-                                 f"no longer exists in {sources or 'any set file'}; re-curate or delete that record")
+                raise ValueError(
+                    f"dataset {dname!r}: record {m.external_id!r} has answers for row {row_id!r}, which "
+                    f"no longer exists in {sources or 'any set file'}; re-curate or delete that record"
+                )
             if len(answers) < cfg.min_submitted:
                 counts["pending"] += 1
                 continue
@@ -136,10 +169,15 @@ def pull(client, cfg: ReviewConfig) -> dict:
             if r["agreement"] is not None:
                 agreeing += r["agreement"] * r["n_pairs"]
                 total_pairs += r["n_pairs"]
-            rows.append({"row_id": row_id, "set": name, "record_id": str(rid),
-                         **{k: r[k] for k in REVIEW_COLUMNS if k in r}})
-        metrics["sets"][name] = {"dataset": dname, "resolved": len(newest), **dict(sorted(counts.items())),
-                                 "pairwise_agreement": round(agreeing / total_pairs, 4) if total_pairs else None}
+            rows.append(
+                {"row_id": row_id, "set": name, "record_id": str(rid), **{k: r[k] for k in REVIEW_COLUMNS if k in r}}
+            )
+        metrics["sets"][name] = {
+            "dataset": dname,
+            "resolved": len(newest),
+            **dict(sorted(counts.items())),
+            "pairwise_agreement": round(agreeing / total_pairs, 4) if total_pairs else None,
+        }
     table = pl.DataFrame(rows, schema=REVIEW_COLUMNS)
     dup = table.filter(pl.col("row_id").is_duplicated())
     if dup.height:
@@ -147,9 +185,13 @@ def pull(client, cfg: ReviewConfig) -> dict:
     with owned_files(Path(cfg.review).parent, PULL_TOOL, "overwrite=true", cfg.overwrite):
         write(table, metrics, Path(cfg.review))
     metrics["rows"] = table.height
-    print(f"pull: {table.height} reviewed rows → {cfg.review} "
-          + "; ".join(f"{n}: {m['resolved']} resolved, agreement {m['pairwise_agreement']}" for n, m in metrics["sets"].items()),
-          flush=True)
+    print(
+        f"pull: {table.height} reviewed rows → {cfg.review} "
+        + "; ".join(
+            f"{n}: {m['resolved']} resolved, agreement {m['pairwise_agreement']}" for n, m in metrics["sets"].items()
+        ),
+        flush=True,
+    )
     return metrics
 
 
@@ -177,11 +219,14 @@ def status(client, cfg: ReviewConfig) -> dict:
             continue
         done, total = progress.get("completed", 0), progress.get("total", 0)
         users = progress.get("users") or {}
-        who = ", ".join(f"{u}: {c.get('completed', {}).get('submitted', 0) if isinstance(c.get('completed'), dict) else c}"
-                        for u, c in users.items())
-        print(f"{name} ({dname}): {done}/{total} records complete ({100 * done / total if total else 0:.0f}%), "
-              f"{progress.get('pending', 0)} pending; min_submitted={dataset.settings.distribution.min_submitted}"
-              + (f"; by reviewer: {who}" if who else ""))
+        who = ", ".join(
+            f"{u}: {c.get('completed', {}).get('submitted', 0) if isinstance(c.get('completed'), dict) else c}"
+            for u, c in users.items()
+        )
+        print(
+            f"{name} ({dname}): {done}/{total} records complete ({100 * done / total if total else 0:.0f}%), "
+            f"{progress.get('pending', 0)} pending; min_submitted={dataset.settings.distribution.min_submitted}"
+            + (f"; by reviewer: {who}" if who else "")
+        )
         out[name] = progress
     return out
-

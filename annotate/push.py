@@ -6,6 +6,7 @@ batches sends only what is still missing next time. A row whose content changed 
 (``render.record_id``) and arrives as a new record; the old record stays, with its answers, and pull
 reads the newest.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,7 +28,9 @@ def set_path(cfg: ReviewConfig, name: str) -> Path:
 def read_set(cfg: ReviewConfig, name: str) -> pl.DataFrame:
     path = set_path(cfg, name)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: set {name!r} not found (run `python -m curate.run step=sets`, or set sets_dir=)")
+        raise FileNotFoundError(
+            f"{path}: set {name!r} not found (run `python -m curate.run step=sets`, or set sets_dir=)"
+        )
     df = pl.read_parquet(path)
     need = PAIR_COLUMNS if cfg.kind(name) == "pairs" else TRAJECTORY_COLUMNS
     missing = [c for c in need if c not in df.columns]
@@ -48,8 +51,10 @@ def render_set(cfg: ReviewConfig, name: str, df: pl.DataFrame) -> list[dict]:
         except Exception as e:
             raise ValueError(f"{set_path(cfg, name)}: row {i} (id {row.get('id')!r}): cannot render: {e}") from e
         if rec["n_steps"] > cfg.max_steps:
-            raise ValueError(f"{set_path(cfg, name)}: row {i} (id {row['id']!r}) has {rec['n_steps']} steps but the "
-                             f"most a record may have is max_steps={cfg.max_steps}; set max_steps={rec['n_steps']} or more")
+            raise ValueError(
+                f"{set_path(cfg, name)}: row {i} (id {row['id']!r}) has {rec['n_steps']} steps but the "
+                f"most a record may have is max_steps={cfg.max_steps}; set max_steps={rec['n_steps']} or more"
+            )
         out.append(rec)
     return out
 
@@ -58,8 +63,9 @@ def existing_ids(client, dataset, batch: int = 1000) -> set[str]:
     """Every record id the dataset holds (fields come along: the list endpoint has no id-only mode)."""
     ids, offset = set(), 0
     while True:
-        page = client.api.records.list(dataset.id, offset=offset, limit=batch, with_suggestions=False,
-                                       with_responses=False)
+        page = client.api.records.list(
+            dataset.id, offset=offset, limit=batch, with_suggestions=False, with_responses=False
+        )
         ids.update(str(m.external_id) for m in page)
         if len(page) < batch:
             return ids
@@ -70,8 +76,12 @@ def to_argilla(rec: dict, dataset):
     import argilla as rg
 
     label, agent, score = rec["verdict"]
-    record = rg.Record(id=rec["id"], fields=rec["fields"], metadata=rec["metadata"],
-                       suggestions=[rg.Suggestion("decision", label, score=score, agent=agent)])
+    record = rg.Record(
+        id=rec["id"],
+        fields=rec["fields"],
+        metadata=rec["metadata"],
+        suggestions=[rg.Suggestion("decision", label, score=score, agent=agent)],
+    )
     record.dataset = dataset
     return record.api_model()
 
@@ -81,12 +91,16 @@ def send(client, dataset, records: list[dict], batch_size: int, api_url: str, on
     was sent is on the server, the rest goes next run."""
     sent = 0
     for start in range(0, len(records), batch_size):
-        chunk = [to_argilla(r, dataset) for r in records[start:start + batch_size]]
+        chunk = [to_argilla(r, dataset) for r in records[start : start + batch_size]]
         try:
             client.api.records.bulk_upsert(dataset.id, chunk)
         except httpx.TransportError as e:
-            raise ServerDown(down_message(api_url, f"{type(e).__name__} after {sent} of {len(records)} new records "
-                                                   f"of {dataset.name!r} arrived")) from None
+            raise ServerDown(
+                down_message(
+                    api_url,
+                    f"{type(e).__name__} after {sent} of {len(records)} new records of {dataset.name!r} arrived",
+                )
+            ) from None
         sent += len(chunk)
         if on_batch:
             on_batch(sent)
@@ -107,8 +121,17 @@ def push(client, cfg: ReviewConfig) -> dict:
         new = [r for r in records if r["id"] not in have]
         changed = sum(r["row_id"] in rows_there for r in new)
         sent = send(client, dataset, new, cfg.batch_size, cfg.api_url)
-        report[name] = {"dataset": dataset.name, "rows": len(records), "already_there": len(records) - len(new),
-                        "sent": sent, "changed_content": changed, "seconds": round(time.perf_counter() - t0, 2)}
-        print(f"push {name} → {dataset.name}: {len(records)} rows, {sent} sent "
-              f"({len(records) - len(new)} already there, {changed} with changed content)", flush=True)
+        report[name] = {
+            "dataset": dataset.name,
+            "rows": len(records),
+            "already_there": len(records) - len(new),
+            "sent": sent,
+            "changed_content": changed,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        print(
+            f"push {name} → {dataset.name}: {len(records)} rows, {sent} sent "
+            f"({len(records) - len(new)} already there, {changed} with changed content)",
+            flush=True,
+        )
     return report

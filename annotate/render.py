@@ -15,6 +15,7 @@ Every text is kept under Argilla's 20,000-character field limit: an observation 
 ``observation_chars`` is cut (head kept, the cut counted) and shown folded; anything else over the limit
 is cut the same way, and a record's steps together stay under it too.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,14 +25,46 @@ import math
 from coa.formats import completion_text, get_format
 
 FIELD_LIMIT = 20_000  # Argilla 2.8 rejects a chat message longer than this; we hold every text to it
-TRAJECTORY_COLUMNS = ("id", "question", "golden_answers", "segments", "answer", "format", "n_actions",
-                      "finish_reason", "teacher", "dataset")
-PAIR_COLUMNS = ("id", "question", "golden_answers", "format", "prompt", "chosen", "rejected", "direction",
-                "decision_index", "chosen_score", "rejected_score")
-TRAJECTORY_METADATA = {"dataset": "terms", "teacher": "terms", "finish_reason": "terms", "n_actions": "integer",
-                       "em": "float", "f1": "float"}
-PAIR_METADATA = {"direction": "terms", "decision_index": "integer", "n_actions": "integer",
-                 "chosen_score": "float", "rejected_score": "float"}
+TRAJECTORY_COLUMNS = (
+    "id",
+    "question",
+    "golden_answers",
+    "segments",
+    "answer",
+    "format",
+    "n_actions",
+    "finish_reason",
+    "teacher",
+    "dataset",
+)
+PAIR_COLUMNS = (
+    "id",
+    "question",
+    "golden_answers",
+    "format",
+    "prompt",
+    "chosen",
+    "rejected",
+    "direction",
+    "decision_index",
+    "chosen_score",
+    "rejected_score",
+)
+TRAJECTORY_METADATA = {
+    "dataset": "terms",
+    "teacher": "terms",
+    "finish_reason": "terms",
+    "n_actions": "integer",
+    "em": "float",
+    "f1": "float",
+}
+PAIR_METADATA = {
+    "direction": "terms",
+    "decision_index": "integer",
+    "n_actions": "integer",
+    "chosen_score": "float",
+    "rejected_score": "float",
+}
 
 
 def trim(text: str, limit: int) -> str:
@@ -96,15 +129,28 @@ def trajectory_record(row: dict, metric: str, threshold: float, observation_char
     items = _fit(steps(text, row["format"], observation_chars), FIELD_LIMIT - 1000)
     score = _number(row.get(metric), 0.0)
     scores = " · ".join(f"**{m}** {_number(row.get(m), 0.0):.2f}" for m in ("em", "f1") if m in row)
-    question = (f"### {row['question']}\n\n**gold:** {_golds(row)}\n\n**answer:** {row.get('answer') or '(none)'}"
-                f"\n\n{scores} · {row.get('n_actions', 0)} searches · finish: {row.get('finish_reason') or '?'}")
-    metadata = {"dataset": row.get("dataset") or "", "teacher": row.get("teacher") or "",
-                "finish_reason": row.get("finish_reason") or "", "n_actions": int(row.get("n_actions") or 0),
-                "em": float(_number(row.get("em"), 0.0)), "f1": float(_number(row.get("f1"), 0.0))}
+    question = (
+        f"### {row['question']}\n\n**gold:** {_golds(row)}\n\n**answer:** {row.get('answer') or '(none)'}"
+        f"\n\n{scores} · {row.get('n_actions', 0)} searches · finish: {row.get('finish_reason') or '?'}"
+    )
+    metadata = {
+        "dataset": row.get("dataset") or "",
+        "teacher": row.get("teacher") or "",
+        "finish_reason": row.get("finish_reason") or "",
+        "n_actions": int(row.get("n_actions") or 0),
+        "em": float(_number(row.get("em"), 0.0)),
+        "f1": float(_number(row.get("f1"), 0.0)),
+    }
     verdict = ("accept" if score >= threshold else "reject", metric, min(max(float(score), 0.0), 1.0))
     fields = {"question": trim(question, FIELD_LIMIT), "steps": {"steps": items}}
-    return {"id": record_id(row["id"], row["question"], row["golden_answers"], row["segments"], row.get("answer")),
-            "row_id": row["id"], "fields": fields, "metadata": metadata, "verdict": verdict, "n_steps": n_steps(fields)}
+    return {
+        "id": record_id(row["id"], row["question"], row["golden_answers"], row["segments"], row.get("answer")),
+        "row_id": row["id"],
+        "fields": fields,
+        "metadata": metadata,
+        "verdict": verdict,
+        "n_steps": n_steps(fields),
+    }
 
 
 def n_steps(fields: dict) -> int:
@@ -119,7 +165,7 @@ def n_steps(fields: dict) -> int:
 
 def _prefix_text(prompt: str, question: str, fmt: str) -> str:
     """The model-written part of a pair's shared context: after the question, from the first think tag."""
-    tail = prompt[prompt.rfind(question) + len(question):] if question in prompt else prompt
+    tail = prompt[prompt.rfind(question) + len(question) :] if question in prompt else prompt
     start = tail.find(get_format(fmt).think_open)
     return tail[start:] if start >= 0 else ""
 
@@ -133,19 +179,36 @@ def pair_record(row: dict, metric: str, threshold: float, observation_chars: int
     budget = (FIELD_LIMIT - 1000) // 2
     _fit(prefix, budget), _fit(chosen, budget), _fit(rejected, budget)
     c, r = float(_number(row.get("chosen_score"), 0.0)), float(_number(row.get("rejected_score"), 0.0))
-    question = (f"### {row['question']}\n\n**gold:** {_golds(row)}\n\n**direction:** {row['direction']} "
-                f"(chosen {'searches' if row['direction'] == 'act' else 'answers without searching'}) · "
-                f"**{metric}** chosen {c:.2f} / rejected {r:.2f} · shared steps: {len(prefix)}")
+    question = (
+        f"### {row['question']}\n\n**gold:** {_golds(row)}\n\n**direction:** {row['direction']} "
+        f"(chosen {'searches' if row['direction'] == 'act' else 'answers without searching'}) · "
+        f"**{metric}** chosen {c:.2f} / rejected {r:.2f} · shared steps: {len(prefix)}"
+    )
     n_actions = sum(s["kind"] == "search" for s in chosen)
-    metadata = {"direction": row["direction"], "decision_index": int(row.get("decision_index") or 0),
-                "n_actions": n_actions, "chosen_score": c, "rejected_score": r}
+    metadata = {
+        "direction": row["direction"],
+        "decision_index": int(row.get("decision_index") or 0),
+        "n_actions": n_actions,
+        "chosen_score": c,
+        "rejected_score": r,
+    }
     good = c >= threshold and r < threshold
     verdict = ("accept" if good else "reject", metric, min(max(c - r, 0.0), 1.0))
-    fields = {"question": trim(question, FIELD_LIMIT), "prefix": {"steps": prefix, "empty": not prefix},
-              "comparison": {"chosen": chosen, "rejected": rejected}}
-    return {"id": record_id(row["id"], row["question"], row["golden_answers"], row["prompt"], row["chosen"],
-                            row["rejected"]),
-            "row_id": row["id"], "fields": fields, "metadata": metadata, "verdict": verdict, "n_steps": n_steps(fields)}
+    fields = {
+        "question": trim(question, FIELD_LIMIT),
+        "prefix": {"steps": prefix, "empty": not prefix},
+        "comparison": {"chosen": chosen, "rejected": rejected},
+    }
+    return {
+        "id": record_id(
+            row["id"], row["question"], row["golden_answers"], row["prompt"], row["chosen"], row["rejected"]
+        ),
+        "row_id": row["id"],
+        "fields": fields,
+        "metadata": metadata,
+        "verdict": verdict,
+        "n_steps": n_steps(fields),
+    }
 
 
 # Custom-field templates (Handlebars, rendered by the UI in a sandboxed frame; {{ }} escapes HTML, so
@@ -158,12 +221,21 @@ body{font-family:system-ui,sans-serif;font-size:13px;margin:0}
 .observation{border-color:#d9a400;background:#fffaf0;color:#444}.answer{border-color:#2e9e4f;background:#eefaf1}
 .cols{display:grid;grid-template-columns:1fr 1fr;gap:14px}.cols h4{margin:4px 0}
 </style>"""
-_STEP = ("{{#if this.folded}}<details class=\"s observation\"><summary><b>{{this.n}} observation</b>"
-         "(click to open)</summary>{{this.text}}</details>{{else}}<div class=\"s {{this.kind}}\"><b>{{this.n}} "
-         "{{this.kind}}</b>{{this.text}}</div>{{/if}}")
+_STEP = (
+    '{{#if this.folded}}<details class="s observation"><summary><b>{{this.n}} observation</b>'
+    '(click to open)</summary>{{this.text}}</details>{{else}}<div class="s {{this.kind}}"><b>{{this.n}} '
+    "{{this.kind}}</b>{{this.text}}</div>{{/if}}"
+)
 STEPS_TEMPLATE = _STYLE + "{{#each record.fields.steps.steps}}" + _STEP + "{{/each}}"
-PREFIX_TEMPLATE = (_STYLE + "{{#if record.fields.prefix.empty}}<i>no shared steps: both branches start right "
-                   "after the prompt</i>{{/if}}{{#each record.fields.prefix.steps}}" + _STEP + "{{/each}}")
-COMPARISON_TEMPLATE = (_STYLE + "<div class=\"cols\"><div><h4>chosen</h4>{{#each record.fields.comparison.chosen}}"
-                       + _STEP + "{{/each}}</div><div><h4>rejected</h4>{{#each record.fields.comparison.rejected}}"
-                       + _STEP + "{{/each}}</div></div>")
+PREFIX_TEMPLATE = (
+    _STYLE + "{{#if record.fields.prefix.empty}}<i>no shared steps: both branches start right "
+    "after the prompt</i>{{/if}}{{#each record.fields.prefix.steps}}" + _STEP + "{{/each}}"
+)
+COMPARISON_TEMPLATE = (
+    _STYLE
+    + '<div class="cols"><div><h4>chosen</h4>{{#each record.fields.comparison.chosen}}'
+    + _STEP
+    + "{{/each}}</div><div><h4>rejected</h4>{{#each record.fields.comparison.rejected}}"
+    + _STEP
+    + "{{/each}}</div></div>"
+)

@@ -11,6 +11,7 @@ A bare first word works too: ``python -m annotate.run push``. Settings: ``annota
 the file ``annotate.serve`` generated in ``data_dir``. A server that is down fails naming its URL (exit 1); push
 and pull lose nothing and the same command resumes. Bad settings or input: one line, exit 2.
 """
+
 from __future__ import annotations
 
 import sys

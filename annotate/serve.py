@@ -19,6 +19,7 @@ generated once and kept in ``<data_dir>/credentials.json`` (mode 0600). They are
 the summary says where each one comes from. Settings: ``ServeConfig`` (``params.yaml`` section
 ``annotate_server``).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,27 +39,37 @@ from coa.errors import entry_point
 ROOT = Path(__file__).resolve().parents[1]
 # argilla_server's `users create_default` takes the owner's key and password only as arguments, which any
 # user of the machine reads in `ps`: call its function with them from the environment instead
-CREATE_OWNER = ("import os; from argilla_server.cli.database.users.create_default import create_default; "
-                "create_default(api_key=os.environ['COA_OWNER_API_KEY'], password=os.environ['COA_OWNER_PASSWORD'], "
-                "quiet=True)")
+CREATE_OWNER = (
+    "import os; from argilla_server.cli.database.users.create_default import create_default; "
+    "create_default(api_key=os.environ['COA_OWNER_API_KEY'], password=os.environ['COA_OWNER_PASSWORD'], "
+    "quiet=True)"
+)
 
 
 @dataclass
 class ServeConfig:
     """Where the review server lives. Ports are on 127.0.0.1 unless ``host`` says otherwise."""
 
-    action: str = field(default="run", metadata={"help": "run (foreground, Ctrl-C stops) | start (background) | stop | status"})
+    action: str = field(
+        default="run", metadata={"help": "run (foreground, Ctrl-C stops) | start (background) | stop | status"}
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "address every service binds (loopback by default)"})
     port: int = field(default=6900, metadata={"help": "Argilla API and web UI port"})
     search_port: int = field(default=9210, metadata={"help": "noida-db Elasticsearch-API port"})
     redis_port: int = field(default=6390, metadata={"help": "redis-server port"})
-    data_dir: str = field(default=".argilla", metadata={"help": "database, search data, logs, pids and generated credentials"})
+    data_dir: str = field(
+        default=".argilla", metadata={"help": "database, search data, logs, pids and generated credentials"}
+    )
     venv: str = field(default=".venv-argilla", metadata={"help": "the venv holding argilla-server 2.8.0 and noida-db"})
-    annotators: list = field(default_factory=lambda: ["annotator"], metadata={
-        "help": "annotator usernames to create (all share ARGILLA_ANNOTATOR_PASSWORD)"})
+    annotators: list = field(
+        default_factory=lambda: ["annotator"],
+        metadata={"help": "annotator usernames to create (all share ARGILLA_ANNOTATOR_PASSWORD)"},
+    )
     workspace: str = field(default="argilla", metadata={"help": "workspace the owner and the annotators share"})
     workers: int = field(default=1, metadata={"help": "background job workers (dataset progress updates); 1 is enough"})
-    ready_timeout_s: float = field(default=120.0, metadata={"help": "seconds to wait for the API to answer before giving up"})
+    ready_timeout_s: float = field(
+        default=120.0, metadata={"help": "seconds to wait for the API to answer before giving up"}
+    )
 
     def __post_init__(self) -> None:
         if self.action not in ("run", "start", "stop", "status"):
@@ -107,15 +118,24 @@ class ReviewStack:
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.data / "logs" / f"{name}.log", "ab")
         # a session of its own, so stop() can signal the process group (the worker forks children)
-        self.procs[name] = subprocess.Popen(argv, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.data)
+        self.procs[name] = subprocess.Popen(
+            argv,
+            env=self._env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.data,
+        )
         log.close()
 
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode} during start; "
-                                   f"see {self.data / 'logs' / (name + '.log')}")
+                raise RuntimeError(
+                    f"{name} exited with code {proc.returncode} during start; "
+                    f"see {self.data / 'logs' / (name + '.log')}"
+                )
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "ReviewStack":
@@ -126,14 +146,50 @@ class ReviewStack:
         (self.data / "logs").mkdir(parents=True, exist_ok=True)
         secrets = credentials.load_or_create(self.data)
         try:
-            self._spawn("search", [self._bin("noida-db"), "start", "--data-dir", str(self.data / "search"),
-                                   "--host", self.cfg.host, "--only", "elasticsearch",
-                                   "--elasticsearch-port", str(self.cfg.search_port)])
-            self._spawn("redis", [redis, "--bind", self.cfg.host, "--port", str(self.cfg.redis_port),
-                                  "--save", "", "--appendonly", "no"])
+            self._spawn(
+                "search",
+                [
+                    self._bin("noida-db"),
+                    "start",
+                    "--data-dir",
+                    str(self.data / "search"),
+                    "--host",
+                    self.cfg.host,
+                    "--only",
+                    "elasticsearch",
+                    "--elasticsearch-port",
+                    str(self.cfg.search_port),
+                ],
+            )
+            self._spawn(
+                "redis",
+                [
+                    redis,
+                    "--bind",
+                    self.cfg.host,
+                    "--port",
+                    str(self.cfg.redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+            )
             self.init_database(secrets)
-            self._spawn("server", [py, "-m", "argilla_server", "start", "--host", self.cfg.host,
-                                   "--port", str(self.cfg.port), "--no-access-log"])
+            self._spawn(
+                "server",
+                [
+                    py,
+                    "-m",
+                    "argilla_server",
+                    "start",
+                    "--host",
+                    self.cfg.host,
+                    "--port",
+                    str(self.cfg.port),
+                    "--no-access-log",
+                ],
+            )
             self._spawn("worker", [py, "-m", "argilla_server", "worker", "--num-workers", str(self.cfg.workers)])
             wait_ready(self.cfg.api_url, secrets["owner_api_key"], self.cfg.ready_timeout_s, self._check_alive)
             credentials.ensure_annotators(self.cfg.api_url, secrets, self.cfg.annotators, self.cfg.workspace)
@@ -151,8 +207,10 @@ class ReviewStack:
         os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
         db.chmod(0o600)  # one an earlier version created readable
         owner = {"COA_OWNER_API_KEY": secrets["owner_api_key"], "COA_OWNER_PASSWORD": secrets["owner_password"]}
-        for name, argv, env in (("database migrate", ["-m", "argilla_server", "database", "migrate"], self._env()),
-                                ("users create_default", ["-c", CREATE_OWNER], {**self._env(), **owner})):
+        for name, argv, env in (
+            ("database migrate", ["-m", "argilla_server", "database", "migrate"], self._env()),
+            ("users create_default", ["-c", CREATE_OWNER], {**self._env(), **owner}),
+        ):
             done = subprocess.run([self._bin("python"), *argv], env=env, cwd=self.data, capture_output=True, text=True)
             if done.returncode:
                 tail = credentials.redact(done.stdout + done.stderr, secrets)[-2000:]
@@ -226,7 +284,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing recorded in {cfg.data_dir}/pids.json")
         return 0
     if cfg.action == "status":
-
         up = server_up(cfg.api_url)
         print(f"{cfg.api_url}: {'up' if up else 'not answering'}")
         return 0 if up else 1

@@ -12,6 +12,7 @@ in a child process: wall time, rows/s and the child's peak RSS. In the same run 
 baseline (the core's parse + score functions, dict dedup, datasketch MinHash, Python aggregates) on a
 ``--baseline``-row sample is timed and extrapolated; the ratio is printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,10 @@ from coa.score import score_all  # noqa: E402
 from coa.trajectory import TRAJECTORY_SCHEMA, write_trajectories  # noqa: E402
 from curate import io  # noqa: E402
 
-EVAL_SETS = [str(ROOT / "data/raw/bamboogle/bamboogle.jsonl.gz"), str(ROOT / "data/raw/autocoa/all_test_data_test.parquet")]
+EVAL_SETS = [
+    str(ROOT / "data/raw/bamboogle/bamboogle.jsonl.gz"),
+    str(ROOT / "data/raw/autocoa/all_test_data_test.parquet"),
+]
 
 
 def base_rows(source: str | None, work: Path) -> tuple[pl.DataFrame, str]:
@@ -49,10 +53,15 @@ def base_rows(source: str | None, work: Path) -> tuple[pl.DataFrame, str]:
     from tests.fixtures.trajectories import realistic_trajectories
 
     index = build_index(DEFAULT_CORPUS, work / "index", show_progress=False)
-    rows = realistic_trajectories(load_questions(DEFAULT_QUESTIONS), load_searcher(index),
-                                  tokenizer=AutoTokenizer.from_pretrained(base_model_dir()))
+    rows = realistic_trajectories(
+        load_questions(DEFAULT_QUESTIONS),
+        load_searcher(index),
+        tokenizer=AutoTokenizer.from_pretrained(base_model_dir()),
+    )
     write_trajectories(work / "base.parquet", rows)
-    return pl.read_parquet(work / "base.parquet"), "fixtures: real HotpotQA questions + real corpus (BM25), autocoa preset"
+    return pl.read_parquet(
+        work / "base.parquet"
+    ), "fixtures: real HotpotQA questions + real corpus (BM25), autocoa preset"
 
 
 def replicate(base: pl.DataFrame, rows: int) -> pl.DataFrame:
@@ -61,23 +70,36 @@ def replicate(base: pl.DataFrame, rows: int) -> pl.DataFrame:
     df = base.join(pl.DataFrame({"r": range(reps)}, schema={"r": pl.Int64}), how="cross").head(rows)
     df = df.with_row_index("n").with_columns(
         question_id=pl.col("question_id") + "#" + pl.col("r").cast(pl.String),
-        id=(pl.col("id") + pl.col("r").cast(pl.String)).hash(1).cast(pl.String))
-    segs = df.select("n", "r", "segments").explode("segments").with_columns(
-        k=pl.int_range(pl.len()).over("n"), last=pl.int_range(pl.len()).over("n") == pl.len().over("n") - 1)
+        id=(pl.col("id") + pl.col("r").cast(pl.String)).hash(1).cast(pl.String),
+    )
+    segs = (
+        df.select("n", "r", "segments")
+        .explode("segments")
+        .with_columns(
+            k=pl.int_range(pl.len()).over("n"), last=pl.int_range(pl.len()).over("n") == pl.len().over("n") - 1
+        )
+    )
     text = pl.col("segments").struct.field("text")
     r = pl.col("r")
     note = pl.format("(attempt {}, checking {} first) ", r, pl.col("n") % 97)
     loop = pl.lit("Let me think again. " * 20)
-    new = (pl.when(pl.col("k") == 0).then(text.str.replace("\n", "\n" + note, literal=True)).otherwise(text))
-    new = (pl.when((r % 10 == 3) & pl.col("last")).then(new.str.head(new.str.len_chars() // 2))   # cut off
-           .when((r % 10 == 5) & (pl.col("k") == 0)).then(new + loop)                           # looping
-           .when((r % 10 == 7) & (pl.col("k") == 0)).then(new.str.replace(r"<begin_search> [^<]*</end_search>",
-                                                                            "<begin_search>  </end_search>"))
-           .otherwise(new))
+    new = pl.when(pl.col("k") == 0).then(text.str.replace("\n", "\n" + note, literal=True)).otherwise(text)
+    new = (
+        pl.when((r % 10 == 3) & pl.col("last"))
+        .then(new.str.head(new.str.len_chars() // 2))  # cut off
+        .when((r % 10 == 5) & (pl.col("k") == 0))
+        .then(new + loop)  # looping
+        .when((r % 10 == 7) & (pl.col("k") == 0))
+        .then(new.str.replace(r"<begin_search> [^<]*</end_search>", "<begin_search>  </end_search>"))
+        .otherwise(new)
+    )
     segs = segs.with_columns(segments=pl.col("segments").struct.with_fields(text=new))
     segs = segs.group_by("n", maintain_order=True).agg("segments")
-    df = df.drop("segments").join(segs, on="n").with_columns(
-        finish_reason=pl.when(r % 10 == 3).then(pl.lit("max_tokens")).otherwise(pl.col("finish_reason")))
+    df = (
+        df.drop("segments")
+        .join(segs, on="n")
+        .with_columns(finish_reason=pl.when(r % 10 == 3).then(pl.lit("max_tokens")).otherwise(pl.col("finish_reason")))
+    )
     return df.select(TRAJECTORY_SCHEMA.names)
 
 
@@ -106,16 +128,26 @@ def python_baseline(sample: pl.DataFrame) -> float:
         scores = score_all(completion, row["golden_answers"], row["format"])
         lines = [x for x in model.replace(". ", ".\n").replace("? ", "?\n").replace("! ", "!\n").split("\n") if x]
         words = model.lower().split()
-        reason = (parsed.errors and "malformed" or row["finish_reason"] not in ("answer", "") and "unfinished"
-                  or len(lines) >= 4 and 1 - len(set(lines)) / len(lines) > 0.5 and "repetition"
-                  or len(words) >= 60 and len(set(words)) / len(words) < 0.2 and "repetition" or None)
+        reason = (
+            parsed.errors
+            and "malformed"
+            or row["finish_reason"] not in ("answer", "")
+            and "unfinished"
+            or len(lines) >= 4
+            and 1 - len(set(lines)) / len(lines) > 0.5
+            and "repetition"
+            or len(words) >= 60
+            and len(set(words)) / len(words) < 0.2
+            and "repetition"
+            or None
+        )
         key = (row["question_id"], row["mode"], hash(model))
         if reason is None and key in seen:
             reason = "duplicate"
         seen.add(key)
         if reason is None:
             m = MinHash(num_perm=16)
-            m.update_batch([" ".join(words[i:i + 3]).encode() for i in range(max(len(words) - 2, 1))])
+            m.update_batch([" ".join(words[i : i + 3]).encode() for i in range(max(len(words) - 2, 1))])
             if lsh.query(m):
                 reason = "near_duplicate"
             else:
@@ -134,8 +166,12 @@ def main() -> None:
     ap.add_argument("--source", default=None, help="trajectory parquet to replicate (default: fixtures)")
     ap.add_argument("--baseline", type=int, default=5000, help="rows timed in the pure-Python baseline")
     ap.add_argument("--shards", type=int, default=10)
-    ap.add_argument("--work", default=None, help="folder for the generated data (default: a temp dir); "
-                                                 "data built there by an earlier run with the same --rows is reused")
+    ap.add_argument(
+        "--work",
+        default=None,
+        help="folder for the generated data (default: a temp dir); "
+        "data built there by an earlier run with the same --rows is reused",
+    )
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_curate_"))
     data = work / "trajectories"
@@ -160,7 +196,9 @@ def main() -> None:
     print(f"data: {n} rows ({origin}); {size / 2**20:.0f} MiB parquet; ready in {time.perf_counter() - t0:.0f}s")
 
     load = os.getloadavg()[0]
-    score_s, score_cpu = run_cli(["step=score", f"in={data}", f"out={work / 'score'}", f"eval_sets=[{','.join(EVAL_SETS)}]"])
+    score_s, score_cpu = run_cli(
+        ["step=score", f"in={data}", f"out={work / 'score'}", f"eval_sets=[{','.join(EVAL_SETS)}]"]
+    )
     analyze_s, analyze_cpu = run_cli(["step=analyze", f"in={work / 'score'}", f"out={work / 'analyze'}"])
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB → GiB
     total, cpu = score_s + analyze_s, score_cpu + analyze_cpu
@@ -168,23 +206,37 @@ def main() -> None:
     py_total, py_cpu_total = py_s / sample.height * n, py_cpu / sample.height * n
     metrics = io.read_metrics(work / "score" / "metrics.json")
     result = {
-        "rows": n, "base": origin, "cpus": os.cpu_count(), "load_avg_1m_before": load,
+        "rows": n,
+        "base": origin,
+        "cpus": os.cpu_count(),
+        "load_avg_1m_before": load,
         "load_avg_1m_after": os.getloadavg()[0],
-        "score_filter_dedup_decontam_s": round(score_s, 1), "analyze_s": round(analyze_s, 1),
-        "total_s": round(total, 1), "rows_per_s": round(n / total), "peak_rss_gib": round(peak, 2),
-        "cpu_s": round(cpu, 1), "cpu_s_per_core_of_2": round(cpu / 2, 1),
+        "score_filter_dedup_decontam_s": round(score_s, 1),
+        "analyze_s": round(analyze_s, 1),
+        "total_s": round(total, 1),
+        "rows_per_s": round(n / total),
+        "peak_rss_gib": round(peak, 2),
+        "cpu_s": round(cpu, 1),
+        "cpu_s_per_core_of_2": round(cpu / 2, 1),
         "score_phase_s": io.read_metrics(work / "score" / "metrics.json")["phase_seconds"],
-        "python_baseline_rows": sample.height, "python_baseline_s": round(py_s, 1),
-        "python_baseline_extrapolated_s": round(py_total), "speedup": round(py_total / total, 1),
-        "python_baseline_cpu_s_extrapolated": round(py_cpu_total), "speedup_cpu": round(py_cpu_total / cpu, 1),
-        "kept": metrics["kept"], "reasons": metrics["reasons"]["first"],
-        "parsed_by_python": metrics["parsed_by_python"], "scored_by_python": metrics["scored_by_python"],
+        "python_baseline_rows": sample.height,
+        "python_baseline_s": round(py_s, 1),
+        "python_baseline_extrapolated_s": round(py_total),
+        "speedup": round(py_total / total, 1),
+        "python_baseline_cpu_s_extrapolated": round(py_cpu_total),
+        "speedup_cpu": round(py_cpu_total / cpu, 1),
+        "kept": metrics["kept"],
+        "reasons": metrics["reasons"]["first"],
+        "parsed_by_python": metrics["parsed_by_python"],
+        "scored_by_python": metrics["scored_by_python"],
     }
     print(json.dumps(result, indent=2))
-    print(f"\n{n:,} trajectories: score+filter+dedup+decontam {score_s:.1f}s + analyze {analyze_s:.1f}s = "
-          f"{total:.1f}s wall ({n / total:,.0f} rows/s; {cpu:.0f} CPU-s, load {load:.1f} on {os.cpu_count()} cores), "
-          f"peak RSS {peak:.2f} GiB; pure Python would take ~{py_total:,.0f}s ({sample.height} rows in {py_s:.1f}s) "
-          f"→ {py_total / total:.0f}x faster in wall time, {py_cpu_total / cpu:.0f}x in CPU time")
+    print(
+        f"\n{n:,} trajectories: score+filter+dedup+decontam {score_s:.1f}s + analyze {analyze_s:.1f}s = "
+        f"{total:.1f}s wall ({n / total:,.0f} rows/s; {cpu:.0f} CPU-s, load {load:.1f} on {os.cpu_count()} cores), "
+        f"peak RSS {peak:.2f} GiB; pure Python would take ~{py_total:,.0f}s ({sample.height} rows in {py_s:.1f}s) "
+        f"→ {py_total / total:.0f}x faster in wall time, {py_cpu_total / cpu:.0f}x in CPU time"
+    )
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
     (out / "bench_curate.json").write_text(json.dumps(result, indent=2) + "\n")

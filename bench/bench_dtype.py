@@ -8,6 +8,7 @@ observation would hold them; 16 in flight) and prints prompt tokens/s, completio
 ratio float32 / bfloat16, next to what ``synth.serve.serving_dtype("auto")`` picks from the CPU flags.
 Rounds alternate between the dtypes' servers so load from other work hits both alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,22 @@ def prompts(n: int, target_tokens: int, tokenizer) -> list[str]:
 async def run_round(base_url: str, texts: list[str], new_tokens: int, in_flight: int = 16) -> tuple[int, int, float]:
     sem = asyncio.Semaphore(in_flight)
     async with httpx.AsyncClient(timeout=600) as client:
+
         async def one(text: str) -> tuple[int, int]:
             async with sem:
-                r = await client.post(f"{base_url}/completions", json={
-                    "model": "bench", "prompt": text, "max_tokens": new_tokens, "temperature": 0.0,
-                    "ignore_eos": True})
+                r = await client.post(
+                    f"{base_url}/completions",
+                    json={
+                        "model": "bench",
+                        "prompt": text,
+                        "max_tokens": new_tokens,
+                        "temperature": 0.0,
+                        "ignore_eos": True,
+                    },
+                )
                 usage = r.json()["usage"]
                 return usage["prompt_tokens"], usage["completion_tokens"]
+
         started = time.perf_counter()
         done = await asyncio.gather(*(one(t) for t in texts))
     return sum(p for p, _ in done), sum(c for _, c in done), time.perf_counter() - started
@@ -74,17 +84,20 @@ def main() -> None:
             cfg = ServeConfig(dtype=dtype, port=free_port(), served_name="bench")
             servers[dtype] = (start_engine(cfg), cfg.base_url)
         for i in range(args.rounds):
-            for dtype in (results if i % 2 == 0 else list(results)[::-1]):
+            for dtype in results if i % 2 == 0 else list(results)[::-1]:
                 # the prefix cache would serve round 2 from memory: vary the prompts per round
-                results[dtype].append(asyncio.run(run_round(servers[dtype][1], [f"[{i}] {t}" for t in texts],
-                                                            args.new_tokens)))
+                results[dtype].append(
+                    asyncio.run(run_round(servers[dtype][1], [f"[{i}] {t}" for t in texts], args.new_tokens))
+                )
     finally:
         for server, _ in servers.values():
             if server is not None:
                 server.stop()
     rate = {}
-    print(f"CPU native bf16 (avx512_bf16/AMX): {cpu_has_native_bf16()}; serving_dtype('auto') -> "
-          f"{serving_dtype('auto', cuda=False)}")
+    print(
+        f"CPU native bf16 (avx512_bf16/AMX): {cpu_has_native_bf16()}; serving_dtype('auto') -> "
+        f"{serving_dtype('auto', cuda=False)}"
+    )
     print(f"{'dtype':10} {'prompt tok/s':>13} {'completion tok/s':>17} {'wall s':>8}")
     for dtype, rounds in results.items():
         p, c, wall = (sum(x[i] for x in rounds) for i in range(3))

@@ -9,6 +9,7 @@ EM, and how many trajectories are token-for-token identical to the first engine'
 float32 should not depend on the engine. ``server`` runs with synthesis's concurrency (16 in flight);
 the in-process engines take every question in one batch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,23 @@ def main() -> None:
     for engine in args.engines.split(","):
         concurrency = 16 if engine == "server" else args.concurrency
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "evaluate.run", f"name={engine}", f"model={args.model}",
-                        f"questions=[{args.questions}]", f"limit={args.limit}", f"engine={engine}",
-                        f"concurrency={concurrency}", f"out_root={out}"], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "evaluate.run",
+                f"name={engine}",
+                f"model={args.model}",
+                f"questions=[{args.questions}]",
+                f"limit={args.limit}",
+                f"engine={engine}",
+                f"concurrency={concurrency}",
+                f"out_root={out}",
+            ],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         seconds = time.perf_counter() - started
         dataset = Path(args.questions).name.split(".")[0]
         em = json.loads((out / engine / "metrics.json").read_text())["datasets"][dataset]["em"]

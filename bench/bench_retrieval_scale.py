@@ -14,6 +14,7 @@ FAISS: synthetic 384-d vectors with a low intrinsic dimension as sentence embedd
 small isotropic noise, L2-normalised; NOT real MiniLM embeddings), recall@10 of IVF-PQ against exact
 inner-product search for 500 held-out queries drawn from the same distribution.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,12 +50,12 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> None:
     # past 500K, which clipping to the last word made the corpus's most frequent term
     cdf = np.cumsum(np.arange(1, WORDS + 1, dtype=np.float64) ** -1.1)
     cdf /= cdf[-1]
-    with (gzip.open(path, "wt", compresslevel=1) if path.suffix == ".gz" else open(path, "w")) as f:
+    with gzip.open(path, "wt", compresslevel=1) if path.suffix == ".gz" else open(path, "w") as f:
         for start in range(0, n, 10_000):
             rows = min(10_000, n - start)
             ids = np.minimum(np.searchsorted(cdf, rng.random((rows, PASSAGE_WORDS + 3))), WORDS - 1)
             for i, row in enumerate(words[ids]):
-                title, text = " ".join(row[:1 + i % 3]).title(), " ".join(row[3:])
+                title, text = " ".join(row[: 1 + i % 3]).title(), " ".join(row[3:])
                 f.write(json.dumps({"id": str(start + i + 1), "contents": f'"{title}"\n{text}'}) + "\n")
 
 
@@ -98,7 +99,7 @@ def measure_one(corpus: Path, out: Path, backend: str, queries: list[str]) -> di
     searcher = load_searcher(out)
     searcher.search(queries[:4], 3)  # load / JIT
     for batch in (1, 64):
-        chunks = [queries[i:i + batch] for i in range(0, len(queries), batch)]
+        chunks = [queries[i : i + batch] for i in range(0, len(queries), batch)]
         started = time.perf_counter()
         for chunk in chunks:
             searcher.search(chunk, 3)
@@ -145,8 +146,9 @@ def sample_queries(corpus: Path, n: int = 256, seed: int = 1, content_rank: int 
     return [" ".join(rng.choice(lines[i], min(len(lines[i]), rng.integers(4, 9)), replace=False)) for i in picks]
 
 
-def synthetic_vectors(n: int, n_queries: int = 500, dim: int = 384, latent: int = 64, clusters: int = 4096,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_vectors(
+    n: int, n_queries: int = 500, dim: int = 384, latent: int = 64, clusters: int = 4096, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(passages, queries): 384-d vectors with a low intrinsic dimension, L2-normalised (see the docstring)."""
     rng = np.random.default_rng(seed)
     spectrum = (1.0 / np.sqrt(np.arange(1, latent + 1))).astype(np.float32)
@@ -155,9 +157,11 @@ def synthetic_vectors(n: int, n_queries: int = 500, dim: int = 384, latent: int 
     vectors = np.empty((n + n_queries, dim), np.float32)
     for start in range(0, len(vectors), 100_000):
         rows = min(100_000, len(vectors) - start)
-        z = centers[rng.integers(0, clusters, rows)] + 0.5 * spectrum * rng.standard_normal((rows, latent), dtype=np.float32)
+        z = centers[rng.integers(0, clusters, rows)] + 0.5 * spectrum * rng.standard_normal(
+            (rows, latent), dtype=np.float32
+        )
         part = z @ rotation + 0.02 * rng.standard_normal((rows, dim), dtype=np.float32)
-        vectors[start:start + rows] = part / np.linalg.norm(part, axis=1, keepdims=True)
+        vectors[start : start + rows] = part / np.linalg.norm(part, axis=1, keepdims=True)
     return vectors[:n], vectors[n:]
 
 
@@ -194,12 +198,19 @@ def ivfpq_recall(base: np.ndarray, queries: np.ndarray, seed: int = 0) -> dict:
     started = time.perf_counter()
     index.train(base[rng.choice(n, train, replace=False)])
     index.add(base)
-    row = {"n": n, "queries": len(queries), "factory": f"IVF{nlist},PQ{m}x{nbits}",
-           "build_s": round(time.perf_counter() - started, 1), "index_bytes": len(faiss.serialize_index(index))}
+    row = {
+        "n": n,
+        "queries": len(queries),
+        "factory": f"IVF{nlist},PQ{m}x{nbits}",
+        "build_s": round(time.perf_counter() - started, 1),
+        "index_bytes": len(faiss.serialize_index(index)),
+    }
     for nprobe in (8, 32, 128):
         index.nprobe = nprobe
         _, found = index.search(queries, 10)
-        row[f"recall10_nprobe{nprobe}"] = round(float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])), 3)
+        row[f"recall10_nprobe{nprobe}"] = round(
+            float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])), 3
+        )
     # the backend's re-ranking: the PQ top-R candidates re-scored with the float16 vectors (on disk there)
     stored = base.astype(np.float16)
     index.nprobe = 32
@@ -207,8 +218,9 @@ def ivfpq_recall(base: np.ndarray, queries: np.ndarray, seed: int = 0) -> dict:
         started = time.perf_counter()
         _, candidates = index.search(queries, depth)
         found = [rows for rows, _ in reranked(queries, candidates, stored, 10)]
-        row[f"recall10_nprobe32_rerank{depth}"] = round(float(np.mean([len(set(a) & set(b)) / 10
-                                                                       for a, b in zip(found, truth)])), 3)
+        row[f"recall10_nprobe32_rerank{depth}"] = round(
+            float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])), 3
+        )
         row[f"ms_per_query_rerank{depth}"] = round(1000 * (time.perf_counter() - started) / len(queries), 2)
     row["bytes_per_vector"] = round(row["index_bytes"] / n, 1)
     row["projected_21M_gb"] = round(row["bytes_per_vector"] * 21_000_000 / 2**30, 2)
@@ -223,8 +235,11 @@ def main() -> None:
     ap.add_argument("--keep-indexes", action="store_true", help="keep each index after measuring it (disk)")
     ap.add_argument("--gzip", action="store_true", help="write the synthetic corpora as .jsonl.gz (disk)")
     ap.add_argument("--faiss", type=int, default=0, help="measure IVF-PQ recall on this many synthetic vectors instead")
-    ap.add_argument("--faiss-minilm", action="store_true",
-                    help="IVF-PQ recall on real MiniLM embeddings of the embedded corpus, and on as many synthetic vectors")
+    ap.add_argument(
+        "--faiss-minilm",
+        action="store_true",
+        help="IVF-PQ recall on real MiniLM embeddings of the embedded corpus, and on as many synthetic vectors",
+    )
     ap.add_argument("--one", nargs=3, metavar=("CORPUS", "OUT", "BACKEND"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.faiss:
@@ -241,8 +256,10 @@ def main() -> None:
         return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    print("| passages | backend | build s | peak RSS GB | peak anon GB | disk GB | q/s b1 | q/s b64 | HTTP p50 ms | "
-          "HTTP p99 ms |")
+    print(
+        "| passages | backend | build s | peak RSS GB | peak anon GB | disk GB | q/s b1 | q/s b64 | HTTP p50 ms | "
+        "HTTP p99 ms |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for size in map(int, args.sizes.split(",")):
         corpus = work / f"synthetic_{size}.jsonl{'.gz' if args.gzip else ''}"
@@ -250,8 +267,9 @@ def main() -> None:
             write_corpus(corpus, size)
         for backend in args.backends.split(","):
             index = work / f"idx_{backend}_{size}"
-            done = subprocess.run([sys.executable, __file__, "--one", str(corpus), str(index), backend],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--one", str(corpus), str(index), backend], capture_output=True, text=True
+            )
             if not args.keep_indexes:
                 shutil.rmtree(index, ignore_errors=True)
             if done.returncode:
@@ -260,8 +278,11 @@ def main() -> None:
             r = json.loads(done.stdout.strip().splitlines()[-1])
             with open(work / "results.jsonl", "a") as f:  # every measured field, the table prints the main ones
                 f.write(json.dumps({"passages": size, "backend": backend, **r}) + "\n")
-            print(f"| {size:,} | {backend} | {r['build_s']} | {r['peak_rss_gb']} | {r['peak_anon_gb']} | {r['disk_gb']} | {r['qps_b1']} | "
-                  f"{r['qps_b64']} | {r['http_p50_ms']} | {r['http_p99_ms']} |", flush=True)
+            print(
+                f"| {size:,} | {backend} | {r['build_s']} | {r['peak_rss_gb']} | {r['peak_anon_gb']} | {r['disk_gb']} | {r['qps_b1']} | "
+                f"{r['qps_b64']} | {r['http_p50_ms']} | {r['http_p99_ms']} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ pull     annotate.run pull (fetch with responses, validate, resolve, write the r
          baseline: iterating ``dataset.records(with_responses=True)`` (nothing resolved or written)
 Rows are a real curated CoA set (real questions and passages) repeated under new ids.
 """
+
 from __future__ import annotations
 
 import socket
@@ -46,24 +47,42 @@ def main(n: int = 5000) -> None:
     index = build_index(DEFAULT_CORPUS, work / "index", show_progress=False)
     sample = build(work / "sample", load_questions(DEFAULT_QUESTIONS)[:24], load_searcher(index))
     base = pl.read_parquet(sample / "sets" / "coa.parquet")
-    rows = pl.concat([base.with_columns(id=pl.format("b{}-{}", pl.lit(i), pl.col("id"))) for i in range(n // base.height + 1)]).head(n)
+    rows = pl.concat(
+        [base.with_columns(id=pl.format("b{}-{}", pl.lit(i), pl.col("id"))) for i in range(n // base.height + 1)]
+    ).head(n)
     (work / "sets").mkdir()
     rows.write_parquet(work / "sets" / "coa.parquet")
 
-    serve = ServeConfig(data_dir=str(work / "argilla"), port=free_port(), search_port=free_port(), redis_port=free_port())
+    serve = ServeConfig(
+        data_dir=str(work / "argilla"), port=free_port(), search_port=free_port(), redis_port=free_port()
+    )
     with ReviewStack(serve) as stack:
         print(f"cold start: {stack.cold_start_s:.1f} s")
-        cfg = ReviewConfig(api_url=serve.api_url, data_dir=serve.data_dir, sets_dir=str(work / "sets"), sets=["coa"],
-                           batch_size=500, review=str(work / "review.parquet"), known_rows=[])
+        cfg = ReviewConfig(
+            api_url=serve.api_url,
+            data_dir=serve.data_dir,
+            sets_dir=str(work / "sets"),
+            sets=["coa"],
+            batch_size=500,
+            review=str(work / "review.parquet"),
+            known_rows=[],
+        )
         client = connect(serve.api_url, credentials.owner_api_key(serve.data_dir))
 
         # baseline push: the raw SDK with pre-rendered records
         rendered = render_set(cfg, "coa", read_set(cfg, "coa"))
-        baseline = rg.Dataset(name="baseline-coa", workspace="argilla", settings=datasets.settings("trajectories", cfg),
-                              client=client).create()
-        records = [rg.Record(id=r["id"], fields=r["fields"], metadata=r["metadata"],
-                             suggestions=[rg.Suggestion("decision", r["verdict"][0], score=r["verdict"][2], agent=r["verdict"][1])])
-                   for r in rendered]
+        baseline = rg.Dataset(
+            name="baseline-coa", workspace="argilla", settings=datasets.settings("trajectories", cfg), client=client
+        ).create()
+        records = [
+            rg.Record(
+                id=r["id"],
+                fields=r["fields"],
+                metadata=r["metadata"],
+                suggestions=[rg.Suggestion("decision", r["verdict"][0], score=r["verdict"][2], agent=r["verdict"][1])],
+            )
+            for r in rendered
+        ]
         t = time.perf_counter()
         baseline.records.log(records, batch_size=500)
         raw_push = time.perf_counter() - t
@@ -81,23 +100,34 @@ def main(n: int = 5000) -> None:
         me = client.me.id
         answered = []
         for i, record in enumerate(dataset.records(batch_size=1000)):
-            record.responses.add(rg.Response("decision", "reject" if i % 7 == 0 else "accept", user_id=me, status="submitted"))
+            record.responses.add(
+                rg.Response("decision", "reject" if i % 7 == 0 else "accept", user_id=me, status="submitted")
+            )
             answered.append(record)
         for i in range(0, len(answered), 1000):
-            dataset.records.log(answered[i:i + 1000], batch_size=500)
+            dataset.records.log(answered[i : i + 1000], batch_size=500)
 
         t = time.perf_counter()
         fetched = list(dataset.records(with_responses=True, batch_size=1000))
         raw_pull = time.perf_counter() - t
         t = time.perf_counter()
-        metrics = pull(client, ReviewConfig(**{**cfg.__dict__, "dataset_prefix": "bench-", "known_rows": [str(work / "sets" / "coa.parquet")]}))
+        metrics = pull(
+            client,
+            ReviewConfig(
+                **{**cfg.__dict__, "dataset_prefix": "bench-", "known_rows": [str(work / "sets" / "coa.parquet")]}
+            ),
+        )
         our_pull = time.perf_counter() - t
         assert len(fetched) == n and metrics["rows"] == n, (len(fetched), metrics["rows"])
 
     print(f"rows: {n}")
-    print(f"push   annotate {n / our_push:8.0f} records/s   raw SDK log {n / raw_push:8.0f} records/s   ratio {raw_push / our_push:.2f}x")
+    print(
+        f"push   annotate {n / our_push:8.0f} records/s   raw SDK log {n / raw_push:8.0f} records/s   ratio {raw_push / our_push:.2f}x"
+    )
     print(f"re-push (nothing new) {re_push:.1f} s")
-    print(f"pull   annotate {n / our_pull:8.0f} records/s   raw SDK iterate {n / raw_pull:8.0f} records/s   ratio {raw_pull / our_pull:.2f}x")
+    print(
+        f"pull   annotate {n / our_pull:8.0f} records/s   raw SDK iterate {n / raw_pull:8.0f} records/s   ratio {raw_pull / our_pull:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ head's token tile) and the allocator's free pages given back after each rollout'
 (``train.checkpoint.release_free_memory``). ``--compare`` runs the bench twice, in fresh processes, without and
 with them, and prints both tables and the peaks' ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def memory_gb() -> tuple[float, float]:
     """(VmRSS, VmHWM) of this process in GB."""
     fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return tuple(int(fields[k].split()[0]) / 1024 ** 2 for k in ("VmRSS", "VmHWM"))
+    return tuple(int(fields[k].split()[0]) / 1024**2 for k in ("VmRSS", "VmHWM"))
 
 
 class Phases:
@@ -52,9 +53,12 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=12, help="rollouts in the step (the default run: 3 x 4)")
     ap.add_argument("--kv-cache-gib", type=float, default=0.5, help="the vLLM engine's KV cache on CPU")
     ap.add_argument("--lora-r", type=int, default=16, help="LoRA rank (the RL stages' default; 0: full fine-tuning)")
-    ap.add_argument("--trl-defaults", action="store_true",
-                    help="TRL's 4,096-token LM-head tiles, free pages given back after each step only "
-                         "(what the stages had before their settings)")
+    ap.add_argument(
+        "--trl-defaults",
+        action="store_true",
+        help="TRL's 4,096-token LM-head tiles, free pages given back after each step only "
+        "(what the stages had before their settings)",
+    )
     ap.add_argument("--compare", action="store_true", help="run with --trl-defaults, then without, and compare")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -93,8 +97,12 @@ def main() -> None:
     if args.lora_r:
         from peft import LoraConfig, get_peft_model
 
-        policy = get_peft_model(policy, LoraConfig(r=args.lora_r, lora_alpha=32, lora_dropout=0.0,
-                                                   target_modules="all-linear", task_type="CAUSAL_LM"))
+        policy = get_peft_model(
+            policy,
+            LoraConfig(
+                r=args.lora_r, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+            ),
+        )
         policy.enable_input_require_grads()
     trained = [p for p in policy.parameters() if p.requires_grad]
     phases.mark(f"policy float32 ({sum(p.numel() for p in trained) / 1e6:.1f}M trained)")
@@ -102,15 +110,18 @@ def main() -> None:
     phases.mark("search index (BM25, embedded corpus)")
 
     started = time.perf_counter()
-    engine = make_engine("vllm", model=model_dir, tokenizer=tok, temperature=temperature,
-                         kv_cache_gib=args.kv_cache_gib)
+    engine = make_engine(
+        "vllm", model=model_dir, tokenizer=tok, temperature=temperature, kv_cache_gib=args.kv_cache_gib
+    )
     phases.mark(f"vLLM engine (KV cache {args.kv_cache_gib:g} GiB)", time.perf_counter() - started)
 
     prompt_cfg = PromptConfig(format="search_r1", mode="coa", demonstrations=False, prefill="<think>\n")
     env = SearchEnvConfig()
     questions = load_questions(DEFAULT_QUESTIONS, limit=args.prompts)
-    episodes = [start_episode(render_prompt(tok, q["question"], prompt_cfg), tok, prefill=prompt_cfg.prefill,
-                              tools="real") for q in questions]
+    episodes = [
+        start_episode(render_prompt(tok, q["question"], prompt_cfg), tok, prefill=prompt_cfg.prefill, tools="real")
+        for q in questions
+    ]
     started = time.perf_counter()
     drive(episodes, engine, searcher, SEARCH_R1, env.budget, seeds=list(range(len(episodes))))
     rollouts = [ep.rollout() for ep in episodes]
@@ -123,6 +134,7 @@ def main() -> None:
     class Unwrapped:  # policy_weights reads the model through the trainer's accelerator
         class accelerator:
             unwrap_model = staticmethod(lambda m: m)
+
         model = policy
 
     optimizer = torch.optim.AdamW(trained, lr=1e-6)
@@ -152,8 +164,10 @@ def main() -> None:
         phases.mark(f"step {step}: weight sync", time.perf_counter() - started)
 
     settings = "TRL's tiles, trim per step" if args.trl_defaults else "the stages' memory settings"
-    print(f"two RL-2 steps on one batch of {len(rollouts)} rollouts, longest {max(lengths)} tokens, KV cache "
-          f"{args.kv_cache_gib:g} GiB, LoRA r {args.lora_r}, {args.threads} torch threads, {settings}")
+    print(
+        f"two RL-2 steps on one batch of {len(rollouts)} rollouts, longest {max(lengths)} tokens, KV cache "
+        f"{args.kv_cache_gib:g} GiB, LoRA r {args.lora_r}, {args.threads} torch threads, {settings}"
+    )
     print("| phase | rss GB | change GB | peak GB | s |\n|---|---|---|---|---|")
     for name, rss, change, peak, seconds in phases.rows:
         print(f"| {name} | {rss:.2f} | {change:+.2f} | {peak:.2f} | {seconds:.1f} |")
@@ -165,13 +179,21 @@ def compare(argv: list[str]) -> None:
 
     peaks = []
     for extra in (["--trl-defaults"], []):
-        table = subprocess.run([sys.executable, __file__, *argv, *extra], check=True, capture_output=True,
-                               text=True).stdout
+        table = subprocess.run(
+            [sys.executable, __file__, *argv, *extra], check=True, capture_output=True, text=True
+        ).stdout
         print(table)
-        peaks.append(max(float(row.split("|")[4]) for row in table.splitlines() if row.startswith("| ") and
-                         not row.startswith("| phase")))
-    print(f"peak: {peaks[0]:.2f} GB with TRL's tiles and trim per step, {peaks[1]:.2f} GB with the stages' "
-          f"settings ({peaks[1] / peaks[0]:.2f}x)")
+        peaks.append(
+            max(
+                float(row.split("|")[4])
+                for row in table.splitlines()
+                if row.startswith("| ") and not row.startswith("| phase")
+            )
+        )
+    print(
+        f"peak: {peaks[0]:.2f} GB with TRL's tiles and trim per step, {peaks[1]:.2f} GB with the stages' "
+        f"settings ({peaks[1] / peaks[0]:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ model tokens/s of each and the ratio, then splits a GRPO-shaped step on the vLLM
 rollout / weight sync / reference forward (no grad) / policy forward+backward, so one sees where the
 step's time goes once rollouts are fast. Nothing is written except the printed table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,10 @@ def episodes(tok, questions, prompt_cfg):
     from coa.agent import start_episode
     from coa.prompts import render_prompt
 
-    return [start_episode(render_prompt(tok, q["question"], prompt_cfg), tok, prefill=prompt_cfg.prefill, tools="real")
-            for q in questions]
+    return [
+        start_episode(render_prompt(tok, q["question"], prompt_cfg), tok, prefill=prompt_cfg.prefill, tools="real")
+        for q in questions
+    ]
 
 
 def model_tokens(eps) -> int:
@@ -75,14 +78,18 @@ def main() -> None:
     v_eps = drive(episodes(tok, questions, prompt_cfg), vllm, searcher, SEARCH_R1, budget)
     rows["vllm"] = (time.perf_counter() - started, model_tokens(v_eps))
 
-    print(f"{args.prompts} prompts x <= {args.max_tokens} model tokens, real search, greedy, float32, "
-          f"{args.threads} torch threads")
+    print(
+        f"{args.prompts} prompts x <= {args.max_tokens} model tokens, real search, greedy, float32, "
+        f"{args.threads} torch threads"
+    )
     print("| engine | wall s | model tokens | tokens/s |\n|---|---|---|---|")
     for name, (wall, n) in rows.items():
         print(f"| {name} | {wall:.1f} | {n} | {n / wall:.1f} |")
     ratio = (rows["vllm"][1] / rows["vllm"][0]) / (rows["hf"][1] / rows["hf"][0])
-    print(f"\nvLLM / HF rollout throughput: {ratio:.2f}x (vLLM engine start {engine_start:.1f} s, once per stage)",
-          flush=True)
+    print(
+        f"\nvLLM / HF rollout throughput: {ratio:.2f}x (vLLM engine start {engine_start:.1f} s, once per stage)",
+        flush=True,
+    )
 
     # a GRPO-shaped step on the vLLM batch, one rollout per micro-batch as the RL stages train (the whole
     # batch's full-vocabulary logits at once ran this machine out of memory): reference forward (no grad),
@@ -101,8 +108,12 @@ def main() -> None:
 
     step = rows["vllm"][0] + sync_s + ref_s + backward_s
     print("\nstep split with vLLM rollouts (s, share):")
-    for name, value in (("rollout", rows["vllm"][0]), ("weight sync", sync_s), ("reference forward", ref_s),
-                        ("policy forward+backward", backward_s)):
+    for name, value in (
+        ("rollout", rows["vllm"][0]),
+        ("weight sync", sync_s),
+        ("reference forward", ref_s),
+        ("policy forward+backward", backward_s),
+    ):
         print(f"  {name:<24} {value:6.1f}  {100 * value / step:4.0f}%")
 
 

@@ -8,6 +8,7 @@ in flight on keep-alive connections) and batch 64 (64 queries per request), and 
 same batch sizes, (c) rank_bm25 (BM25Okapi, the common pure-Python baseline) on the same tokens.
 Prints ratios against in-process bm25s and against rank_bm25.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,6 +42,7 @@ def bench_in_process(searcher, questions, batch: int, seconds: float) -> float:
         pos[0] += batch
         searcher.search(qs, 3)
         return batch
+
     return timed(step, seconds)
 
 
@@ -79,6 +81,7 @@ def bench_server(url: str, questions, batch: int, seconds: float, in_flight: int
             done, i = done + batch, i + in_flight * batch
         connection.close()
         return done
+
     return threaded_rate(worker, in_flight, seconds)
 
 
@@ -95,6 +98,7 @@ def bench_client(url: str, questions, seconds: float, in_flight: int = 16) -> fl
             client.search([questions[(w + done * in_flight) % len(questions)]], 3)
             done += 1
         return done
+
     return threaded_rate(worker, in_flight, seconds)
 
 
@@ -116,6 +120,7 @@ def bench_rank_bm25(index_dir: Path, questions, seconds: float) -> float:
         okapi.get_top_n(q_tokens[pos[0] % len(q_tokens)], contents, n=3)
         pos[0] += 1
         return 1
+
     return timed(step, seconds)
 
 

@@ -16,6 +16,7 @@ After an untimed warm-up the three are timed ``repeats`` times in turn; the rati
 tokens/s, toolkit / raw replay, is the headline (target >= 0.9); toolkit / one-shot is printed too.
 Results go to ``bench/out/synth.json``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,9 +55,19 @@ class BenchConfig:
 
 
 def synth_config(cfg: BenchConfig, url: str, out: str, offset: int = 0) -> SynthConfig:
-    return SynthConfig(mode="coa", format=cfg.format, limit=cfg.limit, offset=offset, max_tokens=cfg.max_tokens, index=cfg.index,
-                       concurrency=cfg.concurrency, out=out, progress=False, teacher=TeacherConfig(base_url=url),
-                       prompt=PromptConfig(prefill=cfg.prefill))
+    return SynthConfig(
+        mode="coa",
+        format=cfg.format,
+        limit=cfg.limit,
+        offset=offset,
+        max_tokens=cfg.max_tokens,
+        index=cfg.index,
+        concurrency=cfg.concurrency,
+        out=out,
+        progress=False,
+        teacher=TeacherConfig(base_url=url),
+        prompt=PromptConfig(prefill=cfg.prefill),
+    )
 
 
 def toolkit_round(cfg: BenchConfig, url: str, offset: int) -> tuple[dict, list]:
@@ -71,10 +82,15 @@ def toolkit_round(cfg: BenchConfig, url: str, offset: int) -> tuple[dict, list]:
     finally:
         shutil.rmtree(out, ignore_errors=True)
     run = summary["run"]
-    return {"wall_s": run["wall_s"], "completion_tokens": run["completion_tokens"],
-            "tok_s": run["completion_tokens_per_s"], "teacher_calls": run["teacher_calls"],
-            "searches": run["search_calls"], "prompt_tokens": run["prompt_tokens"],
-            "client_cpu_s": round(cpu, 2)}, rows
+    return {
+        "wall_s": run["wall_s"],
+        "completion_tokens": run["completion_tokens"],
+        "tok_s": run["completion_tokens_per_s"],
+        "teacher_calls": run["teacher_calls"],
+        "searches": run["search_calls"],
+        "prompt_tokens": run["prompt_tokens"],
+        "client_cpu_s": round(cpu, 2),
+    }, rows
 
 
 def replay_chains(rows, prefill: str, tokenizer) -> list[list[tuple[str, int]]]:
@@ -86,7 +102,7 @@ def replay_chains(rows, prefill: str, tokenizer) -> list[list[tuple[str, int]]]:
         for i, seg in enumerate(t.segments):
             if seg["kind"] == "model":
                 sent = text + (prefill if i == 0 else "")
-                generated = seg["text"][len(prefill):] if i == 0 else seg["text"]
+                generated = seg["text"][len(prefill) :] if i == 0 else seg["text"]
                 calls.append([sent, max(1, len(tokenizer(generated, add_special_tokens=False)["input_ids"]))])
             text += seg["text"]
         calls[-1][1] = max(1, t.completion_tokens - sum(n for _, n in calls[:-1]))
@@ -94,21 +110,30 @@ def replay_chains(rows, prefill: str, tokenizer) -> list[list[tuple[str, int]]]:
     return chains
 
 
-async def raw_round(url: str, model: str, chains: list[list[tuple[str, int]]], concurrency: int,
-                    salt: str) -> dict:
+async def raw_round(url: str, model: str, chains: list[list[tuple[str, int]]], concurrency: int, salt: str) -> dict:
     """Drive the engine directly: ``concurrency`` chains in flight, the calls of a chain one after another,
     each generating exactly its token count (``ignore_eos``). ``salt`` starts every text, so nothing
     is served from the prefix cache the toolkit's round filled (requests of this round still share
     prefixes among themselves, as the toolkit's do; the instructions shared by all are cached first)."""
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+
         async def chain(calls: list[tuple[str, int]]) -> int:
             done = 0
             async with limit:
                 for prompt, n in calls:
-                    r = await client.post(f"{url}/completions", json={
-                        "model": model, "prompt": salt + prompt, "max_tokens": n, "min_tokens": n, "ignore_eos": True,
-                        "temperature": 0.7, "add_special_tokens": False})
+                    r = await client.post(
+                        f"{url}/completions",
+                        json={
+                            "model": model,
+                            "prompt": salt + prompt,
+                            "max_tokens": n,
+                            "min_tokens": n,
+                            "ignore_eos": True,
+                            "temperature": 0.7,
+                            "add_special_tokens": False,
+                        },
+                    )
                     r.raise_for_status()
                     done += r.json()["usage"]["completion_tokens"]
             return done
@@ -118,8 +143,12 @@ async def raw_round(url: str, model: str, chains: list[list[tuple[str, int]]], c
         started = time.perf_counter()
         tokens = sum(await asyncio.gather(*[chain(c) for c in chains]))
         wall = time.perf_counter() - started
-    return {"wall_s": round(wall, 2), "completion_tokens": tokens, "tok_s": round(tokens / wall, 1),
-            "requests": sum(len(c) for c in chains)}
+    return {
+        "wall_s": round(wall, 2),
+        "completion_tokens": tokens,
+        "tok_s": round(tokens / wall, 1),
+        "requests": sum(len(c) for c in chains),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,18 +164,35 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(cfg.repeats):
             # fresh questions each round: the toolkit never reads what an earlier round left in the cache
             toolkit, rows = toolkit_round(cfg, url, offset=4 + i * cfg.limit)
-            replay = asyncio.run(raw_round(url, model, replay_chains(rows, cfg.prefill, tokenizer), cfg.concurrency,
-                                           salt=f"{i}r\n"))
-            oneshot = asyncio.run(raw_round(url, model, [[(t.prompt + cfg.prefill, t.completion_tokens)] for t in rows],
-                                            cfg.concurrency, salt=f"{i}o\n"))
-            rounds.append({"toolkit": toolkit, "raw_replay": replay, "raw_oneshot": oneshot,
-                           "ratio": round(toolkit["tok_s"] / replay["tok_s"], 3),
-                           "ratio_oneshot": round(toolkit["tok_s"] / oneshot["tok_s"], 3)})
-            print(f"round {i + 1}: toolkit {toolkit['tok_s']} tok/s ({toolkit['completion_tokens']} tokens, "
-                  f"{toolkit['teacher_calls']} calls, {toolkit['searches']} searches, client cpu "
-                  f"{toolkit['client_cpu_s']}s) | raw replay {replay['tok_s']} tok/s ({replay['completion_tokens']} "
-                  f"tokens) | raw one-shot {oneshot['tok_s']} tok/s | ratio {rounds[-1]['ratio']} "
-                  f"(one-shot {rounds[-1]['ratio_oneshot']})", flush=True)
+            replay = asyncio.run(
+                raw_round(url, model, replay_chains(rows, cfg.prefill, tokenizer), cfg.concurrency, salt=f"{i}r\n")
+            )
+            oneshot = asyncio.run(
+                raw_round(
+                    url,
+                    model,
+                    [[(t.prompt + cfg.prefill, t.completion_tokens)] for t in rows],
+                    cfg.concurrency,
+                    salt=f"{i}o\n",
+                )
+            )
+            rounds.append(
+                {
+                    "toolkit": toolkit,
+                    "raw_replay": replay,
+                    "raw_oneshot": oneshot,
+                    "ratio": round(toolkit["tok_s"] / replay["tok_s"], 3),
+                    "ratio_oneshot": round(toolkit["tok_s"] / oneshot["tok_s"], 3),
+                }
+            )
+            print(
+                f"round {i + 1}: toolkit {toolkit['tok_s']} tok/s ({toolkit['completion_tokens']} tokens, "
+                f"{toolkit['teacher_calls']} calls, {toolkit['searches']} searches, client cpu "
+                f"{toolkit['client_cpu_s']}s) | raw replay {replay['tok_s']} tok/s ({replay['completion_tokens']} "
+                f"tokens) | raw one-shot {oneshot['tok_s']} tok/s | ratio {rounds[-1]['ratio']} "
+                f"(one-shot {rounds[-1]['ratio_oneshot']})",
+                flush=True,
+            )
     result = {"config": cfg.__dict__, "rounds": rounds}
     for side in ("toolkit", "raw_replay", "raw_oneshot"):
         result[f"{side}_tok_s"] = round(mean(r[side]["tok_s"] for r in rounds), 1)
@@ -154,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     result["ratio_oneshot"] = round(result["toolkit_tok_s"] / result["raw_oneshot_tok_s"], 3)
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out).write_text(json.dumps(result, indent=2))
-    print(f"toolkit / raw engine throughput = {result['ratio']} (target >= 0.9); vs one request per "
-          f"trajectory (no observations to read) = {result['ratio_oneshot']}; {cfg.out}")
+    print(
+        f"toolkit / raw engine throughput = {result['ratio']} (target >= 0.9); vs one request per "
+        f"trajectory (no observations to read) = {result['ratio_oneshot']}; {cfg.out}"
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ searching twice per question.
    (request building, replay, conversion, HTTP, search) rather than the server's.
 The numbers are the summary's ``wall_s`` (the run itself: model loading and index opening excluded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,24 @@ from tests.fixtures.chat_api import FakeReasoningAPI  # noqa: E402
 
 
 def synth(urls: list[str], out: Path, index: Path, args, *extra: str) -> dict:
-    cfg = load_config(SynthConfig, "synth", [
-        "mode=coa", "format=search_r1", f"limit={args.questions}", f"out={out}", f"search.index={index}",
-        "search.max_tokens=4000", f"teacher.base_url=[{', '.join(urls)}]", "teacher.model=fake-reasoner",
-        "teacher.retries=1", "progress=false", *extra], params_file="none")
+    cfg = load_config(
+        SynthConfig,
+        "synth",
+        [
+            "mode=coa",
+            "format=search_r1",
+            f"limit={args.questions}",
+            f"out={out}",
+            f"search.index={index}",
+            "search.max_tokens=4000",
+            f"teacher.base_url=[{', '.join(urls)}]",
+            "teacher.model=fake-reasoner",
+            "teacher.retries=1",
+            "progress=false",
+            *extra,
+        ],
+        params_file="none",
+    )
     return run(cfg)["run"]
 
 
@@ -60,11 +75,15 @@ def main() -> None:
         one = synth([a.url], tmp / "one", index, args, *chat)
         two = synth([a.url, b.url], tmp / "two", index, args, *chat)
     rate1, rate2 = one["finished"] / one["wall_s"], two["finished"] / two["wall_s"]
-    print(f"endpoints ({args.questions} trajectories, 3 requests each, {args.latency}s/request, "
-          f"{args.capacity} at once per endpoint, {args.concurrency} in flight):")
+    print(
+        f"endpoints ({args.questions} trajectories, 3 requests each, {args.latency}s/request, "
+        f"{args.capacity} at once per endpoint, {args.concurrency} in flight):"
+    )
     print(f"  one endpoint : {one['finished']} rows in {one['wall_s']:.2f}s = {rate1:.2f} traj/s")
-    print(f"  two endpoints: {two['finished']} rows in {two['wall_s']:.2f}s = {rate2:.2f} traj/s "
-          f"(requests {[e['requests'] for e in two['endpoints'].values()]})")
+    print(
+        f"  two endpoints: {two['finished']} rows in {two['wall_s']:.2f}s = {rate2:.2f} traj/s "
+        f"(requests {[e['requests'] for e in two['endpoints'].values()]})"
+    )
     print(f"  speed-up {rate2 / rate1:.2f}x (goal >= 1.8x)")
 
     with FakeReasoningAPI() as api:
@@ -74,8 +93,10 @@ def main() -> None:
     per_comp, per_chat = comp["wall_s"] / comp["finished"], native["wall_s"] / native["finished"]
     print(f"overhead per trajectory (no server latency, one at a time, {args.questions} trajectories each):")
     print(f"  completions: {per_comp * 1000:.1f} ms  ({comp['teacher_calls']} calls)")
-    print(f"  chat native: {per_chat * 1000:.1f} ms  ({native['teacher_calls']} calls)  "
-          f"= {per_chat / per_comp:.2f}x, +{(per_chat - per_comp) * 1000:.1f} ms")
+    print(
+        f"  chat native: {per_chat * 1000:.1f} ms  ({native['teacher_calls']} calls)  "
+        f"= {per_chat / per_comp:.2f}x, +{(per_chat - per_comp) * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

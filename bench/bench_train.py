@@ -29,6 +29,7 @@ and ``--lengths`` prints what each ``max_length`` keeps of the SFT-2 sets (``tra
 realistic sets are built from real HotpotQA questions, the real corpus (BM25) and the real chat template with its
 worked example (``tests/fixtures/trajectories.py``), and pairs are taken at each CoA trajectory's first decision.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,9 @@ def build_sets(out: Path, index: Path, n_questions: int = 24) -> None:
     from tests.fixtures.trajectories import realistic_trajectories
 
     tok = AutoTokenizer.from_pretrained(base_model_dir())
-    rows = realistic_trajectories(load_questions(DEFAULT_QUESTIONS, limit=n_questions), load_searcher(index),
-                                  samples=1, tokenizer=tok)
+    rows = realistic_trajectories(
+        load_questions(DEFAULT_QUESTIONS, limit=n_questions), load_searcher(index), samples=1, tokenizer=tok
+    )
     coa = [t for t in rows if t.mode == "coa" and t.n_actions]
     write_trajectories(out / "coa.parquet", coa)
     write_trajectories(out / "cot.parquet", [t for t in rows if t.mode == "cot"])
@@ -76,13 +78,29 @@ def build_sets(out: Path, index: Path, n_questions: int = 24) -> None:
     for t in coa:
         act = t.segments[0]["text"]  # thought + search call: stops at the search-close tag
         thought = act[: act.index(fmt.search_open)]
-        no_act = (f"{thought}Without searching, I believe it is {t.answer}.\n{fmt.think_close}\n"
-                  f"{fmt.answer_text(t.answer)}")
-        pairs.append({"id": t.id, "question_id": t.question_id, "question": t.question,
-                      "golden_answers": t.golden_answers, "format": "autocoa", "prompt": t.prompt,
-                      "chosen": act, "rejected": no_act, "chosen_ends_turn": False, "rejected_ends_turn": True,
-                      "direction": "act", "decision_index": 0, "chosen_id": t.id, "rejected_id": t.id + ":forbid",
-                      "chosen_score": 1.0, "rejected_score": 0.0})
+        no_act = (
+            f"{thought}Without searching, I believe it is {t.answer}.\n{fmt.think_close}\n{fmt.answer_text(t.answer)}"
+        )
+        pairs.append(
+            {
+                "id": t.id,
+                "question_id": t.question_id,
+                "question": t.question,
+                "golden_answers": t.golden_answers,
+                "format": "autocoa",
+                "prompt": t.prompt,
+                "chosen": act,
+                "rejected": no_act,
+                "chosen_ends_turn": False,
+                "rejected_ends_turn": True,
+                "direction": "act",
+                "decision_index": 0,
+                "chosen_id": t.id,
+                "rejected_id": t.id + ":forbid",
+                "chosen_score": 1.0,
+                "rejected_score": 0.0,
+            }
+        )
     pq.write_table(pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA), out / "pairs.parquet")
 
 
@@ -124,9 +142,13 @@ def model_shape() -> dict:
 def stage_flops(tokens: dict, rollout_tokens: int, shape: dict) -> float:
     """Model FLOPs of a stage from its token counts (see the module docstring)."""
     n, attention = shape["params"], shape["layers"] * shape["width"]
-    return (6 * n * tokens["forward_backward_tokens"] + 6 * attention * tokens["forward_backward_attention"]
-            + 2 * n * tokens["forward_only_tokens"] + 2 * attention * tokens["forward_only_attention"]
-            + 2 * n * rollout_tokens)
+    return (
+        6 * n * tokens["forward_backward_tokens"]
+        + 6 * attention * tokens["forward_backward_attention"]
+        + 2 * n * tokens["forward_only_tokens"]
+        + 2 * attention * tokens["forward_only_attention"]
+        + 2 * n * rollout_tokens
+    )
 
 
 def isolated_tokens_per_second(length: int, bf16: bool, checkpointing: bool, repeats: int = 2) -> float:
@@ -165,8 +187,10 @@ def length_report(sets: Path, limits: list[int]) -> list[dict]:
         for row in read_table(sets / name).to_pylist():
             lengths.append(len(sft_features(tok, row["prompt"], row["segments"], False)["input_ids"]))
             searches.append(search_calls(row))
-    return [{**length_cut(lengths, searches, limit),
-             "kept_tokens": sum(n for n in lengths if n <= limit)} for limit in limits]
+    return [
+        {**length_cut(lengths, searches, limit), "kept_tokens": sum(n for n in lengths if n <= limit)}
+        for limit in limits
+    ]
 
 
 def params_file(work: Path, params: dict, precision: str) -> Path:
@@ -185,14 +209,24 @@ def run_stage(work: Path, params: Path, precision: str, stage: str, threads: int
         runs = work / f"{precision}_packed"
         extra = ["sft2.packing=true", f"model={work / precision / 'sft1'}", f"runs_dir={runs}"]
     started = time.time()
-    subprocess.run([sys.executable, "-m", "train.run", f"stage={stage}", *extra], cwd=ROOT, check=True,
-                   env={**os.environ, "COA_PARAMS": str(params), "OMP_NUM_THREADS": str(threads)},
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "train.run", f"stage={stage}", *extra],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "COA_PARAMS": str(params), "OMP_NUM_THREADS": str(threads)},
+        stdout=subprocess.DEVNULL,
+    )
     metrics = json.loads((runs / stage / "metrics.json").read_text())
-    out = {**metrics, "stage": stage + " packed" * packed, "precision": precision,
-           "process_seconds": round(time.time() - started, 1), "load_average": os.getloadavg()}
-    print(json.dumps({k: out[k] for k in ("stage", "precision", "steps", "seconds_per_step", "load_average",
-                                          "tokens")}))
+    out = {
+        **metrics,
+        "stage": stage + " packed" * packed,
+        "precision": precision,
+        "process_seconds": round(time.time() - started, 1),
+        "load_average": os.getloadavg(),
+    }
+    print(
+        json.dumps({k: out[k] for k in ("stage", "precision", "steps", "seconds_per_step", "load_average", "tokens")})
+    )
     return out
 
 
@@ -203,33 +237,48 @@ def summarise(metrics: dict, peak: dict, shape: dict, isolated: float, params: d
     per_step = examples(params[stage], stage)
     if metrics["stage"].endswith("packed"):
         per_step = per_step.replace("sequences", f"rows of <= {params[stage]['max_length']} tokens")
-    return {"stage": metrics["stage"], "precision": precision, "per_step": per_step,
-            "steps": metrics["steps"],
-            "seconds_per_step": round(metrics["seconds_per_step"], 1),
-            "tokens_per_second": tokens["forward_backward_tokens_per_second"],
-            "isolated_tokens_per_second": round(isolated, 1),
-            "mean_length": round(tokens["forward_backward_tokens"] / max(tokens["forward_backward_sequences"], 1)),
-            "padding_fraction": tokens["padding_fraction"], "gflops": round(flops / 1e9, 1),
-            "mfu": round(flops / peak[precision], 4), "peak_rss_gb": metrics["peak_rss_gb"],
-            "gradient_checkpointing": params.get("gradient_checkpointing", False), "data": metrics["data"]}
+    return {
+        "stage": metrics["stage"],
+        "precision": precision,
+        "per_step": per_step,
+        "steps": metrics["steps"],
+        "seconds_per_step": round(metrics["seconds_per_step"], 1),
+        "tokens_per_second": tokens["forward_backward_tokens_per_second"],
+        "isolated_tokens_per_second": round(isolated, 1),
+        "mean_length": round(tokens["forward_backward_tokens"] / max(tokens["forward_backward_sequences"], 1)),
+        "padding_fraction": tokens["padding_fraction"],
+        "gflops": round(flops / 1e9, 1),
+        "mfu": round(flops / peak[precision], 4),
+        "peak_rss_gb": metrics["peak_rss_gb"],
+        "gradient_checkpointing": params.get("gradient_checkpointing", False),
+        "data": metrics["data"],
+    }
 
 
 def print_tables(rows: list[dict], peak: dict, lengths: list[dict]) -> None:
     print(f"\nmatmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s")
-    print("| stage | per step | precision | s/step | tokens/s | isolated fwd+bwd tokens/s (mean length) | padding | "
-          "GFLOP/s | MFU | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| stage | per step | precision | s/step | tokens/s | isolated fwd+bwd tokens/s (mean length) | padding | "
+        "GFLOP/s | MFU | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['stage']} | {r['per_step']} | {r['precision']} | {r['seconds_per_step']} | "
-              f"{r['tokens_per_second']:.0f} | "
-              f"{r['isolated_tokens_per_second']:.0f} ({r['mean_length']}) | {r['padding_fraction']:.3f} | "
-              f"{r['gflops']:.1f} | {100 * r['mfu']:.1f}% | {r['peak_rss_gb']} |")
+        print(
+            f"| {r['stage']} | {r['per_step']} | {r['precision']} | {r['seconds_per_step']} | "
+            f"{r['tokens_per_second']:.0f} | "
+            f"{r['isolated_tokens_per_second']:.0f} ({r['mean_length']}) | {r['padding_fraction']:.3f} | "
+            f"{r['gflops']:.1f} | {100 * r['mfu']:.1f}% | {r['peak_rss_gb']} |"
+        )
     if lengths:
-        print("\n| max_length | kept | dropped | token share dropped | searches/kept | searches/dropped | "
-              "2+ searches kept | dropped | tokens kept |\n|---|---|---|---|---|---|---|---|---|")
+        print(
+            "\n| max_length | kept | dropped | token share dropped | searches/kept | searches/dropped | "
+            "2+ searches kept | dropped | tokens kept |\n|---|---|---|---|---|---|---|---|---|"
+        )
         for c in lengths:
-            print(f"| {c['max_length']} | {c['kept']} | {c['dropped']} | {c['truncation_token_fraction']:.3f} | "
-                  f"{c['searches_per_kept']} | {c['searches_per_dropped']} | {c['multi_search_kept']} | "
-                  f"{c['multi_search_dropped']} | {c['kept_tokens']} |")
+            print(
+                f"| {c['max_length']} | {c['kept']} | {c['dropped']} | {c['truncation_token_fraction']:.3f} | "
+                f"{c['searches_per_kept']} | {c['searches_per_dropped']} | {c['multi_search_kept']} | "
+                f"{c['multi_search_dropped']} | {c['kept_tokens']} |"
+            )
 
 
 def bench_params(args, work: Path) -> dict:
@@ -240,8 +289,11 @@ def bench_params(args, work: Path) -> dict:
     for stage in STAGES:
         section[stage] = {**section[stage], "max_steps": args.steps}
         if stage.startswith("rl"):  # the curated RL pool, or (built sets have none) the embedded questions
-            section[stage].update({"questions": str(sets / "rl_questions.jsonl")} if args.sets else
-                                  {"questions": None, "question_limit": 16})
+            section[stage].update(
+                {"questions": str(sets / "rl_questions.jsonl")}
+                if args.sets
+                else {"questions": None, "question_limit": 16}
+            )
     params = {"train": section, "search": {**defaults["search"], "index": args.index}}
     if args.sets:  # the curated sets were written in the run's format and prompt
         params.update(format=defaults["format"], prompt=defaults["prompt"])
@@ -287,9 +339,19 @@ def main() -> None:
         isolated = isolated_tokens_per_second(length, m["precision"] == "bf16", checkpointing)
         rows.append(summarise(m, peak, shape, isolated, params["train"]))
     lengths = length_report(Path(args.sets), [int(x) for x in args.lengths.split(",")]) if args.sets else []
-    report = {"model": "SmolLM2-135M-Instruct", "threads": args.threads, "sets": args.sets or "built",
-              "steps": args.steps, "matmul_peak_flops": peak, "matmul_peaks_before_after": peaks, "shape": shape,
-              "load_average": os.getloadavg(), "cpus": os.cpu_count(), "results": rows, "lengths": lengths}
+    report = {
+        "model": "SmolLM2-135M-Instruct",
+        "threads": args.threads,
+        "sets": args.sets or "built",
+        "steps": args.steps,
+        "matmul_peak_flops": peak,
+        "matmul_peaks_before_after": peaks,
+        "shape": shape,
+        "load_average": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "results": rows,
+        "lengths": lengths,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print_tables(rows, peak, lengths)

@@ -5,6 +5,7 @@
 
 Recall@k "any" = at least one of the two gold paragraphs in the top k; "both" = both of them.
 """
+
 from __future__ import annotations
 
 import argparse

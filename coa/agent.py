@@ -24,6 +24,7 @@ The loop's logic lives in two functions over an ``Episode`` (``record_generation
 async search (``SearchBatcher.search`` shares one batch between concurrent episodes); ``drive`` runs
 many episodes at once from synchronous code (RL rollouts, in-process evaluation).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,9 @@ class Budget:
         """The simulated environment's budget (RL-1, the fidelity probe): the policy writes its own
         observations, so they get the room real ones take outside ``max_tokens``, ``observation_tokens``
         per allowed search. Without it a trajectory that searches cannot finish."""
-        return Budget(self.max_actions, self.max_tokens + self.max_actions * observation_tokens, self.topk,
-                      dict(self.per_tool))
+        return Budget(
+            self.max_actions, self.max_tokens + self.max_actions * observation_tokens, self.topk, dict(self.per_tool)
+        )
 
     @property
     def tool_budget(self) -> ToolBudget:
@@ -171,15 +173,28 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
 
-def start_episode(prompt: str, tokenizer, prefill: str = "", tools: str = "real",
-                  prefix: Sequence[dict] = (), question: dict | None = None) -> Episode:
+def start_episode(
+    prompt: str,
+    tokenizer,
+    prefill: str = "",
+    tools: str = "real",
+    prefix: Sequence[dict] = (),
+    question: dict | None = None,
+) -> Episode:
     """A new episode. ``prefix``: segments of an earlier trajectory to continue from (a branch);
     the continuation starts a new segment, so ``segments[len(prefix):]`` is exactly the branch."""
     if tools not in ("real", "simulated", "forbid"):
         raise ValueError(f"tools must be 'real', 'simulated' or 'forbid', got {tools!r}")
     segments = [dict(s, token_ids=segment_ids(tokenizer, s)) for s in prefix]
-    ep = Episode(prompt=prompt, prompt_ids=encode(tokenizer, prompt), tokenizer=tokenizer, tools=tools,
-                 segments=segments, frozen=len(prefix), question=dict(question or {}))
+    ep = Episode(
+        prompt=prompt,
+        prompt_ids=encode(tokenizer, prompt),
+        tokenizer=tokenizer,
+        tools=tools,
+        segments=segments,
+        frozen=len(prefix),
+        question=dict(question or {}),
+    )
     if prefill:  # toolkit-written: its own segment, so training treats it as context, never as output
         ep.segments.append(segment("prefill", prefill, token_ids=encode(tokenizer, prefill)))
     return ep
@@ -197,16 +212,16 @@ def search_query(step: str, fmt: FormatPreset) -> str | None:
     same token (SmolLM2 writes ``>.`` as one token) may trail it."""
     end = step.rfind(fmt.search_close)
     start = step.rfind(fmt.search_open, 0, max(end, 0))
-    if end < 0 or start < 0 or any(c.isalnum() or c == "<" for c in step[end + len(fmt.search_close):]):
+    if end < 0 or start < 0 or any(c.isalnum() or c == "<" for c in step[end + len(fmt.search_close) :]):
         return None
-    return step[start + len(fmt.search_open): end].strip()
+    return step[start + len(fmt.search_open) : end].strip()
 
 
 def pending_search(ep: Episode, fmt: FormatPreset) -> str | None:
     """The query of a search call that closes the text so far and has no observation yet."""
     if len(ep.segments) <= ep.frozen or ep.segments[-1]["kind"] != "model":
         return None
-    return search_query(step_text(ep.segments[ep.frozen:]), fmt)
+    return search_query(step_text(ep.segments[ep.frozen :]), fmt)
 
 
 @dataclass(frozen=True)
@@ -220,10 +235,14 @@ def call_body(step: str, fmt: FormatPreset) -> str | None:
     """The JSON of the generic call that closes ``step`` (as ``search_query`` reads a search call), or None."""
     end = step.rfind(fmt.call_close)
     start = step.rfind(fmt.call_open, 0, max(end, 0))
-    if not fmt.call_open or end < 0 or start < 0 or any(c.isalnum() or c == "<"
-                                                         for c in step[end + len(fmt.call_close):]):
+    if (
+        not fmt.call_open
+        or end < 0
+        or start < 0
+        or any(c.isalnum() or c == "<" for c in step[end + len(fmt.call_close) :])
+    ):
         return None
-    return step[start + len(fmt.call_open): end].strip()
+    return step[start + len(fmt.call_open) : end].strip()
 
 
 def pending_action(ep: Episode, fmt: FormatPreset, tools: Sequence[str] = ("search",)) -> str | ToolCall | None:
@@ -234,7 +253,7 @@ def pending_action(ep: Episode, fmt: FormatPreset, tools: Sequence[str] = ("sear
         return query
     if len(ep.segments) <= ep.frozen or ep.segments[-1]["kind"] != "model":
         return None
-    body = call_body(step_text(ep.segments[ep.frozen:]), fmt)
+    body = call_body(step_text(ep.segments[ep.frozen :]), fmt)
     return None if body is None else ToolCall(body)
 
 
@@ -254,8 +273,9 @@ def cut_at_tag(tokenizer, ids: list[int], tag: str) -> int:
     return lo
 
 
-def _kept(ep: Episode, gen: Generation, fmt: FormatPreset,
-          closes: Sequence[str] = ()) -> tuple[list[int], str, list[float] | None, bool]:
+def _kept(
+    ep: Episode, gen: Generation, fmt: FormatPreset, closes: Sequence[str] = ()
+) -> tuple[list[int], str, list[float] | None, bool]:
     """(ids, text, log-probs, eos) of the generation kept in the episode: up to the first close tag of a call
     (``closes``: the search-close tag, and the generic call's when other tools are enabled)."""
     tok = ep.tokenizer
@@ -286,8 +306,9 @@ def _append_model(ep: Episode, ids: list[int], text: str, logprobs: list[float] 
         ep.segments.append(segment("model", text, token_ids=ids, logprobs=logprobs))
 
 
-def record_generation(ep: Episode, gen: Generation, fmt: FormatPreset, budget: Budget,
-                      tools: Sequence[str] = ("search",)) -> str | ToolCall | None:
+def record_generation(
+    ep: Episode, gen: Generation, fmt: FormatPreset, budget: Budget, tools: Sequence[str] = ("search",)
+) -> str | ToolCall | None:
     """Append what was generated (up to a call's close tag); return the call to run next (a search's query, or
     a ``ToolCall`` when ``tools`` holds more than search), or None if the episode ended."""
     ids, text, logprobs, eos = _kept(ep, gen, fmt, fmt.call_closes(tools))
@@ -316,8 +337,7 @@ def record_generation(ep: Episode, gen: Generation, fmt: FormatPreset, budget: B
     return None
 
 
-def record_observation(ep: Episode, fmt: FormatPreset, query: str, docs: Sequence[Doc] | None,
-                       budget: Budget) -> None:
+def record_observation(ep: Episode, fmt: FormatPreset, query: str, docs: Sequence[Doc] | None, budget: Budget) -> None:
     """Append the environment's observation (or the budget message once actions are used up). In the
     simulated environment the environment only opens the observation (``fmt.observation_opening``, a
     toolkit-written prefill segment carrying the query); the policy writes its contents and closing tag.
@@ -338,8 +358,9 @@ def record_observation(ep: Episode, fmt: FormatPreset, query: str, docs: Sequenc
     if not error:
         ep.n_actions += 1
         ep.tool_calls["search"] += 1
-    ep.segments.append(segment(kind, text, query=query, doc_ids=doc_ids, error=error,
-                               token_ids=encode(ep.tokenizer, text)))
+    ep.segments.append(
+        segment(kind, text, query=query, doc_ids=doc_ids, error=error, token_ids=encode(ep.tokenizer, text))
+    )
 
 
 def _used(ep: Episode) -> Counter:
@@ -350,8 +371,9 @@ def _used(ep: Episode) -> Counter:
     return used
 
 
-def refuse(ep: Episode, fmt: FormatPreset, refusal: Observation, name: str, args: str, budget: Budget,
-           generic: bool = True) -> None:
+def refuse(
+    ep: Episode, fmt: FormatPreset, refusal: Observation, name: str, args: str, budget: Budget, generic: bool = True
+) -> None:
     """Append the observation that refuses a call (``refusal.error`` says why), or end the episode: at the
     second budget refusal (``max_actions``), or at a refused call more than ``max_actions`` (``bad_tool_call``)."""
     if refusal.error == "budget":
@@ -364,8 +386,9 @@ def refuse(ep: Episode, fmt: FormatPreset, refusal: Observation, name: str, args
         return
     ep.refused[refusal.error] += 1
     text = fmt.tool_result(refusal.text) if generic else fmt.wrap_observation(refusal.text)
-    ep.segments.append(segment("observation", text, tool=name, args=args, error=refusal.error,
-                               token_ids=encode(ep.tokenizer, text)))
+    ep.segments.append(
+        segment("observation", text, tool=name, args=args, error=refusal.error, token_ids=encode(ep.tokenizer, text))
+    )
 
 
 def prepare_tool_call(ep: Episode, fmt: FormatPreset, call: ToolCall, budget: Budget, box: Toolbox) -> Call | None:
@@ -380,8 +403,14 @@ def prepare_tool_call(ep: Episode, fmt: FormatPreset, call: ToolCall, budget: Bu
     ep.n_actions += 1
     ep.tool_calls[prepared.name] += 1
     if ep.tools == "simulated":
-        ep.segments.append(segment("prefill", fmt.response_opening, **_call_fields(prepared),
-                                   token_ids=encode(ep.tokenizer, fmt.response_opening)))
+        ep.segments.append(
+            segment(
+                "prefill",
+                fmt.response_opening,
+                **_call_fields(prepared),
+                token_ids=encode(ep.tokenizer, fmt.response_opening),
+            )
+        )
         return None
     return prepared
 
@@ -394,8 +423,16 @@ def _call_fields(call: Call) -> dict:
 def record_tool_result(ep: Episode, fmt: FormatPreset, call: Call, result: Observation) -> None:
     """Append a generic call's result in the preset's response tags (its text neutralised: it is data)."""
     text = fmt.tool_result(result.text)
-    ep.segments.append(segment("observation", text, doc_ids=result.provenance.get("doc_ids") or [], error=result.error,
-                               **_call_fields(call), token_ids=encode(ep.tokenizer, text)))
+    ep.segments.append(
+        segment(
+            "observation",
+            text,
+            doc_ids=result.provenance.get("doc_ids") or [],
+            error=result.error,
+            **_call_fields(call),
+            token_ids=encode(ep.tokenizer, text),
+        )
+    )
 
 
 def written_observations(ep: Episode, fmt: FormatPreset) -> int:
@@ -413,8 +450,15 @@ def needs_search_budget(ep: Episode, budget: Budget) -> bool:
 AsyncSearch = Callable[[list, int], Awaitable[list]]
 
 
-async def run_episode(ep: Episode, engine: Engine, search: AsyncSearch, fmt: FormatPreset, budget: Budget,
-                      seed: int | None = None, tools: ToolBatcher | None = None) -> Episode:
+async def run_episode(
+    ep: Episode,
+    engine: Engine,
+    search: AsyncSearch,
+    fmt: FormatPreset,
+    budget: Budget,
+    seed: int | None = None,
+    tools: ToolBatcher | None = None,
+) -> Episode:
     """Drive one episode to its end with an engine and an async (batched) search; the k-th call of the
     episode samples with ``seed + k``. ``tools``: the enabled tools (their calls batched across episodes);
     without it, search only."""
@@ -437,8 +481,15 @@ async def run_episode(ep: Episode, engine: Engine, search: AsyncSearch, fmt: For
                 record_tool_result(ep, fmt, call, (await tools.run([call]))[0])
             continue
         if "search" not in names:  # search tags, and search is not enabled
-            refuse(ep, fmt, tools.box.prepare("search", {"query": query}), "search", json.dumps({"query": query}),
-                   budget, generic=False)
+            refuse(
+                ep,
+                fmt,
+                tools.box.prepare("search", {"query": query}),
+                "search",
+                json.dumps({"query": query}),
+                budget,
+                generic=False,
+            )
             continue
         real = ep.tools == "real" and needs_search_budget(ep, budget)
         docs = (await search([query], budget.topk))[0] if real else None
@@ -447,11 +498,19 @@ async def run_episode(ep: Episode, engine: Engine, search: AsyncSearch, fmt: For
     return ep
 
 
-def drive(episodes: list[Episode], engine: Engine, searcher: Searcher | None, fmt: FormatPreset, budget: Budget,
-          seeds: Sequence[int | None] | None = None, tools: Toolbox | None = None) -> list[Episode]:
+def drive(
+    episodes: list[Episode],
+    engine: Engine,
+    searcher: Searcher | None,
+    fmt: FormatPreset,
+    budget: Budget,
+    seeds: Sequence[int | None] | None = None,
+    tools: Toolbox | None = None,
+) -> list[Episode]:
     """Run every episode to its end from synchronous code: all in flight at once, their searches
     batched (``searcher``: None when no episode may search; else the toolbox's search tool's searcher) and
     their other tool calls too (``tools``: the enabled tools; None = search only)."""
+
     async def no_search(queries, k):
         raise RuntimeError("no searcher was given, but an episode asked for a search")
 
@@ -462,9 +521,12 @@ def drive(episodes: list[Episode], engine: Engine, searcher: Searcher | None, fm
         batcher = SearchBatcher(searcher).start() if searcher is not None else None
         runner = ToolBatcher(tools).start() if tools is not None else None
         try:
-            await asyncio.gather(*(run_episode(ep, engine, batcher.search if batcher else no_search, fmt, budget,
-                                               seed, runner)
-                                   for ep, seed in zip(episodes, seeds or [None] * len(episodes))))
+            await asyncio.gather(
+                *(
+                    run_episode(ep, engine, batcher.search if batcher else no_search, fmt, budget, seed, runner)
+                    for ep, seed in zip(episodes, seeds or [None] * len(episodes))
+                )
+            )
         finally:
             for b in (batcher, runner):
                 if b is not None:

@@ -31,6 +31,7 @@ The params file is ``params.yaml`` in the working directory, or ``$COA_PARAMS``.
 error (a run from the wrong folder must not silently use other settings); ``COA_PARAMS=none`` runs on
 the dataclass defaults, the preset and the command line only.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -98,9 +99,15 @@ def plain(value: Any) -> Any:
 def _describe(tp: Any) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_describe(a) for a in typing.get_args(tp))
-    return {bool: "a boolean (true/false/yes/no/1/0)", int: "an integer", float: "a float (e.g. 0.5, 5e-5)",
-            str: "a string", list: "a list ([a, b])", dict: "a mapping ({key: value})",
-            type(None): "null"}.get(typing.get_origin(tp) or tp, getattr(tp, "__name__", str(tp)))
+    return {
+        bool: "a boolean (true/false/yes/no/1/0)",
+        int: "an integer",
+        float: "a float (e.g. 0.5, 5e-5)",
+        str: "a string",
+        list: "a list ([a, b])",
+        dict: "a mapping ({key: value})",
+        type(None): "null",
+    }.get(typing.get_origin(tp) or tp, getattr(tp, "__name__", str(tp)))
 
 
 def read_value(value: Any, tp: Any, key: str) -> Any:
@@ -249,7 +256,8 @@ def read_params(params_file: str | Path | None = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"params file not found: {path.resolve()} (run from the project root, set COA_PARAMS=PATH, "
-            "or COA_PARAMS=none to run on the built-in defaults and the command line only)")
+            "or COA_PARAMS=none to run on the built-in defaults and the command line only)"
+        )
     return read_yaml(path, "params file")
 
 
@@ -279,14 +287,20 @@ def _section(data: dict, section: str, where: str) -> dict:
 def _layer(cls, data: dict, section: str, where: str) -> dict:
     """One file's values for ``section``: the section, plus the shared top-level keys ``cls`` has."""
     values = _section(data, section, where)
-    for name, found in ((f"{section}.format", "format" in values),
-                        (f"{section}.prompt.format", "format" in (values.get("prompt") or {}))):
+    for name, found in (
+        (f"{section}.format", "format" in values),
+        (f"{section}.prompt.format", "format" in (values.get("prompt") or {})),
+    ):
         if found:
-            raise ValueError(f"{where}: {name}: the format is set once, at the top level (`format: ...`), so "
-                             "synth, curate, train and evaluate agree; remove it from the section")
+            raise ValueError(
+                f"{where}: {name}: the format is set once, at the top level (`format: ...`), so "
+                "synth, curate, train and evaluate agree; remove it from the section"
+            )
     if "search" in values:
-        raise ValueError(f"{where}: {section}.search: the search environment is set once, at the top level "
-                         "(`search: ...`), so synthesis, RL and evaluation use one environment; remove it")
+        raise ValueError(
+            f"{where}: {section}.search: the search environment is set once, at the top level "
+            "(`search: ...`), so synthesis, RL and evaluation use one environment; remove it"
+        )
     names = {f.name for f in _init_fields(cls)}
     shared = {}
     if "search" in names and data.get("search") is not None:
@@ -302,8 +316,10 @@ def _layer(cls, data: dict, section: str, where: str) -> dict:
         if not key:
             continue
         if f.name in values:
-            raise ValueError(f"{where}: {section}.{f.name}: set once, at the top level (`{key}`), which dvc.yaml "
-                             "reads too; remove it from the section")
+            raise ValueError(
+                f"{where}: {section}.{f.name}: set once, at the top level (`{key}`), which dvc.yaml "
+                "reads too; remove it from the section"
+            )
         parent, _, leaf = key.rpartition(".")
         node = _section(data, parent, where) if parent else data
         if node.get(leaf) is not None:
@@ -321,8 +337,13 @@ def _rename(values: dict, aliases: dict | None, where: str) -> dict:
     return values
 
 
-def resolve(cls, section: str | None, argv: Sequence[str] = (), params_file: str | Path | None = None,
-            aliases: dict | None = None) -> tuple[dict, Path | None]:
+def resolve(
+    cls,
+    section: str | None,
+    argv: Sequence[str] = (),
+    params_file: str | Path | None = None,
+    aliases: dict | None = None,
+) -> tuple[dict, Path | None]:
     """The merged values for ``cls`` (defaults not included) and the preset file applied, if any."""
     overrides = _rename(parse_overrides(argv), aliases, "command line")
     if "format" in (overrides.get("prompt") if isinstance(overrides.get("prompt"), dict) else {}):
@@ -335,8 +356,9 @@ def resolve(cls, section: str | None, argv: Sequence[str] = (), params_file: str
     where = str(params_path(params_file))
     values = _rename(_layer(cls, params, section, where), aliases, where)
     if preset is not None:
-        values = _merge(values, _rename(_layer(cls, read_yaml(preset, "preset"), section, str(preset)),
-                                        aliases, str(preset)))
+        values = _merge(
+            values, _rename(_layer(cls, read_yaml(preset, "preset"), section, str(preset)), aliases, str(preset))
+        )
     return _merge(values, overrides), preset
 
 
@@ -345,13 +367,19 @@ def params_section(section: str, params_file: str | Path | None = None) -> dict:
     return _section(read_params(params_file), section, str(params_path(params_file)))
 
 
-def load_config(cls: type[T], section: str | None, argv: Sequence[str] = (),
-                params_file: str | Path | None = None, aliases: dict | None = None) -> T:
+def load_config(
+    cls: type[T],
+    section: str | None,
+    argv: Sequence[str] = (),
+    params_file: str | Path | None = None,
+    aliases: dict | None = None,
+) -> T:
     values, _ = resolve(cls, section, argv, params_file, aliases)
     return build(cls, values, section or cls.__name__)
 
 
 # ---- entry points ----------------------------------------------------------------------------------
+
 
 def _help_of(cls, name: str) -> str:
     """A field's help; a subclass that only changes a default keeps its parent's help."""
@@ -378,8 +406,11 @@ def describe(cls, prefix: str = "") -> list[tuple[str, str, str]]:
 
 def help_text(cls, section: str | None, doc: str = "") -> str:
     lines = [(doc or cls.__doc__ or "").rstrip(), ""]
-    source = (f"params.yaml section `{section}`, then a preset, then key=value on the command line"
-              if section else "key=value on the command line")
+    source = (
+        f"params.yaml section `{section}`, then a preset, then key=value on the command line"
+        if section
+        else "key=value on the command line"
+    )
     lines.append(f"keys ({source}):")
     for key, kind, text in describe(cls):
         lines.append(f"  {key:<32} {kind}")
@@ -407,8 +438,7 @@ def config_yaml(cfg: Any, section: str | None, preset: Path | None = None) -> st
     return head + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
-def cli(cls: type[T], section: str | None, argv: Sequence[str], doc: str = "", *,
-        aliases: dict | None = None) -> T:
+def cli(cls: type[T], section: str | None, argv: Sequence[str], doc: str = "", *, aliases: dict | None = None) -> T:
     """The one entry-point parser: ``--help`` prints ``doc`` and every key; ``--print-config`` prints the
     resolved configuration as YAML; both exit 0. Bad keys or values exit 2 with the message."""
     argv = list(argv)

@@ -18,6 +18,7 @@ Every config that runs the agent loop has a ``search: SearchEnvConfig`` field fi
 section (``coa.config`` refuses a section that sets its own), so the teacher's data, the RL rollouts and
 the evaluation see the same retriever, top-k and budgets.
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,24 +37,40 @@ DEFAULT_INDEX = paths.INDEX
 
 @dataclass
 class SearchEnvConfig:
-    index: str = field(default=DEFAULT_INDEX, metadata={"help": "coa.search index folder; the default one is built "
-                                                                "from the embedded corpus if missing"})
+    index: str = field(
+        default=DEFAULT_INDEX,
+        metadata={"help": "coa.search index folder; the default one is built from the embedded corpus if missing"},
+    )
     retriever: str = field(default="bm25", metadata={"help": "bm25 | dense | fusion (in-process index)"})
-    backend: str = field(default="", metadata={"help": f"the index's backend ({' | '.join(BACKENDS)}), checked when "
-                                                      "it is opened; empty = the one it was built with"})
+    backend: str = field(
+        default="",
+        metadata={
+            "help": f"the index's backend ({' | '.join(BACKENDS)}), checked when "
+            "it is opened; empty = the one it was built with"
+        },
+    )
     retriever_url: str = field(default="", metadata={"help": "a Search-R1 /retrieve server instead of the index"})
     topk: int = field(default=3, metadata={"help": "documents per search"})
-    max_actions: int = field(default=3, metadata={"help": "searches per trajectory (one more gets the budget "
-                                                          "message; the paper: 10)"})
-    max_tokens: int = field(default=320, metadata={"help": "model-written tokens per trajectory (all calls together; "
-                                                           "the paper: 8192)"})
+    max_actions: int = field(
+        default=3, metadata={"help": "searches per trajectory (one more gets the budget message; the paper: 10)"}
+    )
+    max_tokens: int = field(
+        default=320, metadata={"help": "model-written tokens per trajectory (all calls together; the paper: 8192)"}
+    )
 
-    tools: list[str] = field(default_factory=lambda: ["search"],
-                             metadata={"help": "the enabled tools (coa.tools: search, open, python, ...); search "
-                                               "keeps its own tags, the others use the format's generic call"})
-    max_calls: dict[str, int] = field(default_factory=dict,
-                                      metadata={"help": "calls per trajectory of one tool, beside max_actions (all "
-                                                        "tools together), e.g. {python: 2}"})
+    tools: list[str] = field(
+        default_factory=lambda: ["search"],
+        metadata={
+            "help": "the enabled tools (coa.tools: search, open, python, ...); search "
+            "keeps its own tags, the others use the format's generic call"
+        },
+    )
+    max_calls: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "help": "calls per trajectory of one tool, beside max_actions (all tools together), e.g. {python: 2}"
+        },
+    )
 
     def __post_init__(self) -> None:
         self._check_tools()
@@ -71,19 +88,22 @@ class SearchEnvConfig:
         known = known_tools()
         unknown = [t for t in self.tools if t not in known]
         if unknown or not self.tools or len(set(self.tools)) < len(self.tools):
-            raise ValueError(f"search.tools must list registered tools, each once ({', '.join(known)}), got "
-                             f"{self.tools!r}")
+            raise ValueError(
+                f"search.tools must list registered tools, each once ({', '.join(known)}), got {self.tools!r}"
+            )
         for name, cap in self.max_calls.items():
             if name not in self.tools:
-                raise ValueError(f"search.max_calls: {name!r} is not an enabled tool (search.tools: "
-                                 f"{', '.join(self.tools)})")
+                raise ValueError(
+                    f"search.max_calls: {name!r} is not an enabled tool (search.tools: {', '.join(self.tools)})"
+                )
             if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
                 raise ValueError(f"search.max_calls.{name} must be an integer >= 0, got {cap!r}")
 
     @property
     def budget(self) -> Budget:
-        return Budget(max_actions=self.max_actions, max_tokens=self.max_tokens, topk=self.topk,
-                      per_tool=dict(self.max_calls))
+        return Budget(
+            max_actions=self.max_actions, max_tokens=self.max_tokens, topk=self.topk, per_tool=dict(self.max_calls)
+        )
 
     def toolbox(self, fmt: FormatPreset, searcher=None, tokenizer=None, settings=None) -> Toolbox:
         """The enabled tools for the agent loop (``drive(..., tools=box)``), in the format preset ``fmt``:
@@ -111,8 +131,12 @@ class SearchEnvConfig:
                 raise FileNotFoundError(f"search.index={self.index}: not a coa.search index (no index.json)")
             print(f"building the default index {self.index} from {DEFAULT_CORPUS}", file=sys.stderr)
             build_index(DEFAULT_CORPUS, self.index, show_progress=False)
-        searcher = make_searcher(index=self.index, retriever_url=self.retriever_url or None, kind=self.retriever,
-                                 backend=self.backend or None)
+        searcher = make_searcher(
+            index=self.index,
+            retriever_url=self.retriever_url or None,
+            kind=self.retriever,
+            backend=self.backend or None,
+        )
         if warm and not self.retriever_url:
             searcher.search(["warm up"], 1)  # load the memory-mapped index now, not inside the first trajectory
         return searcher

@@ -13,6 +13,7 @@ connections). An engine's error (``coa.engines``: ``EngineFatal`` 2, ``EngineUna
 could not serve 3) is one line with the exit code it carries (``exit_code``). Anything else is a bug and
 keeps its traceback. ``COA_DEBUG=1`` shows the traceback of bad input and engine errors too.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,6 +56,7 @@ def entry_point(prog: str) -> Callable:
     """Decorate an entry point's ``main``: bad input becomes one line and exit code 2 (unless COA_DEBUG);
     SIGTERM and SIGHUP unwind it like Ctrl-C (``signals_unwind``), so its ``finally`` blocks stop the servers
     it started; if ``main`` lets ``Terminated`` through, one line and exit code 128 + the signal's number."""
+
     def wrap(main: Callable[..., int | None]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(*args, **kwargs) -> int:
@@ -76,7 +78,9 @@ def entry_point(prog: str) -> Callable:
                     raise
                 print(one_line(prog, e), file=sys.stderr)
                 return code
+
         return run
+
     return wrap
 
 

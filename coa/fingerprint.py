@@ -14,6 +14,7 @@ which deletes the rows this writer made there (its shards and summary) and start
 A model is identified by the content of its weights (``model_identity``), not its path: retraining into
 the same folder changes it, moving a checkpoint does not.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,8 +78,11 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 def differences(old: dict, new: dict) -> list[str]:
     """``key: old -> new`` for every leaf that differs (missing leaves read as absent)."""
     a, b = flatten(old), flatten(new)
-    return [f"{k}: {a.get(k, 'absent')} -> {b.get(k, 'absent')}" for k in sorted(set(a) | set(b))
-            if a.get(k, "absent") != b.get(k, "absent")]
+    return [
+        f"{k}: {a.get(k, 'absent')} -> {b.get(k, 'absent')}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, "absent") != b.get(k, "absent")
+    ]
 
 
 def has_rows(out: Path) -> bool:
@@ -103,10 +107,15 @@ def check_resume(folder: str | Path, fingerprint: dict, writer: str) -> None:
     path = Path(folder) / FINGERPRINT_FILE
     recorded = json.loads(path.read_text()) if path.is_file() else None
     if recorded != fingerprint:
-        what = ("no fingerprint" if recorded is None
-                else "another configuration (" + "; ".join(differences(recorded, fingerprint)) + ")")
-        raise BadInput(f"{writer}: resume=true, but the checkpoints in {folder} were made with {what}; run "
-                       "without resume=true to start over")
+        what = (
+            "no fingerprint"
+            if recorded is None
+            else "another configuration (" + "; ".join(differences(recorded, fingerprint)) + ")"
+        )
+        raise BadInput(
+            f"{writer}: resume=true, but the checkpoints in {folder} were made with {what}; run "
+            "without resume=true to start over"
+        )
 
 
 def claim_rows(out: str | Path, fingerprint: dict, writer: str, overwrite: bool = False) -> None:
@@ -121,8 +130,13 @@ def claim_rows(out: str | Path, fingerprint: dict, writer: str, overwrite: bool 
         return
     if recorded is not None or has_rows(out):
         if not overwrite:
-            what = ("rows without a fingerprint (written before fingerprints, or by another tool)" if recorded is None
-                    else "rows made otherwise (" + "; ".join(differences(recorded, fingerprint)) + ")")
-            raise BadInput(f"{writer}: {out} holds {what}; resuming would mix them with this run's: write to a "
-                           "new out=… or pass overwrite=true to replace them")
+            what = (
+                "rows without a fingerprint (written before fingerprints, or by another tool)"
+                if recorded is None
+                else "rows made otherwise (" + "; ".join(differences(recorded, fingerprint)) + ")"
+            )
+            raise BadInput(
+                f"{writer}: {out} holds {what}; resuming would mix them with this run's: write to a "
+                "new out=… or pass overwrite=true to replace them"
+            )
         remove_rows(out)

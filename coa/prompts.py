@@ -7,6 +7,7 @@ removed. Demonstrations are written for this toolkit on facts outside HotpotQA/B
 they teach a small model the tag syntax (0/20 well-formed searches without, 16/20 with a demo and
 a prefilled assistant start on SmolLM2-135M).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,7 +23,7 @@ AUTOCOA_COA = (
     "   - If you are uncertain or do not have sufficient knowledge about a specific detail, you **must** perform a web search. \n"
     "   - To perform a web search the format **must** be in the format mentioned in point 2 Web Search Format\n"
     "   - You can perform multiple web searches to ensure that the answer is correct.\n"
-    "   - The web search should be initiated only within your internal reasoning (the \"thinking\" phase), and it should not appear in your final answer to the user.\n\n"
+    '   - The web search should be initiated only within your internal reasoning (the "thinking" phase), and it should not appear in your final answer to the user.\n\n'
     "2. **Web Search Format:**  \n"
     "   - When calling the web search tool, use the following exact format:\n"
     "     ```\n"
@@ -64,29 +65,40 @@ SEARCH_R1_COT = (
 )
 
 TEMPLATES = {
-    ("autocoa", "coa"): AUTOCOA_COA, ("autocoa", "cot"): AUTOCOA_COT,
-    ("search_r1", "coa"): SEARCH_R1_COA, ("search_r1", "cot"): SEARCH_R1_COT,
+    ("autocoa", "coa"): AUTOCOA_COA,
+    ("autocoa", "cot"): AUTOCOA_COT,
+    ("search_r1", "coa"): SEARCH_R1_COA,
+    ("search_r1", "cot"): SEARCH_R1_COT,
 }
 
 # One worked example per preset and mode, on a question outside the evaluation data.
 _DEMO_QUESTION = "Which river flows through the capital city of the country that hosted Expo 2010?"
-_DEMO_DOC = ('result 1: "Expo 2010"\nExpo 2010 was a World Expo held in Shanghai, China.\n'
-             'result 2: "Beijing"\nBeijing is the capital of China. The Yongding River flows through it.')
+_DEMO_DOC = (
+    'result 1: "Expo 2010"\nExpo 2010 was a World Expo held in Shanghai, China.\n'
+    'result 2: "Beijing"\nBeijing is the capital of China. The Yongding River flows through it.'
+)
 
 
 def demonstration(fmt: FormatPreset, mode: str) -> str:
     """A worked example in the preset's own tags (observation text built by the preset)."""
     if mode == "cot":
-        body = (f"{fmt.think_open}\nExpo 2010 was held in Shanghai, China. The capital of China is Beijing, "
-                f"and the Yongding River flows through Beijing.\n{fmt.think_close}\n")
+        body = (
+            f"{fmt.think_open}\nExpo 2010 was held in Shanghai, China. The capital of China is Beijing, "
+            f"and the Yongding River flows through Beijing.\n{fmt.think_close}\n"
+        )
     else:
-        obs = fmt.wrap_observation(_DEMO_DOC if fmt.name == "autocoa" else
-                                   "Doc 1(Title: Expo 2010) Expo 2010 was a World Expo held in Shanghai, China.\n"
-                                   "Doc 2(Title: Beijing) Beijing is the capital of China. The Yongding River "
-                                   "flows through it.")
-        body = (f"{fmt.think_open}\nI need the host country of Expo 2010 and its capital.\n"
-                f"{fmt.search_call('Expo 2010 host country capital river')}{obs}"
-                f"Expo 2010 was in China, whose capital Beijing lies on the Yongding River.\n{fmt.think_close}\n")
+        obs = fmt.wrap_observation(
+            _DEMO_DOC
+            if fmt.name == "autocoa"
+            else "Doc 1(Title: Expo 2010) Expo 2010 was a World Expo held in Shanghai, China.\n"
+            "Doc 2(Title: Beijing) Beijing is the capital of China. The Yongding River "
+            "flows through it."
+        )
+        body = (
+            f"{fmt.think_open}\nI need the host country of Expo 2010 and its capital.\n"
+            f"{fmt.search_call('Expo 2010 host country capital river')}{obs}"
+            f"Expo 2010 was in China, whose capital Beijing lies on the Yongding River.\n{fmt.think_close}\n"
+        )
     answer = fmt.answer_text("Yongding River")
     return f"Example question: {_DEMO_QUESTION}\nExample answer:\n{body}{answer}\n\n"
 
@@ -94,22 +106,32 @@ def demonstration(fmt: FormatPreset, mode: str) -> str:
 @dataclass
 class PromptConfig:
     format: str = field(default=FORMAT, metadata={"help": "follows the top-level `format` (not set here)"})
-    mode: str = field(default="coa", metadata={"help": "coa (search allowed) or cot (no tool); synth sets it from mode"})
-    demonstrations: bool = field(default=False, metadata={
-        "help": "prepend one worked example to the instruction (an untrained model may need it; a trained "
-                "student does not; the paper: none)"})
-    prefill: str = field(default="<think>\n", metadata={
-        "help": "written by the toolkit at the start of the assistant turn: a \"prefill\" segment"})
-    system: str | None = field(default=None, metadata={
-        "help": "optional system message; null keeps the tokenizer's default"})
+    mode: str = field(
+        default="coa", metadata={"help": "coa (search allowed) or cot (no tool); synth sets it from mode"}
+    )
+    demonstrations: bool = field(
+        default=False,
+        metadata={
+            "help": "prepend one worked example to the instruction (an untrained model may need it; a trained "
+            "student does not; the paper: none)"
+        },
+    )
+    prefill: str = field(
+        default="<think>\n",
+        metadata={"help": 'written by the toolkit at the start of the assistant turn: a "prefill" segment'},
+    )
+    system: str | None = field(
+        default=None, metadata={"help": "optional system message; null keeps the tokenizer's default"}
+    )
 
 
 def prompt_template(cfg: PromptConfig) -> str:
     try:
         return TEMPLATES[(cfg.format, cfg.mode)]
     except KeyError:
-        raise ValueError(f"no prompt template for format={cfg.format!r} mode={cfg.mode!r}; "
-                         f"known: {sorted(TEMPLATES)}") from None
+        raise ValueError(
+            f"no prompt template for format={cfg.format!r} mode={cfg.mode!r}; known: {sorted(TEMPLATES)}"
+        ) from None
 
 
 def prompt_id(cfg: PromptConfig) -> str:
@@ -134,5 +156,6 @@ def user_message(question: str, cfg: PromptConfig) -> str:
 def render_prompt(tokenizer, question: str, cfg: PromptConfig) -> str:
     """The chat-templated prompt text up to the assistant turn (prefill not included)."""
     messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
-        {"role": "user", "content": user_message(question, cfg)}]
+        {"role": "user", "content": user_message(question, cfg)}
+    ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

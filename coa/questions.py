@@ -4,6 +4,7 @@ Also read: Bamboogle's ``idx/question/answer`` rows and the AutoCoA paper's verl
 (``prompt`` chat list + ``reward_model.ground_truth``), converted to the same form. Bad rows raise
 ``ValueError`` naming the file, line and field.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,8 +28,10 @@ _AUTOCOA_QUESTION = re.compile(r"answer the user's question below: \n(.*)\n\n$",
 
 def _normalise(row: dict, where: str, dataset: str) -> dict:
     if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object with 'id', 'question', 'golden_answers', "
-                         f"got {type(row).__name__} {json.dumps(row)[:60]}")
+        raise ValueError(
+            f"{where}: expected a JSON object with 'id', 'question', 'golden_answers', "
+            f"got {type(row).__name__} {json.dumps(row)[:60]}"
+        )
     qid = row.get("id", row.get("_id", row.get("idx")))
     question = row.get("question")
     golds = row.get("golden_answers", row.get("answer"))
@@ -48,8 +51,13 @@ def _normalise(row: dict, where: str, dataset: str) -> dict:
         golds = [golds]
     if not golds or not all(isinstance(g, str) for g in golds):
         raise ValueError(f"{where}: field 'golden_answers' must be a non-empty list of strings")
-    return {"id": str(qid), "question": question.strip(), "golden_answers": list(golds),
-            "dataset": row.get("dataset", dataset), "metadata": row.get("metadata") or {}}
+    return {
+        "id": str(qid),
+        "question": question.strip(),
+        "golden_answers": list(golds),
+        "dataset": row.get("dataset", dataset),
+        "metadata": row.get("metadata") or {},
+    }
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
@@ -104,7 +112,9 @@ def load_questions(path: str | Path, limit: int | None = None, dataset: str | No
     return list(unique.values())  # exact repeats (their test file repeats its last row) kept once
 
 
-def split_questions(questions: list[dict], heldout: int, train: int = 0, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def split_questions(
+    questions: list[dict], heldout: int, train: int = 0, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
     """Split by question: a deterministic hash order (seeded), the first ``heldout`` for evaluation,
     the next ``train`` (0 = all the rest) for the training pool. No question is in both."""
     import hashlib
@@ -124,15 +134,23 @@ class SplitConfig:
     and held-out evaluation questions, disjoint by question, in a seeded hash order. Neither part may be
     empty; ``out`` must be new, empty or an earlier split's (its ``.autocoa-owner.json``), else ``overwrite=true``."""
 
-    questions: str = field(default=str(DEFAULT_QUESTIONS), metadata={
-        "help": "FlashRAG question file to split: params.yaml's top-level data.questions (or questions=PATH)",
-        "shared": "data.questions"})
+    questions: str = field(
+        default=str(DEFAULT_QUESTIONS),
+        metadata={
+            "help": "FlashRAG question file to split: params.yaml's top-level data.questions (or questions=PATH)",
+            "shared": "data.questions",
+        },
+    )
     out: str = field(default=paths.SPLIT, metadata={"help": "writes train.jsonl, heldout.jsonl and split.json here"})
     heldout: int = field(default=100, metadata={"help": "held-out evaluation questions (never trained on)"})
     train: int = field(default=600, metadata={"help": "training pool size; 0 = all the rest (the paper's preset)"})
     seed: int = field(default=0, metadata={"help": "seeds the hash order (same seed, same split)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "write into a non-empty out folder split did not write (same-name files replaced, nothing deleted)"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "write into a non-empty out folder split did not write (same-name files replaced, nothing deleted)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.heldout < 1:
@@ -149,15 +167,16 @@ def check_parts(path: str, n_questions: int, heldout: int) -> None:
     if n_questions == 0:
         raise BadInput(f"{path}: holds no questions; there is nothing to split")
     if heldout >= n_questions:
-        raise BadInput(f"heldout={heldout} leaves no training questions: {path} holds {n_questions}; "
-                       f"set heldout below {n_questions}")
+        raise BadInput(
+            f"heldout={heldout} leaves no training questions: {path} holds {n_questions}; "
+            f"set heldout below {n_questions}"
+        )
 
 
 @entry_point("coa.questions")
 def main(argv: list[str] | None = None) -> int:
     """``python -m coa.questions split questions=PATH out=DIR heldout=N train=M seed=S`` (--help for more)"""
     import sys
-
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "split":

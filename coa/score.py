@@ -8,6 +8,7 @@ the same test on word boundaries (gold "no" does not match "nobody"); ``autocoa_
 whole response text because it checks ``</think>`` itself. Every function takes a gold string or a
 list of aliases and returns the best score over the aliases.
 """
+
 from __future__ import annotations
 
 import re

@@ -7,6 +7,7 @@ differences are paired: two models answered the same questions.
     paired_difference(em_sft2, em_sft3)        # {"diff": mean(b - a), "ci95": [lo, hi], "n"}
     min_detectable_difference(100, sd=0.4)     # smallest paired EM difference seen at 80% power
 """
+
 from __future__ import annotations
 
 from statistics import NormalDist
@@ -43,7 +44,7 @@ def min_detectable_difference(n: int, sd: float, alpha: float = 0.05, power: flo
     if n <= 0:
         return None
     z = NormalDist()
-    return (z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) * sd / n ** 0.5
+    return (z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) * sd / n**0.5
 
 
 def difference_sd(a: Sequence[float], b: Sequence[float]) -> float:
@@ -58,8 +59,16 @@ def difference_sd(a: Sequence[float], b: Sequence[float]) -> float:
 def power_statement(n: int, sd: float, basis: str) -> dict:
     """The run's detectable EM difference, with how ``sd`` was obtained (``basis``)."""
     mdd = min_detectable_difference(n, sd)
-    text = (f"With n = {n} held-out questions, the smallest EM difference detectable at 80% power (two-sided "
-            f"α = 0.05, paired) is {mdd:.3f}" if mdd is not None else "No held-out questions: no power")
-    return {"n": n, "sd_of_differences": round(sd, 4), "basis": basis,
-            "min_detectable_em_difference": None if mdd is None else round(mdd, 4),
-            "text": f"{text} (sd of per-question differences {sd:.3f}, {basis})."}
+    text = (
+        f"With n = {n} held-out questions, the smallest EM difference detectable at 80% power (two-sided "
+        f"α = 0.05, paired) is {mdd:.3f}"
+        if mdd is not None
+        else "No held-out questions: no power"
+    )
+    return {
+        "n": n,
+        "sd_of_differences": round(sd, 4),
+        "basis": basis,
+        "min_detectable_em_difference": None if mdd is None else round(mdd, 4),
+        "text": f"{text} (sd of per-question differences {sd:.3f}, {basis}).",
+    }

@@ -7,6 +7,7 @@ decode to its text with this tokenizer, else its text encoded on its own. The ag
 (``coa.agent``) builds ``Episode.ids`` the same way, so SFT trains on the ids RL rollouts and
 evaluation feed their engines.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ _KIND = {"model": MODEL, "prefill": PROMPT, "observation": OBSERVATION}
 class TokenizedTrajectory:
     input_ids: list[int]
     segment_labels: list[int]  # PROMPT / MODEL / OBSERVATION per token
-    segment_index: list[int]   # -1 for the prompt, else the index of the segment the token came from
+    segment_index: list[int]  # -1 for the prompt, else the index of the segment the token came from
 
     def labels(self, observation_loss: bool, ignore_index: int = -100) -> list[int]:
         """Loss labels: model tokens always, observation tokens only if ``observation_loss``."""

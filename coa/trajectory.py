@@ -59,6 +59,7 @@ always starts a new segment: ``segments[:decision_index]`` is the shared prefix,
 ``segments[decision_index:]`` the branch. Decision points are written in the same schema: the
 parent truncated to its prefix (mode "decision", ``parent_id`` = the parent's id).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,41 +75,50 @@ from coa.errors import reading
 from coa.formats import ParseResult, completion_text, get_format
 from coa.io import atomic_output
 
-SEGMENT_TYPE = pa.struct([
-    ("kind", pa.string()), ("text", pa.string()), ("query", pa.string()), ("doc_ids", pa.list_(pa.string())),
-    ("token_ids", pa.list_(pa.int32())),
-    ("tool", pa.string()), ("args", pa.string()), ("error", pa.string()),  # added with tools: older files lack them
-])
+SEGMENT_TYPE = pa.struct(
+    [
+        ("kind", pa.string()),
+        ("text", pa.string()),
+        ("query", pa.string()),
+        ("doc_ids", pa.list_(pa.string())),
+        ("token_ids", pa.list_(pa.int32())),
+        ("tool", pa.string()),
+        ("args", pa.string()),
+        ("error", pa.string()),  # added with tools: older files lack them
+    ]
+)
 
-TRAJECTORY_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("question_id", pa.string()),
-    ("dataset", pa.string()),
-    ("question", pa.string()),
-    ("golden_answers", pa.list_(pa.string())),
-    ("mode", pa.string()),
-    ("sample", pa.int32()),
-    ("branch_id", pa.string()),
-    ("parent_id", pa.string()),
-    ("decision_index", pa.int32()),
-    ("format", pa.string()),
-    ("prompt", pa.string()),
-    ("segments", pa.list_(SEGMENT_TYPE)),
-    ("answer", pa.string()),
-    ("n_actions", pa.int32()),
-    ("finish_reason", pa.string()),
-    ("teacher", pa.string()),
-    ("prompt_id", pa.string()),
-    ("prompt_hash", pa.string()),
-    ("sampling", pa.string()),
-    ("retriever", pa.string()),
-    ("prompt_tokens", pa.int32()),
-    ("completion_tokens", pa.int32()),
-    ("latency_s", pa.float32()),
-    ("created_at", pa.string()),
-    ("transcript", pa.string()),
-    ("tool_calls", pa.string()),
-])
+TRAJECTORY_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question_id", pa.string()),
+        ("dataset", pa.string()),
+        ("question", pa.string()),
+        ("golden_answers", pa.list_(pa.string())),
+        ("mode", pa.string()),
+        ("sample", pa.int32()),
+        ("branch_id", pa.string()),
+        ("parent_id", pa.string()),
+        ("decision_index", pa.int32()),
+        ("format", pa.string()),
+        ("prompt", pa.string()),
+        ("segments", pa.list_(SEGMENT_TYPE)),
+        ("answer", pa.string()),
+        ("n_actions", pa.int32()),
+        ("finish_reason", pa.string()),
+        ("teacher", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt_hash", pa.string()),
+        ("sampling", pa.string()),
+        ("retriever", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("latency_s", pa.float32()),
+        ("created_at", pa.string()),
+        ("transcript", pa.string()),
+        ("tool_calls", pa.string()),
+    ]
+)
 OPTIONAL_COLUMNS = ("transcript", "tool_calls")  # added later: older files lack them, readers fill in nulls
 CALL_FIELDS = ("tool", "args", "error")  # segment fields added with tools (older files: derived from query)
 
@@ -119,30 +129,43 @@ CALL_FIELDS = ("tool", "args", "error")  # segment fields added with tools (olde
 # prefix segment in turn, exactly as SFT-2/3 and the RL rollout do, never the string ``prompt``.
 # ``chosen``/``rejected`` are the continuations right after it. A continuation that stops at the
 # search-close tag does not end the turn (``*_ends_turn`` False: no EOS may follow it).
-PAIR_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("question_id", pa.string()),
-    ("question", pa.string()),
-    ("golden_answers", pa.list_(pa.string())),
-    ("format", pa.string()),
-    ("prompt", pa.string()),
-    ("chat_prompt", pa.string()),
-    ("prefix", pa.list_(SEGMENT_TYPE)),
-    ("chosen", pa.string()),
-    ("rejected", pa.string()),
-    ("chosen_ends_turn", pa.bool_()),
-    ("rejected_ends_turn", pa.bool_()),
-    ("direction", pa.string()),  # "act" (the acting branch is chosen) | "no_act" (the non-acting one)
-    ("decision_index", pa.int32()),
-    ("chosen_id", pa.string()),
-    ("rejected_id", pa.string()),
-    ("chosen_score", pa.float32()),
-    ("rejected_score", pa.float32()),
-])
+PAIR_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question_id", pa.string()),
+        ("question", pa.string()),
+        ("golden_answers", pa.list_(pa.string())),
+        ("format", pa.string()),
+        ("prompt", pa.string()),
+        ("chat_prompt", pa.string()),
+        ("prefix", pa.list_(SEGMENT_TYPE)),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("chosen_ends_turn", pa.bool_()),
+        ("rejected_ends_turn", pa.bool_()),
+        ("direction", pa.string()),  # "act" (the acting branch is chosen) | "no_act" (the non-acting one)
+        ("decision_index", pa.int32()),
+        ("chosen_id", pa.string()),
+        ("rejected_id", pa.string()),
+        ("chosen_score", pa.float32()),
+        ("rejected_score", pa.float32()),
+    ]
+)
 
 SEGMENT_KINDS = ("model", "prefill", "observation")
-FINISH_REASONS = ("answer", "eos", "max_actions", "max_tokens", "forbidden_search", "error",
-                  "bad_tool_call", "unknown_tool", "empty_answer", "malformed", "bad_response")
+FINISH_REASONS = (
+    "answer",
+    "eos",
+    "max_actions",
+    "max_tokens",
+    "forbidden_search",
+    "error",
+    "bad_tool_call",
+    "unknown_tool",
+    "empty_answer",
+    "malformed",
+    "bad_response",
+)
 
 
 def row_id(question_id: str, mode: str, sample: int, branch_id: str = "") -> str:
@@ -155,9 +178,17 @@ def search_args(query: str) -> str:
     return json.dumps({"query": query}, ensure_ascii=False)
 
 
-def segment(kind: str, text: str, query: str | None = None, doc_ids: Iterable[str] = (),
-            token_ids: Iterable[int] = (), tool: str | None = None, args: str | None = None,
-            error: str | None = None, **extra) -> dict:
+def segment(
+    kind: str,
+    text: str,
+    query: str | None = None,
+    doc_ids: Iterable[str] = (),
+    token_ids: Iterable[int] = (),
+    tool: str | None = None,
+    args: str | None = None,
+    error: str | None = None,
+    **extra,
+) -> dict:
     """A segment dict. A segment with a ``query`` and no ``tool`` answers a search call (``tool`` "search",
     ``args`` its query as JSON). ``extra`` keys (e.g. a model segment's ``logprobs`` in RL) live only in
     memory: the parquet schema keeps the fields of ``SEGMENT_TYPE``."""
@@ -165,8 +196,17 @@ def segment(kind: str, text: str, query: str | None = None, doc_ids: Iterable[st
         raise ValueError(f"segment kind must be one of {SEGMENT_KINDS}, got {kind!r}")
     if tool is None and query is not None:
         tool, args = "search", search_args(query) if args is None else args
-    return {"kind": kind, "text": text, "query": query, "doc_ids": list(doc_ids), "token_ids": list(token_ids),
-            "tool": tool, "args": args, "error": error, **extra}
+    return {
+        "kind": kind,
+        "text": text,
+        "query": query,
+        "doc_ids": list(doc_ids),
+        "token_ids": list(token_ids),
+        "tool": tool,
+        "args": args,
+        "error": error,
+        **extra,
+    }
 
 
 REFUSALS = ("bad_json", "unknown_tool", "bad_arguments", "budget")  # errors of a call refused before it ran
@@ -294,8 +334,11 @@ def upgrade_segments(table: pa.Table, column: str = "segments") -> pa.Table:
     have = {found.value_type.field(i).name for i in range(found.value_type.num_fields)}
     if have >= set(SEGMENT_TYPE.names):
         return table
-    rows = [None if segs is None else
-            [segment(**{k: v for k, v in s.items() if k in SEGMENT_TYPE.names and v is not None}) for s in segs]
-            for segs in table[column].to_pylist()]
+    rows = [
+        None
+        if segs is None
+        else [segment(**{k: v for k, v in s.items() if k in SEGMENT_TYPE.names and v is not None}) for s in segs]
+        for segs in table[column].to_pylist()
+    ]
     index = table.schema.get_field_index(column)
     return table.set_column(index, column, pa.array(rows, type=pa.list_(SEGMENT_TYPE)))

@@ -12,6 +12,7 @@ Reads the score step's ``scores.parquet`` (``in=`` its folder) and writes into `
                          acting CoA trajectories (eval-split questions included: held-out decision points), ``decisions_per_question``
                          parents per question, before the first call or (decision_points=every) each call
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,31 +28,56 @@ _LABELS = [f"{10 * i}-{10 * i + 10}%" for i in range(10)]
 
 
 def two_by_two(scores: pl.DataFrame) -> dict:
-    per_q = scores.filter(pl.col("mode").is_in(["cot", "coa"])).group_by("question_id").agg(
-        cot=pl.col("correct").filter(pl.col("mode") == "cot").mean(),
-        coa=pl.col("correct").filter(pl.col("mode") == "coa").mean(),
-    ).drop_nulls()
+    per_q = (
+        scores.filter(pl.col("mode").is_in(["cot", "coa"]))
+        .group_by("question_id")
+        .agg(
+            cot=pl.col("correct").filter(pl.col("mode") == "cot").mean(),
+            coa=pl.col("correct").filter(pl.col("mode") == "coa").mean(),
+        )
+        .drop_nulls()
+    )
     cot, coa = pl.col("cot") >= 0.5, pl.col("coa") >= 0.5
-    cells = per_q.select(cot_right_coa_right=(cot & coa).sum(), cot_right_coa_wrong=(cot & ~coa).sum(),
-                         cot_wrong_coa_right=(~cot & coa).sum(), cot_wrong_coa_wrong=(~cot & ~coa).sum()).row(0, named=True)
+    cells = per_q.select(
+        cot_right_coa_right=(cot & coa).sum(),
+        cot_right_coa_wrong=(cot & ~coa).sum(),
+        cot_wrong_coa_right=(~cot & coa).sum(),
+        cot_wrong_coa_wrong=(~cot & ~coa).sum(),
+    ).row(0, named=True)
     return {"questions": per_q.height, **{k: int(v) for k, v in cells.items()}}
 
 
 def by_actions(scores: pl.DataFrame) -> list[dict]:
-    return (scores.filter(pl.col("mode") == "coa").group_by("n_calls")
-            .agg(rows=pl.len(), success=pl.col("correct").mean(), kept=pl.col("kept").sum())
-            .sort("n_calls").to_dicts())
+    return (
+        scores.filter(pl.col("mode") == "coa")
+        .group_by("n_calls")
+        .agg(rows=pl.len(), success=pl.col("correct").mean(), kept=pl.col("kept").sum())
+        .sort("n_calls")
+        .to_dicts()
+    )
 
 
 def first_actions(scores: pl.DataFrame) -> tuple[list[dict], dict]:
     acting = scores.filter((pl.col("mode") == "coa") & pl.col("first_action_frac").is_not_null())
     decile = (pl.col("first_action_frac") * 10).floor().clip(0, 9).cast(pl.Int32)
-    bins = (acting.with_columns(decile=decile).group_by("decile").agg(rows=pl.len(), success=pl.col("correct").mean())
-            .sort("decile").with_columns(bin=pl.col("decile").replace_strict(list(range(10)), _LABELS))
-            .drop("decile").to_dicts())
-    stats = acting.select(median_frac=pl.col("first_action_frac").median(),
-                          median_chars=pl.col("first_action_char").median(),
-                          at_start=(pl.col("first_action_char") == 0).mean()).row(0, named=True) if acting.height else {}
+    bins = (
+        acting.with_columns(decile=decile)
+        .group_by("decile")
+        .agg(rows=pl.len(), success=pl.col("correct").mean())
+        .sort("decile")
+        .with_columns(bin=pl.col("decile").replace_strict(list(range(10)), _LABELS))
+        .drop("decile")
+        .to_dicts()
+    )
+    stats = (
+        acting.select(
+            median_frac=pl.col("first_action_frac").median(),
+            median_chars=pl.col("first_action_char").median(),
+            at_start=(pl.col("first_action_char") == 0).mean(),
+        ).row(0, named=True)
+        if acting.height
+        else {}
+    )
     return bins, stats
 
 
@@ -59,8 +85,9 @@ def choose_parents(scores: pl.DataFrame, cfg) -> pl.DataFrame:
     """Kept, acting CoA trajectories; the first ``decisions_per_question`` of each question. Questions of
     the curated eval split get decision points too: their pairs never reach a training set (``step=sets``
     excludes the split) and are the held-out decision points of ``evaluate.when_to_act``."""
-    parents = scores.filter((pl.col("mode") == "coa") & pl.col("kept") & (pl.col("n_calls") > 0)
-                            ).sort("question_id", "sample", "id")
+    parents = scores.filter((pl.col("mode") == "coa") & pl.col("kept") & (pl.col("n_calls") > 0)).sort(
+        "question_id", "sample", "id"
+    )
     if cfg.decisions_per_question:
         parents = parents.filter(pl.int_range(pl.len()).over("question_id") < cfg.decisions_per_question)
     return parents.select("id", "question_id")
@@ -91,12 +118,18 @@ def run(cfg) -> dict:
         decisions = decision_rows(trajectories.collect(), every=cfg.decision_points == "every")
     io.write_parquet(decisions, out / "decisions.parquet", schema=TRAJECTORY_SCHEMA)
     metrics = {
-        "rows": scores.height, "two_by_two": grid, "success_by_actions": actions,
+        "rows": scores.height,
+        "two_by_two": grid,
+        "success_by_actions": actions,
         "first_action": {"bins": bins, **first_stats},
         "rows_by_mode": dict(scores.group_by("mode").len().sort("mode").iter_rows()),
         "success_by_mode": dict(scores.group_by("mode").agg(pl.col("correct").mean()).sort("mode").iter_rows()),
-        "decisions": {"parents": parents.height, "rows": decisions.height, "points": cfg.decision_points,
-                      "heldout_points": parents.filter(pl.col("question_id").is_in(list(held))).height},
+        "decisions": {
+            "parents": parents.height,
+            "rows": decisions.height,
+            "points": cfg.decision_points,
+            "heldout_points": parents.filter(pl.col("question_id").is_in(list(held))).height,
+        },
     }
     io.write_metrics(out / "metrics.json", metrics)
     print(f"analyzed {scores.height} trajectories; {decisions.height} decision points → {out}")

@@ -10,6 +10,7 @@ the number of prefix segments, ``sample`` = which search call (0 = the first). S
 them with tools forbidden and forced (``branch_id = "<parent>:<decision_index>:<forbid|force>"``);
 ``segments[:decision_index]`` of each branch is byte-identical to the prefix written here.
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -22,15 +23,22 @@ _SEG = pl.Struct({"kind": pl.String, "text": pl.String, "query": pl.String, "doc
 
 def _calls(parents: pl.DataFrame, search_open: str) -> pl.DataFrame:
     """One row per search call: the model segment holding it and the text before it in that segment."""
-    calls = (parents.select("id", seg=pl.col("segments"), seg_idx=pl.int_ranges(pl.col("segments").list.len()))
-             .explode("seg", "seg_idx")
-             .filter((pl.col("seg").struct.field("kind") != "observation")
-                     & pl.col("seg").struct.field("text").str.contains(search_open, literal=True))
-             .with_columns(pieces=pl.col("seg").struct.field("text").str.split(search_open)))
+    calls = (
+        parents.select("id", seg=pl.col("segments"), seg_idx=pl.int_ranges(pl.col("segments").list.len()))
+        .explode("seg", "seg_idx")
+        .filter(
+            (pl.col("seg").struct.field("kind") != "observation")
+            & pl.col("seg").struct.field("text").str.contains(search_open, literal=True)
+        )
+        .with_columns(pieces=pl.col("seg").struct.field("text").str.split(search_open))
+    )
     calls = calls.with_columns(j=pl.int_ranges(1, pl.col("pieces").list.len())).explode("j")
     calls = calls.with_columns(head=pl.col("pieces").list.head(pl.col("j")).list.join(search_open))
-    return calls.sort("id", "seg_idx", "j").with_columns(action=pl.int_range(pl.len()).over("id")).select(
-        "id", "seg_idx", "head", "action", seg_kind=pl.col("seg").struct.field("kind"))
+    return (
+        calls.sort("id", "seg_idx", "j")
+        .with_columns(action=pl.int_range(pl.len()).over("id"))
+        .select("id", "seg_idx", "head", "action", seg_kind=pl.col("seg").struct.field("kind"))
+    )
 
 
 def decision_rows(parents: pl.DataFrame, every: bool = False) -> pl.DataFrame:
@@ -41,8 +49,12 @@ def decision_rows(parents: pl.DataFrame, every: bool = False) -> pl.DataFrame:
         if not every:
             calls = calls.filter(pl.col("action") == 0)
         part = part.join(calls, on="id")
-        last = pl.struct(kind=pl.col("seg_kind"), text=pl.col("head"), query=pl.lit(None, pl.String),
-                         doc_ids=pl.lit([], pl.List(pl.String))).cast(_SEG)
+        last = pl.struct(
+            kind=pl.col("seg_kind"),
+            text=pl.col("head"),
+            query=pl.lit(None, pl.String),
+            doc_ids=pl.lit([], pl.List(pl.String)),
+        ).cast(_SEG)
         before = pl.col("segments").list.head(pl.col("seg_idx"))
         part = part.with_columns(
             segments=pl.when(pl.col("head") != "").then(pl.concat_list(before, last)).otherwise(before),
@@ -54,9 +66,17 @@ def decision_rows(parents: pl.DataFrame, every: bool = False) -> pl.DataFrame:
     rows = pl.concat(out, how="vertical_relaxed")
     ids = [row_id(q, "decision", a, p) for q, a, p in rows.select("question_id", "action", "id").iter_rows()]
     return rows.with_columns(
-        parent_id=pl.col("id"), id=pl.Series(ids, dtype=pl.String), mode=pl.lit("decision"),
-        sample=pl.col("action").cast(pl.Int32), branch_id=pl.lit(""), answer=pl.lit(None, pl.String),
-        n_actions=pl.col("segments").list.eval(pl.element().struct.field("kind") == "observation").list.sum()
+        parent_id=pl.col("id"),
+        id=pl.Series(ids, dtype=pl.String),
+        mode=pl.lit("decision"),
+        sample=pl.col("action").cast(pl.Int32),
+        branch_id=pl.lit(""),
+        answer=pl.lit(None, pl.String),
+        n_actions=pl.col("segments")
+        .list.eval(pl.element().struct.field("kind") == "observation")
+        .list.sum()
         .cast(pl.Int32),
-        finish_reason=pl.lit(""), completion_tokens=pl.lit(0, pl.Int32), latency_s=pl.lit(0.0, pl.Float32),
+        finish_reason=pl.lit(""),
+        completion_tokens=pl.lit(0, pl.Int32),
+        latency_s=pl.lit(0.0, pl.Float32),
     ).drop("seg_idx", "head", "action", "seg_kind")

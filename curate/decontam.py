@@ -13,6 +13,7 @@ that are not verbatim in the AutoCoA test set + Bamboogle (3,060 questions) matc
 (at 80, two template twins do: "What county is X located in?"), while reworded copies score 86–100
 (``tests/curate/test_decontam.py``). Synonym swaps ("U.S." for "United States") are not caught.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,7 +28,8 @@ from coa.questions import load_questions, split_questions
 _STOP = frozenset(
     "a an the of in on at to for from by with and or is was were are be been being do does did which what who "
     "whom whose when where why how that this these those it its as than then there their his her he she they "
-    "them also into about has have had".split())
+    "them also into about has have had".split()
+)
 _NON_WORD = re.compile(r"[^\w\s]")
 
 
@@ -36,8 +38,9 @@ def normalize_question(q: str) -> str:
 
 
 def content_key(normalized: str) -> str:
-    words = {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in normalized.split()
-             if w not in _STOP and len(w) > 1}
+    words = {
+        w[:-1] if len(w) > 3 and w.endswith("s") else w for w in normalized.split() if w not in _STOP and len(w) > 1
+    }
     return " ".join(sorted(words))
 
 
@@ -52,23 +55,30 @@ def load_eval_questions(paths) -> pl.DataFrame:
     rows = []
     for path in paths:
         if not Path(path).exists():
-            raise FileNotFoundError(f"evaluation question set not found: {path} "
-                                    "(set eval_sets=[...] to the evaluation question files in use)")
-        rows += [{"eval_set": str(path), "eval_id": q["id"], "eval_question": q["question"]} for q in load_questions(path)]
+            raise FileNotFoundError(
+                f"evaluation question set not found: {path} "
+                "(set eval_sets=[...] to the evaluation question files in use)"
+            )
+        rows += [
+            {"eval_set": str(path), "eval_id": q["id"], "eval_question": q["question"]} for q in load_questions(path)
+        ]
     return pl.DataFrame(rows, schema={"eval_set": pl.String, "eval_id": pl.String, "eval_question": pl.String})
 
 
-def _scores(queries: list[str], choices: list[str], threshold: float, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def _scores(
+    queries: list[str], choices: list[str], threshold: float, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     """Best match per query (index into choices, score), in chunks to bound the score matrix."""
     best_i = np.full(len(queries), -1, dtype=np.int64)
     best_s = np.zeros(len(queries), dtype=np.float32)
     if not queries or not choices:
         return best_i, best_s
     for lo in range(0, len(queries), chunk):
-        m = process.cdist(queries[lo:lo + chunk], choices, scorer=fuzz.ratio, score_cutoff=threshold,
-                          dtype=np.float32, workers=2)
-        best_i[lo:lo + chunk] = np.where(m.max(axis=1) > 0, m.argmax(axis=1), -1)
-        best_s[lo:lo + chunk] = m.max(axis=1)
+        m = process.cdist(
+            queries[lo : lo + chunk], choices, scorer=fuzz.ratio, score_cutoff=threshold, dtype=np.float32, workers=2
+        )
+        best_i[lo : lo + chunk] = np.where(m.max(axis=1) > 0, m.argmax(axis=1), -1)
+        best_s[lo : lo + chunk] = m.max(axis=1)
     return best_i, best_s
 
 
@@ -92,10 +102,26 @@ def find_contamination(questions: list[str], evals: pl.DataFrame, threshold: flo
             kind, j, s = "reorder", int(key_i[k]), float(key_s[k])
         else:
             kind, j, s = None, -1, 0.0
-        out.append({"question": q, "contaminated": kind is not None, "contamination": kind,
-                    "eval_set": evals["eval_set"][j] if j >= 0 else None,
-                    "eval_id": evals["eval_id"][j] if j >= 0 else None,
-                    "eval_question": ev_q[j] if j >= 0 else None, "similarity": s})
-    return pl.DataFrame(out, schema={"question": pl.String, "contaminated": pl.Boolean, "contamination": pl.String,
-                                     "eval_set": pl.String, "eval_id": pl.String, "eval_question": pl.String,
-                                     "similarity": pl.Float32})
+        out.append(
+            {
+                "question": q,
+                "contaminated": kind is not None,
+                "contamination": kind,
+                "eval_set": evals["eval_set"][j] if j >= 0 else None,
+                "eval_id": evals["eval_id"][j] if j >= 0 else None,
+                "eval_question": ev_q[j] if j >= 0 else None,
+                "similarity": s,
+            }
+        )
+    return pl.DataFrame(
+        out,
+        schema={
+            "question": pl.String,
+            "contaminated": pl.Boolean,
+            "contamination": pl.String,
+            "eval_set": pl.String,
+            "eval_id": pl.String,
+            "eval_question": pl.String,
+            "similarity": pl.Float32,
+        },
+    )

@@ -7,6 +7,7 @@ per permutation), candidate pairs come from LSH bands joined within a question, 
 near duplicate when its estimated Jaccard similarity reaches the threshold. Within a group the row
 that sorts first (correct before wrong, then by sample and id) is kept.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,13 @@ import numpy as np
 import polars as pl
 
 _MAX = np.iinfo(np.uint64).max
-_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
-        np.uint64(0xD6E8FEB86659FD93), np.uint64(0xFF51AFD7ED558CCD))
+_MIX = (
+    np.uint64(0x9E3779B97F4A7C15),
+    np.uint64(0xC2B2AE3D27D4EB4F),
+    np.uint64(0x165667B19E3779F9),
+    np.uint64(0xD6E8FEB86659FD93),
+    np.uint64(0xFF51AFD7ED558CCD),
+)
 
 
 def _params(perms: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,8 +50,10 @@ def minhash(words: pl.Series, perms: int = 16, shingle: int = 3, seed: int = 0) 
     if m:
         acc = flat[:m] * _MIX[0]
         for j in range(1, shingle):
-            acc ^= flat[j:j + m] * _MIX[j]
-        keep = np.repeat(starts[:-1], per_row) + (np.arange(per_row.sum()) - np.repeat(np.cumsum(per_row) - per_row, per_row))
+            acc ^= flat[j : j + m] * _MIX[j]
+        keep = np.repeat(starts[:-1], per_row) + (
+            np.arange(per_row.sum()) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        )
         sh = acc[keep]
     else:
         sh = np.zeros(0, dtype=np.uint64)
@@ -81,14 +89,18 @@ def near_duplicates(groups: pl.Series, sig: np.ndarray, bands: int, threshold: f
     flag, of = np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64)
     if n < 2:
         return flag, of
-    band_keys = [pl.DataFrame({f"c{k}": sig[:, i * rows + k] for k in range(rows)}).hash_rows(seed=i) for i in range(bands)]
+    band_keys = [
+        pl.DataFrame({f"c{k}": sig[:, i * rows + k] for k in range(rows)}).hash_rows(seed=i) for i in range(bands)
+    ]
     table = pl.DataFrame({"i": np.arange(n), "g": groups}).with_columns(
         pl.concat_list([pl.Series(f"b{i}", band_keys[i]) for i in range(bands)]).alias("key"),
-        pl.int_range(bands).implode().alias("band"))
+        pl.int_range(bands).implode().alias("band"),
+    )
     table = table.explode("key", "band").with_columns(k=pl.struct("g", "band", "key").hash())
     table = table.filter(pl.col("k").is_duplicated())  # most band keys are unique: no self-join for them
-    pairs = (table.join(table, on=["k", "g"], suffix="_o").filter(pl.col("i_o") < pl.col("i"))
-             .select("i", "i_o").unique())
+    pairs = (
+        table.join(table, on=["k", "g"], suffix="_o").filter(pl.col("i_o") < pl.col("i")).select("i", "i_o").unique()
+    )
     if pairs.height == 0:
         return flag, of
     i, o = pairs["i"].to_numpy(), pairs["i_o"].to_numpy()

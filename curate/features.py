@@ -15,6 +15,7 @@ Rows whose tags the plain grammar of ``curate.text`` cannot decide (tags inside 
 two levels deep, unclosed spans: rare, and almost always broken) are parsed by the core parser, so
 the result equals ``parse()`` on every row.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,8 +38,10 @@ def render(df: pl.DataFrame) -> pl.DataFrame:
     segments, everything but observations) as columns."""
     return df.with_columns(
         completion=pl.col("segments").list.eval(_seg("text")).list.join("").fill_null(""),
-        model_text=pl.col("segments").list.eval(_seg("text").filter(_seg("kind") != "observation"))
-        .list.join("").fill_null(""),
+        model_text=pl.col("segments")
+        .list.eval(_seg("text").filter(_seg("kind") != "observation"))
+        .list.join("")
+        .fill_null(""),
     )
 
 
@@ -58,8 +61,10 @@ def _fast(fmt: FormatPreset) -> list[pl.Expr]:
         text.unwrap_answer(answers.list.last(), fmt).alias("pred"),
         seq.str.count_matches("S").cast(pl.Int32).alias("n_calls"),
         (~seq.str.contains("A")).alias("no_answer"),
-        (~seq.str.replace_all("[^Tt]", "").str.contains("^(?:Tt)*$")
-         | (pl.lit(fmt.answer_after_think) & seq.str.contains("A") & ~seq.str.contains("t"))).alias("unbalanced_tags"),
+        (
+            ~seq.str.replace_all("[^Tt]", "").str.contains("^(?:Tt)*$")
+            | (pl.lit(fmt.answer_after_think) & seq.str.contains("A") & ~seq.str.contains("t"))
+        ).alias("unbalanced_tags"),
         after_answer.alias("search_after_answer"),
         pl.col("completion").str.contains(empty_call).alias("empty_query"),
     ]
@@ -79,8 +84,7 @@ def python_parse(completion: str, fmt: FormatPreset) -> dict:
     """The same facts from the core parser, for the rows the grammar cannot decide."""
     res = fmt.parse(completion)
     found = {_reason_of(e) for e in res.errors}
-    return {"pred": fmt.extract_answer(completion), "n_calls": res.n_actions,
-            **{r: r in found for r in PARSE_REASONS}}
+    return {"pred": fmt.extract_answer(completion), "n_calls": res.n_actions, **{r: r in found for r in PARSE_REASONS}}
 
 
 def _parse_fallback(df: pl.DataFrame, fmt: FormatPreset) -> pl.DataFrame:
@@ -88,7 +92,9 @@ def _parse_fallback(df: pl.DataFrame, fmt: FormatPreset) -> pl.DataFrame:
     if todo.height == 0:
         return df
     rows = [python_parse(c, fmt) for c in todo["completion"].to_list()]
-    fixed = pl.DataFrame(rows, schema={"pred": pl.String, "n_calls": pl.Int32, **{r: pl.Boolean for r in PARSE_REASONS}})
+    fixed = pl.DataFrame(
+        rows, schema={"pred": pl.String, "n_calls": pl.Int32, **{r: pl.Boolean for r in PARSE_REASONS}}
+    )
     fixed = fixed.with_columns(todo["_row"])
     cols = ["_row", "pred", "n_calls", *PARSE_REASONS]  # update the narrow columns only, then put them back
     narrow = df.select(cols).update(fixed, on="_row", include_nulls=True)
@@ -101,10 +107,16 @@ def _segment_checks(fmt: FormatPreset) -> list[pl.Expr]:
     kind, seg_text = _seg("kind"), _seg("text")
     ends_in_call = seg_text.str.contains(re.escape(fmt.search_close) + text.WS_CLASS + "*$")
     code = pl.when(kind == "observation").then(pl.lit("O")).when(ends_in_call).then(pl.lit("C")).otherwise(pl.lit("M"))
-    writes_obs = (kind == "model") & seg_text.str.contains(f"{re.escape(fmt.result_open)}|{re.escape(fmt.result_close)}")
+    writes_obs = (kind == "model") & seg_text.str.contains(
+        f"{re.escape(fmt.result_open)}|{re.escape(fmt.result_close)}"
+    )
     return [
         pl.col("segments").list.eval(writes_obs).list.any().fill_null(False).alias("model_observation"),
-        pl.col("segments").list.eval(code).list.join("").str.contains("(?:^|[^C])O").fill_null(False)
+        pl.col("segments")
+        .list.eval(code)
+        .list.join("")
+        .str.contains("(?:^|[^C])O")
+        .fill_null(False)
         .alias("orphan_observation"),
     ]
 
@@ -113,8 +125,10 @@ def trajectory_features(df: pl.DataFrame, fmt: FormatPreset | str, force_python:
     """Add the columns described in the module docstring to a frame of one format's trajectories."""
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     df = render(df).with_row_index("_row")
-    df = df.with_columns(_seq=text.tag_sequence(pl.col("completion"), fmt),
-                         _answers=pl.col("completion").str.extract_all(text.answer_regex(fmt)))
+    df = df.with_columns(
+        _seq=text.tag_sequence(pl.col("completion"), fmt),
+        _answers=pl.col("completion").str.extract_all(text.answer_regex(fmt)),
+    )
     df = df.with_columns(_fast(fmt))
     if force_python:
         df = df.with_columns(_decidable=pl.lit(False))

@@ -13,6 +13,7 @@ A row keeps every reason that applies (``reasons``), the first one in ``REASONS`
   duplicate / near_duplicate           same question, same or nearly the same model text (dedup.py)
   contaminated        the question matches an evaluation question (decontam.py)
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -21,8 +22,17 @@ from coa.formats import FormatPreset
 from curate import text
 from curate.features import PARSE_REASONS, SEGMENT_REASONS
 
-ROW_REASONS = (*PARSE_REASONS, *SEGMENT_REASONS, "unfinished", "too_few_actions", "too_many_actions",
-               "too_short", "too_long", "repetition", "repeated_query")
+ROW_REASONS = (
+    *PARSE_REASONS,
+    *SEGMENT_REASONS,
+    "unfinished",
+    "too_few_actions",
+    "too_many_actions",
+    "too_short",
+    "too_long",
+    "repetition",
+    "repeated_query",
+)
 REASONS = (*ROW_REASONS, "duplicate", "near_duplicate", "contaminated")
 
 
@@ -36,8 +46,10 @@ def quality_columns(df: pl.DataFrame, fmt: FormatPreset) -> pl.DataFrame:
     """Repetition statistics of the model-written text (needs ``words``) and its queries."""
     # sentences: split at line breaks and after ". ", "? ", "! " (literal replacements: far cheaper than a regex)
     sentences = pl.col("model_text").str.replace_many([". ", "? ", "! "], [".\n", "?\n", "!\n"]).str.split("\n")
-    df = df.with_columns(_sentences=sentences,
-                         _queries=text.queries(pl.col("model_text"), fmt).list.eval(pl.element().str.to_lowercase()))
+    df = df.with_columns(
+        _sentences=sentences,
+        _queries=text.queries(pl.col("model_text"), fmt).list.eval(pl.element().str.to_lowercase()),
+    )
 
     def distinct(col: str) -> tuple[pl.Expr, pl.Expr]:
         """(non-empty items, distinct non-empty items): blank lines and double spaces leave empty strings."""
@@ -67,8 +79,10 @@ def row_reasons(cfg) -> list[pl.Expr]:
         (pl.col("n_calls") > hi).alias("too_many_actions"),
         (pl.col("model_chars") < cfg.min_chars).alias("too_short"),
         (pl.col("model_chars") > cfg.max_chars).alias("too_long"),
-        (((pl.col("n_sentences") >= cfg.repeat_min_sentences) & (pl.col("repeat_frac") > cfg.max_repeat_frac))
-         | (long_text & (pl.col("unique_word_frac") < cfg.min_unique_word_frac))).alias("repetition"),
+        (
+            ((pl.col("n_sentences") >= cfg.repeat_min_sentences) & (pl.col("repeat_frac") > cfg.max_repeat_frac))
+            | (long_text & (pl.col("unique_word_frac") < cfg.min_unique_word_frac))
+        ).alias("repetition"),
         (pl.col("repeated_query") & pl.lit(not cfg.allow_repeated_queries)).alias("repeated_query"),
     ]
 
@@ -77,8 +91,10 @@ def assemble(df: pl.DataFrame, reasons=REASONS) -> pl.DataFrame:
     """``reasons`` (all that apply), ``drop_reason`` (the first) and ``kept``; drops the flag columns."""
     flags = [pl.when(pl.col(r).fill_null(False)).then(pl.lit(r)) for r in reasons]
     joined = pl.concat_str(flags, separator=",", ignore_nulls=True)  # far cheaper than a list of 19 columns
-    df = df.with_columns(reasons=pl.when(joined == "").then(pl.lit([], pl.List(pl.String))).otherwise(joined.str.split(",")),
-                         drop_reason=pl.coalesce(flags))
+    df = df.with_columns(
+        reasons=pl.when(joined == "").then(pl.lit([], pl.List(pl.String))).otherwise(joined.str.split(",")),
+        drop_reason=pl.coalesce(flags),
+    )
     return df.with_columns(kept=pl.col("drop_reason").is_null()).drop(list(reasons))
 
 
@@ -86,5 +102,7 @@ def reason_counts(df: pl.DataFrame) -> dict:
     """How many rows each reason dropped: as the first reason, and among all reasons."""
     first = df.filter(~pl.col("kept")).group_by("drop_reason").len()
     every = df.select(pl.col("reasons").explode().drop_nulls()).group_by("reasons").len()
-    return {"first": {r: n for r, n in sorted(first.iter_rows(), key=lambda x: -x[1])},
-            "any": {r: n for r, n in sorted(every.iter_rows(), key=lambda x: -x[1])}}
+    return {
+        "first": {r: n for r, n in sorted(first.iter_rows(), key=lambda x: -x[1])},
+        "any": {r: n for r, n in sorted(every.iter_rows(), key=lambda x: -x[1])},
+    }

@@ -4,6 +4,7 @@ Inputs are parquet files or folders of shards. Before anything is computed each 
 checked against the columns the step needs, so bad input fails with the file and the column named:
 ``runs/x/part-0.parquet: column 'segments' has type String, expected List(Struct(...))``.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,12 @@ def parquet_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
 
 def _older_segments(found: pl.DataType, expected: pl.DataType) -> bool:
     """A list of structs holding a subset of the expected fields (segments written before ``token_ids``)."""
-    if not (isinstance(found, pl.List) and isinstance(expected, pl.List)
-            and isinstance(found.inner, pl.Struct) and isinstance(expected.inner, pl.Struct)):
+    if not (
+        isinstance(found, pl.List)
+        and isinstance(expected, pl.List)
+        and isinstance(found.inner, pl.Struct)
+        and isinstance(expected.inner, pl.Struct)
+    ):
         return False
     wanted = {f.name: f.dtype for f in expected.inner.fields}
     return all(wanted.get(f.name) == f.dtype for f in found.inner.fields)
@@ -91,8 +96,10 @@ def check_formats(files: Sequence[Path]) -> list[str]:
     lf = scan(files, ["format"], file_column="_file")
     bad = lf.filter(~pl.col("format").is_in(list(PRESETS))).head(1).collect()
     if bad.height:
-        raise ValueError(f"{bad['_file'][0]}: column 'format' holds unknown format preset {bad['format'][0]!r}; "
-                         f"known: {sorted(PRESETS)}")
+        raise ValueError(
+            f"{bad['_file'][0]}: column 'format' holds unknown format preset {bad['format'][0]!r}; "
+            f"known: {sorted(PRESETS)}"
+        )
     return sorted(lf.select(pl.col("format").unique()).collect()["format"].to_list())
 
 
@@ -103,9 +110,12 @@ def scan(paths, columns: Sequence[str], types: dict = TRAJECTORY_TYPES, file_col
     groups: dict[tuple, list[Path]] = {}
     for f, found in check_columns(files, columns, types).items():
         groups.setdefault(found, []).append(f)
-    frames = [pl.scan_parquet(fs, include_file_paths=file_column, extra_columns="ignore")
-              .select([_as(c, t, types[c]) for c, t in zip(columns, found)] + ([pl.col(file_column)] if file_column else []))
-              for found, fs in groups.items()]
+    frames = [
+        pl.scan_parquet(fs, include_file_paths=file_column, extra_columns="ignore").select(
+            [_as(c, t, types[c]) for c, t in zip(columns, found)] + ([pl.col(file_column)] if file_column else [])
+        )
+        for found, fs in groups.items()
+    ]
     return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
 
 
@@ -114,8 +124,10 @@ def check_unique_ids(df: pl.DataFrame, file_column: str = "_file") -> None:
     dup = df.filter(pl.col("id").is_duplicated())
     if dup.height:
         first = dup.filter(pl.col("id") == dup["id"][0])
-        raise ValueError(f"{' and '.join(sorted(set(first[file_column].to_list())))}: column 'id' repeats "
-                         f"{dup['id'][0]!r} ({dup['id'].n_unique()} ids repeat); give each trajectory once")
+        raise ValueError(
+            f"{' and '.join(sorted(set(first[file_column].to_list())))}: column 'id' repeats "
+            f"{dup['id'][0]!r} ({dup['id'].n_unique()} ids repeat); give each trajectory once"
+        )
 
 
 def scores_path(path: str | Path) -> Path:
@@ -124,9 +136,27 @@ def scores_path(path: str | Path) -> Path:
     return path / "scores.parquet" if path.is_dir() else path
 
 
-SCORE_COLUMNS = ("id", "question_id", "question", "golden_answers", "dataset", "mode", "sample", "pred", "em", "f1",
-                 "cover_em", "autocoa_lenient", "correct", "n_calls", "first_action_char", "first_action_frac",
-                 "contamination", "drop_reason", "kept")
+SCORE_COLUMNS = (
+    "id",
+    "question_id",
+    "question",
+    "golden_answers",
+    "dataset",
+    "mode",
+    "sample",
+    "pred",
+    "em",
+    "f1",
+    "cover_em",
+    "autocoa_lenient",
+    "correct",
+    "n_calls",
+    "first_action_char",
+    "first_action_frac",
+    "contamination",
+    "drop_reason",
+    "kept",
+)
 
 
 def read_scores(path: str | Path) -> pl.DataFrame:

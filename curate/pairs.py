@@ -20,6 +20,7 @@ follow it); the non-acting one runs to the answer (``ends_turn`` True).
 Writes ``pairs.parquet`` (``PAIR_SCHEMA``), ``branches.parquet`` (each branch's scores and reasons)
 and ``metrics.json``.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,15 +40,24 @@ _KINDS = ("forbid", "force")
 def parse_branch_ids(df: pl.DataFrame) -> pl.DataFrame:
     """``kind`` and the decision point from ``branch_id``; a malformed id fails naming file, row and column."""
     parts = pl.col("branch_id").str.split(":")
-    df = df.with_columns(kind=parts.list.last(), _di=parts.list.get(-2, null_on_oob=True),
-                         _parent=parts.list.slice(0, parts.list.len() - 2).list.join(":"))
-    bad = df.filter(~pl.col("kind").is_in(_KINDS) | (pl.col("_parent") != pl.col("parent_id"))
-                    | (pl.col("_di") != pl.col("decision_index").cast(pl.String)) | (pl.col("mode") != "branch"))
+    df = df.with_columns(
+        kind=parts.list.last(),
+        _di=parts.list.get(-2, null_on_oob=True),
+        _parent=parts.list.slice(0, parts.list.len() - 2).list.join(":"),
+    )
+    bad = df.filter(
+        ~pl.col("kind").is_in(_KINDS)
+        | (pl.col("_parent") != pl.col("parent_id"))
+        | (pl.col("_di") != pl.col("decision_index").cast(pl.String))
+        | (pl.col("mode") != "branch")
+    )
     if bad.height:
         r = bad.row(0, named=True)
-        raise ValueError(f"{r['_file']}: row id {r['id']!r}: column 'branch_id' is {r['branch_id']!r}; expected "
-                         f"'<parent_id>:<decision_index>:<forbid|force>' matching parent_id {r['parent_id']!r}, "
-                         f"decision_index {r['decision_index']} and mode 'branch' (got mode {r['mode']!r})")
+        raise ValueError(
+            f"{r['_file']}: row id {r['id']!r}: column 'branch_id' is {r['branch_id']!r}; expected "
+            f"'<parent_id>:<decision_index>:<forbid|force>' matching parent_id {r['parent_id']!r}, "
+            f"decision_index {r['decision_index']} and mode 'branch' (got mode {r['mode']!r})"
+        )
     return df.drop("_di", "_parent")
 
 
@@ -65,7 +75,10 @@ def continuation_columns(fmt_name: str) -> list[pl.Expr]:
         cont.alias("continuation"),
         cont.str.extract("(?s)^(.*?" + re.escape(fmt.search_close) + ")", 1).alias("acting_text"),
         cont.str.starts_with(fmt.search_open).alias("starts_with_call"),
-        pl.col("segments").list.slice(di).list.eval(pl.element().struct.field("kind") == "observation").list.any()
+        pl.col("segments")
+        .list.slice(di)
+        .list.eval(pl.element().struct.field("kind") == "observation")
+        .list.any()
         .alias("cont_searched"),
     ]
 
@@ -89,40 +102,66 @@ def mine(branches: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     ok = branches.join(mixed.filter(pl.col("n_prefix") == 1), on=point).filter("kept")
     rates = ok.group_by(point).agg(
         act=pl.col("correct").filter(pl.col("kind") == "force").mean(),
-        noact=pl.col("correct").filter(pl.col("kind") == "forbid").mean())
-    rates = rates.with_columns(direction=pl.when(pl.col("act") > pl.col("noact")).then(pl.lit("act"))
-                               .when(pl.col("act") < pl.col("noact")).then(pl.lit("no_act")))
+        noact=pl.col("correct").filter(pl.col("kind") == "forbid").mean(),
+    )
+    rates = rates.with_columns(
+        direction=pl.when(pl.col("act") > pl.col("noact"))
+        .then(pl.lit("act"))
+        .when(pl.col("act") < pl.col("noact"))
+        .then(pl.lit("no_act"))
+    )
     first = ok.sort("sample", "id").group_by(*point, "kind", "correct", maintain_order=True).first()
     winner = pl.when(pl.col("direction") == "act").then(pl.lit("force")).otherwise(pl.lit("forbid"))
-    chosen = rates.drop_nulls("direction").with_columns(kind=winner, correct=pl.lit(True)).join(first, on=[*point, "kind", "correct"])
+    chosen = (
+        rates.drop_nulls("direction")
+        .with_columns(kind=winner, correct=pl.lit(True))
+        .join(first, on=[*point, "kind", "correct"])
+    )
     loser_kind = pl.when(pl.col("direction") == "act").then(pl.lit("forbid")).otherwise(pl.lit("force"))
     rejected = chosen.select(*point, kind=loser_kind, correct=pl.lit(False)).join(first, on=[*point, "kind", "correct"])
     pairs = chosen.join(rejected, on=point, suffix="_r")
     side = {"force": pl.col("acting_text"), "forbid": pl.col("continuation")}
     pairs = pairs.select(
-        "question_id", "question", "golden_answers", "format", "direction", "decision_index",
-        prompt=pl.col("shared"), chat_prompt=pl.col("prompt"), prefix=pl.col("prefix_segments"),
+        "question_id",
+        "question",
+        "golden_answers",
+        "format",
+        "direction",
+        "decision_index",
+        prompt=pl.col("shared"),
+        chat_prompt=pl.col("prompt"),
+        prefix=pl.col("prefix_segments"),
         chosen=pl.when(pl.col("kind") == "force").then(side["force"]).otherwise(side["forbid"]),
         rejected=pl.when(pl.col("kind_r") == "force").then(pl.col("acting_text_r")).otherwise(pl.col("continuation_r")),
-        chosen_ends_turn=pl.col("kind") == "forbid", rejected_ends_turn=pl.col("kind_r") == "forbid",
-        chosen_id="id", rejected_id="id_r", parent_id="parent_id",
-        chosen_score=pl.col("score"), rejected_score=pl.col("score_r"),
+        chosen_ends_turn=pl.col("kind") == "forbid",
+        rejected_ends_turn=pl.col("kind_r") == "forbid",
+        chosen_id="id",
+        rejected_id="id_r",
+        parent_id="parent_id",
+        chosen_score=pl.col("score"),
+        rejected_score=pl.col("score_r"),
     )
-    ids = [row_id(q, "pair", 0, f"{p}:{d}:{r}") for q, p, d, r in
-           pairs.select("question_id", "parent_id", "decision_index", "direction").iter_rows()]
+    ids = [
+        row_id(q, "pair", 0, f"{p}:{d}:{r}")
+        for q, p, d, r in pairs.select("question_id", "parent_id", "decision_index", "direction").iter_rows()
+    ]
     pairs = pairs.with_columns(id=pl.Series(ids, dtype=pl.String)).sort("id")
     n_points = branches.select(point).unique().height
     rated = rates.join(pairs.select(point), on=point, how="anti")
     skipped = {
         "prefix_mismatch": mixed.filter(pl.col("n_prefix") > 1).height,
         "missing_valid_kind": rated.filter(pl.col("act").is_null() | pl.col("noact").is_null()).height,
-        "no_contrast": rated.filter(pl.col("act").is_not_null() & pl.col("noact").is_not_null()
-                                    & pl.col("direction").is_null()).height,
+        "no_contrast": rated.filter(
+            pl.col("act").is_not_null() & pl.col("noact").is_not_null() & pl.col("direction").is_null()
+        ).height,
     }
     skipped["no_branch_valid"] = n_points - rates.height - skipped["prefix_mismatch"]
-    return pairs, {"decision_points": n_points, "pairs": pairs.height,
-                   "by_direction": dict(pairs.group_by("direction").len().sort("direction").iter_rows()),
-                   "points_without_pair": skipped}
+    return pairs, {
+        "decision_points": n_points,
+        "pairs": pairs.height,
+        "by_direction": dict(pairs.group_by("direction").len().sort("direction").iter_rows()),
+        "points_without_pair": skipped,
+    }
 
 
 def run(cfg) -> dict:
@@ -137,16 +176,44 @@ def run(cfg) -> dict:
     pairs, counts = mine(branches)
     out = Path(cfg.out_dir)
     io.write_parquet(pairs, out / "pairs.parquet", schema=PAIR_SCHEMA)
-    keep = ["id", "question_id", "parent_id", "decision_index", "kind", "sample", "format", "pred", "completion",
-            "em", "f1", "cover_em", "autocoa_lenient", "correct", "n_calls", "starts_with_call", "reasons",
-            "drop_reason", "kept"]
+    keep = [
+        "id",
+        "question_id",
+        "parent_id",
+        "decision_index",
+        "kind",
+        "sample",
+        "format",
+        "pred",
+        "completion",
+        "em",
+        "f1",
+        "cover_em",
+        "autocoa_lenient",
+        "correct",
+        "n_calls",
+        "starts_with_call",
+        "reasons",
+        "drop_reason",
+        "kept",
+    ]
     io.write_parquet(branches.select(keep), out / "branches.parquet")
-    metrics = {**counts, "branches": branches.height,
-               "branches_by_kind": {r.pop("kind"): r for r in branches.group_by("kind").agg(
-                   rows=pl.len(), kept=pl.col("kept").sum(), kept_correct=(pl.col("kept") & pl.col("correct")).sum())
-                   .sort("kind").to_dicts()},
-               "reasons": filters.reason_counts(branches), "input": [str(p) for p in inputs],
-               "metric": cfg.metric, "threshold": cfg.threshold, "seconds": round(time.perf_counter() - started, 2)}
+    metrics = {
+        **counts,
+        "branches": branches.height,
+        "branches_by_kind": {
+            r.pop("kind"): r
+            for r in branches.group_by("kind")
+            .agg(rows=pl.len(), kept=pl.col("kept").sum(), kept_correct=(pl.col("kept") & pl.col("correct")).sum())
+            .sort("kind")
+            .to_dicts()
+        },
+        "reasons": filters.reason_counts(branches),
+        "input": [str(p) for p in inputs],
+        "metric": cfg.metric,
+        "threshold": cfg.threshold,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     io.write_metrics(out / "metrics.json", metrics)
     print(f"{counts['pairs']} pairs from {counts['decision_points']} decision points → {out}")
     return metrics

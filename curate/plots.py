@@ -1,4 +1,5 @@
 """PNG plots of the error analysis (matplotlib, Agg backend: no display needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,19 +20,29 @@ def _save(fig, path: Path) -> Path:
 
 def two_by_two(cells: dict, path: Path) -> Path:
     """Questions by CoT correct/incorrect (rows) × CoA correct/incorrect (columns)."""
-    grid = [[cells["cot_right_coa_right"], cells["cot_right_coa_wrong"]],
-            [cells["cot_wrong_coa_right"], cells["cot_wrong_coa_wrong"]]]
+    grid = [
+        [cells["cot_right_coa_right"], cells["cot_right_coa_wrong"]],
+        [cells["cot_wrong_coa_right"], cells["cot_wrong_coa_wrong"]],
+    ]
     total = max(sum(map(sum, grid)), 1)
     fig, ax = plt.subplots(figsize=(4.6, 4))
     ax.imshow(grid, cmap="Blues")
     for i in range(2):
         for j in range(2):
-            ax.text(j, i, f"{grid[i][j]}\n{100 * grid[i][j] / total:.0f}%", ha="center", va="center", fontsize=12,
-                    color="white" if grid[i][j] > total / 3 else "black")
+            ax.text(
+                j,
+                i,
+                f"{grid[i][j]}\n{100 * grid[i][j] / total:.0f}%",
+                ha="center",
+                va="center",
+                fontsize=12,
+                color="white" if grid[i][j] > total / 3 else "black",
+            )
     ax.set_xticks([0, 1], ["CoA right", "CoA wrong"])
     ax.set_yticks([0, 1], ["CoT right", "CoT wrong"])
-    ax.set_title(f"Questions by outcome (n={total})\n'CoT wrong, CoA right' → act pairs; the reverse → no-act pairs",
-                 fontsize=9)
+    ax.set_title(
+        f"Questions by outcome (n={total})\n'CoT wrong, CoA right' → act pairs; the reverse → no-act pairs", fontsize=9
+    )
     return _save(fig, path)
 
 

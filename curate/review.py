@@ -8,6 +8,7 @@ stays with its sides exchanged and its direction reversed (act ↔ no_act). ``co
 must then be correct (unless accepted), a pair's chosen branch right and its rejected branch wrong.
 Parquet or CSV; nothing else is re-run.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,15 +39,21 @@ def read_review(path: str | Path | None) -> pl.DataFrame:
     if "corrected_answer" not in df.columns:
         df = df.with_columns(corrected_answer=pl.lit(None, pl.String))
     df = df.select([pl.col(c).cast(t) for c, t in COLUMNS.items()]).with_row_index("_row", offset=1)
-    df = df.with_columns(pl.col("decision").str.strip_chars().str.to_lowercase(),
-                         pl.col("corrected_answer").str.strip_chars().replace("", None))
-    for name, bad in (("row_id", pl.col("row_id").is_null() | (pl.col("row_id") == "")),
-                      ("decision", ~pl.col("decision").is_in(DECISIONS) | pl.col("decision").is_null())):
+    df = df.with_columns(
+        pl.col("decision").str.strip_chars().str.to_lowercase(),
+        pl.col("corrected_answer").str.strip_chars().replace("", None),
+    )
+    for name, bad in (
+        ("row_id", pl.col("row_id").is_null() | (pl.col("row_id") == "")),
+        ("decision", ~pl.col("decision").is_in(DECISIONS) | pl.col("decision").is_null()),
+    ):
         hit = df.filter(bad)
         if hit.height:
             r = hit.row(0, named=True)
-            raise ValueError(f"{path}: row {r['_row']}: column {name!r} is {r[name]!r}; expected "
-                             + ("a row id" if name == "row_id" else f"one of {DECISIONS}"))
+            raise ValueError(
+                f"{path}: row {r['_row']}: column {name!r} is {r[name]!r}; expected "
+                + ("a row id" if name == "row_id" else f"one of {DECISIONS}")
+            )
     dup = df.filter(pl.col("row_id").is_duplicated())
     if dup.height:
         raise ValueError(f"{path}: row {dup['_row'][1]}: column 'row_id' repeats {dup['row_id'][0]!r}")

@@ -12,6 +12,7 @@ the same step before (its ``.autocoa-owner.json``); ``overwrite=true`` writes in
 files of the same name and deleting nothing. Exit codes: 0 done, 2 bad settings or input (one line naming
 the file and column; ``COA_DEBUG=1`` for a traceback).
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,8 +29,12 @@ from curate.config import ALIASES, CurateConfig
 class CurateRunConfig(CurateConfig):
     """``CurateConfig`` plus what only the command line decides: where it may write."""
 
-    overwrite: bool = field(default=False, metadata={
-        "help": "write into a non-empty out folder the step did not write (same-name files replaced, nothing deleted)"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "write into a non-empty out folder the step did not write (same-name files replaced, nothing deleted)"
+        },
+    )
 
 
 @entry_point("curate")

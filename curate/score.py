@@ -8,6 +8,7 @@ duplicate and contamination matches, and ``reasons`` / ``drop_reason`` / ``kept`
 Later steps join it to the trajectories by ``id``; the trajectories themselves are not copied.
 ``metrics.json`` counts rows, reasons and scores per mode.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,22 @@ from curate.answers import SCORES, score_frame
 from curate.decontam import find_contamination, load_eval_questions
 from curate.features import trajectory_features
 
-COLUMNS = ["id", "question_id", "dataset", "question", "golden_answers", "mode", "sample", "branch_id", "parent_id",
-           "decision_index", "format", "segments", "finish_reason", "n_actions"]
+COLUMNS = [
+    "id",
+    "question_id",
+    "dataset",
+    "question",
+    "golden_answers",
+    "mode",
+    "sample",
+    "branch_id",
+    "parent_id",
+    "decision_index",
+    "format",
+    "segments",
+    "finish_reason",
+    "n_actions",
+]
 _HEAVY = ["segments", "completion", "model_text", "words"]
 
 
@@ -57,9 +72,10 @@ def mark_duplicates(df: pl.DataFrame, sig: np.ndarray, cfg) -> pl.DataFrame:
     flag, of = dedup.near_duplicates(groups, sig[rest["_i"].to_numpy()], cfg.lsh_bands, cfg.near_dup_threshold)
     of_ids = rest["id"].gather(np.maximum(of, 0))
     near = rest.select("_i", near_duplicate_of=pl.when(pl.Series(flag)).then(of_ids))
-    df = (df.join(cand.select("_i", "duplicate_of"), on="_i", how="left").join(near, on="_i", how="left"))
-    return df.with_columns(duplicate=pl.col("duplicate_of").is_not_null(),
-                           near_duplicate=pl.col("near_duplicate_of").is_not_null()).drop("_i", "text_hash")
+    df = df.join(cand.select("_i", "duplicate_of"), on="_i", how="left").join(near, on="_i", how="left")
+    return df.with_columns(
+        duplicate=pl.col("duplicate_of").is_not_null(), near_duplicate=pl.col("near_duplicate_of").is_not_null()
+    ).drop("_i", "text_hash")
 
 
 def decontaminate(df: pl.DataFrame, cfg) -> tuple[pl.DataFrame, dict]:
@@ -67,20 +83,31 @@ def decontaminate(df: pl.DataFrame, cfg) -> tuple[pl.DataFrame, dict]:
     matches = find_contamination(df["question"].unique().to_list(), evals, cfg.decontam_threshold)
     df = df.join(matches, on="question", how="left").with_columns(pl.col("contaminated").fill_null(False))
     hit = matches.filter("contaminated")
-    return df, {"eval_questions": evals.height, "questions": matches.height, "contaminated_questions": hit.height,
-                "by_kind": dict(hit.group_by("contamination").len().iter_rows()),
-                "by_eval_set": dict(hit.group_by("eval_set").len().iter_rows())}
+    return df, {
+        "eval_questions": evals.height,
+        "questions": matches.height,
+        "contaminated_questions": hit.height,
+        "by_kind": dict(hit.group_by("contamination").len().iter_rows()),
+        "by_eval_set": dict(hit.group_by("eval_set").len().iter_rows()),
+    }
 
 
 def summarize(df: pl.DataFrame) -> dict:
     by_mode = df.group_by("mode").agg(
-        rows=pl.len(), kept=pl.col("kept").sum(), correct=pl.col("correct").sum(),
+        rows=pl.len(),
+        kept=pl.col("kept").sum(),
+        correct=pl.col("correct").sum(),
         kept_correct=(pl.col("kept") & pl.col("correct")).sum(),
-        **{f"mean_{s}": pl.col(s).mean() for s in SCORES}, mean_calls=pl.col("n_calls").mean())
+        **{f"mean_{s}": pl.col(s).mean() for s in SCORES},
+        mean_calls=pl.col("n_calls").mean(),
+    )
     return {
-        "rows": df.height, "kept": int(df["kept"].sum()), "questions": df["question_id"].n_unique(),
+        "rows": df.height,
+        "kept": int(df["kept"].sum()),
+        "questions": df["question_id"].n_unique(),
         "reasons": filters.reason_counts(df),
-        "parsed_by_python": int(df["parsed_by_python"].sum()), "scored_by_python": int(df["scored_by_python"].sum()),
+        "parsed_by_python": int(df["parsed_by_python"].sum()),
+        "scored_by_python": int(df["scored_by_python"].sum()),
         "by_mode": {r.pop("mode"): r for r in by_mode.sort("mode").to_dicts()},
     }
 
@@ -110,10 +137,16 @@ def run(cfg) -> dict:
     out = io.write_parquet(df, f"{cfg.out_dir}/scores.parquet")
     elapsed = time.perf_counter() - started
     phases["write"] = elapsed - sum(phases.values())
-    metrics = {**summarize(df), "contamination": contamination, "input": [str(p) for p in inputs],
-               "metric": cfg.metric, "threshold": cfg.threshold, "seconds": round(elapsed, 2),
-               "phase_seconds": {k: round(v, 2) for k, v in phases.items()},
-               "rows_per_s": round(df.height / elapsed, 1)}
+    metrics = {
+        **summarize(df),
+        "contamination": contamination,
+        "input": [str(p) for p in inputs],
+        "metric": cfg.metric,
+        "threshold": cfg.threshold,
+        "seconds": round(elapsed, 2),
+        "phase_seconds": {k: round(v, 2) for k, v in phases.items()},
+        "rows_per_s": round(df.height / elapsed, 1),
+    }
     io.write_metrics(f"{cfg.out_dir}/metrics.json", metrics)
     print(f"scored {df.height} trajectories ({metrics['kept']} kept) in {elapsed:.1f}s → {out}")
     return metrics

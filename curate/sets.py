@@ -18,6 +18,7 @@ proportion to what qualifies (largest remainder), at most ``max_per_question`` r
 seeded hash order; ids stay the trajectory and pair ids. Asking for more than qualifies writes what
 exists and says so on stderr and in the metrics.
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,7 +48,9 @@ def question_types(questions: list[dict]) -> pl.DataFrame:
 def guess_type(question: pl.Expr) -> pl.Expr:
     """For questions without a recorded type: yes/no and "X or Y" questions compare, the rest bridge."""
     q = question.str.to_lowercase()
-    compares = q.str.contains(" or ", literal=True) | q.str.contains(r"^(is|are|was|were|do|does|did|has|have|can|could)\s")
+    compares = q.str.contains(" or ", literal=True) | q.str.contains(
+        r"^(is|are|was|were|do|does|did|has|have|can|could)\s"
+    )
     return pl.when(compares).then(pl.lit("comparison")).otherwise(pl.lit("bridge"))
 
 
@@ -75,8 +78,9 @@ def stratified(df: pl.DataFrame, n: int, max_per_question: int, seed: int) -> pl
     if max_per_question:
         df = df.filter(pl.int_range(pl.len()).over("question_id") < max_per_question)
     alloc = allocate(dict(df.group_by("stratum").len().iter_rows()), n)
-    quota = pl.DataFrame({"stratum": list(alloc), "_quota": list(alloc.values())},
-                         schema={"stratum": pl.String, "_quota": pl.Int64})
+    quota = pl.DataFrame(
+        {"stratum": list(alloc), "_quota": list(alloc.values())}, schema={"stratum": pl.String, "_quota": pl.Int64}
+    )
     df = df.join(quota, on="stratum").filter(pl.int_range(pl.len()).over("stratum") < pl.col("_quota"))
     return df.sort("stratum", "_order", "id").drop("_order", "_quota")
 
@@ -90,24 +94,41 @@ def _rescore_trajectories(rows: pl.DataFrame, trajectories: pl.LazyFrame, review
     traj = trajectories.filter(pl.col("id").is_in(todo["id"].implode())).collect().join(todo, on="id")
     traj = traj.with_columns(golden_answers=pl.concat_list("corrected_answer"))
     parts = [score_frame(trajectory_features(p, f)) for (f,), p in traj.group_by("format")]
-    fixed = pl.concat(parts).select("id", "golden_answers", *SCORES).with_columns(correct=pl.col(cfg.metric) >= cfg.threshold)
+    fixed = (
+        pl.concat(parts)
+        .select("id", "golden_answers", *SCORES)
+        .with_columns(correct=pl.col(cfg.metric) >= cfg.threshold)
+    )
     return rows.update(fixed, on="id")
 
 
-def trajectory_set(scores: pl.DataFrame, mode: str, n: int, trajectories: pl.LazyFrame, review: pl.DataFrame,
-                   excluded: set[str], types: pl.DataFrame, cfg) -> tuple[pl.DataFrame, dict]:
+def trajectory_set(
+    scores: pl.DataFrame,
+    mode: str,
+    n: int,
+    trajectories: pl.LazyFrame,
+    review: pl.DataFrame,
+    excluded: set[str],
+    types: pl.DataFrame,
+    cfg,
+) -> tuple[pl.DataFrame, dict]:
     rows = scores.filter((pl.col("mode") == mode) & pl.col("kept") & ~pl.col("question_id").is_in(list(excluded)))
     rows = rows.join(review, left_on="id", right_on="row_id", how="left")
     swapped = rows.filter(pl.col("decision") == "swap")
     if swapped.height:
-        raise ValueError(f"review: row {swapped['id'][0]!r} is a {mode} trajectory; 'swap' is a decision for pairs only")
+        raise ValueError(
+            f"review: row {swapped['id'][0]!r} is a {mode} trajectory; 'swap' is a decision for pairs only"
+        )
     rejected = rows.filter(pl.col("decision") == "reject").height
     rows = _rescore_trajectories(rows.filter(pl.col("decision").fill_null("") != "reject"), trajectories, review, cfg)
     rows = rows.filter(pl.col("correct") | (pl.col("decision") == "accept"))
     bucket = pl.when(pl.col("n_calls") >= 4).then(pl.lit("4+")).otherwise(pl.col("n_calls").cast(pl.String))
-    rows = rows.join(types, on="question_id", how="left").with_columns(qtype=pl.col("qtype").fill_null(guess_type(pl.col("question"))))
-    rows = rows.with_columns(stratum=pl.format("actions={}|{}", bucket, pl.col("qtype")),
-                             reviewed=pl.col("decision").is_not_null())
+    rows = rows.join(types, on="question_id", how="left").with_columns(
+        qtype=pl.col("qtype").fill_null(guess_type(pl.col("question")))
+    )
+    rows = rows.with_columns(
+        stratum=pl.format("actions={}|{}", bucket, pl.col("qtype")), reviewed=pl.col("decision").is_not_null()
+    )
     chosen = stratified(rows, n, cfg.max_per_question, cfg.seed)
     full = trajectories.filter(pl.col("id").is_in(chosen["id"].implode())).collect()
     full = full.drop("golden_answers").join(chosen.select("id", "golden_answers", *_EXTRA), on="id")
@@ -115,9 +136,18 @@ def trajectory_set(scores: pl.DataFrame, mode: str, n: int, trajectories: pl.Laz
     return full, {"qualified": rows.height, "review_rejected": rejected}
 
 
-def pair_set(pairs: pl.DataFrame, branches: pl.DataFrame | None, n: int, review: pl.DataFrame, excluded: set[str],
-             types: pl.DataFrame, cfg) -> tuple[pl.DataFrame, dict]:
-    rows = pairs.filter(~pl.col("question_id").is_in(list(excluded))).join(review, left_on="id", right_on="row_id", how="left")
+def pair_set(
+    pairs: pl.DataFrame,
+    branches: pl.DataFrame | None,
+    n: int,
+    review: pl.DataFrame,
+    excluded: set[str],
+    types: pl.DataFrame,
+    cfg,
+) -> tuple[pl.DataFrame, dict]:
+    rows = pairs.filter(~pl.col("question_id").is_in(list(excluded))).join(
+        review, left_on="id", right_on="row_id", how="left"
+    )
     rejected = rows.filter(pl.col("decision") == "reject").height
     rows = swap_sides(rows.filter(pl.col("decision").fill_null("") != "reject"), pl.col("decision") == "swap")
     fixes = rows.filter(pl.col("corrected_answer").is_not_null())
@@ -127,7 +157,8 @@ def pair_set(pairs: pl.DataFrame, branches: pl.DataFrame | None, n: int, review:
         sides = []
         for side in ("chosen", "rejected"):
             b = fixes.select("id", "corrected_answer", bid=f"{side}_id").join(
-                branches.select("id", "pred", "completion"), left_on="bid", right_on="id")
+                branches.select("id", "pred", "completion"), left_on="bid", right_on="id"
+            )
             b = score_frame(b.with_columns(golden_answers=pl.concat_list("corrected_answer")))
             sides.append(b.select("id", **{f"{side}_score": pl.col(cfg.metric).cast(pl.Float32)}))
         fixed = sides[0].join(sides[1], on="id").join(fixes.select("id", "corrected_answer"), on="id")
@@ -135,21 +166,36 @@ def pair_set(pairs: pl.DataFrame, branches: pl.DataFrame | None, n: int, review:
         rows = rows.update(fixed, on="id")
         still = (pl.col("chosen_score") >= cfg.threshold) & (pl.col("rejected_score") < cfg.threshold)
         rows = rows.filter(pl.col("corrected_answer").is_null() | still)
-    rows = rows.join(types, on="question_id", how="left").with_columns(qtype=pl.col("qtype").fill_null(guess_type(pl.col("question"))))
+    rows = rows.join(types, on="question_id", how="left").with_columns(
+        qtype=pl.col("qtype").fill_null(guess_type(pl.col("question")))
+    )
     rows = rows.with_columns(stratum=pl.format("{}|{}", pl.col("direction"), pl.col("qtype")))
     chosen = stratified(rows, n, cfg.max_per_question, cfg.seed)
-    return chosen, {"qualified": rows.height, "review_rejected": rejected,
-                    "review_swapped": rows.filter(pl.col("decision") == "swap").height}
+    return chosen, {
+        "qualified": rows.height,
+        "review_rejected": rejected,
+        "review_swapped": rows.filter(pl.col("decision") == "swap").height,
+    }
 
 
 def swap_sides(pairs: pl.DataFrame, where: pl.Expr) -> pl.DataFrame:
     """Exchange chosen and rejected (text, ids, scores, turn ends) where ``where`` holds; the direction flips."""
     sides = ("", "_ends_turn", "_id", "_score")
     return pairs.with_columns(
-        *[pl.when(where).then(pl.col(f"rejected{s}")).otherwise(pl.col(f"chosen{s}")).alias(f"chosen{s}") for s in sides],
-        *[pl.when(where).then(pl.col(f"chosen{s}")).otherwise(pl.col(f"rejected{s}")).alias(f"rejected{s}") for s in sides],
-        direction=pl.when(where & (pl.col("direction") == "act")).then(pl.lit("no_act"))
-        .when(where).then(pl.lit("act")).otherwise(pl.col("direction")))
+        *[
+            pl.when(where).then(pl.col(f"rejected{s}")).otherwise(pl.col(f"chosen{s}")).alias(f"chosen{s}")
+            for s in sides
+        ],
+        *[
+            pl.when(where).then(pl.col(f"chosen{s}")).otherwise(pl.col(f"rejected{s}")).alias(f"rejected{s}")
+            for s in sides
+        ],
+        direction=pl.when(where & (pl.col("direction") == "act"))
+        .then(pl.lit("no_act"))
+        .when(where)
+        .then(pl.lit("act"))
+        .otherwise(pl.col("direction")),
+    )
 
 
 def _shout(name: str, asked: int, wrote: int, qualified: int) -> None:
@@ -179,14 +225,21 @@ def run(cfg) -> dict:
     types = question_types(pool)
 
     held = eval_question_ids(scores["question_id"].to_list(), cfg.eval_questions, cfg.seed)
-    questions = scores.select("question_id", "question", "golden_answers", "dataset").unique("question_id").sort("question_id")
+    questions = (
+        scores.select("question_id", "question", "golden_answers", "dataset").unique("question_id").sort("question_id")
+    )
     eval_split = questions.filter(pl.col("question_id").is_in(list(held))).rename({"question_id": "id"})
-    evals = pl.concat([load_eval_questions(cfg.eval_sets),
-                       eval_split.select(eval_set=pl.lit("curated eval split"), eval_id="id", eval_question="question")])
+    evals = pl.concat(
+        [
+            load_eval_questions(cfg.eval_sets),
+            eval_split.select(eval_set=pl.lit("curated eval split"), eval_id="id", eval_question="question"),
+        ]
+    )
     texts = pl.concat([scores.select("question_id", "question"), pairs.select("question_id", "question")]).unique()
     # one pass over every question text: the sets' rows and the RL pool are decontaminated alike
-    hits = find_contamination(list({*texts["question"].to_list(), *(q["question"] for q in pool)}), evals,
-                              cfg.decontam_threshold)
+    hits = find_contamination(
+        list({*texts["question"].to_list(), *(q["question"] for q in pool)}), evals, cfg.decontam_threshold
+    )
     dirty = set(hits.filter("contaminated")["question"].to_list())
     contaminated = set(texts.filter(pl.col("question").is_in(list(dirty)))["question_id"].to_list()) - held
     excluded = held | contaminated
@@ -204,18 +257,31 @@ def run(cfg) -> dict:
     io.write_parquet(eval_split, out / "eval_questions.parquet")
     write_questions(out / "rl_questions.jsonl", rl_pool)
 
-    metrics = {"eval_questions": eval_split.height, "contaminated_questions_excluded": len(contaminated),
-               "review_rows": review.height,
-               "rl_questions": {"written": len(rl_pool), "removed_contaminated_or_eval": len(pool) - len(rl_pool),
-                                "eval_sets": [str(p) for p in cfg.eval_sets]}}
+    metrics = {
+        "eval_questions": eval_split.height,
+        "contaminated_questions_excluded": len(contaminated),
+        "review_rows": review.height,
+        "rl_questions": {
+            "written": len(rl_pool),
+            "removed_contaminated_or_eval": len(pool) - len(rl_pool),
+            "eval_sets": [str(p) for p in cfg.eval_sets],
+        },
+    }
     for name, asked in (("pairs", cfg.n_pairs), ("coa", cfg.n_coa), ("cot", cfg.n_cot)):
         rows = written[name]
-        metrics[name] = {"asked": asked, "written": rows.height, "questions": rows["question_id"].n_unique(),
-                         "strata": dict(rows.group_by("stratum").len().sort("stratum").iter_rows()),
-                         "short_by": max(asked - rows.height, 0), **counts[name]}
+        metrics[name] = {
+            "asked": asked,
+            "written": rows.height,
+            "questions": rows["question_id"].n_unique(),
+            "strata": dict(rows.group_by("stratum").len().sort("stratum").iter_rows()),
+            "short_by": max(asked - rows.height, 0),
+            **counts[name],
+        }
         if rows.height < asked:
             _shout(name, asked, rows.height, counts[name]["qualified"])
     io.write_metrics(out / "metrics.json", metrics)
-    print(f"sets: {chosen.height} pairs, {written['coa'].height} CoA, {written['cot'].height} CoT; "
-          f"{eval_split.height} eval questions → {out}")
+    print(
+        f"sets: {chosen.height} pairs, {written['coa'].height} CoA, {written['cot'].height} CoT; "
+        f"{eval_split.height} eval questions → {out}"
+    )
     return metrics

@@ -8,6 +8,7 @@ out as Python's exact set, and strings holding a character whose word-ness diffe
 engines are flagged (``word_mismatch``) so the caller computes them with the core functions instead.
 ``tests/curate/test_answers.py`` checks them against the core on real, teacher-written and adversarial text.
 """
+
 from __future__ import annotations
 
 import re
@@ -78,9 +79,14 @@ def autocoa_extract_raw(tail: pl.Expr) -> pl.Expr:
     cue = tail.str.extract(CUE, 2)
     parts = tail.str.split(".")
     sentence = pl.when(parts.list.len() > 1).then(parts.list.get(-2, null_on_oob=True)).otherwise(parts.list.get(0))
-    return (pl.when(boxed.is_not_null()).then(strip(boxed))
-            .when(cue.is_not_null()).then(strip(cue))
-            .when(tail.str.len_bytes() > 0).then(strip(sentence)))
+    return (
+        pl.when(boxed.is_not_null())
+        .then(strip(boxed))
+        .when(cue.is_not_null())
+        .then(strip(cue))
+        .when(tail.str.len_bytes() > 0)
+        .then(strip(sentence))
+    )
 
 
 # ---- the format preset's tags ---------------------------------------------------------------------
@@ -88,9 +94,17 @@ def autocoa_extract_raw(tail: pl.Expr) -> pl.Expr:
 # (every search/observation open immediately followed by its close, answers holding no tags) its
 # outcome is a function of the tag sequence alone, which regexes over a one-letter code can decide.
 
+
 def tag_codes(fmt: FormatPreset) -> dict[str, str]:
-    codes = {fmt.think_open: "T", fmt.think_close: "t", fmt.search_open: "S", fmt.search_close: "s",
-             fmt.result_open: "R", fmt.result_close: "r", fmt.answer_open: "A"}
+    codes = {
+        fmt.think_open: "T",
+        fmt.think_close: "t",
+        fmt.search_open: "S",
+        fmt.search_close: "s",
+        fmt.result_open: "R",
+        fmt.result_close: "r",
+        fmt.answer_open: "A",
+    }
     if fmt.answer_close != "}":
         codes[fmt.answer_close] = "a"
     return codes
@@ -103,9 +117,11 @@ def tag_regex(fmt: FormatPreset) -> str:
 def tag_sequence(completion: pl.Expr, fmt: FormatPreset) -> pl.Expr:
     """The tags of a text in order, one letter each (``<think>…<begin_search>…`` → ``"TSsRrtA"``)."""
     codes = tag_codes(fmt)
-    return (completion.str.extract_all(tag_regex(fmt))
-            .list.eval(pl.element().replace_strict(list(codes), list(codes.values()), return_dtype=pl.String))
-            .list.join(""))
+    return (
+        completion.str.extract_all(tag_regex(fmt))
+        .list.eval(pl.element().replace_strict(list(codes), list(codes.values()), return_dtype=pl.String))
+        .list.join("")
+    )
 
 
 def plain_grammar(fmt: FormatPreset) -> str:
@@ -130,4 +146,5 @@ def queries(model_text: pl.Expr, fmt: FormatPreset) -> pl.Expr:
     """The search queries written in a text (stripped, as ``parse`` reports them)."""
     call = "(?s)" + re.escape(fmt.search_open) + ".*?" + re.escape(fmt.search_close)
     return model_text.str.extract_all(call).list.eval(
-        strip(pl.element().str.strip_prefix(fmt.search_open).str.strip_suffix(fmt.search_close)))
+        strip(pl.element().str.strip_prefix(fmt.search_open).str.strip_suffix(fmt.search_close))
+    )

@@ -7,6 +7,7 @@ decontamination, review, the CoT×CoA 2×2 with the plots, one example row per c
 training, scores, licence, citations and provenance. The text is a pure function of the facts, so
 an unchanged run renders byte-identical cards (and a second publish commits nothing).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,26 +17,37 @@ from pathlib import Path
 import yaml
 
 from coa import paths
-from data_cards.run_facts import (AUTOCOA_CITATION, SOURCE_CITATIONS, SOURCE_HUB_IDS, RunFacts, card_license,
-                                  md5_file)
+from data_cards.run_facts import AUTOCOA_CITATION, SOURCE_CITATIONS, SOURCE_HUB_IDS, RunFacts, card_license, md5_file
 
 DESCRIPTIONS = {
-    "pairs": ("prefix-matched contrastive pairs: same prefix, one branch searches, the other answers from memory",
-              "SFT-1 (when to act)", "sft1"),
-    "coa": ("chain-of-action trajectories: reasoning interleaved with real search calls and their results",
-            "SFT-2 (observations masked) / SFT-3 (observations in the loss)", "sft2"),
+    "pairs": (
+        "prefix-matched contrastive pairs: same prefix, one branch searches, the other answers from memory",
+        "SFT-1 (when to act)",
+        "sft1",
+    ),
+    "coa": (
+        "chain-of-action trajectories: reasoning interleaved with real search calls and their results",
+        "SFT-2 (observations masked) / SFT-3 (observations in the loss)",
+        "sft2",
+    ),
     "cot": ("chain-of-thought trajectories: reasoning only, no search", "CoT baseline / mixing", "sft2"),
     "trajectories": ("every scored trajectory with its scores, filter reasons and `kept` flag", "analysis", ""),
 }
 TEACHER_NOTES = {
     "reference": "templated teacher built from the evidence annotations (HotpotQA `supporting_facts` / gold "
-                 "paragraphs): it searches the question, then missing gold titles, and answers the gold answer only "
-                 "when it appears in the observations. Not written by a language model.",
+    "paragraphs): it searches the question, then missing gold titles, and answers the gold answer only "
+    "when it appears in the observations. Not written by a language model.",
     "fixture": "templated rows from `tests/fixtures/trajectories.py` (test fixtures): real questions and real retrieved "
-               "passages, chosen answers. Not written by a language model.",
+    "passages, chosen answers. Not written by a language model.",
 }
-SIZE_BOUNDS = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-               (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+SIZE_BOUNDS = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+]
 _TEXT_LIMIT = 300  # characters of each string shown in an example row
 
 
@@ -46,8 +58,9 @@ def size_category(n: int) -> str:
 def metadata(facts: RunFacts, pretty_name: str) -> dict:
     published = [name for name, table in facts.sets.items() if table.num_rows]
     sources = sorted({SOURCE_HUB_IDS.get(d, d) for d in facts.licenses})
-    configs = [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*"}]}
-               for name in published]
+    configs = [
+        {"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*"}]} for name in published
+    ]
     if configs:
         default = "coa" if "coa" in published else published[0]
         next(c for c in configs if c["config_name"] == default)["default"] = True
@@ -99,7 +112,9 @@ def _counts(facts: RunFacts, repo_id: str) -> str:
         what, trains, _ = DESCRIPTIONS[name]
         m = sets_metrics.get(name, {})
         questions = len(set(_column(table, "question_id")))
-        rows.append([f"`{name}`", table.num_rows, questions, m.get("asked", "–"), m.get("qualified", "–"), what, trains])
+        rows.append(
+            [f"`{name}`", table.num_rows, questions, m.get("asked", "–"), m.get("qualified", "–"), what, trains]
+        )
     out = [_table(["config", "rows", "questions", "asked", "qualified", "what", "trains"], rows)]
     empty = [n for n, t in facts.sets.items() if not t.num_rows]
     if empty:
@@ -108,8 +123,11 @@ def _counts(facts: RunFacts, repo_id: str) -> str:
         # the sets step records strata in its metrics (the pairs file keeps PAIR_SCHEMA's columns only)
         strata = sets_metrics.get(name, {}).get("strata") or Counter(_column(table, "stratum"))
         if strata:
-            out.append(f"\n**`{name}` by stratum** (" + ("direction × question type" if name == "pairs"
-                                                         else "search calls × question type") + ")\n")
+            out.append(
+                f"\n**`{name}` by stratum** ("
+                + ("direction × question type" if name == "pairs" else "search calls × question type")
+                + ")\n"
+            )
             out.append(_table(["stratum", "rows"], sorted(strata.items())))
     return "\n".join(out)
 
@@ -125,8 +143,10 @@ def _teachers(facts: RunFacts) -> str:
             notes.add(key[0])
     if not rows:
         return "No trajectory rows in this run."
-    text = _table(["set", "teacher", "prompt id", "prompt hash (sha1)", "format", "rows"],
-                  [[f"`{k[0]}`", k[1] or "–", k[2] or "–", (k[3] or "–")[:12], k[4], n] for k, n in sorted(rows.items())])
+    text = _table(
+        ["set", "teacher", "prompt id", "prompt hash (sha1)", "format", "rows"],
+        [[f"`{k[0]}`", k[1] or "–", k[2] or "–", (k[3] or "–")[:12], k[4], n] for k, n in sorted(rows.items())],
+    )
     for teacher in sorted(notes & set(TEACHER_NOTES)):
         text += f"\n\n- **{teacher}**: {TEACHER_NOTES[teacher]}"
     return text
@@ -142,10 +162,12 @@ def _retrieval_and_sampling(facts: RunFacts) -> str:
     idx = facts.index
     corpus = idx.get("corpus") or facts.params.get("search", {}).get("index", "unknown")
     corpus_md5 = next((md5 for path, md5 in facts.dvc_outs.items() if path.endswith("index")), None)
-    lines = ["- Retrievers (rows): " + (", ".join(f"`{r}` ({n})" for r, n in sorted(retrievers.items())) or "–"),
-             f"- Corpus: `{corpus}`" + (f", {idx['n_docs']:,} passages, backends {idx.get('backends')}" if idx else
-                                         " (index manifest not found)")
-             + (f"; index md5 `{corpus_md5}` (dvc.lock)" if corpus_md5 else "")]
+    lines = [
+        "- Retrievers (rows): " + (", ".join(f"`{r}` ({n})" for r, n in sorted(retrievers.items())) or "–"),
+        f"- Corpus: `{corpus}`"
+        + (f", {idx['n_docs']:,} passages, backends {idx.get('backends')}" if idx else " (index manifest not found)")
+        + (f"; index md5 `{corpus_md5}` (dvc.lock)" if corpus_md5 else ""),
+    ]
     lines.append("- Sampling parameters (rows):")
     lines += [f"  - `{s}` ({n})" for s, n in sorted(sampling.items())] or ["  - –"]
     return "\n".join(lines)
@@ -157,15 +179,17 @@ def _decontamination(facts: RunFacts) -> str:
     eval_sets = facts.params.get("curate", {}).get("eval_sets", [])
     if not c and not s:
         return "The score and sets steps' metrics were not found: no decontamination figures to report."
-    lines = [f"- Checked against the eval sets in params.yaml `curate.eval_sets`: "
-             f"{', '.join(f'`{_rel(e)}`' for e in eval_sets) or '(not found)'}"
-             f" ({c.get('eval_questions', '–')} evaluation questions), fuzzy question match "
-             f"(threshold {facts.params.get('curate', {}).get('decontam_threshold', 85.0)}).",
-             f"- Training questions checked: {c.get('questions', '–')}; contaminated: "
-             f"{c.get('contaminated_questions', '–')} (by kind: {json.dumps(c.get('by_kind', {}), sort_keys=True)};"
-             f" by eval set: {json.dumps({_rel(k): v for k, v in c.get('by_eval_set', {}).items()}, sort_keys=True)}).",
-             f"- Questions excluded from every set: {s.get('contaminated_questions_excluded', '–')} contaminated, "
-             f"plus {s.get('eval_questions', '–')} held out as the curated eval split."]
+    lines = [
+        f"- Checked against the eval sets in params.yaml `curate.eval_sets`: "
+        f"{', '.join(f'`{_rel(e)}`' for e in eval_sets) or '(not found)'}"
+        f" ({c.get('eval_questions', '–')} evaluation questions), fuzzy question match "
+        f"(threshold {facts.params.get('curate', {}).get('decontam_threshold', 85.0)}).",
+        f"- Training questions checked: {c.get('questions', '–')}; contaminated: "
+        f"{c.get('contaminated_questions', '–')} (by kind: {json.dumps(c.get('by_kind', {}), sort_keys=True)};"
+        f" by eval set: {json.dumps({_rel(k): v for k, v in c.get('by_eval_set', {}).items()}, sort_keys=True)}).",
+        f"- Questions excluded from every set: {s.get('contaminated_questions_excluded', '–')} contaminated, "
+        f"plus {s.get('eval_questions', '–')} held out as the curated eval split.",
+    ]
     return "\n".join(lines)
 
 
@@ -173,19 +197,27 @@ def _review(facts: RunFacts) -> str:
     s = facts.metrics["sets"]
     reviewed = {n: sum(bool(v) for v in _column(t, "reviewed")) for n, t in facts.sets.items() if n in ("coa", "cot")}
     rejected = {n: s.get(n, {}).get("review_rejected", 0) for n in ("pairs", "coa", "cot")}
-    return (f"- Review table rows: {s.get('review_rows', 0)}\n"
-            f"- Rejected by review (per set): {json.dumps(rejected, sort_keys=True)}\n"
-            f"- Published rows with a review decision: {json.dumps(reviewed, sort_keys=True)}")
+    return (
+        f"- Review table rows: {s.get('review_rows', 0)}\n"
+        f"- Rejected by review (per set): {json.dumps(rejected, sort_keys=True)}\n"
+        f"- Published rows with a review decision: {json.dumps(reviewed, sort_keys=True)}"
+    )
 
 
 def _two_by_two(facts: RunFacts) -> str:
     g = facts.metrics["analyze"].get("two_by_two")
     if not g:
         return "The analyze step's metrics were not found."
-    text = (f"Per question ({g['questions']} questions with both modes; right = correct in at least half the samples):\n\n"
-            + _table(["", "CoA right", "CoA wrong"],
-                     [["**CoT right**", g["cot_right_coa_right"], g["cot_right_coa_wrong"]],
-                      ["**CoT wrong**", g["cot_wrong_coa_right"], g["cot_wrong_coa_wrong"]]]))
+    text = (
+        f"Per question ({g['questions']} questions with both modes; right = correct in at least half the samples):\n\n"
+        + _table(
+            ["", "CoA right", "CoA wrong"],
+            [
+                ["**CoT right**", g["cot_right_coa_right"], g["cot_right_coa_wrong"]],
+                ["**CoT wrong**", g["cot_wrong_coa_right"], g["cot_wrong_coa_wrong"]],
+            ],
+        )
+    )
     for plot in facts.plots:
         text += f"\n\n![{plot.stem}](plots/{plot.name})"
     return text
@@ -201,13 +233,15 @@ def _examples(facts: RunFacts) -> str:
 
 
 def _usage(repo_id: str, facts: RunFacts) -> str:
-    first = next((n for n in ("coa", "pairs", "cot") if facts.sets.get(n) is not None and facts.sets[n].num_rows), "coa")
+    first = next(
+        (n for n in ("coa", "pairs", "cot") if facts.sets.get(n) is not None and facts.sets[n].num_rows), "coa"
+    )
     return f"""```python
 from datasets import load_dataset
 coa = load_dataset("{repo_id}", "{first}", split="train")
 ```
 
-Train on it with this toolkit (copy the parquet files into `{paths.curate('sets')}/` as `pairs.parquet`,
+Train on it with this toolkit (copy the parquet files into `{paths.curate("sets")}/` as `pairs.parquet`,
 `coa.parquet`, `cot.parquet`, or point `train.sets_dir` at them):
 
 ```bash
@@ -229,21 +263,27 @@ def _provenance(facts: RunFacts) -> str:
             continue
         md5 = md5_file(path)
         locked = next((v for k, v in facts.dvc_outs.items() if path.as_posix().endswith(k)), None)
-        check = "–" if locked is None else ("same" if locked == md5 else f"differs (`{locked}`): not the locked run's file")
+        check = (
+            "–" if locked is None else ("same" if locked == md5 else f"differs (`{locked}`): not the locked run's file")
+        )
         rows.append([f"`{name}`", f"`{_rel(path)}`", f"`{md5}`", check])
     params = {k: facts.params[k] for k in ("split", "synth", "curate") if k in facts.params}
-    return (f"- Toolkit commit (last to record `dvc.lock`): `{facts.git_commit}`\n\n"
-            + _table(["config", "file", "md5", "dvc.lock"], rows)
-            + "\n\n<details><summary>params.yaml (split, synth, curate)</summary>\n\n```yaml\n"
-            + (yaml.safe_dump(params, sort_keys=False) if params else "# params.yaml not found\n")
-            + "```\n\n</details>")
+    return (
+        f"- Toolkit commit (last to record `dvc.lock`): `{facts.git_commit}`\n\n"
+        + _table(["config", "file", "md5", "dvc.lock"], rows)
+        + "\n\n<details><summary>params.yaml (split, synth, curate)</summary>\n\n```yaml\n"
+        + (yaml.safe_dump(params, sort_keys=False) if params else "# params.yaml not found\n")
+        + "```\n\n</details>"
+    )
 
 
 def render(facts: RunFacts, repo_id: str, pretty_name: str) -> str:
     meta = metadata(facts, pretty_name)
     lic = meta["license"]
     sources = ", ".join(f"{d} ({lic_})" for d, lic_ in sorted(facts.licenses.items())) or "none recorded"
-    citations = "\n\n".join([AUTOCOA_CITATION] + [SOURCE_CITATIONS[d] for d in sorted(facts.licenses) if d in SOURCE_CITATIONS])
+    citations = "\n\n".join(
+        [AUTOCOA_CITATION] + [SOURCE_CITATIONS[d] for d in sorted(facts.licenses) if d in SOURCE_CITATIONS]
+    )
     sections = [
         ("Sets", _counts(facts, repo_id)),
         ("Teachers and prompts", _teachers(facts)),
@@ -253,18 +293,26 @@ def render(facts: RunFacts, repo_id: str, pretty_name: str) -> str:
         ("CoT × CoA", _two_by_two(facts)),
         ("Example rows", _examples(facts)),
         ("Load and train", _usage(repo_id, facts)),
-        ("Scores", "`em`, `f1` (SQuAD/HotpotQA), `cover_em` (a normalised gold occurs in the normalised answer as "
-                   "whole words), `subem` (Search-R1 / FlashRAG: a normalised gold is a substring of the normalised "
-                   "answer, so gold \"no\" matches \"nobody\") and `autocoa_lenient` (the AutoCoA repo's scorer). "
-                   "`correct` uses `" + str(facts.metrics['score'].get('metric', 'em')) + "`."),
-        ("Licence", f"`{lic}`, inherited from the sources of the questions and retrieved passages: {sources}. "
-                    "Rows derived from a share-alike source (CC BY-SA) are shared alike."),
+        (
+            "Scores",
+            "`em`, `f1` (SQuAD/HotpotQA), `cover_em` (a normalised gold occurs in the normalised answer as "
+            "whole words), `subem` (Search-R1 / FlashRAG: a normalised gold is a substring of the normalised "
+            'answer, so gold "no" matches "nobody") and `autocoa_lenient` (the AutoCoA repo\'s scorer). '
+            "`correct` uses `" + str(facts.metrics["score"].get("metric", "em")) + "`.",
+        ),
+        (
+            "Licence",
+            f"`{lic}`, inherited from the sources of the questions and retrieved passages: {sources}. "
+            "Rows derived from a share-alike source (CC BY-SA) are shared alike.",
+        ),
         ("Citation", f"```bibtex\n{citations}\n```"),
         ("Provenance", _provenance(facts)),
     ]
-    head = ("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
-            f"# {pretty_name}\n\nTraining sets for agent models (AutoCoA, arXiv 2503.06580), curated by "
-            "[autocoa-toolkit](https://arxiv.org/abs/2503.06580) from teacher-written CoT and CoA trajectories. "
-            "This card is generated from the run (`python -m data_cards.publish`); every number below comes "
-            "from the run's files.\n")
+    head = (
+        "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+        f"# {pretty_name}\n\nTraining sets for agent models (AutoCoA, arXiv 2503.06580), curated by "
+        "[autocoa-toolkit](https://arxiv.org/abs/2503.06580) from teacher-written CoT and CoA trajectories. "
+        "This card is generated from the run (`python -m data_cards.publish`); every number below comes "
+        "from the run's files.\n"
+    )
     return head + "".join(f"\n## {title}\n\n{body}\n" for title, body in sections)

@@ -12,6 +12,7 @@ file ``coa.questions.load_questions`` reads (FlashRAG jsonl(.gz)/parquet) or a s
 must be new, empty or written by an export of the same format (its ``.autocoa-owner.json``), else
 ``overwrite=true`` (same-name files replaced, nothing deleted).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,16 +42,24 @@ class ExportConfig:
     """
 
     format: str = field(default="", metadata={"help": f"one of {', '.join(FORMATS)}"})
-    sets_dir: str = field(default=paths.curate("sets"), metadata={"help": "the sets step's folder (pairs/coa/cot.parquet)"})
-    input: str = field(default="", metadata={
-        "help": f"verl: question file or set parquet (default {paths.SPLIT_TRAIN}); questions: a verl RL parquet"})
+    sets_dir: str = field(
+        default=paths.curate("sets"), metadata={"help": "the sets step's folder (pairs/coa/cot.parquet)"}
+    )
+    input: str = field(
+        default="",
+        metadata={
+            "help": f"verl: question file or set parquet (default {paths.SPLIT_TRAIN}); questions: a verl RL parquet"
+        },
+    )
     out: str = field(default="", metadata={"help": f"output folder; empty = {paths.export('<format>')}"})
     split: str = field(default="train", metadata={"help": "verl: extra_info.split and the file name"})
     prompt_format: str = field(default="autocoa", metadata={"help": "verl: instruction preset (autocoa | search_r1)"})
     demonstrations: bool = field(default=False, metadata={"help": "verl: put the worked example in the instruction"})
     ability: str = field(default="fact-reasoning", metadata={"help": "verl: the ability column (Search-R1's value)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "write into a non-empty out folder this export did not write (same-name files replaced)"})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "write into a non-empty out folder this export did not write (same-name files replaced)"},
+    )
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -78,18 +87,31 @@ def write_parquet(rows: list[dict], path: Path) -> Path:
 
 def write_records(path: Path, records, lines: bool = False) -> Path:
     """``records`` as one JSON document, or (``lines``) one JSON object per line."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records) if lines else \
-        json.dumps(records, ensure_ascii=False, indent=1)
+    text = (
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if lines
+        else json.dumps(records, ensure_ascii=False, indent=1)
+    )
     return write_text(path, text)
 
 
 def _questions(path: Path) -> list[dict]:
-    if path.suffix == ".parquet" and "golden_answers" in pq.read_schema(path).names \
-            and "question_id" in pq.read_schema(path).names:  # a set: its distinct questions
+    if (
+        path.suffix == ".parquet"
+        and "golden_answers" in pq.read_schema(path).names
+        and "question_id" in pq.read_schema(path).names
+    ):  # a set: its distinct questions
         seen: dict[str, dict] = {}
         for r in read_rows(path):
-            seen.setdefault(r["question_id"], {"id": r["question_id"], "question": r["question"],
-                                               "golden_answers": r["golden_answers"], "dataset": r.get("dataset")})
+            seen.setdefault(
+                r["question_id"],
+                {
+                    "id": r["question_id"],
+                    "question": r["question"],
+                    "golden_answers": r["golden_answers"],
+                    "dataset": r.get("dataset"),
+                },
+            )
         return list(seen.values())
     return load_questions(path)
 
@@ -107,8 +129,11 @@ def converted(cfg: ExportConfig) -> dict[str, list | dict]:
         files = {}
         for name in ("pairs", "coa", "cot"):
             src = sets / f"{name}.parquet"
-            files[f"{name}.json"] = formats.llamafactory_ranking(read_rows(src), str(src)) if name == "pairs" else \
-                formats.llamafactory_messages(read_rows(src), str(src))
+            files[f"{name}.json"] = (
+                formats.llamafactory_ranking(read_rows(src), str(src))
+                if name == "pairs"
+                else formats.llamafactory_messages(read_rows(src), str(src))
+            )
         info = formats.llamafactory_dataset_info({name.removesuffix(".json"): name for name in files})
         return {**files, "dataset_info.json": info}
     if cfg.format == "verl":

@@ -15,6 +15,7 @@ format and, where a user would go back, the reverse; ``export.py`` does the file
                   ground_truth}, extra_info {split, index, ...}}`` (Search-R1 / AutoCoA RL parquet)
   questions       verl rows → FlashRAG question rows ``{id, question, golden_answers}``
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,13 @@ from typing import Iterable
 from coa.prompts import PromptConfig, user_message
 
 OBSERVATION = "observation"
-SHAREGPT_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                 "system_tag": "system"}
+SHAREGPT_TAGS = {
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "system_tag": "system",
+}
 
 
 def _need(row: dict, columns: Iterable[str], where: str, index: int) -> None:
@@ -60,8 +66,10 @@ def sft_segments(row: dict) -> list[dict]:
     text, spans, segs, at = row["completion"], row["observation_spans"], [], 0
     for start, end in spans:
         if start < at or end > len(text) or end < start:
-            raise ValueError(f"row {row.get('id')}: observation span [{start}, {end}) is out of order or outside the "
-                             f"completion ({len(text)} chars)")
+            raise ValueError(
+                f"row {row.get('id')}: observation span [{start}, {end}) is out of order or outside the "
+                f"completion ({len(text)} chars)"
+            )
         if start > at:
             segs.append({"kind": "model", "text": text[at:start]})
         segs.append({"kind": OBSERVATION, "text": text[start:end]})
@@ -75,16 +83,26 @@ def sft_segments(row: dict) -> list[dict]:
 def llamafactory_messages(trajectories: list[dict], where: str = "trajectories") -> list[dict]:
     """One user turn (the prompt as the teacher saw it) and one assistant turn holding the whole completion,
     observations included, as AutoCoA's ``chain_of_action`` data does."""
-    return [{"id": r["id"], "messages": [{"role": "user", "content": r["prompt"]},
-                                         {"role": "assistant", "content": r["completion"]}]}
-            for r in trl_sft(trajectories, where)]
+    return [
+        {
+            "id": r["id"],
+            "messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}],
+        }
+        for r in trl_sft(trajectories, where)
+    ]
 
 
 def llamafactory_ranking(pairs: list[dict], where: str = "pairs") -> list[dict]:
     """AutoCoA's ``partial_preference_coa``: the shared context as the conversation, the two continuations."""
-    return [{"id": p["id"], "conversation": [{"role": "user", "content": p["prompt"]}],
-             "chosen": {"role": "assistant", "content": p["chosen"]},
-             "rejected": {"role": "assistant", "content": p["rejected"]}} for p in trl_preference(pairs, where)]
+    return [
+        {
+            "id": p["id"],
+            "conversation": [{"role": "user", "content": p["prompt"]}],
+            "chosen": {"role": "assistant", "content": p["chosen"]},
+            "rejected": {"role": "assistant", "content": p["rejected"]},
+        }
+        for p in trl_preference(pairs, where)
+    ]
 
 
 def llamafactory_dataset_info(files: dict[str, str]) -> dict:
@@ -92,31 +110,47 @@ def llamafactory_dataset_info(files: dict[str, str]) -> dict:
     info = {}
     for name, file in files.items():
         if name == "pairs":
-            info[f"autocoa_{name}"] = {"file_name": file, "formatting": "sharegpt", "ranking": True,
-                                       "columns": {"messages": "conversation", "chosen": "chosen", "rejected": "rejected"},
-                                       "tags": SHAREGPT_TAGS}
+            info[f"autocoa_{name}"] = {
+                "file_name": file,
+                "formatting": "sharegpt",
+                "ranking": True,
+                "columns": {"messages": "conversation", "chosen": "chosen", "rejected": "rejected"},
+                "tags": SHAREGPT_TAGS,
+            }
         else:
-            info[f"autocoa_{name}"] = {"file_name": file, "formatting": "sharegpt", "columns": {"messages": "messages"},
-                                       "tags": SHAREGPT_TAGS}
+            info[f"autocoa_{name}"] = {
+                "file_name": file,
+                "formatting": "sharegpt",
+                "columns": {"messages": "messages"},
+                "tags": SHAREGPT_TAGS,
+            }
     return info
 
 
 # ---- verl RL parquet and back ----------------------------------------------------------------
-def verl_rows(questions: list[dict], prompt: PromptConfig, split: str, ability: str = "fact-reasoning",
-              where: str = "questions") -> list[dict]:
+def verl_rows(
+    questions: list[dict], prompt: PromptConfig, split: str, ability: str = "fact-reasoning", where: str = "questions"
+) -> list[dict]:
     """Search-R1 / AutoCoA RL rows. ``ground_truth`` is ``{"target": [aliases]}`` (Search-R1's reward reads
     every alias); ``extra_info`` keeps the question id, text and aliases so the reverse is exact."""
     rows = []
     for i, q in enumerate(questions):
         _need(q, ("id", "question", "golden_answers"), where, i)
-        rows.append({
-            "data_source": q.get("dataset") or "unknown",
-            "prompt": [{"role": "user", "content": user_message(q["question"], prompt)}],
-            "ability": ability,
-            "reward_model": {"style": "rule", "ground_truth": {"target": list(q["golden_answers"])}},
-            "extra_info": {"split": split, "index": i, "id": q["id"], "question": q["question"],
-                           "golden_answers": list(q["golden_answers"])},
-        })
+        rows.append(
+            {
+                "data_source": q.get("dataset") or "unknown",
+                "prompt": [{"role": "user", "content": user_message(q["question"], prompt)}],
+                "ability": ability,
+                "reward_model": {"style": "rule", "ground_truth": {"target": list(q["golden_answers"])}},
+                "extra_info": {
+                    "split": split,
+                    "index": i,
+                    "id": q["id"],
+                    "question": q["question"],
+                    "golden_answers": list(q["golden_answers"]),
+                },
+            }
+        )
     return rows
 
 
@@ -158,6 +192,7 @@ def verl_to_questions(rows: list[dict], where: str = "verl parquet") -> list[dic
             raise ValueError(f"{where}: row {i} has no user turn in 'prompt' and no extra_info.question")
         golds = extra.get("golden_answers") or _golds((r["reward_model"] or {}).get("ground_truth"))
         qid = extra.get("id") or r.get("_id") or f"{extra.get('split', 'train')}_{extra.get('index', i)}"
-        out.append({"id": str(qid), "question": question, "golden_answers": list(golds),
-                    "dataset": r.get("data_source") or ""})
+        out.append(
+            {"id": str(qid), "question": question, "golden_answers": list(golds), "dataset": r.get("data_source") or ""}
+        )
     return out

@@ -22,6 +22,7 @@ and card are byte-identical for unchanged data, so the Hub reports every file un
 publish adds no commit. An upload cut in the middle commits nothing; re-running finishes it, and LFS
 objects that already arrived are not sent again. The token comes from ``HF_TOKEN`` and is never printed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,25 +57,53 @@ class PublishConfig:
     trajectories. Card: pretty_name, licenses. Files: max_shard_bytes, commit_message.
     """
 
-    repo_id: str = field(default="", metadata={"help": "Hub dataset repo ORG/NAME (also named in the card's loading code)"})
-    private: bool = field(default=False, metadata={"help": "create the repo private (an existing repo keeps its visibility)"})
+    repo_id: str = field(
+        default="", metadata={"help": "Hub dataset repo ORG/NAME (also named in the card's loading code)"}
+    )
+    private: bool = field(
+        default=False, metadata={"help": "create the repo private (an existing repo keeps its visibility)"}
+    )
     revision: str = field(default="main", metadata={"help": "branch to commit to; created from main if missing"})
     dest: str = field(default="", metadata={"help": "write the repo's files to this folder instead of uploading"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "let dest= be a non-empty folder publish did not write (same-name files replaced, nothing deleted)"})
-    sets_dir: str = field(default=paths.curate("sets"), metadata={"help": "the sets step's folder (pairs/coa/cot.parquet, metrics.json)"})
-    curate_dir: str = field(default=paths.CURATE, metadata={"help": "curate steps' parent folder (score/analyze/pairs metrics, plots)"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "let dest= be a non-empty folder publish did not write (same-name files replaced, nothing deleted)"
+        },
+    )
+    sets_dir: str = field(
+        default=paths.curate("sets"), metadata={"help": "the sets step's folder (pairs/coa/cot.parquet, metrics.json)"}
+    )
+    curate_dir: str = field(
+        default=paths.CURATE, metadata={"help": "curate steps' parent folder (score/analyze/pairs metrics, plots)"}
+    )
     index: str = field(default=paths.INDEX, metadata={"help": "search index folder (its index.json names the corpus)"})
     params_file: str = field(default="params.yaml", metadata={"help": "params file quoted in the card's provenance"})
-    dvc_lock: str = field(default="dvc.lock", metadata={"help": "dvc.lock whose hashes the card checks the sets against"})
-    trajectories: bool = field(default=False, metadata={"help": "also publish every scored trajectory as config 'trajectories'"})
-    pretty_name: str = field(default="AutoCoA search-agent training sets", metadata={"help": "card title and pretty_name"})
-    licenses: dict = field(default_factory=dict, metadata={
-        "help": "licence per source dataset name, added to the built-in ones (e.g. licenses.musique=cc-by-4.0)"})
+    dvc_lock: str = field(
+        default="dvc.lock", metadata={"help": "dvc.lock whose hashes the card checks the sets against"}
+    )
+    trajectories: bool = field(
+        default=False, metadata={"help": "also publish every scored trajectory as config 'trajectories'"}
+    )
+    pretty_name: str = field(
+        default="AutoCoA search-agent training sets", metadata={"help": "card title and pretty_name"}
+    )
+    licenses: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "licence per source dataset name, added to the built-in ones (e.g. licenses.musique=cc-by-4.0)"
+        },
+    )
     max_shard_bytes: int = field(default=500_000_000, metadata={"help": "largest in-memory size of one parquet shard"})
-    commit_message: str = field(default="", metadata={"help": "commit title; empty = one naming the sets and row counts"})
-    timeout_s: float = field(default=60.0, metadata={
-        "help": "seconds to wait for the Hub's answer to each request (connect, each read or write); then stop"})
+    commit_message: str = field(
+        default="", metadata={"help": "commit title; empty = one naming the sets and row counts"}
+    )
+    timeout_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds to wait for the Hub's answer to each request (connect, each read or write); then stop"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
@@ -125,8 +154,10 @@ def push(cfg: PublishConfig, folder: Path, files: list[Path], message: str) -> t
 
     token = os.environ.get("HF_TOKEN")
     if not token:
-        raise BadInput("HF_TOKEN is not set: publishing needs a write token (export HF_TOKEN=...), "
-                           "or use dest=DIR for a local copy")
+        raise BadInput(
+            "HF_TOKEN is not set: publishing needs a write token (export HF_TOKEN=...), "
+            "or use dest=DIR for a local copy"
+        )
     get_session().timeout = cfg.timeout_s  # the client shared by every call; its default is no timeout at all
     api = HfApi(token=token)  # the endpoint is HF_ENDPOINT (huggingface_hub reads it), default huggingface.co
     where = f"{api.endpoint}/datasets/{cfg.repo_id}@{cfg.revision}"
@@ -136,16 +167,21 @@ def push(cfg: PublishConfig, folder: Path, files: list[Path], message: str) -> t
         status = e.response.status_code
         if status in (401, 403):
             raise BadInput(f"{api.endpoint}: the token in HF_TOKEN was refused ({status})") from None
-        raise BadInput(f"{api.endpoint}/api/whoami-v2 answered {status} {e.response.reason_phrase}"
-                       f"{answer_text(e.response, token)}: the server is failing, or HF_ENDPOINT is not a Hub "
-                       "(unset: huggingface.co); the token was not checked") from None
+        raise BadInput(
+            f"{api.endpoint}/api/whoami-v2 answered {status} {e.response.reason_phrase}"
+            f"{answer_text(e.response, token)}: the server is failing, or HF_ENDPOINT is not a Hub "
+            "(unset: huggingface.co); the token was not checked"
+        ) from None
     except Exception as e:  # the client's transport error (requests' or httpx's, by version): a wrong HF_ENDPOINT
         if is_timeout(e):
-            raise BadInput(f"{api.endpoint} did not answer within {cfg.timeout_s:g} s (timeout_s={cfg.timeout_s:g}): "
-                           "check HF_ENDPOINT (unset: huggingface.co) and the network, or raise timeout_s") from None
+            raise BadInput(
+                f"{api.endpoint} did not answer within {cfg.timeout_s:g} s (timeout_s={cfg.timeout_s:g}): "
+                "check HF_ENDPOINT (unset: huggingface.co) and the network, or raise timeout_s"
+            ) from None
         cause = f"{type(e).__name__}: {e}".replace(token, "***")
-        raise BadInput(f"{api.endpoint} is not reachable ({cause}); check HF_ENDPOINT (unset: huggingface.co) "
-                       "and the network") from None
+        raise BadInput(
+            f"{api.endpoint} is not reachable ({cause}); check HF_ENDPOINT (unset: huggingface.co) and the network"
+        ) from None
     try:
         api.create_repo(cfg.repo_id, repo_type="dataset", private=cfg.private, exist_ok=True)
         if cfg.revision != "main":
@@ -156,14 +192,17 @@ def push(cfg: PublishConfig, folder: Path, files: list[Path], message: str) -> t
         stale = [p for p in remote if p.startswith(MANAGED) and p not in wanted]
         ops = [CommitOperationAdd(path_in_repo=f.relative_to(folder).as_posix(), path_or_fileobj=str(f)) for f in files]
         ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
-        info = api.create_commit(cfg.repo_id, ops, commit_message=message, repo_type="dataset",
-                                 revision=cfg.revision, parent_commit=before)
+        info = api.create_commit(
+            cfg.repo_id, ops, commit_message=message, repo_type="dataset", revision=cfg.revision, parent_commit=before
+        )
     except PublishError:
         raise
     except Exception as e:  # a cut connection, a refused card, a server error: nothing was committed
         cause = failure(e, cfg.timeout_s).replace(token, "***")
-        raise PublishError(f"publishing to {where} failed, nothing was committed: {cause}\n"
-                           "Re-run the same command to finish: files that already arrived are not sent again.") from None
+        raise PublishError(
+            f"publishing to {where} failed, nothing was committed: {cause}\n"
+            "Re-run the same command to finish: files that already arrived are not sent again."
+        ) from None
     return info.oid, info.oid != before
 
 

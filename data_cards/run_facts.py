@@ -5,6 +5,7 @@ Nothing is typed by hand: ``collect(cfg)`` returns plain dicts and tables that `
 A missing set fails naming the file; missing optional inputs (a step's metrics, plots, dvc.lock, git)
 are recorded as missing so the card says so instead of inventing a value.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,16 +27,24 @@ PLOTS = ("two_by_two.png", "success_by_actions.png", "first_action.png", "drop_r
 
 # Licence of the questions (and, where a corpus comes with them, its passages) per ``dataset`` value.
 # Rows derived from a share-alike source inherit its licence; see data/raw/MANIFEST.md.
-SOURCE_LICENSES = {"hotpotqa": "cc-by-sa-4.0", "bamboogle": "mit", "nq": "cc-by-sa-3.0", "musique": "cc-by-4.0",
-                   "2wikimultihopqa": "apache-2.0", "triviaqa": "apache-2.0"}
+SOURCE_LICENSES = {
+    "hotpotqa": "cc-by-sa-4.0",
+    "bamboogle": "mit",
+    "nq": "cc-by-sa-3.0",
+    "musique": "cc-by-4.0",
+    "2wikimultihopqa": "apache-2.0",
+    "triviaqa": "apache-2.0",
+}
 # Hub ids for ``source_datasets`` where one is certain; other sources are named as they are in the rows
 SOURCE_HUB_IDS = {"hotpotqa": "hotpotqa/hotpot_qa"}
-SOURCE_CITATIONS = {"hotpotqa": """@inproceedings{yang2018hotpotqa,
+SOURCE_CITATIONS = {
+    "hotpotqa": """@inproceedings{yang2018hotpotqa,
   title = {{HotpotQA}: A Dataset for Diverse, Explainable Multi-hop Question Answering},
   author = {Yang, Zhilin and Qi, Peng and Zhang, Saizheng and Bengio, Yoshua and Cohen, William W. and
             Salakhutdinov, Ruslan and Manning, Christopher D.},
   booktitle = {Proceedings of EMNLP}, year = {2018}
-}"""}
+}"""
+}
 AUTOCOA_CITATION = """@article{zhang2025autocoa,
   title = {Agent models: Internalizing Chain-of-Action Generation into Reasoning Models},
   author = {Zhang, Yuxiang and Yang, Yuqi and Shu, Jiangming and Wen, Xinyan and Sang, Jitao},
@@ -45,14 +54,14 @@ AUTOCOA_CITATION = """@article{zhang2025autocoa,
 
 @dataclass
 class RunFacts:
-    sets: dict[str, pa.Table]                      # config name → rows to publish
-    set_files: dict[str, Path]                     # config name → the run's parquet file
-    metrics: dict[str, dict]                       # curate step → its metrics.json ({} if missing)
-    plots: list[Path]                              # the analyze step's plots that exist
-    index: dict                                    # the search index's index.json ({} if missing)
-    params: dict                                   # params.yaml ({} if missing)
-    dvc_outs: dict[str, str]                       # path → md5 recorded in dvc.lock
-    git_commit: str                                # the commit that recorded dvc.lock (or HEAD)
+    sets: dict[str, pa.Table]  # config name → rows to publish
+    set_files: dict[str, Path]  # config name → the run's parquet file
+    metrics: dict[str, dict]  # curate step → its metrics.json ({} if missing)
+    plots: list[Path]  # the analyze step's plots that exist
+    index: dict  # the search index's index.json ({} if missing)
+    params: dict  # params.yaml ({} if missing)
+    dvc_outs: dict[str, str]  # path → md5 recorded in dvc.lock
+    git_commit: str  # the commit that recorded dvc.lock (or HEAD)
     licenses: dict[str, str] = field(default_factory=dict)  # dataset → licence of the published rows
 
 
@@ -70,8 +79,10 @@ def _json(path: Path) -> dict:
 
 def read_set(path: Path) -> pa.Table:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: set not found; run `python -m curate.run step=sets` (or dvc repro) first, "
-                                f"or point sets_dir= at the folder holding pairs/coa/cot.parquet")
+        raise FileNotFoundError(
+            f"{path}: set not found; run `python -m curate.run step=sets` (or dvc repro) first, "
+            f"or point sets_dir= at the folder holding pairs/coa/cot.parquet"
+        )
     with reading(path):
         return pq.read_table(path)
 
@@ -80,12 +91,13 @@ def scored_trajectories(curate_dir: Path) -> pa.Table:
     """Every scored trajectory joined to its scores, reasons and ``kept`` flag (the ``trajectories`` config)."""
     import polars as pl
 
-
     scores_file = curate_dir / "score" / "scores.parquet"
     inputs = _json(curate_dir / "score" / "metrics.json").get("input")
     if not scores_file.exists() or not inputs:
-        raise FileNotFoundError(f"{scores_file} (and the inputs listed in its metrics.json) are needed for "
-                                f"trajectories=true; run `python -m curate.run step=score` first")
+        raise FileNotFoundError(
+            f"{scores_file} (and the inputs listed in its metrics.json) are needed for "
+            f"trajectories=true; run `python -m curate.run step=score` first"
+        )
     keep = ["id", "em", "f1", "cover_em", "subem", "autocoa_lenient", "correct", "kept", "drop_reason", "reasons"]
     scores = pl.read_parquet(scores_file)
     scores = scores.select([c for c in keep if c in scores.columns])
@@ -127,8 +139,10 @@ def inherited_licenses(tables: dict[str, pa.Table], overrides: dict[str, str]) -
         for value in sorted(set(table.column("dataset").to_pylist()) - {None}):
             key = value.lower()
             if key not in known:
-                raise ValueError(f"{name}: rows of dataset {value!r} have no known licence; "
-                                 f"set licenses.{key}=<Hub licence id> (known: {', '.join(sorted(known))})")
+                raise ValueError(
+                    f"{name}: rows of dataset {value!r} have no known licence; "
+                    f"set licenses.{key}=<Hub licence id> (known: {', '.join(sorted(known))})"
+                )
             found[key] = known[key]
     return found
 
@@ -157,7 +171,13 @@ def collect(cfg) -> RunFacts:
     lock = Path(cfg.dvc_lock)
     params = yaml.safe_load(Path(cfg.params_file).read_text()) if Path(cfg.params_file).exists() else {}
     return RunFacts(
-        sets=tables, set_files=files, metrics=metrics,
+        sets=tables,
+        set_files=files,
+        metrics=metrics,
         plots=[curate_dir / "analyze" / p for p in PLOTS if (curate_dir / "analyze" / p).exists()],
-        index=_json(Path(cfg.index) / "index.json"), params=params or {}, dvc_outs=dvc_outs(lock),
-        git_commit=git_commit(lock), licenses=inherited_licenses(tables, dict(cfg.licenses)))
+        index=_json(Path(cfg.index) / "index.json"),
+        params=params or {},
+        dvc_outs=dvc_outs(lock),
+        git_commit=git_commit(lock),
+        licenses=inherited_licenses(tables, dict(cfg.licenses)),
+    )

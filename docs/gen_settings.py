@@ -8,6 +8,7 @@ from the module that defines it (so ``train.config``, not the torch-importing ``
 one table per entry point with the rows ``--help`` prints (``coa.config.describe``: nested dataclasses
 as dotted keys), plus the value ``params.yaml`` sets where it sets one.
 """
+
 from __future__ import annotations
 
 import ast
@@ -79,8 +80,11 @@ def entry_points() -> list[EntryPoint]:
         for path in sorted((ROOT / package).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             module = _module_name(path)
-            calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                     and n.func.id == "cli" and n.args]
+            calls = [
+                n
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "cli" and n.args
+            ]
             if not calls:
                 continue
             names = _imports(tree, module)
@@ -122,15 +126,14 @@ _CODE = re.compile(r"(`+).+?\1")  # a code span: a run of backticks, text, the s
 
 
 def _escape(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("|", "\\|").replace("*", "\\*"))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("*", "\\*")
 
 
 def cell(text: str) -> str:
     """Markdown for a table cell: code spans kept; elsewhere HTML, emphasis and pipes escaped."""
     text, out, at = str(text).replace("\n", " "), [], 0
     for span in _CODE.finditer(text):
-        out += [_escape(text[at:span.start()]), span.group(0)]
+        out += [_escape(text[at : span.start()]), span.group(0)]
         at = span.end()
     return "".join(out + [_escape(text[at:])])
 
@@ -187,24 +190,46 @@ def table(cls, section: str | None, params: dict) -> list[str]:
 
 def settings_markdown() -> str:
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")) or {}
-    out = ["## Shared keys (top of `params.yaml`)", "",
-           "Read by every stage that has the field; no section may set its own "
-           "(`key=value` on one command line still overrides it for that run).", "",
-           f"- `format`: the one format preset, `autocoa` or `search_r1` (params.yaml: `{params.get('format')}`).",
-           f"- `preset`: a file applied over `params.yaml` (`paper` = `presets/paper.yaml`; params.yaml: "
-           f"`{'null' if params.get('preset') is None else params.get('preset')}`).",
-           *[f"- `data.{key}`: the dataset's {key} file, read by `dvc.yaml` and by the stage that takes it "
-             f"(params.yaml: `{value}`)." for key, value in (params.get("data") or {}).items()], "",
-           "### `search`: the search environment (`coa.environment.SearchEnvConfig`)", "",
-           *table(SearchEnvConfig, "search", params), "",
-           "### `prompt`: the prompt (`coa.prompts.PromptConfig`)", "",
-           *table(PromptConfig, "prompt", params), ""]
+    out = [
+        "## Shared keys (top of `params.yaml`)",
+        "",
+        "Read by every stage that has the field; no section may set its own "
+        "(`key=value` on one command line still overrides it for that run).",
+        "",
+        f"- `format`: the one format preset, `autocoa` or `search_r1` (params.yaml: `{params.get('format')}`).",
+        f"- `preset`: a file applied over `params.yaml` (`paper` = `presets/paper.yaml`; params.yaml: "
+        f"`{'null' if params.get('preset') is None else params.get('preset')}`).",
+        *[
+            f"- `data.{key}`: the dataset's {key} file, read by `dvc.yaml` and by the stage that takes it "
+            f"(params.yaml: `{value}`)."
+            for key, value in (params.get("data") or {}).items()
+        ],
+        "",
+        "### `search`: the search environment (`coa.environment.SearchEnvConfig`)",
+        "",
+        *table(SearchEnvConfig, "search", params),
+        "",
+        "### `prompt`: the prompt (`coa.prompts.PromptConfig`)",
+        "",
+        *table(PromptConfig, "prompt", params),
+        "",
+    ]
     for ep in entry_points():
-        where = (f"params.yaml section `{ep.section}`, then a preset, then `key=value`" if ep.section
-                 else "`key=value` (or `--key value`) on the command line only")
-        out += [f"## `{ep.command}`", "", cell(ep.doc), "",
-                f"Config: `{ep.cls.__module__}.{ep.cls.__qualname__}`; settings from {where}.", "",
-                *table(ep.cls, ep.section, params), ""]
+        where = (
+            f"params.yaml section `{ep.section}`, then a preset, then `key=value`"
+            if ep.section
+            else "`key=value` (or `--key value`) on the command line only"
+        )
+        out += [
+            f"## `{ep.command}`",
+            "",
+            cell(ep.doc),
+            "",
+            f"Config: `{ep.cls.__module__}.{ep.cls.__qualname__}`; settings from {where}.",
+            "",
+            *table(ep.cls, ep.section, params),
+            "",
+        ]
     return "\n".join(out)
 
 

@@ -4,6 +4,7 @@
 ``docs/gen_settings.py`` writes from the config dataclasses, so the reference cannot go stale. A config
 that fails to import fails the build.
 """
+
 from __future__ import annotations
 
 import sys

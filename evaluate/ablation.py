@@ -14,6 +14,7 @@ reference arm (SFT-2 alone, as in the paper) over the questions both answered, s
 well-formed share, EM by question type and by number of searches, and n. Writes ``out`` (Markdown) and
 ``out`` with ``.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ from evaluate.stats import breakdown
 class ArmsConfig:
     """What a table over experiment arms reads (the ablation here, the frontier in ``evaluate.frontier``)."""
 
-    arms: list = field(default_factory=list,
-                       metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"})
+    arms: list = field(
+        default_factory=list, metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"}
+    )
     source: str = field(default="dvc", metadata={"help": "dvc | folders"})
     reference: str = field(default="", metadata={"help": "the arm every other is compared with (paired)"})
     dataset: str = field(default="heldout", metadata={"help": "the evaluation set of the table"})
@@ -52,8 +54,10 @@ class ArmsConfig:
 
 @dataclass
 class AblationConfig(ArmsConfig):
-    arms: list = field(default_factory=lambda: ["sft1-only", "sft2-only", "sft1-2", "sft1-2-3", "full"],
-                       metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"})
+    arms: list = field(
+        default_factory=lambda: ["sft1-only", "sft2-only", "sft1-2", "sft1-2-3", "full"],
+        metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"},
+    )
     reference: str = field(default="sft2-only", metadata={"help": "the arm every other is compared with (paired)"})
     out: str = field(default="docs/experiments/ablation_table.md", metadata={"help": "the Markdown table (+ .json)"})
 
@@ -71,8 +75,11 @@ def read_arm(arm: str, source: str) -> dict:
     """An arm's chain and its last stage's per-question rows (``{"chain", "stage", "rows"}``)."""
     chain = yaml.safe_load(arm_file(arm, source, "params.yaml"))["train"]["chain"]
     stage = chain[-1]
-    return {"chain": chain, "stage": stage,
-            "rows": json.loads(arm_file(arm, source, f"{paths.evaluation(stage)}/per_question.json"))}
+    return {
+        "chain": chain,
+        "stage": stage,
+        "rows": json.loads(arm_file(arm, source, f"{paths.evaluation(stage)}/per_question.json")),
+    }
 
 
 def scores(arm_rows: list[dict], reference_rows: list[dict], dataset: str, resamples: int) -> tuple[dict, list[dict]]:
@@ -83,23 +90,33 @@ def scores(arm_rows: list[dict], reference_rows: list[dict], dataset: str, resam
     ids = sorted(rows.keys() & ref.keys())
     em, f1 = [r["em"] for r in rows.values()], [r["f1"] for r in rows.values()]
     n = len(em)
-    return {"n": n, "em": round(sum(em) / n, 4) if n else None, "em_ci95": bootstrap_ci(em, resamples),
-            "f1": round(sum(f1) / n, 4) if n else None, "f1_ci95": bootstrap_ci(f1, resamples),
-            "em_diff_vs_reference": paired_difference([ref[i]["em"] for i in ids], [rows[i]["em"] for i in ids],
-                                                      resamples)}, list(rows.values())
+    return {
+        "n": n,
+        "em": round(sum(em) / n, 4) if n else None,
+        "em_ci95": bootstrap_ci(em, resamples),
+        "f1": round(sum(f1) / n, 4) if n else None,
+        "f1_ci95": bootstrap_ci(f1, resamples),
+        "em_diff_vs_reference": paired_difference([ref[i]["em"] for i in ids], [rows[i]["em"] for i in ids], resamples),
+    }, list(rows.values())
 
 
 def arm_row(name: str, arm: dict, reference: dict, dataset: str, resamples: int) -> dict:
     score, rows = scores(arm["rows"], reference["rows"], dataset, resamples)
     n = score["n"]
-    return {"arm": name, "chain": arm["chain"], **score,
-            "searches": round(sum(r["n_actions"] for r in rows) / n, 3) if n else None,
-            "well_formed": round(sum(r["well_formed"] for r in rows) / n, 4) if n else None,
-            "by_qtype": breakdown(rows, "qtype", resamples),
-            "by_searches": breakdown(rows, "n_actions", resamples)}
+    return {
+        "arm": name,
+        "chain": arm["chain"],
+        **score,
+        "searches": round(sum(r["n_actions"] for r in rows) / n, 3) if n else None,
+        "well_formed": round(sum(r["well_formed"] for r in rows) / n, 4) if n else None,
+        "by_qtype": breakdown(rows, "qtype", resamples),
+        "by_searches": breakdown(rows, "n_actions", resamples),
+    }
 
 
-def ablation_table(arms: dict[str, dict], reference: str, dataset: str = "heldout", resamples: int = 2000) -> list[dict]:
+def ablation_table(
+    arms: dict[str, dict], reference: str, dataset: str = "heldout", resamples: int = 2000
+) -> list[dict]:
     return [arm_row(name, arm, arms[reference], dataset, resamples) for name, arm in arms.items()]
 
 
@@ -107,15 +124,20 @@ def as_markdown(rows: list[dict], reference: str) -> str:
     def ci(pair):
         return f"[{pair[0]:.2f}, {pair[1]:.2f}]"
 
-    lines = [f"| arm | stages | EM [95% CI] | F1 [95% CI] | EM − {reference} [95% CI] | searches | well-formed | "
-             "EM by type | EM by searches | n |", "|---|" * 1 + "---|" * 9]
+    lines = [
+        f"| arm | stages | EM [95% CI] | F1 [95% CI] | EM − {reference} [95% CI] | searches | well-formed | "
+        "EM by type | EM by searches | n |",
+        "|---|" * 1 + "---|" * 9,
+    ]
     for r in rows:
         d = r["em_diff_vs_reference"]
         groups = "; ".join(f"{k} {v['em']:.2f} (n={v['n']})" for k, v in r["by_qtype"].items()) or "–"
         searches = "; ".join(f"{k}: {v['em']:.2f} (n={v['n']})" for k, v in r["by_searches"].items()) or "–"
-        lines.append(f"| {r['arm']} | {'→'.join(r['chain'])} | {r['em']:.3f} {ci(r['em_ci95'])} | "
-                     f"{r['f1']:.3f} {ci(r['f1_ci95'])} | {d['diff']:+.3f} {ci(d['ci95'])} | {r['searches']:.2f} | "
-                     f"{r['well_formed']:.2f} | {groups} | {searches} | {r['n']} |")
+        lines.append(
+            f"| {r['arm']} | {'→'.join(r['chain'])} | {r['em']:.3f} {ci(r['em_ci95'])} | "
+            f"{r['f1']:.3f} {ci(r['f1_ci95'])} | {d['diff']:+.3f} {ci(d['ci95'])} | {r['searches']:.2f} | "
+            f"{r['well_formed']:.2f} | {groups} | {searches} | {r['n']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -26,6 +26,7 @@ Checks (each a small function over what the stages already write; ``n/a`` when i
 ``checks.json``: ``{"status": worst of all, "counts": {...}, "checks": [{check, subject, status, numbers,
 message}]}``. The exit code is 0 whatever the checks say: the checks report, ``dvc repro`` goes on.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,20 +50,29 @@ STATUSES = ("pass", "n/a", "warn", "fail")  # in order of severity
 @dataclass
 class ChecksConfig:
     runs_dir: str = field(default=paths.TRAIN, metadata={"help": "the training stages' folders"})
-    stages: list = field(default_factory=lambda: ["sft1", "sft2", "sft3", "rl1", "rl2"],
-                         metadata={"help": "training stages to check"})
+    stages: list = field(
+        default_factory=lambda: ["sft1", "sft2", "sft3", "rl1", "rl2"], metadata={"help": "training stages to check"}
+    )
     eval_root: str = field(default=paths.EVAL, metadata={"help": "one folder per evaluated model"})
-    names: list = field(default_factory=lambda: ["base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"],
-                        metadata={"help": "evaluated models to check"})
-    sets_metrics: str = field(default=f"{paths.curate('sets')}/metrics.json", metadata={"help": "curate's sets metrics"})
+    names: list = field(
+        default_factory=lambda: ["base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"],
+        metadata={"help": "evaluated models to check"},
+    )
+    sets_metrics: str = field(
+        default=f"{paths.curate('sets')}/metrics.json", metadata={"help": "curate's sets metrics"}
+    )
     when_to_act: str = field(default=paths.WHEN_TO_ACT, metadata={"help": "evaluate.when_to_act output"})
-    fidelity_root: str = field(default=paths.FIDELITY, metadata={"help": "evaluate.fidelity outputs, one folder per model"})
-    reward_probe_root: str = field(default=paths.REWARD_PROBE, metadata={
-        "help": "evaluate.reward_probe outputs, one folder per RL stage"})
+    fidelity_root: str = field(
+        default=paths.FIDELITY, metadata={"help": "evaluate.fidelity outputs, one folder per model"}
+    )
+    reward_probe_root: str = field(
+        default=paths.REWARD_PROBE, metadata={"help": "evaluate.reward_probe outputs, one folder per RL stage"}
+    )
     format: str = field(default=FORMAT, metadata={"help": "format preset (params.yaml's top-level format)"})
     min_well_formed: float = field(default=0.5, metadata={"help": "a trained model below this share fails"})
-    max_zero_spread_steps: float = field(default=0.5, metadata={"help": "RL fails when more steps than this share "
-                                                                        "had zero reward spread in every group"})
+    max_zero_spread_steps: float = field(
+        default=0.5, metadata={"help": "RL fails when more steps than this share had zero reward spread in every group"}
+    )
     min_set_fraction: float = field(default=0.5, metadata={"help": "a set below this share of its target warns"})
     max_over_trigger: float = field(default=0.5, metadata={"help": "searching when memory sufficed above this fails"})
     out: str = field(default=paths.CHECKS, metadata={"help": "where checks.json goes"})
@@ -100,10 +110,13 @@ def weight_change(start: Path, trained: Path) -> dict:
         d = (w - before[key]).norm().item()
         compared += 1
         changed += d > 0
-        delta += d ** 2
+        delta += d**2
         norm += before[key].norm().item() ** 2
-    return {"tensors": compared, "changed_tensors": changed,
-            "relative_change": (delta ** 0.5) / (norm ** 0.5) if norm else 0.0}
+    return {
+        "tensors": compared,
+        "changed_tensors": changed,
+        "relative_change": (delta**0.5) / (norm**0.5) if norm else 0.0,
+    }
 
 
 def check_weights_moved(stage: str, folder: Path, start: Path | None) -> dict:
@@ -116,9 +129,15 @@ def check_weights_moved(stage: str, folder: Path, start: Path | None) -> dict:
     if not numbers["tensors"]:
         return result("weights_moved", stage, "fail", f"no tensor of {folder} matches {start}", **numbers)
     moved = numbers["changed_tensors"] > 0
-    return result("weights_moved", stage, "pass" if moved else "fail",
-                  f"{numbers['changed_tensors']}/{numbers['tensors']} tensors changed from {start}" if moved
-                  else f"saved weights are identical to {start}", **numbers)
+    return result(
+        "weights_moved",
+        stage,
+        "pass" if moved else "fail",
+        f"{numbers['changed_tensors']}/{numbers['tensors']} tensors changed from {start}"
+        if moved
+        else f"saved weights are identical to {start}",
+        **numbers,
+    )
 
 
 def first_and_last(values: list[float]) -> tuple[float, float]:
@@ -137,8 +156,13 @@ def check_sft1_collapse(rows: list[dict]) -> dict:
     numbers = {"steps": len(chosen), "chosen_first": c0, "chosen_last": c1, "rejected_first": r0, "rejected_last": r1}
     if c1 < c0 and r1 < r0:
         return result("sft1_collapse", "sft1", "fail", "chosen and rejected log-probs both fell", **numbers)
-    return result("sft1_collapse", "sft1", "pass", "chosen log-probs did not fall with the rejected ones"
-                  if c1 >= c0 else "only the chosen log-probs fell", **numbers)
+    return result(
+        "sft1_collapse",
+        "sft1",
+        "pass",
+        "chosen log-probs did not fall with the rejected ones" if c1 >= c0 else "only the chosen log-probs fell",
+        **numbers,
+    )
 
 
 def check_reward_spread(stage: str, rows: list[dict], max_share: float) -> dict:
@@ -146,11 +170,21 @@ def check_reward_spread(stage: str, rows: list[dict], max_share: float) -> dict:
     if not fracs:
         return result("rl_reward_spread", stage, "n/a", "no frac_reward_zero_std logged")
     flat = sum(f >= 1.0 for f in fracs)
-    numbers = {"steps": len(fracs), "steps_all_groups_zero_std": flat, "mean_frac_reward_zero_std": sum(fracs) / len(fracs)}
-    status = "fail" if flat / len(fracs) > max_share else "warn" if numbers["mean_frac_reward_zero_std"] > max_share \
+    numbers = {
+        "steps": len(fracs),
+        "steps_all_groups_zero_std": flat,
+        "mean_frac_reward_zero_std": sum(fracs) / len(fracs),
+    }
+    status = (
+        "fail"
+        if flat / len(fracs) > max_share
+        else "warn"
+        if numbers["mean_frac_reward_zero_std"] > max_share
         else "pass"
-    return result("rl_reward_spread", stage, status, f"{flat}/{len(fracs)} steps had zero reward spread in every group",
-                  **numbers)
+    )
+    return result(
+        "rl_reward_spread", stage, status, f"{flat}/{len(fracs)} steps had zero reward spread in every group", **numbers
+    )
 
 
 # ---- data and evaluation -----------------------------------------------------------------------
@@ -162,8 +196,11 @@ def check_set_sizes(metrics: dict, min_fraction: float) -> list[dict]:
         asked, written = metrics[name]["asked"], metrics[name]["written"]
         share = written / asked if asked else 1.0
         status = "fail" if asked and not written else "warn" if share < min_fraction else "pass"
-        out.append(result("set_size", name, status, f"{written} of {asked} rows asked", asked=asked,
-                          written=written, share=share))
+        out.append(
+            result(
+                "set_size", name, status, f"{written} of {asked} rows asked", asked=asked, written=written, share=share
+            )
+        )
     return out
 
 
@@ -174,16 +211,24 @@ def check_well_formed(name: str, metrics: dict, minimum: float) -> dict:
     worst = min(shares.values(), default=None)
     if worst is None:
         return result("well_formed", name, "n/a", "no evaluated questions")
-    return result("well_formed", name, "fail" if worst < minimum else "pass",
-                  f"well-formed share {worst:.2f} (minimum {minimum})", **shares)
+    return result(
+        "well_formed",
+        name,
+        "fail" if worst < minimum else "pass",
+        f"well-formed share {worst:.2f} (minimum {minimum})",
+        **shares,
+    )
 
 
 def check_metric_applies(name: str, metrics: dict, fmt: str) -> dict:
     fmt = metrics.get("format", fmt)
-    wrong = {f"{d}.{m}": v[m] for d, v in metrics["datasets"].items() for m in v
-             if m in METRICS and not applies(m, fmt) and v[m] is not None}
-    na = sorted({m for v in metrics["datasets"].values() for m in v
-                 if m in METRICS and not applies(m, fmt)})
+    wrong = {
+        f"{d}.{m}": v[m]
+        for d, v in metrics["datasets"].items()
+        for m in v
+        if m in METRICS and not applies(m, fmt) and v[m] is not None
+    }
+    na = sorted({m for v in metrics["datasets"].values() for m in v if m in METRICS and not applies(m, fmt)})
     if wrong:
         return result("metric_applies", name, "fail", f"reported as numbers though they cannot apply to {fmt}", **wrong)
     return result("metric_applies", name, "pass", f"n/a under {fmt}: {', '.join(na) or 'none'}")
@@ -194,24 +239,46 @@ def check_over_triggering(when: dict, maximum: float) -> list[dict]:
     for name, rates in when.get("models", {}).items():
         rate = rates.get("over_trigger", {})
         if rate.get("rate") is None:
-            out.append(result("over_triggering", name, "n/a", "no decision point where memory sufficed", n=rate.get("n", 0)))
+            out.append(
+                result("over_triggering", name, "n/a", "no decision point where memory sufficed", n=rate.get("n", 0))
+            )
             continue
-        out.append(result("over_triggering", name, "fail" if rate["rate"] > maximum else "pass",
-                          f"searched at {rate['rate']:.2f} of {rate['n']} points where memory sufficed", **rate))
+        out.append(
+            result(
+                "over_triggering",
+                name,
+                "fail" if rate["rate"] > maximum else "pass",
+                f"searched at {rate['rate']:.2f} of {rate['n']} points where memory sufficed",
+                **rate,
+            )
+        )
     return out
 
 
 def check_world_model(name: str, fid: dict) -> dict:
     calls, searched = fid.get("calls", 0), fid.get("search_calls")
     if calls:
-        return result("world_model", name, "pass", f"wrote an observation after {calls} of "
-                      f"{searched if searched is not None else '?'} search calls", calls=calls, search_calls=searched)
+        return result(
+            "world_model",
+            name,
+            "pass",
+            f"wrote an observation after {calls} of {searched if searched is not None else '?'} search calls",
+            calls=calls,
+            search_calls=searched,
+        )
     if searched:
-        return result("world_model", name, "fail", f"{searched} search calls in the simulated environment, no "
-                      "observation written after any: RL-1 on this policy trains without observations",
-                      calls=0, search_calls=searched)
-    return result("world_model", name, "warn", "no search call in the simulated environment", calls=0,
-                  search_calls=searched)
+        return result(
+            "world_model",
+            name,
+            "fail",
+            f"{searched} search calls in the simulated environment, no "
+            "observation written after any: RL-1 on this policy trains without observations",
+            calls=0,
+            search_calls=searched,
+        )
+    return result(
+        "world_model", name, "warn", "no search call in the simulated environment", calls=0, search_calls=searched
+    )
 
 
 def check_reward_moved(stage: str, probe: dict) -> dict:
@@ -219,9 +286,18 @@ def check_reward_moved(stage: str, probe: dict) -> dict:
     lo, hi = diff["ci95"]
     before, after = probe["models"]["before"]["reward"], probe["models"]["after"]["reward"]
     status = "pass" if lo > 0 else "fail" if hi < 0 else "warn"
-    return result("rl_reward_moved", stage, status, f"reward on {diff['n']} fixed training questions "
-                  f"{before:.3f} -> {after:.3f}, difference {diff['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
-                  before=before, after=after, diff=diff["diff"], ci95=[lo, hi], n=diff["n"])
+    return result(
+        "rl_reward_moved",
+        stage,
+        status,
+        f"reward on {diff['n']} fixed training questions "
+        f"{before:.3f} -> {after:.3f}, difference {diff['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+        before=before,
+        after=after,
+        diff=diff["diff"],
+        ci95=[lo, hi],
+        n=diff["n"],
+    )
 
 
 def start_of(folder: Path, stage: str, cfg: ChecksConfig) -> Path | None:
@@ -254,8 +330,10 @@ def run_checks(cfg: ChecksConfig) -> dict:
         path = Path(cfg.eval_root) / name / "metrics.json"
         if path.exists():
             metrics = json.loads(path.read_text())
-            checks += [check_well_formed(name, metrics, cfg.min_well_formed),
-                       check_metric_applies(name, metrics, cfg.format)]
+            checks += [
+                check_well_formed(name, metrics, cfg.min_well_formed),
+                check_metric_applies(name, metrics, cfg.format),
+            ]
     if Path(cfg.when_to_act).exists():
         checks += check_over_triggering(json.loads(Path(cfg.when_to_act).read_text()), cfg.max_over_trigger)
     for path in sorted(Path(cfg.fidelity_root).glob("*/fidelity.json")):
@@ -269,8 +347,11 @@ def run_checks(cfg: ChecksConfig) -> dict:
 
 def as_table(report: dict) -> str:
     lines = ["| check | subject | status | message |", "|---|---|---|---|"]
-    lines += [f"| {c['check']} | {c['subject']} | {c['status'].upper() if c['status'] != 'pass' else 'pass'} | "
-              f"{c['message']} |" for c in report["checks"]]
+    lines += [
+        f"| {c['check']} | {c['subject']} | {c['status'].upper() if c['status'] != 'pass' else 'pass'} | "
+        f"{c['message']} |"
+        for c in report["checks"]
+    ]
     counts = ", ".join(f"{n} {s}" for s, n in report["counts"].items() if n)
     return "\n".join(lines) + f"\n\nChecks: {report['status']} ({counts}).\n"
 

@@ -16,6 +16,7 @@ Writes ``out/fidelity.json`` (the rates, each with n, and the run's settings) an
 searches, or searches and never writes an observation after its call (``search_calls`` says which), gives
 n = 0.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,16 +43,21 @@ class FidelityConfig:
     model: str = field(default=paths.train("sft3"), metadata={"help": "checkpoint folder, or 'base'"})
     questions: str = field(default=paths.SPLIT_HELDOUT, metadata={"help": "FlashRAG question file"})
     limit: int = field(default=0, metadata={"help": "first N questions; 0 = all"})
-    index: str = field(default="", metadata={"help": "coa.search index folder (its corpus is the document "
-                                                     "store); empty = search.index"})
-    search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={
-        "help": "params.yaml's top-level search (retriever, topk, budgets)"})
+    index: str = field(
+        default="",
+        metadata={"help": "coa.search index folder (its corpus is the document store); empty = search.index"},
+    )
+    search: SearchEnvConfig = field(
+        default_factory=SearchEnvConfig, metadata={"help": "params.yaml's top-level search (retriever, topk, budgets)"}
+    )
     format: str = field(default=FORMAT, metadata={"help": "format preset (params.yaml's top-level format)"})
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "the training prompt"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
     engine: str = field(default="vllm", metadata={"help": "vllm (vllm.LLM in-process) | hf (transformers generate)"})
-    observation_tokens: int = field(default=OBSERVATION_TOKENS, metadata={
-        "help": "room per written observation beside search.max_tokens (RL-1's rl1.observation_tokens)"})
+    observation_tokens: int = field(
+        default=OBSERVATION_TOKENS,
+        metadata={"help": "room per written observation beside search.max_tokens (RL-1's rl1.observation_tokens)"},
+    )
     dtype: str = field(default="float32", metadata={"help": "weights dtype in-process (float32 | bfloat16)"})
     threshold: float = field(default=0.5, metadata={"help": "support threshold of the hallucination rule"})
     out: str = field(default=paths.fidelity("model"), metadata={"help": "output folder"})
@@ -74,7 +80,7 @@ def written_calls(completion: str, fmt: FormatPreset) -> list[tuple[str, str]]:
 def observation_body(observation: str, fmt: FormatPreset) -> str:
     """The text of an observation between its tags."""
     start, end = observation.find(fmt.result_open), observation.rfind(fmt.result_close)
-    return observation[start + len(fmt.result_open):end].strip() if 0 <= start < end else observation.strip()
+    return observation[start + len(fmt.result_open) : end].strip() if 0 <= start < end else observation.strip()
 
 
 def probe(cfg: FidelityConfig) -> dict:
@@ -82,25 +88,53 @@ def probe(cfg: FidelityConfig) -> dict:
     questions = load_questions(cfg.questions, limit=cfg.limit or None)
     store = corpus_store(DocumentStore(cfg.search.index).contents.to_pylist())  # the documents real search can return
     engine, tok = load_policy(cfg.model, cfg.temperature, cfg.dtype, cfg.engine)
-    episodes = [start_episode(render_prompt(tok, q["question"], cfg.prompt), tok, prefill=cfg.prompt.prefill,
-                              tools="simulated", question=q) for q in questions]
+    episodes = [
+        start_episode(
+            render_prompt(tok, q["question"], cfg.prompt),
+            tok,
+            prefill=cfg.prompt.prefill,
+            tools="simulated",
+            question=q,
+        )
+        for q in questions
+    ]
     drive(episodes, engine, None, fmt, cfg.search.budget.with_written_observations(cfg.observation_tokens))
     asked = [(q, query, obs) for q, ep in zip(questions, episodes) for query, obs in written_calls(ep.completion, fmt)]
     searcher = cfg.search.searcher()
     real = searcher.search([query for _, query, _ in asked], cfg.search.topk) if asked else []
-    calls = [Call(query, fmt.documents(obs), [(d.title, d.text) for d in docs], q["golden_answers"],
-                  observation_body(obs, fmt))
-             for (q, query, obs), docs in zip(asked, real)]
+    calls = [
+        Call(
+            query,
+            fmt.documents(obs),
+            [(d.title, d.text) for d in docs],
+            q["golden_answers"],
+            observation_body(obs, fmt),
+        )
+        for (q, query, obs), docs in zip(asked, real)
+    ]
     search_calls = sum(fmt.parse(ep.completion).n_actions for ep in episodes)
-    result = {"model": cfg.model, "questions": cfg.questions, "n_questions": len(questions),
-              "questions_searched": len({q["id"] for q, _, _ in asked}), "format": cfg.format,
-              "temperature": cfg.temperature, "dtype": cfg.dtype, "engine": cfg.engine,
-              "observation_tokens": cfg.observation_tokens, "search": asdict(cfg.search),
-              **fidelity(calls, store, cfg.threshold, search_calls)}
+    result = {
+        "model": cfg.model,
+        "questions": cfg.questions,
+        "n_questions": len(questions),
+        "questions_searched": len({q["id"] for q, _, _ in asked}),
+        "format": cfg.format,
+        "temperature": cfg.temperature,
+        "dtype": cfg.dtype,
+        "engine": cfg.engine,
+        "observation_tokens": cfg.observation_tokens,
+        "search": asdict(cfg.search),
+        **fidelity(calls, store, cfg.threshold, search_calls),
+    }
     out = Path(cfg.out)
     write_json(out / "fidelity.json", result)
-    write_text(out / "calls.jsonl", "".join(json.dumps({"question_id": q["id"], "written_observation": obs, **asdict(c)})
-                                           + "\n" for (q, _, obs), c in zip(asked, calls)))
+    write_text(
+        out / "calls.jsonl",
+        "".join(
+            json.dumps({"question_id": q["id"], "written_observation": obs, **asdict(c)}) + "\n"
+            for (q, _, obs), c in zip(asked, calls)
+        ),
+    )
     return result
 
 

@@ -26,6 +26,7 @@ best supported one counts.
 Each rate is ``{"rate": r in [0, 1] or None, "n": its denominator}``; n = 0 gives ``rate`` None (a model
 that never searches writes n = 0, with a note, and nothing is divided by zero).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -88,8 +89,9 @@ def rate(hits: Sequence[bool]) -> dict:
     return {"rate": round(sum(hits) / len(hits), 4) if hits else None, "n": len(hits)}
 
 
-def fidelity(calls: Sequence[Call], store: dict[str, list[str]], threshold: float = 0.5,
-             search_calls: int | None = None) -> dict:
+def fidelity(
+    calls: Sequence[Call], store: dict[str, list[str]], threshold: float = 0.5, search_calls: int | None = None
+) -> dict:
     """Every rate of the module docstring over ``calls``; ``search_calls``: every search call the model
     wrote, with or without an observation of its own after it (None: not counted)."""
     written = [(c, title, text) for c in calls for title, text in c.written]
@@ -109,7 +111,10 @@ def fidelity(calls: Sequence[Call], store: dict[str, list[str]], threshold: floa
     if search_calls is not None:
         out["search_calls"] = search_calls
     if not calls:
-        out["note"] = ("the model made no search call: every rate has n = 0" if not search_calls else
-                       f"the model made {search_calls} search calls and wrote no observation after any of them "
-                       "(no world model to compare): every rate has n = 0")
+        out["note"] = (
+            "the model made no search call: every rate has n = 0"
+            if not search_calls
+            else f"the model made {search_calls} search calls and wrote no observation after any of them "
+            "(no world model to compare): every rate has n = 0"
+        )
     return out

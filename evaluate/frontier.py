@@ -14,6 +14,7 @@ trend of each stage that trained, held-out EM and F1 with 95% intervals, and the
 in EM against the reference arm (real-only) over the same questions. Writes ``out`` (Markdown), ``.json``
 and ``.png`` (held-out EM against real search queries, one point per arm with its interval).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,14 @@ ARMS = ["real-only", "1to1", "3to1", "5to1", "7to1", "sim-only"]
 
 @dataclass
 class FrontierConfig(ArmsConfig):
-    arms: list = field(default_factory=lambda: list(ARMS),
-                       metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"})
+    arms: list = field(
+        default_factory=lambda: list(ARMS),
+        metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"},
+    )
     reference: str = field(default="real-only", metadata={"help": "the arm every other is compared with (paired)"})
-    out: str = field(default="docs/experiments/frontier_table.md", metadata={"help": "the Markdown table (+ .json, .png)"})
+    out: str = field(
+        default="docs/experiments/frontier_table.md", metadata={"help": "the Markdown table (+ .json, .png)"}
+    )
 
 
 def read_arm(arm: str, source: str) -> dict:
@@ -49,14 +54,20 @@ def read_arm(arm: str, source: str) -> dict:
 
 def arm_row(name: str, arm: dict, reference: dict, dataset: str, resamples: int) -> dict:
     steps = {s: m["steps"] for s, m in arm["stages"].items()}
-    return {"arm": name, "rl1_fraction": arm["schedule"].get("rl1_fraction"), "rl1_steps": steps["rl1"],
-            "rl2_steps": steps["rl2"],
-            "real_search_queries": sum(m.get("real_search_queries", 0) for m in arm["stages"].values()),
-            "reward_trend": {s: m["reward_trend"] for s, m in arm["stages"].items() if "reward_trend" in m},
-            **scores(arm["rows"], reference["rows"], dataset, resamples)[0]}
+    return {
+        "arm": name,
+        "rl1_fraction": arm["schedule"].get("rl1_fraction"),
+        "rl1_steps": steps["rl1"],
+        "rl2_steps": steps["rl2"],
+        "real_search_queries": sum(m.get("real_search_queries", 0) for m in arm["stages"].values()),
+        "reward_trend": {s: m["reward_trend"] for s, m in arm["stages"].items() if "reward_trend" in m},
+        **scores(arm["rows"], reference["rows"], dataset, resamples)[0],
+    }
 
 
-def frontier_table(arms: dict[str, dict], reference: str, dataset: str = "heldout", resamples: int = 2000) -> list[dict]:
+def frontier_table(
+    arms: dict[str, dict], reference: str, dataset: str = "heldout", resamples: int = 2000
+) -> list[dict]:
     return [arm_row(name, arm, arms[reference], dataset, resamples) for name, arm in arms.items()]
 
 
@@ -65,17 +76,28 @@ def as_markdown(rows: list[dict], reference: str) -> str:
         return f"[{pair[0]:.2f}, {pair[1]:.2f}]"
 
     def trend(r):
-        return "; ".join(f"{s} {t['difference']:+.3f} {ci(t['ci95']) if 'ci95' in t else '(no interval)'}"
-                         if "difference" in t else f"{s} –"
-                         for s, t in r["reward_trend"].items()) or "–"
+        return (
+            "; ".join(
+                f"{s} {t['difference']:+.3f} {ci(t['ci95']) if 'ci95' in t else '(no interval)'}"
+                if "difference" in t
+                else f"{s} –"
+                for s, t in r["reward_trend"].items()
+            )
+            or "–"
+        )
 
-    lines = [f"| arm | rl1:rl2 steps | real search queries | EM [95% CI] | F1 [95% CI] | EM − {reference} [95% CI] | "
-             "reward trend (last − first quarter) | n |", "|---" * 8 + "|"]
+    lines = [
+        f"| arm | rl1:rl2 steps | real search queries | EM [95% CI] | F1 [95% CI] | EM − {reference} [95% CI] | "
+        "reward trend (last − first quarter) | n |",
+        "|---" * 8 + "|",
+    ]
     for r in rows:
         d = r["em_diff_vs_reference"]
-        lines.append(f"| {r['arm']} | {r['rl1_steps']}:{r['rl2_steps']} | {r['real_search_queries']} | "
-                     f"{r['em']:.3f} {ci(r['em_ci95'])} | {r['f1']:.3f} {ci(r['f1_ci95'])} | "
-                     f"{d['diff']:+.3f} {ci(d['ci95'])} | {trend(r)} | {r['n']} |")
+        lines.append(
+            f"| {r['arm']} | {r['rl1_steps']}:{r['rl2_steps']} | {r['real_search_queries']} | "
+            f"{r['em']:.3f} {ci(r['em_ci95'])} | {r['f1']:.3f} {ci(r['f1_ci95'])} | "
+            f"{d['diff']:+.3f} {ci(d['ci95'])} | {trend(r)} | {r['n']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -89,8 +111,9 @@ def plot(rows: list[dict], path: Path) -> None:
     for r in rows:
         low, high = r["em_ci95"]
         ax.errorbar(r["real_search_queries"], r["em"], yerr=[[r["em"] - low], [high - r["em"]]], fmt="o", capsize=3)
-        ax.annotate(r["arm"], (r["real_search_queries"], r["em"]), fontsize=8, xytext=(4, 4),
-                    textcoords="offset points")
+        ax.annotate(
+            r["arm"], (r["real_search_queries"], r["em"]), fontsize=8, xytext=(4, 4), textcoords="offset points"
+        )
     ax.set_xlabel("real search queries used by RL")
     ax.set_ylabel("held-out EM (95% CI)")
     ax.set_title("simulated:real frontier")

@@ -11,6 +11,7 @@ by type and hops and the bridge questions answered after two or more searches; w
 the n of each side; world-model fidelity; each RL stage's reward on fixed training questions before vs
 after; the failure-signature checks; the power statement. A missing input leaves its section saying so. The checks table is printed last, so ``dvc repro`` ends with it.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -37,11 +38,15 @@ STARTED_FROM = {"sft1": "base", "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "
 @dataclass
 class ReportConfig:
     eval_root: str = field(default=paths.EVAL, metadata={"help": "one folder per evaluated model"})
-    names: list = field(default_factory=lambda: ["base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"],
-                        metadata={"help": "rows of the stage table, in order"})
+    names: list = field(
+        default_factory=lambda: ["base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"],
+        metadata={"help": "rows of the stage table, in order"},
+    )
     dataset: str = field(default="heldout", metadata={"help": "the evaluation set of the stage table"})
-    power_pair: list = field(default_factory=lambda: ["sft2", "sft3"], metadata={
-        "help": "two models whose per-question differences give the sd of the power statement"})
+    power_pair: list = field(
+        default_factory=lambda: ["sft2", "sft3"],
+        metadata={"help": "two models whose per-question differences give the sd of the power statement"},
+    )
     fidelity: list = field(default_factory=lambda: ["sft2", "sft3", "rl1"], metadata={"help": "probed models"})
     fidelity_root: str = field(default=paths.FIDELITY, metadata={"help": "evaluate.fidelity outputs"})
     reward_probe_root: str = field(default=paths.REWARD_PROBE, metadata={"help": "evaluate.reward_probe outputs"})
@@ -67,8 +72,13 @@ def ci(pair) -> str:
 
 
 def table(header: list[str], rows: list[list]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
+    return (
+        "\n".join(
+            ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+        )
+        + "\n"
+    )
 
 
 def provenance() -> dict:
@@ -78,18 +88,30 @@ def provenance() -> dict:
         done = subprocess.run(["git", *args], capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else "unknown"
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     import os
 
     import torch
 
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": git("rev-parse", "HEAD") + (" (uncommitted changes)" if git("status", "--porcelain") not in
-                                                   ("", "unknown") else ""),
-            "machine": f"{cpu}, {os.cpu_count()} cores, native bf16: {cpu_has_native_bf16()}, "
-                       f"CUDA: {torch.cuda.is_available()}, {platform.platform()}, torch {torch.__version__}",
-            "serving_dtype": serving_dtype("auto")}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git("rev-parse", "HEAD")
+        + (" (uncommitted changes)" if git("status", "--porcelain") not in ("", "unknown") else ""),
+        "machine": f"{cpu}, {os.cpu_count()} cores, native bf16: {cpu_has_native_bf16()}, "
+        f"CUDA: {torch.cuda.is_available()}, {platform.platform()}, torch {torch.__version__}",
+        "serving_dtype": serving_dtype("auto"),
+    }
 
 
 def stage_rows(cfg: ReportConfig) -> tuple[list[list], dict]:
@@ -107,12 +129,22 @@ def stage_rows(cfg: ReportConfig) -> tuple[list[list], dict]:
         diff = "–"
         if start and per_q.get(start) and per_q[name]:
             ids = sorted(per_q[name].keys() & per_q[start].keys())
-            d = paired_difference([per_q[start][i]["em"] for i in ids], [per_q[name][i]["em"] for i in ids],
-                                  cfg.bootstrap)
+            d = paired_difference(
+                [per_q[start][i]["em"] for i in ids], [per_q[name][i]["em"] for i in ids], cfg.bootstrap
+            )
             diff = f"{d['diff']:+.3f} {ci(d['ci95'])} vs {start}"
-        rows.append([f"{name} ({metrics['style']})", f"{m['em']:.3f} {ci(m.get('em_ci95'))}",
-                     f"{m['f1']:.3f} {ci(m.get('f1_ci95'))}", diff, fmt(m.get("autocoa_lenient")),
-                     fmt(m["mean_actions"], 2), fmt(m["well_formed"], 2), m["n"]])
+        rows.append(
+            [
+                f"{name} ({metrics['style']})",
+                f"{m['em']:.3f} {ci(m.get('em_ci95'))}",
+                f"{m['f1']:.3f} {ci(m.get('f1_ci95'))}",
+                diff,
+                fmt(m.get("autocoa_lenient")),
+                fmt(m["mean_actions"], 2),
+                fmt(m["well_formed"], 2),
+                m["n"],
+            ]
+        )
     return rows, per_q
 
 
@@ -124,14 +156,21 @@ def breakdown_rows(cfg: ReportConfig) -> list[list]:
         hops = [f"{k}-hop {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_hops") or {}).items()]
         searches = [f"{k}: {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_searches") or {}).items()]
         coverage = m.get("retrieval_coverage") or {}
-        rows.append([name, "; ".join(groups + hops) or "–", "; ".join(searches) or "–",
-                     f"{fmt(coverage.get('rate'), 2)} (n={coverage.get('n', 0)})"])
+        rows.append(
+            [
+                name,
+                "; ".join(groups + hops) or "–",
+                "; ".join(searches) or "–",
+                f"{fmt(coverage.get('rate'), 2)} (n={coverage.get('n', 0)})",
+            ]
+        )
     return rows
 
 
 def behaviour_rows(cfg: ReportConfig) -> list[list]:
     """Per model: searches per question (all, bridge, comparison, by hops) and the bridge questions answered
     after two or more searches, with EM on those, each with its n (``evaluate.stats``)."""
+
     def searches(v: dict | None) -> str:
         return "–" if not v or v.get("mean") is None else f"{v['mean']:.2f} {ci(v.get('ci95'))} (n={v['n']})"
 
@@ -144,11 +183,18 @@ def behaviour_rows(cfg: ReportConfig) -> list[list]:
         by_type = m.get("searches_by_qtype") or {}
         hops = "; ".join(f"{k}-hop {v['mean']:.2f} (n={v['n']})" for k, v in (m.get("searches_by_hops") or {}).items())
         multi = m.get("bridge_multi_search") or {}
-        rows.append([name, searches(m["searches"]), searches(by_type.get("bridge")), searches(by_type.get("comparison")),
-                     hops or "–",
-                     f"{fmt(multi.get('rate'), 2)} {ci(multi.get('ci95'))} ({multi.get('answered', 0)} of "
-                     f"n={multi.get('n', 0)})",
-                     f"{fmt(multi.get('em'), 2)} (n={multi.get('em_n', 0)})"])
+        rows.append(
+            [
+                name,
+                searches(m["searches"]),
+                searches(by_type.get("bridge")),
+                searches(by_type.get("comparison")),
+                hops or "–",
+                f"{fmt(multi.get('rate'), 2)} {ci(multi.get('ci95'))} ({multi.get('answered', 0)} of "
+                f"n={multi.get('n', 0)})",
+                f"{fmt(multi.get('em'), 2)} (n={multi.get('em_n', 0)})",
+            ]
+        )
     return rows
 
 
@@ -165,8 +211,13 @@ def plot_stages(rows: list[list], per_q: dict, path: Path) -> bool:
     means = [sum(e) / len(e) for e in ems]
     cis = [bootstrap_ci(e) for e in ems]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, means, yerr=[[m - c[0] for m, c in zip(means, cis)], [c[1] - m for m, c in zip(means, cis)]],
-           capsize=4, color="#4c72b0")
+    ax.bar(
+        names,
+        means,
+        yerr=[[m - c[0] for m, c in zip(means, cis)], [c[1] - m for m, c in zip(means, cis)]],
+        capsize=4,
+        color="#4c72b0",
+    )
     ax.set_ylabel("exact match (95% CI)")
     ax.set_title("held-out EM by stage")
     fig.tight_layout()
@@ -191,13 +242,15 @@ def build_report(cfg: ReportConfig) -> str:
     params = read_params() or {}
     where = provenance()
     temperature = (params.get("evaluate") or {}).get("temperature", 0.0)
-    parts = ["# Run report\n",
-             f"- date: {where['date']}\n- commit: `{where['commit']}`\n- machine: {where['machine']}\n",
-             f"- reproducibility: evaluation {'greedy (temperature 0)' if not temperature else f'temperature {temperature}'}; "
-             f"serving dtype here: {where['serving_dtype']} (vLLM `auto`; `engine=hf` runs float32); seeds: split "
-             f"{(params.get('split') or {}).get('seed', 0)}, curate {(params.get('curate') or {}).get('seed', 0)}, "
-             f"train 42 (TRL data order and sampling), bootstrap 0. Numbers from another serving dtype differ: "
-             f"compare runs only with the same dtype.\n"]
+    parts = [
+        "# Run report\n",
+        f"- date: {where['date']}\n- commit: `{where['commit']}`\n- machine: {where['machine']}\n",
+        f"- reproducibility: evaluation {'greedy (temperature 0)' if not temperature else f'temperature {temperature}'}; "
+        f"serving dtype here: {where['serving_dtype']} (vLLM `auto`; `engine=hf` runs float32); seeds: split "
+        f"{(params.get('split') or {}).get('seed', 0)}, curate {(params.get('curate') or {}).get('seed', 0)}, "
+        f"train 42 (TRL data order and sampling), bootstrap 0. Numbers from another serving dtype differ: "
+        f"compare runs only with the same dtype.\n",
+    ]
     data = params.get("data") or {}
     if data:  # what the run was trained and evaluated on (params.yaml `data`, which dvc.yaml reads)
         parts.append(f"- data: questions `{data.get('questions')}`, corpus `{data.get('corpus')}`\n")
@@ -205,20 +258,47 @@ def build_report(cfg: ReportConfig) -> str:
     parts.append("\n## Data\n")
     synth = {p.stem: read(p) for p in sorted(Path(cfg.metrics_dir).glob("synth_*.json"))}
     if synth:
-        parts.append(table(["synthesis", "rows", "EM", "well-formed", "searches / row"],
-                           [[k, s["dataset"]["rows"], fmt(s["dataset"].get("em")), fmt(s["dataset"].get("well_formed"), 2),
-                             fmt(s["dataset"].get("searches_per_row"), 2)] for k, s in synth.items()]))
+        parts.append(
+            table(
+                ["synthesis", "rows", "EM", "well-formed", "searches / row"],
+                [
+                    [
+                        k,
+                        s["dataset"]["rows"],
+                        fmt(s["dataset"].get("em")),
+                        fmt(s["dataset"].get("well_formed"), 2),
+                        fmt(s["dataset"].get("searches_per_row"), 2),
+                    ]
+                    for k, s in synth.items()
+                ],
+            )
+        )
     sets = read(Path(cfg.curate_root) / "sets" / "metrics.json")
     if sets:
-        parts.append("\n" + table(["set", "asked", "written", "questions"],
-                                  [[n, sets[n]["asked"], sets[n]["written"], sets[n]["questions"]]
-                                   for n in ("pairs", "coa", "cot") if n in sets]))
+        parts.append(
+            "\n"
+            + table(
+                ["set", "asked", "written", "questions"],
+                [
+                    [n, sets[n]["asked"], sets[n]["written"], sets[n]["questions"]]
+                    for n in ("pairs", "coa", "cot")
+                    if n in sets
+                ],
+            )
+        )
     analyze = read(Path(cfg.curate_root) / "analyze" / "metrics.json")
     if analyze:
         g = analyze["two_by_two"]
-        parts.append(f"\nCuration 2×2 over {g['questions']} questions (CoT × CoA right/wrong):\n\n"
-                     + table(["", "CoA right", "CoA wrong"], [["CoT right", g["cot_right_coa_right"], g["cot_right_coa_wrong"]],
-                                                             ["CoT wrong", g["cot_wrong_coa_right"], g["cot_wrong_coa_wrong"]]]))
+        parts.append(
+            f"\nCuration 2×2 over {g['questions']} questions (CoT × CoA right/wrong):\n\n"
+            + table(
+                ["", "CoA right", "CoA wrong"],
+                [
+                    ["CoT right", g["cot_right_coa_right"], g["cot_right_coa_wrong"]],
+                    ["CoT wrong", g["cot_wrong_coa_right"], g["cot_wrong_coa_wrong"]],
+                ],
+            )
+        )
         png = Path(cfg.curate_root) / "analyze" / "two_by_two.png"
         if png.exists() and png.resolve() != (out / png.name).resolve():
             shutil.copy(png, out / png.name)
@@ -226,17 +306,50 @@ def build_report(cfg: ReportConfig) -> str:
 
     parts.append("\n## Training\n\n")
     trained = {stage: read(Path(cfg.metrics_dir) / f"train_{stage}.json") for stage in STARTED_FROM}
-    parts.append(table(["stage", "steps", "s / step", "peak RSS GB", "reward: last − first quarter of steps [95% CI]",
-                        "real search queries"],
-                       [[stage, m.get("steps"), fmt(m.get("seconds_per_step"), 1), fmt(m.get("peak_rss_gb"), 2),
-                         trend_cell(m.get("reward_trend")), m.get("real_search_queries", "–")]
-                        for stage, m in trained.items() if m]) if any(trained.values())
-                 else f"{cfg.metrics_dir}: no train_*.json found.\n")
+    parts.append(
+        table(
+            [
+                "stage",
+                "steps",
+                "s / step",
+                "peak RSS GB",
+                "reward: last − first quarter of steps [95% CI]",
+                "real search queries",
+            ],
+            [
+                [
+                    stage,
+                    m.get("steps"),
+                    fmt(m.get("seconds_per_step"), 1),
+                    fmt(m.get("peak_rss_gb"), 2),
+                    trend_cell(m.get("reward_trend")),
+                    m.get("real_search_queries", "–"),
+                ]
+                for stage, m in trained.items()
+                if m
+            ],
+        )
+        if any(trained.values())
+        else f"{cfg.metrics_dir}: no train_*.json found.\n"
+    )
 
     parts.append(f"\n## Stages ({cfg.dataset})\n\n")
     rows, per_q = stage_rows(cfg)
-    parts.append(table(["model", "EM [95% CI]", "F1 [95% CI]", "EM paired diff [95% CI]", "lenient", "searches",
-                        "well-formed", "n"], rows))
+    parts.append(
+        table(
+            [
+                "model",
+                "EM [95% CI]",
+                "F1 [95% CI]",
+                "EM paired diff [95% CI]",
+                "lenient",
+                "searches",
+                "well-formed",
+                "n",
+            ],
+            rows,
+        )
+    )
     if plot_stages(rows, per_q, out / "em_by_stage.png"):
         parts.append("\n![EM by stage](em_by_stage.png)\n")
     a, b = cfg.power_pair
@@ -244,48 +357,111 @@ def build_report(cfg: ReportConfig) -> str:
         ids = sorted(per_q[a].keys() & per_q[b].keys())
         sd = difference_sd([per_q[a][i]["em"] for i in ids], [per_q[b][i]["em"] for i in ids])
         parts.append("\n**Power.** " + power_statement(len(ids), sd, f"observed between {a} and {b}")["text"] + "\n")
-    parts.append("\n" + table(["model", "EM by question type / hops", "EM by searches", "retrieval coverage"],
-                              breakdown_rows(cfg)))
-    parts.append("\nSearches per question and multi-step answers (the behaviour the method is for):\n\n" + table(
-        ["model", "searches / question", "per bridge question", "per comparison question", "by hops",
-         "bridge answered after ≥ 2 searches", "EM on those"], behaviour_rows(cfg)))
+    parts.append(
+        "\n"
+        + table(["model", "EM by question type / hops", "EM by searches", "retrieval coverage"], breakdown_rows(cfg))
+    )
+    parts.append(
+        "\nSearches per question and multi-step answers (the behaviour the method is for):\n\n"
+        + table(
+            [
+                "model",
+                "searches / question",
+                "per bridge question",
+                "per comparison question",
+                "by hops",
+                "bridge answered after ≥ 2 searches",
+                "EM on those",
+            ],
+            behaviour_rows(cfg),
+        )
+    )
 
     parts.append("\n## When to act (held-out decision points)\n\n")
     when = read(cfg.when_to_act)
     if when:
         source = when["points"].get("source", "pairs")
-        parts.append(f"Points ({source}): n = {when['points']['needed']} where search was needed (under-trigger's "
-                     f"denominator), n = {when['points']['sufficed']} where memory sufficed (over-trigger's).\n\n"
-                     + "".join(f"- {note}\n" for note in when.get("notes", []))
-                     + ("\n" if when.get("notes") else "") + table(
-                         ["model", "search when needed", "under-trigger", "answer when memory sufficed", "over-trigger"],
-                         [[n] + [f"{fmt(r[k]['rate'], 2)} {ci(r[k]['ci95'])} (n={r[k]['n']})" for k in
-                                 ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")]
-                          for n, r in when["models"].items()]))
+        parts.append(
+            f"Points ({source}): n = {when['points']['needed']} where search was needed (under-trigger's "
+            f"denominator), n = {when['points']['sufficed']} where memory sufficed (over-trigger's).\n\n"
+            + "".join(f"- {note}\n" for note in when.get("notes", []))
+            + ("\n" if when.get("notes") else "")
+            + table(
+                ["model", "search when needed", "under-trigger", "answer when memory sufficed", "over-trigger"],
+                [
+                    [n]
+                    + [
+                        f"{fmt(r[k]['rate'], 2)} {ci(r[k]['ci95'])} (n={r[k]['n']})"
+                        for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")
+                    ]
+                    for n, r in when["models"].items()
+                ],
+            )
+        )
     else:
         parts.append(f"{cfg.when_to_act} not found.\n")
 
     parts.append("\n## World-model fidelity (the policy writes its observations)\n\n")
     fid = {n: read(Path(cfg.fidelity_root) / n / "fidelity.json") for n in cfg.fidelity}
-    keys = ("in_document_form", "titles_in_corpus", "titles_in_topk", "gold_in_written", "gold_in_real",
-            "hallucination")
+    keys = (
+        "in_document_form",
+        "titles_in_corpus",
+        "titles_in_topk",
+        "gold_in_written",
+        "gold_in_real",
+        "hallucination",
+    )
     unmeasured = {"rate": None, "n": 0}  # probes written before a rate existed
-    parts.append(table(["model", "search calls", "with a written observation", *keys, "observation F1"],
-                       [[n, fmt(f.get("search_calls")), f["calls"],
-                         *(f"{fmt(f.get(k, unmeasured)['rate'], 2)} (n={f.get(k, unmeasured)['n']})" for k in keys),
-                         fmt(f["observation_f1"]["mean"], 2)] if f else [n, "not probed"] + [""] * 8
-                        for n, f in fid.items()]))
+    parts.append(
+        table(
+            ["model", "search calls", "with a written observation", *keys, "observation F1"],
+            [
+                [
+                    n,
+                    fmt(f.get("search_calls")),
+                    f["calls"],
+                    *(f"{fmt(f.get(k, unmeasured)['rate'], 2)} (n={f.get(k, unmeasured)['n']})" for k in keys),
+                    fmt(f["observation_f1"]["mean"], 2),
+                ]
+                if f
+                else [n, "not probed"] + [""] * 8
+                for n, f in fid.items()
+            ],
+        )
+    )
     parts += [f"\n{n}: {f['note']}\n" for n, f in fid.items() if f and f.get("note")]
 
     parts.append("\n## RL reward on fixed training questions (before vs after each RL stage)\n\n")
     probes = {p.parent.name: read(p) for p in sorted(Path(cfg.reward_probe_root).glob("*/reward_probe.json"))}
-    parts.append(table(["stage", "environment", "questions x samples", "reward before", "reward after",
-                        "difference [95% CI]", "correctness difference [95% CI]", "searches before / after"],
-                       [[name, p["tools"], f"{p['n_questions']} x {p['samples']}", fmt(p["models"]["before"]["reward"]),
-                         fmt(p["models"]["after"]["reward"]), f"{fmt(p['difference']['diff'])} {ci(p['difference']['ci95'])}",
-                         f"{fmt(p['correctness_difference']['diff'])} {ci(p['correctness_difference']['ci95'])}",
-                         f"{fmt(p['models']['before']['search_calls'], 2)} / {fmt(p['models']['after']['search_calls'], 2)}"]
-                        for name, p in probes.items()]) if probes else f"{cfg.reward_probe_root}: no probe found.\n")
+    parts.append(
+        table(
+            [
+                "stage",
+                "environment",
+                "questions x samples",
+                "reward before",
+                "reward after",
+                "difference [95% CI]",
+                "correctness difference [95% CI]",
+                "searches before / after",
+            ],
+            [
+                [
+                    name,
+                    p["tools"],
+                    f"{p['n_questions']} x {p['samples']}",
+                    fmt(p["models"]["before"]["reward"]),
+                    fmt(p["models"]["after"]["reward"]),
+                    f"{fmt(p['difference']['diff'])} {ci(p['difference']['ci95'])}",
+                    f"{fmt(p['correctness_difference']['diff'])} {ci(p['correctness_difference']['ci95'])}",
+                    f"{fmt(p['models']['before']['search_calls'], 2)} / {fmt(p['models']['after']['search_calls'], 2)}",
+                ]
+                for name, p in probes.items()
+            ],
+        )
+        if probes
+        else f"{cfg.reward_probe_root}: no probe found.\n"
+    )
 
     parts.append("\n## Checks\n\n")
     checks = read(cfg.checks)

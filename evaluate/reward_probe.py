@@ -16,6 +16,7 @@ calls and written observations per rollout; ``difference``: the per-question mea
 minus ``before``, with a 95% paired bootstrap interval over questions (``correctness_difference`` the
 same for the answer term alone). An interval above 0 says the stage raised the reward it trained on.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,13 @@ class RewardProbeConfig:
     stage: str = field(default="rl2", metadata={"help": "rl1 | rl2: whose environment, questions and reward"})
     before: str = field(default=paths.train("rl1"), metadata={"help": "the checkpoint the stage started from"})
     after: str = field(default=paths.train("rl2"), metadata={"help": "the checkpoint the stage saved"})
-    limit: int = field(default=8, metadata={"help": "first N questions of the stage's training pool (at most the "
-                                                           "stage's question_limit: the questions it trained on)"})
+    limit: int = field(
+        default=8,
+        metadata={
+            "help": "first N questions of the stage's training pool (at most the "
+            "stage's question_limit: the questions it trained on)"
+        },
+    )
     samples: int = field(default=8, metadata={"help": "rollouts per question and checkpoint"})
     questions: str = field(default="", metadata={"help": "question file; empty = the stage's own pool (rl*.questions)"})
     index: str = field(default="", metadata={"help": "coa.search index folder; empty = search.index"})
@@ -62,8 +68,10 @@ def per_question(rows: list[dict], key: str) -> list[float]:
 
 def summary(rows: list[dict]) -> dict:
     n = len(rows)
-    return {key: round(sum(float(r[key]) for r in rows) / n, 4)
-            for key in ("reward", "correctness", "well_formed", "search_calls", "written_observations")} | {"n": n}
+    return {
+        key: round(sum(float(r[key]) for r in rows) / n, 4)
+        for key in ("reward", "correctness", "well_formed", "search_calls", "written_observations")
+    } | {"n": n}
 
 
 def probe(cfg: RewardProbeConfig) -> dict:
@@ -76,20 +84,37 @@ def probe(cfg: RewardProbeConfig) -> dict:
     if cfg.index:
         train = replace(train, search=replace(train.search, index=cfg.index))
     searcher = train.search.searcher() if stage.tools == "real" else None
-    before, after = (rollouts(m, questions, train, cfg.stage, cfg.samples, cfg.engine, searcher)
-                     for m in (cfg.before, cfg.after))
-    result = {"stage": cfg.stage, "before": cfg.before, "after": cfg.after, "questions": str(source),
-              "n_questions": len(questions), "samples": cfg.samples, "tools": stage.tools,
-              "temperature": stage.temperature, "reward_metric": stage.reward_metric,
-              "format_penalty": stage.format_penalty, "engine": cfg.engine,
-              "models": {"before": summary(before), "after": summary(after)},
-              "difference": paired_difference(per_question(before, "reward"), per_question(after, "reward")),
-              "correctness_difference": paired_difference(per_question(before, "correctness"),
-                                                          per_question(after, "correctness"))}
+    before, after = (
+        rollouts(m, questions, train, cfg.stage, cfg.samples, cfg.engine, searcher) for m in (cfg.before, cfg.after)
+    )
+    result = {
+        "stage": cfg.stage,
+        "before": cfg.before,
+        "after": cfg.after,
+        "questions": str(source),
+        "n_questions": len(questions),
+        "samples": cfg.samples,
+        "tools": stage.tools,
+        "temperature": stage.temperature,
+        "reward_metric": stage.reward_metric,
+        "format_penalty": stage.format_penalty,
+        "engine": cfg.engine,
+        "models": {"before": summary(before), "after": summary(after)},
+        "difference": paired_difference(per_question(before, "reward"), per_question(after, "reward")),
+        "correctness_difference": paired_difference(
+            per_question(before, "correctness"), per_question(after, "correctness")
+        ),
+    }
     out = Path(cfg.out)
     write_json(out / "reward_probe.json", result)
-    write_text(out / "rollouts.jsonl", "".join(json.dumps({"model": name, **r}) + "\n"
-                                                for name, rows in (("before", before), ("after", after)) for r in rows))
+    write_text(
+        out / "rollouts.jsonl",
+        "".join(
+            json.dumps({"model": name, **r}) + "\n"
+            for name, rows in (("before", before), ("after", after))
+            for r in rows
+        ),
+    )
     return result
 
 

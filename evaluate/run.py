@@ -41,6 +41,7 @@ retrieval coverage; a metric that cannot apply to the format is null, "n/a" in t
 ``per_question.json`` (each question's scores and groups, for paired statistics across models),
 ``by_actions.json`` (DVC plot data) and ``accuracy_by_actions.png`` (the paper's Figure 3).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -83,33 +84,56 @@ class EvalConfig:
     step: str = field(default="eval", metadata={"help": "eval (one model) | report (Table 1 from several)"})
     name: str = field(default="base", metadata={"help": "row name; outputs go to <out_root>/<name>"})
     model: str = field(default="base", metadata={"help": "'base' (embedded model) or a checkpoint folder"})
-    style: str = field(default="", metadata={"help": "plain | react | trained; empty = plain for base, trained otherwise"})
-    questions: list = field(default_factory=lambda: ["runs/split/heldout.jsonl"],
-                            metadata={"help": "FlashRAG question files (one dataset each)"})
+    style: str = field(
+        default="", metadata={"help": "plain | react | trained; empty = plain for base, trained otherwise"}
+    )
+    questions: list = field(
+        default_factory=lambda: ["runs/split/heldout.jsonl"],
+        metadata={"help": "FlashRAG question files (one dataset each)"},
+    )
     limit: int = field(default=0, metadata={"help": "questions per dataset; 0 = all"})
-    search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={
-        "help": "the search environment: params.yaml's top-level `search` (index, retriever, topk, budgets)"})
-    engine: str = field(default="", metadata={"help": "vllm (vllm.LLM in-process) | server (a vLLM server for the "
-                                                      "model on 127.0.0.1, or teacher.base_url) | hf (transformers "
-                                                      "in-process); empty = server with teacher.base_url, else vllm"})
+    search: SearchEnvConfig = field(
+        default_factory=SearchEnvConfig,
+        metadata={"help": "the search environment: params.yaml's top-level `search` (index, retriever, topk, budgets)"},
+    )
+    engine: str = field(
+        default="",
+        metadata={
+            "help": "vllm (vllm.LLM in-process) | server (a vLLM server for the "
+            "model on 127.0.0.1, or teacher.base_url) | hf (transformers "
+            "in-process); empty = server with teacher.base_url, else vllm"
+        },
+    )
     format: str = field(default=FORMAT, metadata={"help": "format preset (the one used in training)"})
-    prompt: PromptConfig = field(default_factory=PromptConfig, metadata={
-        "help": "style=trained: the prompt the student was trained with (params.yaml top-level prompt)"})
+    prompt: PromptConfig = field(
+        default_factory=PromptConfig,
+        metadata={"help": "style=trained: the prompt the student was trained with (params.yaml top-level prompt)"},
+    )
     bootstrap: int = field(default=2000, metadata={"help": "resamples of the 95% bootstrap interval of EM"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
-    teacher: dict = field(default_factory=dict, metadata={"help": "synth teacher.* (base_url, model, ...) for API models"})
+    teacher: dict = field(
+        default_factory=dict, metadata={"help": "synth teacher.* (base_url, model, ...) for API models"}
+    )
     tokenizer: str = field(default="", metadata={"help": "chat template source for API models"})
     port: int = field(default=8110, metadata={"help": "loopback port of the vLLM engine serving the model"})
     concurrency: int = field(default=128, metadata={"help": "trajectories in flight (in-process: one batch)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "replace the trajectories of <out_root>/<name> when another model, engine, prompt, environment "
-                "or sampling made them; false = refuse, naming what differs"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "replace the trajectories of <out_root>/<name> when another model, engine, prompt, environment "
+            "or sampling made them; false = refuse, naming what differs"
+        },
+    )
     out_root: str = field(default="runs/eval", metadata={"help": "one folder per evaluated model"})
     # empty by default: a run by hand or from a test must not rewrite the committed metrics/eval_*.json; the
     # DVC stage sets metrics_dir=metrics
-    metrics_dir: str = field(default="", metadata={
-        "help": "folder of the compact DVC metrics file eval_<name>.json (EM, F1, searches, well-formed, the "
-                "behaviour breakdowns, n; git-tracked, for `dvc metrics diff` / `dvc exp show`); empty = none"})
+    metrics_dir: str = field(
+        default="",
+        metadata={
+            "help": "folder of the compact DVC metrics file eval_<name>.json (EM, F1, searches, well-formed, the "
+            "behaviour breakdowns, n; git-tracked, for `dvc metrics diff` / `dvc exp show`); empty = none"
+        },
+    )
     names: list = field(default_factory=list, metadata={"help": "report: rows of the table, in order"})
     report: str = field(default="runs/eval/table.md", metadata={"help": "report: the Markdown table"})
 
@@ -145,8 +169,10 @@ def score_rows(rows: list[dict]) -> list[dict]:
     scored = []
     for r in rows:
         completion = completion_text(r["segments"])
-        s = {m: v if applies(m, r["format"]) else None  # n/a, never 0
-             for m, v in score_all(completion, r["golden_answers"], r["format"]).items()}
+        s = {
+            m: v if applies(m, r["format"]) else None  # n/a, never 0
+            for m, v in score_all(completion, r["golden_answers"], r["format"]).items()
+        }
         s["well_formed"] = float(get_format(r["format"]).parse(completion).well_formed)
         s["n_actions"] = r["n_actions"]
         scored.append(s)
@@ -167,7 +193,9 @@ def aggregate(scored: list[dict], resamples: int = 2000) -> dict:
     by_actions = defaultdict(list)
     for s in scored:
         by_actions[s["n_actions"]].append(s["em"])
-    out["em_by_actions"] = {str(k): {"n": len(v), "em": round(sum(v) / len(v), 4)} for k, v in sorted(by_actions.items())}
+    out["em_by_actions"] = {
+        str(k): {"n": len(v), "em": round(sum(v) / len(v), 4)} for k, v in sorted(by_actions.items())
+    }
     return out
 
 
@@ -183,8 +211,14 @@ def plot_by_actions(metrics: dict, path: Path, title: str) -> None:
         xs = [int(k) for k in table]
         ax.plot(xs, [table[str(x)]["em"] for x in xs], marker="o", label=f"{dataset}")
         for x in xs:
-            ax.annotate(f"n={table[str(x)]['n']}", (x, table[str(x)]["em"]), fontsize=7,
-                        textcoords="offset points", xytext=(0, 5), ha="center")
+            ax.annotate(
+                f"n={table[str(x)]['n']}",
+                (x, table[str(x)]["em"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(0, 5),
+                ha="center",
+            )
     ax.set_xlabel("number of search actions")
     ax.set_ylabel("exact match")
     ax.set_ylim(-0.05, 1.05)
@@ -202,8 +236,10 @@ def check_model(cfg: EvalConfig) -> None:
         return
     folder = Path(cfg.model)
     if not (folder / "config.json").is_file():
-        raise BadInput(f"model={cfg.model}: not a model folder (no config.json there); give 'base' or a "
-                       "checkpoint folder such as runs/train/sft2")
+        raise BadInput(
+            f"model={cfg.model}: not a model folder (no config.json there); give 'base' or a "
+            "checkpoint folder such as runs/train/sft2"
+        )
     check_start_model(folder)
 
 
@@ -220,10 +256,18 @@ def fingerprint(cfg: EvalConfig) -> dict:
     its name), the engine, the prompt, the search environment and the sampling."""
     api = {k: v for k, v in cfg.teacher.items() if k not in NOT_IN_FINGERPRINT}
     model = {"name": api.get("model", "")} if cfg.teacher.get("base_url") else model_identity(model_folder(cfg))
-    return {"writer": "evaluate.run", "model": model, "engine": cfg.engine, "teacher": api, "style": cfg.style,
-            "format": cfg.format, "prompt": asdict(prompt_config(cfg)), "tokenizer": cfg.tokenizer,
-            "environment": {**asdict(cfg.search), **index_identity(cfg.search.index)},
-            "sampling": {"temperature": cfg.temperature}}
+    return {
+        "writer": "evaluate.run",
+        "model": model,
+        "engine": cfg.engine,
+        "teacher": api,
+        "style": cfg.style,
+        "format": cfg.format,
+        "prompt": asdict(prompt_config(cfg)),
+        "tokenizer": cfg.tokenizer,
+        "environment": {**asdict(cfg.search), **index_identity(cfg.search.index)},
+        "sampling": {"temperature": cfg.temperature},
+    }
 
 
 @contextmanager
@@ -252,21 +296,46 @@ def generate(cfg: EvalConfig, engine, questions: list[dict], out: Path) -> list[
     jobs = question_jobs(questions, "coa", 1, prompt_config(cfg), engine.tokenizer)
     done = done_ids(out)
     todo = [j for j in jobs if j.id not in done]
-    sampling = {"temperature": cfg.temperature, "max_tokens": env.max_tokens, "max_actions": env.max_actions,
-                "topk": env.topk, "seed": 0}
+    sampling = {
+        "temperature": cfg.temperature,
+        "max_tokens": env.max_tokens,
+        "max_actions": env.max_actions,
+        "topk": env.topk,
+        "seed": 0,
+    }
 
     async def go():
         try:
             if isinstance(engine, Checked):
                 await engine.check()  # a bad key or model name stops here, before any work
-            return await run_jobs(todo, engine, searcher, fmt, env.budget, sampling, env.name, writer.add,
-                                  cfg.concurrency, engine.tokenizer, progress)
+            return await run_jobs(
+                todo,
+                engine,
+                searcher,
+                fmt,
+                env.budget,
+                sampling,
+                env.name,
+                writer.add,
+                cfg.concurrency,
+                engine.tokenizer,
+                progress,
+            )
         finally:
             await engine.close()
 
     searcher = env.searcher() if todo else None
-    with ShardWriter(out, fingerprint=fingerprint(cfg)) as writer, tqdm(total=len(todo), unit="q", desc=f"evaluate {cfg.name}", file=sys.stderr,
-                                          dynamic_ncols=True, disable=not todo) as progress:
+    with (
+        ShardWriter(out, fingerprint=fingerprint(cfg)) as writer,
+        tqdm(
+            total=len(todo),
+            unit="q",
+            desc=f"evaluate {cfg.name}",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not todo,
+        ) as progress,
+    ):
         stats = asyncio.run(go()) if todo else None
     if stats is not None and stats.stopped:
         raise (EngineFatal if stats.fatal else EngineUnavailable)(stats.stopped)
@@ -277,8 +346,9 @@ def generate(cfg: EvalConfig, engine, questions: list[dict], out: Path) -> list[
 def evaluate(cfg: EvalConfig) -> dict:
     check_model(cfg)
     out = Path(cfg.out_root) / cfg.name
-    datasets = {Path(qfile).name.split(".")[0]: load_questions(qfile, limit=cfg.limit or None)
-                for qfile in cfg.questions}
+    datasets = {
+        Path(qfile).name.split(".")[0]: load_questions(qfile, limit=cfg.limit or None) for qfile in cfg.questions
+    }
     for dataset in datasets:  # before any model loads: rows of another model or setting are refused here
         claim_rows(out / "trajectories" / dataset, fingerprint(cfg), "evaluate", cfg.overwrite)
     metrics, plot_rows, per_question = {}, [], []
@@ -290,8 +360,10 @@ def evaluate(cfg: EvalConfig) -> dict:
             m = {**aggregate(scored, cfg.bootstrap), **dataset_breakdowns(per_dataset, cfg.bootstrap)}
             metrics[dataset] = m
             per_question += per_dataset
-            plot_rows += [{"dataset": dataset, "actions": int(k), "em": v["em"], "n": v["n"]}
-                          for k, v in m.get("em_by_actions", {}).items()]
+            plot_rows += [
+                {"dataset": dataset, "actions": int(k), "em": v["em"], "n": v["n"]}
+                for k, v in m.get("em_by_actions", {}).items()
+            ]
     result = {"name": cfg.name, "model": cfg.model, "style": cfg.style, "format": cfg.format, "datasets": metrics}
     write_json(out / "metrics.json", result)  # complete or absent: DVC and the report read it
     if cfg.metrics_dir:  # numbers only, small and committed: `dvc metrics diff` / `dvc exp show` compare runs
@@ -311,17 +383,22 @@ def report(cfg: EvalConfig) -> str:
             raise FileNotFoundError(f"{path}: no metrics for {name!r}; run `python -m evaluate.run name={name}` first")
         results.append(json.loads(path.read_text()))
     datasets = sorted({d for r in results for d in r["datasets"]})
-    lines = ["| model | " + " | ".join(f"{d} EM [95% CI] / lenient / F1 / cover-EM / actions / well-formed / n"
-                                       for d in datasets) + " |",
-             "|---|" + "---|" * len(datasets)]
+    lines = [
+        "| model | "
+        + " | ".join(f"{d} EM [95% CI] / lenient / F1 / cover-EM / actions / well-formed / n" for d in datasets)
+        + " |",
+        "|---|" + "---|" * len(datasets),
+    ]
     for r in results:
         cells = []
         for d in datasets:
             m = r["datasets"].get(d, {})
             ci = m.get("em_ci95") or ["–", "–"]
             em = f"{m['em']:.3f} [{ci[0]}, {ci[1]}]" if "em" in m else "–"
-            rest = [("n/a" if m[k] is None else f"{m[k]:.3f}") if k in m else "–" for k in
-                    ("autocoa_lenient", "f1", "cover_em", "mean_actions", "well_formed")]
+            rest = [
+                ("n/a" if m[k] is None else f"{m[k]:.3f}") if k in m else "–"
+                for k in ("autocoa_lenient", "f1", "cover_em", "mean_actions", "well_formed")
+            ]
             cells.append(" / ".join([em, *rest, str(m.get("n", "–"))]))
         lines.append(f"| {r['name']} ({r['style']}) | " + " | ".join(cells) + " |")
     n = {d: max(r["datasets"].get(d, {}).get("n", 0) for r in results) for d in datasets}

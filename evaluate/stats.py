@@ -12,6 +12,7 @@ Question groups come from the question files' own fields (``question_groups``): 
 ``metadata.type`` (bridge / comparison; comparison / inference / compositional / bridge_comparison) and
 MuSiQue hops (``metadata.question_decomposition`` length, else the ``2hop__`` id prefix).
 """
+
 from __future__ import annotations
 
 import re
@@ -45,9 +46,15 @@ def _groups(rows: Sequence[dict], key: str) -> dict[str, list[dict]]:
 
 def breakdown(rows: Sequence[dict], key: str, resamples: int = 2000) -> dict:
     """EM (with its interval) and F1 per value of ``rows[i][key]``; rows without a value are left out."""
-    return {g: {"n": len(v), "em": round(sum(r["em"] for r in v) / len(v), 4),
-                "em_ci95": bootstrap_ci([r["em"] for r in v], resamples),
-                "f1": round(sum(r["f1"] for r in v) / len(v), 4)} for g, v in _groups(rows, key).items()}
+    return {
+        g: {
+            "n": len(v),
+            "em": round(sum(r["em"] for r in v) / len(v), 4),
+            "em_ci95": bootstrap_ci([r["em"] for r in v], resamples),
+            "f1": round(sum(r["f1"] for r in v) / len(v), 4),
+        }
+        for g, v in _groups(rows, key).items()
+    }
 
 
 def mean_searches(rows: Sequence[dict], resamples: int = 2000) -> dict:
@@ -57,8 +64,11 @@ def mean_searches(rows: Sequence[dict], resamples: int = 2000) -> dict:
     1.5
     """
     x = [r["n_actions"] for r in rows]
-    return {"n": len(x), "mean": round(sum(x) / len(x), 3) if x else None,
-            "ci95": bootstrap_ci(x, resamples) if x else None}
+    return {
+        "n": len(x),
+        "mean": round(sum(x) / len(x), 3) if x else None,
+        "ci95": bootstrap_ci(x, resamples) if x else None,
+    }
 
 
 def searches_by(rows: Sequence[dict], key: str, resamples: int = 2000) -> dict:
@@ -66,18 +76,25 @@ def searches_by(rows: Sequence[dict], key: str, resamples: int = 2000) -> dict:
     return {g: mean_searches(v, resamples) for g, v in _groups(rows, key).items()}
 
 
-def multi_search_answers(rows: Sequence[dict], qtype: str = "bridge", min_searches: int = 2,
-                         resamples: int = 2000) -> dict:
+def multi_search_answers(
+    rows: Sequence[dict], qtype: str = "bridge", min_searches: int = 2, resamples: int = 2000
+) -> dict:
     """The share of ``qtype`` questions answered (a parsed answer, ``answered``) after ``min_searches`` or
     more searches, with its interval and n (the ``qtype`` questions); and EM on those answered questions
     (``em_n`` of them; None when there are none): the multi-step behaviour the method is for."""
     typed = [r for r in rows if r.get("qtype") == qtype]
     hits = [bool(r["answered"]) and r["n_actions"] >= min_searches for r in typed]
     ems = [r["em"] for r, hit in zip(typed, hits) if hit]
-    return {"qtype": qtype, "min_searches": min_searches, "n": len(typed), "answered": sum(hits),
-            "rate": round(sum(hits) / len(typed), 4) if typed else None,
-            "ci95": bootstrap_ci([float(h) for h in hits], resamples) if typed else None,
-            "em": round(sum(ems) / len(ems), 4) if ems else None, "em_n": len(ems)}
+    return {
+        "qtype": qtype,
+        "min_searches": min_searches,
+        "n": len(typed),
+        "answered": sum(hits),
+        "rate": round(sum(hits) / len(typed), 4) if typed else None,
+        "ci95": bootstrap_ci([float(h) for h in hits], resamples) if typed else None,
+        "em": round(sum(ems) / len(ems), 4) if ems else None,
+        "em_n": len(ems),
+    }
 
 
 def dataset_power(rows: Sequence[dict]) -> dict:
@@ -89,10 +106,17 @@ def dataset_power(rows: Sequence[dict]) -> dict:
     p = sum(r["em"] for r in rows) / n if n else 0.0
     sd = (2 * p * (1 - p)) ** 0.5
     if n and sd:
-        return power_statement(n, sd, f"assumed for a second model at this EM {p:.3f} erring independently: "
-                                      f"√(2p(1−p)); paired stages agree more, so this is an upper bound")
-    return power_statement(n, 0.5 ** 0.5, f"EM {p:.3f} has no spread: the worst case √0.5 (two models at EM 0.5 "
-                                          f"erring independently), an upper bound")
+        return power_statement(
+            n,
+            sd,
+            f"assumed for a second model at this EM {p:.3f} erring independently: "
+            f"√(2p(1−p)); paired stages agree more, so this is an upper bound",
+        )
+    return power_statement(
+        n,
+        0.5**0.5,
+        f"EM {p:.3f} has no spread: the worst case √0.5 (two models at EM 0.5 erring independently), an upper bound",
+    )
 
 
 def gold_in_passages(passages: Sequence[str], golds: Sequence[str]) -> bool:
@@ -106,19 +130,28 @@ def retrieval_coverage(passages: Sequence[Sequence[str]], golds: Sequence[Sequen
     return {"rate": round(sum(hits) / len(hits), 4) if hits else None, "n": len(hits)}
 
 
-def question_rows(trajectories: Sequence[dict], scored: Sequence[dict], questions: Sequence[dict],
-                  dataset: str) -> list[dict]:
+def question_rows(
+    trajectories: Sequence[dict], scored: Sequence[dict], questions: Sequence[dict], dataset: str
+) -> list[dict]:
     """One row per evaluated question: its scores, groups and whether the passages the model retrieved
     hold a gold answer (``gold_retrieved``) — what the report's paired statistics and breakdowns read."""
     by_id = {q["id"]: q for q in questions}
     rows = []
     for t, s in zip(trajectories, scored, strict=True):
         observed = [seg["text"] for seg in t["segments"] if seg["kind"] == "observation"]
-        rows.append({"question_id": t["question_id"], "dataset": dataset, "em": s["em"], "f1": s["f1"],
-                     "n_actions": s["n_actions"], "well_formed": s["well_formed"],
-                     "answered": bool((t.get("answer") or "").strip()),  # the format parsed an answer
-                     **question_groups(by_id.get(t["question_id"], {})),
-                     "gold_retrieved": gold_in_passages(observed, t["golden_answers"])})
+        rows.append(
+            {
+                "question_id": t["question_id"],
+                "dataset": dataset,
+                "em": s["em"],
+                "f1": s["f1"],
+                "n_actions": s["n_actions"],
+                "well_formed": s["well_formed"],
+                "answered": bool((t.get("answer") or "").strip()),  # the format parsed an answer
+                **question_groups(by_id.get(t["question_id"], {})),
+                "gold_retrieved": gold_in_passages(observed, t["golden_answers"]),
+            }
+        )
     return sorted(rows, key=lambda r: r["question_id"])
 
 
@@ -126,15 +159,20 @@ def dataset_breakdowns(rows: Sequence[dict], resamples: int = 2000) -> dict:
     """The metrics fields of one dataset: EM by question type, by hops and by searches (n per cell), searches
     per question overall, by question type and by hops, the bridge questions answered after two or more
     searches, retrieval coverage and the power statement for this n."""
-    return {"by_qtype": breakdown(rows, "qtype", resamples), "by_hops": breakdown(rows, "hops", resamples),
-            "by_searches": breakdown(rows, "n_actions", resamples),
-            "searches": mean_searches(rows, resamples),
-            "searches_by_qtype": searches_by(rows, "qtype", resamples),
-            "searches_by_hops": searches_by(rows, "hops", resamples),
-            "bridge_multi_search": multi_search_answers(rows, "bridge", 2, resamples),
-            "retrieval_coverage": {"rate": round(sum(r["gold_retrieved"] for r in rows) / len(rows), 4) if rows
-                                   else None, "n": len(rows)},
-            "power": dataset_power(rows)}
+    return {
+        "by_qtype": breakdown(rows, "qtype", resamples),
+        "by_hops": breakdown(rows, "hops", resamples),
+        "by_searches": breakdown(rows, "n_actions", resamples),
+        "searches": mean_searches(rows, resamples),
+        "searches_by_qtype": searches_by(rows, "qtype", resamples),
+        "searches_by_hops": searches_by(rows, "hops", resamples),
+        "bridge_multi_search": multi_search_answers(rows, "bridge", 2, resamples),
+        "retrieval_coverage": {
+            "rate": round(sum(r["gold_retrieved"] for r in rows) / len(rows), 4) if rows else None,
+            "n": len(rows),
+        },
+        "power": dataset_power(rows),
+    }
 
 
 def _interval(pair) -> dict | None:
@@ -149,10 +187,18 @@ def compact_metrics(datasets: dict) -> dict:
     for dataset, m in datasets.items():
         multi = m.get("bridge_multi_search") or {}
         out[dataset] = {
-            "n": m.get("n", 0), "em": m.get("em"), "em_ci95": _interval(m.get("em_ci95")), "f1": m.get("f1"),
-            "searches_per_question": m.get("mean_actions"), "well_formed": m.get("well_formed"),
-            "searches_by_qtype": {g: {"n": v["n"], "mean": v["mean"]} for g, v in (m.get("searches_by_qtype") or {}).items()},
-            "searches_by_hops": {g: {"n": v["n"], "mean": v["mean"]} for g, v in (m.get("searches_by_hops") or {}).items()},
+            "n": m.get("n", 0),
+            "em": m.get("em"),
+            "em_ci95": _interval(m.get("em_ci95")),
+            "f1": m.get("f1"),
+            "searches_per_question": m.get("mean_actions"),
+            "well_formed": m.get("well_formed"),
+            "searches_by_qtype": {
+                g: {"n": v["n"], "mean": v["mean"]} for g, v in (m.get("searches_by_qtype") or {}).items()
+            },
+            "searches_by_hops": {
+                g: {"n": v["n"], "mean": v["mean"]} for g, v in (m.get("searches_by_hops") or {}).items()
+            },
             "em_by_qtype": {g: {"n": v["n"], "em": v["em"]} for g, v in (m.get("by_qtype") or {}).items()},
             "em_by_searches": {k: {"n": v["n"], "em": v["em"]} for k, v in (m.get("by_searches") or {}).items()},
             "bridge_answered_after_2plus_searches": {k: multi.get(k) for k in ("n", "answered", "rate", "em", "em_n")},

@@ -26,6 +26,7 @@ Per model, each rate with n and a 95% bootstrap interval:
 Writes ``out`` (JSON) with the points' counts per side, a note for each side with fewer than ``min_n``
 points (its rates are not resolved), and every model's rates.
 """
+
 from __future__ import annotations
 
 import sys
@@ -49,22 +50,39 @@ POINTS = ("pairs", "branches")
 
 @dataclass
 class WhenToActConfig:
-    models: list = field(default_factory=lambda: ["base", "sft1", "sft2", "sft3", "rl1", "rl2"],
-                         metadata={"help": "'base' or stage names under runs_dir (or checkpoint folders)"})
+    models: list = field(
+        default_factory=lambda: ["base", "sft1", "sft2", "sft3", "rl1", "rl2"],
+        metadata={"help": "'base' or stage names under runs_dir (or checkpoint folders)"},
+    )
     runs_dir: str = field(default=paths.TRAIN, metadata={"help": "where stage checkpoints live"})
-    pairs: str = field(default=f"{paths.curate('pairs')}/pairs.parquet", metadata={"help": "curate's pairs (all of them)"})
-    eval_questions: str = field(default=f"{paths.curate('sets')}/eval_questions.parquet",
-                                metadata={"help": "the curated eval split: its points are the held-out ones"})
-    points: str = field(default="pairs", metadata={
-        "help": "pairs = the contrastive pairs' points (needed: searching beat answering; sufficed: the reverse); "
-                "branches = every held-out point with both kinds of valid branch, labelled from their scores "
-                "(sufficed also where both kinds were right alike): more points where memory sufficed"})
-    branches: str = field(default=f"{paths.curate('pairs')}/branches.parquet", metadata={
-        "help": "points=branches: curate's scored branches (kind, kept, correct per branch)"})
-    trajectories: list = field(default_factory=lambda: [paths.synth("branch")], metadata={
-        "help": "points=branches: the branch trajectories (folders or parquet files): the points' shared prefixes"})
-    min_n: int = field(default=30, metadata={"help": "points per side below which the output says the side's "
-                                                     "rates are not resolved"})
+    pairs: str = field(
+        default=f"{paths.curate('pairs')}/pairs.parquet", metadata={"help": "curate's pairs (all of them)"}
+    )
+    eval_questions: str = field(
+        default=f"{paths.curate('sets')}/eval_questions.parquet",
+        metadata={"help": "the curated eval split: its points are the held-out ones"},
+    )
+    points: str = field(
+        default="pairs",
+        metadata={
+            "help": "pairs = the contrastive pairs' points (needed: searching beat answering; sufficed: the reverse); "
+            "branches = every held-out point with both kinds of valid branch, labelled from their scores "
+            "(sufficed also where both kinds were right alike): more points where memory sufficed"
+        },
+    )
+    branches: str = field(
+        default=f"{paths.curate('pairs')}/branches.parquet",
+        metadata={"help": "points=branches: curate's scored branches (kind, kept, correct per branch)"},
+    )
+    trajectories: list = field(
+        default_factory=lambda: [paths.synth("branch")],
+        metadata={
+            "help": "points=branches: the branch trajectories (folders or parquet files): the points' shared prefixes"
+        },
+    )
+    min_n: int = field(
+        default=30, metadata={"help": "points per side below which the output says the side's rates are not resolved"}
+    )
     max_tokens: int = field(default=128, metadata={"help": "tokens for the one step"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype in-process"})
     bootstrap: int = field(default=2000, metadata={"help": "resamples of each interval"})
@@ -81,8 +99,11 @@ class WhenToActConfig:
 
 def rate(hits: Sequence[bool], resamples: int = 2000) -> dict:
     values = [float(h) for h in hits]
-    return {"rate": round(sum(values) / len(values), 4) if values else None, "n": len(values),
-            "ci95": bootstrap_ci(values, resamples) if values else None}
+    return {
+        "rate": round(sum(values) / len(values), 4) if values else None,
+        "n": len(values),
+        "ci95": bootstrap_ci(values, resamples) if values else None,
+    }
 
 
 def when_rates(labels: Sequence[str], outcomes: Sequence[str], resamples: int = 2000) -> dict:
@@ -91,12 +112,19 @@ def when_rates(labels: Sequence[str], outcomes: Sequence[str], resamples: int = 
     needed = [o for label, o in zip(labels, outcomes, strict=True) if label == "needed"]
     sufficed = [o for label, o in zip(labels, outcomes) if label == "sufficed"]
     searched = rate([o == "search" for o in needed], resamples)
-    under = dict(searched, rate=None if searched["rate"] is None else round(1 - searched["rate"], 4),
-                 ci95=None if searched["ci95"] is None else [round(1 - searched["ci95"][1], 4),
-                                                            round(1 - searched["ci95"][0], 4)])
-    return {"search_when_needed": searched, "under_trigger": under,
-            "answer_when_sufficed": rate([o == "answer" for o in sufficed], resamples),
-            "over_trigger": rate([o == "search" for o in sufficed], resamples)}
+    under = dict(
+        searched,
+        rate=None if searched["rate"] is None else round(1 - searched["rate"], 4),
+        ci95=None
+        if searched["ci95"] is None
+        else [round(1 - searched["ci95"][1], 4), round(1 - searched["ci95"][0], 4)],
+    )
+    return {
+        "search_when_needed": searched,
+        "under_trigger": under,
+        "answer_when_sufficed": rate([o == "answer" for o in sufficed], resamples),
+        "over_trigger": rate([o == "search" for o in sufficed], resamples),
+    }
 
 
 def outcome(finish_reason: str) -> str:
@@ -112,8 +140,9 @@ def heldout_points(pairs_path: str | Path, eval_questions: str | Path) -> list[d
     return [dict(r, label=LABELS[r["direction"]]) for r in rows]
 
 
-def branch_points(branches: str | Path, trajectories: Sequence[str | Path],
-                  eval_questions: str | Path) -> tuple[list[dict], dict]:
+def branch_points(
+    branches: str | Path, trajectories: Sequence[str | Path], eval_questions: str | Path
+) -> tuple[list[dict], dict]:
     """The held-out decision points labelled from their scored branches (``points=branches``, the module
     docstring), in the pairs' columns; and the counts: points, per side, and left out by reason."""
     import polars as pl
@@ -121,49 +150,86 @@ def branch_points(branches: str | Path, trajectories: Sequence[str | Path],
     held = pl.read_parquet(eval_questions)["id"].to_list()
     point = ["parent_id", "decision_index"]
     scored = pl.read_parquet(branches, columns=["id", "question_id", *point, "kind", "correct", "kept"]).filter(
-        pl.col("question_id").is_in(held))
-    rates = scored.filter("kept").group_by(point).agg(
-        act=pl.col("correct").filter(pl.col("kind") == "force").mean(),
-        no_act=pl.col("correct").filter(pl.col("kind") == "forbid").mean(), ids=pl.col("id"))
+        pl.col("question_id").is_in(held)
+    )
+    rates = (
+        scored.filter("kept")
+        .group_by(point)
+        .agg(
+            act=pl.col("correct").filter(pl.col("kind") == "force").mean(),
+            no_act=pl.col("correct").filter(pl.col("kind") == "forbid").mean(),
+            ids=pl.col("id"),
+        )
+    )
     both = rates.drop_nulls(["act", "no_act"])
-    labelled = both.with_columns(label=pl.when(pl.col("act") > pl.col("no_act")).then(pl.lit("needed"))
-                                 .when(pl.col("no_act") > 0).then(pl.lit("sufficed")))
+    labelled = both.with_columns(
+        label=pl.when(pl.col("act") > pl.col("no_act"))
+        .then(pl.lit("needed"))
+        .when(pl.col("no_act") > 0)
+        .then(pl.lit("sufficed"))
+    )
     ids = set(labelled.drop_nulls("label")["ids"].explode().to_list())
-    rows = {r["id"]: r for path in trajectories
-            for r in pl.from_arrow(read_table(path)).filter(pl.col("id").is_in(list(ids))).to_dicts()}
+    rows = {
+        r["id"]: r
+        for path in trajectories
+        for r in pl.from_arrow(read_table(path)).filter(pl.col("id").is_in(list(ids))).to_dicts()
+    }
     points, mismatched = [], 0
     for p in labelled.drop_nulls("label").sort(point).to_dicts():
         found = [rows[i] for i in sorted(p["ids"]) if i in rows]
-        shared = {(r["prompt"], tuple((s["kind"], s["text"]) for s in r["segments"][:p["decision_index"]]))
-                  for r in found}
+        shared = {
+            (r["prompt"], tuple((s["kind"], s["text"]) for s in r["segments"][: p["decision_index"]])) for r in found
+        }
         if len(shared) != 1:  # no trajectory found, or the branches do not share one prefix (as the pairs step skips)
             mismatched += 1
             continue
         first = found[0]
-        points.append({"id": f"{p['parent_id']}:{p['decision_index']}", "question_id": first["question_id"],
-                       "question": first["question"], "format": first["format"], "chat_prompt": first["prompt"],
-                       "prefix": first["segments"][:p["decision_index"]], "decision_index": p["decision_index"],
-                       "label": p["label"], "act_rate": p["act"], "no_act_rate": p["no_act"]})
+        points.append(
+            {
+                "id": f"{p['parent_id']}:{p['decision_index']}",
+                "question_id": first["question_id"],
+                "question": first["question"],
+                "format": first["format"],
+                "chat_prompt": first["prompt"],
+                "prefix": first["segments"][: p["decision_index"]],
+                "decision_index": p["decision_index"],
+                "label": p["label"],
+                "act_rate": p["act"],
+                "no_act_rate": p["no_act"],
+            }
+        )
     labels = [p["label"] for p in points]
-    counts = {"decision_points": scored.select(point).unique().height, "needed": labels.count("needed"),
-              "sufficed": labels.count("sufficed"),
-              "left_out": {"missing_valid_kind": rates.height - both.height,
-                           "no_branch_right": labelled["label"].null_count(), "prefix_mismatch": mismatched,
-                           "no_valid_branch": scored.select(point).unique().height - rates.height}}
+    counts = {
+        "decision_points": scored.select(point).unique().height,
+        "needed": labels.count("needed"),
+        "sufficed": labels.count("sufficed"),
+        "left_out": {
+            "missing_valid_kind": rates.height - both.height,
+            "no_branch_right": labelled["label"].null_count(),
+            "prefix_mismatch": mismatched,
+            "no_valid_branch": scored.select(point).unique().height - rates.height,
+        },
+    }
     return points, counts
 
 
 def side_notes(needed: int, sufficed: int, min_n: int, source: str) -> list[str]:
     """A note for each side with fewer than ``min_n`` points: its rates are not resolved there."""
-    more = ("curate.eval_questions (more held-out questions) or curate.decision_points=every (a point per search "
-            "call) draw more" + ("; points=branches labels every held-out point with both kinds of branch"
-                                 if source == "pairs" else ""))
+    more = (
+        "curate.eval_questions (more held-out questions) or curate.decision_points=every (a point per search "
+        "call) draw more"
+        + ("; points=branches labels every held-out point with both kinds of branch" if source == "pairs" else "")
+    )
     notes = []
-    for n, rates, where in ((needed, "search when needed / under-trigger", "search was needed"),
-                            (sufficed, "answer when memory sufficed / over-trigger", "memory sufficed")):
+    for n, rates, where in (
+        (needed, "search when needed / under-trigger", "search was needed"),
+        (sufficed, "answer when memory sufficed / over-trigger", "memory sufficed"),
+    ):
         if n < min_n:
-            notes.append(f"{rates}: n = {n} points where {where}, fewer than {min_n}: "
-                         f"{'not measured' if n == 0 else 'not resolved (wide intervals)'}; {more}.")
+            notes.append(
+                f"{rates}: n = {n} points where {where}, fewer than {min_n}: "
+                f"{'not measured' if n == 0 else 'not resolved (wide intervals)'}; {more}."
+            )
     return notes
 
 
@@ -173,8 +239,16 @@ def continue_one_step(points: Sequence[dict], engine, tokenizer, max_tokens: int
     if not points:
         return []
     fmt = get_format(points[0]["format"])
-    episodes = [start_episode(p["chat_prompt"], tokenizer, tools="forbid", prefix=p["prefix"],
-                              question={"id": p["question_id"], "question": p["question"]}) for p in points]
+    episodes = [
+        start_episode(
+            p["chat_prompt"],
+            tokenizer,
+            tools="forbid",
+            prefix=p["prefix"],
+            question={"id": p["question_id"], "question": p["question"]},
+        )
+        for p in points
+    ]
     drive(episodes, engine, None, fmt, Budget(max_actions=0, max_tokens=max_tokens))
     return [outcome(ep.finish_reason) for ep in episodes]
 
@@ -189,17 +263,25 @@ def run(cfg: WhenToActConfig) -> dict:
         points, counts = branch_points(cfg.branches, cfg.trajectories, cfg.eval_questions)
     else:
         points = heldout_points(cfg.pairs, cfg.eval_questions)
-        counts = {"needed": sum(p["label"] == "needed" for p in points),
-                  "sufficed": sum(p["label"] == "sufficed" for p in points)}
+        counts = {
+            "needed": sum(p["label"] == "needed" for p in points),
+            "sufficed": sum(p["label"] == "sufficed" for p in points),
+        }
     labels = [p["label"] for p in points]
-    result = {"points": {"source": cfg.points, **counts, "min_n": cfg.min_n},
-              "notes": side_notes(counts["needed"], counts["sufficed"], cfg.min_n, cfg.points),
-              "pairs": cfg.pairs, "eval_questions": cfg.eval_questions, "models": {}}
+    result = {
+        "points": {"source": cfg.points, **counts, "min_n": cfg.min_n},
+        "notes": side_notes(counts["needed"], counts["sufficed"], cfg.min_n, cfg.points),
+        "pairs": cfg.pairs,
+        "eval_questions": cfg.eval_questions,
+        "models": {},
+    }
     for name in cfg.models:
         engine, tok = load_policy(model_folder(name, cfg.runs_dir), 0.0, cfg.dtype, "hf")
         outcomes = continue_one_step(points, engine, tok, cfg.max_tokens)
-        result["models"][name] = {**when_rates(labels, outcomes, cfg.bootstrap),
-                                  "outcomes": {o: outcomes.count(o) for o in ("search", "answer", "neither")}}
+        result["models"][name] = {
+            **when_rates(labels, outcomes, cfg.bootstrap),
+            "outcomes": {o: outcomes.count(o) for o in ("search", "answer", "neither")},
+        }
     write_json(cfg.out, result)
     return result
 
@@ -211,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     for note in result["notes"]:
         print(f"note: {note}")
     for name, r in result["models"].items():
-        print(f"{name}: search when needed {r['search_when_needed']['rate']} (n={r['search_when_needed']['n']}), "
-              f"over-trigger {r['over_trigger']['rate']} (n={r['over_trigger']['n']})")
+        print(
+            f"{name}: search when needed {r['search_when_needed']['rate']} (n={r['search_when_needed']['n']}), "
+            f"over-trigger {r['over_trigger']['rate']} (n={r['over_trigger']['n']})"
+        )
     return 0
 
 

@@ -6,6 +6,7 @@
                      ``forbid`` tool use forbidden (a search call ends the branch, "forbidden_search");
                      ``force``  the continuation is prefilled with the search-open tag.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,14 +50,16 @@ def teacher_prompt(pid: str, phash: str, teacher_kind: str) -> tuple[str, str]:
     return f"{TEACHER_NAME}/{pid}", hashlib.sha1(f"{phash}\x1f{TEMPLATE_VERSION}".encode()).hexdigest()[:12]
 
 
-def question_jobs(questions: list[dict], mode: str, n: int, prompt_cfg: PromptConfig, tokenizer,
-                  teacher_kind: str = "llm") -> list[Job]:
+def question_jobs(
+    questions: list[dict], mode: str, n: int, prompt_cfg: PromptConfig, tokenizer, teacher_kind: str = "llm"
+) -> list[Job]:
     pid, phash = teacher_prompt(prompt_id(prompt_cfg), prompt_hash(prompt_cfg), teacher_kind)
     jobs = []
     for q in questions:
         prompt = render_prompt(tokenizer, q["question"], prompt_cfg)
-        jobs += [Job(q, mode, s, prompt, TOOLS[mode], prompt_cfg.prefill, prompt_id=pid, prompt_hash=phash)
-                 for s in range(n)]
+        jobs += [
+            Job(q, mode, s, prompt, TOOLS[mode], prompt_cfg.prefill, prompt_id=pid, prompt_hash=phash) for s in range(n)
+        ]
     return jobs
 
 
@@ -75,8 +78,10 @@ def check_decision(row: dict, where: str) -> None:
         raise ValueError(f"{where}: field 'parent_id' is empty (the trajectory this prefix comes from)")
     segments = row.get("segments") or []
     if row.get("decision_index") != len(segments):
-        raise ValueError(f"{where}: field 'decision_index' ({row.get('decision_index')}) must equal the "
-                         f"number of prefix segments ({len(segments)})")
+        raise ValueError(
+            f"{where}: field 'decision_index' ({row.get('decision_index')}) must equal the "
+            f"number of prefix segments ({len(segments)})"
+        )
     if not row.get("prompt"):
         raise ValueError(f"{where}: field 'prompt' is empty")
 
@@ -101,8 +106,14 @@ def align_to_tokens(prefix: list[dict], fmt: FormatPreset, tokenizer) -> tuple[l
     return (prefix[:-1] + [head] if head["text"] else prefix[:-1]), text[cut:]
 
 
-def branch_jobs(decisions: list[dict] | pa.Table, n: int, kinds: list[str], fmt: FormatPreset,
-                teacher_kind: str = "llm", tokenizer=None) -> list[Job]:
+def branch_jobs(
+    decisions: list[dict] | pa.Table,
+    n: int,
+    kinds: list[str],
+    fmt: FormatPreset,
+    teacher_kind: str = "llm",
+    tokenizer=None,
+) -> list[Job]:
     """Jobs continuing each decision prefix; ``kinds`` ⊆ {"forbid", "force"}. With ``tokenizer``
     (the branching policy's), each prefix is first aligned to a token boundary (``align_to_tokens``)."""
     rows = decisions.to_pylist() if isinstance(decisions, pa.Table) else list(decisions)
@@ -111,19 +122,38 @@ def branch_jobs(decisions: list[dict] | pa.Table, n: int, kinds: list[str], fmt:
         check_decision(row, f"decision row {i}")
         key = (row["parent_id"], row["decision_index"])
         if first_row.setdefault(key, i) != i:
-            raise ValueError(f"decision rows {first_row[key]} and {i} both cut parent {key[0]!r} at "
-                             f"decision_index {key[1]}: their branches would share keys")
+            raise ValueError(
+                f"decision rows {first_row[key]} and {i} both cut parent {key[0]!r} at "
+                f"decision_index {key[1]}: their branches would share keys"
+            )
         if row.get("format") and row["format"] != fmt.name:
             raise ValueError(f"decision row {i}: format {row['format']!r} differs from format={fmt.name!r}")
-        question = {"id": row["question_id"], "question": row["question"],
-                    "golden_answers": list(row["golden_answers"]), "dataset": row.get("dataset") or ""}
+        question = {
+            "id": row["question_id"],
+            "question": row["question"],
+            "golden_answers": list(row["golden_answers"]),
+            "dataset": row.get("dataset") or "",
+        }
         prefix, gap = align_to_tokens(list(row["segments"]), fmt, tokenizer)
         pid, phash = teacher_prompt(row.get("prompt_id") or "", row.get("prompt_hash") or "", teacher_kind)
         for kind in kinds:
             branch_id = f"{row['parent_id']}:{len(prefix)}:{kind}"
             tools, prefill = ("forbid", "") if kind == "forbid" else ("real", gap + fmt.search_open + fmt.inner_pad)
-            jobs += [Job(question, "branch", s, row["prompt"], tools, prefill, prefix=prefix,
-                         branch_id=branch_id, parent_id=row["parent_id"], decision_index=len(prefix),
-                         prompt_id=pid, prompt_hash=phash)
-                     for s in range(n)]
+            jobs += [
+                Job(
+                    question,
+                    "branch",
+                    s,
+                    row["prompt"],
+                    tools,
+                    prefill,
+                    prefix=prefix,
+                    branch_id=branch_id,
+                    parent_id=row["parent_id"],
+                    decision_index=len(prefix),
+                    prompt_id=pid,
+                    prompt_hash=phash,
+                )
+                for s in range(n)
+            ]
     return jobs

@@ -25,6 +25,7 @@ the CoT×CoA analysis informative: questions land in all four cells and pairs ex
 
 Forced branches (a search-open prefill) continue with the next evidence query.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,11 +49,18 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 class ReferenceConfig:
     """The reference teacher (``teacher.kind=reference``)."""
 
-    memory: float = field(default=0.5, metadata={"help": "probability that the closed-book teacher remembers each "
-                                                         "evidence paragraph (CoT and no-tool branches)"})
+    memory: float = field(
+        default=0.5,
+        metadata={
+            "help": "probability that the closed-book teacher remembers each "
+            "evidence paragraph (CoT and no-tool branches)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the simulated memory"})
-    corpus: str = field(default="", metadata={"help": "coa.search index folder whose passages the memory recalls; "
-                                                      "empty = synth's index"})
+    corpus: str = field(
+        default="",
+        metadata={"help": "coa.search index folder whose passages the memory recalls; empty = synth's index"},
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.memory) <= 1.0:
@@ -186,8 +194,17 @@ def _quote(sentence: str, limit: int = 300) -> str:
 class ReferencePolicy:
     """Writes one question's trajectory step by step; ``__call__`` is the agent loop's generate."""
 
-    def __init__(self, question: dict, evidence: list[Evidence], passages: Passages | None, fmt: FormatPreset,
-                 cfg: ReferenceConfig, episode: Episode, tokenizer, max_actions: int):
+    def __init__(
+        self,
+        question: dict,
+        evidence: list[Evidence],
+        passages: Passages | None,
+        fmt: FormatPreset,
+        cfg: ReferenceConfig,
+        episode: Episode,
+        tokenizer,
+        max_actions: int,
+    ):
         self.q, self.evidence, self.passages, self.fmt, self.cfg = question, evidence, passages, fmt, cfg
         self.ep, self.tokenizer, self.max_actions = episode, tokenizer, max_actions
 
@@ -211,8 +228,11 @@ class ReferencePolicy:
     def _remembered(self) -> list[tuple[Evidence, str]]:
         if not self.passages:
             return []
-        recalled = [(e, self.passages.text(e)) for e in self.evidence
-                    if _remembers(self.cfg.seed, self.q["id"], e, self.cfg.memory)]
+        recalled = [
+            (e, self.passages.text(e))
+            for e in self.evidence
+            if _remembers(self.cfg.seed, self.q["id"], e, self.cfg.memory)
+        ]
         return [(e, text) for e, text in recalled if text]
 
     # ---- steps ------------------------------------------------------------------------
@@ -246,7 +266,11 @@ class ReferencePolicy:
             return f"The search results say: {_quote(hit[1])} So the answer is {hit[0]}.", hit[0], True
         yes_no = _yes_no(golds)
         if yes_no and self.evidence and all(_found(e, ids, titles, joined) for e in self.evidence):
-            return f"The results cover {', '.join(e.title or e.query for e in self.evidence)}. Comparing them, the answer is {yes_no}.", yes_no, True
+            return (
+                f"The results cover {', '.join(e.title or e.query for e in self.evidence)}. Comparing them, the answer is {yes_no}.",
+                yes_no,
+                True,
+            )
         top = self._top_titles()
         guess = top[0] if top else "unknown"
         return f"The results do not state the answer directly. The closest match I found is {guess}.", guess, False
@@ -278,8 +302,9 @@ class ReferencePolicy:
             reasoning, answer = self._memory_answer()
             return self._block(reasoning, first) + self._answer(answer)
         if first:
-            return self._block("I need facts I cannot be sure of. I will search for the question first.", True) \
-                + f.search_call(self.q["question"])
+            return self._block(
+                "I need facts I cannot be sure of. I will search for the question first.", True
+            ) + f.search_call(self.q["question"])
         query = self._next_query()
         reasoning, answer, grounded = self._grounded_answer()
         if grounded and not forced:
@@ -294,7 +319,7 @@ class ReferencePolicy:
         written = step_text(self.ep.segments)
         step = self.next_step(written)
         if step.startswith(written):
-            out = step[len(written):]
+            out = step[len(written) :]
         else:  # the step was cut (a decision prefix): continue from the cut with the action part
             out = self._continue_cut(written)
         # the student's ids, so budgets and token columns mean what they do for an engine
@@ -323,8 +348,15 @@ class ReferenceTeacher:
 
     name = TEACHER_NAME
 
-    def __init__(self, cfg: ReferenceConfig, fmt: FormatPreset, tokenizer, questions: list[dict],
-                 passages: Passages | None, max_actions: int):
+    def __init__(
+        self,
+        cfg: ReferenceConfig,
+        fmt: FormatPreset,
+        tokenizer,
+        questions: list[dict],
+        passages: Passages | None,
+        max_actions: int,
+    ):
         """``questions``: rows to take evidence from when an episode's question lacks it (branch jobs are
         built from decision rows, which carry no metadata)."""
         self.cfg, self.fmt, self.passages, self.max_actions = cfg, fmt, passages, max_actions
@@ -337,9 +369,16 @@ class ReferenceTeacher:
         policy = self.policies.get(id(ep))
         if policy is None or policy.ep is not ep:
             question = {**self.by_id.get(ep.question["id"], {}), **ep.question}
-            policy = self.policies[id(ep)] = ReferencePolicy(question, evidence_of(question, self.passages),
-                                                             self.passages, self.fmt, self.cfg, ep, self.tokenizer,
-                                                             self.max_actions)
+            policy = self.policies[id(ep)] = ReferencePolicy(
+                question,
+                evidence_of(question, self.passages),
+                self.passages,
+                self.fmt,
+                self.cfg,
+                ep,
+                self.tokenizer,
+                self.max_actions,
+            )
         gen = policy.generate(request.max_tokens)
         if ep.done or gen.finish_reason == "length" or not gen.token_ids or self.fmt.search_close not in gen.text:
             self.policies.pop(id(ep), None)  # the episode ends with this step

@@ -33,6 +33,7 @@ pick an LLM teacher (``teacher.kind`` follows them: ``synth.config.kind_follows`
 
 From Python (e.g. curation): ``branch(decision_rows, cfg)`` returns the branch rows as a table.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -78,11 +79,11 @@ def build_jobs(cfg: SynthConfig) -> list[Job]:
     if cfg.mode == "branch":
         if not cfg.decisions:
             raise ValueError("mode=branch needs decisions=PATH (a parquet of decision rows, mode 'decision')")
-        rows = read_decisions(cfg.decisions)[cfg.offset:]
+        rows = read_decisions(cfg.decisions)[cfg.offset :]
         rows = rows[: cfg.limit] if cfg.limit else rows
         return branch_jobs(rows, cfg.n, cfg.branches, get_format(cfg.format), cfg.teacher.kind, load_tokenizer(cfg))
     path = cfg.questions or DEFAULT_QUESTIONS
-    questions = load_questions(path, limit=cfg.offset + cfg.limit if cfg.limit else None)[cfg.offset:]
+    questions = load_questions(path, limit=cfg.offset + cfg.limit if cfg.limit else None)[cfg.offset :]
     return question_jobs(questions, cfg.mode, cfg.n, cfg.prompt, load_tokenizer(cfg), cfg.teacher.kind)
 
 
@@ -90,27 +91,55 @@ def reference_teacher(cfg: SynthConfig, tokenizer):
     corpus = cfg.reference.corpus or cfg.search.index
     passages = Passages(corpus) if (Path(corpus) / "index.json").exists() else None
     if passages is None and cfg.reference.memory > 0:
-        raise FileNotFoundError(f"reference.corpus={corpus}: the reference teacher's memory needs a coa.search index "
-                                "folder (set reference.corpus=… or search.index=…)")
+        raise FileNotFoundError(
+            f"reference.corpus={corpus}: the reference teacher's memory needs a coa.search index "
+            "folder (set reference.corpus=… or search.index=…)"
+        )
     # question jobs carry their metadata; branch jobs come from decision rows and look it up here
     questions = load_questions(cfg.questions or DEFAULT_QUESTIONS) if cfg.mode == "branch" else []
-    return make_engine("reference", cfg=cfg.reference, fmt=get_format(cfg.format), tokenizer=tokenizer,
-                       questions=questions, passages=passages, max_actions=cfg.search.max_actions)
+    return make_engine(
+        "reference",
+        cfg=cfg.reference,
+        fmt=get_format(cfg.format),
+        tokenizer=tokenizer,
+        questions=questions,
+        passages=passages,
+        max_actions=cfg.search.max_actions,
+    )
 
 
 def llm_teacher(t: TeacherConfig, base_url: str | list, tokenizer, temperature: float, top_p: float):
     """The ``completions`` or ``chat`` engine (``t.api``) over every URL of ``base_url``."""
-    common = dict(base_url=base_url, model=t.model, tokenizer=tokenizer, api_key_env=t.api_key_env,
-                  timeout_s=t.timeout_s, retries=t.retries, temperature=temperature, top_p=top_p,
-                  backoff_s=t.backoff_s)
+    common = dict(
+        base_url=base_url,
+        model=t.model,
+        tokenizer=tokenizer,
+        api_key_env=t.api_key_env,
+        timeout_s=t.timeout_s,
+        retries=t.retries,
+        temperature=temperature,
+        top_p=top_p,
+        backoff_s=t.backoff_s,
+    )
     if t.api == "chat":
-        return make_engine("chat", tools=t.tools, tool_name=t.tool_name, tool_arg=t.tool_arg,
-                           tool_choice=t.tool_choice, send_reasoning=t.send_reasoning, stream=t.stream,
-                           answer_pattern=t.answer_pattern, strict_tools=t.strict_tools, **common)
+        return make_engine(
+            "chat",
+            tools=t.tools,
+            tool_name=t.tool_name,
+            tool_arg=t.tool_arg,
+            tool_choice=t.tool_choice,
+            send_reasoning=t.send_reasoning,
+            stream=t.stream,
+            answer_pattern=t.answer_pattern,
+            strict_tools=t.strict_tools,
+            **common,
+        )
     return make_engine("completions", token_prompts=t.token_prompts, **common)
 
 
-def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None, spent: tuple[int, int] = (0, 0)) -> RunStats:
+def generate(
+    cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None, spent: tuple[int, int] = (0, 0)
+) -> RunStats:
     """Run ``todo`` on ``engine``, or on the configured teacher (the embedded one is started here and
     stopped after). ``spent``: (prompt, completion) tokens of the output's earlier rows, which count
     against the teacher's budget."""
@@ -128,19 +157,34 @@ def generate(cfg: SynthConfig, todo: list[Job], writer: ShardWriter, engine=None
         if cfg.progress:
             from tqdm import tqdm
 
-            progress = stack.enter_context(tqdm(total=len(todo), unit="traj", desc=f"synth {cfg.mode}",
-                                                file=sys.stderr, dynamic_ncols=True))
+            progress = stack.enter_context(
+                tqdm(total=len(todo), unit="traj", desc=f"synth {cfg.mode}", file=sys.stderr, dynamic_ncols=True)
+            )
         if engine is None:
-            engine = reference_teacher(cfg, tokenizer) if reference else llm_teacher(teacher, base_url, tokenizer, cfg.temperature, cfg.top_p)
+            engine = (
+                reference_teacher(cfg, tokenizer)
+                if reference
+                else llm_teacher(teacher, base_url, tokenizer, cfg.temperature, cfg.top_p)
+            )
 
         async def go() -> RunStats:
             try:
                 if isinstance(engine, Checked):
                     await engine.check()  # a bad key or model name stops here, before any work
-                stats = await run_jobs(todo, engine, searcher, get_format(cfg.format), env.budget,
-                                       {**cfg.sampling, "seed": cfg.seed}, env.name if searcher else "", writer.add,
-                                       cfg.concurrency, tokenizer, progress,
-                                       over_budget=None if reference else budget_check(cfg.teacher, spent))
+                stats = await run_jobs(
+                    todo,
+                    engine,
+                    searcher,
+                    get_format(cfg.format),
+                    env.budget,
+                    {**cfg.sampling, "seed": cfg.seed},
+                    env.name if searcher else "",
+                    writer.add,
+                    cfg.concurrency,
+                    tokenizer,
+                    progress,
+                    over_budget=None if reference else budget_check(cfg.teacher, spent),
+                )
                 if isinstance(engine, Reporting):  # per-endpoint requests, tokens, errors, latencies
                     stats.engine = engine.stats()
                 return stats
@@ -162,8 +206,18 @@ def budget_check(teacher, spent: tuple[int, int]):
 
 
 # teacher settings that change how requests are sent or paid for, never what a row holds
-NOT_IN_FINGERPRINT = ("base_url", "api_key_env", "timeout_s", "retries", "backoff_s", "stream", "price_prompt",
-                      "price_completion", "max_cost_usd", "max_total_tokens")
+NOT_IN_FINGERPRINT = (
+    "base_url",
+    "api_key_env",
+    "timeout_s",
+    "retries",
+    "backoff_s",
+    "stream",
+    "price_prompt",
+    "price_completion",
+    "max_cost_usd",
+    "max_total_tokens",
+)
 
 
 def fingerprint(cfg: SynthConfig) -> dict:
@@ -174,13 +228,22 @@ def fingerprint(cfg: SynthConfig) -> dict:
     else:
         teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in NOT_IN_FINGERPRINT}
         if not cfg.teacher.urls:  # the embedded engine: its weights and serving settings
-            teacher |= {"model": model_identity(model_dir(cfg.serve)), "dtype": cfg.serve.dtype,
-                        "max_model_len": cfg.serve.max_model_len}
-    return {"writer": "synth.run", "teacher": teacher, "mode": cfg.mode, "format": cfg.format,
-            "prompt": asdict(cfg.prompt), "tokenizer": cfg.tokenizer,
-            "environment": {**asdict(cfg.search), **index_identity(cfg.search.index)},
-            "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed},
-            "branches": {"decisions": cfg.decisions} if cfg.mode == "branch" else {}}
+            teacher |= {
+                "model": model_identity(model_dir(cfg.serve)),
+                "dtype": cfg.serve.dtype,
+                "max_model_len": cfg.serve.max_model_len,
+            }
+    return {
+        "writer": "synth.run",
+        "teacher": teacher,
+        "mode": cfg.mode,
+        "format": cfg.format,
+        "prompt": asdict(cfg.prompt),
+        "tokenizer": cfg.tokenizer,
+        "environment": {**asdict(cfg.search), **index_identity(cfg.search.index)},
+        "sampling": {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed},
+        "branches": {"decisions": cfg.decisions} if cfg.mode == "branch" else {},
+    }
 
 
 def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
@@ -211,9 +274,13 @@ def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
     ids = pa.array(sorted({j.id for j in jobs}), type=pa.string())  # typed: there may be no jobs
     table = read_table(out)
     table = table.filter(pc.is_in(table["id"], value_set=ids))
-    summary = {"mode": cfg.mode, "out": str(out), "teacher": engine.name if engine is not None else teacher_name(cfg),
-               "dataset": dataset_summary(table),
-               "run": run_summary(stats, cfg.teacher, len(ids), len(jobs) - len(todo), spent, retried)}
+    summary = {
+        "mode": cfg.mode,
+        "out": str(out),
+        "teacher": engine.name if engine is not None else teacher_name(cfg),
+        "dataset": dataset_summary(table),
+        "run": run_summary(stats, cfg.teacher, len(ids), len(jobs) - len(todo), spent, retried),
+    }
     write_json(out / "summary.json", summary)
     return summary
 
@@ -267,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         print(one_line("synth", e), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("synth: interrupted; finished rows are kept in "
-              f"{cfg.out_dir}; re-run the same command to finish", file=sys.stderr)
+        print(
+            f"synth: interrupted; finished rows are kept in {cfg.out_dir}; re-run the same command to finish",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     print(format_summary(summary))
     return EXIT_STOPPED if summary["run"]["stopped"] else EXIT_OK

@@ -17,6 +17,7 @@ per-request ``seed`` has its prompt split over two steps, and synthesis seeds ev
 a prompt is prefilled in one step (up to max_model_len tokens). ``all_cores`` lets the engine use every
 core instead of reserving one for the frontend: it helps only when no other work competes for the cores.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,24 +47,46 @@ class ServeConfig:
 
     model: str = field(default="", metadata={"help": "HF model folder; empty = the embedded SmolLM2-135M-Instruct"})
     served_name: str = field(default="SmolLM2-135M-Instruct", metadata={"help": "model name the API answers to"})
-    port: int = field(default=8100, metadata={"help": "loopback port; a vLLM server serving the same model (name "
-                                                      "and folder, per /v1/models) there is reused, anything else refused"})
+    port: int = field(
+        default=8100,
+        metadata={
+            "help": "loopback port; a vLLM server serving the same model (name "
+            "and folder, per /v1/models) there is reused, anything else refused"
+        },
+    )
     max_model_len: int = field(default=4096, metadata={"help": "context length (prompt + trajectory tokens)"})
-    dtype: str = field(default="auto", metadata={"help": "weights dtype: auto = float32 on CPUs without native bf16 "
-                                                         "(avx512_bf16/AMX), where bf16 is emulated, and bfloat16 "
-                                                         "on CPUs with it and on GPUs; or any vLLM --dtype"})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "weights dtype: auto = float32 on CPUs without native bf16 "
+            "(avx512_bf16/AMX), where bf16 is emulated, and bfloat16 "
+            "on CPUs with it and on GPUs; or any vLLM --dtype"
+        },
+    )
     kv_cache_gib: int = field(default=1, metadata={"help": "VLLM_CPU_KVCACHE_SPACE in GiB"})
     all_cores: bool = field(default=False, metadata={"help": "do not reserve a core for the API frontend"})
-    chunked_prefill: bool = field(default=False, metadata={"help": "off: vLLM 0.32 CPU crashes on a seeded request whose prefill is split"})
+    chunked_prefill: bool = field(
+        default=False, metadata={"help": "off: vLLM 0.32 CPU crashes on a seeded request whose prefill is split"}
+    )
     startup_timeout_s: float = field(default=300.0, metadata={"help": "give up if not ready by then"})
     log: str = field(default="", metadata={"help": "file for the engine's output; empty = discarded"})
-    chat_template: str = field(default="", metadata={
-        "help": "jinja chat template for /v1/chat/completions (`tools` = the shipped ChatML template with "
-                "Hermes-style tool calls, coa/templates/chatml_tools.jinja; empty = the model's own)"})
-    tool_call_parser: str = field(default="", metadata={
-        "help": "vLLM --tool-call-parser (e.g. hermes): native tool calls for chat teachers; empty = none"})
-    reasoning_parser: str = field(default="", metadata={
-        "help": "vLLM --reasoning-parser (e.g. deepseek_r1, qwen3): reasoning in its own field; empty = none"})
+    chat_template: str = field(
+        default="",
+        metadata={
+            "help": "jinja chat template for /v1/chat/completions (`tools` = the shipped ChatML template with "
+            "Hermes-style tool calls, coa/templates/chatml_tools.jinja; empty = the model's own)"
+        },
+    )
+    tool_call_parser: str = field(
+        default="",
+        metadata={"help": "vLLM --tool-call-parser (e.g. hermes): native tool calls for chat teachers; empty = none"},
+    )
+    reasoning_parser: str = field(
+        default="",
+        metadata={
+            "help": "vLLM --reasoning-parser (e.g. deepseek_r1, qwen3): reasoning in its own field; empty = none"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not 0 < int(self.port) < 65536:
@@ -105,10 +128,29 @@ def serving_dtype(requested: str = "auto", cuda: bool | None = None) -> str:
 
 def vllm_command(cfg: ServeConfig) -> list[str]:
     # `vllm serve` fails for the vllm-cpu distribution (its package metadata is named differently)
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir(cfg)),
-            "--served-model-name", cfg.served_name, "--host", HOST, "--port", str(cfg.port),
-            "--dtype", serving_dtype(cfg.dtype), "--max-model-len", str(cfg.max_model_len), "--enforce-eager",
-            "--disable-log-stats"] + ([] if cfg.chunked_prefill else ["--no-enable-chunked-prefill"]) + chat_flags(cfg)
+    return (
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model_dir(cfg)),
+            "--served-model-name",
+            cfg.served_name,
+            "--host",
+            HOST,
+            "--port",
+            str(cfg.port),
+            "--dtype",
+            serving_dtype(cfg.dtype),
+            "--max-model-len",
+            str(cfg.max_model_len),
+            "--enforce-eager",
+            "--disable-log-stats",
+        ]
+        + ([] if cfg.chunked_prefill else ["--no-enable-chunked-prefill"])
+        + chat_flags(cfg)
+    )
 
 
 def chat_flags(cfg: ServeConfig) -> list[str]:
@@ -124,8 +166,13 @@ def chat_flags(cfg: ServeConfig) -> list[str]:
 
 
 def vllm_env(cfg: ServeConfig) -> dict:
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib), "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
     if cfg.all_cores:
         env |= {"VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     return env
@@ -155,14 +202,21 @@ def reuse_or_refuse(cfg: ServeConfig) -> None:
     try:
         cards = model_cards(cfg.base_url)
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        raise BadInput(f"{where} answers /health but not /v1/models like a vLLM server: stop what listens there "
-                       f"or choose another port (port=N; serve.port=N for synth.run)") from None
+        raise BadInput(
+            f"{where} answers /health but not /v1/models like a vLLM server: stop what listens there "
+            f"or choose another port (port=N; serve.port=N for synth.run)"
+        ) from None
     if not same_model(cfg, cards):
         served = ", ".join(f"{c.get('id')!r} from {c.get('root') or '?'}" for c in cards) or "no model"
-        raise BadInput(f"{where} already serves {served}, not {cfg.served_name!r} from {model_dir(cfg)}: stop that "
-                       f"server or choose another port (port=N; serve.port=N for synth.run)")
-    print(f"reusing the vLLM server already on {where} ({cfg.served_name} from {model_dir(cfg)}); "
-          f"this run did not start it and leaves it running", file=sys.stderr)
+        raise BadInput(
+            f"{where} already serves {served}, not {cfg.served_name!r} from {model_dir(cfg)}: stop that "
+            f"server or choose another port (port=N; serve.port=N for synth.run)"
+        )
+    print(
+        f"reusing the vLLM server already on {where} ({cfg.served_name} from {model_dir(cfg)}); "
+        f"this run did not start it and leaves it running",
+        file=sys.stderr,
+    )
 
 
 def start_engine(cfg: ServeConfig) -> Server | None:
@@ -198,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     server = start_engine(cfg)  # SIGTERM/SIGHUP unwind like Ctrl-C (entry_point): the engine is stopped either way
     if server is None:
         return 0
-    print(f"{cfg.served_name} ready at {cfg.base_url} after {time.perf_counter() - started:.0f}s (Ctrl-C stops it)",
-          file=sys.stderr)
+    print(
+        f"{cfg.served_name} ready at {cfg.base_url} after {time.perf_counter() - started:.0f}s (Ctrl-C stops it)",
+        file=sys.stderr,
+    )
     try:
         while server.proc.poll() is None:
             time.sleep(1.0)
@@ -208,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     if server.proc.returncode not in (0, -signal.SIGTERM):
-        print(f"the engine exited with code {server.proc.returncode}" +
-              (f"; see {cfg.log}" if cfg.log else "; run with log=FILE to keep its output"), file=sys.stderr)
+        print(
+            f"the engine exited with code {server.proc.returncode}"
+            + (f"; see {cfg.log}" if cfg.log else "; run with log=FILE to keep its output"),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -8,6 +8,7 @@ writer per folder: an exclusive lock (released by the OS when the process dies, 
 refuses a second (``OutputBusy``, bad input: one line, exit 2). A run that fails before writing a row
 leaves no folder it created (a wrong ``search.index``, say).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,9 @@ def done_rows(out: str | Path) -> dict[str, str]:
 
 
 class ShardWriter:
-    def __init__(self, out: str | Path, rows_per_shard: int = 64, flush_s: float = 30.0,
-                 fingerprint: dict | None = None):
+    def __init__(
+        self, out: str | Path, rows_per_shard: int = 64, flush_s: float = 30.0, fingerprint: dict | None = None
+    ):
         self.out = Path(out)
         self.fingerprint = fingerprint  # recorded in the folder (coa.fingerprint) once it is locked
         self.rows_per_shard, self.flush_s = rows_per_shard, flush_s
@@ -67,8 +69,10 @@ class ShardWriter:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise OutputBusy(f"out={self.out} is being written by another process (a synth.run holding "
-                             f"{self.out / '.lock'}): wait for it to finish, or pick another out=") from None
+            raise OutputBusy(
+                f"out={self.out} is being written by another process (a synth.run holding "
+                f"{self.out / '.lock'}): wait for it to finish, or pick another out="
+            ) from None
         clear_stale(self.out)  # temporaries of a writer killed mid-write
         if self.fingerprint is not None:
             record_fingerprint(self.out, self.fingerprint)

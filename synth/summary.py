@@ -13,6 +13,7 @@ Row measures: ``well_formed`` = the completion parses under the format preset wi
 answer, balanced tags, no search after the answer); ``em``/``f1``/``cover_em`` score the extracted
 answer against the gold aliases, ``autocoa_lenient`` is the AutoCoA repo's scorer on the whole text.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -55,8 +56,14 @@ def dataset_summary(table: pa.Table) -> dict:
     }
 
 
-def run_summary(stats: RunStats, teacher: TeacherConfig, expected: int, skipped: int,
-                spent: tuple[int, int] = (0, 0), retried: int = 0) -> dict:
+def run_summary(
+    stats: RunStats,
+    teacher: TeacherConfig,
+    expected: int,
+    skipped: int,
+    spent: tuple[int, int] = (0, 0),
+    retried: int = 0,
+) -> dict:
     """``spent``: (prompt, completion) tokens of the output's earlier rows, which count against the budgets."""
     minutes = stats.wall_s / 60 if stats.wall_s else 0.0
     out = {
@@ -90,26 +97,33 @@ def run_summary(stats: RunStats, teacher: TeacherConfig, expected: int, skipped:
 
 def format_summary(summary: dict) -> str:
     d, r = summary["dataset"], summary["run"]
-    lines = [f"synth {summary['mode']} → {summary['out']}",
-             f"  this run: {r['finished']} rows in {r['wall_s']:.1f}s ({r['trajectories_per_min']}/min, "
-             f"{r['completion_tokens_per_s']} tok/s), {r['search_calls']} searches in {r['search_batches']} "
-             f"batches, {r['skipped_done']} already done" + (f", cost {r['cost']}" if "cost" in r else "")]
+    lines = [
+        f"synth {summary['mode']} → {summary['out']}",
+        f"  this run: {r['finished']} rows in {r['wall_s']:.1f}s ({r['trajectories_per_min']}/min, "
+        f"{r['completion_tokens_per_s']} tok/s), {r['search_calls']} searches in {r['search_batches']} "
+        f"batches, {r['skipped_done']} already done" + (f", cost {r['cost']}" if "cost" in r else ""),
+    ]
     if d.get("rows"):
-        lines.append(f"  dataset: {d['rows']}/{r['expected_rows']} rows, well-formed {d['well_formed']:.1%}, "
-                     f"with search {d['with_search']:.1%}, {d['searches_per_row']} searches/row, "
-                     f"EM {d['em']:.3f}, F1 {d['f1']:.3f}, lenient {d['autocoa_lenient']:.3f}, "
-                     f"tokens {d['prompt_tokens']}+{d['completion_tokens']}")
+        lines.append(
+            f"  dataset: {d['rows']}/{r['expected_rows']} rows, well-formed {d['well_formed']:.1%}, "
+            f"with search {d['with_search']:.1%}, {d['searches_per_row']} searches/row, "
+            f"EM {d['em']:.3f}, F1 {d['f1']:.3f}, lenient {d['autocoa_lenient']:.3f}, "
+            f"tokens {d['prompt_tokens']}+{d['completion_tokens']}"
+        )
         lines.append(f"  finish: {d['finish_reasons']}")
     if r.get("neutralised_tags"):
         lines.append(f"  teacher text: {r['neutralised_tags']} format tags in its reasoning or prose made plain text")
-    over = [f"{r[k]} {unit}" for k, unit in (("tokens_over_budget", "tokens"), ("cost_over_budget_usd", "USD"))
-            if r.get(k)]
+    over = [
+        f"{r[k]} {unit}" for k, unit in (("tokens_over_budget", "tokens"), ("cost_over_budget_usd", "USD")) if r.get(k)
+    ]
     if over:
         lines.append(f"  over budget by {' and '.join(over)} (the trajectories in flight when it was reached finished)")
     for url, e in r.get("endpoints", {}).items():
-        lines.append(f"  endpoint {url}: {e['requests']} requests, {e['errors']} errors, tokens "
-                     f"{e['prompt_tokens']}+{e['completion_tokens']}, latency p50/p90/p99 "
-                     f"{e['latency_p50_s']}/{e['latency_p90_s']}/{e['latency_p99_s']} s")
+        lines.append(
+            f"  endpoint {url}: {e['requests']} requests, {e['errors']} errors, tokens "
+            f"{e['prompt_tokens']}+{e['completion_tokens']}, latency p50/p90/p99 "
+            f"{e['latency_p50_s']}/{e['latency_p90_s']}/{e['latency_p99_s']} s"
+        )
     if r["stopped"]:
         lines.append(f"  STOPPED EARLY: {r['stopped']}\n  finished rows are kept; re-run the same command to finish")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ row's ``transcript``; such rows (``ENGINE_ERRORS``) are generated again by a re-
 ``retry_errors=false``. ``EngineFatal`` and ``EngineUnavailable`` stop the run (``RunStats.stopped``)
 without writing the rows in flight, so a re-run after the fix does them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,19 +71,37 @@ def prefix_searches(job: Job) -> int:
     return sum(1 for s in job.prefix if s["kind"] == "observation")
 
 
-def to_trajectory(job: Job, ep: Episode, fmt: FormatPreset, teacher: str, sampling: dict,
-                  retriever: str, latency_s: float) -> Trajectory:
+def to_trajectory(
+    job: Job, ep: Episode, fmt: FormatPreset, teacher: str, sampling: dict, retriever: str, latency_s: float
+) -> Trajectory:
     q = job.question
     return Trajectory(
-        question_id=q["id"], question=q["question"], golden_answers=list(q["golden_answers"]),
-        dataset=q.get("dataset") or "", prompt=job.prompt, segments=ep.segments, mode=job.mode,
-        sample=job.sample, branch_id=job.branch_id, parent_id=job.parent_id,
-        decision_index=job.decision_index, format=fmt.name, answer=fmt.extract_answer(ep.completion),
-        n_actions=ep.n_actions, finish_reason=ep.finish_reason, teacher=teacher, prompt_id=job.prompt_id,
-        prompt_hash=job.prompt_hash, sampling=json.dumps(sampling, sort_keys=True), retriever=retriever,
-        prompt_tokens=ep.prompt_tokens, completion_tokens=ep.completion_tokens,
-        latency_s=latency_s, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        transcript=transcript_of(ep), tool_calls=json.dumps(count_calls(ep.segments), sort_keys=True),
+        question_id=q["id"],
+        question=q["question"],
+        golden_answers=list(q["golden_answers"]),
+        dataset=q.get("dataset") or "",
+        prompt=job.prompt,
+        segments=ep.segments,
+        mode=job.mode,
+        sample=job.sample,
+        branch_id=job.branch_id,
+        parent_id=job.parent_id,
+        decision_index=job.decision_index,
+        format=fmt.name,
+        answer=fmt.extract_answer(ep.completion),
+        n_actions=ep.n_actions,
+        finish_reason=ep.finish_reason,
+        teacher=teacher,
+        prompt_id=job.prompt_id,
+        prompt_hash=job.prompt_hash,
+        sampling=json.dumps(sampling, sort_keys=True),
+        retriever=retriever,
+        prompt_tokens=ep.prompt_tokens,
+        completion_tokens=ep.completion_tokens,
+        latency_s=latency_s,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        transcript=transcript_of(ep),
+        tool_calls=json.dumps(count_calls(ep.segments), sort_keys=True),
     )
 
 
@@ -92,17 +111,20 @@ def transcript_of(ep: Episode) -> str | None:
     if not error:
         return transcript
     record = json.loads(transcript) if transcript else {}
-    return json.dumps({**(record if isinstance(record, dict) else {"transcript": record}), "error": error},
-                      ensure_ascii=False)
+    return json.dumps(
+        {**(record if isinstance(record, dict) else {"transcript": record}), "error": error}, ensure_ascii=False
+    )
 
 
-async def run_job(job: Job, engine: Engine, search, fmt: FormatPreset, budget: Budget, sampling: dict,
-                  retriever: str, tokenizer) -> tuple[Trajectory, int]:
+async def run_job(
+    job: Job, engine: Engine, search, fmt: FormatPreset, budget: Budget, sampling: dict, retriever: str, tokenizer
+) -> tuple[Trajectory, int]:
     """One trajectory and the engine calls it took; a request the engine rejects ends it with
     finish_reason "error"."""
     started = time.perf_counter()
-    ep = start_episode(job.prompt, tokenizer, prefill=job.prefill, tools=job.tools, prefix=job.prefix,
-                       question=job.question)
+    ep = start_episode(
+        job.prompt, tokenizer, prefill=job.prefill, tools=job.tools, prefix=job.prefix, question=job.question
+    )
     ep.n_actions = prefix_searches(job)  # a branch's action budget covers the whole trajectory
     seed = row_seed(sampling.get("seed", 0), job.id)
     try:
@@ -113,10 +135,20 @@ async def run_job(job: Job, engine: Engine, search, fmt: FormatPreset, budget: B
     return to_trajectory(job, ep, fmt, engine.name, row_sampling, retriever, time.perf_counter() - started), ep.calls
 
 
-async def run_jobs(jobs: Sequence[Job], engine: Engine, searcher: Searcher | None, fmt: FormatPreset,
-                   budget: Budget, sampling: dict, retriever: str, on_row: Callable[[Trajectory], None],
-                   concurrency: int, tokenizer, progress=None,
-                   over_budget: Callable[[RunStats], str] | None = None) -> RunStats:
+async def run_jobs(
+    jobs: Sequence[Job],
+    engine: Engine,
+    searcher: Searcher | None,
+    fmt: FormatPreset,
+    budget: Budget,
+    sampling: dict,
+    retriever: str,
+    on_row: Callable[[Trajectory], None],
+    concurrency: int,
+    tokenizer,
+    progress=None,
+    over_budget: Callable[[RunStats], str] | None = None,
+) -> RunStats:
     """Run every job; stop cleanly (``RunStats.stopped``) if the engine or the retriever is gone, or when
     ``over_budget(stats)`` names a reason: no new job starts then, those in flight finish and are kept."""
     stats = RunStats()
@@ -140,8 +172,9 @@ async def run_jobs(jobs: Sequence[Job], engine: Engine, searcher: Searcher | Non
             stats.add(t, calls, t.n_actions - prefix_searches(job))
             if progress is not None:
                 elapsed = time.perf_counter() - started
-                progress.set_postfix(tok_s=f"{stats.completion_tokens / elapsed:.0f}",
-                                     searches=stats.searches, refresh=False)
+                progress.set_postfix(
+                    tok_s=f"{stats.completion_tokens / elapsed:.0f}", searches=stats.searches, refresh=False
+                )
                 progress.update(1)
 
     if batcher is not None:

@@ -1,5 +1,6 @@
 """Session fixtures shared by every test package: the real index on the real corpus, the real
 tokenizer and the converted embedded model. Servers are started by fixtures in each package."""
+
 from __future__ import annotations
 
 import os
@@ -92,7 +93,21 @@ def elasticsearch_url(tmp_path_factory):
         raise FileNotFoundError(f"{binary} is missing: run ./install.sh (or set NOIDA_DB=/path/to/noida-db)")
     port, data = free_port(), tmp_path_factory.mktemp("noida")
     url = f"http://127.0.0.1:{port}"
-    server = Server([binary, "start", "--data-dir", str(data / "db"), "--host", "127.0.0.1", "--only", "elasticsearch",
-                     "--elasticsearch-port", str(port)], url, log=data / "noida.log").start(timeout=60)
+    server = Server(
+        [
+            binary,
+            "start",
+            "--data-dir",
+            str(data / "db"),
+            "--host",
+            "127.0.0.1",
+            "--only",
+            "elasticsearch",
+            "--elasticsearch-port",
+            str(port),
+        ],
+        url,
+        log=data / "noida.log",
+    ).start(timeout=60)
     yield url
     server.stop()

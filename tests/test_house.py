@@ -1,6 +1,7 @@
 """The house rules CI checks on every change: the import floors (``[tool.importlinter]`` in
-pyproject.toml), lint (``[tool.ruff]``), and project imports at module level (a function-local import
+pyproject.toml), lint and format (``[tool.ruff]``), and project imports at module level (a function-local import
 of a project module is allowed only for a heavy optional dependency, with its reason on the line)."""
+
 from __future__ import annotations
 
 import ast
@@ -36,6 +37,11 @@ def test_ruff_lint_passes():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+def test_ruff_format_is_applied():
+    result = run(tool("ruff"), "format", "--check", "--no-cache", ".")
+    assert result.returncode == 0, "run `ruff format .`:\n" + result.stdout[-4000:] + result.stderr[-2000:]
+
+
 def function_local_project_imports() -> list[str]:
     """``file:line module`` of each project import inside a function without a reason comment."""
     found = []
@@ -46,8 +52,11 @@ def function_local_project_imports() -> list[str]:
                 if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     continue
                 for node in ast.walk(fn):
-                    if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PACKAGES \
-                            and "# heavy:" not in lines[node.lineno - 1]:
+                    if (
+                        isinstance(node, ast.ImportFrom)
+                        and (node.module or "").split(".")[0] in PACKAGES
+                        and "# heavy:" not in lines[node.lineno - 1]
+                    ):
                         found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
     return sorted(set(found))
 

@@ -1,5 +1,6 @@
 """One home per setting: every dataclass default is the embedded default run's value (``params.yaml``), and
 ``presets/paper.yaml`` alone turns it into the paper's settings (issue 36 §5)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,15 +29,36 @@ PAPER = {
     "synth": {"format": "autocoa", "n": 4, "search.max_actions": 10, "search.max_tokens": 8192},
     "evaluate": {"format": "autocoa", "search.max_actions": 10, "search.max_tokens": 8192},
     "train": {
-        "format": "autocoa", "search.max_actions": 10, "search.max_tokens": 8192, "rl.max_steps": 96,
-        **{f"{s}.{k}": v for s, lr, gas in (("sft1", 5e-6, 16), ("sft2", 5e-5, 32), ("sft3", 5e-5, 32))
-           for k, v in (("learning_rate", lr), ("gradient_accumulation_steps", gas), ("max_length", 12288),
-                        ("max_steps", -1))},
-        **{f"{s}.{k}": v for s, steps in (("rl1", 80), ("rl2", 16))
-           for k, v in (("learning_rate", 7e-7), ("max_steps", steps), ("num_generations", 5),
-                        ("per_device_train_batch_size", 5), ("gradient_accumulation_steps", 48),
-                        ("beta", 0.001), ("lora_r", 0))},
-        "rl2.temperature": 0.6, "rl2.question_limit": None},
+        "format": "autocoa",
+        "search.max_actions": 10,
+        "search.max_tokens": 8192,
+        "rl.max_steps": 96,
+        **{
+            f"{s}.{k}": v
+            for s, lr, gas in (("sft1", 5e-6, 16), ("sft2", 5e-5, 32), ("sft3", 5e-5, 32))
+            for k, v in (
+                ("learning_rate", lr),
+                ("gradient_accumulation_steps", gas),
+                ("max_length", 12288),
+                ("max_steps", -1),
+            )
+        },
+        **{
+            f"{s}.{k}": v
+            for s, steps in (("rl1", 80), ("rl2", 16))
+            for k, v in (
+                ("learning_rate", 7e-7),
+                ("max_steps", steps),
+                ("num_generations", 5),
+                ("per_device_train_batch_size", 5),
+                ("gradient_accumulation_steps", 48),
+                ("beta", 0.001),
+                ("lora_r", 0),
+            )
+        },
+        "rl2.temperature": 0.6,
+        "rl2.question_limit": None,
+    },
     "curate": {},
     "reward_probe": {},
 }
@@ -63,12 +85,26 @@ def sections() -> dict:
     from train.config import TrainConfig
     from train.pool import PoolConfig
 
-    return {"split": SplitConfig, "synth": SynthConfig, "synth.serve": ServeConfig, "questions": QuestionsConfig,
-            "curate": CurateRunConfig, "pool": PoolConfig, "train": TrainConfig, "evaluate": EvalConfig,
-            "reward_probe": RewardProbeConfig, "fidelity": FidelityConfig, "checks": ChecksConfig,
-            "ablation": AblationConfig, "frontier": FrontierConfig, "report": ReportConfig,
-            "when_to_act": WhenToActConfig, "annotate": ReviewConfig, "export": ExportConfig,
-            "publish": PublishConfig}
+    return {
+        "split": SplitConfig,
+        "synth": SynthConfig,
+        "synth.serve": ServeConfig,
+        "questions": QuestionsConfig,
+        "curate": CurateRunConfig,
+        "pool": PoolConfig,
+        "train": TrainConfig,
+        "evaluate": EvalConfig,
+        "reward_probe": RewardProbeConfig,
+        "fidelity": FidelityConfig,
+        "checks": ChecksConfig,
+        "ablation": AblationConfig,
+        "frontier": FrontierConfig,
+        "report": ReportConfig,
+        "when_to_act": WhenToActConfig,
+        "annotate": ReviewConfig,
+        "export": ExportConfig,
+        "publish": PublishConfig,
+    }
 
 
 def leaves(cfg) -> dict:
@@ -83,6 +119,7 @@ def leaves(cfg) -> dict:
                 walk(value, f"{prefix}{f.name}.")
             else:
                 out[prefix + f.name] = str((ROOT / value).resolve()) if f.metadata.get("shared") and value else value
+
     walk(cfg, "")
     return out
 
@@ -126,7 +163,12 @@ def test_key_paper_values(monkeypatch):
     from train.config import TrainConfig
 
     train = load_config(TrainConfig, "train", ["preset=paper"])
-    assert [getattr(train, s).learning_rate for s in ("sft1", "sft2", "sft3", "rl1", "rl2")] == \
-           [5e-6, 5e-5, 5e-5, 7e-7, 7e-7]
+    assert [getattr(train, s).learning_rate for s in ("sft1", "sft2", "sft3", "rl1", "rl2")] == [
+        5e-6,
+        5e-5,
+        5e-5,
+        7e-7,
+        7e-7,
+    ]
     assert (train.rl1.max_steps, train.rl1.num_generations, train.rl.split()) == (80, 5, (80, 16))
     assert train.format == train.prompt.format == "autocoa"

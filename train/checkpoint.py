@@ -18,6 +18,7 @@ Ownership: a stage replaces ``runs_dir/<stage>`` whole, so ``claim_stage_outputs
 training) a folder there that train.run did not write: its completion marker (a JSON object listing the
 files) or the core's owner marker (``coa.io.OWNER_FILE``) naming train.run make a folder its own.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,14 +50,21 @@ def load_tokenizer(path: str | Path, base: str | Path):
         raise ValueError(f"checkpoint {path} has no usable tokenizer ({e})") from None
     if path.resolve() != base.resolve():
         ref = AutoTokenizer.from_pretrained(base)
-        diffs = [name for name, a, b in (
-            ("vocabulary", tok.get_vocab(), ref.get_vocab()),
-            ("eos_token", tok.eos_token, ref.eos_token),
-            ("pad_token", tok.pad_token, ref.pad_token),
-            ("chat_template", tok.chat_template, ref.chat_template)) if a != b]
+        diffs = [
+            name
+            for name, a, b in (
+                ("vocabulary", tok.get_vocab(), ref.get_vocab()),
+                ("eos_token", tok.eos_token, ref.eos_token),
+                ("pad_token", tok.pad_token, ref.pad_token),
+                ("chat_template", tok.chat_template, ref.chat_template),
+            )
+            if a != b
+        ]
         if diffs:
-            raise ValueError(f"checkpoint {path} has another tokenizer than the base model {base} "
-                             f"(different {', '.join(diffs)}); train from a checkpoint of {base} or set base_model=")
+            raise ValueError(
+                f"checkpoint {path} has another tokenizer than the base model {base} "
+                f"(different {', '.join(diffs)}); train from a checkpoint of {base} or set base_model="
+            )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -68,8 +76,10 @@ def load_model(path: str | Path, tokenizer):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     rows = model.get_input_embeddings().num_embeddings
     if rows < len(tokenizer):
-        raise ValueError(f"checkpoint {path}: the model has {rows} embeddings but its tokenizer {len(tokenizer)} "
-                         "tokens: the tokenizer belongs to another model")
+        raise ValueError(
+            f"checkpoint {path}: the model has {rows} embeddings but its tokenizer {len(tokenizer)} "
+            "tokens: the tokenizer belongs to another model"
+        )
     return model
 
 
@@ -112,20 +122,25 @@ def claim_stage_outputs(runs_dir: str | Path, stages: tuple[str, ...]) -> None:
     for stage in stages:
         out = Path(runs_dir) / stage
         if not (replaceable(out, TOOL) or written_by_train_run(out)):
-            raise NotOurs(f"{out}: folder is not empty and train.run did not write it (no {MARKER}): a stage "
-                          "replaces its output folder whole; move it away, or set runs_dir= to another folder")
+            raise NotOurs(
+                f"{out}: folder is not empty and train.run did not write it (no {MARKER}): a stage "
+                "replaces its output folder whole; move it away, or set runs_dir= to another folder"
+            )
         clear_replaced(out, written_by_train_run)
 
 
 def last_trainer_checkpoint(work: str | Path) -> Path | None:
     """The newest ``checkpoint-N`` that TRL finished writing (``trainer_state.json`` is its last file)."""
-    found = [(int(p.name.split("-")[1]), p) for p in Path(work).glob("checkpoint-*")
-             if re.fullmatch(r"checkpoint-\d+", p.name) and (p / "trainer_state.json").is_file()]
+    found = [
+        (int(p.name.split("-")[1]), p)
+        for p in Path(work).glob("checkpoint-*")
+        if re.fullmatch(r"checkpoint-\d+", p.name) and (p / "trainer_state.json").is_file()
+    ]
     return max(found)[1] if found else None
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
 
 
 def release_free_memory() -> None:
@@ -161,15 +176,22 @@ class StepLog(TrainerCallback):
     def restore(self, checkpoint: Path) -> int:
         """Resuming: the rows logged before ``checkpoint`` (its trainer state); returns its step."""
         state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-        self.rows = [{"step": e["step"], **{k: v for k, v in e.items() if k != "step" and isinstance(v, (int, float))}}
-                     for e in state.get("log_history", []) if "train_runtime" not in e]
+        self.rows = [
+            {"step": e["step"], **{k: v for k, v in e.items() if k != "step" and isinstance(v, (int, float))}}
+            for e in state.get("log_history", [])
+            if "train_runtime" not in e
+        ]
         return int(state["global_step"])
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "train_runtime" not in logs:  # the final summary row goes to metrics.json instead
-            self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items()
-                                                             if isinstance(v, (int, float))},
-                              "peak_rss_gb": round(peak_rss_gb(), 3)})  # which step reached the stage's peak
+            self.rows.append(
+                {
+                    "step": state.global_step,
+                    **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
+                    "peak_rss_gb": round(peak_rss_gb(), 3),
+                }
+            )  # which step reached the stage's peak
 
 
 def write_metrics(out: str | Path, stage: str, log: StepLog, extra: dict) -> dict:
@@ -190,8 +212,11 @@ def write_metrics(out: str | Path, stage: str, log: StepLog, extra: dict) -> dic
         "seconds_per_step": sum(seconds) / len(seconds) if seconds else None,
         "peak_rss_gb": round(peak_rss_gb(), 3),
         "last": last,
-        **({"reward_trend": reward_trend([r["reward"] for r in log.rows if "reward" in r])}
-           if any("reward" in r for r in log.rows) else {}),
+        **(
+            {"reward_trend": reward_trend([r["reward"] for r in log.rows if "reward" in r])}
+            if any("reward" in r for r in log.rows)
+            else {}
+        ),
         **extra,
     }
     write_json(out / "metrics.json", metrics, default=str)
@@ -207,10 +232,15 @@ def reward_trend(rewards: list[float], resamples: int = 2000, seed: int = 0) -> 
     if q < 1:
         return {"steps": len(rewards), "note": "fewer than 4 logged steps: no trend"}
     first, last = np.asarray(rewards[:q]), np.asarray(rewards[-q:])
-    means = {"steps": len(rewards), "quarter": q, "first_quarter": round(float(first.mean()), 4),
-             "last_quarter": round(float(last.mean()), 4), "difference": round(float(last.mean() - first.mean()), 4)}
+    means = {
+        "steps": len(rewards),
+        "quarter": q,
+        "first_quarter": round(float(first.mean()), 4),
+        "last_quarter": round(float(last.mean()), 4),
+        "difference": round(float(last.mean() - first.mean()), 4),
+    }
     if q < 2:  # one step per quarter: resampling it always gives the same step, an interval of width 0
         return means | {"note": "one step per quarter: no interval (8 or more steps give one)"}
     rng = np.random.default_rng(seed)
-    diffs = (last[rng.integers(0, q, (resamples, q))].mean(1) - first[rng.integers(0, q, (resamples, q))].mean(1))
+    diffs = last[rng.integers(0, q, (resamples, q))].mean(1) - first[rng.integers(0, q, (resamples, q))].mean(1)
     return means | {"ci95": [round(float(np.percentile(diffs, 2.5)), 4), round(float(np.percentile(diffs, 97.5)), 4)]}

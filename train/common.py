@@ -1,4 +1,5 @@
 """What every stage passes to its TRL config: optimisation, precision, logging, LoRA."""
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,13 @@ def peft_config(cfg: TrainConfig, stage: StageConfig):
     from peft import LoraConfig
 
     rl = hasattr(stage, "num_generations")
-    return LoraConfig(r=rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0 if rl else cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.0 if rl else cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
 
 
 class TokenCount:
@@ -123,8 +129,11 @@ class TokenCount:
         """The stage's metrics: computed and real tokens, the padding fraction (computed positions that held no
         token), the counts per kind of pass and, given the seconds the optimizer steps took, real tokens of passes
         with gradients per second."""
-        out = {"computed_tokens": self.computed, "real_tokens": self.real,
-               "padding_fraction": round(1 - self.real / self.computed, 6) if self.computed else 0.0}
+        out = {
+            "computed_tokens": self.computed,
+            "real_tokens": self.real,
+            "padding_fraction": round(1 - self.real / self.computed, 6) if self.computed else 0.0,
+        }
         for kind, count in self.counts.items():
             out.update({f"{kind}_{name}": value for name, value in count.items()})
         if seconds:

@@ -9,6 +9,7 @@ cores; ``tests/test_settings.py`` keeps the two equal). The paper's values (lear
 prompts per optimizer step, GRPO group size 5, KL 0.001, temperature 0.6, full fine-tuning, 80 + 16 RL steps)
 are ``presets/paper.yaml``: ``preset=paper``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,17 +36,28 @@ class StageConfig:
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1 = run num_train_epochs."})
     # one example per micro-batch: without gradient checkpointing a 2,400-token CoA sequence of the 135M
     # model holds ~6 GB of activations; the paper's examples per step come from accumulation
-    per_device_train_batch_size: int = field(default=1, metadata={"help": "Examples per micro-batch (RL: "
-                                                                          "completions)."})
+    per_device_train_batch_size: int = field(
+        default=1, metadata={"help": "Examples per micro-batch (RL: completions)."}
+    )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    max_length: int = field(default=4096, metadata={"help": "Longest sequence in tokens; longer examples are "
-                                                          "dropped (and counted), never cut."})
-    trl_args: dict = field(default_factory=dict, metadata={
-        "help": "Extra keyword arguments for the TRL config, e.g. {lr_scheduler_type: cosine} or, for GRPO, "
-                "{use_vllm: true, vllm_mode: colocate}."})
-    lora_r: int | None = field(default=None, metadata={
-        "help": "This stage's LoRA rank (0 = full fine-tuning); null = the top-level lora_r. The other LoRA "
-                "settings (alpha, dropout, target modules) are the top-level ones."})
+    max_length: int = field(
+        default=4096,
+        metadata={"help": "Longest sequence in tokens; longer examples are dropped (and counted), never cut."},
+    )
+    trl_args: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "Extra keyword arguments for the TRL config, e.g. {lr_scheduler_type: cosine} or, for GRPO, "
+            "{use_vllm: true, vllm_mode: colocate}."
+        },
+    )
+    lora_r: int | None = field(
+        default=None,
+        metadata={
+            "help": "This stage's LoRA rank (0 = full fine-tuning); null = the top-level lora_r. The other LoRA "
+            "settings (alpha, dropout, target modules) are the top-level ones."
+        },
+    )
 
 
 @dataclass
@@ -57,10 +69,14 @@ class SFT1Config(StageConfig):
     gradient_accumulation_steps: int = 4  # pairs per step (the paper: 16)
     max_length: int = 1024
     data: str = field(default="pairs.parquet", metadata={"help": "Pair set (PAIR_SCHEMA), relative to sets_dir."})
-    loss: str = field(default="paper", metadata={
-        "help": "'paper': -logσ(P̄(chosen) - P̄(rejected)) + α·(-P̄(chosen)), P̄ the length-normalised "
-                "log-prob, no reference model (TRL CPO, simpo γ=0 β=1, per-sequence NLL); "
-                "'dpo': DPO sigmoid + α·NLL (TRL DPO, reference = the start checkpoint)."})
+    loss: str = field(
+        default="paper",
+        metadata={
+            "help": "'paper': -logσ(P̄(chosen) - P̄(rejected)) + α·(-P̄(chosen)), P̄ the length-normalised "
+            "log-prob, no reference model (TRL CPO, simpo γ=0 β=1, per-sequence NLL); "
+            "'dpo': DPO sigmoid + α·NLL (TRL DPO, reference = the start checkpoint)."
+        },
+    )
     alpha: float = field(default=0.2, metadata={"help": "Weight α of the NLL term on the chosen side."})
     dpo_beta: float = field(default=0.1, metadata={"help": "β of the DPO sigmoid term (loss=dpo only)."})
 
@@ -77,14 +93,20 @@ class SFT2Config(StageConfig):
     max_steps: int = 20  # the paper: 2 epochs
     gradient_accumulation_steps: int = 4  # sequences per step (the paper: 32)
     max_length: int = 1024
-    data: list = field(default_factory=lambda: ["coa.parquet", "cot.parquet"],
-                       metadata={"help": "Trajectory sets (TRAJECTORY_SCHEMA), relative to sets_dir."})
+    data: list = field(
+        default_factory=lambda: ["coa.parquet", "cot.parquet"],
+        metadata={"help": "Trajectory sets (TRAJECTORY_SCHEMA), relative to sets_dir."},
+    )
     observation_loss: bool = field(default=False, metadata={"help": "Train on observation tokens too."})
-    packing: bool = field(default=False, metadata={
-        "help": "Pack whole sequences into micro-batches of up to max_length tokens (TRL best-fit decreasing, "
-                "padding-free): each sequence keeps its own position ids from 0 and attends only to itself, and "
-                "the loss stays the token mean over the optimizer step; per_device_train_batch_size then counts "
-                "packed rows. Off: one row per sequence, padded to the longest of its micro-batch."})
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Pack whole sequences into micro-batches of up to max_length tokens (TRL best-fit decreasing, "
+            "padding-free): each sequence keeps its own position ids from 0 and attends only to itself, and "
+            "the loss stays the token mean over the optimizer step; per_device_train_batch_size then counts "
+            "packed rows. Off: one row per sequence, padded to the longest of its micro-batch."
+        },
+    )
 
 
 @dataclass
@@ -100,50 +122,88 @@ class SFT3Config(SFT2Config):
 class RL1Config(StageConfig):
     """GRPO with a simulated environment: the policy writes its own observations."""
 
-    tools: str = field(default="simulated", metadata={
-        "help": "'simulated' (stop at the search tag, open the observation, the policy writes it) or 'real' "
-                "(stop, search, insert the observation)."})
-    engine: str = field(default="vllm", metadata={
-        "help": "Rollout engine: 'hf' (the policy's own generate) or 'vllm' (vllm.LLM in-process, CPU or GPU, "
-                "given the policy's weights every sync_every optimizer steps)."})
+    tools: str = field(
+        default="simulated",
+        metadata={
+            "help": "'simulated' (stop at the search tag, open the observation, the policy writes it) or 'real' "
+            "(stop, search, insert the observation)."
+        },
+    )
+    engine: str = field(
+        default="vllm",
+        metadata={
+            "help": "Rollout engine: 'hf' (the policy's own generate) or 'vllm' (vllm.LLM in-process, CPU or GPU, "
+            "given the policy's weights every sync_every optimizer steps)."
+        },
+    )
     sync_every: int = field(default=1, metadata={"help": "Optimizer steps between weight syncs to the vLLM engine."})
-    kv_cache_gib: float = field(default=0.5, metadata={
-        "help": "engine=vllm on CPU: the engine's KV cache (GiB). 0.5 holds a step's 12 rollouts of ~800 tokens; "
-                "measured (bench/bench_rl_memory.py): 0.66 GB less resident than 1 GiB, rollouts as fast."})
-    observation_tokens: int = field(default=OBSERVATION_TOKENS, metadata={
-        "help": "tools='simulated': room per search (x search.max_actions) added to search.max_tokens for the "
-                "observations the policy writes itself. The real environment's observations do not count against "
-                "max_tokens (top-3 documents are ~400 tokens); without this room a simulated trajectory that "
-                "searches cannot finish, and the format penalty teaches the policy to stop searching."})
+    kv_cache_gib: float = field(
+        default=0.5,
+        metadata={
+            "help": "engine=vllm on CPU: the engine's KV cache (GiB). 0.5 holds a step's 12 rollouts of ~800 tokens; "
+            "measured (bench/bench_rl_memory.py): 0.66 GB less resident than 1 GiB, rollouts as fast."
+        },
+    )
+    observation_tokens: int = field(
+        default=OBSERVATION_TOKENS,
+        metadata={
+            "help": "tools='simulated': room per search (x search.max_actions) added to search.max_tokens for the "
+            "observations the policy writes itself. The real environment's observations do not count against "
+            "max_tokens (top-3 documents are ~400 tokens); without this room a simulated trajectory that "
+            "searches cannot finish, and the format penalty teaches the policy to stop searching."
+        },
+    )
     learning_rate: float = 2e-4  # the paper: 7e-7 (full fine-tuning); here a LoRA adapter
     max_steps: int = 3  # the paper: 80 simulated steps
     lora_r: int | None = 16  # the paper: 0 (full fine-tuning)
     num_generations: int = field(default=4, metadata={"help": "Completions per prompt (the GRPO group; the paper: 5)."})
     gradient_accumulation_steps: int = 12  # completions per step (the paper: 240 = 48 prompts x 5)
     temperature: float = field(default=0.6, metadata={"help": "Sampling temperature of the rollouts."})
-    beta: float = field(default=0.0, metadata={"help": "KL coefficient to the start checkpoint (0: no reference "
-                                                        "model is loaded; the paper: 0.001)."})
-    questions: str | None = field(default=f"{paths.curate('sets')}/rl_questions.jsonl", metadata={
-        "help": "Training question pool (FlashRAG jsonl/parquet): curate's rl_questions.jsonl is the split's "
-                "training pool minus the curated eval split and contaminated questions; null = "
-                "coa.questions.DEFAULT_QUESTIONS."})
+    beta: float = field(
+        default=0.0,
+        metadata={
+            "help": "KL coefficient to the start checkpoint (0: no reference model is loaded; the paper: 0.001)."
+        },
+    )
+    questions: str | None = field(
+        default=f"{paths.curate('sets')}/rl_questions.jsonl",
+        metadata={
+            "help": "Training question pool (FlashRAG jsonl/parquet): curate's rl_questions.jsonl is the split's "
+            "training pool minus the curated eval split and contaminated questions; null = "
+            "coa.questions.DEFAULT_QUESTIONS."
+        },
+    )
     question_limit: int | None = field(default=None, metadata={"help": "Use only the first N questions."})
-    reward_metric: str = field(default="f1", metadata={
-        "help": "Answer correctness: em | f1 | cover_em | autocoa_lenient (the paper's own scorer)."})
-    format_penalty: float = field(default=1.0, metadata={
-        "help": "Subtracted when the trajectory does not parse as well-formed (0 disables the format term)."})
-    loss_type: str = field(default="grpo", metadata={
-        "help": "How GRPO aggregates token losses (TRL's loss_type; TRL 1.16 defaults to 'dapo'): 'grpo' = mean "
-                "over each completion's tokens, then over completions (the GRPO paper and AutoCoA's verl run); "
-                "'dapo' = sum over all active tokens of the accumulated batch / their count (no length bias); "
-                "'dr_grpo' = sum / (completions x max_completion_length); 'bnpo' = like dapo per local batch."})
+    reward_metric: str = field(
+        default="f1",
+        metadata={"help": "Answer correctness: em | f1 | cover_em | autocoa_lenient (the paper's own scorer)."},
+    )
+    format_penalty: float = field(
+        default=1.0,
+        metadata={"help": "Subtracted when the trajectory does not parse as well-formed (0 disables the format term)."},
+    )
+    loss_type: str = field(
+        default="grpo",
+        metadata={
+            "help": "How GRPO aggregates token losses (TRL's loss_type; TRL 1.16 defaults to 'dapo'): 'grpo' = mean "
+            "over each completion's tokens, then over completions (the GRPO paper and AutoCoA's verl run); "
+            "'dapo' = sum over all active tokens of the accumulated batch / their count (no length bias); "
+            "'dr_grpo' = sum / (completions x max_completion_length); 'bnpo' = like dapo per local batch."
+        },
+    )
 
-    heldout_reward_every: int = field(default=0, metadata={
-        "help": "Every N optimizer steps (and before the first) roll out the policy greedily on heldout_questions "
-                "and on the first questions of its own pool: heldout_reward / pool_reward in steps.csv beside "
-                "reward (train/heldout_reward.py). 0 = off."})
-    heldout_questions: str = field(default=f"{paths.curate('sets')}/eval_questions.parquet", metadata={
-        "help": "Questions never trained on for heldout_reward (refused if any is in the stage's pool)."})
+    heldout_reward_every: int = field(
+        default=0,
+        metadata={
+            "help": "Every N optimizer steps (and before the first) roll out the policy greedily on heldout_questions "
+            "and on the first questions of its own pool: heldout_reward / pool_reward in steps.csv beside "
+            "reward (train/heldout_reward.py). 0 = off."
+        },
+    )
+    heldout_questions: str = field(
+        default=f"{paths.curate('sets')}/eval_questions.parquet",
+        metadata={"help": "Questions never trained on for heldout_reward (refused if any is in the stage's pool)."},
+    )
     heldout_limit: int = field(default=16, metadata={"help": "Questions per set the held-out reward rolls out."})
 
     def __post_init__(self) -> None:
@@ -168,7 +228,8 @@ class RL1Config(StageConfig):
         if self.per_device_train_batch_size * self.gradient_accumulation_steps % self.num_generations:
             raise ValueError(
                 f"per_device_train_batch_size*gradient_accumulation_steps ({self.per_device_train_batch_size}*"
-                f"{self.gradient_accumulation_steps}) must be a multiple of num_generations ({self.num_generations})")
+                f"{self.gradient_accumulation_steps}) must be a multiple of num_generations ({self.num_generations})"
+            )
 
 
 @dataclass
@@ -190,11 +251,19 @@ class ScheduleConfig:
     / ``stage=rl2`` alike (the DVC stages), so ``dvc exp run -S train.rl.max_steps=12 -S train.rl.rl1_fraction=0.75``
     is one arm of the grid; a stage given 0 steps passes its start checkpoint on."""
 
-    max_steps: int = field(default=0, metadata={
-        "help": "RL steps in all (the paper: 96), split by rl1_fraction; 0 = each stage runs its own max_steps."})
-    rl1_fraction: float = field(default=5 / 6, metadata={
-        "help": "Share of the steps run by rl1 (simulated): 0 = real only, 0.5 = 1:1, 0.75 = 3:1, 5/6 = 5:1 (the "
-                "paper), 0.875 = 7:1, 1 = simulated only."})
+    max_steps: int = field(
+        default=0,
+        metadata={
+            "help": "RL steps in all (the paper: 96), split by rl1_fraction; 0 = each stage runs its own max_steps."
+        },
+    )
+    rl1_fraction: float = field(
+        default=5 / 6,
+        metadata={
+            "help": "Share of the steps run by rl1 (simulated): 0 = real only, 0.5 = 1:1, 0.75 = 3:1, 5/6 = 5:1 (the "
+            "paper), 0.875 = 7:1, 1 = simulated only."
+        },
+    )
 
     def split(self) -> tuple[int, int]:
         if not 0 <= self.rl1_fraction <= 1:
@@ -208,54 +277,107 @@ class TrainConfig:
     """Everything ``python -m train.run`` reads; see the module docstring of ``train.run``."""
 
     stage: str = field(default="sft1", metadata={"help": "sft1 | sft2 | sft3 | rl1 | rl2 | rl (rl1 then rl2)."})
-    model: str | None = field(default=None, metadata={
-        "help": "Start checkpoint; default the previous stage's output (sft1: the base model); 'base' = base."})
-    base_model: str | None = field(default=None, metadata={
-        "help": "The model whose tokenizer every checkpoint must share; default coa.model.base_model_dir()."})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start checkpoint; default the previous stage's output (sft1: the base model); 'base' = base."
+        },
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "The model whose tokenizer every checkpoint must share; default coa.model.base_model_dir()."},
+    )
     runs_dir: str = field(default="runs/train", metadata={"help": "Each stage writes RUNS_DIR/<stage>/."})
-    chain: list = field(default_factory=lambda: list(STAGES), metadata={
-        "help": "Stages that train (the ablation grid: [sft2] = SFT-2 only); a stage left out saves its start "
-                "checkpoint unchanged, so the stages after it start from the last one that trained."})
-    on_empty_set: str = field(default="error", metadata={
-        "help": "An SFT stage whose sets have no rows: 'error', or 'pass_through' (the start checkpoint is saved "
-                "unchanged with metrics saying so; for tiny teachers that yield no correct data)."})
+    chain: list = field(
+        default_factory=lambda: list(STAGES),
+        metadata={
+            "help": "Stages that train (the ablation grid: [sft2] = SFT-2 only); a stage left out saves its start "
+            "checkpoint unchanged, so the stages after it start from the last one that trained."
+        },
+    )
+    on_empty_set: str = field(
+        default="error",
+        metadata={
+            "help": "An SFT stage whose sets have no rows: 'error', or 'pass_through' (the start checkpoint is saved "
+            "unchanged with metrics saying so; for tiny teachers that yield no correct data)."
+        },
+    )
     sets_dir: str = field(default="runs/curate/sets", metadata={"help": "Folder of the curated sets."})
-    format: str = field(default=FORMAT, metadata={
-        "help": "Format preset of the sets and the RL prompt (autocoa | search_r1); params.yaml's top-level "
-                "`format`, shared with synth, curate and evaluate. A set written in another format fails."})
+    format: str = field(
+        default=FORMAT,
+        metadata={
+            "help": "Format preset of the sets and the RL prompt (autocoa | search_r1); params.yaml's top-level "
+            "`format`, shared with synth, curate and evaluate. A set written in another format fails."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed of TRL's data order, dropout and sampling."})
-    bf16: bool | str = field(default="auto", metadata={
-        "help": "bf16 mixed precision (autocast: matmuls in bf16; weights, gradients, optimizer state and "
-                "checkpoints stay float32). 'auto' = on where the hardware has bf16 units (a GPU from Ampere on, a "
-                "CPU with avx512_bf16 or AMX: coa.model.has_native_bf16), off where bf16 would be emulated; "
-                "true / false force it. Every stage, and RL's vLLM engine, follow it."})
-    gradient_checkpointing: bool = field(default=True, metadata={
-        "help": "Recompute activations in the backward: less memory per step for a little more compute."})
-    num_threads: int = field(default=2, metadata={"help": "torch CPU threads (1 where cores are shared; 0 = "
-                                                          "torch's default). Ignored on GPU."})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank via peft; 0 = full fine-tuning. Adapters are "
-                                                     "merged before saving, so every checkpoint is a plain model."})
+    bf16: bool | str = field(
+        default="auto",
+        metadata={
+            "help": "bf16 mixed precision (autocast: matmuls in bf16; weights, gradients, optimizer state and "
+            "checkpoints stay float32). 'auto' = on where the hardware has bf16 units (a GPU from Ampere on, a "
+            "CPU with avx512_bf16 or AMX: coa.model.has_native_bf16), off where bf16 would be emulated; "
+            "true / false force it. Every stage, and RL's vLLM engine, follow it."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=True,
+        metadata={"help": "Recompute activations in the backward: less memory per step for a little more compute."},
+    )
+    num_threads: int = field(
+        default=2,
+        metadata={"help": "torch CPU threads (1 where cores are shared; 0 = torch's default). Ignored on GPU."},
+    )
+    lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA rank via peft; 0 = full fine-tuning. Adapters are "
+            "merged before saving, so every checkpoint is a plain model."
+        },
+    )
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (update scale = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "peft target_modules ('all-linear' = "
-                                                                             "every linear layer but the LM head)."})
+    lora_target_modules: str = field(
+        default="all-linear",
+        metadata={"help": "peft target_modules ('all-linear' = every linear layer but the LM head)."},
+    )
     logging_steps: int = field(default=1, metadata={"help": "Log (steps.csv, report_to) every N optimizer steps."})
-    save_steps: int = field(default=100, metadata={
-        "help": "Save a resumable TRL checkpoint (weights, optimizer, RNG, data position) in the stage's work "
-                "folder RUNS_DIR/<stage>.work every N steps; 0 = never (resume=true then has nothing to resume)."})
-    resume: bool = field(default=False, metadata={
-        "help": "Continue from the last complete checkpoint in RUNS_DIR/<stage>.work instead of starting over "
-                "(same settings, same data); false clears that folder first."})
-    report_to: str = field(default="none", metadata={
-        "help": "'none' or 'tensorboard' (event files in RUNS_DIR/<stage>.work/logs; offline, needs the "
-                "tensorboard package)."})
-    save_dtype: str = field(default="auto", metadata={
-        "help": "Weights dtype of the saved checkpoint: 'auto' = the dtype trained in (float32, with or without "
-                "bf16 mixed precision: RL's small updates survive), or bfloat16 / float16 / float32."})
+    save_steps: int = field(
+        default=100,
+        metadata={
+            "help": "Save a resumable TRL checkpoint (weights, optimizer, RNG, data position) in the stage's work "
+            "folder RUNS_DIR/<stage>.work every N steps; 0 = never (resume=true then has nothing to resume)."
+        },
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Continue from the last complete checkpoint in RUNS_DIR/<stage>.work instead of starting over "
+            "(same settings, same data); false clears that folder first."
+        },
+    )
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "'none' or 'tensorboard' (event files in RUNS_DIR/<stage>.work/logs; offline, needs the "
+            "tensorboard package)."
+        },
+    )
+    save_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Weights dtype of the saved checkpoint: 'auto' = the dtype trained in (float32, with or without "
+            "bf16 mixed precision: RL's small updates survive), or bfloat16 / float16 / float32."
+        },
+    )
     prompt: PromptConfig = field(default_factory=PromptConfig, metadata={"help": "RL prompt rendering."})
-    search: SearchEnvConfig = field(default_factory=SearchEnvConfig, metadata={
-        "help": "RL's search environment and budgets: params.yaml's top-level `search` (the one synthesis and "
-                "evaluation use)."})
+    search: SearchEnvConfig = field(
+        default_factory=SearchEnvConfig,
+        metadata={
+            "help": "RL's search environment and budgets: params.yaml's top-level `search` (the one synthesis and "
+            "evaluation use)."
+        },
+    )
     sft1: SFT1Config = field(default_factory=SFT1Config, metadata={"help": SFT1Config.__doc__})
     sft2: SFT2Config = field(default_factory=SFT2Config, metadata={"help": SFT2Config.__doc__})
     sft3: SFT3Config = field(default_factory=SFT3Config, metadata={"help": SFT3Config.__doc__})

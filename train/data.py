@@ -13,6 +13,7 @@ split a tag); ``length_cut`` says what the limit costs: the share of sequences a
 stage's truncation fractions) and the searches per sequence on each side of it. Every error names the file,
 the row and the field.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,9 @@ CONTEXT_COLUMNS = ("chat_prompt", "prefix")  # the shared context as segments (o
 
 def _files(path: Path, stage: str) -> list[Path]:
     if not path.exists():
-        raise FileNotFoundError(f"{stage}: set not found: {path} (curated sets are written by curate; "
-                                f"set sets_dir=… or {stage}.data=…)")
+        raise FileNotFoundError(
+            f"{stage}: set not found: {path} (curated sets are written by curate; set sets_dir=… or {stage}.data=…)"
+        )
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files:
         raise ValueError(f"{stage}: {path} holds no .parquet file")
@@ -46,9 +48,11 @@ def check_format(table, path: Path, fmt: str | None) -> None:
         return
     found = sorted({f for f in table.column("format").to_pylist() if f} - {fmt})
     if found:
-        raise ValueError(f"{path}: the set is in format {', '.join(map(repr, found))} but training is configured for "
-                         f"format {fmt!r} (params.yaml top-level `format`); re-curate the sets in {fmt!r} or set "
-                         f"format={found[0]}")
+        raise ValueError(
+            f"{path}: the set is in format {', '.join(map(repr, found))} but training is configured for "
+            f"format {fmt!r} (params.yaml top-level `format`); re-curate the sets in {fmt!r} or set "
+            f"format={found[0]}"
+        )
 
 
 def _check_rows(n: int, path: Path, stage: str) -> None:
@@ -66,16 +70,19 @@ def read_pairs(path: str | Path, stage: str = "sft1", fmt: str | None = None) ->
             table = pq.read_table(f)
         missing = [c for c in PAIR_COLUMNS if c not in table.column_names]
         if missing:
-            raise ValueError(f"{f}: missing pair columns {missing} (schema: coa.trajectory.PAIR_SCHEMA, "
-                             f"columns {PAIR_SCHEMA.names})")
+            raise ValueError(
+                f"{f}: missing pair columns {missing} (schema: coa.trajectory.PAIR_SCHEMA, columns {PAIR_SCHEMA.names})"
+            )
         check_format(table, f, fmt)
         columns = list(PAIR_COLUMNS) + [c for c in CONTEXT_COLUMNS if c in table.column_names]
         for i, row in enumerate(table.select(columns).to_pylist(), start=1):
             for name in PAIR_COLUMNS:
                 kind = bool if name.endswith("ends_turn") else str
                 if not isinstance(row[name], kind) or row[name] == "":
-                    raise ValueError(f"{f}: row {i}: field {name!r} must be a {'non-empty ' * (kind is str)}"
-                                     f"{kind.__name__}, got {row[name]!r}")
+                    raise ValueError(
+                        f"{f}: row {i}: field {name!r} must be a {'non-empty ' * (kind is str)}"
+                        f"{kind.__name__}, got {row[name]!r}"
+                    )
             rows.append(row)
     _check_rows(len(rows), path, stage)
     return rows
@@ -116,12 +123,17 @@ def length_cut(lengths: list[int], searches: list[int], max_length: int) -> dict
     def per_sequence(rows: list[int]) -> float | None:
         return round(sum(searches[i] for i in rows) / len(rows), 4) if rows else None
 
-    return {"max_length": max_length, "kept": len(kept), "dropped": len(dropped),
-            "truncation_fraction": round(len(dropped) / len(lengths), 6) if lengths else 0.0,
-            "truncation_token_fraction": round(sum(lengths[i] for i in dropped) / sum(lengths), 6) if lengths else 0.0,
-            "searches_per_kept": per_sequence(kept), "searches_per_dropped": per_sequence(dropped),
-            "multi_search_kept": sum(searches[i] >= 2 for i in kept),
-            "multi_search_dropped": sum(searches[i] >= 2 for i in dropped)}
+    return {
+        "max_length": max_length,
+        "kept": len(kept),
+        "dropped": len(dropped),
+        "truncation_fraction": round(len(dropped) / len(lengths), 6) if lengths else 0.0,
+        "truncation_token_fraction": round(sum(lengths[i] for i in dropped) / sum(lengths), 6) if lengths else 0.0,
+        "searches_per_kept": per_sequence(kept),
+        "searches_per_dropped": per_sequence(dropped),
+        "multi_search_kept": sum(searches[i] >= 2 for i in kept),
+        "multi_search_dropped": sum(searches[i] >= 2 for i in dropped),
+    }
 
 
 def pair_length(row: dict) -> int:
@@ -138,14 +150,17 @@ def pair_dataset(tokenizer, path: str | Path, max_length: int, fmt: str | None =
         raise ValueError(f"sft1: all {len(rows)} pairs of {path} are longer than max_length={max_length}")
     cut = length_cut([pair_length(r) for r in rows], [0] * len(rows), max_length)
     pair_tokens = sum(2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in kept)
-    stats = {"pairs": len(kept), "dropped_too_long": len(rows) - len(kept),
-             "truncation_fraction": cut["truncation_fraction"],
-             "truncation_token_fraction": cut["truncation_token_fraction"],
-             "prompt_tokens": sum(len(r["prompt_ids"]) for r in kept),
-             "chosen_tokens": sum(len(r["chosen_ids"]) for r in kept),
-             "rejected_tokens": sum(len(r["rejected_ids"]) for r in kept),
-             "repeated_prompt_fraction": round(sum(len(r["prompt_ids"]) for r in kept) / pair_tokens, 6),
-             "chosen_ending_turn": sum(r["chosen_ids"][-1:] == [tokenizer.eos_token_id] for r in kept)}
+    stats = {
+        "pairs": len(kept),
+        "dropped_too_long": len(rows) - len(kept),
+        "truncation_fraction": cut["truncation_fraction"],
+        "truncation_token_fraction": cut["truncation_token_fraction"],
+        "prompt_tokens": sum(len(r["prompt_ids"]) for r in kept),
+        "chosen_tokens": sum(len(r["chosen_ids"]) for r in kept),
+        "rejected_tokens": sum(len(r["rejected_ids"]) for r in kept),
+        "repeated_prompt_fraction": round(sum(len(r["prompt_ids"]) for r in kept) / pair_tokens, 6),
+        "chosen_ending_turn": sum(r["chosen_ids"][-1:] == [tokenizer.eos_token_id] for r in kept),
+    }
     return Dataset.from_list(kept), stats
 
 
@@ -161,8 +176,9 @@ def search_calls(row: dict) -> int:
     return sum(s["kind"] == "observation" for s in row["segments"] or [])
 
 
-def sft_dataset(tokenizer, paths: list[str | Path], observation_loss: bool, max_length: int,
-                stage: str, fmt: str | None = None) -> tuple[Dataset, dict]:
+def sft_dataset(
+    tokenizer, paths: list[str | Path], observation_loss: bool, max_length: int, stage: str, fmt: str | None = None
+) -> tuple[Dataset, dict]:
     """``input_ids``/``labels`` of every trajectory in ``paths`` (SFTTrainer uses them as they are); the stats
     count tokens by owner and say what ``max_length`` dropped (``length_cut``)."""
     rows, dropped = [], 0
@@ -194,11 +210,23 @@ def sft_dataset(tokenizer, paths: list[str | Path], observation_loss: bool, max_
     if not rows:
         raise ValueError(f"{stage}: every trajectory is longer than max_length={max_length}")
     cut = length_cut(lengths, searches, max_length)
-    stats = {"sequences": len(rows), "dropped_too_long": dropped,
-             **{f"{k}_tokens": v for k, v in token_counts.items()},
-             "trained_tokens": sum(sum(t != -100 for t in r["labels"]) for r in rows),
-             **{k: cut[k] for k in ("truncation_fraction", "truncation_token_fraction", "searches_per_kept",
-                                    "searches_per_dropped", "multi_search_kept", "multi_search_dropped")}}
+    stats = {
+        "sequences": len(rows),
+        "dropped_too_long": dropped,
+        **{f"{k}_tokens": v for k, v in token_counts.items()},
+        "trained_tokens": sum(sum(t != -100 for t in r["labels"]) for r in rows),
+        **{
+            k: cut[k]
+            for k in (
+                "truncation_fraction",
+                "truncation_token_fraction",
+                "searches_per_kept",
+                "searches_per_dropped",
+                "multi_search_kept",
+                "multi_search_dropped",
+            )
+        },
+    }
     return Dataset.from_list(rows), stats
 
 
@@ -206,10 +234,19 @@ def rl_dataset(tokenizer, questions: str | None, limit: int | None, prompt: Prom
     """One row per question: the rendered chat ``prompt`` plus what the rewards need."""
     path = Path(questions) if questions else DEFAULT_QUESTIONS
     if not path.exists():
-        raise FileNotFoundError(f"rl: question file not found: {path} (`python -m coa.questions split` writes the "
-                                "training pool; or set rl1.questions / rl2.questions, null = the embedded HotpotQA)")
+        raise FileNotFoundError(
+            f"rl: question file not found: {path} (`python -m coa.questions split` writes the "
+            "training pool; or set rl1.questions / rl2.questions, null = the embedded HotpotQA)"
+        )
     rows = load_questions(path, limit=limit)
     _check_rows(len(rows), path, "rl")
-    return Dataset.from_list([
-        {"prompt": render_prompt(tokenizer, q["question"], prompt), "question_id": q["id"],
-         "golden_answers": q["golden_answers"]} for q in rows])
+    return Dataset.from_list(
+        [
+            {
+                "prompt": render_prompt(tokenizer, q["question"], prompt),
+                "question_id": q["id"],
+                "golden_answers": q["golden_answers"],
+            }
+            for q in rows
+        ]
+    )

@@ -27,6 +27,7 @@ compare its trend, not its level.
 Cost: one greedy batch per set per measurement (HF generate on the live weights, not the vLLM rollout
 engine, whose weights lag one sync behind).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -47,7 +48,9 @@ Probe = Callable[[object, Sequence[dict]], list[dict]]
 KEYS = ("reward", "correctness", "search_calls")
 
 
-def score_rollouts(texts: Sequence[str], golds: Sequence[list], reward_funcs: Sequence, fmt: FormatPreset) -> list[dict]:
+def score_rollouts(
+    texts: Sequence[str], golds: Sequence[list], reward_funcs: Sequence, fmt: FormatPreset
+) -> list[dict]:
     """Each rollout's reward (the reward functions summed, as GRPO's ``reward``), its answer term (the first
     function, ``train.rewards.correctness``) and its search calls.
 
@@ -60,29 +63,48 @@ def score_rollouts(texts: Sequence[str], golds: Sequence[list], reward_funcs: Se
     """
     texts = list(texts)
     terms = [f(completions=texts, golden_answers=list(golds), trajectory=texts) for f in reward_funcs]
-    return [{"reward": float(sum(t[i] for t in terms)), "correctness": float(terms[0][i]),
-             "search_calls": fmt.parse(text).n_actions} for i, text in enumerate(texts)]
+    return [
+        {
+            "reward": float(sum(t[i] for t in terms)),
+            "correctness": float(terms[0][i]),
+            "search_calls": fmt.parse(text).n_actions,
+        }
+        for i, text in enumerate(texts)
+    ]
 
 
-def policy_probe(prompt: PromptConfig, fmt: FormatPreset, budget: Budget, tools: str, reward_funcs: Sequence,
-                 searcher=None) -> Probe:
+def policy_probe(
+    prompt: PromptConfig, fmt: FormatPreset, budget: Budget, tools: str, reward_funcs: Sequence, searcher=None
+) -> Probe:
     """The probe of an RL stage: its policy's live weights, greedy, one rollout per question, in eval mode
     (no LoRA dropout), gradient checkpointing off for the generation as in the stage's own rollouts."""
+
     def probe(trainer, questions: Sequence[dict]) -> list[dict]:
         tok = trainer.processing_class
-        episodes = [start_episode(q.get("prompt") or render_prompt(tok, q["question"], prompt), tok,
-                                  prefill=prompt.prefill, tools=tools, question={"id": q["id"]}) for q in questions]
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                         gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
-                                         ) as model:
+        episodes = [
+            start_episode(
+                q.get("prompt") or render_prompt(tok, q["question"], prompt),
+                tok,
+                prefill=prompt.prefill,
+                tools=tools,
+                question={"id": q["id"]},
+            )
+            for q in questions
+        ]
+        with unwrap_model_for_generation(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+        ) as model:
             training = model.training
             model.eval()
             try:
                 drive(episodes, make_engine("hf", model=model, tokenizer=tok, temperature=0.0), searcher, fmt, budget)
             finally:
                 model.train(training)
-        return score_rollouts([ep.completion for ep in episodes], [q["golden_answers"] for q in questions],
-                              reward_funcs, fmt)
+        return score_rollouts(
+            [ep.completion for ep in episodes], [q["golden_answers"] for q in questions], reward_funcs, fmt
+        )
 
     return probe
 
@@ -103,8 +125,10 @@ class HeldoutReward(TrainerCallback):
         if not sets or empty:
             raise ValueError(f"held-out reward: no questions in set(s) {empty or '(none given)'}")
         if not has_step_metrics(trainer):
-            raise TypeError(f"{type(trainer).__name__} has no _metrics: the held-out reward joins the log rows of "
-                            "TRL's GRPOTrainer (the RL stages)")
+            raise TypeError(
+                f"{type(trainer).__name__} has no _metrics: the held-out reward joins the log rows of "
+                "TRL's GRPOTrainer (the RL stages)"
+            )
         self.trainer, self.sets, self.every, self.probe = trainer, dict(sets), every, probe
         self.history: list[dict] = []
 
@@ -137,21 +161,28 @@ def heldout_questions(path: str, limit: int, pool: Sequence[dict]) -> list[dict]
     texts = {q["question"].strip().lower() for q in pool if q.get("question")}
     shared = [q for q in questions if q["id"] in ids or q["question"].strip().lower() in texts]
     if shared:
-        raise ValueError(f"{path}: {len(shared)} of its first {len(questions)} questions are in the stage's training "
-                         f"pool (first: {shared[0]['id']!r}); the held-out reward needs questions the stage never "
-                         "trains on, such as the curated eval split runs/curate/sets/eval_questions.parquet")
+        raise ValueError(
+            f"{path}: {len(shared)} of its first {len(questions)} questions are in the stage's training "
+            f"pool (first: {shared[0]['id']!r}); the held-out reward needs questions the stage never "
+            "trains on, such as the curated eval split runs/curate/sets/eval_questions.parquet"
+        )
     return questions
 
 
-def heldout_callback(trainer, stage, prompt: PromptConfig, fmt: FormatPreset, budget: Budget,
-                     reward_funcs: Sequence, searcher=None) -> HeldoutReward:
+def heldout_callback(
+    trainer, stage, prompt: PromptConfig, fmt: FormatPreset, budget: Budget, reward_funcs: Sequence, searcher=None
+) -> HeldoutReward:
     """The callback of an RL stage's settings: ``heldout_reward_every`` steps, the first ``heldout_limit`` of
     ``heldout_questions`` (checked against the stage's pool, the trainer's dataset) as ``heldout``, and the
     first ``heldout_limit`` of the pool itself, with the prompts it trains on, as ``pool``."""
     data = trainer.train_dataset
-    pool = [{"id": i, "prompt": p, "golden_answers": g}
-            for i, p, g in zip(data["question_id"], data["prompt"], data["golden_answers"])]
-    sets = {"heldout": heldout_questions(stage.heldout_questions, stage.heldout_limit, pool),
-            "pool": pool[:stage.heldout_limit]}
+    pool = [
+        {"id": i, "prompt": p, "golden_answers": g}
+        for i, p, g in zip(data["question_id"], data["prompt"], data["golden_answers"])
+    ]
+    sets = {
+        "heldout": heldout_questions(stage.heldout_questions, stage.heldout_limit, pool),
+        "pool": pool[: stage.heldout_limit],
+    }
     probe = policy_probe(prompt, fmt, budget, stage.tools, reward_funcs, searcher if stage.tools == "real" else None)
     return HeldoutReward(trainer, sets, stage.heldout_reward_every, probe)

@@ -14,6 +14,7 @@ pass rates it filters on are the start checkpoint's, which is what the first ste
 Writes ``out`` (the kept questions, in pool order, as the pool's own rows: ``rl*.questions=`` reads it)
 and ``out`` with ``.json`` for ``.jsonl``: candidates, kept, and each candidate's rewards.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,10 @@ class PoolConfig:
         if self.engine not in ("vllm", "hf"):
             raise ValueError(f"engine must be 'vllm' or 'hf', got {self.engine!r}")
         if self.candidates < 1 or self.samples < 2:
-            raise ValueError(f"candidates must be >= 1 and samples >= 2 (a spread needs two), got "
-                             f"{self.candidates} and {self.samples}")
+            raise ValueError(
+                f"candidates must be >= 1 and samples >= 2 (a spread needs two), got "
+                f"{self.candidates} and {self.samples}"
+            )
         if not self.out.endswith(".jsonl"):
             raise ValueError(f"out must name a .jsonl file, got {self.out!r}")
 
@@ -64,8 +67,9 @@ def train_config(stage: str):
     return build(TrainConfig, values, "train")
 
 
-def rollouts(model: str, questions: list[dict], train, stage_name: str, samples: int, engine: str,
-             searcher=None) -> list[dict]:
+def rollouts(
+    model: str, questions: list[dict], train, stage_name: str, samples: int, engine: str, searcher=None
+) -> list[dict]:
     """``samples`` rollouts per question of ``model`` in the stage's environment, each with its rewards
     (seeded per rollout: the same question and sample draw alike for every checkpoint)."""
     from train.rl import rollout_budget  # heavy: TRL loads only when rollouts are scored
@@ -73,19 +77,38 @@ def rollouts(model: str, questions: list[dict], train, stage_name: str, samples:
     stage = getattr(train, stage_name)
     fmt = get_format(train.format)
     generator, tok = load_policy(model, stage.temperature, "float32", engine)
-    episodes = [start_episode(render_prompt(tok, q["question"], train.prompt), tok, prefill=train.prompt.prefill,
-                              tools=stage.tools, question=q) for q in questions for _ in range(samples)]
+    episodes = [
+        start_episode(
+            render_prompt(tok, q["question"], train.prompt),
+            tok,
+            prefill=train.prompt.prefill,
+            tools=stage.tools,
+            question=q,
+        )
+        for q in questions
+        for _ in range(samples)
+    ]
     seeds = [SEED + 1000 * i for i in range(len(episodes))]
     drive(episodes, generator, searcher, fmt, rollout_budget(train, stage), seeds=seeds)
     golds = [q["golden_answers"] for q in questions for _ in range(samples)]
     texts = [ep.completion for ep in episodes]
-    terms = [f(completions=texts, golden_answers=golds, trajectory=texts) for f in
-             make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)]
+    terms = [
+        f(completions=texts, golden_answers=golds, trajectory=texts)
+        for f in make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
+    ]
     parsed = [fmt.parse(text) for text in texts]
-    return [{"question_id": ep.question["id"], "reward": sum(t[i] for t in terms), "correctness": terms[0][i],
-             "well_formed": p.well_formed, "search_calls": p.n_actions,
-             "written_observations": written_observations(ep, fmt), "finish_reason": ep.finish_reason}
-            for i, (ep, p) in enumerate(zip(episodes, parsed))]
+    return [
+        {
+            "question_id": ep.question["id"],
+            "reward": sum(t[i] for t in terms),
+            "correctness": terms[0][i],
+            "well_formed": p.well_formed,
+            "search_calls": p.n_actions,
+            "written_observations": written_observations(ep, fmt),
+            "finish_reason": ep.finish_reason,
+        }
+        for i, (ep, p) in enumerate(zip(episodes, parsed))
+    ]
 
 
 def by_question(rows: list[dict], key: str) -> dict[str, list[float]]:
@@ -111,15 +134,24 @@ def select(cfg: PoolConfig) -> dict:
     rewards = {qid: [round(r, 6) for r in rs] for qid, rs in by_question(rows, "reward").items()}
     kept = [q for q in questions if informative(rewards[q["id"]])]
     if not kept:
-        raise ValueError(f"train.pool: none of the {len(questions)} questions of {source} gave {cfg.model} rewards "
-                         f"that differ over {cfg.samples} rollouts: nothing for GRPO to learn from (more candidates, "
-                         f"more samples, or a higher {cfg.stage}.temperature)")
-    summary = {"stage": cfg.stage, "model": cfg.model, "questions": str(source), "candidates": len(questions),
-               "samples": cfg.samples, "kept": len(kept), "temperature": stage.temperature,
-               "reward_metric": stage.reward_metric,
-               "all_zero": sum(max(r) == min(r) == 0 for r in rewards.values()),
-               "all_alike_nonzero": sum(max(r) == min(r) != 0 for r in rewards.values()),
-               "rewards": rewards}
+        raise ValueError(
+            f"train.pool: none of the {len(questions)} questions of {source} gave {cfg.model} rewards "
+            f"that differ over {cfg.samples} rollouts: nothing for GRPO to learn from (more candidates, "
+            f"more samples, or a higher {cfg.stage}.temperature)"
+        )
+    summary = {
+        "stage": cfg.stage,
+        "model": cfg.model,
+        "questions": str(source),
+        "candidates": len(questions),
+        "samples": cfg.samples,
+        "kept": len(kept),
+        "temperature": stage.temperature,
+        "reward_metric": stage.reward_metric,
+        "all_zero": sum(max(r) == min(r) == 0 for r in rewards.values()),
+        "all_alike_nonzero": sum(max(r) == min(r) != 0 for r in rewards.values()),
+        "rewards": rewards,
+    }
     out = Path(cfg.out)
     write_text(out, "".join(json.dumps(q) + "\n" for q in kept))
     write_json(out.with_suffix(".json"), summary)

@@ -13,6 +13,7 @@ per-pair mean; ``PaperCPOTrainer`` replaces only that term and feeds CPO the ids
 of the start checkpoint) + α·NLL (``loss_type=["sigmoid", "sft"]``); TRL's ``sft`` term is a token
 mean over the batch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,15 +31,38 @@ def build_sft1_trainer(cfg: TrainConfig, model, tokenizer, dataset, out, callbac
     stage: SFT1Config = cfg.sft1
     common = training_args(cfg, stage, out, max_length=stage.max_length)
     if stage.loss == "paper":
-        args = CPOConfig(**{"loss_type": "simpo", "simpo_gamma": 0.0, "beta": 1.0, "cpo_alpha": stage.alpha,
-                            "label_smoothing": 0.0, "remove_unused_columns": False, **common})
-        return PaperCPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                               peft_config=peft_config(cfg, stage), callbacks=list(callbacks))
-    args = DPOConfig(**{"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, stage.alpha],
-                        "beta": stage.dpo_beta, **common})
+        args = CPOConfig(
+            **{
+                "loss_type": "simpo",
+                "simpo_gamma": 0.0,
+                "beta": 1.0,
+                "cpo_alpha": stage.alpha,
+                "label_smoothing": 0.0,
+                "remove_unused_columns": False,
+                **common,
+            }
+        )
+        return PaperCPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config(cfg, stage),
+            callbacks=list(callbacks),
+        )
+    args = DPOConfig(
+        **{"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, stage.alpha], "beta": stage.dpo_beta, **common}
+    )
     peft = peft_config(cfg, stage)
     # the reference is the start checkpoint; with LoRA, TRL disables the adapter instead of keeping a copy
     # (and without an explicit copy it would reload the weights from the model's saved path)
     ref = None if peft else copy.deepcopy(model).eval()
-    return PretokenizedDPOTrainer(model=model, ref_model=ref, args=args, train_dataset=dataset,
-                                  processing_class=tokenizer, peft_config=peft, callbacks=list(callbacks))
+    return PretokenizedDPOTrainer(
+        model=model,
+        ref_model=ref,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft,
+        callbacks=list(callbacks),
+    )

@@ -13,6 +13,7 @@ The paper's reward is binary correctness where a malformed response scores 0: ``
 penalty keeps that order (correct 1 > wrong 0 > malformed -1 by default); ``reward_metric=
 autocoa_lenient format_penalty=0`` reproduces their reward exactly.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -27,8 +28,14 @@ def _texts(completions: list, trajectory: list | None) -> list[str]:
     return list(trajectory) if trajectory is not None else [str(c) for c in completions]
 
 
-def correctness(completions: list, golden_answers: list, trajectory: list | None = None,
-                metric: str = "em", format: str = "autocoa", **kwargs) -> list[float]:
+def correctness(
+    completions: list,
+    golden_answers: list,
+    trajectory: list | None = None,
+    metric: str = "em",
+    format: str = "autocoa",
+    **kwargs,
+) -> list[float]:
     """Answer correctness per completion.
 
     >>> correctness([""], [["Paris"]], trajectory=["<think>\\nFrance.\\n</think>\\n\\n\\\\boxed{Paris}"])
@@ -42,8 +49,9 @@ def correctness(completions: list, golden_answers: list, trajectory: list | None
     return [score(fmt.extract_answer(t), g) for t, g in zip(texts, golden_answers)]
 
 
-def format_term(completions: list, trajectory: list | None = None, penalty: float = 1.0,
-                format: str = "autocoa", **kwargs) -> list[float]:
+def format_term(
+    completions: list, trajectory: list | None = None, penalty: float = 1.0, format: str = "autocoa", **kwargs
+) -> list[float]:
     """0 if the trajectory parses as well-formed, else ``-penalty``.
 
     >>> format_term([""], trajectory=["<think>\\nno answer yet"])

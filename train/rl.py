@@ -6,6 +6,7 @@ Both stages roll out through ``train.rollout.make_rollout`` (the one agent loop)
 observation itself (in the loss).
 Rewards: ``train.rewards`` (correctness + format term).
 """
+
 from __future__ import annotations
 
 from coa.agent import Budget
@@ -28,36 +29,59 @@ def rollout_budget(cfg: TrainConfig, stage: RL1Config) -> Budget:
 
 
 def grpo_config(cfg: TrainConfig, stage: RL1Config, out) -> GRPOConfig:
-    return GRPOConfig(**training_args(
-        cfg, stage, out,
-        num_generations=stage.num_generations,
-        temperature=stage.temperature,
-        beta=stage.beta,
-        loss_type=stage.loss_type,  # explicit: the paper is GRPO, TRL 1.16's default is dapo
-        # model tokens; the rollout enforces it (real observations extra, simulated ones inside it)
-        max_completion_length=rollout_budget(cfg, stage).max_tokens,
-    ))
+    return GRPOConfig(
+        **training_args(
+            cfg,
+            stage,
+            out,
+            num_generations=stage.num_generations,
+            temperature=stage.temperature,
+            beta=stage.beta,
+            loss_type=stage.loss_type,  # explicit: the paper is GRPO, TRL 1.16's default is dapo
+            # model tokens; the rollout enforces it (real observations extra, simulated ones inside it)
+            max_completion_length=rollout_budget(cfg, stage).max_tokens,
+        )
+    )
 
 
-def build_rl_trainer(cfg: TrainConfig, stage: RL1Config, model, tokenizer, dataset, out,
-                     callbacks=(), reward_funcs=None, searcher=None):
+def build_rl_trainer(
+    cfg: TrainConfig, stage: RL1Config, model, tokenizer, dataset, out, callbacks=(), reward_funcs=None, searcher=None
+):
     """GRPOTrainer for rl1/rl2. ``searcher`` defaults to the configured search environment's for
     tools="real"; ``reward_funcs`` to ``make_rewards`` from the stage config."""
     fmt = get_format(cfg.prompt.format)
     tile_lm_head_for_cpu()
     if stage.tools == "real" and searcher is None:
         searcher = cfg.search.searcher()
-    rollout = make_rollout(fmt, rollout_budget(cfg, stage), cfg.prompt.prefill, stage.tools, searcher, stage.engine,
-                           stage.sync_every, stage.kv_cache_gib)
+    rollout = make_rollout(
+        fmt,
+        rollout_budget(cfg, stage),
+        cfg.prompt.prefill,
+        stage.tools,
+        searcher,
+        stage.engine,
+        stage.sync_every,
+        stage.kv_cache_gib,
+    )
     rewards = reward_funcs or make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
     args = grpo_config(cfg, stage, out)
     if args.use_vllm:
-        raise ValueError("trl_args use_vllm is not used: the agent rollout has its own vLLM engine with weight "
-                         "sync on CPU and GPU; set rl1.engine=vllm / rl2.engine=vllm instead")
-    trainer = TrimmingGRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                                  processing_class=tokenizer, peft_config=peft_config(cfg, stage),
-                                  rollout_func=rollout, callbacks=list(callbacks))
+        raise ValueError(
+            "trl_args use_vllm is not used: the agent rollout has its own vLLM engine with weight "
+            "sync on CPU and GPU; set rl1.engine=vllm / rl2.engine=vllm instead"
+        )
+    trainer = TrimmingGRPOTrainer(
+        model=model,
+        reward_funcs=rewards,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg, stage),
+        rollout_func=rollout,
+        callbacks=list(callbacks),
+    )
     if stage.heldout_reward_every:
-        trainer.add_callback(heldout_callback(trainer, stage, cfg.prompt, fmt, rollout_budget(cfg, stage), rewards,
-                                              searcher))
+        trainer.add_callback(
+            heldout_callback(trainer, stage, cfg.prompt, fmt, rollout_budget(cfg, stage), rewards, searcher)
+        )
     return trainer

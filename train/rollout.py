@@ -19,6 +19,7 @@ prefill + generated + observation ids), never from re-tokenised text. Engines (`
             sampling log-probs travel with the ids. An engine that cannot start stops the stage with
             an error naming ``engine=hf`` as the way out; nothing falls back silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,12 +71,21 @@ class PolicyEngine:
 def start_vllm(trainer, kv_cache_gib: float):
     args = trainer.args
     try:
-        return make_engine("vllm", model=trainer.model.name_or_path, tokenizer=trainer.processing_class,
-                           temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                           dtype="bfloat16" if args.bf16 else "float32", kv_cache_gib=kv_cache_gib)
+        return make_engine(
+            "vllm",
+            model=trainer.model.name_or_path,
+            tokenizer=trainer.processing_class,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            dtype="bfloat16" if args.bf16 else "float32",
+            kv_cache_gib=kv_cache_gib,
+        )
     except Exception as e:  # noqa: BLE001 - no silent fallback: say what failed and the way out
-        raise RuntimeError(f"the vLLM rollout engine could not start ({type(e).__name__}: {e}); "
-                           "train with rl1.engine=hf / rl2.engine=hf instead") from e
+        raise RuntimeError(
+            f"the vLLM rollout engine could not start ({type(e).__name__}: {e}); "
+            "train with rl1.engine=hf / rl2.engine=hf instead"
+        ) from e
 
 
 def policy_weights(trainer):
@@ -92,8 +102,11 @@ def policy_weights(trainer):
     def plain(name: str) -> str:
         return name.removeprefix("base_model.model.").replace(".base_layer", "")
 
-    adapted = {plain(name) + ".weight": module for name, module in model.named_modules()
-               if isinstance(module, LoraLayer) and module.active_adapters}
+    adapted = {
+        plain(name) + ".weight": module
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer) and module.active_adapters
+    }
 
     def weights():
         for key, tensor in model.state_dict().items():
@@ -109,8 +122,16 @@ def policy_weights(trainer):
     return weights()
 
 
-def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, searcher=None, engine: str = "hf",
-                 sync_every: int = 1, kv_cache_gib: float = 0.5):
+def make_rollout(
+    fmt: FormatPreset,
+    budget: Budget,
+    prefill: str,
+    tools: str,
+    searcher=None,
+    engine: str = "hf",
+    sync_every: int = 1,
+    kv_cache_gib: float = 0.5,
+):
     """A TRL ``rollout_func`` running ``coa.agent.drive`` (``searcher`` is needed for tools="real")."""
     if tools == "real" and searcher is None:
         raise ValueError("tools='real' needs a searcher (search.index= or search.retriever_url=)")
@@ -128,10 +149,12 @@ def make_rollout(fmt: FormatPreset, budget: Budget, prefill: str, tools: str, se
             drive(episodes, vllm(trainer), search, fmt, budget)
             log_metric(trainer, "agent/weight_syncs", float(vllm.engine.syncs))
         else:
-            with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                             generation_kwargs=trainer.generation_kwargs,
-                                             gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs
-                                             ) as model:
+            with unwrap_model_for_generation(
+                trainer.model_wrapped,
+                trainer.accelerator,
+                generation_kwargs=trainer.generation_kwargs,
+                gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+            ) as model:
                 hf = make_engine("hf", model=model, tokenizer=tok, generation_config=trainer.generation_config)
                 drive(episodes, hf, search, fmt, budget)
         records = [ep.rollout() for ep in episodes]  # once: the log, the record and TRL read the same masks
@@ -165,23 +188,36 @@ def _record(trainer, episodes: list[Episode], masks: list[list[int]], first: boo
     path.parent.mkdir(parents=True, exist_ok=True)
     done = trainer.state.global_step
     if first:
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < done] \
-            if done and path.exists() else []
+        kept = (
+            [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < done]
+            if done and path.exists()
+            else []
+        )
         path.write_text("".join(line + "\n" for line in kept))
     with open(path, "a") as f:
         for ep, mask in zip(episodes, masks):
-            f.write(json.dumps({
-                "step": trainer.state.global_step, "n_actions": ep.n_actions,
-                "queries": [s["query"] for s in ep.segments if s["kind"] == "observation" or s.get("query")],
-                # searches the real environment ran (each call it answered; a simulated opening or the budget
-                # message is none)
-                "real_search_queries": ep.n_actions if ep.tools == "real" else 0,
-                "budget_notices": ep.budget_notices, "finish_reason": ep.finish_reason,
-                "model_tokens": sum(mask), "observation_tokens": mask.count(0)}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "step": trainer.state.global_step,
+                        "n_actions": ep.n_actions,
+                        "queries": [s["query"] for s in ep.segments if s["kind"] == "observation" or s.get("query")],
+                        # searches the real environment ran (each call it answered; a simulated opening or the budget
+                        # message is none)
+                        "real_search_queries": ep.n_actions if ep.tools == "real" else 0,
+                        "budget_notices": ep.budget_notices,
+                        "finish_reason": ep.finish_reason,
+                        "model_tokens": sum(mask),
+                        "observation_tokens": mask.count(0),
+                    }
+                )
+                + "\n"
+            )
 
 
-def _log(trainer, episodes: list[Episode], masks: list[list[int]], search: CountingSearch | None,
-         fmt: FormatPreset) -> None:
+def _log(
+    trainer, episodes: list[Episode], masks: list[list[int]], search: CountingSearch | None, fmt: FormatPreset
+) -> None:
     # the same channel TRL gives reward functions (``log_metric``): averaged per logging step
     n = len(episodes)
     masked = sum(m == 0 for mask in masks for m in mask)
@@ -198,7 +234,12 @@ def _log(trainer, episodes: list[Episode], masks: list[list[int]], search: Count
         "agent/answered": sum(ep.finish_reason == "answer" for ep in episodes) / n,
     }
     if search is not None:
-        values.update({"agent/search_calls": search.calls, "agent/empty_results": search.empty,
-                       "agent/search_seconds": search.seconds})
+        values.update(
+            {
+                "agent/search_calls": search.calls,
+                "agent/empty_results": search.empty,
+                "agent/search_seconds": search.seconds,
+            }
+        )
     for name, value in values.items():
         log_metric(trainer, name, float(value))

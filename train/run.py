@@ -34,6 +34,7 @@ step, CPU and GPU; ``train.rollout``). GPU settings, by config only:
     rl2.engine=vllm                            # rollouts on vLLM in-process (bf16 with bf16=true)
     accelerate launch -m train.run stage=sft2  # several GPUs (DDP; add --config_file for DeepSpeed/FSDP)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,9 +81,11 @@ def start_checkpoint(cfg: TrainConfig, stage: str) -> Path:
         return check_start_model(path)
     path = Path(cfg.runs_dir) / PREVIOUS[stage]
     if not path.exists():
-        raise FileNotFoundError(f"{stage} starts from the {PREVIOUS[stage]} checkpoint {path}, which does not "
-                                f"exist: run `python -m train.run stage={PREVIOUS[stage]}` first, or set "
-                                "model=PATH (model=base for the base model)")
+        raise FileNotFoundError(
+            f"{stage} starts from the {PREVIOUS[stage]} checkpoint {path}, which does not "
+            f"exist: run `python -m train.run stage={PREVIOUS[stage]}` first, or set "
+            "model=PATH (model=base for the base model)"
+        )
     return check_checkpoint(path)
 
 
@@ -100,8 +103,10 @@ def resume_point(cfg: TrainConfig, stage: str) -> Path | None:
         return None
     last = last_trainer_checkpoint(work)
     if last is None:
-        raise FileNotFoundError(f"{stage}: resume=true but {work} holds no complete checkpoint-N (save_steps="
-                                f"{cfg.save_steps}); run without resume=true to start the stage over")
+        raise FileNotFoundError(
+            f"{stage}: resume=true but {work} holds no complete checkpoint-N (save_steps="
+            f"{cfg.save_steps}); run without resume=true to start the stage over"
+        )
     return last
 
 
@@ -113,10 +118,16 @@ def stage_fingerprint(cfg: TrainConfig, stage: str, start: Path) -> dict:
         data = [Path(settings.questions)] if settings.questions else []
     else:
         data = [Path(cfg.sets_dir) / name for name in ([settings.data] if stage == "sft1" else settings.data)]
-    return {"writer": "train.run", "stage": stage, "start": model_identity(start),
-            "settings": dataclasses.asdict(settings), "format": cfg.format, "prompt": dataclasses.asdict(cfg.prompt),
-            "environment": dataclasses.asdict(cfg.search),
-            "data": {str(p): file_digest(p) if p.is_file() else None for p in data}}
+    return {
+        "writer": "train.run",
+        "stage": stage,
+        "start": model_identity(start),
+        "settings": dataclasses.asdict(settings),
+        "format": cfg.format,
+        "prompt": dataclasses.asdict(cfg.prompt),
+        "environment": dataclasses.asdict(cfg.search),
+        "data": {str(p): file_digest(p) if p.is_file() else None for p in data},
+    }
 
 
 def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: StepLog):
@@ -127,8 +138,7 @@ def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: Ste
         dataset, stats = pair_dataset(tok, Path(cfg.sets_dir) / settings.data, settings.max_length, fmt=cfg.format)
     elif stage in ("sft2", "sft3"):
         paths = [Path(cfg.sets_dir) / name for name in settings.data]
-        dataset, stats = sft_dataset(tok, paths, settings.observation_loss, settings.max_length, stage,
-                                     fmt=cfg.format)
+        dataset, stats = sft_dataset(tok, paths, settings.observation_loss, settings.max_length, stage, fmt=cfg.format)
     else:
         dataset = rl_dataset(tok, settings.questions, settings.question_limit, cfg.prompt)
         stats = {"questions": len(dataset)}
@@ -186,8 +196,13 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
     if stage not in cfg.chain:  # an ablation arm without this stage: the model so far goes on unchanged
         return pass_through(cfg, stage, start, f"not in train.chain {cfg.chain}")
     if stage in RL_STAGES and cfg.rl.max_steps > 0 and getattr(cfg, stage).max_steps == 0:
-        return pass_through(cfg, stage, start, f"0 of the {cfg.rl.max_steps} RL steps (rl.rl1_fraction="
-                                               f"{cfg.rl.rl1_fraction:g})", real_search_queries=0)
+        return pass_through(
+            cfg,
+            stage,
+            start,
+            f"0 of the {cfg.rl.max_steps} RL steps (rl.rl1_fraction={cfg.rl.rl1_fraction:g})",
+            real_search_queries=0,
+        )
     empty = empty_sets(cfg, stage)
     if empty and cfg.on_empty_set == "pass_through":
         return pass_through(cfg, stage, start, f"empty set: {empty} (on_empty_set=pass_through)")
@@ -213,12 +228,28 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
             shutil.copy(rollouts, tmp / rollouts.name)
         if stage in RL_STAGES:  # the real environment's use, counted from the observations it returned
             extra["real_search_queries"] = real_search_queries(tmp)
-        write_json(tmp / "train_args.json", {"start_model": str(start), "trl": trainer.args.to_dict(),
-                                             "stage": dataclasses.asdict(getattr(cfg, stage))}, default=str)
-        metrics = write_metrics(tmp, stage, log, {"start_model": str(start), "train_loss": result.training_loss,
-                                                  "data": stats, "bf16": trainer.args.bf16,
-                                                  "tokens": trainer.tokens.summary(sum(log.step_seconds)),
-                                                  **extra})
+        write_json(
+            tmp / "train_args.json",
+            {
+                "start_model": str(start),
+                "trl": trainer.args.to_dict(),
+                "stage": dataclasses.asdict(getattr(cfg, stage)),
+            },
+            default=str,
+        )
+        metrics = write_metrics(
+            tmp,
+            stage,
+            log,
+            {
+                "start_model": str(start),
+                "train_loss": result.training_loss,
+                "data": stats,
+                "bf16": trainer.args.bf16,
+                "tokens": trainer.tokens.summary(sum(log.step_seconds)),
+                **extra,
+            },
+        )
     drop_resume_checkpoints(work_dir(cfg, stage))
     trainer.accelerator.wait_for_everyone()
     return metrics
@@ -227,8 +258,12 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
 def real_search_queries(folder: Path) -> int:
     """Queries the real search environment answered in a stage's rollouts (``rollouts*.jsonl``: one line per
     rollout with its ``real_search_queries``; rl1's policy writes its own observations, so none)."""
-    return sum(json.loads(line)["real_search_queries"] for path in folder.glob("rollouts*.jsonl")
-               for line in path.read_text().splitlines() if line.strip())
+    return sum(
+        json.loads(line)["real_search_queries"]
+        for path in folder.glob("rollouts*.jsonl")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    )
 
 
 def drop_resume_checkpoints(work: Path) -> None:
@@ -242,8 +277,9 @@ def check_tensorboard() -> None:
     import importlib.util
 
     if not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
-        raise ValueError("report_to=tensorboard needs the tensorboard package (pip install tensorboard); "
-                         "or report_to=none")
+        raise ValueError(
+            "report_to=tensorboard needs the tensorboard package (pip install tensorboard); or report_to=none"
+        )
 
 
 def main(argv: list[str]) -> list[dict]:
@@ -269,8 +305,11 @@ def scheduled(cfg: TrainConfig) -> TrainConfig:
     if cfg.rl.max_steps <= 0:
         return cfg
     rl1_steps, rl2_steps = cfg.rl.split()
-    return dataclasses.replace(cfg, rl1=dataclasses.replace(cfg.rl1, max_steps=rl1_steps),
-                               rl2=dataclasses.replace(cfg.rl2, max_steps=rl2_steps))
+    return dataclasses.replace(
+        cfg,
+        rl1=dataclasses.replace(cfg.rl1, max_steps=rl1_steps),
+        rl2=dataclasses.replace(cfg.rl2, max_steps=rl2_steps),
+    )
 
 
 @entry_point("train")

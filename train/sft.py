@@ -11,6 +11,7 @@ only to earlier tokens of its own sequence (with sdpa and eager as with flash-at
 loss is unchanged: masked tokens stay -100, and the Trainer divides the summed token losses of all
 micro-batches of an optimizer step by the step's count of trained tokens, packed or not.
 """
+
 from __future__ import annotations
 
 from trl import SFTConfig, SFTTrainer
@@ -35,7 +36,14 @@ class CountingSFTTrainer(SFTTrainer):
 
 
 def build_sft_trainer(cfg: TrainConfig, stage: SFT2Config, model, tokenizer, dataset, out, callbacks=()):
-    args = SFTConfig(**training_args(cfg, stage, out, max_length=stage.max_length, packing=stage.packing,
-                                     packing_strategy="bfd"))
-    return CountingSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                              peft_config=peft_config(cfg, stage), callbacks=list(callbacks))
+    args = SFTConfig(
+        **training_args(cfg, stage, out, max_length=stage.max_length, packing=stage.packing, packing_strategy="bfd")
+    )
+    return CountingSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg, stage),
+        callbacks=list(callbacks),
+    )

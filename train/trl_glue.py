@@ -21,6 +21,7 @@ The guard: importing this module checks that the installed TRL is one these were
 (``TRL_SUPPORTED``); another version stops with one line naming both. ``COA_ALLOW_TRL=1`` lets it run anyway
 (then run ``pytest tests/train/test_trl_glue.py`` first: it names the patch that no longer fits).
 """
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,8 @@ def check_trl_version(version: str | None = None) -> None:
     raise RuntimeError(
         f"train/ needs trl{TRL_SUPPORTED} (it patches TRL internals: train/trl_glue.py), but trl {installed} is "
         f"installed: pip install 'trl{TRL_SUPPORTED}', or set {ALLOW_ENV}=1 to try it anyway (then run "
-        "pytest tests/train/test_trl_glue.py: it names the TRL symbol that changed)")
+        "pytest tests/train/test_trl_glue.py: it names the TRL symbol that changed)"
+    )
 
 
 check_trl_version()
@@ -87,23 +89,47 @@ class TrimmingGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.tokens = TokenCount()
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **multimodal,
+    ):
         if any(v is not None for v in multimodal.values()):  # images: TRL's own chunking
             return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
-                **multimodal)
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size,
+                compute_entropy,
+                compute_aux_loss,
+                **multimodal,
+            )
         size, prompt_len = batch_size or input_ids.size(0), input_ids.size(1) - logits_to_keep
         parts = []
         for start in range(0, input_ids.size(0), size):
-            ids, mask = input_ids[start:start + size], attention_mask[start:start + size]
+            ids, mask = input_ids[start : start + size], attention_mask[start : start + size]
             used = mask.any(dim=0).nonzero().flatten().tolist()
             head = min(used[0], prompt_len) if used else 0
             tail = max(used[-1] + 1, prompt_len + 1) if used else ids.size(1)  # at least one completion column
             self.tokens.add(mask[:, head:tail])
-            parts.append(super()._get_per_token_logps_and_entropies(
-                model, ids[:, head:tail], mask[:, head:tail], tail - prompt_len, None, compute_entropy,
-                compute_aux_loss))
+            parts.append(
+                super()._get_per_token_logps_and_entropies(
+                    model,
+                    ids[:, head:tail],
+                    mask[:, head:tail],
+                    tail - prompt_len,
+                    None,
+                    compute_entropy,
+                    compute_aux_loss,
+                )
+            )
 
         def widen(t):
             return torch.nn.functional.pad(t, (0, logits_to_keep - t.size(1)))

@@ -29,6 +29,7 @@ Each carries the exit code an entry point ends with when it reaches one (``coa.e
 line on stderr, no traceback unless ``COA_DEBUG=1``): 2 for ``EngineFatal`` (a setting to fix), 3 for
 the others (the engine stopped or failed; a re-run resumes).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,21 @@ from typing import Callable, Protocol, runtime_checkable
 
 from coa.agent import Engine, Generation, Request
 
-__all__ = ["Engine", "Generation", "Request", "Checked", "Reporting", "ENGINES", "register", "make_engine",
-           "Batched", "EngineFatal", "EngineUnavailable", "RequestRejected", "BadResponse"]
+__all__ = [
+    "Engine",
+    "Generation",
+    "Request",
+    "Checked",
+    "Reporting",
+    "ENGINES",
+    "register",
+    "make_engine",
+    "Batched",
+    "EngineFatal",
+    "EngineUnavailable",
+    "RequestRejected",
+    "BadResponse",
+]
 
 
 @runtime_checkable
@@ -85,14 +99,19 @@ ENGINES: dict[str, Callable[..., Engine]] = {}
 # where each built-in engine lives: imported on first use, so a missing optional dependency (vllm,
 # torch) only matters to whoever asks for that engine
 # (``synth`` registers ``reference`` when it imports ``synth.reference``: the core names no stage package)
-_MODULES = {"completions": "coa.engines.completions", "chat": "coa.engines.chat", "hf": "coa.engines.hf",
-            "vllm": "coa.engines.vllm"}
+_MODULES = {
+    "completions": "coa.engines.completions",
+    "chat": "coa.engines.chat",
+    "hf": "coa.engines.hf",
+    "vllm": "coa.engines.vllm",
+}
 
 
 def register(name: str):
     def add(factory):
         ENGINES[name] = factory
         return factory
+
     return add
 
 
@@ -133,8 +152,9 @@ class Batched:
                 items.append(self._requests.get_nowait())
             try:
                 batch = [r for r, _ in items]
-                results = await asyncio.to_thread(self.generate_batch, batch) if self.threaded \
-                    else self.generate_batch(batch)
+                results = (
+                    await asyncio.to_thread(self.generate_batch, batch) if self.threaded else self.generate_batch(batch)
+                )
             except Exception as e:  # noqa: BLE001 - every waiting episode gets the error
                 for _, future in items:
                     if not future.done():

@@ -38,6 +38,7 @@ JSON, no ``choices``, a null message, negative usage) is ``BadResponse`` (``bad_
 A turn without reasoning is allowed (OpenAI's API returns none) and counted (``stats()``). Faults, several
 endpoints and the key: ``coa.engines.pool``.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,7 @@ def result_text(observation: str, fmt: FormatPreset) -> str:
     """An observation segment's plain text, without the preset's result tags: what a tool message carries."""
     text = observation.strip()
     if text.startswith(fmt.result_open) and text.endswith(fmt.result_close):
-        text = text[len(fmt.result_open):len(text) - len(fmt.result_close)].strip()
+        text = text[len(fmt.result_open) : len(text) - len(fmt.result_close)].strip()
     return text
 
 
@@ -105,8 +106,10 @@ class Reply:
         calls = self.tool_calls if calls is None else calls
         msg = {"role": "assistant", "content": self.content or (None if calls else "")}
         if calls:
-            msg["tool_calls"] = [{"id": c["id"], "type": "function",
-                                  "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
+            msg["tool_calls"] = [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in calls
+            ]
         if send_reasoning and self.reasoning:
             msg[self.reasoning_key or REASONING_KEYS[0]] = self.reasoning
         return msg
@@ -118,18 +121,39 @@ def inside_think(text: str, fmt: FormatPreset) -> bool:
 
 @register("chat")
 class ChatEngine:
-    def __init__(self, base_url: str | list, model: str, tokenizer=None, api_key_env: str = "OPENAI_API_KEY",
-                 timeout_s: float = 300.0, retries: int = 4, temperature: float = 0.7, top_p: float = 1.0,
-                 tools: str = "native", tool_name: str = "search", tool_arg: str = "query",
-                 tool_choice: str = "auto", send_reasoning: bool = True, stream: bool = False,
-                 answer_pattern: str = "", strict_tools: bool = True, backoff_s: float = 30.0, http_client=None):
+    def __init__(
+        self,
+        base_url: str | list,
+        model: str,
+        tokenizer=None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 300.0,
+        retries: int = 4,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        tools: str = "native",
+        tool_name: str = "search",
+        tool_arg: str = "query",
+        tool_choice: str = "auto",
+        send_reasoning: bool = True,
+        stream: bool = False,
+        answer_pattern: str = "",
+        strict_tools: bool = True,
+        backoff_s: float = 30.0,
+        http_client=None,
+    ):
         if tools not in TOOLS:
             raise ValueError(f"teacher.tools must be one of {TOOLS}, got {tools!r}")
         if tool_choice not in TOOL_CHOICES:
             raise ValueError(f"teacher.tool_choice must be one of {TOOL_CHOICES}, got {tool_choice!r}")
         self.name, self.tokenizer = model, tokenizer
         self.sampling = {"temperature": temperature, "top_p": top_p}
-        self.native, self.tool_name, self.tool_arg, self.tool_choice = tools == "native", tool_name, tool_arg, tool_choice
+        self.native, self.tool_name, self.tool_arg, self.tool_choice = (
+            tools == "native",
+            tool_name,
+            tool_arg,
+            tool_choice,
+        )
         self.send_reasoning, self.stream, self.answer_pattern = send_reasoning, stream, answer_pattern
         self.strict_tools = strict_tools
         self.pool = Endpoints(base_url, model, api_key_env, timeout_s, retries, backoff_s, http_client)
@@ -143,27 +167,42 @@ class ChatEngine:
 
     # ---- the request ------------------------------------------------------------------
     def tool_spec(self) -> dict:
-        return {"type": "function", "function": {
-            "name": self.tool_name, "description": "Search a collection of Wikipedia passages; returns the best matches.",
-            "parameters": {"type": "object", "properties": {self.tool_arg: {"type": "string", "description": "the search query"}},
-                           "required": [self.tool_arg], "additionalProperties": False},
-            # strict: the server enforces the schema (vLLM 0.32 constrains a forced call to it only then; without
-            # it the 135M model wrote {"query": {...}} in 7 of 8 forced calls)
-            **({"strict": True} if self.strict_tools else {})}}
+        return {
+            "type": "function",
+            "function": {
+                "name": self.tool_name,
+                "description": "Search a collection of Wikipedia passages; returns the best matches.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {self.tool_arg: {"type": "string", "description": "the search query"}},
+                    "required": [self.tool_arg],
+                    "additionalProperties": False,
+                },
+                # strict: the server enforces the schema (vLLM 0.32 constrains a forced call to it only then; without
+                # it the 135M model wrote {"query": {...}} in 7 of 8 forced calls)
+                **({"strict": True} if self.strict_tools else {}),
+            },
+        }
 
     def instruction(self, fmt: FormatPreset) -> str:
         """The system message: how to search and the form of the final answer (what ``extract_answer`` reads)."""
         answer = fmt.answer_text("YOUR ANSWER")
         if self.native:
-            how = (f"Use the `{self.tool_name}` tool to search a collection of Wikipedia passages whenever you need "
-                   "a fact; you can search several times, one query per call.")
+            how = (
+                f"Use the `{self.tool_name}` tool to search a collection of Wikipedia passages whenever you need "
+                "a fact; you can search several times, one query per call."
+            )
         else:
             where = " inside your reasoning" if fmt.answer_after_think else ""
-            how = (f"Think step by step inside {fmt.think_open} {fmt.think_close}. To search a collection of "
-                   f"Wikipedia passages write {fmt.search_call('your query')}{where}; the results come back inside "
-                   f"{fmt.result_open} {fmt.result_close}. You can search several times.")
-        return (f"Answer the user's question. {how} When you are done, give the final answer as {answer} "
-                "(a short phrase, no explanation).")
+            how = (
+                f"Think step by step inside {fmt.think_open} {fmt.think_close}. To search a collection of "
+                f"Wikipedia passages write {fmt.search_call('your query')}{where}; the results come back inside "
+                f"{fmt.result_open} {fmt.result_close}. You can search several times."
+            )
+        return (
+            f"Answer the user's question. {how} When you are done, give the final answer as {answer} "
+            "(a short phrase, no explanation)."
+        )
 
     def messages(self, ep: Episode, fmt: FormatPreset) -> list[dict]:
         """The conversation so far, rebuilt from the episode's segments."""
@@ -181,7 +220,10 @@ class ChatEngine:
                 msg = turns.get(i) or self._rebuilt_call(text, s.get("query") or "", i, fmt)
                 messages += [msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": result}]
             else:
-                messages += [turns.get(i) or {"role": "assistant", "content": text}, {"role": "user", "content": result}]
+                messages += [
+                    turns.get(i) or {"role": "assistant", "content": text},
+                    {"role": "user", "content": result},
+                ]
             text = ""
         return messages
 
@@ -209,8 +251,9 @@ class ChatEngine:
         elif not self.native:
             body["stop"] = [fmt.search_close]
             if open_text:  # continue the prefilled assistant turn (vLLM: continue_final_message; DeepSeek: prefix)
-                body["messages"] = messages + [{"role": "assistant", "content": open_text,
-                                                **({} if self.vllm else {"prefix": True})}]
+                body["messages"] = messages + [
+                    {"role": "assistant", "content": open_text, **({} if self.vllm else {"prefix": True})}
+                ]
                 if self.vllm:
                     extra = {"continue_final_message": True, "add_generation_prompt": False}
         if extra:
@@ -218,8 +261,13 @@ class ChatEngine:
         reply = await self.pool.call(lambda client: self._send(client, body))
         gen = self._convert(reply, request, forced, len([m for m in messages if m["role"] == "assistant"]))
         ep.engine_state["transcript"] = json.dumps(
-            {"tools": body.get("tools"), "messages": body["messages"],
-             "reply": {**reply.message(True), "finish_reason": reply.finish_reason}}, ensure_ascii=False)
+            {
+                "tools": body.get("tools"),
+                "messages": body["messages"],
+                "reply": {**reply.message(True), "finish_reason": reply.finish_reason},
+            },
+            ensure_ascii=False,
+        )
         return gen
 
     async def _send(self, client, body: dict) -> Reply:
@@ -237,8 +285,9 @@ class ChatEngine:
             calls = [self._call(c) for c in message.tool_calls or []]
             usage_counts(r)
             return Reply(content or "", reasoning, key, calls, choice.finish_reason or "stop", r.usage)
-        stream = await read_reply(client.chat.completions.create(**body, stream=True,
-                                                                 stream_options={"include_usage": True}))
+        stream = await read_reply(
+            client.chat.completions.create(**body, stream=True, stream_options={"include_usage": True})
+        )
         reply, parts, thoughts, calls, chunks = Reply(), [], [], {}, 0
         try:
             async for chunk in stream:  # deltas: content, reasoning and tool calls arrive in pieces
@@ -342,8 +391,15 @@ class ChatEngine:
             parsed = fmt.parse(ep.completion + text)
             if parsed.answer is not None and not parsed.well_formed:  # answered, but the text does not parse
                 error = "malformed"
-        return Generation(text, "length" if length else "stop", eos=eos, n_tokens=usage.completion_tokens or 0,
-                          prompt_tokens=usage.prompt_tokens or 0, tool_calls=reply.tool_calls or None, error=error)
+        return Generation(
+            text,
+            "length" if length else "stop",
+            eos=eos,
+            n_tokens=usage.completion_tokens or 0,
+            prompt_tokens=usage.prompt_tokens or 0,
+            tool_calls=reply.tool_calls or None,
+            error=error,
+        )
 
     def _tags_text(self, reply: Reply, request: Request, lead: str, turn: int, reasoning: str) -> str:
         """``tags``: the content is format text already; separate reasoning (``reasoning``: neutralised)
@@ -365,12 +421,17 @@ class ChatEngine:
             content = open_text + reply.content
             ep.engine_state.setdefault("turns", {})[turn] = dict(
                 reply.message(self.send_reasoning),
-                content=content if content.endswith(fmt.search_close) else content + fmt.search_close)
+                content=content if content.endswith(fmt.search_close) else content + fmt.search_close,
+            )
         return text
 
     def stats(self) -> dict:
-        return {"endpoints": self.pool.stats(), "chat_turns": self.turns,
-                "chat_turns_without_reasoning": self.turns_without_reasoning, "neutralised_tags": self.neutralised}
+        return {
+            "endpoints": self.pool.stats(),
+            "chat_turns": self.turns,
+            "chat_turns_without_reasoning": self.turns_without_reasoning,
+            "neutralised_tags": self.neutralised,
+        }
 
     async def close(self) -> None:
         await self.pool.close()

@@ -5,6 +5,7 @@ The reference engine for RL rollouts (the policy being trained generates) and in
 from its exact ids; the generated ids come back as generated, up to the first EOS, so the loop cuts
 them at the token level (``coa.agent.cut_at_tag``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,16 @@ class HFEngine(Batched):
     """``model``: a loaded ``PreTrainedModel`` or a checkpoint folder; ``generation_config``: sampling
     settings (e.g. TRL's); otherwise ``temperature`` (0 = greedy) and ``top_p``."""
 
-    def __init__(self, model, tokenizer=None, generation_config=None, temperature: float = 0.0, top_p: float = 1.0,
-                 name: str = "", dtype: str = "float32"):
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        generation_config=None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        name: str = "",
+        dtype: str = "float32",
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -30,9 +39,14 @@ class HFEngine(Batched):
         self.model, self.tokenizer, self.name = model, tokenizer, name or getattr(model, "name_or_path", "hf")
         if generation_config is None:
             sample = temperature > 0
-            generation_config = GenerationConfig(do_sample=sample, temperature=temperature if sample else None,
-                                                 top_p=top_p if sample else None, top_k=None,
-                                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            generation_config = GenerationConfig(
+                do_sample=sample,
+                temperature=temperature if sample else None,
+                top_p=top_p if sample else None,
+                top_k=None,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         self.generation_config = generation_config
         eos = generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
@@ -50,9 +64,12 @@ class HFEngine(Batched):
         stops = sorted({s for r in requests for s in r.stop})
         config.stop_strings = stops or None
         with torch.no_grad():
-            out = self.model.generate(input_ids=input_ids.to(self.model.device),
-                                      attention_mask=attention.to(self.model.device),
-                                      generation_config=config, tokenizer=self.tokenizer)
+            out = self.model.generate(
+                input_ids=input_ids.to(self.model.device),
+                attention_mask=attention.to(self.model.device),
+                generation_config=config,
+                tokenizer=self.tokenizer,
+            )
         return [self._finish(ids, r) for ids, r in zip(out[:, width:].tolist(), requests)]
 
     def _finish(self, ids: list[int], request: Request) -> Generation:

@@ -25,6 +25,7 @@ Per-endpoint stats (requests, tokens, errors, latency percentiles) go into the s
 key comes from the environment variable named by ``api_key_env`` (``EMPTY`` when unset, which local vLLM
 expects); it is never logged or written to outputs.
 """
+
 from __future__ import annotations
 
 import os
@@ -89,8 +90,9 @@ def usage_counts(reply: Any) -> tuple[int, int]:
         return 0, 0
     counts = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
     if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-        raise BadResponse(f"the reply's usage is not two counts >= 0 (prompt_tokens={counts[0]!r}, "
-                          f"completion_tokens={counts[1]!r})")
+        raise BadResponse(
+            f"the reply's usage is not two counts >= 0 (prompt_tokens={counts[0]!r}, completion_tokens={counts[1]!r})"
+        )
     return counts
 
 
@@ -116,10 +118,15 @@ class Endpoint:
     latencies: list = field(default_factory=list, repr=False)
 
     def stats(self) -> dict:
-        return {"requests": self.requests, "errors": self.errors, "rejected": self.rejected,
-                "bad_responses": self.bad_responses, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                **{f"latency_p{q}_s": round(percentile(self.latencies, q / 100), 3) for q in (50, 90, 99)}}
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "rejected": self.rejected,
+            "bad_responses": self.bad_responses,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            **{f"latency_p{q}_s": round(percentile(self.latencies, q / 100), 3) for q in (50, 90, 99)},
+        }
 
 
 def retry_after(e: Exception) -> float:
@@ -131,16 +138,30 @@ def retry_after(e: Exception) -> float:
 
 
 class Endpoints:
-    def __init__(self, base_url: str | list, model: str, api_key_env: str = "OPENAI_API_KEY",
-                 timeout_s: float = 300.0, retries: int = 4, backoff_s: float = 30.0, http_client=None):
+    def __init__(
+        self,
+        base_url: str | list,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 300.0,
+        retries: int = 4,
+        backoff_s: float = 30.0,
+        http_client=None,
+    ):
         urls = as_urls(base_url)
         if not urls:
             raise ValueError("teacher.base_url: no URL given")
         self.model, self.api_key_env, self.retries, self.backoff_s = model, api_key_env, retries, backoff_s
         key = os.environ.get(api_key_env) or "EMPTY"
-        self.endpoints = [Endpoint(u, openai.AsyncOpenAI(base_url=u, api_key=key, timeout=timeout_s,
-                                                         max_retries=retries, http_client=http_client))
-                          for u in urls]
+        self.endpoints = [
+            Endpoint(
+                u,
+                openai.AsyncOpenAI(
+                    base_url=u, api_key=key, timeout=timeout_s, max_retries=retries, http_client=http_client
+                ),
+            )
+            for u in urls
+        ]
         self.answered = self.rejected = 0
 
     @property
@@ -149,8 +170,10 @@ class Endpoints:
 
     def fatal_or_none(self, e: openai.APIStatusError, url: str) -> EngineFatal | None:
         if e.status_code in (401, 403):
-            return EngineFatal(f"{url} refused the credentials ({e.status_code}): check the key in "
-                               f"${self.api_key_env} and its permissions")
+            return EngineFatal(
+                f"{url} refused the credentials ({e.status_code}): check the key in "
+                f"${self.api_key_env} and its permissions"
+            )
         if e.status_code == 404:
             return EngineFatal(f"{url}: model {self.model!r} not found (404): {e.message}")
         return None
@@ -164,8 +187,9 @@ class Endpoints:
         for ep in self.endpoints:
             try:
                 timeout = ep.client.timeout
-                client = ep.client.with_options(timeout=min(timeout, CHECK_TIMEOUT_S) if isinstance(timeout, (int, float))
-                                                else CHECK_TIMEOUT_S)
+                client = ep.client.with_options(
+                    timeout=min(timeout, CHECK_TIMEOUT_S) if isinstance(timeout, (int, float)) else CHECK_TIMEOUT_S
+                )
                 page = await client.models.list()
                 models = getattr(page, "data", None)
                 if not isinstance(models, list) or not all(isinstance(getattr(m, "id", None), str) for m in models):
@@ -173,8 +197,11 @@ class Endpoints:
             except openai.NotFoundError:
                 continue
             except (BadResponse, *UNREADABLE) as e:  # HTML, invalid JSON, another API: not a usable server
-                unreachable.append(str(e) if isinstance(e, BadResponse) else
-                                   f"{ep.url}/models answered something that is not JSON ({type(e).__name__})")
+                unreachable.append(
+                    str(e)
+                    if isinstance(e, BadResponse)
+                    else f"{ep.url}/models answered something that is not JSON ({type(e).__name__})"
+                )
                 ep.down_until = time.monotonic() + self.backoff_s
                 continue
             except openai.APIStatusError as e:
@@ -190,8 +217,10 @@ class Endpoints:
                 continue
             served = {m.id: getattr(m, "owned_by", "") for m in models}
             if served and self.model not in served:
-                raise EngineFatal(f"model {self.model!r} is not served at {ep.url} (404: unknown model); "
-                                  f"it serves: {', '.join(sorted(served))}")
+                raise EngineFatal(
+                    f"model {self.model!r} is not served at {ep.url} (404: unknown model); "
+                    f"it serves: {', '.join(sorted(served))}"
+                )
             owners.append(served.get(self.model))
         if len(unreachable) == len(self.endpoints):
             raise EngineUnavailable(f"teacher unavailable at start: {'; '.join(unreachable)}")
@@ -255,11 +284,13 @@ class Endpoints:
             raise self._rejected(e, ep.url)
         if unusable:
             if not self.answered:
-                raise EngineUnavailable(f"the teacher's first reply was unusable, so nothing more is sent to it: "
-                                        f"{'; '.join(unusable)}")
+                raise EngineUnavailable(
+                    f"the teacher's first reply was unusable, so nothing more is sent to it: {'; '.join(unusable)}"
+                )
             raise BadResponse("; ".join(unusable))
-        raise EngineUnavailable("; ".join(failures) if len(failures) == 1 else
-                                f"every endpoint failed: {'; '.join(failures)}")
+        raise EngineUnavailable(
+            "; ".join(failures) if len(failures) == 1 else f"every endpoint failed: {'; '.join(failures)}"
+        )
 
     def _rejected(self, e: openai.APIStatusError, url: str) -> Exception:
         fatal = self.fatal_or_none(e, url)
@@ -267,7 +298,9 @@ class Endpoints:
             return fatal
         self.rejected += 1
         if not self.answered and self.rejected >= ALL_REJECTED_LIMIT:
-            return EngineFatal(f"{url} rejected each of the first {self.rejected} requests ({e.status_code}: {e.message})")
+            return EngineFatal(
+                f"{url} rejected each of the first {self.rejected} requests ({e.status_code}: {e.message})"
+            )
         return RequestRejected(f"engine rejected a request ({e.status_code}): {e.message}")
 
     def stats(self) -> dict:

@@ -8,6 +8,7 @@ and GPU alike; a tied LM head is refreshed after it and the prefix cache is rese
 and values belong to the old weights. The engine runs float32 unless told otherwise: vLLM would
 downcast a float32 checkpoint to bfloat16 on x86, and the log-prob gap to the policy would be ~0.2.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,19 @@ from coa.engines import Batched, Request, register
 class VLLMEngine(Batched):
     threaded = False  # vLLM's in-process engine stays on the thread that made it
 
-    def __init__(self, model: str, tokenizer=None, temperature: float = 0.0, top_p: float = 1.0,
-                 dtype: str = "float32", name: str = "", max_model_len: int = 4096, seed: int = 0,
-                 gpu_memory_utilization: float = 0.3, kv_cache_gib: float = 1.0):
+    def __init__(
+        self,
+        model: str,
+        tokenizer=None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        dtype: str = "float32",
+        name: str = "",
+        max_model_len: int = 4096,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.3,
+        kv_cache_gib: float = 1.0,
+    ):
         # in-process: weights are handed over as tensors, not pickled to a worker process
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         import torch
@@ -33,11 +44,19 @@ class VLLMEngine(Batched):
 
         # on CPU the KV cache is a fixed size (vLLM's VLLM_CPU_KVCACHE_SPACE, whole GiB, wins where set);
         # on GPU it is gpu_memory_utilization's share
-        kv = {} if torch.cuda.is_available() else {"kv_cache_memory_bytes": int(kv_cache_gib * 2 ** 30)}
+        kv = {} if torch.cuda.is_available() else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}
         with _outside_vllms_module_scan("llvmlite.binding.ffi"):
-            self.llm = LLM(model=model, dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
-                           gpu_memory_utilization=gpu_memory_utilization, enable_chunked_prefill=False,
-                           enable_prefix_caching=True, **kv)
+            self.llm = LLM(
+                model=model,
+                dtype=dtype,
+                enforce_eager=True,
+                max_model_len=max_model_len,
+                seed=seed,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enable_chunked_prefill=False,
+                enable_prefix_caching=True,
+                **kv,
+            )
         self.tokenizer = tokenizer or self.llm.get_tokenizer()
         self.name = name or model
         self.sampling = {"temperature": temperature, "top_p": top_p}
@@ -46,30 +65,48 @@ class VLLMEngine(Batched):
     def generate_batch(self, requests: list[Request]) -> list[Generation]:
         from vllm import SamplingParams, TokensPrompt
 
-        params = [SamplingParams(max_tokens=r.max_tokens, stop=r.stop or None, include_stop_str_in_output=True,
-                                 logprobs=0, seed=r.seed, **self.sampling) for r in requests]
+        params = [
+            SamplingParams(
+                max_tokens=r.max_tokens,
+                stop=r.stop or None,
+                include_stop_str_in_output=True,
+                logprobs=0,
+                seed=r.seed,
+                **self.sampling,
+            )
+            for r in requests
+        ]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=r.ids) for r in requests], params, use_tqdm=False)
         return [self._generation(o.outputs[0]) for o in outs]
 
     def _generation(self, out) -> Generation:
         ids = list(out.token_ids)
         logprobs = [lp[t].logprob for lp, t in zip(out.logprobs or [], ids)] if out.logprobs else None
-        eos = out.finish_reason == "stop" and out.stop_reason is None and bool(ids) \
+        eos = (
+            out.finish_reason == "stop"
+            and out.stop_reason is None
+            and bool(ids)
             and ids[-1] == self.tokenizer.eos_token_id
+        )
         eos_logprob = logprobs[-1] if eos and logprobs else 0.0
         if eos:
             ids, logprobs = ids[:-1], logprobs[:-1] if logprobs else None
-        return Generation(self.tokenizer.decode(ids, skip_special_tokens=False),
-                          "stop" if out.finish_reason == "stop" else "length", token_ids=ids, logprobs=logprobs,
-                          eos=eos, eos_logprob=eos_logprob, n_tokens=len(out.token_ids))
+        return Generation(
+            self.tokenizer.decode(ids, skip_special_tokens=False),
+            "stop" if out.finish_reason == "stop" else "length",
+            token_ids=ids,
+            logprobs=logprobs,
+            eos=eos,
+            eos_logprob=eos_logprob,
+            n_tokens=len(out.token_ids),
+        )
 
     def sync_weights(self, named_tensors: Iterable[tuple[str, object]], tied_head: bool = True) -> None:
         """Load the policy's weights in place (checkpoint names, e.g. from ``model.state_dict()``). The
         engine is in-process, so ``named_tensors`` is consumed as the loader goes: a generator that builds
         each tensor on demand (LoRA's merged weights) holds one at a time."""
         weights = ((name, tensor.detach()) for name, tensor in named_tensors)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
-                                                          "is_checkpoint_format": True})
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         if tied_head:  # the head shares the embedding matrix: redo its post-load processing (CPU prepacking)
             self.llm.apply_model(lambda m: m.lm_head.quant_method.process_weights_after_loading(m.lm_head))
         self.llm.reset_prefix_cache()
@@ -79,8 +116,11 @@ class VLLMEngine(Batched):
         """Log-probs the engine gives ``ids[start:]`` after ``ids[:start]`` (a scoring pass, for checks)."""
         from vllm import SamplingParams, TokensPrompt
 
-        out = self.llm.generate([TokensPrompt(prompt_token_ids=ids)],
-                                SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)[0]
+        out = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids)],
+            SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0),
+            use_tqdm=False,
+        )[0]
         return [out.prompt_logprobs[i][t].logprob for i, t in enumerate(ids) if i >= start]
 
 

@@ -12,6 +12,7 @@ it when complete, so a crash never leaves half an index; a folder an earlier bui
 (``.autocoa-owner.json``; an ``index.json`` alone is not enough) is never replaced without ``--force``. Bad
 input exits 2 with one line naming file, line and field.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ class BuildConfig:
     backend: str = field(default=DEFAULT_BACKEND, metadata={"help": " | ".join(BACKENDS)})
     url: str = field(default="", metadata={"help": "elasticsearch: the server's URL (recorded in index.json)"})
     skip_bad: bool = field(default=False, metadata={"help": "skip and count corpus lines that are not documents"})
-    force: bool = field(default=False, metadata={
-        "help": "replace --out even if no build wrote it (its files are deleted)"})
+    force: bool = field(
+        default=False, metadata={"help": "replace --out even if no build wrote it (its files are deleted)"}
+    )
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)
@@ -66,7 +68,9 @@ class ServeConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind (loopback unless told otherwise)"})
     port: int = field(default=8000, metadata={"help": "TCP port, 1-65535"})
     retriever: str = field(default="bm25", metadata={"help": " | ".join(RETRIEVERS)})
-    backend: str = field(default="", metadata={"help": "the backend the index must have been built with (any if empty)"})
+    backend: str = field(
+        default="", metadata={"help": "the backend the index must have been built with (any if empty)"}
+    )
     max_body_bytes: int = field(default=LIMITS.max_body_bytes, metadata={"help": "larger request bodies get 413"})
     max_batch: int = field(default=LIMITS.max_batch, metadata={"help": "queries per request (more: 422)"})
     max_query_chars: int = field(default=LIMITS.max_query_chars, metadata={"help": "characters per query (more: 422)"})
@@ -92,7 +96,9 @@ class QueryConfig:
     index: str = field(default=DEFAULT_INDEX, metadata={"help": "index folder (coa.search build)"})
     k: int = field(default=3, metadata={"help": f"documents per question, 1-{MAX_TOPK}"})
     retriever: str = field(default="bm25", metadata={"help": " | ".join(RETRIEVERS)})
-    backend: str = field(default="", metadata={"help": "the backend the index must have been built with (any if empty)"})
+    backend: str = field(
+        default="", metadata={"help": "the backend the index must have been built with (any if empty)"}
+    )
 
     def __post_init__(self) -> None:
         check_choice("retriever", self.retriever, RETRIEVERS)
@@ -100,7 +106,7 @@ class QueryConfig:
         if not 1 <= self.k <= MAX_TOPK:
             raise ValueError(f"k must be 1-{MAX_TOPK}, got {self.k}")
         if not self.question:
-            raise ValueError("query needs a question: python -m coa.search query \"Who wrote Maria Golovin?\"")
+            raise ValueError('query needs a question: python -m coa.search query "Who wrote Maria Golovin?"')
 
 
 COMMANDS = {"build": BuildConfig, "serve": ServeConfig, "query": QueryConfig}
@@ -150,8 +156,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(command: str, cfg) -> None:
     if command == "build":
-        out = build_index(cfg.corpus, cfg.out, dense=cfg.dense, backend=cfg.backend, skip_bad=cfg.skip_bad,
-                          force=cfg.force, **cfg.options())
+        out = build_index(
+            cfg.corpus,
+            cfg.out,
+            dense=cfg.dense,
+            backend=cfg.backend,
+            skip_bad=cfg.skip_bad,
+            force=cfg.force,
+            **cfg.options(),
+        )
         print(json.dumps(json.loads((out / "index.json").read_text())))
     elif command == "serve":
         from coa.search.server import serve  # heavy: fastapi and uvicorn load only for serve
@@ -160,7 +173,6 @@ def run(command: str, cfg) -> None:
         print(f"serving {cfg.index} ({cfg.retriever}) on http://{cfg.host}:{cfg.port}", file=sys.stderr)
         serve(cfg.index, cfg.host, cfg.port, cfg.retriever, cfg.backend or None, cfg.limits())
     else:
-
         searcher = load_searcher(cfg.index, cfg.retriever, cfg.backend or None)
         for question in cfg.question:
             for doc in searcher.search([question], cfg.k)[0]:

@@ -3,6 +3,7 @@
 Used by the retrieval server (concurrent HTTP requests) and by synthesis (searches of many
 in-flight trajectories). ``search`` is a coroutine; the searcher runs in a worker thread.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -66,5 +67,5 @@ class SearchBatcher:
             start = 0
             for qs, k_i, fut in items:
                 if not fut.done():
-                    fut.set_result([docs[:k_i] for docs in results[start:start + len(qs)]])
+                    fut.set_result([docs[:k_i] for docs in results[start : start + len(qs)]])
                 start += len(qs)

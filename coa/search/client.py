@@ -4,6 +4,7 @@ Every way the server can fail is a ``ConnectionError`` naming its URL, the one e
 (finished rows kept, exit 3): no answer or 5xx after the retries, and at once (no retry) a 4xx or an answer
 that is not the API's JSON (an HTML page, JSON without ``result``, a result per query missing).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,8 +39,9 @@ class RetrieverClient:
             row = []
             for item in docs:
                 doc = item.get("document", item)
-                row.append(Doc(id=str(doc.get("id", "")), contents=doc["contents"],
-                               score=float(item.get("score", 0.0))))
+                row.append(
+                    Doc(id=str(doc.get("id", "")), contents=doc["contents"], score=float(item.get("score", 0.0)))
+                )
             out.append(row)
         return out
 
@@ -52,17 +54,23 @@ class RetrieverClient:
             payload = r.json()
         except ValueError:
             kind = r.headers.get("content-type", "no content type")
-            raise ConnectionError(f"{where} answered {r.status_code} with {kind}, not the /retrieve API's JSON "
-                                  f"({_snippet(r.text, 80)!r}): is it a coa.search or Search-R1 retrieval server?") from None
+            raise ConnectionError(
+                f"{where} answered {r.status_code} with {kind}, not the /retrieve API's JSON "
+                f"({_snippet(r.text, 80)!r}): is it a coa.search or Search-R1 retrieval server?"
+            ) from None
         if not isinstance(payload, dict) or "result" not in payload:
             keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
-            raise ConnectionError(f"{where} answered JSON without 'result' (got {keys}): is it a coa.search or "
-                                  f"Search-R1 retrieval server?")
+            raise ConnectionError(
+                f"{where} answered JSON without 'result' (got {keys}): is it a coa.search or "
+                f"Search-R1 retrieval server?"
+            )
         try:
             docs = self._parse(payload)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ConnectionError(f"{where} answered a malformed 'result' ({type(e).__name__}: {e}); expected "
-                                  f"[[{{'document': {{'id', 'contents'}}, 'score'}}, ...], ...]") from None
+            raise ConnectionError(
+                f"{where} answered a malformed 'result' ({type(e).__name__}: {e}); expected "
+                f"[[{{'document': {{'id', 'contents'}}, 'score'}}, ...], ...]"
+            ) from None
         if len(docs) != n_queries:
             raise ConnectionError(f"{where} answered {len(docs)} result lists for {n_queries} queries")
         return docs
@@ -76,8 +84,9 @@ class RetrieverClient:
                 r = self._client.post(f"{self.url}/retrieve", json=self._body(queries, k))
                 if r.status_code < 500:
                     return self._answer(r, len(queries))
-                error: Exception = httpx.HTTPStatusError(f"{r.status_code}: {r.text[:200]}",
-                                                         request=r.request, response=r)
+                error: Exception = httpx.HTTPStatusError(
+                    f"{r.status_code}: {r.text[:200]}", request=r.request, response=r
+                )
             except (httpx.TransportError, httpx.TimeoutException) as e:
                 error = e
             if attempt < self.retries:
@@ -105,4 +114,6 @@ class RetrieverClient:
             r.raise_for_status()
             return r.json()
         except (httpx.HTTPError, ValueError) as e:
-            raise ConnectionError(f"retrieval server {self.url}: GET /health failed ({type(e).__name__}: {e})") from None
+            raise ConnectionError(
+                f"retrieval server {self.url}: GET /health failed ({type(e).__name__}: {e})"
+            ) from None

@@ -4,6 +4,7 @@ Read as a stream of Arrow record batches, never whole: every line is checked and
 ``ValueError("FILE:LINE: what is wrong")``, or with ``skip_bad=True`` is skipped and counted.
 Ids are unique, non-empty strings (integers are accepted and written as strings).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -89,8 +90,9 @@ def _document(record: object, where: str) -> tuple[str, str]:
     return str(doc_id), text
 
 
-def read_corpus(path: str | Path, skip_bad: bool = False, skipped: Counter | None = None,
-                progress: bool = False) -> Iterator[pa.RecordBatch]:
+def read_corpus(
+    path: str | Path, skip_bad: bool = False, skipped: Counter | None = None, progress: bool = False
+) -> Iterator[pa.RecordBatch]:
     """Record batches (``id``, ``contents``) of a corpus, validated line by line.
 
     ``skip_bad``: skip bad lines instead of raising; ``skipped`` then counts them by reason.

@@ -3,6 +3,7 @@
 ``dense.npy`` in an index folder holds L2-normalised float32 passage embeddings (``build --dense``),
 memory-mapped; the ``faiss`` backend compresses the same embeddings for corpora where they do not fit.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ def model():
 
 def encode(texts: Sequence[str], encoder=None, show_progress: bool = False) -> np.ndarray:
     encoder = encoder or model()
-    return encoder.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=show_progress,
-                          convert_to_numpy=True).astype(np.float32)
+    return encoder.encode(
+        list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=show_progress, convert_to_numpy=True
+    ).astype(np.float32)
 
 
 def write_embeddings(store, folder: Path, show_progress: bool = True) -> None:
@@ -43,7 +45,7 @@ def write_embeddings(store, folder: Path, show_progress: bool = True) -> None:
     start = 0
     for batch in store.batches():
         texts = batch.column("contents").to_pylist()
-        out[start:start + len(texts)] = encode(texts, encoder, show_progress)
+        out[start : start + len(texts)] = encode(texts, encoder, show_progress)
         start += len(texts)
     out.flush()
 
@@ -68,10 +70,10 @@ class ExactSearch:
             self.embeddings = np.load(path, mmap_mode="r")
         except Exception as e:  # numpy's message ("mmap length is greater than file size") names no file
             problem = file_problem(path) or f"cannot be read ({(str(e).splitlines() or [type(e).__name__])[0]})"
-            raise BadInput(f"{path}: {problem}; rebuild the index: "
-                           f"python -m coa.search build --dense --out {folder}") from e
+            raise BadInput(
+                f"{path}: {problem}; rebuild the index: python -m coa.search build --dense --out {folder}"
+            ) from e
         self.encoder = model()
 
     def __call__(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         return top_k(encode(queries, self.encoder) @ np.asarray(self.embeddings).T, k)
-

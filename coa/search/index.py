@@ -9,6 +9,7 @@ An index folder holds
 Retrievers: ``bm25`` = the index's lexical backend, ``dense`` = a dense backend (``faiss``) or ``dense.npy``,
 ``fusion`` = reciprocal-rank fusion of the two.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,17 @@ META = "index.json"
 TOOL = "coa.search build"  # the owner its marker names: only folders it marked are replaced unasked
 
 
-def build_index(corpus_path: str | Path, out_dir: str | Path, dense: bool = False, show_progress: bool = True, *,
-                backend: str = DEFAULT_BACKEND, skip_bad: bool = False, force: bool = False, **options) -> Path:
+def build_index(
+    corpus_path: str | Path,
+    out_dir: str | Path,
+    dense: bool = False,
+    show_progress: bool = True,
+    *,
+    backend: str = DEFAULT_BACKEND,
+    skip_bad: bool = False,
+    force: bool = False,
+    **options,
+) -> Path:
     """Index a FlashRAG corpus into ``out_dir`` with ``backend`` (options go to the backend's ``build``).
 
     Written into a temporary folder beside ``out_dir`` and renamed onto it when complete, so a failed or
@@ -55,12 +65,15 @@ def refuse_foreign(out_dir: Path, force: bool) -> None:
     if force or replaceable(out_dir, TOOL):
         return
     missing = OWNER_FILE if (out_dir / META).is_file() else META
-    raise NotOurs(f"{out_dir} exists and is not a coa.search index (no {missing}): a build would replace it; "
-                  f"choose another --out, or pass --force to replace it")
+    raise NotOurs(
+        f"{out_dir} exists and is not a coa.search index (no {missing}): a build would replace it; "
+        f"choose another --out, or pass --force to replace it"
+    )
 
 
-def _build_into(corpus_path: Path, out: Path, with_dense: bool, show_progress: bool, name: str, skip_bad: bool,
-                options: dict) -> None:
+def _build_into(
+    corpus_path: Path, out: Path, with_dense: bool, show_progress: bool, name: str, skip_bad: bool, options: dict
+) -> None:
     module = load_backend(name)
     started, skipped = time.time(), Counter()
     n_docs = write_store(read_corpus(corpus_path, skip_bad, skipped, progress=show_progress), out)
@@ -69,9 +82,16 @@ def _build_into(corpus_path: Path, out: Path, with_dense: bool, show_progress: b
     settings = module.build(store, out / name, show_progress=show_progress, **options)
     if with_dense:
         dense.write_embeddings(store, out, show_progress)
-    meta = {"backend": name, "format_version": module.VERSION, "settings": settings, "corpus": str(corpus_path),
-            "n_docs": n_docs, "skipped_lines": dict(skipped), "dense_model": dense.MODEL if with_dense else None,
-            "build_seconds": round(time.time() - started, 2)}
+    meta = {
+        "backend": name,
+        "format_version": module.VERSION,
+        "settings": settings,
+        "corpus": str(corpus_path),
+        "n_docs": n_docs,
+        "skipped_lines": dict(skipped),
+        "dense_model": dense.MODEL if with_dense else None,
+        "build_seconds": round(time.time() - started, 2),
+    }
     (out / META).write_text(json.dumps(meta, indent=2))
 
 
@@ -82,8 +102,10 @@ class Index:
         self.path = Path(path)
         meta_file = self.path / META
         if not meta_file.is_file():
-            raise FileNotFoundError(f"{self.path}: not a coa.search index (no {META}); "
-                                    f"build one with `python -m coa.search build --out {self.path}`")
+            raise FileNotFoundError(
+                f"{self.path}: not a coa.search index (no {META}); "
+                f"build one with `python -m coa.search build --out {self.path}`"
+            )
         self.meta = read_json(meta_file, self.path)
         self.backend = self._check(self.meta, backend_name)
         self.store = DocumentStore(self.path)
@@ -92,18 +114,26 @@ class Index:
         built, version = meta.get("backend"), meta.get("format_version")
         rebuild = f"rebuild it: python -m coa.search build --backend {wanted or DEFAULT_BACKEND} --out {self.path}"
         if built is None or version is None:
-            raise ValueError(f"{self.path}: {META} names no backend and format version (an index from before "
-                             f"backends were versioned); {rebuild}")
+            raise ValueError(
+                f"{self.path}: {META} names no backend and format version (an index from before "
+                f"backends were versioned); {rebuild}"
+            )
         if wanted and wanted != built:
-            raise ValueError(f"{self.path}: built by backend {built!r} (format {version}), "
-                             f"but backend {wanted!r} was asked for; {rebuild}")
+            raise ValueError(
+                f"{self.path}: built by backend {built!r} (format {version}), "
+                f"but backend {wanted!r} was asked for; {rebuild}"
+            )
         if built not in BACKENDS:
-            raise ValueError(f"{self.path}: built by backend {built!r}, which this toolkit does not know "
-                             f"(known: {', '.join(BACKENDS)})")
+            raise ValueError(
+                f"{self.path}: built by backend {built!r}, which this toolkit does not know "
+                f"(known: {', '.join(BACKENDS)})"
+            )
         module = load_backend(built)
         if version != module.VERSION:
-            raise ValueError(f"{self.path}: built by backend {built!r} format {version}; this toolkit reads "
-                             f"{built!r} format {module.VERSION}; {rebuild}")
+            raise ValueError(
+                f"{self.path}: built by backend {built!r} format {version}; this toolkit reads "
+                f"{built!r} format {module.VERSION}; {rebuild}"
+            )
         return module
 
     def __len__(self) -> int:
@@ -111,8 +141,10 @@ class Index:
 
     def _backend_search(self, kind: str, retriever: str) -> RowSearch:
         if self.backend.KIND != kind:
-            raise ValueError(f"{self.path}: retriever {retriever!r} needs a {kind} index; this one was built by "
-                             f"{self.meta['backend']!r} ({self.backend.KIND})")
+            raise ValueError(
+                f"{self.path}: retriever {retriever!r} needs a {kind} index; this one was built by "
+                f"{self.meta['backend']!r} ({self.backend.KIND})"
+            )
         return self.backend.open(self.path / self.meta["backend"], self.meta["settings"])
 
     def _dense_search(self) -> RowSearch:

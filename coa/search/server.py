@@ -105,15 +105,24 @@ def create_app(searcher: Searcher, n_docs: int, limits: Limits = Limits()) -> Fa
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "n_docs": n_docs, "retriever": searcher.name,
-                "batches": batcher.batches, "requests": batcher.requests}
+        return {
+            "status": "ok",
+            "n_docs": n_docs,
+            "retriever": searcher.name,
+            "batches": batcher.batches,
+            "requests": batcher.requests,
+        }
 
     @app.post("/retrieve")
     async def retrieve(req: RetrieveRequest) -> dict:
         results = await batcher.search(req.queries, req.topk)
         if req.return_scores:
-            return {"result": [[{"document": {"id": d.id, "contents": d.contents}, "score": d.score}
-                                for d in docs] for docs in results]}
+            return {
+                "result": [
+                    [{"document": {"id": d.id, "contents": d.contents}, "score": d.score} for d in docs]
+                    for docs in results
+                ]
+            }
         return {"result": [[{"id": d.id, "contents": d.contents} for d in docs] for docs in results]}
 
     return app
@@ -131,12 +140,20 @@ def is_loopback(host: str) -> bool:
 def exposure_warning(host: str, port: int) -> str | None:
     if is_loopback(host):
         return None
-    return (f"WARNING: binding {host}:{port} exposes /retrieve beyond this machine with NO authentication; "
-            f"anyone who can reach it can query the index. Bind 127.0.0.1 and put an authenticating proxy in front.")
+    return (
+        f"WARNING: binding {host}:{port} exposes /retrieve beyond this machine with NO authentication; "
+        f"anyone who can reach it can query the index. Bind 127.0.0.1 and put an authenticating proxy in front."
+    )
 
 
-def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, retriever: str = "bm25",
-          backend: str | None = None, limits: Limits = Limits()) -> None:
+def serve(
+    index_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    retriever: str = "bm25",
+    backend: str | None = None,
+    limits: Limits = Limits(),
+) -> None:
     import uvicorn
 
     require_free_port(host, port, "--port N")  # before loading the index; uvicorn would only log it and exit 3

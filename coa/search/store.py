@@ -7,6 +7,7 @@ The one way code reads documents: backends return row numbers, the store turns t
     store.get("hp8")                   # id → contents (or None)
     store.rows_with_title("Maria Golovin")
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,8 +61,9 @@ class DocumentStore:
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / FILE
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: missing (the index folder has no documents); "
-                                    f"{rebuild_hint(Path(folder))}")
+            raise FileNotFoundError(
+                f"{self.path}: missing (the index folder has no documents); {rebuild_hint(Path(folder))}"
+            )
         try:
             self._file = pa.ipc.open_file(pa.memory_map(str(self.path)))
             table = self._file.read_all()  # zero-copy over the memory map
@@ -85,8 +87,10 @@ class DocumentStore:
             raise IndexError(f"{self.path}: rows {rows.tolist()} outside 0..{len(self) - 1}")
         batches = np.searchsorted(self._batch_starts, rows, side="right") - 1
         offsets = rows - self._batch_starts[batches]
-        return [Doc(id=self.ids.chunk(b)[o].as_py(), contents=self.contents.chunk(b)[o].as_py(), score=float(s))
-                for b, o, s in zip(batches.tolist(), offsets.tolist(), scores)]
+        return [
+            Doc(id=self.ids.chunk(b)[o].as_py(), contents=self.contents.chunk(b)[o].as_py(), score=float(s))
+            for b, o, s in zip(batches.tolist(), offsets.tolist(), scores)
+        ]
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The documents in row order, one record batch at a time (what backends index)."""

@@ -1,4 +1,5 @@
 """What a searcher returns and the one protocol every backend implements."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -39,6 +39,7 @@ The policy never sees an exception from a call: ``Toolbox.prepare`` turns bad JS
 that break the schema and an exhausted ``ToolBudget`` into an ``Observation`` whose text says so (as the
 search budget message does, ``coa.formats.FormatPreset.budget_observation``) and whose ``error`` names it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -48,8 +49,19 @@ from typing import Any, ClassVar, Mapping, Sequence
 from coa.errors import BadInput
 from coa.formats import FormatPreset, get_format
 
-__all__ = ["Observation", "Tool", "ToolBudget", "ToolContext", "TOOLS", "register", "tool_class", "make_tool",
-           "known_tools", "load_builtins", "ERRORS"]
+__all__ = [
+    "Observation",
+    "Tool",
+    "ToolBudget",
+    "ToolContext",
+    "TOOLS",
+    "register",
+    "tool_class",
+    "make_tool",
+    "known_tools",
+    "load_builtins",
+    "ERRORS",
+]
 
 # What ``Observation.error`` may say: the call was refused before running (first four), or it ran and failed.
 ERRORS = {
@@ -122,8 +134,10 @@ class Tool:
     @classmethod
     def schema(cls) -> dict:
         """The OpenAI function-calling declaration (what a chat teacher is offered)."""
-        return {"type": "function",
-                "function": {"name": cls.name, "description": cls.description, "parameters": cls.parameters}}
+        return {
+            "type": "function",
+            "function": {"name": cls.name, "description": cls.description, "parameters": cls.parameters},
+        }
 
     def execute(self, args: dict) -> Observation:
         raise NotImplementedError
@@ -144,7 +158,10 @@ class ToolBudget:
     per_tool: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, value in {"max_calls": self.max_calls, **{f"per_tool.{k}": v for k, v in self.per_tool.items()}}.items():
+        for name, value in {
+            "max_calls": self.max_calls,
+            **{f"per_tool.{k}": v for k, v in self.per_tool.items()},
+        }.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"tool budget {name} must be an integer >= 0, got {value!r}")
 
@@ -166,12 +183,14 @@ _MODULES = {"search": "coa.tools.search", "open": "coa.tools.open_doc", "python"
 
 def register(name: str):
     """Class decorator: ``@register("open")`` makes the tool callable by that name."""
+
     def add(cls: type[Tool]) -> type[Tool]:
         if not (isinstance(cls, type) and issubclass(cls, Tool)):
             raise TypeError(f"@register({name!r}) decorates a coa.tools.Tool subclass, got {cls!r}")
         cls.name = name
         TOOLS[name] = cls
         return cls
+
     return add
 
 

@@ -12,6 +12,7 @@ schema, an unknown tool or key, a missing index, no sandbox for ``python``) exit
 are key=value on the command line only (``python -m coa.tools call --help`` lists them); their defaults are
 ``params.yaml``'s defaults.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ class SearchSettings:
 
     index: str = field(default=paths.INDEX, metadata={"help": "coa.search index folder"})
     retriever: str = field(default="bm25", metadata={"help": "bm25 | dense | fusion over that index"})
-    backend: str = field(default="", metadata={"help": "the backend the index must have been built with (any if empty)"})
+    backend: str = field(
+        default="", metadata={"help": "the backend the index must have been built with (any if empty)"}
+    )
     retriever_url: str = field(default="", metadata={"help": "a Search-R1 /retrieve server instead of the index"})
     topk: int = field(default=3, metadata={"help": "documents per search"})
 
@@ -46,8 +49,10 @@ class SearchSettings:
 class CallConfig:
     """``call NAME 'JSON_ARGS'``: run one call of a tool and print what the policy would read."""
 
-    format: str = field(default="search_r1", metadata={"help": f"format preset ({' | '.join(PRESETS)}): how "
-                                                              "search renders its documents"})
+    format: str = field(
+        default="search_r1",
+        metadata={"help": f"format preset ({' | '.join(PRESETS)}): how search renders its documents"},
+    )
     search: SearchSettings = field(default_factory=SearchSettings)
     open: OpenSettings = field(default_factory=OpenSettings)
     python: SandboxSettings = field(default_factory=SandboxSettings)
@@ -75,13 +80,19 @@ def context(cfg: CallConfig, needs: tuple[str, ...]) -> ToolContext:
         searcher = make_searcher(s.index, s.retriever_url or None, s.retriever, s.backend or None)
     if "store" in needs:
         store = getattr(searcher, "store", None) or DocumentStore(s.index)
-    return ToolContext(fmt=get_format(cfg.format), topk=s.topk, searcher=searcher, store=store,
-                       settings={"open": cfg.open, "python": cfg.python})
+    return ToolContext(
+        fmt=get_format(cfg.format),
+        topk=s.topk,
+        searcher=searcher,
+        store=store,
+        settings={"open": cfg.open, "python": cfg.python},
+    )
 
 
 def settings(argv: list[str]) -> CallConfig:
-    return cli(CallConfig, None, argv, f"{PROG} call NAME 'JSON_ARGS' [key=value ...]: "
-                                       f"{CallConfig.__doc__.split(': ', 1)[1]}")
+    return cli(
+        CallConfig, None, argv, f"{PROG} call NAME 'JSON_ARGS' [key=value ...]: {CallConfig.__doc__.split(': ', 1)[1]}"
+    )
 
 
 def call(name: str, arguments: str, cfg: CallConfig) -> None:
@@ -95,8 +106,10 @@ def call(name: str, arguments: str, cfg: CallConfig) -> None:
     finally:
         tool.close()
     print(observation.text)
-    print(json.dumps({"error": observation.error, "provenance": observation.provenance}, ensure_ascii=False),
-          file=sys.stderr)
+    print(
+        json.dumps({"error": observation.error, "provenance": observation.provenance}, ensure_ascii=False),
+        file=sys.stderr,
+    )
 
 
 @entry_point(PROG)
@@ -109,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         if any(a in ("-h", "--help") for a in argv[1:]) or argv[1:2] == ["help"]:
             settings(["--help"])
         if len(argv) < 3 or "=" in argv[1]:
-            raise BadInput(f"call needs a tool name and its JSON arguments: {PROG} call search "
-                           "'{\"query\": \"...\"}' [key=value ...]")
+            raise BadInput(
+                f"call needs a tool name and its JSON arguments: {PROG} call search "
+                '\'{"query": "..."}\' [key=value ...]'
+            )
         cfg = settings(argv[3:])
         load_builtins()
         call(argv[1], argv[2], cfg)

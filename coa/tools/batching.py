@@ -4,6 +4,7 @@ The agent loop's counterpart of ``coa.search.batching.SearchBatcher``: ``run`` i
 batch is one ``Toolbox.run`` in a worker thread, so every tool's calls of the batch go to one
 ``execute_batch`` (one searcher call for search, ``python.workers`` sandboxes at once for python).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,5 +66,5 @@ class ToolBatcher:
             start = 0
             for cs, fut in items:
                 if not fut.done():
-                    fut.set_result(results[start:start + len(cs)])
+                    fut.set_result(results[start : start + len(cs)])
                 start += len(cs)

@@ -14,6 +14,7 @@ An unknown ``doc`` is an observation (error ``not_found``) naming the nearest ti
 every title: built once, on the first miss); a page past the end is one too (``bad_page``). Provenance:
 the ids of the passages the page shows, the title, the page and the number of pages.
 """
+
 from __future__ import annotations
 
 import re
@@ -53,12 +54,19 @@ class Article:
 
 @register("open")
 class OpenTool(Tool):
-    description = ("Open a document by its title (as search shows it) or a passage id, and read it page by page. "
-                   "Use it when a search result is cut short or you need more of the same document.")
-    parameters = {"type": "object",
-                  "properties": {"doc": {"type": "string", "description": "the document's title, or a passage id"},
-                                 "page": {"type": "integer", "minimum": 1, "description": "page number (default 1)"}},
-                  "required": ["doc"], "additionalProperties": False}
+    description = (
+        "Open a document by its title (as search shows it) or a passage id, and read it page by page. "
+        "Use it when a search result is cut short or you need more of the same document."
+    )
+    parameters = {
+        "type": "object",
+        "properties": {
+            "doc": {"type": "string", "description": "the document's title, or a passage id"},
+            "page": {"type": "integer", "minimum": 1, "description": "page number (default 1)"},
+        },
+        "required": ["doc"],
+        "additionalProperties": False,
+    }
     needs = ("store",)
 
     def __init__(self, store: DocumentStore, settings: OpenSettings | None = None, tokenizer: Any = None):
@@ -89,8 +97,9 @@ class OpenTool(Tool):
         return self._folded.get(doc.strip().strip("\"'“”").strip().casefold())
 
     def nearest(self, doc: str) -> list[str]:
-        found = process.extract(doc, self.titles(), scorer=fuzz.WRatio, processor=utils.default_process,
-                                limit=self.settings.nearest)
+        found = process.extract(
+            doc, self.titles(), scorer=fuzz.WRatio, processor=utils.default_process, limit=self.settings.nearest
+        )
         return [title for title, _, _ in found]
 
     # ---- its pages ------------------------------------------------------------------------------
@@ -124,14 +133,19 @@ class OpenTool(Tool):
         title = self.resolve(doc)
         if title is None:
             near = self.nearest(doc)
-            return Observation(f"No document has the id or title {doc!r}."
-                               + (f" Nearest titles: {'; '.join(near)}." if near else ""),
-                               {"nearest": near}, error="not_found")
+            return Observation(
+                f"No document has the id or title {doc!r}." + (f" Nearest titles: {'; '.join(near)}." if near else ""),
+                {"nearest": near},
+                error="not_found",
+            )
         article = self.article(title)
         total = len(article.pages)
         if page > total:
-            return Observation(f"{title!r} has {total} page{'s' if total > 1 else ''}; there is no page {page}.",
-                               {"title": title, "pages": total}, error="bad_page")
+            return Observation(
+                f"{title!r} has {total} page{'s' if total > 1 else ''}; there is no page {page}.",
+                {"title": title, "pages": total},
+                error="bad_page",
+            )
         start, end = article.pages[page - 1]
         ids = [pid for a, b, pid in article.passages if a < end and b > start] or [article.passages[0][2]]
         text = f"{title} (page {page} of {total})\n{article.text[start:end]}"

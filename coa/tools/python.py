@@ -7,6 +7,7 @@ limit and the wall seconds. Building the tool checks once that a sandbox starts 
 raises ``SandboxUnavailable`` naming what is missing, and no code ever runs unconfined. A batch of calls
 runs ``python.workers`` sandboxes at once.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -17,18 +18,31 @@ from coa.tools.sandbox import MAX_CODE_CHARS, RunResult, Sandbox, SandboxSetting
 
 
 def observation(result: RunResult) -> Observation:
-    return Observation(result.text(), {"exit_code": result.exit_code, "limit": result.limit,
-                                       "seconds": round(result.seconds, 3)}, error=result.error)
+    return Observation(
+        result.text(),
+        {"exit_code": result.exit_code, "limit": result.limit, "seconds": round(result.seconds, 3)},
+        error=result.error,
+    )
 
 
 @register("python")
 class PythonTool(Tool):
-    description = ("Run Python 3 code (standard library only) in a sandbox with no network and no files but /tmp, "
-                   "and read what it prints. Use print() for every result you need.")
-    parameters = {"type": "object",
-                  "properties": {"code": {"type": "string", "maxLength": MAX_CODE_CHARS,
-                                          "description": "a complete Python program; print what you want to see"}},
-                  "required": ["code"], "additionalProperties": False}
+    description = (
+        "Run Python 3 code (standard library only) in a sandbox with no network and no files but /tmp, "
+        "and read what it prints. Use print() for every result you need."
+    )
+    parameters = {
+        "type": "object",
+        "properties": {
+            "code": {
+                "type": "string",
+                "maxLength": MAX_CODE_CHARS,
+                "description": "a complete Python program; print what you want to see",
+            }
+        },
+        "required": ["code"],
+        "additionalProperties": False,
+    }
     batched = True
 
     def __init__(self, settings: SandboxSettings | None = None):

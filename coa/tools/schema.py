@@ -7,23 +7,31 @@ Supported keywords: ``type`` (a name or a list of names), ``properties``, ``requ
 Other keywords are ignored (a tool that needs them validates inside ``execute``). As in JSON Schema, a boolean
 is not an integer and a float with no fraction is one.
 """
+
 from __future__ import annotations
 
 import json
 from typing import Any
 
-TYPES = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
-         "object": "a JSON object", "array": "a list", "null": "null"}
+TYPES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a JSON object",
+    "array": "a list",
+    "null": "null",
+}
 
 
 def _is(value: Any, kind: str) -> bool:
     if kind == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)
-                or isinstance(value, float) and value.is_integer())
+        return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
     if kind == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, {"string": str, "boolean": bool, "object": dict, "array": list,
-                              "null": type(None)}.get(kind, object))
+    return isinstance(
+        value, {"string": str, "boolean": bool, "object": dict, "array": list, "null": type(None)}.get(kind, object)
+    )
 
 
 def shown(value: Any) -> str:

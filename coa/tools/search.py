@@ -5,6 +5,7 @@ byte: ``ctx.fmt.wrap_observation(text) == ctx.fmt.observation(docs)`` (the docum
 ``doc_template``, or its failure text when nothing matched). Provenance: the documents' ids, best first.
 Calls are batched: one searcher call for every query of a batch.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -19,16 +20,21 @@ def observation_body(fmt: FormatPreset, docs: Sequence[Doc]) -> str:
     full = fmt.observation(docs)
     head = fmt.observation_opening
     tail = f"{fmt.inner_pad}{fmt.result_close}{fmt.obs_after}"
-    return full[len(head):len(full) - len(tail)]
+    return full[len(head) : len(full) - len(tail)]
 
 
 @register("search")
 class SearchTool(Tool):
-    description = ("Search the document collection. Returns the best-matching passages, each with its title; "
-                   "open a title to read the whole document.")
-    parameters = {"type": "object",
-                  "properties": {"query": {"type": "string", "description": "what to search for, in a few words"}},
-                  "required": ["query"], "additionalProperties": False}
+    description = (
+        "Search the document collection. Returns the best-matching passages, each with its title; "
+        "open a title to read the whole document."
+    )
+    parameters = {
+        "type": "object",
+        "properties": {"query": {"type": "string", "description": "what to search for, in a few words"}},
+        "required": ["query"],
+        "additionalProperties": False,
+    }
     needs = ("searcher",)
     batched = True
 

@@ -9,6 +9,7 @@
 an unknown tool, arguments that are not one JSON object, arguments that break the schema, a spent budget.
 Only accepted calls are counted. ``run`` never sees a bad call, so what it raises is the environment's.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,15 +46,23 @@ def check_arguments(tool: Tool | type[Tool], arguments: str | Mapping[str, Any])
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError as e:
-            return Observation(f"The arguments of {name} are not valid JSON ({e.msg} at character {e.pos}); write one "
-                               f"JSON object, e.g. {example(tool.parameters)}.", error="bad_json")
+            return Observation(
+                f"The arguments of {name} are not valid JSON ({e.msg} at character {e.pos}); write one "
+                f"JSON object, e.g. {example(tool.parameters)}.",
+                error="bad_json",
+            )
     if not isinstance(arguments, Mapping):
-        return Observation(f"The arguments of {name} must be one JSON object, e.g. {example(tool.parameters)}; "
-                           f"got {shown(arguments)}.", error="bad_json")
+        return Observation(
+            f"The arguments of {name} must be one JSON object, e.g. {example(tool.parameters)}; "
+            f"got {shown(arguments)}.",
+            error="bad_json",
+        )
     wrong = problems(dict(arguments), tool.parameters)
     if wrong:
-        return Observation(f"Bad arguments for {name}: {'; '.join(wrong)}. Parameters: {signature(tool.parameters)}.",
-                           error="bad_arguments")
+        return Observation(
+            f"Bad arguments for {name}: {'; '.join(wrong)}. Parameters: {signature(tool.parameters)}.",
+            error="bad_arguments",
+        )
     return dict(arguments)
 
 
@@ -70,16 +79,22 @@ class Toolbox:
         """Every enabled tool's function declaration (what a chat teacher is offered)."""
         return [t.schema() for t in self.tools.values()]
 
-    def prepare(self, name: str, arguments: str | Mapping[str, Any],
-                used: MutableMapping[str, int] | None = None, budget: ToolBudget | None = None) -> Call | Observation:
+    def prepare(
+        self,
+        name: str,
+        arguments: str | Mapping[str, Any],
+        used: MutableMapping[str, int] | None = None,
+        budget: ToolBudget | None = None,
+    ) -> Call | Observation:
         """Check one call of the policy: a ``Call`` to run (counted in ``used``), or the ``Observation`` that
         refuses it. ``arguments``: the JSON text the policy wrote, or the object already parsed; ``budget``:
         this trajectory's, if not the toolbox's (the agent loop passes its ``Budget``'s)."""
         used = Counter() if used is None else used
         tool = self.tools.get(name)
         if tool is None:
-            return Observation(f"Unknown tool {name!r}. Available tools: {', '.join(self.names) or 'none'}.",
-                               error="unknown_tool")
+            return Observation(
+                f"Unknown tool {name!r}. Available tools: {', '.join(self.names) or 'none'}.", error="unknown_tool"
+            )
         refusal = (budget or self.budget).refusal(name, used)
         if refusal:
             return Observation(refusal, error="budget")
@@ -89,19 +104,26 @@ class Toolbox:
         used[name] = used.get(name, 0) + 1
         return Call(name, args)
 
-    def prepare_json(self, text: str, used: MutableMapping[str, int] | None = None,
-                     budget: ToolBudget | None = None) -> Call | Observation:
+    def prepare_json(
+        self, text: str, used: MutableMapping[str, int] | None = None, budget: ToolBudget | None = None
+    ) -> Call | Observation:
         """A whole call written as JSON, ``{"name": ..., "arguments": {...}}`` (the body of Hermes/Qwen's
         ``<tool_call>``)."""
         try:
             call = json.loads(text)
         except json.JSONDecodeError as e:
-            return Observation(f"The tool call is not valid JSON ({e.msg} at character {e.pos}); write one JSON "
-                               'object, e.g. {"name": "search", "arguments": {"query": "..."}}.', error="bad_json")
+            return Observation(
+                f"The tool call is not valid JSON ({e.msg} at character {e.pos}); write one JSON "
+                'object, e.g. {"name": "search", "arguments": {"query": "..."}}.',
+                error="bad_json",
+            )
         if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-            return Observation('A tool call is one JSON object with a "name" and its "arguments", e.g. '
-                               '{"name": "search", "arguments": {"query": "..."}}; got ' f"{shown(call)}.",
-                               error="bad_json")
+            return Observation(
+                'A tool call is one JSON object with a "name" and its "arguments", e.g. '
+                '{"name": "search", "arguments": {"query": "..."}}; got '
+                f"{shown(call)}.",
+                error="bad_json",
+            )
         return self.prepare(call["name"], call.get("arguments", {}), used, budget)
 
     def run(self, calls: Sequence[Call]) -> list[Observation]:
@@ -119,8 +141,9 @@ class Toolbox:
                 out[i] = result
         return out
 
-    def call(self, name: str, arguments: str | Mapping[str, Any],
-             used: MutableMapping[str, int] | None = None) -> Observation:
+    def call(
+        self, name: str, arguments: str | Mapping[str, Any], used: MutableMapping[str, int] | None = None
+    ) -> Observation:
         """``prepare`` then ``run`` one call: the observation the policy reads, whatever it wrote."""
         prepared = self.prepare(name, arguments, used)
         return prepared if isinstance(prepared, Observation) else self.run([prepared])[0]

@@ -18,6 +18,7 @@ Writes into ``out`` (default ``runs/questions``; a folder it did not write is re
 The search index (``search.index``) is the corpus: evidence ids are its document ids. Exit codes: 0 done,
 2 bad settings or input (one line), 3 the teacher stopped answering.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,9 @@ def say(text: str) -> None:
     print(f"synth.questions: {text}", file=sys.stderr, flush=True)
 
 
-def propose(cfg: QuestionsConfig, rows: list[dict], corpus: Corpus, searcher, teacher, drops: Counter) -> list[Candidate]:
+def propose(
+    cfg: QuestionsConfig, rows: list[dict], corpus: Corpus, searcher, teacher, drops: Counter
+) -> list[Candidate]:
     if cfg.proposer == "compose":
         candidates = compose.propose(rows, corpus, cfg, drops)
     elif cfg.proposer == "extend":
@@ -70,40 +73,78 @@ def propose(cfg: QuestionsConfig, rows: list[dict], corpus: Corpus, searcher, te
 def verifiers(cfg: QuestionsConfig, corpus: Corpus, searcher, tokenizer, teacher, seeds: list[dict]) -> Pipeline:
     fmt, env = get_format(cfg.format), cfg.search
     solver = (lambda batch: teacher.solve(batch, corpus)) if teacher is not None else None
-    memory = NoMemoryShortcut(cfg.verify, fmt, cfg.prompt, lambda: load_policy(
-        cfg.verify.memory_model, cfg.verify.memory_temperature, engine=cfg.verify.memory_engine))
-    return Pipeline([
-        Supported(corpus),
-        NeedsEveryHop(corpus, searcher, env.topk),
-        Unique(env.index, fmt, tokenizer, cfg.prompt.prefill, solver),
-        Clean(cfg.verify.eval_sets, seeds, cfg.verify.near_duplicate),
-        Solvable(searcher, fmt, tokenizer, cfg.prompt.prefill, Budget(env.max_actions, env.max_tokens, env.topk),
-                 cfg.verify.solver_topk),
-        memory,
-    ], cfg.verify.skip)
+    memory = NoMemoryShortcut(
+        cfg.verify,
+        fmt,
+        cfg.prompt,
+        lambda: load_policy(cfg.verify.memory_model, cfg.verify.memory_temperature, engine=cfg.verify.memory_engine),
+    )
+    return Pipeline(
+        [
+            Supported(corpus),
+            NeedsEveryHop(corpus, searcher, env.topk),
+            Unique(env.index, fmt, tokenizer, cfg.prompt.prefill, solver),
+            Clean(cfg.verify.eval_sets, seeds, cfg.verify.near_duplicate),
+            Solvable(
+                searcher,
+                fmt,
+                tokenizer,
+                cfg.prompt.prefill,
+                Budget(env.max_actions, env.max_tokens, env.topk),
+                cfg.verify.solver_topk,
+            ),
+            memory,
+        ],
+        cfg.verify.skip,
+    )
 
 
 def counts(questions: list[Candidate], key: str) -> dict:
-    return {str(k): v for k, v in sorted(Counter(q.metadata.get(key) for q in questions).items(), key=lambda kv: str(kv[0]))}
+    return {
+        str(k): v for k, v in sorted(Counter(q.metadata.get(key) for q in questions).items(), key=lambda kv: str(kv[0]))
+    }
 
 
-def metrics(cfg: QuestionsConfig, n_seeds: int, n_candidates: int, written: list[Candidate], drops: Counter,
-            pipeline: Pipeline, teacher, wall_s: float) -> dict:
+def metrics(
+    cfg: QuestionsConfig,
+    n_seeds: int,
+    n_candidates: int,
+    written: list[Candidate],
+    drops: Counter,
+    pipeline: Pipeline,
+    teacher,
+    wall_s: float,
+) -> dict:
     difficulty = [q.metadata["difficulty"] for q in written if "difficulty" in q.metadata]
     searches = [q.metadata["solver"]["searches"] for q in written if "solver" in q.metadata]
     return {
-        "proposer": cfg.proposer, "questions": cfg.questions, "index": cfg.search.index, "seed": cfg.seed,
-        "seeds": n_seeds, "candidates": n_candidates, "verified": len(pipeline.kept), "written": len(written),
-        "by_hops": counts(written, "hops"), "by_type": counts(written, "type"),
+        "proposer": cfg.proposer,
+        "questions": cfg.questions,
+        "index": cfg.search.index,
+        "seed": cfg.seed,
+        "seeds": n_seeds,
+        "candidates": n_candidates,
+        "verified": len(pipeline.kept),
+        "written": len(written),
+        "by_hops": counts(written, "hops"),
+        "by_type": counts(written, "type"),
         "proposer_drops": dict(drops.most_common()),
         "verifiers": {name: dict(c) for name, c in pipeline.counts.items()},
         "drop_reasons": dict(pipeline.reasons.most_common()),
-        "difficulty": {"mean": round(sum(difficulty) / len(difficulty), 3) if difficulty else None,
-                       "histogram": {str(k): v for k, v in sorted(Counter(difficulty).items())}},
+        "difficulty": {
+            "mean": round(sum(difficulty) / len(difficulty), 3) if difficulty else None,
+            "histogram": {str(k): v for k, v in sorted(Counter(difficulty).items())},
+        },
         "solver_searches": {str(k): v for k, v in sorted(Counter(searches).items())},
         "teacher_tokens": dict(teacher.tokens) if teacher is not None else {},
-        "settings": {"hops": cfg.hops, "min_hops": cfg.min_hops, "max_uses": cfg.max_uses, "limit": cfg.limit,
-                     "search": asdict(cfg.search), "verify": asdict(cfg.verify)},
+        "settings": {
+            "hops": cfg.hops,
+            "min_hops": cfg.min_hops,
+            "max_uses": cfg.max_uses,
+            "limit": cfg.limit,
+            "search": asdict(cfg.search),
+            "verify": asdict(cfg.verify),
+        },
         "wall_s": round(wall_s, 1),
     }
 
@@ -117,12 +158,17 @@ def plot(path: Path, m: dict) -> None:
     rows = [(f"proposer: {k}", v) for k, v in m["proposer_drops"].items()] + list(m["drop_reasons"].items())
     rows.sort(key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(rows), 3) + 1.2))
-    ax.barh([k for k, _ in rows], [v for _, v in rows], color=["#999" if k.startswith("proposer") else "#c44" for k, _ in rows])
+    ax.barh(
+        [k for k, _ in rows],
+        [v for _, v in rows],
+        color=["#999" if k.startswith("proposer") else "#c44" for k, _ in rows],
+    )
     for i, (_, v) in enumerate(rows):
         ax.text(v, i, f" {v}", va="center", fontsize=8)
     ax.set_xlabel("candidates (or seeds) dropped")
-    ax.set_title(f"synth.questions proposer={m['proposer']}: {m['written']} written of {m['candidates']} candidates",
-                 fontsize=10)
+    ax.set_title(
+        f"synth.questions proposer={m['proposer']}: {m['written']} written of {m['candidates']} candidates", fontsize=10
+    )
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -138,8 +184,10 @@ def run(cfg: QuestionsConfig) -> dict:
     if not rows:
         raise BadInput(f"questions={cfg.questions}: no usable seed question ({dict(drops) or 'the file is empty'})")
     if cfg.search.retriever_url and not (Path(cfg.search.index) / "index.json").exists():
-        raise BadInput(f"search.index={cfg.search.index}: the corpus is read from a coa.search index folder (its "
-                       "document store), which search.retriever_url cannot stand in for")
+        raise BadInput(
+            f"search.index={cfg.search.index}: the corpus is read from a coa.search index folder (its "
+            "document store), which search.retriever_url cannot stand in for"
+        )
     searcher = cfg.search.searcher()
     corpus = Corpus(cfg.search.index)
     tokenizer = load_tokenizer(cfg)
@@ -150,7 +198,7 @@ def run(cfg: QuestionsConfig) -> dict:
     say(f"{len(candidates)} candidates of {cfg.min_hops}-{cfg.hops} hops; verifying")
     pipeline = verifiers(cfg, corpus, searcher, tokenizer, teacher, rows)
     verified = pipeline(candidates, say)
-    written = verified[:cfg.limit] if cfg.limit else verified
+    written = verified[: cfg.limit] if cfg.limit else verified
     m = metrics(cfg, len(rows), len(candidates), written, drops, pipeline, teacher, time.perf_counter() - started)
     with owned_files(cfg.out, TOOL, "overwrite=true", cfg.overwrite) as out:
         write_text(out / "questions.jsonl", "".join(json.dumps(q.row(), ensure_ascii=False) + "\n" for q in written))
@@ -165,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli(QuestionsConfig, "questions", sys.argv[1:] if argv is None else argv, __doc__)
     m = run(cfg)
     hops = ", ".join(f"{k} hops: {v}" for k, v in m["by_hops"].items()) or "none"
-    print(f"{m['written']} questions ({hops}; {', '.join(f'{k} {v}' for k, v in m['by_type'].items())}) "
-          f"of {m['candidates']} candidates from {m['seeds']} seeds → {cfg.out}/questions.jsonl ({m['wall_s']} s)")
+    print(
+        f"{m['written']} questions ({hops}; {', '.join(f'{k} {v}' for k, v in m['by_type'].items())}) "
+        f"of {m['candidates']} candidates from {m['seeds']} seeds → {cfg.out}/questions.jsonl ({m['wall_s']} s)"
+    )
     return 0
 
 

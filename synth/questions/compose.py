@@ -27,6 +27,7 @@ On HotpotQA's 1,979 dev questions compositions are rare (an answer of one questi
 another: the set was not built to chain); comparisons give most of the volume. A set built by
 composition (MuSiQue) chains far more often.
 """
+
 from __future__ import annotations
 
 import random
@@ -65,8 +66,13 @@ def parse_date(text: str) -> tuple[int, int, int] | None:
 def is_entity(answer: str, corpus: Corpus) -> bool:
     """An answer that can be a bridge: a name (capitalised, not a date or number) with its own corpus page."""
     n = normalize_answer(answer)
-    return (len(n) >= 3 and n not in YES_NO and any(c.isupper() for c in answer)
-            and not re.fullmatch(r"[\d\s]+", n) and bool(corpus.ids_named(answer)))
+    return (
+        len(n) >= 3
+        and n not in YES_NO
+        and any(c.isupper() for c in answer)
+        and not re.fullmatch(r"[\d\s]+", n)
+        and bool(corpus.ids_named(answer))
+    )
 
 
 def the_mention(text: str, name: str) -> re.Match | None:
@@ -76,20 +82,29 @@ def the_mention(text: str, name: str) -> re.Match | None:
     if len(found) != 1:
         return None
     m = found[0]
-    before, after = text[:m.start()].split(), text[m.end():].split()
-    joined = (before and before[-1][:1].isupper() and not before[-1].endswith((",", ".", ":", ";", '"'))
-              and len(before) > 1) or (after and after[0][:1].isupper())
+    before, after = text[: m.start()].split(), text[m.end() :].split()
+    joined = (
+        before and before[-1][:1].isupper() and not before[-1].endswith((",", ".", ":", ";", '"')) and len(before) > 1
+    ) or (after and after[0][:1].isupper())
     return None if joined else m
 
 
-def candidate(question: str, golds: list[str], steps: list[dict], kind: str, parts: list[dict],
-              seed: int) -> Candidate:
+def candidate(question: str, golds: list[str], steps: list[dict], kind: str, parts: list[dict], seed: int) -> Candidate:
     evidence = list(dict.fromkeys(s["evidence_id"] for s in steps))
-    meta = {"evidence_ids": evidence, "gold_paragraph_ids": evidence, "hops": len(evidence),
-            "question_decomposition": steps, "type": kind, "components": parts,
-            "seed_ids": sorted({p["id"] for p in parts if p["kind"] == "seed"}),
-            "generator": "compose", "templated": True, "template": TEMPLATE_VERSION, "prompt_hash": PROMPT_HASH,
-            "seed": seed}
+    meta = {
+        "evidence_ids": evidence,
+        "gold_paragraph_ids": evidence,
+        "hops": len(evidence),
+        "question_decomposition": steps,
+        "type": kind,
+        "components": parts,
+        "seed_ids": sorted({p["id"] for p in parts if p["kind"] == "seed"}),
+        "generator": "compose",
+        "templated": True,
+        "template": TEMPLATE_VERSION,
+        "prompt_hash": PROMPT_HASH,
+        "seed": seed,
+    }
     return Candidate(f"compose-{digest(question)}", question, golds, meta, "synth-compose")
 
 
@@ -144,9 +159,15 @@ def compositions(seeds: list[Seed], corpus: Corpus, max_hops: int, seed: int) ->
                 m = the_mention(b.question, gold)
                 if any(states(question, g) or states(b.question, g) for g in b.row["golden_answers"]):
                     continue  # a part of it states the answer
-                outer = b.question[:m.start()] + x + b.question[m.end():]
-                c = candidate(COMPOSITION.format(b=outer, x=x, a=question), b.row["golden_answers"], joined,
-                              "composition", parts + [{"kind": "seed", "id": b.row["id"]}], seed)
+                outer = b.question[: m.start()] + x + b.question[m.end() :]
+                c = candidate(
+                    COMPOSITION.format(b=outer, x=x, a=question),
+                    b.row["golden_answers"],
+                    joined,
+                    "composition",
+                    parts + [{"kind": "seed", "id": b.row["id"]}],
+                    seed,
+                )
                 c.metadata["outer"] = outer  # B with the entity replaced: needs_every_hop checks it needs X
                 out.append(c)
                 following.append((c.question, c.golden_answers, joined, c.metadata["components"], depth + 1))
@@ -187,8 +208,7 @@ def seed_dates(seeds: list[Seed], corpus: Corpus) -> list[DateFact]:
             if page:
                 date = born_on(corpus, page)
                 step = {"question": f"When was #{len(s.steps)} born?", "answer": date, "evidence_id": page}
-                facts.append(DateFact(BORN_OF_ANSWER.format(q=s.question), s.steps + [step], date, part,
-                                      s.row["id"]))
+                facts.append(DateFact(BORN_OF_ANSWER.format(q=s.question), s.steps + [step], date, part, s.row["id"]))
     return facts
 
 
@@ -204,13 +224,27 @@ def page_dates(seeds: list[Seed], corpus: Corpus, used: set[str]) -> dict[str, l
                 continue
             q = BORN_QUESTION.format(name=name)
             out.setdefault(s.row["id"], []).append(
-                DateFact(q, [{"question": q, "answer": date, "evidence_id": doc_id}], date,
-                         [{"kind": "passage", "id": doc_id}], doc_id))
+                DateFact(
+                    q,
+                    [{"question": q, "answer": date, "evidence_id": doc_id}],
+                    date,
+                    [{"kind": "passage", "id": doc_id}],
+                    doc_id,
+                )
+            )
     return out
 
 
-def comparisons(seeds: list[Seed], corpus: Corpus, min_hops: int, max_hops: int, max_uses: int,
-                rng: random.Random, seed: int, uses: Counter) -> list[Candidate]:
+def comparisons(
+    seeds: list[Seed],
+    corpus: Corpus,
+    min_hops: int,
+    max_hops: int,
+    max_uses: int,
+    rng: random.Random,
+    seed: int,
+    uses: Counter,
+) -> list[Candidate]:
     """Pairs of date-valued questions in different years, at most ``max_uses`` per seed (``uses`` counts
     what compositions took already), each page once."""
     facts = seed_dates(seeds, corpus)
@@ -230,8 +264,11 @@ def comparisons(seeds: list[Seed], corpus: Corpus, min_hops: int, max_hops: int,
         earlier = min((a, b), key=lambda f: f.when)
         if states(text, earlier.date):  # a part of it states the answer
             return False
-        golds = [earlier.date] + ([str(earlier.when[0])] if earlier.date != str(earlier.when[0])
-                                  and not states(text, str(earlier.when[0])) else [])
+        golds = [earlier.date] + (
+            [str(earlier.when[0])]
+            if earlier.date != str(earlier.when[0]) and not states(text, str(earlier.when[0]))
+            else []
+        )
         c = candidate(text, golds, steps, "comparison", a.parts + b.parts, seed)
         c.metadata["compared"] = [first.date, second.date]
         out.append(c)
@@ -255,10 +292,17 @@ def comparisons(seeds: list[Seed], corpus: Corpus, min_hops: int, max_hops: int,
             if doc_id in used or not name or states(a.question, name):
                 continue
             q = BORN_QUESTION.format(name=name)
-            mine = [DateFact(q, [{"question": q, "answer": born_on(corpus, doc_id), "evidence_id": doc_id}],
-                             born_on(corpus, doc_id), [{"kind": "passage", "id": doc_id}], doc_id)]
+            mine = [
+                DateFact(
+                    q,
+                    [{"question": q, "answer": born_on(corpus, doc_id), "evidence_id": doc_id}],
+                    born_on(corpus, doc_id),
+                    [{"kind": "passage", "id": doc_id}],
+                    doc_id,
+                )
+            ]
     for i, a in enumerate(order):
-        for b in order[i + 1:]:
+        for b in order[i + 1 :]:
             if uses[a.owner] >= max_uses:
                 break
             if uses[b.owner] < max_uses:

@@ -17,6 +17,7 @@ reason and the run goes on.
 Every question records the template's hash, the teacher model and the seed (``metadata.prompt_hash``,
 ``generator``, ``teacher``, ``seed``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -104,8 +105,9 @@ class Teacher:
     def _prompt(self, text: str) -> str:
         if self.cfg.teacher.api == "chat" or not getattr(self.tok, "chat_template", None):
             return text
-        return self.tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                            add_generation_prompt=True)
+        return self.tok.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
 
     def ask(self, prompts: list[str]) -> list[str | None]:
         """The completion text of each prompt (None where the episode ended in an engine error)."""
@@ -114,8 +116,10 @@ class Teacher:
         cfg = self.cfg
         engine = llm_teacher(cfg.teacher, cfg.teacher.urls, self.tok, cfg.temperature, 1.0)
         budget = Budget(max_actions=0, max_tokens=cfg.max_tokens, topk=1)
-        eps = [start_episode(self._prompt(p), self.tok, "", tools="forbid", question={"id": f"prompt-{i}", "question": p})
-               for i, p in enumerate(prompts)]
+        eps = [
+            start_episode(self._prompt(p), self.tok, "", tools="forbid", question={"id": f"prompt-{i}", "question": p})
+            for i, p in enumerate(prompts)
+        ]
 
         async def no_search(queries, k):
             raise RuntimeError("the question teacher never searches")
@@ -141,15 +145,26 @@ class Teacher:
     def solve(self, batch: list[Candidate], corpus: Corpus) -> list[str | None]:
         """``unique``: the teacher's answer to each question, given every evidence passage."""
         markup = self.fmt.answer_text("YOUR ANSWER")
-        replies = self.ask([SOLVE.format(passages=passages_block(corpus, c.evidence_ids), question=c.question,
-                                         answer_markup=markup) for c in batch])
-        return [None if r is None else (self.fmt.parse(r).answer or (extract_answer(r, self.fmt) or [None])[0])
-                for r in replies]
+        replies = self.ask(
+            [
+                SOLVE.format(passages=passages_block(corpus, c.evidence_ids), question=c.question, answer_markup=markup)
+                for c in batch
+            ]
+        )
+        return [
+            None if r is None else (self.fmt.parse(r).answer or (extract_answer(r, self.fmt) or [None])[0])
+            for r in replies
+        ]
 
 
 def provenance(generator: str, template: str, teacher: Teacher, seed: int) -> dict:
-    return {"generator": generator, "templated": False, "prompt_hash": digest(template, teacher.model),
-            "teacher": teacher.model, "seed": seed}
+    return {
+        "generator": generator,
+        "templated": False,
+        "prompt_hash": digest(template, teacher.model),
+        "teacher": teacher.model,
+        "seed": seed,
+    }
 
 
 def checked_question(reply: dict | None, golds: list[str], drops: Counter) -> str | None:
@@ -173,10 +188,16 @@ def start(rows: list[dict], corpus: Corpus, drops: Counter) -> list[Candidate]:
             drops[why] += 1
             continue
         evidence = list(dict.fromkeys(s["evidence_id"] for s in steps))
-        meta = {**{k: v for k, v in row["metadata"].items() if k not in ("verification", "difficulty", "solver")},
-                "evidence_ids": evidence, "gold_paragraph_ids": evidence, "hops": len(evidence),
-                "question_decomposition": steps, "type": row["metadata"].get("type") or "bridge",
-                "seed_ids": [row["id"]], "components": [{"kind": "seed", "id": row["id"]}]}
+        meta = {
+            **{k: v for k, v in row["metadata"].items() if k not in ("verification", "difficulty", "solver")},
+            "evidence_ids": evidence,
+            "gold_paragraph_ids": evidence,
+            "hops": len(evidence),
+            "question_decomposition": steps,
+            "type": row["metadata"].get("type") or "bridge",
+            "seed_ids": [row["id"]],
+            "components": [{"kind": "seed", "id": row["id"]}],
+        }
         out.append(Candidate(row["id"], row["question"], list(row["golden_answers"]), meta))
     return out
 
@@ -206,9 +227,20 @@ def extend(rows: list[dict], corpus: Corpus, searcher, teacher: Teacher, cfg, dr
                 drops["no_linked_passage"] += 1
                 continue
             ids = c.evidence_ids + [new]
-            asks.append((c, new, EXTEND.format(passages=passages_block(corpus, ids), question=c.question,
-                                               answer=c.golden_answers[0], new=len(ids), title=corpus.title(new),
-                                               answer_markup=markup)))
+            asks.append(
+                (
+                    c,
+                    new,
+                    EXTEND.format(
+                        passages=passages_block(corpus, ids),
+                        question=c.question,
+                        answer=c.golden_answers[0],
+                        new=len(ids),
+                        title=corpus.title(new),
+                        answer_markup=markup,
+                    ),
+                )
+            )
         replies = teacher.ask([p for _, _, p in asks])
         following = []
         for (c, new, _), reply in zip(asks, replies):
@@ -221,14 +253,23 @@ def extend(rows: list[dict], corpus: Corpus, searcher, teacher: Teacher, cfg, dr
             if question is None:
                 continue
             kind = parsed.get("type") if parsed.get("type") in ("bridge", "comparison") else "bridge"
-            step = {"question": str(parsed.get("step") or question).replace(c.golden_answers[0], f"#{len(c.steps)}"),
-                    "answer": answer.strip(), "evidence_id": new}
+            step = {
+                "question": str(parsed.get("step") or question).replace(c.golden_answers[0], f"#{len(c.steps)}"),
+                "answer": answer.strip(),
+                "evidence_id": new,
+            }
             steps = c.steps + [step]
             evidence = c.evidence_ids + [new]
-            meta = {**c.metadata, "evidence_ids": evidence, "gold_paragraph_ids": evidence, "hops": len(evidence),
-                    "question_decomposition": steps, "type": kind,
-                    "components": c.metadata["components"] + [{"kind": "passage", "id": new}],
-                    **provenance("extend", EXTEND, teacher, cfg.seed)}
+            meta = {
+                **c.metadata,
+                "evidence_ids": evidence,
+                "gold_paragraph_ids": evidence,
+                "hops": len(evidence),
+                "question_decomposition": steps,
+                "type": kind,
+                "components": c.metadata["components"] + [{"kind": "passage", "id": new}],
+                **provenance("extend", EXTEND, teacher, cfg.seed),
+            }
             grown = Candidate(f"extend-{digest(question)}", question, [answer.strip()], meta, "synth-extend")
             (done if grown.metadata["hops"] >= cfg.hops else following).append(grown)
             if cfg.min_hops <= grown.metadata["hops"] < cfg.hops:
@@ -240,11 +281,22 @@ def extend(rows: list[dict], corpus: Corpus, searcher, teacher: Teacher, cfg, dr
 def obfuscate(rows: list[dict], corpus: Corpus, teacher: Teacher, cfg, drops: Counter) -> list[Candidate]:
     seeds = start(rows, corpus, drops)
     markup = teacher.fmt.answer_text("JSON")
-    replies = teacher.ask([OBFUSCATE.format(passages=passages_block(corpus, c.evidence_ids), question=c.question,
-                                            answer=c.golden_answers[0], answer_markup=markup) for c in seeds])
+    replies = teacher.ask(
+        [
+            OBFUSCATE.format(
+                passages=passages_block(corpus, c.evidence_ids),
+                question=c.question,
+                answer=c.golden_answers[0],
+                answer_markup=markup,
+            )
+            for c in seeds
+        ]
+    )
     out = []
     for c, reply in zip(seeds, replies):
-        question = checked_question(read_reply(reply, teacher.fmt) if reply is not None else None, c.golden_answers, drops)
+        question = checked_question(
+            read_reply(reply, teacher.fmt) if reply is not None else None, c.golden_answers, drops
+        )
         if question is None:
             continue
         titles = [bare(corpus.title(i)) for i in c.evidence_ids]

@@ -12,6 +12,7 @@ reason and the run goes on. A seed's decomposition comes from its annotations: a
 index's ``DocumentStore``, as ``synth.reference.Passages`` maps them) ordered as a bridge: the first
 document names the second one's title, the second states the gold answer.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +80,13 @@ class Candidate:
 
     def row(self) -> dict:
         """The FlashRAG question row (``coa.questions.load_questions`` reads it back)."""
-        return {"id": self.id, "question": self.question, "golden_answers": list(self.golden_answers),
-                "dataset": self.dataset, "metadata": self.metadata}
+        return {
+            "id": self.id,
+            "question": self.question,
+            "golden_answers": list(self.golden_answers),
+            "dataset": self.dataset,
+            "metadata": self.metadata,
+        }
 
 
 class Corpus:
@@ -158,8 +164,14 @@ def decomposition(seed: dict, corpus: Corpus) -> tuple[list[dict] | None, str]:
     meta, gold = seed["metadata"], seed["golden_answers"][0]
     given = meta.get("question_decomposition")
     if given:
-        steps = [{"question": str(s.get("question", "")), "answer": str(s.get("answer", "")),
-                  "evidence_id": str(s.get("evidence_id", s.get("paragraph_support_idx", "")))} for s in given]
+        steps = [
+            {
+                "question": str(s.get("question", "")),
+                "answer": str(s.get("answer", "")),
+                "evidence_id": str(s.get("evidence_id", s.get("paragraph_support_idx", ""))),
+            }
+            for s in given
+        ]
         if any(corpus.contents(s["evidence_id"]) is None for s in steps):
             return None, "evidence_not_in_corpus"
         return steps, ""
@@ -175,17 +187,25 @@ def decomposition(seed: dict, corpus: Corpus) -> tuple[list[dict] | None, str]:
     if normalize_answer(gold) in YES_NO:
         return None, "seed_yes_no"
     q = seed["question"]
-    orders = [(a, b) for a, b in (titles, titles[::-1])
-              if states(corpus.text(ids[b]), gold) and states(corpus.text(ids[a]), bare(b))]
+    orders = [
+        (a, b)
+        for a, b in (titles, titles[::-1])
+        if states(corpus.text(ids[b]), gold) and states(corpus.text(ids[a]), bare(b))
+    ]
     if len(orders) == 2:  # both ways work: the first document is the one the question names
         orders = [o for o in orders if states(q, bare(o[0]))] or orders[:1]
     if not orders:
         return None, "seed_not_a_bridge"
     first, second = orders[0]
     # short templated sub-questions: the reference teacher searches them (twice their tokens per step)
-    steps = [{"question": f'Which entity named in "{bare(first)}" leads on?', "answer": bare(second),
-              "evidence_id": ids[first]},
-             {"question": 'What does "#1" say?', "answer": gold, "evidence_id": ids[second]}]
+    steps = [
+        {
+            "question": f'Which entity named in "{bare(first)}" leads on?',
+            "answer": bare(second),
+            "evidence_id": ids[first],
+        },
+        {"question": 'What does "#1" say?', "answer": gold, "evidence_id": ids[second]},
+    ]
     return steps, ""
 
 

@@ -25,6 +25,7 @@ every verdict in ``metadata.verification`` and counts the reasons (``metrics.jso
 Decontamination here is exact; the fuzzy and reordered matching of ``curate/decontam.py`` runs again on
 every question text when ``curate`` builds the training sets (synth cannot import curate: one floor).
 """
+
 from __future__ import annotations
 
 import re
@@ -43,8 +44,10 @@ from synth.questions.record import YES_NO, Candidate, Corpus, bare, states
 from synth.reference import Passages, ReferenceConfig
 
 Verdict = tuple[bool | None, str]  # (True keep | False drop | None skipped, reason)
-_STOP = frozenset("a an the of in on at to for from by with and or is was were are be been which what who whom "
-                  "whose when where why how that this these those it its as than answer question earlier".split())
+_STOP = frozenset(
+    "a an the of in on at to for from by with and or is was were are be been which what who whom "
+    "whose when where why how that this these those it its as than answer question earlier".split()
+)
 
 
 class Verifier(Protocol):
@@ -88,7 +91,11 @@ def named(c: Candidate, corpus: Corpus) -> list[str]:
     out = []
     for doc_id in c.evidence_ids:
         title = bare(corpus.title(doc_id))
-        if title and states(c.question, title) and not any(normalize_answer(title) == normalize_answer(g) for g in golds(c)):
+        if (
+            title
+            and states(c.question, title)
+            and not any(normalize_answer(title) == normalize_answer(g) for g in golds(c))
+        ):
             out.append(title)
     return out
 
@@ -166,20 +173,40 @@ class Unique:
         others = [c for c in batch if not c.metadata.get("templated")]
         verdicts: dict[str, Verdict] = {}
         if templated:
-            engine = make_engine("reference", cfg=ReferenceConfig(memory=1.0), fmt=self.fmt, tokenizer=self.tok,
-                                 questions=[], passages=Passages(self.index), max_actions=0)
-            eps = drive(reference_episodes(templated, self.tok, self.prefill, "forbid"), engine, None, self.fmt,
-                        Budget(max_actions=0, max_tokens=4096, topk=1))
+            engine = make_engine(
+                "reference",
+                cfg=ReferenceConfig(memory=1.0),
+                fmt=self.fmt,
+                tokenizer=self.tok,
+                questions=[],
+                passages=Passages(self.index),
+                max_actions=0,
+            )
+            eps = drive(
+                reference_episodes(templated, self.tok, self.prefill, "forbid"),
+                engine,
+                None,
+                self.fmt,
+                Budget(max_actions=0, max_tokens=4096, topk=1),
+            )
             for c, ep in zip(templated, eps):
                 answer = self.fmt.parse(ep.completion).answer
-                verdicts[c.id] = ((True, "the reference solver, given every evidence passage, answers the gold")
-                                  if exact_match(answer, c.golden_answers) else (False, "solver_disagrees"))
+                verdicts[c.id] = (
+                    (True, "the reference solver, given every evidence passage, answers the gold")
+                    if exact_match(answer, c.golden_answers)
+                    else (False, "solver_disagrees")
+                )
         if others and self.solver is None:
-            verdicts |= {c.id: (None, "skipped: no solver for an LLM's question (give teacher.base_url)") for c in others}
+            verdicts |= {
+                c.id: (None, "skipped: no solver for an LLM's question (give teacher.base_url)") for c in others
+            }
         elif others:
             for c, answer in zip(others, self.solver(others)):
-                verdicts[c.id] = ((True, "the teacher, given every evidence passage, answers the gold")
-                                  if cover_exact_match(answer, c.golden_answers) else (False, "teacher_disagrees"))
+                verdicts[c.id] = (
+                    (True, "the teacher, given every evidence passage, answers the gold")
+                    if cover_exact_match(answer, c.golden_answers)
+                    else (False, "teacher_disagrees")
+                )
         return [verdicts[c.id] for c in batch]
 
 
@@ -206,7 +233,7 @@ class Clean:
     def _minhash(self, text: str) -> MinHash:
         words = normal(text).split()
         m = MinHash(num_perm=self.perms, seed=1)
-        for gram in {" ".join(words[i:i + 3]) for i in range(max(len(words) - 2, 1))}:
+        for gram in {" ".join(words[i : i + 3]) for i in range(max(len(words) - 2, 1))}:
             m.update(gram.encode())
         return m
 
@@ -251,22 +278,38 @@ class Solvable:
         runs = {}
         for k in self.topks:
             budget = Budget(self.budget.max_actions, self.budget.max_tokens, k)
-            engine = make_engine("reference", cfg=ReferenceConfig(memory=0.0), fmt=self.fmt, tokenizer=self.tok,
-                                 questions=[], passages=None, max_actions=budget.max_actions)
-            runs[k] = drive(reference_episodes(batch, self.tok, self.prefill, "real"), engine, self.searcher,
-                            self.fmt, budget)
+            engine = make_engine(
+                "reference",
+                cfg=ReferenceConfig(memory=0.0),
+                fmt=self.fmt,
+                tokenizer=self.tok,
+                questions=[],
+                passages=None,
+                max_actions=budget.max_actions,
+            )
+            runs[k] = drive(
+                reference_episodes(batch, self.tok, self.prefill, "real"), engine, self.searcher, self.fmt, budget
+            )
         out = []
         for i, c in enumerate(batch):
-            passed = {k: bool(exact_match(self.fmt.parse(runs[k][i].completion).answer, c.golden_answers))
-                      for k in self.topks}
+            passed = {
+                k: bool(exact_match(self.fmt.parse(runs[k][i].completion).answer, c.golden_answers)) for k in self.topks
+            }
             ep = runs[self.budget.topk][i]
             rate = sum(passed.values()) / len(passed)
             c.metadata["difficulty"] = round(1 - rate, 3)
-            c.metadata["solver"] = {"teacher": "reference", "topk": self.topks, "passed": [passed[k] for k in self.topks],
-                                    "pass_rate": round(rate, 3), "searches": ep.n_actions,
-                                    "max_actions": self.budget.max_actions}
+            c.metadata["solver"] = {
+                "teacher": "reference",
+                "topk": self.topks,
+                "passed": [passed[k] for k in self.topks],
+                "pass_rate": round(rate, 3),
+                "searches": ep.n_actions,
+                "max_actions": self.budget.max_actions,
+            }
             if passed[self.budget.topk]:
-                out.append((True, f"the reference teacher answers it in {ep.n_actions} searches at top-{self.budget.topk}"))
+                out.append(
+                    (True, f"the reference teacher answers it in {ep.n_actions} searches at top-{self.budget.topk}")
+                )
             elif ep.finish_reason in ("max_actions", "max_tokens") or ep.n_actions >= self.budget.max_actions:
                 out.append((False, "budget_exhausted"))  # it still had evidence to look for
             else:
@@ -285,17 +328,25 @@ class NoMemoryShortcut:
             return [(None, "skipped: verify.memory=false")] * len(batch)
         engine, tok = self.load()
         k = self.cfg.memory_k
-        eps = [start_episode(render_prompt(tok, c.question, self.prompt), tok, self.prompt.prefill, tools="forbid",
-                             question=c.row()) for c in batch for _ in range(k)]
+        eps = [
+            start_episode(
+                render_prompt(tok, c.question, self.prompt), tok, self.prompt.prefill, tools="forbid", question=c.row()
+            )
+            for c in batch
+            for _ in range(k)
+        ]
         drive(eps, engine, None, self.fmt, Budget(0, self.cfg.memory_max_tokens, 1), seeds=list(range(len(eps))))
         out = []
         for i, c in enumerate(batch):
             # the small student seldom closes an answer tag closed-book ("The answer is Paris."): where it
             # writes none, its whole text counts (a lenient reading, so a memorised answer is not missed)
-            answers = [self.fmt.parse(ep.completion).answer or ep.completion for ep in eps[i * k:(i + 1) * k]]
+            answers = [self.fmt.parse(ep.completion).answer or ep.completion for ep in eps[i * k : (i + 1) * k]]
             hit = sum(bool(cover_exact_match(a, c.golden_answers)) for a in answers)
-            out.append((False, "student_answers_closed_book") if hit else
-                       (True, f"the student answers wrong closed-book in {k} of {k} samples"))
+            out.append(
+                (False, "student_answers_closed_book")
+                if hit
+                else (True, f"the student answers wrong closed-book in {k} of {k} samples")
+            )
         return out
 
 

@@ -4,6 +4,7 @@ worker on free loopback ports, data in a temp folder), stopped after; and one sm
 No stack installed → the fixture raises (the tests fail, they do not skip): CI installs it through
 ./install.sh.
 """
+
 from __future__ import annotations
 
 import socket
@@ -23,8 +24,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    cfg = ServeConfig(data_dir=str(tmp_path_factory.mktemp("argilla")), port=free_port(), search_port=free_port(),
-                      redis_port=free_port(), annotators=ANNOTATORS)
+    cfg = ServeConfig(
+        data_dir=str(tmp_path_factory.mktemp("argilla")),
+        port=free_port(),
+        search_port=free_port(),
+        redis_port=free_port(),
+        annotators=ANNOTATORS,
+    )
     with ReviewStack(cfg) as running:
         yield running
 

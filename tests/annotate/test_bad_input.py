@@ -1,5 +1,6 @@
 """The review stack's secrets and bad input, without starting the whole stack: the real argilla_server
 database steps on a temporary folder, the real credentials file, the real command line."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ def test_the_owner_secrets_never_reach_a_command_line_and_the_database_is_privat
     db = stack.data / "argilla.db"
     assert mode(db) == 0o600
     with sqlite3.connect(db) as con:
-        assert con.execute("select api_key from users where username = 'argilla'").fetchone() == (secrets["owner_api_key"],)
+        assert con.execute("select api_key from users where username = 'argilla'").fetchone() == (
+            secrets["owner_api_key"],
+        )
 
 
 def test_a_readable_credentials_file_becomes_private_when_secrets_are_added(tmp_path):

@@ -1,4 +1,5 @@
 """Rendering, record ids and resolving reviewers: pure functions, no server."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,12 +13,25 @@ from coa.trajectory import segment
 
 
 def _row(observation: str = 'result 1: "Doc"\ntext', answer: str = "Paris") -> dict:
-    segs = [segment("model", f"<think>\nLet me check.\n{AUTOCOA.search_call('capital of France')}"),
-            segment("observation", AUTOCOA.wrap_observation(observation)),
-            segment("model", f"It is Paris.\n</think>\n\\boxed{{{answer}}}")]
-    return {"id": "abc123", "question": "What is the capital of France?", "golden_answers": ["Paris"], "segments": segs,
-            "answer": answer, "format": "autocoa", "n_actions": 1, "finish_reason": "answer", "teacher": "t",
-            "dataset": "hotpotqa", "em": 1.0, "f1": 1.0}
+    segs = [
+        segment("model", f"<think>\nLet me check.\n{AUTOCOA.search_call('capital of France')}"),
+        segment("observation", AUTOCOA.wrap_observation(observation)),
+        segment("model", f"It is Paris.\n</think>\n\\boxed{{{answer}}}"),
+    ]
+    return {
+        "id": "abc123",
+        "question": "What is the capital of France?",
+        "golden_answers": ["Paris"],
+        "segments": segs,
+        "answer": answer,
+        "format": "autocoa",
+        "n_actions": 1,
+        "finish_reason": "answer",
+        "teacher": "t",
+        "dataset": "hotpotqa",
+        "em": 1.0,
+        "f1": 1.0,
+    }
 
 
 def test_steps_in_order_and_the_verdict_as_suggestion():
@@ -46,10 +60,19 @@ def test_changed_content_changes_the_record_id_only():
 
 def test_pair_shows_the_prefix_once_and_both_branches():
     prefix = "<think>\nI need to find out the capital.\n"
-    row = {"id": "p1", "question": "Q?", "golden_answers": ["Paris"], "format": "autocoa",
-           "prompt": f"system...user: Q?\nassistant: {prefix}", "chosen": AUTOCOA.search_call("capital"),
-           "rejected": "Paris, surely.\n</think>\n\\boxed{Lyon}", "direction": "act", "decision_index": 0,
-           "chosen_score": 1.0, "rejected_score": 0.0}
+    row = {
+        "id": "p1",
+        "question": "Q?",
+        "golden_answers": ["Paris"],
+        "format": "autocoa",
+        "prompt": f"system...user: Q?\nassistant: {prefix}",
+        "chosen": AUTOCOA.search_call("capital"),
+        "rejected": "Paris, surely.\n</think>\n\\boxed{Lyon}",
+        "direction": "act",
+        "decision_index": 0,
+        "chosen_score": 1.0,
+        "rejected_score": 0.0,
+    }
     rec = pair_record(row, "em", 1.0, 1500)
     assert [s["text"] for s in rec["fields"]["prefix"]["steps"]] == ["I need to find out the capital."]
     cmp = rec["fields"]["comparison"]
@@ -61,16 +84,28 @@ def test_pair_shows_the_prefix_once_and_both_branches():
     assert trajectory_record(_row(), "em", 1.0, 1500)["n_steps"] == 5
 
 
-@pytest.mark.parametrize("votes,decision", [
-    (["accept"], "accept"), (["accept", "accept", "reject"], "accept"), (["accept", "reject"], "reject"),
-    (["accept", "swap"], "reject"), (["swap", "swap", "accept"], "swap")])
+@pytest.mark.parametrize(
+    "votes,decision",
+    [
+        (["accept"], "accept"),
+        (["accept", "accept", "reject"], "accept"),
+        (["accept", "reject"], "reject"),
+        (["accept", "swap"], "reject"),
+        (["swap", "swap", "accept"], "swap"),
+    ],
+)
 def test_majority_and_reject_wins_ties(votes, decision):
     assert resolve([{"decision": v} for v in votes])["decision"] == decision
 
 
 def test_corrections_and_agreement():
-    r = resolve([{"decision": "accept", "corrected_answer": " Paris "}, {"decision": "accept", "corrected_answer": "Paris"},
-                 {"decision": "reject", "corrected_answer": "Lyon", "first_bad_step": 3}])
+    r = resolve(
+        [
+            {"decision": "accept", "corrected_answer": " Paris "},
+            {"decision": "accept", "corrected_answer": "Paris"},
+            {"decision": "reject", "corrected_answer": "Lyon", "first_bad_step": 3},
+        ]
+    )
     assert (r["decision"], r["corrected_answer"], r["first_bad_step"]) == ("accept", "Paris", 3)
     assert r["agreement"] == pytest.approx(1 / 3) and (r["n_accept"], r["n_reject"]) == (2, 1)
     tie = resolve([{"decision": "accept", "corrected_answer": "A"}, {"decision": "accept", "corrected_answer": "B"}])

@@ -1,5 +1,6 @@
 """Against the real Argilla server on loopback: push real sets, decide in the UI as a person, pull, and the
 curated sets change; resume, duplicates, disagreement and bad input."""
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,13 @@ pytestmark = pytest.mark.server
 
 def review_cfg(stack, sample: Path, tmp_path: Path, **kw) -> ReviewConfig:
     kw.setdefault("sets_dir", str(sample / "sets"))
-    return ReviewConfig(api_url=stack.cfg.api_url, data_dir=str(stack.data), review=str(tmp_path / "review" / "review.parquet"),
-                        known_rows=[str(sample / "score" / "scores.parquet"), str(sample / "pairs" / "pairs.parquet")],
-                        **kw)
+    return ReviewConfig(
+        api_url=stack.cfg.api_url,
+        data_dir=str(stack.data),
+        review=str(tmp_path / "review" / "review.parquet"),
+        known_rows=[str(sample / "score" / "scores.parquet"), str(sample / "pairs" / "pairs.parquet")],
+        **kw,
+    )
 
 
 def client_of(stack):
@@ -105,7 +110,8 @@ def test_interrupted_push_resumes_and_changed_content_is_a_new_record(stack, sam
     df = pl.read_parquet(sample / "sets" / "cot.parquet")
     first = df["id"][0]
     df.with_columns(answer=pl.when(pl.col("id") == first).then(pl.lit("Changed")).otherwise("answer")).write_parquet(
-        changed / "cot.parquet")
+        changed / "cot.parquet"
+    )
     report = execute(ReviewConfig(**{**cfg.__dict__, "sets_dir": str(changed)}))["cot"]
     assert (report["sent"], report["changed_content"]) == (1, 1)
     ids = [str(r.id) for r in records_of(stack, "resume-cot")]
@@ -131,16 +137,27 @@ def _answer_as(stack, dataset_name: str, answers: dict[int, list[tuple[str, dict
 def test_several_reviewers_majority_reject_wins_ties_and_agreement(stack, sample, tmp_path):
     cfg = review_cfg(stack, sample, tmp_path, action="push", sets=["cot"], dataset_prefix="multi-", min_submitted=2)
     execute(cfg)
-    tie, agree, alone = _answer_as(stack, "multi-cot", {
-        0: [("annotator", {"decision": "accept"}), ("annotator2", {"decision": "reject"})],
-        1: [("annotator", {"decision": "accept", "corrected_answer": "Paris"}),
-            ("annotator2", {"decision": "accept", "corrected_answer": "Paris", "first_bad_step": "2"})],
-        2: [("annotator", {"decision": "reject"})]})
+    tie, agree, alone = _answer_as(
+        stack,
+        "multi-cot",
+        {
+            0: [("annotator", {"decision": "accept"}), ("annotator2", {"decision": "reject"})],
+            1: [
+                ("annotator", {"decision": "accept", "corrected_answer": "Paris"}),
+                ("annotator2", {"decision": "accept", "corrected_answer": "Paris", "first_bad_step": "2"}),
+            ],
+            2: [("annotator", {"decision": "reject"})],
+        },
+    )
     metrics = execute(ReviewConfig(**{**cfg.__dict__, "action": "pull"}))
     table = {r["row_id"]: r for r in pl.read_parquet(cfg.review).iter_rows(named=True)}
     assert set(table) == {tie, agree}  # one answer of the two needed: still pending
     assert (table[tie]["decision"], table[tie]["n_accept"], table[tie]["n_reject"]) == ("reject", 1, 1)
-    assert (table[agree]["decision"], table[agree]["corrected_answer"], table[agree]["first_bad_step"]) == ("accept", "Paris", 2)
+    assert (table[agree]["decision"], table[agree]["corrected_answer"], table[agree]["first_bad_step"]) == (
+        "accept",
+        "Paris",
+        2,
+    )
     m = metrics["sets"]["cot"]
     assert (m["pending"], m["ties"], m["pairwise_agreement"]) == (1, 1, 0.5)
 
@@ -162,8 +179,11 @@ def test_first_bad_step_offers_the_longest_records_steps_and_pull_refuses_one_pa
     shown = n_steps(records[short].fields)
     assert shown == min(lengths)
     _answer_as(stack, "steps-coa", {short: [("annotator", {"decision": "reject", "first_bad_step": str(shown + 1)})]})
-    with pytest.raises(ValueError, match=rf"record '{records[short].id}': first_bad_step {shown + 1} is past the "
-                                         rf"record's {shown} steps"):
+    with pytest.raises(
+        ValueError,
+        match=rf"record '{records[short].id}': first_bad_step {shown + 1} is past the "
+        rf"record's {shown} steps",
+    ):
         execute(ReviewConfig(**{**cfg.__dict__, "action": "pull"}))
 
     # a dataset made with fewer labels than a record now pushed has steps: refused, naming the way out
@@ -172,7 +192,9 @@ def test_first_bad_step_offers_the_longest_records_steps_and_pull_refuses_one_pa
     from annotate.datasets import settings
 
     rg.Dataset(name="few-coa", workspace="argilla", settings=settings("trajectories", cfg, 3), client=client).create()
-    with pytest.raises(ValueError, match=rf"offers first bad steps 1..3, but 'coa' now has a record of {max(lengths)} steps"):
+    with pytest.raises(
+        ValueError, match=rf"offers first bad steps 1..3, but 'coa' now has a record of {max(lengths)} steps"
+    ):
         execute(ReviewConfig(**{**cfg.__dict__, "dataset_prefix": "few-"}))
 
 
@@ -195,7 +217,9 @@ def test_vanished_row_names_the_record(stack, sample, tmp_path):
     ghost = next(r for r in dataset.records() if row_of(str(r.id)) == "feedfacefeedface")
     _submit(dataset, ghost, "reject", client.me.id)
     pull = ReviewConfig(**{**cfg.__dict__, "action": "pull", "sets_dir": str(sample / "sets")})
-    with pytest.raises(ValueError, match=rf"record '{ghost.id}' has answers for row 'feedfacefeedface', which no longer exists"):
+    with pytest.raises(
+        ValueError, match=rf"record '{ghost.id}' has answers for row 'feedfacefeedface', which no longer exists"
+    ):
         execute(pull)
 
 
@@ -206,14 +230,18 @@ def test_unknown_label_names_the_record(stack, sample, tmp_path):
 
     cfg = review_cfg(stack, sample, tmp_path, action="push", sets=["cot"], dataset_prefix="label-")
     client = client_of(stack)
-    by_hand = settings("trajectories", cfg, cfg.max_steps)  # someone made the dataset by hand, with a label of their own
+    by_hand = settings(
+        "trajectories", cfg, cfg.max_steps
+    )  # someone made the dataset by hand, with a label of their own
     by_hand.questions["decision"].labels = ["accept", "reject", "maybe"]
     rg.Dataset(name="label-cot", workspace="argilla", settings=by_hand, client=client).create()
     execute(cfg)
     dataset = client.datasets(name="label-cot", workspace="argilla")
     record = next(iter(dataset.records()))
     _submit(dataset, record, "maybe", client.me.id)
-    with pytest.raises(ValueError, match=rf"record '{record.id}': decision 'maybe' is not one of \('accept', 'reject'\)"):
+    with pytest.raises(
+        ValueError, match=rf"record '{record.id}': decision 'maybe' is not one of \('accept', 'reject'\)"
+    ):
         execute(ReviewConfig(**{**cfg.__dict__, "action": "pull"}))
 
 

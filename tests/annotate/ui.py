@@ -1,12 +1,20 @@
 """A person in the Argilla UI: headless Debian chromium driven by Playwright (never a downloaded browser)."""
+
 from __future__ import annotations
 
 import tempfile
 from contextlib import contextmanager
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @contextmanager
@@ -14,8 +22,9 @@ def signed_in(api_url: str, username: str, password: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        browser = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=FLAGS, headless=True,
-                                                       viewport={"width": 1500, "height": 1100})
+        browser = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, args=FLAGS, headless=True, viewport={"width": 1500, "height": 1100}
+        )
         try:
             page = browser.new_page()
             page.goto(f"{api_url}/sign-in")
@@ -51,5 +60,6 @@ def decide(page, decision: str, corrected_answer: str = "") -> None:
         box.click()
         box.type(corrected_answer)
     page.get_by_role("button", name="Submit").click()
-    page.wait_for_function("q => !document.querySelector('h3') || document.querySelector('h3').innerText.trim() !== q",
-                           arg=before)
+    page.wait_for_function(
+        "q => !document.querySelector('h3') || document.querySelector('h3').innerText.trim() !== q", arg=before
+    )

@@ -1,5 +1,6 @@
 """The agent loop's own logic, driven by ScriptedEngine (a fake engine that replays fixed completions as
 the real tokenizer's ids, the way a token-level engine would) and the real BM25 searcher."""
+
 import asyncio
 
 import pytest
@@ -46,13 +47,17 @@ def run(ep, engine, searcher, budget=Budget(), fmt=AUTOCOA):
     async def search(queries, k):
         assert searcher is not None, "the episode searched without a searcher"
         return searcher.search(queries, k)
+
     return asyncio.run(run_episode(ep, engine, search, fmt, budget))
 
 
 @pytest.mark.slow
 def test_search_then_answer_continues_from_ids(searcher, tokenizer):
-    engine = ScriptedEngine(tokenizer, "Need facts. <begin_search> Maria Golovin </end_search> IGNORED",
-                            "Menotti.</think>\\boxed{Gian Carlo Menotti}")
+    engine = ScriptedEngine(
+        tokenizer,
+        "Need facts. <begin_search> Maria Golovin </end_search> IGNORED",
+        "Menotti.</think>\\boxed{Gian Carlo Menotti}",
+    )
     ep = run(start_episode("PROMPT", tokenizer, prefill="<think>"), engine, searcher)
     assert ep.finish_reason == "answer" and ep.n_actions == 1
     # the toolkit's prefill is its own segment (context, never trained), the model's text the next one
@@ -62,8 +67,12 @@ def test_search_then_answer_continues_from_ids(searcher, tokenizer):
     assert ep.segments[2]["text"] == expected and ep.segments[2]["query"] == "Maria Golovin"
     # the second call continues from the exact ids: prompt + prefill + generated + observation ids ...
     second = engine.requests[1].ids
-    assert second == (encode(tokenizer, "PROMPT") + encode(tokenizer, "<think>") + ep.segments[1]["token_ids"]
-                      + encode(tokenizer, expected))
+    assert second == (
+        encode(tokenizer, "PROMPT")
+        + encode(tokenizer, "<think>")
+        + ep.segments[1]["token_ids"]
+        + encode(tokenizer, expected)
+    )
     # ... which are the ids SFT trains on for the stored trajectory
     trained = tokenize_segments(tokenizer, ep.prompt, ep.segments).input_ids
     assert trained == ep.ids and trained[: len(second)] == second
@@ -74,8 +83,11 @@ def test_merged_token_after_the_close_tag(searcher, tokenizer):
     the kept ids decode to exactly the kept text, so the reward (text) and the loss (ids) agree."""
     ids = encode(tokenizer, "I check. <search> Maria Golovin </search>. then more")
     assert tokenizer.decode(ids[: cut_at_tag(tokenizer, ids, "</search>")]).endswith("</search>.")  # merged
-    engine = ScriptedEngine(tokenizer, "I check. <search> Maria Golovin </search>. then more",
-                            "It is Menotti.</think>\n<answer>Gian Carlo Menotti</answer>")
+    engine = ScriptedEngine(
+        tokenizer,
+        "I check. <search> Maria Golovin </search>. then more",
+        "It is Menotti.</think>\n<answer>Gian Carlo Menotti</answer>",
+    )
     ep = run(start_episode("P", tokenizer), engine, searcher, fmt=SEARCH_R1)
     model = ep.segments[0]
     assert model["text"] == "I check. <search> Maria Golovin </search>."
@@ -104,40 +116,49 @@ def test_empty_generation_writes_no_segment(searcher, tokenizer):
 
 def test_budget_message_then_stop(searcher, tokenizer):
     call = "<begin_search> Menotti </end_search>"
-    ep = run(start_episode("P", tokenizer), ScriptedEngine(tokenizer, call, call, call), searcher, Budget(max_actions=1))
+    ep = run(
+        start_episode("P", tokenizer), ScriptedEngine(tokenizer, call, call, call), searcher, Budget(max_actions=1)
+    )
     assert ep.n_actions == 1 and ep.budget_notices == 1 and ep.finish_reason == "max_actions"
     assert [s["kind"] for s in ep.segments] == ["model", "observation", "model", "observation", "model"]
     assert ep.segments[3]["text"] == AUTOCOA.budget_observation()
 
 
 def test_forbidden(searcher, tokenizer):
-    ep = run(start_episode("P", tokenizer, tools="forbid"), ScriptedEngine(tokenizer, "x <begin_search> q </end_search>"),
-             searcher)
+    ep = run(
+        start_episode("P", tokenizer, tools="forbid"),
+        ScriptedEngine(tokenizer, "x <begin_search> q </end_search>"),
+        searcher,
+    )
     assert ep.finish_reason == "forbidden_search" and ep.n_actions == 0
 
 
 def test_simulated_environment_opens_the_observation_and_the_policy_writes_it(tokenizer):
     """The simulated environment stops at the search call like the real one, but runs no search: it writes
     only the observation's opening tag (a prefill: env_mask 0) and the policy writes the rest."""
-    engine = ScriptedEngine(tokenizer, "<think>Who? <begin_search> Maria Golovin </end_search> CUT",
-                            "result 1: \"Maria Golovin\"\nAn opera by Menotti. </search_result>\n\n"
-                            "So Menotti.</think>\\boxed{Menotti}")
+    engine = ScriptedEngine(
+        tokenizer,
+        "<think>Who? <begin_search> Maria Golovin </end_search> CUT",
+        'result 1: "Maria Golovin"\nAn opera by Menotti. </search_result>\n\nSo Menotti.</think>\\boxed{Menotti}',
+    )
     ep = run(start_episode("P", tokenizer, tools="simulated"), engine, searcher=None)
     assert [(s["kind"], s["text"]) for s in ep.segments[:2]] == [
         ("model", "<think>Who? <begin_search> Maria Golovin </end_search>"),
-        ("prefill", AUTOCOA.observation_opening)]
+        ("prefill", AUTOCOA.observation_opening),
+    ]
     assert ep.segments[1]["query"] == "Maria Golovin" and ep.segments[2]["kind"] == "model"
     assert ep.n_actions == 1 and ep.finish_reason == "answer"
     assert all(r.stop == AUTOCOA.stop_strings for r in engine.requests)
     # the written observation parses as one and is the policy's own (in the loss); the opening is not
     assert written_observations(ep, AUTOCOA) == 1
-    assert AUTOCOA.documents(ep.completion[ep.completion.index("<search_result>"):]) == [
-        ("Maria Golovin", "An opera by Menotti.")]
+    assert AUTOCOA.documents(ep.completion[ep.completion.index("<search_result>") :]) == [
+        ("Maria Golovin", "An opera by Menotti.")
+    ]
     rollout = ep.rollout()
     opening = encode(tokenizer, AUTOCOA.observation_opening)
     start = len(ep.segments[0]["token_ids"])
-    assert rollout["env_mask"][start:start + len(opening)] == [0] * len(opening)
-    assert rollout["completion_ids"][start:start + len(opening)] == opening
+    assert rollout["env_mask"][start : start + len(opening)] == [0] * len(opening)
+    assert rollout["completion_ids"][start : start + len(opening)] == opening
     assert rollout["env_mask"].count(0) == len(opening)
 
 
@@ -154,21 +175,33 @@ def test_simulated_budget_is_the_real_one(tokenizer):
 
 def test_branch_prefix_is_kept_apart(searcher, tokenizer):
     prefix = [{"kind": "model", "text": "<think>I think", "query": None, "doc_ids": [], "token_ids": []}]
-    ep = run(start_episode("P", tokenizer, prefill="<begin_search> ", prefix=prefix),
-             ScriptedEngine(tokenizer, "Menotti </end_search>", "ok</think>\\boxed{x}"), searcher)
+    ep = run(
+        start_episode("P", tokenizer, prefill="<begin_search> ", prefix=prefix),
+        ScriptedEngine(tokenizer, "Menotti </end_search>", "ok</think>\\boxed{x}"),
+        searcher,
+    )
     assert ep.segments[0]["text"] == prefix[0]["text"]
     assert ep.segments[0]["token_ids"] == encode(tokenizer, "<think>I think")  # ids filled in from the text
     # a forced call: its open tag is the toolkit's prefill, the query and close tag the model's
-    assert [(s["kind"], s["text"]) for s in ep.segments[1:3]] == [("prefill", "<begin_search> "),
-                                                                  ("model", "Menotti </end_search>")]
+    assert [(s["kind"], s["text"]) for s in ep.segments[1:3]] == [
+        ("prefill", "<begin_search> "),
+        ("model", "Menotti </end_search>"),
+    ]
     assert ep.segments[3]["query"] == "Menotti"
     assert ep.n_actions == 1 and ep.finish_reason == "answer"
 
 
 def test_token_budget_and_eos(tokenizer):
     ep = start_episode("P", tokenizer)
-    assert record_generation(ep, Generation("rambling", "length", token_ids=encode(tokenizer, "rambling"),
-                                            n_tokens=10), AUTOCOA, Budget(max_tokens=10)) is None
+    assert (
+        record_generation(
+            ep,
+            Generation("rambling", "length", token_ids=encode(tokenizer, "rambling"), n_tokens=10),
+            AUTOCOA,
+            Budget(max_tokens=10),
+        )
+        is None
+    )
     assert ep.finish_reason == "max_tokens"
     ep = start_episode("P", tokenizer)
     record_generation(ep, Generation("no answer at all", "stop", eos=True), AUTOCOA, Budget())
@@ -185,11 +218,15 @@ def test_drive_many_at_once(searcher, tokenizer):
             self.outputs = [outs[request.episode.prompt].pop(0)]
             return await super().generate(request)
 
-    eps = drive([start_episode("P", tokenizer), start_episode("Q", tokenizer)], ByPrompt(tokenizer), searcher,
-                AUTOCOA, Budget())
+    eps = drive(
+        [start_episode("P", tokenizer), start_episode("Q", tokenizer)], ByPrompt(tokenizer), searcher, AUTOCOA, Budget()
+    )
     first = eps[0]
     assert first.n_actions == 1 and eps[1].n_actions == 0
     r = first.rollout()
-    assert tokenizer.decode([t for t, m in zip(r["completion_ids"], r["env_mask"]) if m == 0]) == first.segments[1]["text"]
+    assert (
+        tokenizer.decode([t for t, m in zip(r["completion_ids"], r["env_mask"]) if m == 0]) == first.segments[1]["text"]
+    )
     assert tokenizer.decode([t for t, m in zip(r["completion_ids"], r["env_mask"]) if m == 1]) == (
-        first.segments[0]["text"] + first.segments[2]["text"])
+        first.segments[0]["text"] + first.segments[2]["text"]
+    )

@@ -3,6 +3,7 @@ code, never a traceback. Each reproduced: an Elasticsearch URL that does not ans
 (15); a corrupt ``index.json``, a truncated ``corpus.arrow`` or bm25s array, whose messages named no file or
 misled (``pickled (object) data``) (16); a retriever URL answering HTML or JSON without ``result``, which
 ended synthesis in an ExceptionGroup traceback (17)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -80,7 +81,8 @@ def test_a_truncated_bm25s_array_is_named_with_its_size(index, name, capsys):
     whole = path.stat().st_size
     truncate(path)
     assert error_line(query(index), capsys) == (
-        f"python -m coa.search: {path}: truncated ({whole // 2:,} of {whole:,} bytes); {rebuild(index)}")
+        f"python -m coa.search: {path}: truncated ({whole // 2:,} of {whole:,} bytes); {rebuild(index)}"
+    )
 
 
 @pytest.mark.parametrize("name", ["vocab.index.json", "params.index.json"])
@@ -92,21 +94,27 @@ def test_a_truncated_bm25s_json_is_named(index, name, capsys):
     assert line.endswith(rebuild(index))
 
 
-@pytest.mark.parametrize("content, problem", [
-    (b"", "empty (truncated to 0 bytes)"),
-    (b"\x00garbage" * 100, "corrupt (not a NumPy .npy file: its first bytes are not the .npy signature)"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "empty (truncated to 0 bytes)"),
+        (b"\x00garbage" * 100, "corrupt (not a NumPy .npy file: its first bytes are not the .npy signature)"),
+    ],
+)
 def test_an_overwritten_bm25s_array_says_so_not_pickled_data(index, content, problem, capsys):
     path = index / "bm25s" / "data.csc.index.npy"
     path.write_bytes(content)  # numpy said "This file contains pickled (object) data ..." for the garbage
     assert error_line(query(index), capsys) == f"python -m coa.search: {path}: {problem}; {rebuild(index)}"
 
 
-@pytest.mark.parametrize("damage, problem", [
-    ("half", "truncated ({size:,} bytes; an Arrow file ends with its footer and ARROW1, this one stops short)"),
-    ("empty", "empty (truncated to 0 bytes)"),
-    ("garbage", "corrupt (not an Arrow IPC file: it does not start with ARROW1)"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        ("half", "truncated ({size:,} bytes; an Arrow file ends with its footer and ARROW1, this one stops short)"),
+        ("empty", "empty (truncated to 0 bytes)"),
+        ("garbage", "corrupt (not an Arrow IPC file: it does not start with ARROW1)"),
+    ],
+)
 def test_a_damaged_corpus_arrow_is_named(index, damage, problem, capsys):
     path = index / "corpus.arrow"
     if damage == "garbage":
@@ -143,8 +151,10 @@ def test_a_truncated_dense_npy_is_named(index, capsys):
     np.save(path, np.zeros((N_DOCS, 384), np.float32))
     truncate(path)
     line = error_line(query(index, "--retriever", "dense"), capsys)
-    assert line == (f"python -m coa.search: {path}: truncated ({path.stat().st_size:,} of {N_DOCS * 384 * 4 + 128:,} "
-                    f"bytes); rebuild the index: python -m coa.search build --dense --out {index}")
+    assert line == (
+        f"python -m coa.search: {path}: truncated ({path.stat().st_size:,} of {N_DOCS * 384 * 4 + 128:,} "
+        f"bytes); rebuild the index: python -m coa.search build --dense --out {index}"
+    )
 
 
 # ---- 15: FAISS ---------------------------------------------------------------------------------------
@@ -153,8 +163,9 @@ def faiss_index(corpus, tmp_path):
     """A FAISS index over random unit vectors (no encoder needed to build it, nor to fail opening it)."""
     vectors = np.random.default_rng(0).standard_normal((N_DOCS, 384)).astype(np.float32)
     np.save(tmp_path / "emb.npy", vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
-    return build_index(corpus, tmp_path / "fidx", backend="faiss", show_progress=False,
-                       embeddings=str(tmp_path / "emb.npy"), m=8)
+    return build_index(
+        corpus, tmp_path / "fidx", backend="faiss", show_progress=False, embeddings=str(tmp_path / "emb.npy"), m=8
+    )
 
 
 @pytest.mark.parametrize("size", [None, 10, 0])
@@ -162,8 +173,11 @@ def test_a_truncated_faiss_index_is_named(faiss_index, size, capsys):
     path = faiss_index / "faiss" / "ivfpq.faiss"
     truncate(path, size)  # faiss raised RuntimeError("Error in ... faiss::read_ivf_header ... read error")
     line = error_line(query(faiss_index, "--retriever", "dense"), capsys)
-    problem = ("empty (truncated to 0 bytes)" if size == 0 else
-               f"truncated or corrupt ({path.stat().st_size:,} bytes; faiss stopped reading it in read_")
+    problem = (
+        "empty (truncated to 0 bytes)"
+        if size == 0
+        else f"truncated or corrupt ({path.stat().st_size:,} bytes; faiss stopped reading it in read_"
+    )
     assert line.startswith(f"python -m coa.search: {path}: {problem}")
     assert line.endswith(rebuild(faiss_index, "faiss"))
 
@@ -172,7 +186,9 @@ def test_truncated_faiss_vectors_are_named(faiss_index, capsys):
     path = faiss_index / "faiss" / "vectors.f16.npy"
     truncate(path)
     line = error_line(query(faiss_index, "--retriever", "dense"), capsys)
-    assert line.startswith(f"python -m coa.search: {path}: truncated (") and line.endswith(rebuild(faiss_index, "faiss"))
+    assert line.startswith(f"python -m coa.search: {path}: truncated (") and line.endswith(
+        rebuild(faiss_index, "faiss")
+    )
 
 
 # ---- 15: Elasticsearch that does not answer -------------------------------------------------------------
@@ -188,7 +204,8 @@ def test_an_elasticsearch_url_refusing_connections_is_one_line(index, capsys):
     url = f"http://127.0.0.1:{free_port()}"  # elastic_transport.ConnectionError traceback before
     assert error_line(query(es_index(index, url)), capsys) == (
         f"python -m coa.search: elasticsearch at {url} does not answer (Connection refused) while opening index "
-        f"'coa-test' (index.json's settings.url): start it, or check the URL")
+        f"'coa-test' (index.json's settings.url): start it, or check the URL"
+    )
 
 
 def test_an_elasticsearch_url_that_never_answers_is_one_line(index, capsys, monkeypatch):
@@ -201,17 +218,33 @@ def test_an_elasticsearch_url_that_never_answers_is_one_line(index, capsys, monk
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         assert error_line(query(es_index(index, url)), capsys) == (
             f"python -m coa.search: elasticsearch at {url} did not answer in time while opening index 'coa-test' "
-            f"(index.json's settings.url)")
+            f"(index.json's settings.url)"
+        )
 
 
 def test_building_against_an_unreachable_elasticsearch_is_one_line(corpus, tmp_path, capsys):
     url = f"http://127.0.0.1:{free_port()}"
-    assert main(["build", "--corpus", str(corpus), "--backend", "elasticsearch", "--url", url,
-                 "--out", str(tmp_path / "es")]) == 2
+    assert (
+        main(
+            [
+                "build",
+                "--corpus",
+                str(corpus),
+                "--backend",
+                "elasticsearch",
+                "--url",
+                url,
+                "--out",
+                str(tmp_path / "es"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]  # after the progress lines of reading the corpus
-    assert "Traceback" not in err and line.startswith(f"python -m coa.search: elasticsearch at {url} does not answer (Connection refused) "
-                           f"while creating index 'coa-")
+    assert "Traceback" not in err and line.startswith(
+        f"python -m coa.search: elasticsearch at {url} does not answer (Connection refused) while creating index 'coa-"
+    )
     assert not (tmp_path / "es").exists()
 
 
@@ -248,19 +281,34 @@ class Answering:
 
 HTML = b"<html>\n<body>Welcome to nginx!</body>\n</html>"
 WRONG_ANSWERS = [
-    (200, HTML, "text/html", "answered 200 with text/html, not the /retrieve API's JSON ('<html> <body>Welcome to "
-                             "nginx!</body> </html>'): is it a coa.search or Search-R1 retrieval server?"),
-    (200, b'{"results": []}', "application/json", "answered JSON without 'result' (got ['results']): is it a "
-                                                    "coa.search or Search-R1 retrieval server?"),
-    (200, b'{"result": [[{"id": "x"}]]}', "application/json", "answered a malformed 'result' (KeyError: 'contents'); "
-     "expected [[{'document': {'id', 'contents'}, 'score'}, ...], ...]"),
+    (
+        200,
+        HTML,
+        "text/html",
+        "answered 200 with text/html, not the /retrieve API's JSON ('<html> <body>Welcome to "
+        "nginx!</body> </html>'): is it a coa.search or Search-R1 retrieval server?",
+    ),
+    (
+        200,
+        b'{"results": []}',
+        "application/json",
+        "answered JSON without 'result' (got ['results']): is it a coa.search or Search-R1 retrieval server?",
+    ),
+    (
+        200,
+        b'{"result": [[{"id": "x"}]]}',
+        "application/json",
+        "answered a malformed 'result' (KeyError: 'contents'); "
+        "expected [[{'document': {'id', 'contents'}, 'score'}, ...], ...]",
+    ),
     (200, b'{"result": []}', "application/json", "answered 0 result lists for 1 queries"),
     (404, b'{"detail": "Not Found"}', "application/json", 'answered 404 to POST /retrieve: {"detail": "Not Found"}'),
 ]
 
 
-@pytest.mark.parametrize("status, body, content_type, message", WRONG_ANSWERS, ids=["html", "no-result", "malformed",
-                                                                                      "too-few", "404"])
+@pytest.mark.parametrize(
+    "status, body, content_type, message", WRONG_ANSWERS, ids=["html", "no-result", "malformed", "too-few", "404"]
+)
 def test_a_wrong_answer_is_one_connection_error_at_once(status, body, content_type, message):
     with Answering(status, body, content_type) as server:
         client = RetrieverClient(server.url, retries=3, backoff=5)  # no retry: it would wait 5 s
@@ -276,10 +324,27 @@ def test_a_wrong_answer_is_one_connection_error_at_once(status, body, content_ty
 def test_synthesis_against_an_html_retriever_stops_cleanly(built, tmp_path):
     """As an unreachable or failing (500) retriever does: exit 3, the reason on one line, no traceback."""
     with Answering(200, HTML, "text/html") as server:
-        proc = subprocess.run([sys.executable, "-m", "synth.run", "mode=coa", "limit=2", "teacher.kind=reference",
-                               "progress=false", f"search.retriever_url={server.url}", f"reference.corpus={built}",
-                               f"out={tmp_path / 'out'}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "COA_PARAMS": "none"})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "synth.run",
+                "mode=coa",
+                "limit=2",
+                "teacher.kind=reference",
+                "progress=false",
+                f"search.retriever_url={server.url}",
+                f"reference.corpus={built}",
+                f"out={tmp_path / 'out'}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COA_PARAMS": "none"},
+        )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert (f"STOPPED EARLY: retriever unavailable: retrieval server {server.url} answered 200 with text/html, "
-            f"not the /retrieve API's JSON") in proc.stdout
+    assert (
+        f"STOPPED EARLY: retriever unavailable: retrieval server {server.url} answered 200 with text/html, "
+        f"not the /retrieve API's JSON"
+    ) in proc.stdout

@@ -1,5 +1,6 @@
 """Core bad input and faults: the one error reporter every entry point uses, writes that fail half-way,
 folders a person names, question files that are not what they claim."""
+
 from __future__ import annotations
 
 import gzip
@@ -20,13 +21,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_module(module: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    environ = {**{k: v for k, v in os.environ.items() if k != "COA_DEBUG"}, "PYTHONPATH": str(ROOT),
-               "COA_PARAMS": "none", **env}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=environ, capture_output=True,
-                          text=True, timeout=120)
+    environ = {
+        **{k: v for k, v in os.environ.items() if k != "COA_DEBUG"},
+        "PYTHONPATH": str(ROOT),
+        "COA_PARAMS": "none",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=120
+    )
 
 
 # ---- the shared reporter ----------------------------------------------------------------------------
+
 
 @entry_point("tool")
 def _main(error: BaseException | None) -> int:
@@ -64,6 +71,7 @@ def test_reading_names_the_file_whatever_the_reader_raises(tmp_path):
 
 # ---- writes that fail leave nothing behind ------------------------------------------------------------
 
+
 def test_a_file_is_never_written_over_a_folder(tmp_path):
     folder = tmp_path / "metrics.json"
     folder.mkdir()
@@ -93,10 +101,14 @@ def test_a_private_file_is_private_from_its_creation(tmp_path):
 
 # ---- folders a person names ----------------------------------------------------------------------------
 
+
 def test_a_foreign_folder_is_refused_and_named_with_its_override(tmp_path):
     (tmp_path / "README.md").write_text("mine")
-    with pytest.raises(FileExistsError, match=rf"^{tmp_path}: folder is not empty and my.tool did not write it "
-                                              rf"\(no {OWNER_FILE}\); pick a new or empty folder, or overwrite=true"):
+    with pytest.raises(
+        FileExistsError,
+        match=rf"^{tmp_path}: folder is not empty and my.tool did not write it "
+        rf"\(no {OWNER_FILE}\); pick a new or empty folder, or overwrite=true",
+    ):
         claim_folder(tmp_path, "my.tool", "overwrite=true")
     assert claim_folder(tmp_path, "my.tool", "overwrite=true", overwrite=True) == []  # nothing of it to delete
     assert claim_folder(tmp_path / "new", "my.tool", "overwrite=true") == []
@@ -112,12 +124,21 @@ def test_a_folder_the_tool_wrote_lists_only_its_own_files(tmp_path):
 
 # ---- question files (coa.questions, read by synth, evaluate and the split) ----------------------------
 
-@pytest.mark.parametrize("content, message", [
-    (b'{"id": "1", "question": "q?", "golden_answers": ["a"]}\n[1, 2]\n',
-     r"q\.jsonl:2: expected a JSON object with 'id', 'question', 'golden_answers', got list \[1, 2\]"),
-    (b'{"id": "1", "question": "q?", "golden_answers": ["a"]}\n\xff\xfe\n', r"q\.jsonl:2: not UTF-8 text \(invalid start byte at byte 0\)"),
-    (b'{"id": "1", "question": "q?"}\n', r"q\.jsonl:1: field 'golden_answers' must be a non-empty list of strings"),
-])
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            b'{"id": "1", "question": "q?", "golden_answers": ["a"]}\n[1, 2]\n',
+            r"q\.jsonl:2: expected a JSON object with 'id', 'question', 'golden_answers', got list \[1, 2\]",
+        ),
+        (
+            b'{"id": "1", "question": "q?", "golden_answers": ["a"]}\n\xff\xfe\n',
+            r"q\.jsonl:2: not UTF-8 text \(invalid start byte at byte 0\)",
+        ),
+        (b'{"id": "1", "question": "q?"}\n', r"q\.jsonl:1: field 'golden_answers' must be a non-empty list of strings"),
+    ],
+)
 def test_questions_split_names_file_and_line_with_exit_2(tmp_path, content, message):
     (tmp_path / "q.jsonl").write_bytes(content)
     proc = run_module("coa.questions", "split", "questions=q.jsonl", "out=split", cwd=tmp_path)
@@ -129,7 +150,9 @@ def test_questions_split_names_file_and_line_with_exit_2(tmp_path, content, mess
 def test_a_cut_gzip_question_file_names_the_line(tmp_path):
     from coa.questions import load_questions
 
-    rows = "".join(json.dumps({"id": str(i), "question": f"q{i}?", "golden_answers": ["a"]}) + "\n" for i in range(2000))
+    rows = "".join(
+        json.dumps({"id": str(i), "question": f"q{i}?", "golden_answers": ["a"]}) + "\n" for i in range(2000)
+    )
     data = gzip.compress(rows.encode())
     (tmp_path / "q.jsonl.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"q\.jsonl\.gz:\d+: unreadable \((EOFError|BadGzipFile)"):

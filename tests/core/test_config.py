@@ -1,5 +1,6 @@
 """The one configuration surface: values read by the field's type, params.yaml checked the same way,
 the shared top-level format, presets, --help and --print-config on every entry point."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,20 @@ def params(tmp_path, monkeypatch):
 
 def test_command_line_values_are_read_by_the_fields_type(params):
     params.write_text("stage: {}\n")
-    cfg = load_config(Cfg, "stage", ["lr=5e-5", "steps=1_000", "flag=yes", "name=no", "limit=none",
-                                     "items=[a, 2]", "extra={k: 1e-3, on: true}", "inner.model=1e3"])
+    cfg = load_config(
+        Cfg,
+        "stage",
+        [
+            "lr=5e-5",
+            "steps=1_000",
+            "flag=yes",
+            "name=no",
+            "limit=none",
+            "items=[a, 2]",
+            "extra={k: 1e-3, on: true}",
+            "inner.model=1e3",
+        ],
+    )
     assert (cfg.lr, cfg.steps, cfg.flag, cfg.name, cfg.limit) == (5e-5, 1000, True, "no", None)
     assert cfg.items == ["a", 2] and cfg.extra == {"k": 1e-3, "on": True} and cfg.inner.model == "1e3"
     assert isinstance(cfg.lr, float)
@@ -63,14 +76,17 @@ def test_params_yaml_values_are_read_the_same_way(params):
     assert (cfg.lr, cfg.name, cfg.flag, cfg.limit, cfg.inner.model) == (5e-5, "no", True, None, "12")
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("lr=fast", r"stage\.lr: expected a float \(e\.g\. 0\.5, 5e-5\), got 'fast'"),
-    ("steps=1.5", r"stage\.steps: expected an integer, got '1\.5'"),
-    ("flag=maybe", r"stage\.flag: expected a boolean \(true/false/yes/no/1/0\), got 'maybe'"),
-    ("limit=many", r"stage\.limit: expected an integer or null, got 'many'"),
-    ("extra=[1]", r"stage\.extra: expected a mapping \(\{key: value\}\), got '\[1\]'"),
-    ("inner.nope=1", r"stage\.inner: unknown key 'nope'; valid keys: base_url, model"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("lr=fast", r"stage\.lr: expected a float \(e\.g\. 0\.5, 5e-5\), got 'fast'"),
+        ("steps=1.5", r"stage\.steps: expected an integer, got '1\.5'"),
+        ("flag=maybe", r"stage\.flag: expected a boolean \(true/false/yes/no/1/0\), got 'maybe'"),
+        ("limit=many", r"stage\.limit: expected an integer or null, got 'many'"),
+        ("extra=[1]", r"stage\.extra: expected a mapping \(\{key: value\}\), got '\[1\]'"),
+        ("inner.nope=1", r"stage\.inner: unknown key 'nope'; valid keys: base_url, model"),
+    ],
+)
 def test_a_bad_value_names_the_key_the_value_and_the_type(params, arg, message):
     params.write_text("stage: {}\n")
     with pytest.raises(ValueError, match=message):
@@ -85,8 +101,11 @@ def test_a_bad_value_in_params_yaml_is_caught_too(params):
 
 def test_a_missing_params_file_fails_unless_none_is_asked_for(tmp_path, monkeypatch):
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(tmp_path / "nowhere.yaml"))
-    with pytest.raises(FileNotFoundError, match=r"params file not found: .*nowhere\.yaml \(run from the project "
-                                                r"root, set COA_PARAMS=PATH, or COA_PARAMS=none"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"params file not found: .*nowhere\.yaml \(run from the project "
+        r"root, set COA_PARAMS=PATH, or COA_PARAMS=none",
+    ):
         load_config(Cfg, "stage")
     monkeypatch.setattr(coa.config, "PARAMS_FILE", "none")
     assert load_config(Cfg, "stage", ["steps=3"]).steps == 3
@@ -108,8 +127,11 @@ def test_precedence_defaults_params_preset_command_line(params, tmp_path):
     cfg = load_config(Cfg, "stage", ["name=from_cli"])
     assert (cfg.lr, cfg.flag, cfg.steps, cfg.name, cfg.format) == (1e-3, True, 3, "from_cli", "search_r1")
     assert load_config(Cfg, "stage", ["preset=none"]).steps == 2
-    with pytest.raises(FileNotFoundError, match=r"preset 'nope' not found: .*presets/nope\.yaml \(known presets: "
-                                                r"paper\)"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"preset 'nope' not found: .*presets/nope\.yaml \(known presets: "
+        r"paper\)",
+    ):
         load_config(Cfg, "stage", ["preset=nope"])
 
 
@@ -128,7 +150,12 @@ def test_print_config_is_yaml_of_the_resolved_settings(params, capsys):
         cli(Cfg, "stage", ["--print-config", "lr=5e-5", "inner.model=no"])
     printed = yaml.safe_load(capsys.readouterr().out)["stage"]
     assert e.value.code == 0
-    assert (printed["lr"], printed["steps"], printed["format"], printed["inner"]["model"]) == (5e-5, 2, "search_r1", "no")
+    assert (printed["lr"], printed["steps"], printed["format"], printed["inner"]["model"]) == (
+        5e-5,
+        2,
+        "search_r1",
+        "no",
+    )
 
 
 def test_bad_settings_exit_2_with_the_message(params, capsys):
@@ -189,7 +216,10 @@ def test_every_setting_has_help():
     from synth.config import SynthConfig
     from train.config import TrainConfig
 
-    missing = [f"{cls.__name__}.{key}" for cls in (SplitConfig, SynthConfig, CurateConfig, TrainConfig, EvalConfig,
-                                                   *COMMANDS.values())
-               for key, _, text in describe(cls) if not text]
+    missing = [
+        f"{cls.__name__}.{key}"
+        for cls in (SplitConfig, SynthConfig, CurateConfig, TrainConfig, EvalConfig, *COMMANDS.values())
+        for key, _, text in describe(cls)
+        if not text
+    ]
     assert missing == []

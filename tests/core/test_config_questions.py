@@ -33,8 +33,12 @@ def test_unknown_key_lists_valid_ones(tmp_path):
 
 def test_question_errors_name_file_line_field(tmp_path):
     p = tmp_path / "q.jsonl"
-    p.write_text(json.dumps({"id": "1", "question": "Q?", "golden_answers": ["a"]}) + "\n"
-                 + json.dumps({"id": "2", "question": "  ", "golden_answers": ["a"]}) + "\n")
+    p.write_text(
+        json.dumps({"id": "1", "question": "Q?", "golden_answers": ["a"]})
+        + "\n"
+        + json.dumps({"id": "2", "question": "  ", "golden_answers": ["a"]})
+        + "\n"
+    )
     with pytest.raises(ValueError, match=r"q.jsonl:2: field 'question' is missing or empty"):
         load_questions(p)
     p.write_text(json.dumps({"question": "Q?", "golden_answers": ["a"]}) + "\n")

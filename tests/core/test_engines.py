@@ -1,6 +1,7 @@
 """The engine seam: the registry, and the completions engine's fault handling against scripted HTTP
 answers (httpx.MockTransport stands in for a server that fails on cue; the real vLLM server is
 exercised in tests/synth and tests/evaluate)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,11 +21,19 @@ def completion_body(text: str, token_ids=None) -> dict:
     choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
     if token_ids is not None:
         choice |= {"token_ids": token_ids, "stop_reason": "</search>"}
-    return {"id": "c", "object": "text_completion", "created": 0, "model": "m", "choices": [choice],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}
+    return {
+        "id": "c",
+        "object": "text_completion",
+        "created": 0,
+        "model": "m",
+        "choices": [choice],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+    }
 
 
-def scripted_engine(tokenizer, statuses: list[int], retries: int = 3, models=("m",), owned_by="vllm", text=" q </search>"):
+def scripted_engine(
+    tokenizer, statuses: list[int], retries: int = 3, models=("m",), owned_by="vllm", text=" q </search>"
+):
     """A completions engine whose HTTP answers are scripted: ``statuses`` per completion request."""
     seen = []
 
@@ -34,8 +43,13 @@ def scripted_engine(tokenizer, statuses: list[int], retries: int = 3, models=("m
                 return httpx.Response(404, json={"error": {"message": "no such route"}})
             if statuses and statuses[0] in (401, 403):
                 return httpx.Response(statuses[0], json={"error": {"message": "bad key"}})
-            return httpx.Response(200, json={"object": "list", "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": owned_by} for m in models]})
+            return httpx.Response(
+                200,
+                json={
+                    "object": "list",
+                    "data": [{"id": m, "object": "model", "created": 0, "owned_by": owned_by} for m in models],
+                },
+            )
         seen.append(json.loads(request.content))
         status = statuses[min(len(seen) - 1, len(statuses) - 1)]
         if status != 200:
@@ -44,8 +58,14 @@ def scripted_engine(tokenizer, statuses: list[int], retries: int = 3, models=("m
         return httpx.Response(200, json=completion_body(text, ids))
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    engine = make_engine("completions", base_url="http://teacher.test/v1", model="m", tokenizer=tokenizer,
-                         retries=retries, http_client=client)
+    engine = make_engine(
+        "completions",
+        base_url="http://teacher.test/v1",
+        model="m",
+        tokenizer=tokenizer,
+        retries=retries,
+        http_client=client,
+    )
     return engine, seen
 
 
@@ -92,8 +112,9 @@ def test_persistent_5xx_is_unavailable_and_4xx_rejects_one_request(tokenizer):
     assert len(seen) == 2  # a 4xx is not retried
 
 
-@pytest.mark.parametrize("status, message", [(401, r"refused the credentials \(401\)"),
-                                             (403, r"refused the credentials \(403\)")])
+@pytest.mark.parametrize(
+    "status, message", [(401, r"refused the credentials \(401\)"), (403, r"refused the credentials \(403\)")]
+)
 def test_bad_key_is_fatal_before_any_work(tokenizer, status, message):
     engine, seen = scripted_engine(tokenizer, [status])
     with pytest.raises(EngineFatal, match=message):
@@ -122,7 +143,8 @@ def test_every_request_rejected_is_a_configuration_error(tokenizer):
 
 
 def test_unreachable_is_unavailable(tokenizer):
-    engine = make_engine("completions", base_url=f"http://127.0.0.1:{free_port()}/v1", model="m",
-                         tokenizer=tokenizer, retries=1)
+    engine = make_engine(
+        "completions", base_url=f"http://127.0.0.1:{free_port()}/v1", model="m", tokenizer=tokenizer, retries=1
+    )
     with pytest.raises(EngineUnavailable, match="APIConnectionError"):
         asyncio.run(engine.generate(request(tokenizer)))

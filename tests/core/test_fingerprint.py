@@ -1,4 +1,5 @@
 """coa.fingerprint: an output's rows belong to one configuration; a re-run resumes it or is refused."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,11 @@ def test_another_configuration_is_refused_naming_every_differing_key(tmp_path):
     claim(out, FP, "synth")
     (out / "part-1.parquet").write_bytes(b"rows")
     other = {**FP, "sampling": {"temperature": 0.2}, "model": {"weights": "def"}}
-    with pytest.raises(BadInput, match=r"model\.weights: abc -> def; sampling\.temperature: 0\.7 -> 0\.2\).*"
-                                       r"new out=… or pass overwrite=true"):
+    with pytest.raises(
+        BadInput,
+        match=r"model\.weights: abc -> def; sampling\.temperature: 0\.7 -> 0\.2\).*"
+        r"new out=… or pass overwrite=true",
+    ):
         claim_rows(out, other, "synth")
     assert (out / "part-1.parquet").exists() and json.loads((out / FINGERPRINT_FILE).read_text()) == FP
 

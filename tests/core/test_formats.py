@@ -3,14 +3,18 @@ import pytest
 from coa.formats import AUTOCOA, SEARCH_R1, get_format
 from coa.search.types import Doc
 
-DOCS = [Doc("hp8", '"Maria Golovin"\nMaria Golovin is an English language opera by Gian Carlo Menotti.', 14.0),
-        Doc("hp2", '"Gian Carlo Menotti"\nGian Carlo Menotti was an Italian-American composer.', 10.2)]
+DOCS = [
+    Doc("hp8", '"Maria Golovin"\nMaria Golovin is an English language opera by Gian Carlo Menotti.', 14.0),
+    Doc("hp2", '"Gian Carlo Menotti"\nGian Carlo Menotti was an Italian-American composer.', 10.2),
+]
 
 
 def realistic(fmt):
-    return (f"{fmt.think_open}\nI need to find who wrote Maria Golovin.\n"
-            f"{fmt.search_call('Maria Golovin opera composer')}{fmt.observation(DOCS)}"
-            f"The opera is by Gian Carlo Menotti.\n{fmt.think_close}\n{fmt.answer_text('Gian Carlo Menotti')}")
+    return (
+        f"{fmt.think_open}\nI need to find who wrote Maria Golovin.\n"
+        f"{fmt.search_call('Maria Golovin opera composer')}{fmt.observation(DOCS)}"
+        f"The opera is by Gian Carlo Menotti.\n{fmt.think_close}\n{fmt.answer_text('Gian Carlo Menotti')}"
+    )
 
 
 @pytest.mark.parametrize("fmt", [AUTOCOA, SEARCH_R1])
@@ -28,23 +32,26 @@ def test_round_trip_realistic(fmt):
 def test_autocoa_exact_strings():
     assert AUTOCOA.search_call("q") == "<begin_search> q </end_search>"
     obs = AUTOCOA.observation(DOCS)
-    assert obs.startswith("\n\n<search_result> result 1: \"Maria Golovin\"\nMaria Golovin is")
+    assert obs.startswith('\n\n<search_result> result 1: "Maria Golovin"\nMaria Golovin is')
     assert obs.endswith(" </search_result>\n\n")
-    assert "\nresult 2: \"Gian Carlo Menotti\"\n" in obs
+    assert '\nresult 2: "Gian Carlo Menotti"\n' in obs
     assert AUTOCOA.stop_strings == ["</end_search>"]
     assert SEARCH_R1.observation(DOCS).startswith("\n\n<information>Doc 1(Title: Maria Golovin) Maria Golovin is")
 
 
-@pytest.mark.parametrize("text,error", [
-    ("<think>no close \\boxed{x}", "unclosed <think>"),
-    ("<think>a <begin_search> q </think>\\boxed{x}", "unclosed <begin_search>"),
-    ("<think>a</think>", "no answer"),
-    ("<think>a</think>\\boxed{x}<begin_search> q </end_search>", "search after the answer"),
-    ("<think>a</think> <begin_search> q </end_search>\\boxed{x}", "search after </think>"),
-    ("<think>a <begin_search>  </end_search></think>\\boxed{x}", "empty search query"),
-    ("<think>a</end_search></think>\\boxed{x}", "stray </end_search>"),
-    ("<think>a</think>\\boxed{x", "unclosed \\boxed{"),
-])
+@pytest.mark.parametrize(
+    "text,error",
+    [
+        ("<think>no close \\boxed{x}", "unclosed <think>"),
+        ("<think>a <begin_search> q </think>\\boxed{x}", "unclosed <begin_search>"),
+        ("<think>a</think>", "no answer"),
+        ("<think>a</think>\\boxed{x}<begin_search> q </end_search>", "search after the answer"),
+        ("<think>a</think> <begin_search> q </end_search>\\boxed{x}", "search after </think>"),
+        ("<think>a <begin_search>  </end_search></think>\\boxed{x}", "empty search query"),
+        ("<think>a</end_search></think>\\boxed{x}", "stray </end_search>"),
+        ("<think>a</think>\\boxed{x", "unclosed \\boxed{"),
+    ],
+)
 def test_malformed_says_what_is_wrong(text, error):
     parsed = AUTOCOA.parse(text)
     assert not parsed.well_formed
@@ -82,8 +89,11 @@ def test_unknown_preset():
 
 @pytest.mark.parametrize("fmt", [AUTOCOA, SEARCH_R1])
 def test_documents_is_the_inverse_of_observation(fmt):
-    docs = [Doc("a", '"Foo (band)"\nThe band.\nA second line that says Doc 2 and result 2: inside.'),
-            Doc("b", '"Bar"\nbar text'), Doc("c", '"Empty"\n')]
+    docs = [
+        Doc("a", '"Foo (band)"\nThe band.\nA second line that says Doc 2 and result 2: inside.'),
+        Doc("b", '"Bar"\nbar text'),
+        Doc("c", '"Empty"\n'),
+    ]
     assert fmt.documents(fmt.observation(docs)) == [(d.title, d.text) for d in docs]
     assert fmt.documents(fmt.observation(DOCS)) == [(d.title, d.text) for d in DOCS]
     # a model-written observation without the text around the tags parses the same

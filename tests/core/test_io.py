@@ -1,4 +1,5 @@
 """coa.io: an output is the complete new one or the previous one, never half of either."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Issue 35, ownership: no command deletes or overwrites what it did not create. ``coa.search build`` and
 ``coa.questions split`` through their real command lines; the core's marker helpers beside them."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,12 @@ def contents(folder):
 @pytest.fixture
 def corpus(tmp_path):
     path = tmp_path / "c.jsonl"
-    path.write_text("".join(json.dumps({"id": f"d{i}", "contents": f'"Doc {i}"\n{w}'}) + "\n"
-                            for i, w in enumerate(["apple", "banana", "cherry"])))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"d{i}", "contents": f'"Doc {i}"\n{w}'}) + "\n"
+            for i, w in enumerate(["apple", "banana", "cherry"])
+        )
+    )
     return path
 
 
@@ -42,13 +47,16 @@ def build(corpus, out, *flags):
 
 # ---- 1: coa.search build --out ------------------------------------------------------------------------
 
+
 def test_build_refuses_a_folder_whose_only_claim_is_an_index_json(tmp_path, corpus, capsys):
     app = tmp_path / "app"
     before = a_web_app(app)
     assert build(corpus, app) == 2
-    assert capsys.readouterr().err == (f"python -m coa.search: {app} exists and is not a coa.search index (no "
-                                       f"{OWNER_FILE}): a build would replace it; choose another --out, or pass "
-                                       "--force to replace it\n")
+    assert capsys.readouterr().err == (
+        f"python -m coa.search: {app} exists and is not a coa.search index (no "
+        f"{OWNER_FILE}): a build would replace it; choose another --out, or pass "
+        "--force to replace it\n"
+    )
     assert contents(app) == before
 
 
@@ -104,11 +112,13 @@ def test_a_failed_delete_of_the_old_index_is_cleared_by_the_next_build(tmp_path,
 
 # ---- 3, 4: coa.questions split out= ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def question_file(tmp_path):
     path = tmp_path / "q.jsonl"
-    path.write_text("".join(json.dumps({"id": str(i), "question": f"Q{i}?", "golden_answers": [f"a{i}"]}) + "\n"
-                            for i in range(10)))
+    path.write_text(
+        "".join(json.dumps({"id": str(i), "question": f"Q{i}?", "golden_answers": [f"a{i}"]}) + "\n" for i in range(10))
+    )
     return path
 
 
@@ -121,9 +131,11 @@ def test_split_refuses_to_overwrite_a_train_jsonl_it_did_not_write(tmp_path, que
     out.mkdir()
     (out / "train.jsonl").write_text('{"my": "data"}\n')
     assert split(question_file, out) == 2
-    assert capsys.readouterr().err == (f"coa.questions: {out}: folder is not empty and coa.questions split did not "
-                                       f"write it (no {OWNER_FILE}); pick a new or empty folder, or overwrite=true to "
-                                       "write into it (files of the same name are replaced, nothing else is deleted)\n")
+    assert capsys.readouterr().err == (
+        f"coa.questions: {out}: folder is not empty and coa.questions split did not "
+        f"write it (no {OWNER_FILE}); pick a new or empty folder, or overwrite=true to "
+        "write into it (files of the same name are replaced, nothing else is deleted)\n"
+    )
     assert contents(out) == {"train.jsonl": '{"my": "data"}\n'}
 
 
@@ -138,11 +150,14 @@ def test_split_rewrites_its_own_folder_and_overwrite_claims_another(tmp_path, qu
     assert (mine / "notes.md").read_text() == "kept" and len((mine / "train.jsonl").read_text().splitlines()) == 7
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("heldout=-5", "heldout must be >= 1 (the held-out evaluation questions), got -5"),
-    ("heldout=0", "heldout must be >= 1 (the held-out evaluation questions), got 0"),
-    ("train=-5", "train must be >= 0 (0 = all questions not held out), got -5"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("heldout=-5", "heldout must be >= 1 (the held-out evaluation questions), got -5"),
+        ("heldout=0", "heldout must be >= 1 (the held-out evaluation questions), got 0"),
+        ("train=-5", "train must be >= 0 (0 = all questions not held out), got -5"),
+    ],
+)
 def test_split_refuses_negative_or_empty_parts_before_writing(tmp_path, question_file, setting, message, capsys):
     out = tmp_path / "split"
     assert split(question_file, out, setting) == 2
@@ -156,12 +171,14 @@ def test_split_refuses_a_question_file_that_leaves_a_part_empty(tmp_path, questi
     assert questions_main(["split", f"questions={empty}", f"out={out}"]) == 2
     assert capsys.readouterr().err == f"coa.questions: {empty}: holds no questions; there is nothing to split\n"
     assert split(question_file, out, "heldout=10") == 2
-    assert capsys.readouterr().err == (f"coa.questions: heldout=10 leaves no training questions: {question_file} "
-                                       "holds 10; set heldout below 10\n")
+    assert capsys.readouterr().err == (
+        f"coa.questions: heldout=10 leaves no training questions: {question_file} holds 10; set heldout below 10\n"
+    )
     assert not out.exists()
 
 
 # ---- the core's helpers ---------------------------------------------------------------------------------
+
 
 def test_a_refusal_is_bad_input_and_still_a_file_exists_error(tmp_path):
     (tmp_path / "README.md").write_text("mine")

@@ -1,4 +1,5 @@
 """presets/paper.yaml sets the paper's values consistently across every section (one switch)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,15 @@ def paper(monkeypatch):
     from synth.config import SynthConfig
     from train.config import TrainConfig
 
-    return {name: load_config(cls, name, ["preset=paper"]) for name, cls in
-            (("synth", SynthConfig), ("curate", CurateConfig), ("train", TrainConfig), ("evaluate", EvalConfig))}
+    return {
+        name: load_config(cls, name, ["preset=paper"])
+        for name, cls in (
+            ("synth", SynthConfig),
+            ("curate", CurateConfig),
+            ("train", TrainConfig),
+            ("evaluate", EvalConfig),
+        )
+    }
 
 
 def test_one_format_and_one_prompt_everywhere(paper):
@@ -26,20 +34,31 @@ def test_one_format_and_one_prompt_everywhere(paper):
     synth, train = paper["synth"], paper["train"]
     assert train.prompt.format == synth.prompt.format == "autocoa"
     # the RL prompt is the prompt the SFT data was written with
-    assert (train.prompt.demonstrations, train.prompt.prefill, train.prompt.system) == \
-           (synth.prompt.demonstrations, synth.prompt.prefill, synth.prompt.system) == (False, "<think>\n", None)
+    assert (
+        (train.prompt.demonstrations, train.prompt.prefill, train.prompt.system)
+        == (synth.prompt.demonstrations, synth.prompt.prefill, synth.prompt.system)
+        == (False, "<think>\n", None)
+    )
 
 
 def test_the_papers_sizes_rates_and_budgets(paper):
     curate, train, synth, evaluate = paper["curate"], paper["train"], paper["synth"], paper["evaluate"]
     assert (curate.n_pairs, curate.n_coa, curate.n_cot) == (1500, 5000, 1000)
-    per_step = {s: getattr(train, s).per_device_train_batch_size * getattr(train, s).gradient_accumulation_steps
-                for s in ("sft1", "sft2", "sft3", "rl1", "rl2")}
+    per_step = {
+        s: getattr(train, s).per_device_train_batch_size * getattr(train, s).gradient_accumulation_steps
+        for s in ("sft1", "sft2", "sft3", "rl1", "rl2")
+    }
     assert per_step == {"sft1": 16, "sft2": 32, "sft3": 32, "rl1": 240, "rl2": 240}  # pairs / sequences / completions
-    assert [getattr(train, s).learning_rate for s in ("sft1", "sft2", "sft3", "rl1", "rl2")] == \
-           [5e-6, 5e-5, 5e-5, 7e-7, 7e-7]
-    assert all(getattr(train, s).num_train_epochs == 2 and getattr(train, s).max_steps == -1
-               for s in ("sft1", "sft2", "sft3"))
+    assert [getattr(train, s).learning_rate for s in ("sft1", "sft2", "sft3", "rl1", "rl2")] == [
+        5e-6,
+        5e-5,
+        5e-5,
+        7e-7,
+        7e-7,
+    ]
+    assert all(
+        getattr(train, s).num_train_epochs == 2 and getattr(train, s).max_steps == -1 for s in ("sft1", "sft2", "sft3")
+    )
     assert (train.rl1.max_steps, train.rl2.max_steps, train.rl.split()) == (80, 16, (80, 16))
     assert train.on_empty_set == "error"
     for rl in (train.rl1, train.rl2):

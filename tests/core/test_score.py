@@ -1,7 +1,15 @@
 import pytest
 
-from coa.score import (autocoa_lenient, cover_exact_match, exact_match, extract_answer, f1, normalize_answer, score_all,
-                       subem)
+from coa.score import (
+    autocoa_lenient,
+    cover_exact_match,
+    exact_match,
+    extract_answer,
+    f1,
+    normalize_answer,
+    score_all,
+    subem,
+)
 
 
 def test_normalize():
@@ -68,6 +76,5 @@ def test_autocoa_lenient_quirks():
 def test_extract_and_score_all():
     text = "<think>a</think>\\boxed{\\text{Paris}}"
     assert extract_answer(text, "autocoa") == "Paris"
-    assert score_all(text, ["Paris"]) == {"em": 1.0, "f1": 1.0, "cover_em": 1.0, "subem": 1.0,
-                                         "autocoa_lenient": 0.0}
+    assert score_all(text, ["Paris"]) == {"em": 1.0, "f1": 1.0, "cover_em": 1.0, "subem": 1.0, "autocoa_lenient": 0.0}
     assert extract_answer("<answer>Rome</answer>", "search_r1") == "Rome"

@@ -1,4 +1,5 @@
 """The real search environment: BM25 on the embedded 19,099-paragraph HotpotQA corpus."""
+
 import gzip
 import json
 
@@ -24,8 +25,9 @@ def test_index_on_disk(index_dir):
 def test_recall_at_5_on_hotpotqa(bm25):
     questions = load_questions(DEFAULT_QUESTIONS)
     results = bm25.search([q["question"] for q in questions], 5)
-    hits = [bool({d.id for d in docs} & set(q["metadata"]["gold_paragraph_ids"]))
-            for q, docs in zip(questions, results)]
+    hits = [
+        bool({d.id for d in docs} & set(q["metadata"]["gold_paragraph_ids"])) for q, docs in zip(questions, results)
+    ]
     recall = sum(hits) / len(hits)
     print(f"BM25 recall@5 (any gold) on {len(hits)} questions: {recall:.3f}")
     assert recall >= RECALL5_FLOOR
@@ -59,8 +61,12 @@ def test_cli_build_and_query(tmp_path, capsys):
     from coa.search.__main__ import main
 
     corpus = tmp_path / "c.jsonl"
-    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "contents": f'"Doc {i}"\n{w} text'})
-                                for i, w in enumerate(["apple", "banana", "cherry", "durian"])))
+    corpus.write_text(
+        "\n".join(
+            json.dumps({"id": f"d{i}", "contents": f'"Doc {i}"\n{w} text'})
+            for i, w in enumerate(["apple", "banana", "cherry", "durian"])
+        )
+    )
     assert main(["build", "--corpus", str(corpus), "--out", str(tmp_path / "idx")]) == 0
     capsys.readouterr()
     assert main(["query", "--index", str(tmp_path / "idx"), "-k", "1", "banana"]) == 0
@@ -93,14 +99,23 @@ def test_store_reads_rows_across_record_batches(tmp_path):
     from coa.search.corpus import SCHEMA
     from coa.search.store import DocumentStore, write_store
 
-    batches = [pa.record_batch([[f"d{i}" for i in range(start, start + size)],
-                                [f'"T{i}"\ntext {i}' for i in range(start, start + size)]], schema=SCHEMA)
-               for start, size in ((0, 3), (3, 1), (4, 5))]
+    batches = [
+        pa.record_batch(
+            [[f"d{i}" for i in range(start, start + size)], [f'"T{i}"\ntext {i}' for i in range(start, start + size)]],
+            schema=SCHEMA,
+        )
+        for start, size in ((0, 3), (3, 1), (4, 5))
+    ]
     assert write_store(batches, tmp_path) == 9
     store = DocumentStore(tmp_path)
     docs = store.docs([8, 0, 3, 4, 2], [5.0, 4.0, 3.0, 2.0, 1.0])
-    assert [(d.id, d.title, d.score) for d in docs] == [("d8", "T8", 5.0), ("d0", "T0", 4.0), ("d3", "T3", 3.0),
-                                                      ("d4", "T4", 2.0), ("d2", "T2", 1.0)]
+    assert [(d.id, d.title, d.score) for d in docs] == [
+        ("d8", "T8", 5.0),
+        ("d0", "T0", 4.0),
+        ("d3", "T3", 3.0),
+        ("d4", "T4", 2.0),
+        ("d2", "T2", 1.0),
+    ]
     assert docs[0].contents == '"T8"\ntext 8' and store.docs([], []) == []
     with pytest.raises(IndexError, match="outside 0..8"):
         store.docs([9], [1.0])

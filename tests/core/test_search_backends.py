@@ -1,6 +1,7 @@
 """One search-environment suite run over every backend, each on its real engine: bm25s, tantivy,
 Elasticsearch API (noida-db on 127.0.0.1, see the ``elasticsearch_url`` fixture) and FAISS IVF-PQ over
 MiniLM embeddings. Backends index a 200-passage slice of the embedded corpus so the suite stays fast."""
+
 import json
 
 import pytest
@@ -68,7 +69,9 @@ def test_wrong_backend_is_refused_naming_both(built):
     name, out = built
     other = next(b for b in BACKENDS if b != name)
     version = load_backend(name).VERSION
-    with pytest.raises(ValueError, match=rf"built by backend '{name}' \(format {version}\), but backend '{other}' was asked"):
+    with pytest.raises(
+        ValueError, match=rf"built by backend '{name}' \(format {version}\), but backend '{other}' was asked"
+    ):
         load_searcher(out, retriever(name), backend=other)
 
 

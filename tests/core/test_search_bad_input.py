@@ -1,5 +1,6 @@
 """Issue 22's search items, each reproduced: build onto a foreign folder (2), the server's body, batch and
 query-length limits (3), ports and binding beyond loopback (4), bad corpora (6), query --k (9)."""
+
 import gzip
 import json
 from collections import Counter
@@ -30,8 +31,10 @@ def test_build_refuses_a_foreign_folder_and_keeps_its_files(tmp_path, corpus, ca
     (foreign / "README.md").write_text("my notes")
     assert main(["build", "--corpus", str(corpus), "--out", str(foreign)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"python -m coa.search: {foreign} exists and is not a coa.search index (no index.json): "
-                   f"a build would replace it; choose another --out, or pass --force to replace it")
+    assert err == (
+        f"python -m coa.search: {foreign} exists and is not a coa.search index (no index.json): "
+        f"a build would replace it; choose another --out, or pass --force to replace it"
+    )
     assert (foreign / "README.md").read_text() == "my notes"
     assert main(["build", "--corpus", str(corpus), "--out", str(foreign), "--force"]) == 0
     assert (foreign / "index.json").is_file()
@@ -88,8 +91,9 @@ def test_binding_beyond_loopback_warns_loudly():
     assert exposure_warning("127.0.0.1", 8000) is None and exposure_warning("localhost", 8000) is None
     assert exposure_warning("::1", 8000) is None
     warning = exposure_warning("0.0.0.0", 8000)
-    assert warning.startswith("WARNING: binding 0.0.0.0:8000 exposes /retrieve beyond this machine with NO "
-                              "authentication")
+    assert warning.startswith(
+        "WARNING: binding 0.0.0.0:8000 exposes /retrieve beyond this machine with NO authentication"
+    )
 
 
 @pytest.mark.slow
@@ -97,8 +101,9 @@ def test_serve_prints_the_warning_before_listening(index_dir, tmp_path):
     from coa.procs import Server, free_port, retrieval_server_cmd
 
     port, log = free_port(), tmp_path / "serve.log"
-    server = Server(retrieval_server_cmd(index_dir, port, host="0.0.0.0"), f"http://127.0.0.1:{port}/health",
-                    log=log).start(timeout=120)
+    server = Server(
+        retrieval_server_cmd(index_dir, port, host="0.0.0.0"), f"http://127.0.0.1:{port}/health", log=log
+    ).start(timeout=120)
     try:
         assert httpx.get(f"http://127.0.0.1:{port}/health").json()["n_docs"] == 19099
     finally:
@@ -107,16 +112,19 @@ def test_serve_prints_the_warning_before_listening(index_dir, tmp_path):
 
 
 # ---- 6: corpora ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("lines, message", [
-    ([doc(0), doc(0, "again")], "c.jsonl:2: duplicate id 'd0' (ids must be unique)"),
-    ([doc(0), '{"id": null, "contents": "x"}'], "c.jsonl:2: field 'id' must be a non-empty string, got None"),
-    ([doc(0), '{"id": "", "contents": "x"}'], "c.jsonl:2: field 'id' must be a non-empty string, got ''"),
-    ([doc(0), '["a", "list"]'], "c.jsonl:2: not a JSON object (a list)"),
-    ([doc(0), '"just a string"'], "c.jsonl:2: not a JSON object (a str)"),
-    ([doc(0), '{"contents": "no id"}'], "c.jsonl:2: field 'id' must be a non-empty string, got None"),
-    ([doc(0), '{"id": "d1", "contents": 5}'], "c.jsonl:2: needs field 'contents' or fields 'title' and 'text'"),
-    ([doc(0), '{"id": "d1", "contents": "  "}'], "c.jsonl:2: field 'contents' is empty"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ([doc(0), doc(0, "again")], "c.jsonl:2: duplicate id 'd0' (ids must be unique)"),
+        ([doc(0), '{"id": null, "contents": "x"}'], "c.jsonl:2: field 'id' must be a non-empty string, got None"),
+        ([doc(0), '{"id": "", "contents": "x"}'], "c.jsonl:2: field 'id' must be a non-empty string, got ''"),
+        ([doc(0), '["a", "list"]'], "c.jsonl:2: not a JSON object (a list)"),
+        ([doc(0), '"just a string"'], "c.jsonl:2: not a JSON object (a str)"),
+        ([doc(0), '{"contents": "no id"}'], "c.jsonl:2: field 'id' must be a non-empty string, got None"),
+        ([doc(0), '{"id": "d1", "contents": 5}'], "c.jsonl:2: needs field 'contents' or fields 'title' and 'text'"),
+        ([doc(0), '{"id": "d1", "contents": "  "}'], "c.jsonl:2: field 'contents' is empty"),
+    ],
+)
 def test_bad_corpus_lines_name_file_and_line(tmp_path, lines, message):
     path = tmp_path / "c.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -139,13 +147,19 @@ def test_non_utf8_and_truncated_gzip_name_file_and_line(tmp_path):
 
 def test_skip_bad_skips_and_counts_them(tmp_path, capsys):
     path = tmp_path / "c.jsonl"
-    path.write_bytes("\n".join([doc(0), doc(0), '{"id": null, "contents": "x"}', "[1]", doc(1, "banana"),
-                                "{oops"]).encode() + b"\n\xff\n")
+    path.write_bytes(
+        "\n".join([doc(0), doc(0), '{"id": null, "contents": "x"}', "[1]", doc(1, "banana"), "{oops"]).encode()
+        + b"\n\xff\n"
+    )
     skipped = Counter()
     assert len(load_corpus(path, skip_bad=True)) == 2
     assert list(read_corpus(path, True, skipped)) and skipped == {
-        "duplicate id": 1, "field 'id' must be a non-empty string": 1, "not a JSON object": 1,
-        "not valid JSON": 1, "not UTF-8": 1}
+        "duplicate id": 1,
+        "field 'id' must be a non-empty string": 1,
+        "not a JSON object": 1,
+        "not valid JSON": 1,
+        "not UTF-8": 1,
+    }
     out = tmp_path / "idx"
     assert main(["build", "--corpus", str(path), "--out", str(out)]) == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar

@@ -1,4 +1,5 @@
 """The retrieval server on loopback, started once for this module."""
+
 import asyncio
 
 import httpx
@@ -14,8 +15,9 @@ pytestmark = pytest.mark.server
 def server_url(index_dir, tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = Server(retrieval_server_cmd(index_dir, port), f"{url}/health",
-                    log=tmp_path_factory.mktemp("logs") / "retrieval.log").start(timeout=120)
+    server = Server(
+        retrieval_server_cmd(index_dir, port), f"{url}/health", log=tmp_path_factory.mktemp("logs") / "retrieval.log"
+    ).start(timeout=120)
     yield url
     server.stop()
 
@@ -38,13 +40,16 @@ def test_search_r1_wire_format(server_url):
     assert set(r.json()["result"][0][0]) == {"id", "contents"}
 
 
-@pytest.mark.parametrize("body", [
-    {"topk": 3},
-    {"queries": "not a list"},
-    {"queries": ["q"], "topk": 0},
-    {"queries": ["q"], "topk": "many"},
-    {"queries": [1, 2]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"topk": 3},
+        {"queries": "not a list"},
+        {"queries": ["q"], "topk": 0},
+        {"queries": ["q"], "topk": "many"},
+        {"queries": [1, 2]},
+    ],
+)
 def test_bad_requests_get_4xx(server_url, body):
     r = httpx.post(f"{server_url}/retrieve", json=body)
     assert 400 <= r.status_code < 500
@@ -58,9 +63,12 @@ def test_200_concurrent_requests_are_batched(server_url):
 
     async def fire():
         async with httpx.AsyncClient(timeout=60) as client:
+
             async def one(i):
-                return await client.post(f"{server_url}/retrieve",
-                                         json={"queries": [f"film director born {1900 + i}"], "topk": 3})
+                return await client.post(
+                    f"{server_url}/retrieve", json={"queries": [f"film director born {1900 + i}"], "topk": 3}
+                )
+
             return await asyncio.gather(*(one(i) for i in range(200)))
 
     responses = asyncio.run(fire())

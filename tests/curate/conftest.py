@@ -1,5 +1,6 @@
 """Real data for the curation tests: real HotpotQA questions, the real corpus through the real BM25
 index, rendered in the autocoa preset (tests/fixtures/trajectories.py); hand-made rows only where a case must be exact."""
+
 from __future__ import annotations
 
 import pytest

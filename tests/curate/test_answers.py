@@ -1,5 +1,6 @@
 """The polars scorer and parser equal coa.score / FormatPreset.parse: on known cases, on real
 trajectories and on adversarial text (tags, braces, Unicode, whitespace) for both presets."""
+
 import random
 
 import polars as pl
@@ -18,8 +19,14 @@ def scored(rows: list[Trajectory], fmt: str = "autocoa", force_python: bool = Fa
 
 
 def one(completion: str, golds: list[str], fmt: str = "autocoa") -> dict:
-    row = Trajectory(question_id="q", question="q?", golden_answers=golds, prompt="", format=fmt,
-                     segments=[segment("model", completion)])
+    row = Trajectory(
+        question_id="q",
+        question="q?",
+        golden_answers=golds,
+        prompt="",
+        format=fmt,
+        segments=[segment("model", completion)],
+    )
     return scored([row], fmt).row(0, named=True)
 
 
@@ -27,32 +34,42 @@ def R(answer: str) -> str:
     return f"<think>reasoning</think>\n\\boxed{{{answer}}}"
 
 
-@pytest.mark.parametrize("completion, golds, expected", [
-    (R("Herman Wouk"), ["Herman Wouk"], {"em": 1, "f1": 1, "cover_em": 1, "autocoa_lenient": 1}),
-    (R("the USA"), ["United States", "USA"], {"em": 1, "f1": 1, "cover_em": 1, "autocoa_lenient": 1}),  # best alias
-    (R("Carlo Menotti"), ["Gian Carlo Menotti"], {"em": 0, "f1": 0.8, "cover_em": 0, "autocoa_lenient": 0}),
-    (R("It was James Madison, in 1812"), ["james madison"], {"em": 0, "cover_em": 1, "autocoa_lenient": 0}),
-    (R("yes it is"), ["yes"], {"em": 0, "f1": 0, "cover_em": 1}),  # HotpotQA: yes/no F1 only on exact match
-    (R("Wouk, Herman"), ["Herman Wouk"], {"em": 0, "f1": 1, "autocoa_lenient": 1}),  # ≥70% of gold words
-    (R("Joanne Harris"), ["Joanne Michèle Sylvie Harris"], {"autocoa_lenient": 0}),  # containment scores 0
-    (R("\u201cParis\u201d"), ["Paris"], {"em": 0, "autocoa_lenient": 0}),  # curly quotes survive both normalisers
-    (R("\\text{Paris}"), ["Paris"], {"em": 1, "autocoa_lenient": 0}),  # \text{} unwrapped by the preset only
-    (R("three"), ["3"], {"em": 0, "autocoa_lenient": 1}),  # number words → digits
-    ("<think>x</think> The answer is Paris. Done.", ["Paris"], {"em": 0, "autocoa_lenient": 1}),  # no box: cue
-    ("\\boxed{Paris}", ["Paris"], {"em": 1, "autocoa_lenient": 0}),  # no </think>
-    ("<think>x</think><begin_search> q </end_search>\\boxed{Paris}", ["Paris"], {"autocoa_lenient": 0}),
-    ("<think>no answer here</think>", ["Paris"], {"em": 0, "f1": 0, "cover_em": 0}),
-])
+@pytest.mark.parametrize(
+    "completion, golds, expected",
+    [
+        (R("Herman Wouk"), ["Herman Wouk"], {"em": 1, "f1": 1, "cover_em": 1, "autocoa_lenient": 1}),
+        (R("the USA"), ["United States", "USA"], {"em": 1, "f1": 1, "cover_em": 1, "autocoa_lenient": 1}),  # best alias
+        (R("Carlo Menotti"), ["Gian Carlo Menotti"], {"em": 0, "f1": 0.8, "cover_em": 0, "autocoa_lenient": 0}),
+        (R("It was James Madison, in 1812"), ["james madison"], {"em": 0, "cover_em": 1, "autocoa_lenient": 0}),
+        (R("yes it is"), ["yes"], {"em": 0, "f1": 0, "cover_em": 1}),  # HotpotQA: yes/no F1 only on exact match
+        (R("Wouk, Herman"), ["Herman Wouk"], {"em": 0, "f1": 1, "autocoa_lenient": 1}),  # ≥70% of gold words
+        (R("Joanne Harris"), ["Joanne Michèle Sylvie Harris"], {"autocoa_lenient": 0}),  # containment scores 0
+        (R("\u201cParis\u201d"), ["Paris"], {"em": 0, "autocoa_lenient": 0}),  # curly quotes survive both normalisers
+        (R("\\text{Paris}"), ["Paris"], {"em": 1, "autocoa_lenient": 0}),  # \text{} unwrapped by the preset only
+        (R("three"), ["3"], {"em": 0, "autocoa_lenient": 1}),  # number words → digits
+        ("<think>x</think> The answer is Paris. Done.", ["Paris"], {"em": 0, "autocoa_lenient": 1}),  # no box: cue
+        ("\\boxed{Paris}", ["Paris"], {"em": 1, "autocoa_lenient": 0}),  # no </think>
+        ("<think>x</think><begin_search> q </end_search>\\boxed{Paris}", ["Paris"], {"autocoa_lenient": 0}),
+        ("<think>no answer here</think>", ["Paris"], {"em": 0, "f1": 0, "cover_em": 0}),
+    ],
+)
 def test_each_metric_on_known_cases(completion, golds, expected):
     row = one(completion, golds)
     assert {k: row[k] for k in expected} == pytest.approx(expected)
     assert {k: row[k] for k in SCORES} == pytest.approx(score_all(completion, golds))
 
 
-@pytest.mark.parametrize("answer, golds, subem, cover_em", [
-    ("nobody", ["no"], 1, 0), ("Parisian", ["Paris"], 1, 0), ("It was James Madison", ["james madison"], 1, 1),
-    ("Madison", ["James Madison"], 0, 0), ("anything", ["The"], 1, 0), ("x", ["Pa", "ri"], 0, 0),
-])
+@pytest.mark.parametrize(
+    "answer, golds, subem, cover_em",
+    [
+        ("nobody", ["no"], 1, 0),
+        ("Parisian", ["Paris"], 1, 0),
+        ("It was James Madison", ["james madison"], 1, 1),
+        ("Madison", ["James Madison"], 0, 0),
+        ("anything", ["The"], 1, 0),
+        ("x", ["Pa", "ri"], 0, 0),
+    ],
+)
 def test_subem_expression_equals_core(answer, golds, subem, cover_em):
     row = one(R(answer), golds)
     assert (row["subem"], row["cover_em"]) == (subem, cover_em)
@@ -66,8 +83,16 @@ def test_subem_on_real_passages(questions, searcher):
     rows = []
     for q in questions[:200]:
         for i, d in enumerate(searcher.search([q["question"]], 3)[0]):
-            rows.append(Trajectory(question_id=q["id"], question=q["question"], golden_answers=q["golden_answers"],
-                                   prompt="", sample=i, segments=[segment("model", R(d.text.split(". ")[0]))]))
+            rows.append(
+                Trajectory(
+                    question_id=q["id"],
+                    question=q["question"],
+                    golden_answers=q["golden_answers"],
+                    prompt="",
+                    sample=i,
+                    segments=[segment("model", R(d.text.split(". ")[0]))],
+                )
+            )
     df = scored(rows)
     core = [core_subem(p, r.golden_answers) for p, r in zip(df["pred"], rows)]
     assert df["subem"].to_list() == core
@@ -92,11 +117,52 @@ def test_equal_to_core_on_real_trajectories(real_rows):
 
 def _adversarial(fmt_name: str, n: int, seed: int) -> list[Trajectory]:
     f = get_format(fmt_name)
-    tags = [f.think_open, f.think_close, f.search_open, f.search_close, f.result_open, f.result_close,
-            f.answer_open, f.answer_close]
-    vocab = ["}", "{", "\\text{", " ", "  ", "\n", ".", ",", "the", "a", "An", "one", "Two", "so", "just", "yes", "no",
-             "Paris", "é", "e\u0301", "²", "\u00a0", "\x1c", "\u201cq\u201d", '"', "(", "The answer is", "Therefore,",
-             ":", "_", "\u200d", "Ⓐ", "Michèle", "  \t"]
+    tags = [
+        f.think_open,
+        f.think_close,
+        f.search_open,
+        f.search_close,
+        f.result_open,
+        f.result_close,
+        f.answer_open,
+        f.answer_close,
+    ]
+    vocab = [
+        "}",
+        "{",
+        "\\text{",
+        " ",
+        "  ",
+        "\n",
+        ".",
+        ",",
+        "the",
+        "a",
+        "An",
+        "one",
+        "Two",
+        "so",
+        "just",
+        "yes",
+        "no",
+        "Paris",
+        "é",
+        "e\u0301",
+        "²",
+        "\u00a0",
+        "\x1c",
+        "\u201cq\u201d",
+        '"',
+        "(",
+        "The answer is",
+        "Therefore,",
+        ":",
+        "_",
+        "\u200d",
+        "Ⓐ",
+        "Michèle",
+        "  \t",
+    ]
     rng = random.Random(seed)
 
     def words(k, pool):
@@ -104,16 +170,29 @@ def _adversarial(fmt_name: str, n: int, seed: int) -> list[Trajectory]:
 
     rows = []
     for i in range(n):
-        golds = [words(rng.randint(0, 3), vocab) for _ in range(rng.randint(0, 3))] + rng.choice([[], ["Paris"], ["yes"]])
+        golds = [words(rng.randint(0, 3), vocab) for _ in range(rng.randint(0, 3))] + rng.choice(
+            [[], ["Paris"], ["yes"]]
+        )
         answer = rng.choice(golds) if golds and rng.random() < 0.6 else words(2, vocab)
         if rng.random() < 0.3:  # tag soup: mostly malformed, decided by the core parser
             body = words(rng.randint(0, 20), vocab + tags)
         else:
-            body = (f"{f.think_open}{words(3, vocab)}{f.search_call(words(2, vocab))}"
-                    f"{f.wrap_observation(words(3, vocab))}{words(2, vocab)}{f.think_close}{words(2, vocab)}"
-                    f"{f.answer_text(answer)}{words(rng.randint(0, 2), vocab + tags)}")
-        rows.append(Trajectory(question_id=str(i), question="q", golden_answers=golds, prompt="", sample=i,
-                               format=fmt_name, segments=[segment("model", body)]))
+            body = (
+                f"{f.think_open}{words(3, vocab)}{f.search_call(words(2, vocab))}"
+                f"{f.wrap_observation(words(3, vocab))}{words(2, vocab)}{f.think_close}{words(2, vocab)}"
+                f"{f.answer_text(answer)}{words(rng.randint(0, 2), vocab + tags)}"
+            )
+        rows.append(
+            Trajectory(
+                question_id=str(i),
+                question="q",
+                golden_answers=golds,
+                prompt="",
+                sample=i,
+                format=fmt_name,
+                segments=[segment("model", body)],
+            )
+        )
     return rows
 
 
@@ -126,8 +205,9 @@ def test_equal_to_core_on_adversarial_text(fmt):
     for a, b in zip(fast.iter_rows(named=True), slow.iter_rows(named=True)):
         expected = score_all(a["completion"], a["golden_answers"], fmt)
         assert {k: a[k] for k in SCORES} == pytest.approx(expected), repr(a["completion"])
-        assert {k: a[k] for k in ("pred", "n_calls", *PARSE_REASONS)} == \
-               {k: b[k] for k in ("pred", "n_calls", *PARSE_REASONS)}, repr(a["completion"])
+        assert {k: a[k] for k in ("pred", "n_calls", *PARSE_REASONS)} == {
+            k: b[k] for k in ("pred", "n_calls", *PARSE_REASONS)
+        }, repr(a["completion"])
 
 
 def test_equal_to_core_on_teacher_rows(tmp_path):

@@ -1,4 +1,5 @@
 """``python -m curate.run`` on bad input: one line naming the file and column, exit 2, for every step."""
+
 from __future__ import annotations
 
 import pyarrow as pa

@@ -1,4 +1,5 @@
 """MinHash near-duplicates and question-level decontamination on real questions."""
+
 import numpy as np
 import polars as pl
 import pytest
@@ -23,8 +24,10 @@ def test_minhash_estimates_jaccard():
 
 
 def test_near_duplicates_only_within_a_question():
-    text = ("I need the director of the film first, then where that director was born. The search result names "
-            "the director; a second search gives the birthplace, which answers the question.")
+    text = (
+        "I need the director of the film first, then where that director was born. The search result names "
+        "the director; a second search gives the birthplace, which answers the question."
+    )
     sig = _sig([text, text + " Done.", text, "Completely different reasoning about a river and a city."])
     flag, of = near_duplicates(pl.Series(["q1", "q1", "q2", "q1"]), sig, bands=8, threshold=0.8)
     assert flag.tolist() == [False, True, False, False]  # row 2 matches row 0 but belongs to another question
@@ -49,15 +52,27 @@ def test_paraphrased_copy_is_caught(evals):
         "reorder": "Which magazine was started first, First for Women or Arthur's Magazine?",
         "fuzzy": "Who was the first presidnet of the Unted States?",
     }
-    ours = evals.vstack(pl.DataFrame({"eval_set": ["x", "x"], "eval_id": ["a", "b"], "eval_question": [
-        "Which magazine was started first Arthur's Magazine or First for Women?",
-        "Who was the first president of the United States?"]}))
+    ours = evals.vstack(
+        pl.DataFrame(
+            {
+                "eval_set": ["x", "x"],
+                "eval_id": ["a", "b"],
+                "eval_question": [
+                    "Which magazine was started first Arthur's Magazine or First for Women?",
+                    "Who was the first president of the United States?",
+                ],
+            }
+        )
+    )
     found = find_contamination(list(paraphrases.values()), ours)
     got = dict(found.select("question", "contamination").iter_rows())
     assert {k: got[q] for k, q in paraphrases.items()} == {k: k for k in paraphrases}
-    assert find_contamination(["Are Ajuga and Cypress both genera?"],
-                              ours.vstack(pl.DataFrame({"eval_set": ["x"], "eval_id": ["c"],
-                                                        "eval_question": ["Are both Cypress and Ajuga genera?"]})))["contaminated"].item()
+    assert find_contamination(
+        ["Are Ajuga and Cypress both genera?"],
+        ours.vstack(
+            pl.DataFrame({"eval_set": ["x"], "eval_id": ["c"], "eval_question": ["Are both Cypress and Ajuga genera?"]})
+        ),
+    )["contaminated"].item()
 
 
 def test_no_false_matches_across_real_datasets(evals):
@@ -67,6 +82,7 @@ def test_no_false_matches_across_real_datasets(evals):
     kinds = found.group_by("contamination").len()
     counts = dict(kinds.iter_rows())
     assert counts.get("exact", 0) >= 150  # the AutoCoA test set holds 500 HotpotQA dev questions
-    assert counts.get("fuzzy", 0) == 0 and counts.get("reorder", 0) == 0, found.filter(
-        pl.col("contamination").is_in(["fuzzy", "reorder"])).select("question", "eval_question").to_dicts()
+    assert counts.get("fuzzy", 0) == 0 and counts.get("reorder", 0) == 0, (
+        found.filter(pl.col("contamination").is_in(["fuzzy", "reorder"])).select("question", "eval_question").to_dicts()
+    )
     assert np.isclose(found.filter(pl.col("contamination") == "exact")["similarity"].min(), 100)

@@ -1,4 +1,5 @@
 """Bad input fails naming the file and the column; the CLI reads params + key=value (``in=`` too)."""
+
 import json
 import subprocess
 import sys
@@ -17,8 +18,9 @@ from tests.curate.helpers import EVAL_SETS, ROOT, config, searched, traj
 
 @pytest.fixture
 def shard(questions, tmp_path):
-    return write_trajectories(tmp_path / "in" / "part-000.parquet",
-                              [traj(q, searched("x y", q["golden_answers"][0])) for q in questions[:3]])
+    return write_trajectories(
+        tmp_path / "in" / "part-000.parquet", [traj(q, searched("x y", q["golden_answers"][0])) for q in questions[:3]]
+    )
 
 
 def _rewrite(path, name, column):
@@ -82,8 +84,15 @@ def test_cli_step_writes_parquet_and_metrics(shard, tmp_path):
 
 @pytest.mark.slow
 def test_module_entry_point(shard, tmp_path):
-    cmd = [sys.executable, "-m", "curate.run", "step=score", f"in={shard}", f"out={tmp_path / 'o'}",
-           f"eval_sets=[{EVAL_SETS[0]}]"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "curate.run",
+        "step=score",
+        f"in={shard}",
+        f"out={tmp_path / 'o'}",
+        f"eval_sets=[{EVAL_SETS[0]}]",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "scored 3 trajectories" in done.stdout

@@ -1,4 +1,5 @@
 """Decision points and prefix-matched pairs in both directions, from real trajectories."""
+
 import json
 
 import polars as pl
@@ -18,7 +19,9 @@ def flow(real_file, searcher, tmp_path_factory):
     score.run(config(root / "score", input=[str(real_file)]))
     analyze.run(config(root / "analyze", step="analyze", input=[str(root / "score")], eval_questions=5))
     decisions = [t.to_row() for t in read_trajectories(root / "analyze" / "decisions.parquet")]
-    branches = write_trajectories(root / "branches.parquet", branch_trajectories(decisions, searcher, contrasting_answer))
+    branches = write_trajectories(
+        root / "branches.parquet", branch_trajectories(decisions, searcher, contrasting_answer)
+    )
     metrics = pairs.run(config(root / "pairs", step="pairs", input=[str(branches)]))
     parents = {t.id: t for t in read_trajectories(real_file)}
     return root, decisions, parents, pl.read_parquet(root / "pairs" / "pairs.parquet"), metrics
@@ -31,7 +34,7 @@ def test_decision_prefix_is_the_parent_cut_before_its_first_search(flow):
         parent = parents[d["parent_id"]]
         k = d["decision_index"]
         assert d["mode"] == "decision" and len(d["segments"]) == k and d["sample"] == 0
-        assert [s["text"] for s in d["segments"][:-1]] == [s["text"] for s in parent.segments[:k - 1]]
+        assert [s["text"] for s in d["segments"][:-1]] == [s["text"] for s in parent.segments[: k - 1]]
         cut = d["segments"][-1]["text"]
         assert parent.segments[k - 1]["text"].startswith(cut + F.search_open)
         assert F.search_open not in "".join(s["text"] for s in d["segments"])  # before the FIRST search
@@ -39,20 +42,26 @@ def test_decision_prefix_is_the_parent_cut_before_its_first_search(flow):
 
 def test_every_action_mode(real_file, tmp_path):
     score.run(config(tmp_path / "score", input=[str(real_file)]))
-    analyze.run(config(tmp_path / "an", step="analyze", input=[str(tmp_path / "score")], decision_points="every",
-                       eval_questions=5))
+    analyze.run(
+        config(
+            tmp_path / "an", step="analyze", input=[str(tmp_path / "score")], decision_points="every", eval_questions=5
+        )
+    )
     rows = read_trajectories(tmp_path / "an" / "decisions.parquet")
     scores = pl.read_parquet(tmp_path / "score" / "scores.parquet")
     calls = dict(scores.select("id", "n_calls").iter_rows())
-    per_parent = pl.DataFrame({"p": [r.parent_id for r in rows], "s": [r.sample for r in rows]}).group_by("p").agg(
-        pl.len(), pl.col("s").max())
+    per_parent = (
+        pl.DataFrame({"p": [r.parent_id for r in rows], "s": [r.sample for r in rows]})
+        .group_by("p")
+        .agg(pl.len(), pl.col("s").max())
+    )
     for p, n, top in per_parent.iter_rows():
         assert n == calls[p] and top == n - 1  # one decision before each search call
     parents = {t.id: t for t in read_trajectories(real_file)}
     for d in rows:  # the k-th decision cuts just before the k-th search call, wherever it is
         parent, k = parents[d.parent_id], d.decision_index
         cut = d.segments[-1]["text"]
-        assert [s["text"] for s in d.segments[:-1]] == [s["text"] for s in parent.segments[:k - 1]]
+        assert [s["text"] for s in d.segments[:-1]] == [s["text"] for s in parent.segments[: k - 1]]
         assert parent.segments[k - 1]["text"].startswith(cut + F.search_open)
         assert "".join(s["text"] for s in d.segments).count(F.search_open) == d.sample
     assert max(r.decision_index for r in rows) > 1  # later calls sit in later segments

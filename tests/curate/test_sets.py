@@ -1,4 +1,5 @@
 """The three sets: sizes, strata, the question split, decontamination, review and loud shortfalls."""
+
 import polars as pl
 import pytest
 
@@ -15,7 +16,9 @@ def upstream(real_file, searcher, tmp_path_factory):
     score.run(config(root / "score", input=[str(real_file)]))
     analyze.run(config(root / "analyze", step="analyze", input=[str(root / "score")], eval_questions=8))
     decisions = [t.to_row() for t in read_trajectories(root / "analyze" / "decisions.parquet")]
-    branches = write_trajectories(root / "branches.parquet", branch_trajectories(decisions, searcher, contrasting_answer))
+    branches = write_trajectories(
+        root / "branches.parquet", branch_trajectories(decisions, searcher, contrasting_answer)
+    )
     pairs.run(config(root / "pairs", step="pairs", input=[str(branches)]))
     return root, pl.read_parquet(root / "score" / "scores.parquet")
 
@@ -42,17 +45,22 @@ def test_sizes_strata_and_split(upstream, tmp_path):
     for name in ("coa", "cot"):
         assert got[name]["correct"].all() and set(got[name]["mode"]) == {name}
         # each stratum's share follows what qualifies (largest remainder): within one row of proportional
-        qualified = scores.filter((pl.col("mode") == name) & pl.col("kept") & pl.col("correct")
-                                  & ~pl.col("question_id").is_in(list(held)))
+        qualified = scores.filter(
+            (pl.col("mode") == name) & pl.col("kept") & pl.col("correct") & ~pl.col("question_id").is_in(list(held))
+        )
         assert metrics[name]["qualified"] == qualified.height
-        pool = (qualified.with_columns(_o=pl.col("id").hash(0)).sort("_o", "id")
-                .filter(pl.int_range(pl.len()).over("question_id") < 2))
+        pool = (
+            qualified.with_columns(_o=pl.col("id").hash(0))
+            .sort("_o", "id")
+            .filter(pl.int_range(pl.len()).over("question_id") < 2)
+        )
         n = got[name].height
         written = dict(got[name].group_by("stratum").len().iter_rows())
         assert sum(written.values()) == n and metrics[name]["strata"] == dict(sorted(written.items()))
         types = sets.question_types(load_questions(DEFAULT_QUESTIONS))
         pool = pool.join(types, on="question_id", how="left").with_columns(
-            qtype=pl.col("qtype").fill_null(sets.guess_type(pl.col("question"))))
+            qtype=pl.col("qtype").fill_null(sets.guess_type(pl.col("question")))
+        )
         bucket = pl.when(pl.col("n_calls") >= 4).then(pl.lit("4+")).otherwise(pl.col("n_calls").cast(pl.String))
         share = dict(pool.group_by(pl.format("actions={}|{}", bucket, pl.col("qtype"))).len().iter_rows())
         assert set(written) <= set(share) and len(share) >= 2
@@ -87,10 +95,13 @@ def test_review_vetoes_accepts_and_corrects(upstream, tmp_path):
     coa = scores.filter((pl.col("mode") == "coa") & pl.col("kept") & ~pl.col("question_id").is_in(list(held)))
     right, wrong = coa.filter("correct")["id"].to_list(), coa.filter(~pl.col("correct"))["id"].to_list()
     wrong_row = coa.filter(pl.col("id") == wrong[1]).row(0, named=True)
-    review = pl.DataFrame({
-        "row_id": [right[0], wrong[0], right[1], wrong[1], before["pairs"]["id"][0]],
-        "decision": ["reject", "accept", "accept", "accept", "reject"],
-        "corrected_answer": [None, None, "Definitely Not The Answer", wrong_row["pred"], None]})
+    review = pl.DataFrame(
+        {
+            "row_id": [right[0], wrong[0], right[1], wrong[1], before["pairs"]["id"][0]],
+            "decision": ["reject", "accept", "accept", "accept", "reject"],
+            "corrected_answer": [None, None, "Definitely Not The Answer", wrong_row["pred"], None],
+        }
+    )
     review.write_csv(tmp_path / "review.csv")
     with pytest.warns(UserWarning):
         metrics, after = run_sets(root, tmp_path / "after", review=str(tmp_path / "review.csv"), **everything)
@@ -121,7 +132,9 @@ def test_a_swapped_pair_stays_with_its_sides_exchanged(upstream, tmp_path):
     assert metrics["pairs"]["review_swapped"] == 1 and after["pairs"].height == before["pairs"].height
     coa_id = after["coa"]["id"][0]
     pl.DataFrame({"row_id": [coa_id], "decision": ["swap"]}).write_csv(tmp_path / "bad.csv")
-    with pytest.raises(ValueError, match=rf"review: row '{coa_id}' is a coa trajectory; 'swap' is a decision for pairs only"):
+    with pytest.raises(
+        ValueError, match=rf"review: row '{coa_id}' is a coa trajectory; 'swap' is a decision for pairs only"
+    ):
         run_sets(root, tmp_path / "bad", review=str(tmp_path / "bad.csv"), **everything)
 
 

@@ -23,6 +23,7 @@ body of the next matching request (an upload cut in the middle), ``fail(pattern,
 matching requests with an error status (a failing server, or a URL that is no Hub), ``hang(pattern)``
 accepts them and never answers (until ``stop()``), and ``requests`` logs every call.
 """
+
 from __future__ import annotations
 
 import base64
@@ -151,13 +152,20 @@ class FakeHubServer:
                     del files[p]
             else:
                 return 400, {"error": f"unknown NDJSON key {key!r}"}
-        digest = hashlib.sha1(json.dumps([head.oid if head else None, header.get("summary"),
-                                          sorted((p, b.oid) for p, b in files.items())]).encode())
+        digest = hashlib.sha1(
+            json.dumps(
+                [head.oid if head else None, header.get("summary"), sorted((p, b.oid) for p, b in files.items())]
+            ).encode()
+        )
         oid = digest.hexdigest()
         repo.commits[oid] = Commit(oid, head.oid if head else None, header.get("summary", ""), files)
         repo.branches[rev] = oid
-        return 200, {"commitOid": oid, "commitUrl": f"{self.url}/datasets/{repo.repo_id}/commit/{oid}",
-                     "pullRequestUrl": None, "success": True}
+        return 200, {
+            "commitOid": oid,
+            "commitUrl": f"{self.url}/datasets/{repo.repo_id}/commit/{oid}",
+            "pullRequestUrl": None,
+            "success": True,
+        }
 
 
 def _entry(path: str, blob: Blob) -> dict:
@@ -189,8 +197,13 @@ def _handler(hub: FakeHubServer):
                     self.rfile.readline()
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-        def _send(self, status: int, body: bytes | dict | list = b"", headers: dict | None = None,
-                  content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            body: bytes | dict | list = b"",
+            headers: dict | None = None,
+            content_type: str = "application/json",
+        ) -> None:
             if not isinstance(body, bytes):
                 body = json.dumps(body).encode()
             self.send_response(status)
@@ -260,8 +273,11 @@ def _handler(hub: FakeHubServer):
         def _repo(self, repo: str, write: bool = False) -> Repo | None:
             r = hub.repos.get(repo)
             if r is None or (r.private or write) and not self._authorized():
-                self._send(404 if not write or r is None else 401, {"error": "Repository not found"},
-                           headers={"X-Error-Code": "RepoNotFound"})
+                self._send(
+                    404 if not write or r is None else 401,
+                    {"error": "Repository not found"},
+                    headers={"X-Error-Code": "RepoNotFound"},
+                )
                 return None
             return r
 
@@ -279,8 +295,15 @@ def _handler(hub: FakeHubServer):
         def whoami(self, body, query):
             if not self._authorized():
                 return self._send(401, {"error": "Invalid credentials in Authorization header"})
-            self._send(200, {"type": "user", "name": hub.user, "orgs": [],
-                             "auth": {"type": "access_token", "accessToken": {"displayName": "tests", "role": "write"}}})
+            self._send(
+                200,
+                {
+                    "type": "user",
+                    "name": hub.user,
+                    "orgs": [],
+                    "auth": {"type": "access_token", "accessToken": {"displayName": "tests", "role": "write"}},
+                },
+            )
 
         def create_repo(self, body, query):
             if not self._authorized():
@@ -290,14 +313,22 @@ def _handler(hub: FakeHubServer):
             if req.get("type") != "dataset":
                 return self._send(400, {"error": "this test server hosts dataset repos only"})
             if repo_id in hub.repos:
-                return self._send(409, {"error": "You already created this dataset repo", "url": f"{hub.url}/datasets/{repo_id}"})
+                return self._send(
+                    409, {"error": "You already created this dataset repo", "url": f"{hub.url}/datasets/{repo_id}"}
+                )
             # huggingface_hub 2.x sends "visibility"; older clients sent "private"
             private = req.get("visibility") == "private" or bool(req.get("private"))
             repo = hub.repos[repo_id] = Repo(repo_id, private)
             repo.branches["main"] = ""  # the Hub's first commit adds .gitattributes
             attributes = base64.b64encode(b"*.parquet filter=lfs diff=lfs merge=lfs -text\n").decode()
-            hub.commit(repo, "main", [{"key": "header", "value": {"summary": "initial commit"}},
-                                      {"key": "file", "value": {"path": ".gitattributes", "content": attributes}}])
+            hub.commit(
+                repo,
+                "main",
+                [
+                    {"key": "header", "value": {"summary": "initial commit"}},
+                    {"key": "file", "value": {"path": ".gitattributes", "content": attributes}},
+                ],
+            )
             self._send(200, {"url": f"{hub.url}/datasets/{repo_id}", "name": repo_id, "id": repo_id})
 
         def validate_yaml(self, body, query):
@@ -309,10 +340,24 @@ def _handler(hub: FakeHubServer):
             c = self._commit(repo, rev)
             if c is None:
                 return
-            self._send(200, {"id": repo, "_id": repo, "sha": c.oid, "private": hub.repos[repo].private, "disabled": False,
-                             "gated": False, "downloads": 0, "likes": 0, "tags": [], "author": repo.split("/")[0],
-                             "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z",
-                             "siblings": [{"rfilename": p} for p in sorted(c.files)]})
+            self._send(
+                200,
+                {
+                    "id": repo,
+                    "_id": repo,
+                    "sha": c.oid,
+                    "private": hub.repos[repo].private,
+                    "disabled": False,
+                    "gated": False,
+                    "downloads": 0,
+                    "likes": 0,
+                    "tags": [],
+                    "author": repo.split("/")[0],
+                    "lastModified": "2026-01-01T00:00:00.000Z",
+                    "createdAt": "2026-01-01T00:00:00.000Z",
+                    "siblings": [{"rfilename": p} for p in sorted(c.files)],
+                },
+            )
 
         def branch(self, body, query, repo, name):
             r = self._repo(repo, write=True)
@@ -332,8 +377,14 @@ def _handler(hub: FakeHubServer):
             for f in json.loads(body)["files"]:
                 lfs = f["path"].endswith(_LFS_SUFFIXES) or f["size"] > 10 * 1024 * 1024
                 remote = head.files.get(f["path"]) if head else None
-                out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
-                            "oid": remote.oid if remote else None})
+                out.append(
+                    {
+                        "path": f["path"],
+                        "uploadMode": "lfs" if lfs else "regular",
+                        "shouldIgnore": False,
+                        "oid": remote.oid if remote else None,
+                    }
+                )
             self._send(200, {"files": out, "commitOid": head.oid if head else None})
 
         def lfs_batch(self, body, query, repo):
@@ -344,11 +395,16 @@ def _handler(hub: FakeHubServer):
             for o in req["objects"]:
                 entry = {"oid": o["oid"], "size": o["size"]}
                 if o["oid"] not in hub.lfs:  # present objects get no actions: the client skips them
-                    entry["actions"] = {"upload": {"href": f"{hub.url}/lfs-objects/{o['oid']}"},
-                                        "verify": {"href": f"{hub.url}/lfs-verify/{o['oid']}"}}
+                    entry["actions"] = {
+                        "upload": {"href": f"{hub.url}/lfs-objects/{o['oid']}"},
+                        "verify": {"href": f"{hub.url}/lfs-verify/{o['oid']}"},
+                    }
                 objects.append(entry)
-            self._send(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
-                       content_type="application/vnd.git-lfs+json")
+            self._send(
+                200,
+                {"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
+                content_type="application/vnd.git-lfs+json",
+            )
 
         def lfs_put(self, body, query, oid):
             if hashlib.sha256(body).hexdigest() != oid:
@@ -377,8 +433,11 @@ def _handler(hub: FakeHubServer):
             form = parse_qs(body.decode())  # the client sends application/x-www-form-urlencoded
             paths = form.get("paths", [])
             out = [_entry(p, c.files[p]) for p in paths if c and p in c.files]
-            out += [{"type": "directory", "path": p, "oid": "0" * 40, "size": 0} for p in paths
-                    if c and p not in c.files and any(f.startswith(p.rstrip("/") + "/") for f in c.files)]
+            out += [
+                {"type": "directory", "path": p, "oid": "0" * 40, "size": 0}
+                for p in paths
+                if c and p not in c.files and any(f.startswith(p.rstrip("/") + "/") for f in c.files)
+            ]
             self._send(200, out)
 
         def tree(self, body, query, repo, rev, path=""):
@@ -392,7 +451,7 @@ def _handler(hub: FakeHubServer):
                 return self._send(404, {"error": f"path {path} not found"}, headers={"X-Error-Code": "EntryNotFound"})
             out, dirs = [], set()
             for p in sorted(files):
-                rest = p[len(prefix):].split("/")
+                rest = p[len(prefix) :].split("/")
                 for depth in range(1, len(rest)):
                     d = prefix + "/".join(rest[:depth])
                     if (recursive or depth == 1) and d not in dirs:
@@ -405,8 +464,19 @@ def _handler(hub: FakeHubServer):
         def commits(self, body, query, repo, rev):
             r = self._repo(repo)
             if r is not None:
-                self._send(200, [{"id": c.oid, "title": c.summary, "message": "", "authors": [{"user": hub.user}],
-                                  "date": "2026-01-01T00:00:00.000Z"} for c in r.history(rev)])
+                self._send(
+                    200,
+                    [
+                        {
+                            "id": c.oid,
+                            "title": c.summary,
+                            "message": "",
+                            "authors": [{"user": hub.user}],
+                            "date": "2026-01-01T00:00:00.000Z",
+                        }
+                        for c in r.history(rev)
+                    ],
+                )
 
         def resolve(self, body, query, repo, rev, path):
             r = self._repo(repo)
@@ -415,11 +485,17 @@ def _handler(hub: FakeHubServer):
             c = r.resolve(rev)
             blob = c.files.get(path) if c else None
             if blob is None:
-                return self._send(404, {"error": "Entry not found"},
-                                  headers={"X-Error-Code": "EntryNotFound" if c else "RevisionNotFound"})
+                return self._send(
+                    404,
+                    {"error": "Entry not found"},
+                    headers={"X-Error-Code": "EntryNotFound" if c else "RevisionNotFound"},
+                )
             data, status = blob.data, 200
-            headers = {"X-Repo-Commit": c.oid, "ETag": f'"{blob.lfs or git_blob_oid(blob.data)}"',
-                       "Accept-Ranges": "bytes"}
+            headers = {
+                "X-Repo-Commit": c.oid,
+                "ETag": f'"{blob.lfs or git_blob_oid(blob.data)}"',
+                "Accept-Ranges": "bytes",
+            }
             if blob.lfs:
                 headers.update({"X-Linked-Etag": f'"{blob.lfs}"', "X-Linked-Size": str(len(blob.data))})
             rng = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
@@ -428,7 +504,7 @@ def _handler(hub: FakeHubServer):
                 end = int(rng.group(2)) if rng.group(1) and rng.group(2) else len(data) - 1
                 end = min(end, len(data) - 1)
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                data, status = data[start:end + 1], 206
+                data, status = data[start : end + 1], 206
             self._send(status, data, headers=headers, content_type="application/octet-stream")
 
     api = rf"/api/datasets/{repo_path}"

@@ -1,6 +1,7 @@
 """``data_cards.publish`` and ``export`` on bad input and in folders they do not own: nothing of the
 person's is deleted or overwritten without ``overwrite=true`` (and never deleted), bad input is one line
 and exit 2."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,14 @@ def sets(empty_sets):
 
 
 def publish_args(sets, dest, *more) -> list[str]:
-    return ["repo_id=tester/sets", f"sets_dir={sets}", f"curate_dir={sets.parent}", f"index={sets.parent / 'none'}",
-            f"dest={dest}", *more]
+    return [
+        "repo_id=tester/sets",
+        f"sets_dir={sets}",
+        f"curate_dir={sets.parent}",
+        f"index={sets.parent / 'none'}",
+        f"dest={dest}",
+        *more,
+    ]
 
 
 def a_project(folder):
@@ -50,8 +57,11 @@ def test_publish_refuses_a_folder_it_did_not_write_and_deletes_nothing(sets, tmp
     monkeypatch.chdir(project)  # the reported case: dest=.
     assert publish.main(publish_args(sets, ".")) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"publish: {project}: folder is not empty and data_cards.publish "
-                                                   "did not write it") and "overwrite=true" in err
+    assert (
+        err.count("\n") == 1
+        and err.startswith(f"publish: {project}: folder is not empty and data_cards.publish did not write it")
+        and "overwrite=true" in err
+    )
     assert contents(project) == before
 
 
@@ -87,8 +97,14 @@ def test_a_corrupt_set_is_named(sets, tmp_path, capsys):
 
 def test_an_unreachable_endpoint_is_one_line(sets, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "COA_DEBUG"))}
-    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_" + "x" * 30, HF_HUB_DISABLE_TELEMETRY="1",
-               PYTHONPATH=str(ROOT), COA_PARAMS="none", HF_HOME=str(tmp_path / "hf"))
+    env.update(
+        HF_ENDPOINT="http://127.0.0.1:9",
+        HF_TOKEN="hf_" + "x" * 30,
+        HF_HUB_DISABLE_TELEMETRY="1",
+        PYTHONPATH=str(ROOT),
+        COA_PARAMS="none",
+        HF_HOME=str(tmp_path / "hf"),
+    )
     argv = [sys.executable, "-m", "data_cards.publish", *publish_args(sets, "")]
     proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr

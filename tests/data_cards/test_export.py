@@ -1,4 +1,5 @@
 """Exports of a real curate run to TRL, LLaMA-Factory and verl layouts, and back."""
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,9 @@ def test_llamafactory_files_in_autocoa_shape(curate_run, tmp_path):
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert info["autocoa_pairs"]["ranking"] is True
     assert info["autocoa_pairs"]["columns"] == {"messages": "conversation", "chosen": "chosen", "rejected": "rejected"}
-    assert info["autocoa_coa"]["columns"] == {"messages": "messages"} and info["autocoa_coa"]["formatting"] == "sharegpt"
+    assert (
+        info["autocoa_coa"]["columns"] == {"messages": "messages"} and info["autocoa_coa"]["formatting"] == "sharegpt"
+    )
     for entry in info.values():
         assert (tmp_path / entry["file_name"]).exists()
     coa = json.loads((tmp_path / "coa.json").read_text())
@@ -71,8 +74,9 @@ def test_verl_parquet_round_trips_to_questions(tmp_path, curate_run):
     assert row["data_source"] == "hotpotqa" and questions[0]["question"] in row["prompt"][0]["content"]
     run_export(tmp_path / "back", curate_run, "format=questions", f"input={tmp_path / 'verl' / 'test.parquet'}")
     back = [json.loads(line) for line in (tmp_path / "back" / "questions.jsonl").read_text().splitlines()]
-    assert [(b["id"], b["question"], b["golden_answers"]) for b in back] == \
-           [(q["id"], q["question"], q["golden_answers"]) for q in questions]
+    assert [(b["id"], b["question"], b["golden_answers"]) for b in back] == [
+        (q["id"], q["question"], q["golden_answers"]) for q in questions
+    ]
     assert load_questions(tmp_path / "back" / "questions.jsonl")[0]["id"] == questions[0]["id"]  # FlashRAG-readable
 
 
@@ -87,7 +91,7 @@ def test_autocoa_rl_parquet_to_questions(tmp_path, curate_run):
     # the split falls exactly at the end of their template: what precedes the question is one fixed text
     contents = [r["prompt"][0]["content"] for r in rows]
     assert all(c.rstrip().endswith(b["question"]) and "\n" not in b["question"] for c, b in zip(contents, back))
-    assert len({c[:c.rindex(b["question"])].rstrip() for c, b in zip(contents, back)}) == 1
+    assert len({c[: c.rindex(b["question"])].rstrip() for c, b in zip(contents, back)}) == 1
     assert back[0]["question"].startswith("What American author born in 1915")
 
 

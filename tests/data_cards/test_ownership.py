@@ -1,5 +1,6 @@
 """Issue 35, ownership: ``data_cards.export`` writes into ``out`` only when it is new, empty or an earlier
 export of the same format wrote it; a person's ``train.parquet`` is never overwritten unasked."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ from data_cards import export
 @pytest.fixture
 def question_file(tmp_path):
     path = tmp_path / "q.jsonl"
-    path.write_text("".join(json.dumps({"id": str(i), "question": f"Q{i}?", "golden_answers": [f"a{i}"]}) + "\n"
-                            for i in range(4)))
+    path.write_text(
+        "".join(json.dumps({"id": str(i), "question": f"Q{i}?", "golden_answers": [f"a{i}"]}) + "\n" for i in range(4))
+    )
     return path
 
 
@@ -28,19 +30,25 @@ def test_export_refuses_to_overwrite_a_train_parquet_it_did_not_write(tmp_path, 
     out.mkdir()
     (out / "train.parquet").write_bytes(b"my own table")
     assert verl(question_file, out) == 2
-    assert capsys.readouterr().err == (f"export: {out}: folder is not empty and data_cards.export format=verl did "
-                                       f"not write it (no {OWNER_FILE}); pick a new or empty folder, or overwrite=true "
-                                       "to write into it (files of the same name are replaced, nothing else is "
-                                       "deleted)\n")
-    assert [p.name for p in out.iterdir()] == ["train.parquet"] and (out / "train.parquet").read_bytes() == b"my own table"
+    assert capsys.readouterr().err == (
+        f"export: {out}: folder is not empty and data_cards.export format=verl did "
+        f"not write it (no {OWNER_FILE}); pick a new or empty folder, or overwrite=true "
+        "to write into it (files of the same name are replaced, nothing else is "
+        "deleted)\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["train.parquet"] and (
+        out / "train.parquet"
+    ).read_bytes() == b"my own table"
 
 
 def test_export_rewrites_its_own_folder_and_records_every_split(tmp_path, question_file):
     out = tmp_path / "verl"
     assert verl(question_file, out) == 0 and verl(question_file, out) == 0
     assert verl(question_file, out, "split=test") == 0
-    assert json.loads((out / OWNER_FILE).read_text()) == {"tool": "data_cards.export format=verl",
-                                                           "files": ["test.parquet", "train.parquet"]}
+    assert json.loads((out / OWNER_FILE).read_text()) == {
+        "tool": "data_cards.export format=verl",
+        "files": ["test.parquet", "train.parquet"],
+    }
     assert export.main(["format=questions", f"input={out / 'test.parquet'}", f"out={out}"]) == 2  # another format's
 
 

@@ -1,5 +1,6 @@
 """Publish a real curate run to the local Hub-protocol server with the real client, load it back
 with ``datasets.load_dataset`` through the same server, re-publish, cut an upload, read the card."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ print(json.dumps(out, default=str))
 
 
 def load_back(hub, repo_id: str, names: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", LOAD, repo_id, ",".join(names)], env=hub_env(hub),
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD, repo_id, ",".join(names)],
+        env=hub_env(hub),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.splitlines()[-1])
 
@@ -36,8 +43,7 @@ def rows_of(path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def published(curate_run, hub):
-    proc = publish_cli(curate_run, hub, "repo_id=tester/autocoa-sets", "trajectories=true",
-                       "max_shard_bytes=20000")
+    proc = publish_cli(curate_run, hub, "repo_id=tester/autocoa-sets", "trajectories=true", "max_shard_bytes=20000")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -110,8 +116,19 @@ def test_card_parses_and_its_licence_is_accepted(published, hub):
     assert validate_card_metadata(readme) == []
     assert [c["config_name"] for c in meta["configs"]] == ["pairs", "coa", "cot", "trajectories"]
     assert meta["source_datasets"] == ["hotpotqa/hotpot_qa"] and meta["size_categories"] == ["n<1K"]
-    for heading in ("Sets", "Teachers and prompts", "Retrieval and sampling", "Decontamination", "Review",
-                    "CoT × CoA", "Example rows", "Load and train", "Licence", "Citation", "Provenance"):
+    for heading in (
+        "Sets",
+        "Teachers and prompts",
+        "Retrieval and sampling",
+        "Decontamination",
+        "Review",
+        "CoT × CoA",
+        "Example rows",
+        "Load and train",
+        "Licence",
+        "Citation",
+        "Provenance",
+    ):
         assert f"\n## {heading}\n" in card.text, heading
     assert "arXiv:2503.06580" in card.text and "HotpotQA" in card.text
     assert "![two_by_two](plots/two_by_two.png)" in card.text

@@ -2,6 +2,7 @@
 local Hub-protocol server (``fake_hub.py``): a 500 or a 404 where the token is checked (it was reported as
 a refused token), an endpoint that never answers (it waited forever) and a 500 once the upload has begun.
 The sets are empty (the card alone is published), so each run takes a few seconds."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,9 +21,18 @@ def _no_faults_left(hub):
 
 
 def publish(hub, sets, repo: str, *more: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "data_cards.publish", f"repo_id={repo}", f"sets_dir={sets}",
-            f"curate_dir={sets.parent}", f"index={sets.parent / 'none'}", f"params_file={ROOT / 'params.yaml'}",
-            f"dvc_lock={ROOT / 'dvc.lock'}", *more]
+    argv = [
+        sys.executable,
+        "-m",
+        "data_cards.publish",
+        f"repo_id={repo}",
+        f"sets_dir={sets}",
+        f"curate_dir={sets.parent}",
+        f"index={sets.parent / 'none'}",
+        f"params_file={ROOT / 'params.yaml'}",
+        f"dvc_lock={ROOT / 'dvc.lock'}",
+        *more,
+    ]
     env = {**hub_env(hub), "COA_PARAMS": "none"}
     env.pop("COA_DEBUG", None)
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -51,8 +61,10 @@ def test_a_silent_endpoint_times_out_with_one_line(hub, empty_sets):
     proc = publish(hub, empty_sets, "tester/silent", "timeout_s=2", timeout=90)
     assert time.monotonic() - started < 60
     assert proc.returncode == 2
-    assert one_line(proc) == (f"publish: {hub.url} did not answer within 2 s (timeout_s=2): check HF_ENDPOINT "
-                              f"(unset: huggingface.co) and the network, or raise timeout_s")
+    assert one_line(proc) == (
+        f"publish: {hub.url} did not answer within 2 s (timeout_s=2): check HF_ENDPOINT "
+        f"(unset: huggingface.co) and the network, or raise timeout_s"
+    )
 
 
 def test_a_500_during_the_upload_names_the_request_and_commits_nothing(hub, empty_sets):
@@ -61,9 +73,11 @@ def test_a_500_during_the_upload_names_the_request_and_commits_nothing(hub, empt
     proc = publish(hub, empty_sets, repo)
     line = one_line(proc)
     assert proc.returncode == 1
-    assert line.startswith(f"publish: publishing to {hub.url}/datasets/{repo}@main failed, nothing was committed: "
-                           f"POST {hub.url}/api/datasets/{repo}/commit/main answered 500 Internal Server Error "
-                           f"({{\"error\": \"fake hub: status 500 for /api/datasets/{repo}/commit/main\"}})")
+    assert line.startswith(
+        f"publish: publishing to {hub.url}/datasets/{repo}@main failed, nothing was committed: "
+        f"POST {hub.url}/api/datasets/{repo}/commit/main answered 500 Internal Server Error "
+        f'({{"error": "fake hub: status 500 for /api/datasets/{repo}/commit/main"}})'
+    )
     assert "Re-run the same command to finish" in line
     assert [c.summary for c in hub.commits(repo)] == ["initial commit"]
 

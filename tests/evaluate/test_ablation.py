@@ -1,4 +1,5 @@
 """The ablation table from hand-built arms (folders holding an arm's params.yaml and per-question rows)."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,20 @@ def _arm(root, name, chain, ems):
     folder = root / name
     (folder / "runs/eval" / chain[-1]).mkdir(parents=True)
     (folder / "params.yaml").write_text(json.dumps({"train": {"chain": chain}}))
-    rows = [{"question_id": f"q{i:03d}", "dataset": "heldout", "em": e, "f1": e, "n_actions": 1, "well_formed": 1.0,
-             "qtype": "bridge", "hops": None, "gold_retrieved": False} for i, e in enumerate(ems)]
+    rows = [
+        {
+            "question_id": f"q{i:03d}",
+            "dataset": "heldout",
+            "em": e,
+            "f1": e,
+            "n_actions": 1,
+            "well_formed": 1.0,
+            "qtype": "bridge",
+            "hops": None,
+            "gold_retrieved": False,
+        }
+        for i, e in enumerate(ems)
+    ]
     (folder / "runs/eval" / chain[-1] / "per_question.json").write_text(json.dumps(rows))
     return str(folder)
 

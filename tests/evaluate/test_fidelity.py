@@ -1,6 +1,7 @@
 """World-model fidelity: the metrics on hand-built calls with known answers, and the probe end to end
 on the real index (a scripted engine that copies the real observation; the tiny random model, which
 never searches: n = 0)."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,10 @@ from coa.model import load_policy
 from evaluate.fidelity import FidelityConfig, observation_body, probe, written_calls
 from evaluate.fidelity_metrics import Call, containment, corpus_store, fidelity, hallucinated
 
-REAL = [("Maria Golovin", "Maria Golovin is an English language opera by Gian Carlo Menotti."),
-        ("Gian Carlo Menotti", "Gian Carlo Menotti was an Italian-American composer and librettist.")]
+REAL = [
+    ("Maria Golovin", "Maria Golovin is an English language opera by Gian Carlo Menotti."),
+    ("Gian Carlo Menotti", "Gian Carlo Menotti was an Italian-American composer and librettist."),
+]
 STORE = corpus_store([f'"{t}"\n{x}' for t, x in REAL] + ['"Paris"\nParis is the capital of France.'])
 
 
@@ -30,16 +33,18 @@ def test_a_written_observation_identical_to_the_real_one_scores_f1_1_and_no_hall
 
 
 def test_an_invented_title_and_an_unsupported_text_are_hallucinated():
-    written = [("The Golden Opera of Milan", "Maria Golovin is an English language opera by Menotti."),  # no such title
-               ("Paris", "Paris is the capital of France."),                      # real, supported, not in top-k
-               ("Maria Golovin", "A 1950s rock band from Liverpool with four members.")]  # real title, text unsupported
+    written = [
+        ("The Golden Opera of Milan", "Maria Golovin is an English language opera by Menotti."),  # no such title
+        ("Paris", "Paris is the capital of France."),  # real, supported, not in top-k
+        ("Maria Golovin", "A 1950s rock band from Liverpool with four members."),
+    ]  # real title, text unsupported
     got = fidelity([Call("q", written, REAL, ["Gian Carlo Menotti"])], STORE)
     assert got["hallucination"] == {"rate": 0.6667, "n": 3}
     assert got["titles_in_corpus"] == {"rate": 0.6667, "n": 3}
     assert got["titles_in_topk"] == {"rate": 0.3333, "n": 3}
     assert got["gold_in_written"] == {"rate": 0.0, "n": 1} and got["gold_in_real"] == {"rate": 1.0, "n": 1}
     assert 0 < got["observation_f1"]["mean"] < 1
-    assert hallucinated("maria  GOLOVIN", "an English language opera", STORE)is False  # title match ignores case/space
+    assert hallucinated("maria  GOLOVIN", "an English language opera", STORE) is False  # title match ignores case/space
     assert containment("", "anything") == 1.0 and containment("opera opera", "one opera") == 0.5
 
 
@@ -47,8 +52,13 @@ def test_a_free_text_observation_is_compared_as_text():
     """A model that writes prose instead of documents: no document to check titles of, but its text still
     holds (or misses) the gold answer and has a token F1 with the real observation."""
     prose = "Maria Golovin is an opera; its composer was Gian Carlo Menotti."
-    got = fidelity([Call("who wrote Maria Golovin", [], REAL, ["Gian Carlo Menotti"], prose),
-                    Call("who wrote Maria Golovin", REAL, REAL, ["Gian Carlo Menotti"])], STORE)
+    got = fidelity(
+        [
+            Call("who wrote Maria Golovin", [], REAL, ["Gian Carlo Menotti"], prose),
+            Call("who wrote Maria Golovin", REAL, REAL, ["Gian Carlo Menotti"]),
+        ],
+        STORE,
+    )
     assert got["in_document_form"] == {"rate": 0.5, "n": 2} and got["written_documents"] == 2
     assert got["gold_in_written"] == {"rate": 1.0, "n": 2} and got["titles_in_corpus"]["n"] == 2
     assert 0.5 < got["observation_f1"]["mean"] < 1.0
@@ -87,7 +97,7 @@ class CopyingEngine:
         query, segments = request.episode.question["question"], request.episode.segments
         if segments[-1]["kind"] == "prefill" and segments[-1]["query"] == query:  # the opened observation
             obs = SEARCH_R1.observation(self.searcher.search([query], self.topk)[0])
-            text = obs[len(SEARCH_R1.observation_opening):] + "</think><answer>x</answer>"
+            text = obs[len(SEARCH_R1.observation_opening) :] + "</think><answer>x</answer>"
         else:
             text = f"<search>{query}</search>"
         return Generation(text, "stop", token_ids=self.tok.encode(text, add_special_tokens=False), eos=True)
@@ -97,9 +107,19 @@ class CopyingEngine:
 
 
 def _cfg(tmp_path, index_dir, **kw):
-    return build(FidelityConfig, {"model": "base", "questions": "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz",
-                                  "limit": 2, "index": str(index_dir), "format": "search_r1",
-                                  "out": str(tmp_path / "fid"), **kw}, "test")
+    return build(
+        FidelityConfig,
+        {
+            "model": "base",
+            "questions": "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz",
+            "limit": 2,
+            "index": str(index_dir),
+            "format": "search_r1",
+            "out": str(tmp_path / "fid"),
+            **kw,
+        },
+        "test",
+    )
 
 
 def test_probe_of_a_perfect_world_model(tmp_path, index_dir, tokenizer, searcher, monkeypatch):
@@ -124,7 +144,9 @@ def test_probe_of_a_model_that_never_searches_writes_n_0(tmp_path, index_dir, to
     model = tmp_path / "tiny"
     tiny_model(tokenizer).save_pretrained(model)
     tokenizer.save_pretrained(model)
-    got = probe(_cfg(tmp_path, index_dir, model=str(model), engine="hf", observation_tokens=0, search={"max_tokens": 8}))
+    got = probe(
+        _cfg(tmp_path, index_dir, model=str(model), engine="hf", observation_tokens=0, search={"max_tokens": 8})
+    )
     assert got["calls"] == 0 and got["hallucination"] == {"rate": None, "n": 0} and got["n_questions"] == 2
     assert got["search_calls"] == 0 and "made no search call" in got["note"]
 

@@ -1,5 +1,6 @@
 """The simulated:real frontier table and plot from hand-built arms (params.yaml, the RL stages' metrics and the
 arm model's per-question rows)."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,9 @@ def _arm(root, name, fraction, steps, queries, ems):
         if n >= 4:
             metrics["reward_trend"] = {"difference": 0.1, "ci95": [0.02, 0.18]}
         (folder / "runs/train" / stage / "metrics.json").write_text(json.dumps(metrics))
-    (folder / "params.yaml").write_text(json.dumps({"train": {"rl": {"max_steps": sum(steps), "rl1_fraction": fraction}}}))
+    (folder / "params.yaml").write_text(
+        json.dumps({"train": {"rl": {"max_steps": sum(steps), "rl1_fraction": fraction}}})
+    )
     (folder / "runs/eval/rl2").mkdir(parents=True)
     rows = [{"question_id": f"q{i:03d}", "dataset": "heldout", "em": e, "f1": e} for i, e in enumerate(ems)]
     (folder / "runs/eval/rl2/per_question.json").write_text(json.dumps(rows))

@@ -1,5 +1,6 @@
 """The run report from hand-built outputs: stage table with paired differences, power, when-to-act,
 fidelity and checks sections, provenance."""
+
 from __future__ import annotations
 
 import json
@@ -14,16 +15,37 @@ from evaluate.stats import dataset_breakdowns
 
 def _model(root, name, ems, style="trained"):
     # bridge questions search twice, comparison questions once; every question is answered
-    rows = [{"question_id": f"q{i:03d}", "dataset": "heldout", "em": e, "f1": e, "n_actions": 1 + i % 2,
-             "well_formed": 1.0, "answered": True, "qtype": "bridge" if i % 2 else "comparison", "hops": None,
-             "gold_retrieved": bool(e)} for i, e in enumerate(ems)]
-    scored = [{"em": e, "f1": e, "cover_em": e, "autocoa_lenient": None, "well_formed": 1.0, "n_actions": 1 + i % 2}
-              for i, e in enumerate(ems)]
+    rows = [
+        {
+            "question_id": f"q{i:03d}",
+            "dataset": "heldout",
+            "em": e,
+            "f1": e,
+            "n_actions": 1 + i % 2,
+            "well_formed": 1.0,
+            "answered": True,
+            "qtype": "bridge" if i % 2 else "comparison",
+            "hops": None,
+            "gold_retrieved": bool(e),
+        }
+        for i, e in enumerate(ems)
+    ]
+    scored = [
+        {"em": e, "f1": e, "cover_em": e, "autocoa_lenient": None, "well_formed": 1.0, "n_actions": 1 + i % 2}
+        for i, e in enumerate(ems)
+    ]
     (root / name).mkdir(parents=True)
     (root / name / "per_question.json").write_text(json.dumps(rows))
-    (root / name / "metrics.json").write_text(json.dumps(
-        {"name": name, "style": style, "format": "search_r1",
-         "datasets": {"heldout": {**aggregate(scored, 100), **dataset_breakdowns(rows, 100)}}}))
+    (root / name / "metrics.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "style": style,
+                "format": "search_r1",
+                "datasets": {"heldout": {**aggregate(scored, 100), **dataset_breakdowns(rows, 100)}},
+            }
+        )
+    )
 
 
 def test_report_page(tmp_path, monkeypatch):
@@ -32,40 +54,97 @@ def test_report_page(tmp_path, monkeypatch):
     root = tmp_path / "eval"
     _model(root, "sft1", [0.0] * 100)
     _model(root, "sft2", [1.0] * 15 + [0.0] * 85)
-    (tmp_path / "checks.json").write_text(json.dumps({"status": "fail", "counts": {"pass": 0, "n/a": 0, "warn": 0, "fail": 1},
-        "checks": [{"check": "well_formed", "subject": "sft1", "status": "fail", "numbers": {}, "message": "0.00"}]}))
+    (tmp_path / "checks.json").write_text(
+        json.dumps(
+            {
+                "status": "fail",
+                "counts": {"pass": 0, "n/a": 0, "warn": 0, "fail": 1},
+                "checks": [
+                    {"check": "well_formed", "subject": "sft1", "status": "fail", "numbers": {}, "message": "0.00"}
+                ],
+            }
+        )
+    )
     rate = {"rate": 0.5, "n": 4, "ci95": [0.0, 1.0]}
-    (tmp_path / "when.json").write_text(json.dumps({"points": {"source": "branches", "needed": 4, "sufficed": 4},
-                                                    "notes": ["over-trigger: n = 4 points where memory sufficed"],
-                                                    "models": {
-        "sft2": {k: rate for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")}}}))
-    cfg = build(ReportConfig, {"eval_root": str(root), "names": ["sft1", "sft2"], "power_pair": ["sft1", "sft2"],
-                               "fidelity": ["sft3", "rl1"], "when_to_act": str(tmp_path / "when.json"),
-                               "checks": str(tmp_path / "checks.json"), "out": str(tmp_path / "report")}, "test")
+    (tmp_path / "when.json").write_text(
+        json.dumps(
+            {
+                "points": {"source": "branches", "needed": 4, "sufficed": 4},
+                "notes": ["over-trigger: n = 4 points where memory sufficed"],
+                "models": {
+                    "sft2": {
+                        k: rate for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")
+                    }
+                },
+            }
+        )
+    )
+    cfg = build(
+        ReportConfig,
+        {
+            "eval_root": str(root),
+            "names": ["sft1", "sft2"],
+            "power_pair": ["sft1", "sft2"],
+            "fidelity": ["sft3", "rl1"],
+            "when_to_act": str(tmp_path / "when.json"),
+            "checks": str(tmp_path / "checks.json"),
+            "out": str(tmp_path / "report"),
+        },
+        "test",
+    )
     from evaluate.fidelity_metrics import fidelity
+
     (tmp_path / "runs/fidelity/rl1").mkdir(parents=True)
     (tmp_path / "runs/fidelity/rl1/fidelity.json").write_text(json.dumps(fidelity([], {}, search_calls=97)))
     (tmp_path / "runs/reward_probe/rl2").mkdir(parents=True)
     models = {"before": {"reward": 0.1, "search_calls": 1.0}, "after": {"reward": 0.25, "search_calls": 1.5}}
-    (tmp_path / "runs/reward_probe/rl2/reward_probe.json").write_text(json.dumps({
-        "tools": "real", "n_questions": 16, "samples": 4, "models": models,
-        "difference": {"diff": 0.15, "ci95": [0.02, 0.3], "n": 16},
-        "correctness_difference": {"diff": 0.1, "ci95": [-0.05, 0.25], "n": 16}}))
+    (tmp_path / "runs/reward_probe/rl2/reward_probe.json").write_text(
+        json.dumps(
+            {
+                "tools": "real",
+                "n_questions": 16,
+                "samples": 4,
+                "models": models,
+                "difference": {"diff": 0.15, "ci95": [0.02, 0.3], "n": 16},
+                "correctness_difference": {"diff": 0.1, "ci95": [-0.05, 0.25], "n": 16},
+            }
+        )
+    )
     (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics/train_sft2.json").write_text(json.dumps({"steps": 20, "seconds_per_step": 19.04,
-                                                                 "peak_rss_gb": 4.291}))
-    (tmp_path / "metrics/train_rl2.json").write_text(json.dumps({
-        "steps": 12, "seconds_per_step": 41.7, "peak_rss_gb": 6.005, "real_search_queries": 94,
-        "reward_trend": {"steps": 12, "quarter": 3, "first_quarter": -0.05, "last_quarter": 0.25, "difference": 0.3,
-                         "ci95": [0.0691, 0.5583]}}))
+    (tmp_path / "metrics/train_sft2.json").write_text(
+        json.dumps({"steps": 20, "seconds_per_step": 19.04, "peak_rss_gb": 4.291})
+    )
+    (tmp_path / "metrics/train_rl2.json").write_text(
+        json.dumps(
+            {
+                "steps": 12,
+                "seconds_per_step": 41.7,
+                "peak_rss_gb": 6.005,
+                "real_search_queries": 94,
+                "reward_trend": {
+                    "steps": 12,
+                    "quarter": 3,
+                    "first_quarter": -0.05,
+                    "last_quarter": 0.25,
+                    "difference": 0.3,
+                    "ci95": [0.0691, 0.5583],
+                },
+            }
+        )
+    )
     page = build_report(cfg)
     assert "| sft2 | 20 | 19.0 | 4.29 | – | – |" in page
     assert "| rl2 | 12 | 41.7 | 6.00 | -0.050 → 0.250: +0.300 [0.07, 0.56] | 94 |" in page
     assert "| rl2 | real | 16 x 4 | 0.100 | 0.250 | 0.150 [0.02, 0.30] | 0.100 [-0.05, 0.25] | 1.00 / 1.50 |" in page
-    assert "| rl1 | 97 | 0 | n/a (n=0) |" in page and "rl1: the model made 97 search calls and wrote no observation" in page
+    assert (
+        "| rl1 | 97 | 0 | n/a (n=0) |" in page
+        and "rl1: the model made 97 search calls and wrote no observation" in page
+    )
     assert "| sft2 (trained) | 0.150 [" in page and "+0.150 [0.09, 0.22] vs sft1" in page
     assert "| n/a |" in page  # autocoa_lenient under search_r1
-    assert "| sft2 | bridge 0.14 (n=50); comparison 0.16 (n=50) | 1: 0.16 (n=50); 2: 0.14 (n=50) | 0.15 (n=100) |" in page
+    assert (
+        "| sft2 | bridge 0.14 (n=50); comparison 0.16 (n=50) | 1: 0.16 (n=50); 2: 0.14 (n=50) | 0.15 (n=100) |" in page
+    )
     # searches per question overall / bridge / comparison, and the bridge questions answered after 2+ searches
     assert "| sft2 | 1.50 [" in page and "| 2.00 [2.00, 2.00] (n=50) | 1.00 [1.00, 1.00] (n=50) | – |" in page
     assert "| 1.00 [1.00, 1.00] (50 of n=50) | 0.14 (n=50) |" in page
@@ -73,4 +152,6 @@ def test_report_page(tmp_path, monkeypatch):
     assert "With n = 100 held-out questions, the smallest EM difference detectable" in page
     assert "| sft2 | 0.50 [0.00, 1.00] (n=4)" in page and "| sft3 | not probed" in page
     assert "| well_formed | sft1 | FAIL | 0.00 |" in page and "- commit: `" in page
-    assert (tmp_path / "report" / "em_by_stage.png").exists() and (tmp_path / "report" / "report.md").read_text() == page
+    assert (tmp_path / "report" / "em_by_stage.png").exists() and (
+        tmp_path / "report" / "report.md"
+    ).read_text() == page

@@ -1,5 +1,6 @@
 """The RL reward probe end to end on the real index and the stage's own reward functions, with a scripted
 engine per checkpoint (``before`` answers wrong, ``after`` right after searching), and the check it feeds."""
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,20 @@ class AnsweringEngine:
 def test_the_probe_measures_the_reward_difference_on_fixed_questions(tmp_path, index_dir, tokenizer, monkeypatch):
     engines = {"before": AnsweringEngine(tokenizer, right=False), "after": AnsweringEngine(tokenizer, right=True)}
     monkeypatch.setattr(policy_module, "load_policy", lambda model, *a: (engines[model], tokenizer))
-    cfg = build(RewardProbeConfig, {"stage": "rl2", "before": "before", "after": "after", "limit": 3, "samples": 2,
-                                    "questions": str(DEFAULT_QUESTIONS), "index": str(index_dir),
-                                    "out": str(tmp_path / "probe")}, "test")
+    cfg = build(
+        RewardProbeConfig,
+        {
+            "stage": "rl2",
+            "before": "before",
+            "after": "after",
+            "limit": 3,
+            "samples": 2,
+            "questions": str(DEFAULT_QUESTIONS),
+            "index": str(index_dir),
+            "out": str(tmp_path / "probe"),
+        },
+        "test",
+    )
     got = probe(cfg)
     assert got["tools"] == "real" and got["n_questions"] == 3 and got["samples"] == 2
     # the same questions and seeds for both checkpoints: paired
@@ -60,8 +72,10 @@ def test_the_probe_measures_the_reward_difference_on_fixed_questions(tmp_path, i
 
 def test_reward_check_passes_warns_and_fails_on_the_interval():
     def probe_result(lo, hi):
-        return {"models": {"before": {"reward": 0.2}, "after": {"reward": 0.2 + (lo + hi) / 2}},
-                "difference": {"diff": (lo + hi) / 2, "ci95": [lo, hi], "n": 16}}
+        return {
+            "models": {"before": {"reward": 0.2}, "after": {"reward": 0.2 + (lo + hi) / 2}},
+            "difference": {"diff": (lo + hi) / 2, "ci95": [lo, hi], "n": 16},
+        }
 
     assert check_reward_moved("rl2", probe_result(0.01, 0.2))["status"] == "pass"
     assert check_reward_moved("rl2", probe_result(-0.1, 0.2))["status"] == "warn"
@@ -76,14 +90,31 @@ def test_a_stage_trained_on_its_first_questions_is_probed_on_those(tmp_path, ind
     import coa.config
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"search": {"index": str(index_dir)},
-                                      "train": {"rl2": {"questions": str(DEFAULT_QUESTIONS), "question_limit": 2}}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "search": {"index": str(index_dir)},
+                "train": {"rl2": {"questions": str(DEFAULT_QUESTIONS), "question_limit": 2}},
+            }
+        )
+    )
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(params))
     engines = {"before": AnsweringEngine(tokenizer, right=False), "after": AnsweringEngine(tokenizer, right=True)}
     monkeypatch.setattr(policy_module, "load_policy", lambda model, *a: (engines[model], tokenizer))
-    cfg = build(RewardProbeConfig, {"stage": "rl2", "before": "before", "after": "after", "limit": 5, "samples": 1,
-                                    "out": str(tmp_path / "probe")}, "test")
+    cfg = build(
+        RewardProbeConfig,
+        {
+            "stage": "rl2",
+            "before": "before",
+            "after": "after",
+            "limit": 5,
+            "samples": 1,
+            "out": str(tmp_path / "probe"),
+        },
+        "test",
+    )
     got = probe(cfg)
     assert got["n_questions"] == 2
-    assert {qid for qid, _, _ in engines["after"].requests} == {q["id"] for q in load_questions(DEFAULT_QUESTIONS,
-                                                                                                limit=2)}
+    assert {qid for qid, _, _ in engines["after"].requests} == {
+        q["id"] for q in load_questions(DEFAULT_QUESTIONS, limit=2)
+    }

@@ -1,5 +1,6 @@
 """Retrain, then re-evaluate into the same folder: the old model's trajectories are never reported as the
 new one's. ``evaluate.run`` drives the agent loop itself and claims its output by fingerprint."""
+
 from __future__ import annotations
 
 import shutil
@@ -31,8 +32,16 @@ def shards(folder) -> dict:
 def test_retrain_then_reevaluate_is_refused_until_overwrite(model_dir, index_dir, tmp_path, capsys):
     checkpoint = tmp_path / "sft2"
     shutil.copytree(model_dir, checkpoint)
-    args = ["name=sft2", f"model={checkpoint}", "engine=hf", "limit=2", f"questions=[{DEFAULT_QUESTIONS}]",
-            f"search.index={index_dir}", "search.max_tokens=48", f"out_root={tmp_path / 'eval'}"]
+    args = [
+        "name=sft2",
+        f"model={checkpoint}",
+        "engine=hf",
+        "limit=2",
+        f"questions=[{DEFAULT_QUESTIONS}]",
+        f"search.index={index_dir}",
+        "search.max_tokens=48",
+        f"out_root={tmp_path / 'eval'}",
+    ]
     trajectories = tmp_path / "eval" / "sft2" / "trajectories" / "hotpotqa_dev_union_flashrag"
 
     assert main(args) == 0
@@ -53,11 +62,14 @@ def test_retrain_then_reevaluate_is_refused_until_overwrite(model_dir, index_dir
     assert set(shards(trajectories)).isdisjoint(first)  # every row is the retrained model's
 
 
-@pytest.mark.parametrize("model, message", [
-    ("missing_folder", "not a model folder"),
-    ("truncated", "truncated or not a safetensors file"),
-    ("unmarked_checkpoint", "incomplete checkpoint"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("missing_folder", "not a model folder"),
+        ("truncated", "truncated or not a safetensors file"),
+        ("unmarked_checkpoint", "incomplete checkpoint"),
+    ],
+)
 def test_a_bad_model_folder_is_refused_before_anything_starts(model_dir, tmp_path, capsys, model, message):
     folder = tmp_path / model
     if model != "missing_folder":

@@ -1,4 +1,5 @@
 """evaluate.stats on hand-built cases with known answers."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,11 +43,17 @@ def test_question_groups_read_the_files_own_fields():
 
 
 def test_breakdown_by_group_and_retrieval_coverage():
-    rows = [{"qtype": "bridge", "em": 1.0, "f1": 1.0}, {"qtype": "bridge", "em": 0.0, "f1": 0.5},
-            {"qtype": "comparison", "em": 1.0, "f1": 1.0}, {"qtype": None, "em": 0.0, "f1": 0.0}]
+    rows = [
+        {"qtype": "bridge", "em": 1.0, "f1": 1.0},
+        {"qtype": "bridge", "em": 0.0, "f1": 0.5},
+        {"qtype": "comparison", "em": 1.0, "f1": 1.0},
+        {"qtype": None, "em": 0.0, "f1": 0.0},
+    ]
     got = breakdown(rows, "qtype", resamples=100)
-    assert {g: (v["n"], v["em"], v["f1"]) for g, v in got.items()} == {"bridge": (2, 0.5, 0.75),
-                                                                       "comparison": (1, 1.0, 1.0)}
+    assert {g: (v["n"], v["em"], v["f1"]) for g, v in got.items()} == {
+        "bridge": (2, 0.5, 0.75),
+        "comparison": (1, 1.0, 1.0),
+    }
     passages = [["Menotti wrote Maria Golovin."], ["nothing here", "still nothing"], []]
     golds = [["Gian Carlo Menotti", "Menotti"], ["Paris"], ["Rome"]]
     assert retrieval_coverage(passages, golds) == {"rate": 0.3333, "n": 3}
@@ -54,16 +61,27 @@ def test_breakdown_by_group_and_retrieval_coverage():
 
 
 def test_question_rows_join_scores_groups_and_what_was_retrieved():
-    trajectories = [{"question_id": "b", "golden_answers": ["Paris"], "segments": [
-                        {"kind": "model", "text": "<search>x</search>"},
-                        {"kind": "observation", "text": "<information>Doc 1(Title: France) Paris is...</information>"}]},
-                    {"question_id": "a", "golden_answers": ["Rome"], "segments": [{"kind": "model", "text": "Rome"}]}]
-    scored = [{"em": 1.0, "f1": 1.0, "n_actions": 1, "well_formed": 1.0},
-              {"em": 0.0, "f1": 0.0, "n_actions": 0, "well_formed": 0.0}]
+    trajectories = [
+        {
+            "question_id": "b",
+            "golden_answers": ["Paris"],
+            "segments": [
+                {"kind": "model", "text": "<search>x</search>"},
+                {"kind": "observation", "text": "<information>Doc 1(Title: France) Paris is...</information>"},
+            ],
+        },
+        {"question_id": "a", "golden_answers": ["Rome"], "segments": [{"kind": "model", "text": "Rome"}]},
+    ]
+    scored = [
+        {"em": 1.0, "f1": 1.0, "n_actions": 1, "well_formed": 1.0},
+        {"em": 0.0, "f1": 0.0, "n_actions": 0, "well_formed": 0.0},
+    ]
     questions = [{"id": "a", "metadata": {"type": "comparison"}}, {"id": "b", "metadata": {"type": "bridge"}}]
     rows = question_rows(trajectories, scored, questions, "heldout")
-    assert [(r["question_id"], r["qtype"], r["gold_retrieved"]) for r in rows] == [("a", "comparison", False),
-                                                                                 ("b", "bridge", True)]
+    assert [(r["question_id"], r["qtype"], r["gold_retrieved"]) for r in rows] == [
+        ("a", "comparison", False),
+        ("b", "bridge", True),
+    ]
     got = dataset_breakdowns(rows, resamples=10)
     assert got["retrieval_coverage"] == {"rate": 0.5, "n": 2}
     assert got["by_searches"]["1"]["em"] == 1.0 and got["by_hops"] == {}

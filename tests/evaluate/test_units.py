@@ -1,5 +1,6 @@
 """Evaluation numbers that must be comparable: EM with its 95% bootstrap interval and n, the trained
 prompt for style=trained, and the serving dtype picked from the CPU's features."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,17 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():
 
 
 def test_every_row_reports_em_interval_and_n(tmp_path):
-    scored = [{"em": float(i % 4 == 0), "f1": 0.5, "cover_em": 0.0, "autocoa_lenient": 0.0, "well_formed": 1.0,
-               "n_actions": 1} for i in range(100)]
+    scored = [
+        {
+            "em": float(i % 4 == 0),
+            "f1": 0.5,
+            "cover_em": 0.0,
+            "autocoa_lenient": 0.0,
+            "well_formed": 1.0,
+            "n_actions": 1,
+        }
+        for i in range(100)
+    ]
     m = aggregate(scored)
     assert m["n"] == 100 and m["em"] == 0.25 and m["em_ci95"][0] < 0.25 < m["em_ci95"][1]
     out = tmp_path / "rows"
@@ -29,15 +39,17 @@ def test_every_row_reports_em_interval_and_n(tmp_path):
     import json
 
     (out / "a" / "metrics.json").write_text(json.dumps({"name": "a", "style": "trained", "datasets": {"heldout": m}}))
-    cfg = build(EvalConfig, {"step": "report", "names": ["a"], "out_root": str(out),
-                             "report": str(out / "table.md")}, "test")
+    cfg = build(
+        EvalConfig, {"step": "report", "names": ["a"], "out_root": str(out), "report": str(out / "table.md")}, "test"
+    )
     table = report(cfg)
     assert f"0.250 [{m['em_ci95'][0]}, {m['em_ci95'][1]}]" in table and "/ 100 |" in table
 
 
 def test_trained_style_uses_the_training_prompt():
-    trained = build(EvalConfig, {"model": "runs/train/sft2", "prompt": {"demonstrations": False,
-                                                                        "prefill": "<think>\n"}}, "test")
+    trained = build(
+        EvalConfig, {"model": "runs/train/sft2", "prompt": {"demonstrations": False, "prefill": "<think>\n"}}, "test"
+    )
     assert trained.style == "trained"
     assert prompt_of(trained) == {"demonstrations": False, "prefill": "<think>\n", "system": None}
     react = build(EvalConfig, {"style": "react"}, "test")
@@ -45,11 +57,14 @@ def test_trained_style_uses_the_training_prompt():
     assert prompt_of(build(EvalConfig, {}, "test")) == {"demonstrations": False, "prefill": ""}
 
 
-@pytest.mark.parametrize("flags, native", [
-    ("fpu sse avx avx2 fma", False),                       # AMD EPYC, AVX2 only: bf16 is emulated
-    ("avx2 avx512f avx512_bf16", True),
-    ("avx2 avx512f amx_bf16 amx_tile", True),
-])
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ("fpu sse avx avx2 fma", False),  # AMD EPYC, AVX2 only: bf16 is emulated
+        ("avx2 avx512f avx512_bf16", True),
+        ("avx2 avx512f amx_bf16 amx_tile", True),
+    ],
+)
 def test_serving_dtype_follows_the_cpu(flags, native):
     cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
     assert cpu_has_native_bf16(cpuinfo) is native

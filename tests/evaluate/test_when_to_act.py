@@ -1,5 +1,6 @@
 """When-to-act rates on hand-built outcomes with known answers, and the one-step driver on held-out
 decision points (a scripted engine that searches exactly where search was needed)."""
+
 from __future__ import annotations
 
 import polars as pl
@@ -42,13 +43,24 @@ class Oracle:
 
 @pytest.fixture
 def points_files(tmp_path):
-    prefix = [{"kind": "prefill", "text": "<think>\n", "query": None, "doc_ids": []},
-              {"kind": "model", "text": "Let me think. ", "query": None, "doc_ids": []}]
-    rows = [{"id": f"p{i}", "question_id": f"q{i}", "question": f"{d} question {i}", "direction": d2,
-             "chat_prompt": "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n", "prefix": prefix,
-             "format": "search_r1"}
-            for i, (d, d2) in enumerate([("needed", "act"), ("sufficed", "no_act"), ("needed", "act"),
-                                         ("sufficed", "no_act")])]
+    prefix = [
+        {"kind": "prefill", "text": "<think>\n", "query": None, "doc_ids": []},
+        {"kind": "model", "text": "Let me think. ", "query": None, "doc_ids": []},
+    ]
+    rows = [
+        {
+            "id": f"p{i}",
+            "question_id": f"q{i}",
+            "question": f"{d} question {i}",
+            "direction": d2,
+            "chat_prompt": "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n",
+            "prefix": prefix,
+            "format": "search_r1",
+        }
+        for i, (d, d2) in enumerate(
+            [("needed", "act"), ("sufficed", "no_act"), ("needed", "act"), ("sufficed", "no_act")]
+        )
+    ]
     pl.DataFrame(rows).write_parquet(tmp_path / "pairs.parquet")
     pl.DataFrame({"id": ["q0", "q1", "q2"]}).write_parquet(tmp_path / "eval_questions.parquet")  # q3 is trained on
     return tmp_path / "pairs.parquet", tmp_path / "eval_questions.parquet"

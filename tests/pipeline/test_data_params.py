@@ -2,6 +2,7 @@
 them through DVC templating and ``coa.questions split`` through its config, and nothing in the pipeline
 names the embedded HotpotQA files itself (so ``dvc exp run -S data.corpus=… -S data.questions=…`` moves
 the whole method to another dataset; tests/pipeline/test_own_data.py runs it)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,15 +46,20 @@ def test_split_reads_data_questions(tmp_path):
     cfg = load_config(SplitConfig, "split", params_file=path)
     assert (cfg.questions, cfg.heldout) == (OWN["questions"], 5)
     assert load_config(SplitConfig, "split", ["questions=mine.jsonl"], params_file=path).questions == "mine.jsonl"
-    assert Path(load_config(SplitConfig, "split", params_file="none").questions).name == \
-        "hotpotqa_dev_union_flashrag.jsonl.gz"  # no params file: the embedded questions
+    assert (
+        Path(load_config(SplitConfig, "split", params_file="none").questions).name
+        == "hotpotqa_dev_union_flashrag.jsonl.gz"
+    )  # no params file: the embedded questions
 
 
 def test_split_may_not_set_its_own_questions(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"data": OWN, "split": {"questions": "other.jsonl"}}))
-    with pytest.raises(ValueError, match=r"^.*params.yaml: split.questions: set once, at the top level "
-                                         r"\(`data.questions`\), which dvc.yaml reads too; remove it from the section$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^.*params.yaml: split.questions: set once, at the top level "
+        r"\(`data.questions`\), which dvc.yaml reads too; remove it from the section$",
+    ):
         load_config(SplitConfig, "split", params_file=path)
 
 
@@ -62,8 +68,9 @@ def test_synthesised_questions_are_a_stage_only_when_asked_for(params):
     at its file puts it in front of split (docs/how-to/questions.md), with no cycle: its seeds are its own."""
     assert params["question_sets"] == {} and not [n for n in load_stages() if n.startswith("questions")]
     seeds, composed = params["data"]["questions"], "runs/questions/compose/questions.jsonl"
-    stages = load_stages({**params, "question_sets": {"compose": {"seeds": seeds}},
-                          "data": {**params["data"], "questions": composed}})
+    stages = load_stages(
+        {**params, "question_sets": {"compose": {"seeds": seeds}}, "data": {**params["data"], "questions": composed}}
+    )
     cmd, deps, outs = stages["questions@compose"]
     assert cmd == f"python -m synth.questions questions={seeds} out=runs/questions/compose"
     assert seeds in deps and "runs/index" in deps

@@ -6,6 +6,7 @@ few steps per training stage. The checks would catch a hollow run: every set has
 directions), every SFT stage's saved weights differ from its start and its loss fell, and rl2's
 rollouts carry real search results that were env-masked.
 """
+
 import csv
 import json
 import re
@@ -35,11 +36,20 @@ def clone(tmp_path_factory, model_dir):
 
 def test_every_stage_wrote_outputs_and_metrics(clone):
     repo, _ = clone
-    for path in ["runs/index/index.json", "runs/split/heldout.jsonl", "runs/curate/analyze/two_by_two.png",
-                 "runs/curate/sets/coa.parquet", "runs/curate/sets/pairs.parquet", "runs/eval/table.md",
-                 "runs/report/checks.json", "runs/report/when_to_act.json", "runs/fidelity/sft3/fidelity.json",
-                 "runs/report/report.md", "runs/reward_probe/rl1/reward_probe.json",
-                 "runs/reward_probe/rl2/reward_probe.json"]:
+    for path in [
+        "runs/index/index.json",
+        "runs/split/heldout.jsonl",
+        "runs/curate/analyze/two_by_two.png",
+        "runs/curate/sets/coa.parquet",
+        "runs/curate/sets/pairs.parquet",
+        "runs/eval/table.md",
+        "runs/report/checks.json",
+        "runs/report/when_to_act.json",
+        "runs/fidelity/sft3/fidelity.json",
+        "runs/report/report.md",
+        "runs/reward_probe/rl1/reward_probe.json",
+        "runs/reward_probe/rl2/reward_probe.json",
+    ]:
         assert (repo / path).exists(), path
     for stage in ("sft1", "sft2", "sft3", "rl1", "rl2"):
         assert (repo / f"runs/train/{stage}/model.safetensors").exists(), stage
@@ -85,7 +95,7 @@ def stage_objective(model_path: Path, stage: str, repo: Path, tokenizer, n: int 
         ids = torch.tensor([prompt_ids + cont_ids])
         with torch.no_grad():
             logps = model(ids).logits[0, :-1].log_softmax(-1).gather(1, ids[0, 1:, None])[:, 0]
-        return logps[len(prompt_ids) - 1:].mean()
+        return logps[len(prompt_ids) - 1 :].mean()
 
     if stage == "sft1":
         pairs = pair_dataset(tokenizer, sets / "pairs.parquet", 1024)[0]
@@ -138,8 +148,11 @@ def test_rl1_opened_each_observation_for_the_policy_to_write(clone):
     searched = [r for r in rollouts if r["n_actions"] > 0]
     assert searched, "no rl1 rollout searched: the simulated environment was never exercised"
     # the opening tag is the environment's (masked); everything the policy wrote after it is in the loss
-    assert all(0 < r["observation_tokens"] <= 8 * (r["n_actions"] + r["budget_notices"]) and r["queries"]
-               for r in searched if not r["budget_notices"])
+    assert all(
+        0 < r["observation_tokens"] <= 8 * (r["n_actions"] + r["budget_notices"]) and r["queries"]
+        for r in searched
+        if not r["budget_notices"]
+    )
     probe = json.loads((repo / "runs/reward_probe/rl1/reward_probe.json").read_text())
     assert probe["tools"] == "simulated" and probe["models"]["after"]["n"] == 2 * 2
 

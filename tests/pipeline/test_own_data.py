@@ -9,6 +9,7 @@ level or supporting facts); their own candidate paragraphs as a separate corpus 
 form with new ids, uncompressed. It is self-consistent: each question's gold paragraphs are in the corpus.
 The checks: the run reaches the report, and the index, split, synthesis and evaluation used this dataset.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -30,26 +31,38 @@ SOURCE = "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz"
 SOURCE_CORPUS = "data/raw/hotpotqa/hotpotqa_union_corpus.jsonl.gz"
 # TINY's sizes with one step per training stage: this test is about where the data go, not about learning
 STEPS = {"sft1": 1, "sft2": 2, "sft3": 1, "rl1": 1, "rl2": 1}
-SIZES = merge(TINY, {"split": {"heldout": HELDOUT, "train": 0},
-                     "train": {stage: {"max_steps": n} for stage, n in STEPS.items()}})
+SIZES = merge(
+    TINY, {"split": {"heldout": HELDOUT, "train": 0}, "train": {stage: {"max_steps": n} for stage, n in STEPS.items()}}
+)
 
 
 def own_dataset(repo: Path) -> tuple[list[dict], list[dict]]:
     """Writes CORPUS and QUESTIONS into ``repo``; returns (questions, passages)."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    evaluation = {q["question"].lower() for path in params["curate"]["eval_sets"] if not path.startswith("runs/")
-                  for q in load_questions(repo / path)}  # curate would drop a training question they hold
+    evaluation = {
+        q["question"].lower()
+        for path in params["curate"]["eval_sets"]
+        if not path.startswith("runs/")
+        for q in load_questions(repo / path)
+    }  # curate would drop a training question they hold
     source = [q for q in load_questions(repo / SOURCE) if q["question"].lower() not in evaluation]
     chosen = source[::-1][:N_QUESTIONS]
     wanted = {pid for q in chosen for pid in q["metadata"]["context_paragraph_ids"]}
     with gzip.open(repo / SOURCE_CORPUS, "rt") as f:
         paragraphs = {p["id"]: p for p in map(json.loads, f) if p["id"] in wanted}
     new_id = {old: f"own-p{i}" for i, old in enumerate(sorted(wanted, key=lambda pid: int(pid[2:])))}
-    passages = [{"id": new_id[old], "contents": f'"{paragraphs[old]["title"]}"\n{paragraphs[old]["text"]}'}
-                for old in new_id]
-    questions = [{"id": f"own-q{i}", "question": q["question"], "golden_answers": q["golden_answers"],
-                  "metadata": {"gold_paragraph_ids": [new_id[p] for p in q["metadata"]["gold_paragraph_ids"]]}}
-                 for i, q in enumerate(chosen)]
+    passages = [
+        {"id": new_id[old], "contents": f'"{paragraphs[old]["title"]}"\n{paragraphs[old]["text"]}'} for old in new_id
+    ]
+    questions = [
+        {
+            "id": f"own-q{i}",
+            "question": q["question"],
+            "golden_answers": q["golden_answers"],
+            "metadata": {"gold_paragraph_ids": [new_id[p] for p in q["metadata"]["gold_paragraph_ids"]]},
+        }
+        for i, q in enumerate(chosen)
+    ]
     assert all(q["metadata"]["gold_paragraph_ids"] and q["golden_answers"] for q in questions)
     for path, rows in ((CORPUS, passages), (QUESTIONS, questions)):
         (repo / path).parent.mkdir(parents=True, exist_ok=True)

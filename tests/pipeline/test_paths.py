@@ -1,6 +1,7 @@
 """dvc.yaml's stage outputs are the paths ``coa/paths.py`` gives each stage, its ``runs/…`` inputs are some
 stage's outputs, and params.yaml's ``runs/…`` values are among them (dvc.yaml is parsed by DVC itself, its
 ``foreach`` and ``${…}`` templating expanded; nothing runs)."""
+
 from __future__ import annotations
 
 import shutil
@@ -13,10 +14,21 @@ import yaml
 from coa import paths
 
 ROOT = Path(__file__).resolve().parents[2]
-PER_ITEM = {"train": paths.train, "evaluate": paths.evaluation, "fidelity": paths.fidelity,
-            "reward_probe": paths.reward_probe, "questions": paths.questions}
-SINGLE = {"index": paths.INDEX, "split": paths.SPLIT, "report": paths.EVAL_TABLE, "checks": paths.CHECKS,
-          "when_to_act": paths.WHEN_TO_ACT, "run_report": paths.REPORT}
+PER_ITEM = {
+    "train": paths.train,
+    "evaluate": paths.evaluation,
+    "fidelity": paths.fidelity,
+    "reward_probe": paths.reward_probe,
+    "questions": paths.questions,
+}
+SINGLE = {
+    "index": paths.INDEX,
+    "split": paths.SPLIT,
+    "report": paths.EVAL_TABLE,
+    "checks": paths.CHECKS,
+    "when_to_act": paths.WHEN_TO_ACT,
+    "run_report": paths.REPORT,
+}
 
 
 def stage_path(name: str) -> str:
@@ -48,8 +60,10 @@ def load_stages(params: dict | None = None) -> dict:
         shutil.copy(ROOT / "dvc.yaml", Path(tmp) / "dvc.yaml")
         (Path(tmp) / "params.yaml").write_text(text)
         with Repo(tmp) as repo:
-            return {s.name: (s.cmd, [str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs])
-                    for s in repo.index.stages}
+            return {
+                s.name: (s.cmd, [str(d.def_path) for d in s.deps], [str(o.def_path) for o in s.outs])
+                for s in repo.index.stages
+            }
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +87,12 @@ def test_every_stage_writes_under_its_coa_paths_path(stages):
 
 def test_every_run_input_is_some_stages_output(stages):
     outs = [o for _, _, stage_outs in stages.values() for o in stage_outs]
-    missing = [f"{name}: {dep}" for name, (_, deps, _) in stages.items() for dep in deps
-               if under(dep, paths.RUNS) and not any(under(dep, o) or under(o, dep) for o in outs)]
+    missing = [
+        f"{name}: {dep}"
+        for name, (_, deps, _) in stages.items()
+        for dep in deps
+        if under(dep, paths.RUNS) and not any(under(dep, o) or under(o, dep) for o in outs)
+    ]
     assert not missing, "inputs under runs/ that no stage writes:\n" + "\n".join(missing)
 
 

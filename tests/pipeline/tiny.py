@@ -1,5 +1,6 @@
 """The pipeline tests' shared setup: a fresh git clone of the working tree with every size cut (``TINY``),
 and ``dvc`` run in it with the test's Python first on PATH."""
+
 from __future__ import annotations
 
 import os
@@ -18,15 +19,40 @@ TINY = {
     "curate": {"eval_questions": 2, "n_pairs": 40, "n_coa": 40, "n_cot": 40},
     # sft2 gets enough steps on the reference CoA for the student to open searches by itself, so rl2's
     # rollouts search (and their observations must be env-masked)
-    "train": {"sft1": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                       "learning_rate": 1.0e-5, "max_length": 1024},
-              "sft2": {"max_steps": 8, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                       "learning_rate": 3.0e-4, "max_length": 1024},
-              "sft3": {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                       "learning_rate": 1.0e-4, "max_length": 1024}} | {
+    "train": {
+        "sft1": {
+            "max_steps": 2,
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 1.0e-5,
+            "max_length": 1024,
+        },
+        "sft2": {
+            "max_steps": 8,
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 3.0e-4,
+            "max_length": 1024,
+        },
+        "sft3": {
+            "max_steps": 3,
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 1.0e-4,
+            "max_length": 1024,
+        },
+    }
+    | {
         # rl1's written observations: room for one top-3-sized block over the two searches, not the default's 2 x 400
-        stage: {"max_steps": 1, "num_generations": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1}
-        | ({"observation_tokens": 200} if stage == "rl1" else {}) for stage in ("rl1", "rl2")},
+        stage: {
+            "max_steps": 1,
+            "num_generations": 4,
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 1,
+        }
+        | ({"observation_tokens": 200} if stage == "rl1" else {})
+        for stage in ("rl1", "rl2")
+    },
     # one environment for synthesis, RL and evaluation: room for the reference CoA (~150 tokens), 2 searches
     "search": {"max_tokens": 256, "max_actions": 2},
     "reward_probe": {"limit": 2, "samples": 2},
@@ -45,16 +71,18 @@ def dvc(cwd: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True, capture_output=True
+    )
 
 
 def tiny_clone(repo: Path, model_dir: str | Path, sizes: dict = TINY) -> dict:
     """The working tree's tracked and unignored files (no tests, benchmarks or committed metrics) copied
     into a new git repository ``repo`` with ``sizes`` merged into its params.yaml and committed; returns the
     environment to run ``dvc`` in it."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
         if (ROOT / f).is_file() and not f.startswith(("tests/", "bench/", "metrics/")):
             (repo / f).parent.mkdir(parents=True, exist_ok=True)
@@ -64,5 +92,10 @@ def tiny_clone(repo: Path, model_dir: str | Path, sizes: dict = TINY) -> dict:
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "tiny")
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "COA_MODELS_DIR": str(Path(model_dir).parent),
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(repo)}
+    return {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "COA_MODELS_DIR": str(Path(model_dir).parent),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(repo),
+    }

@@ -5,6 +5,7 @@ teachers: the shipped ChatML + Hermes tool template with the hermes tool-call pa
 ``COA_TEST_TEACHER_PORT=P`` reuses a teacher already serving on 127.0.0.1:P (handy while iterating);
 by default a fresh one starts on a free port and is stopped at the end of the session.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,9 @@ from synth.serve import ServeConfig, start_engine
 def teacher_url(model_dir, tmp_path_factory):
     port = int(os.environ.get("COA_TEST_TEACHER_PORT") or free_port())
     log = tmp_path_factory.mktemp("teacher") / "vllm.log"
-    server = start_engine(ServeConfig(model=str(model_dir), port=port, log=str(log), chat_template="tools",
-                                      tool_call_parser="hermes"))
+    server = start_engine(
+        ServeConfig(model=str(model_dir), port=port, log=str(log), chat_template="tools", tool_call_parser="hermes")
+    )
     yield f"http://127.0.0.1:{port}/v1"
     if server is not None:
         server.stop()

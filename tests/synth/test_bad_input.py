@@ -1,5 +1,6 @@
 """``python -m synth.run`` on bad input: one line naming the file, line or key, exit 2, and no output
 folder left behind (the real command, the reference teacher, no LLM)."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def synth(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**{k: v for k, v in os.environ.items() if k != "COA_DEBUG"}, "PYTHONPATH": str(ROOT), "COA_PARAMS": "none"}
-    argv = [sys.executable, "-m", "synth.run", "mode=coa", "teacher.kind=reference", "reference.memory=0", "limit=2",
-            f"out={tmp_path / 'out'}", *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "synth.run",
+        "mode=coa",
+        "teacher.kind=reference",
+        "reference.memory=0",
+        "limit=2",
+        f"out={tmp_path / 'out'}",
+        *args,
+    ]
     return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -25,8 +35,9 @@ def test_a_question_line_that_is_not_an_object_is_named(tmp_path):
     questions.write_text(json.dumps({"id": "a", "question": "Who?", "golden_answers": ["x"]}) + "\n[1, 2]\n")
     proc = synth(tmp_path, f"questions={questions}")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr == (f"synth: {questions}:2: expected a JSON object with 'id', 'question', 'golden_answers', "
-                           "got list [1, 2]\n")
+    assert proc.stderr == (
+        f"synth: {questions}:2: expected a JSON object with 'id', 'question', 'golden_answers', got list [1, 2]\n"
+    )
     assert not (tmp_path / "out").exists()
 
 

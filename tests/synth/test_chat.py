@@ -3,6 +3,7 @@ reached here), with the real BM25 search over the embedded corpus: native tool c
 reasoning field names, streamed and whole replies, exact replay (tool-call ids answered, reasoning passed
 back), branches (forced / forbidden search), bad output ending only its trajectory, and fatal
 configuration errors before any work."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,15 +47,22 @@ def issued_queries(api: FakeReasoningAPI) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-@pytest.mark.parametrize("key, stream, fmt", [("reasoning_content", False, AUTOCOA), ("reasoning", True, SEARCH_R1),
-                                              (None, False, SEARCH_R1), ("reasoning_content", True, AUTOCOA)])
+@pytest.mark.parametrize(
+    "key, stream, fmt",
+    [
+        ("reasoning_content", False, AUTOCOA),
+        ("reasoning", True, SEARCH_R1),
+        (None, False, SEARCH_R1),
+        ("reasoning_content", True, AUTOCOA),
+    ],
+)
 def test_native_tool_calls_become_the_format_and_round_trip(key, stream, fmt, tokenizer, searcher):
     with FakeReasoningAPI(reasoning_key=key, stream_only=stream) as api:
         engine = chat(api, tokenizer, stream=stream)
-        ep, = drive(engine, searcher, fmt, start_episode("PROMPT ", tokenizer, question=QUESTION))
+        (ep,) = drive(engine, searcher, fmt, start_episode("PROMPT ", tokenizer, question=QUESTION))
     assert api.refused == []  # every tool-call id was answered and its reasoning passed back
     assert ep.finish_reason == "answer" and ep.n_actions == 2
-    parsed = fmt.parse(fmt.render(ep.prompt, ep.segments)[len(ep.prompt):])
+    parsed = fmt.parse(fmt.render(ep.prompt, ep.segments)[len(ep.prompt) :])
     assert parsed.well_formed, parsed.errors
     assert list(parsed.queries) == issued_queries(api) and len(parsed.queries) == 2
     observations = [s for s in ep.segments if s["kind"] == "observation"]
@@ -78,16 +86,24 @@ def test_reasoning_must_be_passed_back(tokenizer, searcher):
     stand-in, and the request is rejected (only its trajectory ends, with "error", in a run)."""
     with FakeReasoningAPI() as api:
         with pytest.raises(RequestRejected, match="reasoning_content .* must be passed back"):
-            drive(chat(api, tokenizer, send_reasoning=False), searcher, SEARCH_R1,
-                  start_episode("P ", tokenizer, question=QUESTION))
+            drive(
+                chat(api, tokenizer, send_reasoning=False),
+                searcher,
+                SEARCH_R1,
+                start_episode("P ", tokenizer, question=QUESTION),
+            )
     assert len(api.requests) == 2 and len(api.refused) == 1
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_tags_mode_stops_at_the_search_close_tag(stream, tokenizer, searcher):
     with FakeReasoningAPI(reasoning_key=None, stream_only=stream) as api:
-        ep, = drive(chat(api, tokenizer, tools="tags", stream=stream), searcher, SEARCH_R1,
-                    start_episode("P ", tokenizer, question=QUESTION))
+        (ep,) = drive(
+            chat(api, tokenizer, tools="tags", stream=stream),
+            searcher,
+            SEARCH_R1,
+            start_episode("P ", tokenizer, question=QUESTION),
+        )
     assert all("tools" not in b and b["stop"] == ["</search>"] for b in api.requests)
     parsed = SEARCH_R1.parse(ep.completion)
     assert parsed.well_formed and parsed.n_actions == 2 and ep.finish_reason == "answer", ep.completion
@@ -98,10 +114,12 @@ def test_tags_mode_stops_at_the_search_close_tag(stream, tokenizer, searcher):
 
 def test_tags_mode_forces_a_search_by_prefilling_the_open_tag(tokenizer, searcher):
     with FakeReasoningAPI(reasoning_key=None) as api:
-        parent, = drive(chat(api, tokenizer, tools="tags"), searcher, SEARCH_R1,
-                        start_episode("P ", tokenizer, question=QUESTION))
-        force = start_episode("P ", tokenizer, prefill="\n" + SEARCH_R1.search_open, prefix=parent.segments[:2],
-                              question=QUESTION)
+        (parent,) = drive(
+            chat(api, tokenizer, tools="tags"), searcher, SEARCH_R1, start_episode("P ", tokenizer, question=QUESTION)
+        )
+        force = start_episode(
+            "P ", tokenizer, prefill="\n" + SEARCH_R1.search_open, prefix=parent.segments[:2], question=QUESTION
+        )
         drive(chat(api, tokenizer, tools="tags"), searcher, SEARCH_R1, force)
     prefilled = [b["messages"][-1] for b in api.requests if b["messages"][-1].get("prefix")]
     assert prefilled == [{"role": "assistant", "content": "\n<search>", "prefix": True}]  # only the forced turn
@@ -112,7 +130,7 @@ def test_tags_mode_forces_a_search_by_prefilling_the_open_tag(tokenizer, searche
 
 def test_branches_replay_the_prefix_then_force_or_forbid_the_search(tokenizer, searcher):
     with FakeReasoningAPI() as api:
-        parent, = drive(chat(api, tokenizer), searcher, SEARCH_R1, start_episode("P ", tokenizer, question=QUESTION))
+        (parent,) = drive(chat(api, tokenizer), searcher, SEARCH_R1, start_episode("P ", tokenizer, question=QUESTION))
         prefix = parent.segments[:2]  # the first search call and its observation
         gap = "\n"
         force = start_episode("P ", tokenizer, prefill=gap + SEARCH_R1.search_open, prefix=prefix, question=QUESTION)
@@ -124,11 +142,16 @@ def test_branches_replay_the_prefix_then_force_or_forbid_the_search(tokenizer, s
     assert forced and forced[0]["tool_choice"]["function"]["name"] == "search"
     replay = forced[0]["messages"]  # the prefix, rebuilt as an assistant tool call and its tool result
     assert replay[2]["tool_calls"][0]["id"] == "call_0" and replay[3] == {
-        "role": "tool", "tool_call_id": "call_0", "content": result_text(prefix[1]["text"], SEARCH_R1)}
+        "role": "tool",
+        "tool_call_id": "call_0",
+        "content": result_text(prefix[1]["text"], SEARCH_R1),
+    }
     assert False in by_tools  # the forbidden branch was offered no tool
     assert forbid.finish_reason == "answer" and forbid.n_actions == 0  # (run_job adds the prefix's searches)
     branch = SEARCH_R1.parse(force.completion)
-    assert branch.well_formed and branch.n_actions >= 2 and force.segments[2]["kind"] == "prefill" and force.n_actions >= 1
+    assert (
+        branch.well_formed and branch.n_actions >= 2 and force.segments[2]["kind"] == "prefill" and force.n_actions >= 1
+    )
 
 
 def test_answer_extraction_order():
@@ -145,15 +168,29 @@ def write_questions(path, questions):
 
 
 def synth_args(out, url, index_dir, *extra):
-    return ["mode=coa", "format=search_r1", f"search.index={index_dir}", f"out={out}", f"teacher.base_url={url}",
-            "teacher.api=chat", "teacher.model=fake-reasoner", "teacher.retries=1", "progress=false",
-            "search.max_tokens=4000", *extra]
+    return [
+        "mode=coa",
+        "format=search_r1",
+        f"search.index={index_dir}",
+        f"out={out}",
+        f"teacher.base_url={url}",
+        "teacher.api=chat",
+        "teacher.model=fake-reasoner",
+        "teacher.retries=1",
+        "progress=false",
+        "search.max_tokens=4000",
+        *extra,
+    ]
 
 
 def test_bad_tool_output_ends_only_its_trajectory_with_a_named_reason(tokenizer, index_dir, tmp_path, capsys):
-    questions = write_questions(tmp_path / "q.jsonl", [
-        {"id": f"q{i}", "question": f"Where is Alnwick Castle? {tag}", "golden_answers": ["x"]}
-        for i, tag in enumerate(["", "[bad_args]", "[unknown_tool]", "[empty]"])])
+    questions = write_questions(
+        tmp_path / "q.jsonl",
+        [
+            {"id": f"q{i}", "question": f"Where is Alnwick Castle? {tag}", "golden_answers": ["x"]}
+            for i, tag in enumerate(["", "[bad_args]", "[unknown_tool]", "[empty]"])
+        ],
+    )
     with FakeReasoningAPI() as api:
         assert main(synth_args(tmp_path / "out", api.url, index_dir, f"questions={questions}")) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -189,8 +226,9 @@ def test_rows_written_before_the_transcript_column_still_read(tmp_path):
     row = Trajectory(question_id="q", question="Q?", golden_answers=["a"], prompt="P", format="search_r1")
     old = to_table([row]).drop_columns(["transcript"])
     pq.write_table(old, tmp_path / "old.parquet")
-    pq.write_table(to_table([Trajectory(**{**row.to_row(), "id": "", "sample": 1, "transcript": "[]"})]),
-                   tmp_path / "new.parquet")
+    pq.write_table(
+        to_table([Trajectory(**{**row.to_row(), "id": "", "sample": 1, "transcript": "[]"})]), tmp_path / "new.parquet"
+    )
     assert read_table(tmp_path).column("transcript").to_pylist() == ["[]", None]  # new.parquet, old.parquet
     df = io.scan(tmp_path, ["id", "transcript"]).collect()
     assert df.height == 2 and set(df["transcript"].to_list()) == {None, "[]"}

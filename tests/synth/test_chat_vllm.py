@@ -3,6 +3,7 @@ served with the shipped ChatML + Hermes tool template and ``--tool-call-parser h
 through ``python -m synth.run``. The 135M model answers from memory when it may, so the first turn is
 forced to call the tool (``teacher.tool_choice=first``): the test checks the protocol and the conversion,
 not answer quality."""
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,25 @@ pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
 
 def test_native_tool_calls_on_vllm_drive_the_loop_end_to_end(teacher_url, index_dir, searcher, tmp_path):
     out = tmp_path / "chat"
-    cmd = [sys.executable, "-m", "synth.run", "mode=coa", "format=search_r1", "limit=3", f"out={out}",
-           f"search.index={index_dir}", "search.max_tokens=160", "search.max_actions=2", f"teacher.base_url={teacher_url}",
-           "teacher.api=chat", "teacher.tools=native", "teacher.tool_choice=first", "teacher.retries=1",
-           "concurrency=3", "progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "synth.run",
+        "mode=coa",
+        "format=search_r1",
+        "limit=3",
+        f"out={out}",
+        f"search.index={index_dir}",
+        "search.max_tokens=160",
+        "search.max_actions=2",
+        f"teacher.base_url={teacher_url}",
+        "teacher.api=chat",
+        "teacher.tools=native",
+        "teacher.tool_choice=first",
+        "teacher.retries=1",
+        "concurrency=3",
+        "progress=false",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = read_trajectories(out)

@@ -2,6 +2,7 @@
 docstring document, run with ``check=true`` against the project's own ``params.yaml``: its settings are valid, and the teacher it
 resolves is the one the command names (``teacher.api`` / ``teacher.base_url`` / ``teacher.model`` on the
 command line pick an LLM teacher even though params.yaml says ``kind: reference``). Nothing is started."""
+
 from __future__ import annotations
 
 import re
@@ -66,8 +67,9 @@ def test_the_docs_document_the_teachers():
 
 
 @pytest.mark.parametrize("where, argv", COMMANDS, ids=[w for w, _ in COMMANDS])
-def test_each_documented_command_resolves_the_teacher_it_names(where, argv, project_params, tmp_path, capsys,
-                                                              monkeypatch):
+def test_each_documented_command_resolves_the_teacher_it_names(
+    where, argv, project_params, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # relative outputs would land here; check=true must create none
     assert main([*argv, "check=true"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
@@ -83,8 +85,16 @@ def test_each_documented_command_resolves_the_teacher_it_names(where, argv, proj
 
 def test_the_readme_chat_command_runs_the_chat_teacher_not_the_reference(project_params, index_dir, tmp_path, capsys):
     """The reported case: params.yaml's ``kind: reference`` used to win silently over these keys."""
-    argv = ["mode=coa", "teacher.api=chat", "teacher.base_url=http://127.0.0.1:9/v1", "teacher.model=M",
-            f"out={tmp_path / 'out'}", "teacher.retries=0", "progress=false", f"search.index={index_dir}"]
+    argv = [
+        "mode=coa",
+        "teacher.api=chat",
+        "teacher.base_url=http://127.0.0.1:9/v1",
+        "teacher.model=M",
+        f"out={tmp_path / 'out'}",
+        "teacher.retries=0",
+        "progress=false",
+        f"search.index={index_dir}",
+    ]
     assert main([*argv, "check=true"]) == 0
     assert "  teacher   chat: model 'M' at http://127.0.0.1:9/v1" in capsys.readouterr().out
     assert main(argv) == 3  # and run for real, it asks that (unreachable) server: one line, exit 3
@@ -92,10 +102,14 @@ def test_the_readme_chat_command_runs_the_chat_teacher_not_the_reference(project
     assert err.count("\n") == 1 and "http://127.0.0.1:9/v1" in err and not list((tmp_path / "out").glob("*.parquet"))
 
 
-@pytest.mark.parametrize("extra, named", [
-    (["teacher.kind=reference", "teacher.base_url=http://gpu:8000/v1"], "teacher.base_url=http://gpu:8000/v1"),
-    (["teacher.max_total_tokens=2000000"], "teacher.max_total_tokens=2000000"),
-    (["teacher.retries=1", "teacher.price_prompt=1"], "teacher.retries=1, teacher.price_prompt=1.0")])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["teacher.kind=reference", "teacher.base_url=http://gpu:8000/v1"], "teacher.base_url=http://gpu:8000/v1"),
+        (["teacher.max_total_tokens=2000000"], "teacher.max_total_tokens=2000000"),
+        (["teacher.retries=1", "teacher.price_prompt=1"], "teacher.retries=1, teacher.price_prompt=1.0"),
+    ],
+)
 def test_llm_keys_with_the_reference_teacher_are_refused_not_ignored(extra, named, project_params, capsys):
     assert main(["mode=coa", *extra, "check=true"]) == 2
     err = capsys.readouterr().err

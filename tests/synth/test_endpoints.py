@@ -3,6 +3,7 @@ stand-ins (hosted reasoning APIs cannot be reached here): load spread to the lea
 endpoint dying mid-run (the run completes on the other, no row lost or duplicated), ``Retry-After``
 honoured, every endpoint gone (the run stops, a re-run resumes), and token budgets (stop cleanly, counted
 over the whole output, resume with a larger one)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,10 +22,21 @@ from tests.fixtures.chat_api import FakeReasoningAPI
 
 
 def args(out, urls, index_dir, *extra):
-    return ["mode=coa", "format=search_r1", f"search.index={index_dir}", f"out={out}",
-            f"teacher.base_url=[{', '.join(urls)}]", "teacher.api=chat", "teacher.model=fake-reasoner",
-            "teacher.retries=1", "teacher.backoff_s=60", "progress=false", "search.max_tokens=4000",
-            "rows_per_shard=1", *extra]
+    return [
+        "mode=coa",
+        "format=search_r1",
+        f"search.index={index_dir}",
+        f"out={out}",
+        f"teacher.base_url=[{', '.join(urls)}]",
+        "teacher.api=chat",
+        "teacher.model=fake-reasoner",
+        "teacher.retries=1",
+        "teacher.backoff_s=60",
+        "progress=false",
+        "search.max_tokens=4000",
+        "rows_per_shard=1",
+        *extra,
+    ]
 
 
 def expected_ids(limit: int, n: int) -> list[str]:
@@ -93,18 +105,24 @@ def test_every_endpoint_gone_stops_the_run_and_a_rerun_resumes(index_dir, tmp_pa
 def test_a_token_budget_stops_cleanly_and_a_larger_one_finishes(index_dir, tmp_path, capsys):
     out = tmp_path / "out"
     with FakeReasoningAPI() as api:
-        assert main(args(out, [api.url], index_dir, "limit=6", "n=2", "concurrency=2",
-                          "teacher.max_total_tokens=1")) == 3
+        assert (
+            main(args(out, [api.url], index_dir, "limit=6", "n=2", "concurrency=2", "teacher.max_total_tokens=1")) == 3
+        )
         run = summary(out)["run"]
         assert run["stopped"].startswith("budget reached") and "teacher.max_total_tokens=1" in run["stopped"]
         first = ids(out)
         assert 1 <= len(first) <= 2  # the rows in flight when the budget was reached finish and are kept
         # the tokens already in the output count: the same budget starts nothing new
-        assert main(args(out, [api.url], index_dir, "limit=6", "n=2", "concurrency=2",
-                          "teacher.max_total_tokens=1")) == 3
+        assert (
+            main(args(out, [api.url], index_dir, "limit=6", "n=2", "concurrency=2", "teacher.max_total_tokens=1")) == 3
+        )
         assert ids(out) == first and summary(out)["run"]["finished"] == 0
-        assert main(args(out, [api.url], index_dir, "limit=6", "n=2", "concurrency=2",
-                          "teacher.max_total_tokens=100000000")) == 0
+        assert (
+            main(
+                args(out, [api.url], index_dir, "limit=6", "n=2", "concurrency=2", "teacher.max_total_tokens=100000000")
+            )
+            == 0
+        )
     assert ids(out) == expected_ids(6, 2)
     assert "budget reached" in capsys.readouterr().out
 
@@ -116,11 +134,28 @@ def test_a_cost_budget_stops_the_run_and_needs_prices(index_dir, tmp_path):
 
     with pytest.raises(ValueError, match="max_cost_usd needs teacher.price_prompt"):
         TeacherConfig(max_cost_usd=1.0)
-    assert TeacherConfig(price_prompt=1e6, max_cost_usd=2.0).over_budget(2, 0).startswith("budget reached: cost 2.0000 USD")
+    assert (
+        TeacherConfig(price_prompt=1e6, max_cost_usd=2.0)
+        .over_budget(2, 0)
+        .startswith("budget reached: cost 2.0000 USD")
+    )
     assert TeacherConfig(price_prompt=1e6, max_cost_usd=2.0).over_budget(1, 0) == ""
     out = tmp_path / "out"
     with FakeReasoningAPI() as api:
-        assert main(args(out, [api.url], index_dir, "limit=4", "concurrency=1", "teacher.price_prompt=1",
-                          "teacher.price_completion=1", "teacher.max_cost_usd=0.000001")) == 3
+        assert (
+            main(
+                args(
+                    out,
+                    [api.url],
+                    index_dir,
+                    "limit=4",
+                    "concurrency=1",
+                    "teacher.price_prompt=1",
+                    "teacher.price_completion=1",
+                    "teacher.max_cost_usd=0.000001",
+                )
+            )
+            == 3
+        )
     run = summary(out)["run"]
     assert len(ids(out)) == 1 and "teacher.max_cost_usd=1e-06" in run["stopped"] and run["cost"] > 0

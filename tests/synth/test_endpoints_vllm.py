@@ -1,5 +1,6 @@
 """Two real vLLM CPU servers of the embedded teacher (the session's and one started here), the second killed
 with SIGKILL mid-run: the run completes on the first with no trajectory lost or duplicated."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,15 @@ pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
 def test_an_endpoint_killed_mid_run_loses_and_duplicates_nothing(teacher_url, model_dir, index_dir, tmp_path):
     doomed, doomed_url = doomed_teacher(model_dir, tmp_path)
     out = tmp_path / "coa"
-    cmd = synth_cmd(out, f"[{doomed_url}, {teacher_url}]", "limit=6", "n=2", "concurrency=4",
-                    f"search.index={index_dir}", "teacher.backoff_s=600")
+    cmd = synth_cmd(
+        out,
+        f"[{doomed_url}, {teacher_url}]",
+        "limit=6",
+        "n=2",
+        "concurrency=4",
+        f"search.index={index_dir}",
+        "teacher.backoff_s=600",
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_rows(out, proc, at_least=2)

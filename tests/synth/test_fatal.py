@@ -1,6 +1,7 @@
 """Configuration errors stop a run before any row is written, and the re-run after the fix writes every
 row: a real vLLM server answering 404 for an unknown model, and one started with an API key answering
 401 to a wrong key."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,18 @@ pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
 
 
 def args(out, url, index_dir, *extra):
-    return ["mode=coa", "limit=3", "format=search_r1", "search.max_tokens=32", f"search.index={index_dir}",
-            f"out={out}", f"teacher.base_url={url}", "teacher.retries=0", "progress=false", *extra]
+    return [
+        "mode=coa",
+        "limit=3",
+        "format=search_r1",
+        "search.max_tokens=32",
+        f"search.index={index_dir}",
+        f"out={out}",
+        f"teacher.base_url={url}",
+        "teacher.retries=0",
+        "progress=false",
+        *extra,
+    ]
 
 
 def test_unknown_model_stops_before_any_row_then_the_rerun_writes_all(teacher_url, index_dir, tmp_path, capsys):

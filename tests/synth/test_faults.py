@@ -1,4 +1,5 @@
 """Faults with real processes: ``kill -9`` of a synthesis run, and a teacher killed mid-run."""
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,22 @@ pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
 
 
 def synth_cmd(out: Path, teacher_url: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "synth.run", "mode=coa", "format=search_r1", f"out={out}",
-            f"teacher.base_url={teacher_url}", "teacher.retries=1", "rows_per_shard=1", "search.max_tokens=96",
-            "progress=false", "prompt.demonstrations=true", "prompt.prefill=<think>\nI need to search.\n<search>", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "synth.run",
+        "mode=coa",
+        "format=search_r1",
+        f"out={out}",
+        f"teacher.base_url={teacher_url}",
+        "teacher.retries=1",
+        "rows_per_shard=1",
+        "search.max_tokens=96",
+        "progress=false",
+        "prompt.demonstrations=true",
+        "prompt.prefill=<think>\nI need to search.\n<search>",
+        *extra,
+    ]
 
 
 def wait_for_rows(out: Path, proc: subprocess.Popen, at_least: int, timeout: float = 240) -> int:
@@ -44,7 +58,9 @@ def test_resume_after_kill_9_gives_exactly_the_expected_rows(teacher_url, index_
     """Searches go through a real retrieval server here (the HTTP path)."""
     out, port = tmp_path / "coa", free_port()
     with running(retrieval_server_cmd(index_dir, port), f"http://127.0.0.1:{port}/health", reuse=False):
-        cmd = synth_cmd(out, teacher_url, "limit=6", "n=2", "concurrency=4", f"search.retriever_url=http://127.0.0.1:{port}")
+        cmd = synth_cmd(
+            out, teacher_url, "limit=6", "n=2", "concurrency=4", f"search.retriever_url=http://127.0.0.1:{port}"
+        )
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wait_for_rows(out, proc, at_least=2)
         os.kill(proc.pid, signal.SIGKILL)
@@ -81,8 +97,12 @@ def test_teacher_killed_mid_run_stops_cleanly_and_a_rerun_finishes(teacher_url, 
     assert "STOPPED EARLY: engine" in stdout and "re-run the same command to finish" in stdout
     kept = read_table(out)
     assert 1 <= kept.num_rows < 8 and "error" not in kept.column("finish_reason").to_pylist()
-    rerun = subprocess.run(synth_cmd(out, teacher_url, "limit=8", "concurrency=2", f"search.index={index_dir}"),
-                           capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        synth_cmd(out, teacher_url, "limit=8", "concurrency=2", f"search.index={index_dir}"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     ids = read_table(out).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == 8 and set(ids) == expected_ids(8, 1)

@@ -3,6 +3,7 @@ each verifier on hand-built cases with known answers, ``extend`` and ``obfuscate
 against ``FakeReasoningAPI`` (a stand-in for a chat API, scripted to write questions), the reference teacher
 solving what compose wrote, and bad input (a corpus without titles, seeds without gold answers, a teacher
 that writes no question or one holding its answer)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,7 @@ from synth.questions import compose
 from synth.questions.__main__ import TOOL, main, run
 from synth.questions.config import QuestionsConfig, VerifyConfig
 from synth.questions.record import Candidate, Corpus, bare, read_seeds, states
-from synth.questions.verify import (Clean, NeedsEveryHop, NoMemoryShortcut, Pipeline, Solvable, Supported,
-                                    Unique)
+from synth.questions.verify import Clean, NeedsEveryHop, NoMemoryShortcut, Pipeline, Solvable, Supported, Unique
 from synth.reference import evidence_of
 from synth.run import run as synth_run
 from tests.fixtures.chat_api import FakeReasoningAPI
@@ -34,8 +34,12 @@ PREFILL = "<think>\n"
 
 
 def config(index_dir, out, **over) -> QuestionsConfig:
-    base = dict(search={"index": str(index_dir), "topk": 3, "max_actions": 3, "max_tokens": 320},
-                format="search_r1", prompt={"demonstrations": False, "prefill": PREFILL}, out=str(out))
+    base = dict(
+        search={"index": str(index_dir), "topk": 3, "max_actions": 3, "max_tokens": 320},
+        format="search_r1",
+        prompt={"demonstrations": False, "prefill": PREFILL},
+        out=str(out),
+    )
     return build(QuestionsConfig, base | over, "test")
 
 
@@ -54,9 +58,20 @@ def composed(corpus):
 
 def cand(question, golds, steps, kind="composition", **meta) -> Candidate:
     evidence = list(dict.fromkeys(s["evidence_id"] for s in steps))
-    return Candidate("c-" + str(abs(hash(question)) % 10**8), question, golds,
-                     {"evidence_ids": evidence, "gold_paragraph_ids": evidence, "hops": len(evidence),
-                      "question_decomposition": steps, "type": kind, "templated": True, **meta})
+    return Candidate(
+        "c-" + str(abs(hash(question)) % 10**8),
+        question,
+        golds,
+        {
+            "evidence_ids": evidence,
+            "gold_paragraph_ids": evidence,
+            "hops": len(evidence),
+            "question_decomposition": steps,
+            "type": kind,
+            "templated": True,
+            **meta,
+        },
+    )
 
 
 def step(question, answer, evidence_id):
@@ -64,6 +79,7 @@ def step(question, answer, evidence_id):
 
 
 # ---- compose on the embedded questions ---------------------------------------------------------
+
 
 def test_compose_writes_valid_chains_whose_steps_are_stated_in_their_evidence(composed, corpus):
     candidates, drops = composed
@@ -106,31 +122,60 @@ GOLOVIN = "Which Italian-American composer and librettist wrote the English lang
 
 
 def test_supported(corpus):
-    ok = cand(GOLOVIN, ["Gian Carlo Menotti"], [step("q1", "Gian Carlo Menotti", "hp8"), step("q2", "Gian Carlo Menotti", "hp2")])
-    wrong = cand(GOLOVIN, ["Gian Carlo Menotti"], [step("q1", "Puccini", "hp8"), step("q2", "Gian Carlo Menotti", "hp2")])
-    missing = cand(GOLOVIN, ["Gian Carlo Menotti"], [step("q1", "Gian Carlo Menotti", "no-such-id"), step("q2", "x", "hp2")])
-    unstated = cand(GOLOVIN, ["Giacomo Puccini"], [step("q1", "Gian Carlo Menotti", "hp8"), step("q2", "Gian Carlo Menotti", "hp2")])
+    ok = cand(
+        GOLOVIN,
+        ["Gian Carlo Menotti"],
+        [step("q1", "Gian Carlo Menotti", "hp8"), step("q2", "Gian Carlo Menotti", "hp2")],
+    )
+    wrong = cand(
+        GOLOVIN, ["Gian Carlo Menotti"], [step("q1", "Puccini", "hp8"), step("q2", "Gian Carlo Menotti", "hp2")]
+    )
+    missing = cand(
+        GOLOVIN, ["Gian Carlo Menotti"], [step("q1", "Gian Carlo Menotti", "no-such-id"), step("q2", "x", "hp2")]
+    )
+    unstated = cand(
+        GOLOVIN, ["Giacomo Puccini"], [step("q1", "Gian Carlo Menotti", "hp8"), step("q2", "Gian Carlo Menotti", "hp2")]
+    )
     verdicts = Supported(corpus)([ok, wrong, missing, unstated])
     assert [v[0] for v in verdicts] == [True, False, False, False]
-    assert [v[1] for v in verdicts[1:]] == ["step_answer_not_in_evidence", "evidence_not_in_corpus", "answer_not_in_evidence"]
+    assert [v[1] for v in verdicts[1:]] == [
+        "step_answer_not_in_evidence",
+        "evidence_not_in_corpus",
+        "answer_not_in_evidence",
+    ]
 
 
 def test_needs_every_hop(corpus, searcher):
     check = NeedsEveryHop(corpus, searcher, 3)
     # a single-hop question dressed as two hops: Maria Golovin's page names the opera and its composer
-    dressed = cand(GOLOVIN, ["Gian Carlo Menotti"], [step("Who wrote Maria Golovin?", "Gian Carlo Menotti", "hp8"),
-                                                     step("#1", "Gian Carlo Menotti", "hp2")])
+    dressed = cand(
+        GOLOVIN,
+        ["Gian Carlo Menotti"],
+        [step("Who wrote Maria Golovin?", "Gian Carlo Menotti", "hp8"), step("#1", "Gian Carlo Menotti", "hp2")],
+    )
     # a question whose answer is in its own words
-    leaking = cand("When was Gian Carlo Menotti, who wrote Maria Golovin, born?", ["Gian Carlo Menotti"],
-                   [step("a", "Gian Carlo Menotti", "hp8"), step("b", "Gian Carlo Menotti", "hp2")])
+    leaking = cand(
+        "When was Gian Carlo Menotti, who wrote Maria Golovin, born?",
+        ["Gian Carlo Menotti"],
+        [step("a", "Gian Carlo Menotti", "hp8"), step("b", "Gian Carlo Menotti", "hp2")],
+    )
     one_doc = cand("Who wrote the opera?", ["Gian Carlo Menotti"], [step("a", "Gian Carlo Menotti", "hp8")])
     # a comparison whose two dates one document states (Menotti's page: born 1911, died 2007)
-    both = cand("Which is earlier: the answer to “When was the composer of Maria Golovin born?” or the answer to "
-                "“When did he die?”?", ["July 7, 1911"], [step("a", "July 7, 1911", "hp2"), step("b", "Gian Carlo Menotti", "hp8")],
-                kind="comparison", compared=["July 7, 1911", "February 1, 2007"])
+    both = cand(
+        "Which is earlier: the answer to “When was the composer of Maria Golovin born?” or the answer to "
+        "“When did he die?”?",
+        ["July 7, 1911"],
+        [step("a", "July 7, 1911", "hp2"), step("b", "Gian Carlo Menotti", "hp8")],
+        kind="comparison",
+        compared=["July 7, 1911", "February 1, 2007"],
+    )
     verdicts = check([dressed, leaking, one_doc, both])
-    assert verdicts == [(False, "single_document_shortcut"), (False, "answer_in_question"),
-                        (False, "single_document"), (False, "single_document_shortcut")]
+    assert verdicts == [
+        (False, "single_document_shortcut"),
+        (False, "answer_in_question"),
+        (False, "single_document"),
+        (False, "single_document_shortcut"),
+    ]
 
 
 def test_needs_every_hop_drops_a_composition_whose_bridge_is_not_needed(composed, corpus, searcher):
@@ -143,8 +188,16 @@ def test_needs_every_hop_drops_a_composition_whose_bridge_is_not_needed(composed
 
 
 def test_unique(index_dir, corpus, tokenizer):
-    ok = cand(GOLOVIN + " (templated)", ["Gian Carlo Menotti"], [step("a", "Gian Carlo Menotti", "hp8"), step("b", "Gian Carlo Menotti", "hp2")])
-    off = cand("Who wrote it?", ["Giacomo Puccini"], [step("a", "Gian Carlo Menotti", "hp8"), step("b", "Gian Carlo Menotti", "hp2")])
+    ok = cand(
+        GOLOVIN + " (templated)",
+        ["Gian Carlo Menotti"],
+        [step("a", "Gian Carlo Menotti", "hp8"), step("b", "Gian Carlo Menotti", "hp2")],
+    )
+    off = cand(
+        "Who wrote it?",
+        ["Giacomo Puccini"],
+        [step("a", "Gian Carlo Menotti", "hp8"), step("b", "Gian Carlo Menotti", "hp2")],
+    )
     llm = cand("An LLM's question?", ["Gian Carlo Menotti"], [step("a", "Gian Carlo Menotti", "hp8")])
     llm.metadata["templated"] = False
     verdicts = Unique(str(index_dir), FMT, tokenizer, PREFILL)([ok, off, llm])
@@ -156,20 +209,33 @@ def test_unique(index_dir, corpus, tokenizer):
 
 def test_clean(tmp_path):
     evals = tmp_path / "eval.jsonl"
-    write_questions(evals, [{"id": "e1", "question": "Who wrote the opera Maria Golovin?", "golden_answers": ["Menotti"]}])
-    seeds = [{"id": "s1", "question": "Who wrote the opera Maria Golovin?"},
-             {"id": "s2", "question": "In which city was the composer of Amahl and the Night Visitors born?"}]
-    long = ("Which is earlier: the answer to “When was the conductor of the first performance of the opera born?” "
-            "or the answer to “When was the librettist of the radio opera The Old Maid and the Thief born?”?")
-    batch = [cand("WHO wrote the opera 'Maria Golovin'?", ["x"], [step("a", "x", "hp8")]),
-             cand("Where did X live? (X: the answer to “...”)", ["x"], [step("a", "x", "hp8")], seed_ids=["s1"]),
-             cand(long, ["x"], [step("a", "x", "hp8")]),
-             cand(long, ["y"], [step("a", "y", "hp2")]),
-             cand(long.replace("first performance", "first staging"), ["x"], [step("a", "x", "hp8")]),
-             cand("In which city was the composer of Amahl and the Night Visitors born ?", ["x"], [step("a", "x", "hp8")])]
+    write_questions(
+        evals, [{"id": "e1", "question": "Who wrote the opera Maria Golovin?", "golden_answers": ["Menotti"]}]
+    )
+    seeds = [
+        {"id": "s1", "question": "Who wrote the opera Maria Golovin?"},
+        {"id": "s2", "question": "In which city was the composer of Amahl and the Night Visitors born?"},
+    ]
+    long = (
+        "Which is earlier: the answer to “When was the conductor of the first performance of the opera born?” "
+        "or the answer to “When was the librettist of the radio opera The Old Maid and the Thief born?”?"
+    )
+    batch = [
+        cand("WHO wrote the opera 'Maria Golovin'?", ["x"], [step("a", "x", "hp8")]),
+        cand("Where did X live? (X: the answer to “...”)", ["x"], [step("a", "x", "hp8")], seed_ids=["s1"]),
+        cand(long, ["x"], [step("a", "x", "hp8")]),
+        cand(long, ["y"], [step("a", "y", "hp2")]),
+        cand(long.replace("first performance", "first staging"), ["x"], [step("a", "x", "hp8")]),
+        cand("In which city was the composer of Amahl and the Night Visitors born ?", ["x"], [step("a", "x", "hp8")]),
+    ]
     assert Clean([str(evals)], seeds, threshold=0.7)(batch) == [
-        (False, "contaminated"), (False, "part_in_eval_set"), (True, "no evaluation question among its parts; no duplicate"),
-        (False, "duplicate"), (False, "near_duplicate"), (False, "duplicate_of_seed")]
+        (False, "contaminated"),
+        (False, "part_in_eval_set"),
+        (True, "no evaluation question among its parts; no duplicate"),
+        (False, "duplicate"),
+        (False, "near_duplicate"),
+        (False, "duplicate_of_seed"),
+    ]
 
 
 def test_solvable_gives_difficulty_and_the_right_number_of_searches(composed, searcher, tokenizer, corpus):
@@ -187,7 +253,7 @@ def test_solvable_gives_difficulty_and_the_right_number_of_searches(composed, se
         # never more searches than it has hops
         assert 2 <= s["searches"] <= c.metadata["hops"], (c.question, s)
     unsolvable = cand("Which film of 1999 did nobody make?", ["Qwzx Vrrb"], [step("a", "Qwzx Vrrb", "hp8")])
-    verdict, = Solvable(searcher, FMT, tokenizer, PREFILL, budget, [3])([unsolvable])
+    (verdict,) = Solvable(searcher, FMT, tokenizer, PREFILL, budget, [3])([unsolvable])
     assert verdict == (False, "answer_not_reached")
 
 
@@ -201,19 +267,29 @@ def test_no_memory_shortcut_is_skipped_unless_asked():
 def test_no_memory_shortcut_drops_what_the_student_knows_closed_book(index_dir, tmp_path):
     from coa.model import load_policy
 
-    cfg = config(index_dir, tmp_path, verify={"memory": True, "memory_k": 1, "memory_temperature": 0.0,
-                                              "memory_max_tokens": 32})
+    cfg = config(
+        index_dir, tmp_path, verify={"memory": True, "memory_k": 1, "memory_temperature": 0.0, "memory_max_tokens": 32}
+    )
     check = NoMemoryShortcut(cfg.verify, FMT, cfg.prompt, lambda: load_policy("base", 0.0))
     known = cand("What is the capital city of France?", ["Paris"], [step("a", "Paris", "hp8")])
-    unknown = cand("Which is earlier: the answer to “When was the aviator born?” or the answer to “When was the "
-                   "cover artist of Multiverse born?”?", ["1872"], [step("a", "1872", "hp8")])
-    assert check([known, unknown]) == [(False, "student_answers_closed_book"),
-                                       (True, "the student answers wrong closed-book in 1 of 1 samples")]
+    unknown = cand(
+        "Which is earlier: the answer to “When was the aviator born?” or the answer to “When was the "
+        "cover artist of Multiverse born?”?",
+        ["1872"],
+        [step("a", "1872", "hp8")],
+    )
+    assert check([known, unknown]) == [
+        (False, "student_answers_closed_book"),
+        (True, "the student answers wrong closed-book in 1 of 1 samples"),
+    ]
 
 
 def test_pipeline_records_every_verdict_and_counts_the_reasons(corpus, searcher):
-    good = cand("Who wrote the opera the blind recluse Donato appears in, and what nationality?", ["Italian"],
-                [step("a", "Gian Carlo Menotti", "hp8"), step("b", "Italian", "hp2")])
+    good = cand(
+        "Who wrote the opera the blind recluse Donato appears in, and what nationality?",
+        ["Italian"],
+        [step("a", "Gian Carlo Menotti", "hp8"), step("b", "Italian", "hp2")],
+    )
     bad = cand(GOLOVIN, ["Gian Carlo Menotti"], [step("a", "Puccini", "hp8"), step("b", "Gian Carlo Menotti", "hp2")])
     pipe = Pipeline([Supported(corpus), NeedsEveryHop(corpus, searcher, 3)], skip=["needs_every_hop"])
     assert pipe([good, bad]) == [good]
@@ -223,6 +299,7 @@ def test_pipeline_records_every_verdict_and_counts_the_reasons(corpus, searcher)
 
 
 # ---- the whole command ----------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_compose_on_the_embedded_data_writes_300_verified_questions(index_dir, tmp_path, tokenizer):
@@ -242,19 +319,45 @@ def test_compose_on_the_embedded_data_writes_300_verified_questions(index_dir, t
 def test_a_small_run_writes_a_question_file_synth_run_takes(index_dir, tmp_path, tokenizer):
     seeds = load_questions(DEFAULT_QUESTIONS, limit=400)
     write_questions(tmp_path / "seeds.jsonl", seeds)
-    assert main([f"questions={tmp_path / 'seeds.jsonl'}", f"search.index={index_dir}", f"out={tmp_path / 'q'}",
-                 "format=search_r1", "prompt.demonstrations=false", "limit=6", "search.max_actions=5",
-                 "search.max_tokens=1024"]) == 0
+    assert (
+        main(
+            [
+                f"questions={tmp_path / 'seeds.jsonl'}",
+                f"search.index={index_dir}",
+                f"out={tmp_path / 'q'}",
+                "format=search_r1",
+                "prompt.demonstrations=false",
+                "limit=6",
+                "search.max_actions=5",
+                "search.max_tokens=1024",
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "q/metrics.json").read_text())
     assert m["written"] == 6 and m["verified"] >= 6 and m["proposer_drops"]["seed_not_a_bridge"] > 0
     owner = json.loads((tmp_path / "q/.autocoa-owner.json").read_text())
-    assert owner["tool"] == TOOL and set(owner["files"]) == {"questions.jsonl", "metrics.json", "drop_reasons.png",
-                                                               "dropped.jsonl"}
+    assert owner["tool"] == TOOL and set(owner["files"]) == {
+        "questions.jsonl",
+        "metrics.json",
+        "drop_reasons.png",
+        "dropped.jsonl",
+    }
     # synth.run and the reference teacher take the file like any question file
-    synth = build(SynthConfig, dict(mode="coa", format="search_r1", questions=str(tmp_path / "q/questions.jsonl"),
-                                    out=str(tmp_path / "coa"), teacher={"kind": "reference"}, progress=False,
-                                    search={"index": str(index_dir), "max_actions": 5, "max_tokens": 1024},
-                                    prompt={"demonstrations": False, "prefill": PREFILL}), "test")
+    synth = build(
+        SynthConfig,
+        dict(
+            mode="coa",
+            format="search_r1",
+            questions=str(tmp_path / "q/questions.jsonl"),
+            out=str(tmp_path / "coa"),
+            teacher={"kind": "reference"},
+            progress=False,
+            search={"index": str(index_dir), "max_actions": 5, "max_tokens": 1024},
+            prompt={"demonstrations": False, "prefill": PREFILL},
+        ),
+        "test",
+    )
     synth_run(synth)
     rows = read_trajectories(tmp_path / "coa")
     assert len(rows) == 6 and sum(exact_match(t.answer, t.golden_answers) for t in rows) >= 5
@@ -263,47 +366,78 @@ def test_a_small_run_writes_a_question_file_synth_run_takes(index_dir, tmp_path,
 
 # ---- bad input ---------------------------------------------------------------------------------
 
+
 def test_seeds_without_gold_answers_are_dropped_by_name(index_dir, tmp_path, capsys, tokenizer):
     seeds = load_questions(DEFAULT_QUESTIONS, limit=60)
-    lines = [json.dumps(q) for q in seeds] + [json.dumps({"id": "nogold", "question": "What?"}),
-                                              json.dumps({"id": "empty", "question": "Who?", "golden_answers": []})]
+    lines = [json.dumps(q) for q in seeds] + [
+        json.dumps({"id": "nogold", "question": "What?"}),
+        json.dumps({"id": "empty", "question": "Who?", "golden_answers": []}),
+    ]
     (tmp_path / "seeds.jsonl").write_text("\n".join(lines) + "\n")
-    assert main([f"questions={tmp_path / 'seeds.jsonl'}", f"search.index={index_dir}", f"out={tmp_path / 'q'}",
-                 "min_hops=2", "hops=4"]) == 0
+    assert (
+        main(
+            [
+                f"questions={tmp_path / 'seeds.jsonl'}",
+                f"search.index={index_dir}",
+                f"out={tmp_path / 'q'}",
+                "min_hops=2",
+                "hops=4",
+            ]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "q/metrics.json").read_text())
     assert m["proposer_drops"]["seed_without_gold_answer"] == 2 and m["seeds"] == 60
     (tmp_path / "none.jsonl").write_text(json.dumps({"id": "x", "question": "What?"}) + "\n")
     assert main([f"questions={tmp_path / 'none.jsonl'}", f"search.index={index_dir}", f"out={tmp_path / 'q2'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == (f"synth.questions: questions={tmp_path / 'none.jsonl'}: no usable seed question "
-                       "({'seed_without_gold_answer': 1})")
+    assert err[-1] == (
+        f"synth.questions: questions={tmp_path / 'none.jsonl'}: no usable seed question "
+        "({'seed_without_gold_answer': 1})"
+    )
 
 
 def test_a_corpus_without_titles_is_a_named_drop_reason(tmp_path, tokenizer):
     corpus = tmp_path / "plain.jsonl"
-    docs = [{"id": f"d{i}", "contents": f"Passage {i} says Gian Carlo Menotti wrote Maria Golovin in 1958."} for i in range(5)]
+    docs = [
+        {"id": f"d{i}", "contents": f"Passage {i} says Gian Carlo Menotti wrote Maria Golovin in 1958."}
+        for i in range(5)
+    ]
     corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
     build_index(corpus, tmp_path / "index", show_progress=False)
     seeds = load_questions(DEFAULT_QUESTIONS, limit=20)
     for q in seeds:
         q["metadata"].pop("gold_paragraph_ids", None)
     write_questions(tmp_path / "seeds.jsonl", seeds)
-    assert main([f"questions={tmp_path / 'seeds.jsonl'}", f"search.index={tmp_path / 'index'}",
-                 f"out={tmp_path / 'q'}"]) == 0
+    assert (
+        main([f"questions={tmp_path / 'seeds.jsonl'}", f"search.index={tmp_path / 'index'}", f"out={tmp_path / 'q'}"])
+        == 0
+    )
     m = json.loads((tmp_path / "q/metrics.json").read_text())
     assert m["written"] == 0 and m["proposer_drops"].get("corpus_without_titles", 0) > 0, m["proposer_drops"]
 
 
 def test_bad_settings_and_a_foreign_folder_are_one_line_errors(index_dir, tmp_path, capsys):
     assert main(["proposer=invent"]) == 2
-    assert capsys.readouterr().err.strip() == ("questions: proposer must be one of compose, extend, obfuscate, "
-                                               "got 'invent'")
+    assert capsys.readouterr().err.strip() == (
+        "questions: proposer must be one of compose, extend, obfuscate, got 'invent'"
+    )
     assert main(["proposer=extend"]) == 2
     assert "proposer=extend needs an LLM: teacher.base_url=" in capsys.readouterr().err
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs/notes.txt").write_text("mine")
-    assert main([f"search.index={index_dir}", f"out={tmp_path / 'theirs'}", "limit=1",
-                 f"questions={DEFAULT_QUESTIONS}", "verify.skip=[solvable]"]) == 2
+    assert (
+        main(
+            [
+                f"search.index={index_dir}",
+                f"out={tmp_path / 'theirs'}",
+                "limit=1",
+                f"questions={DEFAULT_QUESTIONS}",
+                "verify.skip=[solvable]",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("synth.questions: ") and "did not write it" in err and "overwrite=true" in err
     assert (tmp_path / "theirs/notes.txt").read_text() == "mine"
@@ -311,8 +445,10 @@ def test_bad_settings_and_a_foreign_folder_are_one_line_errors(index_dir, tmp_pa
 
 # ---- extend and obfuscate through the engine seam (FakeReasoningAPI, scripted) ------------------
 
+
 def extend_script(mode: str):
     """A stand-in question writer: a bridge whose answer is the new passage's title (or a bad reply)."""
+
     def write(prompt: str) -> str:
         m = re.search(r'The new passage is \[(\d+)\] "([^"]+)"', prompt)
         if m is None:  # the unique check asks it to answer from the passages: the last one's title
@@ -324,16 +460,21 @@ def extend_script(mode: str):
         if mode == "no_question":
             return 'Final answer: {"answer": "x"}'
         answer = re.sub(r"\s*\([^)]*\)$", "", m.group(2))
-        question = (f"What is {answer}, the passage linked to this: {current}" if mode == "leak" else
-                    f"Which page does the answer to this lead to: {current}")
+        question = (
+            f"What is {answer}, the passage linked to this: {current}"
+            if mode == "leak"
+            else f"Which page does the answer to this lead to: {current}"
+        )
         reply = {"question": question, "answer": answer, "type": "bridge", "step": "What page is linked from #1?"}
         return "I read the passages.\n\nFinal answer: " + json.dumps(reply)
+
     return write
 
 
 def llm_config(index_dir, out, api, proposer, **over):
-    settings = dict(proposer=proposer, teacher={"base_url": api.url, "model": api.model, "retries": 0},
-                    min_hops=2, hops=3)
+    settings = dict(
+        proposer=proposer, teacher={"base_url": api.url, "model": api.model, "retries": 0}, min_hops=2, hops=3
+    )
     return config(index_dir, out, **(settings | over))
 
 
@@ -353,8 +494,9 @@ def bridge_seeds(tmp_path_factory, corpus):
 def test_extend_adds_a_hop_through_the_engine_seam(index_dir, tmp_path, bridge_seeds, api_kind, tokenizer):
     path, seeds = bridge_seeds
     with FakeReasoningAPI(script=extend_script("ok")) as api:
-        cfg = llm_config(index_dir, tmp_path / "q", api, "extend", questions=str(path),
-                         verify={"skip": ["solvable", "clean"]})
+        cfg = llm_config(
+            index_dir, tmp_path / "q", api, "extend", questions=str(path), verify={"skip": ["solvable", "clean"]}
+        )
         cfg.teacher.api = api_kind
         m = run(cfg)
     assert len(api.requests) >= len(seeds)  # one prompt per seed, through the engine
@@ -371,9 +513,13 @@ def test_extend_adds_a_hop_through_the_engine_seam(index_dir, tmp_path, bridge_s
     assert rows and all(r["metadata"]["verification"]["unique"]["passed"] is not None for r in rows)
 
 
-@pytest.mark.parametrize("mode, reason", [("empty", "teacher_no_question"), ("no_question", "teacher_no_question"),
-                                          ("leak", "teacher_answer_in_question")])
-def test_a_teacher_without_a_usable_question_is_a_named_drop(index_dir, tmp_path, bridge_seeds, mode, reason, tokenizer):
+@pytest.mark.parametrize(
+    "mode, reason",
+    [("empty", "teacher_no_question"), ("no_question", "teacher_no_question"), ("leak", "teacher_answer_in_question")],
+)
+def test_a_teacher_without_a_usable_question_is_a_named_drop(
+    index_dir, tmp_path, bridge_seeds, mode, reason, tokenizer
+):
     path, seeds = bridge_seeds
     with FakeReasoningAPI(script=extend_script(mode)) as api:
         m = run(llm_config(index_dir, tmp_path / "q", api, "extend", questions=str(path)))
@@ -388,15 +534,27 @@ def obfuscate_script(rewrite: bool):
             for title in re.findall(r'^\[\d+\] "([^"]+)"', prompt, re.M):
                 question = question.replace(re.sub(r"\s*\([^)]*\)$", "", title), "a work the passages describe")
         return "Final answer: " + json.dumps({"question": question})
+
     return write
 
 
 @pytest.mark.parametrize("rewrite", [True, False])
-def test_obfuscate_rewrites_named_entities_through_the_engine_seam(index_dir, tmp_path, bridge_seeds, rewrite, tokenizer):
+def test_obfuscate_rewrites_named_entities_through_the_engine_seam(
+    index_dir, tmp_path, bridge_seeds, rewrite, tokenizer
+):
     path, seeds = bridge_seeds
     with FakeReasoningAPI(script=obfuscate_script(rewrite)) as api:
-        m = run(llm_config(index_dir, tmp_path / "q", api, "obfuscate", questions=str(path), hops=2,
-                           verify={"skip": ["solvable", "clean", "needs_every_hop"]}))
+        m = run(
+            llm_config(
+                index_dir,
+                tmp_path / "q",
+                api,
+                "obfuscate",
+                questions=str(path),
+                hops=2,
+                verify={"skip": ["solvable", "clean", "needs_every_hop"]},
+            )
+        )
     if not rewrite:  # the question still names its evidence titles
         assert m["candidates"] == 0 and m["proposer_drops"]["entities_not_rewritten"] == len(seeds)
         return

@@ -4,6 +4,7 @@ It must write well-formed, grounded trajectories from any evidence annotation Fl
 carry (HotpotQA gold ids and supporting facts, MuSiQue decompositions, 2Wiki evidences, none at all),
 answer with the gold only when what it retrieved supports it, and label its rows as templated.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,16 @@ def questions():
 
 
 def config(index_dir, out, questions_file, fmt="search_r1", **over) -> SynthConfig:
-    base = dict(mode="coa", format=fmt, questions=str(questions_file), out=str(out),
-                teacher={"kind": "reference"}, progress=False, search={"index": str(index_dir), "max_actions": 3, "max_tokens": 512},
-                prompt={"demonstrations": False, "prefill": "<think>\n"})
+    base = dict(
+        mode="coa",
+        format=fmt,
+        questions=str(questions_file),
+        out=str(out),
+        teacher={"kind": "reference"},
+        progress=False,
+        search={"index": str(index_dir), "max_actions": 3, "max_tokens": 512},
+        prompt={"demonstrations": False, "prefill": "<think>\n"},
+    )
     from coa.config import build
 
     return build(SynthConfig, base | over, "test")
@@ -59,7 +67,10 @@ def test_coa_rows_are_well_formed_grounded_and_labelled(coa_rows, index_dir, fmt
     for t in rows:
         assert (t.teacher, t.prompt_id.split("/")[0]) == ("reference", "reference"), t.prompt_id
         assert t.parse().well_formed, t.parse().errors
-        assert (t.segments[0]["kind"], t.segments[0]["text"]) == ("prefill", "<think>\n")  # toolkit-written, never trained
+        assert (t.segments[0]["kind"], t.segments[0]["text"]) == (
+            "prefill",
+            "<think>\n",
+        )  # toolkit-written, never trained
         assert all(tokenizer.decode(s["token_ids"]) == s["text"] for s in t.segments)  # ids travel with the text
         assert t.n_actions >= 1 and t.parse().queries[0] == t.question  # first hop: the question itself
         for obs in (s for s in t.segments if s["kind"] == "observation"):  # exactly what the searcher returned
@@ -91,13 +102,15 @@ def test_cot_is_closed_book_and_memory_is_seeded(index_dir, coa_rows):
     _, _, d = coa_rows
     ems = {}
     for memory in (0.0, 0.5, 1.0):
-        rows = read_trajectories_of(run(config(index_dir, d / f"cot{memory}", d / "q.jsonl", mode="cot",
-                                                   reference={"memory": memory})))
+        rows = read_trajectories_of(
+            run(config(index_dir, d / f"cot{memory}", d / "q.jsonl", mode="cot", reference={"memory": memory}))
+        )
         assert all(t.n_actions == 0 and t.parse().well_formed for t in rows)
         ems[memory] = sum(exact_match(t.answer, t.golden_answers) for t in rows)
     assert ems[0.0] < ems[0.5] < ems[1.0], ems
-    again = read_trajectories_of(run(config(index_dir, d / "cot_again", d / "q.jsonl", mode="cot",
-                                            reference={"memory": 0.5})))
+    again = read_trajectories_of(
+        run(config(index_dir, d / "cot_again", d / "q.jsonl", mode="cot", reference={"memory": 0.5}))
+    )
     first = read_trajectories_of({"out": str(d / "cot0.5")})
     assert [t.completion for t in again] == [t.completion for t in first]
 
@@ -110,13 +123,29 @@ def test_other_evidence_forms(index_dir, tmp_path):
     """MuSiQue decompositions, 2Wiki triples with dict-form supporting facts, and no annotation at all."""
     real = load_questions(DEFAULT_QUESTIONS, limit=3)
     (a, b), c = [f[0] for f in real[0]["metadata"]["supporting_facts"]], real[1]
-    musique = {"id": "m1", "question": real[0]["question"], "golden_answers": real[0]["golden_answers"],
-               "metadata": {"question_decomposition": [
-                   {"question": f"What is {a}?", "answer": a}, {"question": "Who is linked to #1?", "answer": b}]}}
-    wiki = {"id": "w1", "question": c["question"], "golden_answers": c["golden_answers"],
-            "metadata": {"supporting_facts": {"title": [t for t, _ in c["metadata"]["supporting_facts"]],
-                                              "sent_id": [s for _, s in c["metadata"]["supporting_facts"]]},
-                         "evidences": [["x", "relation", c["golden_answers"][0]]]}}
+    musique = {
+        "id": "m1",
+        "question": real[0]["question"],
+        "golden_answers": real[0]["golden_answers"],
+        "metadata": {
+            "question_decomposition": [
+                {"question": f"What is {a}?", "answer": a},
+                {"question": "Who is linked to #1?", "answer": b},
+            ]
+        },
+    }
+    wiki = {
+        "id": "w1",
+        "question": c["question"],
+        "golden_answers": c["golden_answers"],
+        "metadata": {
+            "supporting_facts": {
+                "title": [t for t, _ in c["metadata"]["supporting_facts"]],
+                "sent_id": [s for _, s in c["metadata"]["supporting_facts"]],
+            },
+            "evidences": [["x", "relation", c["golden_answers"][0]]],
+        },
+    }
     bare = {"id": "b1", "question": real[2]["question"], "golden_answers": real[2]["golden_answers"]}
     items = evidence_of(musique, None)
     assert [e.query for e in items] == [f"What is {a}?", f"Who is linked to {a}?"]
@@ -144,8 +173,13 @@ def test_branches_forbid_answer_from_memory_and_force_search(coa_rows, index_dir
     parent = rows[0]
     head = parent.segments[1]["text"].split(fmt.search_open)[0]
     prefix = [parent.segments[0], segment("model", head)]
-    decision = parent.to_row() | {"id": "d", "mode": "decision", "parent_id": parent.id, "segments": prefix,
-                                  "decision_index": 2}
+    decision = parent.to_row() | {
+        "id": "d",
+        "mode": "decision",
+        "parent_id": parent.id,
+        "segments": prefix,
+        "decision_index": 2,
+    }
     path = write_trajectories(d / "decisions.parquet", [decision])
     cfg = config(index_dir, d / "branch", d / "q.jsonl", mode="branch", decisions=str(path))
     got = read_trajectories_of(run(cfg))
@@ -156,7 +190,7 @@ def test_branches_forbid_answer_from_memory_and_force_search(coa_rows, index_dir
     assert forbid.n_actions == 0 and forbid.parse().well_formed
     assert [(s["kind"], s["text"]) for s in forbid.segments[:2]] == [(s["kind"], s["text"]) for s in prefix]
     assert "answer from memory" in forbid.segments[2]["text"]
-    cont = force.segments[force.decision_index:]
+    cont = force.segments[force.decision_index :]
     assert cont[0]["kind"] == "prefill" and cont[0]["text"].endswith(fmt.search_open)
     assert force.n_actions >= 1 and force.parse().well_formed
 

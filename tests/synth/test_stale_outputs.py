@@ -1,5 +1,6 @@
 """Change the teacher or the sampling, then resume into the same ``out``: refused, naming what changed;
 ``overwrite=true`` replaces the rows; the same command resumes."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,14 @@ def test_change_the_teacher_then_resume(index_dir, model_dir, tmp_path, capsys):
     assert "sampling.temperature: 0.7 -> 0.2" in err and "overwrite=true" in err, err
 
     with FakeReasoningAPI() as api:
-        chat = [*base, "teacher.kind=llm", "teacher.api=chat", f"teacher.base_url={api.url}",
-                f"teacher.model={api.model}", f"tokenizer={model_dir}"]
+        chat = [
+            *base,
+            "teacher.kind=llm",
+            "teacher.api=chat",
+            f"teacher.base_url={api.url}",
+            f"teacher.model={api.model}",
+            f"tokenizer={model_dir}",
+        ]
         assert main(chat) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert "teacher.kind: reference -> llm" in err and "teacher.model:" in err, err

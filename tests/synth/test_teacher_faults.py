@@ -4,6 +4,7 @@ results or talks about tags stays data (rows parse, tags counted), a still malfo
 unreachable / 500 / hanging / garbage teachers end in one line and a documented exit code, a 4xx fails
 over to a healthy endpoint, rows an engine failure ended are retried on a re-run, budgets report their
 overshoot, and bad settings are refused before anything starts."""
+
 from __future__ import annotations
 
 import fcntl
@@ -20,14 +21,32 @@ from tests.fixtures.chat_api import GARBAGE, FakeReasoningAPI
 
 def args(out, urls, index_dir, *extra, fmt="search_r1"):
     urls = urls if isinstance(urls, list) else [urls]
-    return ["mode=coa", f"format={fmt}", f"search.index={index_dir}", f"out={out}",
-            f"teacher.base_url=[{', '.join(urls)}]", "teacher.api=chat", "teacher.model=fake-reasoner",
-            "teacher.retries=0", "progress=false", "search.max_tokens=4000", "concurrency=1", *extra]
+    return [
+        "mode=coa",
+        f"format={fmt}",
+        f"search.index={index_dir}",
+        f"out={out}",
+        f"teacher.base_url=[{', '.join(urls)}]",
+        "teacher.api=chat",
+        "teacher.model=fake-reasoner",
+        "teacher.retries=0",
+        "progress=false",
+        "search.max_tokens=4000",
+        "concurrency=1",
+        *extra,
+    ]
 
 
 def write_questions(path, *tags: str):
-    path.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Where is Alnwick Castle? {tag}",
-                                        "golden_answers": ["Northumberland"]}) + "\n" for i, tag in enumerate(tags)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {"id": f"q{i}", "question": f"Where is Alnwick Castle? {tag}", "golden_answers": ["Northumberland"]}
+            )
+            + "\n"
+            for i, tag in enumerate(tags)
+        )
+    )
     return path
 
 
@@ -46,12 +65,16 @@ def one_line(err: str) -> str:
 
 # ---- 3: teacher text is data, not markup ----------------------------------------------------------------
 
+
 def test_neutralise_makes_every_presets_tags_plain_text():
     for fmt in (SEARCH_R1, AUTOCOA):
         for tag in control_tags():
             text, n = neutralise(f"a {tag} b")
-            assert n == 1 and tag not in text and fmt.parse(f"{fmt.think_open}{text}{fmt.think_close}\n"
-                                                            f"{fmt.answer_text('x')}").well_formed, (fmt.name, tag)
+            assert (
+                n == 1
+                and tag not in text
+                and fmt.parse(f"{fmt.think_open}{text}{fmt.think_close}\n{fmt.answer_text('x')}").well_formed
+            ), (fmt.name, tag)
     assert neutralise("no tags, 3 < 4 > 2 and {braces}") == ("no tags, 3 < 4 > 2 and {braces}", 0)
 
 
@@ -90,23 +113,32 @@ def test_a_trajectory_that_still_does_not_parse_is_named_malformed(index_dir, tm
 
 # ---- 7, 8: unreachable, failing, hanging or garbage teachers ---------------------------------------------
 
+
 @pytest.mark.parametrize("fault", ["unreachable", "status_500", "hanging", "html_models", "foo_models"])
 def test_a_teacher_that_fails_its_start_check_is_one_line_and_exit_3(fault, index_dir, tmp_path, capsys):
     out = tmp_path / "out"
     if fault == "unreachable":
         assert main(args(out, "http://127.0.0.1:9/v1", index_dir, "limit=2")) == 3
     else:
-        kw = {"status_500": {"fail_status": 500}, "hanging": {"hang_s": 30},
-              "html_models": {"garbage": "html"}, "foo_models": {"garbage": "foo"}}[fault]
+        kw = {
+            "status_500": {"fail_status": 500},
+            "hanging": {"hang_s": 30},
+            "html_models": {"garbage": "html"},
+            "foo_models": {"garbage": "foo"},
+        }[fault]
         with FakeReasoningAPI(fail_models=True, **kw) as api:
             assert main(args(out, api.url, index_dir, "limit=2", "teacher.timeout_s=1")) == 3
             assert not api.requests  # nothing was generated
     err = one_line(capsys.readouterr().err)
     assert err.startswith("synth: teacher unavailable at start: ")
     assert not out.exists()  # the folder this run made (lock, fingerprint) goes again
-    assert {"unreachable": "APIConnectionError", "status_500": "answered 500", "hanging": "APITimeoutError",
-            "html_models": "/models answered something that is not JSON",
-            "foo_models": "/models answered something that is not a model list"}[fault] in err
+    assert {
+        "unreachable": "APIConnectionError",
+        "status_500": "answered 500",
+        "hanging": "APITimeoutError",
+        "html_models": "/models answered something that is not JSON",
+        "foo_models": "/models answered something that is not a model list",
+    }[fault] in err
     assert not list(out.glob("*.parquet"))
 
 
@@ -119,8 +151,11 @@ def test_each_kind_of_garbage_ends_only_its_row_with_a_named_reason(index_dir, t
     assert s["run"]["finish_reasons"] == {"answer": 1, "bad_response": len(GARBAGE)}
     assert s["run"]["endpoints"][api.url]["bad_responses"] == len(GARBAGE)
     assert s["run"]["prompt_tokens"] >= 0 and s["run"]["completion_tokens"] >= 0  # no negative usage counted
-    errors = {r["question"].split("[garbage:")[-1].rstrip("]"): json.loads(r["transcript"])["error"]
-              for r in rows(out).values() if r["finish_reason"] == "bad_response"}
+    errors = {
+        r["question"].split("[garbage:")[-1].rstrip("]"): json.loads(r["transcript"])["error"]
+        for r in rows(out).values()
+        if r["finish_reason"] == "bad_response"
+    }
     assert "not JSON but text: '<!doctype html>" in errors["html"]
     assert "not valid JSON" in errors["invalid_json"]
     assert "no choices (its keys: foo)" in errors["foo"] and "no choices" in errors["no_choices"]
@@ -140,6 +175,7 @@ def test_garbage_from_the_first_reply_on_stops_the_run_in_one_line(stream, index
 
 
 # ---- 9: 4xx fail-over, and retrying rows an engine failure ended ------------------------------------------
+
 
 def test_a_4xx_from_one_endpoint_fails_over_to_a_healthy_one(index_dir, tmp_path):
     out = tmp_path / "out"
@@ -167,6 +203,7 @@ def test_rows_an_engine_failure_ended_are_retried_unless_kept(index_dir, tmp_pat
 
 
 # ---- 10, 11, 12, 19 ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("key, value", [("price_prompt", "-3"), ("price_completion", "-0.5"), ("backoff_s", "-1")])
 def test_negative_prices_and_backoff_are_refused_before_anything_starts(key, value, tmp_path, capsys):

@@ -4,6 +4,7 @@ The CoA run uses the ``search_r1`` tags with the search-open tag prefilled: the 
 about half of those calls by itself (it almost never writes AutoCoA's ``</end_search>``), enough to
 exercise stopping, searching and continuing on every run.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,17 @@ PREFILL = "<think>\nI need to search.\n<search>"
 
 
 def config(teacher_url, index_dir, out, **over) -> SynthConfig:
-    base = dict(mode="coa", format="search_r1", limit=10, out=str(out),
-                search=SearchEnvConfig(index=str(index_dir), max_tokens=160, max_actions=4),
-                teacher=TeacherConfig(base_url=teacher_url, retries=1), progress=False, concurrency=10,
-                prompt=PromptConfig(prefill=PREFILL, demonstrations=True))
+    base = dict(
+        mode="coa",
+        format="search_r1",
+        limit=10,
+        out=str(out),
+        search=SearchEnvConfig(index=str(index_dir), max_tokens=160, max_actions=4),
+        teacher=TeacherConfig(base_url=teacher_url, retries=1),
+        progress=False,
+        concurrency=10,
+        prompt=PromptConfig(prefill=PREFILL, demonstrations=True),
+    )
     return SynthConfig(**base | over)
 
 
@@ -74,8 +82,11 @@ def kind_text(seg: dict) -> tuple[str, str]:
 def test_continuation_sends_the_ids_so_far(coa_run, tokenizer):
     """Each call's prompt is the ids so far: the billed prompt tokens are the sum over calls."""
     cfg, _, rows = coa_run
-    continued = [t for t in rows if any(a["kind"] == "observation" and b["kind"] == "model"
-                                        for a, b in zip(t.segments, t.segments[1:]))]
+    continued = [
+        t
+        for t in rows
+        if any(a["kind"] == "observation" and b["kind"] == "model" for a, b in zip(t.segments, t.segments[1:]))
+    ]
     assert continued, "no trajectory continued after a search result"
     for t in rows:
         assert (t.segments[0]["kind"], t.segments[0]["text"]) == ("prefill", PREFILL)
@@ -95,6 +106,7 @@ def test_token_segments_line_up_with_the_engine(coa_run, tokenizer, teacher_url,
 
     class Recording(CompletionsEngine):
         """The real completions engine, keeping what the server says it received."""
+
         seen: list = []
 
         def _generation(self, r, request):
@@ -116,8 +128,9 @@ def test_token_segments_line_up_with_the_engine(coa_run, tokenizer, teacher_url,
         for i, seg in enumerate(t.segments):
             ids = [x for x, j in zip(tok.input_ids, tok.segment_index) if j == i]
             assert ids == seg["token_ids"] and tokenizer.decode(ids) == seg["text"]
-            assert {lab for lab, j in zip(tok.segment_labels, tok.segment_index) if j == i} == \
-                   {{"model": MODEL, "prefill": PROMPT, "observation": OBSERVATION}[seg["kind"]]}
+            assert {lab for lab, j in zip(tok.segment_labels, tok.segment_index) if j == i} == {
+                {"model": MODEL, "prefill": PROMPT, "observation": OBSERVATION}[seg["kind"]]
+            }
 
 
 def test_every_row_carries_its_provenance(coa_run):
@@ -148,9 +161,21 @@ def test_cot_cli_has_no_tool_and_keeps_the_key_secret(teacher_url, tmp_path, mon
     secret = "sk-test-never-print-this"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     out = tmp_path / "cot"
-    assert main(["mode=cot", "limit=4", "n=2", "search.max_tokens=96", "prompt.demonstrations=true", f"out={out}",
-                 f"teacher.base_url={teacher_url}",
-                 "progress=false"]) == 0
+    assert (
+        main(
+            [
+                "mode=cot",
+                "limit=4",
+                "n=2",
+                "search.max_tokens=96",
+                "prompt.demonstrations=true",
+                f"out={out}",
+                f"teacher.base_url={teacher_url}",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
     rows = read_trajectories(out)
     assert len(rows) == 8 and sorted({t.sample for t in rows}) == [0, 1]
     for t in rows:
@@ -169,8 +194,13 @@ def test_branches_continue_the_prefix_forbidden_and_forced(coa_run, teacher_url,
     fmt = get_format("search_r1")
     parent = max(rows, key=lambda r: r.n_actions)
     prefix = [segment("model", parent.segments[0]["text"].split(fmt.search_open)[0])]
-    decision = parent.to_row() | {"id": "d", "mode": "decision", "parent_id": parent.id, "segments": prefix,
-                                  "decision_index": 1}
+    decision = parent.to_row() | {
+        "id": "d",
+        "mode": "decision",
+        "parent_id": parent.id,
+        "segments": prefix,
+        "decision_index": 1,
+    }
     bcfg = config(teacher_url, index_dir, tmp_path / "branch", mode="branch", n=2)
     table = branch([decision], bcfg)
     got = read_trajectories(bcfg.out_dir)
@@ -185,8 +215,21 @@ def test_branches_continue_the_prefix_forbidden_and_forced(coa_run, teacher_url,
             assert all(s["kind"] == "model" for s in t.segments)
             assert (fmt.search_close in t.segments[1]["text"]) == (t.finish_reason == "forbidden_search")
     path = write_trajectories(tmp_path / "decisions.parquet", [decision])
-    assert main(["mode=branch", f"decisions={path}", "branches=force", "format=search_r1", "search.max_tokens=64",
-                 f"search.index={index_dir}", f"out={tmp_path / 'cli'}", f"teacher.base_url={teacher_url}",
-                 "progress=false"]) == 0
+    assert (
+        main(
+            [
+                "mode=branch",
+                f"decisions={path}",
+                "branches=force",
+                "format=search_r1",
+                "search.max_tokens=64",
+                f"search.index={index_dir}",
+                f"out={tmp_path / 'cli'}",
+                f"teacher.base_url={teacher_url}",
+                "progress=false",
+            ]
+        )
+        == 0
+    )
     (row,) = read_trajectories(tmp_path / "cli")
     assert row.branch_id == f"{parent.id}:1:force" and kind_text(row.segments[0]) == kind_text(prefix[0])

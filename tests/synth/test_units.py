@@ -1,4 +1,5 @@
 """Fast checks of synth's own logic: config, jobs, input errors, shards."""
+
 from __future__ import annotations
 
 import gzip
@@ -16,10 +17,19 @@ from synth.shards import ShardWriter, done_ids
 
 
 def decision(**over) -> dict:
-    row = {"id": "d1", "question_id": "q1", "question": "Who?", "golden_answers": ["X"], "dataset": "hotpotqa",
-           "mode": "decision", "parent_id": "p1", "decision_index": 1, "format": "autocoa",
-           "prompt": "<|im_start|>user\nWho?<|im_end|>\n<|im_start|>assistant\n",
-           "segments": [{"kind": "model", "text": "<think>\nI need ", "query": None, "doc_ids": []}]}
+    row = {
+        "id": "d1",
+        "question_id": "q1",
+        "question": "Who?",
+        "golden_answers": ["X"],
+        "dataset": "hotpotqa",
+        "mode": "decision",
+        "parent_id": "p1",
+        "decision_index": 1,
+        "format": "autocoa",
+        "prompt": "<|im_start|>user\nWho?<|im_end|>\n<|im_start|>assistant\n",
+        "segments": [{"kind": "model", "text": "<think>\nI need ", "query": None, "doc_ids": []}],
+    }
     return row | over
 
 
@@ -30,8 +40,9 @@ def test_config_rejects_bad_values_and_unknown_keys():
         SynthConfig(branches="forbid,maybe")
     with pytest.raises(ValueError, match="unknown key 'temprature'; valid keys: mode, questions"):
         load_config(SynthConfig, None, ["temprature=0.5"])
-    cfg = load_config(SynthConfig, None, ["mode=cot", "branches=force", "teacher.kind=llm", "teacher.retries=1",
-                                              "format=search_r1"])
+    cfg = load_config(
+        SynthConfig, None, ["mode=cot", "branches=force", "teacher.kind=llm", "teacher.retries=1", "format=search_r1"]
+    )
     assert (cfg.prompt.mode, cfg.prompt.format, cfg.branches, cfg.teacher.retries) == ("cot", "search_r1", ["force"], 1)
     assert cfg.out_dir == "runs/synth/cot"
 
@@ -40,18 +51,27 @@ def test_branch_jobs_keys_prefill_and_tools():
     fmt = get_format("autocoa")
     jobs = branch_jobs([decision()], n=2, kinds=["forbid", "force"], fmt=fmt)
     assert [(j.branch_id, j.sample, j.tools, j.prefill) for j in jobs] == [
-        ("p1:1:forbid", 0, "forbid", ""), ("p1:1:forbid", 1, "forbid", ""),
-        ("p1:1:force", 0, "real", "<begin_search> "), ("p1:1:force", 1, "real", "<begin_search> ")]
+        ("p1:1:forbid", 0, "forbid", ""),
+        ("p1:1:forbid", 1, "forbid", ""),
+        ("p1:1:force", 0, "real", "<begin_search> "),
+        ("p1:1:force", 1, "real", "<begin_search> "),
+    ]
     assert jobs[0].id == row_id("q1", "branch", 0, "p1:1:forbid")
     assert len({j.id for j in jobs}) == 4
 
 
-@pytest.mark.parametrize("over, message", [
-    ({"mode": "coa"}, "decision row 1: field 'mode' must be 'decision', got 'coa'"),
-    ({"parent_id": ""}, "decision row 1: field 'parent_id' is empty"),
-    ({"decision_index": 3}, r"decision row 1: field 'decision_index' \(3\) must equal the number of prefix segments \(1\)"),
-    ({"format": "search_r1"}, "decision row 1: format 'search_r1' differs from format='autocoa'"),
-])
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"mode": "coa"}, "decision row 1: field 'mode' must be 'decision', got 'coa'"),
+        ({"parent_id": ""}, "decision row 1: field 'parent_id' is empty"),
+        (
+            {"decision_index": 3},
+            r"decision row 1: field 'decision_index' \(3\) must equal the number of prefix segments \(1\)",
+        ),
+        ({"format": "search_r1"}, "decision row 1: format 'search_r1' differs from format='autocoa'"),
+    ],
+)
 def test_bad_decision_rows_are_named(over, message):
     with pytest.raises(ValueError, match=message):
         branch_jobs([decision(**over)], 1, ["forbid"], get_format("autocoa"))

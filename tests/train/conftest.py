@@ -1,6 +1,7 @@
 """Fixtures for the training tests: a tiny random model of the SmolLM2 architecture with the real
 tokenizer, curated sets written by hand in the core schemas (autocoa text, observations from the real
 BM25 index), and a tiny model taught to make one real search call (for the RL-2 rollouts)."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -37,10 +38,19 @@ def questions():
 def tiny_model(tokenizer, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, max_position_embeddings=8192)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=8192,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
@@ -60,27 +70,51 @@ def _coa_trajectory(tokenizer, q, searcher, queries, sample=0):
     segs, text = [segment("prefill", "<think>\n")], "I should look this up.\n"
     for query in queries:
         docs = searcher.search([query], 2)[0]
-        segs += [segment("model", text + FMT.search_call(query)),
-                 segment("observation", FMT.observation(docs), query=query, doc_ids=[d.id for d in docs])]
+        segs += [
+            segment("model", text + FMT.search_call(query)),
+            segment("observation", FMT.observation(docs), query=query, doc_ids=[d.id for d in docs]),
+        ]
         text = "The result helps.\n"
     segs.append(segment("model", text + "</think>\n\n" + FMT.answer_text(q["golden_answers"][0])))
-    return Trajectory(question_id=q["id"], question=q["question"], golden_answers=q["golden_answers"],
-                      prompt=prompt, segments=segs, mode="coa", sample=sample, n_actions=len(queries),
-                      finish_reason="answer", answer=q["golden_answers"][0])
+    return Trajectory(
+        question_id=q["id"],
+        question=q["question"],
+        golden_answers=q["golden_answers"],
+        prompt=prompt,
+        segments=segs,
+        mode="coa",
+        sample=sample,
+        n_actions=len(queries),
+        finish_reason="answer",
+        answer=q["golden_answers"][0],
+    )
 
 
 @pytest.fixture(scope="session")
 def sets_dir(tmp_path_factory, tokenizer, questions, searcher):
     """pairs.parquet, coa.parquet and cot.parquet as curation would write them."""
     out = tmp_path_factory.mktemp("sets")
-    coa = [_coa_trajectory(tokenizer, questions[0], searcher, ["Maria Golovin opera", "Gian Carlo Menotti"]),
-           _coa_trajectory(tokenizer, questions[1], searcher, [questions[1]["question"]])]
-    cot = [Trajectory(question_id=q["id"], question=q["question"], golden_answers=q["golden_answers"],
-                      prompt=render_prompt(tokenizer, q["question"], PromptConfig(mode="cot", demonstrations=False)),
-                      mode="cot",
-                      segments=[segment("model", f"<think>\nI recall the answer.\n</think>\n\n"
-                                                 f"{FMT.answer_text(q['golden_answers'][0])}")],
-                      finish_reason="answer", answer=q["golden_answers"][0]) for q in questions[2:4]]
+    coa = [
+        _coa_trajectory(tokenizer, questions[0], searcher, ["Maria Golovin opera", "Gian Carlo Menotti"]),
+        _coa_trajectory(tokenizer, questions[1], searcher, [questions[1]["question"]]),
+    ]
+    cot = [
+        Trajectory(
+            question_id=q["id"],
+            question=q["question"],
+            golden_answers=q["golden_answers"],
+            prompt=render_prompt(tokenizer, q["question"], PromptConfig(mode="cot", demonstrations=False)),
+            mode="cot",
+            segments=[
+                segment(
+                    "model", f"<think>\nI recall the answer.\n</think>\n\n{FMT.answer_text(q['golden_answers'][0])}"
+                )
+            ],
+            finish_reason="answer",
+            answer=q["golden_answers"][0],
+        )
+        for q in questions[2:4]
+    ]
     write_trajectories(out / "coa.parquet", coa)
     write_trajectories(out / "cot.parquet", cot)
     pairs = []
@@ -93,14 +127,28 @@ def sets_dir(tmp_path_factory, tokenizer, questions, searcher):
         act = "I am not sure.\n" + FMT.search_call(q["question"][:40].strip())
         no_act = "I know this one well enough.\n</think>\n\n" + FMT.answer_text("unknown " * (i + 1))
         act_chosen = i % 2 == 0
-        pairs.append({"id": f"p{i}", "question_id": q["id"], "question": q["question"],
-                      "golden_answers": q["golden_answers"], "format": "autocoa", "prompt": prefix,
-                      "chat_prompt": chat, "prefix": prefix_segments,
-                      "chosen": act if act_chosen else no_act, "rejected": no_act if act_chosen else act,
-                      "chosen_ends_turn": not act_chosen, "rejected_ends_turn": act_chosen,
-                      "direction": "act" if act_chosen else "no_act",
-                      "decision_index": 1, "chosen_id": f"c{i}", "rejected_id": f"r{i}",
-                      "chosen_score": 1.0, "rejected_score": 0.0})
+        pairs.append(
+            {
+                "id": f"p{i}",
+                "question_id": q["id"],
+                "question": q["question"],
+                "golden_answers": q["golden_answers"],
+                "format": "autocoa",
+                "prompt": prefix,
+                "chat_prompt": chat,
+                "prefix": prefix_segments,
+                "chosen": act if act_chosen else no_act,
+                "rejected": no_act if act_chosen else act,
+                "chosen_ends_turn": not act_chosen,
+                "rejected_ends_turn": act_chosen,
+                "direction": "act" if act_chosen else "no_act",
+                "decision_index": 1,
+                "chosen_id": f"c{i}",
+                "rejected_id": f"r{i}",
+                "chosen_score": 1.0,
+                "rejected_score": 0.0,
+            }
+        )
     pq.write_table(pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA), out / "pairs.parquet")
     return out
 
@@ -111,9 +159,11 @@ def searching_dir(tmp_path_factory, tokenizer, questions, searcher):
     a search call, then, after the real observation, the right answer. It reproduces it when sampled."""
     q = questions[0]
     docs = searcher.search([SEARCH_QUERY], 1)[0]
-    segs = [segment("model", RL_PROMPT.prefill + "I need to search.\n" + FMT.search_call(SEARCH_QUERY)),
-            segment("observation", FMT.observation(docs)),
-            segment("model", "It was Menotti.\n</think>\n\n" + FMT.answer_text(q["golden_answers"][0]))]
+    segs = [
+        segment("model", RL_PROMPT.prefill + "I need to search.\n" + FMT.search_call(SEARCH_QUERY)),
+        segment("observation", FMT.observation(docs)),
+        segment("model", "It was Menotti.\n</think>\n\n" + FMT.answer_text(q["golden_answers"][0])),
+    ]
     tt = tokenize_segments(tokenizer, render_prompt(tokenizer, q["question"], RL_PROMPT), segs, eos=True)
     ids, labels = torch.tensor(tt.input_ids), torch.tensor(tt.labels(observation_loss=False))
     n_prefill = len(tokenizer(RL_PROMPT.prefill, add_special_tokens=False)["input_ids"])

@@ -1,5 +1,6 @@
 """``train.run`` on bad input: incomplete or cut checkpoints are refused naming the file, corrupt sets
 are named, and the command line turns each into one line and exit 2. Nothing here trains a step."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,10 @@ def checkpoint(tmp_path, tiny_dir):
 def test_a_checkpoint_without_its_marker_is_refused(checkpoint, sets_dir, tmp_path, capsys):
     (checkpoint / MARKER).unlink()  # e.g. copied before its save finished
     assert command(["stage=sft2", f"model={checkpoint}", f"sets_dir={sets_dir}", f"runs_dir={tmp_path / 'runs'}"]) == 2
-    assert one_line(capsys) == (f"train: {checkpoint}: incomplete checkpoint (no {MARKER}: its save was interrupted "
-                                "or it was not written by train.run); run the stage that writes it again\n")
+    assert one_line(capsys) == (
+        f"train: {checkpoint}: incomplete checkpoint (no {MARKER}: its save was interrupted "
+        "or it was not written by train.run); run the stage that writes it again\n"
+    )
     assert not (tmp_path / "runs" / "sft2").exists()
 
 
@@ -66,6 +69,12 @@ def test_a_corrupt_set_is_named(tiny_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_the_module_command_line_is_one_line_and_exit_2(tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k != "COA_DEBUG"}, "PYTHONPATH": str(ROOT), "COA_PARAMS": "none"}
-    proc = subprocess.run([sys.executable, "-m", "train.run", "stage=sft3", "model=/nowhere"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "train.run", "stage=sft3", "model=/nowhere"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stderr == "train: model=/nowhere: no checkpoint there (no config.json)\n"

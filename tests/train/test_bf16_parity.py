@@ -10,6 +10,7 @@ taught: the checkpoint each run saved, evaluated in float32 on the trained seque
 2e-5 on one 659-token sequence): (1) 2.0162 vs 2.0191; (2) 2.019 -> 1.307 vs 2.019 -> 1.274, 95.6% of the float32
 run's reduction, while the bf16 run's own logged loss of step 3 was 1.900 (float32: 1.368): the rounding above.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -37,8 +38,9 @@ def masked_nll(model, row: dict, bf16: bool = False) -> float:
 def train_steps(model_dir, tok, dataset, out, bf16: bool):
     """STEPS optimizer steps on the one sequence of ``dataset``: the trainer, its logged losses, the dtypes the
     first MLP's matmul produced, and the checkpoint it saved."""
-    stage = SFT2Config(per_device_train_batch_size=1, gradient_accumulation_steps=1, max_steps=STEPS,
-                       learning_rate=2e-5)
+    stage = SFT2Config(
+        per_device_train_batch_size=1, gradient_accumulation_steps=1, max_steps=STEPS, learning_rate=2e-5
+    )
     trainer = build_sft_trainer(TrainConfig(bf16=bf16), stage, load_model(model_dir, tok), tok, dataset, out)
     seen = set()
     trainer.model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
@@ -62,8 +64,9 @@ def test_bf16_sft_steps_match_float32_and_keep_float32_state(model_dir, sets_dir
     fp32, fp32_losses, fp32_seen, fp32_saved = train_steps(model_dir, tok, dataset, tmp_path / "fp32", bf16=False)
     del fp32
     bf16, bf16_losses, bf16_seen, bf16_saved = train_steps(model_dir, tok, dataset, tmp_path / "bf16", bf16=True)
-    taught = {name: masked_nll(load_model(folder, tok), row) for name, folder in
-              (("fp32", fp32_saved), ("bf16", bf16_saved))}
+    taught = {
+        name: masked_nll(load_model(folder, tok), row) for name, folder in (("fp32", fp32_saved), ("bf16", bf16_saved))
+    }
 
     assert fp32_seen == {torch.float32} and bf16_seen == {torch.bfloat16}  # autocast in the bf16 run only
     assert fp32_losses[0] == pytest.approx(first, rel=1e-4)  # the loss is the masked NLL we think it is

@@ -1,4 +1,5 @@
 """Curated sets → ids: EOS placement, label masks, and the errors a user meets first."""
+
 from __future__ import annotations
 
 import shutil
@@ -60,8 +61,9 @@ def test_labels_cover_model_segments_and_observations_only_in_sft3(tokenizer, se
 
 
 def test_too_long_examples_are_dropped_and_counted(tokenizer, sets_dir):
-    lengths = sorted(len(r["input_ids"]) for r in
-                     sft_dataset(tokenizer, [sets_dir / "cot.parquet"], False, 4096, "sft2")[0])
+    lengths = sorted(
+        len(r["input_ids"]) for r in sft_dataset(tokenizer, [sets_dir / "cot.parquet"], False, 4096, "sft2")[0]
+    )
     dataset, stats = sft_dataset(tokenizer, [sets_dir / "cot.parquet"], False, lengths[0], "sft2")
     kept = sum(n <= lengths[0] for n in lengths)
     assert len(dataset) == kept and stats["dropped_too_long"] == len(lengths) - kept == 1
@@ -110,8 +112,14 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_dir, model_dir, tmp_p
 def test_a_model_smaller_than_its_tokenizer_is_refused(tokenizer, tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=1000, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1)
+    config = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     LlamaForCausalLM(config).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="the model has 1000 embeddings but its tokenizer 49152 tokens"):
         load_model(tmp_path, tokenizer)
@@ -187,8 +195,9 @@ def test_packed_rows_keep_each_sequence_to_itself(tiny_dir, model_dir, sets_dir,
     no padding."""
     import torch
 
-    trainer, dataset = _sft_trainer(tiny_dir, model_dir, sets_dir, tmp_path, packing=True,
-                                    per_device_train_batch_size=1)
+    trainer, dataset = _sft_trainer(
+        tiny_dir, model_dir, sets_dir, tmp_path, packing=True, per_device_train_batch_size=1
+    )
     model, by_ids = trainer.model.eval(), {tuple(r["input_ids"]): r["labels"] for r in dataset}
     seen = []
     for batch in trainer.get_train_dataloader():
@@ -200,7 +209,7 @@ def test_packed_rows_keep_each_sequence_to_itself(tiny_dir, model_dir, sets_dir,
                 ids = batch["input_ids"][0, a:b]
                 labels = by_ids[tuple(ids.tolist())]  # a whole sequence of the set, never a cut one
                 assert positions[a:b].tolist() == list(range(b - a))
-                assert batch["labels"][0, a + 1:b].tolist() == labels[1:]  # TRL masks each sequence's first token
+                assert batch["labels"][0, a + 1 : b].tolist() == labels[1:]  # TRL masks each sequence's first token
                 alone = model(input_ids=ids[None]).logits[0].log_softmax(-1)
                 assert torch.allclose(packed[a:b], alone, atol=1e-4)
                 seen.append(tuple(ids.tolist()))
@@ -240,7 +249,8 @@ def test_pair_batches_are_counted_as_cpo_computes_them(tiny_dir, model_dir, sets
         assert torch.equal(pair_mask(batch), built)
         with torch.no_grad():
             trainer.concatenated_forward(trainer.model, batch)
-    sides = [(len(r["prompt_ids"]) + len(r["chosen_ids"]), len(r["prompt_ids"]) + len(r["rejected_ids"]))
-             for r in dataset]
+    sides = [
+        (len(r["prompt_ids"]) + len(r["chosen_ids"]), len(r["prompt_ids"]) + len(r["rejected_ids"])) for r in dataset
+    ]
     assert trainer.tokens.computed == sum(2 * max(s) for s in sides)
     assert trainer.tokens.real == sum(map(sum, sides)) and trainer.tokens.backward == 0

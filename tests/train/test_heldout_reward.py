@@ -1,6 +1,7 @@
 """The held-out reward beside the training reward on the same steps (train.heldout_reward): the callback's
 schedule and log rows on a scripted trainer, the held-out set refused where it overlaps the pool, and one
 real GRPO run of the tiny model whose steps.csv carries ``reward`` and ``heldout_reward`` in the same rows."""
+
 from __future__ import annotations
 
 import csv
@@ -31,10 +32,11 @@ class ScriptedTrainer:
 
 def probe_of(trainer):
     """Reward 0.1 x the step on the held-out set, 0.2 x the step on the pool: the values say when they were taken."""
+
     def probe(_, questions):
         scale = 0.1 if questions[0]["id"].startswith("h") else 0.2
-        return [{"reward": scale * trainer.state.global_step, "correctness": 1.0, "search_calls": 2}
-                for _ in questions]
+        return [{"reward": scale * trainer.state.global_step, "correctness": 1.0, "search_calls": 2} for _ in questions]
+
     return probe
 
 
@@ -56,9 +58,16 @@ def test_measured_every_k_steps_and_at_the_last_in_the_row_of_the_step(tmp_path)
     assert [h["step"] for h in callback.history] == [0, 2, 4, 5]  # before any update, every 2 steps, the last
     assert asked == [False, True, False, True, True]  # step 2 and 5 are off the logging grid: a log is asked for
     rows = {r["step"]: r for r in log.rows}
-    assert rows[0] == {"step": 0, "heldout_reward": 0.0, "heldout_correctness": 1.0, "heldout_search_calls": 2.0,
-                       "pool_reward": 0.0, "pool_correctness": 1.0, "pool_search_calls": 2.0,
-                       "peak_rss_gb": rows[0]["peak_rss_gb"]}
+    assert rows[0] == {
+        "step": 0,
+        "heldout_reward": 0.0,
+        "heldout_correctness": 1.0,
+        "heldout_search_calls": 2.0,
+        "pool_reward": 0.0,
+        "pool_correctness": 1.0,
+        "pool_search_calls": 2.0,
+        "peak_rss_gb": rows[0]["peak_rss_gb"],
+    }
     assert rows[2]["reward"] == pytest.approx(0.015) and rows[2]["heldout_reward"] == pytest.approx(0.2)
     assert rows[4]["heldout_reward"] == pytest.approx(0.4) and rows[4]["pool_reward"] == pytest.approx(0.8)
     assert "heldout_reward" in rows[5] and rows[5]["reward"] == pytest.approx(0.05)
@@ -66,7 +75,11 @@ def test_measured_every_k_steps_and_at_the_last_in_the_row_of_the_step(tmp_path)
     table = list(csv.DictReader(open(tmp_path / "steps.csv")))
     assert {"reward", "heldout_reward", "pool_reward"} <= set(table[0])
     assert [(r["step"], r["heldout_reward"] != "", r["reward"] != "") for r in table] == [
-        ("0", True, False), ("2", True, True), ("4", True, True), ("5", True, True)]
+        ("0", True, False),
+        ("2", True, True),
+        ("4", True, True),
+        ("5", True, True),
+    ]
 
 
 def test_a_resumed_run_has_its_start_row_already():
@@ -89,8 +102,10 @@ def test_bad_settings_are_refused():
 
 def test_heldout_questions_must_not_be_in_the_pool(tmp_path):
     path = tmp_path / "held.jsonl"
-    path.write_text('{"id": "a", "question": "Who wrote X?", "golden_answers": ["B"]}\n'
-                    '{"id": "b", "question": "Where is Y?", "golden_answers": ["C"]}\n')
+    path.write_text(
+        '{"id": "a", "question": "Who wrote X?", "golden_answers": ["B"]}\n'
+        '{"id": "b", "question": "Where is Y?", "golden_answers": ["C"]}\n'
+    )
     assert [q["id"] for q in heldout_questions(str(path), 0, [{"id": "z"}])] == ["a", "b"]
     assert [q["id"] for q in heldout_questions(str(path), 1, [{"id": "b"}])] == ["a"]  # the first 1 only
     with pytest.raises(ValueError, match=r"1 of its first 2 questions are in the stage's training pool \(first: 'b'\)"):
@@ -116,15 +131,26 @@ def test_a_real_grpo_run_logs_both_rewards_on_the_same_steps(tiny_dir, model_dir
     held = tmp_path / "held.jsonl"
     held.write_text("".join(json.dumps(q) + "\n" for q in load_questions(DEFAULT_QUESTIONS, limit=3)[1:]))
     # the stage's own settings register the callback (build_rl_trainer)
-    stage = RL1Config(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2,
-                      learning_rate=1e-3, temperature=1.0, questions=None, observation_tokens=16,
-                      heldout_reward_every=1, heldout_questions=str(held), heldout_limit=2)
+    stage = RL1Config(
+        num_generations=2,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        max_steps=2,
+        learning_rate=1e-3,
+        temperature=1.0,
+        questions=None,
+        observation_tokens=16,
+        heldout_reward_every=1,
+        heldout_questions=str(held),
+        heldout_limit=2,
+    )
     cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=32, topk=1))
     dataset = rl_dataset(tok, None, 1, RL_PROMPT)  # trains on the first question of the embedded set
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa")
     log = StepLog()
-    trainer = build_rl_trainer(cfg, stage, load_model(tiny_dir, tok), tok, dataset, tmp_path / "work",
-                               callbacks=[log], reward_funcs=rewards)
+    trainer = build_rl_trainer(
+        cfg, stage, load_model(tiny_dir, tok), tok, dataset, tmp_path / "work", callbacks=[log], reward_funcs=rewards
+    )
     [callback] = [c for c in trainer.callback_handler.callbacks if isinstance(c, HeldoutReward)]
     trainer.train()
     assert [h["step"] for h in callback.history] == [0, 1, 2]
@@ -139,6 +165,7 @@ def test_a_real_grpo_run_logs_both_rewards_on_the_same_steps(tiny_dir, model_dir
 
 def test_the_rl_settings_of_the_held_out_reward_are_checked():
     from train.config import RL1Config
+
     with pytest.raises(ValueError, match="heldout_reward_every must be >= 0"):
         RL1Config(heldout_reward_every=-1)
     with pytest.raises(ValueError, match="heldout_limit must be >= 1"):

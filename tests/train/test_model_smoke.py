@@ -1,4 +1,5 @@
 """Smoke test on the real SmolLM2-135M: every stage trains a step from the previous one and saves."""
+
 from __future__ import annotations
 
 import json
@@ -16,16 +17,47 @@ from train.run import main
 @pytest.mark.slow
 def test_every_stage_on_the_real_model(tmp_path, monkeypatch, sets_dir, index_dir, model_dir):
     small = {"max_steps": 1, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 2, "max_length": 1024}
-    rl = {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-          "questions": None, "question_limit": 1, "observation_tokens": 16, "engine": "hf", "lora_r": None, "beta": 0.001, "reward_metric": "em", "temperature": 0.6}
-    section = {"runs_dir": str(tmp_path / "runs"), "sets_dir": str(sets_dir), "prompt": {"demonstrations": False},
-               "sft1": small, "sft2": small, "sft3": small, "rl1": rl, "rl2": rl,
-               "gradient_checkpointing": False, "num_threads": 1}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"format": "autocoa", "train": section, "search": {
-        "index": str(index_dir), "topk": 1, "max_tokens": 24, "max_actions": 1}}))
+    rl = {
+        "max_steps": 1,
+        "num_generations": 2,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "questions": None,
+        "question_limit": 1,
+        "observation_tokens": 16,
+        "engine": "hf",
+        "lora_r": None,
+        "beta": 0.001,
+        "reward_metric": "em",
+        "temperature": 0.6,
+    }
+    section = {
+        "runs_dir": str(tmp_path / "runs"),
+        "sets_dir": str(sets_dir),
+        "prompt": {"demonstrations": False},
+        "sft1": small,
+        "sft2": small,
+        "sft3": small,
+        "rl1": rl,
+        "rl2": rl,
+        "gradient_checkpointing": False,
+        "num_threads": 1,
+    }
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "format": "autocoa",
+                "train": section,
+                "search": {"index": str(index_dir), "topk": 1, "max_tokens": 24, "max_actions": 1},
+            }
+        )
+    )
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(tmp_path / "params.yaml"))
-    results = [m for stage in ("sft1", "sft2", "sft3", "rl") for m in main([f"stage={stage}", "rl.max_steps=2",
-                                                                             "rl.rl1_fraction=0.5"])]
+    results = [
+        m
+        for stage in ("sft1", "sft2", "sft3", "rl")
+        for m in main([f"stage={stage}", "rl.max_steps=2", "rl.rl1_fraction=0.5"])
+    ]
     assert [r["stage"] for r in results] == ["sft1", "sft2", "sft3", "rl1", "rl2"]
     previous = str(model_dir)
     for r in results:

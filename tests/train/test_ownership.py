@@ -1,5 +1,6 @@
 """Issue 35, ownership: ``train.run`` replaces ``runs_dir/<stage>`` only when it wrote that folder (its
 checkpoint marker, or the core's owner marker); a person's folder there is refused before any training."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,14 @@ DEAD_PID = 999999999  # above any pid_max: no such process
 
 def stage_args(tiny_dir, empty_sets, runs, stage="sft1"):
     """A stage outside the chain: saves its start unchanged (a real replace of its output, no training)."""
-    return [f"stage={stage}", f"model={tiny_dir}", f"sets_dir={empty_sets}", f"runs_dir={runs}",
-            f"base_model={tiny_dir}", "chain=[sft3]"]
+    return [
+        f"stage={stage}",
+        f"model={tiny_dir}",
+        f"sets_dir={empty_sets}",
+        f"runs_dir={runs}",
+        f"base_model={tiny_dir}",
+        "chain=[sft3]",
+    ]
 
 
 def a_person_s_folder(folder):
@@ -33,9 +40,11 @@ def test_a_foreign_folder_at_the_stage_output_is_refused_and_kept(tiny_dir, empt
     assert command(stage_args(tiny_dir, empty_sets, runs, "sft2")) == 2
     assert capsys.readouterr().err == (
         f"train: {runs / 'sft2'}: folder is not empty and train.run did not write it (no {MARKER}): a stage "
-        "replaces its output folder whole; move it away, or set runs_dir= to another folder\n")
-    assert {p.relative_to(runs / "sft2").as_posix(): p.read_text()
-            for p in (runs / "sft2").rglob("*") if p.is_file()} == before
+        "replaces its output folder whole; move it away, or set runs_dir= to another folder\n"
+    )
+    assert {
+        p.relative_to(runs / "sft2").as_posix(): p.read_text() for p in (runs / "sft2").rglob("*") if p.is_file()
+    } == before
     assert sorted(p.name for p in runs.iterdir()) == ["sft2"]  # nothing trained, nothing written
 
 

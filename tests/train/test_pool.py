@@ -1,5 +1,6 @@
 """``train.pool`` on the real index and the stage's own reward functions, with a scripted engine whose
 rewards differ on one question, are all 0 on another and all 1 on a third: only the first is kept."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,18 @@ def test_the_pool_keeps_the_questions_whose_rewards_differ(tmp_path, index_dir, 
     engine = ScriptedEngine(tokenizer, [q["id"] for q in questions])
     monkeypatch.setattr(policy_module, "load_policy", lambda model, *a: (engine, tokenizer))
     out = tmp_path / "pool.jsonl"
-    cfg = build(PoolConfig, {"stage": "rl2", "model": "start", "candidates": 3, "samples": 4,
-                             "questions": str(DEFAULT_QUESTIONS), "out": str(out)}, "test")
+    cfg = build(
+        PoolConfig,
+        {
+            "stage": "rl2",
+            "model": "start",
+            "candidates": 3,
+            "samples": 4,
+            "questions": str(DEFAULT_QUESTIONS),
+            "out": str(out),
+        },
+        "test",
+    )
     from train import pool
 
     monkeypatch.setattr(pool, "train_config", lambda stage: _train(index_dir))
@@ -64,8 +75,18 @@ def test_a_pool_with_nothing_to_learn_from_is_an_error(tmp_path, index_dir, toke
 
     monkeypatch.setattr(pool, "train_config", lambda stage: _train(index_dir))
     out = tmp_path / "pool.jsonl"
-    cfg = build(PoolConfig, {"stage": "rl2", "model": "start", "candidates": 3, "samples": 2,
-                             "questions": str(DEFAULT_QUESTIONS), "out": str(out)}, "test")
+    cfg = build(
+        PoolConfig,
+        {
+            "stage": "rl2",
+            "model": "start",
+            "candidates": 3,
+            "samples": 2,
+            "questions": str(DEFAULT_QUESTIONS),
+            "out": str(out),
+        },
+        "test",
+    )
     with pytest.raises(ValueError, match="nothing for GRPO to learn from"):
         select(cfg)
     assert not out.exists()
@@ -85,5 +106,13 @@ class WrongEngine(ScriptedEngine):
 def _train(index_dir):
     from train.config import TrainConfig
 
-    return build(TrainConfig, {"stage": "rl2", "format": "search_r1", "search": {"index": str(index_dir)},
-                               "rl2": {"reward_metric": "f1", "temperature": 1.0}}, "test")
+    return build(
+        TrainConfig,
+        {
+            "stage": "rl2",
+            "format": "search_r1",
+            "search": {"index": str(index_dir)},
+            "rl2": {"reward_metric": "f1", "temperature": 1.0},
+        },
+        "test",
+    )

@@ -1,4 +1,5 @@
 """Outputs that survive a crash, resuming, checkpoints in the trained dtype, sets in the wrong format."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -68,12 +69,18 @@ def test_a_stage_refuses_to_start_from_an_incomplete_checkpoint(runs, tiny_dir):
     sft1 = save_checkpoint(load_model(tiny_dir, tok), tok, runs / "sft1")
     with open(sft1 / "model.safetensors", "r+b") as f:
         f.truncate(100)
-    with pytest.raises(ValueError, match=r"runs/sft1: incomplete checkpoint: model\.safetensors \(truncated\); run "
-                                         r"the stage that writes it again"):
+    with pytest.raises(
+        ValueError,
+        match=r"runs/sft1: incomplete checkpoint: model\.safetensors \(truncated\); run "
+        r"the stage that writes it again",
+    ):
         main(["stage=sft2"])
     (sft1 / MARKER).unlink()
-    with pytest.raises(ValueError, match=rf"runs/sft1: incomplete checkpoint \(no {MARKER}: its save was "
-                                         "interrupted"):
+    with pytest.raises(
+        ValueError,
+        match=rf"runs/sft1: incomplete checkpoint \(no {MARKER}: its save was "
+        "interrupted",
+    ):
         main(["stage=sft2"])
 
 
@@ -98,8 +105,11 @@ def test_resume_continues_from_the_last_saved_step(runs, tiny_dir, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"sft1: resume=true but .*sft1\.work holds no complete checkpoint-N"):
         main(["stage=sft1", f"model={tiny_dir}", "resume=true"])
     # the checkpoints were made with another learning rate: continuing them would mix two runs
-    with pytest.raises(ValueError, match=r"resume=true, but the checkpoints in .*sft2\.work were made with another "
-                                         r"configuration \(settings\.learning_rate: .* -> 0\.5\); run without resume"):
+    with pytest.raises(
+        ValueError,
+        match=r"resume=true, but the checkpoints in .*sft2\.work were made with another "
+        r"configuration \(settings\.learning_rate: .* -> 0\.5\); run without resume",
+    ):
         main(two_steps + ["resume=true", "sft2.learning_rate=0.5"])
     metrics = main(two_steps + ["resume=true"])[0]
     assert metrics["resumed_from_step"] == 1 and metrics["steps"] == 1  # only the missing step was run
@@ -111,22 +121,34 @@ def test_resume_continues_from_the_last_saved_step(runs, tiny_dir, monkeypatch):
 
 
 def test_training_on_a_set_in_another_format_fails_naming_file_and_formats(runs, sets_dir, tiny_dir, tokenizer):
-    with pytest.raises(ValueError, match=r"pairs\.parquet: the set is in format 'autocoa' but training is configured "
-                                         r"for format 'search_r1' \(params\.yaml top-level `format`\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"pairs\.parquet: the set is in format 'autocoa' but training is configured "
+        r"for format 'search_r1' \(params\.yaml top-level `format`\)",
+    ):
         read_pairs(sets_dir / "pairs.parquet", fmt="search_r1")
-    with pytest.raises(ValueError, match=r"coa\.parquet: the set is in format 'autocoa' but training is configured "
-                                         r"for format 'search_r1'"):
+    with pytest.raises(
+        ValueError,
+        match=r"coa\.parquet: the set is in format 'autocoa' but training is configured "
+        r"for format 'search_r1'",
+    ):
         sft_dataset(tokenizer, [sets_dir / "coa.parquet"], False, 4096, "sft2", fmt="search_r1")
-    with pytest.raises(ValueError, match=r"the set is in format 'autocoa' but training is configured for format "
-                                         r"'search_r1'"):
+    with pytest.raises(
+        ValueError,
+        match=r"the set is in format 'autocoa' but training is configured for format "
+        r"'search_r1'",
+    ):
         main(["stage=sft2", f"model={tiny_dir}", "format=search_r1"])
     assert read_pairs(sets_dir / "pairs.parquet", fmt="autocoa")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
 def test_report_to_tensorboard_says_what_is_missing(runs, tiny_dir):
-    with pytest.raises(ValueError, match=r"report_to=tensorboard needs the tensorboard package \(pip install "
-                                         r"tensorboard\); or report_to=none"):
+    with pytest.raises(
+        ValueError,
+        match=r"report_to=tensorboard needs the tensorboard package \(pip install "
+        r"tensorboard\); or report_to=none",
+    ):
         main(["stage=sft2", f"model={tiny_dir}", "report_to=tensorboard"])
 
 
@@ -142,13 +164,26 @@ def test_work_folder_is_cleared_unless_resuming(runs, tiny_dir):
 def test_a_killed_rl_run_resumes_without_repeating_finished_steps(tmp_path, monkeypatch, tiny_dir, index_dir):
     """rl1 on the tiny policy (hf rollouts), killed as its second step begins: the re-run with resume=true
     runs only the missing step and the stage's step log holds each step once."""
-    rl = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "num_generations": 2,
-          "questions": None, "question_limit": 2, "engine": "hf", "temperature": 1.0,
-          "observation_tokens": 16}
+    rl = {
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "num_generations": 2,
+        "questions": None,
+        "question_limit": 2,
+        "engine": "hf",
+        "temperature": 1.0,
+        "observation_tokens": 16,
+    }
     runs = tmp_path / "runs"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
-        "train": {"runs_dir": str(runs), "rl1": rl, "prompt": {"demonstrations": False}},
-        "search": {"index": str(index_dir), "topk": 1, "max_tokens": 16}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "train": {"runs_dir": str(runs), "rl1": rl, "prompt": {"demonstrations": False}},
+                "search": {"index": str(index_dir), "topk": 1, "max_tokens": 16},
+            }
+        )
+    )
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(tmp_path / "params.yaml"))
     argv = ["stage=rl1", f"model={tiny_dir}", "save_steps=1"]
     with monkeypatch.context() as m:

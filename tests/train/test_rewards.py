@@ -1,4 +1,5 @@
 """GRPO rewards: correctness on the extracted answer plus the format term."""
+
 from __future__ import annotations
 
 import doctest
@@ -11,8 +12,10 @@ from train.rewards import correctness, format_term, make_rewards
 
 GOLD = ["Gian Carlo Menotti"]
 OBS = FMT.wrap_observation('result 1: "Maria Golovin"\nMaria Golovin is an opera by Gian Carlo Menotti.')
-GOOD = (f"<think>\n{FMT.search_call('Maria Golovin composer')}{OBS}Menotti.\n</think>\n\n"
-        f"{FMT.answer_text('Gian Carlo Menotti')}")
+GOOD = (
+    f"<think>\n{FMT.search_call('Maria Golovin composer')}{OBS}Menotti.\n</think>\n\n"
+    f"{FMT.answer_text('Gian Carlo Menotti')}"
+)
 WRONG = GOOD.replace("\\boxed{Gian Carlo Menotti}", "\\boxed{Samuel Barber}")
 PARTIAL = GOOD.replace("\\boxed{Gian Carlo Menotti}", "\\boxed{Menotti}")
 UNCLOSED = "<think>\nMenotti wrote it. \\boxed{Gian Carlo Menotti}"  # right answer, no </think>

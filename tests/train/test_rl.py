@@ -3,6 +3,7 @@
 The policy is the tiny model taught one search trajectory (``searching_dir``): sampled at a low
 temperature it writes a search call, so the real environment is exercised end to end.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,14 +43,25 @@ def parity(completions, **kwargs):
 
 def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, **stage_settings):
     tok = load_tokenizer(policy_dir, model_dir)
-    stage = stage_cls(**{"num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                         "max_steps": 1, "learning_rate": 1e-3, "temperature": temperature, "questions": None,
-                         "observation_tokens": 16, **stage_settings})
+    stage = stage_cls(
+        **{
+            "num_generations": 2,
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "max_steps": 1,
+            "learning_rate": 1e-3,
+            "temperature": temperature,
+            "questions": None,
+            "observation_tokens": 16,
+            **stage_settings,
+        }
+    )
     cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=64, topk=1))
     dataset = rl_dataset(tok, None, 1, RL_PROMPT)
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
-    trainer = build_rl_trainer(cfg, stage, load_model(policy_dir, tok), tok, dataset, out,
-                               reward_funcs=rewards, searcher=searcher)
+    trainer = build_rl_trainer(
+        cfg, stage, load_model(policy_dir, tok), tok, dataset, out, reward_funcs=rewards, searcher=searcher
+    )
     rollouts = []
     rollout = trainer.rollout_func
 
@@ -88,10 +100,11 @@ def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, search
         env_ids = [t for t, m in zip(ids, mask) if m == 0]
         assert env_ids == encode(tok, observation) and tok.decode(env_ids) == observation
         assert tok.decode([t for t, m in zip(ids, mask) if m == 1]).startswith("I need to search.")
-        assert inputs["tool_mask"][row, :len(mask)].tolist() == mask  # TRL's loss mask factor
+        assert inputs["tool_mask"][row, : len(mask)].tolist() == mask  # TRL's loss mask factor
     records = [json.loads(line) for line in open(tmp_path / "rollouts.jsonl")]  # actions per rollout
     assert [(r["n_actions"], r["queries"], r["observation_tokens"]) for r in records] == [
-        (1, [SEARCH_QUERY], m.count(0)) for m in out["env_mask"]]
+        (1, [SEARCH_QUERY], m.count(0)) for m in out["env_mask"]
+    ]
 
     logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
     em, well_formed = _check_rewards(logged, out, [q["golden_answers"] for q in questions[:1]] * 2)
@@ -112,7 +125,7 @@ def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, search
     hook.remove()
     grad = captured["hidden"].grad.norm(dim=-1)  # (batch, prompt + completion)
     start = inputs["prompt_ids"].shape[1] - 1
-    predicting = grad[:, start:start + inputs["completion_ids"].shape[1]]  # position i predicts completion token i
+    predicting = grad[:, start : start + inputs["completion_ids"].shape[1]]  # position i predicts completion token i
     live = inputs["completion_mask"].bool()
     env = inputs["tool_mask"].bool()
     assert (predicting[live & ~env] == 0).all()
@@ -123,8 +136,9 @@ def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, search
 @pytest.mark.slow
 def test_rl1_opens_the_observation_and_the_policy_writes_it(searching_dir, model_dir, searcher, questions, tmp_path):
     recorder = RecordingSearcher(searcher)
-    trainer, tok, dataset, rollouts = _trainer(RL1Config, searching_dir, model_dir, tmp_path, recorder,
-                                               observation_tokens=16)
+    trainer, tok, dataset, rollouts = _trainer(
+        RL1Config, searching_dir, model_dir, tmp_path, recorder, observation_tokens=16
+    )
     # the written observations get the room real ones take outside max_tokens: 64 + 3 searches x 16
     assert trainer.args.max_completion_length == 64 + SearchEnvConfig().max_actions * 16
     trainer.model.train()
@@ -137,7 +151,7 @@ def test_rl1_opens_the_observation_and_the_policy_writes_it(searching_dir, model
         calls = FMT.parse(trajectory).n_actions
         assert calls >= 1 and mask.count(0) == len(opening) * min(calls, SearchEnvConfig().max_actions)
         first = mask.index(0)
-        assert ids[first:first + len(opening)] == opening and mask[first:first + len(opening)] == [0] * len(opening)
+        assert ids[first : first + len(opening)] == opening and mask[first : first + len(opening)] == [0] * len(opening)
         assert len(ids) - mask.count(0) <= trainer.args.max_completion_length
         search_end = trajectory.index(FMT.search_close) + len(FMT.search_close)
         assert trajectory[search_end:].startswith(FMT.observation_opening)
@@ -181,14 +195,15 @@ def test_vllm_engine_rollouts_sync_every_step_and_train(model_dir, searcher, tmp
     travel with the ids, the policy's weights reach the engine before the second step, the weights move.
     (vLLM's CPU attention has no kernel for the tiny model's head size; the engine's log-prob parity and
     real-search rollouts are tested in test_vllm_engine.py.)"""
-    trainer, tok, _, rollouts = _trainer(RL1Config, model_dir, model_dir, tmp_path, searcher, temperature=1.0,
-                                         engine="vllm", max_steps=2)
+    trainer, tok, _, rollouts = _trainer(
+        RL1Config, model_dir, model_dir, tmp_path, searcher, temperature=1.0, engine="vllm", max_steps=2
+    )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     syncs = [h["agent/weight_syncs"] for h in trainer.state.log_history if "agent/weight_syncs" in h]
     assert syncs == [0.0, 1.0]  # synced before step 2
     engine = trainer.rollout_func.policy_engine.engine.llm.llm_engine  # the stage's KV cache, not vLLM's default
-    assert engine.vllm_config.cache_config.kv_cache_memory_bytes == int(RL1Config.kv_cache_gib * 2 ** 30)
+    assert engine.vllm_config.cache_config.kv_cache_memory_bytes == int(RL1Config.kv_cache_gib * 2**30)
     for out in rollouts:
         assert out["logprobs"] is not None
         for ids, mask, logprobs in zip(out["completion_ids"], out["env_mask"], out["logprobs"]):
@@ -205,13 +220,22 @@ def test_lora_rl_moves_only_the_adapter_and_the_engine_serves_the_merged_policy(
     from train.rollout import policy_weights
 
     tok = load_tokenizer(model_dir, model_dir)
-    stage = RL1Config(num_generations=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=2,
-                      learning_rate=1e-2, temperature=1.0, questions=None, engine="vllm",
-                      observation_tokens=16)
+    stage = RL1Config(
+        num_generations=2,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=1,
+        max_steps=2,
+        learning_rate=1e-2,
+        temperature=1.0,
+        questions=None,
+        engine="vllm",
+        observation_tokens=16,
+    )
     cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=32, topk=1), lora_r=4, lora_alpha=8)
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
-    trainer = build_rl_trainer(cfg, stage, load_model(model_dir, tok), tok, rl_dataset(tok, None, 1, RL_PROMPT),
-                               tmp_path, reward_funcs=rewards)
+    trainer = build_rl_trainer(
+        cfg, stage, load_model(model_dir, tok), tok, rl_dataset(tok, None, 1, RL_PROMPT), tmp_path, reward_funcs=rewards
+    )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
@@ -253,21 +277,24 @@ def test_forward_passes_trim_the_padding_no_row_uses(tiny_dir, model_dir, search
         return forward(*args, **kwargs)
 
     trainer.model.forward = spy
-    logps, entropies, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, 6, batch_size=1,
-                                                                     compute_entropy=True)
+    logps, entropies, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, ids, mask, 6, batch_size=1, compute_entropy=True
+    )
     trainer.model.forward = forward
     assert seen == [5, 11]  # the short row ran at its own 3 + 2 tokens
     assert logps.shape == entropies.shape == (2, 6) and (logps[0, 2:] == 0).all() and (entropies[0, 2:] == 0).all()
     for row, (prompt, completion) in enumerate([(short_prompt, short_completion), (long_prompt, long_completion)]):
         alone = torch.tensor([prompt + completion])
-        expected, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, alone,
-                                                                        torch.ones_like(alone), len(completion))
-        assert torch.allclose(logps[row, :len(completion)], expected[0], atol=1e-5)
+        expected, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+            trainer, trainer.model, alone, torch.ones_like(alone), len(completion)
+        )
+        assert torch.allclose(logps[row, : len(completion)], expected[0], atol=1e-5)
 
 
 @pytest.mark.slow
-def test_the_fused_lm_head_runs_in_small_token_tiles_on_cpu_with_the_same_results(tiny_dir, model_dir, searcher,
-                                                                                  tmp_path, monkeypatch):
+def test_the_fused_lm_head_runs_in_small_token_tiles_on_cpu_with_the_same_results(
+    tiny_dir, model_dir, searcher, tmp_path, monkeypatch
+):
     """On CPU the RL trainer runs GRPOTrainer's fused LM head over ``CPU_TOKEN_TILE`` tokens at a time (TRL's
     4,096-token tiles hold ~5 tile-sized temporaries: +0.85 GB at 1,300 tokens). Log-probs, entropies and the
     gradients they give equal those of TRL's own tiles on a sequence that spans three of ours."""
@@ -285,7 +312,8 @@ def test_the_fused_lm_head_runs_in_small_token_tiles_on_cpu_with_the_same_result
         monkeypatch.setattr(chunked_logprob, "TOKEN_CHUNK_SIZE", tile)
         trainer.model.zero_grad(set_to_none=True)
         logps, entropies, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model, ids, torch.ones_like(ids), scored, compute_entropy=True)
+            trainer.model, ids, torch.ones_like(ids), scored, compute_entropy=True
+        )
         (logps.mean() + entropies.mean()).backward()
         grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
         return logps.detach(), entropies.detach(), grads

@@ -1,4 +1,5 @@
 """The CLI: params.yaml + key=value, the stage chain, checkpoints and metrics files, clear errors."""
+
 from __future__ import annotations
 
 import csv
@@ -20,22 +21,57 @@ from train.run import main
 def params(tmp_path, monkeypatch, sets_dir, index_dir):
     """A params.yaml ``train`` section with one-step stages on the tiny model's scale."""
     small = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 4096}
-    rl = {**small, "num_generations": 2, "questions": None, "question_limit": 2, "observation_tokens": 16,
-          "engine": "hf", "lora_r": None, "beta": 0.001, "reward_metric": "em", "temperature": 0.6}
-    section = {"runs_dir": str(tmp_path / "runs"), "sets_dir": str(sets_dir), "prompt": {"demonstrations": False},
-               "sft1": small, "sft2": small, "sft3": small, "rl1": rl, "rl2": rl,
-               "gradient_checkpointing": False, "num_threads": 1}
+    rl = {
+        **small,
+        "num_generations": 2,
+        "questions": None,
+        "question_limit": 2,
+        "observation_tokens": 16,
+        "engine": "hf",
+        "lora_r": None,
+        "beta": 0.001,
+        "reward_metric": "em",
+        "temperature": 0.6,
+    }
+    section = {
+        "runs_dir": str(tmp_path / "runs"),
+        "sets_dir": str(sets_dir),
+        "prompt": {"demonstrations": False},
+        "sft1": small,
+        "sft2": small,
+        "sft3": small,
+        "rl1": rl,
+        "rl2": rl,
+        "gradient_checkpointing": False,
+        "num_threads": 1,
+    }
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump({"format": "autocoa", "train": section, "other_stage": {"x": 1},
-                                    "search": {"index": str(index_dir), "topk": 1, "max_tokens": 16}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "format": "autocoa",
+                "train": section,
+                "other_stage": {"x": 1},
+                "search": {"index": str(index_dir), "topk": 1, "max_tokens": 16},
+            }
+        )
+    )
     monkeypatch.setattr(coa.config, "PARAMS_FILE", str(path))
     return tmp_path / "runs"
 
 
 def _check_checkpoint(out, start, data_key):
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "metrics.json",
-            "steps.csv", "train_args.json", MARKER} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "metrics.json",
+        "steps.csv",
+        "train_args.json",
+        MARKER,
+    } <= names
     assert not [p for p in out.parent.iterdir() if ".tmp-" in p.name]  # no temporaries left beside it
     with safe_open(out / "model.safetensors", "pt") as f:  # saved as trained: fp32 weights
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
@@ -71,20 +107,29 @@ def test_the_five_stages_chain_through_the_cli(params, tiny_dir):
 
 
 def test_a_stage_without_its_previous_checkpoint_says_what_to_run(params):
-    with pytest.raises(FileNotFoundError, match=r"sft3 starts from the sft2 checkpoint .*runs/sft2, which does not "
-                                                r"exist: run `python -m train\.run stage=sft2` first"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"sft3 starts from the sft2 checkpoint .*runs/sft2, which does not "
+        r"exist: run `python -m train\.run stage=sft2` first",
+    ):
         main(["stage=sft3"])
     with pytest.raises(FileNotFoundError, match="model=/nowhere: no checkpoint there"):
         main(["stage=sft3", "model=/nowhere"])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["stage=sft1", "sft1.lr=1"], r"^train\.sft1: unknown key 'lr'; valid keys: learning_rate"),
-    (["stage=sft4"], r"^train: stage must be one of sft1, sft2, sft3, rl1, rl2, rl; got 'sft4'$"),
-    (["stage=sft1", "sft1.loss=ipo"], r"^train: sft1\.loss must be 'paper' or 'dpo', got 'ipo'$"),
-    (["sft2.learning_rate=fast"], r"^train\.sft2\.learning_rate: expected a float \(e\.g\. 0\.5, 5e-5\), got 'fast'$"),
-    (["report_to=wandb"], r"^train: report_to must be one of none, tensorboard; got 'wandb'$"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["stage=sft1", "sft1.lr=1"], r"^train\.sft1: unknown key 'lr'; valid keys: learning_rate"),
+        (["stage=sft4"], r"^train: stage must be one of sft1, sft2, sft3, rl1, rl2, rl; got 'sft4'$"),
+        (["stage=sft1", "sft1.loss=ipo"], r"^train: sft1\.loss must be 'paper' or 'dpo', got 'ipo'$"),
+        (
+            ["sft2.learning_rate=fast"],
+            r"^train\.sft2\.learning_rate: expected a float \(e\.g\. 0\.5, 5e-5\), got 'fast'$",
+        ),
+        (["report_to=wandb"], r"^train: report_to must be one of none, tensorboard; got 'wandb'$"),
+    ],
+)
 def test_bad_settings_exit_2_with_the_valid_choices(params, capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -136,7 +181,9 @@ def test_one_rl_budget_splits_between_the_rl_stages(params, tiny_dir, searching_
     assert rl1["real_search_queries"] == 0
     rl2 = main(["stage=rl2", f"model={searching_dir}", "search.max_tokens=96", *real_only])[0]
     assert rl2["steps"] == 1 and "skipped" not in rl2
-    queries = [q for line in (runs / "rl2/rollouts.jsonl").read_text().splitlines() for q in json.loads(line)["queries"]]
+    queries = [
+        q for line in (runs / "rl2/rollouts.jsonl").read_text().splitlines() for q in json.loads(line)["queries"]
+    ]
     assert rl2["real_search_queries"] == len(queries) > 0  # the taught model searched in its rollouts
     sim_only = main(["stage=rl2", f"model={tiny_dir}", "rl.max_steps=1", "rl.rl1_fraction=1"])[0]
     assert sim_only["steps"] == 0 and sim_only["real_search_queries"] == 0
@@ -153,12 +200,17 @@ def test_only_the_real_environment_counts_search_queries(tmp_path, tokenizer):
     from train.run import real_search_queries
 
     fmt, budget = get_format("search_r1"), Budget(max_actions=1)
-    episodes = {tools: start_episode("Who wrote Maria Golovin?", tokenizer, tools=tools) for tools in ("simulated", "real")}
+    episodes = {
+        tools: start_episode("Who wrote Maria Golovin?", tokenizer, tools=tools) for tools in ("simulated", "real")
+    }
     for ep in episodes.values():
         record_observation(ep, fmt, "Maria Golovin", [], budget)
         record_observation(ep, fmt, "Menotti", [], budget)  # past max_actions: the budget message
-    trainer = SimpleNamespace(accelerator=SimpleNamespace(process_index=0, num_processes=1),
-                              args=SimpleNamespace(output_dir=str(tmp_path)), state=SimpleNamespace(global_step=0))
+    trainer = SimpleNamespace(
+        accelerator=SimpleNamespace(process_index=0, num_processes=1),
+        args=SimpleNamespace(output_dir=str(tmp_path)),
+        state=SimpleNamespace(global_step=0),
+    )
     _record(trainer, list(episodes.values()), [[1], [1]], first=True)
     lines = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
     assert [r["real_search_queries"] for r in lines] == [0, 1]

@@ -1,4 +1,5 @@
 """SFT-2/3 through TRL's SFTTrainer: decode what the collated batches train on."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,8 +34,7 @@ def _spans(ids: torch.Tensor, trained: torch.Tensor, tok) -> tuple[list[str], li
 @pytest.mark.parametrize("stage_cls", [SFT2Config, SFT3Config])
 def test_batches_train_exactly_the_right_segments(stage_cls, tiny_dir, model_dir, sets_dir, tmp_path):
     trainer, tok = _trainer(stage_cls, tiny_dir, model_dir, sets_dir, tmp_path)
-    trajectories = {t.prompt: t for name in ("coa.parquet", "cot.parquet")
-                    for t in read_trajectories(sets_dir / name)}
+    trajectories = {t.prompt: t for name in ("coa.parquet", "cot.parquet") for t in read_trajectories(sets_dir / name)}
     eos, seen = tok.eos_token, 0
     for batch in trainer.get_train_dataloader():
         for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):

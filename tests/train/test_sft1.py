@@ -1,4 +1,5 @@
 """SFT-1: the trainer's loss is the paper's formula; no EOS after a search-tag continuation."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,11 @@ from train.preference import build_sft1_trainer
 def _trainer(tiny_dir, model_dir, sets_dir, out, **stage):
     tok = load_tokenizer(tiny_dir, model_dir)
     dataset, _ = pair_dataset(tok, sets_dir / "pairs.parquet", 4096)
-    cfg = TrainConfig(sft1=SFT1Config(per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=1,
-                                      learning_rate=1e-3, **stage))
+    cfg = TrainConfig(
+        sft1=SFT1Config(
+            per_device_train_batch_size=2, gradient_accumulation_steps=1, max_steps=1, learning_rate=1e-3, **stage
+        )
+    )
     return build_sft1_trainer(cfg, load_model(tiny_dir, tok), tok, dataset, out), tok
 
 
@@ -26,9 +30,7 @@ def _mean_logp(model, prompt_ids: list[int], continuation: list[int]) -> torch.T
     logps = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
     targets = ids[0, 1:]
     token_logps = logps.gather(1, targets[:, None])[:, 0]
-    return token_logps[len(prompt_ids) - 1:].mean()
-
-
+    return token_logps[len(prompt_ids) - 1 :].mean()
 
 
 def test_loss_is_the_paper_formula(tiny_dir, model_dir, sets_dir, tmp_path):

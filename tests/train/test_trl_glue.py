@@ -1,4 +1,5 @@
 """What train/ relies on in TRL, checked against the installed TRL so an upgrade fails here, by name."""
+
 from __future__ import annotations
 
 import inspect
@@ -19,6 +20,7 @@ def test_every_loss_type_we_accept_is_one_trl_implements():
 
 # ---- the version guard --------------------------------------------------------------------------------------
 
+
 def test_the_installed_trl_is_a_supported_one():
     from packaging.specifiers import SpecifierSet
 
@@ -31,9 +33,12 @@ def test_another_trl_stops_with_one_line_naming_both_versions(monkeypatch):
     from train.trl_glue import check_trl_version
 
     monkeypatch.delenv("COA_ALLOW_TRL", raising=False)
-    with pytest.raises(RuntimeError, match=r"train/ needs trl>=1\.16,<1\.17 \(it patches TRL internals: "
-                                           r"train/trl_glue\.py\), but trl 1\.17\.0 is installed: pip install "
-                                           r"'trl>=1\.16,<1\.17', or set COA_ALLOW_TRL=1"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"train/ needs trl>=1\.16,<1\.17 \(it patches TRL internals: "
+        r"train/trl_glue\.py\), but trl 1\.17\.0 is installed: pip install "
+        r"'trl>=1\.16,<1\.17', or set COA_ALLOW_TRL=1",
+    ):
         check_trl_version("1.17.0")
     with pytest.raises(RuntimeError, match="but trl 1.15.2 is installed"):
         check_trl_version("1.15.2")
@@ -44,6 +49,7 @@ def test_another_trl_stops_with_one_line_naming_both_versions(monkeypatch):
 
 # ---- one test per patch: the TRL symbol and the layout it relies on ------------------------------------------
 
+
 def _params(fn) -> list[str]:
     return list(inspect.signature(fn).parameters)
 
@@ -52,20 +58,30 @@ def test_chunked_logprob_token_chunk_size_is_a_module_int():
     """``tile_lm_head_for_cpu`` sets ``trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE``; the kernel must read it."""
     from trl.kernels import chunked_logprob
 
-    assert isinstance(getattr(chunked_logprob, "TOKEN_CHUNK_SIZE", None), int), \
+    assert isinstance(getattr(chunked_logprob, "TOKEN_CHUNK_SIZE", None), int), (
         "trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE is gone (train.trl_glue.tile_lm_head_for_cpu sets it)"
-    assert "TOKEN_CHUNK_SIZE" in inspect.getsource(chunked_logprob).split("TOKEN_CHUNK_SIZE =", 1)[1], \
+    )
+    assert "TOKEN_CHUNK_SIZE" in inspect.getsource(chunked_logprob).split("TOKEN_CHUNK_SIZE =", 1)[1], (
         "trl.kernels.chunked_logprob no longer reads TOKEN_CHUNK_SIZE"
+    )
 
 
 def test_grpo_get_per_token_logps_and_entropies_signature_and_result():
     """``TrimmingGRPOTrainer`` overrides it and calls it positionally, and returns its 3-tuple."""
     fn = GRPOTrainer._get_per_token_logps_and_entropies
-    assert _params(fn)[:8] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size",
-                               "compute_entropy", "compute_aux_loss"], \
-        f"GRPOTrainer._get_per_token_logps_and_entropies{inspect.signature(fn)} changed"
-    assert "return logps, entropies, aux_loss" in inspect.getsource(fn), \
+    assert _params(fn)[:8] == [
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
+        "compute_aux_loss",
+    ], f"GRPOTrainer._get_per_token_logps_and_entropies{inspect.signature(fn)} changed"
+    assert "return logps, entropies, aux_loss" in inspect.getsource(fn), (
         "GRPOTrainer._get_per_token_logps_and_entropies no longer returns (logps, entropies, aux_loss)"
+    )
     # every extra parameter is multimodal and defaults to None (the override passes them on as **multimodal)
     extra = list(inspect.signature(fn).parameters.values())[8:]
     assert all(p.default is None for p in extra), f"new non-multimodal parameters: {[p.name for p in extra]}"
@@ -74,11 +90,13 @@ def test_grpo_get_per_token_logps_and_entropies_signature_and_result():
 def test_grpo_log_metric_and_metrics_lists():
     """``log_metric`` calls ``GRPOTrainer._log_metric(name, value)``; ``add_step_metric`` appends to
     ``_metrics["train"][name]`` (a defaultdict(list)) that ``log`` averages."""
-    assert _params(GRPOTrainer._log_metric) == ["self", "name", "value"], \
+    assert _params(GRPOTrainer._log_metric) == ["self", "name", "value"], (
         f"GRPOTrainer._log_metric{inspect.signature(GRPOTrainer._log_metric)} changed"
+    )
     init = inspect.getsource(GRPOTrainer.__init__)
-    assert 'self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}' in init, \
+    assert 'self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}' in init, (
         "GRPOTrainer._metrics is no longer {'train': defaultdict(list), ...}"
+    )
     assert "self._metrics[mode]" in inspect.getsource(GRPOTrainer.log), "GRPOTrainer.log no longer reads _metrics"
 
 
@@ -90,8 +108,9 @@ def test_cpo_concatenated_forward_tuple_layout():
 
     source = inspect.getsource(CPOTrainer.concatenated_forward)
     layout = "(chosen_logps, rejected_logps, chosen_logits, rejected_logits, nll_loss"
-    assert f"return {layout})" in source and f"return {layout}, outputs.aux_loss)" in source, \
+    assert f"return {layout})" in source and f"return {layout}, outputs.aux_loss)" in source, (
         "CPOTrainer.concatenated_forward no longer returns (chosen_logps, ..., nll_loss[, aux_loss])"
+    )
     assert layout.strip("(").split(", ").index("nll_loss") == NLL_LOSS
     assert _params(CPOTrainer.concatenated_forward) == ["self", "model", "batch"]
 
@@ -99,17 +118,20 @@ def test_cpo_concatenated_forward_tuple_layout():
 def test_cpo_tokenize_row_signature():
     from trl.experimental.cpo import CPOTrainer
 
-    assert _params(CPOTrainer.tokenize_row) == ["self", "feature", "model"], \
+    assert _params(CPOTrainer.tokenize_row) == ["self", "feature", "model"], (
         f"CPOTrainer.tokenize_row{inspect.signature(CPOTrainer.tokenize_row)} changed"
+    )
 
 
 def test_dpo_prepare_dataset_and_precompute_ref_logps():
     from trl import DPOTrainer
 
-    assert _params(DPOTrainer._prepare_dataset) == ["self", "dataset", "processing_class", "args", "dataset_name"], \
+    assert _params(DPOTrainer._prepare_dataset) == ["self", "dataset", "processing_class", "args", "dataset_name"], (
         f"DPOTrainer._prepare_dataset{inspect.signature(DPOTrainer._prepare_dataset)} changed"
-    assert "self.precompute_ref_logps" in inspect.getsource(DPOTrainer.__init__), \
+    )
+    assert "self.precompute_ref_logps" in inspect.getsource(DPOTrainer.__init__), (
         "DPOTrainer no longer sets precompute_ref_logps (PretokenizedDPOTrainer counts the reference's pass by it)"
+    )
     assert _params(DPOTrainer.compute_loss)[:5] == ["self", "model", "inputs", "return_outputs", "num_items_in_batch"]
 
 
@@ -117,8 +139,9 @@ def test_unwrap_model_for_generation_keywords():
     from trl.models import unwrap_model_for_generation
 
     params = _params(unwrap_model_for_generation)
-    assert params[:2] == ["model", "accelerator"] and {"generation_kwargs", "gradient_checkpointing_kwargs"} <= set(params), \
-        f"trl.models.unwrap_model_for_generation{inspect.signature(unwrap_model_for_generation)} changed"
+    assert params[:2] == ["model", "accelerator"] and {"generation_kwargs", "gradient_checkpointing_kwargs"} <= set(
+        params
+    ), f"trl.models.unwrap_model_for_generation{inspect.signature(unwrap_model_for_generation)} changed"
 
 
 def test_grpo_rollout_func_contract():

@@ -1,6 +1,7 @@
 """The vLLM rollout engine (in-process, CPU here) against the policy it serves: after an optimizer step
 and a weight sync, the engine scores a fixed completion as the policy's own forward pass does, and a
 rollout's ids continue exactly from prompt + prefill + generated + observation ids."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,20 +26,22 @@ def policy_logprobs(model, ids: list[int], start: int) -> list[float]:
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0, :-1].float()
     logp = torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
-    return logp[start - 1:].tolist()
+    return logp[start - 1 :].tolist()
 
 
 def test_engine_matches_the_policy_after_a_step_and_a_sync(engine, model_dir, tokenizer):
     from transformers import AutoModelForCausalLM
 
     policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    prompt = encode(tokenizer, "<|im_start|>user\nWho wrote the opera Maria Golovin?<|im_end|>\n<|im_start|>assistant\n")
+    prompt = encode(
+        tokenizer, "<|im_start|>user\nWho wrote the opera Maria Golovin?<|im_end|>\n<|im_start|>assistant\n"
+    )
     ids = prompt + encode(tokenizer, "<think>\nI will search.\n</think>\n<search> Maria Golovin </search>")
     before = engine.sequence_logprobs(ids, len(prompt))
     # one optimizer step that raises the completion's likelihood
     optimizer = torch.optim.SGD(policy.parameters(), lr=0.05)
     logits = policy(torch.tensor([ids])).logits[0, :-1]
-    loss = -torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[len(prompt) - 1:].mean()
+    loss = -torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[len(prompt) - 1 :].mean()
     loss.backward()
     optimizer.step()
     mine = policy_logprobs(policy, ids, len(prompt))
@@ -47,7 +50,9 @@ def test_engine_matches_the_policy_after_a_step_and_a_sync(engine, model_dir, to
     after = engine.sequence_logprobs(ids, len(prompt))
     gap = sum(abs(a - b) for a, b in zip(after, mine)) / len(mine)
     assert stale > 0.01  # the step moved the policy away from what the engine served ...
-    assert gap <= 1e-3, f"engine vs policy mean abs log-prob gap {gap:.2e} after the sync"  # ... and the sync brought it back
+    assert gap <= 1e-3, (
+        f"engine vs policy mean abs log-prob gap {gap:.2e} after the sync"
+    )  # ... and the sync brought it back
     engine.sync_weights(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict().items())
     assert engine.sequence_logprobs(ids, len(prompt)) == pytest.approx(before, abs=1e-4)  # the model's own again
 
@@ -56,8 +61,10 @@ def test_rollout_ids_continue_exactly(engine, searcher, tokenizer, questions):
     from coa.prompts import PromptConfig, render_prompt
 
     cfg = PromptConfig(format="search_r1", mode="coa", demonstrations=True, prefill="<think>\n")
-    episodes = [start_episode(render_prompt(tokenizer, q["question"], cfg), tokenizer, prefill=cfg.prefill)
-                for q in questions[:4]]
+    episodes = [
+        start_episode(render_prompt(tokenizer, q["question"], cfg), tokenizer, prefill=cfg.prefill)
+        for q in questions[:4]
+    ]
     drive(episodes, engine, searcher, SEARCH_R1, Budget(max_actions=1, max_tokens=96, topk=1))
     searched = [ep for ep in episodes if ep.n_actions]
     assert searched, [ep.completion for ep in episodes]

@@ -20,6 +20,7 @@ Adding a backend = writing its module and adding its name to ``BACKENDS``.
 A backend's ``open`` that cannot read its files raises ``unreadable(...)``: one line naming the first file that
 is missing, truncated or corrupt (``file_problem``) and the command that rebuilds the index.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -46,8 +47,10 @@ def load_backend(name: str) -> ModuleType:
     try:
         return importlib.import_module(f"coa.search.backends.{name}")
     except ImportError as e:  # the environment is input the user can fix: one line, exit 2
-        raise BadInput(f"search backend {name!r} needs a package that is not installed ({e.name}): "
-                       f"pip install 'autocoa-toolkit[search]'") from e
+        raise BadInput(
+            f"search backend {name!r} needs a package that is not installed ({e.name}): "
+            f"pip install 'autocoa-toolkit[search]'"
+        ) from e
 
 
 def matching(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +61,9 @@ def matching(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 # ---- damaged index files: name the file, say what is wrong, say how to rebuild --------------------------
 def rebuild_hint(index_dir: Path, backend: str | None = None) -> str:
-    return f"rebuild the index: python -m coa.search build{f' --backend {backend}' if backend else ''} --out {index_dir}"
+    return (
+        f"rebuild the index: python -m coa.search build{f' --backend {backend}' if backend else ''} --out {index_dir}"
+    )
 
 
 def damaged(path: Path, problem: str, index_dir: Path, backend: str | None = None) -> BadInput:

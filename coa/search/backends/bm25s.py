@@ -3,6 +3,7 @@
 Fast on up to a few million passages; its build holds every passage's tokens as Python lists, which is
 where it stops fitting (see docs/retrieval_scale.md).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,12 +54,14 @@ class _Search:
             self.bm25.backend = "numpy"
 
     def __call__(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        tokens = bm25s.tokenize(list(queries), stopwords=STOPWORDS, stemmer=self.stem, return_ids=False,
-                                show_progress=False)
+        tokens = bm25s.tokenize(
+            list(queries), stopwords=STOPWORDS, stemmer=self.stem, return_ids=False, show_progress=False
+        )
         vocab = self.bm25.vocab_dict
         known = [[t for t in q if t in vocab] for q in tokens]
-        rows, scores = self.bm25.retrieve([q or [self.fallback] for q in known], k=min(k, self.n_docs),
-                                          show_progress=False, n_threads=0)
+        rows, scores = self.bm25.retrieve(
+            [q or [self.fallback] for q in known], k=min(k, self.n_docs), show_progress=False, n_threads=0
+        )
         # the fallback's hits have no meaning: a query without known terms gets nothing
         return [matching(r, s) if q else (r[:0], s[:0]) for r, s, q in zip(np.asarray(rows), np.asarray(scores), known)]
 

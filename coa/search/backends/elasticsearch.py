@@ -9,6 +9,7 @@ OpenSearch installs from the package registries here.
 An engine that does not answer, or answers with an error, is a ``ConnectionError`` naming its URL (one line,
 exit 2 at build or open; during a run the retriever is gone, as with the retrieval server's client).
 """
+
 from __future__ import annotations
 
 import re
@@ -55,15 +56,18 @@ def engine_errors(url: str, doing: str):
     except ConnectionTimeout as e:
         raise ConnectionError(f"elasticsearch at {url} did not answer in time while {doing}") from e
     except TransportError as e:
-        raise ConnectionError(f"elasticsearch at {url} does not answer ({os_reason(e)}) while {doing}: "
-                              f"start it, or check the URL") from e
+        raise ConnectionError(
+            f"elasticsearch at {url} does not answer ({os_reason(e)}) while {doing}: start it, or check the URL"
+        ) from e
     except BulkIndexError as e:
-        raise ConnectionError(f"elasticsearch at {url} refused {len(e.errors)} documents while {doing}: "
-                              f"{str(e.errors[0])[:300]}") from e
+        raise ConnectionError(
+            f"elasticsearch at {url} refused {len(e.errors)} documents while {doing}: {str(e.errors[0])[:300]}"
+        ) from e
 
 
-def build(store, folder: Path, show_progress: bool = True, url: str = "", index_name: str = "",
-          chunk_size: int = 2000) -> dict:
+def build(
+    store, folder: Path, show_progress: bool = True, url: str = "", index_name: str = "", chunk_size: int = 2000
+) -> dict:
     """Bulk-index the store into a new engine index (named after the build unless ``index_name`` is given)."""
     if not url:
         raise ValueError("backend elasticsearch needs url=http://HOST:PORT")
@@ -71,7 +75,8 @@ def build(store, folder: Path, show_progress: bool = True, url: str = "", index_
     name = index_name or f"coa-{time.strftime('%Y%m%d-%H%M%S')}-{folder.parent.name.lower().strip('.')}"[:200]
     with engine_errors(url, f"creating index {name!r}"):  # the first request: a server that is not there fails fast
         es.options(request_timeout=PROBE_TIMEOUT_S, max_retries=0).indices.create(
-            index=name, settings={"number_of_shards": 1, "number_of_replicas": 0}, mappings=MAPPINGS)
+            index=name, settings={"number_of_shards": 1, "number_of_replicas": 0}, mappings=MAPPINGS
+        )
 
     def actions():
         row = 0
@@ -80,8 +85,10 @@ def build(store, folder: Path, show_progress: bool = True, url: str = "", index_
                 yield {"_index": name, "_id": str(row), "_source": {"contents": text, "row": row}}
                 row += 1
 
-    with engine_errors(url, f"indexing into {name!r}"), \
-            tqdm(total=len(store), desc="elasticsearch", unit=" docs", unit_scale=True, disable=not show_progress) as bar:
+    with (
+        engine_errors(url, f"indexing into {name!r}"),
+        tqdm(total=len(store), desc="elasticsearch", unit=" docs", unit_scale=True, disable=not show_progress) as bar,
+    ):
         for _ in helpers.streaming_bulk(es, actions(), chunk_size=chunk_size, raise_on_error=True):
             bar.update(1)
         es.indices.refresh(index=name)
@@ -99,8 +106,10 @@ class _Search:
     def __call__(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         searches = []
         for text in queries:  # one round trip for the whole batch
-            searches += [{"index": self.index},
-                         {"query": {"match": {"contents": text}}, "size": k, "_source": False, "track_total_hits": False}]
+            searches += [
+                {"index": self.index},
+                {"query": {"match": {"contents": text}}, "size": k, "_source": False, "track_total_hits": False},
+            ]
         out = []
         with engine_errors(self.url, f"searching index {self.index!r}"):
             responses = self.es.msearch(searches=searches)["responses"]
@@ -108,8 +117,12 @@ class _Search:
             if "error" in response:
                 raise ConnectionError(f"elasticsearch at {self.url}, index {self.index!r}: {response['error']}")
             hits = response["hits"]["hits"]
-            out.append((np.asarray([int(h["_id"]) for h in hits], np.int64),
-                        np.asarray([h["_score"] for h in hits], np.float32)))
+            out.append(
+                (
+                    np.asarray([int(h["_id"]) for h in hits], np.int64),
+                    np.asarray([h["_score"] for h in hits], np.float32),
+                )
+            )
         return out
 
 

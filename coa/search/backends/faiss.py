@@ -10,6 +10,7 @@ Re-ranking: 48-byte codes cannot order close neighbours (recall@10 0.47 at 1M sy
 (768 bytes a passage, on disk: 16 GB at 21M, memory-mapped, never loaded whole) and a search takes the
 ``rerank`` best candidates by PQ distance and orders them by their exact inner product (0 = PQ order).
 """
+
 from __future__ import annotations
 
 import re
@@ -41,18 +42,29 @@ def vector_batches(store, embeddings: str, rows: int = 65_536) -> Iterator[np.nd
     if embeddings:
         matrix = np.load(embeddings, mmap_mode="r")
         if matrix.shape != (len(store), dense.DIM):
-            raise ValueError(f"{embeddings}: shape {matrix.shape}, expected ({len(store)}, {dense.DIM}) "
-                             f"(one MiniLM embedding per passage)")
+            raise ValueError(
+                f"{embeddings}: shape {matrix.shape}, expected ({len(store)}, {dense.DIM}) "
+                f"(one MiniLM embedding per passage)"
+            )
         for start in range(0, len(matrix), rows):
-            yield np.ascontiguousarray(matrix[start:start + rows], dtype=np.float32)
+            yield np.ascontiguousarray(matrix[start : start + rows], dtype=np.float32)
         return
     encoder = dense.model()
     for batch in store.batches():
         yield dense.encode(batch.column("contents").to_pylist(), encoder)
 
 
-def build(store, folder: Path, show_progress: bool = True, embeddings: str = "", m: int = 48,
-          train_size: int = 100_000, nprobe: int = 32, threads: int = 1, rerank: int = 100) -> dict:
+def build(
+    store,
+    folder: Path,
+    show_progress: bool = True,
+    embeddings: str = "",
+    m: int = 48,
+    train_size: int = 100_000,
+    nprobe: int = 32,
+    threads: int = 1,
+    rerank: int = 100,
+) -> dict:
     # OpenMP threads spin while they wait: 2 threads on a busy 2-core box trained 5x slower than 1
     faiss.omp_set_num_threads(threads)
     nlist, m, nbits = shape_for(min(len(store), train_size), m)
@@ -62,7 +74,7 @@ def build(store, folder: Path, show_progress: bool = True, embeddings: str = "",
     exact = np.lib.format.open_memmap(folder / VECTORS, mode="w+", dtype=np.float16, shape=(len(store), dense.DIM))
     with tqdm(total=len(store), desc="faiss", unit=" vec", unit_scale=True, disable=not show_progress) as bar:
         for vectors in vector_batches(store, embeddings):
-            exact[written:written + len(vectors)] = vectors
+            exact[written : written + len(vectors)] = vectors
             written += len(vectors)
             if not index.is_trained:
                 pending.append(vectors)
@@ -76,8 +88,14 @@ def build(store, folder: Path, show_progress: bool = True, embeddings: str = "",
     exact.flush()
     del exact
     faiss.write_index(index, str(folder / FILE))
-    return {"factory": f"IVF{nlist},PQ{m}x{nbits}", "metric": "inner_product", "nprobe": nprobe, "rerank": rerank,
-            "model": dense.MODEL, "train_size": min(train_size, len(store))}
+    return {
+        "factory": f"IVF{nlist},PQ{m}x{nbits}",
+        "metric": "inner_product",
+        "nprobe": nprobe,
+        "rerank": rerank,
+        "model": dense.MODEL,
+        "train_size": min(train_size, len(store)),
+    }
 
 
 def reranked(queries: np.ndarray, rows: np.ndarray, exact: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -98,8 +116,10 @@ def read_problem(path: Path, error: RuntimeError) -> str:
     if problem:
         return problem
     step = re.search(r"faiss::(\w+)\(", str(error))
-    return (f"truncated or corrupt ({path.stat().st_size:,} bytes; faiss stopped reading it in "
-            f"{step.group(1) if step else 'read_index'})")
+    return (
+        f"truncated or corrupt ({path.stat().st_size:,} bytes; faiss stopped reading it in "
+        f"{step.group(1) if step else 'read_index'})"
+    )
 
 
 class _Search:

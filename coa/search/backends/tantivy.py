@@ -6,6 +6,7 @@ tantivy's ``simple`` tokenizer splits on non-alphanumerics and keeps one-letter 
 Scoring is tantivy's BM25 (k1 1.2, b 0.75; bm25s uses k1 1.5). The build streams: the writer flushes
 segments of at most ``heap_mb`` MB, so memory stays flat whatever the corpus size.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,9 +25,14 @@ TOKENIZER = "coa_en"  # registered on every open: tantivy stores only its name
 
 
 def analyzer() -> tantivy.TextAnalyzer:
-    return (tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.remove_long(40))
-            .filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.custom_stopword(list(STOPWORDS_EN)))
-            .filter(tantivy.Filter.stemmer("english")).build())
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.custom_stopword(list(STOPWORDS_EN)))
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
 
 
 def schema() -> tantivy.Schema:
@@ -68,7 +74,8 @@ class _Search:
         if not terms:
             return None
         return tantivy.Query.boolean_query(
-            [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, "contents", t)) for t in terms])
+            [(tantivy.Occur.Should, tantivy.Query.term_query(self.schema, "contents", t)) for t in terms]
+        )
 
     def _one(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         query = self._query(text)
