@@ -250,9 +250,9 @@ python -m train.run stage=sft2   # coa: observations masked
 python -m train.run stage=sft3   # coa: observations in the loss (world model)
 ```
 
-Or with plain TRL: `python -m data_cards.export format=trl_preference` writes `prompt/chosen/rejected`
-rows for `trl.DPOTrainer`, and `format=trl_sft` writes `prompt/completion` rows plus the character
-spans of the observations for a masked `trl.SFTTrainer` run; `format=llamafactory` and `format=verl`
+Or with plain TRL: `python -m data_cards.export to=trl_preference` writes `prompt/chosen/rejected`
+rows for `trl.DPOTrainer`, and `to=trl_sft` writes `prompt/completion` rows plus the character
+spans of the observations for a masked `trl.SFTTrainer` run; `to=llamafactory` and `to=verl`
 write the AutoCoA repo's own SFT and RL layouts."""
 
 

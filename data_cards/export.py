@@ -1,15 +1,16 @@
 """Export the curated sets to the formats other trainers read (conversions in ``formats.py``).
 
-    python -m data_cards.export format=trl_preference        # pairs → out/preference.parquet (prompt/chosen/rejected)
-    python -m data_cards.export format=trl_sft               # coa, cot → out/sft_{coa,cot}.parquet (+ observation_spans)
-    python -m data_cards.export format=llamafactory          # out/{pairs,coa,cot}.json + out/dataset_info.json
-    python -m data_cards.export format=verl input=runs/split/train.jsonl split=train   # out/train.parquet
-    python -m data_cards.export format=questions input=data/raw/autocoa/hotpot_qa_dev.parquet  # out/questions.jsonl
+    python -m data_cards.export to=trl_preference        # pairs → out/preference.parquet (prompt/chosen/rejected)
+    python -m data_cards.export to=trl_sft               # coa, cot → out/sft_{coa,cot}.parquet (+ observation_spans)
+    python -m data_cards.export to=llamafactory          # out/{pairs,coa,cot}.json + out/dataset_info.json
+    python -m data_cards.export to=verl input=runs/split/train.jsonl split=train   # out/train.parquet
+    python -m data_cards.export to=questions input=data/raw/autocoa/hotpot_qa_dev.parquet  # out/questions.jsonl
 
-``out`` defaults to ``runs/export/<format>``. Sets are read from ``sets_dir``; ``verl`` reads any question
+``to`` is the output format (``format`` stays the project's one prompt preset, which ``verl`` writes its
+instructions in). ``out`` defaults to ``runs/export/<to>``. Sets are read from ``sets_dir``; ``verl`` reads any question
 file ``coa.questions.load_questions`` reads (FlashRAG jsonl(.gz)/parquet) or a set parquet (its questions);
 ``questions`` reads a verl RL parquet. Everything is read and converted before anything is written; ``out``
-must be new, empty or written by an export of the same format (its ``.autocoa-owner.json``), else
+must be new, empty or written by an export to the same format (its ``.autocoa-owner.json``), else
 ``overwrite=true`` (same-name files replaced, nothing deleted).
 """
 
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 from coa import paths
 from coa.config import cli
 from coa.errors import entry_point, reading
+from coa.formats import FORMAT
 from coa.io import atomic_output, owned_files, write_text
 from coa.prompts import PromptConfig
 from coa.questions import load_questions
@@ -38,10 +40,11 @@ FORMATS = ("trl_preference", "trl_sft", "llamafactory", "verl", "questions")
 class ExportConfig:
     """Settings of ``python -m data_cards.export`` (``key=value``; ``--help``, ``--print-config``).
 
-    What: format, input, sets_dir, out, overwrite. verl: split, prompt_format, demonstrations, ability.
+    What: to, input, sets_dir, out, overwrite. verl: split, format and prompt.demonstrations (the shared
+    prompt), ability.
     """
 
-    format: str = field(default="", metadata={"help": f"one of {', '.join(FORMATS)}"})
+    to: str = field(default="", metadata={"help": f"the output format: one of {', '.join(FORMATS)}"})
     sets_dir: str = field(
         default=paths.curate("sets"), metadata={"help": "the sets step's folder (pairs/coa/cot.parquet)"}
     )
@@ -51,10 +54,15 @@ class ExportConfig:
             "help": f"verl: question file or set parquet (default {paths.SPLIT_TRAIN}); questions: a verl RL parquet"
         },
     )
-    out: str = field(default="", metadata={"help": f"output folder; empty = {paths.export('<format>')}"})
+    out: str = field(default="", metadata={"help": f"output folder; empty = {paths.export('<to>')}"})
     split: str = field(default="train", metadata={"help": "verl: extra_info.split and the file name"})
-    prompt_format: str = field(default="autocoa", metadata={"help": "verl: instruction preset (autocoa | search_r1)"})
-    demonstrations: bool = field(default=False, metadata={"help": "verl: put the worked example in the instruction"})
+    format: str = field(default=FORMAT, metadata={"help": "verl: the instructions' format preset (params.yaml format)"})
+    prompt: PromptConfig = field(
+        default_factory=PromptConfig,
+        metadata={
+            "help": "verl: prompt.demonstrations puts the worked example in the instruction (params.yaml prompt)"
+        },
+    )
     ability: str = field(default="fact-reasoning", metadata={"help": "verl: the ability column (Search-R1's value)"})
     overwrite: bool = field(
         default=False,
@@ -62,14 +70,14 @@ class ExportConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if self.format == "questions" and not self.input:
-            raise ValueError("format=questions needs input=PATH (a verl RL parquet)")
+        if self.to not in FORMATS:
+            raise ValueError(f"to must be one of {', '.join(FORMATS)}, got {self.to!r}")
+        if self.to == "questions" and not self.input:
+            raise ValueError("to=questions needs input=PATH (a verl RL parquet)")
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out or paths.export(self.format))
+        return Path(self.out or paths.export(self.to))
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -119,13 +127,13 @@ def _questions(path: Path) -> list[dict]:
 def converted(cfg: ExportConfig) -> dict[str, list | dict]:
     """Every output file's name in ``out`` and its content (rows, or dataset_info's mapping)."""
     sets = Path(cfg.sets_dir)
-    if cfg.format == "trl_preference":
+    if cfg.to == "trl_preference":
         src = sets / "pairs.parquet"
         return {"preference.parquet": formats.trl_preference(read_rows(src), str(src))}
-    if cfg.format == "trl_sft":
+    if cfg.to == "trl_sft":
         srcs = {name: sets / f"{name}.parquet" for name in ("coa", "cot")}
         return {f"sft_{name}.parquet": formats.trl_sft(read_rows(src), str(src)) for name, src in srcs.items()}
-    if cfg.format == "llamafactory":
+    if cfg.to == "llamafactory":
         files = {}
         for name in ("pairs", "coa", "cot"):
             src = sets / f"{name}.parquet"
@@ -136,9 +144,9 @@ def converted(cfg: ExportConfig) -> dict[str, list | dict]:
             )
         info = formats.llamafactory_dataset_info({name.removesuffix(".json"): name for name in files})
         return {**files, "dataset_info.json": info}
-    if cfg.format == "verl":
+    if cfg.to == "verl":
         source = Path(cfg.input or paths.SPLIT_TRAIN)
-        prompt = PromptConfig(format=cfg.prompt_format, mode="coa", demonstrations=cfg.demonstrations)
+        prompt = PromptConfig(format=cfg.format, mode="coa", demonstrations=cfg.prompt.demonstrations)
         rows = formats.verl_rows(_questions(source), prompt, cfg.split, cfg.ability, str(source))
         return {f"{cfg.split}.parquet": rows}
     source = Path(cfg.input)  # questions
@@ -154,14 +162,14 @@ def write_file(content: list | dict, path: Path) -> Path:
 def run(cfg: ExportConfig) -> dict:
     files = converted(cfg)  # bad input fails here, before the out folder is judged or touched
     written: dict[str, int] = {}
-    tool = f"data_cards.export format={cfg.format}"  # the owner its marker names in out
+    tool = f"data_cards.export to={cfg.to}"  # the owner its marker names in out
     with owned_files(cfg.out_dir, tool, "overwrite=true", cfg.overwrite) as out:
         for name, content in files.items():
             path = write_file(content, out / name)
             if isinstance(content, list):  # dataset_info.json is an index, not rows
                 written[str(path)] = len(content)
     for path, n in written.items():
-        print(f"{cfg.format}: {n} rows → {path}")
+        print(f"{cfg.to}: {n} rows → {path}")
     return written
 
 

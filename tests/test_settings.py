@@ -20,7 +20,7 @@ PARAMS = ROOT / "params.yaml"
 SHARED = ("format", "prompt", "search", "data", "preset")
 NOT_A_SECTION = {"question_sets": "dvc.yaml's foreach of `questions@NAME` stages, read by no dataclass"}
 # settings a run must give (no default); export's `format` is its output format, given on every command line
-REQUIRED = {"export": ["format=trl_sft"], "publish": ["repo_id=org/name"]}
+REQUIRED = {"export": ["to=trl_sft"], "publish": ["repo_id=org/name"]}
 
 # the paper's settings that differ from the embedded default, as `preset=paper` built them before the
 # dataclass defaults became params.yaml's values (captured then; `prompt.format` follows `format`)

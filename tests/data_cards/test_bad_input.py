@@ -114,6 +114,6 @@ def test_an_unreachable_endpoint_is_one_line(sets, tmp_path):
 
 def test_export_of_a_corrupt_set_is_one_line_and_exit_2(sets, tmp_path, capsys):
     (sets / "pairs.parquet").write_bytes(b"junk")
-    assert export.main(["format=trl_preference", f"sets_dir={sets}", f"out={tmp_path / 'out'}"]) == 2
+    assert export.main(["to=trl_preference", f"sets_dir={sets}", f"out={tmp_path / 'out'}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"export: {sets / 'pairs.parquet'}: not a readable parquet file")

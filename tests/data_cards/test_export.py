@@ -20,7 +20,7 @@ def run_export(tmp_path, curate_run, *args):
 
 
 def test_trl_preference_rows_are_the_pairs(curate_run, tmp_path):
-    sets = run_export(tmp_path, curate_run, "format=trl_preference")
+    sets = run_export(tmp_path, curate_run, "to=trl_preference")
     got = pq.read_table(tmp_path / "preference.parquet").to_pylist()
     pairs = pq.read_table(sets / "pairs.parquet").to_pylist()
     assert len(got) == len(pairs) > 0
@@ -28,7 +28,7 @@ def test_trl_preference_rows_are_the_pairs(curate_run, tmp_path):
 
 
 def test_trl_sft_keeps_the_observation_mask(curate_run, tmp_path):
-    sets = run_export(tmp_path, curate_run, "format=trl_sft")
+    sets = run_export(tmp_path, curate_run, "to=trl_sft")
     for name in ("coa", "cot"):
         got = pq.read_table(tmp_path / f"sft_{name}.parquet").to_pylist()
         source = pq.read_table(sets / f"{name}.parquet").to_pylist()
@@ -44,7 +44,7 @@ def test_trl_sft_keeps_the_observation_mask(curate_run, tmp_path):
 
 
 def test_llamafactory_files_in_autocoa_shape(curate_run, tmp_path):
-    sets = run_export(tmp_path, curate_run, "format=llamafactory")
+    sets = run_export(tmp_path, curate_run, "to=llamafactory")
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert info["autocoa_pairs"]["ranking"] is True
     assert info["autocoa_pairs"]["columns"] == {"messages": "conversation", "chosen": "chosen", "rejected": "rejected"}
@@ -66,13 +66,13 @@ def test_verl_parquet_round_trips_to_questions(tmp_path, curate_run):
     questions = load_questions(DEFAULT_QUESTIONS)[:25]
     src = tmp_path / "q.jsonl"
     src.write_text("".join(json.dumps(q) + "\n" for q in questions))
-    run_export(tmp_path / "verl", curate_run, "format=verl", f"input={src}", "split=test")
+    run_export(tmp_path / "verl", curate_run, "to=verl", f"input={src}", "split=test")
     table = pq.read_table(tmp_path / "verl" / "test.parquet")
     assert table.schema.field("prompt").type == pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
     row = table.slice(0, 1).to_pylist()[0]
     assert row["reward_model"]["style"] == "rule" and row["extra_info"]["split"] == "test" and row["ability"]
     assert row["data_source"] == "hotpotqa" and questions[0]["question"] in row["prompt"][0]["content"]
-    run_export(tmp_path / "back", curate_run, "format=questions", f"input={tmp_path / 'verl' / 'test.parquet'}")
+    run_export(tmp_path / "back", curate_run, "to=questions", f"input={tmp_path / 'verl' / 'test.parquet'}")
     back = [json.loads(line) for line in (tmp_path / "back" / "questions.jsonl").read_text().splitlines()]
     assert [(b["id"], b["question"], b["golden_answers"]) for b in back] == [
         (q["id"], q["question"], q["golden_answers"]) for q in questions
@@ -83,7 +83,7 @@ def test_verl_parquet_round_trips_to_questions(tmp_path, curate_run):
 def test_autocoa_rl_parquet_to_questions(tmp_path, curate_run):
     """AutoCoA's own RL file (no extra_info.question): the question is read back from the instruction."""
     source = ROOT / "data/raw/autocoa/hotpot_qa_dev.parquet"
-    run_export(tmp_path, curate_run, "format=questions", f"input={source}")
+    run_export(tmp_path, curate_run, "to=questions", f"input={source}")
     back = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
     rows = pq.read_table(source).to_pylist()
     assert len(back) == len(rows) and back[0]["id"] == rows[0]["_id"]
@@ -96,9 +96,9 @@ def test_autocoa_rl_parquet_to_questions(tmp_path, curate_run):
 
 
 def test_bad_input_is_named(tmp_path, curate_run, capsys):
-    assert export.main(["format=alpaca"]) == 2
-    assert "format must be one of trl_preference" in capsys.readouterr().err
+    assert export.main(["to=alpaca"]) == 2
+    assert "to must be one of trl_preference" in capsys.readouterr().err
     broken = tmp_path / "broken.parquet"
     pq.write_table(pa.table({"data_source": ["x"], "prompt": [[{"role": "user", "content": "Q?"}]]}), broken)
-    assert export.main(["format=questions", f"input={broken}", f"out={tmp_path}"]) == 2
+    assert export.main(["to=questions", f"input={broken}", f"out={tmp_path}"]) == 2
     assert f"{broken}: row 0 lacks column(s) reward_model" in capsys.readouterr().err

@@ -22,7 +22,7 @@ def question_file(tmp_path):
 
 
 def verl(question_file, out, *extra):
-    return export.main(["format=verl", f"input={question_file}", f"out={out}", *extra])
+    return export.main(["to=verl", f"input={question_file}", f"out={out}", *extra])
 
 
 def test_export_refuses_to_overwrite_a_train_parquet_it_did_not_write(tmp_path, question_file, capsys):
@@ -31,7 +31,7 @@ def test_export_refuses_to_overwrite_a_train_parquet_it_did_not_write(tmp_path, 
     (out / "train.parquet").write_bytes(b"my own table")
     assert verl(question_file, out) == 2
     assert capsys.readouterr().err == (
-        f"export: {out}: folder is not empty and data_cards.export format=verl did "
+        f"export: {out}: folder is not empty and data_cards.export to=verl did "
         f"not write it (no {OWNER_FILE}); pick a new or empty folder, or overwrite=true "
         "to write into it (files of the same name are replaced, nothing else is "
         "deleted)\n"
@@ -46,10 +46,10 @@ def test_export_rewrites_its_own_folder_and_records_every_split(tmp_path, questi
     assert verl(question_file, out) == 0 and verl(question_file, out) == 0
     assert verl(question_file, out, "split=test") == 0
     assert json.loads((out / OWNER_FILE).read_text()) == {
-        "tool": "data_cards.export format=verl",
+        "tool": "data_cards.export to=verl",
         "files": ["test.parquet", "train.parquet"],
     }
-    assert export.main(["format=questions", f"input={out / 'test.parquet'}", f"out={out}"]) == 2  # another format's
+    assert export.main(["to=questions", f"input={out / 'test.parquet'}", f"out={out}"]) == 2  # another format's
 
 
 def test_overwrite_writes_into_a_foreign_folder_and_keeps_the_rest(tmp_path, question_file):
@@ -65,5 +65,5 @@ def test_bad_input_is_named_before_the_folder_is_judged(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "train.parquet").write_bytes(b"my own table")
-    assert export.main(["format=verl", f"input={tmp_path / 'missing.jsonl'}", f"out={out}"]) == 2
+    assert export.main(["to=verl", f"input={tmp_path / 'missing.jsonl'}", f"out={out}"]) == 2
     assert capsys.readouterr().err == f"export: question file not found: {tmp_path / 'missing.jsonl'}\n"
