@@ -140,8 +140,8 @@ class RL1Config(StageConfig):
     kv_cache_gib: float = field(
         default=0.5,
         metadata={
-            "help": "engine=vllm on CPU: the engine's KV cache (GiB). 0.5 holds a step's 12 rollouts of ~800 tokens; "
-            "measured (bench/bench_rl_memory.py): 0.66 GB less resident than 1 GiB, rollouts as fast."
+            "help": "engine=vllm on CPU: the engine's KV cache (GiB); it must hold one step's rollouts at once "
+            "(bench/bench_rl_memory.py measures what a size costs)."
         },
     )
     observation_tokens: int = field(
@@ -149,8 +149,8 @@ class RL1Config(StageConfig):
         metadata={
             "help": "tools='simulated': room per search (x search.max_actions) added to search.max_tokens for the "
             "observations the policy writes itself. The real environment's observations do not count against "
-            "max_tokens (top-3 documents are ~400 tokens); without this room a simulated trajectory that "
-            "searches cannot finish, and the format penalty teaches the policy to stop searching."
+            "max_tokens; without this room a simulated trajectory that searches cannot finish, and the format "
+            "penalty teaches the policy to stop searching."
         },
     )
     learning_rate: float = 2e-4  # the paper: 7e-7 (full fine-tuning); here a LoRA adapter
