@@ -16,7 +16,7 @@ What runs (installed by ``./install.sh``; order from the field notes):
 Secrets: the owner's API key and password and the annotators' password come from
 ``ARGILLA_OWNER_API_KEY``, ``ARGILLA_OWNER_PASSWORD`` and ``ARGILLA_ANNOTATOR_PASSWORD``; a missing one is
 generated once and kept in ``<data_dir>/credentials.json`` (mode 0600). They are never printed or logged:
-the summary says where each one comes from. Settings: ``ServeConfig`` (``params.yaml`` section
+the summary says where each one comes from. Settings: ``ReviewServerConfig`` (``params.yaml`` section
 ``annotate_server``).
 """
 
@@ -47,7 +47,7 @@ CREATE_OWNER = (
 
 
 @dataclass
-class ServeConfig:
+class ReviewServerConfig:
     """Where the review server lives. Ports are on 127.0.0.1 unless ``host`` says otherwise."""
 
     action: str = field(
@@ -87,7 +87,7 @@ class ReviewStack:
     """The four processes, started in order and stopped in reverse. Use as a context manager or
     ``start()`` / ``stop()``; ``pids`` names every process so a separate ``stop`` can find them."""
 
-    def __init__(self, cfg: ServeConfig):
+    def __init__(self, cfg: ReviewServerConfig):
         self.cfg = cfg
         self.data = Path(cfg.data_dir).resolve()
         self.venv = Path(cfg.venv) if Path(cfg.venv).is_absolute() else ROOT / cfg.venv
@@ -278,7 +278,7 @@ def stop_started(data_dir: str | Path) -> list[str]:
 
 @entry_point("annotate.serve")
 def main(argv: list[str] | None = None) -> int:
-    cfg = cli(ServeConfig, "annotate_server", sys.argv[1:] if argv is None else argv, doc=__doc__)
+    cfg = cli(ReviewServerConfig, "annotate_server", sys.argv[1:] if argv is None else argv, doc=__doc__)
     if cfg.action == "stop":
         stopped = stop_started(cfg.data_dir)
         print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing recorded in {cfg.data_dir}/pids.json")

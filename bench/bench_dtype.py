@@ -21,7 +21,7 @@ from coa.formats import get_format
 from coa.procs import free_port
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.search import DEFAULT_CORPUS, build_index, load_searcher
-from synth.serve import ServeConfig, cpu_has_native_bf16, serving_dtype, start_engine
+from synth.serve import VLLMServerConfig, cpu_has_native_bf16, serving_dtype, start_engine
 
 
 def prompts(n: int, target_tokens: int, tokenizer) -> list[str]:
@@ -81,7 +81,7 @@ def main() -> None:
     servers, results = {}, {"float32": [], "bfloat16": []}
     try:
         for dtype in results:
-            cfg = ServeConfig(dtype=dtype, port=free_port(), served_name="bench")
+            cfg = VLLMServerConfig(dtype=dtype, port=free_port(), served_name="bench")
             servers[dtype] = (start_engine(cfg), cfg.base_url)
         for i in range(args.rounds):
             for dtype in results if i % 2 == 0 else list(results)[::-1]:

@@ -27,7 +27,7 @@ from annotate.client import connect  # noqa: E402
 from annotate.config import ReviewConfig  # noqa: E402
 from annotate.pull import pull  # noqa: E402
 from annotate.push import push, read_set, render_set  # noqa: E402
-from annotate.serve import ReviewStack, ServeConfig  # noqa: E402
+from annotate.serve import ReviewStack, ReviewServerConfig  # noqa: E402
 
 
 def free_port() -> int:
@@ -53,7 +53,7 @@ def main(n: int = 5000) -> None:
     (work / "sets").mkdir()
     rows.write_parquet(work / "sets" / "coa.parquet")
 
-    serve = ServeConfig(
+    serve = ReviewServerConfig(
         data_dir=str(work / "argilla"), port=free_port(), search_port=free_port(), redis_port=free_port()
     )
     with ReviewStack(serve) as stack:

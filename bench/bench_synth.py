@@ -37,7 +37,7 @@ from coa.prompts import PromptConfig
 from coa.trajectory import read_trajectories
 from synth.config import SynthConfig
 from synth.run import build_jobs, execute, load_tokenizer
-from synth.serve import ServeConfig, embedded_teacher
+from synth.serve import VLLMServerConfig, embedded_teacher
 from synth.teacher import TeacherConfig
 
 
@@ -154,7 +154,7 @@ async def raw_round(url: str, model: str, chains: list[list[tuple[str, int]]], c
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(BenchConfig, None, sys.argv[1:] if argv is None else argv)
     with ExitStack() as stack:
-        url = cfg.teacher_url or stack.enter_context(embedded_teacher(ServeConfig()))
+        url = cfg.teacher_url or stack.enter_context(embedded_teacher(VLLMServerConfig()))
         scfg = synth_config(cfg, url, "")
         model, tokenizer = scfg.teacher.model, load_tokenizer(scfg)
         # warm-up, not timed: the index load and its scorer's JIT, the HTTP clients, the engine

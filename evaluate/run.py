@@ -71,7 +71,7 @@ from coa.trajectory import read_table
 from evaluate.stats import compact_metrics, dataset_breakdowns, question_rows
 from synth.jobs import question_jobs
 from synth.run import NOT_IN_FINGERPRINT, llm_teacher
-from synth.serve import ServeConfig, embedded_teacher
+from synth.serve import VLLMServerConfig, embedded_teacher
 from synth.shards import ShardWriter, done_ids
 from synth.synthesize import run_jobs
 from synth.teacher import TeacherConfig
@@ -284,7 +284,7 @@ def model_engine(cfg: EvalConfig) -> Iterator:
     if teacher.urls:
         yield llm_teacher(teacher, teacher.urls, tokenizer, cfg.temperature, 1.0)
         return
-    serve = ServeConfig(model="" if cfg.model == "base" else cfg.model, port=cfg.port, served_name=cfg.name)
+    serve = VLLMServerConfig(model="" if cfg.model == "base" else cfg.model, port=cfg.port, served_name=cfg.name)
     with embedded_teacher(serve) as base_url:
         yield llm_teacher(replace(teacher, model=cfg.name), base_url, tokenizer, cfg.temperature, 1.0)
 

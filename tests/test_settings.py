@@ -81,14 +81,14 @@ def sections() -> dict:
     from evaluate.when_to_act import WhenToActConfig
     from synth.config import SynthConfig
     from synth.questions.config import QuestionsConfig
-    from synth.serve import ServeConfig
+    from synth.serve import VLLMServerConfig
     from train.config import TrainConfig
     from train.pool import PoolConfig
 
     return {
         "split": SplitConfig,
         "synth": SynthConfig,
-        "synth.serve": ServeConfig,
+        "synth.serve": VLLMServerConfig,
         "questions": QuestionsConfig,
         "curate": CurateRunConfig,
         "pool": PoolConfig,

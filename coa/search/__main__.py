@@ -61,7 +61,7 @@ class BuildConfig:
 
 
 @dataclass
-class ServeConfig:
+class SearchServerConfig:
     """``serve``: the Search-R1 compatible ``/retrieve`` API on HOST:PORT."""
 
     index: str = field(default=DEFAULT_INDEX, metadata={"help": "index folder (coa.search build)"})
@@ -109,7 +109,7 @@ class QueryConfig:
             raise ValueError('query needs a question: python -m coa.search query "Who wrote Maria Golovin?"')
 
 
-COMMANDS = {"build": BuildConfig, "serve": ServeConfig, "query": QueryConfig}
+COMMANDS = {"build": BuildConfig, "serve": SearchServerConfig, "query": QueryConfig}
 _KEY = re.compile(r"[A-Za-z_][\w.]*=")
 _SWITCHES = {"--help", "-h", "help", "--print-config"}
 

@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from annotate.serve import ReviewStack, ServeConfig
+from annotate.serve import ReviewStack, ReviewServerConfig
 
 ANNOTATORS = ["annotator", "annotator2"]
 
@@ -24,7 +24,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    cfg = ServeConfig(
+    cfg = ReviewServerConfig(
         data_dir=str(tmp_path_factory.mktemp("argilla")),
         port=free_port(),
         search_port=free_port(),

@@ -12,7 +12,7 @@ import pytest
 
 from annotate import credentials, serve
 from annotate.run import main as annotate_main
-from annotate.serve import ReviewStack, ServeConfig
+from annotate.serve import ReviewStack, ReviewServerConfig
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,7 @@ def mode(path) -> int:
 
 @pytest.mark.slow
 def test_the_owner_secrets_never_reach_a_command_line_and_the_database_is_private(tmp_path, monkeypatch):
-    stack = ReviewStack(ServeConfig(data_dir=str(tmp_path / "argilla")))
+    stack = ReviewStack(ReviewServerConfig(data_dir=str(tmp_path / "argilla")))
     stack.data.mkdir()
     secrets = credentials.load_or_create(stack.data)
     argvs, real_run = [], subprocess.run

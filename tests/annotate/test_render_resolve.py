@@ -7,7 +7,7 @@ import pytest
 from annotate.config import ReviewConfig
 from annotate.pull import resolve
 from annotate.render import FIELD_LIMIT, n_steps, pair_record, record_id, row_of, trajectory_record
-from annotate.serve import ReviewStack, ServeConfig
+from annotate.serve import ReviewStack, ReviewServerConfig
 from coa.formats import AUTOCOA
 from coa.trajectory import segment
 
@@ -121,4 +121,4 @@ def test_bad_settings_are_refused():
 
 def test_missing_stack_fails_naming_install(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"\.venv-nowhere/bin/python is missing: .* run ./install.sh"):
-        ReviewStack(ServeConfig(data_dir=str(tmp_path), venv=str(tmp_path / ".venv-nowhere"))).start()
+        ReviewStack(ReviewServerConfig(data_dir=str(tmp_path), venv=str(tmp_path / ".venv-nowhere"))).start()

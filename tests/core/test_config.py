@@ -168,7 +168,7 @@ def test_bad_settings_exit_2_with_the_message(params, capsys):
 
 ENTRY_POINTS = [  # (module, argv before the switch, params section printed)
     ("coa.search.__main__", ["build"], "BuildConfig"),
-    ("coa.search.__main__", ["serve"], "ServeConfig"),
+    ("coa.search.__main__", ["serve"], "SearchServerConfig"),
     ("coa.search.__main__", ["query", "a question"], "QueryConfig"),
     ("coa.questions", ["split"], "split"),
     ("synth.run", [], "synth"),

@@ -31,7 +31,7 @@ from coa.errors import BadInput, Terminated, signals_unwind
 from coa.procs import Server, ServerFailed, free_port, is_up
 from coa.questions import DEFAULT_QUESTIONS
 from coa.search.__main__ import main as search_main
-from synth.serve import ServeConfig, start_engine
+from synth.serve import VLLMServerConfig, start_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -221,7 +221,7 @@ def card(name: str, root) -> dict:
 
 def test_a_server_with_the_same_model_is_reused_and_says_so(model_dir, capsys):
     with FakeVLLM([card("SmolLM2-135M-Instruct", model_dir)]) as fake:
-        cfg = ServeConfig(model=str(model_dir), port=fake.port)
+        cfg = VLLMServerConfig(model=str(model_dir), port=fake.port)
         assert start_engine(cfg) is None
     assert capsys.readouterr().err.strip() == (
         f"reusing the vLLM server already on 127.0.0.1:{fake.port} (SmolLM2-135M-Instruct from {model_dir}); "
@@ -234,7 +234,7 @@ def test_a_server_with_another_model_is_refused_in_one_line(model_dir, served):
     name, root = served
     with FakeVLLM([card(name, root or model_dir)]) as fake:
         with pytest.raises(BadInput) as e:
-            start_engine(ServeConfig(model=str(model_dir), port=fake.port))
+            start_engine(VLLMServerConfig(model=str(model_dir), port=fake.port))
     assert str(e.value) == (
         f"127.0.0.1:{fake.port} already serves {name!r} from {root or model_dir}, not 'SmolLM2-135M-Instruct' from "
         f"{model_dir}: stop that server or choose another port (port=N; serve.port=N for synth.run)"
@@ -249,7 +249,7 @@ def test_something_else_on_the_port_is_refused(model_dir):
             match=(rf"^127.0.0.1:{fake.port} answers /health but not /v1/models like a vLLM server: stop what listens"),
         ),
     ):
-        start_engine(ServeConfig(model=str(model_dir), port=fake.port))
+        start_engine(VLLMServerConfig(model=str(model_dir), port=fake.port))
 
 
 # ---- a port already in use -------------------------------------------------------------------------------

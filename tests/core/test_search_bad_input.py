@@ -84,7 +84,7 @@ def test_too_many_or_too_long_queries_get_a_short_422_without_the_input(client):
 @pytest.mark.parametrize("port", ["70000", "-5", "0"])
 def test_serve_rejects_a_port_outside_1_65535(port, capsys):
     assert_exit_2(["serve", "--port", port])
-    assert capsys.readouterr().err.strip() == f"ServeConfig: port must be 1-65535, got {port}"
+    assert capsys.readouterr().err.strip() == f"SearchServerConfig: port must be 1-65535, got {port}"
 
 
 def test_binding_beyond_loopback_warns_loudly():

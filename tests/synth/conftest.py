@@ -13,7 +13,7 @@ import os
 import pytest
 
 from coa.procs import free_port
-from synth.serve import ServeConfig, start_engine
+from synth.serve import VLLMServerConfig, start_engine
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,9 @@ def teacher_url(model_dir, tmp_path_factory):
     port = int(os.environ.get("COA_TEST_TEACHER_PORT") or free_port())
     log = tmp_path_factory.mktemp("teacher") / "vllm.log"
     server = start_engine(
-        ServeConfig(model=str(model_dir), port=port, log=str(log), chat_template="tools", tool_call_parser="hermes")
+        VLLMServerConfig(
+            model=str(model_dir), port=port, log=str(log), chat_template="tools", tool_call_parser="hermes"
+        )
     )
     yield f"http://127.0.0.1:{port}/v1"
     if server is not None:

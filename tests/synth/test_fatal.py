@@ -8,7 +8,7 @@ import pytest
 
 from coa.procs import free_port
 from synth.run import main
-from synth.serve import ServeConfig, start_engine
+from synth.serve import VLLMServerConfig, start_engine
 
 pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def test_unknown_model_stops_before_any_row_then_the_rerun_writes_all(teacher_ur
 def test_wrong_key_stops_before_any_row_then_the_rerun_writes_all(model_dir, index_dir, tmp_path, monkeypatch, capsys):
     port = free_port()
     monkeypatch.setenv("VLLM_API_KEY", "the-right-key")  # the server requires it (vLLM reads this variable)
-    server = start_engine(ServeConfig(model=str(model_dir), port=port, log=str(tmp_path / "vllm.log")))
+    server = start_engine(VLLMServerConfig(model=str(model_dir), port=port, log=str(tmp_path / "vllm.log")))
     try:
         out, url = tmp_path / "coa", f"http://127.0.0.1:{port}/v1"
         monkeypatch.setenv("OPENAI_API_KEY", "a-wrong-key")

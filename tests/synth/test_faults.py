@@ -13,7 +13,7 @@ import pytest
 
 from coa.procs import Server, free_port, retrieval_server_cmd, running
 from coa.trajectory import read_table, row_id
-from synth.serve import ServeConfig, vllm_command, vllm_env
+from synth.serve import VLLMServerConfig, vllm_command, vllm_env
 
 pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.slow]
 
@@ -79,7 +79,7 @@ def test_resume_after_kill_9_gives_exactly_the_expected_rows(teacher_url, index_
 
 def doomed_teacher(model_dir, tmp_path) -> tuple[Server, str]:
     """A second real vLLM teacher, for a test to kill mid-run; and its base URL."""
-    cfg = ServeConfig(model=str(model_dir), port=free_port(), log=str(tmp_path / "doomed.log"))
+    cfg = VLLMServerConfig(model=str(model_dir), port=free_port(), log=str(tmp_path / "doomed.log"))
     return Server(vllm_command(cfg), f"{cfg.base_url}/models", log=cfg.log, env=vllm_env(cfg)).start(), cfg.base_url
 
 
