@@ -21,7 +21,8 @@ from coa.formats import get_format
 from coa.procs import free_port
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.search import DEFAULT_CORPUS, build_index, load_searcher
-from synth.serve import VLLMServerConfig, cpu_has_native_bf16, serving_dtype, start_engine
+from coa.model import cpu_has_native_bf16
+from synth.serve import VLLMServerConfig, serving_dtype, start_engine
 
 
 def prompts(n: int, target_tokens: int, tokenizer) -> list[str]:

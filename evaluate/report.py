@@ -29,7 +29,8 @@ from coa.errors import entry_point
 from coa.io import write_text
 from coa.stats import bootstrap_ci, difference_sd, paired_difference, power_statement
 from evaluate.checks import as_table
-from synth.serve import cpu_has_native_bf16, serving_dtype
+from coa.model import cpu_has_native_bf16
+from synth.serve import serving_dtype
 
 # the checkpoint each evaluated model started from (its paired difference is taken against that row)
 STARTED_FROM = {"sft1": "base", "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "rl2": "rl1"}

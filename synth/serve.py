@@ -33,7 +33,7 @@ import httpx
 
 from coa.config import cli
 from coa.errors import BadInput, entry_point
-from coa.model import base_model_dir
+from coa.model import base_model_dir, cpu_has_native_bf16
 from coa.procs import Server, is_up, require_free_port
 
 HOST = "127.0.0.1"  # the embedded engine never listens beyond loopback
@@ -101,17 +101,6 @@ def model_dir(cfg: VLLMServerConfig) -> Path:
     if cfg.model:
         return Path(cfg.model)
     return base_model_dir()
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU computes bf16 natively (avx512_bf16 or AMX), read from /proc/cpuinfo's flags."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 def serving_dtype(requested: str = "auto", cuda: bool | None = None) -> str:

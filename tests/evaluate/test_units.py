@@ -8,7 +8,8 @@ import pytest
 from coa.config import build
 from coa.stats import bootstrap_ci
 from evaluate.run import EvalConfig, aggregate, prompt_of, report
-from synth.serve import cpu_has_native_bf16, serving_dtype
+from coa.model import cpu_has_native_bf16
+from synth.serve import serving_dtype
 
 
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():
