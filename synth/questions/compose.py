@@ -36,7 +36,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from coa.score import normalize_answer
-from synth.questions.record import YES_NO, Candidate, Corpus, bare, decomposition, digest, shift, states
+from synth.questions.record import YES_NO, Candidate, Corpus, bare, decomposed, digest, shift, states
 
 TEMPLATE_VERSION = "compose-v1"
 COMPOSITION = "{b} ({x}: the answer to “{a}”)"
@@ -124,14 +124,7 @@ class Seed:
 
 def seeds_of(rows: list[dict], corpus: Corpus, drops: Counter) -> list[Seed]:
     """Seeds with a decomposition; the others counted in ``drops`` by reason."""
-    out = []
-    for row in rows:
-        steps, why = decomposition(row, corpus)
-        if steps is None:
-            drops[why] += 1
-        else:
-            out.append(Seed(row, steps))
-    return out
+    return [Seed(row, steps) for row, steps in decomposed(rows, corpus, drops)]
 
 
 def compositions(seeds: list[Seed], corpus: Corpus, max_hops: int, seed: int) -> list[Candidate]:

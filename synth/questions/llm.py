@@ -30,7 +30,7 @@ from coa.engines import Checked
 from coa.engines.chat import extract_answer
 from coa.formats import FormatPreset
 from coa.score import normalize_answer
-from synth.questions.record import YES_NO, Candidate, Corpus, bare, decomposition, digest, states
+from synth.questions.record import YES_NO, Candidate, Corpus, bare, decomposed, digest, states
 from synth.run import llm_teacher
 
 EXTEND = """You write multi-hop questions for a question-answering benchmark.
@@ -182,11 +182,7 @@ def checked_question(reply: dict | None, golds: list[str], drops: Counter) -> st
 def start(rows: list[dict], corpus: Corpus, drops: Counter) -> list[Candidate]:
     """Seeds with a decomposition, as candidates (their own hops)."""
     out = []
-    for row in rows:
-        steps, why = decomposition(row, corpus)
-        if steps is None:
-            drops[why] += 1
-            continue
+    for row, steps in decomposed(rows, corpus, drops):
         evidence = list(dict.fromkeys(s["evidence_id"] for s in steps))
         meta = {
             **{k: v for k, v in row["metadata"].items() if k not in ("verification", "difficulty", "solver")},

@@ -219,3 +219,15 @@ def shift(steps: list[dict], by: int, replace: dict[str, str] | None = None) -> 
             question = re.sub(rf"(?<!\w){re.escape(text)}(?!\w)", ref, question)
         out.append({**s, "question": question})
     return out
+
+
+def decomposed(rows: list[dict], corpus: Corpus, drops: Counter) -> list[tuple[dict, list[dict]]]:
+    """(row, its decomposition) of the rows that have one; the others counted in ``drops`` by reason."""
+    out = []
+    for row in rows:
+        steps, why = decomposition(row, corpus)
+        if steps is None:
+            drops[why] += 1
+        else:
+            out.append((row, steps))
+    return out
