@@ -7,6 +7,7 @@ Also read: Bamboogle's ``idx/question/answer`` rows and the AutoCoA paper's verl
 
 from __future__ import annotations
 
+import hashlib
 import gzip
 import json
 import re
@@ -112,16 +113,24 @@ def load_questions(path: str | Path, limit: int | None = None, dataset: str | No
     return list(unique.values())  # exact repeats (their test file repeats its last row) kept once
 
 
+def seed_ids(question: dict) -> set[str]:
+    """The question's own id and, for a synthesised question (``synth.questions``), the seed questions it was
+    built from (``metadata.seed_ids``): questions that share one share answers."""
+    return {question["id"], *((question.get("metadata") or {}).get("seed_ids") or ())}
+
+
 def split_questions(
     questions: list[dict], heldout: int, train: int = 0, seed: int = 0
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], list[dict], int]:
     """Split by question: a deterministic hash order (seeded), the first ``heldout`` for evaluation,
-    the next ``train`` (0 = all the rest) for the training pool. No question is in both."""
-    import hashlib
-
+    the next ``train`` (0 = all the rest) for the training pool. No question is in both, and no training
+    question shares a seed with a held-out one (a synthesised question built on a held-out question, or the
+    seed of a held-out synthesised one, would teach a held-out answer): those are left out, and counted."""
     order = sorted(questions, key=lambda q: hashlib.sha1(f"{seed}:{q['id']}".encode()).hexdigest())
-    held, pool = order[:heldout], order[heldout:]
-    return (pool[:train] if train else pool), held
+    held, rest = order[:heldout], order[heldout:]
+    held_seeds = set().union(*(seed_ids(q) for q in held)) if held else set()
+    pool = [q for q in rest if not seed_ids(q) & held_seeds]
+    return (pool[:train] if train else pool), held, len(rest) - len(pool)
 
 
 def write_questions(path: str | Path, questions: list[dict]) -> None:
@@ -186,12 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli(SplitConfig, "split", args[1:], SplitConfig.__doc__)
     questions = load_questions(cfg.questions)
     check_parts(cfg.questions, len(questions), cfg.heldout)
-    pool, held = split_questions(questions, cfg.heldout, cfg.train, cfg.seed)
+    pool, held, shared = split_questions(questions, cfg.heldout, cfg.train, cfg.seed)
     with owned_files(cfg.out, SPLIT_TOOL, "overwrite=true", cfg.overwrite) as out:
         write_questions(out / "train.jsonl", pool)
         write_questions(out / "heldout.jsonl", held)
-        write_json(out / "split.json", {"train": len(pool), "heldout": len(held), "seed": cfg.seed})
-    print(f"train {len(pool)} / held-out {len(held)} questions → {cfg.out}")
+        counts = {"train": len(pool), "heldout": len(held), "left_out_shared_seed": shared, "seed": cfg.seed}
+        write_json(out / "split.json", counts)
+    note = f" ({shared} left out: they share a seed question with a held-out one)" if shared else ""
+    print(f"train {len(pool)} / held-out {len(held)} questions{note} → {cfg.out}")
     return 0
 
 

@@ -46,7 +46,7 @@ def content_key(normalized: str) -> str:
 
 def eval_question_ids(question_ids, n: int, seed: int) -> set[str]:
     """The curated eval split: the first ``n`` questions in the core's seeded hash order."""
-    _, held = split_questions([{"id": q} for q in sorted(set(question_ids))], n, seed=seed)
+    _, held, _ = split_questions([{"id": q} for q in sorted(set(question_ids))], n, seed=seed)
     return {q["id"] for q in held}
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from coa import paths
 from coa.environment import SearchEnvConfig
+from coa.formats import FORMAT
 from coa.prompts import PromptConfig
 from coa.questions import DEFAULT_QUESTIONS
 from synth.teacher import TeacherConfig
@@ -123,7 +124,7 @@ class QuestionsConfig:
         default_factory=SearchEnvConfig,
         metadata={"help": "the search environment: params.yaml's top-level `search` (the index holds the corpus)"},
     )
-    format: str = field(default="search_r1", metadata={"help": "format preset of the verifiers' agent runs"})
+    format: str = field(default=FORMAT, metadata={"help": "format preset of the verifiers' agent runs"})
     prompt: PromptConfig = field(
         default_factory=PromptConfig,
         metadata={"help": "the student's prompt for the closed-book check (prompt.mode is cot)"},

@@ -75,3 +75,28 @@ def test_split_is_by_question_and_deterministic(tmp_path):
     assert (tmp_path / "a/heldout.jsonl").read_bytes() == (tmp_path / "b/heldout.jsonl").read_bytes()
     all_ids = {q["id"] for q in load_questions(DEFAULT_QUESTIONS)}
     assert {q["id"] for q in held} <= all_ids
+
+
+def test_split_keeps_synthesised_questions_away_from_their_held_out_seeds(tmp_path):
+    """A pool of seeds plus questions built from them (``synth.questions``' pool.jsonl): the held-out part is
+    the seeds-only split's where no synthesised question is drawn, and no training question shares a seed
+    with a held-out one, either way round."""
+    from coa.questions import main, split_questions
+
+    seeds = [{"id": f"s{i}", "question": f"q{i}?", "golden_answers": [f"a{i}"]} for i in range(40)]
+    built = [
+        {"id": f"c{i}", "question": f"c{i}?", "golden_answers": ["x"], "metadata": {"seed_ids": [f"s{i}", f"s{i + 1}"]}}
+        for i in range(39)
+    ]
+    plain_train, plain_held, none_shared = split_questions(seeds, 5, 0, seed=3)
+    assert none_shared == 0 and len(plain_train) == 35  # no synthesised question: the split as before
+    train, held, shared = split_questions(seeds + built, 8, 0, seed=3)
+    held_seeds = {s for q in held for s in {q["id"], *q.get("metadata", {}).get("seed_ids", [])}}
+    for q in train:
+        assert not {q["id"], *q.get("metadata", {}).get("seed_ids", [])} & held_seeds, q
+    assert shared > 0 and len(train) + len(held) + shared == len(seeds) + len(built)
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in seeds + built))
+    assert main(["split", f"questions={path}", f"out={tmp_path}/out", "heldout=8", "train=0", "seed=3"]) == 0
+    counts = json.loads((tmp_path / "out/split.json").read_text())
+    assert counts == {"train": len(train), "heldout": 8, "left_out_shared_seed": shared, "seed": 3}

@@ -342,7 +342,11 @@ def test_a_small_run_writes_a_question_file_synth_run_takes(index_dir, tmp_path,
         "metrics.json",
         "drop_reasons.png",
         "dropped.jsonl",
+        "pool.jsonl",
     }
+    # pool.jsonl: every seed, then the new questions (a file to split and train on)
+    new = load_questions(tmp_path / "q/questions.jsonl")
+    assert [q["id"] for q in load_questions(tmp_path / "q/pool.jsonl")] == [q["id"] for q in seeds + new]
     # synth.run and the reference teacher take the file like any question file
     synth = build(
         SynthConfig,
