@@ -49,9 +49,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from coa.stages import STAGES  # noqa: E402
 from coa.trajectory import PAIR_SCHEMA, write_trajectories  # noqa: E402
 
-STAGES = ("sft1", "sft2", "sft3", "rl1", "rl2")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # (m, k, n): a square GEMM, and the student's MLP up-projection and LM head over a 1,024-token row
 GEMMS = ((2048, 2048, 2048), (1024, 576, 1536), (1024, 576, 49152))
