@@ -165,6 +165,7 @@ def test_cot_cli_has_no_tool_and_keeps_the_key_secret(teacher_url, tmp_path, mon
         main(
             [
                 "mode=cot",
+                "format=autocoa",
                 "limit=4",
                 "n=2",
                 "search.max_tokens=96",
