@@ -18,10 +18,9 @@ F = AUTOCOA
 
 def config(out: Path, **kw) -> CurateConfig:
     kw.setdefault("eval_sets", EVAL_SETS)
-    kw.setdefault(
-        "questions", ""
-    )  # the embedded HotpotQA (the default is the pipeline's split, runs/split/train.jsonl)
-    kw.setdefault("review", "")  # no review table
+    # the embedded HotpotQA (the default is the pipeline's split, runs/split/train.jsonl), no review table
+    kw.setdefault("questions", "")
+    kw.setdefault("review", "")
     return CurateConfig(out=str(out), **kw)
 
 
