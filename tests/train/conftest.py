@@ -18,7 +18,7 @@ from coa.trajectory import PAIR_SCHEMA, Trajectory, segment, write_trajectories
 
 FMT = get_format("autocoa")
 # the instruction without its worked example: ~400-token prompts instead of ~600, the same format
-RL_PROMPT = PromptConfig(demonstrations=False)
+RL_PROMPT = PromptConfig(format="autocoa", demonstrations=False)  # the format of FMT, which the fixtures write
 SEARCH_QUERY = "Maria Golovin opera composer"
 
 

@@ -140,11 +140,13 @@ def test_a_real_grpo_run_logs_both_rewards_on_the_same_steps(tiny_dir, model_dir
         temperature=1.0,
         questions=None,
         observation_tokens=16,
+        engine="hf",  # vLLM's CPU attention has no kernel for the tiny model's head size
+        lora_r=None,
         heldout_reward_every=1,
         heldout_questions=str(held),
         heldout_limit=2,
     )
-    cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=32, topk=1))
+    cfg = TrainConfig(format="autocoa", prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=32, topk=1))
     dataset = rl_dataset(tok, None, 1, RL_PROMPT)  # trains on the first question of the embedded set
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa")
     log = StepLog()

@@ -53,10 +53,15 @@ def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, *
             "temperature": temperature,
             "questions": None,
             "observation_tokens": 16,
+            # the tiny model on HF generate, full fine-tuning, a KL term, EM: not the default run's vLLM + LoRA
+            "engine": "hf",
+            "lora_r": None,
+            "beta": 0.001,
+            "reward_metric": "em",
             **stage_settings,
         }
     )
-    cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=64, topk=1))
+    cfg = TrainConfig(format="autocoa", prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=64, topk=1))
     dataset = rl_dataset(tok, None, 1, RL_PROMPT)
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
     trainer = build_rl_trainer(
@@ -230,8 +235,17 @@ def test_lora_rl_moves_only_the_adapter_and_the_engine_serves_the_merged_policy(
         questions=None,
         engine="vllm",
         observation_tokens=16,
+        lora_r=None,
     )
-    cfg = TrainConfig(prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=32, topk=1), lora_r=4, lora_alpha=8)
+    # float32 on both sides (bf16 would round the engine's weights), the top-level rank 4
+    cfg = TrainConfig(
+        format="autocoa",
+        prompt=RL_PROMPT,
+        search=SearchEnvConfig(max_tokens=32, topk=1),
+        lora_r=4,
+        lora_alpha=8,
+        bf16=False,
+    )
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
     trainer = build_rl_trainer(
         cfg, stage, load_model(model_dir, tok), tok, rl_dataset(tok, None, 1, RL_PROMPT), tmp_path, reward_funcs=rewards
