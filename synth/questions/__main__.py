@@ -10,7 +10,7 @@
 Writes into ``out`` (default ``runs/questions``; a folder it did not write is refused unless
 ``overwrite=true``):
   questions.jsonl     FlashRAG rows (``synth.run questions=…`` and the reference teacher read them as they are)
-  pool.jsonl          the seed questions followed by the new ones: a question file to split and train on
+  pool.jsonl          the usable seed questions followed by the new ones: a question file to split and train on
                       (``data.questions=…/pool.jsonl``; ``coa.questions split`` keeps a new question out of the
                       training pool when a seed of it is held out, and the reverse)
   metrics.json        counts (seeds, candidates, written; by hops and kind), the drop reasons of the proposer
@@ -37,7 +37,6 @@ from coa.errors import BadInput, entry_point
 from coa.formats import get_format
 from coa.io import atomic_output, claim_folder, owned_files, write_json, write_text
 from coa.model import base_model_dir, load_policy
-from coa.questions import load_questions
 from synth.questions import compose, llm
 from synth.questions.config import LLM_PROPOSERS, QuestionsConfig
 from synth.questions.record import Candidate, Corpus, read_seeds
@@ -207,7 +206,7 @@ def run(cfg: QuestionsConfig) -> dict:
     with owned_files(cfg.out, TOOL, "overwrite=true", cfg.overwrite) as out:
         new = "".join(json.dumps(q.row(), ensure_ascii=False) + "\n" for q in written)
         write_text(out / "questions.jsonl", new)
-        seeds = "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in load_questions(cfg.questions))
+        seeds = "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in rows)  # the usable seeds
         write_text(out / "pool.jsonl", seeds + new)
         write_text(out / "dropped.jsonl", "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in pipeline.dropped))
         write_json(out / "metrics.json", m)
