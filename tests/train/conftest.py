@@ -184,3 +184,29 @@ def searching_dir(tmp_path_factory, tokenizer, questions, searcher):
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def small_train_section(runs_dir, sets_dir, small: dict, rl: dict) -> dict:
+    """A params.yaml ``train`` section of one-step stages: ``small`` for every SFT stage, ``rl`` (over the
+    tiny-scale RL settings: HF engine, full fine-tuning, a KL term, EM) for both RL stages."""
+    rl = {
+        "num_generations": 2,
+        "questions": None,
+        "observation_tokens": 16,
+        "engine": "hf",
+        "lora_r": None,
+        "beta": 0.001,
+        "reward_metric": "em",
+        "temperature": 0.6,
+        **rl,
+    }
+    return {
+        "runs_dir": str(runs_dir),
+        "sets_dir": str(sets_dir),
+        "prompt": {"demonstrations": False},
+        **{stage: small for stage in ("sft1", "sft2", "sft3")},
+        "rl1": rl,
+        "rl2": rl,
+        "gradient_checkpointing": False,
+        "num_threads": 1,
+    }

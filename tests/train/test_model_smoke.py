@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import coa.config
+from tests.train.conftest import small_train_section
 from train.checkpoint import load_tokenizer
 from train.run import main
 
@@ -17,32 +18,8 @@ from train.run import main
 @pytest.mark.slow
 def test_every_stage_on_the_real_model(tmp_path, monkeypatch, sets_dir, index_dir, model_dir):
     small = {"max_steps": 1, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 2, "max_length": 1024}
-    rl = {
-        "max_steps": 1,
-        "num_generations": 2,
-        "per_device_train_batch_size": 2,
-        "gradient_accumulation_steps": 1,
-        "questions": None,
-        "question_limit": 1,
-        "observation_tokens": 16,
-        "engine": "hf",
-        "lora_r": None,
-        "beta": 0.001,
-        "reward_metric": "em",
-        "temperature": 0.6,
-    }
-    section = {
-        "runs_dir": str(tmp_path / "runs"),
-        "sets_dir": str(sets_dir),
-        "prompt": {"demonstrations": False},
-        "sft1": small,
-        "sft2": small,
-        "sft3": small,
-        "rl1": rl,
-        "rl2": rl,
-        "gradient_checkpointing": False,
-        "num_threads": 1,
-    }
+    rl = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "question_limit": 1}
+    section = small_train_section(tmp_path / "runs", sets_dir, small, rl)
     (tmp_path / "params.yaml").write_text(
         yaml.safe_dump(
             {

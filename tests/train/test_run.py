@@ -13,6 +13,7 @@ from safetensors import safe_open
 
 import coa.config
 from coa.model import MARKER, has_native_bf16
+from tests.train.conftest import small_train_section
 from train.config import ScheduleConfig
 from train.run import main
 
@@ -21,30 +22,7 @@ from train.run import main
 def params(tmp_path, monkeypatch, sets_dir, index_dir):
     """A params.yaml ``train`` section with one-step stages on the tiny model's scale."""
     small = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 4096}
-    rl = {
-        **small,
-        "num_generations": 2,
-        "questions": None,
-        "question_limit": 2,
-        "observation_tokens": 16,
-        "engine": "hf",
-        "lora_r": None,
-        "beta": 0.001,
-        "reward_metric": "em",
-        "temperature": 0.6,
-    }
-    section = {
-        "runs_dir": str(tmp_path / "runs"),
-        "sets_dir": str(sets_dir),
-        "prompt": {"demonstrations": False},
-        "sft1": small,
-        "sft2": small,
-        "sft3": small,
-        "rl1": rl,
-        "rl2": rl,
-        "gradient_checkpointing": False,
-        "num_threads": 1,
-    }
+    section = small_train_section(tmp_path / "runs", sets_dir, small, {**small, "question_limit": 2})
     path = tmp_path / "params.yaml"
     path.write_text(
         yaml.safe_dump(
