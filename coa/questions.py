@@ -151,7 +151,7 @@ class SplitConfig:
         },
     )
     out: str = field(default=paths.SPLIT, metadata={"help": "writes train.jsonl, heldout.jsonl and split.json here"})
-    heldout: int = field(default=100, metadata={"help": "held-out evaluation questions (never trained on)"})
+    heldout: int = field(default=300, metadata={"help": "held-out evaluation questions (never trained on)"})
     train: int = field(default=600, metadata={"help": "training pool size; 0 = all the rest (the paper's preset)"})
     seed: int = field(default=0, metadata={"help": "seeds the hash order (same seed, same split)"})
     overwrite: bool = field(

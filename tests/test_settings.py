@@ -40,7 +40,8 @@ PAPER = {
                 ("learning_rate", lr),
                 ("gradient_accumulation_steps", gas),
                 ("max_length", 12288),
-                ("max_steps", -1),
+                *((("max_steps", -1),) if s != "sft2" else ()),  # sft2's default is already its epoch
+                *((("num_train_epochs", 2.0),) if s != "sft1" else ()),  # sft1's default is already 2
             )
         },
         **{
@@ -57,6 +58,7 @@ PAPER = {
             )
         },
         "rl2.temperature": 0.6,
+        "rl1.question_limit": None,
         "rl2.question_limit": None,
     },
     "curate": {},

@@ -65,7 +65,7 @@ class SFT1Config(StageConfig):
     """SFT-1, when to act: contrastive pairs at decision points."""
 
     learning_rate: float = 2e-5  # the paper: 5e-6
-    max_steps: int = 8  # the paper: 2 epochs
+    max_steps: int = 16  # the paper: 2 epochs
     gradient_accumulation_steps: int = 4  # pairs per step (the paper: 16)
     max_length: int = 1024
     data: str = field(default="pairs.parquet", metadata={"help": "Pair set (PAIR_SCHEMA), relative to sets_dir."})
@@ -90,9 +90,9 @@ class SFT2Config(StageConfig):
     """SFT-2, how to act: CoA and CoT trajectories, observation tokens masked."""
 
     learning_rate: float = 1e-4  # the paper: 5e-5
-    max_steps: int = 20  # the paper: 2 epochs
+    num_train_epochs: float = 1.0  # the paper: 2
     gradient_accumulation_steps: int = 4  # sequences per step (the paper: 32)
-    max_length: int = 1024
+    max_length: int = 1536  # keeps the multi-search trajectories (docs/experiments/sft2_length_cut.md)
     data: list = field(
         default_factory=lambda: ["coa.parquet", "cot.parquet"],
         metadata={"help": "Trajectory sets (TRAJECTORY_SCHEMA), relative to sets_dir."},
@@ -115,7 +115,7 @@ class SFT3Config(SFT2Config):
 
     observation_loss: bool = True
     learning_rate: float = 2e-5  # the paper: 5e-5
-    max_steps: int = 4  # the paper: 2 epochs
+    max_steps: int = 16  # the paper: 2 epochs
 
 
 @dataclass
@@ -173,7 +173,7 @@ class RL1Config(StageConfig):
             "coa.questions.DEFAULT_QUESTIONS."
         },
     )
-    question_limit: int | None = field(default=None, metadata={"help": "Use only the first N questions."})
+    question_limit: int | None = field(default=64, metadata={"help": "Use only the first N questions (null: all)."})
     reward_metric: str = field(
         default="f1",
         metadata={"help": "Answer correctness: em | f1 | cover_em | autocoa_lenient (the paper's own scorer)."},
@@ -241,7 +241,6 @@ class RL2Config(RL1Config):
     max_steps: int = 12  # the paper: 16 real-environment steps
     gradient_accumulation_steps: int = 8  # the paper: 240
     temperature: float = 1.0  # the paper: 0.6
-    question_limit: int | None = 6  # the paper: the whole pool
 
 
 @dataclass
