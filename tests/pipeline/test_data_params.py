@@ -1,7 +1,7 @@
 """The data are params: params.yaml's top-level ``data`` names the corpus and the questions, dvc.yaml reads
 them through DVC templating and ``coa.questions split`` through its config, and nothing in the pipeline
 names the embedded HotpotQA files itself (so ``dvc exp run -S data.corpus=… -S data.questions=…`` moves
-the whole method to another dataset; tests/pipeline/test_own_data.py runs it)."""
+the whole method to another dataset; tests/pipeline/test_pipeline.py runs it)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,29 @@
-"""The real pipeline end to end with `dvc repro` on a tiny configuration, in a fresh git clone.
+"""The whole method end to end, as a user runs it on their own dataset: a fresh git clone with every size cut
+(``tests/pipeline/tiny.py``), a second dataset written into it, and
 
-Every stage runs for real (index, split, reference-teacher synthesis with real search, curation, five
-TRL stages, vLLM CPU evaluation of seven models, report); sizes are cut to a few dozen questions and a
-few steps per training stage. The checks would catch a hollow run: every set has rows (pairs in both
-directions), every SFT stage's saved weights differ from its start and its loss fell, and rl2's
-rollouts carry real search results that were env-masked.
+    dvc exp run -S data.corpus=data/own/own_corpus.jsonl -S data.questions=data/own/own_questions.jsonl
+
+Every stage runs for real (index, split, reference-teacher synthesis with real search, curation, five TRL
+stages, vLLM CPU evaluation of seven models, report). One run serves two sets of checks, since a whole tiny
+run is the suite's longest setup (~13 min on 2 cores):
+
+- the data went where the params say: the dataset is made different from the embedded one wherever the
+  FlashRAG form allows (a few HotpotQA dev questions that no evaluation set holds, with new question ids and
+  only ``golden_answers`` and ``metadata.gold_paragraph_ids``; their own candidate paragraphs as a separate
+  uncompressed corpus in ``{"id", "contents"}`` form with new ids), and the index, split, synthesis and
+  evaluation used it;
+- the run is not hollow: every set has rows (pairs in both directions), every SFT stage's saved weights
+  differ from its start and its objective fell, rl2's rollouts carry real search results that were
+  env-masked, rl1's observations were opened for the policy, and a second ``dvc repro`` does nothing.
+
+The embedded dataset takes the same path through ``data.*`` (tests/pipeline/test_data_params.py checks that
+dvc.yaml reads nothing else); the README's ``dvc repro`` on it is timed in docs/measurements.
 """
 
+from __future__ import annotations
+
 import csv
+import gzip
 import json
 import re
 import shutil
@@ -16,26 +32,106 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
-from tests.pipeline.tiny import TRAIN, dvc, tiny_clone
+from coa.questions import load_questions
+from tests.pipeline.tiny import TINY, dvc, git, merge, tiny_clone
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.model]
 
-ALWAYS_RUN = {"checks", "run_report"}
+N_QUESTIONS, HELDOUT = 40, 3
+CORPUS, QUESTIONS = "data/own/own_corpus.jsonl", "data/own/own_questions.jsonl"
+SOURCE = "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz"
+SOURCE_CORPUS = "data/raw/hotpotqa/hotpotqa_union_corpus.jsonl.gz"
+SIZES = merge(TINY, {"split": {"heldout": HELDOUT, "train": 0}})
+TRAIN = N_QUESTIONS - HELDOUT
+ALWAYS_RUN = {"checks", "run_report"}  # always_changed: they run on every repro
+
+
+def own_dataset(repo: Path) -> tuple[list[dict], list[dict]]:
+    """Writes CORPUS and QUESTIONS into ``repo``; returns (questions, passages)."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    evaluation = {
+        q["question"].lower()
+        for path in params["curate"]["eval_sets"]
+        if not path.startswith("runs/")
+        for q in load_questions(repo / path)
+    }  # curate would drop a training question they hold
+    source = [q for q in load_questions(repo / SOURCE) if q["question"].lower() not in evaluation]
+    chosen = source[::-1][:N_QUESTIONS]
+    wanted = {pid for q in chosen for pid in q["metadata"]["context_paragraph_ids"]}
+    with gzip.open(repo / SOURCE_CORPUS, "rt") as f:
+        paragraphs = {p["id"]: p for p in map(json.loads, f) if p["id"] in wanted}
+    new_id = {old: f"own-p{i}" for i, old in enumerate(sorted(wanted, key=lambda pid: int(pid[2:])))}
+    passages = [
+        {"id": new_id[old], "contents": f'"{paragraphs[old]["title"]}"\n{paragraphs[old]["text"]}'} for old in new_id
+    ]
+    questions = [
+        {
+            "id": f"own-q{i}",
+            "question": q["question"],
+            "golden_answers": q["golden_answers"],
+            "metadata": {"gold_paragraph_ids": [new_id[p] for p in q["metadata"]["gold_paragraph_ids"]]},
+        }
+        for i, q in enumerate(chosen)
+    ]
+    assert all(q["metadata"]["gold_paragraph_ids"] and q["golden_answers"] for q in questions)
+    for path, rows in ((CORPUS, passages), (QUESTIONS, questions)):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return questions, passages
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory, model_dir):
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    env = tiny_clone(repo, model_dir)
-    first = dvc(repo, "repro", env=env)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    yield repo, env
+def run(tmp_path_factory, model_dir):
+    repo = tmp_path_factory.mktemp("own_data") / "repo"
+    env = tiny_clone(repo, model_dir, SIZES)
+    questions, passages = own_dataset(repo)
+    git(repo, "add", "data/own")
+    git(repo, "commit", "-qm", "own dataset")
+    done = dvc(repo, "exp", "run", "-S", f"data.corpus={CORPUS}", "-S", f"data.questions={QUESTIONS}", env=env)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    yield repo, env, questions, passages
     shutil.rmtree(repo.parent, ignore_errors=True)  # five checkpoints and their DVC cache: ~5 GB
 
 
-def test_every_stage_wrote_outputs_and_metrics(clone):
-    repo, _ = clone
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_run_reaches_the_report_and_names_the_data(run):
+    repo, _, _, _ = run
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["data"] == {"corpus": CORPUS, "questions": QUESTIONS}
+    report = (repo / "runs/report/report.md").read_text()
+    assert f"- data: questions `{QUESTIONS}`, corpus `{CORPUS}`" in report
+    assert json.loads((repo / "runs/report/checks.json").read_text())["checks"]
+
+
+def test_the_index_holds_the_own_corpus(run):
+    repo, _, _, passages = run
+    meta = json.loads((repo / "runs/index/index.json").read_text())
+    assert (meta["corpus"], meta["n_docs"]) == (CORPUS, len(passages))
+
+
+def test_split_synthesis_and_evaluation_used_the_own_questions(run):
+    repo, _, questions, _ = run
+    ids = {q["id"] for q in questions}
+    held, train = read_jsonl(repo / "runs/split/heldout.jsonl"), read_jsonl(repo / "runs/split/train.jsonl")
+    assert len(held) == HELDOUT and len(train) == N_QUESTIONS - HELDOUT
+    assert {q["id"] for q in held} | {q["id"] for q in train} == ids
+    for mode in ("cot", "coa"):
+        summary = json.loads((repo / f"metrics/synth_{mode}.json").read_text())
+        assert summary["dataset"]["rows"] == TRAIN, summary
+    # the reference CoA answers from what the search returned: right answers mean the own corpus was searched
+    assert json.loads((repo / "metrics/synth_coa.json").read_text())["dataset"]["em"] > 0.5
+    for name in ("base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"):
+        rows = json.loads((repo / f"runs/eval/{name}/per_question.json").read_text())
+        assert {r["question_id"] for r in rows} == {q["id"] for q in held}, name
+
+
+def test_every_stage_wrote_outputs_and_metrics(run):
+    repo, *_ = run
     for path in [
         "runs/index/index.json",
         "runs/split/heldout.jsonl",
@@ -58,13 +154,13 @@ def test_every_stage_wrote_outputs_and_metrics(clone):
         assert json.loads((repo / f"metrics/{name}.json").read_text())["dataset"]["rows"] == TRAIN
     for name in ("base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"):
         metrics = json.loads((repo / f"runs/eval/{name}/metrics.json").read_text())
-        assert metrics["datasets"]["heldout"]["n"] == 3
+        assert metrics["datasets"]["heldout"]["n"] == HELDOUT
     table = (repo / "runs/eval/table.md").read_text()
     assert all(f"| {name} (" in table for name in ("base", "react", "sft1", "rl2"))
 
 
-def test_every_set_has_rows_and_pairs_go_both_ways(clone):
-    repo, _ = clone
+def test_every_set_has_rows_and_pairs_go_both_ways(run):
+    repo, *_ = run
     sets = json.loads((repo / "runs/curate/sets/metrics.json").read_text())
     for name in ("pairs", "coa", "cot"):
         assert sets[name]["written"] > 0, (name, sets[name])
@@ -116,8 +212,8 @@ def stage_objective(model_path: Path, stage: str, repo: Path, tokenizer, n: int 
     return total / count
 
 
-def test_every_sft_stage_moved_its_weights_and_lowered_its_objective(clone, model_dir, tokenizer):
-    repo, _ = clone
+def test_every_sft_stage_moved_its_weights_and_lowered_its_objective(run, model_dir, tokenizer):
+    repo, *_ = run
     start_dir = Path(model_dir)
     start = tensors(start_dir)
     for stage in ("sft1", "sft2", "sft3"):
@@ -132,8 +228,8 @@ def test_every_sft_stage_moved_its_weights_and_lowered_its_objective(clone, mode
         start, start_dir = trained, out
 
 
-def test_rl2_inserted_real_observations_and_masked_them(clone):
-    repo, _ = clone
+def test_rl2_inserted_real_observations_and_masked_them(run):
+    repo, *_ = run
     rollouts = [json.loads(line) for line in open(repo / "runs/train/rl2/rollouts.jsonl")]
     searched = [r for r in rollouts if r["n_actions"] > 0]
     assert searched, "no rl2 rollout searched: the env mask was never exercised"
@@ -142,8 +238,8 @@ def test_rl2_inserted_real_observations_and_masked_them(clone):
     assert any(float(r.get("agent/env_masked_fraction") or 0) > 0 for r in steps)
 
 
-def test_rl1_opened_each_observation_for_the_policy_to_write(clone):
-    repo, _ = clone
+def test_rl1_opened_each_observation_for_the_policy_to_write(run):
+    repo, *_ = run
     rollouts = [json.loads(line) for line in open(repo / "runs/train/rl1/rollouts.jsonl")]
     searched = [r for r in rollouts if r["n_actions"] > 0]
     assert searched, "no rl1 rollout searched: the simulated environment was never exercised"
@@ -157,8 +253,8 @@ def test_rl1_opened_each_observation_for_the_policy_to_write(clone):
     assert probe["tools"] == "simulated" and probe["models"]["after"]["n"] == 2 * 2
 
 
-def test_metrics_show_and_second_repro_does_nothing(clone):
-    repo, env = clone
+def test_metrics_show_and_second_repro_does_nothing(run):
+    repo, env, *_ = run
     shown = dvc(repo, "metrics", "show", "--json", env=env)
     assert shown.returncode == 0 and "train_sft1" in shown.stdout
     status = dvc(repo, "status", env=env)
