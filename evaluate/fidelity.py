@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from coa import paths
@@ -67,7 +67,7 @@ class FidelityConfig:
             raise ValueError(f"engine must be 'vllm' or 'hf', got {self.engine!r}")
         if self.index:
             self.search.index = self.index
-        self.prompt.format = self.format
+        self.prompt = replace(self.prompt, format=self.format)  # a copy: the caller's PromptConfig stays
 
 
 def written_calls(completion: str, fmt: FormatPreset) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ what would run (``check_report``) and starts nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from coa.environment import SearchEnvConfig
@@ -140,7 +140,7 @@ class SynthConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.mode != "branch":
             self.prompt.mode = self.mode
-        self.prompt.format = self.format
+        self.prompt = replace(self.prompt, format=self.format)  # a copy: the caller's PromptConfig stays
 
     @property
     def out_dir(self) -> str:

@@ -174,3 +174,17 @@ def test_key_paper_values(monkeypatch):
     ]
     assert (train.rl1.max_steps, train.rl1.num_generations, train.rl.split()) == (80, 5, (80, 16))
     assert train.format == train.prompt.format == "autocoa"
+
+
+def test_building_a_config_leaves_the_callers_prompt_unchanged():
+    """The prompt follows the one top-level ``format`` in a copy: a PromptConfig shared by two configs of
+    different formats is not rewritten by the second (issue 36 §4: configs are not mutated after loading)."""
+    from coa.prompts import PromptConfig
+    from evaluate.fidelity import FidelityConfig
+    from synth.config import SynthConfig
+    from train.config import TrainConfig
+
+    for cls in (TrainConfig, SynthConfig, FidelityConfig):
+        shared = PromptConfig(format="autocoa")
+        first, second = cls(format="autocoa", prompt=shared), cls(format="search_r1", prompt=shared)
+        assert (shared.format, first.prompt.format, second.prompt.format) == ("autocoa", "autocoa", "search_r1"), cls

@@ -12,7 +12,7 @@ are ``presets/paper.yaml``: ``preset=paper``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from coa import paths
 from coa.agent import OBSERVATION_TOKENS
@@ -402,4 +402,5 @@ class TrainConfig:
         self.rl.split()  # checks the fraction
         if self.save_steps < 0:
             raise ValueError(f"save_steps must be >= 0 (0 = no resumable checkpoints); got {self.save_steps}")
-        self.prompt.format = self.format  # the RL prompt is written in the one configured format
+        # a copy: the caller's PromptConfig is not changed (the RL prompt follows the one configured format)
+        self.prompt = replace(self.prompt, format=self.format)
