@@ -168,6 +168,26 @@ def breakdown_rows(cfg: ReportConfig) -> list[list]:
     return rows
 
 
+def tool_rows(cfg: ReportConfig) -> list[list]:
+    """Per model and tool: calls per question, questions that called it and the success rate of its calls
+    (``evaluate.stats.tool_use``); empty when every model only searched (the search-only run's table above
+    already has its calls)."""
+    per_model = {
+        name: (
+            ((read(Path(cfg.eval_root) / name / "metrics.json") or {}).get("datasets") or {}).get(cfg.dataset) or {}
+        ).get("tools")
+        or {}
+        for name in cfg.names
+    }
+    if not any(set(tools) - {"search"} for tools in per_model.values()):
+        return []
+    return [
+        [name, tool, f"{v['calls_per_question']:.2f}", f"{v['questions_using']} of {v['n']}", fmt(v["success_rate"], 2)]
+        for name, tools in per_model.items()
+        for tool, v in tools.items()
+    ]
+
+
 def behaviour_rows(cfg: ReportConfig) -> list[list]:
     """Per model: searches per question (all, bridge, comparison, by hops) and the bridge questions answered
     after two or more searches, with EM on those, each with its n (``evaluate.stats``)."""
@@ -377,6 +397,12 @@ def build_report(cfg: ReportConfig) -> str:
             behaviour_rows(cfg),
         )
     )
+    tools = tool_rows(cfg)
+    if tools:
+        parts.append(
+            "\nTool calls per question and the share that ran cleanly (refused or failed calls count against it):\n\n"
+            + table(["model", "tool", "calls / question", "questions using it", "success rate"], tools)
+        )
 
     parts.append("\n## When to act (held-out decision points)\n\n")
     when = read(cfg.when_to_act)

@@ -4,6 +4,7 @@ intervals and paired differences themselves are ``coa.stats``).
     breakdown(rows, "qtype")                   # EM / F1 with intervals per question type
     searches_by(rows, "qtype")                 # searches per question (mean, interval, n) per question type
     multi_search_answers(rows)                 # share of bridge questions answered after >= 2 searches, EM on them
+    tool_use(rows)                             # per tool: calls per question, failed calls, success rate
     dataset_power(rows)                        # the EM difference this n detects (coa.stats.power_statement)
     retrieval_coverage(passages, golds)        # share of questions with a gold answer in any passage
     compact_metrics(datasets)                  # the DVC metrics file of one evaluated model (metrics/eval_<name>.json)
@@ -97,6 +98,44 @@ def multi_search_answers(
     }
 
 
+def call_outcomes(segments: Sequence[dict]) -> dict[str, dict[str, int]]:
+    """Per tool, the calls a trajectory made (the segments answering one: observations and the simulated
+    environment's openings) and how many of those came back with an error (refused, or ran and failed:
+    ``coa.tools.ERRORS``). Segments written before tools existed answer search calls (they have a ``query``)."""
+    out: dict[str, dict[str, int]] = {}
+    for seg in segments:
+        tool = seg.get("tool") or ("search" if seg.get("query") is not None else None)
+        if seg["kind"] == "model" or not tool:
+            continue
+        cell = out.setdefault(tool, {"calls": 0, "failed": 0})
+        cell["calls"] += 1
+        cell["failed"] += bool(seg.get("error"))
+    return out
+
+
+def tool_use(rows: Sequence[dict]) -> dict:
+    """Per tool over the rows' ``tool_calls`` (``call_outcomes``): calls per question (over every row),
+    questions that called it, calls, failed calls and the success rate of its calls.
+
+    >>> tool_use([{"tool_calls": {"python": {"calls": 2, "failed": 1}}}, {"tool_calls": {}}])["python"]
+    {'calls_per_question': 1.0, 'questions_using': 1, 'calls': 2, 'failed': 1, 'success_rate': 0.5, 'n': 2}
+    """
+    tools = sorted({t for r in rows for t in r.get("tool_calls") or {}})
+    out = {}
+    for tool in tools:
+        cells = [(r.get("tool_calls") or {}).get(tool) or {"calls": 0, "failed": 0} for r in rows]
+        calls, failed = sum(c["calls"] for c in cells), sum(c["failed"] for c in cells)
+        out[tool] = {
+            "calls_per_question": round(calls / len(rows), 4),
+            "questions_using": sum(c["calls"] > 0 for c in cells),
+            "calls": calls,
+            "failed": failed,
+            "success_rate": round(1 - failed / calls, 4) if calls else None,
+            "n": len(rows),
+        }
+    return out
+
+
 def dataset_power(rows: Sequence[dict]) -> dict:
     """The EM difference this dataset's n detects at 80% power (``coa.stats.power_statement``), paired against a
     second model at the same EM p whose errors are independent of this one's: sd of the per-question
@@ -150,6 +189,7 @@ def question_rows(
                 "answered": bool((t.get("answer") or "").strip()),  # the format parsed an answer
                 **question_groups(by_id.get(t["question_id"], {})),
                 "gold_retrieved": gold_in_passages(observed, t["golden_answers"]),
+                "tool_calls": call_outcomes(t["segments"]),
             }
         )
     return sorted(rows, key=lambda r: r["question_id"])
@@ -158,7 +198,7 @@ def question_rows(
 def dataset_breakdowns(rows: Sequence[dict], resamples: int = 2000) -> dict:
     """The metrics fields of one dataset: EM by question type, by hops and by searches (n per cell), searches
     per question overall, by question type and by hops, the bridge questions answered after two or more
-    searches, retrieval coverage and the power statement for this n."""
+    searches, retrieval coverage, the power statement for this n, and per tool its calls and success rate."""
     return {
         "by_qtype": breakdown(rows, "qtype", resamples),
         "by_hops": breakdown(rows, "hops", resamples),
@@ -172,6 +212,7 @@ def dataset_breakdowns(rows: Sequence[dict], resamples: int = 2000) -> dict:
             "n": len(rows),
         },
         "power": dataset_power(rows),
+        "tools": tool_use(rows),
     }
 
 
@@ -203,5 +244,9 @@ def compact_metrics(datasets: dict) -> dict:
             "em_by_searches": {k: {"n": v["n"], "em": v["em"]} for k, v in (m.get("by_searches") or {}).items()},
             "bridge_answered_after_2plus_searches": {k: multi.get(k) for k in ("n", "answered", "rate", "em", "em_n")},
             "min_detectable_em_difference": (m.get("power") or {}).get("min_detectable_em_difference"),
+            "tools": {
+                t: {k: v[k] for k in ("calls_per_question", "success_rate", "questions_using")}
+                for t, v in (m.get("tools") or {}).items()
+            },
         }
     return out

@@ -13,6 +13,7 @@ import pytest
 from coa.config import build
 from coa.trajectory import Trajectory, segment, write_trajectories
 from evaluate.stats import (
+    call_outcomes,
     compact_metrics,
     dataset_breakdowns,
     dataset_power,
@@ -20,6 +21,7 @@ from evaluate.stats import (
     multi_search_answers,
     question_rows,
     searches_by,
+    tool_use,
 )
 from evaluate.when_to_act import WhenToActConfig, branch_points, side_notes
 
@@ -100,6 +102,45 @@ def test_question_rows_mark_a_parsed_answer():
     assert [r["answered"] for r in rows] == [True, False, False]
 
 
+def test_tool_calls_and_their_success_per_tool():
+    """Calls per tool from the segments answering them: an error (refused or failed) counts as a call that
+    did not succeed; a row written before tools existed (a ``query``, no ``tool``) made search calls."""
+    with_tools = [
+        segment("model", "<tool_call>"),
+        segment("observation", "<information>…</information>", query="Paris", doc_ids=["d1"]),
+        segment("model", "…"),
+        segment("observation", "<tool_response>6</tool_response>", tool="python", args='{"code": "print(6)"}'),
+        segment("model", "…"),
+        segment("observation", "<tool_response>ZeroDivisionError</tool_response>", tool="python", error="exception"),
+        segment("model", "…"),
+        segment("observation", "<tool_response>budget</tool_response>", tool="python", error="budget"),
+    ]
+    old = [{"kind": "model", "text": "…"}, {"kind": "observation", "text": "…", "query": "Lyon", "tool": None}]
+    assert call_outcomes(with_tools) == {"search": {"calls": 1, "failed": 0}, "python": {"calls": 3, "failed": 2}}
+    assert call_outcomes(old) == {"search": {"calls": 1, "failed": 0}}
+    trajectories = [
+        {"question_id": q, "golden_answers": ["x"], "answer": "x", "segments": segs}
+        for q, segs in (("a", with_tools), ("b", old), ("c", [segment("model", "x")]))
+    ]
+    scored = [{"em": 1.0, "f1": 1.0, "n_actions": 0, "well_formed": 1.0}] * 3
+    got = tool_use(question_rows(trajectories, scored, [], "heldout"))
+    assert got["python"] == {
+        "calls_per_question": 1.0,
+        "questions_using": 1,
+        "calls": 3,
+        "failed": 2,
+        "success_rate": 0.3333,
+        "n": 3,
+    }
+    assert (got["search"]["calls"], got["search"]["questions_using"], got["search"]["success_rate"]) == (2, 2, 1.0)
+    compact = compact_metrics({"heldout": {"n": 3, **dataset_breakdowns(question_rows(trajectories, scored, [], "h"))}})
+    assert compact["heldout"]["tools"]["python"] == {
+        "calls_per_question": 1.0,
+        "success_rate": 0.3333,
+        "questions_using": 1,
+    }
+
+
 def test_power_for_the_datasets_n():
     half = [row("bridge", 2, 1, i % 2) for i in range(100)]  # EM 0.5: sd √(2·0.25) = 0.7071
     got = dataset_power(half)
@@ -150,6 +191,7 @@ def test_compact_metrics_are_numbers_dvc_can_diff():
         "em_by_searches",
         "bridge_answered_after_2plus_searches",
         "min_detectable_em_difference",
+        "tools",
     }
     assert (m["n"], m["em"], m["searches_per_question"]) == (7, 0.4286, 1.429)
     assert m["searches_by_qtype"]["bridge"] == {"n": 4, "mean": 2.0}
@@ -387,3 +429,23 @@ def test_run_reports_n_per_side_and_notes(branch_files, tokenizer, tmp_path, mon
     assert json.loads((tmp_path / "w.json").read_text())["points"] == result["points"]
     cfg.min_n = 3
     assert len(run(cfg)["notes"]) == 2
+
+
+def test_the_report_lists_tool_calls_only_beyond_search(tmp_path):
+    from evaluate.report import ReportConfig, tool_rows
+
+    def metrics(name, tools):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"datasets": {"heldout": {"tools": tools}}}))
+
+    search = {"calls_per_question": 1.5, "questions_using": 9, "calls": 15, "failed": 0, "success_rate": 1.0, "n": 10}
+    metrics("a", {"search": search})
+    cfg = ReportConfig(eval_root=str(tmp_path), names=["a", "b"])
+    assert tool_rows(cfg) == []  # a search-only run: the behaviour table has its calls
+    python = {"calls_per_question": 0.3, "questions_using": 2, "calls": 3, "failed": 1, "success_rate": 0.6667, "n": 10}
+    metrics("b", {"search": search, "python": python})
+    assert tool_rows(cfg) == [
+        ["a", "search", "1.50", "9 of 10", "1.00"],
+        ["b", "search", "1.50", "9 of 10", "1.00"],
+        ["b", "python", "0.30", "2 of 10", "0.67"],
+    ]
