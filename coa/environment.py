@@ -105,6 +105,11 @@ class SearchEnvConfig:
             max_actions=self.max_actions, max_tokens=self.max_tokens, topk=self.topk, per_tool=dict(self.max_calls)
         )
 
+    def loop_tools(self, fmt: FormatPreset, searcher=None, tokenizer=None) -> Toolbox | None:
+        """What the agent loop gets as ``tools``: None when search is the only tool (the loop's own search path,
+        byte for byte today's trajectories), else the toolbox of every enabled tool."""
+        return None if self.tools == ["search"] else self.toolbox(fmt, searcher=searcher, tokenizer=tokenizer)
+
     def toolbox(self, fmt: FormatPreset, searcher=None, tokenizer=None, settings=None) -> Toolbox:
         """The enabled tools for the agent loop (``drive(..., tools=box)``), in the format preset ``fmt``:
         ``searcher`` (built from this section when search or open needs it and none is given), open's document

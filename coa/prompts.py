@@ -11,9 +11,13 @@ a prefilled assistant start on SmolLM2-135M).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 from coa.formats import FORMAT, FormatPreset, get_format
+from coa.tools import tool_class
+from coa.tools.schema import signature
+from coa.tools.toolbox import example
 
 AUTOCOA_COA = (
     "You are an intelligent reasoning assistant with access to a web search tool to help you obtain accurate "
@@ -123,6 +127,10 @@ class PromptConfig:
     system: str | None = field(
         default=None, metadata={"help": "optional system message; null keeps the tokenizer's default"}
     )
+    tools: list = field(
+        default_factory=lambda: ["search"],
+        metadata={"help": "follows search.tools (not set here): tools beyond search are listed in the instruction"},
+    )
 
 
 def prompt_template(cfg: PromptConfig) -> str:
@@ -134,20 +142,48 @@ def prompt_template(cfg: PromptConfig) -> str:
         ) from None
 
 
+def extra_tools(cfg: PromptConfig) -> list[str]:
+    """The enabled tools the instruction lists (search has its own words in every template); none for cot."""
+    return [t for t in cfg.tools if t != "search"] if cfg.mode == "coa" else []
+
+
+def tool_section(cfg: PromptConfig) -> str:
+    """The instruction's paragraph on the tools beyond search: each one's name, description and arguments, and
+    the preset's generic call form with an example (``coa.tools``; the policy's calls parse as this form)."""
+    fmt = get_format(cfg.format)
+    lines = []
+    for name in extra_tools(cfg):
+        tool = tool_class(name)
+        lines.append(f"- {name}: {tool.description} Arguments: {signature(tool.parameters)}.")
+    first = tool_class(extra_tools(cfg)[0])
+    call = fmt.tool_call(first.name, json.loads(example(first.parameters)))
+    return (
+        "Besides searching, you can call these tools:\n"
+        + "\n".join(lines)
+        + f"\nTo call one, write {call} (its name and one JSON object of arguments); its result comes back between "
+        f"{fmt.response_open.strip()} and {fmt.response_close.strip()}.\n\n"
+    )
+
+
 def prompt_id(cfg: PromptConfig) -> str:
-    return f"{cfg.format}/{cfg.mode}{'+demo' if cfg.demonstrations else ''}"
+    tools = "+" + "+".join(extra_tools(cfg)) if extra_tools(cfg) else ""
+    return f"{cfg.format}/{cfg.mode}{'+demo' if cfg.demonstrations else ''}{tools}"
 
 
 def prompt_hash(cfg: PromptConfig) -> str:
-    key = "\x1f".join([prompt_template(cfg), str(cfg.demonstrations), cfg.prefill, cfg.system or ""])
+    parts = [prompt_template(cfg), str(cfg.demonstrations), cfg.prefill, cfg.system or ""]
+    key = "\x1f".join(parts + ([tool_section(cfg)] if extra_tools(cfg) else []))  # search only: the old hashes
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 def user_message(question: str, cfg: PromptConfig) -> str:
     text = prompt_template(cfg).format(question=question)
+    marker = "Now, please answer" if cfg.format == "autocoa" else "Question:"
+    if extra_tools(cfg):  # before the question, like a demonstration
+        head, sep, tail = text.rpartition(marker)
+        text = f"{head}{tool_section(cfg)}{sep}{tail}" if sep else tool_section(cfg) + text
     if cfg.demonstrations:
         demo = demonstration(get_format(cfg.format), cfg.mode)
-        marker = "Now, please answer" if cfg.format == "autocoa" else "Question:"
         head, sep, tail = text.rpartition(marker)
         text = f"{head}{demo}{sep}{tail}" if sep else demo + text
     return text

@@ -67,7 +67,9 @@ class FidelityConfig:
             raise ValueError(f"engine must be 'vllm' or 'hf', got {self.engine!r}")
         if self.index:
             self.search.index = self.index
-        self.prompt = replace(self.prompt, format=self.format)  # a copy: the caller's PromptConfig stays
+        self.prompt = replace(
+            self.prompt, format=self.format, tools=list(self.search.tools)
+        )  # a copy: the caller's PromptConfig stays
 
 
 def written_calls(completion: str, fmt: FormatPreset) -> list[tuple[str, str]]:

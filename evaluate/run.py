@@ -159,8 +159,8 @@ class EvalConfig:
 def prompt_of(cfg: EvalConfig) -> dict:
     """The prompt of a style: plain = instruction only; react = + demonstration and a thought prefill;
     trained = exactly the training prompt."""
-    if cfg.style == "trained":  # format and mode are synthesis's own settings, not the prompt's
-        return {k: v for k, v in asdict(cfg.prompt).items() if k not in ("format", "mode")}
+    if cfg.style == "trained":  # format, mode and tools follow the top-level settings
+        return {k: v for k, v in asdict(cfg.prompt).items() if k not in ("format", "mode", "tools")}
     plain = cfg.style == "plain"
     return {"demonstrations": not plain, "prefill": "" if plain else "<think>\n"}
 
@@ -248,7 +248,7 @@ def model_folder(cfg: EvalConfig) -> Path:
 
 
 def prompt_config(cfg: EvalConfig) -> PromptConfig:
-    return PromptConfig(**{**prompt_of(cfg), "format": cfg.format, "mode": "coa"})
+    return PromptConfig(**{**prompt_of(cfg), "format": cfg.format, "mode": "coa", "tools": list(cfg.search.tools)})
 
 
 def fingerprint(cfg: EvalConfig) -> dict:
@@ -320,11 +320,13 @@ def generate(cfg: EvalConfig, engine, questions: list[dict], out: Path) -> list[
                 cfg.concurrency,
                 engine.tokenizer,
                 progress,
+                tools=tools,
             )
         finally:
             await engine.close()
 
     searcher = env.searcher() if todo else None
+    tools = env.loop_tools(fmt, searcher, engine.tokenizer) if todo else None
     with (
         ShardWriter(out, fingerprint=fingerprint(cfg)) as writer,
         tqdm(
@@ -336,7 +338,11 @@ def generate(cfg: EvalConfig, engine, questions: list[dict], out: Path) -> list[
             disable=not todo,
         ) as progress,
     ):
-        stats = asyncio.run(go()) if todo else None
+        try:
+            stats = asyncio.run(go()) if todo else None
+        finally:
+            if tools is not None:
+                tools.close()
     if stats is not None and stats.stopped:
         raise (EngineFatal if stats.fatal else EngineUnavailable)(stats.stopped)
     ids = {j.id for j in jobs}

@@ -140,7 +140,9 @@ class SynthConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.mode != "branch":
             self.prompt.mode = self.mode
-        self.prompt = replace(self.prompt, format=self.format)  # a copy: the caller's PromptConfig stays
+        self.prompt = replace(
+            self.prompt, format=self.format, tools=list(self.search.tools)
+        )  # a copy: the caller's PromptConfig stays
 
     @property
     def out_dir(self) -> str:

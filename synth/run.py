@@ -146,7 +146,10 @@ def generate(
     env = cfg.search
     searcher = None if all(j.tools == "forbid" for j in todo) else env.searcher()
     tokenizer = engine.tokenizer if engine is not None else load_tokenizer(cfg)
+    tools = env.loop_tools(get_format(cfg.format), searcher, tokenizer) if searcher is not None else None
     with ExitStack() as stack:
+        if tools is not None:
+            stack.callback(tools.close)
         reference, teacher = cfg.teacher.kind == "reference", cfg.teacher
         if engine is not None or reference or teacher.urls:
             base_url = teacher.urls
@@ -184,6 +187,7 @@ def generate(
                     tokenizer,
                     progress,
                     over_budget=None if reference else budget_check(cfg.teacher, spent),
+                    tools=tools,
                 )
                 if isinstance(engine, Reporting):  # per-endpoint requests, tokens, errors, latencies
                     stats.engine = engine.stats()

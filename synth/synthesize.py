@@ -28,6 +28,8 @@ from coa.agent import Budget, Episode, run_episode, start_episode
 from coa.engines import Engine, EngineFatal, EngineUnavailable, RequestRejected
 from coa.formats import FormatPreset
 from coa.search.batching import SearchBatcher
+from coa.tools.batching import ToolBatcher
+from coa.tools.toolbox import Toolbox
 from coa.search.types import Searcher
 from coa.trajectory import Trajectory, count_calls
 from synth.jobs import Job
@@ -117,7 +119,15 @@ def transcript_of(ep: Episode) -> str | None:
 
 
 async def run_job(
-    job: Job, engine: Engine, search, fmt: FormatPreset, budget: Budget, sampling: dict, retriever: str, tokenizer
+    job: Job,
+    engine: Engine,
+    search,
+    fmt: FormatPreset,
+    budget: Budget,
+    sampling: dict,
+    retriever: str,
+    tokenizer,
+    tools: ToolBatcher | None = None,
 ) -> tuple[Trajectory, int]:
     """One trajectory and the engine calls it took; a request the engine rejects ends it with
     finish_reason "error"."""
@@ -128,7 +138,7 @@ async def run_job(
     ep.n_actions = prefix_searches(job)  # a branch's action budget covers the whole trajectory
     seed = row_seed(sampling.get("seed", 0), job.id)
     try:
-        await run_episode(ep, engine, search, fmt, budget, seed)
+        await run_episode(ep, engine, search, fmt, budget, seed, tools)
     except RequestRejected as e:  # BadResponse included: "bad_response"
         ep.finish_reason, ep.engine_state["error"] = e.reason, str(e)
     row_sampling = {**sampling, "base_seed": sampling.get("seed", 0), "seed": seed}
@@ -148,13 +158,15 @@ async def run_jobs(
     tokenizer,
     progress=None,
     over_budget: Callable[[RunStats], str] | None = None,
+    tools: Toolbox | None = None,
 ) -> RunStats:
-    """Run every job; stop cleanly (``RunStats.stopped``) if the engine or the retriever is gone, or when
+    """Run every job (``tools``: the enabled tools beyond search, ``SearchEnvConfig.loop_tools``); stop cleanly (``RunStats.stopped``) if the engine or the retriever is gone, or when
     ``over_budget(stats)`` names a reason: no new job starts then, those in flight finish and are kept."""
     stats = RunStats()
     started = time.perf_counter()
     pending = iter(jobs)
     batcher = SearchBatcher(searcher) if searcher is not None else None
+    runner = ToolBatcher(tools) if tools is not None else None
 
     async def no_search(queries, k):  # cot jobs forbid tools: reaching this is a bug
         raise RuntimeError("this run has no searcher, but a trajectory asked for a search")
@@ -167,7 +179,7 @@ async def run_jobs(
                 stats.stopped = stats.stopped or over_budget(stats)
                 if stats.stopped:
                     return
-            t, calls = await run_job(job, engine, search, fmt, budget, sampling, retriever, tokenizer)
+            t, calls = await run_job(job, engine, search, fmt, budget, sampling, retriever, tokenizer, runner)
             on_row(t)
             stats.add(t, calls, t.n_actions - prefix_searches(job))
             if progress is not None:
@@ -177,8 +189,9 @@ async def run_jobs(
                 )
                 progress.update(1)
 
-    if batcher is not None:
-        batcher.start()
+    for b in (batcher, runner):
+        if b is not None:
+            b.start()
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(min(concurrency, len(jobs))):
@@ -193,5 +206,7 @@ async def run_jobs(
         if batcher is not None:
             stats.search_batches = batcher.batches
             await batcher.stop()
+        if runner is not None:
+            await runner.stop()
     stats.wall_s = time.perf_counter() - started
     return stats

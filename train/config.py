@@ -182,6 +182,13 @@ class RL1Config(StageConfig):
         default=1.0,
         metadata={"help": "Subtracted when the trajectory does not parse as well-formed (0 disables the format term)."},
     )
+    failed_call_penalty: float = field(
+        default=0.0,
+        metadata={
+            "help": "Subtracted per tool call whose result is an error (refused, or failed: train/rewards.py); "
+            "0 disables the term."
+        },
+    )
     loss_type: str = field(
         default="grpo",
         metadata={
@@ -207,6 +214,8 @@ class RL1Config(StageConfig):
     heldout_limit: int = field(default=16, metadata={"help": "Questions per set the held-out reward rolls out."})
 
     def __post_init__(self) -> None:
+        if self.failed_call_penalty < 0:
+            raise ValueError(f"failed_call_penalty must be >= 0 (it is subtracted), got {self.failed_call_penalty}")
         if self.heldout_reward_every < 0:
             raise ValueError(f"heldout_reward_every must be >= 0 (0 = off), got {self.heldout_reward_every}")
         if self.heldout_limit < 1:
@@ -403,4 +412,4 @@ class TrainConfig:
         if self.save_steps < 0:
             raise ValueError(f"save_steps must be >= 0 (0 = no resumable checkpoints); got {self.save_steps}")
         # a copy: the caller's PromptConfig is not changed (the RL prompt follows the one configured format)
-        self.prompt = replace(self.prompt, format=self.format)
+        self.prompt = replace(self.prompt, format=self.format, tools=list(self.search.tools))

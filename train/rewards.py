@@ -8,6 +8,9 @@ and inserted observations); TRL's ``completions`` (decoded ids, prefill excluded
   text: 0 without ``</think>`` or with a search after it).
 * ``format_term``  0 for a well-formed trajectory (``FormatPreset.parse``: closed tags, an answer, no
   search after the answer), ``-penalty`` otherwise.
+* ``failed_calls_term``  ``-penalty`` per tool call whose result was an error (refused: bad JSON, an unknown
+  tool, bad arguments, a spent budget; or failed: python raised or hit a limit, open found nothing); off (0)
+  by default.
 
 The paper's reward is binary correctness where a malformed response scores 0: ``em`` + a format
 penalty keeps that order (correct 1 > wrong 0 > malformed -1 by default); ``reward_metric=
@@ -61,9 +64,22 @@ def format_term(
     return [0.0 if fmt.parse(t).well_formed else -penalty for t in _texts(completions, trajectory)]
 
 
-def make_rewards(metric: str, penalty: float, format: str) -> list:
+def failed_calls_term(
+    completions: list, failed_calls: list | None = None, penalty: float = 0.5, **kwargs
+) -> list[float]:
+    """``-penalty`` per call that came back with an error (the rollout's ``failed_calls``).
+
+    >>> failed_calls_term(["", ""], failed_calls=[0, 2], penalty=0.25)
+    [0.0, -0.5]
+    """
+    return [-penalty * n for n in (failed_calls if failed_calls is not None else [0] * len(completions))]
+
+
+def make_rewards(metric: str, penalty: float, format: str, failed_call_penalty: float = 0.0) -> list:
     """The reward functions of a run (TRL logs each under its function name)."""
     funcs = [partial(correctness, metric=metric, format=format)]
     if penalty:
         funcs.append(partial(format_term, penalty=penalty, format=format))
+    if failed_call_penalty:
+        funcs.append(partial(failed_calls_term, penalty=failed_call_penalty))
     return funcs

@@ -53,6 +53,7 @@ def build_rl_trainer(
     tile_lm_head_for_cpu()
     if stage.tools == "real" and searcher is None:
         searcher = cfg.search.searcher()
+    tools = cfg.search.loop_tools(fmt, searcher, tokenizer)  # None: search only
     rollout = make_rollout(
         fmt,
         rollout_budget(cfg, stage),
@@ -62,8 +63,11 @@ def build_rl_trainer(
         stage.engine,
         stage.sync_every,
         stage.kv_cache_gib,
+        tools,
     )
-    rewards = reward_funcs or make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
+    rewards = reward_funcs or make_rewards(
+        stage.reward_metric, stage.format_penalty, fmt.name, stage.failed_call_penalty
+    )
     args = grpo_config(cfg, stage, out)
     if args.use_vllm:
         raise ValueError(

@@ -30,6 +30,7 @@ from pathlib import Path
 from coa.agent import Budget, Episode, drive, start_episode, written_observations
 from coa.engines import make_engine
 from coa.formats import FormatPreset
+from coa.tools.toolbox import Toolbox
 from train.trl_glue import log_metric, unwrap_model_for_generation
 
 
@@ -131,8 +132,10 @@ def make_rollout(
     engine: str = "hf",
     sync_every: int = 1,
     kv_cache_gib: float = 0.5,
+    toolbox: Toolbox | None = None,
 ):
-    """A TRL ``rollout_func`` running ``coa.agent.drive`` (``searcher`` is needed for tools="real")."""
+    """A TRL ``rollout_func`` running ``coa.agent.drive`` (``searcher`` is needed for tools="real"; ``toolbox``:
+    the enabled tools beyond search, ``SearchEnvConfig.loop_tools``, simulated with tools="simulated")."""
     if tools == "real" and searcher is None:
         raise ValueError("tools='real' needs a searcher (search.index= or search.retriever_url=)")
     if engine not in ("hf", "vllm"):
@@ -146,7 +149,7 @@ def make_rollout(
         episodes = [start_episode(p, tok, prefill=prefill, tools=tools) for p in prompts]
         search = CountingSearch(searcher) if searcher is not None else None
         if vllm is not None:
-            drive(episodes, vllm(trainer), search, fmt, budget)
+            drive(episodes, vllm(trainer), search, fmt, budget, tools=toolbox)
             log_metric(trainer, "agent/weight_syncs", float(vllm.engine.syncs))
         else:
             with unwrap_model_for_generation(
@@ -156,7 +159,7 @@ def make_rollout(
                 gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
             ) as model:
                 hf = make_engine("hf", model=model, tokenizer=tok, generation_config=trainer.generation_config)
-                drive(episodes, hf, search, fmt, budget)
+                drive(episodes, hf, search, fmt, budget, tools=toolbox)
         records = [ep.rollout() for ep in episodes]  # once: the log, the record and TRL read the same masks
         masks = [r["env_mask"] for r in records]
         _log(trainer, episodes, masks, search, fmt)
@@ -171,10 +174,18 @@ def make_rollout(
             "trajectory": [ep.completion for ep in episodes],
             "n_actions": [ep.n_actions for ep in episodes],
             "finish_reason": [ep.finish_reason for ep in episodes],
+            # calls that came back with an error (refused or failed): the failed-call penalty reads them
+            "failed_calls": [failed_calls(ep.segments) for ep in episodes],
         }
 
     rollout.policy_engine = vllm  # the vLLM engine holder (None with hf), for checks after training
     return rollout
+
+
+def failed_calls(segments: list[dict]) -> int:
+    """Calls of one trajectory whose result is an error (``coa.tools.ERRORS``: refused before running, or ran
+    and failed)."""
+    return sum(1 for s in segments if s["kind"] != "model" and s.get("error"))
 
 
 def _record(trainer, episodes: list[Episode], masks: list[list[int]], first: bool) -> None:

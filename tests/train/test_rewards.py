@@ -49,7 +49,7 @@ def test_the_whole_trajectory_is_scored_not_the_decoded_completion():
 
 def test_docstring_examples():
     result = doctest.testmod(train.rewards)
-    assert result.attempted == 2 and result.failed == 0
+    assert result.attempted == 3 and result.failed == 0
 
 
 def test_reward_trend_compares_the_last_quarter_with_the_first():
