@@ -72,7 +72,7 @@ def failed_calls_term(
     >>> failed_calls_term(["", ""], failed_calls=[0, 2], penalty=0.25)
     [0.0, -0.5]
     """
-    return [-penalty * n for n in (failed_calls if failed_calls is not None else [0] * len(completions))]
+    return [-penalty * n if n else 0.0 for n in (failed_calls if failed_calls is not None else [0] * len(completions))]
 
 
 def make_rewards(metric: str, penalty: float, format: str, failed_call_penalty: float = 0.0) -> list:
