@@ -223,6 +223,32 @@ def _two_by_two(facts: RunFacts) -> str:
     return text
 
 
+def _questions(facts: RunFacts) -> str:
+    """How the synthesised questions were made and what each verifier dropped (``synth.questions``)."""
+    used = str((facts.params.get("data") or {}).get("questions", ""))
+    parts = []
+    for name, m in facts.question_sets.items():
+        hops = ", ".join(f"{k}-hop {v}" for k, v in sorted((m.get("by_hops") or {}).items())) or "none"
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted((m.get("by_type") or {}).items())) or "none"
+        drops = [[f"proposer: {k}", v] for k, v in (m.get("proposer_drops") or {}).items()]
+        drops += [[k, v] for k, v in (m.get("drop_reasons") or {}).items()]
+        pool = f"{name}/pool.jsonl"
+        parts.append(
+            f"### `{name}`\n\n"
+            f"Proposer `{m.get('proposer')}` on the seed questions `{_rel(m.get('questions', ''))}` "
+            f"(seed {m.get('seed')}): {m.get('seeds', 0):,} seeds → {m.get('candidates', 0):,} candidates → "
+            f"{m.get('verified', 0):,} verified, {m.get('written', 0):,} written ({hops}; {kinds}). "
+            + (
+                "The training questions of this run are its pool (the usable seeds plus these)."
+                if used.endswith(pool)
+                else "This run's training questions are not its pool."
+            )
+            + "\n\n"
+            + (_table(["dropped by", "candidates (or seeds)"], drops) if drops else "Nothing was dropped.")
+        )
+    return "\n\n".join(parts)
+
+
 def _examples(facts: RunFacts) -> str:
     out = []
     for name, table in facts.sets.items():
@@ -291,6 +317,7 @@ def render(facts: RunFacts, repo_id: str, pretty_name: str) -> str:
         ("Decontamination", _decontamination(facts)),
         ("Review", _review(facts)),
         ("CoT × CoA", _two_by_two(facts)),
+        *([("Synthesised questions", _questions(facts))] if facts.question_sets else []),
         ("Example rows", _examples(facts)),
         ("Load and train", _usage(repo_id, facts)),
         (

@@ -53,7 +53,7 @@ class PublishError(RuntimeError):
 class PublishConfig:
     """Settings of ``python -m data_cards.publish`` (``key=value``; ``--help``, ``--print-config``).
 
-    Target: repo_id, private, revision, dest. Inputs: sets_dir, curate_dir, index, params_file, dvc_lock,
+    Target: repo_id, private, revision, dest. Inputs: sets_dir, curate_dir, index, questions_dir, params_file, dvc_lock,
     trajectories. Card: pretty_name, licenses. Files: max_shard_bytes, commit_message.
     """
 
@@ -78,6 +78,10 @@ class PublishConfig:
         default=paths.CURATE, metadata={"help": "curate steps' parent folder (score/analyze/pairs metrics, plots)"}
     )
     index: str = field(default=paths.INDEX, metadata={"help": "search index folder (its index.json names the corpus)"})
+    questions_dir: str = field(
+        default=paths.QUESTIONS,
+        metadata={"help": "synth.questions outputs, one folder per question set (their metrics.json: the card)"},
+    )
     params_file: str = field(default="params.yaml", metadata={"help": "params file quoted in the card's provenance"})
     dvc_lock: str = field(
         default="dvc.lock", metadata={"help": "dvc.lock whose hashes the card checks the sets against"}

@@ -63,6 +63,7 @@ class RunFacts:
     dvc_outs: dict[str, str]  # path → md5 recorded in dvc.lock
     git_commit: str  # the commit that recorded dvc.lock (or HEAD)
     licenses: dict[str, str] = field(default_factory=dict)  # dataset → licence of the published rows
+    question_sets: dict[str, dict] = field(default_factory=dict)  # synthesised set → its synth.questions metrics
 
 
 def md5_file(path: Path) -> str:
@@ -159,6 +160,14 @@ def card_license(licenses: dict[str, str]) -> str | list[str]:
     return values[0] if len(values) == 1 else values
 
 
+def question_sets(root: Path, params: dict) -> dict[str, dict]:
+    """The ``metrics.json`` of each synthesised question set the run's ``params.yaml`` names
+    (``question_sets``), by name; a set named there but not made is left out."""
+    names = sorted((params.get("question_sets") or {}))
+    found = {name: _json(root / name / "metrics.json") for name in names} if str(root) else {}
+    return {name: m for name, m in found.items() if m}
+
+
 def collect(cfg) -> RunFacts:
     sets_dir, curate_dir = Path(cfg.sets_dir), Path(cfg.curate_dir)
     files = {name: sets_dir / f"{name}.parquet" for name in SETS}
@@ -171,6 +180,7 @@ def collect(cfg) -> RunFacts:
     lock = Path(cfg.dvc_lock)
     params = yaml.safe_load(Path(cfg.params_file).read_text()) if Path(cfg.params_file).exists() else {}
     return RunFacts(
+        question_sets=question_sets(Path(getattr(cfg, "questions_dir", "")), params or {}),
         sets=tables,
         set_files=files,
         metrics=metrics,

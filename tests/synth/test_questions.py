@@ -367,6 +367,20 @@ def test_a_small_run_writes_a_question_file_synth_run_takes(index_dir, tmp_path,
     assert len(rows) == 6 and sum(exact_match(t.answer, t.golden_answers) for t in rows) >= 5
     assert all(t.n_actions >= 1 for t in rows)
 
+    # the data card says how the questions were made and what each verifier dropped
+    from data_cards.card import _questions
+    from data_cards.run_facts import RunFacts, question_sets
+
+    params = {"question_sets": {"q": {"seeds": "seeds.jsonl"}, "missing": {}}, "data": {"questions": "x/q/pool.jsonl"}}
+    sets = question_sets(tmp_path, params)
+    assert list(sets) == ["q"] and sets["q"] == m  # a set params names but nobody made is left out
+    facts = RunFacts({}, {}, {}, [], {}, params, {}, "", question_sets=sets)
+    section = _questions(facts)
+    assert f"{m['seeds']:,} seeds → {m['candidates']:,} candidates → {m['verified']:,} verified, 6 written" in section
+    assert "The training questions of this run are its pool" in section
+    assert f"| proposer: seed_not_a_bridge | {m['proposer_drops']['seed_not_a_bridge']} |" in section
+    assert all(f"| {reason} | {n} |" in section for reason, n in m["drop_reasons"].items())
+
 
 # ---- bad input ---------------------------------------------------------------------------------
 
