@@ -28,7 +28,9 @@ from pathlib import Path
 from coa import paths
 from coa.agent import Budget
 from coa.formats import FormatPreset
+from coa.model import base_tokenizer
 from coa.search import BACKENDS, RETRIEVERS, DocumentStore
+from coa.search.snippets import SnippetSearcher
 from coa.tools import ToolContext, known_tools, make_tool
 from coa.tools.toolbox import Toolbox
 
@@ -58,6 +60,13 @@ class SearchEnvConfig:
         default=320, metadata={"help": "model-written tokens per trajectory (all calls together; the paper: 8192)"}
     )
 
+    snippet_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "cut each retrieved passage to its title and first N tokens of text (the student's tokenizer; "
+            "coa/search/snippets.py): shorter observations, and something for `open` to add; 0 = whole passages"
+        },
+    )
     tools: list[str] = field(
         default_factory=lambda: ["search"],
         metadata={
@@ -83,6 +92,8 @@ class SearchEnvConfig:
                 raise ValueError(f"search.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_actions < 0:
             raise ValueError(f"search.max_actions must be >= 0, got {self.max_actions}")
+        if self.snippet_tokens < 0:
+            raise ValueError(f"search.snippet_tokens must be >= 0 (0 = whole passages), got {self.snippet_tokens}")
 
     def _check_tools(self) -> None:
         known = known_tools()
@@ -144,4 +155,6 @@ class SearchEnvConfig:
         )
         if warm and not self.retriever_url:
             searcher.search(["warm up"], 1)  # load the memory-mapped index now, not inside the first trajectory
+        if self.snippet_tokens:
+            searcher = SnippetSearcher(searcher, self.snippet_tokens, base_tokenizer())
         return searcher

@@ -77,6 +77,13 @@ def base_model_dir() -> Path:
     return out
 
 
+def base_tokenizer():
+    """The embedded student's tokenizer (what token budgets such as ``search.snippet_tokens`` count in)."""
+    from transformers import AutoTokenizer  # heavy: only when a tokenizer is asked for
+
+    return AutoTokenizer.from_pretrained(base_model_dir())
+
+
 def _convert(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
