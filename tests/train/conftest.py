@@ -186,20 +186,22 @@ def searching_dir(tmp_path_factory, tokenizer, questions, searcher):
     return out
 
 
+# the tiny model's RL settings: HF generate, full fine-tuning, a KL term, EM (not the default run's vLLM + LoRA)
+TINY_RL = {
+    "num_generations": 2,
+    "questions": None,
+    "observation_tokens": 16,
+    "engine": "hf",
+    "lora_r": None,
+    "beta": 0.001,
+    "reward_metric": "em",
+}
+
+
 def small_train_section(runs_dir, sets_dir, small: dict, rl: dict) -> dict:
-    """A params.yaml ``train`` section of one-step stages: ``small`` for every SFT stage, ``rl`` (over the
-    tiny-scale RL settings: HF engine, full fine-tuning, a KL term, EM) for both RL stages."""
-    rl = {
-        "num_generations": 2,
-        "questions": None,
-        "observation_tokens": 16,
-        "engine": "hf",
-        "lora_r": None,
-        "beta": 0.001,
-        "reward_metric": "em",
-        "temperature": 0.6,
-        **rl,
-    }
+    """A params.yaml ``train`` section of one-step stages: ``small`` for every SFT stage, ``rl`` (over
+    ``TINY_RL`` at temperature 0.6) for both RL stages."""
+    rl = {**TINY_RL, "temperature": 0.6, **rl}
     return {
         "runs_dir": str(runs_dir),
         "sets_dir": str(sets_dir),

@@ -14,7 +14,7 @@ import torch
 from coa.environment import SearchEnvConfig
 from coa.score import exact_match
 from coa.tokenize import encode
-from tests.train.conftest import FMT, RL_PROMPT, SEARCH_QUERY
+from tests.train.conftest import FMT, RL_PROMPT, SEARCH_QUERY, TINY_RL
 from train.checkpoint import load_model, load_tokenizer
 from train.config import RL1Config, RL2Config, TrainConfig
 from train.data import rl_dataset
@@ -45,19 +45,12 @@ def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, *
     tok = load_tokenizer(policy_dir, model_dir)
     stage = stage_cls(
         **{
-            "num_generations": 2,
+            **TINY_RL,
             "per_device_train_batch_size": 2,
             "gradient_accumulation_steps": 1,
             "max_steps": 1,
             "learning_rate": 1e-3,
             "temperature": temperature,
-            "questions": None,
-            "observation_tokens": 16,
-            # the tiny model on HF generate, full fine-tuning, a KL term, EM: not the default run's vLLM + LoRA
-            "engine": "hf",
-            "lora_r": None,
-            "beta": 0.001,
-            "reward_metric": "em",
             **stage_settings,
         }
     )
