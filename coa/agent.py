@@ -161,6 +161,7 @@ class Request:
     episode: Episode
     seed: int | None = None
     fmt: FormatPreset | None = None
+    tools: tuple[str, ...] = ("search",)  # the enabled tools (a chat teacher declares each)
 
 
 class Engine(Protocol):
@@ -471,7 +472,7 @@ async def run_episode(
             ep.finish_reason = "max_tokens"
             break
         call_seed = None if seed is None else seed + ep.calls
-        gen = await engine.generate(Request(ep.ids, remaining, stops, ep, call_seed, fmt))
+        gen = await engine.generate(Request(ep.ids, remaining, stops, ep, call_seed, fmt, names))
         query = record_generation(ep, gen, fmt, budget, names)
         if query is None:
             break

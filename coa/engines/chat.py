@@ -1,19 +1,22 @@
 """``chat``: a teacher behind an OpenAI-compatible ``/v1/chat/completions`` API (DeepSeek, vLLM with a
 reasoning parser, hosted models), converted turn by turn into the student's format preset.
 
-Two ways to search (``tools``):
-  ``native``  the search tool is declared in ``tools`` (function ``tool_name`` with one string parameter
-              ``tool_arg``); the model calls it via ``tool_calls``; the result goes back as a ``role: tool``
-              message carrying the call's ``tool_call_id`` and the result's plain text (``result_text``: no
-              student-format markup, so a teacher quoting it quotes no tag);
-  ``tags``    the model writes the format's tags in its content; requests stop at the search-close tag;
-              the result goes back as a user message holding the observation text.
+Two ways to act (``tools``):
+  ``native``  the enabled tools (``Request.tools``, from ``search.tools``) are declared in ``tools``: search as
+              function ``tool_name`` with one string parameter ``tool_arg``, every other tool with its own
+              JSON schema (``coa.tools.Tool.schema``); the model calls them via ``tool_calls``; the result goes
+              back as a ``role: tool`` message carrying the call's ``tool_call_id`` and the result's plain text
+              (``result_text``: no student-format markup, so a teacher quoting it quotes no tag);
+  ``tags``    the model writes the format's tags in its content (search in its own tags, other tools in the
+              preset's generic call form); requests stop at the call-close tags; the result goes back as a
+              user message holding the observation text.
 
 Each answer becomes text in the format preset, so stored trajectories have one shape whoever wrote them:
 the reasoning (``reasoning_content`` or ``reasoning``, message or stream delta) and any prose → the
 model's reasoning (inside the preset's think tags), a tool call → the preset's search call (so the agent
 loop finds the query and runs the real search itself: observations are exactly what the search environment
-produced), the final content → the preset's answer (``extract_answer``).
+produced), a call of another enabled tool → the preset's generic call (the loop's toolbox checks its
+arguments and runs it), the final content → the preset's answer (``extract_answer``).
 
 Teacher text is data, not markup: a control tag of any preset inside the teacher's free text (reasoning,
 prose, the answer, a query) is made plain text (``coa.formats.neutralise``) before it joins the trajectory,
@@ -32,7 +35,8 @@ one forbidden to search (``forbid``) is offered no tools. The last request's mes
 as the row's ``transcript`` (JSON) for audit.
 
 Unusable output ends only its trajectory, with a named finish reason: ``bad_tool_call`` (arguments that are
-not JSON or lack the string parameter), ``unknown_tool`` (another function name), ``empty_answer`` (no
+not a JSON object, or a search call without its string parameter), ``unknown_tool`` (a function that is not
+enabled), ``empty_answer`` (no
 content, no call), ``malformed`` (see above); a reply that is no chat completion at all (HTML, invalid
 JSON, no ``choices``, a null message, negative usage) is ``BadResponse`` (``bad_response``, see the pool).
 A turn without reasoning is allowed (OpenAI's API returns none) and counted (``stats()``). Faults, several
@@ -45,13 +49,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Sequence
 
 from coa.agent import Episode, Generation, step_text
 from coa.engines import BadResponse, Request, register
 from coa.engines.completions import restore_search_close
 from coa.engines.pool import UNREADABLE, Endpoints, first_choice, read_reply, usage_counts
 from coa.formats import AUTOCOA, FormatPreset, neutralise
+from coa.tools import tool_class
 
 REASONING_KEYS = ("reasoning_content", "reasoning")  # DeepSeek and older vLLM | vLLM since early 2026
 FINAL_LINE = re.compile(r"^[\s*_#>]*final answer[\s*_]*[:：][\s*_]*(.+?)[\s*_.]*$", re.I | re.M)
@@ -73,11 +78,17 @@ def extract_answer(content: str, fmt: FormatPreset, pattern: str = "") -> tuple[
 
 
 def result_text(observation: str, fmt: FormatPreset) -> str:
-    """An observation segment's plain text, without the preset's result tags: what a tool message carries."""
+    """An observation segment's plain text, without the preset's result (or generic response) tags: what a
+    tool message carries."""
     text = observation.strip()
-    if text.startswith(fmt.result_open) and text.endswith(fmt.result_close):
-        text = text[len(fmt.result_open) : len(text) - len(fmt.result_close)].strip()
+    for opening, closing in ((fmt.result_open, fmt.result_close), (fmt.response_open, fmt.response_close)):
+        if opening and text.startswith(opening) and text.endswith(closing):
+            return text[len(opening) : len(text) - len(closing)].strip()
     return text
+
+
+def other_tools(names: Sequence[str]) -> list[str]:
+    return [n for n in names if n != "search"]
 
 
 def reasoning_of(obj: Any) -> tuple[str | None, str]:
@@ -184,14 +195,31 @@ class ChatEngine:
             },
         }
 
-    def instruction(self, fmt: FormatPreset) -> str:
-        """The system message: how to search and the form of the final answer (what ``extract_answer`` reads)."""
+    def tool_specs(self, names: Sequence[str]) -> list[dict]:
+        """The declarations of the enabled tools: search as ``tool_spec``, every other its own schema (strict
+        where the server can enforce it: OpenAI's strict mode needs every property required)."""
+        specs = [self.tool_spec()] if "search" in names else []
+        for name in other_tools(names):
+            spec = tool_class(name).schema()
+            parameters = spec["function"]["parameters"]
+            if self.strict_tools and set(parameters.get("required", [])) == set(parameters.get("properties", {})):
+                spec["function"]["strict"] = True
+            specs.append(spec)
+        return specs
+
+    def instruction(self, fmt: FormatPreset, names: Sequence[str] = ("search",)) -> str:
+        """The system message: how to search (and call the other enabled tools) and the form of the final
+        answer (what ``extract_answer`` reads)."""
         answer = fmt.answer_text("YOUR ANSWER")
+        others = other_tools(names)
+        listed = ", ".join(f"`{n}`" for n in others)
         if self.native:
             how = (
                 f"Use the `{self.tool_name}` tool to search a collection of Wikipedia passages whenever you need "
                 "a fact; you can search several times, one query per call."
             )
+            if others:
+                how += f" You can also call {listed}, as their descriptions say, one call at a time."
         else:
             where = " inside your reasoning" if fmt.answer_after_think else ""
             how = (
@@ -199,16 +227,24 @@ class ChatEngine:
                 f"Wikipedia passages write {fmt.search_call('your query')}{where}; the results come back inside "
                 f"{fmt.result_open} {fmt.result_close}. You can search several times."
             )
+            if others:
+                how += (
+                    f" To call another tool ({listed}) write {fmt.tool_call('NAME', {'ARGUMENT': 'VALUE'})}; its "
+                    f"result comes back inside {fmt.response_open} {fmt.response_close}."
+                )
         return (
             f"Answer the user's question. {how} When you are done, give the final answer as {answer} "
             "(a short phrase, no explanation)."
         )
 
-    def messages(self, ep: Episode, fmt: FormatPreset) -> list[dict]:
-        """The conversation so far, rebuilt from the episode's segments."""
+    def messages(self, ep: Episode, fmt: FormatPreset, names: Sequence[str] = ("search",)) -> list[dict]:
+        """The conversation so far, rebuilt from the episode's segments (``names``: the enabled tools)."""
         turns: dict = ep.engine_state.setdefault("turns", {})
         question = ep.question.get("question") or ep.prompt
-        messages = [{"role": "system", "content": self.instruction(fmt)}, {"role": "user", "content": question}]
+        messages = [
+            {"role": "system", "content": self.instruction(fmt, names)},
+            {"role": "user", "content": question},
+        ]
         text = ""  # the turn's text so far: replayed as an assistant turn when an observation answers it
         for s in ep.segments:
             if s["kind"] != "observation":
@@ -217,7 +253,7 @@ class ChatEngine:
             i = len([m for m in messages if m["role"] == "assistant"])
             result = result_text(s["text"], fmt) if self.native else s["text"].strip()  # tags: the format's own
             if self.native:
-                msg = turns.get(i) or self._rebuilt_call(text, s.get("query") or "", i, fmt)
+                msg = turns.get(i) or self._rebuilt_call(text, s, i, fmt)
                 messages += [msg, {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": result}]
             else:
                 messages += [
@@ -227,29 +263,39 @@ class ChatEngine:
             text = ""
         return messages
 
-    def _rebuilt_call(self, text: str, query: str, i: int, fmt: FormatPreset) -> dict:
-        """A prefix turn written earlier (as format text): its reasoning and search as an API tool call."""
+    def _rebuilt_call(self, text: str, observation: dict, i: int, fmt: FormatPreset) -> dict:
+        """A prefix turn written earlier (as format text): its reasoning and call (the observation segment's
+        ``tool`` and ``args``; search's from its ``query``) as an API tool call."""
         reasoning = "".join(st.text for st in fmt.parse(text).steps if st.kind == "text").strip()
-        call = {"id": f"call_{i}", "name": self.tool_name, "arguments": json.dumps({self.tool_arg: query})}
+        name = observation.get("tool") or "search"
+        if name == "search":
+            call = {
+                "id": f"call_{i}",
+                "name": self.tool_name,
+                "arguments": json.dumps({self.tool_arg: observation.get("query") or ""}),
+            }
+        else:
+            call = {"id": f"call_{i}", "name": name, "arguments": observation.get("args") or "{}"}
         return Reply(reasoning=reasoning).message(self.send_reasoning, [call])
 
     async def generate(self, request: Request) -> Generation:
         ep, fmt = request.episode, request.fmt
-        messages, open_text = self.messages(ep, fmt), step_text(ep.segments)
+        messages, open_text = self.messages(ep, fmt, request.tools), step_text(ep.segments)
         forced = ep.tools != "forbid" and bool(open_text) and open_text.endswith(fmt.search_open + fmt.inner_pad)
         body: dict = {"model": self.name, "messages": messages, "max_tokens": request.max_tokens, **self.sampling}
         if request.seed is not None:
             body["seed"] = request.seed
         extra: dict = {}
-        if self.native and ep.tools != "forbid":  # forbid: no tool is offered at all
-            body["tools"] = [self.tool_spec()]
+        specs = self.tool_specs(request.tools) if self.native and ep.tools != "forbid" else []  # forbid: none
+        if specs:
+            body["tools"] = specs
             first = not any(s["kind"] == "observation" for s in ep.segments)  # no search yet (prefix included)
             if forced:
                 body["tool_choice"] = {"type": "function", "function": {"name": self.tool_name}}
             elif self.tool_choice == "required" or (self.tool_choice == "first" and first):
                 body["tool_choice"] = "required"
         elif not self.native:
-            body["stop"] = [fmt.search_close]
+            body["stop"] = fmt.call_closes(request.tools)
             if open_text:  # continue the prefilled assistant turn (vLLM: continue_final_message; DeepSeek: prefix)
                 body["messages"] = messages + [
                     {"role": "assistant", "content": open_text, **({} if self.vllm else {"prefix": True})}
@@ -326,6 +372,30 @@ class ChatEngine:
         return {"id": c.id, "name": function.name, "arguments": function.arguments or ""}
 
     # ---- the answer → the format preset --------------------------------------------------
+    def _generic_call(self, call: dict, names: Sequence[str], fmt: FormatPreset) -> tuple[str | None, str]:
+        """(the call in the preset's generic form, "") for a call of an enabled tool besides search, else
+        (None, the finish reason). Its arguments are checked against the tool's schema by the loop's toolbox,
+        which answers a wrong one with a message the teacher can act on."""
+        if call["name"] not in other_tools(names):
+            return None, "unknown_tool"
+        try:
+            args = json.loads(call["arguments"] or "{}")
+        except json.JSONDecodeError:
+            return None, "bad_tool_call"
+        if not isinstance(args, dict):
+            return None, "bad_tool_call"
+        return fmt.tool_call(call["name"], self._plain_values(args)), ""
+
+    def _plain_values(self, value: Any) -> Any:
+        """Teacher arguments as data: the control tags in every string neutralised (code keeps its ``<``)."""
+        if isinstance(value, str):
+            return self._plain(value)
+        if isinstance(value, dict):
+            return {k: self._plain_values(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._plain_values(v) for v in value]
+        return value
+
     def _query(self, call: dict) -> tuple[str | None, str]:
         """(query, "") for a usable search call, else (None, the finish reason)."""
         if call["name"] != self.tool_name:
@@ -356,21 +426,25 @@ class ChatEngine:
         text, error, eos = "", "", False
         if not self.native:
             text = self._tags_text(reply, request, lead, turn, reasoning)
-            eos = not text.endswith(fmt.search_close)
+            eos = not text.endswith(tuple(fmt.call_closes(request.tools)))
             if not reply.content.strip() and not reply.reasoning.strip() and not length:
                 error = "empty_answer"
         elif reply.tool_calls:
             thought = "\n".join(x for x in (reasoning, self._plain(reply.content.strip())) if x)
             call = dict(reply.tool_calls[0], id=reply.tool_calls[0]["id"] or f"call_{turn}")
-            query, error = self._query(call)
-            if query is None:
+            if forced or (call["name"] == self.tool_name and "search" in request.tools):
+                query, error = self._query(call)
+                action = None if query is None else fmt.search_call(query)
+            else:
+                action, error = self._generic_call(call, request.tools, fmt)
+            if action is None:
                 text = lead + thought if thought else ""
             elif forced:  # the prefill holds the open tag: the reasoning cannot go before it (kept in the transcript)
-                text = query + fmt.inner_pad + fmt.search_close
-            elif fmt.answer_after_think:  # autocoa: searches live inside <think>
-                text = lead + (thought + "\n" if thought else "") + fmt.search_call(query)
-            else:  # search_r1: reasoning closes before the search
-                text = (lead + thought + fmt.think_close + "\n" if thought or not lead else "") + fmt.search_call(query)
+                text = action[len(fmt.search_open + fmt.inner_pad) :]
+            elif fmt.answer_after_think:  # autocoa: calls live inside <think>
+                text = lead + (thought + "\n" if thought else "") + action
+            else:  # search_r1: reasoning closes before the call
+                text = (lead + thought + fmt.think_close + "\n" if thought or not lead else "") + action
             # only the executed call is replayed: APIs require a tool result for every call id sent back
             ep.engine_state.setdefault("turns", {})[turn] = reply.message(self.send_reasoning, [call])
         else:
@@ -412,16 +486,18 @@ class ChatEngine:
         text += reply.content
         if reply.finish_reason == "stop":
             text = restore_search_close(text, request)
-        if not text.endswith(fmt.search_close) and fmt.parse(ep.completion + text).answer is None:
+        closes = tuple(fmt.call_closes(request.tools))
+        if not text.endswith(closes) and fmt.parse(ep.completion + text).answer is None:
             found = extract_answer(reply.content, fmt, self.answer_pattern)
             if found is not None:
                 close = fmt.think_close if inside_think(ep.completion + text, fmt) else ""
                 text += close + ("\n\n" if fmt.answer_after_think else "\n") + fmt.answer_text(found[0])
-        if text.endswith(fmt.search_close):  # replayed whole: the prefill, and the close tag the stop removed
+        if text.endswith(closes):  # replayed whole: the prefill, and the close tag the stop removed
             content = open_text + reply.content
+            closing = next(c for c in closes if text.endswith(c))
             ep.engine_state.setdefault("turns", {})[turn] = dict(
                 reply.message(self.send_reasoning),
-                content=content if content.endswith(fmt.search_close) else content + fmt.search_close,
+                content=content if content.endswith(closing) else content + closing,
             )
         return text
 

@@ -7,6 +7,7 @@ configuration errors before any work."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -201,6 +202,48 @@ def test_bad_tool_output_ends_only_its_trajectory_with_a_named_reason(tokenizer,
     rows = {r["question_id"]: r for r in read_table(tmp_path / "out").to_pylist()}
     assert json.loads(rows["q0"]["transcript"])["messages"][0]["role"] == "system"
     assert "bad_tool_call" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", [AUTOCOA, SEARCH_R1], ids=lambda f: f.name)
+def test_search_and_open_are_both_declared_called_and_replayed(fmt, tokenizer, index_dir, searcher):
+    """``search.tools: [search, open]``: the teacher is offered both (open with its own schema), its open call
+    becomes the preset's generic call, the loop's toolbox opens the real document, and later requests answer
+    the call id with the page's plain text; a prefix rebuilt from text (a branch) replays the same call."""
+    from coa.agent import drive as drive_loop
+    from coa.environment import SearchEnvConfig
+    from coa.tools.open_doc import OpenTool
+
+    box = SearchEnvConfig(index=str(index_dir), tools=["search", "open"]).toolbox(fmt, searcher)
+    question = dict(QUESTION, question=QUESTION["question"] + " [open]")
+    with FakeReasoningAPI() as api:
+        engine = chat(api, tokenizer)
+        (ep,) = drive_loop(
+            [start_episode("P ", tokenizer, question=question)], engine, None, fmt, Budget(4, 4000), tools=box
+        )
+    box.close()
+    assert api.refused == [] and ep.finish_reason == "answer", (api.refused, ep.finish_reason)
+    declared = {t["function"]["name"]: t["function"] for t in api.requests[0]["tools"]}
+    assert list(declared) == ["search", "open"] and declared["open"]["parameters"] == OpenTool.parameters
+    assert declared["search"].get("strict") and not declared["open"].get("strict")  # page is optional
+    assert "`open`" in api.requests[0]["messages"][0]["content"]
+    observations = [s for s in ep.segments if s["kind"] == "observation"]
+    assert [s["tool"] for s in observations] == ["search", "open"] and not observations[1]["error"], observations
+    title = searcher.search([observations[0]["query"]], 3)[0][0].title
+    assert json.loads(observations[1]["args"]) == {"doc": title}
+    assert fmt.tool_call("open", {"doc": title}) in ep.completion
+    assert observations[1]["text"] == fmt.tool_result(result_text(observations[1]["text"], fmt))
+    page = result_text(observations[1]["text"], fmt)
+    assert page.startswith(f"{title} (page 1 of ")
+    parsed = fmt.parse(ep.completion)
+    assert parsed.well_formed and parsed.answer == title, parsed.errors
+    last = api.requests[-1]["messages"]
+    assert [m["content"] for m in last if m["role"] == "tool"] == [result_text(s["text"], fmt) for s in observations]
+    rebuilt = engine.messages(dataclasses.replace(ep, engine_state={}), fmt, ("search", "open"))
+    calls = [m["tool_calls"][0]["function"] for m in rebuilt if m.get("tool_calls")]
+    assert calls == [
+        {"name": "search", "arguments": json.dumps({"query": observations[0]["query"]})},
+        {"name": "open", "arguments": observations[1]["args"]},
+    ]
 
 
 @pytest.mark.slow
