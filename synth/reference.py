@@ -15,8 +15,10 @@ Evidence (``metadata`` of a FlashRAG question row; any that is present is used)
 CoA policy (``tools=real``): the first search is the question; after each observation, if the text
 retrieved so far states a gold answer (or, for yes/no golds, every evidence item was retrieved) it
 answers with it, quoting the sentence; otherwise it searches the title or sub-question of the first
-evidence item not retrieved yet; with nothing left to search it answers from what it found (the top
-title), and that row is scored like any other. Observations are whatever the real searcher returned.
+evidence item not retrieved yet; with nothing left to search and ``open`` enabled (``search.tools``), it
+opens an evidence document that a search returned cut short (``search.snippet_tokens``) and reads it;
+with nothing left to do it answers from what it found (the top title), and that row is scored like any
+other. Observations are whatever the real searcher (and the ``open`` tool) returned.
 
 CoT policy (``tools=forbid``, also no-tool branches): closed-book, from a simulated memory: the teacher
 remembers each evidence paragraph with probability ``memory`` (seeded per question and item), answers
@@ -37,7 +39,9 @@ from coa.agent import Episode, Generation, step_text
 from coa.engines import Request, register
 from coa.formats import FormatPreset
 from coa.score import normalize_answer
+from coa.search.snippets import ELLIPSIS
 from coa.tokenize import encode
+from coa.tools.open_doc import read_page
 
 TEACHER_NAME = "reference"
 TEMPLATE_VERSION = "reference-v2"  # bump when the templates below change (goes into prompt_hash)
@@ -187,6 +191,15 @@ def doc_texts(observation: str, fmt: FormatPreset) -> list[str]:
     return [text.strip() for _, text in fmt.documents(observation) if text.strip()]
 
 
+def opened_page(observation: dict, fmt: FormatPreset) -> tuple[str, str]:
+    """(title, text) of the page an ``open`` call returned; ("", "") for a failed call or another tool."""
+    text = observation["text"]
+    start, end = text.find(fmt.response_open), text.rfind(fmt.response_close)
+    if observation.get("tool") != "open" or observation.get("error") or start < 0 or end < start:
+        return "", ""
+    return read_page(text[start + len(fmt.response_open) : end])
+
+
 def _quote(sentence: str, limit: int = 300) -> str:
     return '"' + " ".join(sentence.split())[:limit].rstrip() + '"'
 
@@ -207,6 +220,7 @@ class ReferencePolicy:
     ):
         self.q, self.evidence, self.passages, self.fmt, self.cfg = question, evidence, passages, fmt, cfg
         self.ep, self.tokenizer, self.max_actions = episode, tokenizer, max_actions
+        self.tools: tuple[str, ...] = ("search",)  # the enabled tools (each request's)
 
     # ---- what is known --------------------------------------------------------------
     def _observations(self) -> list[dict]:
@@ -216,9 +230,30 @@ class ReferencePolicy:
         ids, titles, texts = set(), set(), []
         for obs in self._observations():
             ids.update(obs.get("doc_ids") or [])
+            title, page = opened_page(obs, self.fmt)
+            if title:
+                titles.add(title)
+                texts.append(page.strip())
+                continue
             texts += doc_texts(obs["text"], self.fmt)
             titles.update(titles_in(obs["text"], self.fmt))
         return ids, titles, texts
+
+    def _to_open(self) -> str | None:
+        """The title of an evidence document that a search returned cut short and no call has opened yet."""
+        observations = self._observations()
+        opened = {opened_page(obs, self.fmt)[0] for obs in observations}
+        wanted_ids = {e.doc_id for e in self.evidence if e.doc_id}
+        wanted_titles = {e.title for e in self.evidence if e.title}
+        for obs in observations:
+            if (obs.get("tool") or "search") != "search":
+                continue
+            ids = obs.get("doc_ids") or []
+            for k, (title, text) in enumerate(self.fmt.documents(obs["text"])):
+                evidence = title in wanted_titles or (k < len(ids) and ids[k] in wanted_ids)
+                if evidence and title not in opened and text.rstrip().endswith(ELLIPSIS.strip()):
+                    return title
+        return None
 
     def _top_titles(self) -> list[str]:
         """The titles of the last observation, best first."""
@@ -311,11 +346,20 @@ class ReferencePolicy:
             return self._block(reasoning, False) + self._answer(answer)
         if query and self.ep.n_actions < self.max_actions:
             return self._block(f"I still need {query}. I will search for it.", False) + f.search_call(query)
+        cut = self._to_open() if "open" in self.tools and not forced and self.ep.n_actions < self.max_actions else None
+        if cut:
+            return self._block(f"The result on {cut} is cut short. I will open it and read on.", False) + f.tool_call(
+                "open", {"doc": cut}
+            )
         if forced:  # a forced search with nothing left to look up: search the question again
             return self._block("I will check the question once more.", False) + f.search_call(self.q["question"])
         return self._block(reasoning, False) + self._answer(answer)
 
-    def generate(self, max_tokens: int) -> Generation:
+    def ends_in_call(self, text: str) -> bool:
+        return any(close in text for close in self.fmt.call_closes(self.tools))
+
+    def generate(self, max_tokens: int, tools: tuple[str, ...] = ("search",)) -> Generation:
+        self.tools = tools
         written = step_text(self.ep.segments)
         step = self.next_step(written)
         if step.startswith(written):
@@ -327,7 +371,7 @@ class ReferencePolicy:
         if len(ids) > max_tokens:  # a budget smaller than the step: stop where the budget ends, as an engine would
             ids = ids[:max_tokens]
             return Generation(self.tokenizer.decode(ids), "length", token_ids=ids, n_tokens=max_tokens)
-        return Generation(out, "stop", token_ids=ids, n_tokens=len(ids), eos=self.fmt.search_close not in out)
+        return Generation(out, "stop", token_ids=ids, n_tokens=len(ids), eos=not self.ends_in_call(out))
 
     def _continue_cut(self, written: str) -> str:
         """Continue a decision prefix, which ends where a search call would start (plus any forced tag)."""
@@ -379,8 +423,8 @@ class ReferenceTeacher:
                 self.tokenizer,
                 self.max_actions,
             )
-        gen = policy.generate(request.max_tokens)
-        if ep.done or gen.finish_reason == "length" or not gen.token_ids or self.fmt.search_close not in gen.text:
+        gen = policy.generate(request.max_tokens, request.tools)
+        if ep.done or gen.finish_reason == "length" or not gen.token_ids or not policy.ends_in_call(gen.text):
             self.policies.pop(id(ep), None)  # the episode ends with this step
         return gen
 

@@ -29,6 +29,16 @@ from coa.tools import Observation, Tool, ToolContext, register
 
 ARTICLES_KEPT = 32  # articles whose pages are cut already (a policy reads on, page after page)
 WORD = re.compile(r"\S+")
+HEAD = re.compile(r"(?P<title>.+) \(page (?P<page>\d+) of (?P<total>\d+)\)")  # a page's first line
+MORE = re.compile(r"\n\[continued on page \d+ of \d+\]$")  # its last line, when pages follow
+
+
+def read_page(body: str) -> tuple[str, str]:
+    """(title, text) of a page ``execute`` returned (the result's body, without the response tags); ("", "")
+    for anything else (an error message)."""
+    head, _, text = body.strip().partition("\n")
+    found = HEAD.fullmatch(head)
+    return (found["title"], MORE.sub("", text)) if found else ("", "")
 
 
 @dataclass

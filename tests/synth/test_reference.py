@@ -97,6 +97,33 @@ def test_later_hops_search_missing_evidence(coa_rows, questions):
         assert by_id[t.question_id]
 
 
+def test_with_snippets_and_open_the_teacher_reads_what_the_search_cut(index_dir, questions, tmp_path):
+    """``search.snippet_tokens`` cuts every passage to its first 12 tokens, so the answer is often out of view.
+    With ``open`` enabled (``search.tools``) the teacher opens the evidence documents a search cut short,
+    reads the whole paragraph, and answers more questions right, each right answer stated in what it read."""
+    write_questions(tmp_path / "q.jsonl", questions)
+    env = {"index": str(index_dir), "max_actions": 3, "max_tokens": 512, "snippet_tokens": 12}
+    rows = {}
+    for name, tools in (("search", ["search"]), ("open", ["search", "open"])):
+        run(config(index_dir, tmp_path / name, tmp_path / "q.jsonl", search={**env, "tools": tools}))
+        rows[name] = read_trajectories(tmp_path / name)
+    assert not any(s.get("tool") == "open" for t in rows["search"] for s in t.segments)
+    evidence = {q["id"]: {title for title, _ in q["metadata"]["supporting_facts"]} for q in questions}
+    opened = 0
+    for t in rows["open"]:
+        assert t.parse().well_formed, t.parse().errors
+        pages = [s for s in t.segments if s.get("tool") == "open"]
+        for page in pages:
+            assert not page["error"] and page["doc_ids"], page
+            assert json.loads(page["args"])["doc"] in evidence[t.question_id]
+            assert " …" not in page["text"]  # the whole paragraph, not a snippet
+        opened += bool(pages)
+        if exact_match(t.answer, t.golden_answers) and normalize_answer(t.answer) not in ("yes", "no"):
+            assert supported(t, None), f"{t.id}: answered the gold without reading it"
+    em = {name: sum(exact_match(t.answer, t.golden_answers) for t in got) for name, got in rows.items()}
+    assert opened >= N // 4 and em["open"] > em["search"], (opened, em)
+
+
 @pytest.mark.slow
 def test_cot_is_closed_book_and_memory_is_seeded(index_dir, coa_rows):
     _, _, d = coa_rows
