@@ -8,7 +8,8 @@ dtype); set sizes and synthesis statistics; the curation 2×2; the stage table (
 intervals, searches, well-formed, n) with each stage's paired difference against the checkpoint it
 started from; question-type and search-count breakdowns with retrieval coverage; searches per question
 by type and hops and the bridge questions answered after two or more searches; when-to-act rates with
-the n of each side; world-model fidelity; each RL stage's reward on fixed training questions before vs
+the n of each side; the goals (best trained EM, searches per bridge question, RL-2's paired interval
+against its start), each met or missed by how much; world-model fidelity; each RL stage's reward on fixed training questions before vs
 after; the failure-signature checks; the power statement. A missing input leaves its section saying so. The checks table is printed last, so ``dvc repro`` ends with it.
 """
 
@@ -56,6 +57,13 @@ class ReportConfig:
     curate_root: str = field(default=paths.CURATE, metadata={"help": "curate's step folders"})
     metrics_dir: str = field(default=paths.METRICS, metadata={"help": "synth_*.json copies"})
     bootstrap: int = field(default=2000, metadata={"help": "resamples of the paired intervals"})
+    goal_em: float = field(default=0.25, metadata={"help": "goal: the best trained stage's held-out EM"})
+    goal_bridge_searches: float = field(
+        default=1.5, metadata={"help": "goal: a trained model's searches per bridge question"}
+    )
+    goal_rl: str = field(
+        default="rl2", metadata={"help": "goal: this stage's paired EM interval against its start has lower bound >= 0"}
+    )
     out: str = field(default=paths.REPORT, metadata={"help": "folder of report.md and its plots"})
 
 
@@ -219,6 +227,67 @@ def behaviour_rows(cfg: ReportConfig) -> list[list]:
     return rows
 
 
+def goal_rows(cfg: ReportConfig, per_q: dict) -> list[list]:
+    """The method's three goals against this run: the best trained stage's EM, the most searches per bridge
+    question of a trained model, and ``goal_rl``'s paired EM interval against its start; each met or missed
+    by how much."""
+    metrics = {
+        name: ((read(Path(cfg.eval_root) / name / "metrics.json") or {}).get("datasets") or {}).get(cfg.dataset)
+        for name in cfg.names
+        if name in STARTED_FROM
+    }
+    metrics = {name: m for name, m in metrics.items() if m}
+    if not metrics:
+        return [["every goal", "–", "no trained stage evaluated", "unmeasured"]]
+
+    def verdict(value: float, goal: float) -> str:
+        return "met" if value >= goal else f"missed by {goal - value:.3f}"
+
+    rows = []
+    best = max(metrics, key=lambda n: metrics[n]["em"])
+    em = metrics[best]["em"]
+    rows.append(
+        [
+            f"best trained stage's EM ≥ {cfg.goal_em}",
+            f"{best}: {em:.3f} {ci(metrics[best].get('em_ci95'))}",
+            f"n = {metrics[best]['n']}",
+            verdict(em, cfg.goal_em),
+        ]
+    )
+    bridge = {n: ((m.get("searches_by_qtype") or {}).get("bridge") or {}).get("mean") for n, m in metrics.items()}
+    bridge = {n: v for n, v in bridge.items() if v is not None}
+    if bridge:
+        most = max(bridge, key=bridge.get)
+        rows.append(
+            [
+                f"searches per bridge question ≥ {cfg.goal_bridge_searches}",
+                f"{most}: {bridge[most]:.2f}",
+                "; ".join(f"{n} {v:.2f}" for n, v in bridge.items()),
+                verdict(bridge[most], cfg.goal_bridge_searches),
+            ]
+        )
+    else:
+        rows.append([f"searches per bridge question ≥ {cfg.goal_bridge_searches}", "–", "not measured", "unmeasured"])
+    start = STARTED_FROM.get(cfg.goal_rl)
+    if start and per_q.get(start) and per_q.get(cfg.goal_rl):
+        ids = sorted(per_q[cfg.goal_rl].keys() & per_q[start].keys())
+        d = paired_difference(
+            [per_q[start][i]["em"] for i in ids], [per_q[cfg.goal_rl][i]["em"] for i in ids], cfg.bootstrap
+        )
+        low = d["ci95"][0]
+        rows.append(
+            [
+                f"{cfg.goal_rl} − {start} paired EM: lower bound ≥ 0",
+                f"{d['diff']:+.3f} {ci(d['ci95'])}",
+                f"n = {len(ids)}",
+                "met" + (" (> 0: the moonshot)" if low > 0 else "") if low >= 0 else verdict(low, 0.0),
+            ]
+        )
+    else:
+        rows.append([f"{cfg.goal_rl} against its start", "–", "not evaluated", "unmeasured"])
+    return rows
+
+
 def plot_stages(rows: list[list], per_q: dict, path: Path) -> bool:
     import matplotlib
 
@@ -378,6 +447,10 @@ def build_report(cfg: ReportConfig) -> str:
         ids = sorted(per_q[a].keys() & per_q[b].keys())
         sd = difference_sd([per_q[a][i]["em"] for i in ids], [per_q[b][i]["em"] for i in ids])
         parts.append("\n**Power.** " + power_statement(len(ids), sd, f"observed between {a} and {b}")["text"] + "\n")
+    parts.append(
+        "\n**Goals** (the learning issue's; trained stages only):\n\n"
+        + table(["goal", "best", "every trained stage / n", "verdict"], goal_rows(cfg, per_q))
+    )
     parts.append(
         "\n"
         + table(["model", "EM by question type / hops", "EM by searches", "retrieval coverage"], breakdown_rows(cfg))

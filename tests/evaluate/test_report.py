@@ -1,5 +1,5 @@
-"""The run report from hand-built outputs: stage table with paired differences, power, when-to-act,
-fidelity and checks sections, provenance."""
+"""The run report from hand-built outputs: stage table with paired differences, power, the goals met or
+missed, when-to-act, fidelity and checks sections, provenance."""
 
 from __future__ import annotations
 
@@ -151,7 +151,16 @@ def test_report_page(tmp_path, monkeypatch):
     assert "Points (branches): n = 4 where search was needed" in page and "- over-trigger: n = 4 points" in page
     assert "With n = 100 held-out questions, the smallest EM difference detectable" in page
     assert "| sft2 | 0.50 [0.00, 1.00] (n=4)" in page and "| sft3 | not probed" in page
+    assert "| best trained stage's EM ≥ 0.25 | sft2: 0.150 [" in page and "| n = 100 | missed by 0.100 |" in page
+    assert "| searches per bridge question ≥ 1.5 | sft1: 2.00 | sft1 2.00; sft2 2.00 | met |" in page
+    assert "| rl2 against its start | – | not evaluated | unmeasured |" in page
     assert "| well_formed | sft1 | FAIL | 0.00 |" in page and "- commit: `" in page
     assert (tmp_path / "report" / "em_by_stage.png").exists() and (
         tmp_path / "report" / "report.md"
     ).read_text() == page
+    cfg.goal_rl, cfg.goal_em = "sft2", 0.1
+    again = build_report(cfg)
+    assert (
+        "| sft2 − sft1 paired EM: lower bound ≥ 0 | +0.150 [0.09, 0.22] | n = 100 | met (> 0: the moonshot) |" in again
+    )
+    assert "| n = 100 | met |" in again
