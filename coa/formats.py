@@ -373,6 +373,16 @@ def read_call(inner: str) -> tuple[str, str]:
     return call["name"], args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
 
 
+def result_text(observation: str, fmt: FormatPreset) -> str:
+    """An observation segment's plain text, without the preset's result (or generic response) tags: what a
+    chat API's tool message carries."""
+    text = observation.strip()
+    for opening, closing in ((fmt.result_open, fmt.result_close), (fmt.response_open, fmt.response_close)):
+        if opening and text.startswith(opening) and text.endswith(closing):
+            return text[len(opening) : len(text) - len(closing)].strip()
+    return text
+
+
 def completion_text(segments: Sequence[dict]) -> str:
     """Everything after the prompt: the segments' texts in order."""
     return "".join(s["text"] for s in segments)

@@ -2,6 +2,7 @@
 
     python -m data_cards.export to=trl_preference        # pairs → out/preference.parquet (prompt/chosen/rejected)
     python -m data_cards.export to=trl_sft               # coa, cot → out/sft_{coa,cot}.parquet (+ observation_spans)
+    python -m data_cards.export to=trl_tools             # coa, cot → out/tools_{coa,cot}.parquet (messages + tools)
     python -m data_cards.export to=llamafactory          # out/{pairs,coa,cot}.json + out/dataset_info.json
     python -m data_cards.export to=verl input=runs/split/train.jsonl split=train   # out/train.parquet
     python -m data_cards.export to=questions input=data/raw/autocoa/hotpot_qa_dev.parquet  # out/questions.jsonl
@@ -33,7 +34,7 @@ from coa.prompts import PromptConfig
 from coa.questions import load_questions
 from data_cards import formats
 
-FORMATS = ("trl_preference", "trl_sft", "llamafactory", "verl", "questions")
+FORMATS = ("trl_preference", "trl_sft", "trl_tools", "llamafactory", "verl", "questions")
 
 
 @dataclass
@@ -133,6 +134,9 @@ def converted(cfg: ExportConfig) -> dict[str, list | dict]:
     if cfg.to == "trl_sft":
         srcs = {name: sets / f"{name}.parquet" for name in ("coa", "cot")}
         return {f"sft_{name}.parquet": formats.trl_sft(read_rows(src), str(src)) for name, src in srcs.items()}
+    if cfg.to == "trl_tools":
+        srcs = {name: sets / f"{name}.parquet" for name in ("coa", "cot")}
+        return {f"tools_{name}.parquet": formats.trl_tools(read_rows(src), str(src)) for name, src in srcs.items()}
     if cfg.to == "llamafactory":
         files = {}
         for name in ("pairs", "coa", "cot"):

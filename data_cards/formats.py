@@ -8,6 +8,13 @@ format and, where a user would go back, the reverse; ``export.py`` does the file
   trl_sft         trajectories → ``{id, prompt, completion, observation_spans}``: the completion is the
                   concatenated segments and ``observation_spans`` the ``[start, end)`` character spans of
                   the observations in it, so a trainer masks exactly the environment's text
+  trl_tools       trajectories → TRL's conversational tool-calling rows ``{id, messages, tools}``: the
+                  prompt as the user turn; each step that ends in a call (search or any other tool) as an
+                  assistant turn whose ``tool_calls`` holds the call (``arguments`` a JSON string, as the
+                  OpenAI API sends it) and whose content is the step's text without the call markup; the
+                  result as a ``role: tool`` message answering the call id with its plain text; the final
+                  answer as the last assistant turn. ``tools`` is a JSON string (decode it before
+                  ``apply_chat_template(tools=...)``): the declarations of the tools the row called
   llamafactory    AutoCoA's SFT layout: ``messages`` (sharegpt, observations inside the assistant turn,
                   masked by their ``--ignore_observation``) and, for pairs, ``conversation`` + ``chosen`` +
                   ``rejected`` with ``ranking: true``; plus the ``dataset_info.json`` entries
@@ -21,7 +28,10 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from coa.formats import get_format, result_text
 from coa.prompts import PromptConfig, user_message
+from coa.tools import tool_class
+from coa.trajectory import search_args
 
 OBSERVATION = "observation"
 SHAREGPT_TAGS = {
@@ -58,6 +68,35 @@ def trl_sft(trajectories: list[dict], where: str = "trajectories") -> list[dict]
                 spans.append([len(completion), len(completion) + len(s["text"])])
             completion += s["text"]
         out.append({"id": t["id"], "prompt": t["prompt"], "completion": completion, "observation_spans": spans})
+    return out
+
+
+def trl_tools(trajectories: list[dict], where: str = "trajectories") -> list[dict]:
+    out = []
+    for i, t in enumerate(trajectories):
+        _need(t, ("id", "prompt", "segments", "format"), where, i)
+        fmt = get_format(t["format"])
+        messages, called, step = [{"role": "user", "content": t["prompt"]}], [], ""
+        for s in t["segments"] or []:
+            if s["kind"] != OBSERVATION:
+                step += s["text"]
+                continue
+            name = s.get("tool") or "search"
+            call = {
+                "id": f"call_{len(called)}",
+                "type": "function",
+                "function": {"name": name, "arguments": s.get("args") or search_args(s.get("query") or "")},
+            }
+            reasoning = "".join(x.text for x in fmt.parse(step).steps if x.kind not in ("search", "call"))
+            messages += [
+                {"role": "assistant", "content": reasoning, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": call["id"], "name": name, "content": result_text(s["text"], fmt)},
+            ]
+            called.append(name)
+            step = ""
+        messages.append({"role": "assistant", "content": step})
+        tools = [tool_class(name).schema() for name in dict.fromkeys(called)]
+        out.append({"id": t["id"], "messages": messages, "tools": json.dumps(tools, ensure_ascii=False)})
     return out
 
 

@@ -55,7 +55,7 @@ from coa.agent import Episode, Generation, step_text
 from coa.engines import BadResponse, Request, register
 from coa.engines.completions import restore_search_close
 from coa.engines.pool import UNREADABLE, Endpoints, first_choice, read_reply, usage_counts
-from coa.formats import AUTOCOA, FormatPreset, neutralise
+from coa.formats import AUTOCOA, FormatPreset, neutralise, result_text
 from coa.tools import tool_class
 
 REASONING_KEYS = ("reasoning_content", "reasoning")  # DeepSeek and older vLLM | vLLM since early 2026
@@ -75,16 +75,6 @@ def extract_answer(content: str, fmt: FormatPreset, pattern: str = "") -> tuple[
             return answers[-1].content, content.rfind(answers[-1].text)
     found = list(FINAL_LINE.finditer(content))
     return (found[-1].group(1).strip(), found[-1].start()) if found else None
-
-
-def result_text(observation: str, fmt: FormatPreset) -> str:
-    """An observation segment's plain text, without the preset's result (or generic response) tags: what a
-    tool message carries."""
-    text = observation.strip()
-    for opening, closing in ((fmt.result_open, fmt.result_close), (fmt.response_open, fmt.response_close)):
-        if opening and text.startswith(opening) and text.endswith(closing):
-            return text[len(opening) : len(text) - len(closing)].strip()
-    return text
 
 
 def other_tools(names: Sequence[str]) -> list[str]:

@@ -7,8 +7,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from coa.formats import get_format
+from coa.formats import get_format, result_text
 from coa.questions import DEFAULT_QUESTIONS, load_questions
+from coa.tools import tool_class
 from data_cards import export, formats
 from tests.data_cards.conftest import ROOT
 
@@ -41,6 +42,70 @@ def test_trl_sft_keeps_the_observation_mask(curate_run, tmp_path):
                 assert f.result_open in row["completion"][start:end] and row["completion"][end - 1] != ""
         spans = sum(len(r["observation_spans"]) for r in got)
         assert (spans > 0) == (name == "coa")  # CoT rows never search
+
+
+def test_trl_tools_rows_are_tool_calling_conversations(curate_run, tmp_path):
+    """The curated sets as TRL's conversational tool-calling rows: every observation is a tool message
+    answering the call id of the assistant turn before it, and each turn's content plus its call (in the
+    preset's markup) is exactly the text the teacher wrote."""
+    sets = run_export(tmp_path, curate_run, "to=trl_tools")
+    for name in ("coa", "cot"):
+        got = pq.read_table(tmp_path / f"tools_{name}.parquet").to_pylist()
+        source = pq.read_table(sets / f"{name}.parquet").to_pylist()
+        assert len(got) == len(source) > 0
+        calls = 0
+        for row, traj in zip(got, source):
+            fmt, messages = get_format(traj["format"]), row["messages"]
+            observations = [s for s in traj["segments"] if s["kind"] == "observation"]
+            assert [m["role"] for m in messages] == ["user"] + ["assistant", "tool"] * len(observations) + ["assistant"]
+            assert messages[0]["content"] == traj["prompt"]
+            for call, result, obs in zip(messages[1::2], messages[2::2], observations):
+                (tool_call,) = call["tool_calls"]
+                assert result["tool_call_id"] == tool_call["id"] and result["content"] == result_text(obs["text"], fmt)
+                assert json.loads(tool_call["function"]["arguments"]) == {"query": obs["query"]}
+            assert json.loads(row["tools"]) == ([tool_class("search").schema()] if observations else [])
+            calls += len(observations)
+        assert (calls > 0) == (name == "coa")  # CoT rows never search
+
+
+def test_trl_tools_carries_every_tool_and_rebuilds_the_text():
+    """A trajectory that searches, opens a document and runs code: each call becomes an OpenAI-style tool
+    call of that tool, declared in ``tools``, and content + call markup + observation give back the text."""
+    from coa.trajectory import Trajectory, segment
+
+    fmt = get_format("search_r1")
+    calls = [
+        ("search", {"query": "Maria Golovin"}),
+        ("open", {"doc": "Maria Golovin"}),
+        ("python", {"code": "print(1958 + 1)"}),
+    ]
+    bodies = [
+        "Doc 1(Title: Maria Golovin) An opera by Menotti.",
+        "Maria Golovin (page 1 of 1)\nAn opera of 1958.",
+        "1959",
+    ]
+    segments, steps = [], []
+    for (name, args), body in zip(calls, bodies):
+        steps.append(f"<think>Next I use {name}.</think>\n" + fmt.tool_call(name, args))
+        segments.append(segment("model", steps[-1]))
+        text = fmt.wrap_observation(body) if name == "search" else fmt.tool_result(body)
+        segments.append(
+            segment("observation", text, query=args["query"])
+            if name == "search"
+            else segment("observation", text, tool=name, args=json.dumps(args))
+        )
+    segments.append(segment("model", "<think>So 1959.</think>\n" + fmt.answer_text("1959")))
+    row = Trajectory(
+        id="t", question_id="q", question="Q?", golden_answers=["1959"], prompt="P", format=fmt.name, segments=segments
+    ).to_row()
+    (got,) = formats.trl_tools([row])
+    assert [t["function"]["name"] for t in json.loads(got["tools"])] == ["search", "open", "python"]
+    turns = got["messages"][1:-1]
+    for (call, result), (name, args), body, step in zip(zip(turns[::2], turns[1::2]), calls, bodies, steps):
+        function = call["tool_calls"][0]["function"]
+        assert (function["name"], json.loads(function["arguments"])) == (name, args)
+        assert call["content"] + fmt.tool_call(name, args) == step and result["content"] == body
+    assert got["messages"][-1] == {"role": "assistant", "content": segments[-1]["text"]}
 
 
 def test_llamafactory_files_in_autocoa_shape(curate_run, tmp_path):

@@ -14,7 +14,8 @@ import pytest
 
 from coa.agent import Budget, run_episode, start_episode
 from coa.engines import RequestRejected, make_engine
-from coa.engines.chat import extract_answer, result_text
+from coa.engines.chat import extract_answer
+from coa.formats import result_text
 from coa.formats import AUTOCOA, SEARCH_R1
 from coa.search.batching import SearchBatcher
 from synth.run import main

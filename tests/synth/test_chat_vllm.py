@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from coa.engines.chat import result_text
+from coa.formats import result_text
 from coa.formats import SEARCH_R1
 from coa.trajectory import FINISH_REASONS, read_trajectories
 
