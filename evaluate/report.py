@@ -316,6 +316,57 @@ def plot_stages(rows: list[list], per_q: dict, path: Path) -> bool:
     return True
 
 
+# what each stage's learning curve plots from its steps.csv (RL: the training reward, and the held-out and pool
+# rewards where the stage measured them, train.rl*.heldout_reward_every)
+CURVES = {"sft1": ["loss"], "sft2": ["loss"], "sft3": ["loss"], "rl1": ["reward"], "rl2": ["reward"]}
+HELDOUT_CURVES = ["heldout_reward", "pool_reward"]
+
+
+def read_steps(path: Path) -> list[dict]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_learning_curves(metrics_dir: str | Path, path: Path) -> bool:
+    """One panel per trained stage: its loss (SFT) or reward (RL) per optimizer step, and for RL the held-out
+    and pool rewards on the steps they were measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = {stage: read_steps(Path(metrics_dir) / f"train_{stage}_steps.csv") for stage in CURVES}
+    steps = {stage: rows for stage, rows in steps.items() if rows}
+    if not steps:
+        return False
+    fig, axes = plt.subplots(1, len(steps), figsize=(3.2 * len(steps), 2.8), squeeze=False)
+    for ax, (stage, rows) in zip(axes[0], steps.items()):
+        for column in CURVES[stage] + (HELDOUT_CURVES if stage.startswith("rl") else []):
+            points = [(int(r["step"]), float(r[column])) for r in rows if r.get(column) not in (None, "")]
+            if len(points) > 30:  # a long stage: the raw steps faint, their running mean over ~5% of them
+                x, y = zip(*points)
+                ax.plot(x, y, alpha=0.3, linewidth=0.8)
+                w = max(2, len(y) // 20)
+                ax.plot(
+                    x[w - 1 :],
+                    [sum(y[i - w + 1 : i + 1]) / w for i in range(w - 1, len(y))],
+                    label=f"{column} (mean of {w})",
+                )
+            elif points:
+                ax.plot(*zip(*points), marker="o" if column != CURVES[stage][0] else "", markersize=3, label=column)
+        ax.set_title(stage)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def trend_cell(trend: dict | None) -> str:
     """An RL stage's reward trend (``train.checkpoint.reward_trend``) as one cell; '–' for a stage without rewards."""
     if not trend:
@@ -422,6 +473,8 @@ def build_report(cfg: ReportConfig) -> str:
         if any(trained.values())
         else f"{cfg.metrics_dir}: no train_*.json found.\n"
     )
+    if plot_learning_curves(cfg.metrics_dir, out / "learning_curves.png"):
+        parts.append("\n![learning curves: loss or reward per step](learning_curves.png)\n")
 
     parts.append(f"\n## Stages ({cfg.dataset})\n\n")
     rows, per_q = stage_rows(cfg)

@@ -132,7 +132,11 @@ def test_report_page(tmp_path, monkeypatch):
             }
         )
     )
+    (tmp_path / "metrics/train_sft2_steps.csv").write_text("step,loss\n1,1.5\n2,1.1\n")
+    (tmp_path / "metrics/train_rl2_steps.csv").write_text("step,reward,heldout_reward\n0,,0.1\n1,0.2,\n2,0.3,0.15\n")
     page = build_report(cfg)
+    assert "![learning curves: loss or reward per step](learning_curves.png)" in page
+    assert (tmp_path / "report" / "learning_curves.png").stat().st_size > 1000
     assert "| sft2 | 20 | 19.0 | 4.29 | – | – |" in page
     assert "| rl2 | 12 | 41.7 | 6.00 | -0.050 → 0.250: +0.300 [0.07, 0.56] | 94 |" in page
     assert "| rl2 | real | 16 x 4 | 0.100 | 0.250 | 0.150 [0.02, 0.30] | 0.100 [-0.05, 0.25] | 1.00 / 1.50 |" in page
