@@ -83,6 +83,10 @@ class WhenToActConfig:
     min_n: int = field(
         default=30, metadata={"help": "points per side below which the output says the side's rates are not resolved"}
     )
+    per_side: int = field(
+        default=0,
+        metadata={"help": "continue at most this many points of each side (the first by id; 0 = all): bounds the cost"},
+    )
     max_tokens: int = field(default=128, metadata={"help": "tokens for the one step"})
     dtype: str = field(default="float32", metadata={"help": "weights dtype in-process"})
     bootstrap: int = field(default=2000, metadata={"help": "resamples of each interval"})
@@ -95,6 +99,8 @@ class WhenToActConfig:
             self.trajectories = [self.trajectories]
         if self.min_n < 1:
             raise ValueError(f"min_n must be >= 1, got {self.min_n}")
+        if self.per_side < 0:
+            raise ValueError(f"per_side must be >= 0 (0 = all), got {self.per_side}")
 
 
 def rate(hits: Sequence[bool], resamples: int = 2000) -> dict:
@@ -267,10 +273,13 @@ def run(cfg: WhenToActConfig) -> dict:
             "needed": sum(p["label"] == "needed" for p in points),
             "sufficed": sum(p["label"] == "sufficed" for p in points),
         }
+    if cfg.per_side:
+        points = [p for side in LABELS.values() for p in [q for q in points if q["label"] == side][: cfg.per_side]]
     labels = [p["label"] for p in points]
+    used = {"needed": labels.count("needed"), "sufficed": labels.count("sufficed")}
     result = {
-        "points": {"source": cfg.points, **counts, "min_n": cfg.min_n},
-        "notes": side_notes(counts["needed"], counts["sufficed"], cfg.min_n, cfg.points),
+        "points": {"source": cfg.points, **counts, "min_n": cfg.min_n, "continued": used},
+        "notes": side_notes(used["needed"], used["sufficed"], cfg.min_n, cfg.points),
         "pairs": cfg.pairs,
         "eval_questions": cfg.eval_questions,
         "models": {},

@@ -427,8 +427,13 @@ def test_run_reports_n_per_side_and_notes(branch_files, tokenizer, tmp_path, mon
         "rate": 0.0,
     }
     assert json.loads((tmp_path / "w.json").read_text())["points"] == result["points"]
+    assert result["points"]["continued"] == {"needed": 2, "sufficed": 2}
     cfg.min_n = 3
     assert len(run(cfg)["notes"]) == 2
+    cfg.per_side, cfg.min_n = 1, 2  # one point of each side continued; the notes follow what was continued
+    fewer = run(cfg)
+    assert fewer["points"]["continued"] == {"needed": 1, "sufficed": 1} and len(fewer["notes"]) == 2
+    assert fewer["models"]["oracle"]["search_when_needed"]["n"] == 1
 
 
 def test_the_report_lists_tool_calls_only_beyond_search(tmp_path):
