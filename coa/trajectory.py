@@ -212,6 +212,12 @@ def segment(
 REFUSALS = ("bad_json", "unknown_tool", "bad_arguments", "budget")  # errors of a call refused before it ran
 
 
+def failed_calls(segments: Iterable[dict]) -> int:
+    """Calls of one trajectory whose result is an error (``coa.tools.ERRORS``: refused before running, or ran
+    and failed)."""
+    return sum(1 for s in segments if s["kind"] != "model" and s.get("error"))
+
+
 def count_calls(segments: Iterable[dict]) -> dict[str, int]:
     """Calls executed per tool in segments written with tools: the segments answering a call (observations, and
     the simulated environment's openings) that name a tool and were not refused (``REFUSALS``)."""

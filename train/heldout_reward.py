@@ -39,6 +39,8 @@ from coa.engines import make_engine
 from coa.formats import FormatPreset
 from coa.prompts import PromptConfig, render_prompt
 from coa.questions import load_questions
+from coa.tools.toolbox import Toolbox
+from coa.trajectory import failed_calls
 from train.trl_glue import add_step_metric, has_step_metrics, unwrap_model_for_generation
 
 # A probe: (trainer, questions) -> one row per question with "reward", "correctness" and "search_calls". A
@@ -49,10 +51,15 @@ KEYS = ("reward", "correctness", "search_calls")
 
 
 def score_rollouts(
-    texts: Sequence[str], golds: Sequence[list], reward_funcs: Sequence, fmt: FormatPreset
+    texts: Sequence[str],
+    golds: Sequence[list],
+    reward_funcs: Sequence,
+    fmt: FormatPreset,
+    failed: Sequence[int] | None = None,
 ) -> list[dict]:
     """Each rollout's reward (the reward functions summed, as GRPO's ``reward``), its answer term (the first
-    function, ``train.rewards.correctness``) and its search calls.
+    function, ``train.rewards.correctness``) and its search calls; ``failed``: each rollout's calls that came
+    back with an error (``train.rewards.failed_calls_term`` reads them, as in training).
 
     >>> from coa.formats import get_format
     >>> from train.rewards import make_rewards
@@ -62,7 +69,10 @@ def score_rollouts(
     {'reward': -1.0, 'correctness': 0.0, 'search_calls': 0}
     """
     texts = list(texts)
-    terms = [f(completions=texts, golden_answers=list(golds), trajectory=texts) for f in reward_funcs]
+    failed = list(failed) if failed is not None else [0] * len(texts)
+    terms = [
+        f(completions=texts, golden_answers=list(golds), trajectory=texts, failed_calls=failed) for f in reward_funcs
+    ]
     return [
         {
             "reward": float(sum(t[i] for t in terms)),
@@ -74,10 +84,17 @@ def score_rollouts(
 
 
 def policy_probe(
-    prompt: PromptConfig, fmt: FormatPreset, budget: Budget, tools: str, reward_funcs: Sequence, searcher=None
+    prompt: PromptConfig,
+    fmt: FormatPreset,
+    budget: Budget,
+    tools: str,
+    reward_funcs: Sequence,
+    searcher=None,
+    toolbox: Toolbox | None = None,
 ) -> Probe:
     """The probe of an RL stage: its policy's live weights, greedy, one rollout per question, in eval mode
-    (no LoRA dropout), gradient checkpointing off for the generation as in the stage's own rollouts."""
+    (no LoRA dropout), gradient checkpointing off for the generation as in the stage's own rollouts; ``toolbox``:
+    the enabled tools beyond search, as the stage's rollouts get them (``SearchEnvConfig.loop_tools``)."""
 
     def probe(trainer, questions: Sequence[dict]) -> list[dict]:
         tok = trainer.processing_class
@@ -99,11 +116,16 @@ def policy_probe(
             training = model.training
             model.eval()
             try:
-                drive(episodes, make_engine("hf", model=model, tokenizer=tok, temperature=0.0), searcher, fmt, budget)
+                engine = make_engine("hf", model=model, tokenizer=tok, temperature=0.0)
+                drive(episodes, engine, searcher, fmt, budget, tools=toolbox)
             finally:
                 model.train(training)
         return score_rollouts(
-            [ep.completion for ep in episodes], [q["golden_answers"] for q in questions], reward_funcs, fmt
+            [ep.completion for ep in episodes],
+            [q["golden_answers"] for q in questions],
+            reward_funcs,
+            fmt,
+            [failed_calls(ep.segments) for ep in episodes],
         )
 
     return probe
@@ -170,7 +192,14 @@ def heldout_questions(path: str, limit: int, pool: Sequence[dict]) -> list[dict]
 
 
 def heldout_callback(
-    trainer, stage, prompt: PromptConfig, fmt: FormatPreset, budget: Budget, reward_funcs: Sequence, searcher=None
+    trainer,
+    stage,
+    prompt: PromptConfig,
+    fmt: FormatPreset,
+    budget: Budget,
+    reward_funcs: Sequence,
+    searcher=None,
+    toolbox: Toolbox | None = None,
 ) -> HeldoutReward:
     """The callback of an RL stage's settings: ``heldout_reward_every`` steps, the first ``heldout_limit`` of
     ``heldout_questions`` (checked against the stage's pool, the trainer's dataset) as ``heldout``, and the
@@ -184,5 +213,7 @@ def heldout_callback(
         "heldout": heldout_questions(stage.heldout_questions, stage.heldout_limit, pool),
         "pool": pool[: stage.heldout_limit],
     }
-    probe = policy_probe(prompt, fmt, budget, stage.tools, reward_funcs, searcher if stage.tools == "real" else None)
+    probe = policy_probe(
+        prompt, fmt, budget, stage.tools, reward_funcs, searcher if stage.tools == "real" else None, toolbox
+    )
     return HeldoutReward(trainer, sets, stage.heldout_reward_every, probe)

@@ -30,6 +30,7 @@ from coa.io import write_json, write_text
 from coa.model import load_policy
 from coa.prompts import render_prompt
 from coa.questions import DEFAULT_QUESTIONS, load_questions
+from coa.trajectory import failed_calls
 from train.config import TrainConfig
 from train.rewards import make_rewards
 
@@ -70,8 +71,9 @@ def train_config(stage: str):
 def rollouts(
     model: str, questions: list[dict], train, stage_name: str, samples: int, engine: str, searcher=None
 ) -> list[dict]:
-    """``samples`` rollouts per question of ``model`` in the stage's environment, each with its rewards
-    (seeded per rollout: the same question and sample draw alike for every checkpoint)."""
+    """``samples`` rollouts per question of ``model`` in the stage's environment (its tools too:
+    ``search.tools``), each with its rewards as the stage computes them (seeded per rollout: the same question
+    and sample draw alike for every checkpoint)."""
     from train.rl import rollout_budget  # heavy: TRL loads only when rollouts are scored
 
     stage = getattr(train, stage_name)
@@ -89,12 +91,18 @@ def rollouts(
         for _ in range(samples)
     ]
     seeds = [SEED + 1000 * i for i in range(len(episodes))]
-    drive(episodes, generator, searcher, fmt, rollout_budget(train, stage), seeds=seeds)
+    toolbox = train.search.loop_tools(fmt, searcher, tok)  # None: search only
+    try:
+        drive(episodes, generator, searcher, fmt, rollout_budget(train, stage), seeds=seeds, tools=toolbox)
+    finally:
+        if toolbox is not None:
+            toolbox.close()
     golds = [q["golden_answers"] for q in questions for _ in range(samples)]
     texts = [ep.completion for ep in episodes]
+    failed = [failed_calls(ep.segments) for ep in episodes]
     terms = [
-        f(completions=texts, golden_answers=golds, trajectory=texts)
-        for f in make_rewards(stage.reward_metric, stage.format_penalty, fmt.name)
+        f(completions=texts, golden_answers=golds, trajectory=texts, failed_calls=failed)
+        for f in make_rewards(stage.reward_metric, stage.format_penalty, fmt.name, stage.failed_call_penalty)
     ]
     parsed = [fmt.parse(text) for text in texts]
     return [
@@ -104,6 +112,7 @@ def rollouts(
             "correctness": terms[0][i],
             "well_formed": p.well_formed,
             "search_calls": p.n_actions,
+            "failed_calls": failed[i],
             "written_observations": written_observations(ep, fmt),
             "finish_reason": ep.finish_reason,
         }

@@ -86,6 +86,6 @@ def build_rl_trainer(
     )
     if stage.heldout_reward_every:
         trainer.add_callback(
-            heldout_callback(trainer, stage, cfg.prompt, fmt, rollout_budget(cfg, stage), rewards, searcher)
+            heldout_callback(trainer, stage, cfg.prompt, fmt, rollout_budget(cfg, stage), rewards, searcher, tools)
         )
     return trainer

@@ -31,6 +31,7 @@ from coa.agent import Budget, Episode, drive, start_episode, written_observation
 from coa.engines import make_engine
 from coa.formats import FormatPreset
 from coa.tools.toolbox import Toolbox
+from coa.trajectory import failed_calls
 from train.trl_glue import log_metric, unwrap_model_for_generation
 
 
@@ -180,12 +181,6 @@ def make_rollout(
 
     rollout.policy_engine = vllm  # the vLLM engine holder (None with hf), for checks after training
     return rollout
-
-
-def failed_calls(segments: list[dict]) -> int:
-    """Calls of one trajectory whose result is an error (``coa.tools.ERRORS``: refused before running, or ran
-    and failed)."""
-    return sum(1 for s in segments if s["kind"] != "model" and s.get("error"))
 
 
 def _record(trainer, episodes: list[Episode], masks: list[list[int]], first: bool) -> None:

@@ -19,12 +19,11 @@ from coa.environment import SearchEnvConfig
 from coa.formats import AUTOCOA, SEARCH_R1
 from coa.prompts import PromptConfig, prompt_hash, prompt_id, prompt_template, user_message
 from coa.tools import tool_class
-from coa.trajectory import tool_counts
+from coa.trajectory import failed_calls, tool_counts
 from synth.jobs import question_jobs
 from synth.synthesize import run_jobs
 from tests.core.test_tool_loop import ScriptedToolCaller, answer
 from train.rewards import failed_calls_term, make_rewards
-from train.rollout import failed_calls
 
 PRESETS = [AUTOCOA, SEARCH_R1]
 QUESTION = {"id": "q1", "question": "Who wrote Maria Golovin?", "golden_answers": ["Gian Carlo Menotti"]}
@@ -113,3 +112,25 @@ def test_rl_can_penalise_calls_that_came_back_with_an_error(index_dir, searcher,
     names = [f.func.__name__ for f in make_rewards("em", 1.0, fmt.name, failed_call_penalty=0.25)]
     assert names == ["correctness", "format_term", "failed_calls_term"]
     assert [f.func.__name__ for f in make_rewards("em", 1.0, fmt.name)] == ["correctness", "format_term"]  # off
+
+
+def test_the_reward_probe_runs_the_tools_and_scores_failed_calls_as_training_does(
+    index_dir, searcher, tokenizer, monkeypatch
+):
+    """``evaluate.reward_probe``'s rollouts get the stage's tools, and its reward is the stage's own: with
+    ``failed_call_penalty`` on, a call that raised costs the same as in training."""
+    from dataclasses import replace
+
+    import train.pool as pool
+    from train.config import TrainConfig
+
+    fmt = AUTOCOA
+    # the stage's prefill opens the think block
+    engine = ScriptedToolCaller(tokenizer, fmt.tool_call("python", {"code": "1/0"}), answer(fmt))
+    monkeypatch.setattr(pool, "load_policy", lambda *a, **k: (engine, tokenizer))
+    train = TrainConfig(format=fmt.name, search=SearchEnvConfig(index=str(index_dir), tools=["search", "python"]))
+    train = replace(train, rl2=replace(train.rl2, failed_call_penalty=0.25, format_penalty=1.0))
+    (row,) = pool.rollouts("scripted", [QUESTION], train, "rl2", 1, "hf", searcher)
+    assert "python" in engine.requests[0].tools  # the loop ran with the toolbox
+    assert row["failed_calls"] == 1 and row["correctness"] == 1.0
+    assert row["reward"] == 1.0 - 0.25  # right, well-formed, one failed call
