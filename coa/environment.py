@@ -32,6 +32,8 @@ from coa.model import base_tokenizer
 from coa.search import BACKENDS, RETRIEVERS, DocumentStore
 from coa.search.snippets import SnippetSearcher
 from coa.tools import ToolContext, known_tools, make_tool
+from coa.tools.open_doc import OpenSettings
+from coa.tools.sandbox import SandboxSettings
 from coa.tools.toolbox import Toolbox
 
 DEFAULT_INDEX = paths.INDEX
@@ -80,6 +82,10 @@ class SearchEnvConfig:
             "help": "calls per trajectory of one tool, beside max_actions (all tools together), e.g. {python: 2}"
         },
     )
+    open: OpenSettings = field(default_factory=OpenSettings, metadata={"help": "the open tool's pages"})
+    python: SandboxSettings = field(
+        default_factory=SandboxSettings, metadata={"help": "the python tool's sandbox limits"}
+    )
 
     def __post_init__(self) -> None:
         self._check_tools()
@@ -124,8 +130,10 @@ class SearchEnvConfig:
     def toolbox(self, fmt: FormatPreset, searcher=None, tokenizer=None, settings=None) -> Toolbox:
         """The enabled tools for the agent loop (``drive(..., tools=box)``), in the format preset ``fmt``:
         ``searcher`` (built from this section when search or open needs it and none is given), open's document
-        store from the index, ``tokenizer`` for open's pages, ``settings`` ``{tool: settings}`` (defaults)."""
-        ctx = ToolContext(fmt=fmt, topk=self.topk, tokenizer=tokenizer, settings=settings or {})
+        store from the index, ``tokenizer`` for open's pages, ``settings`` ``{tool: settings}`` (default: this
+        section's ``open`` and ``python``)."""
+        settings = {"open": self.open, "python": self.python} if settings is None else settings
+        ctx = ToolContext(fmt=fmt, topk=self.topk, tokenizer=tokenizer, settings=settings)
         if {"search", "open"} & set(self.tools):
             ctx.searcher = searcher if searcher is not None else self.searcher()
         if "open" in self.tools:

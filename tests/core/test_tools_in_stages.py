@@ -18,7 +18,7 @@ from coa.agent import Budget, drive, start_episode
 from coa.environment import SearchEnvConfig
 from coa.formats import AUTOCOA, SEARCH_R1
 from coa.prompts import PromptConfig, prompt_hash, prompt_id, prompt_template, user_message
-from coa.tools import tool_class
+from coa.tools import Call, tool_class
 from coa.trajectory import failed_calls, tool_counts
 from synth.jobs import question_jobs
 from synth.synthesize import run_jobs
@@ -59,6 +59,29 @@ def test_every_stage_config_passes_search_tools_to_its_prompt(index_dir):
         assert cls().prompt.tools == ["search"], cls
     assert prompt_config(EvalConfig(name="x", search=search)).tools == ["search", "python"]
     assert SearchEnvConfig(index=str(index_dir)).loop_tools(SEARCH_R1) is None  # search only: the loop's own path
+
+
+def test_the_environment_section_sets_each_tools_own_settings(index_dir, searcher, tokenizer):
+    """``search.open.*`` and ``search.python.*`` reach the tools the loop runs (one section for the environment)."""
+    from coa.config import build
+
+    env = build(
+        SearchEnvConfig,
+        {
+            "index": str(index_dir),
+            "tools": ["search", "open", "python"],
+            "open": {"window_tokens": 8},
+            "python": {"observation_chars": 40},
+        },
+        "search",
+    )
+    box = env.loop_tools(SEARCH_R1, searcher, tokenizer)
+    try:
+        page, printed = box.run([Call("open", {"doc": "Maria Golovin"}), Call("python", {"code": "print('x' * 500)"})])
+    finally:
+        box.close()
+    assert "(page 1 of " in page.text and page.provenance["pages"] > 1  # 8-token pages
+    assert "460 characters cut" in printed.text and len(printed.text) <= 60  # 500 printed, cut to 40 (+ the note)
 
 
 def test_synthesis_runs_and_records_every_enabled_tool(index_dir, searcher, tokenizer):
