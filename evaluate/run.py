@@ -13,7 +13,8 @@
 Every model runs the same agent loop (``coa.agent``) as synthesis and RL-2, with the same search
 environment (params.yaml's top-level ``search``), format preset and budget, driven here (greedy by
 default) on an engine (``coa.engines``): ``engine=vllm`` (the default for checkpoints) runs ``vllm.LLM``
-in-process in float32 with every question in flight at once (docs/measurements compares the engines);
+in-process with every question in flight at once, in the serving dtype (``dtype=auto``: bfloat16 where the
+hardware has bf16 units, else float32; docs/measurements compares the engines and dtypes);
 ``engine=server`` serves the checkpoint with vLLM on 127.0.0.1, or uses the OpenAI-compatible server given
 in ``teacher.base_url`` (the default when one is given); ``engine=hf`` runs transformers in-process.
 Either way the model continues from token ids, the ids SFT trains on.
@@ -71,7 +72,7 @@ from coa.trajectory import read_table
 from evaluate.stats import compact_metrics, dataset_breakdowns, question_rows
 from synth.jobs import question_jobs
 from synth.run import NOT_IN_FINGERPRINT, llm_teacher
-from synth.serve import VLLMServerConfig, embedded_teacher
+from synth.serve import VLLMServerConfig, embedded_teacher, serving_dtype
 from synth.shards import ShardWriter, done_ids
 from synth.synthesize import run_jobs
 from synth.teacher import TeacherConfig
@@ -102,6 +103,14 @@ class EvalConfig:
             "help": "vllm (vllm.LLM in-process) | server (a vLLM server for the "
             "model on 127.0.0.1, or teacher.base_url) | hf (transformers "
             "in-process); empty = server with teacher.base_url, else vllm"
+        },
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "weights dtype of engine=vllm: auto = bfloat16 where the hardware has bf16 units (a GPU, or a "
+            "CPU with AMX / AVX512-BF16), else float32, as the vLLM server serves (synth.serve.serving_dtype); "
+            "engine=hf runs float32 unless one is named"
         },
     )
     format: str = field(default=FORMAT, metadata={"help": "format preset (the one used in training)"})
@@ -251,6 +260,14 @@ def prompt_config(cfg: EvalConfig) -> PromptConfig:
     return PromptConfig(**{**prompt_of(cfg), "format": cfg.format, "mode": "coa", "tools": list(cfg.search.tools)})
 
 
+def engine_dtype(cfg: EvalConfig) -> str:
+    """The in-process engine's weights dtype: ``auto`` is the serving dtype for vLLM and float32 for hf (the
+    reference engine)."""
+    if cfg.dtype == "auto" and cfg.engine == "hf":
+        return "float32"
+    return serving_dtype(cfg.dtype)
+
+
 def fingerprint(cfg: EvalConfig) -> dict:
     """What makes the rows of an evaluation (``coa.fingerprint``): the model by its weights (an API model by
     its name), the engine, the prompt, the search environment and the sampling."""
@@ -260,6 +277,7 @@ def fingerprint(cfg: EvalConfig) -> dict:
         "writer": "evaluate.run",
         "model": model,
         "engine": cfg.engine,
+        "dtype": engine_dtype(cfg) if cfg.engine != "server" else "",
         "teacher": api,
         "style": cfg.style,
         "format": cfg.format,
@@ -275,7 +293,13 @@ def model_engine(cfg: EvalConfig) -> Iterator:
     """The engine answering for the model: in-process (``vllm`` | ``hf``), a vLLM server started for the
     checkpoint on 127.0.0.1 (``server``), or the API at ``teacher.base_url``; closed or stopped after."""
     if cfg.engine != "server":
-        yield make_engine(cfg.engine, model=str(model_folder(cfg)), temperature=cfg.temperature, name=cfg.name)
+        yield make_engine(
+            cfg.engine,
+            model=str(model_folder(cfg)),
+            temperature=cfg.temperature,
+            name=cfg.name,
+            dtype=engine_dtype(cfg),
+        )
         return
     from transformers import AutoTokenizer  # heavy: only the server engine needs a tokenizer of its own
 

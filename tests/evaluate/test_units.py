@@ -78,6 +78,22 @@ def test_auto_dtype_on_this_machine():
     assert serving_dtype("auto", cuda=False) == expected
 
 
+def test_in_process_evaluation_runs_in_the_serving_dtype_and_the_fingerprint_says_so(monkeypatch, tmp_path):
+    import evaluate.run as run
+
+    model = {"name": "x", "model": str(tmp_path)}  # a folder without weights: known by its name
+    vllm, hf = build(EvalConfig, model, "t"), build(EvalConfig, {**model, "engine": "hf"}, "t")
+    assert run.engine_dtype(vllm) == serving_dtype("auto") and run.engine_dtype(hf) == "float32"
+    assert run.engine_dtype(build(EvalConfig, {**model, "engine": "hf", "dtype": "bfloat16"}, "t")) == "bfloat16"
+    made = {}
+    monkeypatch.setattr(run, "make_engine", lambda kind, **kw: made.update(kw, kind=kind) or "engine")
+    with run.model_engine(vllm) as engine:
+        assert engine == "engine" and made["dtype"] == serving_dtype("auto")
+    fp = run.fingerprint(vllm)
+    assert fp["dtype"] == made["dtype"]
+    assert run.fingerprint(build(EvalConfig, {**model, "dtype": "float32"}, "t"))["dtype"] == "float32"
+
+
 def test_engine_runs_in_process_unless_an_api_is_named():
     assert build(EvalConfig, {}, "t").engine == "vllm"
     assert build(EvalConfig, {"teacher": {"base_url": "http://127.0.0.1:9/v1"}}, "t").engine == "server"
