@@ -29,10 +29,12 @@ from coa.config import cli, read_params
 from coa.errors import entry_point
 from coa.io import write_text
 from coa.stats import bootstrap_ci, difference_sd, paired_difference, power_statement
-from evaluate.checks import as_table
+from evaluate.checks import ChecksConfig, as_table
 from coa.model import cpu_has_native_bf16
 from synth.serve import serving_dtype
 
+# below it a model does not answer (the well_formed check's minimum): no goal counts it
+MIN_WELL_FORMED = ChecksConfig().min_well_formed
 # the checkpoint each evaluated model started from (its paired difference is taken against that row)
 STARTED_FROM = {"sft1": "base", "sft2": "sft1", "sft3": "sft2", "rl1": "sft3", "rl2": "rl1"}
 
@@ -256,13 +258,18 @@ def goal_rows(cfg: ReportConfig, per_q: dict) -> list[list]:
     )
     bridge = {n: ((m.get("searches_by_qtype") or {}).get("bridge") or {}).get("mean") for n, m in metrics.items()}
     bridge = {n: v for n, v in bridge.items() if v is not None}
-    if bridge:
-        most = max(bridge, key=bridge.get)
+    # a model that searches to its budget and never answers does not count: searching is the means, not the goal
+    answering = {n: v for n, v in bridge.items() if metrics[n].get("well_formed", 1.0) >= MIN_WELL_FORMED}
+    if answering:
+        most = max(answering, key=answering.get)
         rows.append(
             [
-                f"searches per bridge question ≥ {cfg.goal_bridge_searches}",
+                f"searches per bridge question ≥ {cfg.goal_bridge_searches} (answering models)",
                 f"{most}: {bridge[most]:.2f}",
-                "; ".join(f"{n} {v:.2f}" for n, v in bridge.items()),
+                "; ".join(
+                    f"{n} {v:.2f}" + ("" if n in answering else f" (well-formed {metrics[n]['well_formed']:.2f})")
+                    for n, v in bridge.items()
+                ),
                 verdict(bridge[most], cfg.goal_bridge_searches),
             ]
         )

@@ -13,7 +13,7 @@ from evaluate.run import aggregate
 from evaluate.stats import dataset_breakdowns
 
 
-def _model(root, name, ems, style="trained"):
+def _model(root, name, ems, style="trained", well_formed=1.0, more_searches=0):
     # bridge questions search twice, comparison questions once; every question is answered
     rows = [
         {
@@ -21,8 +21,8 @@ def _model(root, name, ems, style="trained"):
             "dataset": "heldout",
             "em": e,
             "f1": e,
-            "n_actions": 1 + i % 2,
-            "well_formed": 1.0,
+            "n_actions": 1 + i % 2 + more_searches,
+            "well_formed": well_formed,
             "answered": True,
             "qtype": "bridge" if i % 2 else "comparison",
             "hops": None,
@@ -31,7 +31,14 @@ def _model(root, name, ems, style="trained"):
         for i, e in enumerate(ems)
     ]
     scored = [
-        {"em": e, "f1": e, "cover_em": e, "autocoa_lenient": None, "well_formed": 1.0, "n_actions": 1 + i % 2}
+        {
+            "em": e,
+            "f1": e,
+            "cover_em": e,
+            "autocoa_lenient": None,
+            "well_formed": well_formed,
+            "n_actions": 1 + i % 2 + more_searches,
+        }
         for i, e in enumerate(ems)
     ]
     (root / name).mkdir(parents=True)
@@ -156,14 +163,17 @@ def test_report_page(tmp_path, monkeypatch):
     assert "With n = 100 held-out questions, the smallest EM difference detectable" in page
     assert "| sft2 | 0.50 [0.00, 1.00] (n=4)" in page and "| sft3 | not probed" in page
     assert "| best trained stage's EM ≥ 0.25 | sft2: 0.150 [" in page and "| n = 100 | missed by 0.100 |" in page
-    assert "| searches per bridge question ≥ 1.5 | sft1: 2.00 | sft1 2.00; sft2 2.00 | met |" in page
+    assert "| searches per bridge question ≥ 1.5 (answering models) | sft1: 2.00 | sft1 2.00; sft2 2.00 | met |" in page
     assert "| rl2 against its start | – | not evaluated | unmeasured |" in page
     assert "| well_formed | sft1 | FAIL | 0.00 |" in page and "- commit: `" in page
     assert (tmp_path / "report" / "em_by_stage.png").exists() and (
         tmp_path / "report" / "report.md"
     ).read_text() == page
-    cfg.goal_rl, cfg.goal_em = "sft2", 0.1
+    # a model that searches more but never answers is listed, not counted
+    _model(root, "sft3", [0.0] * 100, well_formed=0.0, more_searches=1)
+    cfg.goal_rl, cfg.goal_em, cfg.names = "sft2", 0.1, ["sft1", "sft2", "sft3"]
     again = build_report(cfg)
+    assert "| sft1: 2.00 | sft1 2.00; sft2 2.00; sft3 3.00 (well-formed 0.00) | met |" in again
     assert (
         "| sft2 − sft1 paired EM: lower bound ≥ 0 | +0.150 [0.09, 0.22] | n = 100 | met (> 0: the moonshot) |" in again
     )
