@@ -36,13 +36,17 @@ from coa.prompts import PromptConfig, render_prompt
 from coa.questions import load_questions
 from coa.search import DocumentStore
 from evaluate.fidelity_metrics import Call, corpus_store, fidelity
+from synth.serve import in_process_dtype
 
 
 @dataclass
 class FidelityConfig:
     model: str = field(default=paths.train("sft3"), metadata={"help": "checkpoint folder, or 'base'"})
     questions: str = field(default=paths.SPLIT_HELDOUT, metadata={"help": "FlashRAG question file"})
-    limit: int = field(default=0, metadata={"help": "first N questions; 0 = all"})
+    limit: int = field(
+        default=100,
+        metadata={"help": "first N questions (the policy's written observations are its longest rollouts); 0 = all"},
+    )
     index: str = field(
         default="",
         metadata={"help": "coa.search index folder (its corpus is the document store); empty = search.index"},
@@ -58,7 +62,12 @@ class FidelityConfig:
         default=OBSERVATION_TOKENS,
         metadata={"help": "room per written observation beside search.max_tokens (RL-1's rl1.observation_tokens)"},
     )
-    dtype: str = field(default="float32", metadata={"help": "weights dtype in-process (float32 | bfloat16)"})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "weights dtype in-process: auto = the serving dtype for vllm (bfloat16 on bf16 hardware), float32 for hf"
+        },
+    )
     threshold: float = field(default=0.5, metadata={"help": "support threshold of the hallucination rule"})
     out: str = field(default=paths.fidelity("model"), metadata={"help": "output folder"})
 
@@ -89,7 +98,8 @@ def probe(cfg: FidelityConfig) -> dict:
     fmt = get_format(cfg.format)
     questions = load_questions(cfg.questions, limit=cfg.limit or None)
     store = corpus_store(DocumentStore(cfg.search.index).contents.to_pylist())  # the documents real search can return
-    engine, tok = load_policy(cfg.model, cfg.temperature, cfg.dtype, cfg.engine)
+    dtype = in_process_dtype(cfg.dtype, cfg.engine)
+    engine, tok = load_policy(cfg.model, cfg.temperature, dtype, cfg.engine)
     episodes = [
         start_episode(
             render_prompt(tok, q["question"], cfg.prompt),
@@ -122,7 +132,7 @@ def probe(cfg: FidelityConfig) -> dict:
         "questions_searched": len({q["id"] for q, _, _ in asked}),
         "format": cfg.format,
         "temperature": cfg.temperature,
-        "dtype": cfg.dtype,
+        "dtype": dtype,
         "engine": cfg.engine,
         "observation_tokens": cfg.observation_tokens,
         "search": asdict(cfg.search),

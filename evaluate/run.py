@@ -72,7 +72,7 @@ from coa.trajectory import read_table
 from evaluate.stats import compact_metrics, dataset_breakdowns, question_rows
 from synth.jobs import question_jobs
 from synth.run import NOT_IN_FINGERPRINT, llm_teacher
-from synth.serve import VLLMServerConfig, embedded_teacher, serving_dtype
+from synth.serve import VLLMServerConfig, embedded_teacher, in_process_dtype
 from synth.shards import ShardWriter, done_ids
 from synth.synthesize import run_jobs
 from synth.teacher import TeacherConfig
@@ -263,9 +263,7 @@ def prompt_config(cfg: EvalConfig) -> PromptConfig:
 def engine_dtype(cfg: EvalConfig) -> str:
     """The in-process engine's weights dtype: ``auto`` is the serving dtype for vLLM and float32 for hf (the
     reference engine)."""
-    if cfg.dtype == "auto" and cfg.engine == "hf":
-        return "float32"
-    return serving_dtype(cfg.dtype)
+    return in_process_dtype(cfg.dtype, cfg.engine)
 
 
 def fingerprint(cfg: EvalConfig) -> dict:

