@@ -22,7 +22,8 @@ from coa.procs import free_port
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.search import DEFAULT_CORPUS, build_index, load_searcher
 from coa.model import cpu_has_native_bf16
-from synth.serve import VLLMServerConfig, serving_dtype, start_engine
+from coa.model import serving_dtype
+from synth.serve import VLLMServerConfig, start_engine
 
 
 def prompts(n: int, target_tokens: int, tokenizer) -> list[str]:

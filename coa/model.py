@@ -166,3 +166,21 @@ def check_weights(path: Path) -> Path:
                 f"{weights}: truncated or not a safetensors file ({e}); copy or download it again"
             ) from None
     return path
+
+
+def serving_dtype(requested: str = "auto", cuda: bool | None = None) -> str:
+    """The dtype to serve in: ``auto`` → bfloat16 on a GPU or a CPU with native bf16, else float32
+    (emulated bf16 is several times slower than float32: bench/bench_dtype.py)."""
+    if requested != "auto":
+        return requested
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    return "bfloat16" if cuda or cpu_has_native_bf16() else "float32"
+
+
+def in_process_dtype(requested: str, engine: str) -> str:
+    """The weights dtype of an in-process engine: ``auto`` is the serving dtype for vLLM and float32 for
+    transformers (the reference engine); a named dtype is kept."""
+    return "float32" if requested == "auto" and engine == "hf" else serving_dtype(requested)

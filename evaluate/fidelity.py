@@ -31,12 +31,11 @@ from coa.environment import SearchEnvConfig
 from coa.errors import entry_point
 from coa.formats import FORMAT, FormatPreset, get_format
 from coa.io import write_json, write_text
-from coa.model import load_policy
+from coa.model import in_process_dtype, load_policy
 from coa.prompts import PromptConfig, render_prompt
 from coa.questions import load_questions
 from coa.search import DocumentStore
 from evaluate.fidelity_metrics import Call, corpus_store, fidelity
-from synth.serve import in_process_dtype
 
 
 @dataclass

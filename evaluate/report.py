@@ -31,7 +31,7 @@ from coa.io import write_text
 from coa.stats import bootstrap_ci, difference_sd, paired_difference, power_statement
 from evaluate.checks import ChecksConfig, as_table
 from coa.model import cpu_has_native_bf16
-from synth.serve import serving_dtype
+from coa.model import serving_dtype
 
 # below it a model does not answer (the well_formed check's minimum): no goal counts it
 MIN_WELL_FORMED = ChecksConfig().min_well_formed

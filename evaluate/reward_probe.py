@@ -26,6 +26,7 @@ from pathlib import Path
 
 from coa import paths
 from coa.config import cli
+from coa.model import in_process_dtype
 from coa.errors import entry_point
 from coa.io import write_json, write_text
 from coa.questions import DEFAULT_QUESTIONS, load_questions
@@ -99,6 +100,7 @@ def probe(cfg: RewardProbeConfig) -> dict:
         "reward_metric": stage.reward_metric,
         "format_penalty": stage.format_penalty,
         "engine": cfg.engine,
+        "dtype": in_process_dtype("auto", cfg.engine),
         "models": {"before": summary(before), "after": summary(after)},
         "difference": paired_difference(per_question(before, "reward"), per_question(after, "reward")),
         "correctness_difference": paired_difference(

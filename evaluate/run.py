@@ -63,7 +63,7 @@ from coa.errors import BadInput, entry_point
 from coa.fingerprint import claim_rows, index_identity, model_identity
 from coa.formats import FORMAT, completion_text, get_format
 from coa.io import write_json, write_text
-from coa.model import base_model_dir, check_start_model
+from coa.model import base_model_dir, check_start_model, in_process_dtype
 from coa.prompts import PromptConfig
 from coa.questions import load_questions
 from coa.score import METRICS, applies, score_all
@@ -72,7 +72,7 @@ from coa.trajectory import read_table
 from evaluate.stats import compact_metrics, dataset_breakdowns, question_rows
 from synth.jobs import question_jobs
 from synth.run import NOT_IN_FINGERPRINT, llm_teacher
-from synth.serve import VLLMServerConfig, embedded_teacher, in_process_dtype
+from synth.serve import VLLMServerConfig, embedded_teacher
 from synth.shards import ShardWriter, done_ids
 from synth.synthesize import run_jobs
 from synth.teacher import TeacherConfig

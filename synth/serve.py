@@ -33,7 +33,7 @@ import httpx
 
 from coa.config import cli
 from coa.errors import BadInput, entry_point
-from coa.model import base_model_dir, cpu_has_native_bf16
+from coa.model import base_model_dir, serving_dtype
 from coa.procs import Server, is_up, require_free_port
 
 HOST = "127.0.0.1"  # the embedded engine never listens beyond loopback
@@ -101,24 +101,6 @@ def model_dir(cfg: VLLMServerConfig) -> Path:
     if cfg.model:
         return Path(cfg.model)
     return base_model_dir()
-
-
-def serving_dtype(requested: str = "auto", cuda: bool | None = None) -> str:
-    """The dtype to serve in: ``auto`` → bfloat16 on a GPU or a CPU with native bf16, else float32
-    (emulated bf16 is several times slower than float32: bench/bench_dtype.py)."""
-    if requested != "auto":
-        return requested
-    if cuda is None:
-        import torch
-
-        cuda = torch.cuda.is_available()
-    return "bfloat16" if cuda or cpu_has_native_bf16() else "float32"
-
-
-def in_process_dtype(requested: str, engine: str) -> str:
-    """The weights dtype of an in-process engine: ``auto`` is the serving dtype for vLLM and float32 for
-    transformers (the reference engine); a named dtype is kept."""
-    return "float32" if requested == "auto" and engine == "hf" else serving_dtype(requested)
 
 
 def vllm_command(cfg: VLLMServerConfig) -> list[str]:

@@ -27,7 +27,7 @@ from coa.config import build, cli, resolve
 from coa.errors import entry_point
 from coa.formats import get_format
 from coa.io import write_json, write_text
-from coa.model import load_policy
+from coa.model import in_process_dtype, load_policy
 from coa.prompts import render_prompt
 from coa.questions import DEFAULT_QUESTIONS, load_questions
 from coa.trajectory import failed_calls
@@ -78,7 +78,7 @@ def rollouts(
 
     stage = getattr(train, stage_name)
     fmt = get_format(train.format)
-    generator, tok = load_policy(model, stage.temperature, "float32", engine)
+    generator, tok = load_policy(model, stage.temperature, in_process_dtype("auto", engine), engine)
     episodes = [
         start_episode(
             render_prompt(tok, q["question"], train.prompt),

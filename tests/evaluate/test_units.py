@@ -9,7 +9,7 @@ from coa.config import build
 from coa.stats import bootstrap_ci
 from evaluate.run import EvalConfig, aggregate, prompt_of, report
 from coa.model import cpu_has_native_bf16
-from synth.serve import serving_dtype
+from coa.model import serving_dtype
 
 
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_n():
