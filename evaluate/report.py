@@ -125,6 +125,11 @@ def provenance() -> dict:
     }
 
 
+def dataset_metrics(cfg: ReportConfig, name: str) -> dict | None:
+    """A model's metrics on ``cfg.dataset`` (its ``metrics.json``), or None where it was not evaluated."""
+    return ((read(Path(cfg.eval_root) / name / "metrics.json") or {}).get("datasets") or {}).get(cfg.dataset)
+
+
 def stage_rows(cfg: ReportConfig) -> tuple[list[list], dict]:
     """The stage table's rows, and every model's per-question rows of ``cfg.dataset`` by question id."""
     per_q, rows = {}, []
@@ -162,7 +167,7 @@ def stage_rows(cfg: ReportConfig) -> tuple[list[list], dict]:
 def breakdown_rows(cfg: ReportConfig) -> list[list]:
     rows = []
     for name in cfg.names:
-        m = ((read(Path(cfg.eval_root) / name / "metrics.json") or {}).get("datasets") or {}).get(cfg.dataset) or {}
+        m = dataset_metrics(cfg, name) or {}
         groups = [f"{k} {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_qtype") or {}).items()]
         hops = [f"{k}-hop {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_hops") or {}).items()]
         searches = [f"{k}: {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_searches") or {}).items()]
@@ -182,13 +187,7 @@ def tool_rows(cfg: ReportConfig) -> list[list]:
     """Per model and tool: calls per question, questions that called it and the success rate of its calls
     (``evaluate.stats.tool_use``); empty when every model only searched (the search-only run's table above
     already has its calls)."""
-    per_model = {
-        name: (
-            ((read(Path(cfg.eval_root) / name / "metrics.json") or {}).get("datasets") or {}).get(cfg.dataset) or {}
-        ).get("tools")
-        or {}
-        for name in cfg.names
-    }
+    per_model = {name: (dataset_metrics(cfg, name) or {}).get("tools") or {} for name in cfg.names}
     if not any(set(tools) - {"search"} for tools in per_model.values()):
         return []
     return [
@@ -207,7 +206,7 @@ def behaviour_rows(cfg: ReportConfig) -> list[list]:
 
     rows = []
     for name in cfg.names:
-        m = ((read(Path(cfg.eval_root) / name / "metrics.json") or {}).get("datasets") or {}).get(cfg.dataset) or {}
+        m = dataset_metrics(cfg, name) or {}
         if "searches" not in m:  # evaluated before these breakdowns existed
             rows.append([name, "not measured"] + [""] * 5)
             continue
@@ -233,11 +232,7 @@ def goal_rows(cfg: ReportConfig, per_q: dict) -> list[list]:
     """The method's three goals against this run: the best trained stage's EM, the most searches per bridge
     question of a trained model, and ``goal_rl``'s paired EM interval against its start; each met or missed
     by how much."""
-    metrics = {
-        name: ((read(Path(cfg.eval_root) / name / "metrics.json") or {}).get("datasets") or {}).get(cfg.dataset)
-        for name in cfg.names
-        if name in STARTED_FROM
-    }
+    metrics = {name: dataset_metrics(cfg, name) for name in cfg.names if name in STARTED_FROM}
     metrics = {name: m for name, m in metrics.items() if m}
     if not metrics:
         return [["every goal", "–", "no trained stage evaluated", "unmeasured"]]
