@@ -14,14 +14,21 @@ micro-batches of an optimizer step by the step's count of trained tokens, packed
 
 from __future__ import annotations
 
+from transformers import Trainer
 from trl import SFTConfig, SFTTrainer
 
-from train.common import TokenCount, peft_config, training_args
+from train.common import TokenCount, on_gpu, peft_config, training_args
 from train.config import SFT2Config, TrainConfig
 
 
 class CountingSFTTrainer(SFTTrainer):
-    """SFTTrainer that counts the tokens and the padding of every forward pass (``tokens``)."""
+    """SFTTrainer that counts the tokens and the padding of every forward pass (``tokens``).
+
+    On a CPU the loss is transformers' own (``Trainer.compute_loss``: the LM head under the autocast dtype, the
+    cross-entropy over float32 logits, summed and divided by the step's trained tokens, as TRL's). TRL's fused LM
+    head, which SFTTrainer uses for its entropy and top-1 metrics, has a Triton kernel on GPUs but folds in float32
+    torch on a CPU: 1.3x slower per bf16 SFT-2 step for the same loss (docs/bench_train.md), so those two logged
+    metrics are left out there."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -32,7 +39,9 @@ class CountingSFTTrainer(SFTTrainer):
             self.tokens.add(inputs["attention_mask"])
         else:  # padding-free: one row of several sequences
             self.tokens.add(None, position_ids=inputs["position_ids"])
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if on_gpu():
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
 
 def build_sft_trainer(cfg: TrainConfig, stage: SFT2Config, model, tokenizer, dataset, out, callbacks=()):
