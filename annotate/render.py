@@ -170,6 +170,10 @@ def _prefix_text(prompt: str, question: str, fmt: str) -> str:
     return tail[start:] if start >= 0 else ""
 
 
+# what the chosen side of a pair does, per direction (curate/pairs.py)
+CHOSEN_DOES = {"act": "acts", "no_act": "answers without a tool", "tool": "calls the better tool"}
+
+
 def pair_record(row: dict, metric: str, threshold: float, observation_chars: int) -> dict:
     fmt = row["format"]
     prefix = steps(_prefix_text(row["prompt"], row["question"], fmt), fmt, observation_chars)
@@ -181,10 +185,10 @@ def pair_record(row: dict, metric: str, threshold: float, observation_chars: int
     c, r = float(_number(row.get("chosen_score"), 0.0)), float(_number(row.get("rejected_score"), 0.0))
     question = (
         f"### {row['question']}\n\n**gold:** {_golds(row)}\n\n**direction:** {row['direction']} "
-        f"(chosen {'searches' if row['direction'] == 'act' else 'answers without searching'}) · "
+        f"(chosen {CHOSEN_DOES.get(row['direction'], row['direction'])}) · "
         f"**{metric}** chosen {c:.2f} / rejected {r:.2f} · shared steps: {len(prefix)}"
     )
-    n_actions = sum(s["kind"] == "search" for s in chosen)
+    n_actions = sum(s["kind"] in ("search", "call") for s in chosen)
     metadata = {
         "direction": row["direction"],
         "decision_index": int(row.get("decision_index") or 0),

@@ -465,7 +465,9 @@ async def run_episode(
     without it, search only."""
     started = time.perf_counter()
     names = tuple(tools.box.names) if tools is not None else ("search",)
-    stops = fmt.stop_strings_for(names)
+    # a forbidden episode ends at a call of any tool, enabled or not ("*": the generic call form is watched)
+    watched = (*names, "*") if ep.tools == "forbid" else names
+    stops = fmt.stop_strings_for(watched)
     while not ep.done:
         remaining = budget.max_tokens - ep.completion_tokens
         if remaining <= 0:
@@ -473,7 +475,7 @@ async def run_episode(
             break
         call_seed = None if seed is None else seed + ep.calls
         gen = await engine.generate(Request(ep.ids, remaining, stops, ep, call_seed, fmt, names))
-        query = record_generation(ep, gen, fmt, budget, names)
+        query = record_generation(ep, gen, fmt, budget, watched)
         if query is None:
             break
         if isinstance(query, ToolCall):

@@ -96,11 +96,13 @@ class FormatPreset:
     def stop_strings_for(self, tools: Sequence[str]) -> list[str]:
         """The stop strings when ``tools`` are enabled: the search-only ones, plus the generic call's close
         tag once any other tool is enabled."""
-        return self.stop_strings + ([self.call_close] if any(t != "search" for t in tools) else [])
+        return self.stop_strings + ([self.call_close] if self.call_close and any(t != "search" for t in tools) else [])
 
     def call_closes(self, tools: Sequence[str]) -> list[str]:
         """The close tags that end a call when ``tools`` are enabled (where the environment takes over)."""
-        return [self.search_close] + ([self.call_close] if any(t != "search" for t in tools) else [])
+        return [self.search_close] + (
+            [self.call_close] if self.call_close and any(t != "search" for t in tools) else []
+        )
 
     # ---- observations ----------------------------------------------------------------
     def observation(self, docs: Sequence[Doc]) -> str:
@@ -167,6 +169,27 @@ class FormatPreset:
         if name == "search" and set(args) == {"query"}:
             return self.search_call(args["query"])
         return f"{self.call_open}{self.call_pad}{call_json(name, args)}{self.call_pad}{self.call_close}"
+
+    def call_opening(self, name: str) -> str:
+        """The start of a call of tool ``name`` up to its arguments: what a forced branch is prefilled with
+        (search: the open tag; any other tool: the generic call up to its ``"arguments": ``, exactly as
+        ``tool_call`` writes it)."""
+        if name == "search":
+            return self.search_open + self.inner_pad
+        head = call_json(name, {})
+        return self.call_open + self.call_pad + head[: head.rindex("{")]
+
+    def forced_tool(self, written: str) -> str | None:
+        """The tool whose call ``written`` ends in the opening of (``call_opening``; search also without its pad),
+        or None: a forced branch's prefill, left for the policy to complete."""
+        if written.endswith((self.search_open, self.search_open + self.inner_pad)):
+            return "search"
+        if self.call_open:
+            at = written.rfind(self.call_open)
+            m = _FORCED_CALL.fullmatch(written[at + len(self.call_open) :].lstrip()) if at >= 0 else None
+            if m:
+                return json.loads(m.group(1))
+        return None
 
     def tool_result(self, body: str) -> str:
         """The observation after a generic call: ``body`` (neutralised: it is data) in the response tags."""
@@ -347,6 +370,9 @@ class FormatPreset:
         if pos < len(completion):
             segments.append({"kind": "model", "text": completion[pos:]})
         return segments
+
+
+_FORCED_CALL = re.compile(r'\{"name": ("(?:[^"\\]|\\.)*"), "arguments": ')
 
 
 def call_json(name: str, args: dict) -> str:

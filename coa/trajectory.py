@@ -28,7 +28,8 @@ Parquet columns (one row per trajectory; ``TRAJECTORY_SCHEMA`` is authoritative)
   golden_answers list<str>  gold aliases
   mode          str   "cot" | "coa" | "branch"
   sample        int   sample index within (question, mode[, branch])
-  branch_id     str   "" unless mode == "branch": "<parent id>:<decision>:<forbid|force>"
+  branch_id     str   "" unless mode == "branch": "<parent id>:<decision>:<kind>", kind ``forbid`` (no tool),
+                      ``force`` (a search forced) or ``force-TOOL`` (a call of TOOL forced: ``branch_tool``)
   parent_id     str   the trajectory a branch continues ("" otherwise)
   decision_index int  number of model/observation segments of the parent kept as prefix (-1 if none)
   format        str   format preset name
@@ -143,7 +144,9 @@ PAIR_SCHEMA = pa.schema(
         ("rejected", pa.string()),
         ("chosen_ends_turn", pa.bool_()),
         ("rejected_ends_turn", pa.bool_()),
-        ("direction", pa.string()),  # "act" (the acting branch is chosen) | "no_act" (the non-acting one)
+        # "act" (the acting branch is chosen) | "no_act" (the non-acting one) | "tool" (both act: the better tool's
+        # call is chosen, curate/pairs.py)
+        ("direction", pa.string()),
         ("decision_index", pa.int32()),
         ("chosen_id", pa.string()),
         ("rejected_id", pa.string()),
@@ -166,6 +169,23 @@ FINISH_REASONS = (
     "malformed",
     "bad_response",
 )
+
+
+def branch_tool(kind: str) -> str | None:
+    """The tool a branch kind forces: ``force`` search (the name it had when search was the only tool),
+    ``force-NAME`` tool NAME, ``forbid`` none; ValueError for anything else."""
+    if kind == "forbid":
+        return None
+    if kind == "force":
+        return "search"
+    if kind.startswith("force-") and len(kind) > len("force-") and kind != "force-search":
+        return kind[len("force-") :]
+    raise ValueError(f"branch kind {kind!r}: expected forbid, force (search) or force-TOOL")
+
+
+def branch_kind(tool: str | None) -> str:
+    """The branch kind forcing ``tool`` (None: the no-tool branch); the inverse of ``branch_tool``."""
+    return "forbid" if tool is None else "force" if tool == "search" else f"force-{tool}"
 
 
 def row_id(question_id: str, mode: str, sample: int, branch_id: str = "") -> str:

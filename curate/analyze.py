@@ -5,7 +5,8 @@ Reads the score step's ``scores.parquet`` (``in=`` its folder) and writes into `
   metrics.json           the numbers below
   two_by_two.png         questions by CoT right/wrong × CoA right/wrong (a mode is "right" on a
                          question when at least half its samples are correct)
-  success_by_actions.png CoA success rate by number of search calls
+  success_by_actions.png CoA success rate by number of tool calls
+  calls_by_tool.png      per tool: calls, CoA trajectories calling it and their success (metrics: also per 2×2 cell)
   first_action.png       where in the model-written text the first search call starts, with success
   drop_reasons.png       rows dropped per first reason
   decisions.parquet      decision rows (curate/decisions.py) for ``synth mode=branch``: from kept,
@@ -57,6 +58,49 @@ def by_actions(scores: pl.DataFrame) -> list[dict]:
     )
 
 
+def by_tool(scores: pl.DataFrame) -> list[dict]:
+    """Per tool the CoA trajectories call: its calls, the trajectories calling it, their success and how many
+    are kept, and the questions of each 2×2 cell whose CoA called it (the cell from ``two_by_two``'s rule)."""
+    coa = scores.filter(pl.col("mode") == "coa")
+    if "tools_called" not in coa.columns or coa.height == 0:  # scores written before tools were counted
+        return []
+    calls = coa.select(tool=pl.col("tools_called")).explode("tool").drop_nulls().group_by("tool").len(name="calls")
+    users = coa.select("question_id", "correct", "kept", tool=pl.col("tools_called").list.unique()).explode("tool")
+    stats = (
+        users.drop_nulls("tool")
+        .group_by("tool")
+        .agg(rows=pl.len(), success=pl.col("correct").mean(), kept=pl.col("kept").sum())
+        .join(calls, on="tool")
+    )
+    per_q = (
+        scores.filter(pl.col("mode").is_in(["cot", "coa"]))
+        .group_by("question_id")
+        .agg(
+            cot=pl.col("correct").filter(pl.col("mode") == "cot").mean() >= 0.5,
+            coa=pl.col("correct").filter(pl.col("mode") == "coa").mean() >= 0.5,
+        )
+    )
+    cell = (
+        pl.when(pl.col("cot"))
+        .then(pl.lit("cot_right_"))
+        .otherwise(pl.lit("cot_wrong_"))
+        .add(pl.when(pl.col("coa")).then(pl.lit("coa_right")).otherwise(pl.lit("coa_wrong")))
+    )
+    cells = (
+        users.drop_nulls("tool")
+        .select("question_id", "tool")
+        .unique()
+        .join(per_q.drop_nulls().with_columns(cell=cell), on="question_id")
+        .group_by("tool", "cell")
+        .len()
+    )
+    out = []
+    for row in stats.sort("tool").to_dicts():
+        mine = cells.filter(pl.col("tool") == row["tool"])
+        out.append(row | {"two_by_two": dict(mine.select("cell", "len").sort("cell").iter_rows())})
+    return out
+
+
 def first_actions(scores: pl.DataFrame) -> tuple[list[dict], dict]:
     acting = scores.filter((pl.col("mode") == "coa") & pl.col("first_action_frac").is_not_null())
     decile = (pl.col("first_action_frac") * 10).floor().clip(0, 9).cast(pl.Int32)
@@ -101,10 +145,12 @@ def run(cfg) -> dict:
     grid = two_by_two(scores)
     actions = by_actions(scores)
     bins, first_stats = first_actions(scores)
+    tools = by_tool(scores)
     dropped = scores.filter(~pl.col("kept")).group_by("drop_reason").len()
     plots.two_by_two(grid, out / "two_by_two.png")
     plots.success_by_actions(actions, out / "success_by_actions.png")
     plots.first_action(bins, out / "first_action.png")
+    plots.calls_by_tool(tools, out / "calls_by_tool.png")
     plots.drop_reasons(dict(dropped.iter_rows()), scores.height, out / "drop_reasons.png")
 
     held = eval_question_ids(scores["question_id"].to_list(), cfg.eval_questions, cfg.seed)
@@ -121,6 +167,7 @@ def run(cfg) -> dict:
         "rows": scores.height,
         "two_by_two": grid,
         "success_by_actions": actions,
+        "by_tool": tools,
         "first_action": {"bins": bins, **first_stats},
         "rows_by_mode": dict(scores.group_by("mode").len().sort("mode").iter_rows()),
         "success_by_mode": dict(scores.group_by("mode").agg(pl.col("correct").mean()).sort("mode").iter_rows()),

@@ -1,19 +1,20 @@
 """Per-trajectory facts derived from the segments, for a whole frame at once.
 
 ``trajectory_features(df)`` adds, per row: the rendered ``completion`` and the ``model_text`` (model
-segments only), the preset's extracted ``pred`` answer, ``n_calls`` (search calls written), where the
-first call happens, and the structural problems ``FormatPreset.parse`` would report, grouped:
+segments only), the preset's extracted ``pred`` answer, ``n_calls`` (tool calls written, searches and generic
+calls; ``tools_called`` names each call's tool), where the first call happens, and the structural problems
+``FormatPreset.parse`` would report, grouped:
 
   no_answer            no answer span
   unbalanced_tags      nested/unclosed/stray tags, an answer without the think-close tag
   search_after_answer  a search call after the answer (or after ``</think>`` where the answer lives there)
   empty_query          a search call with nothing inside
   model_observation    a model segment holds observation tags (the model wrote its own results)
-  orphan_observation   an observation segment not right after a model segment ending in a search call
+  orphan_observation   an observation segment not right after a model segment ending in a call
 
 Rows whose tags the plain grammar of ``curate.text`` cannot decide (tags inside queries, answers nested
-two levels deep, unclosed spans: rare, and almost always broken) are parsed by the core parser, so
-the result equals ``parse()`` on every row.
+two levels deep, unclosed spans: rare, and almost always broken) and rows with a generic tool call (its JSON is
+the core parser's to check) are parsed by the core parser, so the result equals ``parse()`` on every row.
 """
 
 from __future__ import annotations
@@ -70,10 +71,25 @@ def _fast(fmt: FormatPreset) -> list[pl.Expr]:
     ]
 
 
+def tools_called(fmt: FormatPreset) -> pl.Expr:
+    """The tools the model-written text calls, in order, one name per call (search, or the name a generic
+    call's JSON gives)."""
+    calls = [re.escape(fmt.search_open)]
+    if fmt.call_open:
+        calls.append(re.escape(fmt.call_open) + r'\s*\{"name":\s*"(?:[^"\\]|\\.)*"')
+    name = r'"name":\s*"((?:[^"\\]|\\.)*)"'
+    return (
+        pl.col("model_text")
+        .str.extract_all("|".join(calls))
+        .list.eval(pl.element().str.extract(name, 1).fill_null("search"))
+        .alias("tools_called")
+    )
+
+
 def _reason_of(error: str) -> str:
     if error == "no answer":
         return "no_answer"
-    if error.startswith("search after"):
+    if error.startswith(("search after", "tool call after")):
         return "search_after_answer"
     if error.startswith("empty search query"):
         return "empty_query"
@@ -105,11 +121,11 @@ def _segment_checks(fmt: FormatPreset) -> list[pl.Expr]:
     # one letter per segment (O observation, C model ending in a search call, M other model text), so the
     # neighbour test is a regex on a short string instead of a window over every list
     kind, seg_text = _seg("kind"), _seg("text")
-    ends_in_call = seg_text.str.contains(re.escape(fmt.search_close) + text.WS_CLASS + "*$")
+    closes = "|".join(re.escape(t) for t in (fmt.search_close, fmt.call_close) if t)
+    ends_in_call = seg_text.str.contains(f"(?:{closes}){text.WS_CLASS}*$")
     code = pl.when(kind == "observation").then(pl.lit("O")).when(ends_in_call).then(pl.lit("C")).otherwise(pl.lit("M"))
-    writes_obs = (kind == "model") & seg_text.str.contains(
-        f"{re.escape(fmt.result_open)}|{re.escape(fmt.result_close)}"
-    )
+    result_tags = (fmt.result_open, fmt.result_close, fmt.response_open, fmt.response_close)
+    writes_obs = (kind == "model") & seg_text.str.contains("|".join(re.escape(t) for t in result_tags if t))
     return [
         pl.col("segments").list.eval(writes_obs).list.any().fill_null(False).alias("model_observation"),
         pl.col("segments")
@@ -133,11 +149,16 @@ def trajectory_features(df: pl.DataFrame, fmt: FormatPreset | str, force_python:
     if force_python:
         df = df.with_columns(_decidable=pl.lit(False))
     df = _parse_fallback(df, fmt)
-    before = pl.col("model_text").str.split_exact(fmt.search_open, 1).struct
-    first = pl.when(before.field("field_1").is_not_null()).then(before.field("field_0").str.len_chars())
+    first = pl.min_horizontal(
+        pl.when(before.field("field_1").is_not_null()).then(before.field("field_0").str.len_chars())
+        for before in (
+            pl.col("model_text").str.split_exact(tag, 1).struct for tag in (fmt.search_open, fmt.call_open) if tag
+        )
+    )
     chars = pl.col("model_text").str.len_chars()
     df = df.with_columns(
         *_segment_checks(fmt),
+        tools_called(fmt),
         model_chars=chars.cast(pl.Int32),
         first_action_char=first.cast(pl.Int32),
         first_action_frac=(first / chars).cast(pl.Float32),

@@ -34,19 +34,29 @@ from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA, row_id
 from curate import filters, io
 from curate.score import scored_by_format
 
-_KINDS = ("forbid", "force")
-
 
 def parse_branch_ids(df: pl.DataFrame) -> pl.DataFrame:
-    """``kind`` and the decision point from ``branch_id``; a malformed id fails naming file, row and column."""
+    """``kind``, the ``tool`` it forces (``coa.trajectory.branch_tool``; null for forbid) and the decision point
+    from ``branch_id``; a malformed id fails naming file, row and column."""
     parts = pl.col("branch_id").str.split(":")
     df = df.with_columns(
         kind=parts.list.last(),
         _di=parts.list.get(-2, null_on_oob=True),
         _parent=parts.list.slice(0, parts.list.len() - 2).list.join(":"),
     )
+    forced = pl.col("kind").str.strip_prefix("force-")
+    known = (pl.col("kind").is_in(["forbid", "force"])) | (
+        pl.col("kind").str.starts_with("force-") & (forced != "") & (forced != "search")
+    )
+    df = df.with_columns(
+        tool=pl.when(pl.col("kind") == "forbid")
+        .then(pl.lit(None, pl.String))
+        .when(pl.col("kind") == "force")
+        .then(pl.lit("search"))
+        .otherwise(forced)
+    )
     bad = df.filter(
-        ~pl.col("kind").is_in(_KINDS)
+        ~known
         | (pl.col("_parent") != pl.col("parent_id"))
         | (pl.col("_di") != pl.col("decision_index").cast(pl.String))
         | (pl.col("mode") != "branch")
@@ -55,7 +65,7 @@ def parse_branch_ids(df: pl.DataFrame) -> pl.DataFrame:
         r = bad.row(0, named=True)
         raise ValueError(
             f"{r['_file']}: row id {r['id']!r}: column 'branch_id' is {r['branch_id']!r}; expected "
-            f"'<parent_id>:<decision_index>:<forbid|force>' matching parent_id {r['parent_id']!r}, "
+            f"'<parent_id>:<decision_index>:<forbid|force|force-TOOL>' matching parent_id {r['parent_id']!r}, "
             f"decision_index {r['decision_index']} and mode 'branch' (got mode {r['mode']!r})"
         )
     return df.drop("_di", "_parent")
@@ -64,6 +74,8 @@ def parse_branch_ids(df: pl.DataFrame) -> pl.DataFrame:
 def continuation_columns(fmt_name: str) -> list[pl.Expr]:
     """The shared prefix text, its fingerprint, and the continuation cut as each pair side needs it."""
     fmt = get_format(fmt_name)
+    opens = [fmt.search_open] + ([fmt.call_open] if fmt.call_open else [])
+    closes = [fmt.search_close] + ([fmt.call_close] if fmt.call_close else [])
     di = pl.col("decision_index")
     texts = pl.col("segments").list.eval(pl.element().struct.field("text"))
     prefix = texts.list.head(di).list.join("")
@@ -73,8 +85,8 @@ def continuation_columns(fmt_name: str) -> list[pl.Expr]:
         pl.col("segments").list.head(di).alias("prefix_segments"),
         pl.struct(pl.col("prompt"), pl.col("segments").list.head(di)).hash().alias("prefix_hash"),
         cont.alias("continuation"),
-        cont.str.extract("(?s)^(.*?" + re.escape(fmt.search_close) + ")", 1).alias("acting_text"),
-        cont.str.starts_with(fmt.search_open).alias("starts_with_call"),
+        cont.str.extract("(?s)^(.*?(?:" + "|".join(map(re.escape, closes)) + "))", 1).alias("acting_text"),
+        pl.any_horizontal(cont.str.starts_with(tag) for tag in opens).alias("starts_with_call"),
         pl.col("segments")
         .list.slice(di)
         .list.eval(pl.element().struct.field("kind") == "observation")
@@ -85,7 +97,7 @@ def continuation_columns(fmt_name: str) -> list[pl.Expr]:
 
 def score_branches(df: pl.DataFrame, cfg) -> pl.DataFrame:
     df = scored_by_format(df, continuation_columns).with_columns(filters.row_reasons(cfg))
-    forbid, force = pl.col("kind") == "forbid", pl.col("kind") == "force"
+    forbid, force = pl.col("kind") == "forbid", pl.col("kind") != "forbid"
     df = df.with_columns(
         searched_when_forbidden=forbid & (pl.col("cont_searched") | (pl.col("finish_reason") == "forbidden_search")),
         no_call_when_forced=force & pl.col("acting_text").is_null(),
@@ -96,31 +108,50 @@ def score_branches(df: pl.DataFrame, cfg) -> pl.DataFrame:
 
 
 def mine(branches: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-    """Pairs from valid branches, one per decision point at most; plus counts of points without a pair."""
+    """Pairs from valid branches: at each decision point, every forced tool against answering from memory
+    (``act``/``no_act``, one pair per tool at most) and each two forced tools against each other (``tool``:
+    chosen = the better tool's call); plus counts of points without any pair."""
     point = ["parent_id", "decision_index"]
     mixed = branches.group_by(point).agg(pl.col("prefix_hash").n_unique().alias("n_prefix"))
     ok = branches.join(mixed.filter(pl.col("n_prefix") == 1), on=point).filter("kept")
-    rates = ok.group_by(point).agg(
-        act=pl.col("correct").filter(pl.col("kind") == "force").mean(),
-        noact=pl.col("correct").filter(pl.col("kind") == "forbid").mean(),
+    rates = ok.group_by(*point, "kind", "tool").agg(rate=pl.col("correct").mean())
+    # contests: (a, b) at one point, a a forced tool; b the no-tool branch, or another forced tool after a
+    a, b = (rates.rename({c: f"{c}_{x}" for c in ("kind", "tool", "rate")}) for x in "ab")
+    contests = a.join(b, on=point).filter(
+        (pl.col("kind_a") != "forbid") & ((pl.col("kind_b") == "forbid") | (pl.col("kind_a") < pl.col("kind_b")))
     )
-    rates = rates.with_columns(
-        direction=pl.when(pl.col("act") > pl.col("noact"))
+    versus_memory = pl.col("kind_b") == "forbid"
+    a_wins, b_wins = pl.col("rate_a") > pl.col("rate_b"), pl.col("rate_a") < pl.col("rate_b")
+    contests = contests.with_columns(
+        direction=pl.when(versus_memory & a_wins)
         .then(pl.lit("act"))
-        .when(pl.col("act") < pl.col("noact"))
+        .when(versus_memory & b_wins)
         .then(pl.lit("no_act"))
+        .when(a_wins | b_wins)
+        .then(pl.lit("tool")),
+        winner=pl.when(a_wins).then("kind_a").otherwise("kind_b"),
+        loser=pl.when(a_wins).then("kind_b").otherwise("kind_a"),
+        # the tool the pair is about: the acting side's against memory, "better>worse" between two tools
+        pair_tool=pl.when(versus_memory)
+        .then(pl.col("tool_a"))
+        .when(a_wins)
+        .then(pl.format("{}>{}", "tool_a", "tool_b"))
+        .otherwise(pl.format("{}>{}", "tool_b", "tool_a")),
     )
     first = ok.sort("sample", "id").group_by(*point, "kind", "correct", maintain_order=True).first()
-    winner = pl.when(pl.col("direction") == "act").then(pl.lit("force")).otherwise(pl.lit("forbid"))
-    chosen = (
-        rates.drop_nulls("direction")
-        .with_columns(kind=winner, correct=pl.lit(True))
-        .join(first, on=[*point, "kind", "correct"])
+    chosen = contests.drop_nulls("direction").join(
+        first.filter("correct"), left_on=[*point, "winner"], right_on=[*point, "kind"]
     )
-    loser_kind = pl.when(pl.col("direction") == "act").then(pl.lit("forbid")).otherwise(pl.lit("force"))
-    rejected = chosen.select(*point, kind=loser_kind, correct=pl.lit(False)).join(first, on=[*point, "kind", "correct"])
-    pairs = chosen.join(rejected, on=point, suffix="_r")
-    side = {"force": pl.col("acting_text"), "forbid": pl.col("continuation")}
+    pairs = chosen.join(
+        first.filter(~pl.col("correct")), left_on=[*point, "loser"], right_on=[*point, "kind"], suffix="_r"
+    )
+    side = {"chosen": ("winner", ""), "rejected": ("loser", "_r")}
+    texts = {
+        name: pl.when(pl.col(kind) == "forbid")
+        .then(pl.col(f"continuation{suffix}"))
+        .otherwise(pl.col(f"acting_text{suffix}"))
+        for name, (kind, suffix) in side.items()
+    }
     pairs = pairs.select(
         "question_id",
         "question",
@@ -128,38 +159,40 @@ def mine(branches: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
         "format",
         "direction",
         "decision_index",
+        "pair_tool",
         prompt=pl.col("shared"),
         chat_prompt=pl.col("prompt"),
         prefix=pl.col("prefix_segments"),
-        chosen=pl.when(pl.col("kind") == "force").then(side["force"]).otherwise(side["forbid"]),
-        rejected=pl.when(pl.col("kind_r") == "force").then(pl.col("acting_text_r")).otherwise(pl.col("continuation_r")),
-        chosen_ends_turn=pl.col("kind") == "forbid",
-        rejected_ends_turn=pl.col("kind_r") == "forbid",
+        chosen=texts["chosen"],
+        rejected=texts["rejected"],
+        chosen_ends_turn=pl.col("winner") == "forbid",
+        rejected_ends_turn=pl.col("loser") == "forbid",
         chosen_id="id",
         rejected_id="id_r",
         parent_id="parent_id",
         chosen_score=pl.col("score"),
         rejected_score=pl.col("score_r"),
     )
-    ids = [
-        row_id(q, "pair", 0, f"{p}:{d}:{r}")
-        for q, p, d, r in pairs.select("question_id", "parent_id", "decision_index", "direction").iter_rows()
-    ]
+    # search against memory keeps the key it had when search was the only tool
+    key = pl.when(pl.col("pair_tool") == "search").then(pl.lit("")).otherwise(pl.format(":{}", "pair_tool"))
+    keys = pairs.select("question_id", pl.format("{}:{}:{}{}", "parent_id", "decision_index", "direction", key))
+    ids = [row_id(q, "pair", 0, k) for q, k in keys.iter_rows()]
     pairs = pairs.with_columns(id=pl.Series(ids, dtype=pl.String)).sort("id")
     n_points = branches.select(point).unique().height
-    rated = rates.join(pairs.select(point), on=point, how="anti")
+    rated = rates.select(point).unique().join(pairs.select(point).unique(), on=point, how="anti")
+    contested = contests.select(point).unique()
     skipped = {
         "prefix_mismatch": mixed.filter(pl.col("n_prefix") > 1).height,
-        "missing_valid_kind": rated.filter(pl.col("act").is_null() | pl.col("noact").is_null()).height,
-        "no_contrast": rated.filter(
-            pl.col("act").is_not_null() & pl.col("noact").is_not_null() & pl.col("direction").is_null()
-        ).height,
+        "missing_valid_kind": rated.join(contested, on=point, how="anti").height,
+        "no_contrast": rated.join(contested, on=point).height,
     }
-    skipped["no_branch_valid"] = n_points - rates.height - skipped["prefix_mismatch"]
-    return pairs, {
+    skipped["no_branch_valid"] = n_points - rates.select(point).unique().height - skipped["prefix_mismatch"]
+    by_tool = pairs.group_by("direction", "pair_tool").len().sort("direction", "pair_tool")
+    return pairs.drop("pair_tool"), {
         "decision_points": n_points,
         "pairs": pairs.height,
         "by_direction": dict(pairs.group_by("direction").len().sort("direction").iter_rows()),
+        "by_tool": {f"{d}:{t}": n for d, t, n in by_tool.iter_rows()},
         "points_without_pair": skipped,
     }
 

@@ -47,14 +47,14 @@ def two_by_two(cells: dict, path: Path) -> Path:
 
 
 def success_by_actions(rows: list[dict], path: Path) -> Path:
-    """Share correct by number of search calls, with how many trajectories each bar holds."""
+    """Share correct by number of tool calls, with how many trajectories each bar holds."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     xs = [str(r["n_calls"]) for r in rows]
     bars = ax.bar(xs, [r["success"] for r in rows], color="tab:green")
     for b, r in zip(bars, rows):
         ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"n={r['rows']}", ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, 1.1)
-    ax.set_xlabel("search calls in the trajectory")
+    ax.set_xlabel("tool calls in the trajectory")
     ax.set_ylabel("correct")
     ax.set_title("CoA success rate by number of actions")
     return _save(fig, path)
@@ -85,4 +85,22 @@ def drop_reasons(counts: dict, total: int, path: Path) -> Path:
         ax.text(v, i, f" {v} ({100 * v / max(total, 1):.1f}%)", va="center", fontsize=8)
     ax.set_xlabel("trajectories dropped (first reason)")
     ax.set_title(f"Why trajectories were dropped (of {total})")
+    return _save(fig, path)
+
+
+def calls_by_tool(rows: list[dict], path: Path) -> Path:
+    """Per tool: the CoA trajectories that call it (bars, with their calls) and their success rate."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    xs = [r["tool"] for r in rows]
+    bars = ax.bar(xs, [r["rows"] for r in rows], color="tab:blue", alpha=0.7)
+    for b, r in zip(bars, rows):
+        ax.text(
+            b.get_x() + b.get_width() / 2, b.get_height(), f"{r['calls']} calls", ha="center", va="bottom", fontsize=8
+        )
+    ax.set_ylabel("CoA trajectories calling it")
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r["success"] for r in rows], "o", color="tab:red")
+    ax2.set_ylim(0, 1.05)
+    ax2.set_ylabel("correct", color="tab:red")
+    ax.set_title("Tools in the CoA trajectories" if rows else "Tools in the CoA trajectories (none called)")
     return _save(fig, path)

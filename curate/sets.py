@@ -179,7 +179,7 @@ def pair_set(
 
 
 def swap_sides(pairs: pl.DataFrame, where: pl.Expr) -> pl.DataFrame:
-    """Exchange chosen and rejected (text, ids, scores, turn ends) where ``where`` holds; the direction flips."""
+    """Exchange chosen and rejected (text, ids, scores, turn ends) where ``where`` holds; act and no_act flip."""
     sides = ("", "_ends_turn", "_id", "_score")
     return pairs.with_columns(
         *[
@@ -190,9 +190,10 @@ def swap_sides(pairs: pl.DataFrame, where: pl.Expr) -> pl.DataFrame:
             pl.when(where).then(pl.col(f"chosen{s}")).otherwise(pl.col(f"rejected{s}")).alias(f"rejected{s}")
             for s in sides
         ],
+        # a pair between two tools stays one ("tool"): its sides are both calls
         direction=pl.when(where & (pl.col("direction") == "act"))
         .then(pl.lit("no_act"))
-        .when(where)
+        .when(where & (pl.col("direction") == "no_act"))
         .then(pl.lit("act"))
         .otherwise(pl.col("direction")),
     )

@@ -107,6 +107,8 @@ def tag_codes(fmt: FormatPreset) -> dict[str, str]:
     }
     if fmt.answer_close != "}":
         codes[fmt.answer_close] = "a"
+    if fmt.call_open:  # generic calls are outside the plain grammar: rows with one go to the core parser
+        codes |= {fmt.call_open: "K", fmt.call_close: "k", fmt.response_open: "Q", fmt.response_close: "q"}
     return codes
 
 

@@ -4,7 +4,8 @@
     python -m data_cards.export to=trl_sft               # coa, cot → out/sft_{coa,cot}.parquet (+ observation_spans)
     python -m data_cards.export to=trl_tools             # coa, cot → out/tools_{coa,cot}.parquet (messages + tools)
     python -m data_cards.export to=llamafactory          # out/{pairs,coa,cot}.json + out/dataset_info.json
-    python -m data_cards.export to=verl input=runs/split/train.jsonl split=train   # out/train.parquet
+    python -m data_cards.export to=llamafactory_tools    # out/tools_{coa,cot}.json (function calls) + dataset_info
+    python -m data_cards.export to=verl input=runs/split/train.jsonl split=train   # out/train.parquet + tool_config.yaml
     python -m data_cards.export to=questions input=data/raw/autocoa/hotpot_qa_dev.parquet  # out/questions.jsonl
 
 ``to`` is the output format (``format`` stays the project's one prompt preset, which ``verl`` writes its
@@ -24,17 +25,20 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from coa import paths
 from coa.config import cli
+from coa.environment import SearchEnvConfig
 from coa.errors import entry_point, reading
 from coa.formats import FORMAT
 from coa.io import atomic_output, owned_files, write_text
 from coa.prompts import PromptConfig
 from coa.questions import load_questions
 from data_cards import formats
+from data_cards.verl_tool import tool_config
 
-FORMATS = ("trl_preference", "trl_sft", "trl_tools", "llamafactory", "verl", "questions")
+FORMATS = ("trl_preference", "trl_sft", "trl_tools", "llamafactory", "llamafactory_tools", "verl", "questions")
 
 
 @dataclass
@@ -65,6 +69,10 @@ class ExportConfig:
         },
     )
     ability: str = field(default="fact-reasoning", metadata={"help": "verl: the ability column (Search-R1's value)"})
+    search: SearchEnvConfig = field(
+        default_factory=SearchEnvConfig,
+        metadata={"help": "verl: the tools of tool_config.yaml and their environment (params.yaml's search)"},
+    )
     overwrite: bool = field(
         default=False,
         metadata={"help": "write into a non-empty out folder this export did not write (same-name files replaced)"},
@@ -148,11 +156,16 @@ def converted(cfg: ExportConfig) -> dict[str, list | dict]:
             )
         info = formats.llamafactory_dataset_info({name.removesuffix(".json"): name for name in files})
         return {**files, "dataset_info.json": info}
+    if cfg.to == "llamafactory_tools":
+        srcs = {f"tools_{name}": sets / f"{name}.parquet" for name in ("coa", "cot")}
+        files = {f"{name}.json": formats.llamafactory_tools(read_rows(src), str(src)) for name, src in srcs.items()}
+        info = formats.llamafactory_dataset_info({name.removesuffix(".json"): name for name in files})
+        return {**files, "dataset_info.json": info}
     if cfg.to == "verl":
         source = Path(cfg.input or paths.SPLIT_TRAIN)
         prompt = PromptConfig(format=cfg.format, mode="coa", demonstrations=cfg.prompt.demonstrations)
         rows = formats.verl_rows(_questions(source), prompt, cfg.split, cfg.ability, str(source))
-        return {f"{cfg.split}.parquet": rows}
+        return {f"{cfg.split}.parquet": rows, "tool_config.yaml": tool_config(cfg.search, cfg.format)}
     source = Path(cfg.input)  # questions
     return {"questions.jsonl": formats.verl_to_questions(read_rows(source), str(source))}
 
@@ -160,6 +173,8 @@ def converted(cfg: ExportConfig) -> dict[str, list | dict]:
 def write_file(content: list | dict, path: Path) -> Path:
     if path.suffix == ".parquet":
         return write_parquet(content, path)
+    if path.suffix == ".yaml":
+        return write_text(path, yaml.safe_dump(content, sort_keys=False))
     return write_records(path, content, lines=path.suffix == ".jsonl")
 
 

@@ -18,14 +18,18 @@ format and, where a user would go back, the reverse; ``export.py`` does the file
   llamafactory    AutoCoA's SFT layout: ``messages`` (sharegpt, observations inside the assistant turn,
                   masked by their ``--ignore_observation``) and, for pairs, ``conversation`` + ``chosen`` +
                   ``rejected`` with ``ranking: true``; plus the ``dataset_info.json`` entries
+  llamafactory_tools  trajectories → LLaMA-Factory's function-call rows (``function_call`` / ``observation``
+                  turns and a ``tools`` column), with their ``dataset_info.json`` entries
   verl            questions → ``{data_source, prompt [{role, content}], ability, reward_model {style: rule,
-                  ground_truth}, extra_info {split, index, ...}}`` (Search-R1 / AutoCoA RL parquet)
+                  ground_truth}, extra_info {split, index, ...}}`` (Search-R1 / AutoCoA RL parquet); the export
+                  writes verl's ``tool_config.yaml`` beside it (``data_cards.verl_tool``)
   questions       verl rows → FlashRAG question rows ``{id, question, golden_answers}``
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterable
 
 from coa.formats import get_format, result_text
@@ -34,6 +38,7 @@ from coa.tools import tool_class
 from coa.trajectory import search_args
 
 OBSERVATION = "observation"
+_THINK_TAGS = re.compile(r"</?think>")
 SHAREGPT_TAGS = {
     "role_tag": "role",
     "content_tag": "content",
@@ -144,8 +149,33 @@ def llamafactory_ranking(pairs: list[dict], where: str = "pairs") -> list[dict]:
     ]
 
 
+def llamafactory_tools(trajectories: list[dict], where: str = "trajectories") -> list[dict]:
+    """LLaMA-Factory's function-call layout (sharegpt ``messages`` + ``tools``), from the same turns as
+    ``trl_tools``: each call as a ``function_call`` turn, its reasoning before the call JSON in think tags (what
+    LLaMA-Factory's function formatter splits off as the thought), each result as an ``observation`` turn, the
+    final answer as the last ``assistant`` turn."""
+    out = []
+    for row in trl_tools(trajectories, where):
+        messages = []
+        for m in row["messages"]:
+            if m["role"] == "tool":
+                messages.append({"role": OBSERVATION, "content": m["content"]})
+            elif m.get("tool_calls"):
+                fn = m["tool_calls"][0]["function"]
+                call = json.dumps({"name": fn["name"], "arguments": json.loads(fn["arguments"])}, ensure_ascii=False)
+                thought = _THINK_TAGS.sub("", m["content"]).strip()
+                messages.append(
+                    {"role": "function_call", "content": f"<think>\n{thought}\n</think>\n\n{call}" if thought else call}
+                )
+            else:
+                messages.append({"role": m["role"], "content": m["content"]})
+        out.append({"id": row["id"], "messages": messages, "tools": row["tools"]})
+    return out
+
+
 def llamafactory_dataset_info(files: dict[str, str]) -> dict:
-    """``dataset_info.json`` entries: name → file; ``pairs`` is a ranking set, the others sharegpt SFT."""
+    """``dataset_info.json`` entries: name → file; ``pairs`` is a ranking set, the others sharegpt SFT (``tools_*``
+    with their function-call and observation turns and the ``tools`` column)."""
     info = {}
     for name, file in files.items():
         if name == "pairs":
@@ -157,11 +187,13 @@ def llamafactory_dataset_info(files: dict[str, str]) -> dict:
                 "tags": SHAREGPT_TAGS,
             }
         else:
+            tools = name.startswith("tools_")
             info[f"autocoa_{name}"] = {
                 "file_name": file,
                 "formatting": "sharegpt",
-                "columns": {"messages": "messages"},
-                "tags": SHAREGPT_TAGS,
+                "columns": {"messages": "messages", **({"tools": "tools"} if tools else {})},
+                "tags": SHAREGPT_TAGS
+                | ({"function_tag": "function_call", "observation_tag": OBSERVATION} if tools else {}),
             }
     return info
 

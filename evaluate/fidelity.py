@@ -11,6 +11,11 @@ call followed by an observation it wrote, the real searcher (params.yaml's ``sea
 the same query; ``evaluate.fidelity_metrics`` compares the two (titles in the corpus and in the real
 top-k, gold answer in written vs real, token F1, hallucination) against the index's own corpus.
 
+With tools beyond search (``search.tools``) the simulated environment opens every call's result and the policy
+writes it; ``by_tool`` then compares each other tool's written results with the real tool run on the same
+arguments (``evaluate.fidelity_metrics.tool_fidelity``: exact, token F1, gold answer in written vs real; for
+``python``, the output the policy predicted against the real one).
+
 Writes ``out/fidelity.json`` (the rates, each with n, and the run's settings) and ``out/calls.jsonl``
 (every call: question, query, the observation as written, written and real documents). A model that never
 searches, or searches and never writes an observation after its call (``search_calls`` says which), gives
@@ -29,13 +34,14 @@ from coa.agent import OBSERVATION_TOKENS, drive, start_episode
 from coa.config import cli
 from coa.environment import SearchEnvConfig
 from coa.errors import entry_point
-from coa.formats import FORMAT, FormatPreset, get_format
+from coa.formats import FORMAT, FormatPreset, get_format, result_text
 from coa.io import write_json, write_text
 from coa.model import in_process_dtype, load_policy
 from coa.prompts import PromptConfig, render_prompt
 from coa.questions import load_questions
 from coa.search import DocumentStore
-from evaluate.fidelity_metrics import Call, corpus_store, fidelity
+from coa.tools import Observation
+from evaluate.fidelity_metrics import Call, corpus_store, fidelity, tool_fidelity
 
 
 @dataclass
@@ -80,11 +86,32 @@ class FidelityConfig:
         )  # a copy: the caller's PromptConfig stays
 
 
-def written_calls(completion: str, fmt: FormatPreset) -> list[tuple[str, str]]:
-    """(query, observation text) of every search call the model followed with an observation of its own
-    (only whitespace between them); a call it left without one is not a call the probe can compare."""
+def written_calls(completion: str, fmt: FormatPreset) -> list[tuple[str, str, str]]:
+    """(tool, query or the call's JSON, observation text) of every call the model followed with an observation
+    of its own (only whitespace between them); a call it left without one is not a call the probe can compare."""
     steps = [s for s in fmt.parse(completion).steps if not (s.kind == "text" and not s.text.strip())]
-    return [(a.content, b.text) for a, b in zip(steps, steps[1:]) if a.kind == "search" and b.kind == "observation"]
+    return [
+        (a.tool or "search", a.content, b.text)
+        for a, b in zip(steps, steps[1:])
+        if a.kind in ("search", "call") and b.kind == "observation"
+    ]
+
+
+def other_tools(asked: list[tuple[dict, str, str, str]], box, fmt: FormatPreset) -> dict:
+    """``tool_fidelity`` per tool besides search: each written call run for real through the toolbox."""
+    out = {}
+    for tool in sorted({t for _, t, _, _ in asked if t != "search"}):
+        mine = [(q, call, obs) for q, t, call, obs in asked if t == tool]
+        prepared = [box.prepare_json(call) for _, call, _ in mine]
+        runnable = [c for c in prepared if not isinstance(c, Observation)]
+        results = iter(box.run(runnable))
+        real = [None if isinstance(c, Observation) else next(results) for c in prepared]
+        out[tool] = tool_fidelity(
+            [result_text(obs, fmt) for _, _, obs in mine],
+            [None if r is None or not r.ok else r.text for r in real],
+            [q["golden_answers"] for q, _, _ in mine],
+        )
+    return out
 
 
 def observation_body(observation: str, fmt: FormatPreset) -> str:
@@ -109,8 +136,10 @@ def probe(cfg: FidelityConfig) -> dict:
         )
         for q in questions
     ]
-    drive(episodes, engine, None, fmt, cfg.search.budget.with_written_observations(cfg.observation_tokens))
-    asked = [(q, query, obs) for q, ep in zip(questions, episodes) for query, obs in written_calls(ep.completion, fmt)]
+    box = cfg.search.loop_tools(fmt, tokenizer=tok)  # None: search only
+    drive(episodes, engine, None, fmt, cfg.search.budget.with_written_observations(cfg.observation_tokens), tools=box)
+    every = [(q, *call) for q, ep in zip(questions, episodes) for call in written_calls(ep.completion, fmt)]
+    asked = [(q, query, obs) for q, tool, query, obs in every if tool == "search"]
     searcher = cfg.search.searcher()
     real = searcher.search([query for _, query, _ in asked], cfg.search.topk) if asked else []
     calls = [
@@ -123,7 +152,7 @@ def probe(cfg: FidelityConfig) -> dict:
         )
         for (q, query, obs), docs in zip(asked, real)
     ]
-    search_calls = sum(fmt.parse(ep.completion).n_actions for ep in episodes)
+    search_calls = sum(tool == "search" for ep in episodes for tool, _ in fmt.parse(ep.completion).calls)
     result = {
         "model": cfg.model,
         "questions": cfg.questions,
@@ -136,7 +165,10 @@ def probe(cfg: FidelityConfig) -> dict:
         "observation_tokens": cfg.observation_tokens,
         "search": asdict(cfg.search),
         **fidelity(calls, store, cfg.threshold, search_calls),
+        "by_tool": other_tools(every, box, fmt) if box is not None else {},
     }
+    if box is not None:
+        box.close()
     out = Path(cfg.out)
     write_json(out / "fidelity.json", result)
     write_text(

@@ -89,6 +89,23 @@ def rate(hits: Sequence[bool]) -> dict:
     return {"rate": round(sum(hits) / len(hits), 4) if hits else None, "n": len(hits)}
 
 
+def tool_fidelity(written: Sequence[str], real: Sequence[str | None], golds: Sequence[Sequence[str]]) -> dict:
+    """A non-search tool's fidelity: the result bodies the policy wrote against what the real tool returned for
+    the same arguments (None: the real tool refused the call; those count as ``refused`` and are not compared).
+    ``exact``: the two equal after answer normalisation (for ``python``: the output it predicted is the real
+    one); ``result_f1``: token F1; ``gold_in_*``: a gold answer in the written / real result."""
+    kept = [(w, r, g) for w, r, g in zip(written, real, golds, strict=True) if r is not None]
+    f1s = [f1(w, r) for w, r, _ in kept]
+    return {
+        "calls": len(written),
+        "refused": len(written) - len(kept),
+        "exact": rate([normalize_answer(w) == normalize_answer(r) for w, r, _ in kept]),
+        "result_f1": {"mean": round(sum(f1s) / len(f1s), 4) if f1s else None, "n": len(f1s)},
+        "gold_in_written": rate([gold_in_passages([w], g) for w, _, g in kept]),
+        "gold_in_real": rate([gold_in_passages([r], g) for _, r, g in kept]),
+    }
+
+
 def fidelity(
     calls: Sequence[Call], store: dict[str, list[str]], threshold: float = 0.5, search_calls: int | None = None
 ) -> dict:

@@ -553,6 +553,30 @@ def build_report(cfg: ReportConfig) -> str:
                 ],
             )
         )
+        per_tool = [
+            [n, tool]
+            + [
+                f"{fmt(r[k]['rate'], 2)} (n={r[k]['n']})"
+                for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")
+            ]
+            for n, m in when["models"].items()
+            for tool, r in (m.get("by_tool") or {}).items()
+        ]
+        if per_tool:
+            parts.append(
+                "\nPer tool (each tool's points; acting = calling that tool):\n\n"
+                + table(
+                    [
+                        "model",
+                        "tool",
+                        "acts when needed",
+                        "under-trigger",
+                        "answers when memory sufficed",
+                        "over-trigger",
+                    ],
+                    per_tool,
+                )
+            )
     else:
         parts.append(f"{cfg.when_to_act} not found.\n")
 
@@ -585,6 +609,21 @@ def build_report(cfg: ReportConfig) -> str:
         )
     )
     parts += [f"\n{n}: {f['note']}\n" for n, f in fid.items() if f and f.get("note")]
+    other = [
+        [n, tool, v["calls"], v["refused"]]
+        + [f"{fmt(v[k]['rate'], 2)} (n={v[k]['n']})" for k in ("exact", "gold_in_written", "gold_in_real")]
+        + [fmt(v["result_f1"]["mean"], 2)]
+        for n, f in fid.items()
+        if f
+        for tool, v in (f.get("by_tool") or {}).items()
+    ]
+    if other:
+        parts.append(
+            "\nOther tools: the results the policy wrote against the real tool on the same arguments:\n\n"
+            + table(
+                ["model", "tool", "calls", "refused", "exact", "gold in written", "gold in real", "result F1"], other
+            )
+        )
 
     parts.append("\n## RL reward on fixed training questions (before vs after each RL stage)\n\n")
     probes = {p.parent.name: read(p) for p in sorted(Path(cfg.reward_probe_root).glob("*/reward_probe.json"))}

@@ -19,6 +19,12 @@ both were right alike, which have no pair: searching there gains nothing). Point
 right are left out and counted. More held-out questions (``curate.eval_questions``) and a point per
 search call (``curate.decision_points=every``) draw more of either kind.
 
+With tools beyond search (``search.tools``), a call of any tool ends the step as "search" (acting), and each
+point carries the tool its acting side called: the pair's acting side, or with ``points=branches`` one point per
+forced tool (``force`` = search, ``force-TOOL``) against the same no-tool branches, so a point appears once per
+tool. Each model's ``by_tool`` then holds the rates below per tool, at that tool's points, acting meaning a call
+of that tool.
+
 Per model, each rate with n and a 95% bootstrap interval:
   search_when_needed   share of needed points where it searched (under_trigger = 1 - it)
   answer_when_sufficed share of sufficed points where it answered
@@ -138,12 +144,31 @@ def outcome(finish_reason: str) -> str:
 
 
 def heldout_points(pairs_path: str | Path, eval_questions: str | Path) -> list[dict]:
-    """The pairs whose question is in the curated eval split, each with its label."""
+    """The pairs whose question is in the curated eval split, each with its label (a pair between two tools
+    says which tool, not whether to act: left out)."""
     import polars as pl
 
     held = pl.read_parquet(eval_questions)["id"].to_list()
-    rows = pl.read_parquet(pairs_path).filter(pl.col("question_id").is_in(held)).sort("id").to_dicts()
-    return [dict(r, label=LABELS[r["direction"]]) for r in rows]
+    rows = (
+        pl.read_parquet(pairs_path)
+        .filter(pl.col("question_id").is_in(held) & pl.col("direction").is_in(list(LABELS)))  # not tool-vs-tool
+        .sort("id")
+        .to_dicts()
+    )
+    return [dict(r, label=LABELS[r["direction"]], tool=acting_tool(r)) for r in rows]
+
+
+def acting_tool(pair: dict) -> str:
+    """The tool a pair's acting side calls (its chosen side in an ``act`` pair, the rejected one otherwise)."""
+    text = pair["chosen"] if pair["direction"] == "act" else pair["rejected"]
+    calls = get_format(pair["format"]).parse(text).calls
+    return calls[0][0] if calls else "search"
+
+
+def called_tool(ep, fmt) -> str | None:
+    """The tool of the call that ended a forbidden episode (its last call), or None."""
+    calls = fmt.parse(ep.completion).calls
+    return calls[-1][0] if ep.finish_reason == "forbidden_search" and calls else None
 
 
 def branch_points(
@@ -158,13 +183,21 @@ def branch_points(
     scored = pl.read_parquet(branches, columns=["id", "question_id", *point, "kind", "correct", "kept"]).filter(
         pl.col("question_id").is_in(held)
     )
+    kept = scored.filter("kept")
+    forbid = (
+        kept.filter(pl.col("kind") == "forbid").group_by(point).agg(no_act=pl.col("correct").mean(), ids0=pl.col("id"))
+    )
+    # one point per forced tool (kind force = search, force-TOOL), each against the same no-tool branches
     rates = (
-        scored.filter("kept")
-        .group_by(point)
-        .agg(
-            act=pl.col("correct").filter(pl.col("kind") == "force").mean(),
-            no_act=pl.col("correct").filter(pl.col("kind") == "forbid").mean(),
-            ids=pl.col("id"),
+        kept.filter(pl.col("kind") != "forbid")
+        .group_by(*point, "kind")
+        .agg(act=pl.col("correct").mean(), ids1=pl.col("id"))
+        .join(forbid, on=point, how="full", coalesce=True)
+        .with_columns(
+            tool=pl.when(pl.col("kind") == "force")
+            .then(pl.lit("search"))
+            .otherwise(pl.col("kind").str.strip_prefix("force-")),
+            ids=pl.concat_list(pl.col("ids0").fill_null([]), pl.col("ids1").fill_null([])),
         )
     )
     both = rates.drop_nulls(["act", "no_act"])
@@ -181,8 +214,8 @@ def branch_points(
         for r in pl.from_arrow(read_table(path)).filter(pl.col("id").is_in(list(ids))).to_dicts()
     }
     points, mismatched = [], 0
-    for p in labelled.drop_nulls("label").sort(point).to_dicts():
-        found = [rows[i] for i in sorted(p["ids"]) if i in rows]
+    for p in labelled.drop_nulls("label").sort(*point, "tool").to_dicts():
+        found = [rows[i] for i in sorted(p["ids"]) if i in rows]  # this tool's forced branches and the no-tool ones
         shared = {
             (r["prompt"], tuple((s["kind"], s["text"]) for s in r["segments"][: p["decision_index"]])) for r in found
         }
@@ -192,7 +225,7 @@ def branch_points(
         first = found[0]
         points.append(
             {
-                "id": f"{p['parent_id']}:{p['decision_index']}",
+                "id": f"{p['parent_id']}:{p['decision_index']}" + ("" if p["tool"] == "search" else f":{p['tool']}"),
                 "question_id": first["question_id"],
                 "question": first["question"],
                 "format": first["format"],
@@ -200,6 +233,7 @@ def branch_points(
                 "prefix": first["segments"][: p["decision_index"]],
                 "decision_index": p["decision_index"],
                 "label": p["label"],
+                "tool": p["tool"],
                 "act_rate": p["act"],
                 "no_act_rate": p["no_act"],
             }
@@ -213,7 +247,7 @@ def branch_points(
             "missing_valid_kind": rates.height - both.height,
             "no_branch_right": labelled["label"].null_count(),
             "prefix_mismatch": mismatched,
-            "no_valid_branch": scored.select(point).unique().height - rates.height,
+            "no_valid_branch": scored.select(point).unique().height - rates.select(point).unique().height,
         },
     }
     return points, counts
@@ -239,8 +273,9 @@ def side_notes(needed: int, sufficed: int, min_n: int, source: str) -> list[str]
     return notes
 
 
-def continue_one_step(points: Sequence[dict], engine, tokenizer, max_tokens: int) -> list[str]:
-    """Each point's outcome when the model continues its prefix with search forbidden."""
+def continue_one_step(points: Sequence[dict], engine, tokenizer, max_tokens: int) -> list[tuple[str, str | None]]:
+    """Each point's outcome when the model continues its prefix with every tool forbidden, and the tool it
+    called (None when it did not)."""
 
     if not points:
         return []
@@ -256,7 +291,22 @@ def continue_one_step(points: Sequence[dict], engine, tokenizer, max_tokens: int
         for p in points
     ]
     drive(episodes, engine, None, fmt, Budget(max_actions=0, max_tokens=max_tokens))
-    return [outcome(ep.finish_reason) for ep in episodes]
+    return [(outcome(ep.finish_reason), called_tool(ep, fmt)) for ep in episodes]
+
+
+def by_tool(
+    points: Sequence[dict], results: Sequence[tuple[str, str | None]], tools: Sequence[str], resamples: int
+) -> dict:
+    """Per tool, the rates at the points labelled for it (its forced branches against the no-tool ones),
+    where acting means calling that tool (a call of another tool counts as neither)."""
+    out = {}
+    for tool in tools:
+        mine = [
+            (p["label"], o, t) for p, (o, t) in zip(points, results, strict=True) if p.get("tool", "search") == tool
+        ]
+        outcomes = ["search" if t == tool else "neither" if o == "search" else o for _, o, t in mine]
+        out[tool] = when_rates([label for label, _, _ in mine], outcomes, resamples)
+    return out
 
 
 def model_folder(name: str, runs_dir: str) -> str:
@@ -284,12 +334,15 @@ def run(cfg: WhenToActConfig) -> dict:
         "eval_questions": cfg.eval_questions,
         "models": {},
     }
+    tools = sorted({p.get("tool", "search") for p in points})
     for name in cfg.models:
         engine, tok = load_policy(model_folder(name, cfg.runs_dir), 0.0, cfg.dtype, "hf")
-        outcomes = continue_one_step(points, engine, tok, cfg.max_tokens)
+        results = continue_one_step(points, engine, tok, cfg.max_tokens)
+        outcomes = [o for o, _ in results]
         result["models"][name] = {
             **when_rates(labels, outcomes, cfg.bootstrap),
             "outcomes": {o: outcomes.count(o) for o in ("search", "answer", "neither")},
+            "by_tool": by_tool(points, results, tools, cfg.bootstrap) if tools != ["search"] else {},
         }
     write_json(cfg.out, result)
     return result

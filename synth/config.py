@@ -24,12 +24,13 @@ from typing import Sequence
 from coa.environment import SearchEnvConfig
 from coa.formats import FORMAT
 from coa.prompts import PromptConfig
+from coa.trajectory import branch_tool
 from synth.reference import ReferenceConfig
 from synth.serve import VLLMServerConfig
 from synth.teacher import TeacherConfig
 
 MODES = ("cot", "coa", "branch")
-BRANCH_KINDS = ("forbid", "force")
+BRANCH_KINDS = ("forbid", "force")  # the default; force-TOOL forces a call of another enabled tool
 PICKS_AN_LLM = ("teacher.base_url", "teacher.api", "teacher.model")  # command-line keys that name an LLM teacher
 
 
@@ -55,7 +56,11 @@ class SynthConfig:
         default="", metadata={"help": "branch mode: parquet (file or shard folder) of decision rows"}
     )
     branches: list = field(
-        default_factory=lambda: list(BRANCH_KINDS), metadata={"help": "branch kinds to write: forbid, force"}
+        default_factory=lambda: list(BRANCH_KINDS),
+        metadata={
+            "help": "branch kinds to write: forbid (no tool), force (a search), force-TOOL (a call of TOOL, one of "
+            "search.tools): e.g. [forbid, force, force-open]"
+        },
     )
     n: int = field(default=1, metadata={"help": "samples per question (branch: per decision and kind)"})
 
@@ -125,9 +130,15 @@ class SynthConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if isinstance(self.branches, str):
             self.branches = [b.strip() for b in self.branches.split(",") if b.strip()]
-        bad = [b for b in self.branches if b not in BRANCH_KINDS]
-        if bad or not self.branches:
-            raise ValueError(f"branches must be a non-empty subset of {BRANCH_KINDS}, got {self.branches}")
+        if not self.branches or len(set(self.branches)) < len(self.branches):
+            raise ValueError(f"branches must list branch kinds, each once, got {self.branches}")
+        for kind in self.branches:
+            tool = branch_tool(kind)
+            if tool is not None and tool not in self.search.tools:
+                raise ValueError(
+                    f"branches: {kind!r} forces {tool!r}, which is not an enabled tool "
+                    f"(search.tools: {', '.join(self.search.tools)})"
+                )
         for name in ("n", "concurrency", "rows_per_shard"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -4,7 +4,8 @@
 * ``branch_jobs``    branch: each decision row (a parent trajectory truncated to its prefix, mode
                      "decision") is continued ``n`` times per kind:
                      ``forbid`` tool use forbidden (a search call ends the branch, "forbidden_search");
-                     ``force``  the continuation is prefilled with the search-open tag.
+                     ``force``  the continuation is prefilled with the search-open tag;
+                     ``force-TOOL`` with the opening of a call of TOOL (``FormatPreset.call_opening``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pyarrow as pa
 
 from coa.formats import FormatPreset
 from coa.prompts import PromptConfig, prompt_hash, prompt_id, render_prompt
-from coa.trajectory import read_table, row_id
-from synth.reference import TEACHER_NAME, TEMPLATE_VERSION
+from coa.trajectory import branch_tool, read_table, row_id
+from synth.reference import FORCEABLE, TEACHER_NAME, TEMPLATE_VERSION
 
 TOOLS = {"cot": "forbid", "coa": "real"}
 
@@ -114,8 +115,14 @@ def branch_jobs(
     teacher_kind: str = "llm",
     tokenizer=None,
 ) -> list[Job]:
-    """Jobs continuing each decision prefix; ``kinds`` ⊆ {"forbid", "force"}. With ``tokenizer``
+    """Jobs continuing each decision prefix, per branch kind (``coa.trajectory.branch_tool``). With ``tokenizer``
     (the branching policy's), each prefix is first aligned to a token boundary (``align_to_tokens``)."""
+    unforceable = [k for k in kinds if teacher_kind == "reference" and branch_tool(k) not in (None, *FORCEABLE)]
+    if unforceable:
+        raise ValueError(
+            f"branches: the reference teacher completes forced calls of {', '.join(FORCEABLE)} only, not "
+            f"{', '.join(unforceable)}: leave them out, or use an LLM teacher"
+        )
     rows = decisions.to_pylist() if isinstance(decisions, pa.Table) else list(decisions)
     jobs, first_row = [], {}
     for i, row in enumerate(rows, start=1):
@@ -138,7 +145,8 @@ def branch_jobs(
         pid, phash = teacher_prompt(row.get("prompt_id") or "", row.get("prompt_hash") or "", teacher_kind)
         for kind in kinds:
             branch_id = f"{row['parent_id']}:{len(prefix)}:{kind}"
-            tools, prefill = ("forbid", "") if kind == "forbid" else ("real", gap + fmt.search_open + fmt.inner_pad)
+            tool = branch_tool(kind)
+            tools, prefill = ("forbid", "") if tool is None else ("real", gap + fmt.call_opening(tool))
             jobs += [
                 Job(
                     question,

@@ -15,7 +15,9 @@ Evidence (``metadata`` of a FlashRAG question row; any that is present is used)
 CoA policy (``tools=real``): the first search is the question; after each observation, if the text
 retrieved so far states a gold answer (or, for yes/no golds, every evidence item was retrieved) it
 answers with it, quoting the sentence; otherwise it searches the title or sub-question of the first
-evidence item not retrieved yet; with nothing left to search and ``open`` enabled (``search.tools``), it
+evidence item not retrieved yet; on a temporal comparison ("which … first, A or B?") whose two documents it has
+retrieved, with ``python`` enabled, it writes code comparing the first year each states, runs it in the
+sandbox, and answers what it printed; with nothing left to search and ``open`` enabled (``search.tools``), it
 opens an evidence document that a search returned cut short (``search.snippet_tokens``) and reads it;
 with nothing left to do it answers from what it found (the top title), and that row is scored like any
 other. Observations are whatever the real searcher (and the ``open`` tool) returned.
@@ -25,7 +27,8 @@ remembers each evidence paragraph with probability ``memory`` (seeded per questi
 when what it remembers states the gold answer, and guesses otherwise. A partial memory is what makes
 the CoT×CoA analysis informative: questions land in all four cells and pairs exist in both directions.
 
-Forced branches (a search-open prefill) continue with the next evidence query.
+Forced branches (a search-open prefill) continue with the next evidence query; a forced ``open`` (``force-open``)
+reads the evidence document a search cut short or has not returned yet.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from coa.tools.open_doc import read_page
 
 TEACHER_NAME = "reference"
 TEMPLATE_VERSION = "reference-v2"  # bump when the templates below change (goes into prompt_hash)
+FORCEABLE = ("search", "open")  # the tools whose forced calls (force, force-open branches) it completes
 _YES_NO = {"yes", "no"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -200,6 +204,33 @@ def opened_page(observation: dict, fmt: FormatPreset) -> tuple[str, str]:
     return read_page(text[start + len(fmt.response_open) : end])
 
 
+_CHOICE = re.compile(r",\s*(?:the\s+)?(.+?)\s+or\s+(?:the\s+)?(.+?)\s*\?\s*$", re.IGNORECASE)
+_YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
+# which of two a temporal comparison asks for: the earlier (min) or the later (max) year
+_EARLIER = re.compile(r"\b(first|earlier|earliest|older|oldest|before)\b", re.IGNORECASE)
+_LATER = re.compile(r"\b(later|latest|last|younger|youngest|newer|newest|more recent|most recent)\b", re.IGNORECASE)
+
+
+def comparison_code(question: str, texts_by_title: dict[str, str]) -> str | None:
+    """Code that answers a temporal "which … first, A or B?" question from the first year each one's evidence
+    states; None when the question is not one, or a year is missing."""
+    choice = _CHOICE.search(question)
+    pick = "min" if _EARLIER.search(question) else "max" if _LATER.search(question) else None
+    if not choice or not pick:
+        return None
+    years = {}
+    for option in choice.groups():
+        key = _norm(option)
+        text = next((t for title, t in texts_by_title.items() if _norm(title) == key), None)
+        year = _YEAR.search(text) if text else None
+        if not year:
+            return None
+        years[option.strip()] = int(year.group(1))
+    if len(set(years.values())) < 2:
+        return None
+    return f"years = {years!r}\nprint({pick}(years, key=years.get))"
+
+
 def _quote(sentence: str, limit: int = 300) -> str:
     return '"' + " ".join(sentence.split())[:limit].rstrip() + '"'
 
@@ -254,6 +285,28 @@ class ReferencePolicy:
                 if evidence and title not in opened and text.rstrip().endswith(ELLIPSIS.strip()):
                     return title
         return None
+
+    def _texts_by_title(self) -> dict[str, str]:
+        """Each retrieved document's text by its title (an opened page's text for its document)."""
+        out: dict[str, str] = {}
+        for obs in self._observations():
+            title, page = opened_page(obs, self.fmt)
+            if title:
+                out[title] = page
+            elif (obs.get("tool") or "search") == "search":
+                for t, text in self.fmt.documents(obs["text"]):
+                    out.setdefault(t, text)
+        return out
+
+    def _computed(self) -> str | None:
+        """What the last ``python`` call printed, if it ran cleanly."""
+        runs = [o for o in self._observations() if o.get("tool") == "python"]
+        if not runs or runs[-1].get("error"):
+            return None
+        text = runs[-1]["text"]
+        start, end = text.find(self.fmt.response_open), text.rfind(self.fmt.response_close)
+        out = text[start + len(self.fmt.response_open) : end].strip() if 0 <= start < end else ""
+        return out.splitlines()[0].strip() if out else None
 
     def _top_titles(self) -> list[str]:
         """The titles of the last observation, best first."""
@@ -325,9 +378,26 @@ class ReferencePolicy:
         guess = "no" if yes_no else (remembered[0][0].title if remembered and remembered[0][0].title else "unknown")
         return f"I do not recall enough to be sure. My best guess is {guess}.", guess
 
-    def _forced(self, written: str) -> bool:
-        """The step so far ends in a search-open tag the toolkit wrote (a forced branch)."""
-        return written.endswith((self.fmt.search_open, self.fmt.search_open + self.fmt.inner_pad))
+    def _forced(self, written: str) -> str | None:
+        """The tool whose call the toolkit opened at the end of the step so far (a forced branch), or None."""
+        return self.fmt.forced_tool(written)
+
+    def _open_target(self) -> str:
+        """The document a forced ``open`` reads: one a search cut short, else the first evidence document no
+        search has returned, else the last search's top result, else the question's first evidence."""
+        ids, titles, _ = self._retrieved()
+        missing = [e.title for e in self.evidence if e.title and e.title not in titles and e.doc_id not in ids]
+        top = self._top_titles()
+        return self._to_open() or next(iter(missing), None) or next(iter(top), None) or self.q["question"]
+
+    def _finish_forced_call(self, tool: str) -> str:
+        """The rest of a forced call of ``tool`` after its prefill (``FormatPreset.call_opening``)."""
+        if tool not in FORCEABLE:
+            raise ValueError(
+                f"the reference teacher cannot complete a forced {tool!r} call (it writes search and open calls): "
+                f"leave force-{tool} out of synth.branches, or use an LLM teacher"
+            )
+        return self.fmt.tool_call("open", {"doc": self._open_target()})[len(self.fmt.call_opening("open")) :]
 
     def next_step(self, written: str) -> str:
         """The text of the next step from its start (after the last observation); ``written`` is what the
@@ -341,6 +411,20 @@ class ReferencePolicy:
                 "I need facts I cannot be sure of. I will search for the question first.", True
             ) + f.search_call(self.q["question"])
         query = self._next_query()
+        computed = self._computed()
+        if computed and not forced:
+            return self._block(f"The code compared the years: {computed}. So the answer is {computed}.", False) + (
+                self._answer(computed)
+            )
+        code = (
+            comparison_code(self.q["question"], self._texts_by_title())
+            if "python" in self.tools and not forced and self.ep.n_actions < self.max_actions
+            else None
+        )
+        if code:
+            return self._block("The results give a year for each. I will compare them in code.", False) + f.tool_call(
+                "python", {"code": code}
+            )
         reasoning, answer, grounded = self._grounded_answer()
         if grounded and not forced:
             return self._block(reasoning, False) + self._answer(answer)
@@ -351,7 +435,7 @@ class ReferencePolicy:
             return self._block(f"The result on {cut} is cut short. I will open it and read on.", False) + f.tool_call(
                 "open", {"doc": cut}
             )
-        if forced:  # a forced search with nothing left to look up: search the question again
+        if forced == "search":  # a forced search with nothing left to look up: search the question again
             return self._block("I will check the question once more.", False) + f.search_call(self.q["question"])
         return self._block(reasoning, False) + self._answer(answer)
 
@@ -377,8 +461,11 @@ class ReferencePolicy:
         """Continue a decision prefix, which ends where a search call would start (plus any forced tag)."""
         f = self.fmt
         query = self.q["question"] if not self._observations() else (self._next_query() or self.q["question"])
-        if self._forced(written):  # finish the forced call
+        forced = self._forced(written)
+        if forced == "search":  # finish the forced call
             return f"{query}{f.inner_pad}{f.search_close}"
+        if forced:
+            return self._finish_forced_call(forced)
         if self.ep.tools == "forbid":
             reasoning, answer = self._memory_answer()
             return self._block("Instead of searching, I answer from memory. " + reasoning, False) + self._answer(answer)

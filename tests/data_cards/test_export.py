@@ -6,6 +6,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from coa.formats import get_format, result_text
 from coa.questions import DEFAULT_QUESTIONS, load_questions
@@ -106,6 +107,17 @@ def test_trl_tools_carries_every_tool_and_rebuilds_the_text():
         assert (function["name"], json.loads(function["arguments"])) == (name, args)
         assert call["content"] + fmt.tool_call(name, args) == step and result["content"] == body
     assert got["messages"][-1] == {"role": "assistant", "content": segments[-1]["text"]}
+    # the same row in LLaMA-Factory's function-call layout: the thought in think tags before each call's JSON
+    (lf,) = formats.llamafactory_tools([row])
+    assert [m["role"] for m in lf["messages"]] == ["user"] + ["function_call", "observation"] * 3 + ["assistant"]
+    for call, result, (name, args), body in zip(lf["messages"][1:-1:2], lf["messages"][2:-1:2], calls, bodies):
+        thought, _, payload = call["content"].partition("\n</think>\n\n")
+        assert thought == f"<think>\nNext I use {name}."
+        assert json.loads(payload) == {"name": name, "arguments": args} and result["content"] == body
+    assert lf["messages"][-1] == got["messages"][-1] and lf["tools"] == got["tools"]
+    info = formats.llamafactory_dataset_info({"tools_coa": "tools_coa.json"})["autocoa_tools_coa"]
+    assert info["columns"] == {"messages": "messages", "tools": "tools"}
+    assert (info["tags"]["function_tag"], info["tags"]["observation_tag"]) == ("function_call", "observation")
 
 
 def test_llamafactory_files_in_autocoa_shape(curate_run, tmp_path):
@@ -137,6 +149,12 @@ def test_verl_parquet_round_trips_to_questions(tmp_path, curate_run):
     row = table.slice(0, 1).to_pylist()[0]
     assert row["reward_model"]["style"] == "rule" and row["extra_info"]["split"] == "test" and row["ability"]
     assert row["data_source"] == "hotpotqa" and questions[0]["question"] in row["prompt"][0]["content"]
+    # verl's tool config beside it: the enabled tools (search by default), each this toolkit's tool behind verl's
+    # BaseTool contract (tests/data_cards/test_verl_tool.py runs it)
+    config = yaml.safe_load((tmp_path / "verl" / "tool_config.yaml").read_text())
+    (entry,) = config["tools"]
+    assert entry["class_name"] == "data_cards.verl_tool.VerlTool" and entry["config"]["tool"] == "search"
+    assert entry["tool_schema"] == tool_class("search").schema() and entry["config"]["type"] == "native"
     run_export(tmp_path / "back", curate_run, "to=questions", f"input={tmp_path / 'verl' / 'test.parquet'}")
     back = [json.loads(line) for line in (tmp_path / "back" / "questions.jsonl").read_text().splitlines()]
     assert [(b["id"], b["question"], b["golden_answers"]) for b in back] == [

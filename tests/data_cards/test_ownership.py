@@ -47,7 +47,7 @@ def test_export_rewrites_its_own_folder_and_records_every_split(tmp_path, questi
     assert verl(question_file, out, "split=test") == 0
     assert json.loads((out / OWNER_FILE).read_text()) == {
         "tool": "data_cards.export to=verl",
-        "files": ["test.parquet", "train.parquet"],
+        "files": ["test.parquet", "tool_config.yaml", "train.parquet"],
     }
     assert export.main(["to=questions", f"input={out / 'test.parquet'}", f"out={out}"]) == 2  # another format's
 

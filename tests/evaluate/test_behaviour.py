@@ -372,6 +372,27 @@ def test_branch_points_label_both_sides(branch_files):
     assert (h1["act_rate"], h1["no_act_rate"]) == (1.0, 0.0) and points[3]["no_act_rate"] == 0.5
 
 
+def test_branch_points_one_per_forced_tool(tmp_path):
+    """A point branched three ways (no tool, a forced search, a forced open) is labelled once per tool, each
+    forced tool against the same no-tool branches: here search did not help (both wrong) and open did."""
+    spec = [("force", False), ("force-open", True), ("forbid", False)]
+    trajectories, scores = [], []
+    for i, (kind, correct) in enumerate(spec):
+        t, s = _branch("pg", 2, kind, i, correct, "g1")
+        trajectories.append(t)
+        scores.append(s)
+    write_trajectories(tmp_path / "branch" / "part-0.parquet", trajectories)
+    pl.DataFrame(scores).write_parquet(tmp_path / "branches.parquet")
+    pl.DataFrame({"id": ["g1"]}).write_parquet(tmp_path / "eval_questions.parquet")
+    points, counts = branch_points(
+        tmp_path / "branches.parquet", [tmp_path / "branch"], tmp_path / "eval_questions.parquet"
+    )
+    assert [(p["id"], p["tool"], p["label"], p["act_rate"], p["no_act_rate"]) for p in points] == [
+        ("pg:2:open", "open", "needed", 1.0, 0.0)
+    ]
+    assert counts["decision_points"] == 1 and counts["left_out"]["no_branch_right"] == 1  # search's: none right
+
+
 def test_a_side_below_min_n_is_said():
     notes = side_notes(13, 0, 30, "pairs")
     assert len(notes) == 2

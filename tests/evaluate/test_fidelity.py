@@ -14,8 +14,9 @@ from coa.formats import SEARCH_R1
 from coa.search.types import Doc
 from evaluate import fidelity as probe_module
 from coa.model import load_policy
+from coa.questions import load_questions
 from evaluate.fidelity import FidelityConfig, observation_body, probe, written_calls
-from evaluate.fidelity_metrics import Call, containment, corpus_store, fidelity, hallucinated
+from evaluate.fidelity_metrics import Call, containment, corpus_store, fidelity, hallucinated, tool_fidelity
 
 REAL = [
     ("Maria Golovin", "Maria Golovin is an English language opera by Gian Carlo Menotti."),
@@ -78,7 +79,23 @@ def test_no_search_call_gives_n_0_and_no_division():
 def test_written_calls_pair_each_search_with_the_observation_the_model_wrote():
     obs = SEARCH_R1.observation([Doc("x", '"Paris"\nParis is the capital.')])
     text = f"<think>\n<search>capital of France</search>{obs}<search>unanswered</search></think><answer>Paris</answer>"
-    assert written_calls(text, SEARCH_R1) == [("capital of France", obs.strip())]
+    assert written_calls(text, SEARCH_R1) == [("search", "capital of France", obs.strip())]
+    call = SEARCH_R1.tool_call("open", {"doc": "Paris"})
+    page = SEARCH_R1.tool_result("Paris (page 1 of 1)\nParis is the capital.")
+    assert written_calls(f"<think>\n{call}{page}</think><answer>Paris</answer>", SEARCH_R1) == [
+        ("open", '{"name": "open", "arguments": {"doc": "Paris"}}', page.strip())
+    ]
+
+
+def test_a_tool_result_written_as_the_real_one_is_exact_and_a_refused_call_is_not_compared():
+    got = tool_fidelity(
+        ["Paris is the capital.", "Lyon is the capital.", "anything"],
+        ["Paris is the capital.", "Paris is the capital.", None],
+        [["Paris"], ["Paris"], ["Paris"]],
+    )
+    assert (got["calls"], got["refused"]) == (3, 1)
+    assert got["exact"] == {"rate": 0.5, "n": 2} and 0.5 < got["result_f1"]["mean"] < 1.0
+    assert got["gold_in_written"] == {"rate": 0.5, "n": 2} and got["gold_in_real"] == {"rate": 1.0, "n": 2}
 
 
 class CopyingEngine:
@@ -135,6 +152,43 @@ def test_probe_of_a_perfect_world_model(tmp_path, index_dir, tokenizer, searcher
     assert got["titles_in_topk"] == {"rate": 1.0, "n": 6}
     assert json.loads((tmp_path / "fid" / "fidelity.json").read_text())["calls"] == 2
     assert len((tmp_path / "fid" / "calls.jsonl").read_text().splitlines()) == 2
+
+
+class OpeningEngine:
+    """Opens the question's top search result by id; once the environment has opened the result, writes the
+    real page for the first question and a wrong one for the second: open's fidelity must be exact on one."""
+
+    name = "open"
+
+    def __init__(self, tokenizer, searcher, box, first: str):
+        self.tok, self.searcher, self.box, self.first = tokenizer, searcher, box, first
+
+    async def generate(self, request):
+        question = request.episode.question
+        doc = self.searcher.search([question["question"]], 1)[0][0].id
+        last = request.episode.segments[-1]
+        if last["kind"] == "prefill" and last["text"] == SEARCH_R1.response_opening:
+            real = question["id"] == self.first
+            body = self.box.call("open", {"doc": doc}).text if real else "A page about something else."
+            text = SEARCH_R1.tool_result(body)[len(SEARCH_R1.response_opening) :] + "</think><answer>x</answer>"
+        else:
+            text = SEARCH_R1.tool_call("open", {"doc": doc})
+        return Generation(text, "stop", token_ids=self.tok.encode(text, add_special_tokens=False), eos=True)
+
+    async def close(self):
+        pass
+
+
+def test_probe_compares_a_written_page_with_the_real_one(tmp_path, index_dir, tokenizer, searcher, monkeypatch):
+    cfg = _cfg(tmp_path, index_dir, search={"tools": ["search", "open"]})
+    box = cfg.search.toolbox(SEARCH_R1, searcher=searcher, tokenizer=tokenizer)
+    engine = OpeningEngine(tokenizer, searcher, box, first=load_questions(cfg.questions, limit=1)[0]["id"])
+    monkeypatch.setattr(probe_module, "load_policy", lambda *a: (engine, tokenizer))
+    got = probe(cfg)
+    assert got["calls"] == 0 and got["search_calls"] == 0  # no search call: the search rates have n = 0
+    opened = got["by_tool"]["open"]
+    assert (opened["calls"], opened["refused"]) == (2, 0)
+    assert opened["exact"] == {"rate": 0.5, "n": 2} and opened["result_f1"]["n"] == 2
 
 
 @pytest.mark.slow

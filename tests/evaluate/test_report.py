@@ -80,7 +80,16 @@ def test_report_page(tmp_path, monkeypatch):
                 "notes": ["over-trigger: n = 4 points where memory sufficed"],
                 "models": {
                     "sft2": {
-                        k: rate for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")
+                        **{
+                            k: rate
+                            for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")
+                        },
+                        "by_tool": {
+                            "open": {
+                                k: {"rate": 0.25, "n": 4, "ci95": [0.0, 0.75]}
+                                for k in ("search_when_needed", "under_trigger", "answer_when_sufficed", "over_trigger")
+                            }
+                        },
                     }
                 },
             }
@@ -102,7 +111,12 @@ def test_report_page(tmp_path, monkeypatch):
     from evaluate.fidelity_metrics import fidelity
 
     (tmp_path / "runs/fidelity/rl1").mkdir(parents=True)
-    (tmp_path / "runs/fidelity/rl1/fidelity.json").write_text(json.dumps(fidelity([], {}, search_calls=97)))
+    from evaluate.fidelity_metrics import tool_fidelity
+
+    opened = tool_fidelity(["Paris is the capital.", "Lyon"], ["Paris is the capital.", None], [["Paris"], ["Paris"]])
+    (tmp_path / "runs/fidelity/rl1/fidelity.json").write_text(
+        json.dumps({**fidelity([], {}, search_calls=97), "by_tool": {"open": opened}})
+    )
     (tmp_path / "runs/reward_probe/rl2").mkdir(parents=True)
     models = {"before": {"reward": 0.1, "search_calls": 1.0}, "after": {"reward": 0.25, "search_calls": 1.5}}
     (tmp_path / "runs/reward_probe/rl2/reward_probe.json").write_text(
@@ -162,6 +176,8 @@ def test_report_page(tmp_path, monkeypatch):
     assert "Points (branches): n = 4 where search was needed" in page and "- over-trigger: n = 4 points" in page
     assert "With n = 100 held-out questions, the smallest EM difference detectable" in page
     assert "| sft2 | 0.50 [0.00, 1.00] (n=4)" in page and "| sft3 | not probed" in page
+    assert "| sft2 | open | 0.25 (n=4) | 0.25 (n=4) | 0.25 (n=4) | 0.25 (n=4) |" in page  # when to act, per tool
+    assert "| rl1 | open | 2 | 1 | 1.00 (n=1) | 1.00 (n=1) | 1.00 (n=1) | 1.00 |" in page  # fidelity, per tool
     assert "| best trained stage's EM ≥ 0.25 | sft2: 0.150 [" in page and "| n = 100 | missed by 0.100 |" in page
     assert "| searches per bridge question ≥ 1.5 (answering models) | sft1: 2.00 | sft1 2.00; sft2 2.00 | met |" in page
     assert "| rl2 against its start | – | not evaluated | unmeasured |" in page

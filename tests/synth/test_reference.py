@@ -124,6 +124,39 @@ def test_with_snippets_and_open_the_teacher_reads_what_the_search_cut(index_dir,
     assert opened >= N // 4 and em["open"] > em["search"], (opened, em)
 
 
+def test_with_python_the_teacher_computes_temporal_comparisons(index_dir, tmp_path):
+    """With ``python`` enabled, on "which … first, A or B?" questions the teacher writes code comparing the first
+    year each retrieved document states, the real sandbox runs it, and the answer is what it printed."""
+    from synth.reference import _CHOICE, _EARLIER, _LATER
+
+    pool = load_questions(DEFAULT_QUESTIONS)
+    temporal = [
+        q
+        for q in pool
+        if _CHOICE.search(q["question"]) and (_EARLIER.search(q["question"]) or _LATER.search(q["question"]))
+    ]
+    write_questions(tmp_path / "q.jsonl", temporal[:16])
+    env = {"index": str(index_dir), "max_actions": 3, "max_tokens": 512, "tools": ["search", "python"]}
+    run(config(index_dir, tmp_path / "coa", tmp_path / "q.jsonl", search=env))
+    rows = read_trajectories(tmp_path / "coa")
+    computed = 0
+    for t in rows:
+        assert t.parse().well_formed, t.parse().errors
+        runs = [s for s in t.segments if s.get("tool") == "python"]
+        if not runs:
+            continue
+        (ran,) = runs
+        assert ran["error"] == "" and "print(" in json.loads(ran["args"])["code"]
+        printed = ran["text"].split(get_format("search_r1").response_open)[1].split("</tool_response>")[0].strip()
+        assert t.answer == printed, (t.answer, printed)
+        computed += 1
+        assert json.loads(t.tool_calls) == {"search": t.n_actions - 1, "python": 1}
+    right = sum(
+        exact_match(t.answer, t.golden_answers) for t in rows if any(s.get("tool") == "python" for s in t.segments)
+    )
+    assert computed >= len(rows) // 3 and right >= computed / 2, (computed, right, len(rows))  # 7 and 5 of 16
+
+
 @pytest.mark.slow
 def test_cot_is_closed_book_and_memory_is_seeded(index_dir, coa_rows):
     _, _, d = coa_rows

@@ -36,8 +36,14 @@ def decision(**over) -> dict:
 def test_config_rejects_bad_values_and_unknown_keys():
     with pytest.raises(ValueError, match="mode must be one of"):
         SynthConfig(mode="sft")
-    with pytest.raises(ValueError, match=r"branches must be a non-empty subset of \('forbid', 'force'\)"):
+    with pytest.raises(ValueError, match=r"branch kind 'maybe': expected forbid, force \(search\) or force-TOOL"):
         SynthConfig(branches="forbid,maybe")
+    with pytest.raises(ValueError, match="branches must list branch kinds, each once"):
+        SynthConfig(branches="forbid,forbid")
+    with pytest.raises(
+        ValueError, match=r"'force-open' forces 'open', which is not an enabled tool \(search.tools: search\)"
+    ):
+        SynthConfig(branches="forbid,force-open")
     with pytest.raises(ValueError, match="unknown key 'temprature'; valid keys: mode, questions"):
         load_config(SynthConfig, None, ["temprature=0.5"])
     cfg = load_config(
@@ -58,6 +64,26 @@ def test_branch_jobs_keys_prefill_and_tools():
     ]
     assert jobs[0].id == row_id("q1", "branch", 0, "p1:1:forbid")
     assert len({j.id for j in jobs}) == 4
+
+
+@pytest.mark.parametrize("name", ["autocoa", "search_r1"])
+def test_a_forced_tool_is_prefilled_with_its_call_opening(name):
+    fmt = get_format(name)
+    (job,) = branch_jobs([decision(format=name)], n=1, kinds=["force-open"], fmt=fmt, teacher_kind="llm")
+    assert (job.branch_id, job.tools) == ("p1:1:force-open", "real")
+    # the prefill is the call as the policy would write it, cut before its arguments
+    call = fmt.tool_call("open", {"doc": "Paris"})
+    assert call.startswith(job.prefill) and call[len(job.prefill) :].startswith('{"doc"')
+    assert fmt.forced_tool("I will read it. " + job.prefill) == "open"
+    assert fmt.forced_tool("I will read it. " + fmt.call_opening("search")) == "search"
+    assert fmt.forced_tool(call) is None and fmt.forced_tool("no call") is None
+
+
+def test_the_reference_teacher_refuses_a_forced_call_it_cannot_write():
+    with pytest.raises(
+        ValueError, match="the reference teacher completes forced calls of search, open only, not force-python"
+    ):
+        branch_jobs([decision()], 1, ["forbid", "force-python"], get_format("autocoa"), teacher_kind="reference")
 
 
 @pytest.mark.parametrize(
