@@ -123,11 +123,27 @@ def signals_unwind() -> Iterator[None]:
             signal.signal(s, signal.SIG_IGN)
         raise Terminated(signum)
 
+    previous_hook = sys.unraisablehook
+
+    def redeliver(unraisable) -> None:
+        # a signal that lands while a finalizer (``__del__``) runs raises there, where Python swallows the
+        # exception: send it again from another thread, so it is raised once the finalizer (and this hook,
+        # where it would be swallowed too) has returned
+        if isinstance(unraisable.exc_value, Terminated):
+            signal.signal(unraisable.exc_value.signum, unwind)
+            again = threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.signum))
+            again.daemon = True
+            again.start()
+            return
+        previous_hook(unraisable)
+
     for s in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(s) is signal.SIG_DFL:
             installed[s] = signal.signal(s, unwind)
+    sys.unraisablehook = redeliver
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for s, previous in installed.items():
             signal.signal(s, previous)

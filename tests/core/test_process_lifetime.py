@@ -183,6 +183,27 @@ def test_a_signal_while_waiting_for_the_server_stops_it():
     assert wait_gone([], port, 10) == []
 
 
+class SignalledWhileFinalizing:
+    """An object whose finalizer is running when SIGTERM is handled: the signal's exception is raised inside
+    ``__del__``, where Python swallows it (this is how an llvmlite finalizer ate an evaluation's SIGTERM)."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100_000):  # the handler runs here, between bytecodes of the finalizer
+            pass
+
+
+def test_a_signal_swallowed_by_a_finalizer_is_raised_after_it(capsys):
+    hook = sys.unraisablehook
+    with signals_unwind():
+        with pytest.raises(Terminated):
+            finalizing = SignalledWhileFinalizing()
+            del finalizing
+            time.sleep(5)  # without the redelivery the run would go on: the signal was used up in __del__
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and sys.unraisablehook is hook
+
+
 # ---- reuse of a server already on the port -------------------------------------------------------------
 class FakeVLLM:
     """``/health`` and ``/v1/models`` as vLLM answers them (``models=None``: no /v1/models, 404)."""
