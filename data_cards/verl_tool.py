@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import asdict, is_dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -51,8 +52,6 @@ def tool_config(env: SearchEnvConfig, fmt: str = FORMAT) -> dict:
 
 
 def _plain(settings: Any) -> dict:
-    from dataclasses import asdict, is_dataclass
-
     return asdict(settings) if is_dataclass(settings) else dict(settings or {})
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from coa.agent import Episode, Generation, step_text
 from coa.engines import Request, register
-from coa.formats import FormatPreset
+from coa.formats import FormatPreset, result_text
 from coa.score import normalize_answer
 from coa.search.snippets import ELLIPSIS
 from coa.tokenize import encode
@@ -303,9 +303,7 @@ class ReferencePolicy:
         runs = [o for o in self._observations() if o.get("tool") == "python"]
         if not runs or runs[-1].get("error"):
             return None
-        text = runs[-1]["text"]
-        start, end = text.find(self.fmt.response_open), text.rfind(self.fmt.response_close)
-        out = text[start + len(self.fmt.response_open) : end].strip() if 0 <= start < end else ""
+        out = result_text(runs[-1]["text"], self.fmt)
         return out.splitlines()[0].strip() if out else None
 
     def _top_titles(self) -> list[str]:
