@@ -266,9 +266,11 @@ class FormatPreset:
             elif kind in closes:
                 close = closes[kind]
                 end = text.find(close, m.end())
-                if end < 0:
+                reopened = text.rfind(tag, m.end(), end) if end >= 0 else -1
+                if end < 0 or reopened >= 0:
+                    # a call runs from the last opening before its close, as the agent loop reads it
                     errors.append(f"unclosed {tag} at char {start}")
-                    pos = m.end()
+                    pos = reopened if reopened >= 0 else m.end()
                     continue
                 flush(start)
                 inner = text[m.end() : end]

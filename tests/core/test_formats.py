@@ -1,5 +1,6 @@
 import pytest
 
+from coa.agent import search_query
 from coa.formats import AUTOCOA, SEARCH_R1, get_format
 from coa.search.types import Doc
 
@@ -57,6 +58,17 @@ def test_malformed_says_what_is_wrong(text, error):
     assert not parsed.well_formed
     assert any(error in e for e in parsed.errors), parsed.errors
     assert "".join(s.text for s in parsed.steps) == text  # still lossless
+
+
+@pytest.mark.parametrize("fmt", [AUTOCOA, SEARCH_R1])
+def test_a_reopened_call_is_read_from_its_last_opening_as_the_loop_reads_it(fmt):
+    """A model may open a search, ramble and open it again before closing: the query is what the agent
+    loop sends (``search_query``), and the first opening is reported unclosed."""
+    step = f"{fmt.think_open}x {fmt.search_open}Exoplanet\n{fmt.think_open}\n{fmt.search_call('A Venetian')}"
+    parsed = fmt.parse(step)
+    assert parsed.queries == (search_query(step, fmt),) == ("A Venetian",)
+    assert any(f"unclosed {fmt.search_open}" in e for e in parsed.errors)
+    assert "".join(s.text for s in parsed.steps) == step
 
 
 def test_search_r1_malformed():
