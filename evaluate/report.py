@@ -2,6 +2,7 @@
 
     python -m evaluate.report                       # after dvc repro; the `run_report` stage runs it
     python -m evaluate.report out=docs/default_run  # the committed copy of the default run
+    python -m evaluate.report beside=DIR beside_label='search only'  # DIR: another run's metrics/eval_*.json
 
 Sections: the machine, date, commit and the reproducibility settings (seeds, greedy decoding, serving
 dtype); set sizes and synthesis statistics; the curation 2×2; the stage table (EM and F1 with 95%
@@ -30,6 +31,7 @@ from coa.errors import entry_point
 from coa.io import write_text
 from coa.stats import bootstrap_ci, difference_sd, paired_difference, power_statement
 from evaluate.checks import ChecksConfig, as_table
+from evaluate.stats import compact_metrics
 from coa.model import cpu_has_native_bf16
 from coa.model import serving_dtype
 
@@ -66,6 +68,14 @@ class ReportConfig:
     goal_rl: str = field(
         default="rl2", metadata={"help": "goal: this stage's paired EM interval against its start has lower bound >= 0"}
     )
+    beside: str = field(
+        default="",
+        metadata={
+            "help": "folder of another run's metrics/eval_<name>.json (e.g. the search-only run): EM by question "
+            "type and calls per tool side by side"
+        },
+    )
+    beside_label: str = field(default="the other run", metadata={"help": "what the `beside` run is, in the report"})
     out: str = field(default=paths.REPORT, metadata={"help": "folder of report.md and its plots"})
 
 
@@ -195,6 +205,31 @@ def tool_rows(cfg: ReportConfig) -> list[list]:
         for name, tools in per_model.items()
         for tool, v in tools.items()
     ]
+
+
+def beside_rows(cfg: ReportConfig) -> list[list]:
+    """Per model, this run then the ``beside`` run (their ``metrics/eval_<name>.json``): EM with its interval,
+    EM on bridge and on comparison questions, and calls per question of each tool."""
+
+    def cells(m: dict) -> list[str]:
+        by_type = m.get("em_by_qtype") or {}
+        tools = m.get("tools") or {}
+        return [
+            f"{m['em']:.3f} {ci(m['em_ci95'] and [m['em_ci95']['low'], m['em_ci95']['high']])}",
+            *(
+                f"{by_type[g]['em']:.3f} (n={by_type[g]['n']})" if g in by_type else "–"
+                for g in ("bridge", "comparison")
+            ),
+            "; ".join(f"{t} {v['calls_per_question']:.2f}" for t, v in tools.items()) or "none",
+        ]
+
+    rows = []
+    for name in cfg.names:
+        here = dataset_metrics(cfg, name)
+        there = ((read(Path(cfg.beside) / f"eval_{name}.json")) or {}).get(cfg.dataset)
+        for label, m in (("this run", compact_metrics({"d": here})["d"] if here else None), (cfg.beside_label, there)):
+            rows.append([name, label, *(cells(m) if m else ["not evaluated", "", "", ""])])
+    return rows
 
 
 def behaviour_rows(cfg: ReportConfig) -> list[list]:
@@ -530,6 +565,15 @@ def build_report(cfg: ReportConfig) -> str:
         parts.append(
             "\nTool calls per question and the share that ran cleanly (refused or failed calls count against it):\n\n"
             + table(["model", "tool", "calls / question", "questions using it", "success rate"], tools)
+        )
+
+    if cfg.beside:
+        parts.append(
+            f"\nBeside {cfg.beside_label} (`{cfg.beside}`; unpaired: each run's own interval):\n\n"
+            + table(
+                ["model", "run", "EM [95% CI]", "EM bridge", "EM comparison", "calls / question by tool"],
+                beside_rows(cfg),
+            )
         )
 
     parts.append("\n## When to act (held-out decision points)\n\n")

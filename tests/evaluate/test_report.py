@@ -10,7 +10,7 @@ import coa.config
 from coa.config import build
 from evaluate.report import ReportConfig, build_report
 from evaluate.run import aggregate
-from evaluate.stats import dataset_breakdowns
+from evaluate.stats import dataset_breakdowns, tool_use
 
 
 def _model(root, name, ems, style="trained", well_formed=1.0, more_searches=0):
@@ -194,3 +194,48 @@ def test_report_page(tmp_path, monkeypatch):
         "| sft2 − sft1 paired EM: lower bound ≥ 0 | +0.150 [0.09, 0.22] | n = 100 | met (> 0: the moonshot) |" in again
     )
     assert "| n = 100 | met |" in again
+
+
+def test_beside_another_run_shows_em_by_type_and_calls_per_tool(tmp_path, monkeypatch):
+    """``beside=`` reads another run's ``metrics/eval_<name>.json`` (what dvc keeps per run) and sets it under
+    this run's numbers per model: a model the other run lacks says so."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", "none")
+    here, there = tmp_path / "eval", tmp_path / "other_eval"
+    _model(here, "sft2", [1.0, 0.0] * 50)  # comparison questions (even i) right, bridge wrong
+    _model(there, "sft2", [0.0, 1.0] * 25 + [0.0] * 50)
+    metrics = json.loads((here / "sft2" / "metrics.json").read_text())
+    calls = [
+        {"tool_calls": {"search": {"calls": 1 + i % 2, "failed": 0}, "open": {"calls": i % 2, "failed": 0}}}
+        for i in range(100)
+    ]
+    metrics["datasets"]["heldout"]["tools"] = tool_use(calls)
+    (here / "sft2" / "metrics.json").write_text(json.dumps(metrics))
+    from evaluate.stats import compact_metrics
+
+    (tmp_path / "other").mkdir()
+    other = json.loads((there / "sft2" / "metrics.json").read_text())["datasets"]
+    (tmp_path / "other/eval_sft2.json").write_text(json.dumps(compact_metrics(other)))
+    cfg = build(
+        ReportConfig,
+        {
+            "eval_root": str(here),
+            "names": ["sft2", "rl1"],
+            "beside": str(tmp_path / "other"),
+            "beside_label": "search only",
+            "out": str(tmp_path / "report"),
+        },
+        "test",
+    )
+    page = build_report(cfg)
+    assert "Beside search only (`" in page
+    beside = [line for line in page.splitlines() if " | this run | " in line or " | search only | " in line]
+    assert beside[0].startswith("| sft2 | this run | 0.500 [")
+    assert beside[0].endswith("| 0.000 (n=50) | 1.000 (n=50) | open 0.50; search 1.50 |")
+    assert (
+        beside[1].startswith("| sft2 | search only | 0.250 [") and "| 0.500 (n=50) | 0.000 (n=50) | none |" in beside[1]
+    )
+    assert beside[2:] == [
+        "| rl1 | this run | not evaluated |  |  |  |",
+        "| rl1 | search only | not evaluated |  |  |  |",
+    ]
