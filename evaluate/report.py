@@ -68,13 +68,7 @@ class ReportConfig:
     goal_rl: str = field(
         default="rl2", metadata={"help": "goal: this stage's paired EM interval against its start has lower bound >= 0"}
     )
-    beside: str = field(
-        default="",
-        metadata={
-            "help": "folder of another run's metrics/eval_<name>.json (e.g. the search-only run): EM by question "
-            "type and calls per tool side by side"
-        },
-    )
+    beside: str = field(default="", metadata={"help": "another run's metrics/eval_<name>.json folder, set beside"})
     beside_label: str = field(default="the other run", metadata={"help": "what the `beside` run is, in the report"})
     out: str = field(default=paths.REPORT, metadata={"help": "folder of report.md and its plots"})
 
