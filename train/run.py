@@ -24,14 +24,13 @@ in ``runs_dir/<stage>.work/``; after a crash, ``python -m train.run stage=sft2 r
 from the last complete one (same settings); a finished stage deletes them. ``report_to=tensorboard`` writes event files there too.
 ``python -m train.run --help`` lists every key; ``--print-config`` prints the resolved settings.
 
-CPU defaults (this machine): fp32 weights, gradient checkpointing off, ``num_threads=1``. RL rollouts:
+Defaults: ``bf16=auto`` (mixed precision where the hardware has bf16 units, CPU or GPU; float32 weights
+and optimizer state), gradient checkpointing on, ``num_threads=2`` (ignored on a GPU). RL rollouts:
 ``rl*.engine=hf`` (the policy's generate) or ``vllm`` (vLLM in-process with a weight sync per optimizer
-step, CPU and GPU; ``train.rollout``). GPU settings, by config only:
+step, CPU and GPU; ``train.rollout``). Other settings, by config only:
 
-    bf16=true                                  # (the default whenever CUDA is present)
     lora_r=16 lora_alpha=32                    # LoRA via peft; merged into each saved checkpoint
-    gradient_checkpointing=true                # long sequences
-    rl2.engine=vllm                            # rollouts on vLLM in-process (bf16 with bf16=true)
+    gradient_checkpointing=false               # faster where memory allows
     accelerate launch -m train.run stage=sft2  # several GPUs (DDP; add --config_file for DeepSpeed/FSDP)
 """
 
