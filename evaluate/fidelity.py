@@ -40,7 +40,7 @@ from coa.model import in_process_dtype, load_policy
 from coa.prompts import PromptConfig, render_prompt
 from coa.questions import load_questions
 from coa.search import DocumentStore
-from coa.tools import Observation
+from coa.tools import Observation, tool_label
 from evaluate.fidelity_metrics import Call, corpus_store, fidelity, tool_fidelity
 
 
@@ -88,10 +88,11 @@ class FidelityConfig:
 
 def written_calls(completion: str, fmt: FormatPreset) -> list[tuple[str, str, str]]:
     """(tool, query or the call's JSON, observation text) of every call the model followed with an observation
-    of its own (only whitespace between them); a call it left without one is not a call the probe can compare."""
+    of its own (only whitespace between them; a name no tool has as ``coa.tools.UNKNOWN_TOOL``); a call it left
+    without one is not a call the probe can compare."""
     steps = [s for s in fmt.parse(completion).steps if not (s.kind == "text" and not s.text.strip())]
     return [
-        (a.tool or "search", a.content, b.text)
+        (tool_label(a.tool or "search"), a.content, b.text)
         for a, b in zip(steps, steps[1:])
         if a.kind in ("search", "call") and b.kind == "observation"
     ]

@@ -21,6 +21,7 @@ from typing import Sequence
 
 from coa.score import cover_exact_match
 from coa.stats import bootstrap_ci, power_statement
+from coa.tools import tool_label
 
 _HOPS = re.compile(r"^(\d)hop")
 
@@ -101,13 +102,14 @@ def multi_search_answers(
 def call_outcomes(segments: Sequence[dict]) -> dict[str, dict[str, int]]:
     """Per tool, the calls a trajectory made (the segments answering one: observations and the simulated
     environment's openings) and how many of those came back with an error (refused, or ran and failed:
-    ``coa.tools.ERRORS``). Segments written before tools existed answer search calls (they have a ``query``)."""
+    ``coa.tools.ERRORS``), a name no tool has under ``coa.tools.UNKNOWN_TOOL``. Segments written before tools
+    existed answer search calls (they have a ``query``)."""
     out: dict[str, dict[str, int]] = {}
     for seg in segments:
         tool = seg.get("tool") or ("search" if seg.get("query") is not None else None)
         if seg["kind"] == "model" or not tool:
             continue
-        cell = out.setdefault(tool, {"calls": 0, "failed": 0})
+        cell = out.setdefault(tool_label(tool), {"calls": 0, "failed": 0})
         cell["calls"] += 1
         cell["failed"] += bool(seg.get("error"))
     return out

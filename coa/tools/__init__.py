@@ -198,6 +198,15 @@ def known_tools() -> list[str]:
     return sorted(set(TOOLS) | set(_MODULES))
 
 
+UNKNOWN_TOOL = "(unknown tool)"
+
+
+def tool_label(name: str) -> str:
+    """What a count of calls files a call under: its tool's name, or ``UNKNOWN_TOOL`` for a name no tool is
+    registered by (a policy may call anything; one bucket keeps reports from listing every invented name)."""
+    return name if name in known_tools() else UNKNOWN_TOOL
+
+
 def tool_class(name: str) -> type[Tool]:
     if name not in TOOLS and name in _MODULES:
         importlib.import_module(_MODULES[name])

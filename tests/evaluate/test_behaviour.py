@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from coa.config import build
+from coa.tools import UNKNOWN_TOOL
 from coa.trajectory import Trajectory, segment, write_trajectories
 from evaluate.stats import (
     call_outcomes,
@@ -118,6 +119,11 @@ def test_tool_calls_and_their_success_per_tool():
     old = [{"kind": "model", "text": "…"}, {"kind": "observation", "text": "…", "query": "Lyon", "tool": None}]
     assert call_outcomes(with_tools) == {"search": {"calls": 1, "failed": 0}, "python": {"calls": 3, "failed": 2}}
     assert call_outcomes(old) == {"search": {"calls": 1, "failed": 0}}
+    invented = [  # a policy may call a tool by any name: such calls share one bucket
+        segment("observation", "<tool_response>unknown</tool_response>", tool=name, error="unknown_tool")
+        for name in ("The Nut Job", "San Francisco Bay Area hippie movement")
+    ]
+    assert call_outcomes(invented) == {UNKNOWN_TOOL: {"calls": 2, "failed": 2}}
     trajectories = [
         {"question_id": q, "golden_answers": ["x"], "answer": "x", "segments": segs}
         for q, segs in (("a", with_tools), ("b", old), ("c", [segment("model", "x")]))
