@@ -204,7 +204,7 @@ UNKNOWN_TOOL = "(unknown tool)"
 def tool_label(name: str) -> str:
     """What a count of calls files a call under: its tool's name, or ``UNKNOWN_TOOL`` for a name no tool is
     registered by (a policy may call anything; one bucket keeps reports from listing every invented name)."""
-    return name if name in known_tools() else UNKNOWN_TOOL
+    return name if name in TOOLS or name in _MODULES else UNKNOWN_TOOL  # known_tools() without sorting per call
 
 
 def tool_class(name: str) -> type[Tool]:
