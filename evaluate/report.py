@@ -53,7 +53,10 @@ class ReportConfig:
         default_factory=lambda: ["sft2", "sft3"],
         metadata={"help": "two models whose per-question differences give the sd of the power statement"},
     )
-    fidelity: list = field(default_factory=lambda: ["sft2", "sft3", "rl1"], metadata={"help": "probed models"})
+    fidelity: list = field(
+        default_factory=list,
+        metadata={"help": "probed models, in order (empty: every model with a fidelity.json under fidelity_root)"},
+    )
     fidelity_root: str = field(default=paths.FIDELITY, metadata={"help": "evaluate.fidelity outputs"})
     reward_probe_root: str = field(default=paths.REWARD_PROBE, metadata={"help": "evaluate.reward_probe outputs"})
     when_to_act: str = field(default=paths.WHEN_TO_ACT, metadata={"help": "evaluate.when_to_act output"})
@@ -619,7 +622,11 @@ def build_report(cfg: ReportConfig) -> str:
         parts.append(f"{cfg.when_to_act} not found.\n")
 
     parts.append("\n## World-model fidelity (the policy writes its observations)\n\n")
-    fid = {n: read(Path(cfg.fidelity_root) / n / "fidelity.json") for n in cfg.fidelity}
+    probed = cfg.fidelity or sorted(
+        (p.parent.name for p in Path(cfg.fidelity_root).glob("*/fidelity.json")),
+        key=lambda n: (cfg.names.index(n) if n in cfg.names else len(cfg.names), n),
+    )
+    fid = {n: read(Path(cfg.fidelity_root) / n / "fidelity.json") for n in probed}
     keys = (
         "in_document_form",
         "titles_in_corpus",

@@ -329,7 +329,7 @@ class TrainConfig:
         },
     )
     gradient_checkpointing: bool = field(
-        default=True,
+        default=False,
         metadata={"help": "Recompute activations in the backward: less memory per step for a little more compute."},
     )
     num_threads: int = field(

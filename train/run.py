@@ -25,12 +25,12 @@ from the last complete one (same settings); a finished stage deletes them. ``rep
 ``python -m train.run --help`` lists every key; ``--print-config`` prints the resolved settings.
 
 Defaults: ``bf16=auto`` (mixed precision where the hardware has bf16 units, CPU or GPU; float32 weights
-and optimizer state), gradient checkpointing on, ``num_threads=2`` (ignored on a GPU). RL rollouts:
+and optimizer state), gradient checkpointing off, ``num_threads=2`` (ignored on a GPU). RL rollouts:
 ``rl*.engine=hf`` (the policy's generate) or ``vllm`` (vLLM in-process with a weight sync per optimizer
 step, CPU and GPU; ``train.rollout``). Other settings, by config only:
 
     lora_r=16 lora_alpha=32                    # LoRA via peft; merged into each saved checkpoint
-    gradient_checkpointing=false               # faster where memory allows
+    gradient_checkpointing=true                # less memory per step, a little more compute
     accelerate launch -m train.run stage=sft2  # several GPUs (DDP; add --config_file for DeepSpeed/FSDP)
 """
 

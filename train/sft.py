@@ -25,10 +25,10 @@ class CountingSFTTrainer(SFTTrainer):
     """SFTTrainer that counts the tokens and the padding of every forward pass (``tokens``).
 
     On a CPU the loss is transformers' own (``Trainer.compute_loss``: the LM head under the autocast dtype, the
-    cross-entropy over float32 logits, summed and divided by the step's trained tokens, as TRL's). TRL's fused LM
-    head, which SFTTrainer uses for its entropy and top-1 metrics, has a Triton kernel on GPUs but folds in float32
-    torch on a CPU: 1.3x slower per bf16 SFT-2 step for the same loss (docs/bench_train.md), so those two logged
-    metrics are left out there."""
+    cross-entropy over float32 logits, summed and divided by the step's trained tokens, as TRL's), with the LM head
+    applied only where a label is trained (``trained_positions_only``). TRL's fused LM head, which SFTTrainer uses
+    for its entropy and top-1 metrics, has a Triton kernel on GPUs but folds in float32 torch on a CPU: 1.3x slower
+    per bf16 SFT-2 step for the same loss (docs/bench_train.md), so those two logged metrics are left out there."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -41,7 +41,20 @@ class CountingSFTTrainer(SFTTrainer):
             self.tokens.add(None, position_ids=inputs["position_ids"])
         if on_gpu():
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+        return Trainer.compute_loss(self, model, trained_positions_only(inputs), return_outputs, num_items_in_batch)
+
+
+def trained_positions_only(inputs: dict) -> dict:
+    """The micro-batch with the LM head kept to the positions that predict a trained label.
+
+    SFT-2 masks the observations, most of its tokens, and the vocabulary projection of a masked position is
+    wasted work. transformers' causal-LM forward projects only ``logits_to_keep`` (here the positions whose next
+    label is trained in any row) and takes ``shift_labels`` as the targets already shifted, so the loss is the
+    same sum over the same trained tokens."""
+    targets = inputs["labels"][:, 1:]
+    positions = (targets != -100).any(dim=0).nonzero().squeeze(1)
+    kept = targets[:, positions].contiguous()
+    return {**inputs, "labels": kept, "shift_labels": kept, "logits_to_keep": positions}
 
 
 def build_sft_trainer(cfg: TrainConfig, stage: SFT2Config, model, tokenizer, dataset, out, callbacks=()):

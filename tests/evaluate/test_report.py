@@ -188,7 +188,9 @@ def test_report_page(tmp_path, monkeypatch):
     # a model that searches more but never answers is listed, not counted
     _model(root, "sft3", [0.0] * 100, well_formed=0.0, more_searches=1)
     cfg.goal_rl, cfg.goal_em, cfg.names = "sft2", 0.1, ["sft1", "sft2", "sft3"]
+    cfg.fidelity = []  # the default: every probed model, none listed that was not probed
     again = build_report(cfg)
+    assert "| rl1 | 97 | 0 | n/a (n=0) |" in again and "| sft3 | not probed" not in again
     assert "| sft1: 2.00 | sft1 2.00; sft2 2.00; sft3 3.00 (well-formed 0.00) | met |" in again
     assert (
         "| sft2 − sft1 paired EM: lower bound ≥ 0 | +0.150 [0.09, 0.22] | n = 100 | met (> 0: the moonshot) |" in again

@@ -68,3 +68,24 @@ def test_a_step_changes_every_parameter(tiny_dir, model_dir, sets_dir, tmp_path)
     trainer.train()
     for name, param in trainer.model.named_parameters():
         assert not torch.equal(param, before[name]), f"{name} did not change"
+
+
+def test_the_loss_is_the_masked_nll_with_the_lm_head_only_on_trained_positions(tiny_dir, model_dir, sets_dir, tmp_path):
+    trainer, _ = _trainer(SFT2Config, tiny_dir, model_dir, sets_dir, tmp_path)
+    model, batch = trainer.model, next(iter(trainer.get_train_dataloader()))
+    targets = batch["labels"][:, 1:]
+    n_trained = (targets != -100).sum()
+    projected = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: projected.append(i[0].shape[1]))
+    got = trainer.compute_loss(model, batch, num_items_in_batch=n_trained)
+    hook.remove()
+    with torch.no_grad():  # by hand: every position projected, the trained targets' NLL summed over their count
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    want = (
+        torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        / n_trained
+    )
+    assert torch.allclose(got.detach(), want, rtol=1e-5), (got.item(), want.item())
+    assert projected == [int((targets != -100).any(dim=0).sum())] and projected[0] < targets.shape[1]
