@@ -64,6 +64,17 @@ def has_native_bf16(cpuinfo: str | None = None) -> bool:
     return cpu_has_native_bf16(cpuinfo)
 
 
+def model_label(path: str | Path) -> str:
+    """A model folder as committed outputs record it: the embedded model by its name (where its converted folder
+    lies depends on the machine), a folder under the working directory relative to it, any other as given."""
+    resolved = Path(path).resolve()
+    if resolved == (models_dir() / DEFAULT_NAME).resolve():
+        return DEFAULT_NAME
+    if resolved.is_relative_to(Path.cwd().resolve()):
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    return str(path)
+
+
 def base_model_dir() -> Path:
     """The converted HF folder of the embedded model; converts on first use (~20 s), once."""
     out = models_dir() / DEFAULT_NAME

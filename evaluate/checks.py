@@ -126,16 +126,17 @@ def check_weights_moved(stage: str, folder: Path, start: Path | None) -> dict:
     if start is None or not any(start.glob("*.safetensors")):
         return result("weights_moved", stage, "n/a", f"start checkpoint {start} not found")
     numbers = weight_change(start, folder)
+    shown = metrics.get("start_model") or start  # as train.run recorded it (no machine's absolute path)
     if not numbers["tensors"]:
-        return result("weights_moved", stage, "fail", f"no tensor of {folder} matches {start}", **numbers)
+        return result("weights_moved", stage, "fail", f"no tensor of {folder} matches {shown}", **numbers)
     moved = numbers["changed_tensors"] > 0
     return result(
         "weights_moved",
         stage,
         "pass" if moved else "fail",
-        f"{numbers['changed_tensors']}/{numbers['tensors']} tensors changed from {start}"
+        f"{numbers['changed_tensors']}/{numbers['tensors']} tensors changed from {shown}"
         if moved
-        else f"saved weights are identical to {start}",
+        else f"saved weights are identical to {shown}",
         **numbers,
     )
 

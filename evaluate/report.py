@@ -124,8 +124,14 @@ def provenance() -> dict:
 
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        # the run itself rewrites dvc.lock and metrics/: only other changes make the commit not the code that ran
         "commit": git("rev-parse", "HEAD")
-        + (" (uncommitted changes)" if git("status", "--porcelain") not in ("", "unknown") else ""),
+        + (
+            " (uncommitted changes)"
+            if git("status", "--porcelain", "--", ".", ":(exclude)dvc.lock", f":(exclude){paths.METRICS}")
+            not in ("", "unknown")
+            else ""
+        ),
         "machine": f"{cpu}, {os.cpu_count()} cores, native bf16: {cpu_has_native_bf16()}, "
         f"CUDA: {torch.cuda.is_available()}, {platform.platform()}, torch {torch.__version__}",
         "serving_dtype": serving_dtype("auto"),

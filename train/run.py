@@ -49,7 +49,7 @@ from coa.config import cli
 from coa.errors import entry_point, reading
 from coa.fingerprint import check_resume, file_digest, model_identity, record_fingerprint
 from coa.io import atomic_output, write_json
-from coa.model import base_model_dir, check_checkpoint, check_start_model
+from coa.model import base_model_dir, check_checkpoint, check_start_model, model_label
 from coa.stages import PREVIOUS, RL_STAGES, SFT_STAGES
 from train.checkpoint import (
     StepLog,
@@ -182,7 +182,7 @@ def pass_through(cfg: TrainConfig, stage: str, start: Path, reason: str, **extra
     tok = load_tokenizer(start, base_model(cfg))
     with atomic_output(out, folder=True) as tmp:
         write_checkpoint(load_model(start, tok), tok, tmp, cfg.save_dtype)
-        metrics = write_metrics(tmp, stage, StepLog(), {"start_model": str(start), "skipped": reason, **extra})
+        metrics = write_metrics(tmp, stage, StepLog(), {"start_model": model_label(start), "skipped": reason, **extra})
     return metrics
 
 
@@ -230,7 +230,7 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
         write_json(
             tmp / "train_args.json",
             {
-                "start_model": str(start),
+                "start_model": model_label(start),
                 "trl": trainer.args.to_dict(),
                 "stage": dataclasses.asdict(getattr(cfg, stage)),
             },
@@ -241,7 +241,7 @@ def run_stage(cfg: TrainConfig, stage: str, start: Path | None = None) -> dict:
             stage,
             log,
             {
-                "start_model": str(start),
+                "start_model": model_label(start),
                 "train_loss": result.training_loss,
                 "data": stats,
                 "bf16": trainer.args.bf16,

@@ -10,6 +10,7 @@ import yaml
 
 import coa.config
 from tests.train.conftest import small_train_section
+from coa.model import model_label
 from train.checkpoint import load_tokenizer
 from train.run import main
 
@@ -36,11 +37,11 @@ def test_every_stage_on_the_real_model(tmp_path, monkeypatch, sets_dir, index_di
         for m in main([f"stage={stage}", "rl.max_steps=2", "rl.rl1_fraction=0.5"])
     ]
     assert [r["stage"] for r in results] == ["sft1", "sft2", "sft3", "rl1", "rl2"]
-    previous = str(model_dir)
+    previous = model_label(model_dir)  # the embedded model, by name
     for r in results:
         out = tmp_path / "runs" / r["stage"]
         assert r["steps"] == 1 and r["start_model"] == previous and math.isfinite(r["train_loss"])
         assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 30
         load_tokenizer(out, model_dir)  # the chain keeps the base tokenizer and chat template
-        previous = str(out)
+        previous = model_label(out)
         print(f"{r['stage']}: {r['seconds_per_step']:.1f} s/step, peak RSS {r['peak_rss_gb']:.2f} GB")

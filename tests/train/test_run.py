@@ -12,7 +12,7 @@ import yaml
 from safetensors import safe_open
 
 import coa.config
-from coa.model import MARKER, has_native_bf16
+from coa.model import MARKER, has_native_bf16, model_label
 from tests.train.conftest import small_train_section
 from train.config import ScheduleConfig
 from train.run import main
@@ -55,7 +55,7 @@ def _check_checkpoint(out, start, data_key):
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 1 and metrics["seconds_per_step"] > 0 and metrics["peak_rss_gb"] > 0
-    assert metrics["start_model"] == str(start) and metrics["data"][data_key] > 0
+    assert metrics["start_model"] == model_label(start) and metrics["data"][data_key] > 0
     rows = list(csv.DictReader(open(out / "steps.csv")))
     assert len(rows) == 1 and rows[0]["step"] == "1" and "loss" in rows[0]
     assert 0 < float(rows[0]["peak_rss_gb"]) <= metrics["peak_rss_gb"]  # the peak as of that step
