@@ -177,14 +177,17 @@ def tensors(path: Path) -> dict:
     return load_file(str(path / "model.safetensors"))
 
 
-def stage_objective(model_path: Path, stage: str, repo: Path, tokenizer, n: int = 6) -> float:
-    """The stage's own objective on its first ``n`` training examples (lower is better): for sft1 the
-    paper's loss -log σ(P̄c - P̄r) + α·(-P̄c), for sft2/sft3 the mean NLL of the trained tokens."""
+def load(model_path: Path):
     from transformers import AutoModelForCausalLM
 
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+
+
+def stage_objective(model, stage: str, repo: Path, tokenizer, n: int = 6) -> float:
+    """The stage's own objective on its first ``n`` training examples (lower is better): for sft1 the
+    paper's loss -log σ(P̄c - P̄r) + α·(-P̄c), for sft2/sft3 the mean NLL of the trained tokens."""
     from train.data import pair_dataset, sft_dataset
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     sets = repo / "runs/curate/sets"
 
     def mean_logp(prompt_ids, cont_ids):
@@ -214,8 +217,7 @@ def stage_objective(model_path: Path, stage: str, repo: Path, tokenizer, n: int 
 
 def test_every_sft_stage_moved_its_weights_and_lowered_its_objective(run, model_dir, tokenizer):
     repo, *_ = run
-    start_dir = Path(model_dir)
-    start = tensors(start_dir)
+    start, start_model = tensors(Path(model_dir)), load(Path(model_dir))
     for stage in ("sft1", "sft2", "sft3"):
         out = repo / f"runs/train/{stage}"
         trained = tensors(out)
@@ -223,9 +225,11 @@ def test_every_sft_stage_moved_its_weights_and_lowered_its_objective(run, model_
         assert len(moved) > len(trained) // 2, f"{stage}: only {len(moved)} of {len(trained)} tensors changed"
         metrics = json.loads((out / "metrics.json").read_text())
         assert "skipped" not in metrics and metrics["steps"] >= 1, metrics
-        before, after = stage_objective(start_dir, stage, repo, tokenizer), stage_objective(out, stage, repo, tokenizer)
+        trained_model = load(out)  # each checkpoint loaded once: the next stage's start
+        before = stage_objective(start_model, stage, repo, tokenizer)
+        after = stage_objective(trained_model, stage, repo, tokenizer)
         assert after < before, f"{stage}: its objective on its own data went {before:.4f} -> {after:.4f}"
-        start, start_dir = trained, out
+        start, start_model = trained, trained_model
 
 
 def test_rl2_inserted_real_observations_and_masked_them(run):
