@@ -67,12 +67,10 @@ def has_native_bf16(cpuinfo: str | None = None) -> bool:
 def model_label(path: str | Path) -> str:
     """A model folder as committed outputs record it: the embedded model by its name (where its converted folder
     lies depends on the machine), a folder under the working directory relative to it, any other as given."""
-    resolved = Path(path).resolve()
+    resolved, cwd = Path(path).resolve(), Path.cwd().resolve()
     if resolved == (models_dir() / DEFAULT_NAME).resolve():
         return DEFAULT_NAME
-    if resolved.is_relative_to(Path.cwd().resolve()):
-        return str(resolved.relative_to(Path.cwd().resolve()))
-    return str(path)
+    return str(resolved.relative_to(cwd)) if resolved.is_relative_to(cwd) else str(path)
 
 
 def base_model_dir() -> Path:
