@@ -119,18 +119,29 @@ def seed_ids(question: dict) -> set[str]:
     return {question["id"], *((question.get("metadata") or {}).get("seed_ids") or ())}
 
 
+def synthesised(question: dict) -> bool:
+    """Written by ``synth.questions`` (its provenance names the proposer in ``metadata.generator``)."""
+    return bool((question.get("metadata") or {}).get("generator"))
+
+
 def split_questions(
-    questions: list[dict], heldout: int, train: int = 0, seed: int = 0
+    questions: list[dict], heldout: int, train: int = 0, seed: int = 0, train_synthesised: bool = True
 ) -> tuple[list[dict], list[dict], int]:
     """Split by question: a deterministic hash order (seeded), the first ``heldout`` for evaluation,
     the next ``train`` (0 = all the rest) for the training pool. No question is in both, and no training
     question shares a seed with a held-out one (a synthesised question built on a held-out question, or the
-    seed of a held-out synthesised one, would teach a held-out answer): those are left out, and counted."""
+    seed of a held-out synthesised one, would teach a held-out answer): those are left out, and counted.
+    ``train_synthesised=False`` keeps synthesised questions out of the training pool only (not counted as
+    left out): the same held-out part, trained on the seeds alone, is the baseline of a question-synthesis
+    experiment."""
     order = sorted(questions, key=lambda q: hashlib.sha1(f"{seed}:{q['id']}".encode()).hexdigest())
     held, rest = order[:heldout], order[heldout:]
     held_seeds = set().union(*(seed_ids(q) for q in held)) if held else set()
     pool = [q for q in rest if not seed_ids(q) & held_seeds]
-    return (pool[:train] if train else pool), held, len(rest) - len(pool)
+    shared = len(rest) - len(pool)
+    if not train_synthesised:
+        pool = [q for q in pool if not synthesised(q)]
+    return (pool[:train] if train else pool), held, shared
 
 
 def write_questions(path: str | Path, questions: list[dict]) -> None:
@@ -154,6 +165,13 @@ class SplitConfig:
     heldout: int = field(default=300, metadata={"help": "held-out evaluation questions (never trained on)"})
     train: int = field(default=600, metadata={"help": "training pool size; 0 = all the rest (the paper's preset)"})
     seed: int = field(default=0, metadata={"help": "seeds the hash order (same seed, same split)"})
+    train_synthesised: bool = field(
+        default=True,
+        metadata={
+            "help": "false: synth.questions' questions may be held out but never trained on (the same held-out "
+            "part; the baseline of a question-synthesis experiment)"
+        },
+    )
     overwrite: bool = field(
         default=False,
         metadata={
@@ -195,11 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli(SplitConfig, "split", args[1:], SplitConfig.__doc__)
     questions = load_questions(cfg.questions)
     check_parts(cfg.questions, len(questions), cfg.heldout)
-    pool, held, shared = split_questions(questions, cfg.heldout, cfg.train, cfg.seed)
+    pool, held, shared = split_questions(questions, cfg.heldout, cfg.train, cfg.seed, cfg.train_synthesised)
     with owned_files(cfg.out, SPLIT_TOOL, "overwrite=true", cfg.overwrite) as out:
         write_questions(out / "train.jsonl", pool)
         write_questions(out / "heldout.jsonl", held)
         counts = {"train": len(pool), "heldout": len(held), "left_out_shared_seed": shared, "seed": cfg.seed}
+        if any(map(synthesised, questions)):
+            counts |= {
+                "train_synthesised": sum(map(synthesised, pool)),
+                "heldout_synthesised": sum(map(synthesised, held)),
+            }
         write_json(out / "split.json", counts)
     note = f" ({shared} left out: they share a seed question with a held-out one)" if shared else ""
     print(f"train {len(pool)} / held-out {len(held)} questions{note} → {cfg.out}")

@@ -99,4 +99,36 @@ def test_split_keeps_synthesised_questions_away_from_their_held_out_seeds(tmp_pa
     path.write_text("".join(json.dumps(q) + "\n" for q in seeds + built))
     assert main(["split", f"questions={path}", f"out={tmp_path}/out", "heldout=8", "train=0", "seed=3"]) == 0
     counts = json.loads((tmp_path / "out/split.json").read_text())
-    assert counts == {"train": len(train), "heldout": 8, "left_out_shared_seed": shared, "seed": 3}
+    assert counts == {"train": len(train), "heldout": 8, "left_out_shared_seed": shared, "seed": 3}  # no generator
+
+
+def test_split_can_keep_synthesised_questions_out_of_training(tmp_path):
+    """``train_synthesised=false`` (the baseline of a question-synthesis experiment): the same held-out part,
+    synthesised questions among it, and a training pool of seeds only, filled to ``train`` from the seeds."""
+    from coa.questions import main, split_questions, synthesised
+
+    seeds = [{"id": f"s{i}", "question": f"q{i}?", "golden_answers": [f"a{i}"]} for i in range(60)]
+    built = [
+        {
+            "id": f"c{i}",
+            "question": f"c{i}?",
+            "golden_answers": ["x"],
+            "metadata": {"seed_ids": [f"s{i}", f"s{i + 1}"], "generator": "compose"},
+        }
+        for i in range(0, 58, 2)
+    ]
+    train, held, shared = split_questions(seeds + built, 10, 20, seed=1)
+    base_train, base_held, base_shared = split_questions(seeds + built, 10, 20, seed=1, train_synthesised=False)
+    assert base_held == held and base_shared == shared
+    assert any(map(synthesised, held)) and any(map(synthesised, train))  # this pool puts some on either side
+    assert len(base_train) == 20 and not any(map(synthesised, base_train))
+    assert [q for q in train if not synthesised(q)] == base_train[: sum(not synthesised(q) for q in train)]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in seeds + built))
+    args = ["split", f"questions={path}", "heldout=10", "train=20", "seed=1"]
+    assert main([*args, f"out={tmp_path}/exp"]) == 0
+    assert main([*args, f"out={tmp_path}/base", "train_synthesised=false"]) == 0
+    exp, base = (json.loads((tmp_path / d / "split.json").read_text()) for d in ("exp", "base"))
+    assert (tmp_path / "exp/heldout.jsonl").read_bytes() == (tmp_path / "base/heldout.jsonl").read_bytes()
+    assert exp["train_synthesised"] == sum(map(synthesised, train)) > 0 and base["train_synthesised"] == 0
+    assert exp["heldout_synthesised"] == base["heldout_synthesised"] == sum(map(synthesised, held))
