@@ -13,13 +13,31 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 HEAVY = ("model", "server", "slow")
+OWN_DATA_RUN = "tests/pipeline/test_pipeline.py"  # the tests of the whole tiny run (``own_data_run``)
 
 
 def pytest_collection_modifyitems(items):
-    """Every test that needs no model, no server and is not marked slow is in the fast tier."""
+    """Every test that needs no model, no server and is not marked slow is in the fast tier. The tests of
+    the whole tiny run go last: it runs in the background while the others run (``own_data_run``)."""
     for item in items:
         if not any(item.get_closest_marker(name) for name in HEAVY):
             item.add_marker(pytest.mark.fast)
+    items.sort(key=lambda item: item.nodeid.startswith(OWN_DATA_RUN))  # stable: the order is kept otherwise
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_data_run(request, tmp_path_factory):
+    """The whole tiny run of tests/pipeline/test_pipeline.py (``tests.pipeline.tiny.OwnDataRun``), started
+    before the first test when any of those tests is selected. Its ~11 min of ``dvc exp run`` on 2 cores
+    overlap the rest of the suite (at a lower CPU priority) instead of adding to it."""
+    if not any(item.nodeid.startswith(OWN_DATA_RUN) for item in request.session.items):
+        yield None
+        return
+    from tests.pipeline.tiny import OwnDataRun
+
+    run = OwnDataRun(tmp_path_factory.mktemp("own_data") / "repo", request.getfixturevalue("model_dir"))
+    yield run
+    run.close()
 
 
 @pytest.fixture(scope="session")

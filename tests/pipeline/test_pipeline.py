@@ -5,7 +5,8 @@
 
 Every stage runs for real (index, split, reference-teacher synthesis with real search, curation, five TRL
 stages, vLLM CPU evaluation of seven models, report). One run serves two sets of checks, since a whole tiny
-run is the suite's longest setup (~13 min on 2 cores):
+run is the suite's longest setup (~11 min on 2 cores alone); tests/conftest.py starts it in the background
+before the first test (``tests.pipeline.tiny.OwnDataRun``, at a lower CPU priority) and these tests run last:
 
 - the data went where the params say: the dataset is made different from the embedded one wherever the
   FlashRAG form allows (a few HotpotQA dev questions that no evaluation set holds, with new question ids and
@@ -23,10 +24,8 @@ dvc.yaml reads nothing else); the README's ``dvc repro`` on it is timed in docs/
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -34,65 +33,19 @@ import pytest
 import torch
 import yaml
 
-from coa.questions import load_questions
-from tests.pipeline.tiny import TINY, dvc, git, merge, tiny_clone
+from tests.pipeline.tiny import CORPUS, HELDOUT, N_QUESTIONS, OWN_TRAIN, QUESTIONS, dvc
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.model]
 
-N_QUESTIONS, HELDOUT = 40, 3
-CORPUS, QUESTIONS = "data/own/own_corpus.jsonl", "data/own/own_questions.jsonl"
-SOURCE = "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz"
-SOURCE_CORPUS = "data/raw/hotpotqa/hotpotqa_union_corpus.jsonl.gz"
-SIZES = merge(TINY, {"split": {"heldout": HELDOUT, "train": 0}})
-TRAIN = N_QUESTIONS - HELDOUT
 ALWAYS_RUN = {"checks", "run_report"}  # always_changed: they run on every repro
 
 
-def own_dataset(repo: Path) -> tuple[list[dict], list[dict]]:
-    """Writes CORPUS and QUESTIONS into ``repo``; returns (questions, passages)."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    evaluation = {
-        q["question"].lower()
-        for path in params["curate"]["eval_sets"]
-        if not path.startswith("runs/")
-        for q in load_questions(repo / path)
-    }  # curate would drop a training question they hold
-    source = [q for q in load_questions(repo / SOURCE) if q["question"].lower() not in evaluation]
-    chosen = source[::-1][:N_QUESTIONS]
-    wanted = {pid for q in chosen for pid in q["metadata"]["context_paragraph_ids"]}
-    with gzip.open(repo / SOURCE_CORPUS, "rt") as f:
-        paragraphs = {p["id"]: p for p in map(json.loads, f) if p["id"] in wanted}
-    new_id = {old: f"own-p{i}" for i, old in enumerate(sorted(wanted, key=lambda pid: int(pid[2:])))}
-    passages = [
-        {"id": new_id[old], "contents": f'"{paragraphs[old]["title"]}"\n{paragraphs[old]["text"]}'} for old in new_id
-    ]
-    questions = [
-        {
-            "id": f"own-q{i}",
-            "question": q["question"],
-            "golden_answers": q["golden_answers"],
-            "metadata": {"gold_paragraph_ids": [new_id[p] for p in q["metadata"]["gold_paragraph_ids"]]},
-        }
-        for i, q in enumerate(chosen)
-    ]
-    assert all(q["metadata"]["gold_paragraph_ids"] and q["golden_answers"] for q in questions)
-    for path, rows in ((CORPUS, passages), (QUESTIONS, questions)):
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo / path).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return questions, passages
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, model_dir):
-    repo = tmp_path_factory.mktemp("own_data") / "repo"
-    env = tiny_clone(repo, model_dir, SIZES)
-    questions, passages = own_dataset(repo)
-    git(repo, "add", "data/own")
-    git(repo, "commit", "-qm", "own dataset")
-    done = dvc(repo, "exp", "run", "-S", f"data.corpus={CORPUS}", "-S", f"data.questions={QUESTIONS}", env=env)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    yield repo, env, questions, passages
-    shutil.rmtree(repo.parent, ignore_errors=True)  # five checkpoints and their DVC cache: ~5 GB
+def run(own_data_run):
+    """The tiny run tests/conftest.py started in the background before the first test (these tests run last)."""
+    done = own_data_run.wait()
+    assert done.returncode == 0, done.output_tail
+    return own_data_run.repo, own_data_run.env, own_data_run.questions, own_data_run.passages
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -122,7 +75,7 @@ def test_split_synthesis_and_evaluation_used_the_own_questions(run):
     assert {q["id"] for q in held} | {q["id"] for q in train} == ids
     for mode in ("cot", "coa"):
         summary = json.loads((repo / f"metrics/synth_{mode}.json").read_text())
-        assert summary["dataset"]["rows"] == TRAIN, summary
+        assert summary["dataset"]["rows"] == OWN_TRAIN, summary
     # the reference CoA answers from what the search returned: right answers mean the own corpus was searched
     assert json.loads((repo / "metrics/synth_coa.json").read_text())["dataset"]["em"] > 0.5
     for name in ("base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"):
@@ -151,7 +104,7 @@ def test_every_stage_wrote_outputs_and_metrics(run):
         assert (repo / f"runs/train/{stage}/model.safetensors").exists(), stage
         assert json.loads((repo / f"metrics/train_{stage}.json").read_text())
     for name in ("synth_cot", "synth_coa"):
-        assert json.loads((repo / f"metrics/{name}.json").read_text())["dataset"]["rows"] == TRAIN
+        assert json.loads((repo / f"metrics/{name}.json").read_text())["dataset"]["rows"] == OWN_TRAIN
     for name in ("base", "react", "sft1", "sft2", "sft3", "rl1", "rl2"):
         metrics = json.loads((repo / f"runs/eval/{name}/metrics.json").read_text())
         assert metrics["datasets"]["heldout"]["n"] == HELDOUT

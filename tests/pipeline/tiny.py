@@ -1,12 +1,17 @@
 """The pipeline tests' shared setup: a fresh git clone of the working tree with every size cut (``TINY``),
-and ``dvc`` run in it with the test's Python first on PATH."""
+``dvc`` run in it with the test's Python first on PATH, and the whole tiny run on a second dataset
+(``OwnDataRun``, tests/pipeline/test_pipeline.py), started in the background by tests/conftest.py."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -99,3 +104,88 @@ def tiny_clone(repo: Path, model_dir: str | Path, sizes: dict = TINY) -> dict:
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "PYTHONPATH": str(repo),
     }
+
+
+# the own dataset of the whole tiny run (tests/pipeline/test_pipeline.py)
+N_QUESTIONS, HELDOUT = 40, 3
+CORPUS, QUESTIONS = "data/own/own_corpus.jsonl", "data/own/own_questions.jsonl"
+SOURCE = "data/raw/hotpotqa/hotpotqa_dev_union_flashrag.jsonl.gz"
+SOURCE_CORPUS = "data/raw/hotpotqa/hotpotqa_union_corpus.jsonl.gz"
+OWN_SIZES = merge(TINY, {"split": {"heldout": HELDOUT, "train": 0}})
+OWN_TRAIN = N_QUESTIONS - HELDOUT
+NICE = 10  # below the tests beside it: their waits and timeouts see a CPU as busy as when run alone, or nearly
+
+
+def own_dataset(repo: Path) -> tuple[list[dict], list[dict]]:
+    """Writes CORPUS and QUESTIONS into ``repo``; returns (questions, passages)."""
+    from coa.questions import load_questions
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    evaluation = {
+        q["question"].lower()
+        for path in params["curate"]["eval_sets"]
+        if not path.startswith("runs/")
+        for q in load_questions(repo / path)
+    }  # curate would drop a training question they hold
+    source = [q for q in load_questions(repo / SOURCE) if q["question"].lower() not in evaluation]
+    chosen = source[::-1][:N_QUESTIONS]
+    wanted = {pid for q in chosen for pid in q["metadata"]["context_paragraph_ids"]}
+    with gzip.open(repo / SOURCE_CORPUS, "rt") as f:
+        paragraphs = {p["id"]: p for p in map(json.loads, f) if p["id"] in wanted}
+    new_id = {old: f"own-p{i}" for i, old in enumerate(sorted(wanted, key=lambda pid: int(pid[2:])))}
+    passages = [
+        {"id": new_id[old], "contents": f'"{paragraphs[old]["title"]}"\n{paragraphs[old]["text"]}'} for old in new_id
+    ]
+    questions = [
+        {
+            "id": f"own-q{i}",
+            "question": q["question"],
+            "golden_answers": q["golden_answers"],
+            "metadata": {"gold_paragraph_ids": [new_id[p] for p in q["metadata"]["gold_paragraph_ids"]]},
+        }
+        for i, q in enumerate(chosen)
+    ]
+    assert all(q["metadata"]["gold_paragraph_ids"] and q["golden_answers"] for q in questions)
+    for path, rows in ((CORPUS, passages), (QUESTIONS, questions)):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return questions, passages
+
+
+@dataclass
+class Finished:
+    returncode: int
+    output_tail: str
+
+
+class OwnDataRun:
+    """``dvc exp run -S data.corpus=CORPUS -S data.questions=QUESTIONS`` in a tiny clone at ``repo``, as a
+    background process (its own session, ``nice``), so that the suite's longest setup overlaps the other tests."""
+
+    def __init__(self, repo: Path, model_dir: str | Path):
+        self.repo, self.log = repo, repo.parent / "dvc_exp_run.log"
+        self.env = tiny_clone(repo, model_dir, OWN_SIZES)
+        self.questions, self.passages = own_dataset(repo)
+        git(repo, "add", "data/own")
+        git(repo, "commit", "-qm", "own dataset")
+        cmd = ["nice", "-n", str(NICE), sys.executable, "-m", "dvc", "exp", "run"]
+        cmd += ["-S", f"data.corpus={CORPUS}", "-S", f"data.questions={QUESTIONS}"]
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=repo, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.finished: Finished | None = None
+
+    def wait(self) -> Finished:
+        if self.finished is None:
+            code = self.proc.wait()
+            self.finished = Finished(code, self.log.read_text()[-8000:])
+        return self.finished
+
+    def close(self) -> None:
+        """Stops the run if it is still going (the session ended first) and removes its clone: five
+        checkpoints and their DVC cache, ~5 GB."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        shutil.rmtree(self.repo.parent, ignore_errors=True)
