@@ -2,17 +2,19 @@
 
     python -m evaluate.ablation arms=[sft1-only,sft2-only,sft1-2,sft1-2-3,full]          # DVC experiment names
     python -m evaluate.ablation arms=[runs/arms/sft2-only,runs/arms/full] source=folders   # copies of runs/
+    python -m evaluate.ablation arms=[base,composed] reference=base stage=sft2             # one stage of each run
 
 Each arm is one run of the pipeline with ``train.chain`` naming the stages that train (a stage left
 out passes its start on: ``train.run``). An arm's model is the last stage of its chain, evaluated on
-the held-out questions like every stage (``runs/eval/<stage>/per_question.json``). Arms are read from
+the held-out questions like every stage (``runs/eval/<stage>/per_question.json``); ``stage=`` reads that stage
+of every arm instead (runs that differ in their data, not their chain). Arms are read from
 DVC experiments (``source=dvc``: the files at the experiment's commit, through ``dvc.api``) or from
 folders holding an arm's ``params.yaml`` and ``runs/eval`` (``source=folders``).
 
 The table: per arm, EM and F1 with 95% intervals, the paired bootstrap difference in EM against the
 reference arm (SFT-2 alone, as in the paper) over the questions both answered, searches per question,
-well-formed share, EM by question type and by number of searches, and n. Writes ``out`` (Markdown) and
-``out`` with ``.json``.
+well-formed share, EM by question type, by hops (with the paired difference per hop count) and by number of
+searches, and n. Writes ``out`` (Markdown) and ``out`` with ``.json``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class AblationConfig(ArmsConfig):
         metadata={"help": "DVC experiment names (source=dvc) or arm folders (source=folders)"},
     )
     reference: str = field(default="sft2-only", metadata={"help": "the arm every other is compared with (paired)"})
+    stage: str = field(default="", metadata={"help": "read this stage of every arm (empty: its chain's last)"})
     out: str = field(default="docs/experiments/ablation_table.md", metadata={"help": "the Markdown table (+ .json)"})
 
 
@@ -71,10 +74,11 @@ def arm_file(arm: str, source: str, path: str) -> str:
     return dvc.api.read(path, repo=".", rev=arm)
 
 
-def read_arm(arm: str, source: str) -> dict:
-    """An arm's chain and its last stage's per-question rows (``{"chain", "stage", "rows"}``)."""
+def read_arm(arm: str, source: str, stage: str = "") -> dict:
+    """An arm's chain and the per-question rows of ``stage`` (default: the chain's last stage;
+    ``{"chain", "stage", "rows"}``)."""
     chain = yaml.safe_load(arm_file(arm, source, "params.yaml"))["train"]["chain"]
-    stage = chain[-1]
+    stage = stage or chain[-1]
     return {
         "chain": chain,
         "stage": stage,
@@ -97,6 +101,14 @@ def scores(arm_rows: list[dict], reference_rows: list[dict], dataset: str, resam
         "f1": round(sum(f1) / n, 4) if n else None,
         "f1_ci95": bootstrap_ci(f1, resamples),
         "em_diff_vs_reference": paired_difference([ref[i]["em"] for i in ids], [rows[i]["em"] for i in ids], resamples),
+        "em_diff_by_hops": {
+            str(h): paired_difference(
+                [ref[i]["em"] for i in ids if ref[i].get("hops") == h],
+                [rows[i]["em"] for i in ids if ref[i].get("hops") == h],
+                resamples,
+            )
+            for h in sorted({ref[i].get("hops") for i in ids} - {None})
+        },
     }, list(rows.values())
 
 
@@ -110,6 +122,7 @@ def arm_row(name: str, arm: dict, reference: dict, dataset: str, resamples: int)
         "searches": round(sum(r["n_actions"] for r in rows) / n, 3) if n else None,
         "well_formed": round(sum(r["well_formed"] for r in rows) / n, 4) if n else None,
         "by_qtype": breakdown(rows, "qtype", resamples),
+        "by_hops": breakdown(rows, "hops", resamples),
         "by_searches": breakdown(rows, "n_actions", resamples),
     }
 
@@ -126,17 +139,21 @@ def as_markdown(rows: list[dict], reference: str) -> str:
 
     lines = [
         f"| arm | stages | EM [95% CI] | F1 [95% CI] | EM − {reference} [95% CI] | searches | well-formed | "
-        "EM by type | EM by searches | n |",
-        "|---|" * 1 + "---|" * 9,
+        f"EM by type | EM by hops [95% CI] | EM − {reference} by hops [95% CI] | EM by searches | n |",
+        "|---|" * 1 + "---|" * 11,
     ]
     for r in rows:
         d = r["em_diff_vs_reference"]
         groups = "; ".join(f"{k} {v['em']:.2f} (n={v['n']})" for k, v in r["by_qtype"].items()) or "–"
+        hops = "; ".join(f"{k}-hop {v['em']:.2f} {ci(v['em_ci95'])} (n={v['n']})" for k, v in r["by_hops"].items())
+        hop_diffs = "; ".join(
+            f"{k}-hop {v['diff']:+.3f} {ci(v['ci95'])}" for k, v in r["em_diff_by_hops"].items() if v["n"]
+        )
         searches = "; ".join(f"{k}: {v['em']:.2f} (n={v['n']})" for k, v in r["by_searches"].items()) or "–"
         lines.append(
             f"| {r['arm']} | {'→'.join(r['chain'])} | {r['em']:.3f} {ci(r['em_ci95'])} | "
             f"{r['f1']:.3f} {ci(r['f1_ci95'])} | {d['diff']:+.3f} {ci(d['ci95'])} | {r['searches']:.2f} | "
-            f"{r['well_formed']:.2f} | {groups} | {searches} | {r['n']} |"
+            f"{r['well_formed']:.2f} | {groups} | {hops or '–'} | {hop_diffs or '–'} | {searches} | {r['n']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -144,7 +161,7 @@ def as_markdown(rows: list[dict], reference: str) -> str:
 @entry_point("evaluate.ablation")
 def main(argv: list[str] | None = None) -> int:
     cfg = cli(AblationConfig, "ablation", sys.argv[1:] if argv is None else argv, __doc__)
-    arms = {Path(a).name: read_arm(a, cfg.source) for a in cfg.arms}
+    arms = {Path(a).name: read_arm(a, cfg.source, cfg.stage) for a in cfg.arms}
     rows = ablation_table(arms, Path(cfg.reference).name, cfg.dataset, cfg.bootstrap)
     write_table(cfg.out, as_markdown(rows, Path(cfg.reference).name), rows)
     return 0

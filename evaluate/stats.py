@@ -11,7 +11,8 @@ intervals and paired differences themselves are ``coa.stats``).
 
 Question groups come from the question files' own fields (``question_groups``): HotpotQA and 2Wiki
 ``metadata.type`` (bridge / comparison; comparison / inference / compositional / bridge_comparison) and
-MuSiQue hops (``metadata.question_decomposition`` length, else the ``2hop__`` id prefix).
+hops (``metadata.hops`` of synthesised questions, MuSiQue's ``question_decomposition`` length or ``2hop__`` id
+prefix, HotpotQA's gold paragraphs).
 """
 
 from __future__ import annotations
@@ -27,13 +28,19 @@ _HOPS = re.compile(r"^(\d)hop")
 
 
 def question_groups(question: dict) -> dict:
-    """``qtype`` and ``hops`` of a FlashRAG question from its own fields (None where it has none)."""
+    """``qtype`` and ``hops`` of a FlashRAG question from its own fields (None where it has none): hops are
+    ``metadata.hops`` (``synth.questions``), the decomposition's length, the ``Nhop`` id prefix, or the count
+    of gold paragraphs (HotpotQA's two)."""
     meta = question.get("metadata") or {}
     hops = None
-    if isinstance(meta.get("question_decomposition"), list):
+    if isinstance(meta.get("hops"), int):
+        hops = meta["hops"]
+    elif isinstance(meta.get("question_decomposition"), list):
         hops = len(meta["question_decomposition"])
     elif m := _HOPS.match(str(question.get("id", ""))):
         hops = int(m.group(1))
+    elif isinstance(meta.get("gold_paragraph_ids"), list) and meta["gold_paragraph_ids"]:
+        hops = len(set(meta["gold_paragraph_ids"]))
     return {"qtype": meta.get("type"), "hops": hops}
 
 

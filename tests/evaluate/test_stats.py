@@ -38,6 +38,10 @@ def test_question_groups_read_the_files_own_fields():
     assert question_groups({"id": "5a7", "metadata": {"type": "bridge"}}) == {"qtype": "bridge", "hops": None}
     assert question_groups({"id": "x", "metadata": {"type": "bridge_comparison"}})["qtype"] == "bridge_comparison"
     assert question_groups({"id": "3hop1__1_2_3", "metadata": {}}) == {"qtype": None, "hops": 3}
+    hotpot = {"id": "5a8", "metadata": {"type": "bridge", "gold_paragraph_ids": ["hp1", "hp2", "hp2"]}}
+    assert question_groups(hotpot)["hops"] == 2
+    composed = {"id": "compose-1", "metadata": {"hops": 4, "question_decomposition": [{}] * 4, "type": "comparison"}}
+    assert question_groups(composed) == {"qtype": "comparison", "hops": 4}
     assert question_groups({"id": "q", "metadata": {"question_decomposition": [{}, {}, {}, {}]}})["hops"] == 4
     assert question_groups({"id": 7}) == {"qtype": None, "hops": None}
 
