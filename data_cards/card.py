@@ -226,6 +226,7 @@ def _two_by_two(facts: RunFacts) -> str:
 def _questions(facts: RunFacts) -> str:
     """How the synthesised questions were made and what each verifier dropped (``synth.questions``)."""
     used = str((facts.params.get("data") or {}).get("questions", ""))
+    trained_on_them = (facts.params.get("split") or {}).get("train_synthesised", True)
     parts = []
     for name, m in facts.question_sets.items():
         hops = ", ".join(f"{k}-hop {v}" for k, v in sorted((m.get("by_hops") or {}).items())) or "none"
@@ -239,9 +240,12 @@ def _questions(facts: RunFacts) -> str:
             f"(seed {m.get('seed')}): {m.get('seeds', 0):,} seeds → {m.get('candidates', 0):,} candidates → "
             f"{m.get('verified', 0):,} verified, {m.get('written', 0):,} written ({hops}; {kinds}). "
             + (
-                "The training questions of this run are its pool (the usable seeds plus these)."
-                if used.endswith(pool)
-                else "This run's training questions are not its pool."
+                "This run's questions are not its pool."
+                if not used.endswith(pool)
+                else "The training questions of this run are its pool (the usable seeds plus these)."
+                if trained_on_them
+                else "This run split its pool (the usable seeds plus these) and trained on the seeds alone "
+                "(`split.train_synthesised=false`): these are only among its held-out questions."
             )
             + "\n\n"
             + (_table(["dropped by", "candidates (or seeds)"], drops) if drops else "Nothing was dropped.")

@@ -378,6 +378,10 @@ def test_a_small_run_writes_a_question_file_synth_run_takes(index_dir, tmp_path,
     section = _questions(facts)
     assert f"{m['seeds']:,} seeds → {m['candidates']:,} candidates → {m['verified']:,} verified, 6 written" in section
     assert "The training questions of this run are its pool" in section
+    seeds_only = RunFacts(
+        {}, {}, {}, [], {}, params | {"split": {"train_synthesised": False}}, {}, "", question_sets=sets
+    )
+    assert "trained on the seeds alone (`split.train_synthesised=false`)" in _questions(seeds_only)
     assert f"| proposer: seed_not_a_bridge | {m['proposer_drops']['seed_not_a_bridge']} |" in section
     assert all(f"| {reason} | {n} |" in section for reason, n in m["drop_reasons"].items())
 
