@@ -76,6 +76,7 @@ def propose(
 def verifiers(cfg: QuestionsConfig, corpus: Corpus, searcher, tokenizer, teacher, seeds: list[dict]) -> Pipeline:
     fmt, env = get_format(cfg.format), cfg.search
     solver = (lambda batch: teacher.solve(batch, corpus)) if teacher is not None else None
+    judge = (lambda batch: teacher.judge(batch, corpus)) if teacher is not None else None
     memory = NoMemoryShortcut(
         cfg.verify,
         fmt,
@@ -84,7 +85,7 @@ def verifiers(cfg: QuestionsConfig, corpus: Corpus, searcher, tokenizer, teacher
     )
     return Pipeline(
         [
-            Supported(corpus),
+            Supported(corpus, judge),
             NeedsEveryHop(corpus, searcher, env.topk),
             Unique(env.index, fmt, tokenizer, cfg.prompt.prefill, solver),
             Clean(cfg.verify.eval_sets, seeds, cfg.verify.near_duplicate),

@@ -73,6 +73,16 @@ Question: {question}
 Give the final answer as {answer_markup}."""
 
 
+JUDGE = """Passages:
+{passages}
+
+Question: {question}
+Proposed answer: {answer}
+
+Read together, do these passages state that the proposed answer is the answer to the question? Reply with your
+reasoning, then give the final answer as {answer_markup}, with yes or no."""
+
+
 def passages_block(corpus: Corpus, ids: list[str], limit: int = 1200) -> str:
     return "\n\n".join(f'[{i}] "{corpus.title(d)}"\n{corpus.text(d)[:limit]}' for i, d in enumerate(ids, start=1))
 
@@ -142,6 +152,22 @@ class Teacher:
         self.tokens.update(prompt=sum(e.prompt_tokens for e in eps), completion=sum(e.completion_tokens for e in eps))
         return [None if ep.finish_reason in ("error", "bad_response", "empty_answer") else ep.completion for ep in eps]
 
+    def judge(self, batch: list[Candidate], corpus: Corpus) -> list[bool | None]:
+        """``supported``: does the evidence state the gold answer to the question (yes, no, or None: no verdict)."""
+        markup = self.fmt.answer_text("yes or no")
+        replies = self.ask(
+            [
+                JUDGE.format(
+                    passages=passages_block(corpus, c.evidence_ids),
+                    question=c.question,
+                    answer=c.golden_answers[0],
+                    answer_markup=markup,
+                )
+                for c in batch
+            ]
+        )
+        return [verdict_of(r, self.fmt) for r in replies]
+
     def solve(self, batch: list[Candidate], corpus: Corpus) -> list[str | None]:
         """``unique``: the teacher's answer to each question, given every evidence passage."""
         markup = self.fmt.answer_text("YOUR ANSWER")
@@ -155,6 +181,14 @@ class Teacher:
             None if r is None else (self.fmt.parse(r).answer or (extract_answer(r, self.fmt) or [None])[0])
             for r in replies
         ]
+
+
+def verdict_of(reply: str | None, fmt: FormatPreset) -> bool | None:
+    """A judge's yes (True) or no (False); None where the reply gives neither."""
+    if reply is None:
+        return None
+    answer = normalize_answer(fmt.parse(reply).answer or (extract_answer(reply, fmt) or [""])[0])
+    return {"yes": True, "no": False}.get(answer.split(" ")[0] if answer else "")
 
 
 def provenance(generator: str, template: str, teacher: Teacher, seed: int) -> dict:

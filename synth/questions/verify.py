@@ -61,10 +61,13 @@ def golds(c: Candidate) -> list[str]:
 
 
 class Supported:
+    """String match of every step's answer and the gold in the evidence; then, where ``judge`` is given (the
+    LLM teacher: ``judge(batch) -> [True | False | None]``), the teacher's reading of the evidence too."""
+
     name = "supported"
 
-    def __init__(self, corpus: Corpus):
-        self.corpus = corpus
+    def __init__(self, corpus: Corpus, judge: Callable | None = None):
+        self.corpus, self.judge = corpus, judge
 
     def one(self, c: Candidate) -> Verdict:
         if not c.steps:
@@ -83,7 +86,18 @@ class Supported:
         return True, "every step's answer and the gold are stated in the evidence"
 
     def __call__(self, batch):
-        return [self.one(c) for c in batch]
+        verdicts = [self.one(c) for c in batch]
+        matched = [i for i, (kept, _) in enumerate(verdicts) if kept]
+        if self.judge is None or not matched:
+            return verdicts
+        for i, said in zip(matched, self.judge([batch[i] for i in matched])):
+            if said is None:
+                verdicts[i] = (False, "judge_no_verdict")
+            elif not said:
+                verdicts[i] = (False, "judge_unsupported")
+            else:
+                verdicts[i] = (True, verdicts[i][1] + "; the teacher judges that the evidence states the gold")
+        return verdicts
 
 
 def named(c: Candidate, corpus: Corpus) -> list[str]:

@@ -143,6 +143,28 @@ def test_supported(corpus):
         "evidence_not_in_corpus",
         "answer_not_in_evidence",
     ]
+    # with a judge (the LLM teacher) it reads only what the string match kept, and its no drops
+    asked = []
+
+    def judge(batch):
+        asked.extend(batch)
+        return [False, True, None][: len(batch)]
+
+    other = cand(GOLOVIN + " ", ["Gian Carlo Menotti"], ok.steps)
+    third = cand(GOLOVIN + "  ", ["Gian Carlo Menotti"], ok.steps)
+    judged = Supported(corpus, judge)([ok, wrong, other, third])
+    assert asked == [ok, other, third]
+    assert judged[0] == (False, "judge_unsupported") and judged[1] == verdicts[1] and judged[3][1] == "judge_no_verdict"
+    assert judged[2][0] is True and judged[2][1].endswith("the teacher judges that the evidence states the gold")
+
+
+def test_a_judge_reply_is_yes_no_or_no_verdict():
+    from coa.formats import get_format
+    from synth.questions.llm import verdict_of
+
+    fmt = get_format("search_r1")
+    replies = ["I read them.\n<answer>Yes</answer>", "<answer>no, it does not</answer>", "<answer>maybe</answer>", None]
+    assert [verdict_of(r, fmt) for r in replies] == [True, False, None, None]
 
 
 def test_needs_every_hop(corpus, searcher):
@@ -472,6 +494,8 @@ def extend_script(mode: str):
     """A stand-in question writer: a bridge whose answer is the new passage's title (or a bad reply)."""
 
     def write(prompt: str) -> str:
+        if "Proposed answer:" in prompt:  # the supported check's judge
+            return "Final answer: " + ("no" if mode == "judge_no" else "yes")
         m = re.search(r'The new passage is \[(\d+)\] "([^"]+)"', prompt)
         if m is None:  # the unique check asks it to answer from the passages: the last one's title
             titles = re.findall(r'^\[\d+\] "([^"]+)"', prompt, re.M)
@@ -533,6 +557,17 @@ def test_extend_adds_a_hop_through_the_engine_seam(index_dir, tmp_path, bridge_s
         assert last["evidence_id"] == meta["evidence_ids"][-1] and last["answer"] == r["golden_answers"][0]
         assert meta["components"][-1] == {"kind": "passage", "id": last["evidence_id"]}
     assert rows and all(r["metadata"]["verification"]["unique"]["passed"] is not None for r in rows)
+    assert all("the teacher judges" in r["metadata"]["verification"]["supported"]["reason"] for r in rows)
+    judged = [p for p in api.requests if "Proposed answer:" in json.dumps(p)]
+    assert len(judged) >= len(rows)  # the judge asked through the same engine
+
+
+def test_a_teacher_judging_the_evidence_unsupported_drops_the_question(index_dir, tmp_path, bridge_seeds, tokenizer):
+    path, seeds = bridge_seeds
+    with FakeReasoningAPI(script=extend_script("judge_no")) as api:
+        m = run(llm_config(index_dir, tmp_path / "q", api, "extend", questions=str(path)))
+    assert m["candidates"] >= 2 and m["written"] == 0
+    assert m["drop_reasons"] == {"supported: judge_unsupported": m["candidates"]}, m["drop_reasons"]
 
 
 @pytest.mark.parametrize(
@@ -551,6 +586,8 @@ def test_a_teacher_without_a_usable_question_is_a_named_drop(
 
 def obfuscate_script(rewrite: bool):
     def write(prompt: str) -> str:
+        if "Proposed answer:" in prompt:  # the supported check's judge
+            return "Final answer: yes"
         question = re.search(r"\nQuestion: (.*)", prompt).group(1)
         if rewrite:
             for title in re.findall(r'^\[\d+\] "([^"]+)"', prompt, re.M):
