@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(items):
 def own_data_run(request, tmp_path_factory):
     """The whole tiny run of tests/pipeline/test_pipeline.py (``tests.pipeline.tiny.OwnDataRun``), started
     before the first test when any of those tests is selected. Its ~11 min of ``dvc exp run`` on 2 cores
-    overlap the rest of the suite (at a lower CPU priority) instead of adding to it."""
+    overlap the rest of the suite (on the CPU time the tests leave idle) instead of adding to it."""
     if not any(item.nodeid.startswith(OWN_DATA_RUN) for item in request.session.items):
         yield None
         return

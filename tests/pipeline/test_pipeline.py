@@ -6,7 +6,8 @@
 Every stage runs for real (index, split, reference-teacher synthesis with real search, curation, five TRL
 stages, vLLM CPU evaluation of seven models, report). One run serves two sets of checks, since a whole tiny
 run is the suite's longest setup (~11 min on 2 cores alone); tests/conftest.py starts it in the background
-before the first test (``tests.pipeline.tiny.OwnDataRun``, at a lower CPU priority) and these tests run last:
+before the first test (``tests.pipeline.tiny.OwnDataRun``, on the CPU time the tests leave idle) and these tests
+run last:
 
 - the data went where the params say: the dataset is made different from the embedded one wherever the
   FlashRAG form allows (a few HotpotQA dev questions that no evaluation set holds, with new question ids and
