@@ -87,6 +87,19 @@ def passages_block(corpus: Corpus, ids: list[str], limit: int = 1200) -> str:
     return "\n\n".join(f'[{i}] "{corpus.title(d)}"\n{corpus.text(d)[:limit]}' for i, d in enumerate(ids, start=1))
 
 
+def evidence_prompts(template: str, batch: list[Candidate], corpus: Corpus, answer_markup: str) -> list[str]:
+    """``template`` for each candidate: its evidence passages, question and (where the template names it) gold."""
+    return [
+        template.format(
+            passages=passages_block(corpus, c.evidence_ids),
+            question=c.question,
+            answer=c.golden_answers[0],
+            answer_markup=answer_markup,
+        )
+        for c in batch
+    ]
+
+
 def read_reply(completion: str, fmt: FormatPreset) -> dict | None:
     """The JSON object of a reply's final answer (or, failing that, the last object in the reply)."""
     answer = fmt.parse(completion).answer
@@ -154,29 +167,12 @@ class Teacher:
 
     def judge(self, batch: list[Candidate], corpus: Corpus) -> list[bool | None]:
         """``supported``: does the evidence state the gold answer to the question (yes, no, or None: no verdict)."""
-        markup = self.fmt.answer_text("yes or no")
-        replies = self.ask(
-            [
-                JUDGE.format(
-                    passages=passages_block(corpus, c.evidence_ids),
-                    question=c.question,
-                    answer=c.golden_answers[0],
-                    answer_markup=markup,
-                )
-                for c in batch
-            ]
-        )
+        replies = self.ask(evidence_prompts(JUDGE, batch, corpus, self.fmt.answer_text("yes or no")))
         return [verdict_of(r, self.fmt) for r in replies]
 
     def solve(self, batch: list[Candidate], corpus: Corpus) -> list[str | None]:
         """``unique``: the teacher's answer to each question, given every evidence passage."""
-        markup = self.fmt.answer_text("YOUR ANSWER")
-        replies = self.ask(
-            [
-                SOLVE.format(passages=passages_block(corpus, c.evidence_ids), question=c.question, answer_markup=markup)
-                for c in batch
-            ]
-        )
+        replies = self.ask(evidence_prompts(SOLVE, batch, corpus, self.fmt.answer_text("YOUR ANSWER")))
         return [
             None if r is None else (self.fmt.parse(r).answer or (extract_answer(r, self.fmt) or [None])[0])
             for r in replies
@@ -310,18 +306,7 @@ def extend(rows: list[dict], corpus: Corpus, searcher, teacher: Teacher, cfg, dr
 
 def obfuscate(rows: list[dict], corpus: Corpus, teacher: Teacher, cfg, drops: Counter) -> list[Candidate]:
     seeds = start(rows, corpus, drops)
-    markup = teacher.fmt.answer_text("JSON")
-    replies = teacher.ask(
-        [
-            OBFUSCATE.format(
-                passages=passages_block(corpus, c.evidence_ids),
-                question=c.question,
-                answer=c.golden_answers[0],
-                answer_markup=markup,
-            )
-            for c in seeds
-        ]
-    )
+    replies = teacher.ask(evidence_prompts(OBFUSCATE, seeds, corpus, teacher.fmt.answer_text("JSON")))
     out = []
     for c, reply in zip(seeds, replies):
         question = checked_question(
