@@ -45,7 +45,7 @@ ALWAYS_RUN = {"checks", "run_report"}  # always_changed: they run on every repro
 def run(own_data_run):
     """The tiny run tests/conftest.py started in the background before the first test (these tests run last)."""
     done = own_data_run.wait()
-    assert done.returncode == 0, done.output_tail
+    assert done.returncode == 0, done.stdout
     return own_data_run.repo, own_data_run.env, own_data_run.questions, own_data_run.passages
 
 

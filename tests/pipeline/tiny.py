@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -151,12 +150,6 @@ def own_dataset(repo: Path) -> tuple[list[dict], list[dict]]:
     return questions, passages
 
 
-@dataclass
-class Finished:
-    returncode: int
-    output_tail: str
-
-
 class OwnDataRun:
     """``dvc exp run -S data.corpus=CORPUS -S data.questions=QUESTIONS`` in a tiny clone at ``repo``, as a
     background process in its own session, so that the suite's longest setup overlaps the other tests. It runs
@@ -182,12 +175,13 @@ class OwnDataRun:
                 start_new_session=True,
                 preexec_fn=lambda: os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)),
             )
-        self.finished: Finished | None = None
+        self.finished: subprocess.CompletedProcess | None = None
 
-    def wait(self) -> Finished:
+    def wait(self) -> subprocess.CompletedProcess:
+        """The finished run; its ``stdout`` holds the log's last 8,000 characters."""
         if self.finished is None:
             code = self.proc.wait()
-            self.finished = Finished(code, self.log.read_text()[-8000:])
+            self.finished = subprocess.CompletedProcess(self.proc.args, code, self.log.read_text()[-8000:])
         return self.finished
 
     def close(self) -> None:
