@@ -9,7 +9,8 @@ GPU, not a model; the LLM teacher (``teacher.base_url=…``) remains the way to 
 Evidence (``metadata`` of a FlashRAG question row; any that is present is used)
   ``gold_paragraph_ids``       corpus ids of the gold paragraphs (FlashRAG HotpotQA)
   ``supporting_facts``         ``[[title, sent], …]`` or ``{"title": [...], "sent_id": [...]}`` (HotpotQA, 2Wiki)
-  ``question_decomposition``   ``[{question, answer, …}]`` sub-questions, ``#k`` = answer k (MuSiQue)
+  ``question_decomposition``   ``[{question, answer, evidence_id}]`` sub-questions, ``#k`` = answer k (MuSiQue);
+                               ``evidence_id``: the corpus id of the step's paragraph
   ``evidences``                ``[[subject, relation, object], …]`` triples (2Wiki)
 
 CoA policy (``tools=real``): the first search is the question; after each observation, if the text
@@ -37,6 +38,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from coa.agent import Episode, Generation, step_text
 from coa.engines import Request, register
@@ -96,6 +98,20 @@ def _titles(supporting) -> list[str]:
     return titles
 
 
+def evidence_documents(meta: dict, title_of: Callable[[str], str] | None = None) -> list[Evidence]:
+    """The documents a question row's evidence names, in hop order, each once: its decomposition's
+    ``evidence_id``s, its ``gold_paragraph_ids`` (corpus ids, titled by ``title_of``), then the
+    ``supporting_facts`` titles no id above has (doc_id ""). ``synth.questions`` reads seeds through it too."""
+    decomposition = meta.get("question_decomposition") or []
+    ids = [step.get("evidence_id") for step in decomposition if isinstance(step, dict)]
+    docs: list[Evidence] = []
+    for doc_id in dict.fromkeys(str(i) for i in [*ids, *(meta.get("gold_paragraph_ids") or [])] if i not in (None, "")):
+        title = title_of(doc_id) if title_of else ""
+        docs.append(Evidence(query=title or doc_id, title=title, doc_id=doc_id))
+    known = {d.title for d in docs}
+    return docs + [Evidence(query=t, title=t) for t in _titles(meta.get("supporting_facts")) if t not in known]
+
+
 def evidence_of(question: dict, passages: "Passages | None") -> list[Evidence]:
     """The evidence items of a question row, in hop order, from whichever annotations it carries."""
     meta = question.get("metadata") or {}
@@ -109,13 +125,7 @@ def evidence_of(question: dict, passages: "Passages | None") -> list[Evidence]:
         answers.append(str(step.get("answer", "")))
         if sub:
             items.append(Evidence(query=sub, answer=answers[-1]))
-    for doc_id in meta.get("gold_paragraph_ids") or []:
-        title = passages.title(doc_id) if passages else ""
-        items.append(Evidence(query=title or str(doc_id), title=title, doc_id=str(doc_id)))
-    known = {e.title for e in items}
-    for title in _titles(meta.get("supporting_facts")):
-        if title not in known:
-            items.append(Evidence(query=title, title=title))
+    items += evidence_documents(meta, passages.title if passages else None)
     if not decomposition:
         for triple in meta.get("evidences") or []:
             if isinstance(triple, (list, tuple)) and len(triple) == 3 and not any(e.answer == triple[2] for e in items):

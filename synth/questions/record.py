@@ -8,9 +8,10 @@ stated in its evidence document.
 
 Seeds are read row by row: a row without gold answers (or otherwise unusable) is dropped with a named
 reason and the run goes on. A seed's decomposition comes from its annotations: a MuSiQue
-``question_decomposition`` as it is, or HotpotQA ``supporting_facts`` (titles → corpus ids through the
-index's ``DocumentStore``, as ``synth.reference.Passages`` maps them) ordered as a bridge: the first
-document names the second one's title, the second states the gold answer.
+``question_decomposition`` as it is, or two evidence documents ordered as a bridge (the first document
+names the second one's title, the second states the gold answer). The documents are read as the reference
+teacher reads them (``synth.reference.evidence_documents``): ``gold_paragraph_ids`` (corpus ids) or HotpotQA
+``supporting_facts`` titles (→ corpus ids through the index's ``DocumentStore``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pyarrow.parquet as pq
 from coa.questions import _json_lines, _normalise
 from coa.score import normalize_answer
 from coa.search.store import DocumentStore, title_of
-from synth.reference import _titles
+from synth.reference import evidence_documents
 
 YES_NO = ("yes", "no")
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")
@@ -117,10 +118,9 @@ class Corpus:
         n = min(sample, len(self.store))
         return n > 0 and any(self.titled(c) for c in self.store.contents.slice(0, n).to_pylist())
 
-    def ids_with_title(self, title: str, prefer: list[str] = ()) -> list[str]:
-        """Ids of the documents titled ``title``; one listed in ``prefer`` (the row's gold ids) first."""
-        ids = [self.store.ids[r].as_py() for r in self.store.rows_with_title(title)]
-        return sorted(ids, key=lambda i: (i not in prefer, ids.index(i)))
+    def ids_with_title(self, title: str) -> list[str]:
+        """Ids of the documents titled ``title``."""
+        return [self.store.ids[r].as_py() for r in self.store.rows_with_title(title)]
 
     def ids_named(self, name: str) -> list[str]:
         """Ids of the documents whose title, without its disambiguation, is ``name`` (case aside): the pages
@@ -175,15 +175,19 @@ def decomposition(seed: dict, corpus: Corpus) -> tuple[list[dict] | None, str]:
         if any(corpus.contents(s["evidence_id"]) is None for s in steps):
             return None, "evidence_not_in_corpus"
         return steps, ""
-    titles = _titles(meta.get("supporting_facts"))
-    if len(titles) != 2:
+    docs = evidence_documents(meta, corpus.title)
+    if len(docs) != 2:
         return None, "seed_not_two_documents"
     if not corpus.has_titles():
         return None, "corpus_without_titles"
-    prefer = [str(i) for i in meta.get("gold_paragraph_ids") or []]
-    ids = {t: (corpus.ids_with_title(t, prefer) or [None])[0] for t in titles}
+    if any(d.doc_id and not d.title for d in docs):  # an id the corpus does not hold (or holds untitled)
+        return None, "evidence_not_in_corpus"
+    ids = {d.title: d.doc_id or next(iter(corpus.ids_with_title(d.title)), None) for d in docs}
     if None in ids.values():
         return None, "evidence_title_not_in_corpus"
+    titles = list(ids)
+    if len(titles) != 2:  # two paragraphs of one page
+        return None, "seed_not_two_documents"
     if normalize_answer(gold) in YES_NO:
         return None, "seed_yes_no"
     q = seed["question"]
