@@ -26,6 +26,7 @@ objects that already arrived are not sent again. The token comes from ``HF_TOKEN
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -174,6 +175,11 @@ def push(cfg: PublishConfig, folder: Path, files: list[Path], message: str) -> t
         raise BadInput(
             f"{api.endpoint}/api/whoami-v2 answered {status} {e.response.reason_phrase}"
             f"{answer_text(e.response, token)}: the server is failing, or HF_ENDPOINT is not a Hub "
+            "(unset: huggingface.co); the token was not checked"
+        ) from None
+    except json.JSONDecodeError:  # answered 200 with a web page: something that is not a Hub (requests' is one too)
+        raise BadInput(
+            f"{api.endpoint}/api/whoami-v2 answered with non-JSON (HTML?): HF_ENDPOINT is not a Hub "
             "(unset: huggingface.co); the token was not checked"
         ) from None
     except Exception as e:  # the client's transport error (requests' or httpx's, by version): a wrong HF_ENDPOINT

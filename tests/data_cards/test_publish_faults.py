@@ -55,6 +55,18 @@ def test_an_endpoint_failing_at_whoami_is_named_not_the_token(hub, empty_sets, s
     assert f"tester/whoami-{status}" not in hub.repos and hub.token not in proc.stdout + proc.stderr
 
 
+def test_an_endpoint_answering_a_web_page_is_named_as_no_hub(hub, empty_sets):
+    """Issue 48 (8): a 200 with an HTML page at whoami was reported as "not reachable (JSONDecodeError...)"."""
+    hub.fail(r"^/api/whoami-v2$", 200, b"<!doctype html><html><body>Welcome</body></html>", times=10)
+    proc = publish(hub, empty_sets, "tester/html")
+    assert proc.returncode == 2
+    assert one_line(proc) == (
+        f"publish: {hub.url}/api/whoami-v2 answered with non-JSON (HTML?): HF_ENDPOINT is not a Hub "
+        "(unset: huggingface.co); the token was not checked"
+    )
+    assert "tester/html" not in hub.repos
+
+
 def test_a_silent_endpoint_times_out_with_one_line(hub, empty_sets):
     hub.hang(r"^/api/whoami-v2$", times=10)
     started = time.monotonic()
