@@ -11,6 +11,7 @@ import hashlib
 import gzip
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -69,8 +70,9 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
         while True:
             try:
                 raw = f.readline()
-            except (EOFError, OSError) as e:
-                raise ValueError(f"{path}:{lineno + 1}: unreadable ({type(e).__name__}: {e})") from None
+            except (EOFError, OSError, zlib.error) as e:  # a cut or corrupt .gz (zlib.error is no OSError)
+                kind = "corrupt gzip" if isinstance(e, zlib.error) else type(e).__name__
+                raise ValueError(f"{path}:{lineno + 1}: unreadable ({kind}: {e})") from None
             if not raw:
                 return
             lineno += 1
@@ -87,30 +89,40 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             yield lineno, value
 
 
+def question_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, raw row) of a question file, jsonl(.gz) or parquet; ``where`` is ``FILE:LINE`` (``FILE:row N``)."""
+    if path.suffix == ".parquet":
+        with reading(path):
+            table = pq.read_table(path)
+        for i, row in enumerate(table.to_pylist(), start=1):
+            yield f"{path}:row {i}", row
+    else:
+        for lineno, row in _json_lines(path):
+            yield f"{path}:{lineno}", row
+
+
+def unique_questions(path: str | Path, rows: list[dict]) -> list[dict]:
+    """``rows`` with each id once: two different questions under one id are refused (every reader of question
+    files goes through here); exact repeats are kept once (a test file may repeat its last row)."""
+    unique: dict[str, dict] = {}
+    for r in rows:
+        first = unique.setdefault(r["id"], r)
+        if first is not r and (first["question"], first["golden_answers"]) != (r["question"], r["golden_answers"]):
+            raise BadInput(f"{path}: question id {r['id']!r} used for two different questions")
+    return list(unique.values())
+
+
 def load_questions(path: str | Path, limit: int | None = None, dataset: str | None = None) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"question file not found: {path}")
     name = dataset or path.name.split(".")[0].split("_")[0]
     rows: list[dict] = []
-    if path.suffix == ".parquet":
-        with reading(path):
-            table = pq.read_table(path)
-        for i, row in enumerate(table.to_pylist(), start=1):
-            rows.append(_normalise(row, f"{path}:row {i}", name))
-            if limit and len(rows) >= limit:
-                break
-    else:
-        for lineno, row in _json_lines(path):
-            rows.append(_normalise(row, f"{path}:{lineno}", name))
-            if limit and len(rows) >= limit:
-                break
-    unique: dict[str, dict] = {}
-    for r in rows:
-        first = unique.setdefault(r["id"], r)
-        if first is not r and (first["question"], first["golden_answers"]) != (r["question"], r["golden_answers"]):
-            raise ValueError(f"{path}: question id {r['id']!r} used for two different questions")
-    return list(unique.values())  # exact repeats (their test file repeats its last row) kept once
+    for where, row in question_rows(path):
+        rows.append(_normalise(row, where, name))
+        if limit and len(rows) >= limit:
+            break
+    return unique_questions(path, rows)
 
 
 def seed_ids(question: dict) -> set[str]:

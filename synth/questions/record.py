@@ -22,9 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from coa.questions import _json_lines, _normalise
+from coa.questions import _normalise, question_rows, unique_questions
 from coa.score import normalize_answer
 from coa.search.store import DocumentStore, title_of
 from synth.reference import evidence_documents
@@ -137,26 +135,19 @@ class Corpus:
 
 
 def read_seeds(path: str | Path, drops: Counter) -> list[dict]:
-    """FlashRAG question rows of ``path``; an unusable row is counted in ``drops`` by reason and skipped."""
+    """FlashRAG question rows of ``path``; an unusable row is counted in ``drops`` by reason and skipped. Two
+    different questions under one id are refused, as every question reader refuses them."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"questions={path}: no such question file")
     name = path.name.split(".")[0].split("_")[0]
-    if path.suffix == ".parquet":
-        raw = enumerate(pq.read_table(path).to_pylist(), start=1)
-    else:
-        raw = _json_lines(path)
-    rows, seen = [], set()
-    for n, row in raw:
+    rows = []
+    for where, row in question_rows(path):
         try:
-            q = _normalise(row, f"{path}:{n}", name)
+            rows.append(_normalise(row, where, name))
         except ValueError as e:
             drops["seed_without_gold_answer" if "golden_answers" in str(e) else "seed_unreadable"] += 1
-            continue
-        if q["id"] not in seen:
-            seen.add(q["id"])
-            rows.append(q)
-    return rows
+    return unique_questions(path, rows)
 
 
 def decomposition(seed: dict, corpus: Corpus) -> tuple[list[dict] | None, str]:

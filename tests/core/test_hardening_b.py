@@ -1,0 +1,70 @@
+"""Issue 48, part B: the third probe's inputs, each one line on stderr and exit 2 where it is bad input, and no
+output folder left by a run that stopped before its first row. Every test reproduces the probe's input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import coa.config
+from coa.questions import load_questions
+
+
+@pytest.fixture(autouse=True)
+def no_pipeline_params(monkeypatch):
+    """Only the settings each test gives: the pipeline's params.yaml stays out."""
+    monkeypatch.setenv("COA_PARAMS", "none")
+    monkeypatch.setattr(coa.config, "PARAMS_FILE", "none")
+    monkeypatch.delenv("COA_DEBUG", raising=False)
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+# ---- (d) a question file that is not what it claims: one line naming it, in every reader -------------------
+
+CORRUPT_GZIP = {
+    "probe": b"\x1f\x8b\x08\x00garbage",  # the probe's bytes: a header cut short
+    "deflate": b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage garbage garbage",  # whole header, bad data: zlib.error
+}
+
+
+@pytest.mark.parametrize("content", CORRUPT_GZIP.values(), ids=CORRUPT_GZIP)
+def test_a_corrupt_gzip_question_file_is_one_line_in_every_reader(tmp_path, capsys, content):
+    from coa.questions import main as split
+    from synth.questions.__main__ import main as synth_questions
+    from synth.run import main as synth_run
+
+    questions = tmp_path / "q.jsonl.gz"
+    questions.write_bytes(content)
+    runs = {
+        "coa.questions": lambda: split(["split", f"questions={questions}", f"out={tmp_path / 'split'}"]),
+        "synth.questions": lambda: synth_questions([f"questions={questions}", f"out={tmp_path / 'sq'}"]),
+        "synth": lambda: synth_run([f"questions={questions}", f"out={tmp_path / 'sr'}"]),
+    }
+    for prog, run in runs.items():
+        assert run() == 2, prog
+        assert one_line(capsys).startswith(f"{prog}: {questions}:1: unreadable (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.jsonl.gz"]  # no output folder
+
+
+# ---- (f) ids: one id, one question, in every reader ---------------------------------------------------------
+
+
+def test_seed_questions_sharing_an_id_are_refused_as_split_refuses_them(tmp_path, capsys):
+    """The probe: ten seeds under one id were silently merged into one by synth.questions."""
+    from synth.questions.__main__ import main as synth_questions
+
+    seeds = tmp_path / "seeds.jsonl"
+    rows = [{"id": "same", "question": f"Who wrote book {k}?", "golden_answers": [f"A{k}"]} for k in range(10)]
+    seeds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    message = f"{seeds}: question id 'same' used for two different questions"
+    with pytest.raises(ValueError, match=message):
+        load_questions(seeds)
+    assert synth_questions([f"questions={seeds}", f"out={tmp_path / 'q'}"]) == 2
+    assert one_line(capsys) == f"synth.questions: {message}"
+    assert not (tmp_path / "q").exists()
