@@ -69,6 +69,7 @@ ERRORS = {
     "unknown_tool": "no enabled tool has that name",
     "bad_arguments": "the arguments break the tool's schema",
     "budget": "the total or the tool's call budget is spent",
+    "empty_query": "search: the query is empty",
     "not_found": "open: no document has that id or title",
     "bad_page": "open: the document has fewer pages",
     "exception": "python: the code raised (or exited non-zero)",

@@ -44,6 +44,10 @@ class SearchSettings:
     retriever_url: str = field(default="", metadata={"help": "a Search-R1 /retrieve server instead of the index"})
     topk: int = field(default=3, metadata={"help": "documents per search"})
 
+    def __post_init__(self) -> None:
+        if self.topk < 1:
+            raise ValueError(f"search.topk must be >= 1 (documents per search), got {self.topk}")
+
 
 @dataclass
 class CallConfig:

@@ -28,6 +28,7 @@ from coa.search.store import DocumentStore, title_of
 from coa.tools import Observation, Tool, ToolContext, register
 
 ARTICLES_KEPT = 32  # articles whose pages are cut already (a policy reads on, page after page)
+MAX_PAGE = 100_000  # far past any article (25M tokens at 256 a page); bounds what a refusal echoes
 WORD = re.compile(r"\S+")
 HEAD = re.compile(r"(?P<title>.+) \(page (?P<page>\d+) of (?P<total>\d+)\)")  # a page's first line
 MORE = re.compile(r"\n\[continued on page \d+ of \d+\]$")  # its last line, when pages follow
@@ -72,7 +73,7 @@ class OpenTool(Tool):
         "type": "object",
         "properties": {
             "doc": {"type": "string", "description": "the document's title, or a passage id"},
-            "page": {"type": "integer", "minimum": 1, "description": "page number (default 1)"},
+            "page": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "description": "page number (default 1)"},
         },
         "required": ["doc"],
         "additionalProperties": False,

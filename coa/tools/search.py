@@ -2,8 +2,8 @@
 
 The observation's text is what today's search observation holds inside the preset's result tags, byte for
 byte: ``ctx.fmt.wrap_observation(text) == ctx.fmt.observation(docs)`` (the documents in the preset's
-``doc_template``, or its failure text when nothing matched). Provenance: the documents' ids, best first.
-Calls are batched: one searcher call for every query of a batch.
+``doc_template``, or its failure text when nothing matched). Provenance: the documents' ids, best first. A blank
+query is an observation with error ``empty_query`` (it is not searched). Calls are batched: one searcher call for every query of a batch.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ def observation_body(fmt: FormatPreset, docs: Sequence[Doc]) -> str:
     head = fmt.observation_opening
     tail = f"{fmt.inner_pad}{fmt.result_close}{fmt.obs_after}"
     return full[len(head) : len(full) - len(tail)]
+
+
+# a blank query matches nothing: say so, rather than the preset's "no documents" text with no error
+EMPTY_QUERY = "The query is empty: search for a few words."
 
 
 @register("search")
@@ -50,5 +54,13 @@ class SearchTool(Tool):
         return self.execute_batch([args])[0]
 
     def execute_batch(self, calls: Sequence[dict]) -> list[Observation]:
-        results = self.searcher.search([args["query"] for args in calls], self.topk)
-        return [Observation(observation_body(self.fmt, docs), {"doc_ids": [d.id for d in docs]}) for docs in results]
+        asked = [args["query"] for args in calls if args["query"].strip()]
+        found = iter(self.searcher.search(asked, self.topk) if asked else [])
+        out = []
+        for args in calls:
+            if not args["query"].strip():
+                out.append(Observation(EMPTY_QUERY, {"doc_ids": []}, error="empty_query"))
+                continue
+            docs = next(found)
+            out.append(Observation(observation_body(self.fmt, docs), {"doc_ids": [d.id for d in docs]}))
+        return out

@@ -68,3 +68,40 @@ def test_seed_questions_sharing_an_id_are_refused_as_split_refuses_them(tmp_path
     assert synth_questions([f"questions={seeds}", f"out={tmp_path / 'q'}"]) == 2
     assert one_line(capsys) == f"synth.questions: {message}"
     assert not (tmp_path / "q").exists()
+
+
+# ---- coa.tools call: settings and arguments with bounds ------------------------------------------------------
+
+
+@pytest.mark.parametrize("topk", ["0", "-3"])
+def test_search_topk_below_one_is_refused_naming_the_key(index_dir, capsys, topk):
+    """The probe: topk=0 answered "Retrieval failed.", -3 numpy's "negative dimensions are not allowed"."""
+    from coa.tools.__main__ import main
+
+    argv = ["call", "search", '{"query": "Maria Golovin"}', f"search.index={index_dir}", f"search.topk={topk}"]
+    assert main(argv) == 2
+    assert one_line(capsys).endswith(f"search.topk must be >= 1 (documents per search), got {topk}")
+
+
+def test_open_refuses_a_page_past_any_bound_without_echoing_it(index_dir, capsys):
+    """The probe: page 1e308 passed as an integer and came back as a 309-digit number."""
+    from coa.tools.__main__ import main
+
+    assert main(["call", "open", '{"doc": "Maria Golovin", "page": 1e308}', f"search.index={index_dir}"]) == 2
+    assert one_line(capsys) == (
+        "python -m coa.tools: Bad arguments for open: 'page' must be at most 100000, got 1e+308. "
+        "Parameters: doc (string, required), page (integer)."
+    )
+
+
+def test_an_empty_query_is_an_error_observation(index_dir, capsys):
+    """The probe: an empty query answered "Retrieval failed." with no error."""
+    from coa.search import load_searcher
+    from coa.tools.__main__ import main
+    from coa.tools.search import EMPTY_QUERY, SearchTool
+
+    assert main(["call", "search", '{"query": ""}', f"search.index={index_dir}"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == EMPTY_QUERY and json.loads(err)["error"] == "empty_query"
+    found, blank = SearchTool(load_searcher(index_dir)).execute_batch([{"query": "Maria Golovin"}, {"query": "  "}])
+    assert found.ok and found.provenance["doc_ids"] and (blank.error, blank.text) == ("empty_query", EMPTY_QUERY)
