@@ -2,7 +2,8 @@
 
 Read as a stream of Arrow record batches, never whole: every line is checked and a bad one raises
 ``ValueError("FILE:LINE: what is wrong")``, or with ``skip_bad=True`` is skipped and counted.
-Ids are unique, non-empty strings (integers are accepted and written as strings).
+Ids are unique, non-empty strings: an integer id is a bad line (ids are strings everywhere, as in questions'
+evidence, so ``7`` and ``"7"`` never both name a document).
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def _document(record: object, where: str) -> tuple[str, str]:
     if not isinstance(record, dict):
         raise BadLine(where, "not a JSON object", f" (a {type(record).__name__})")
     doc_id = record.get("id")
-    if doc_id is None or isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id) == "":
-        raise BadLine(where, "field 'id' must be a non-empty string", f", got {doc_id!r}")
+    if not isinstance(doc_id, str) or not doc_id:
+        fix = f" (write it as the string {json.dumps(str(doc_id))})" if type(doc_id) is int else ""
+        raise BadLine(where, "field 'id' must be a non-empty string", f", got {doc_id!r}{fix}")
     if isinstance(record.get("contents"), str):
         text = record["contents"]
     elif isinstance(record.get("title"), str) and isinstance(record.get("text"), str):
@@ -87,7 +89,7 @@ def _document(record: object, where: str) -> tuple[str, str]:
         raise BadLine(where, "needs field 'contents' or fields 'title' and 'text' (strings)")
     if not text.strip():
         raise BadLine(where, "field 'contents' is empty")
-    return str(doc_id), text
+    return doc_id, text
 
 
 def read_corpus(

@@ -118,6 +118,10 @@ def test_serve_prints_the_warning_before_listening(index_dir, tmp_path):
         ([doc(0), doc(0, "again")], "c.jsonl:2: duplicate id 'd0' (ids must be unique)"),
         ([doc(0), '{"id": null, "contents": "x"}'], "c.jsonl:2: field 'id' must be a non-empty string, got None"),
         ([doc(0), '{"id": "", "contents": "x"}'], "c.jsonl:2: field 'id' must be a non-empty string, got ''"),
+        (  # issue 48: an integer id was taken as its string (ids are strings everywhere)
+            [doc(0), '{"id": 7, "contents": "x"}'],
+            "c.jsonl:2: field 'id' must be a non-empty string, got 7 (write it as the string \"7\")",
+        ),
         ([doc(0), '["a", "list"]'], "c.jsonl:2: not a JSON object (a list)"),
         ([doc(0), '"just a string"'], "c.jsonl:2: not a JSON object (a str)"),
         ([doc(0), '{"contents": "no id"}'], "c.jsonl:2: field 'id' must be a non-empty string, got None"),
