@@ -256,10 +256,16 @@ def check_start_model(path: str | Path) -> Path:
 
 
 def check_weights(path: Path) -> Path:
-    """Every ``*.safetensors`` in ``path`` reads whole (its header covers the file): a cut copy or download
-    fails here naming the file, not deep inside the model loader."""
+    """``path`` holds weights, and every ``*.safetensors`` in it reads whole (its header covers the file): a
+    folder without weights, or a cut copy or download, fails here naming it, not deep inside the model loader
+    (vLLM's traceback is 100 lines)."""
     from safetensors import safe_open
 
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise BadInput(
+            f"{path}: no weight files (*.safetensors or *.bin) beside its config.json; "
+            "copy or download the model's weights into it"
+        )
     for weights in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(weights, "pt"):

@@ -105,3 +105,26 @@ def test_an_empty_query_is_an_error_observation(index_dir, capsys):
     assert out.strip() == EMPTY_QUERY and json.loads(err)["error"] == "empty_query"
     found, blank = SearchTool(load_searcher(index_dir)).execute_batch([{"query": "Maria Golovin"}, {"query": "  "}])
     assert found.ok and found.provenance["doc_ids"] and (blank.error, blank.text) == ("empty_query", EMPTY_QUERY)
+
+
+# ---- (d) a checkpoint folder without weights ------------------------------------------------------------------
+
+
+def test_evaluate_names_a_model_folder_without_weights_before_any_engine_starts(model_dir, tmp_path, capsys):
+    """The probe: config.json and the tokenizer but no weight file gave vLLM's 103-line traceback, exit 1."""
+    import shutil
+
+    from evaluate.run import main
+
+    folder = tmp_path / "no_weights"
+    folder.mkdir()
+    for f in model_dir.iterdir():
+        if f.is_file() and f.suffix not in (".safetensors", ".bin"):
+            shutil.copy(f, folder / f.name)
+    assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    assert main([f"model={folder}", "name=probe", f"out_root={tmp_path / 'eval'}", "limit=2"]) == 2
+    assert one_line(capsys) == (
+        f"evaluate: {folder}: no weight files (*.safetensors or *.bin) beside its config.json; "
+        "copy or download the model's weights into it"
+    )
+    assert not (tmp_path / "eval").exists()
