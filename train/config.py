@@ -23,6 +23,7 @@ from coa.score import METRICS
 from coa.stages import STAGES
 
 REPORT_TO = ("none", "tensorboard")
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "varlen")  # train/attention.py
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo", "sapo", "vespo")  # TRL 1.16's GRPOConfig
 SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -98,6 +99,15 @@ class SFT2Config(StageConfig):
         metadata={"help": "Trajectory sets (TRAJECTORY_SCHEMA), relative to sets_dir."},
     )
     observation_loss: bool = field(default=False, metadata={"help": "Train on observation tokens too."})
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "A micro-batch's per_device_train_batch_size sequences concatenated into one row, no padding "
+            "(TRL padding_free): position ids restart at 0 per sequence and each attends only to itself (a "
+            "variable-length kernel on a GPU, a block-diagonal mask on a CPU); sequences per step and the loss "
+            "(token mean over the optimizer step) unchanged."
+        },
+    )
     packing: bool = field(
         default=False,
         metadata={
@@ -332,6 +342,21 @@ class TrainConfig:
         default=False,
         metadata={"help": "Recompute activations in the backward: less memory per step for a little more compute."},
     )
+    attn_implementation: str = field(
+        default="auto",
+        metadata={
+            "help": "Attention kernel: auto | sdpa | eager | flex_attention | varlen. 'auto' = 'varlen' (torch's "
+            "variable-length flash kernel: padding-free micro-batches with no mask, train/attention.py) for a "
+            "padding-free SFT stage on a CUDA GPU, else 'sdpa'."
+        },
+    )
+    liger_kernels: bool | str = field(
+        default="auto",
+        metadata={
+            "help": "Liger's fused RMSNorm, rotary and SwiGLU kernels (TRL use_liger_kernel; the LM head stays TRL's "
+            "fused one). 'auto' = on a CUDA GPU where liger-kernel is installed (./install.sh --gpu), else off."
+        },
+    )
     num_threads: int = field(
         default=2,
         metadata={"help": "torch CPU threads (1 where cores are shared; 0 = torch's default). Ignored on GPU."},
@@ -400,6 +425,12 @@ class TrainConfig:
             raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}; got {self.report_to!r}")
         if self.bf16 not in (True, False, "auto"):
             raise ValueError(f"bf16 must be auto, true or false; got {self.bf16!r}")
+        if self.liger_kernels not in (True, False, "auto"):
+            raise ValueError(f"liger_kernels must be auto, true or false; got {self.liger_kernels!r}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}; got {self.attn_implementation!r}"
+            )
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save_dtype must be one of {', '.join(SAVE_DTYPES)}; got {self.save_dtype!r}")
         if isinstance(self.chain, str):

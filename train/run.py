@@ -60,6 +60,7 @@ from train.checkpoint import (
     write_checkpoint,
     write_metrics,
 )
+from train.attention import choose as choose_attention
 from train.common import is_main_process, on_gpu
 from train.config import TrainConfig
 from train.data import pair_dataset, rl_dataset, sft_dataset
@@ -141,7 +142,10 @@ def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: Ste
     else:
         dataset = rl_dataset(tok, settings.questions, settings.question_limit, cfg.prompt)
         stats = {"questions": len(dataset)}
-    model = load_model(start, tok)
+    padding_free = stage in ("sft2", "sft3") and (settings.padding_free or settings.packing)
+    attention, why = choose_attention(cfg.attn_implementation, padding_free)
+    stats["attn_implementation"] = {"kernel": attention, "why": why}
+    model = load_model(start, tok, attention)
     if stage == "sft1":
         from train.preference import build_sft1_trainer  # heavy: TRL loads only for the stage that trains
 

@@ -59,7 +59,17 @@ def trained_positions_only(inputs: dict) -> dict:
 
 def build_sft_trainer(cfg: TrainConfig, stage: SFT2Config, model, tokenizer, dataset, out, callbacks=()):
     args = SFTConfig(
-        **training_args(cfg, stage, out, max_length=stage.max_length, packing=stage.packing, packing_strategy="bfd")
+        **training_args(
+            cfg,
+            stage,
+            out,
+            # padding-free rows without packing: TRL refuses a max_length it would not enforce; train.data has
+            # already dropped the longer sequences
+            max_length=None if stage.padding_free and not stage.packing else stage.max_length,
+            packing=stage.packing,
+            packing_strategy="bfd",
+            padding_free=stage.padding_free,
+        )
     )
     return CountingSFTTrainer(
         model=model,

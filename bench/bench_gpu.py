@@ -1,0 +1,243 @@
+"""SFT-2 throughput on a CUDA GPU against the card's bf16 peak: padded against padding-free micro-batches.
+
+    # on any machine with the project installed and an index (dvc repro index): what the GPU needs, < 5 MB
+    python bench/bench_gpu.py prepare --index runs/index --out .gpu
+    # on the GPU (no network, no model download; trl, datasets and liger-kernel as wheels where missing)
+    python bench/bench_gpu.py run --data .gpu --out bench/out/gpu.json [--steps 12] [--warmup 3] [--only 1.5b]
+
+``prepare`` writes the SmolLM2 tokenizer and model config (no weights) and realistic SFT-2 sets: CoA and CoT
+trajectories of real HotpotQA questions with real BM25 results in the run's format
+(``tests/fixtures/trajectories.py``, as ``bench/bench_train.py`` builds them). ``run`` builds random-initialised
+students of two shapes, the SmolLM2-135M and a Qwen2.5-1.5B (28 layers, 1,536 wide, 151,936-token vocabulary),
+and trains each configuration with the project's own ``python -m train.run stage=sft2`` in its own process:
+bf16 mixed precision (float32 master weights, fused AdamW), observations masked, ``max_steps`` cut to ``--steps``.
+
+Per configuration it prints real tokens per second over the steps after ``--warmup`` (the stage's tokens per step
+taken as its mean), MFU as 6·N·tokens/s over the card's dense bf16 peak (989 TFLOP/s for an H100/H200 SXM; also
+against the 8192³ bf16 GEMM rate measured at the start), with causal attention's FLOPs beside it, the padding
+fraction and the peak GPU memory. The configurations: today's default (one sequence per micro-batch, four
+accumulated, SDPA), and padding-free micro-batches sized to the card (``sft2.padding_free``: the sequences of a
+micro-batch in one row, no padding) with the variable-length flash kernel and Liger's layer kernels
+(``attn_implementation=auto``, ``liger_kernels=auto``), and the same rows with SDPA (the block-diagonal mask)
+and no Liger, which says what the kernels add. Reports: docs/bench_train.md#on-a-gpu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SPEC_BF16_TFLOPS = 989.0  # H100 / H200 SXM dense bf16 (the MFU convention of the issue and the papers)
+QWEN_1_5B_SHAPE = {  # Qwen2.5-1.5B's architecture; the vocabulary covers the SmolLM2 tokenizer's ids
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 2,
+}
+# name, student, sequences per micro-batch, accumulation, padding-free, attention, Liger
+CONFIGS = (
+    ("135m 1x4 sdpa (default)", "135m", 1, 4, False, "sdpa", False),
+    ("135m 64 padding-free varlen+liger", "135m", 64, 1, True, "auto", "auto"),
+    ("135m 64 padding-free sdpa", "135m", 64, 1, True, "sdpa", False),
+    ("1.5b 1x4 sdpa (default)", "1.5b", 1, 4, False, "sdpa", False),
+    ("1.5b 32 padding-free varlen+liger", "1.5b", 32, 1, True, "auto", "auto"),
+    ("1.5b 32 padding-free sdpa", "1.5b", 32, 1, True, "sdpa", False),
+)
+
+
+def prepare(index: Path, out: Path, questions: int) -> None:
+    from transformers import AutoTokenizer
+
+    from coa.model import base_model_dir
+    from coa.questions import DEFAULT_QUESTIONS, load_questions
+    from coa.search import load_searcher
+    from coa.trajectory import write_trajectories
+    from tests.fixtures.trajectories import realistic_trajectories
+
+    base = out / "base"
+    base.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(base_model_dir())
+    tok.save_pretrained(base)
+    shutil.copy(base_model_dir() / "config.json", base / "config.json")
+    fmt = yaml.safe_load((ROOT / "params.yaml").read_text())["format"]
+    rows = realistic_trajectories(
+        load_questions(DEFAULT_QUESTIONS, limit=questions), load_searcher(index), samples=1, fmt=fmt, tokenizer=tok
+    )
+    sets = out / "sets"
+    sets.mkdir(exist_ok=True)
+    write_trajectories(sets / "coa.parquet", [t for t in rows if t.mode == "coa"])
+    write_trajectories(sets / "cot.parquet", [t for t in rows if t.mode == "cot"])
+    print(f"{out}: tokenizer, config and {len(rows)} trajectories ({fmt})")
+
+
+def gemm_tflops() -> float:
+    import torch
+
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
+    for _ in range(3):
+        a @ a
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    torch.cuda.synchronize()
+    return 10 * 2 * 8192**3 / (time.perf_counter() - started) / 1e12
+
+
+def make_student(data: Path, name: str, folder: Path) -> dict:
+    """A random-initialised student saved as a train.run start model (safetensors, the SmolLM2 tokenizer)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if name == "135m":
+        config = AutoConfig.from_pretrained(data / "base")
+    else:
+        config = AutoConfig.for_model(**{k: v for k, v in QWEN_1_5B_SHAPE.items() if k != "architectures"})
+        config.architectures = QWEN_1_5B_SHAPE["architectures"]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(data / "base").save_pretrained(folder)
+    shape = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "layers": config.num_hidden_layers,
+        "width": config.num_attention_heads * (config.hidden_size // config.num_attention_heads),
+    }
+    del model
+    return shape
+
+
+def run_config(work: Path, data: Path, student: Path, config: tuple, steps: int) -> dict:
+    name, _, micro, accumulation, padding_free, attention, liger = config
+    runs = work / "runs" / name.split()[0] / "_".join(name.split()[1:3])
+    shutil.rmtree(runs, ignore_errors=True)
+    cmd = [
+        sys.executable, "-m", "train.run", "stage=sft2", f"model={student}", f"base_model={data / 'base'}",
+        f"sets_dir={data / 'sets'}", f"runs_dir={runs}", "bf16=true", "save_dtype=bfloat16",
+        f"sft2.max_steps={steps}", f"sft2.per_device_train_batch_size={micro}",
+        f"sft2.gradient_accumulation_steps={accumulation}", f"sft2.padding_free={str(padding_free).lower()}",
+        f"attn_implementation={attention}", f"liger_kernels={str(liger).lower()}",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode:
+        return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:], "wall_s": round(wall, 1)}
+    metrics = json.loads((runs / "sft2" / "metrics.json").read_text())
+    shutil.rmtree(runs, ignore_errors=True)  # a 1.5B checkpoint is 3 GB
+    return {"metrics": metrics, "wall_s": round(wall, 1)}
+
+
+def summarise(result: dict, shape: dict, warmup: int, peak: float) -> dict:
+    metrics = result["metrics"]
+    tokens = metrics["tokens"]
+    seconds = metrics["step_seconds"]
+    timed = seconds[warmup:] or seconds
+    steps = len(seconds)
+    per_step = tokens["forward_backward_tokens"] / steps
+    attention_per_step = tokens["forward_backward_attention"] / steps
+    tokens_per_s = per_step / (sum(timed) / len(timed))
+    model_tflops = 6 * shape["params"] * tokens_per_s / 1e12
+    attention_tflops = 6 * shape["layers"] * shape["width"] * attention_per_step / (sum(timed) / len(timed)) / 1e12
+    return {
+        "s_per_step": round(sum(timed) / len(timed), 3),
+        "tokens_per_step": round(per_step),
+        "tokens_per_s": round(tokens_per_s),
+        "mfu_spec": round(model_tflops / SPEC_BF16_TFLOPS, 4),
+        "mfu_measured_peak": round(model_tflops / peak, 4),
+        "mfu_with_attention_spec": round((model_tflops + attention_tflops) / SPEC_BF16_TFLOPS, 4),
+        "padding_fraction": tokens["padding_fraction"],
+        "peak_gpu_memory_gb": metrics.get("peak_gpu_memory_gb"),
+        "attention": metrics.get("data", {}).get("attn_implementation"),
+        "last_loss": metrics.get("last", {}).get("loss"),
+    }
+
+
+def run(data: Path, out: Path, steps: int, warmup: int, only: str | None) -> None:
+    import torch
+
+    assert torch.cuda.is_available(), "bench_gpu.py run needs a CUDA GPU"
+    work = Path(os.environ.get("BENCH_GPU_WORK", "/tmp/bench_gpu"))
+    work.mkdir(parents=True, exist_ok=True)
+    peak = gemm_tflops()
+    header = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "bf16_gemm_tflops_8192": round(peak, 1),
+        "spec_tflops": SPEC_BF16_TFLOPS,
+        "steps": steps,
+        "warmup": warmup,
+    }
+    print(json.dumps(header), flush=True)
+    rows, shapes = [], {}
+    for config in CONFIGS:
+        student = config[1]
+        if only and student != only:
+            continue
+        if student not in shapes:
+            shapes[student] = make_student(data, student, work / student)
+        result = run_config(work, data, work / student, config, steps)
+        row = {"config": config[0], "params": shapes[student]["params"], "wall_s": result["wall_s"]}
+        row.update(summarise(result, shapes[student], warmup, peak) if "metrics" in result else result)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**header, "rows": rows}, indent=1))
+    print("| configuration | tokens/step | s/step | tokens/s | MFU (6N, spec) | + attention | padding | peak GPU GB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['config']} | error: {r['error']} |")
+            continue
+        print(
+            f"| {r['config']} | {r['tokens_per_step']} | {r['s_per_step']} | {r['tokens_per_s']} | "
+            f"{r['mfu_spec']:.1%} | {r['mfu_with_attention_spec']:.1%} | {r['padding_fraction']:.3f} | "
+            f"{r['peak_gpu_memory_gb']} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--index", type=Path, default=ROOT / "runs/index")
+    p.add_argument("--out", type=Path, default=ROOT / ".gpu")
+    p.add_argument("--questions", type=int, default=300)
+    r = sub.add_parser("run")
+    r.add_argument("--data", type=Path, default=ROOT / ".gpu")
+    r.add_argument("--out", type=Path, default=ROOT / "bench/out/gpu.json")
+    r.add_argument("--steps", type=int, default=12)
+    r.add_argument("--warmup", type=int, default=3)
+    r.add_argument("--only", choices=("135m", "1.5b"))
+    args = parser.parse_args()
+    if args.command == "prepare":
+        prepare(args.index, args.out, args.questions)
+    else:
+        run(args.data, args.out, args.steps, args.warmup, args.only)
+
+
+if __name__ == "__main__":
+    main()
