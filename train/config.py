@@ -18,6 +18,8 @@ from coa import paths
 from coa.agent import OBSERVATION_TOKENS
 from coa.environment import SearchEnvConfig
 from coa.formats import FORMAT
+from coa.judge import NAME as LLM_JUDGE
+from coa.judge import JudgeConfig
 from coa.prompts import PromptConfig
 from coa.score import METRICS
 from coa.stages import STAGES
@@ -186,7 +188,14 @@ class RL1Config(StageConfig):
     question_limit: int | None = field(default=64, metadata={"help": "Use only the first N questions (null: all)."})
     reward_metric: str = field(
         default="f1",
-        metadata={"help": "Answer correctness: em | f1 | cover_em | autocoa_lenient (the paper's own scorer)."},
+        metadata={
+            "help": "Answer correctness: em | f1 | cover_em | autocoa_lenient (the paper's own scorer) | llm_judge "
+            "(an LLM's verdict, with judge.base_url)."
+        },
+    )
+    judge: JudgeConfig = field(
+        default_factory=JudgeConfig,
+        metadata={"help": "reward_metric=llm_judge: the judge (coa.judge); its verdicts are cached per answer"},
     )
     format_penalty: float = field(
         default=1.0,
@@ -242,8 +251,12 @@ class RL1Config(StageConfig):
             raise ValueError(f"observation_tokens must be >= 0, got {self.observation_tokens}")
         if self.loss_type not in GRPO_LOSS_TYPES:
             raise ValueError(f"loss_type must be one of TRL's {', '.join(GRPO_LOSS_TYPES)}; got {self.loss_type!r}")
-        if self.reward_metric not in METRICS:
-            raise ValueError(f"reward_metric must be one of {', '.join(METRICS)}; got {self.reward_metric!r}")
+        if self.reward_metric not in (*METRICS, LLM_JUDGE):
+            raise ValueError(
+                f"reward_metric must be one of {', '.join((*METRICS, LLM_JUDGE))}; got {self.reward_metric!r}"
+            )
+        if self.reward_metric == LLM_JUDGE and not self.judge.base_url:
+            raise ValueError("reward_metric=llm_judge needs judge.base_url (an OpenAI-compatible chat server)")
         if self.per_device_train_batch_size * self.gradient_accumulation_steps % self.num_generations:
             raise ValueError(
                 f"per_device_train_batch_size*gradient_accumulation_steps ({self.per_device_train_batch_size}*"

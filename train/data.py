@@ -245,6 +245,7 @@ def rl_dataset(tokenizer, questions: str | None, limit: int | None, prompt: Prom
             {
                 "prompt": render_prompt(tokenizer, q["question"], prompt),
                 "question_id": q["id"],
+                "question": q["question"],  # what reward_metric=llm_judge shows its judge
                 "golden_answers": q["golden_answers"],
             }
             for q in rows

@@ -5,7 +5,8 @@ and inserted observations); TRL's ``completions`` (decoded ids, prefill excluded
 
 * ``correctness``  answer correctness of the answer the format preset extracts: ``em`` (binary, the
   default), ``f1``, ``cover_em``, or ``autocoa_lenient`` (the AutoCoA repo's own scorer, on the whole
-  text: 0 without ``</think>`` or with a search after it).
+  text: 0 without ``</think>`` or with a search after it); or ``llm_judge`` (``judged_correctness``: an LLM's
+  verdict on the question, the gold answers and the extracted answer, ``coa.judge``; no verdict scores 0).
 * ``format_term``  0 for a well-formed trajectory (``FormatPreset.parse``: closed tags, an answer, no
   search after the answer), ``-penalty`` otherwise.
 * ``failed_calls_term``  ``-penalty`` per tool call whose result was an error (refused: bad JSON, an unknown
@@ -22,6 +23,8 @@ from __future__ import annotations
 from functools import partial
 
 from coa.formats import get_format
+from coa.judge import NAME as LLM_JUDGE
+from coa.judge import JudgeConfig, LLMJudge
 from coa.score import autocoa_lenient, cover_exact_match, exact_match, f1
 
 _ANSWER_METRICS = {"em": exact_match, "f1": f1, "cover_em": cover_exact_match}
@@ -52,6 +55,22 @@ def correctness(
     return [score(fmt.extract_answer(t), g) for t, g in zip(texts, golden_answers)]
 
 
+def judged_correctness(
+    completions: list,
+    golden_answers: list,
+    question: list,
+    judge: LLMJudge,
+    trajectory: list | None = None,
+    format: str = "autocoa",
+    **kwargs,
+) -> list[float]:
+    """``llm_judge``: the judge's verdict on each extracted answer (1 yes, 0 no or no verdict); ``question`` is the
+    dataset's column of question texts."""
+    fmt = get_format(format)
+    answers = [fmt.extract_answer(t) for t in _texts(completions, trajectory)]
+    return [v or 0.0 for v in judge.scores(list(zip(question, golden_answers, answers)))]
+
+
 def format_term(
     completions: list, trajectory: list | None = None, penalty: float = 1.0, format: str = "autocoa", **kwargs
 ) -> list[float]:
@@ -75,9 +94,14 @@ def failed_calls_term(
     return [-penalty * n if n else 0.0 for n in (failed_calls if failed_calls is not None else [0] * len(completions))]
 
 
-def make_rewards(metric: str, penalty: float, format: str, failed_call_penalty: float = 0.0) -> list:
-    """The reward functions of a run (TRL logs each under its function name)."""
-    funcs = [partial(correctness, metric=metric, format=format)]
+def make_rewards(
+    metric: str, penalty: float, format: str, failed_call_penalty: float = 0.0, judge: JudgeConfig | None = None
+) -> list:
+    """The reward functions of a run (TRL logs each under its function name); ``judge`` for ``llm_judge``."""
+    if metric == LLM_JUDGE:
+        funcs = [partial(judged_correctness, judge=LLMJudge(judge or JudgeConfig()), format=format)]
+    else:
+        funcs = [partial(correctness, metric=metric, format=format)]
     if penalty:
         funcs.append(partial(format_term, penalty=penalty, format=format))
     if failed_call_penalty:

@@ -66,7 +66,7 @@ def build_rl_trainer(
         tools,
     )
     rewards = reward_funcs or make_rewards(
-        stage.reward_metric, stage.format_penalty, fmt.name, stage.failed_call_penalty
+        stage.reward_metric, stage.format_penalty, fmt.name, stage.failed_call_penalty, stage.judge
     )
     args = grpo_config(cfg, stage, out)
     if args.use_vllm:

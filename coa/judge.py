@@ -1,0 +1,169 @@
+"""``llm_judge``: an LLM says whether a predicted answer answers the question, beside the string metrics.
+
+Strict EM under-counts right answers in other words ("D. Ross Lederman" for gold "David Ross Lederman"), most of
+all for small students; peers (ASearcher, rLLM, Agent Distillation) report an LLM judge beside it. The judge
+sees the question, the gold answers and the prediction in one fixed prompt (``JUDGE_PROMPT``; its hash is in
+every cache key), is asked greedily for at most a few tokens, and its verdict is parsed strictly
+(``parse_verdict``): the reply, without case, surrounding space and closing punctuation, must be exactly
+``yes`` (1.0) or ``no`` (0.0); anything else is no verdict (None, counted as ``no_verdict``; scores that
+average it count it as 0). A missing or empty prediction is 0 and an exact match (EM 1) is 1 without asking: the
+judge only decides what EM calls wrong (a 1.5B judge asked about gold "no" and answer "No" may reply "no").
+
+Verdicts are cached per (judge model, prompt, question, prediction) in memory and, with ``judge.cache``, in a
+JSONL file that later runs read back: the same answer is never judged twice (RL samples repeat answers).
+
+    judge = LLMJudge(JudgeConfig(base_url="http://127.0.0.1:8171/v1", model="Qwen2.5-Coder-1.5B-Instruct"))
+    judge.scores([("Who wrote X?", ["Ann Lee"], "Lee")])   # [1.0] or [0.0] or [None]
+
+Any OpenAI-compatible chat server (``/v1/chat/completions``) through ``coa.engines.pool.Endpoints``: the same
+retries, fail-over and error mapping as the chat teacher. ``evaluate.run judge.base_url=…`` reports it
+(``llm_judge`` in metrics.json and per question); ``rl1/rl2.reward_metric=llm_judge`` rewards with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from coa.engines.pool import Endpoints, first_choice
+from coa.score import exact_match
+
+NAME = "llm_judge"
+# fixed; chosen over two plainer wordings on 10 hand-made cases (9/10 right against 8/10 and 7/10: the plainer
+# ones said yes to the other person of a comparison question or no to a year inside a sentence)
+JUDGE_PROMPT = """You check a predicted answer against the gold answer of a question. Reply with one word: yes if the \
+predicted answer gives the gold answer (other wording, abbreviations or extra detail around it are fine), no if it \
+gives something else.
+
+Examples:
+Gold answer: Barack Obama | Predicted answer: Obama -> yes
+Gold answer: 1912 | Predicted answer: She was born in 1912. -> yes
+Gold answer: Paris | Predicted answer: Lyon -> no
+Gold answer: no | Predicted answer: Yes -> no
+
+Question: {question}
+Gold answer: {golds} | Predicted answer: {prediction} ->"""
+PROMPT_HASH = hashlib.sha1(JUDGE_PROMPT.encode()).hexdigest()[:12]
+VERDICTS = {"yes": 1.0, "no": 0.0}
+CLOSING = re.compile(r"[\s.!。]+$")
+
+
+@dataclass
+class JudgeConfig:
+    """The answer judge (``llm_judge``): a chat model behind an OpenAI-compatible server."""
+
+    base_url: str = field(
+        default="", metadata={"help": "OpenAI-compatible base URL (…/v1) of the judge; empty = no llm_judge"}
+    )
+    model: str = field(default="Qwen2.5-Coder-1.5B-Instruct", metadata={"help": "model name at that server"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key"})
+    timeout_s: float = field(default=120.0, metadata={"help": "per-request timeout (> 0)"})
+    retries: int = field(default=2, metadata={"help": "retries of timeouts, connection errors, 429 and 5xx (>= 0)"})
+    concurrency: int = field(default=16, metadata={"help": "judgements in flight (>= 1)"})
+    cache: str = field(
+        default="", metadata={"help": "JSONL file of verdicts, read back and appended to; empty = in memory only"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"judge.base_url: {self.base_url!r} is not an http(s) URL, e.g. http://127.0.0.1:8171/v1")
+        if self.timeout_s <= 0 or self.retries < 0 or self.concurrency < 1:
+            raise ValueError(
+                f"judge: timeout_s must be > 0, retries >= 0 and concurrency >= 1; got {self.timeout_s}, "
+                f"{self.retries}, {self.concurrency}"
+            )
+
+
+def judge_prompt(question: str, golds: Sequence[str], prediction: str) -> str:
+    return JUDGE_PROMPT.format(question=question, golds=" | ".join(golds), prediction=prediction)
+
+
+def parse_verdict(reply: str | None) -> float | None:
+    """1.0 for exactly "yes", 0.0 for exactly "no" (any case, closing punctuation and space aside), else None.
+
+    >>> parse_verdict("Yes."), parse_verdict(" no"), parse_verdict("Yes, it is."), parse_verdict("No answer")
+    (1.0, 0.0, None, None)
+    """
+    return VERDICTS.get(CLOSING.sub("", reply or "").strip().lower())
+
+
+class LLMJudge:
+    """Verdicts of one judge model, cached per (model, prompt, question, prediction)."""
+
+    def __init__(self, cfg: JudgeConfig):
+        if not cfg.base_url:
+            raise ValueError("llm_judge needs judge.base_url (an OpenAI-compatible chat server)")
+        self.cfg = cfg
+        self.cache: dict[str, float | None] = {}
+        self.asked = self.cached = self.no_verdict = 0
+        if cfg.cache and Path(cfg.cache).is_file():
+            for number, line in enumerate(Path(cfg.cache).read_text().splitlines(), start=1):
+                try:
+                    entry = json.loads(line)
+                    self.cache[entry["key"]] = entry["verdict"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise ValueError(f"{cfg.cache}: line {number} is not a verdict written by llm_judge") from None
+
+    def key(self, question: str, prediction: str) -> str:
+        text = "\x1f".join([self.cfg.model, PROMPT_HASH, question.strip(), prediction.strip()])
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def scores(self, items: Sequence[tuple[str, Sequence[str], str | None]]) -> list[float | None]:
+        """The verdict of each (question, gold answers, prediction): 1.0, 0.0, or None (no verdict)."""
+        return asyncio.run(self.ascores(items))
+
+    async def ascores(self, items: Sequence[tuple[str, Sequence[str], str | None]]) -> list[float | None]:
+        todo = {}
+        for question, golds, prediction in items:
+            if self.settled(golds, prediction) is None:
+                key = self.key(question, prediction)
+                if key in self.cache:
+                    self.cached += 1
+                else:
+                    todo.setdefault(key, judge_prompt(question, list(golds), prediction.strip()))
+        if todo:
+            await self._ask(todo)
+        return [self.cache[self.key(q, p)] if (done := self.settled(g, p)) is None else done for q, g, p in items]
+
+    @staticmethod
+    def settled(golds: Sequence[str], prediction: str | None) -> float | None:
+        """The score without asking: 0 for no prediction, 1 for an exact match; None = ask the judge."""
+        if not prediction or not prediction.strip():
+            return 0.0
+        return 1.0 if exact_match(prediction, list(golds)) else None
+
+    async def _ask(self, prompts: dict[str, str]) -> None:
+        cfg = self.cfg
+        endpoints = Endpoints(cfg.base_url, cfg.model, cfg.api_key_env, cfg.timeout_s, cfg.retries)
+        slots = asyncio.Semaphore(cfg.concurrency)
+
+        async def one(key: str, prompt: str) -> None:
+            async with slots:
+                reply = await endpoints.call(
+                    lambda client: client.chat.completions.create(
+                        model=cfg.model,
+                        messages=[{"role": "user", "content": prompt}],
+                        temperature=0.0,
+                        max_tokens=4,
+                    )
+                )
+            verdict = parse_verdict(first_choice(reply).message.content)
+            self.asked += 1
+            self.no_verdict += verdict is None
+            self.cache[key] = verdict
+            if cfg.cache:
+                with open(cfg.cache, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"key": key, "verdict": verdict}) + "\n")
+
+        try:
+            await asyncio.gather(*(one(k, p) for k, p in prompts.items()))
+        finally:
+            await endpoints.close()
+
+    def stats(self) -> dict:
+        return {"asked": self.asked, "cached": self.cached, "no_verdict": self.no_verdict, "prompt_hash": PROMPT_HASH}

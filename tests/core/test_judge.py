@@ -1,0 +1,74 @@
+"""``llm_judge`` (``coa.judge``): a strict verdict, one request per distinct (question, prediction), a cache that
+later runs read back, and no request where EM or an empty prediction already settles the score."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coa.judge import JudgeConfig, LLMJudge, judge_prompt, parse_verdict
+from tests.fixtures.chat_api import FakeReasoningAPI
+
+Q = "Who was born first, D. Ross Lederman or Stefan Ruzowitzky?"
+
+
+@pytest.mark.parametrize(
+    "reply, verdict",
+    [("yes", 1.0), ("Yes.", 1.0), (" NO\n", 0.0), ("no!", 0.0), ("Yes, because", None), ("maybe", None), ("", None)],
+)
+def test_the_verdict_is_parsed_strictly(reply, verdict):
+    assert parse_verdict(reply) == verdict
+
+
+def test_the_prompt_holds_the_question_every_gold_and_the_prediction():
+    prompt = judge_prompt(Q, ["David Ross Lederman", "D. Ross Lederman"], "Lederman")
+    assert Q in prompt and "David Ross Lederman | D. Ross Lederman" in prompt and "Predicted answer: Lederman" in prompt
+
+
+def test_distinct_predictions_are_asked_once_and_cached_on_disk(tmp_path):
+    replies = {"Lederman": "Yes.", "Stefan Ruzowitzky": "no", "1937": "I think so"}
+
+    def script(prompt: str) -> str:
+        return next(reply for prediction, reply in replies.items() if f"Predicted answer: {prediction} ->" in prompt)
+
+    items = [
+        (Q, ["David Ross Lederman"], "Lederman"),
+        (Q, ["David Ross Lederman"], "Stefan Ruzowitzky"),
+        (Q, ["David Ross Lederman"], "Lederman"),  # the same answer again (RL samples repeat): no second request
+        (Q, ["David Ross Lederman"], "1937"),
+        (Q, ["David Ross Lederman"], "david ross lederman"),  # EM 1: settled without asking
+        (Q, ["David Ross Lederman"], None),  # no answer: 0 without asking
+    ]
+    cache = tmp_path / "verdicts.jsonl"
+    with FakeReasoningAPI(script=script) as api:
+        judge = LLMJudge(JudgeConfig(base_url=api.url, model=api.model, cache=str(cache)))
+        assert judge.scores(items) == [1.0, 0.0, 1.0, None, 1.0, 0.0]
+        assert len(api.requests) == 3 and judge.stats()["no_verdict"] == 1
+        assert all(r["temperature"] == 0.0 and r["max_tokens"] <= 4 for r in api.requests)
+        again = LLMJudge(JudgeConfig(base_url=api.url, model=api.model, cache=str(cache)))
+        assert again.scores(items) == [1.0, 0.0, 1.0, None, 1.0, 0.0]
+        assert len(api.requests) == 3  # every verdict came from the file
+    assert len(cache.read_text().splitlines()) == 3
+
+
+def test_another_judge_model_does_not_reuse_the_verdicts(tmp_path):
+    cache = tmp_path / "verdicts.jsonl"
+    with FakeReasoningAPI(script=lambda prompt: "yes") as api:
+        LLMJudge(JudgeConfig(base_url=api.url, model=api.model, cache=str(cache))).scores([(Q, ["x"], "y")])
+        other = LLMJudge(JudgeConfig(base_url=api.url, model="another", cache=str(cache)))
+        assert other.key(Q, "y") not in other.cache
+
+
+def test_a_cache_line_it_did_not_write_is_named(tmp_path):
+    cache = tmp_path / "verdicts.jsonl"
+    cache.write_text(json.dumps({"key": "a", "verdict": 1.0}) + "\nnot json\n")
+    with pytest.raises(ValueError, match=r"verdicts.jsonl: line 2 is not a verdict"):
+        LLMJudge(JudgeConfig(base_url="http://127.0.0.1:9/v1", cache=str(cache)))
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="judge.base_url"):
+        JudgeConfig(base_url="127.0.0.1:8171")
+    with pytest.raises(ValueError, match="needs judge.base_url"):
+        LLMJudge(JudgeConfig())
