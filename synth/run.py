@@ -24,8 +24,8 @@ is reached no new trajectory starts, the summary says why (exit 3), and a re-run
 Re-running the same command resumes: rows already in ``out`` (same question, mode, sample, branch)
 are skipped, so change ``out`` when you change the sampling or the prompt. Exit codes: 0 done,
 2 bad configuration or input (a key or model the teacher refuses included: nothing is written for it),
-3 stopped early (teacher or retriever gone, the teacher unreachable or answering garbage from the start:
-one line; finished rows are kept),
+3 stopped early (teacher or retriever gone, or unreachable or answering garbage from the start; a budget
+reached: one line on stderr; finished rows are kept, and a run that wrote none leaves no folder),
 130 interrupted (Ctrl-C; finished rows are kept). ``python -m synth.run --help`` lists every key;
 ``--print-config`` prints the resolved settings; ``check=true`` validates them, says which teacher would run
 and where, and starts nothing. ``teacher.base_url``, ``teacher.api`` or ``teacher.model`` on the command line
@@ -337,14 +337,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(one_line("synth", e), file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(
-            f"synth: interrupted; finished rows are kept in {cfg.out_dir}; re-run the same command to finish",
-            file=sys.stderr,
+    except KeyboardInterrupt:  # a folder this run made and wrote no row into is gone (ShardWriter)
+        kept = (
+            f"finished rows are kept in {cfg.out_dir}; re-run the same command to finish"
+            if Path(cfg.out_dir).is_dir()
+            else "no row was finished; nothing is kept"
         )
+        print(f"synth: interrupted; {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(format_summary(summary))
-    return EXIT_STOPPED if summary["run"]["stopped"] else EXIT_OK
+    if summary["run"]["stopped"]:  # the report above on stdout; the failure, as every failure, on stderr
+        stopped = f"stopped early: {summary['run']['stopped']}; finished rows are kept in {cfg.out_dir}"
+        print(one_line("synth", f"{stopped}; re-run the same command to finish"), file=sys.stderr)
+        return EXIT_STOPPED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

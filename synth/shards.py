@@ -6,7 +6,7 @@ the next run. Resuming reads the ids already present and skips those jobs; rows 
 are generated again (``ShardWriter.drop`` first takes them out of their shards, each rewritten whole). One
 writer per folder: an exclusive lock (released by the OS when the process dies, even by ``kill -9``)
 refuses a second (``OutputBusy``, bad input: one line, exit 2). A run that fails before writing a row
-leaves no folder it created (a wrong ``search.index``, say).
+leaves no folder it created, parents included (a wrong ``search.index``, say).
 """
 
 from __future__ import annotations
@@ -59,10 +59,13 @@ class ShardWriter:
         self._run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self._last_flush = time.monotonic()
         self._lock = None
-        self._created = False
+        self._made: Path | None = None  # the first folder of ``out``'s path this writer made (None: out existed)
 
     def __enter__(self) -> "ShardWriter":
-        self._created = not self.out.exists()
+        if not self.out.exists():
+            self._made = self.out
+            while not self._made.parent.exists():
+                self._made = self._made.parent
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.out / ".lock", "w")
         try:
@@ -82,11 +85,14 @@ class ShardWriter:
         self.flush()
         if self._lock is not None:
             self._lock.close()
-        if exc_type is not None and self._created and not self.shards:
+        if exc_type is not None and self._made is not None and not self.shards:
             (self.out / ".lock").unlink(missing_ok=True)
             (self.out / FINGERPRINT_FILE).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):  # only while empty
-                self.out.rmdir()
+            with contextlib.suppress(OSError):  # only while empty: out, then its parents up to the first it made
+                for folder in (self.out, *self.out.parents):
+                    folder.rmdir()
+                    if folder == self._made:
+                        break
 
     def drop(self, ids: set[str]) -> int:
         """Take the rows with these ids out of the folder's shards (each shard rewritten whole, or removed

@@ -51,7 +51,7 @@ class RunStats:
     wall_s: float = 0.0
     stopped: str = ""  # why the run stopped early ("" = every job finished)
     fatal: bool = False  # stopped by a configuration error (key, model): nothing more can succeed
-    unavailable: bool = False  # stopped because the engine stopped answering (or answered garbage from the start)
+    unavailable: bool = False  # stopped because the engine or the retriever stopped answering (or never answered)
     finish_reasons: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)  # the engine's own stats (API engines: per endpoint)
 
@@ -200,8 +200,8 @@ async def run_jobs(
         stats.stopped, stats.fatal = str(eg.exceptions[0]), True
     except* EngineUnavailable as eg:
         stats.stopped, stats.unavailable = str(eg.exceptions[0]), True
-    except* ConnectionError as eg:  # the retrieval server, after its own retries
-        stats.stopped = f"retriever unavailable: {eg.exceptions[0]}"
+    except* ConnectionError as eg:  # the retrieval server, after its own retries: nothing more can succeed
+        stats.stopped, stats.unavailable = f"retriever unavailable: {eg.exceptions[0]}", True
     finally:
         if batcher is not None:
             stats.search_batches = batcher.batches

@@ -344,7 +344,8 @@ def test_synthesis_against_an_html_retriever_stops_cleanly(built, tmp_path):
             env={**os.environ, "COA_PARAMS": "none"},
         )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert (
-        f"STOPPED EARLY: retriever unavailable: retrieval server {server.url} answered 200 with text/html, "
+    assert proc.stderr.startswith(  # one line on stderr, and no 0-row folder left behind (issue 48)
+        f"synth: retriever unavailable: retrieval server {server.url} answered 200 with text/html, "
         f"not the /retrieve API's JSON"
-    ) in proc.stdout
+    ) and proc.stderr.count("\n") == 1
+    assert proc.stdout == "" and not (tmp_path / "out").exists()

@@ -128,3 +128,138 @@ def test_evaluate_names_a_model_folder_without_weights_before_any_engine_starts(
         "copy or download the model's weights into it"
     )
     assert not (tmp_path / "eval").exists()
+
+
+# ---- (e) a failure is one line on stderr; a run that stops before its first row leaves no folder ------------
+
+
+class FlakyRetriever:
+    """A /retrieve server answering from a real index for its first ``good`` requests, then with a web page."""
+
+    def __init__(self, searcher, good: int):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        state = {"answered": 0}
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                asked = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                if state["answered"] < good:
+                    state["answered"] += 1
+                    found = searcher.search(asked["queries"], asked["topk"])
+                    docs = [
+                        [{"document": {"id": d.id, "contents": d.contents}, "score": d.score} for d in r] for r in found
+                    ]
+                    body, kind = json.dumps({"result": docs}).encode(), "application/json"
+                else:
+                    body, kind = b"<html><body>Welcome to nginx!</body></html>", "text/html"
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def synth_argv(url: str, out, limit: int) -> list[str]:
+    return [
+        "mode=coa",
+        f"limit={limit}",
+        "teacher.kind=reference",
+        "reference.memory=0",
+        "progress=false",
+        "concurrency=1",
+        f"search.retriever_url={url}",
+        f"out={out}",
+    ]
+
+
+def test_a_retriever_failing_from_the_start_is_one_line_on_stderr_and_leaves_no_folder(searcher, tmp_path, capsys):
+    """The probe: the line went to stdout, and a 0-row folder (part-empty.parquet, summary.json, fingerprint.json,
+    .lock) stayed behind, where a failing teacher's run removes its folder."""
+    from synth.run import main
+
+    with FlakyRetriever(searcher, good=0) as retriever:
+        assert main(synth_argv(retriever.url, tmp_path / "runs" / "coa", 2)) == 3
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1, (out, err)
+    assert err.startswith(f"synth: retriever unavailable: retrieval server {retriever.url} answered 200 with text/html")
+    assert not (tmp_path / "runs").exists()  # nor the parent it made
+
+
+def test_a_retriever_failing_mid_run_says_so_on_stderr_and_keeps_the_rows(searcher, tmp_path, capsys):
+    from coa.trajectory import read_table
+    from synth.run import main
+
+    out_dir = tmp_path / "coa"
+    with FlakyRetriever(searcher, good=6) as retriever:
+        assert main(synth_argv(retriever.url, out_dir, 8)) == 3
+    out, err = capsys.readouterr()
+    assert "STOPPED EARLY: retriever unavailable" in out  # the report stays on stdout
+    assert err.strip() == (
+        f"synth: stopped early: retriever unavailable: retrieval server {retriever.url} answered 200 with "
+        "text/html, not the /retrieve API's JSON ('<html><body>Welcome to nginx!</body></html>'): is it a "
+        f"coa.search or Search-R1 retrieval server?; finished rows are kept in {out_dir}; re-run the same command "
+        "to finish"
+    )
+    assert 1 <= read_table(out_dir).num_rows < 8
+
+
+def test_an_interrupt_during_start_up_does_not_claim_rows_are_kept(index_dir, tmp_path, capsys, monkeypatch):
+    """The probe: Ctrl-C while the embedded teacher started said "finished rows are kept in DIR", DIR removed."""
+    import contextlib
+
+    import synth.run
+
+    @contextlib.contextmanager
+    def interrupted_start(serve):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(synth.run, "embedded_teacher", interrupted_start)
+    out_dir = tmp_path / "coa"
+    argv = ["mode=coa", "limit=2", "teacher.kind=llm", "progress=false", f"search.index={index_dir}", f"out={out_dir}"]
+    assert synth.run.main(argv) == 130
+    assert capsys.readouterr().err == "synth: interrupted; no row was finished; nothing is kept\n"
+    assert not out_dir.exists()
+
+
+def test_evaluate_stopped_by_its_retriever_before_a_row_leaves_no_folder(searcher, tokenizer, tmp_path):
+    """evaluate.run's rows writer, as synth's: a retriever gone before the first row leaves nothing (it left the
+    trajectories folder with only its fingerprint and lock). The reference teacher answers: it searches first."""
+    from coa.config import build
+    from coa.engines import EngineUnavailable, make_engine
+    from coa.formats import get_format
+    from coa.questions import DEFAULT_QUESTIONS
+    from evaluate.run import EvalConfig, generate
+    from synth.reference import ReferenceConfig
+
+    engine = make_engine(
+        "reference",
+        cfg=ReferenceConfig(memory=0),
+        fmt=get_format("search_r1"),
+        tokenizer=tokenizer,
+        questions=[],
+        passages=None,
+        max_actions=3,
+    )
+    out = tmp_path / "eval" / "probe" / "trajectories" / "hotpotqa"
+    with FlakyRetriever(searcher, good=0) as retriever:
+        cfg = build(EvalConfig, {"name": "probe", "search": {"retriever_url": retriever.url}}, "evaluate")
+        with pytest.raises(EngineUnavailable, match="retriever unavailable"):
+            generate(cfg, engine, load_questions(DEFAULT_QUESTIONS, limit=2), out)
+    assert not (tmp_path / "eval").exists()
