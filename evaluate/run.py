@@ -63,10 +63,11 @@ from coa.errors import BadInput, entry_point
 from coa.fingerprint import claim_rows, index_identity, model_identity
 from coa.formats import FORMAT, completion_text, get_format
 from coa.io import write_json, write_text
+from coa.judge import JudgeConfig, LLMJudge
 from coa.model import base_model_dir, check_start_model, in_process_dtype
 from coa.prompts import PromptConfig
 from coa.questions import load_questions
-from coa.score import METRICS, applies, score_all
+from coa.score import METRICS, applies, extract_answer, score_all
 from coa.stats import bootstrap_ci
 from coa.trajectory import read_table
 from evaluate.stats import compact_metrics, dataset_breakdowns, question_rows
@@ -134,6 +135,10 @@ class EvalConfig:
         },
     )
     out_root: str = field(default="runs/eval", metadata={"help": "one folder per evaluated model"})
+    judge: JudgeConfig = field(
+        default_factory=JudgeConfig,
+        metadata={"help": "llm_judge (coa.judge): with judge.base_url, an LLM also judges every answer"},
+    )
     # empty by default: a run by hand or from a test must not rewrite the committed metrics/eval_*.json; the
     # DVC stage sets metrics_dir=metrics
     metrics_dir: str = field(
@@ -188,6 +193,15 @@ def score_rows(rows: list[dict]) -> list[dict]:
     return scored
 
 
+def judge_rows(judge: LLMJudge, rows: list[dict], scored: list[dict]) -> None:
+    """Add ``llm_judge`` to each row's scores: the judge's verdict on the answer the format extracts."""
+    items = [
+        (r["question"], r["golden_answers"], extract_answer(completion_text(r["segments"]), r["format"])) for r in rows
+    ]
+    for s, verdict in zip(scored, judge.scores(items), strict=True):
+        s["llm_judge"] = verdict
+
+
 def aggregate(scored: list[dict], resamples: int = 2000) -> dict:
     n = len(scored)
     if not n:
@@ -199,6 +213,9 @@ def aggregate(scored: list[dict], resamples: int = 2000) -> dict:
     out["n"] = n
     out["mean_actions"] = round(sum(s["n_actions"] for s in scored) / n, 3)
     out["well_formed"] = round(sum(s["well_formed"] for s in scored) / n, 4)
+    if "llm_judge" in scored[0]:  # judged (judge.base_url): no verdict counts as wrong, and is counted
+        out["llm_judge"] = round(sum(s["llm_judge"] or 0.0 for s in scored) / n, 4)
+        out["llm_judge_no_verdict"] = sum(s["llm_judge"] is None for s in scored)
     by_actions = defaultdict(list)
     for s in scored:
         by_actions[s["n_actions"]].append(s["em"])
@@ -380,10 +397,17 @@ def evaluate(cfg: EvalConfig) -> dict:
     for dataset in datasets:  # before any model loads: rows of another model or setting are refused here
         claim_rows(out / "trajectories" / dataset, fingerprint(cfg), "evaluate", cfg.overwrite)
     metrics, plot_rows, per_question = {}, [], []
+    judge = (
+        LLMJudge(replace(cfg.judge, cache=cfg.judge.cache or str(out / "llm_judge.jsonl")))
+        if cfg.judge.base_url
+        else None
+    )
     with model_engine(cfg) as engine:
         for dataset, questions in datasets.items():
             rows = generate(cfg, engine, questions, out / "trajectories" / dataset)
             scored = score_rows(rows)
+            if judge is not None:
+                judge_rows(judge, rows, scored)
             per_dataset = question_rows(rows, scored, questions, dataset)
             m = {**aggregate(scored, cfg.bootstrap), **dataset_breakdowns(per_dataset, cfg.bootstrap)}
             metrics[dataset] = m
