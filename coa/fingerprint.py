@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from coa.errors import BadInput
-from coa.io import write_json
+from coa.io import lock_folder, write_json
 
 FINGERPRINT_FILE = "fingerprint.json"
 ROW_FILES = ("*.parquet", "summary.json")  # what a row writer (coa.trajectory shards) creates in its folder
@@ -90,16 +90,30 @@ def has_rows(out: Path) -> bool:
 
 
 def remove_rows(out: Path) -> None:
-    """Delete what a row writer created in ``out`` (its shards, summary and fingerprint), nothing else."""
-    for pattern in (*ROW_FILES, FINGERPRINT_FILE):
-        for path in out.glob(pattern):
-            path.unlink()
+    """Delete what a row writer created in ``out`` (its shards, summary and fingerprint), nothing else,
+    holding the folder's writer lock: the rows of a run still writing there are never deleted (``OutputBusy``,
+    before any file is touched)."""
+    with lock_folder(out):
+        for pattern in (*ROW_FILES, FINGERPRINT_FILE):
+            for path in out.glob(pattern):
+                path.unlink()
 
 
 def record_fingerprint(out: str | Path, fingerprint: dict) -> None:
-    """Write ``fingerprint`` into the (claimed) folder ``out`` before its first row."""
-    if not (Path(out) / FINGERPRINT_FILE).is_file():
-        write_json(Path(out) / FINGERPRINT_FILE, fingerprint, indent=2, sort_keys=True)
+    """Write ``fingerprint`` into the claimed folder ``out``, whose lock the caller holds, before its first
+    row. Another run may have recorded its own there since ``claim_rows`` (while this one loaded its model):
+    refused then, so that the two runs' rows never mix."""
+    path = Path(out) / FINGERPRINT_FILE
+    if not path.is_file():
+        write_json(path, fingerprint, indent=2, sort_keys=True)
+        return
+    recorded = json.loads(path.read_text())
+    if recorded != fingerprint:
+        raise BadInput(
+            f"{out}: another run recorded other settings there while this one started ("
+            + "; ".join(differences(recorded, fingerprint))
+            + "); write to a new out=… or run again"
+        )
 
 
 def check_resume(folder: str | Path, fingerprint: dict, writer: str) -> None:

@@ -19,16 +19,21 @@ that wrote a folder and the files it wrote there; a file name alone (``index.jso
     folder with ``mark_folder`` before it is renamed into place, and clears old copies of its own that a
     killed ``replace`` left behind with ``clear_replaced``.
 A refusal is ``NotOurs``: one line naming the folder and the setting that overrides.
+
+A folder of rows has one writer at a time: ``lock_folder`` holds its ``LOCK_FILE`` (``OutputBusy`` while
+another process holds it). Whatever deletes or replaces rows in such a folder does it holding that lock, so
+a refused run has deleted nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from coa.errors import BadInput
 
@@ -115,6 +120,30 @@ def write_text(path: str | Path, text: str, mode: int = 0o666) -> Path:
 
 def write_json(path: str | Path, obj: Any, mode: int = 0o666, **dumps_kwargs: Any) -> Path:
     return write_text(path, json.dumps(obj, **{"indent": 2, **dumps_kwargs}) + "\n", mode)
+
+
+# ---- folders of rows: one writer at a time -------------------------------------------------------------
+
+LOCK_FILE = ".lock"
+
+
+class OutputBusy(BadInput, RuntimeError):
+    """Another process writes the output folder: bad input (one line, exit 2), also a ``RuntimeError``."""
+
+
+def lock_folder(folder: str | Path) -> IO:
+    """Hold ``folder``'s exclusive writer lock until the returned file is closed (the OS releases it when the
+    process dies, even by ``kill -9``); ``OutputBusy`` while another process holds it."""
+    lock = open(Path(folder) / LOCK_FILE, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise OutputBusy(
+            f"out={folder} is being written by another process (a synth.run holding "
+            f"{Path(folder) / LOCK_FILE}): wait for it to finish, or pick another out="
+        ) from None
+    return lock
 
 
 # ---- folders a person names (dest=, out=) ----------------------------------------------------------

@@ -333,8 +333,6 @@ def generate(cfg: EvalConfig, engine, questions: list[dict], out: Path) -> list[
     kept); the rows of these questions."""
     fmt, env = get_format(cfg.format), cfg.search
     jobs = question_jobs(questions, "coa", 1, prompt_config(cfg), engine.tokenizer)
-    done = done_ids(out)
-    todo = [j for j in jobs if j.id not in done]
     sampling = {
         "temperature": cfg.temperature,
         "max_tokens": env.max_tokens,
@@ -364,24 +362,24 @@ def generate(cfg: EvalConfig, engine, questions: list[dict], out: Path) -> list[
         finally:
             await engine.close()
 
-    searcher = env.searcher() if todo else None
-    tools = env.loop_tools(fmt, searcher, engine.tokenizer) if todo else None
-    with (
-        ShardWriter(out, fingerprint=fingerprint(cfg)) as writer,
-        tqdm(
+    with ShardWriter(out, fingerprint=fingerprint(cfg)) as writer:
+        done = done_ids(out)  # read holding the lock: no other run deletes or adds rows from here on
+        todo = [j for j in jobs if j.id not in done]
+        searcher = env.searcher() if todo else None
+        tools = env.loop_tools(fmt, searcher, engine.tokenizer) if todo else None
+        with tqdm(
             total=len(todo),
             unit="q",
             desc=f"evaluate {cfg.name}",
             file=sys.stderr,
             dynamic_ncols=True,
             disable=not todo,
-        ) as progress,
-    ):
-        try:
-            stats = asyncio.run(go()) if todo else None
-        finally:
-            if tools is not None:
-                tools.close()
+        ) as progress:
+            try:
+                stats = asyncio.run(go()) if todo else None
+            finally:
+                if tools is not None:
+                    tools.close()
         if stats is not None and stats.stopped:  # raised inside the writer: a folder it made and wrote no row into goes
             raise (EngineFatal if stats.fatal else EngineUnavailable)(stats.stopped)
     ids = {j.id for j in jobs}

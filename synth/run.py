@@ -259,11 +259,11 @@ def execute(cfg: SynthConfig, jobs: list[Job], engine=None) -> dict:
     out = Path(cfg.out_dir)
     rows_fingerprint = fingerprint(cfg)
     claim_rows(out, rows_fingerprint, "synth", cfg.overwrite)
-    done = done_rows(out) if out.exists() else {}
-    # rows an engine failure ended are generated again (retry_errors), replacing the old ones
-    retry = {i for i, reason in done.items() if reason in ENGINE_ERRORS} if cfg.retry_errors else set()
-    todo = [j for j in jobs if j.id not in done or j.id in retry]
     with ShardWriter(out, cfg.rows_per_shard, cfg.flush_s, rows_fingerprint) as writer:
+        done = done_rows(out)  # read holding the lock: no other run deletes or adds rows from here on
+        # rows an engine failure ended are generated again (retry_errors), replacing the old ones
+        retry = {i for i, reason in done.items() if reason in ENGINE_ERRORS} if cfg.retry_errors else set()
+        todo = [j for j in jobs if j.id not in done or j.id in retry]
         # a budget covers the whole output: the earlier rows' tokens count (read only when there is a budget)
         spent = spent_tokens(out) if cfg.teacher.max_total_tokens or cfg.teacher.max_cost_usd else (0, 0)
         retried = writer.drop({j.id for j in todo} & retry) if retry else 0

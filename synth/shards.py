@@ -4,15 +4,15 @@ Each shard is written whole with ``write_trajectories`` (temp file + rename), so
 half a file and a ``kill -9`` loses at most the rows not yet flushed; they are generated again on
 the next run. Resuming reads the ids already present and skips those jobs; rows an engine failure ended
 are generated again (``ShardWriter.drop`` first takes them out of their shards, each rewritten whole). One
-writer per folder: an exclusive lock (released by the OS when the process dies, even by ``kill -9``)
-refuses a second (``OutputBusy``, bad input: one line, exit 2). A run that fails before writing a row
+writer per folder: its lock (``coa.io.lock_folder``, released by the OS when the process dies, even by
+``kill -9``) refuses a second (``coa.io.OutputBusy``, bad input: one line, exit 2). Holding it, the writer checks
+that the folder's fingerprint is still its own before the first row. A run that fails before writing a row
 leaves no folder it created, parents included (a wrong ``search.index``, say).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import time
 import uuid
 from pathlib import Path
@@ -21,14 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from coa.errors import BadInput, reading
+from coa.errors import reading
 from coa.fingerprint import FINGERPRINT_FILE, record_fingerprint
-from coa.io import atomic_output, clear_stale
+from coa.io import LOCK_FILE, atomic_output, clear_stale, lock_folder
 from coa.trajectory import Trajectory, write_trajectories
-
-
-class OutputBusy(BadInput, RuntimeError):
-    """Another process writes the output folder: bad input (one line, exit 2), also a ``RuntimeError``."""
 
 
 def done_ids(out: str | Path) -> set[str]:
@@ -67,18 +63,14 @@ class ShardWriter:
             while not self._made.parent.exists():
                 self._made = self._made.parent
         self.out.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.out / ".lock", "w")
+        self._lock = lock_folder(self.out)
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            clear_stale(self.out)  # temporaries of a writer killed mid-write
+            if self.fingerprint is not None:
+                record_fingerprint(self.out, self.fingerprint)
+        except BaseException:
             self._lock.close()
-            raise OutputBusy(
-                f"out={self.out} is being written by another process (a synth.run holding "
-                f"{self.out / '.lock'}): wait for it to finish, or pick another out="
-            ) from None
-        clear_stale(self.out)  # temporaries of a writer killed mid-write
-        if self.fingerprint is not None:
-            record_fingerprint(self.out, self.fingerprint)
+            raise
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -86,7 +78,7 @@ class ShardWriter:
         if self._lock is not None:
             self._lock.close()
         if exc_type is not None and self._made is not None and not self.shards:
-            (self.out / ".lock").unlink(missing_ok=True)
+            (self.out / LOCK_FILE).unlink(missing_ok=True)
             (self.out / FINGERPRINT_FILE).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # only while empty: out, then its parents up to the first it made
                 for folder in (self.out, *self.out.parents):

@@ -8,6 +8,7 @@ import pytest
 
 from coa.errors import BadInput
 from coa.fingerprint import FINGERPRINT_FILE, claim_rows, differences, model_identity, record_fingerprint
+from coa.io import LOCK_FILE
 
 FP = {"model": {"weights": "abc"}, "sampling": {"temperature": 0.7}, "prompt": {"prefill": "<think>\n"}}
 
@@ -53,7 +54,8 @@ def test_overwrite_removes_only_the_writers_own_files(tmp_path):
     for name in ("part-1.parquet", "summary.json", "NOTES.md"):
         (out / name).write_text("x")
     claim(out, {**FP, "sampling": {"temperature": 0.0}}, "evaluate", overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["NOTES.md", FINGERPRINT_FILE]
+    # .lock: the writer's lock, held while the rows were deleted (the row writer takes it next)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "NOTES.md", FINGERPRINT_FILE]
     assert json.loads((out / FINGERPRINT_FILE).read_text())["sampling"] == {"temperature": 0.0}
 
 

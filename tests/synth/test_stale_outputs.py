@@ -10,6 +10,7 @@ import pytest
 
 from coa.fingerprint import FINGERPRINT_FILE
 from synth.run import main
+from synth.shards import ShardWriter
 from tests.fixtures.chat_api import FakeReasoningAPI
 
 pytestmark = pytest.mark.slow
@@ -47,3 +48,25 @@ def test_change_the_teacher_then_resume(index_dir, model_dir, tmp_path, capsys):
         assert main([*chat, "overwrite=true"]) == 0
     assert teachers(out) == {api.model}
     assert json.loads((out / FINGERPRINT_FILE).read_text())["teacher"]["kind"] == "llm"
+
+
+def test_a_refused_overwrite_deletes_nothing_while_another_run_writes(index_dir, tmp_path, capsys):
+    """Issue 48: ``overwrite=true`` into an ``out`` that a resumed run was still writing was refused ("being
+    written by another process") only after it had deleted that run's rows, fingerprint and summary."""
+    out = tmp_path / "coa"
+    base = ["mode=coa", "teacher.kind=reference", f"search.index={index_dir}", f"out={out}", "progress=false"]
+    assert main([*base, "limit=4"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {FINGERPRINT_FILE, "summary.json"} <= set(before) and any(n.endswith(".parquet") for n in before)
+
+    with ShardWriter(out, fingerprint=json.loads(before[FINGERPRINT_FILE])):  # `limit=8` resumed, still writing
+        capsys.readouterr()
+        assert main([*base, "limit=8", "temperature=0.1", "overwrite=true"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"out={out} is being written by another process" in err, err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    assert main([*base, "limit=4"]) == 0  # the output still resumes: nothing to do
+    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == {
+        n: b for n, b in before.items() if n.endswith(".parquet")
+    }
