@@ -11,7 +11,8 @@ keys reach nested fields (``sft2.learning_rate=5e-5``); unknown keys fail with t
 Values are read by the type of the field they set, the same way from ``params.yaml`` and from the
 command line: ``5e-5`` is a float for a float field, ``no`` stays the string "no" for a string field,
 booleans are true/false/yes/no/1/0, lists ``[a, b]``, mappings ``{k: v}``, and ``null``/``none`` is
-None where a field allows it. A bad value names the key, the value and the expected type.
+None where a field allows it. A bad value names the key, the value and the expected type. A float is
+finite: ``nan`` and ``inf`` would pass every ``>= 0`` check and switch a limit off (a cost budget, say).
 
 Shared keys at the top of ``params.yaml`` (not inside a section):
   ``format``  the one format preset (autocoa | search_r1) of every stage that has a ``format`` field;
@@ -35,6 +36,7 @@ the dataclass defaults, the preset and the command line only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -110,6 +112,10 @@ def _describe(tp: Any) -> str:
     }.get(typing.get_origin(tp) or tp, getattr(tp, "__name__", str(tp)))
 
 
+class NotFinite(ValueError):
+    """A float setting given NaN or an infinity: refused, whatever other type the field also allows."""
+
+
 def read_value(value: Any, tp: Any, key: str) -> Any:
     """``value`` (text from YAML or the command line, or a Python value) as type ``tp``."""
     shown = str(value) if isinstance(value, Text) else value
@@ -125,6 +131,8 @@ def read_value(value: Any, tp: Any, key: str) -> Any:
         for option in (o for o in options if o is not type(None)):
             try:
                 return read_value(value, option, key)
+            except NotFinite:
+                raise
             except ValueError:
                 pass
         raise bad()
@@ -141,14 +149,19 @@ def read_value(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise bad()
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise bad()
+        if number is None:
+            raise bad()
+        if not math.isfinite(number):
+            raise NotFinite(f"{key}: expected a finite number, got {shown!r}")
+        return number
     if tp is str:
         if isinstance(value, Text) and value[:1] in ('"', "'"):  # a quoted command-line value: YAML escapes
             value = _yaml(value, key)

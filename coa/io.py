@@ -23,12 +23,16 @@ A refusal is ``NotOurs``: one line naming the folder and the setting that overri
 A folder of rows has one writer at a time: ``lock_folder`` holds its ``LOCK_FILE`` (``OutputBusy`` while
 another process holds it). Whatever deletes or replaces rows in such a folder does it holding that lock, so
 a refused run has deleted nothing.
+
+JSON has no NaN or Infinity: ``write_json`` writes a non-finite number as null, never as invalid JSON.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
+import numbers
 import os
 import shutil
 from contextlib import contextmanager
@@ -119,7 +123,20 @@ def write_text(path: str | Path, text: str, mode: int = 0o666) -> Path:
 
 
 def write_json(path: str | Path, obj: Any, mode: int = 0o666, **dumps_kwargs: Any) -> Path:
-    return write_text(path, json.dumps(obj, **{"indent": 2, **dumps_kwargs}) + "\n", mode)
+    """``obj`` as JSON (indented); a NaN or infinity in it is written as null: a summary or metrics file is
+    always JSON any reader parses (``json.dumps`` alone would write the non-standard ``NaN``)."""
+    text = json.dumps(_finite(obj), **{"indent": 2, **dumps_kwargs, "allow_nan": False})
+    return write_text(path, text + "\n", mode)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 # ---- folders of rows: one writer at a time -------------------------------------------------------------

@@ -1,21 +1,28 @@
-"""Issue 48, part A: a refused run deletes nothing.
+"""Issue 48, part A: a refused run deletes nothing, NaN never switches a limit off.
 
-The rule, enforced in the one place every entry point passes: rows are deleted only holding their folder's
-writer lock (``coa.fingerprint.remove_rows``), and a row writer re-checks the fingerprint once it holds it.
-Each probe of the issue is reproduced with the real command."""
+The rules, each enforced in the one place every entry point passes: rows are deleted only holding their
+folder's writer lock (``coa.fingerprint.remove_rows``); every float setting is finite (``coa.config``'s
+reader); JSON files hold no NaN (``coa.io.write_json``). Each probe of the issue is reproduced with the real
+command."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import types
+import typing
 
 import pytest
 
 import coa.config
+from coa.config import cli
 from coa.errors import BadInput
 from coa.fingerprint import FINGERPRINT_FILE, claim_rows
-from coa.io import OutputBusy
+from coa.io import OutputBusy, write_json
 from coa.trajectory import Trajectory
 from synth.shards import ShardWriter
+from tests.test_settings import sections
 
 
 @pytest.fixture(autouse=True)
@@ -91,3 +98,84 @@ def test_evaluate_overwrite_while_another_evaluation_writes_deletes_nothing(tmp_
         assert snapshot(trajectories) == before
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is being written by another process" in err, err
+
+
+# ---- NaN and infinity --------------------------------------------------------------------------------
+
+BAD_FLOATS = ("nan", "NaN", "inf", "-inf", "Infinity", "1e999")
+
+
+def entry_points() -> dict:
+    """Every entry point's (section, dataclass): the pipeline's sections and the command-line tools'."""
+    from annotate.serve import ReviewServerConfig
+    from coa.search.__main__ import COMMANDS
+    from coa.tools.__main__ import CallConfig
+
+    return {
+        **sections(),
+        "annotate_server": ReviewServerConfig,
+        "coa.tools call": CallConfig,
+        **{f"coa.search {name}": cls for name, cls in COMMANDS.items()},
+    }
+
+
+def is_float(tp) -> bool:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(is_float(a) for a in typing.get_args(tp))
+    return tp is float
+
+
+def float_keys(cls, prefix: str = "") -> list[str]:
+    """The dotted key of every float field of ``cls`` and of the dataclasses nested in it."""
+    keys, hints = [], typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += float_keys(tp, f"{prefix}{f.name}.")
+        elif f.init and is_float(tp):
+            keys.append(prefix + f.name)
+    return keys
+
+
+FLOAT_SETTINGS = [(section, key) for section, cls in entry_points().items() for key in float_keys(cls)]
+
+
+def test_the_float_settings_are_found():
+    """Not vacuous: the probe's keys are among them."""
+    found = set(FLOAT_SETTINGS)
+    assert len(found) > 40, len(found)
+    for key in ("teacher.price_prompt", "teacher.price_completion", "teacher.max_cost_usd", "temperature"):
+        assert ("synth", key) in found, key
+
+
+@pytest.mark.parametrize("section, key", FLOAT_SETTINGS, ids=[f"{s}:{k}" for s, k in FLOAT_SETTINGS])
+def test_every_float_setting_refuses_nan_and_infinity_naming_the_key(section, key, capsys):
+    cls = entry_points()[section]
+    for bad in BAD_FLOATS:
+        with pytest.raises(SystemExit) as exit_:
+            cli(cls, None if section.startswith("coa.") else section, [f"{key}={bad}"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1, (bad, err)
+        assert f"{key}: expected a finite number, got '{bad}'" in err, err
+
+
+@pytest.mark.parametrize("section, key", FLOAT_SETTINGS, ids=[f"{s}:{k}" for s, k in FLOAT_SETTINGS])
+def test_a_non_finite_python_value_is_refused_too(section, key):
+    """``build`` reads Python values (a dict of evaluate's teacher settings, say) the same way."""
+    *parents, leaf = key.split(".")
+    for value in (math.nan, math.inf, -math.inf):
+        values: dict = {leaf: value}
+        for parent in reversed(parents):
+            values = {parent: values}
+        with pytest.raises(ValueError, match=f"{section}.{key}: expected a finite number"):
+            coa.config.build(entry_points()[section], values, section)
+
+
+def test_json_files_never_hold_nan_or_infinity(tmp_path):
+    """A NaN reaching a summary is written as null: the file stays JSON any strict reader parses."""
+    path = write_json(tmp_path / "summary.json", {"cost": math.nan, "spent": [math.inf, -math.inf, 1.5], "n": 3})
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in {path}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"cost": None, "spent": [None, None, 1.5], "n": 3}

@@ -216,6 +216,27 @@ def test_negative_prices_and_backoff_are_refused_before_anything_starts(key, val
         TeacherConfig(price_prompt=-3, max_cost_usd=1)
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "teacher.price_prompt=nan",
+        "teacher.price_completion=nan",
+        "teacher.max_cost_usd=nan",
+        "teacher.max_cost_usd=inf",
+        "temperature=inf",
+        "temperature=nan",
+    ],
+)
+def test_nan_and_infinity_are_refused_naming_the_key(setting, tmp_path, capsys):
+    """Issue 48: NaN passed every ``>= 0`` check and switched the cost budget off (summary.json held
+    ``"cost": NaN``); a NaN or infinite temperature was sent and the teacher blamed (exit 3)."""
+    out = tmp_path / "out"
+    key, value = setting.split("=")
+    assert main(args(out, "http://127.0.0.1:9/v1", tmp_path / "no-index", setting)) == 2
+    assert one_line(capsys.readouterr().err) == f"synth.{key}: expected a finite number, got {value!r}\n"
+    assert not out.exists()
+
+
 def test_a_native_chat_teacher_without_base_url_is_refused_with_the_fix(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["mode=coa", "teacher.api=chat", f"out={out}", "check=true"]) == 2
