@@ -100,6 +100,8 @@ class ReviewConfig:
             raise ValueError(f"max_steps must be >= 3 (Argilla shows at least 3 labels), got {self.max_steps!r}")
         if not self.sets:
             raise ValueError("sets is empty; name at least one of coa, cot, pairs")
+        for name in self.sets:  # <sets_dir>/<name>.parquet
+            paths.file_name(name, "sets")
 
     def kind(self, name: str) -> str:
         return "pairs" if name == "pairs" else "trajectories"

@@ -15,8 +15,24 @@ checks that every stage's outputs lie under the path this module gives that stag
 
 from __future__ import annotations
 
+from coa.errors import BadInput
+
 RUNS = "runs"  # the run root: every stage's outputs (DVC-cached, not in git)
 METRICS = "metrics"  # small git-tracked copies of stage metrics (DVC forbids a metrics file inside an output folder)
+
+
+def file_name(value: str, key: str) -> str:
+    """``value`` of the setting ``key`` as one file or folder name (evaluate's ``name=``, a set's name): a
+    name stays inside the folder it is joined to, so empty, ``.``, ``..``, an absolute path and any path
+    separator are refused (``BadInput``, exit 2)."""
+    name = str(value)
+    separators = ("/", "\\", "\0")  # an absolute path starts with one
+    if name.strip() in ("", ".", "..") or any(sep in name for sep in separators):
+        raise BadInput(
+            f"{key}={name!r}: must be a name, not a path (it names a file or folder inside its output folder): "
+            "no '/', '\\', '..', and not empty"
+        )
+    return name
 
 
 def run_path(*parts: str) -> str:

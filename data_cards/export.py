@@ -83,6 +83,7 @@ class ExportConfig:
             raise ValueError(f"to must be one of {', '.join(FORMATS)}, got {self.to!r}")
         if self.to == "questions" and not self.input:
             raise ValueError("to=questions needs input=PATH (a verl RL parquet)")
+        paths.file_name(self.split, "split")  # verl: <out>/<split>.parquet
 
     @property
     def out_dir(self) -> Path:

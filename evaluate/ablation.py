@@ -64,6 +64,11 @@ class AblationConfig(ArmsConfig):
     stage: str = field(default="", metadata={"help": "read this stage of every arm (empty: its chain's last)"})
     out: str = field(default="docs/experiments/ablation_table.md", metadata={"help": "the Markdown table (+ .json)"})
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stage:  # runs/eval/<stage> of every arm
+            paths.file_name(self.stage, "stage")
+
 
 def arm_file(arm: str, source: str, path: str) -> str:
     """A file of an arm's run: at a DVC experiment's commit (``source=dvc``) or in an arm folder (``folders``)."""

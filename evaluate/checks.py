@@ -77,6 +77,11 @@ class ChecksConfig:
     max_over_trigger: float = field(default=0.5, metadata={"help": "searching when memory sufficed above this fails"})
     out: str = field(default=paths.CHECKS, metadata={"help": "where checks.json goes"})
 
+    def __post_init__(self) -> None:
+        for key in ("stages", "names"):  # folders under runs_dir, eval_root
+            for name in getattr(self, key):
+                paths.file_name(name, key)
+
 
 def result(check: str, subject: str, status: str, message: str, **numbers) -> dict:
     return {"check": check, "subject": subject, "status": status, "numbers": numbers, "message": message}

@@ -75,6 +75,11 @@ class ReportConfig:
     beside_label: str = field(default="the other run", metadata={"help": "what the `beside` run is, in the report"})
     out: str = field(default=paths.REPORT, metadata={"help": "folder of report.md and its plots"})
 
+    def __post_init__(self) -> None:
+        for key in ("names", "power_pair", "fidelity"):  # folders under eval_root, fidelity_root
+            for name in getattr(self, key):
+                paths.file_name(name, key)
+
 
 def read(path: str | Path) -> dict | list | None:
     path = Path(path)

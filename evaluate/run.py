@@ -65,6 +65,7 @@ from coa.formats import FORMAT, completion_text, get_format
 from coa.io import write_json, write_text
 from coa.judge import JudgeConfig, LLMJudge
 from coa.model import base_model_dir, check_start_model, in_process_dtype
+from coa.paths import file_name
 from coa.prompts import PromptConfig
 from coa.questions import load_questions
 from coa.score import METRICS, applies, extract_answer, score_all
@@ -154,6 +155,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.step not in ("eval", "report"):
             raise ValueError(f"step must be 'eval' or 'report', got {self.step!r}")
+        file_name(self.name, "name")  # <out_root>/<name>, <metrics_dir>/eval_<name>.json
+        for name in self.names:
+            file_name(name, "names")
         self.style = self.style or ("plain" if self.model == "base" else "trained")
         self.engine = self.engine or ("server" if self.teacher.get("base_url") else "vllm")
         if self.engine not in ("vllm", "server", "hf"):

@@ -1,9 +1,9 @@
-"""Issue 48, part A: a refused run deletes nothing, NaN never switches a limit off.
+"""Issue 48, part A: a refused run deletes nothing, NaN never switches a limit off, names stay names.
 
 The rules, each enforced in the one place every entry point passes: rows are deleted only holding their
 folder's writer lock (``coa.fingerprint.remove_rows``); every float setting is finite (``coa.config``'s
-reader); JSON files hold no NaN (``coa.io.write_json``). Each probe of the issue is reproduced with the real
-command."""
+reader); a setting that becomes a file name is a name (``coa.paths.file_name``); JSON files hold no NaN
+(``coa.io.write_json``). Each probe of the issue is reproduced with the real command."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from coa.config import cli
 from coa.errors import BadInput
 from coa.fingerprint import FINGERPRINT_FILE, claim_rows
 from coa.io import OutputBusy, write_json
+from coa.paths import file_name
 from coa.trajectory import Trajectory
 from synth.shards import ShardWriter
 from tests.test_settings import sections
@@ -179,3 +180,59 @@ def test_json_files_never_hold_nan_or_infinity(tmp_path):
         raise AssertionError(f"{constant} in {path}")
 
     assert json.loads(path.read_text(), parse_constant=refuse) == {"cost": None, "spent": [None, None, 1.5], "n": 3}
+
+
+# ---- names -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", " ", ".", "..", "../../x", "/abs/path", "a/b", "a\\b", "x/", "nul\0"])
+def test_a_path_is_not_a_name(value):
+    with pytest.raises(BadInput, match="must be a name, not a path"):
+        file_name(value, "name")
+
+
+@pytest.mark.parametrize("value", ["sft2", "rl2.v1", "..hidden-ish", "base model"])
+def test_a_name_is_kept(value):
+    assert file_name(value, "name") == value
+
+
+# every setting that becomes a file or folder name, on its entry point's command line
+NAME_SETTINGS = [
+    ("evaluate", "name", "{}"),
+    ("evaluate", "names", "[base, {}]"),
+    ("report", "names", "[{}]"),
+    ("report", "power_pair", "[sft2, {}]"),
+    ("report", "fidelity", "[{}]"),
+    ("checks", "names", "[{}]"),
+    ("checks", "stages", "[{}]"),
+    ("ablation", "stage", "{}"),
+    ("annotate", "sets", "[coa, {}]"),
+    ("export", "split", "{}"),
+]
+
+
+@pytest.mark.parametrize("section, key, form", NAME_SETTINGS)
+@pytest.mark.parametrize("path", ["../../x", "/abs/path", "a/b"])
+def test_every_setting_used_as_a_file_name_refuses_a_path(section, key, form, path, capsys):
+    extra = ["to=verl"] if section == "export" else []
+    with pytest.raises(SystemExit) as exit_:
+        cli(entry_points()[section], section, [*extra, f"{key}={form.format(path)}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"{key}={path!r}: must be a name, not a path" in err, err
+
+
+@pytest.mark.parametrize("name", ["../../x", "{root}/abs"])
+def test_evaluate_name_outside_out_root_is_refused_and_writes_nothing(name, tmp_path, capsys):
+    """The probe: ``evaluate.run name=../../x`` (or an absolute path) wrote outside ``out_root``."""
+    from evaluate.run import main
+
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    name = name.format(root=tmp_path)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "q0", "question": "Who?", "golden_answers": ["x"]}) + "\n")
+    before = sorted(tmp_path.rglob("*"))
+    argv = [f"name={name}", f"out_root={work}", f"questions=[{questions}]", "teacher.base_url=http://127.0.0.1:9/v1"]
+    assert main(argv) == 2
+    assert f"evaluate: name={name!r}: must be a name, not a path" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before
