@@ -156,11 +156,39 @@ def lock_folder(folder: str | Path) -> IO:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise OutputBusy(
-            f"out={folder} is being written by another process (a synth.run holding "
-            f"{Path(folder) / LOCK_FILE}): wait for it to finish, or pick another out="
+        raise OutputBusy(  # any writer of rows holds it (synth.run, evaluate.run, ...): the lock names no tool
+            f"out={folder} is being written by another process (it holds {Path(folder) / LOCK_FILE}): wait for "
+            "it to finish, or pick another out="
         ) from None
     return lock
+
+
+@contextmanager
+def locked_beside(target: str | Path, setting: str = "") -> Iterator[None]:
+    """One writer at a time for ``target``, a folder a command writes into or replaces whole (an index, a
+    split): the block holds the lock file ``.NAME.lock`` beside it (removed after); ``OutputBusy`` at once
+    while another process holds it, naming the folder by ``setting`` (``--out``; default: the folder)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.with_name(f".{target.name}.lock")
+    lock = open(path, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # the holder before us removed the file once done: a lock on that removed file locks nothing
+        if not path.exists() or os.stat(path).st_ino != os.fstat(lock.fileno()).st_ino:
+            raise BlockingIOError
+    except BlockingIOError:
+        lock.close()
+        named = f"{setting} {target}" if setting else str(target)
+        raise OutputBusy(
+            f"{named} is being written by another process (it holds {path}): wait for it to finish, or pick "
+            f"another {setting or 'folder'}"
+        ) from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        lock.close()
 
 
 # ---- folders a person names (dest=, out=) ----------------------------------------------------------
@@ -241,18 +269,20 @@ def clear_replaced(target: str | Path, owned: Callable[[Path], bool]) -> None:
 def owned_files(folder: str | Path, tool: str, override: str, overwrite: bool = False) -> Iterator[Path]:
     """Write files into ``folder`` as ``tool``: ``claim_folder`` on entry; on leaving (also after a failure
     part-way) ``record_folder`` lists the files the block wrote and those recorded before that remain.
-    Only files directly in ``folder`` are tracked (the command-line writers write no subfolders)."""
+    Only files directly in ``folder`` are tracked (the command-line writers write no subfolders). One writer
+    at a time (``locked_beside``): a second is refused as busy, not as a foreign folder."""
     folder = Path(folder)
-    recorded = claim_folder(folder, tool, override, overwrite)
-    ours_before = written_by(folder, tool)
-    before = _stamps(folder)
-    try:
-        yield folder
-    finally:
-        after = _stamps(folder)
-        written = {name for name, stamp in after.items() if before.get(name) != stamp}
-        if written or ours_before:
-            record_folder(folder, tool, sorted(written | (set(recorded) & set(after))))
+    with locked_beside(folder):
+        recorded = claim_folder(folder, tool, override, overwrite)
+        ours_before = written_by(folder, tool)
+        before = _stamps(folder)
+        try:
+            yield folder
+        finally:
+            after = _stamps(folder)
+            written = {name for name, stamp in after.items() if before.get(name) != stamp}
+            if written or ours_before:
+                record_folder(folder, tool, sorted(written | (set(recorded) & set(after))))
 
 
 def _temporary(name: str) -> bool:

@@ -20,7 +20,16 @@ from typing import Sequence
 
 import numpy as np
 
-from coa.io import OWNER_FILE, NotOurs, atomic_output, clear_replaced, mark_folder, replaceable, written_by
+from coa.io import (
+    OWNER_FILE,
+    NotOurs,
+    atomic_output,
+    clear_replaced,
+    locked_beside,
+    mark_folder,
+    replaceable,
+    written_by,
+)
 from coa.search import dense
 from coa.search.backends import BACKENDS, DEFAULT_BACKEND, RowSearch, load_backend, read_json
 from coa.search.corpus import read_corpus
@@ -48,14 +57,15 @@ def build_index(
     Written into a temporary folder beside ``out_dir`` and renamed onto it when complete, so a failed or
     killed build leaves the previous index usable. A non-empty ``out_dir`` that an earlier build did not
     mark as its own is refused unless ``force``. ``skip_bad`` skips (and counts in index.json) corpus lines
-    that are not documents.
+    that are not documents. One build into ``out_dir`` at a time: a second is refused (``OutputBusy``).
     """
     out_dir = Path(out_dir)
-    refuse_foreign(out_dir, force)
-    clear_replaced(out_dir, lambda old: written_by(old, TOOL))  # old indexes a killed replace left behind
-    with atomic_output(out_dir, folder=True) as tmp:
-        _build_into(Path(corpus_path), tmp, dense, show_progress, backend, skip_bad, options)
-        mark_folder(tmp, TOOL)
+    with locked_beside(out_dir):  # a second build into out_dir is refused: its rename would drop this one's
+        refuse_foreign(out_dir, force)
+        clear_replaced(out_dir, lambda old: written_by(old, TOOL))  # old indexes a killed replace left behind
+        with atomic_output(out_dir, folder=True) as tmp:
+            _build_into(Path(corpus_path), tmp, dense, show_progress, backend, skip_bad, options)
+            mark_folder(tmp, TOOL)
     return out_dir
 
 

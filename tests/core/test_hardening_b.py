@@ -263,3 +263,76 @@ def test_evaluate_stopped_by_its_retriever_before_a_row_leaves_no_folder(searche
         with pytest.raises(EngineUnavailable, match="retriever unavailable"):
             generate(cfg, engine, load_questions(DEFAULT_QUESTIONS, limit=2), out)
     assert not (tmp_path / "eval").exists()
+
+
+# ---- one writer at a time: a second is refused as busy, naming the folder -----------------------------------
+
+
+def test_a_second_build_into_one_out_is_refused_while_the_first_runs(tmp_path, capsys):
+    """The probe: two concurrent builds into one --out both exited 0, and one build was silently lost."""
+    import subprocess
+    import sys
+    import time
+
+    from coa.search import DEFAULT_CORPUS
+    from coa.search.__main__ import main
+
+    out, lock = tmp_path / "idx", tmp_path / ".idx.lock"
+    argv = ["build", "--corpus", str(DEFAULT_CORPUS), "--out", str(out)]
+    first = subprocess.Popen([sys.executable, "-m", "coa.search", *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert main(argv) == 2  # while the first holds the lock (its build takes seconds)
+    finally:
+        assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    assert one_line(capsys) == (
+        f"python -m coa.search: {out} is being written by another process (it holds {lock}): wait for it to "
+        "finish, or pick another folder"
+    )
+    assert (out / "index.json").is_file() and not lock.exists()
+
+
+def test_a_split_into_a_folder_another_split_is_writing_is_refused_as_busy(tmp_path, capsys):
+    """The probe: the second of two concurrent splits was refused as if the folder were someone else's (the
+    first had written a file but not yet its owner marker)."""
+    import subprocess
+    import sys
+
+    from coa.questions import DEFAULT_QUESTIONS
+    from coa.questions import main as split
+
+    out = tmp_path / "split"
+    writing = (  # what a split holds while it writes: the folder's lock, a first file, no owner marker yet
+        "import sys, time; from pathlib import Path; from coa.io import locked_beside\n"
+        "with locked_beside(sys.argv[1]):\n"
+        "    Path(sys.argv[1]).mkdir(); Path(sys.argv[1], 'train.jsonl').write_text('')\n"
+        "    print('writing', flush=True); time.sleep(60)\n"
+    )
+    first = subprocess.Popen([sys.executable, "-c", writing, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline() == "writing\n"
+        assert split(["split", f"questions={DEFAULT_QUESTIONS}", f"out={out}", "heldout=10", "train=10"]) == 2
+    finally:
+        first.kill()
+        first.wait()
+    assert one_line(capsys) == (
+        f"coa.questions: {out} is being written by another process (it holds {tmp_path / '.split.lock'}): wait "
+        "for it to finish, or pick another folder"
+    )
+
+
+def test_a_busy_rows_folder_names_no_particular_tool(tmp_path):
+    """The probe: evaluate.run refused as busy said "a synth.run holding ..."; any rows writer holds that lock."""
+    from coa.io import OutputBusy
+    from synth.shards import ShardWriter
+
+    out = tmp_path / "trajectories"
+    with ShardWriter(out):
+        with pytest.raises(OutputBusy) as refused:
+            ShardWriter(out).__enter__()
+    assert str(refused.value) == (
+        f"out={out} is being written by another process (it holds {out / '.lock'}): wait for it to finish, or "
+        "pick another out="
+    )
