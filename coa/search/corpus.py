@@ -18,6 +18,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coa.errors import reading
+
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data/raw/hotpotqa/hotpotqa_union_corpus.jsonl.gz"
 SCHEMA = pa.schema([("id", pa.string()), ("contents", pa.string())])
 BATCH_ROWS = 10_000
@@ -52,10 +54,11 @@ def _records(path: Path) -> Iterator[tuple[int, object]]:
     """(line number, parsed JSON) for jsonl; (row number, dict) for parquet."""
     if path.suffix == ".parquet":
         row = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-            for record in batch.to_pylist():
-                row += 1
-                yield row, record
+        with reading(path):  # a file that is no parquet (or a cut one) is named, as a bad jsonl line is
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+                for record in batch.to_pylist():
+                    row += 1
+                    yield row, record
         return
     for lineno, raw in _raw_lines(path):
         if not raw.strip():

@@ -149,6 +149,14 @@ def test_non_utf8_and_truncated_gzip_name_file_and_line(tmp_path):
         load_corpus(gz)
 
 
+def test_a_parquet_corpus_that_is_no_parquet_names_the_file(tmp_path):
+    """Issue 48 (d): pyarrow's "Parquet magic bytes not found in footer" named no file."""
+    path = tmp_path / "c.parquet"
+    path.write_text("not parquet")
+    with pytest.raises(ValueError, match=rf"^{path}: not a readable parquet file \(Parquet magic bytes not found"):
+        load_corpus(path)
+
+
 def test_skip_bad_skips_and_counts_them(tmp_path, capsys):
     path = tmp_path / "c.jsonl"
     path.write_bytes(
