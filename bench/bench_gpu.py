@@ -25,6 +25,7 @@ and no Liger, which says what the kernels add. Reports: docs/bench_train.md#on-a
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -60,12 +61,17 @@ QWEN_1_5B_SHAPE = {  # Qwen2.5-1.5B's architecture; the vocabulary covers the Sm
 # name, student, sequences per micro-batch, accumulation, padding-free, attention, Liger
 CONFIGS = (
     ("135m 1x4 sdpa (default)", "135m", 1, 4, False, "sdpa", False),
+    ("135m 4 padding-free varlen+liger (same steps)", "135m", 4, 1, True, "auto", "auto"),
     ("135m 64 padding-free varlen+liger", "135m", 64, 1, True, "auto", "auto"),
-    ("135m 64 padding-free sdpa", "135m", 64, 1, True, "sdpa", False),
-    ("1.5b 1x4 sdpa (default)", "1.5b", 1, 4, False, "sdpa", False),
     ("1.5b 32 padding-free varlen+liger", "1.5b", 32, 1, True, "auto", "auto"),
+    ("1.5b 1x4 sdpa (default)", "1.5b", 1, 4, False, "sdpa", False),
     ("1.5b 32 padding-free sdpa", "1.5b", 32, 1, True, "sdpa", False),
+    # what each kernel adds, and where the small student stops scaling (--only extra)
+    ("1.5b 32 padding-free varlen", "1.5b", 32, 1, True, "auto", False),
+    ("135m 64 padding-free varlen", "135m", 64, 1, True, "auto", False),
+    ("135m 128 padding-free varlen+liger", "135m", 128, 1, True, "auto", "auto"),
 )
+EXTRA = 3  # the last configurations run with --only extra
 
 
 def prepare(index: Path, out: Path, questions: int) -> None:
@@ -147,6 +153,8 @@ def run_config(work: Path, data: Path, student: Path, config: tuple, steps: int)
     if done.returncode:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:], "wall_s": round(wall, 1)}
     metrics = json.loads((runs / "sft2" / "metrics.json").read_text())
+    with open(runs / "sft2" / "steps.csv") as f:
+        metrics["losses"] = [float(row["loss"]) for row in csv.DictReader(f) if row.get("loss")]
     shutil.rmtree(runs, ignore_errors=True)  # a 1.5B checkpoint is 3 GB
     return {"metrics": metrics, "wall_s": round(wall, 1)}
 
@@ -172,7 +180,7 @@ def summarise(result: dict, shape: dict, warmup: int, peak: float) -> dict:
         "padding_fraction": tokens["padding_fraction"],
         "peak_gpu_memory_gb": metrics.get("peak_gpu_memory_gb"),
         "attention": metrics.get("data", {}).get("attn_implementation"),
-        "last_loss": metrics.get("last", {}).get("loss"),
+        "losses": [round(x, 4) for x in metrics["losses"]],
     }
 
 
@@ -193,19 +201,27 @@ def run(data: Path, out: Path, steps: int, warmup: int, only: str | None) -> Non
     }
     print(json.dumps(header), flush=True)
     rows, shapes = [], {}
-    for config in CONFIGS:
+    chosen = CONFIGS[-EXTRA:] if only == "extra" else [c for c in CONFIGS[:-EXTRA] if only in (None, c[1])]
+    for config in chosen:
         student = config[1]
-        if only and student != only:
-            continue
         if student not in shapes:
             shapes[student] = make_student(data, student, work / student)
         result = run_config(work, data, work / student, config, steps)
         row = {"config": config[0], "params": shapes[student]["params"], "wall_s": result["wall_s"]}
-        row.update(summarise(result, shapes[student], warmup, peak) if "metrics" in result else result)
+        if "metrics" in result:
+            metrics = result["metrics"]
+            row["raw"] = {k: metrics.get(k) for k in ("tokens", "step_seconds", "losses", "peak_gpu_memory_gb", "data")}
+            row.update(summarise(result, shapes[student], warmup, peak))
+        else:
+            row.update(result)
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k != "raw"}), flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({**header, "rows": rows}, indent=1))
+    same = [r for r in rows if r["config"].startswith(("135m 1x4", "135m 4 ")) and "losses" in r]
+    if len(same) == 2:  # the same sequences per step, padded one by one against padding-free in one row
+        gap = max(abs(a - b) for a, b in zip(same[0]["losses"], same[1]["losses"]))
+        print(json.dumps({"loss_parity_max_abs_difference": round(gap, 4), "steps": len(same[0]["losses"])}))
     print("| configuration | tokens/step | s/step | tokens/s | MFU (6N, spec) | + attention | padding | peak GPU GB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -231,7 +247,7 @@ def main() -> None:
     r.add_argument("--out", type=Path, default=ROOT / "bench/out/gpu.json")
     r.add_argument("--steps", type=int, default=12)
     r.add_argument("--warmup", type=int, default=3)
-    r.add_argument("--only", choices=("135m", "1.5b"))
+    r.add_argument("--only", choices=("135m", "1.5b", "extra"))
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.index, args.out, args.questions)
