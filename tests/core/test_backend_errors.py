@@ -344,8 +344,9 @@ def test_synthesis_against_an_html_retriever_stops_cleanly(built, tmp_path):
             env={**os.environ, "COA_PARAMS": "none"},
         )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.startswith(  # one line on stderr, and no 0-row folder left behind (issue 48)
+    assert proc.stderr.count("\n") == 1  # one line on stderr, and no 0-row folder left behind (issue 48)
+    assert proc.stderr.startswith(
         f"synth: retriever unavailable: retrieval server {server.url} answered 200 with text/html, "
         f"not the /retrieve API's JSON"
-    ) and proc.stderr.count("\n") == 1
+    )
     assert proc.stdout == "" and not (tmp_path / "out").exists()
