@@ -171,7 +171,12 @@ def _prefix_text(prompt: str, question: str, fmt: str) -> str:
 
 
 # what the chosen side of a pair does, per direction (curate/pairs.py)
-CHOSEN_DOES = {"act": "acts", "no_act": "answers without a tool", "tool": "calls the better tool"}
+CHOSEN_DOES = {
+    "act": "acts",
+    "no_act": "answers without a tool",
+    "tool": "calls the better tool",
+    "answer": "answers as the teacher does",  # synth/corrections.py: both sides answer
+}
 
 
 def pair_record(row: dict, metric: str, threshold: float, observation_chars: int) -> dict:

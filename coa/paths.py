@@ -55,6 +55,7 @@ REWARD_PROBE = run_path("reward_probe")
 REPORT = run_path("report")  # evaluate.report: report.md and its plots
 CHECKS = f"{REPORT}/checks.json"  # evaluate.checks
 WHEN_TO_ACT = f"{REPORT}/when_to_act.json"  # evaluate.when_to_act
+ONPOLICY = run_path("onpolicy")  # synth.onpolicy: on-policy error mining rounds (dvc stages onpolicy@NAME)
 EXPORT = run_path("export")  # data_cards.export (not a pipeline stage)
 REVIEW = "data/review/review.parquet"  # annotate.run action=pull: people's decisions (git-tracked, not a run)
 
@@ -92,6 +93,11 @@ def fidelity(model: str) -> str:
 def reward_probe(stage: str) -> str:
     """One RL stage's reward before vs after."""
     return f"{REWARD_PROBE}/{stage}"
+
+
+def onpolicy(round_name: str) -> str:
+    """One on-policy error mining round (params.yaml ``onpolicy_rounds``): its rollouts, sets and trained model."""
+    return f"{ONPOLICY}/{round_name}"
 
 
 def export(fmt: str) -> str:

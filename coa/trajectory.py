@@ -26,7 +26,8 @@ Parquet columns (one row per trajectory; ``TRAJECTORY_SCHEMA`` is authoritative)
   dataset       str   e.g. "hotpotqa"
   question      str
   golden_answers list<str>  gold aliases
-  mode          str   "cot" | "coa" | "branch"
+  mode          str   "cot" | "coa" | "branch" | "correction" (synth.onpolicy: a student's prefix continued by the teacher;
+                      ``parent_id`` the student's row, ``decision_index`` the prefix length)
   sample        int   sample index within (question, mode[, branch])
   branch_id     str   "" unless mode == "branch": "<parent id>:<decision>:<kind>", kind ``forbid`` (no tool),
                       ``force`` (a search forced) or ``force-TOOL`` (a call of TOOL forced: ``branch_tool``)
@@ -145,7 +146,7 @@ PAIR_SCHEMA = pa.schema(
         ("chosen_ends_turn", pa.bool_()),
         ("rejected_ends_turn", pa.bool_()),
         # "act" (the acting branch is chosen) | "no_act" (the non-acting one) | "tool" (both act: the better tool's
-        # call is chosen, curate/pairs.py)
+        # call is chosen, curate/pairs.py) | "answer" (both answer: the teacher's answer is chosen, synth/corrections.py)
         ("direction", pa.string()),
         ("decision_index", pa.int32()),
         ("chosen_id", pa.string()),

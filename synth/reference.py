@@ -214,6 +214,37 @@ def opened_page(observation: dict, fmt: FormatPreset) -> tuple[str, str]:
     return read_page(text[start + len(fmt.response_open) : end])
 
 
+def retrieved(observations: list[dict], fmt: FormatPreset) -> tuple[set[str], set[str], list[str]]:
+    """(document ids, titles, texts) that these observation segments returned (an opened page by its title)."""
+    ids, titles, texts = set(), set(), []
+    for obs in observations:
+        ids.update(obs.get("doc_ids") or [])
+        title, page = opened_page(obs, fmt)
+        if title:
+            titles.add(title)
+            texts.append(page.strip())
+            continue
+        texts += doc_texts(obs["text"], fmt)
+        titles.update(titles_in(obs["text"], fmt))
+    return ids, titles, texts
+
+
+def missing_evidence(evidence: list[Evidence], observations: list[dict], fmt: FormatPreset) -> list[Evidence]:
+    """The evidence items none of these observations returned (by id, title, or a sub-answer in their text)."""
+    ids, titles, texts = retrieved(observations, fmt)
+    joined = "\n".join(texts)
+    return [item for item in evidence if not _found(item, ids, titles, joined)]
+
+
+def gold_stated(golds: list[str], evidence: list[Evidence], observations: list[dict], fmt: FormatPreset) -> bool:
+    """What the teacher answers from (``_grounded_answer``): the observations state a gold answer, or, for a
+    yes/no gold, they returned every evidence item."""
+    texts = retrieved(observations, fmt)[2]
+    if supporting_sentence(golds, texts):
+        return True
+    return bool(_yes_no(golds) and evidence and not missing_evidence(evidence, observations, fmt))
+
+
 _CHOICE = re.compile(r",\s*(?:the\s+)?(.+?)\s+or\s+(?:the\s+)?(.+?)\s*\?\s*$", re.IGNORECASE)
 _YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
 # which of two a temporal comparison asks for: the earlier (min) or the later (max) year
@@ -268,17 +299,7 @@ class ReferencePolicy:
         return [s for s in self.ep.segments if s["kind"] == "observation"]
 
     def _retrieved(self) -> tuple[set[str], set[str], list[str]]:
-        ids, titles, texts = set(), set(), []
-        for obs in self._observations():
-            ids.update(obs.get("doc_ids") or [])
-            title, page = opened_page(obs, self.fmt)
-            if title:
-                titles.add(title)
-                texts.append(page.strip())
-                continue
-            texts += doc_texts(obs["text"], self.fmt)
-            titles.update(titles_in(obs["text"], self.fmt))
-        return ids, titles, texts
+        return retrieved(self._observations(), self.fmt)
 
     def _to_open(self) -> str | None:
         """The title of an evidence document that a search returned cut short and no call has opened yet."""

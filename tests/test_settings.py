@@ -18,7 +18,10 @@ PARAMS = ROOT / "params.yaml"
 # top-level keys of params.yaml that are no stage's section: the shared keys every section reads, and
 # dvc.yaml's own (a foreach over synthesised question sets)
 SHARED = ("format", "prompt", "search", "data", "preset")
-NOT_A_SECTION = {"question_sets": "dvc.yaml's foreach of `questions@NAME` stages, read by no dataclass"}
+NOT_A_SECTION = {
+    "question_sets": "dvc.yaml's foreach of `questions@NAME` stages, read by no dataclass",
+    "onpolicy_rounds": "dvc.yaml's foreach of `onpolicy@NAME` stages; synth.onpolicy's `rounds` (a shared field)",
+}
 # settings a run must give (no default); export's `format` is its output format, given on every command line
 REQUIRED = {"export": ["to=trl_sft"], "publish": ["repo_id=org/name"]}
 
@@ -82,6 +85,7 @@ def sections() -> dict:
     from evaluate.run import EvalConfig
     from evaluate.when_to_act import WhenToActConfig
     from synth.config import SynthConfig
+    from synth.onpolicy import OnPolicyConfig
     from synth.questions.config import QuestionsConfig
     from synth.serve import VLLMServerConfig
     from train.config import TrainConfig
@@ -91,6 +95,7 @@ def sections() -> dict:
         "split": SplitConfig,
         "synth": SynthConfig,
         "synth.serve": VLLMServerConfig,
+        "onpolicy": OnPolicyConfig,
         "questions": QuestionsConfig,
         "curate": CurateRunConfig,
         "pool": PoolConfig,

@@ -20,6 +20,8 @@ PER_ITEM = {
     "fidelity": paths.fidelity,
     "reward_probe": paths.reward_probe,
     "questions": paths.questions,
+    "onpolicy": paths.onpolicy,
+    "onpolicy_train": paths.onpolicy,
 }
 SINGLE = {
     "index": paths.INDEX,
