@@ -41,7 +41,7 @@ from coa.io import atomic_output, write_json
 from coa.model import load_policy
 from coa.prompts import PromptConfig
 from coa.questions import load_questions
-from coa.score import exact_match
+from coa.score import exact_match, f1
 from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA, Trajectory, read_table, to_table
 from synth.config import SynthConfig, SynthTeacherConfig
 from synth.corrections import counts, mine, turn_starts
@@ -291,7 +291,14 @@ def write_sets(
     passages = Passages(index) if (Path(index) / "index.json").exists() else None
     evidence = {q["id"]: evidence_of(q, passages) for q in questions}
     corrections, pairs, decisions = mine(students, teachers, evidence, get_format(cfg.format))
-    table = to_table(corrections).append_column("reason", pa.array([c["reason"] for c in corrections], pa.string()))
+    table = to_table(corrections)
+    extra = {  # beside the schema, as curate's sets carry their scores: why the row exists, and its answer's scores
+        "reason": pa.array([c["reason"] for c in corrections], pa.string()),
+        "em": pa.array([exact_match(c["answer"], c["golden_answers"]) for c in corrections], pa.float64()),
+        "f1": pa.array([f1(c["answer"], c["golden_answers"]) for c in corrections], pa.float64()),
+    }
+    for name, column in extra.items():
+        table = table.append_column(name, column)
     write_parquet(out / "corrections.parquet", table)
     write_parquet(out / "pairs.parquet", pa.Table.from_pylist(pairs, schema=PAIR_SCHEMA))
     write_parquet(out / "decisions.parquet", pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA))

@@ -189,6 +189,13 @@ def test_the_sets_read_as_training_sets(mined, tokenizer):
     pairs, pair_stats = pair_dataset(tokenizer, cfg.out_dir / "pairs.parquet", 4096, fmt="search_r1")
     assert (len(sft), len(pairs)) == (4, 4) and stats["prompt_tokens"] > stats["model_tokens"] > 0
     assert read_trajectories(cfg.out_dir / "corrections.parquet")[0].mode == "correction"
+    from annotate.render import pair_record, trajectory_record  # the Argilla review's records
+
+    corrections = pq.read_table(cfg.out_dir / "corrections.parquet").to_pylist()
+    assert {r["em"] for r in corrections} == {1.0}
+    assert trajectory_record(corrections[0], "em", 1.0, 300)["row_id"] == corrections[0]["id"]
+    pair = pq.read_table(cfg.out_dir / "pairs.parquet").to_pylist()[0]
+    assert pair_record(pair, "em", 1.0, 300)["row_id"] == pair["id"]
 
 
 def test_an_interrupted_run_resumes_with_the_same_rows(mined, question, index_dir, model_dir, tmp_path):
