@@ -188,6 +188,7 @@ def generate(
                     progress,
                     over_budget=None if reference else budget_check(cfg.teacher, spent),
                     tools=tools,
+                    teacher=True,
                 )
                 if isinstance(engine, Reporting):  # per-endpoint requests, tokens, errors, latencies
                     stats.engine = engine.stats()

@@ -83,6 +83,7 @@ def run_summary(
         "search_batches": stats.search_batches,
         "errors": stats.errors,
         "finish_reasons": stats.finish_reasons,
+        "protocol": stats.protocol,  # protocol breaks repaired (think_closed) or named (synth.protocol)
         **stats.engine,  # API engines: "endpoints" {url: requests, tokens, errors, latency p50/p90/p99}; chat turns
     }
     if teacher.price_prompt or teacher.price_completion:
@@ -111,6 +112,8 @@ def format_summary(summary: dict) -> str:
             f"tokens {d['prompt_tokens']}+{d['completion_tokens']}"
         )
         lines.append(f"  finish: {d['finish_reasons']}")
+        if r.get("protocol"):
+            lines.append(f"  protocol breaks (synth.protocol): {r['protocol']}")
     if r.get("neutralised_tags"):
         lines.append(f"  teacher text: {r['neutralised_tags']} format tags in its reasoning or prose made plain text")
     over = [

@@ -33,6 +33,7 @@ from coa.tools.toolbox import Toolbox
 from coa.search.types import Searcher
 from coa.trajectory import Trajectory, count_calls
 from synth.jobs import Job
+from synth.protocol import settle
 
 ENGINE_ERRORS = ("error", "bad_response")  # finish reasons of rows an engine failure ended: a re-run retries them
 
@@ -54,8 +55,11 @@ class RunStats:
     unavailable: bool = False  # stopped because the engine or the retriever stopped answering (or never answered)
     finish_reasons: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)  # the engine's own stats (API engines: per endpoint)
+    protocol: dict = field(default_factory=dict)  # a teacher's protocol breaks, repaired or named (synth.protocol)
 
-    def add(self, t: Trajectory, calls: int, new_searches: int) -> None:
+    def add(self, t: Trajectory, calls: int, new_searches: int, protocol: str | None = None) -> None:
+        if protocol:
+            self.protocol[protocol] = self.protocol.get(protocol, 0) + 1
         self.rows += 1
         self.prompt_tokens += t.prompt_tokens
         self.completion_tokens += t.completion_tokens
@@ -128,9 +132,11 @@ async def run_job(
     retriever: str,
     tokenizer,
     tools: ToolBatcher | None = None,
-) -> tuple[Trajectory, int]:
-    """One trajectory and the engine calls it took; a request the engine rejects ends it with
-    finish_reason "error"."""
+    teacher: bool = False,
+) -> tuple[Trajectory, int, str | None]:
+    """One trajectory, the engine calls it took and (``teacher``: data is being written) the protocol break it
+    repaired or named (``synth.protocol.settle``); a request the engine rejects ends it with finish_reason
+    "error"."""
     started = time.perf_counter()
     ep = start_episode(
         job.prompt, tokenizer, prefill=job.prefill, tools=job.tools, prefix=job.prefix, question=job.question
@@ -141,8 +147,10 @@ async def run_job(
         await run_episode(ep, engine, search, fmt, budget, seed, tools)
     except RequestRejected as e:  # BadResponse included: "bad_response"
         ep.finish_reason, ep.engine_state["error"] = e.reason, str(e)
+    protocol = settle(ep, fmt) if teacher else None  # an evaluated policy's text is scored as written
     row_sampling = {**sampling, "base_seed": sampling.get("seed", 0), "seed": seed}
-    return to_trajectory(job, ep, fmt, engine.name, row_sampling, retriever, time.perf_counter() - started), ep.calls
+    trajectory = to_trajectory(job, ep, fmt, engine.name, row_sampling, retriever, time.perf_counter() - started)
+    return trajectory, ep.calls, protocol
 
 
 async def run_jobs(
@@ -159,8 +167,10 @@ async def run_jobs(
     progress=None,
     over_budget: Callable[[RunStats], str] | None = None,
     tools: Toolbox | None = None,
+    teacher: bool = False,
 ) -> RunStats:
-    """Run every job (``tools``: the enabled tools beyond search, ``SearchEnvConfig.loop_tools``); stop cleanly (``RunStats.stopped``) if the engine or the retriever is gone, or when
+    """Run every job (``tools``: the enabled tools beyond search, ``SearchEnvConfig.loop_tools``; ``teacher``: the rows
+    are teacher data, whose protocol breaks are repaired or named, ``synth.protocol``); stop cleanly (``RunStats.stopped``) if the engine or the retriever is gone, or when
     ``over_budget(stats)`` names a reason: no new job starts then, those in flight finish and are kept."""
     stats = RunStats()
     started = time.perf_counter()
@@ -179,9 +189,11 @@ async def run_jobs(
                 stats.stopped = stats.stopped or over_budget(stats)
                 if stats.stopped:
                     return
-            t, calls = await run_job(job, engine, search, fmt, budget, sampling, retriever, tokenizer, runner)
+            t, calls, protocol = await run_job(
+                job, engine, search, fmt, budget, sampling, retriever, tokenizer, runner, teacher
+            )
             on_row(t)
-            stats.add(t, calls, t.n_actions - prefix_searches(job))
+            stats.add(t, calls, t.n_actions - prefix_searches(job), protocol)
             if progress is not None:
                 elapsed = time.perf_counter() - started
                 progress.set_postfix(

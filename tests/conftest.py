@@ -12,7 +12,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-HEAVY = ("model", "server", "slow")
+HEAVY = ("model", "server", "slow", "llm")
 OWN_DATA_RUN = "tests/pipeline/test_pipeline.py"  # the tests of the whole tiny run (``own_data_run``)
 
 
@@ -54,6 +54,31 @@ def model_dir():
     from coa.model import base_model_dir
 
     return base_model_dir()
+
+
+@pytest.fixture(scope="session")
+def llm_url(tmp_path_factory):
+    """The optional real LLM (``./install.sh --llm``) served by vLLM CPU with its own chat template and the hermes
+    tool-call parser, for the ``llm`` tests; they skip, saying why, when it is not installed. Startup ~1 min, ~8 GB.
+    ``COA_TEST_LLM_PORT=P`` reuses one already serving it on 127.0.0.1:P."""
+    from coa.model import LLM_INSTALL_HINT, LLM_NAME, llm_model_dir
+    from coa.procs import free_port
+    from synth.serve import VLLMServerConfig, start_engine
+
+    try:
+        folder = llm_model_dir(convert=False)
+    except FileNotFoundError:
+        pytest.skip(f"the optional real LLM is not installed ({LLM_INSTALL_HINT})")
+    port = int(os.environ.get("COA_TEST_LLM_PORT") or free_port())
+    log = tmp_path_factory.mktemp("llm") / "vllm.log"
+    server = start_engine(
+        VLLMServerConfig(
+            model=str(folder), served_name=LLM_NAME, port=port, log=str(log), tool_call_parser="hermes", kv_cache_gib=2
+        )
+    )
+    yield f"http://127.0.0.1:{port}/v1"
+    if server is not None:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

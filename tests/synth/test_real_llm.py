@@ -1,0 +1,102 @@
+"""The optional real LLM (Qwen2.5-Coder-1.5B-Instruct, ``./install.sh --llm``) as teacher, judge and question
+writer, a few questions each, through the same entry points a user runs. They skip, saying why, when the model is
+not installed (CI does not install it: docs/how-to/install.md). On a shared 2-core CPU each takes minutes: the
+model writes ~8 tokens/s there (docs/experiments/real_llm.md). What they check is the protocol (every row ends with
+a named finish reason, every question dropped has a named reason), not answer quality."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from coa.judge import JudgeConfig, LLMJudge
+from coa.model import LLM_NAME, models_dir
+from coa.questions import DEFAULT_QUESTIONS, load_questions, write_questions
+from coa.trajectory import FINISH_REASONS, read_trajectories
+
+pytestmark = [pytest.mark.llm, pytest.mark.server, pytest.mark.slow]
+
+QUESTIONS = 2
+
+
+def synth(out, index_dir, llm_url, *settings: str) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "synth.run",
+        "format=search_r1",
+        f"limit={QUESTIONS}",
+        f"out={out}",
+        f"search.index={index_dir}",
+        f"teacher.base_url={llm_url}",
+        f"teacher.model={LLM_NAME}",
+        f"tokenizer={models_dir() / LLM_NAME}",
+        "teacher.retries=1",
+        "progress=false",
+        *settings,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ("mode=coa", "teacher.api=completions"),
+        ("mode=cot", "teacher.api=completions"),
+        ("mode=coa", "teacher.api=chat", "teacher.tools=native", "teacher.tool_choice=first"),
+    ],
+    ids=["coa-completions", "cot-completions", "coa-chat-native"],
+)
+def test_the_real_teacher_ends_every_row_with_a_named_finish_reason(settings, llm_url, index_dir, tmp_path):
+    done = synth(tmp_path / "out", index_dir, llm_url, *settings)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    rows = read_trajectories(tmp_path / "out")
+    assert len(rows) == QUESTIONS and all(t.finish_reason in FINISH_REASONS for t in rows), rows
+    assert all(t.teacher == LLM_NAME and t.completion_tokens > 0 for t in rows)
+    if "teacher.tool_choice=first" in settings:  # the forced first call went through the hermes parser
+        assert all(t.n_actions >= 1 or t.finish_reason == "bad_tool_call" for t in rows)
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert sum(summary["run"]["finish_reasons"].values()) == QUESTIONS
+
+
+def test_the_real_judge_gives_strict_verdicts(llm_url, tmp_path):
+    question = "On February 25, 2017 Tony Harrison lost the IBF title to a boxer from what state?"
+    judge = LLMJudge(JudgeConfig(base_url=llm_url, model=LLM_NAME, cache=str(tmp_path / "v.jsonl")))
+    verdicts = judge.scores([(question, ["Maryland"], "Baltimore, Maryland"), (question, ["Maryland"], "Ukraine")])
+    assert verdicts == [1.0, 0.0], judge.stats()
+    assert len((tmp_path / "v.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("proposer", ["obfuscate", "extend"])
+def test_the_real_question_writer_names_every_drop(proposer, llm_url, index_dir, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    write_questions(seeds, load_questions(DEFAULT_QUESTIONS, limit=3))
+    cmd = [
+        sys.executable,
+        "-m",
+        "synth.questions",
+        f"proposer={proposer}",
+        f"questions={seeds}",
+        f"search.index={index_dir}",
+        f"teacher.base_url={llm_url}",
+        f"teacher.model={LLM_NAME}",
+        f"tokenizer={models_dir() / LLM_NAME}",
+        "teacher.retries=1",
+        "hops=3",
+        "min_hops=3",
+        "max_tokens=384",
+        "verify.skip=[solvable,clean]",
+        f"out={tmp_path / 'q'}",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "q/metrics.json").read_text())
+    dropped = [json.loads(line) for line in (tmp_path / "q/dropped.jsonl").read_text().splitlines()]
+    assert metrics["candidates"] == metrics["verified"] + len(dropped)
+    assert all(d["dropped_by"] and d["reason"] for d in dropped)  # each drop names its verifier and reason
+    assert sum(metrics["drop_reasons"].values()) == len(dropped)
+    assert metrics["teacher_tokens"]["completion"] > 0
