@@ -15,6 +15,9 @@ from __future__ import annotations
 import inspect
 
 import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 
 VARLEN = "varlen"
 
@@ -44,8 +47,6 @@ def choose(requested: str, padding_free: bool) -> tuple[str, str]:
 def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' attention signature: query (batch, heads, tokens, dim), key/value (batch, kv heads, ...);
     returns (batch, tokens, heads, dim) and no weights."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     cu_seq_lens = kwargs.get("cu_seq_lens_q")
     if cu_seq_lens is None:  # one unpadded sequence (a generation step, an RL completion): no mask to build
         if attention_mask is not None:
@@ -88,8 +89,5 @@ def kernel_options(kernel, scaling: float | None, gqa: bool) -> dict:
 
 def register() -> None:
     """Make ``attn_implementation="varlen"`` loadable: the kernel above and no mask (like flash attention)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
-
     AttentionInterface.register(VARLEN, varlen_attention_forward)
     AttentionMaskInterface.register(VARLEN, flash_attention_mask)

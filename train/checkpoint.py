@@ -36,6 +36,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from coa.errors import reading
 from coa.io import NotOurs, atomic_output, clear_replaced, replaceable, write_json, write_text, written_by
 from coa.model import MARKER
+from train.attention import VARLEN
+from train.attention import register as register_varlen
 
 TOOL = "train.run"  # the owner the core's marker would name
 
@@ -72,10 +74,8 @@ def load_tokenizer(path: str | Path, base: str | Path):
 
 def load_model(path: str | Path, tokenizer, attn_implementation: str = "sdpa"):
     # fp32 weights while training (bf16 on CPU trained worse); bf16 mixed precision is the trainer's job
-    if attn_implementation == "varlen":
-        from train.attention import register
-
-        register()
+    if attn_implementation == VARLEN:
+        register_varlen()
     with reading(path, "a loadable model folder"):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn_implementation)
     rows = model.get_input_embeddings().num_embeddings
