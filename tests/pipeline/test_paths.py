@@ -22,6 +22,7 @@ PER_ITEM = {
     "questions": paths.questions,
     "onpolicy": paths.onpolicy,
     "onpolicy_train": paths.onpolicy,
+    "evaluate_onpolicy": lambda name: paths.evaluation(f"onpolicy_{name}"),
 }
 SINGLE = {
     "index": paths.INDEX,

@@ -240,8 +240,9 @@ def test_the_rounds_are_dvc_stages_each_starting_from_the_last_rounds_model():
     )
     cmd = " ".join(stages["onpolicy_train@round2"][0])
     assert "model=runs/onpolicy/round1/train/sft2" in cmd and "sft2.data=[corrections.parquet]" in cmd
-    for name in ("onpolicy@round1", "onpolicy_train@round1"):
-        assert all(under(out, stage_path(name)) or out.startswith("metrics/onpolicy_") for out in stages[name][2])
+    assert "runs/onpolicy/round2/train/sft2" in stages["evaluate_onpolicy@round2"][1]  # each round evaluated
+    for name in ("onpolicy@round1", "onpolicy_train@round1", "evaluate_onpolicy@round1"):
+        assert all(under(out, stage_path(name)) or out.startswith("metrics/") for out in stages[name][2])
 
 
 def test_a_round_takes_its_policy_and_folder_from_the_top_level_rounds(tmp_path, monkeypatch):
