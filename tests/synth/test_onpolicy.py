@@ -183,6 +183,29 @@ def test_a_pairs_two_sides_share_the_students_prefix_exactly(mined, tokenizer):
         assert pair["rejected_ends_turn"] == (pair["direction"] != "tool")
 
 
+def test_an_llm_teacher_continues_exactly_the_students_prefix(mined, question, index_dir, model_dir, tmp_path):
+    """The plug point for any teacher: an OpenAI-compatible server (the stand-in, over the completions engine) is sent
+    the student's prompt and prefix as they are, at every turn, and its continuations are mined like the reference's."""
+    from tests.fixtures.chat_api import FakeReasoningAPI
+
+    _, students, _, _ = mined
+    write_questions(tmp_path / "q.jsonl", [question])
+    with FakeReasoningAPI(searches=1) as api:
+        teacher = {"kind": "llm", "base_url": api.url, "model": api.model, "api": "completions", "retries": 0}
+        cfg = config(index_dir, model_dir, tmp_path / "out", tmp_path / "q.jsonl", teacher=teacher)
+        teachers, stats = correct(cfg, students, [question])
+    turns = [(s, k) for s in students for k in turn_starts(s.segments)]
+    assert stats.rows == len(teachers) == len(turns)
+    sent = {r["prompt"] for r in api.requests}
+    for s, k in turns:
+        assert s.prompt + "".join(seg["text"] for seg in s.segments[:k]) in sent
+        row = teachers[(s.id, k)]
+        assert [seg["text"] for seg in row.segments[:k]] == [seg["text"] for seg in s.segments[:k]]
+        assert row.teacher == api.model and row.segments[k]["kind"] == "model"
+    metrics = write_sets(cfg, students, teachers, [question], {"teacher": stats.rows})
+    assert metrics["turns"] == len(turns) and sum(metrics["outcomes"].values()) == len(turns)
+
+
 def test_the_sets_read_as_training_sets(mined, tokenizer):
     cfg, *_ = mined
     sft, stats = sft_dataset(tokenizer, [cfg.out_dir / "corrections.parquet"], False, 4096, "sft2", fmt="search_r1")
