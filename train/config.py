@@ -231,8 +231,33 @@ class RL1Config(StageConfig):
         metadata={"help": "Questions never trained on for heldout_reward (refused if any is in the stage's pool)."},
     )
     heldout_limit: int = field(default=16, metadata={"help": "Questions per set the held-out reward rolls out."})
+    teacher_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Teacher-guided RL (DGPO's pull toward the teacher on wrong answers, train/teacher_guided.py): "
+            "each optimizer step adds teacher_weight x the token-mean NLL of teacher_corrections' rows of the "
+            "questions with a rollout of correctness 0 in that step (the teacher's tokens only). 0 = plain GRPO "
+            "(the corrections are not read)."
+        },
+    )
+    teacher_corrections: str | None = field(
+        default=None,
+        metadata={
+            "help": "teacher_weight > 0: a corrections set (trajectory schema, file or folder of parquet shards, "
+            "e.g. synth.onpolicy's corrections.parquet of this stage's start policy on its question pool): a "
+            "student prefix as prefill, the teacher's continuation as model segments."
+        },
+    )
 
     def __post_init__(self) -> None:
+        key = "rl2" if isinstance(self, RL2Config) else "rl1"
+        if not self.teacher_weight >= 0:  # NaN too
+            raise ValueError(f"{key}.teacher_weight must be >= 0 (0 = plain GRPO), got {self.teacher_weight}")
+        if self.teacher_weight > 0 and not self.teacher_corrections:
+            raise ValueError(
+                f"{key}.teacher_weight={self.teacher_weight:g} needs {key}.teacher_corrections (a corrections set, "
+                "e.g. synth.onpolicy's corrections.parquet); or teacher_weight=0 for plain GRPO"
+            )
         if self.failed_call_penalty < 0:
             raise ValueError(f"failed_call_penalty must be >= 0 (it is subtracted), got {self.failed_call_penalty}")
         if self.heldout_reward_every < 0:

@@ -28,6 +28,7 @@ from coa.judge import JudgeConfig, LLMJudge
 from coa.score import autocoa_lenient, cover_exact_match, exact_match, f1
 
 _ANSWER_METRICS = {"em": exact_match, "f1": f1, "cover_em": cover_exact_match}
+CORRECTNESS = 0  # make_rewards puts the answer term first: its column among a run's rewards
 
 
 def _texts(completions: list, trajectory: list | None) -> list[str]:

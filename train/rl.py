@@ -4,7 +4,8 @@ Both stages roll out through ``train.rollout.make_rollout`` (the one agent loop)
 ``tools``: both stop at the search-close tag; ``real`` searches and inserts the observation with ``env_mask``
 0, ``simulated`` inserts only the observation's opening tag (``env_mask`` 0) and the policy writes the
 observation itself (in the loss).
-Rewards: ``train.rewards`` (correctness + format term).
+Rewards: ``train.rewards`` (correctness + format term). ``teacher``: the optional teacher term on failed questions
+(``train.teacher_guided``; ``rl*.teacher_weight``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from train.config import RL1Config, TrainConfig
 from train.heldout_reward import heldout_callback
 from train.rewards import make_rewards
 from train.rollout import make_rollout
-from train.trl_glue import TrimmingGRPOTrainer, tile_lm_head_for_cpu
+from train.trl_glue import TeacherGuidedGRPOTrainer, tile_lm_head_for_cpu
 
 from trl import GRPOConfig
 
@@ -45,10 +46,20 @@ def grpo_config(cfg: TrainConfig, stage: RL1Config, out) -> GRPOConfig:
 
 
 def build_rl_trainer(
-    cfg: TrainConfig, stage: RL1Config, model, tokenizer, dataset, out, callbacks=(), reward_funcs=None, searcher=None
+    cfg: TrainConfig,
+    stage: RL1Config,
+    model,
+    tokenizer,
+    dataset,
+    out,
+    callbacks=(),
+    reward_funcs=None,
+    searcher=None,
+    teacher=None,
 ):
     """GRPOTrainer for rl1/rl2. ``searcher`` defaults to the configured search environment's for
-    tools="real"; ``reward_funcs`` to ``make_rewards`` from the stage config."""
+    tools="real"; ``reward_funcs`` to ``make_rewards`` from the stage config; ``teacher`` (a
+    ``train.teacher_guided.TeacherTerm``) adds the teacher term, None: plain GRPO."""
     fmt = get_format(cfg.prompt.format)
     tile_lm_head_for_cpu()
     if stage.tools == "real" and searcher is None:
@@ -74,7 +85,7 @@ def build_rl_trainer(
             "trl_args use_vllm is not used: the agent rollout has its own vLLM engine with weight "
             "sync on CPU and GPU; set rl1.engine=vllm / rl2.engine=vllm instead"
         )
-    trainer = TrimmingGRPOTrainer(
+    trainer = TeacherGuidedGRPOTrainer(
         model=model,
         reward_funcs=rewards,
         args=args,
@@ -83,6 +94,7 @@ def build_rl_trainer(
         peft_config=peft_config(cfg, stage),
         rollout_func=rollout,
         callbacks=list(callbacks),
+        teacher=teacher,
     )
     if stage.heldout_reward_every:
         trainer.add_callback(

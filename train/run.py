@@ -64,6 +64,7 @@ from train.attention import choose as choose_attention
 from train.common import is_main_process, on_gpu
 from train.config import TrainConfig
 from train.data import pair_dataset, rl_dataset, sft_dataset
+from train.teacher_guided import teacher_term
 
 
 def base_model(cfg: TrainConfig) -> Path:
@@ -115,7 +116,7 @@ def stage_fingerprint(cfg: TrainConfig, stage: str, start: Path) -> dict:
     weights, the stage's settings, its data files' contents, the format, prompt and environment."""
     settings = getattr(cfg, stage)
     if stage in RL_STAGES:
-        data = [Path(settings.questions)] if settings.questions else []
+        data = [Path(p) for p in (settings.questions, settings.teacher_corrections) if p]
     else:
         data = [Path(cfg.sets_dir) / name for name in ([settings.data] if stage == "sft1" else settings.data)]
     return {
@@ -141,7 +142,8 @@ def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: Ste
         dataset, stats = sft_dataset(tok, paths, settings.observation_loss, settings.max_length, stage, fmt=cfg.format)
     else:
         dataset = rl_dataset(tok, settings.questions, settings.question_limit, cfg.prompt)
-        stats = {"questions": len(dataset)}
+        teacher = teacher_term(tok, settings, stage, dataset, cfg.format)  # None: plain GRPO
+        stats = {"questions": len(dataset), **({"teacher_corrections": teacher.stats} if teacher else {})}
     padding_free = stage in ("sft2", "sft3") and (settings.padding_free or settings.packing)
     attention, why = choose_attention(cfg.attn_implementation, padding_free)
     stats["attn_implementation"] = {"kernel": attention, "why": why}
@@ -157,7 +159,7 @@ def build_trainer(cfg: TrainConfig, stage: str, start: Path, out: Path, log: Ste
     else:
         from train.rl import build_rl_trainer  # heavy: TRL loads only for the stage that trains
 
-        trainer = build_rl_trainer(cfg, settings, model, tok, dataset, out, callbacks=[log])
+        trainer = build_rl_trainer(cfg, settings, model, tok, dataset, out, callbacks=[log], teacher=teacher)
     return trainer, tok, stats
 
 

@@ -9,6 +9,12 @@ tuple layout), so an upgrade fails there, naming the TRL symbol, instead of sile
                                                          (logps, entropies, aux_loss)
   ``GRPOTrainer._log_metric`` / ``GRPOTrainer._metrics`` private: a value joins the step's log row (log_metric,
                                                          add_step_metric)
+  ``GRPOTrainer._calculate_rewards``                    private, overridden (TeacherGuidedGRPOTrainer): called with
+                                                         the batch's rows; returns every process's rewards (rows in
+                                                         process order x reward functions)
+  ``GRPOTrainer.loss_is_scaled_for_ga``                 True: compute_loss's result is already divided by the
+                                                         accumulation steps and backpropagated as returned, so a term
+                                                         added to one micro-batch counts once per optimizer step
   ``CPOTrainer.concatenated_forward``                   positional tuple (chosen_logps, rejected_logps,
                                                          chosen_logits, rejected_logits, nll_loss[, aux]);
                                                          PaperCPOTrainer replaces nll_loss
@@ -58,6 +64,7 @@ from trl.kernels import chunked_logprob  # noqa: E402
 from trl.models import unwrap_model_for_generation  # noqa: E402,F401  (re-exported for train.rollout, train.heldout_reward)
 
 from train.common import TokenCount, on_gpu  # noqa: E402
+from train.rewards import CORRECTNESS  # noqa: E402
 
 # ---- GRPO ------------------------------------------------------------------------------------------------
 
@@ -138,6 +145,42 @@ class TrimmingGRPOTrainer(GRPOTrainer):
         entropies = torch.cat([widen(p[1]) for p in parts]) if compute_entropy else None
         aux_loss = torch.stack([p[2] for p in parts]).mean() if compute_aux_loss else None
         return logps, entropies, aux_loss
+
+
+class TeacherGuidedGRPOTrainer(TrimmingGRPOTrainer):
+    """``TrimmingGRPOTrainer`` with an optional teacher term (``train.teacher_guided.TeacherTerm``; None: plain
+    GRPO): the scored rollouts' correctness is noted per question, and the term joins the loss of each optimizer
+    step's last micro-batch."""
+
+    def __init__(self, *args, teacher=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if teacher is not None and generate_every != self.args.gradient_accumulation_steps:
+            raise ValueError(
+                "teacher_weight > 0 needs fresh rollouts at every optimizer step: trl_args steps_per_generation x "
+                f"num_iterations ({generate_every}) must equal gradient_accumulation_steps "
+                f"({self.args.gradient_accumulation_steps})"
+            )
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.teacher is not None and self.model.training:
+            mine = self.accelerator.process_index * len(prompts)  # this process's rows of the gathered rewards
+            correctness = rewards[mine : mine + len(prompts), CORRECTNESS].tolist()
+            self.teacher.note([row["question_id"] for row in inputs], correctness)
+        return rewards
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # sync_gradients: the last micro-batch of the optimizer step (the loss is backpropagated unscaled)
+        if self.teacher is not None and self.model.training and self.accelerator.sync_gradients:
+            term, metrics = self.teacher.step_loss(model, self.tokens)
+            for name, value in metrics.items():
+                add_step_metric(self, name, float(value))
+            if term is not None:
+                loss = loss + term
+        return loss
 
 
 def log_metric(trainer, name: str, value: float) -> None:

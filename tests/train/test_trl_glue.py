@@ -152,3 +152,23 @@ def test_grpo_rollout_func_contract():
     assert "self.rollout_func(" in source, "GRPOTrainer no longer calls rollout_func"
     for key in ("prompt_ids", "completion_ids", "logprobs", "env_mask"):
         assert f'"{key}"' in source, f"GRPOTrainer no longer reads the rollout_func output key {key!r}"
+
+
+def test_grpo_calculate_rewards_and_loss_scaling():
+    """``TeacherGuidedGRPOTrainer`` overrides ``_calculate_rewards(inputs, prompts, completions, completion_ids_list)``
+    (called with the batch's rows, returning every process's rewards gathered) and adds its term to the loss of one
+    micro-batch: GRPOTrainer's loss must already be divided by the accumulation steps and backpropagated as returned."""
+    fn = GRPOTrainer._calculate_rewards
+    assert _params(fn) == ["self", "inputs", "prompts", "completions", "completion_ids_list"], (
+        f"GRPOTrainer._calculate_rewards{inspect.signature(fn)} changed"
+    )
+    assert "rewards_per_func = gather(rewards_per_func)" in inspect.getsource(fn), (
+        "GRPOTrainer._calculate_rewards no longer returns the rewards of every process"
+    )
+    assert "self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in inspect.getsource(
+        GRPOTrainer._generate_and_score_completions
+    ), "GRPOTrainer no longer scores the batch's rows through _calculate_rewards"
+    assert GRPOTrainer.loss_is_scaled_for_ga is True, (
+        "GRPOTrainer.loss_is_scaled_for_ga changed: the Trainer would divide the teacher term by the accumulation steps"
+    )
+    assert _params(GRPOTrainer.compute_loss) == ["self", "model", "inputs", "return_outputs", "num_items_in_batch"]
