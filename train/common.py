@@ -40,6 +40,18 @@ def precision_args(cfg: TrainConfig) -> dict:
     return {"bf16": bf16, **({"use_cpu": True} if bf16 and not on_gpu() else {})}
 
 
+def bf16_weight_copies(cfg: TrainConfig, trainer):
+    """On a CPU in bf16, ``trainer``'s linear layers multiply with bf16 copies of their float32 weights, rounded
+    stochastically once per optimizer step (``train.bf16_weights``): autocast's round-to-nearest cast in every
+    forward hid SFT-1's small updates from the forward (several times slower learning than float32). Returns
+    ``trainer``."""
+    if cfg.bf16_weight_copies and use_bf16(cfg) and not on_gpu():
+        from train.bf16_weights import Bf16Weights
+
+        trainer.add_callback(Bf16Weights(trainer.model, cfg.seed))
+    return trainer
+
+
 def use_liger(cfg: TrainConfig) -> bool:
     """Liger's layer kernels: ``liger_kernels: auto`` = on a CUDA GPU where the package is installed (its Triton
     kernels have no CPU path)."""

@@ -376,6 +376,15 @@ class TrainConfig:
             "true / false force it. Every stage, and RL's vLLM engine, follow it."
         },
     )
+    bf16_weight_copies: bool = field(
+        default=True,
+        metadata={
+            "help": "bf16 on a CPU: linear layers multiply with bf16 copies of the float32 weights, rounded "
+            "stochastically once per optimizer step (train/bf16_weights.py); false = autocast's round-to-nearest "
+            "cast in every forward, which hides updates under half a bf16 step (SFT-1 learned several times "
+            "slower than float32)."
+        },
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata={"help": "Recompute activations in the backward: less memory per step for a little more compute."},

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 
 
-from train.common import peft_config, training_args
+from train.common import bf16_weight_copies, peft_config, training_args
 from train.config import SFT1Config, TrainConfig
 from train.trl_glue import PaperCPOTrainer, PretokenizedDPOTrainer
 
@@ -42,7 +42,7 @@ def build_sft1_trainer(cfg: TrainConfig, model, tokenizer, dataset, out, callbac
                 **common,
             }
         )
-        return PaperCPOTrainer(
+        trainer = PaperCPOTrainer(
             model=model,
             args=args,
             train_dataset=dataset,
@@ -50,6 +50,7 @@ def build_sft1_trainer(cfg: TrainConfig, model, tokenizer, dataset, out, callbac
             peft_config=peft_config(cfg, stage),
             callbacks=list(callbacks),
         )
+        return bf16_weight_copies(cfg, trainer)
     args = DPOConfig(
         **{"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, stage.alpha], "beta": stage.dpo_beta, **common}
     )
@@ -57,7 +58,7 @@ def build_sft1_trainer(cfg: TrainConfig, model, tokenizer, dataset, out, callbac
     # the reference is the start checkpoint; with LoRA, TRL disables the adapter instead of keeping a copy
     # (and without an explicit copy it would reload the weights from the model's saved path)
     ref = None if peft else copy.deepcopy(model).eval()
-    return PretokenizedDPOTrainer(
+    trainer = PretokenizedDPOTrainer(
         model=model,
         ref_model=ref,
         args=args,
@@ -66,3 +67,4 @@ def build_sft1_trainer(cfg: TrainConfig, model, tokenizer, dataset, out, callbac
         peft_config=peft,
         callbacks=list(callbacks),
     )
+    return bf16_weight_copies(cfg, trainer)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from transformers import Trainer
 from trl import SFTConfig, SFTTrainer
 
-from train.common import TokenCount, on_gpu, peft_config, training_args
+from train.common import TokenCount, bf16_weight_copies, on_gpu, peft_config, training_args
 from train.config import SFT2Config, TrainConfig
 
 
@@ -71,7 +71,7 @@ def build_sft_trainer(cfg: TrainConfig, stage: SFT2Config, model, tokenizer, dat
             padding_free=stage.padding_free,
         )
     )
-    return CountingSFTTrainer(
+    trainer = CountingSFTTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
@@ -79,3 +79,4 @@ def build_sft_trainer(cfg: TrainConfig, stage: SFT2Config, model, tokenizer, dat
         peft_config=peft_config(cfg, stage),
         callbacks=list(callbacks),
     )
+    return bf16_weight_copies(cfg, trainer)

@@ -9,16 +9,21 @@ test therefore compares (1) the first step's loss, the same weights computed bot
 taught: the checkpoint each run saved, evaluated in float32 on the trained sequence. Measured here (3 steps at
 2e-5 on one 659-token sequence): (1) 2.0162 vs 2.0191; (2) 2.019 -> 1.307 vs 2.019 -> 1.274, 95.6% of the float32
 run's reduction, while the bf16 run's own logged loss of step 3 was 1.900 (float32: 1.368): the rounding above.
+That was with autocast's round-to-nearest casts; a CPU's bf16 forward now multiplies with weights rounded
+stochastically once per step (train.bf16_weights), which shows each update in expectation: the second test
+holds each stage's logged losses over 8 steps to float32's.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from datasets import Dataset
 from safetensors import safe_open
 
+from coa.formats import get_format
 from train.checkpoint import load_model, load_tokenizer, write_checkpoint
-from train.config import SFT2Config, TrainConfig
+from train.config import SFT1Config, SFT2Config, TrainConfig
 from train.data import sft_dataset
 from train.sft import build_sft_trainer
 
@@ -102,3 +107,67 @@ def test_bf16_auto_follows_the_hardware_and_reaches_trl(tmp_path):
     assert args.bf16 and args.mixed_precision == "bf16"
     with pytest.raises(ValueError, match="bf16 must be auto, true or false; got 'yes please'"):
         TrainConfig(bf16="yes please")
+
+
+# ---- each stage's own loss at its own learning rate, bf16 against float32 ------------------------------------
+
+PARITY_STEPS = 8
+# bf16's mean logged loss over steps 2-8 against float32's, relative. Measured (2 threads): sft1 0.4759 vs 0.4771,
+# sft2 0.4473 vs 0.4537 with the stochastically rounded bf16 weights (train.bf16_weights); with autocast's
+# round-to-nearest casts SFT-1's was 0.884 (losses 1.12 -> 0.77 against 1.12 -> 0.33): the start weights lie on
+# the bf16 grid and its 2e-5 updates rounded back to them
+LOSS_TOLERANCE = 0.05
+QUESTION = "Which opera did Gian Carlo Menotti write for television in 1951?"
+
+
+def short_sets(tok) -> dict:
+    """A pair and a trajectory of ~60 tokens each, in the chat template, so 8 steps of the 135M model take seconds."""
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True
+    )
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    fmt = get_format("autocoa")
+    search = tok(
+        "<think>\nI am not sure. " + fmt.search_call("Menotti 1951 television opera"), add_special_tokens=False
+    )
+    answer = tok("<think>\nI know it.\n</think>\n\n" + fmt.answer_text("Aida"), add_special_tokens=False)
+    pair = {"prompt_ids": prompt_ids, "chosen_ids": search["input_ids"], "rejected_ids": answer["input_ids"]}
+    correct = tok(
+        "<think>\nIt was Amahl and the Night Visitors.\n</think>\n\n" + fmt.answer_text("Amahl and the Night Visitors"),
+        add_special_tokens=False,
+    )
+    ids = prompt_ids + correct["input_ids"] + [tok.eos_token_id]
+    sequence = {"input_ids": ids, "labels": [-100] * len(prompt_ids) + ids[len(prompt_ids) :]}
+    return {"sft1": Dataset.from_list([pair]), "sft2": Dataset.from_list([sequence])}
+
+
+def stage_losses(stage: str, model_dir, tok, dataset, out, bf16: bool) -> list[float]:
+    """PARITY_STEPS optimizer steps of ``stage`` (its default loss and learning rate, one example a step) from the
+    base model; the logged losses."""
+    from train.preference import build_sft1_trainer
+
+    settings = {"max_steps": PARITY_STEPS, "gradient_accumulation_steps": 1}
+    model = load_model(model_dir, tok)
+    if stage == "sft1":
+        trainer = build_sft1_trainer(TrainConfig(bf16=bf16, sft1=SFT1Config(**settings)), model, tok, dataset, out)
+    else:
+        trainer = build_sft_trainer(TrainConfig(bf16=bf16), SFT2Config(**settings), model, tok, dataset, out)
+    trainer.train()
+    return [e["loss"] for e in trainer.state.log_history if "loss" in e]
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["sft1", "sft2"])
+def test_bf16_learns_each_stage_as_float32_does(stage, model_dir, tmp_path):
+    tok = load_tokenizer(model_dir, model_dir)
+    dataset = short_sets(tok)[stage]
+    fp32 = stage_losses(stage, model_dir, tok, dataset, tmp_path / "fp32", bf16=False)
+    bf16 = stage_losses(stage, model_dir, tok, dataset, tmp_path / "bf16", bf16=True)
+    print(f"{stage} losses: float32 {[round(x, 4) for x in fp32]}, bf16 {[round(x, 4) for x in bf16]}")
+
+    assert len(fp32) == len(bf16) == PARITY_STEPS
+    assert bf16[0] == pytest.approx(fp32[0], rel=0.02)  # the same start, computed both ways
+    assert fp32[-1] < 0.7 * fp32[0]  # float32 learned the example...
+    later_fp32, later_bf16 = sum(fp32[1:]) / (PARITY_STEPS - 1), sum(bf16[1:]) / (PARITY_STEPS - 1)
+    assert later_bf16 == pytest.approx(later_fp32, rel=LOSS_TOLERANCE)  # ...and bf16 as fast
