@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKER = "checkpoint_complete.json"  # train.run writes it last: a checkpoint without it is incomplete
 WRITTEN_BESIDE = ("train_args.json", "metrics.json", "steps.csv")  # what train.run writes next to the weights
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
-BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo flags of CPUs with bf16 matmul units
 
 # the optional real LLM (./install.sh --llm): what its parts must assemble to
 LLM_NAME = "Qwen2.5-Coder-1.5B-Instruct"
@@ -58,25 +57,46 @@ def gguf_path() -> Path:
     return files[0]
 
 
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU computes bf16 natively (avx512_bf16 or AMX), read from /proc/cpuinfo's flags."""
+def cpu_bf16_choice(cpuinfo: str | None = None) -> tuple[bool, str]:
+    """Whether this CPU should compute in bf16, and why, from /proc/cpuinfo's flags: AMX (``amx_bf16``) and
+    AVX-512 bf16 dot products (``avx512_bf16``) run bf16 matmuls faster than float32; without either, bf16 is
+    emulated and slower (bench/bench_dtype.py, docs/bench_train.md)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return bool(BF16_CPU_FLAGS & set(flags))
+            return False, "CPU flags unreadable (/proc/cpuinfo): float32"
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    if "amx_bf16" in flags:
+        return True, "CPU has AMX (amx_bf16): bf16 matmuls on the tile units"
+    if "avx512_bf16" in flags:
+        return True, "CPU has avx512_bf16 (no AMX): bf16 dot products in AVX-512, twice float32's per instruction"
+    return False, "CPU has neither amx_bf16 nor avx512_bf16: bf16 would be emulated, slower than float32"
 
 
-def has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the device that runs the model has bf16 units: the CUDA GPU when there is one (Ampere and
-    later), else the CPU (``cpu_has_native_bf16``). Where it is False, bf16 is emulated and slower than float32."""
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU computes bf16 natively (avx512_bf16 or AMX): ``cpu_bf16_choice``."""
+    return cpu_bf16_choice(cpuinfo)[0]
+
+
+def bf16_choice(cpuinfo: str | None = None) -> tuple[bool, str]:
+    """Whether the device that runs the model should compute in bf16 (``bf16: auto`` in training, ``dtype: auto``
+    in vLLM), and why: the CUDA GPU when there is one (bf16 units from Ampere on), else the CPU
+    (``cpu_bf16_choice``)."""
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return cpu_has_native_bf16(cpuinfo)
+        name = torch.cuda.get_device_name()
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return True, f"GPU {name} has bf16 units"
+        return False, f"GPU {name} has no bf16 units (before Ampere): float32"
+    return cpu_bf16_choice(cpuinfo)
+
+
+def has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the device that runs the model has bf16 units (``bf16_choice``). Where it is False, bf16 is
+    emulated and slower than float32."""
+    return bf16_choice(cpuinfo)[0]
 
 
 def model_label(path: str | Path) -> str:

@@ -95,10 +95,18 @@ def test_bf16_auto_follows_the_hardware_and_reaches_trl(tmp_path):
     uses); on a CPU, transformers takes bf16 only with ``use_cpu``; a bad value names the choices."""
     from trl import SFTConfig
 
-    from coa.model import cpu_has_native_bf16, has_native_bf16
+    from coa.model import bf16_choice, cpu_bf16_choice, cpu_has_native_bf16, has_native_bf16
     from train.common import precision_args, training_args
 
     assert cpu_has_native_bf16("flags\t: fpu avx2 avx512f avx512_bf16") and not cpu_has_native_bf16("flags\t: avx2")
+    # the choice says why, per kind of CPU (the bench prints it)
+    amx, avx512, neither = (
+        cpu_bf16_choice(f"flags\t: {flags}")
+        for flags in ("avx512_bf16 amx_bf16 amx_tile", "avx512f avx512_bf16", "avx2")
+    )
+    assert amx[0] and "AMX" in amx[1] and avx512[0] and "avx512_bf16 (no AMX)" in avx512[1]
+    assert not neither[0] and "emulated" in neither[1]
+    assert bf16_choice()[0] is has_native_bf16()
     assert precision_args(TrainConfig())["bf16"] is has_native_bf16()
     assert precision_args(TrainConfig(bf16=False)) == {"bf16": False}
     forced = precision_args(TrainConfig(bf16=True))
