@@ -15,13 +15,19 @@ Evidence (``metadata`` of a FlashRAG question row; any that is present is used)
 
 CoA policy (``tools=real``): the first search is the question; after each observation, if the text
 retrieved so far states a gold answer (or, for yes/no golds, every evidence item was retrieved) it
-answers with it, quoting the sentence; otherwise it searches the title or sub-question of the first
-evidence item not retrieved yet; on a temporal comparison ("which … first, A or B?") whose two documents it has
-retrieved, with ``python`` enabled, it writes code comparing the first year each states, runs it in the
-sandbox, and answers what it printed; with nothing left to search and ``open`` enabled (``search.tools``), it
-opens an evidence document that a search returned cut short (``search.snippet_tokens``) and reads it;
-with nothing left to do it answers from what it found (the top title), and that row is scored like any
-other. Observations are whatever the real searcher (and the ``open`` tool) returned.
+answers with it, quoting the sentence; otherwise it reads the page holding the first fact still missing
+along the question's reading plan (``synth.reference_plan``: compositions page to named page, hop by hop;
+comparisons the option's page, then the page whose attribute is compared: the option's own or the one it
+names, e.g. the film's director): it opens that page when a search returned it cut short
+(``search.snippet_tokens``) or a page read names it (with ``open`` enabled, ``search.tools``), else searches
+its title or sub-question; a composition is answered from a page at the end of its chain (a chain of three
+or four hops once every hop is read); a temporal choice
+("which … first, A or B?") compares the dates read on the compared pages, in code run in the sandbox with
+``python`` enabled (and answers what it printed), else in its reasoning; beyond the plan it searches the
+first evidence item not retrieved yet, then opens an evidence document a search cut short; with nothing
+left to do, or no room left in ``search.max_tokens`` for a call and the answer after it, it answers from
+what it found (the top title), and that row is scored like any other. Observations are whatever the real
+searcher (and the ``open`` tool) returned.
 
 CoT policy (``tools=forbid``, also no-tool branches): closed-book, from a simulated memory: the teacher
 remembers each evidence paragraph with probability ``memory`` (seeded per question and item), answers
@@ -47,9 +53,12 @@ from coa.score import normalize_answer
 from coa.search.snippets import ELLIPSIS
 from coa.tokenize import encode
 from coa.tools.open_doc import read_page
+from synth.reference_plan import Plan, Reading, bare, compare, next_read, plan_of
 
 TEACHER_NAME = "reference"
-TEMPLATE_VERSION = "reference-v2"  # bump when the templates below change (goes into prompt_hash)
+TEMPLATE_VERSION = "reference-v3"  # bump when the templates below change (goes into prompt_hash)
+ROOM_TO_ANSWER = 96  # tokens the answer after a call takes at most (its quote is cut at 300 characters)
+ROOM_TO_ANSWER_CODE = 48  # tokens the answer after a python call takes (what it printed)
 FORCEABLE = ("search", "open")  # the tools whose forced calls (force, force-open branches) it completes
 _YES_NO = {"yes", "no"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -245,31 +254,9 @@ def gold_stated(golds: list[str], evidence: list[Evidence], observations: list[d
     return bool(_yes_no(golds) and evidence and not missing_evidence(evidence, observations, fmt))
 
 
-_CHOICE = re.compile(r",\s*(?:the\s+)?(.+?)\s+or\s+(?:the\s+)?(.+?)\s*\?\s*$", re.IGNORECASE)
-_YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
-# which of two a temporal comparison asks for: the earlier (min) or the later (max) year
-_EARLIER = re.compile(r"\b(first|earlier|earliest|older|oldest|before)\b", re.IGNORECASE)
-_LATER = re.compile(r"\b(later|latest|last|younger|youngest|newer|newest|more recent|most recent)\b", re.IGNORECASE)
-
-
-def comparison_code(question: str, texts_by_title: dict[str, str]) -> str | None:
-    """Code that answers a temporal "which … first, A or B?" question from the first year each one's evidence
-    states; None when the question is not one, or a year is missing."""
-    choice = _CHOICE.search(question)
-    pick = "min" if _EARLIER.search(question) else "max" if _LATER.search(question) else None
-    if not choice or not pick:
-        return None
-    years = {}
-    for option in choice.groups():
-        key = _norm(option)
-        text = next((t for title, t in texts_by_title.items() if _norm(title) == key), None)
-        year = _YEAR.search(text) if text else None
-        if not year:
-            return None
-        years[option.strip()] = int(year.group(1))
-    if len(set(years.values())) < 2:
-        return None
-    return f"years = {years!r}\nprint({pick}(years, key=years.get))"
+def _cut_short(text: str) -> bool:
+    """Whether a search returned this document's text cut to a snippet."""
+    return text.rstrip().endswith(ELLIPSIS.strip())
 
 
 def _quote(sentence: str, limit: int = 300) -> str:
@@ -293,6 +280,8 @@ class ReferencePolicy:
         self.q, self.evidence, self.passages, self.fmt, self.cfg = question, evidence, passages, fmt, cfg
         self.ep, self.tokenizer, self.max_actions = episode, tokenizer, max_actions
         self.tools: tuple[str, ...] = ("search",)  # the enabled tools (each request's)
+        self.plan: Plan | None = None  # built at the first step that needs it (reads the evidence pages)
+        self.tokens_left: float = float("inf")  # of the trajectory's budget, set by each generate
 
     # ---- what is known --------------------------------------------------------------
     def _observations(self) -> list[dict]:
@@ -313,21 +302,20 @@ class ReferencePolicy:
             ids = obs.get("doc_ids") or []
             for k, (title, text) in enumerate(self.fmt.documents(obs["text"])):
                 evidence = title in wanted_titles or (k < len(ids) and ids[k] in wanted_ids)
-                if evidence and title not in opened and text.rstrip().endswith(ELLIPSIS.strip()):
+                if evidence and title not in opened and _cut_short(text):
                     return title
         return None
 
-    def _texts_by_title(self) -> dict[str, str]:
-        """Each retrieved document's text by its title (an opened page's text for its document)."""
-        out: dict[str, str] = {}
+    def _reading(self) -> Reading:
+        """What the observations so far returned, page by page."""
+        reading = Reading()
         for obs in self._observations():
             title, page = opened_page(obs, self.fmt)
             if title:
-                out[title] = page
+                reading.add_page(title, page)
             elif (obs.get("tool") or "search") == "search":
-                for t, text in self.fmt.documents(obs["text"]):
-                    out.setdefault(t, text)
-        return out
+                reading.add_result(obs.get("query") or "", self.fmt.documents(obs["text"]), _cut_short)
+        return reading
 
     def _computed(self) -> str | None:
         """What the last ``python`` call printed, if it ran cleanly."""
@@ -445,34 +433,83 @@ class ReferencePolicy:
             return self._block(f"The code compared the years: {computed}. So the answer is {computed}.", False) + (
                 self._answer(computed)
             )
-        code = (
-            comparison_code(self.q["question"], self._texts_by_title())
-            if "python" in self.tools and not forced and self.ep.n_actions < self.max_actions
-            else None
-        )
-        if code:
-            return self._block("The results give a year for each. I will compare them in code.", False) + f.tool_call(
-                "python", {"code": code}
-            )
+        planned = None if forced else self._planned_step()
+        if planned:
+            return planned
         reasoning, answer, grounded = self._grounded_answer()
         if grounded and not forced:
             return self._block(reasoning, False) + self._answer(answer)
         if query and self.ep.n_actions < self.max_actions:
-            return self._block(f"I still need {query}. I will search for it.", False) + f.search_call(query)
-        cut = self._to_open() if "open" in self.tools and not forced and self.ep.n_actions < self.max_actions else None
+            step = self._block(f"I still need {query}. I will search for it.", False) + f.search_call(query)
+            if forced or self._fits(step):
+                return step
+        cut = self._to_open() if "open" in self.tools and not forced else None
         if cut:
-            return self._block(f"The result on {cut} is cut short. I will open it and read on.", False) + f.tool_call(
-                "open", {"doc": cut}
-            )
+            step = self._block(f"The result on {cut} is cut short. I will open it and read on.", False)
+            step += f.tool_call("open", {"doc": cut})
+            if self._fits(step):
+                return step
         if forced == "search":  # a forced search with nothing left to look up: search the question again
             return self._block("I will check the question once more.", False) + f.search_call(self.q["question"])
         return self._block(reasoning, False) + self._answer(answer)
+
+    def _fits(self, call: str, answer: int = ROOM_TO_ANSWER) -> bool:
+        """Another call fits: actions are left, and the tokens left hold this call's step and the answer after it."""
+        return self.ep.n_actions < self.max_actions and len(encode(self.tokenizer, call)) + answer <= self.tokens_left
+
+    def _planned_step(self) -> str | None:
+        """The step the reading plan asks for: a temporal choice compared (in code with ``python``), a
+        composition answered from a page at the end of its chain (three hops or more: once every hop is read),
+        a yes/no answered once every planned page is read, or the page holding the first missing fact read;
+        None leaves it to the evidence-order steps."""
+        if self.plan is None:
+            self.plan = plan_of(self.q, self.evidence, self.passages.text if self.passages else None)
+        plan, reading, golds, f = self.plan, self._reading(), list(self.q["golden_answers"]), self.fmt
+        action = next_read(plan, reading, "open" in self.tools, self.q["question"])
+        read_step = self._read_step(action, reading) if action else None
+        if read_step is not None and not self._fits(read_step):
+            action = read_step = None  # no room left to read on: answer from what was read
+        compared = compare(plan, reading, golds) if action is None else None
+        if compared:
+            values, picked, read = compared
+            name = "years" if all(isinstance(v, int) for v in values.values()) else "dates"
+            code = f"{name} = {values!r}\nprint({plan.pick}({name}, key={name}.get))"
+            subjects = ", ".join(dict.fromkeys(bare(s.subject) for s in plan.sides))
+            step = self._block(f"I have the dates of {subjects}. I will compare them in code.", False)
+            step += f.tool_call("python", {"code": code})
+            if "python" in self.tools and self._fits(step, ROOM_TO_ANSWER_CODE):
+                return step
+            word = "earliest" if plan.pick == "min" else "latest"
+            reasoning = f"I read {'; '.join(read)}. The {word} is {picked}, so the answer is {picked}."
+            return self._block(reasoning, False) + self._answer(picked)
+        hit = supporting_sentence(golds, [reading.pages[t] for t in plan.finals if t in reading.pages])
+        if hit and not plan.sides and (len(plan.hops) <= 2 or action is None):  # longer chains: every hop read
+            return self._block(
+                f"The search results say: {_quote(hit[1])} So the answer is {hit[0]}.", False
+            ) + self._answer(hit[0])
+        yes_no = _yes_no(golds)
+        read = [h.title for h in plan.hops if h.title]
+        if yes_no and action is None and read and all(t in reading.pages for t in read):
+            reasoning = f"I read {', '.join(dict.fromkeys(read))}. Comparing them, the answer is {yes_no}."
+            return self._block(reasoning, False) + self._answer(yes_no)
+        return read_step
+
+    def _read_step(self, action: tuple[str, str, str], reading: Reading) -> str:
+        """The step that makes ``action`` (``synth.reference_plan.next_read``)."""
+        tool, target, wanted = action
+        if tool == "search":
+            return self._block(f"I still need {wanted}. I will search for it.", False) + self.fmt.search_call(target)
+        if target in reading.pages:
+            reasoning = f"The result on {target} is cut short. I will open it and read on."
+        else:
+            reasoning = f"What I read names {bare(target)}. I will open its page."
+        return self._block(reasoning, False) + self.fmt.tool_call("open", {"doc": target})
 
     def ends_in_call(self, text: str) -> bool:
         return any(close in text for close in self.fmt.call_closes(self.tools))
 
     def generate(self, max_tokens: int, tools: tuple[str, ...] = ("search",)) -> Generation:
-        self.tools = tools
+        self.tools, self.tokens_left = tools, max_tokens
         written = step_text(self.ep.segments)
         step = self.next_step(written)
         if step.startswith(written):

@@ -127,7 +127,7 @@ def test_with_snippets_and_open_the_teacher_reads_what_the_search_cut(index_dir,
 def test_with_python_the_teacher_computes_temporal_comparisons(index_dir, tmp_path):
     """With ``python`` enabled, on "which … first, A or B?" questions the teacher writes code comparing the first
     year each retrieved document states, the real sandbox runs it, and the answer is what it printed."""
-    from synth.reference import _CHOICE, _EARLIER, _LATER
+    from synth.reference_plan import _CHOICE, _EARLIER, _LATER
 
     pool = load_questions(DEFAULT_QUESTIONS)
     temporal = [
