@@ -6,8 +6,10 @@ sees the question, the gold answers and the prediction in one fixed prompt (``JU
 every cache key), is asked greedily for at most a few tokens, and its verdict is parsed strictly
 (``parse_verdict``): the reply, without case, surrounding space and closing punctuation, must be exactly
 ``yes`` (1.0) or ``no`` (0.0); anything else is no verdict (None, counted as ``no_verdict``; scores that
-average it count it as 0). A missing or empty prediction is 0 and an exact match (EM 1) is 1 without asking: the
-judge only decides what EM calls wrong (a 1.5B judge asked about gold "no" and answer "No" may reply "no").
+average it count it as 0). Some scores settle without asking (``settled``): a missing or empty prediction is 0, an
+exact match (EM 1) is 1, and a prediction that only repeats words of the question and shares none with a gold
+answer (not yes/no) is 0: the judge decides the rest of what EM calls wrong. A 1.5B judge said yes to "22nd AVN
+Awards" for "The 22nd AVN Awards took place in what Nevada county?" and no to "No" for gold "no".
 
 Verdicts are cached per (judge model, prompt, question, prediction) in memory and, with ``judge.cache``, in a
 JSONL file that later runs read back: the same answer is never judged twice (RL samples repeat answers).
@@ -31,23 +33,18 @@ from pathlib import Path
 from typing import Sequence
 
 from coa.engines.pool import Endpoints, first_choice
-from coa.score import exact_match
+from coa.score import exact_match, normalize_answer
 
 NAME = "llm_judge"
-# fixed; chosen over two plainer wordings on 10 hand-made cases (9/10 right against 8/10 and 7/10: the plainer
-# ones said yes to the other person of a comparison question or no to a year inside a sentence)
-JUDGE_PROMPT = """You check a predicted answer against the gold answer of a question. Reply with one word: yes if the \
-predicted answer gives the gold answer (other wording, abbreviations or extra detail around it are fine), no if it \
-gives something else.
+# fixed. Chosen on the 58 answers a first, few-shot wording judged right and EM wrong, hand-labelled (18 right): the
+# few-shot prompts said yes to 43-58 of them, this plain one to 20 (13 right); asking "is it different?" instead
+# said no to almost every right one (docs/experiments/real_llm.md)
+JUDGE_PROMPT = """Question: {question}
+Gold answer: {golds}
+Predicted answer: {prediction}
 
-Examples:
-Gold answer: Barack Obama | Predicted answer: Obama -> yes
-Gold answer: 1912 | Predicted answer: She was born in 1912. -> yes
-Gold answer: Paris | Predicted answer: Lyon -> no
-Gold answer: no | Predicted answer: Yes -> no
-
-Question: {question}
-Gold answer: {golds} | Predicted answer: {prediction} ->"""
+Is the predicted answer the same as the gold answer? Other wording, abbreviations and extra detail are fine; naming \
+a different person, thing, place, number or date is wrong. Reply with one word: yes or no."""
 PROMPT_HASH = hashlib.sha1(JUDGE_PROMPT.encode()).hexdigest()[:12]
 VERDICTS = {"yes": 1.0, "no": 0.0}
 CLOSING = re.compile(r"[\s.!。]+$")
@@ -120,7 +117,7 @@ class LLMJudge:
     async def ascores(self, items: Sequence[tuple[str, Sequence[str], str | None]]) -> list[float | None]:
         todo = {}
         for question, golds, prediction in items:
-            if self.settled(golds, prediction) is None:
+            if self.settled(question, golds, prediction) is None:
                 key = self.key(question, prediction)
                 if key in self.cache:
                     self.cached += 1
@@ -128,14 +125,22 @@ class LLMJudge:
                     todo.setdefault(key, judge_prompt(question, list(golds), prediction.strip()))
         if todo:
             await self._ask(todo)
-        return [self.cache[self.key(q, p)] if (done := self.settled(g, p)) is None else done for q, g, p in items]
+        return [self.cache[self.key(q, p)] if (done := self.settled(q, g, p)) is None else done for q, g, p in items]
 
     @staticmethod
-    def settled(golds: Sequence[str], prediction: str | None) -> float | None:
-        """The score without asking: 0 for no prediction, 1 for an exact match; None = ask the judge."""
+    def settled(question: str, golds: Sequence[str], prediction: str | None) -> float | None:
+        """The score without asking: 0 for no prediction, 1 for an exact match, 0 for a prediction that only repeats
+        the question's words and shares none with a gold answer (yes/no golds aside); None = ask the judge."""
         if not prediction or not prediction.strip():
             return 0.0
-        return 1.0 if exact_match(prediction, list(golds)) else None
+        if exact_match(prediction, list(golds)):
+            return 1.0
+        words, gold_words = set(normalize_answer(prediction).split()), set()
+        for gold in golds:
+            gold_words |= set(normalize_answer(gold).split())
+        if gold_words - {"yes", "no"} and not words & gold_words and words <= set(normalize_answer(question).split()):
+            return 0.0
+        return None
 
     async def _ask(self, prompts: dict[str, str]) -> None:
         cfg = self.cfg

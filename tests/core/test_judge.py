@@ -27,27 +27,28 @@ def test_the_prompt_holds_the_question_every_gold_and_the_prediction():
 
 
 def test_distinct_predictions_are_asked_once_and_cached_on_disk(tmp_path):
-    replies = {"Lederman": "Yes.", "Stefan Ruzowitzky": "no", "1937": "I think so"}
+    replies = {"Lederman": "Yes.", "Edward Dmytryk": "no", "1937": "I think so"}
 
     def script(prompt: str) -> str:
-        return next(reply for prediction, reply in replies.items() if f"Predicted answer: {prediction} ->" in prompt)
+        return next(reply for prediction, reply in replies.items() if f"Predicted answer: {prediction}\n" in prompt)
 
     items = [
         (Q, ["David Ross Lederman"], "Lederman"),
-        (Q, ["David Ross Lederman"], "Stefan Ruzowitzky"),
+        (Q, ["David Ross Lederman"], "Edward Dmytryk"),
         (Q, ["David Ross Lederman"], "Lederman"),  # the same answer again (RL samples repeat): no second request
         (Q, ["David Ross Lederman"], "1937"),
         (Q, ["David Ross Lederman"], "david ross lederman"),  # EM 1: settled without asking
         (Q, ["David Ross Lederman"], None),  # no answer: 0 without asking
+        (Q, ["David Ross Lederman"], "Stefan Ruzowitzky"),  # the question's other name: 0 without asking
     ]
     cache = tmp_path / "verdicts.jsonl"
     with FakeReasoningAPI(script=script) as api:
         judge = LLMJudge(JudgeConfig(base_url=api.url, model=api.model, cache=str(cache)))
-        assert judge.scores(items) == [1.0, 0.0, 1.0, None, 1.0, 0.0]
+        assert judge.scores(items) == [1.0, 0.0, 1.0, None, 1.0, 0.0, 0.0]
         assert len(api.requests) == 3 and judge.stats()["no_verdict"] == 1
         assert all(r["temperature"] == 0.0 and r["max_tokens"] <= 4 for r in api.requests)
         again = LLMJudge(JudgeConfig(base_url=api.url, model=api.model, cache=str(cache)))
-        assert again.scores(items) == [1.0, 0.0, 1.0, None, 1.0, 0.0]
+        assert again.scores(items) == [1.0, 0.0, 1.0, None, 1.0, 0.0, 0.0]
         assert len(api.requests) == 3  # every verdict came from the file
     assert len(cache.read_text().splitlines()) == 3
 
@@ -72,3 +73,16 @@ def test_settings_are_checked():
         JudgeConfig(base_url="127.0.0.1:8171")
     with pytest.raises(ValueError, match="needs judge.base_url"):
         LLMJudge(JudgeConfig())
+
+
+def test_only_repeating_the_question_settles_at_0_unless_the_gold_is_yes_or_no():
+    settled = LLMJudge.settled
+    where = "The 22nd AVN Awards took place in what Nevada county?"
+    assert settled(where, ["Clark County"], "22nd AVN Awards") == 0.0
+    assert settled(where, ["Clark County"], "Las Vegas") is None  # a new name: the judge decides
+    assert settled(Q, ["David Ross Lederman"], "D. Ross Lederman") is None  # shares words with the gold
+    wars = "Were Operation Dragoon and the Battle of Cold Harbor fought during different wars?"
+    assert (
+        settled(wars, ["yes"], "Operation Dragoon and the Battle of Cold Harbor were fought during different wars")
+        is None
+    )

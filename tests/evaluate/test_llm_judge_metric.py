@@ -23,10 +23,10 @@ def row(answer: str) -> dict:
 
 
 def test_the_judge_scores_the_extracted_answers_and_metrics_report_it():
-    verdicts = {"D. Ross Lederman": "yes", "Stefan Ruzowitzky": "no", "Lederman, I think": "It depends"}
+    verdicts = {"D. Ross Lederman": "yes", "Edward Dmytryk": "no", "Lederman, I think": "It depends"}
     rows = [row(a) for a in (*verdicts, "David Ross Lederman")]
     with FakeReasoningAPI(
-        script=lambda p: next(v for a, v in verdicts.items() if f"Predicted answer: {a} ->" in p)
+        script=lambda p: next(v for a, v in verdicts.items() if f"Predicted answer: {a}\n" in p)
     ) as api:
         scored = score_rows(rows)
         judge_rows(LLMJudge(JudgeConfig(base_url=api.url, model=api.model)), rows, scored)

@@ -16,9 +16,11 @@ Q = "Who was born first, D. Ross Lederman or Stefan Ruzowitzky?"
 
 
 def test_the_judge_is_the_correctness_reward():
-    verdicts = {"D. Ross Lederman": "yes", "Stefan Ruzowitzky": "no", "Lederman?": "unsure"}
+    verdicts = {"D. Ross Lederman": "yes", "Edward Dmytryk": "no", "Lederman?": "unsure"}
     texts = [f"<think>\nx\n</think>\n<answer>{a}</answer>" for a in verdicts] + ["<think>\nno answer"]
-    with FakeReasoningAPI(script=lambda p: next(v for a, v in verdicts.items() if f"answer: {a} ->" in p)) as api:
+    with FakeReasoningAPI(
+        script=lambda p: next(v for a, v in verdicts.items() if f"Predicted answer: {a}\n" in p)
+    ) as api:
         correctness, format_term = make_rewards(
             "llm_judge", 1.0, "search_r1", judge=JudgeConfig(base_url=api.url, model=api.model)
         )
