@@ -2,7 +2,10 @@
 
     python bench/bench_train.py [--sets runs/curate/sets --index runs/index] [--steps 2] [--threads 2]
                                 [--precisions fp32,bf16] [--stages sft1,sft2,sft3,rl1,rl2] [--packing]
+                                [--variants "sft2:2x2:sft2.per_device_train_batch_size=2 ...;..."]
                                 [--lengths 1024,1280,1536,2048] [--out bench/out/train.json]
+
+It first prints what ``bf16: auto`` picks on this machine and why (``coa.model.bf16_choice``).
 
 Each stage runs as the real CLI (``python -m train.run stage=…``) in its own process, chained from the base
 model like the pipeline (sft1 → sft2 → sft3 → rl1 → rl2), at the default run's settings (``params.yaml``:
@@ -16,6 +19,10 @@ MLP and LM-head shapes, on the same threads; the best rate counts). Beside each 
 backward of a sequence of the stage's mean length (same model, same precision and checkpointing) says what the
 stage loses around its matmuls (data, optimizer, logging, rollouts). ``--packing`` adds SFT-2 with
 ``sft2.packing=true`` from the same sft1 (rows of up to ``max_length`` tokens holding several sequences).
+``--variants`` runs a stage again per variant, ``STAGE[@PRECISION]:NAME:KEY=VALUE KEY=VALUE`` (``;`` between), from
+the same start checkpoint, right after the stage itself and in the same turn of precisions: e.g. several
+sequences per micro-batch (``sft2.per_device_train_batch_size=2 sft2.gradient_accumulation_steps=2
+sft2.padding_free=true``) or autocast's weight casts (``bf16_weight_copies=false``) against the defaults.
 
 FLOPs are model FLOPs (the MFU convention: a forward recomputed by gradient checkpointing does not count), from
 the stage's own token counts (``metrics.json`` → ``tokens``, ``train.common.TokenCount``): per real token 6N for
@@ -49,6 +56,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from coa.model import bf16_choice  # noqa: E402
 from coa.stages import STAGES  # noqa: E402
 from coa.trajectory import PAIR_SCHEMA, write_trajectories  # noqa: E402
 
@@ -201,13 +209,19 @@ def params_file(work: Path, params: dict, precision: str) -> Path:
     return path
 
 
-def run_stage(work: Path, params: Path, precision: str, stage: str, threads: int, packed: bool = False) -> dict:
-    """One stage through the CLI, from the previous stage of the same precision's chain; its metrics. ``packed``:
-    SFT-2 again from the same sft1, with ``sft2.packing=true``, into a folder of its own."""
-    runs, extra = work / precision, []
-    if packed:
-        runs = work / f"{precision}_packed"
-        extra = ["sft2.packing=true", f"model={work / precision / 'sft1'}", f"runs_dir={runs}"]
+def run_stage(work: Path, params: Path, precision: str, stage: str, threads: int, variant: tuple = ()) -> dict:
+    """One stage through the CLI, from the previous stage of the same precision's chain; its metrics. ``variant``
+    (name, overrides): the stage again from the same start with ``overrides``, into a folder of its own."""
+    runs, name = work / precision, stage
+    previous = STAGES[STAGES.index(stage) - 1] if stage != STAGES[0] else None
+    # the chain's previous stage, or the base model where the bench starts after sft1 (--stages sft2)
+    extra = []
+    if previous:
+        extra = [f"model={work / precision / previous}" if (work / precision / previous).exists() else "model=base"]
+    if variant:
+        label, overrides, _ = variant
+        runs, name = work / f"{precision}_{label}", f"{stage} {label}"
+        extra = [*overrides, *extra, f"runs_dir={runs}"]
     started = time.time()
     subprocess.run(
         [sys.executable, "-m", "train.run", f"stage={stage}", *extra],
@@ -219,7 +233,8 @@ def run_stage(work: Path, params: Path, precision: str, stage: str, threads: int
     metrics = json.loads((runs / stage / "metrics.json").read_text())
     out = {
         **metrics,
-        "stage": stage + " packed" * packed,
+        "stage": name,
+        "overrides": list(variant[1]) if variant else [],
         "precision": precision,
         "process_seconds": round(time.time() - started, 1),
         "load_average": os.getloadavg(),
@@ -230,13 +245,33 @@ def run_stage(work: Path, params: Path, precision: str, stage: str, threads: int
     return out
 
 
+def parse_variants(text: str | None, packing: bool) -> dict[str, list[tuple[str, list[str]]]]:
+    """``--variants`` (and ``--packing``) as stage -> [(name, overrides, precision or None: all)]; ``STAGE@bf16``
+    runs a variant in that precision only (e.g. ``bf16_weight_copies=false``, which float32 ignores)."""
+    variants: dict[str, list] = {}
+    if packing:
+        variants.setdefault("sft2", []).append(("packed", ["sft2.packing=true"], None))
+    for spec in filter(None, (text or "").split(";")):
+        stage, name, overrides = spec.strip().split(":", 2)
+        stage, _, precision = stage.partition("@")
+        variants.setdefault(stage, []).append((name, overrides.split(), precision or None))
+    return variants
+
+
 def summarise(metrics: dict, peak: dict, shape: dict, isolated: float, params: dict) -> dict:
     tokens, precision, stage = metrics["tokens"], metrics["precision"], metrics["stage"].split()[0]
     rollout = int(float(metrics["last"].get("num_tokens", 0))) if stage.startswith("rl") else 0
     flops = stage_flops(tokens, rollout, shape) / tokens["seconds"]
-    per_step = examples(params[stage], stage)
-    if metrics["stage"].endswith("packed"):
-        per_step = per_step.replace("sequences", f"rows of <= {params[stage]['max_length']} tokens")
+    settings = {**params[stage]}
+    for override in metrics["overrides"]:
+        key, value = override.split("=", 1)
+        if key.startswith(f"{stage}."):
+            settings[key.split(".", 1)[1]] = yaml.safe_load(value)
+    per_step = examples(settings, stage)
+    if settings.get("packing"):
+        per_step = per_step.replace("sequences", f"rows of <= {settings['max_length']} tokens")
+    elif settings.get("padding_free"):
+        per_step = per_step.replace("/micro-batch", "/micro-batch, padding-free")
     return {
         "stage": metrics["stage"],
         "precision": precision,
@@ -251,6 +286,7 @@ def summarise(metrics: dict, peak: dict, shape: dict, isolated: float, params: d
         "mfu": round(flops / peak[precision], 4),
         "peak_rss_gb": metrics["peak_rss_gb"],
         "gradient_checkpointing": params.get("gradient_checkpointing", False),
+        "overrides": metrics["overrides"],
         "data": metrics["data"],
     }
 
@@ -297,6 +333,8 @@ def bench_params(args, work: Path) -> dict:
     params = {"train": section, "search": {**defaults["search"], "index": args.index}}
     if args.sets:  # the curated sets were written in the run's format and prompt
         params.update(format=defaults["format"], prompt=defaults["prompt"])
+    else:  # build_sets writes autocoa text
+        params.update(format="autocoa")
     return params
 
 
@@ -307,12 +345,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--stages", default=",".join(STAGES), help="a chain from sft1, in order")
+    ap.add_argument("--stages", default=",".join(STAGES), help="a chain in order (its first stage from the base model)")
     ap.add_argument("--packing", action="store_true", help="also run SFT-2 with packing=true (from the same sft1)")
+    ap.add_argument("--variants", help="STAGE:NAME:KEY=VALUE KEY=VALUE;... a stage again per variant (docstring)")
+    ap.add_argument("--no-isolated", action="store_true", help="skip the isolated forward and backward per row")
     ap.add_argument("--lengths", default="1024,1280,1536,2048", help="max_length values to report (with --sets)")
     ap.add_argument("--out", default=str(ROOT / "bench/out/train.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    bf16, why = bf16_choice()
+    print(f"bf16: auto -> {'bf16' if bf16 else 'fp32'} ({why})")
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     if not args.index:
         from coa.search import DEFAULT_CORPUS, build_index
@@ -325,10 +367,16 @@ def main() -> None:
     stages, precisions = args.stages.split(","), args.precisions.split(",")
     peaks = [{p: matmul_peak(PRECISIONS[p]) for p in PRECISIONS}]
     files = {p: params_file(work, params, p) for p in precisions}
-    # stage by stage, the precisions in turn: load from other work on the machine hits both alike
-    runs = [run_stage(work, files[p], p, stage, args.threads) for stage in stages for p in precisions]
-    if args.packing and "sft2" in stages:
-        runs += [run_stage(work, files[p], p, "sft2", args.threads, packed=True) for p in precisions]
+    variants = parse_variants(args.variants, args.packing)
+    # stage by stage, each variant after the stage, the precisions in turn: load from other work on the machine
+    # hits all alike
+    runs = [
+        run_stage(work, files[p], p, stage, args.threads, variant)
+        for stage in stages
+        for variant in [(), *variants.get(stage, [])]
+        for p in precisions
+        if not variant or variant[2] in (None, p)
+    ]
     peaks.append({p: matmul_peak(PRECISIONS[p]) for p in PRECISIONS})
     peak = {p: max(x[p] for x in peaks) for p in PRECISIONS}
     shape, checkpointing = model_shape(), params["train"].get("gradient_checkpointing", False)
@@ -336,11 +384,14 @@ def main() -> None:
     for m in runs:
         tokens = m["tokens"]
         length = max(1, round(tokens["forward_backward_tokens"] / max(tokens["forward_backward_sequences"], 1)))
-        isolated = isolated_tokens_per_second(length, m["precision"] == "bf16", checkpointing)
+        isolated = (
+            0.0 if args.no_isolated else isolated_tokens_per_second(length, m["precision"] == "bf16", checkpointing)
+        )
         rows.append(summarise(m, peak, shape, isolated, params["train"]))
     lengths = length_report(Path(args.sets), [int(x) for x in args.lengths.split(",")]) if args.sets else []
     report = {
         "model": "SmolLM2-135M-Instruct",
+        "bf16_auto": {"bf16": bf16, "why": why},
         "threads": args.threads,
         "sets": args.sets or "built",
         "steps": args.steps,
@@ -354,6 +405,7 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"bf16: auto -> {'bf16' if bf16 else 'fp32'} ({why})")
     print_tables(rows, peak, lengths)
 
 
