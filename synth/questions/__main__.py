@@ -141,6 +141,7 @@ def metrics(
         },
         "solver_searches": {str(k): v for k, v in sorted(Counter(searches).items())},
         "teacher_tokens": dict(teacher.tokens) if teacher is not None else {},
+        "teacher_repairs": dict(teacher.repairs) if teacher is not None else {},
         "settings": {
             "hops": cfg.hops,
             "min_hops": cfg.min_hops,

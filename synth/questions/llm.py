@@ -48,6 +48,7 @@ The new question must not contain its answer, and must not name {answer}.
 
 Reply with your reasoning, then give the final answer as {answer_markup}, where JSON is one line:
 {{"question": "...", "answer": "...", "type": "bridge or comparison", "step": "the one-hop question passage [{new}] answers"}}"""
+STEP_PLACEHOLDER = "the one-hop question passage ["  # the template's own words for the step (``reply_fields``)
 
 OBFUSCATE = """You make questions harder to look up.
 
@@ -124,6 +125,7 @@ class Teacher:
         self.cfg, self.tok, self.fmt = cfg, tokenizer, fmt
         self.model = cfg.teacher.model
         self.tokens = Counter()
+        self.repairs = Counter()  # replies used after a repair (``reply_fields``)
 
     def _prompt(self, text: str) -> str:
         if self.cfg.teacher.api == "chat" or not getattr(self.tok, "chat_template", None):
@@ -278,9 +280,9 @@ def extend(rows: list[dict], corpus: Corpus, searcher, teacher: Teacher, cfg, dr
             question = checked_question(parsed, [answer] if parsed else [], drops)
             if question is None:
                 continue
-            kind = parsed.get("type") if parsed.get("type") in ("bridge", "comparison") else "bridge"
+            kind, step_question = reply_fields(parsed, question, teacher.repairs)
             step = {
-                "question": str(parsed.get("step") or question).replace(c.golden_answers[0], f"#{len(c.steps)}"),
+                "question": step_question.replace(c.golden_answers[0], f"#{len(c.steps)}"),
                 "answer": answer.strip(),
                 "evidence_id": new,
             }
@@ -302,6 +304,21 @@ def extend(rows: list[dict], corpus: Corpus, searcher, teacher: Teacher, cfg, dr
                 done.append(grown)
         current = following
     return done
+
+
+def reply_fields(parsed: dict, question: str, repairs: Counter) -> tuple[str, str]:
+    """(type, step question) of an ``extend`` reply. A small model copies the template's placeholders
+    (Qwen2.5-Coder-1.5B: ``"type": "bridge or comparison"``, ``"step": "the one-hop question passage [3] answers"``):
+    such a type is bridge and such a step the new question itself, each counted in ``repairs``."""
+    kind = parsed.get("type")
+    if kind not in ("bridge", "comparison"):
+        repairs["type_not_bridge_or_comparison"] += 1
+        kind = "bridge"
+    step = parsed.get("step")
+    if not isinstance(step, str) or not step.strip() or STEP_PLACEHOLDER in step:
+        repairs["step_missing_or_placeholder"] += 1
+        step = question
+    return kind, " ".join(str(step).split())
 
 
 def obfuscate(rows: list[dict], corpus: Corpus, teacher: Teacher, cfg, drops: Counter) -> list[Candidate]:

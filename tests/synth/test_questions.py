@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from collections import Counter
 
 import pytest
@@ -31,6 +32,9 @@ from tests.fixtures.chat_api import FakeReasoningAPI
 
 FMT = get_format("search_r1")
 PREFILL = "<think>\n"
+
+
+REAL_EXTEND_REPLY = Path(__file__).resolve().parents[1] / "fixtures/real_llm/extend_reply.json"
 
 
 def config(index_dir, out, **over) -> QuestionsConfig:
@@ -626,3 +630,28 @@ def test_obfuscate_rewrites_named_entities_through_the_engine_seam(
         assert meta["generator"] == "obfuscate" and meta["obfuscated_from"] == seed["question"]
         assert r["golden_answers"] == seed["golden_answers"] and "a work the passages describe" in r["question"]
     assert len(rows) + len(dropped) == m["candidates"] > 0
+
+
+def test_a_real_extend_reply_echoing_the_template_is_repaired_and_counted(index_dir, tmp_path, tokenizer):
+    """Qwen2.5-Coder-1.5B-Instruct's own reply (tests/fixtures/real_llm/extend_reply.json) copied the template's
+    placeholders for type and step: the candidate is a bridge whose last step is its own question, and
+    metrics.json counts both repairs."""
+    real = json.loads(REAL_EXTEND_REPLY.read_text())
+    seeds = tmp_path / "seeds.jsonl"
+    write_questions(seeds, [real["seed"]])
+    with FakeReasoningAPI(
+        script=lambda prompt: real["reply"] if "Current question:" in prompt else "Final answer: yes"
+    ) as api:
+        cfg = llm_config(
+            index_dir,
+            tmp_path / "q",
+            api,
+            "extend",
+            questions=str(seeds),
+            verify={"skip": ["supported", "needs_every_hop", "unique", "clean", "solvable"]},
+        )
+        m = run(cfg)
+    assert m["teacher_repairs"] == {"type_not_bridge_or_comparison": 1, "step_missing_or_placeholder": 1}
+    (row,) = [json.loads(line) for line in (tmp_path / "q/questions.jsonl").read_text().splitlines()]
+    assert row["question"] == "What year was Nina Simone born?" and row["metadata"]["type"] == "bridge"
+    assert row["metadata"]["question_decomposition"][-1]["question"] == row["question"]
