@@ -63,7 +63,9 @@ def synthesise(repo: Path, questions: list[dict], index: Path, out: Path, snippe
         f"questions={qfile}", f"out={out}", f"search.index={index}", f"search.snippet_tokens={snippets}",
         "search.tools=[search,open,python]", f"search.max_actions={actions}", f"search.max_tokens={tokens}",
     ]  # fmt: skip
-    subprocess.run(cmd, cwd=repo, env={**os.environ, "COA_PARAMS": "none"}, check=True, capture_output=True)
+    done = subprocess.run(cmd, cwd=repo, env={**os.environ, "COA_PARAMS": "none"}, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} (in {repo}) failed:\n{done.stderr[-3000:]}")
     return {t.question_id: t for t in read_trajectories(out)}
 
 
