@@ -64,9 +64,18 @@ def test_the_real_teacher_ends_every_row_with_a_named_finish_reason(settings, ll
 
 
 def test_the_real_judge_gives_strict_verdicts(llm_url, tmp_path):
-    question = "On February 25, 2017 Tony Harrison lost the IBF title to a boxer from what state?"
+    """Two answers the teacher gave in docs/experiments/real_llm.md, judged there as here (greedy)."""
     judge = LLMJudge(JudgeConfig(base_url=llm_url, model=LLM_NAME, cache=str(tmp_path / "v.jsonl")))
-    verdicts = judge.scores([(question, ["Maryland"], "Baltimore, Maryland"), (question, ["Maryland"], "Ukraine")])
+    verdicts = judge.scores(
+        [
+            ("Who passed away first Robert Graves or Dino Buzzati ?", ["Dino Buzzati-Traverso"], "Dino Buzzati"),
+            (
+                "Pak Sao is a technique in the martial art specializing in what type of fighting?",
+                ["close range combat"],
+                "Taekwondo",
+            ),
+        ]
+    )
     assert verdicts == [1.0, 0.0], judge.stats()
     assert len((tmp_path / "v.jsonl").read_text().splitlines()) == 2
 
