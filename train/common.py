@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from coa.model import has_native_bf16
+from train.bf16_weights import Bf16Weights
 from train.config import StageConfig, TrainConfig
 
 
@@ -46,8 +47,6 @@ def bf16_weight_copies(cfg: TrainConfig, trainer):
     forward hid SFT-1's small updates from the forward (several times slower learning than float32). Returns
     ``trainer``."""
     if cfg.bf16_weight_copies and use_bf16(cfg) and not on_gpu():
-        from train.bf16_weights import Bf16Weights
-
         trainer.add_callback(Bf16Weights(trainer.model, cfg.seed))
     return trainer
 
