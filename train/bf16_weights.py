@@ -54,10 +54,14 @@ class _Bf16Copy(torch.autograd.Function):
 
 class Bf16Weights(TrainerCallback):
     """The linear layers of ``model`` multiply with bf16 copies of their float32 weights, rounded stochastically
-    (``stochastic_bf16``, seeded by ``seed``) once per optimizer step. Pass it to the trainer as a callback."""
+    (``stochastic_bf16``) once per optimizer step. Pass it to the trainer as a callback. The rounding's noise is
+    drawn from ``seed`` and the step it is made at, so a run resumed from a checkpoint rounds as the run it
+    continues."""
 
     def __init__(self, model: nn.Module, seed: int) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.step = 0  # the optimizer steps done when the copies are next rounded
+        self.generator = torch.Generator()
         self.copies: dict[int, torch.Tensor] = {}  # by the weight's id: the tied LM head shares the embedding's
         self.weights: list[nn.Parameter] = []
         self.stale = True
@@ -69,6 +73,7 @@ class Bf16Weights(TrainerCallback):
                 module.forward = partial(self.linear, module)
 
     def refresh(self) -> None:
+        self.generator.manual_seed(self.seed * 1_000_003 + self.step)
         with torch.no_grad():
             for weight in self.weights:  # a frozen weight (LoRA's base) is rounded once
                 if weight.requires_grad or self.copies[id(weight)] is None:
@@ -82,6 +87,9 @@ class Bf16Weights(TrainerCallback):
             self.refresh()
         weight = _Bf16Copy.apply(module.weight, self.copies[id(module.weight)])
         return nn.functional.linear(x, weight, module.bias)  # under autocast: x to bf16, the copy as it is
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step = state.global_step
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.stale = True
