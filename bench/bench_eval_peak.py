@@ -7,9 +7,11 @@ The evaluation's first turn, as ``evaluate.run`` sends it: the held-out question
 format and prompt (``coa.prompts.render_prompt`` plus the prefill), greedy, stopping at the format's tool-call
 close, through the project's own in-process engine (``coa.engines.vllm.VLLMEngine``). Each setting gets a fresh
 engine in its own process (vLLM keeps one per process) and generates the same requests in batches of ``--batches``;
-the engine's start is timed apart. Per setting it prints generated and prompt tokens per second and the model
-FLOP/s: 2·N per prompt and generated token (N the parameters, the tied embedding as the LM head) plus attention
-(4·layers·width per token per earlier token), over the float32 and bf16 matmul peaks measured in the same run
+the engine's start is timed apart. Per setting it prints generated tokens per second and the model FLOP/s of the
+generated tokens: 2·N each (N the parameters, the tied embedding as the LM head) plus attention (4·layers·width per
+earlier token of its context), over the float32 and bf16 matmul peaks measured in the same run. The prompts' own
+FLOPs are left out: they share the chat template's long prefix, which vLLM's prefix cache computes once, so
+counting every prompt token would claim work that was not done (a lower bound, then)
 (``bench/bench_train.py``'s GEMMs). ``coa.model.bf16_choice`` says which dtype ``dtype: auto`` takes on this CPU.
 """
 
@@ -62,12 +64,12 @@ def one_setting(model: str, questions: int, max_tokens: int, batch: int, dtype: 
             n, p = len(g.token_ids), len(r.ids)
             generated += n
             prompt_tokens += p
-            attention += p * p // 2 + n * p + n * n // 2  # each token against the tokens before it
+            attention += n * p + n * n // 2  # each generated token against the tokens before it
     seconds = time.perf_counter() - started
     config = AutoConfig.from_pretrained(model)
     params = sum(math.prod(shape) for shape in _weight_shapes(model))
     width = config.num_attention_heads * (config.hidden_size // config.num_attention_heads)
-    flops = 2 * params * (generated + prompt_tokens) + 4 * config.num_hidden_layers * width * attention
+    flops = 2 * params * generated + 4 * config.num_hidden_layers * width * attention
     return {
         "engine_start_s": round(start_s, 1),
         "seconds": round(seconds, 2),
