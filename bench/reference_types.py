@@ -30,6 +30,7 @@ from coa.formats import get_format  # noqa: E402
 from coa.score import exact_match  # noqa: E402
 from coa.search import build_index  # noqa: E402
 from coa.trajectory import read_trajectories  # noqa: E402
+from synth.reference import retrieved  # noqa: E402
 
 DATA = ROOT / "tests" / "synth" / "data"
 FMT = get_format("search_r1")
@@ -46,13 +47,8 @@ def ids_only(question: dict) -> dict:
 
 
 def seen_titles(t) -> set[str]:
-    titles = set()
-    for s in t.segments:
-        if s["kind"] == "observation":
-            titles.update(title for title, _ in FMT.documents(s["text"]))
-            if s.get("tool") == "open" and not s["error"]:
-                titles.add(json.loads(s["args"])["doc"])
-    return titles
+    """Titles of the pages the trajectory saw: search results and opened pages (``synth.reference.retrieved``)."""
+    return retrieved([s for s in t.segments if s["kind"] == "observation"], FMT)[1]
 
 
 def synthesise(repo: Path, questions: list[dict], index: Path, out: Path, snippets: int, actions: int, tokens: int):

@@ -22,6 +22,7 @@ from coa.questions import load_questions, write_questions
 from coa.score import exact_match
 from coa.trajectory import read_trajectories
 from synth.config import SynthConfig
+from synth.reference import retrieved
 from synth.reference_plan import date_in, plan_of
 from synth.run import run
 
@@ -113,14 +114,8 @@ def calls(t) -> list[tuple[str, str]]:
 
 
 def read_titles(t) -> set[str]:
-    """Titles of the pages the trajectory saw: search results and opened pages."""
-    titles = set()
-    for s in t.segments:
-        if s["kind"] == "observation":
-            titles.update(title for title, _ in FMT.documents(s["text"]))
-            if s.get("tool") == "open" and not s["error"]:
-                titles.add(json.loads(s["args"])["doc"])
-    return titles
+    """Titles of the pages the trajectory saw: search results and opened pages (``synth.reference.retrieved``)."""
+    return retrieved([s for s in t.segments if s["kind"] == "observation"], FMT)[1]
 
 
 @pytest.mark.parametrize("form", ["full", "ids"])
