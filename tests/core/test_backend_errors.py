@@ -13,8 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from coa.procs import free_port
 from coa.search import DEFAULT_CORPUS, RetrieverClient, build_index, load_corpus
 from coa.search.__main__ import main
 from coa.search.backends import read_json
+from tests.fixtures.local_http import LocalServer
 
 ROOT = Path(__file__).resolve().parents[2]
 N_DOCS = 60
@@ -249,7 +249,7 @@ def test_building_against_an_unreachable_elasticsearch_is_one_line(corpus, tmp_p
 
 
 # ---- 17: a retriever URL that is not a retrieval server --------------------------------------------------
-class Answering:
+class Answering(LocalServer):
     """A server answering every request with one fixed response."""
 
     def __init__(self, status: int, body: bytes, content_type: str):
@@ -267,16 +267,7 @@ class Answering:
 
             do_GET = do_POST = _answer
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 HTML = b"<html>\n<body>Welcome to nginx!</body>\n</html>"

@@ -4,11 +4,13 @@ output folder left by a run that stopped before its first row. Every test reprod
 from __future__ import annotations
 
 import json
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 import coa.config
 from coa.questions import load_questions
+from tests.fixtures.local_http import LocalServer
 
 
 @pytest.fixture(autouse=True)
@@ -133,13 +135,10 @@ def test_evaluate_names_a_model_folder_without_weights_before_any_engine_starts(
 # ---- (e) a failure is one line on stderr; a run that stops before its first row leaves no folder ------------
 
 
-class FlakyRetriever:
+class FlakyRetriever(LocalServer):
     """A /retrieve server answering from a real index for its first ``good`` requests, then with a web page."""
 
     def __init__(self, searcher, good: int):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         state = {"answered": 0}
 
         class Handler(BaseHTTPRequestHandler):
@@ -163,16 +162,7 @@ class FlakyRetriever:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def synth_argv(url: str, out, limit: int) -> list[str]:

@@ -21,7 +21,7 @@ import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import psutil
@@ -31,6 +31,7 @@ from coa.errors import BadInput, Terminated, signals_unwind
 from coa.procs import Server, ServerFailed, free_port, is_up
 from coa.questions import DEFAULT_QUESTIONS
 from coa.search.__main__ import main as search_main
+from tests.fixtures.local_http import LocalServer
 from synth.serve import VLLMServerConfig, start_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,7 +206,7 @@ def test_a_signal_swallowed_by_a_finalizer_is_raised_after_it(capsys):
 
 
 # ---- reuse of a server already on the port -------------------------------------------------------------
-class FakeVLLM:
+class FakeVLLM(LocalServer):
     """``/health`` and ``/v1/models`` as vLLM answers them (``models=None``: no /v1/models, 404)."""
 
     def __init__(self, models: list[dict] | None):
@@ -226,16 +227,7 @@ class FakeVLLM:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def card(name: str, root) -> dict:
