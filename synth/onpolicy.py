@@ -48,7 +48,7 @@ from synth.corrections import counts, mine, turn_starts
 from synth.jobs import Job, question_jobs, teacher_prompt
 from synth.reference import Passages, ReferenceConfig, evidence_of
 from synth.run import fingerprint as teacher_fingerprint
-from synth.run import generate
+from synth.run import EXIT_INTERRUPTED, generate, what_is_kept
 from synth.serve import VLLMServerConfig
 from synth.shards import ShardWriter, done_ids
 from synth.synthesize import RunStats
@@ -354,10 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metrics = run(cfg)
     except KeyboardInterrupt:
-        print(
-            f"onpolicy: interrupted; finished rows are kept in {cfg.out_dir}; re-run the same command", file=sys.stderr
-        )
-        return 130
+        print(f"onpolicy: interrupted; {what_is_kept(cfg.out_dir)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     errors = {r: e["written"] for r, e in metrics["errors"].items()}
     print(
         f"onpolicy: {metrics['student']['rows']} student rows (EM {metrics['student']['em']}), {metrics['turns']} turns, "

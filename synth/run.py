@@ -319,6 +319,13 @@ def branch(decisions: list[dict] | pa.Table, cfg: SynthConfig) -> pa.Table:
     return table.filter(pc.is_in(table["id"], value_set=pa.array([j.id for j in jobs], type=pa.string())))
 
 
+def what_is_kept(out_dir: str | Path) -> str:
+    """What an interrupted run leaves: a folder it made and wrote no row into is gone (``ShardWriter``)."""
+    if Path(out_dir).is_dir():
+        return f"finished rows are kept in {out_dir}; re-run the same command to finish"
+    return "no row was finished; nothing is kept"
+
+
 @entry_point("synth")
 def main(argv: list[str] | None = None) -> int:
     argv = kind_follows(sys.argv[1:] if argv is None else argv)
@@ -338,13 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(one_line("synth", e), file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:  # a folder this run made and wrote no row into is gone (ShardWriter)
-        kept = (
-            f"finished rows are kept in {cfg.out_dir}; re-run the same command to finish"
-            if Path(cfg.out_dir).is_dir()
-            else "no row was finished; nothing is kept"
-        )
-        print(f"synth: interrupted; {kept}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"synth: interrupted; {what_is_kept(cfg.out_dir)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(format_summary(summary))
     if summary["run"]["stopped"]:  # the report above on stdout; the failure, as every failure, on stderr
