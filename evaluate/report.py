@@ -71,6 +71,22 @@ class ReportConfig:
     goal_rl: str = field(
         default="rl2", metadata={"help": "goal: this stage's paired EM interval against its start has lower bound >= 0"}
     )
+    goal_bridge_em: float = field(
+        default=0.15, metadata={"help": "goal: the best trained stage's EM on bridge questions"}
+    )
+    goal_bridge_multi_em: float = field(
+        default=0.25,
+        metadata={"help": "goal: the best trained stage's EM on bridge questions answered after two or more searches"},
+    )
+    goal_keep: str = field(
+        default="sft2",
+        metadata={
+            "help": "goal: every trained stage after this one keeps its EM (paired lower bound >= -goal_keep_margin)"
+        },
+    )
+    goal_keep_margin: float = field(
+        default=0.02, metadata={"help": "goal: how far below goal_keep a lower bound may be"}
+    )
     beside: str = field(default="", metadata={"help": "another run's metrics/eval_<name>.json folder, set beside"})
     beside_label: str = field(default="the other run", metadata={"help": "what the `beside` run is, in the report"})
     out: str = field(default=paths.REPORT, metadata={"help": "folder of report.md and its plots"})
@@ -272,9 +288,10 @@ def behaviour_rows(cfg: ReportConfig) -> list[list]:
 
 
 def goal_rows(cfg: ReportConfig, per_q: dict) -> list[list]:
-    """The method's three goals against this run: the best trained stage's EM, the most searches per bridge
-    question of a trained model, and ``goal_rl``'s paired EM interval against its start; each met or missed
-    by how much."""
+    """The method's goals against this run, each met or missed by how much: the best trained stage's EM, its EM
+    on bridge questions and on bridge questions answered after two or more searches; the final stage's searches
+    per bridge question (the most of any answering model beside it); every stage after ``goal_keep`` keeping its EM;
+    ``goal_rl``'s paired EM interval against its start."""
     metrics = {name: dataset_metrics(cfg, name) for name in cfg.names if name in STARTED_FROM}
     metrics = {name: m for name, m in metrics.items() if m}
     if not metrics:
@@ -282,6 +299,25 @@ def goal_rows(cfg: ReportConfig, per_q: dict) -> list[list]:
 
     def verdict(value: float, goal: float) -> str:
         return "met" if value >= goal else f"missed by {goal - value:.3f}"
+
+    def paired(before: str, after: str) -> tuple[dict, int]:
+        ids = sorted(per_q[after].keys() & per_q[before].keys())
+        return paired_difference(
+            [per_q[before][i]["em"] for i in ids], [per_q[after][i]["em"] for i in ids], cfg.bootstrap
+        ), len(ids)
+
+    def best_of(label: str, goal: float, values: dict[str, tuple]) -> list:
+        """The best model's (em, n) of ``values`` against ``goal``; every model's beside it."""
+        values = {n: v for n, v in values.items() if v[0] is not None}
+        if not values:
+            return [f"{label} ≥ {goal}", "–", "none answered", "unmeasured"]
+        top = max(values, key=lambda n: values[n][0])
+        return [
+            f"{label} ≥ {goal}",
+            f"{top}: {values[top][0]:.3f} (n={values[top][1]})",
+            "; ".join(f"{n} {em:.3f} (n={k})" for n, (em, k) in values.items()),
+            verdict(values[top][0], goal),
+        ]
 
     rows = []
     best = max(metrics, key=lambda n: metrics[n]["em"])
@@ -294,37 +330,66 @@ def goal_rows(cfg: ReportConfig, per_q: dict) -> list[list]:
             verdict(em, cfg.goal_em),
         ]
     )
+    by_bridge = {n: (m.get("by_qtype") or {}).get("bridge") or {} for n, m in metrics.items()}
+    rows.append(
+        best_of(
+            "EM on bridge questions", cfg.goal_bridge_em, {n: (b.get("em"), b.get("n")) for n, b in by_bridge.items()}
+        )
+    )
+    multi = {n: m.get("bridge_multi_search") or {} for n, m in metrics.items()}
+    rows.append(
+        best_of(
+            "EM on bridge questions answered after ≥ 2 searches",
+            cfg.goal_bridge_multi_em,
+            {n: (b.get("em"), b.get("em_n")) for n, b in multi.items()},
+        )
+    )
     bridge = {n: ((m.get("searches_by_qtype") or {}).get("bridge") or {}).get("mean") for n, m in metrics.items()}
     bridge = {n: v for n, v in bridge.items() if v is not None}
     # a model that searches to its budget and never answers does not count: searching is the means, not the goal
     answering = {n: v for n, v in bridge.items() if metrics[n].get("well_formed", 1.0) >= MIN_WELL_FORMED}
-    if answering:
+    final = [n for n in cfg.names if n in metrics][-1]
+    label = f"searches per bridge question ≥ {cfg.goal_bridge_searches} in the final stage ({final})"
+    if final in answering:
         most = max(answering, key=answering.get)
         rows.append(
             [
-                f"searches per bridge question ≥ {cfg.goal_bridge_searches} (answering models)",
-                f"{most}: {bridge[most]:.2f}",
+                label,
+                f"{final}: {bridge[final]:.2f}" + (f" (most: {most} {bridge[most]:.2f})" if bridge[most] > bridge[final] else ""),
                 "; ".join(
                     f"{n} {v:.2f}" + ("" if n in answering else f" (well-formed {metrics[n]['well_formed']:.2f})")
                     for n, v in bridge.items()
                 ),
-                verdict(bridge[most], cfg.goal_bridge_searches),
+                verdict(bridge[final], cfg.goal_bridge_searches),
             ]
         )
     else:
-        rows.append([f"searches per bridge question ≥ {cfg.goal_bridge_searches}", "–", "not measured", "unmeasured"])
+        rows.append([label, "–", f"{final} does not answer" if final in bridge else "not measured", "unmeasured"])
+    keep = cfg.goal_keep
+    later = cfg.names[cfg.names.index(keep) + 1 :] if keep in cfg.names else []
+    kept = {n: paired(keep, n)[0] for n in later if n in STARTED_FROM and per_q.get(n) and per_q.get(keep)}
+    label = f"every stage after {keep} keeps its EM: paired lower bound ≥ −{cfg.goal_keep_margin}"
+    if kept:
+        worst = min(kept, key=lambda n: kept[n]["ci95"][0])
+        rows.append(
+            [
+                label,
+                f"{worst}: {kept[worst]['diff']:+.3f} {ci(kept[worst]['ci95'])}",
+                "; ".join(f"{n} {d['diff']:+.3f} {ci(d['ci95'])}" for n, d in kept.items()),
+                verdict(kept[worst]["ci95"][0], -cfg.goal_keep_margin),
+            ]
+        )
+    else:
+        rows.append([label, "–", "not evaluated", "unmeasured"])
     start = STARTED_FROM.get(cfg.goal_rl)
     if start and per_q.get(start) and per_q.get(cfg.goal_rl):
-        ids = sorted(per_q[cfg.goal_rl].keys() & per_q[start].keys())
-        d = paired_difference(
-            [per_q[start][i]["em"] for i in ids], [per_q[cfg.goal_rl][i]["em"] for i in ids], cfg.bootstrap
-        )
+        d, n = paired(start, cfg.goal_rl)
         low = d["ci95"][0]
         rows.append(
             [
                 f"{cfg.goal_rl} − {start} paired EM: lower bound ≥ 0",
                 f"{d['diff']:+.3f} {ci(d['ci95'])}",
-                f"n = {len(ids)}",
+                f"n = {n}",
                 "met" + (" (> 0: the moonshot)" if low > 0 else "") if low >= 0 else verdict(low, 0.0),
             ]
         )

@@ -179,7 +179,20 @@ def test_report_page(tmp_path, monkeypatch):
     assert "| sft2 | open | 0.25 (n=4) | 0.25 (n=4) | 0.25 (n=4) | 0.25 (n=4) |" in page  # when to act, per tool
     assert "| rl1 | open | 2 | 1 | 1.00 (n=1) | 1.00 (n=1) | 1.00 (n=1) | 1.00 |" in page  # fidelity, per tool
     assert "| best trained stage's EM ≥ 0.25 | sft2: 0.150 [" in page and "| n = 100 | missed by 0.100 |" in page
-    assert "| searches per bridge question ≥ 1.5 (answering models) | sft1: 2.00 | sft1 2.00; sft2 2.00 | met |" in page
+    # the on-policy issue's goals: bridge EM (7 of the 50 odd-numbered questions right), all of them after 2 searches
+    assert (
+        "| EM on bridge questions ≥ 0.15 | sft2: 0.140 (n=50) | sft1 0.000 (n=50); sft2 0.140 (n=50) | missed by 0.010 |"
+        in page
+    )
+    assert "| EM on bridge questions answered after ≥ 2 searches ≥ 0.25 | sft2: 0.140 (n=50) |" in page
+    # the final evaluated stage's searches, not the most of any stage
+    assert (
+        "| searches per bridge question ≥ 1.5 in the final stage (sft2) | sft2: 2.00 | sft1 2.00; sft2 2.00 | met |"
+        in page
+    )
+    assert (
+        "| every stage after sft2 keeps its EM: paired lower bound ≥ −0.02 | – | not evaluated | unmeasured |" in page
+    )
     assert "| rl2 against its start | – | not evaluated | unmeasured |" in page
     assert "| well_formed | sft1 | FAIL | 0.00 |" in page and "- commit: `" in page
     assert (tmp_path / "report" / "em_by_stage.png").exists() and (
@@ -191,7 +204,10 @@ def test_report_page(tmp_path, monkeypatch):
     cfg.fidelity = []  # the default: every probed model, none listed that was not probed
     again = build_report(cfg)
     assert "| rl1 | 97 | 0 | n/a (n=0) |" in again and "| sft3 | not probed" not in again
-    assert "| sft1: 2.00 | sft1 2.00; sft2 2.00; sft3 3.00 (well-formed 0.00) | met |" in again
+    assert "in the final stage (sft3) | – | sft3 does not answer | unmeasured |" in again
+    # sft3 answers none of sft2's 15 right: -0.150, its lower bound below -0.02
+    keep = next(line for line in again.splitlines() if line.startswith("| every stage after sft2 keeps its EM"))
+    assert keep.endswith("| sft3: -0.150 [-0.22, -0.09] | sft3 -0.150 [-0.22, -0.09] | missed by 0.200 |")
     assert (
         "| sft2 − sft1 paired EM: lower bound ≥ 0 | +0.150 [0.09, 0.22] | n = 100 | met (> 0: the moonshot) |" in again
     )
