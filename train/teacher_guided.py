@@ -12,8 +12,9 @@ teaches nothing. With ``rl1.teacher_weight`` / ``rl2.teacher_weight`` w > 0, eac
   observation segments, tokenised as SFT-2 tokenises trajectories (``train.data.sft_features``: only the teacher's
   model tokens and the closing EOS are trained; prompt, prefix and observations are masked). Every row of a failed
   question enters; the mean runs over all their trained tokens.
-* once per optimizer step: the term joins the loss of the step's last micro-batch (``train.trl_glue``); a failed
-  question without a correction adds nothing and is counted.
+* once per optimizer step, in the step's last micro-batch (``train.trl_glue``): each correction's share of the term
+  is backpropagated as soon as its forward is done, so one correction's activations are held at a time, not all of
+  them until the micro-batch's backward; a failed question without a correction adds nothing and is counted.
 
 Per step, ``steps.csv`` gets ``teacher_questions`` (failed questions with corrections, the term's),
 ``teacher_questions_uncorrected`` (failed without) and ``teacher_nll`` (the mean NLL before the weight; absent in a
@@ -44,28 +45,33 @@ class TeacherTerm:
         """The questions of scored rollouts, with each rollout's correctness."""
         self.failed.update(q for q, score in zip(question_ids, correctness) if score == 0)
 
-    def step_loss(self, model, tokens=None) -> tuple[torch.Tensor | None, dict]:
-        """``weight`` x the token-mean NLL of the corrections of the questions failed since the last call (None:
-        no failed question has one) and the step's metrics; ``tokens`` (a ``train.common.TokenCount``) counts the
-        passes."""
+    def step_loss(self, model, backward, tokens=None) -> tuple[torch.Tensor | None, dict]:
+        """``weight`` x the token-mean NLL of the corrections of the questions failed since the last call, detached
+        (None: no failed question has one), and the step's metrics. Each correction's share of it goes to
+        ``backward`` (a callable taking a loss) right after its forward, so its gradient is in place when this
+        returns; ``tokens`` (a ``train.common.TokenCount``) counts the passes."""
         failed, self.failed = self.failed, set()
         corrected = sorted(q for q in failed if q in self.corrections)
         metrics = {"teacher_questions": len(corrected), "teacher_questions_uncorrected": len(failed) - len(corrected)}
         if not corrected:
             return None, metrics
+        rows = [r for q in corrected for r in self.corrections[q]]
+        trained = sum(label != -100 for row in rows for label in row["labels"][1:])  # the mean's denominator
         device = next(model.parameters()).device
-        nll, trained = 0.0, 0
-        for row in (r for q in corrected for r in self.corrections[q]):
+        term = torch.zeros((), device=device)
+        for row in rows:
             ids = torch.tensor(row["input_ids"], device=device)
             # position i predicts token i + 1: only the positions before a trained token go through the LM head
             positions = (torch.tensor(row["labels"][1:], device=device) != -100).nonzero().flatten()
             logits = model(input_ids=ids[None], logits_to_keep=positions, use_cache=False).logits[0].float()
-            nll = nll + torch.nn.functional.cross_entropy(logits, ids[positions + 1], reduction="sum")
-            trained += len(positions)
+            share = (
+                self.weight * torch.nn.functional.cross_entropy(logits, ids[positions + 1], reduction="sum") / trained
+            )
+            backward(share)
+            term = term + share.detach()
             if tokens is not None:
                 tokens.add(torch.ones(1, len(ids), dtype=torch.long))
-        mean = nll / trained
-        return self.weight * mean, {**metrics, "teacher_nll": mean.item()}
+        return term, {**metrics, "teacher_nll": term.item() / self.weight}
 
 
 def teacher_term(tokenizer, stage: RL1Config, key: str, pool, fmt: str | None = None) -> TeacherTerm | None:

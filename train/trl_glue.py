@@ -149,8 +149,8 @@ class TrimmingGRPOTrainer(GRPOTrainer):
 
 class TeacherGuidedGRPOTrainer(TrimmingGRPOTrainer):
     """``TrimmingGRPOTrainer`` with an optional teacher term (``train.teacher_guided.TeacherTerm``; None: plain
-    GRPO): the scored rollouts' correctness is noted per question, and the term joins the loss of each optimizer
-    step's last micro-batch."""
+    GRPO): the scored rollouts' correctness is noted per question, and the term is backpropagated, one correction at
+    a time, in each optimizer step's last micro-batch."""
 
     def __init__(self, *args, teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -175,11 +175,16 @@ class TeacherGuidedGRPOTrainer(TrimmingGRPOTrainer):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         # sync_gradients: the last micro-batch of the optimizer step (the loss is backpropagated unscaled)
         if self.teacher is not None and self.model.training and self.accelerator.sync_gradients:
-            term, metrics = self.teacher.step_loss(model, self.tokens)
+
+            def backward(share):
+                with self.accelerator.no_sync(model):  # this micro-batch's own backward syncs the gradients
+                    self.accelerator.backward(share)  # as the trainer's (its loss scaler, if any)
+
+            term, metrics = self.teacher.step_loss(model, backward, self.tokens)
             for name, value in metrics.items():
                 add_step_metric(self, name, float(value))
             if term is not None:
-                loss = loss + term
+                loss = loss + term  # detached (its gradient is in place): the logged loss includes the term
         return loss
 
 

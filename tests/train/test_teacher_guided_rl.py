@@ -122,16 +122,16 @@ def _trainer(policy_dir, model_dir, out, searcher, corrections_path, weight, rig
     return trainer, tok, dataset, correctness
 
 
-def recomputed_nll(model, tok, rows: list[Trajectory]) -> torch.Tensor:
-    """Token-mean NLL over the rows' trained tokens, from the model's full logits; each row's trained tokens are
-    checked to be exactly the teacher's continuation and the EOS."""
+def recomputed_nll(model, tok, rows: list[Trajectory], grad: bool = False) -> torch.Tensor:
+    """Token-mean NLL over the rows' trained tokens, from the model's full logits (with its graph: ``grad``); each
+    row's trained tokens are checked to be exactly the teacher's continuation and the EOS."""
     total, count = 0.0, 0
     for row in rows:
         tt = tokenize_segments(tok, row.prompt, row.segments, eos=True)
         ids, labels = torch.tensor(tt.input_ids), torch.tensor(tt.labels(observation_loss=False))
         trained = labels[1:] != -100
         assert tok.decode(ids[1:][trained]) == row.segments[-1]["text"] + tok.eos_token
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             logits = model(input_ids=ids[None]).logits[0, :-1].float()
         total += torch.nn.functional.cross_entropy(logits[trained], ids[1:][trained], reduction="sum")
         count += int(trained.sum())
@@ -177,6 +177,33 @@ def test_the_term_is_the_weighted_nll_of_the_failed_questions_corrections(
     )
     assert logged["teacher_nll"] == [pytest.approx(expected.item(), rel=1e-5)]  # no new value
     assert logged["teacher_questions"][1:] == [0, 0] and logged["teacher_questions_uncorrected"][1:] == [0, 0]
+
+
+@pytest.mark.slow
+def test_one_correction_at_a_time_gives_the_whole_terms_gradient(tiny_dir, model_dir, corrections):
+    """Each correction's share is backpropagated right after its forward (one correction's activations held at a
+    time): the gradient is the one of the whole term, weight x the token-mean NLL over every correction."""
+    path, rows = corrections
+    tok = load_tokenizer(tiny_dir, model_dir)
+    pool = rl_dataset(tok, None, 3, RL_PROMPT)
+    term = teacher_term(tok, RL1Config(teacher_weight=WEIGHT, teacher_corrections=str(path)), "rl1", pool, "autocoa")
+    model = load_model(tiny_dir, tok)
+    questions = sorted({r.question_id for r in rows[:3]})
+    term.note(questions, [0.0] * len(questions))
+    backward_calls = []
+    value, _ = term.step_loss(model, lambda share: (backward_calls.append(share), share.backward()))
+    assert len(backward_calls) == 3 and not value.requires_grad
+    stepwise = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    assert stepwise, "no gradient reached the weights"
+
+    model.zero_grad()
+    whole = WEIGHT * recomputed_nll(model, tok, rows[:3], grad=True)
+    whole.backward()
+    assert value.item() == pytest.approx(whole.item(), rel=1e-5)
+    assert stepwise.keys() == {k for k, p in model.named_parameters() if p.grad is not None}
+    for k, p in model.named_parameters():
+        if k in stepwise:
+            torch.testing.assert_close(stepwise[k], p.grad, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.slow
