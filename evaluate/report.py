@@ -355,7 +355,8 @@ def goal_rows(cfg: ReportConfig, per_q: dict) -> list[list]:
         rows.append(
             [
                 label,
-                f"{final}: {bridge[final]:.2f}" + (f" (most: {most} {bridge[most]:.2f})" if bridge[most] > bridge[final] else ""),
+                f"{final}: {bridge[final]:.2f}"
+                + (f" (most: {most} {bridge[most]:.2f})" if bridge[most] > bridge[final] else ""),
                 "; ".join(
                     f"{n} {v:.2f}" + ("" if n in answering else f" (well-formed {metrics[n]['well_formed']:.2f})")
                     for n, v in bridge.items()
