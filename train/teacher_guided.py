@@ -56,13 +56,13 @@ class TeacherTerm:
         if not corrected:
             return None, metrics
         rows = [r for q in corrected for r in self.corrections[q]]
-        trained = sum(label != -100 for row in rows for label in row["labels"][1:])  # the mean's denominator
         device = next(model.parameters()).device
+        # position i predicts token i + 1: only the positions before a trained token go through the LM head
+        trained_positions = [(torch.tensor(r["labels"][1:], device=device) != -100).nonzero().flatten() for r in rows]
+        trained = sum(map(len, trained_positions))  # the mean's denominator
         term = torch.zeros((), device=device)
-        for row in rows:
+        for row, positions in zip(rows, trained_positions):
             ids = torch.tensor(row["input_ids"], device=device)
-            # position i predicts token i + 1: only the positions before a trained token go through the LM head
-            positions = (torch.tensor(row["labels"][1:], device=device) != -100).nonzero().flatten()
             logits = model(input_ids=ids[None], logits_to_keep=positions, use_cache=False).logits[0].float()
             share = (
                 self.weight * torch.nn.functional.cross_entropy(logits, ids[positions + 1], reduction="sum") / trained
