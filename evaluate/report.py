@@ -9,8 +9,9 @@ dtype); set sizes and synthesis statistics; the curation 2×2; the stage table (
 intervals, searches, well-formed, n) with each stage's paired difference against the checkpoint it
 started from; question-type and search-count breakdowns with retrieval coverage; searches per question
 by type and hops and the bridge questions answered after two or more searches; when-to-act rates with
-the n of each side; the goals (best trained EM, searches per bridge question, RL-2's paired interval
-against its start), each met or missed by how much; world-model fidelity; each RL stage's reward on fixed training questions before vs
+the n of each side; the goals (best trained EM, bridge EM and EM after two or more searches, the final stage's
+searches per bridge question, later stages keeping SFT-2's EM, RL-2's paired interval against its start), each met
+or missed by how much; world-model fidelity; each RL stage's reward on fixed training questions before vs
 after; the failure-signature checks; the power statement. A missing input leaves its section saying so. The checks table is printed last, so ``dvc repro`` ends with it.
 """
 
