@@ -62,12 +62,22 @@ def decide(page, decision: str, corrected_answer: str = "") -> None:
         box.click()
         box.type(corrected_answer)
     submit = page.get_by_role("button", name="Submit")
-    moved_on = "q => !document.querySelector('h3') || document.querySelector('h3').innerText.trim() !== q"
-    submit.click()
     try:
-        page.wait_for_function(moved_on, arg=before, timeout=15_000)
+        with page.expect_request(is_submission, timeout=15_000) as sent:
+            submit.click()
     except PlaywrightTimeout:
-        # seen once in a fresh-clone run: the record stayed after Submit (a click that landed before the form
-        # took the typed answer); the pulled table's assertions still check exactly what was decided
-        submit.click()
-        page.wait_for_function(moved_on, arg=before)
+        # seen once in a fresh-clone run: a click that landed before the form took the typed answer sent nothing;
+        # clicking again only when no submission left keeps a slow server from getting the next record decided
+        with page.expect_request(is_submission) as sent:
+            submit.click()
+    response = sent.value.response()
+    assert response is not None and response.ok, f"the decision was not stored: {response and response.status}"
+    moved_on = "q => !document.querySelector('h3') || document.querySelector('h3').innerText.trim() !== q"
+    page.wait_for_function(moved_on, arg=before, timeout=60_000)
+
+
+def is_submission(request) -> bool:
+    """The UI's Submit: one POST of a submitted response to its record (drafts are saved with another status)."""
+    return (
+        request.method == "POST" and request.url.endswith("/responses") and '"submitted"' in (request.post_data or "")
+    )
