@@ -1,7 +1,7 @@
 """The real LLM's numbers of docs/experiments/real_llm.md, from the runs' own output folders.
 
     python bench/real_llm.py teacher OUT.json NAME=FOLDER[,FOLDER] ...   # the teacher table
-    python bench/real_llm.py judge OUT.json URL FOLDER ...               # llm_judge against EM
+    python bench/real_llm.py judge OUT.json URL [NAME=]FOLDER ...        # llm_judge against EM
     python bench/real_llm.py questions OUT.jsonl KEY=VALUE ...           # synth.questions, replies kept
 
 ``teacher``: for each named run (its synth.run output folders; the rows of a folder are settled with
@@ -126,13 +126,13 @@ def usable(scores: Path, common: set, mode: str) -> float:
     return round(df.filter(pl.col("kept") & pl.col("correct")).height / max(df.height, 1), 3)
 
 
-def judge(out: Path, url: str, folders: list[Path]) -> dict:
+def judge(out: Path, url: str, folders: dict[str, Path]) -> dict:
     items, meta = [], []
-    for folder in folders:
+    for source, folder in folders.items():
         for row in read_table(folder).to_pylist():
             answer = get_format(row["format"]).extract_answer(completion_text(row["segments"]))
             items.append((row["question"], row["golden_answers"], answer))
-            meta.append({"source": folder.name, "question_id": row["question_id"]})
+            meta.append({"source": source, "question_id": row["question_id"]})
     judged = LLMJudge(JudgeConfig(base_url=url, model=LLM_NAME, cache=str(out.with_suffix(".cache.jsonl"))))
     verdicts = judged.scores(items)
     rows = [
@@ -189,5 +189,6 @@ if __name__ == "__main__":
         runs = {a.split("=", 1)[0]: [Path(f) for f in a.split("=", 1)[1].split(",")] for a in sys.argv[3:]}
         print(json.dumps(teacher(out, runs), indent=1))
     else:
-        report = judge(out, sys.argv[3], [Path(f) for f in sys.argv[4:]])
+        named = [a.split("=", 1) if "=" in a else [Path(a).name, a] for a in sys.argv[4:]]
+        report = judge(out, sys.argv[3], {name: Path(folder) for name, folder in named})
         print(json.dumps({k: v for k, v in report.items() if k != "disagreements"}, indent=1))

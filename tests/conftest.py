@@ -56,7 +56,7 @@ def model_dir():
     return base_model_dir()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def llm_url(tmp_path_factory):
     """The optional real LLM (``./install.sh --llm``) served by vLLM CPU with its own chat template and the hermes
     tool-call parser, for the ``llm`` tests; they skip, saying why, when it is not installed. Startup ~1 min, ~8 GB.
