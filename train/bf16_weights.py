@@ -64,19 +64,23 @@ class Bf16Weights(TrainerCallback):
         self.generator = torch.Generator()
         self.copies: dict[int, torch.Tensor] = {}  # by the weight's id: the tied LM head shares the embedding's
         self.weights: list[nn.Parameter] = []
+        # what trains is fixed here: peft's disabled adapter (the reference model's forward) turns requires_grad off
+        self.frozen: set[int] = set()
         self.stale = True
         for module in model.modules():
             if type(module) is nn.Linear:  # not LoRA's or quantised subclasses, which have forwards of their own
                 if id(module.weight) not in self.copies:
                     self.copies[id(module.weight)] = None
                     self.weights.append(module.weight)
+                    if not module.weight.requires_grad:
+                        self.frozen.add(id(module.weight))
                 module.forward = partial(self.linear, module)
 
     def refresh(self) -> None:
         self.generator.manual_seed(self.seed * 1_000_003 + self.step)
         with torch.no_grad():
             for weight in self.weights:  # a frozen weight (LoRA's base) is rounded once
-                if weight.requires_grad or self.copies[id(weight)] is None:
+                if id(weight) not in self.frozen or self.copies[id(weight)] is None:
                     self.copies[id(weight)] = stochastic_bf16(weight, self.generator)
         self.stale = False
 
