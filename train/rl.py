@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from coa.agent import Budget
 from coa.formats import get_format
-from train.common import peft_config, training_args
+from train.common import bf16_weight_copies, peft_config, training_args
 from train.config import RL1Config, TrainConfig
 from train.heldout_reward import heldout_callback
 from train.rewards import make_rewards
@@ -100,4 +100,4 @@ def build_rl_trainer(
         trainer.add_callback(
             heldout_callback(trainer, stage, cfg.prompt, fmt, rollout_budget(cfg, stage), rewards, searcher, tools)
         )
-    return trainer
+    return bf16_weight_copies(cfg, trainer)  # LoRA's frozen base: rounded to bf16 once, not cast every forward

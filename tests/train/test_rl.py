@@ -15,6 +15,7 @@ from coa.environment import SearchEnvConfig
 from coa.score import exact_match
 from coa.tokenize import encode
 from tests.train.conftest import FMT, RL_PROMPT, SEARCH_QUERY, TINY_RL
+from train.bf16_weights import Bf16Weights
 from train.checkpoint import load_model, load_tokenizer
 from train.config import RL1Config, RL2Config, TrainConfig
 from train.data import rl_dataset
@@ -41,7 +42,7 @@ def parity(completions, **kwargs):
     return [float(i % 2) for i in range(len(completions))]
 
 
-def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, **stage_settings):
+def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, cfg_settings=None, **stage_settings):
     tok = load_tokenizer(policy_dir, model_dir)
     stage = stage_cls(
         **{
@@ -54,7 +55,9 @@ def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, *
             **stage_settings,
         }
     )
-    cfg = TrainConfig(format="autocoa", prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=64, topk=1))
+    cfg = TrainConfig(
+        format="autocoa", prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=64, topk=1), **(cfg_settings or {})
+    )
     dataset = rl_dataset(tok, None, 1, RL_PROMPT)
     rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
     trainer = build_rl_trainer(
@@ -183,6 +186,37 @@ def test_a_step_changes_every_parameter(stage_cls, tiny_dir, model_dir, searcher
     assert len({tuple(ids) for ids in rollouts[-1]["completion_ids"]}) == 2
     for name, param in trainer.model.named_parameters():
         assert not torch.equal(param, before[name]), f"{name} did not change"
+
+
+@pytest.mark.slow
+def test_lora_rl_in_bf16_rounds_the_frozen_base_once_and_the_adapter_every_step(
+    tiny_dir, model_dir, searcher, tmp_path
+):
+    """On a CPU in bf16 the RL stages multiply with bf16 weight copies (train.bf16_weights): LoRA's frozen base is
+    rounded once, not cast in every forward of every rollout and loss, and the adapter is rounded after each step."""
+    trainer, *_ = _trainer(
+        RL1Config, tiny_dir, model_dir, tmp_path, searcher, temperature=1.0, lora_r=4, max_steps=2,
+        cfg_settings={"bf16": True},
+    )  # fmt: skip
+    [copies] = [c for c in trainer.callback_handler.callbacks if isinstance(c, Bf16Weights)]
+    rounded, refresh = [], copies.refresh
+
+    def spy():
+        refresh()
+        rounded.append(dict(copies.copies))
+
+    copies.refresh = spy
+    modules = dict(trainer.model.named_modules())
+    base = [m.weight for n, m in modules.items() if n.endswith(".base_layer")]
+    adapter = [m.weight for n, m in modules.items() if ".lora_" in n and isinstance(m, torch.nn.Linear)]
+    assert base and adapter and all(not w.requires_grad for w in base)
+    before = [w.detach().clone() for w in adapter]
+    trainer.train()
+    assert len(rounded) == 2  # once per optimizer step
+    first, second = rounded
+    assert all(first[id(w)] is second[id(w)] and first[id(w)].dtype == torch.bfloat16 for w in base)
+    assert all(first[id(w)] is not second[id(w)] for w in adapter)
+    assert all(not torch.equal(w, b) for w, b in zip(adapter, before))  # the adapter trained through its copies
 
 
 @pytest.mark.model
