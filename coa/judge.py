@@ -7,9 +7,10 @@ every cache key), is asked greedily for at most a few tokens, and its verdict is
 (``parse_verdict``): the reply, without case, surrounding space and closing punctuation, must be exactly
 ``yes`` (1.0) or ``no`` (0.0); anything else is no verdict (None, counted as ``no_verdict``; scores that
 average it count it as 0). Some scores settle without asking (``settled``): a missing or empty prediction is 0, an
-exact match (EM 1) is 1, and a prediction that only repeats words of the question and shares none with a gold
-answer (not yes/no) is 0: the judge decides the rest of what EM calls wrong. A 1.5B judge said yes to "22nd AVN
-Awards" for "The 22nd AVN Awards took place in what Nevada county?" and no to "No" for gold "no".
+exact match (EM 1) is 1, a yes/no question is settled by a leading yes or no, and a prediction that only repeats
+words of the question without matching a gold answer is 0: the judge decides the rest of what EM calls wrong. A 1.5B
+judge said yes to "Nevada county" for "The 22nd AVN Awards took place in what Nevada county?", to "Virgilia" for a
+yes/no question, to "and", and no to "No" for gold "no" (docs/experiments/real_llm.md).
 
 Verdicts are cached per (judge model, prompt, question, prediction) in memory and, with ``judge.cache``, in a
 JSONL file that later runs read back: the same answer is never judged twice (RL samples repeat answers).
@@ -47,6 +48,8 @@ Is the predicted answer the same as the gold answer? Other wording, abbreviation
 a different person, thing, place, number or date is wrong. Reply with one word: yes or no."""
 PROMPT_HASH = hashlib.sha1(JUDGE_PROMPT.encode()).hexdigest()[:12]
 VERDICTS = {"yes": 1.0, "no": 0.0}
+YES_NO = {"yes", "no"}
+FILLER = frozenset("and or of in on at to for with by from as is are was were be it its".split())  # no answer alone
 CLOSING = re.compile(r"[\s.!。]+$")
 
 
@@ -65,15 +68,37 @@ class JudgeConfig:
     cache: str = field(
         default="", metadata={"help": "JSONL file of verdicts, read back and appended to; empty = in memory only"}
     )
+    overlap: float | None = field(
+        default=0.5,
+        metadata={
+            "help": "ask the judge only when a gold answer and the prediction share more than this share of either's "
+            "content words, else 0 without asking (the 1.5B judge said yes to other names); null: always ask, for a "
+            "judge that reads abbreviations and synonyms"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"judge.base_url: {self.base_url!r} is not an http(s) URL, e.g. http://127.0.0.1:8171/v1")
+        if self.overlap is not None and not 0 <= self.overlap < 1:
+            raise ValueError(f"judge.overlap: must be in [0, 1) or null; got {self.overlap}")
         if self.timeout_s <= 0 or self.retries < 0 or self.concurrency < 1:
             raise ValueError(
                 f"judge: timeout_s must be > 0, retries >= 0 and concurrency >= 1; got {self.timeout_s}, "
                 f"{self.retries}, {self.concurrency}"
             )
+
+
+def answer_words(text: str) -> list[str]:
+    """SQuAD-normalised words, hyphens splitting words ("Buzzati-Traverso" shares "buzzati" with "Dino Buzzati")."""
+    return normalize_answer(re.sub(r"[-‐–—]", " ", text)).split()
+
+
+def content_overlap(words: Sequence[str], gold: Sequence[str]) -> float:
+    """The larger of the shares of the prediction's and of the gold's content words that the other holds."""
+    mine, theirs = set(words) - FILLER, set(gold) - FILLER
+    shared = len(mine & theirs)
+    return max(shared / len(mine), shared / len(theirs)) if mine and theirs else 0.0
 
 
 def judge_prompt(question: str, golds: Sequence[str], prediction: str) -> str:
@@ -117,7 +142,7 @@ class LLMJudge:
     async def ascores(self, items: Sequence[tuple[str, Sequence[str], str | None]]) -> list[float | None]:
         todo = {}
         for question, golds, prediction in items:
-            if self.settled(question, golds, prediction) is None:
+            if self.settled(question, golds, prediction, self.cfg.overlap) is None:
                 key = self.key(question, prediction)
                 if key in self.cache:
                     self.cached += 1
@@ -125,20 +150,41 @@ class LLMJudge:
                     todo.setdefault(key, judge_prompt(question, list(golds), prediction.strip()))
         if todo:
             await self._ask(todo)
-        return [self.cache[self.key(q, p)] if (done := self.settled(q, g, p)) is None else done for q, g, p in items]
+        return [
+            self.cache[self.key(q, p)] if (done := self.settled(q, g, p, self.cfg.overlap)) is None else done
+            for q, g, p in items
+        ]
 
     @staticmethod
-    def settled(question: str, golds: Sequence[str], prediction: str | None) -> float | None:
-        """The score without asking: 0 for no prediction, 1 for an exact match, 0 for a prediction that only repeats
-        the question's words and shares none with a gold answer (yes/no golds aside); None = ask the judge."""
+    def settled(
+        question: str, golds: Sequence[str], prediction: str | None, overlap: float | None = 0.5
+    ) -> float | None:
+        """The score without asking (None = ask the judge): 0 for no prediction or one without a content word, 1 for
+        an exact match; for a yes/no gold, the prediction's first word when it is yes or no, and 0 for at most three
+        words, all of the question (a thing the question names); for any other gold, 0 for a bare yes or no, and 0 for a prediction that only
+        repeats the question's words with at most half of them in any gold answer ("Nevada county" for "Clark
+        County"; "D. Ross Lederman" for "David Ross Lederman" is asked); with ``overlap``, 0 for a prediction that
+        shares with every gold answer at most that share of the prediction's content words and of the gold's
+        ("the House of Windsor" for "Mountbatten family", "Rutton University" for "Rutgers University")."""
         if not prediction or not prediction.strip():
             return 0.0
         if exact_match(prediction, list(golds)):
             return 1.0
-        words, gold_words = set(normalize_answer(prediction).split()), set()
-        for gold in golds:
-            gold_words |= set(normalize_answer(gold).split())
-        if gold_words - {"yes", "no"} and not words & gold_words and words <= set(normalize_answer(question).split()):
+        words = answer_words(prediction)
+        if not set(words) - FILLER:
+            return 0.0
+        in_question = set(words) <= set(answer_words(question))
+        gold_words = [answer_words(gold) for gold in golds]
+        if gold_words and all(gold in (["yes"], ["no"]) for gold in gold_words):
+            if words[0] in YES_NO:
+                return float([words[0]] in gold_words)
+            return 0.0 if in_question and len(words) <= 3 else None  # a thing the question names, not yes or no
+        if words in (["yes"], ["no"]):
+            return 0.0
+        shared = max((len(set(words) & set(gold)) for gold in gold_words), default=0)
+        if in_question and shared <= len(set(words)) / 2:
+            return 0.0
+        if overlap is not None and max(content_overlap(words, gold) for gold in gold_words) <= overlap:
             return 0.0
         return None
 

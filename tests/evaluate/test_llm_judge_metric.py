@@ -29,7 +29,7 @@ def test_the_judge_scores_the_extracted_answers_and_metrics_report_it():
         script=lambda p: next(v for a, v in verdicts.items() if f"Predicted answer: {a}\n" in p)
     ) as api:
         scored = score_rows(rows)
-        judge_rows(LLMJudge(JudgeConfig(base_url=api.url, model=api.model)), rows, scored)
+        judge_rows(LLMJudge(JudgeConfig(base_url=api.url, model=api.model, overlap=None)), rows, scored)
         asked = [r["messages"][0]["content"] for r in api.requests]
     assert [s["llm_judge"] for s in scored] == [1.0, 0.0, None, 1.0]
     assert [s["em"] for s in scored] == [0.0, 0.0, 0.0, 1.0]

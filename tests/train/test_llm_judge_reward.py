@@ -22,7 +22,7 @@ def test_the_judge_is_the_correctness_reward():
         script=lambda p: next(v for a, v in verdicts.items() if f"Predicted answer: {a}\n" in p)
     ) as api:
         correctness, format_term = make_rewards(
-            "llm_judge", 1.0, "search_r1", judge=JudgeConfig(base_url=api.url, model=api.model)
+            "llm_judge", 1.0, "search_r1", judge=JudgeConfig(base_url=api.url, model=api.model, overlap=None)
         )
         kwargs = dict(completions=texts, trajectory=texts, golden_answers=[["David Ross Lederman"]] * 4)
         assert correctness(question=[Q] * 4, **kwargs) == [1.0, 0.0, 0.0, 0.0]
