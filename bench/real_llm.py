@@ -1,7 +1,7 @@
 """The real LLM's numbers of docs/experiments/real_llm.md, from the runs' own output folders.
 
     python bench/real_llm.py teacher OUT.json NAME=FOLDER[,FOLDER] ...   # the teacher table
-    python bench/real_llm.py judge OUT.json URL [NAME=]FOLDER ...        # llm_judge against EM
+    python bench/real_llm.py judge OUT.json URL [NAME=]FOLDER ... [hand=FILE]   # llm_judge against EM (and a hand check)
     python bench/real_llm.py questions OUT.jsonl KEY=VALUE ...           # synth.questions, replies kept
 
 ``teacher``: for each named run (its synth.run output folders; the rows of a folder are settled with
@@ -10,7 +10,10 @@ the same way), on the questions every run answered: rows, finish reasons, protoc
 searches per question, completion tokens per second of wall time (the summaries' ``wall_s``), and the usable share
 after curation (``curate.run step=score`` on the settled rows: kept and correct, per mode).
 ``judge``: every row's extracted answer judged by ``llm_judge`` at URL (EM 1 and empty answers settle without
-asking); agreement with EM, and each disagreement for the hand check.
+asking); agreement with EM, and each disagreement for the hand check. ``hand=FILE`` (a JSON list of question,
+prediction and ``hand``: right or wrong, as docs/experiments/real_llm_judge_hand_check.json): the judge's agreement
+with it on the disagreements, by row and by distinct answer; a disagreement the file does not label is counted
+as unlabelled.
 """
 
 from __future__ import annotations
@@ -126,7 +129,7 @@ def usable(scores: Path, common: set, mode: str) -> float:
     return round(df.filter(pl.col("kept") & pl.col("correct")).height / max(df.height, 1), 3)
 
 
-def judge(out: Path, url: str, folders: dict[str, Path]) -> dict:
+def judge(out: Path, url: str, folders: dict[str, Path], hand: Path | None = None) -> dict:
     items, meta = [], []
     for source, folder in folders.items():
         for row in read_table(folder).to_pylist():
@@ -158,8 +161,25 @@ def judge(out: Path, url: str, folders: dict[str, Path]) -> dict:
         },
         "disagreements": [r for r in answered if (r["llm_judge"] or 0.0) != r["em"] or r["llm_judge"] is None],
     }
+    if hand:
+        report["hand_check"] = hand_check(report["disagreements"], json.loads(hand.read_text()))
     out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
     return report
+
+
+def hand_check(disagreements: list[dict], labels: list[dict]) -> dict:
+    """How often the judge's verdict on a disagreement with EM is the hand check's, by row and by distinct answer."""
+    right = {(x["question"], x["prediction"]): x["hand"] == "right" for x in labels}
+    rows = [((r["question"], r["prediction"]), (r["llm_judge"] or 0.0) == 1.0) for r in disagreements]
+    labelled = [(key, said) for key, said in rows if key in right]
+    distinct = dict(labelled)
+    return {
+        "rows": len(rows),
+        "unlabelled": len(rows) - len(labelled),
+        "agree": sum(said == right[key] for key, said in labelled),
+        "distinct": len(distinct),
+        "agree_distinct": sum(said == right[key] for key, said in distinct.items()),
+    }
 
 
 def questions(out: Path, argv: list[str]) -> None:
@@ -190,5 +210,6 @@ if __name__ == "__main__":
         print(json.dumps(teacher(out, runs), indent=1))
     else:
         named = [a.split("=", 1) if "=" in a else [Path(a).name, a] for a in sys.argv[4:]]
-        report = judge(out, sys.argv[3], {name: Path(folder) for name, folder in named})
+        hand = next((Path(f) for name, f in named if name == "hand"), None)
+        report = judge(out, sys.argv[3], {name: Path(f) for name, f in named if name != "hand"}, hand)
         print(json.dumps({k: v for k, v in report.items() if k != "disagreements"}, indent=1))
