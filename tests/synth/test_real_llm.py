@@ -64,11 +64,14 @@ def test_the_real_teacher_ends_every_row_with_a_named_finish_reason(settings, ll
 
 
 def test_the_real_judge_gives_strict_verdicts(llm_url, tmp_path):
-    """Two answers the teacher gave in docs/experiments/real_llm.md, judged there as here (greedy)."""
+    """Answers of docs/experiments/real_llm.md, judged there as here (greedy): a right one in other words, a wrong
+    one sharing words with the gold (both asked), and one sharing none (settled at 0 without asking)."""
     judge = LLMJudge(JudgeConfig(base_url=llm_url, model=LLM_NAME, cache=str(tmp_path / "v.jsonl")))
+    olympics = "the first woman to be the chef de mission of an Australian Olympic team won gold medal in which winter Olympics ?"
     verdicts = judge.scores(
         [
             ("Who passed away first Robert Graves or Dino Buzzati ?", ["Dino Buzzati-Traverso"], "Dino Buzzati"),
+            (olympics, ["2002 Winter Olympics"], "2014 Winter Olympics"),
             (
                 "Pak Sao is a technique in the martial art specializing in what type of fighting?",
                 ["close range combat"],
@@ -76,8 +79,8 @@ def test_the_real_judge_gives_strict_verdicts(llm_url, tmp_path):
             ),
         ]
     )
-    assert verdicts == [1.0, 0.0], judge.stats()
-    assert len((tmp_path / "v.jsonl").read_text().splitlines()) == 2
+    assert verdicts == [1.0, 0.0, 0.0], judge.stats()
+    assert len((tmp_path / "v.jsonl").read_text().splitlines()) == 2 == judge.stats()["asked"]
 
 
 @pytest.mark.parametrize("proposer", ["obfuscate", "extend"])
