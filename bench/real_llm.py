@@ -1,7 +1,7 @@
 """The real LLM's numbers of docs/experiments/real_llm.md, from the runs' own output folders.
 
     python bench/real_llm.py teacher OUT.json NAME=FOLDER[,FOLDER] ...   # the teacher table
-    python bench/real_llm.py judge OUT.json URL [NAME=]FOLDER ... [hand=FILE]   # llm_judge against EM (and a hand check)
+    python bench/real_llm.py judge OUT.json URL [NAME=]FOLDER ... [hand=FILE]  # llm_judge against EM, a hand check
     python bench/real_llm.py questions OUT.jsonl KEY=VALUE ...           # synth.questions, replies kept
 
 ``teacher``: for each named run (its synth.run output folders; the rows of a folder are settled with

@@ -8,9 +8,10 @@ every cache key), is asked greedily for at most a few tokens, and its verdict is
 ``yes`` (1.0) or ``no`` (0.0); anything else is no verdict (None, counted as ``no_verdict``; scores that
 average it count it as 0). Some scores settle without asking (``settled``): a missing or empty prediction is 0, an
 exact match (EM 1) is 1, a yes/no question is settled by a leading yes or no, and a prediction that only repeats
-words of the question without matching a gold answer is 0: the judge decides the rest of what EM calls wrong. A 1.5B
-judge said yes to "Nevada county" for "The 22nd AVN Awards took place in what Nevada county?", to "Virgilia" for a
-yes/no question, to "and", and no to "No" for gold "no" (docs/experiments/real_llm.md).
+words of the question without matching a gold answer, or (``judge.overlap``) shares too few words with every gold
+answer, is 0: the judge decides the rest of what EM calls wrong. A 1.5B judge said yes to "Nevada county" for "The
+22nd AVN Awards took place in what Nevada county?", to "Virgilia" for a yes/no question, to "and", to "the House of
+Windsor" for the Mountbatten family, and no to "No" for gold "no" (docs/experiments/real_llm.md, its hand check).
 
 Verdicts are cached per (judge model, prompt, question, prediction) in memory and, with ``judge.cache``, in a
 JSONL file that later runs read back: the same answer is never judged twice (RL samples repeat answers).
@@ -161,11 +162,12 @@ class LLMJudge:
     ) -> float | None:
         """The score without asking (None = ask the judge): 0 for no prediction or one without a content word, 1 for
         an exact match; for a yes/no gold, the prediction's first word when it is yes or no, and 0 for at most three
-        words, all of the question (a thing the question names); for any other gold, 0 for a bare yes or no, and 0 for a prediction that only
-        repeats the question's words with at most half of them in any gold answer ("Nevada county" for "Clark
-        County"; "D. Ross Lederman" for "David Ross Lederman" is asked); with ``overlap``, 0 for a prediction that
-        shares with every gold answer at most that share of the prediction's content words and of the gold's
-        ("the House of Windsor" for "Mountbatten family", "Rutton University" for "Rutgers University")."""
+        words, all of the question (a thing the question names); for any other gold, 0 for a bare yes or no, and 0
+        for a prediction that only repeats the question's words with at most half of them in any gold answer
+        ("Nevada county" for "Clark County"; "D. Ross Lederman" for "David Ross Lederman" is asked); with
+        ``overlap``, 0 for a prediction that shares with every gold answer at most that share of the prediction's
+        content words and of the gold's ("the House of Windsor" for "Mountbatten family", "Rutton University" for
+        "Rutgers University")."""
         if not prediction or not prediction.strip():
             return 0.0
         if exact_match(prediction, list(golds)):

@@ -1,8 +1,8 @@
 """The optional real LLM (Qwen2.5-Coder-1.5B-Instruct, ``./install.sh --llm``) as teacher, judge and question
 writer, a few questions each, through the same entry points a user runs. They skip, saying why, when the model is
-not installed (CI installs it: the README's test command runs `./install.sh --llm`). On a shared 2-core CPU each takes minutes: the
-model writes ~8 tokens/s there (docs/experiments/real_llm.md). What they check is the protocol (every row ends with
-a named finish reason, every question dropped has a named reason), not answer quality."""
+not installed (CI installs it: the README's test command runs `./install.sh --llm`). On a shared 2-core CPU each
+takes minutes: the model writes ~8 tokens/s there (docs/experiments/real_llm.md). What they check is the protocol
+(every row ends with a named finish reason, every question dropped has a named reason), not answer quality."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def test_the_real_judge_gives_strict_verdicts(llm_url, tmp_path):
     """Answers of docs/experiments/real_llm.md, judged there as here (greedy): a right one in other words, a wrong
     one sharing words with the gold (both asked), and one sharing none (settled at 0 without asking)."""
     judge = LLMJudge(JudgeConfig(base_url=llm_url, model=LLM_NAME, cache=str(tmp_path / "v.jsonl")))
-    olympics = "the first woman to be the chef de mission of an Australian Olympic team won gold medal in which winter Olympics ?"
+    olympics = "the first woman to be the chef de mission of an Australian Olympic team won gold medal in which "
+    olympics += "winter Olympics ?"
     verdicts = judge.scores(
         [
             ("Who passed away first Robert Graves or Dino Buzzati ?", ["Dino Buzzati-Traverso"], "Dino Buzzati"),
