@@ -18,26 +18,11 @@ OWN_DATA_RUN = "tests/pipeline/test_pipeline.py"  # the tests of the whole tiny 
 
 def pytest_collection_modifyitems(items):
     """Every test that needs no model, no server and is not marked slow is in the fast tier. The tests of
-    the whole tiny run go last: it runs in the background while the others run (``own_data_run``)."""
+    the whole tiny run go first: its ``dvc exp run`` then runs alone, before the session's own memory has grown."""
     for item in items:
         if not any(item.get_closest_marker(name) for name in HEAVY):
             item.add_marker(pytest.mark.fast)
-    items.sort(key=lambda item: item.nodeid.startswith(OWN_DATA_RUN))  # stable: the order is kept otherwise
-
-
-@pytest.fixture(scope="session", autouse=True)
-def own_data_run(request, tmp_path_factory):
-    """The whole tiny run of tests/pipeline/test_pipeline.py (``tests.pipeline.tiny.OwnDataRun``), started
-    before the first test when any of those tests is selected. Its ~11 min of ``dvc exp run`` on 2 cores
-    overlap the rest of the suite (on the CPU time the tests leave idle) instead of adding to it."""
-    if not any(item.nodeid.startswith(OWN_DATA_RUN) for item in request.session.items):
-        yield None
-        return
-    from tests.pipeline.tiny import OwnDataRun
-
-    run = OwnDataRun(tmp_path_factory.mktemp("own_data") / "repo", request.getfixturevalue("model_dir"))
-    yield run
-    run.close()
+    items.sort(key=lambda item: not item.nodeid.startswith(OWN_DATA_RUN))  # stable: the order is kept otherwise
 
 
 @pytest.fixture(scope="session")

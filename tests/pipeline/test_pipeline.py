@@ -5,9 +5,8 @@
 
 Every stage runs for real (index, split, reference-teacher synthesis with real search, curation, five TRL
 stages, vLLM CPU evaluation of seven models, report). One run serves two sets of checks, since a whole tiny
-run is the suite's longest setup (~11 min on 2 cores alone); tests/conftest.py starts it in the background
-before the first test (``tests.pipeline.tiny.OwnDataRun``, on the CPU time the tests leave idle) and these tests
-run last:
+run is the suite's longest setup (~11 min on 2 cores); tests/conftest.py puts these tests first, so that it runs
+alone while the session is young (``tests.pipeline.tiny.own_data_run``):
 
 - the data went where the params say: the dataset is made different from the embedded one wherever the
   FlashRAG form allows (a few HotpotQA dev questions that no evaluation set holds, with new question ids and
@@ -27,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -34,7 +34,7 @@ import pytest
 import torch
 import yaml
 
-from tests.pipeline.tiny import CORPUS, HELDOUT, N_QUESTIONS, OWN_TRAIN, QUESTIONS, dvc
+from tests.pipeline.tiny import CORPUS, HELDOUT, N_QUESTIONS, OWN_TRAIN, QUESTIONS, dvc, own_data_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.model]
 
@@ -42,11 +42,13 @@ ALWAYS_RUN = {"checks", "run_report"}  # always_changed: they run on every repro
 
 
 @pytest.fixture(scope="module")
-def run(own_data_run):
-    """The tiny run tests/conftest.py started in the background before the first test (these tests run last)."""
-    done = own_data_run.wait()
+def run(tmp_path_factory, model_dir):
+    """The whole tiny run; its clone (five checkpoints and their DVC cache, ~5 GB) goes when these tests end."""
+    folder = tmp_path_factory.mktemp("own_data")
+    done, env, questions, passages = own_data_run(folder / "repo", model_dir)
     assert done.returncode == 0, done.stdout
-    return own_data_run.repo, own_data_run.env, own_data_run.questions, own_data_run.passages
+    yield folder / "repo", env, questions, passages
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def read_jsonl(path: Path) -> list[dict]:

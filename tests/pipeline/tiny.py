@@ -1,6 +1,6 @@
 """The pipeline tests' shared setup: a fresh git clone of the working tree with every size cut (``TINY``),
 ``dvc`` run in it with the test's Python first on PATH, and the whole tiny run on a second dataset
-(``OwnDataRun``, tests/pipeline/test_pipeline.py), started in the background by tests/conftest.py."""
+(``own_data_run``, tests/pipeline/test_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import gzip
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -150,44 +149,27 @@ def own_dataset(repo: Path) -> tuple[list[dict], list[dict]]:
     return questions, passages
 
 
-class OwnDataRun:
-    """``dvc exp run -S data.corpus=CORPUS -S data.questions=QUESTIONS`` in a tiny clone at ``repo``, as a
-    background process in its own session, so that the suite's longest setup overlaps the other tests. It runs
-    under ``SCHED_IDLE``: only on CPU time the tests leave idle, and a test's thread that wakes takes its core
-    back at once (under ``nice`` alone, a test's two torch threads waited out the run's time slices at every
-    barrier, and a few tests ran many times slower)."""
-
-    def __init__(self, repo: Path, model_dir: str | Path):
-        self.repo, self.log = repo, repo.parent / "dvc_exp_run.log"
-        self.env = tiny_clone(repo, model_dir, OWN_SIZES)
-        self.questions, self.passages = own_dataset(repo)
-        git(repo, "add", "data/own")
-        git(repo, "commit", "-qm", "own dataset")
-        cmd = [sys.executable, "-m", "dvc", "exp", "run"]
-        cmd += ["-S", f"data.corpus={CORPUS}", "-S", f"data.questions={QUESTIONS}"]
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=repo,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=lambda: os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)),
-            )
-        self.finished: subprocess.CompletedProcess | None = None
-
-    def wait(self) -> subprocess.CompletedProcess:
-        """The finished run; its ``stdout`` holds the log's last 8,000 characters."""
-        if self.finished is None:
-            code = self.proc.wait()
-            self.finished = subprocess.CompletedProcess(self.proc.args, code, self.log.read_text()[-8000:])
-        return self.finished
-
-    def close(self) -> None:
-        """Stops the run if it is still going (the session ended first) and removes its clone: five
-        checkpoints and their DVC cache, ~5 GB."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        shutil.rmtree(self.repo.parent, ignore_errors=True)
+def own_data_run(repo: Path, model_dir: str | Path) -> tuple[subprocess.CompletedProcess, dict, list, list]:
+    """``dvc exp run -S data.corpus=CORPUS -S data.questions=QUESTIONS`` in a tiny clone at ``repo`` with its own
+    dataset (``own_dataset``); returns the finished run (its ``stdout`` the log's last 8,000 characters), the
+    environment it ran in, and the dataset's questions and passages. It runs alone, in the foreground: beside other tests its vLLM stages and theirs once
+    took more memory than a 24 GiB CI machine has."""
+    env = tiny_clone(repo, model_dir, OWN_SIZES)
+    questions, passages = own_dataset(repo)
+    git(repo, "add", "data/own")
+    git(repo, "commit", "-qm", "own dataset")
+    cmd = [
+        sys.executable,
+        "-m",
+        "dvc",
+        "exp",
+        "run",
+        "-S",
+        f"data.corpus={CORPUS}",
+        "-S",
+        f"data.questions={QUESTIONS}",
+    ]
+    log = repo.parent / "dvc_exp_run.log"
+    with open(log, "w") as out:
+        code = subprocess.run(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    return subprocess.CompletedProcess(cmd, code, log.read_text()[-8000:]), env, questions, passages
