@@ -22,7 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coa.model import base_model_dir  # noqa: E402
-from train.bf16_weights import stochastic_bf16  # noqa: E402
+from train.bf16_weights import RoundingNoise, stochastic_bf16  # noqa: E402
 
 
 def main() -> None:
@@ -42,11 +42,11 @@ def main() -> None:
         "AdamW fused": torch.optim.AdamW(params, lr=1e-5, fused=True),
         "AdamW foreach": torch.optim.AdamW(params, lr=1e-5, foreach=True),
     }
-    generator = torch.Generator().manual_seed(0)
+    generator, noise = torch.Generator().manual_seed(0), RoundingNoise(seed=0)
     with torch.no_grad():
         kinds = {
             **{name: opt.step for name, opt in optimizers.items()},
-            "bf16 copies, stochastic rounding": lambda: [stochastic_bf16(w, generator) for w in weights],
+            "bf16 copies, stochastic rounding": lambda: [stochastic_bf16(w, generator, noise) for w in weights],
             "autocast casts, one forward": lambda: [w.to(torch.bfloat16) for w in weights],
         }
         times = {name: [] for name in kinds}

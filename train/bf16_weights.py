@@ -27,16 +27,37 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-BF16_DROPPED_BITS = 16  # a float32 whose low 16 bits are zero is exactly a bf16
+BF16_DROPPED_BITS = 16  # a float32 whose low 16 bits are zero is exactly a bf16: its high 16 bits
 
 
-def stochastic_bf16(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+class RoundingNoise:
+    """Uniform noise over the 16 dropped bits, cut from one pool drawn once: each call is a window of the pool at
+    an offset drawn from ``generator``. A random number drawn per weight at every step cost more than the casts
+    the copies save (docs/bench_train.md); a window costs one scalar draw. Over the steps, each weight's noise is a
+    uniform draw from ``window`` pool entries (unbiased to ~1/sqrt(window) of a grid step); the weights of one
+    window share a shifted pattern, which leaves each weight's expectation as it is."""
+
+    def __init__(self, seed: int, chunk: int = 1 << 22, window: int = 1 << 20) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.pool = torch.randint(0, 1 << BF16_DROPPED_BITS, (chunk + window,), dtype=torch.int32, generator=generator)
+        self.chunk, self.window = chunk, window
+
+    def __call__(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` (at most ``chunk``) noise values: a view of the pool."""
+        offset = int(torch.randint(0, self.window, (1,), generator=generator))
+        return self.pool[offset : offset + n]
+
+
+def stochastic_bf16(weight: torch.Tensor, generator: torch.Generator, noise: RoundingNoise) -> torch.Tensor:
     """``weight`` (float32) rounded to bf16 stochastically: to the next bf16 away from zero with probability the
     dropped bits' share of the grid step, else toward zero (unbiased: E[result] = weight)."""
-    bits = weight.detach().contiguous().view(torch.int32)
-    noise = torch.randint(0, 1 << BF16_DROPPED_BITS, bits.shape, dtype=torch.int32, generator=generator)
-    kept = (bits + noise) & -(1 << BF16_DROPPED_BITS)  # the carry rounds the magnitude up
-    return kept.view(torch.float32).to(torch.bfloat16)
+    bits = weight.detach().contiguous().view(-1).view(torch.int32)
+    summed = torch.empty_like(bits)
+    for start in range(0, bits.numel(), noise.chunk):
+        end = min(start + noise.chunk, bits.numel())
+        torch.add(bits[start:end], noise(end - start, generator), out=summed[start:end])  # a carry rounds up
+    high = summed.view(torch.int16)[1::2]  # little-endian: each int32's high half, the bf16 it truncates to
+    return high.contiguous().view(torch.bfloat16).view(weight.shape)
 
 
 class _Bf16Copy(torch.autograd.Function):
@@ -62,6 +83,7 @@ class Bf16Weights(TrainerCallback):
         self.seed = seed
         self.step = 0  # the optimizer steps done when the copies are next rounded
         self.generator = torch.Generator()
+        self.noise = RoundingNoise(seed)
         self.copies: dict[int, torch.Tensor] = {}  # by the weight's id: the tied LM head shares the embedding's
         self.weights: list[nn.Parameter] = []
         # what trains is fixed here: peft's disabled adapter (the reference model's forward) turns requires_grad off
@@ -81,7 +103,7 @@ class Bf16Weights(TrainerCallback):
         with torch.no_grad():
             for weight in self.weights:  # a frozen weight (LoRA's base) is rounded once
                 if id(weight) not in self.frozen or self.copies[id(weight)] is None:
-                    self.copies[id(weight)] = stochastic_bf16(weight, self.generator)
+                    self.copies[id(weight)] = stochastic_bf16(weight, self.generator, self.noise)
         self.stale = False
 
     def linear(self, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
