@@ -3,9 +3,9 @@
     python bench/bench_step_costs.py [--threads 2] [--repeats 5]
 
 Per optimizer step: AdamW's update of the float32 weights (``torch.optim.AdamW`` fused, as transformers picks, and
-foreach); the bf16 weight copies rounded stochastically once per step (``train.bf16_weights``); and what autocast
-casts instead, every linear weight to bf16 by round-to-nearest, in every forward (x 4 micro-batches at 1 x 4, and
-again in a checkpointed recompute). Medians of ``--repeats``, the kinds taking turns.
+foreach); the bf16 weight copies rounded stochastically once per step (``train.bf16_weights``, and as it was with
+a random draw per weight); and what autocast casts instead, every linear weight to bf16 by round-to-nearest, in
+every forward (x 4 micro-batches at 1 x 4, and again in a checkpointed recompute). Medians of ``--repeats``, the kinds taking turns.
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coa.model import base_model_dir  # noqa: E402
 from train.bf16_weights import RoundingNoise, stochastic_bf16  # noqa: E402
+
+
+def per_weight_draw(weight: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The baseline: stochastic rounding as ``train.bf16_weights`` did it before ``RoundingNoise``."""
+    bits = weight.view(torch.int32)
+    noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, generator=generator)
+    return ((bits + noise) & -(1 << 16)).view(torch.float32).to(torch.bfloat16)
 
 
 def main() -> None:
@@ -47,6 +54,9 @@ def main() -> None:
         kinds = {
             **{name: opt.step for name, opt in optimizers.items()},
             "bf16 copies, stochastic rounding": lambda: [stochastic_bf16(w, generator, noise) for w in weights],
+            "bf16 copies, a random draw per weight (before the noise pool)": lambda: [
+                per_weight_draw(w, generator) for w in weights
+            ],
             "autocast casts, one forward": lambda: [w.to(torch.bfloat16) for w in weights],
         }
         times = {name: [] for name in kinds}
