@@ -278,6 +278,7 @@ def summarise(metrics: dict, peak: dict, shape: dict, isolated: float, params: d
         "per_step": per_step,
         "steps": metrics["steps"],
         "seconds_per_step": round(metrics["seconds_per_step"], 1),
+        "step_seconds": metrics.get("step_seconds", []),  # the first holds a compiled variant's compilation
         "tokens_per_second": tokens["forward_backward_tokens_per_second"],
         "isolated_tokens_per_second": round(isolated, 1),
         "mean_length": round(tokens["forward_backward_tokens"] / max(tokens["forward_backward_sequences"], 1)),
