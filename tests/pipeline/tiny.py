@@ -152,23 +152,14 @@ def own_dataset(repo: Path) -> tuple[list[dict], list[dict]]:
 def own_data_run(repo: Path, model_dir: str | Path) -> tuple[subprocess.CompletedProcess, dict, list, list]:
     """``dvc exp run -S data.corpus=CORPUS -S data.questions=QUESTIONS`` in a tiny clone at ``repo`` with its own
     dataset (``own_dataset``); returns the finished run (its ``stdout`` the log's last 8,000 characters), the
-    environment it ran in, and the dataset's questions and passages. It runs alone, in the foreground: beside other tests its vLLM stages and theirs once
-    took more memory than a 24 GiB CI machine has."""
+    environment it ran in, and the dataset's questions and passages. It runs alone, in the foreground: beside
+    other tests its vLLM stages and theirs once took more memory than a 24 GiB CI machine has."""
     env = tiny_clone(repo, model_dir, OWN_SIZES)
     questions, passages = own_dataset(repo)
     git(repo, "add", "data/own")
     git(repo, "commit", "-qm", "own dataset")
-    cmd = [
-        sys.executable,
-        "-m",
-        "dvc",
-        "exp",
-        "run",
-        "-S",
-        f"data.corpus={CORPUS}",
-        "-S",
-        f"data.questions={QUESTIONS}",
-    ]
+    cmd = [sys.executable, "-m", "dvc", "exp", "run"]
+    cmd += ["-S", f"data.corpus={CORPUS}", "-S", f"data.questions={QUESTIONS}"]
     log = repo.parent / "dvc_exp_run.log"
     with open(log, "w") as out:
         code = subprocess.run(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
