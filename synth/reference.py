@@ -61,7 +61,8 @@ ROOM_TO_ANSWER = 96  # tokens the answer after a call takes at most (its quote i
 ROOM_TO_ANSWER_CODE = 48  # tokens the answer after a python call takes (what it printed)
 FORCEABLE = ("search", "open")  # the tools whose forced calls (force, force-open branches) it completes
 _YES_NO = {"yes", "no"}
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
+QUOTE_LEAD = "The search results say: "  # the grounded answer's reasoning: this, a quoted sentence, the answer
 
 
 @dataclass
@@ -179,7 +180,7 @@ def supporting_sentence(golds: list[str], texts: list[str]) -> tuple[str, str] |
             continue
         for text in texts:
             if g in _norm(text):
-                for sentence in _SENTENCE.split(text):
+                for sentence in SENTENCE.split(text):
                     if g in _norm(sentence):
                         return gold, sentence.strip()
                 return gold, text.strip()
@@ -368,7 +369,7 @@ class ReferencePolicy:
         joined = "\n".join(texts)
         hit = supporting_sentence(golds, texts)
         if hit:
-            return f"The search results say: {_quote(hit[1])} So the answer is {hit[0]}.", hit[0], True
+            return f"{QUOTE_LEAD}{_quote(hit[1])} So the answer is {hit[0]}.", hit[0], True
         yes_no = _yes_no(golds)
         if yes_no and self.evidence and all(_found(e, ids, titles, joined) for e in self.evidence):
             return (
@@ -484,9 +485,7 @@ class ReferencePolicy:
             return self._block(reasoning, False) + self._answer(picked)
         hit = supporting_sentence(golds, [reading.pages[t] for t in plan.finals if t in reading.pages])
         if hit and not plan.sides and (len(plan.hops) <= 2 or action is None):  # longer chains: every hop read
-            return self._block(
-                f"The search results say: {_quote(hit[1])} So the answer is {hit[0]}.", False
-            ) + self._answer(hit[0])
+            return self._block(f"{QUOTE_LEAD}{_quote(hit[1])} So the answer is {hit[0]}.", False) + self._answer(hit[0])
         yes_no = _yes_no(golds)
         read = [h.title for h in plan.hops if h.title]
         if yes_no and action is None and read and all(t in reading.pages for t in read):

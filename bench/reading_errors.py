@@ -1,0 +1,107 @@
+"""Where a student's wrong answers come from when the gold answer was in its own search results.
+
+The reference teacher ends every grounded trajectory by quoting one sentence of the results and reading the answer
+from it (``synth.reference.QUOTE_LEAD``). A student trained on those trajectories does the same, so each of its wrong
+answers with the gold in its results falls in one of four classes, read off its last reasoning step:
+
+- ``quote_holds_gold``: it quoted a sentence that states the gold answer and read the wrong span from it;
+- ``quote_other_sentence``: it quoted another sentence of its results (it chose the wrong sentence);
+- ``quote_not_in_results``: it quoted a sentence its results do not hold (it wrote its own evidence);
+- ``no_quote``: it answered without quoting.
+
+It also prints where each quoted sentence sits (the observation counted from the last, the document's rank in it,
+the sentence's index in the document), for the student's right and wrong answers and for the teacher's trajectories,
+so a positional habit learned from the teacher shows as the same distribution on the student's wrong answers.
+
+    python bench/reading_errors.py runs/eval/sft2/trajectories --teacher runs/curate/sets/coa.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import polars as pl  # noqa: E402
+
+from coa.formats import get_format  # noqa: E402
+from coa.score import normalize_answer  # noqa: E402
+from synth.reference import QUOTE_LEAD, SENTENCE, doc_texts, retrieved, supporting_sentence  # noqa: E402
+
+QUOTED = re.compile(re.escape(QUOTE_LEAD) + r'"(.*)"\s*So the answer is', re.S)
+
+
+def rows(path: str) -> pl.DataFrame:
+    files = [Path(path)] if path.endswith(".parquet") else sorted(Path(path).rglob("*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+
+
+def quote_of(segments: list[dict]) -> str | None:
+    steps = [s["text"] for s in segments if s["kind"] == "model"]
+    found = QUOTED.findall(steps[-1]) if steps else []
+    return normalize_answer(found[-1]) if found else None
+
+
+def position(quote: str, observations: list[dict], fmt) -> str:
+    """'obs-k doc-d sent-s' (k counted from the last observation, s capped at 3+) or 'not in results'."""
+    for k, obs in enumerate(reversed(observations)):
+        for d, text in enumerate(doc_texts(obs["text"], fmt), 1):
+            for s, sentence in enumerate(SENTENCE.split(text)):
+                said = normalize_answer(sentence)
+                if said and (quote in said or (said in quote and 2 * len(said) >= len(quote))):
+                    return f"obs-{k} doc-{d} sent-{min(s, 3)}{'+' if s >= 3 else ''}"
+    return "not in results"
+
+
+def classify(row: dict) -> tuple[bool, bool, str | None, str]:
+    """(right, gold in results, error class or None, quote position)."""
+    fmt = get_format(row["format"])
+    observations = [s for s in row["segments"] if s["kind"] == "observation"]
+    golds = list(row["golden_answers"])
+    right = normalize_answer(row["answer"] or "") in {normalize_answer(g) for g in golds}
+    texts = retrieved(observations, fmt)[2]
+    gold_in_results = supporting_sentence(golds, texts) is not None
+    quote = quote_of(row["segments"])
+    where = "no quote" if quote is None else position(quote, observations, fmt)
+    if right or not gold_in_results:
+        return right, gold_in_results, None, where
+    if quote is None:
+        return right, gold_in_results, "no_quote", where
+    if where == "not in results":
+        return right, gold_in_results, "quote_not_in_results", where
+    holds = any(normalize_answer(g) and normalize_answer(g) in quote for g in golds)
+    return right, gold_in_results, "quote_holds_gold" if holds else "quote_other_sentence", where
+
+
+def table(counts: Counter, total: int, top: int = 8) -> str:
+    return "\n".join(f"  {k:<28}{n:>5}  {n / max(total, 1):6.1%}" for k, n in counts.most_common(top))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("student", help="the student's trajectories: a parquet file or a folder of them (evaluate.run's)")
+    ap.add_argument("--teacher", default="", help="the teacher's trajectories (a curated set), for the positions")
+    args = ap.parse_args()
+    student = [classify(r) for r in rows(args.student).iter_rows(named=True)]
+    wrong_with_gold = [c for c in student if not c[0] and c[1]]
+    print(
+        f"{args.student}: {len(student)} answers, {sum(c[0] for c in student)} right, "
+        f"{len(wrong_with_gold)} wrong with the gold in the results"
+    )
+    print(table(Counter(c[2] for c in wrong_with_gold), len(wrong_with_gold)))
+    for name, group in (("right", [c for c in student if c[0]]), ("wrong", [c for c in student if not c[0]])):
+        print(f"where the student's quote sits, {name} answers ({len(group)}):")
+        print(table(Counter(c[3] for c in group), len(group)))
+    if args.teacher:
+        teacher = [classify(r) for r in rows(args.teacher).iter_rows(named=True)]
+        with_results = [c for c in teacher if c[3] != "no quote" or c[1]]
+        print(f"where the teacher's quote sits ({args.teacher}, {len(with_results)} trajectories with results):")
+        print(table(Counter(c[3] for c in with_results), len(with_results)))
+
+
+if __name__ == "__main__":
+    main()
