@@ -5,7 +5,9 @@ from it (``synth.reference.QUOTE_LEAD``). A student trained on those trajectorie
 answers with the gold in its results falls in one of four classes, read off its last reasoning step:
 
 - ``quote_holds_gold``: it quoted a sentence that states the gold answer and read the wrong span from it;
-- ``quote_other_sentence``: it quoted another sentence of its results (it chose the wrong sentence);
+- ``quote_other_sentence``: it quoted another sentence of a document that states the gold (it chose the wrong
+  sentence);
+- ``quote_other_document``: it quoted a sentence of a document that does not state the gold (the wrong document);
 - ``quote_not_in_results``: it quoted a sentence its results do not hold (it wrote its own evidence);
 - ``no_quote``: it answered without quoting.
 
@@ -46,35 +48,60 @@ def quote_of(segments: list[dict]) -> str | None:
     return normalize_answer(found[-1]) if found else None
 
 
-def position(quote: str, observations: list[dict], fmt) -> str:
-    """'obs-k doc-d sent-s' (k counted from the last observation, s capped at 3+) or 'not in results'."""
-    for k, obs in enumerate(reversed(observations)):
-        for d, text in enumerate(doc_texts(obs["text"], fmt), 1):
-            for s, sentence in enumerate(SENTENCE.split(text)):
-                said = normalize_answer(sentence)
-                if said and (quote in said or (said in quote and 2 * len(said) >= len(quote))):
-                    return f"obs-{k} doc-{d} sent-{min(s, 3)}{'+' if s >= 3 else ''}"
-    return "not in results"
+def documents(observations: list[dict], fmt) -> list[tuple[int, int, str]]:
+    """(observation counted from the last, document rank from 1, text) of every document the results hold."""
+    return [
+        (k, d, text)
+        for k, obs in enumerate(reversed(observations))
+        for d, text in enumerate(doc_texts(obs["text"], fmt), 1)
+    ]
+
+
+def position(quote: str, docs: list[tuple[int, int, str]]) -> tuple[int, int, int] | None:
+    """(observation, document, sentence index) of the sentence quoted, or None when no result holds it."""
+    for k, d, text in docs:
+        for s, sentence in enumerate(SENTENCE.split(text)):
+            said = normalize_answer(sentence)
+            if said and (quote in said or (said in quote and 2 * len(said) >= len(quote))):
+                return k, d, s
+    return None
+
+
+def label(where: tuple[int, int, int] | None) -> str:
+    if where is None:
+        return "not in results"
+    k, d, s = where
+    return f"obs-{k} doc-{d} sent-{min(s, 3)}{'+' if s >= 3 else ''}"
+
+
+def states(text: str, golds: list[str]) -> bool:
+    """Whether a normalised text holds a normalised gold answer as whole words."""
+    return any(f" {g} " in f" {text} " for g in golds)
 
 
 def classify(row: dict) -> tuple[bool, bool, str | None, str]:
-    """(right, gold in results, error class or None, quote position)."""
+    """(right, gold in results, error class or None, where the quote sits)."""
     fmt = get_format(row["format"])
     observations = [s for s in row["segments"] if s["kind"] == "observation"]
-    golds = list(row["golden_answers"])
-    right = normalize_answer(row["answer"] or "") in {normalize_answer(g) for g in golds}
-    texts = retrieved(observations, fmt)[2]
-    gold_in_results = supporting_sentence(golds, texts) is not None
+    golds = [g for g in map(normalize_answer, row["golden_answers"]) if g]
+    right = normalize_answer(row["answer"] or "") in golds
+    gold_in_results = supporting_sentence(list(row["golden_answers"]), retrieved(observations, fmt)[2]) is not None
     quote = quote_of(row["segments"])
-    where = "no quote" if quote is None else position(quote, observations, fmt)
+    docs = documents(observations, fmt)
+    where = None if quote is None else position(quote, docs)
+    shown = "no quote" if quote is None else label(where)
     if right or not gold_in_results:
-        return right, gold_in_results, None, where
-    if quote is None:
-        return right, gold_in_results, "no_quote", where
-    if where == "not in results":
-        return right, gold_in_results, "quote_not_in_results", where
-    holds = any(normalize_answer(g) and normalize_answer(g) in quote for g in golds)
-    return right, gold_in_results, "quote_holds_gold" if holds else "quote_other_sentence", where
+        error = None
+    elif quote is None:
+        error = "no_quote"
+    elif where is None:
+        error = "quote_not_in_results"
+    elif states(quote, golds):
+        error = "quote_holds_gold"
+    else:
+        stating = {(k, d) for k, d, text in docs if states(normalize_answer(text), golds)}
+        error = "quote_other_sentence" if where[:2] in stating else "quote_other_document"
+    return right, gold_in_results, error, shown
 
 
 def table(counts: Counter, total: int, top: int = 8) -> str:

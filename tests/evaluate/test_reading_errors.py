@@ -46,12 +46,24 @@ def quoting(sentence: str, answer: str) -> dict:
     [
         (quoting("Its largest city is Tampa.", "Tampa"), (True, True, None, "obs-0 doc-2 sent-1")),
         (quoting("Its largest city is Tampa.", "Florida"), (False, True, "quote_holds_gold", "obs-0 doc-2 sent-1")),
-        (quoting("It runs east.", "east"), (False, True, "quote_other_sentence", "obs-0 doc-1 sent-1")),
-        (quoting("Lake Park is a park.", "park"), (False, True, "quote_other_sentence", "obs-1 doc-1 sent-0")),
+        (
+            quoting("Hillsborough County is in Florida.", "Florida"),
+            (False, True, "quote_other_sentence", "obs-0 doc-2 sent-0"),
+        ),
+        (quoting("It runs east.", "east"), (False, True, "quote_other_document", "obs-0 doc-1 sent-1")),
+        (quoting("Lake Park is a park.", "park"), (False, True, "quote_other_document", "obs-1 doc-1 sent-0")),
         (quoting("Its capital is Orlando.", "Orlando"), (False, True, "quote_not_in_results", "not in results")),
         (row("I know it.", "Miami"), (False, True, "no_quote", "no quote")),
     ],
-    ids=["right", "right_sentence_wrong_span", "other_sentence", "earlier_observation", "invented", "no_quote"],
+    ids=[
+        "right",
+        "right_sentence_wrong_span",
+        "other_sentence",
+        "other_document",
+        "earlier_observation",
+        "invented",
+        "no_quote",
+    ],
 )
 def test_each_wrong_answer_is_classed_by_the_sentence_it_quoted(case, expected):
     assert reading.classify(case) == expected
