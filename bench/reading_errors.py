@@ -1,8 +1,9 @@
 """Where a student's wrong answers come from when the gold answer was in its own search results.
 
 The reference teacher ends every grounded trajectory by quoting one sentence of the results and reading the answer
-from it (``synth.reference.QUOTE_LEAD``). A student trained on those trajectories does the same, so each of its wrong
-answers with the gold in its results falls in one of four classes, read off its last reasoning step:
+from it (``synth.reference.QUOTE_LEAD``; ``TITLED_LEAD`` with ``reference.quote=titled``). A student trained on
+those trajectories does the same, so each of its wrong answers with the gold in its results falls in one of five
+classes, read off its last reasoning step:
 
 - ``quote_holds_gold``: it quoted a sentence that states the gold answer and read the wrong span from it;
 - ``quote_other_sentence``: it quoted another sentence of a document that states the gold (it chose the wrong
@@ -32,9 +33,10 @@ import polars as pl  # noqa: E402
 
 from coa.formats import get_format  # noqa: E402
 from coa.score import normalize_answer  # noqa: E402
-from synth.reference import QUOTE_LEAD, SENTENCE, doc_texts, retrieved, supporting_sentence  # noqa: E402
+from synth.reference import QUOTE_LEAD, SENTENCE, TITLED_LEAD, doc_texts, retrieved, supporting_sentence  # noqa: E402
 
-QUOTED = re.compile(re.escape(QUOTE_LEAD) + r'"(.*)"\s*So the answer is', re.S)
+LEADS = "|".join((re.escape(QUOTE_LEAD), re.escape(TITLED_LEAD).replace(re.escape("{title}"), ".+?")))
+QUOTED = re.compile(f'(?:{LEADS})"(.*)"\\s*So the answer is', re.S)
 
 
 def rows(path: str) -> pl.DataFrame:

@@ -63,6 +63,8 @@ FORCEABLE = ("search", "open")  # the tools whose forced calls (force, force-ope
 _YES_NO = {"yes", "no"}
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 QUOTE_LEAD = "The search results say: "  # the grounded answer's reasoning: this, a quoted sentence, the answer
+TITLED_LEAD = "The result on {title} says: "  # the same with the quoted document named first (quote=titled)
+QUOTES = ("sentence", "titled")
 
 
 @dataclass
@@ -82,9 +84,19 @@ class ReferenceConfig:
         metadata={"help": "coa.search index folder whose passages the memory recalls; empty = synth's index"},
     )
 
+    quote: str = field(
+        default="sentence",
+        metadata={
+            "help": "how a grounded answer's reasoning quotes its evidence: sentence (the search results say: "
+            '"...") | titled (the result on TITLE says: "...": the document named before its sentence)'
+        },
+    )
+
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.memory) <= 1.0:
             raise ValueError(f"reference.memory must be within [0, 1], got {self.memory}")
+        if self.quote not in QUOTES:
+            raise ValueError(f"reference.quote must be one of {', '.join(QUOTES)}, got {self.quote!r}")
 
 
 @dataclass(frozen=True)
@@ -172,18 +184,18 @@ def _norm(text: str) -> str:
     return f" {normalize_answer(text)} "
 
 
-def supporting_sentence(golds: list[str], texts: list[str]) -> tuple[str, str] | None:
-    """(gold alias, first sentence stating it) if any text states a non-yes/no gold answer."""
+def supporting_sentence(golds: list[str], texts: list[str]) -> tuple[str, str, int] | None:
+    """(gold alias, first sentence stating it, index of its text) if any text states a non-yes/no gold answer."""
     for gold in golds:
         g = _norm(gold)
         if g.strip() in _YES_NO or not g.strip():
             continue
-        for text in texts:
+        for k, text in enumerate(texts):
             if g in _norm(text):
                 for sentence in SENTENCE.split(text):
                     if g in _norm(sentence):
-                        return gold, sentence.strip()
-                return gold, text.strip()
+                        return gold, sentence.strip(), k
+                return gold, text.strip(), k
     return None
 
 
@@ -224,19 +236,26 @@ def opened_page(observation: dict, fmt: FormatPreset) -> tuple[str, str]:
     return read_page(text[start + len(fmt.response_open) : end])
 
 
-def retrieved(observations: list[dict], fmt: FormatPreset) -> tuple[set[str], set[str], list[str]]:
-    """(document ids, titles, texts) that these observation segments returned (an opened page by its title)."""
-    ids, titles, texts = set(), set(), []
+def retrieved_documents(observations: list[dict], fmt: FormatPreset) -> list[tuple[str, str]]:
+    """(title, text) of each document these observation segments returned, in order (an opened page as one)."""
+    documents = []
     for obs in observations:
-        ids.update(obs.get("doc_ids") or [])
         title, page = opened_page(obs, fmt)
         if title:
-            titles.add(title)
-            texts.append(page.strip())
-            continue
-        texts += doc_texts(obs["text"], fmt)
-        titles.update(titles_in(obs["text"], fmt))
-    return ids, titles, texts
+            documents.append((title, page.strip()))
+        else:
+            documents += [(t, text.strip()) for t, text in fmt.documents(obs["text"]) if text.strip()]
+    return documents
+
+
+def retrieved(observations: list[dict], fmt: FormatPreset) -> tuple[set[str], set[str], list[str]]:
+    """(document ids, titles, texts) that these observation segments returned (an opened page by its title)."""
+    ids, titles = set(), set()
+    for obs in observations:
+        ids.update(obs.get("doc_ids") or [])
+        title = opened_page(obs, fmt)[0]
+        titles.update([title] if title else titles_in(obs["text"], fmt))
+    return ids, titles, [text for _, text in retrieved_documents(observations, fmt)]
 
 
 def missing_evidence(evidence: list[Evidence], observations: list[dict], fmt: FormatPreset) -> list[Evidence]:
@@ -262,6 +281,13 @@ def _cut_short(text: str) -> bool:
 
 def _quote(sentence: str, limit: int = 300) -> str:
     return '"' + " ".join(sentence.split())[:limit].rstrip() + '"'
+
+
+def grounded_reasoning(hit: tuple[str, str, int], titles: list[str], quote: str = "sentence") -> str:
+    """The reasoning of an answer read from the sentence ``hit`` (``supporting_sentence`` over texts titled ``titles``)."""
+    gold, sentence, k = hit
+    lead = TITLED_LEAD.format(title=titles[k]) if quote == "titled" else QUOTE_LEAD
+    return f"{lead}{_quote(sentence)} So the answer is {gold}."
 
 
 class ReferencePolicy:
@@ -369,7 +395,8 @@ class ReferencePolicy:
         joined = "\n".join(texts)
         hit = supporting_sentence(golds, texts)
         if hit:
-            return f"{QUOTE_LEAD}{_quote(hit[1])} So the answer is {hit[0]}.", hit[0], True
+            named = [title for title, _ in retrieved_documents(self._observations(), self.fmt)]
+            return grounded_reasoning(hit, named, self.cfg.quote), hit[0], True
         yes_no = _yes_no(golds)
         if yes_no and self.evidence and all(_found(e, ids, titles, joined) for e in self.evidence):
             return (
@@ -483,9 +510,10 @@ class ReferencePolicy:
             word = "earliest" if plan.pick == "min" else "latest"
             reasoning = f"I read {'; '.join(read)}. The {word} is {picked}, so the answer is {picked}."
             return self._block(reasoning, False) + self._answer(picked)
-        hit = supporting_sentence(golds, [reading.pages[t] for t in plan.finals if t in reading.pages])
+        finals = [t for t in plan.finals if t in reading.pages]
+        hit = supporting_sentence(golds, [reading.pages[t] for t in finals])
         if hit and not plan.sides and (len(plan.hops) <= 2 or action is None):  # longer chains: every hop read
-            return self._block(f"{QUOTE_LEAD}{_quote(hit[1])} So the answer is {hit[0]}.", False) + self._answer(hit[0])
+            return self._block(grounded_reasoning(hit, finals, self.cfg.quote), False) + self._answer(hit[0])
         yes_no = _yes_no(golds)
         read = [h.title for h in plan.hops if h.title]
         if yes_no and action is None and read and all(t in reading.pages for t in read):

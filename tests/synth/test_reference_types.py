@@ -22,7 +22,7 @@ from coa.questions import load_questions, write_questions
 from coa.score import exact_match
 from coa.trajectory import read_trajectories
 from synth.config import SynthConfig
-from synth.reference import retrieved
+from synth.reference import QUOTE_LEAD, TITLED_LEAD, retrieved, retrieved_documents
 from synth.reference_plan import date_in, plan_of
 from synth.run import run
 
@@ -65,7 +65,7 @@ def ids_only(question: dict) -> dict:
     return {**question, "metadata": {"type": qtype(question), "gold_paragraph_ids": meta["gold_paragraph_ids"]}}
 
 
-def synthesise(index_dir, questions, out: Path, snippet_tokens: int, max_actions: int = 5) -> dict:
+def synthesise(index_dir, questions, out: Path, snippet_tokens: int, max_actions: int = 5, quote="sentence") -> dict:
     write_questions(out.with_suffix(".jsonl"), questions)
     cfg = build(
         SynthConfig,
@@ -75,6 +75,7 @@ def synthesise(index_dir, questions, out: Path, snippet_tokens: int, max_actions
             questions=str(out.with_suffix(".jsonl")),
             out=str(out),
             teacher={"kind": "reference"},
+            reference={"quote": quote},
             progress=False,
             search={
                 "index": str(index_dir),
@@ -215,3 +216,25 @@ def test_the_plan_finds_the_bridged_entity_and_the_date_kind(type_questions, typ
     assert (date_in(text, "born").iso, date_in(text, "died").iso) == ("1901-05-03", "1970-06-05")
     assert date_in("X is a 1961 film. It was released on March 4, 1962.", "").iso == "1961"
     assert date_in("Li Yang (born 1959) is a director.", "died") is None
+
+
+def test_a_titled_quote_names_the_document_whose_sentence_it_quotes(types_index, type_questions, rows, tmp_path):
+    """``reference.quote=titled`` writes the same trajectories, their grounded answers' reasoning naming the document
+    that holds the quoted sentence before quoting it (``The result on TITLE says: "..."``)."""
+    sentence = rows[("full", 0)]
+    titled = synthesise(types_index, type_questions, tmp_path / "titled", 0, quote="titled")
+    lead = re.compile(re.escape(TITLED_LEAD).replace(re.escape("{title}"), "(.+?)") + '"(.*)" So the answer is')
+    named = 0
+    for qid, t in sentence.items():
+        u = titled[qid]
+        assert u.answer == t.answer and calls(u) == calls(t)
+        last, last_titled = t.segments[-1]["text"], u.segments[-1]["text"]
+        if QUOTE_LEAD not in last:
+            assert last_titled == last  # comparisons and code answers quote nothing
+            continue
+        title, quoted = lead.search(last_titled).groups()
+        assert last.replace(QUOTE_LEAD, TITLED_LEAD.format(title=title)) == last_titled
+        observations = [s for s in u.segments if s["kind"] == "observation"]
+        assert any(t == title and quoted in " ".join(x.split()) for t, x in retrieved_documents(observations, FMT))
+        named += 1
+    assert named >= 10
