@@ -127,9 +127,9 @@ def main() -> None:
         print(table(Counter(c[3] for c in group), len(group)))
     if args.teacher:
         teacher = [classify(r) for r in rows(args.teacher).iter_rows(named=True)]
-        with_results = [c for c in teacher if c[3] != "no quote" or c[1]]
-        print(f"where the teacher's quote sits ({args.teacher}, {len(with_results)} trajectories with results):")
-        print(table(Counter(c[3] for c in with_results), len(with_results)))
+        quoting = [c for c in teacher if c[3] != "no quote"]
+        print(f"where the teacher's quote sits ({args.teacher}, {len(quoting)} trajectories that quote):")
+        print(table(Counter(c[3] for c in quoting), len(quoting)))
 
 
 if __name__ == "__main__":
