@@ -4,6 +4,7 @@
     python bench/bench_gpu.py prepare --index runs/index --out .gpu
     # on the GPU (no network, no model download; trl, datasets and liger-kernel as wheels where missing)
     python bench/bench_gpu.py run --data .gpu --out bench/out/gpu.json [--steps 12] [--warmup 3] [--only 1.5b]
+    python bench/bench_gpu.py run --data .gpu --only compile     # torch.compile on and off, the fastest rows
 
 ``prepare`` writes the SmolLM2 tokenizer and model config (no weights) and realistic SFT-2 sets: CoA and CoT
 trajectories of real HotpotQA questions with real BM25 results in the run's format
@@ -32,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import yaml
@@ -58,20 +60,26 @@ QWEN_1_5B_SHAPE = {  # Qwen2.5-1.5B's architecture; the vocabulary covers the Sm
     "eos_token_id": 2,
     "pad_token_id": 2,
 }
-# name, student, sequences per micro-batch, accumulation, padding-free, attention, Liger
-CONFIGS = (
-    ("135m 1x4 sdpa (default)", "135m", 1, 4, False, "sdpa", False),
-    ("135m 4 padding-free varlen+liger (same steps)", "135m", 4, 1, True, "auto", "auto"),
-    ("135m 64 padding-free varlen+liger", "135m", 64, 1, True, "auto", "auto"),
-    ("1.5b 32 padding-free varlen+liger", "1.5b", 32, 1, True, "auto", "auto"),
-    ("1.5b 1x4 sdpa (default)", "1.5b", 1, 4, False, "sdpa", False),
-    ("1.5b 32 padding-free sdpa", "1.5b", 32, 1, True, "sdpa", False),
-    # what each kernel adds, and where the small student stops scaling (--only extra)
-    ("1.5b 32 padding-free varlen", "1.5b", 32, 1, True, "auto", False),
-    ("135m 64 padding-free varlen", "135m", 64, 1, True, "auto", False),
-    ("135m 128 padding-free varlen+liger", "135m", 128, 1, True, "auto", "auto"),
+Config = namedtuple(
+    "Config", "name student micro accumulation padding_free attention liger compile group", defaults=(False, "main")
 )
-EXTRA = 3  # the last configurations run with --only extra
+CONFIGS = (
+    Config("135m 1x4 sdpa (default)", "135m", 1, 4, False, "sdpa", False),
+    Config("135m 4 padding-free varlen+liger (same steps)", "135m", 4, 1, True, "auto", "auto"),
+    Config("135m 64 padding-free varlen+liger", "135m", 64, 1, True, "auto", "auto"),
+    Config("1.5b 32 padding-free varlen+liger", "1.5b", 32, 1, True, "auto", "auto"),
+    Config("1.5b 1x4 sdpa (default)", "1.5b", 1, 4, False, "sdpa", False),
+    Config("1.5b 32 padding-free sdpa", "1.5b", 32, 1, True, "sdpa", False),
+    # what each kernel adds, and where the small student stops scaling (--only extra)
+    Config("1.5b 32 padding-free varlen", "1.5b", 32, 1, True, "auto", False, group="extra"),
+    Config("135m 64 padding-free varlen", "135m", 64, 1, True, "auto", False, group="extra"),
+    Config("135m 128 padding-free varlen+liger", "135m", 128, 1, True, "auto", "auto", group="extra"),
+    # torch.compile (inductor) on the fastest rows, each beside the same row without it (--only compile)
+    Config("135m 64 padding-free varlen+liger", "135m", 64, 1, True, "auto", "auto", group="compile"),
+    Config("135m 64 padding-free varlen+liger+compile", "135m", 64, 1, True, "auto", "auto", True, "compile"),
+    Config("1.5b 32 padding-free varlen+liger", "1.5b", 32, 1, True, "auto", "auto", group="compile"),
+    Config("1.5b 32 padding-free varlen+liger+compile", "1.5b", 32, 1, True, "auto", "auto", True, "compile"),
+)
 
 
 def prepare(index: Path, out: Path, questions: int) -> None:
@@ -136,17 +144,17 @@ def make_student(data: Path, name: str, folder: Path) -> dict:
     return shape
 
 
-def run_config(work: Path, data: Path, student: Path, config: tuple, steps: int) -> dict:
-    name, _, micro, accumulation, padding_free, attention, liger = config
-    runs = work / "runs" / name.split()[0] / "_".join(name.split()[1:3])
+def run_config(work: Path, data: Path, student: Path, config: Config, steps: int) -> dict:
+    runs = work / "runs" / config.student / config.name.replace(" ", "_")
     shutil.rmtree(runs, ignore_errors=True)
     cmd = [
         sys.executable, "-m", "train.run", "stage=sft2", f"model={student}", f"base_model={data / 'base'}",
         f"sets_dir={data / 'sets'}", f"runs_dir={runs}", "bf16=true", "save_dtype=bfloat16",
-        f"sft2.max_steps={steps}", f"sft2.per_device_train_batch_size={micro}",
-        f"sft2.gradient_accumulation_steps={accumulation}", f"sft2.padding_free={str(padding_free).lower()}",
-        f"attn_implementation={attention}", f"liger_kernels={str(liger).lower()}",
-    ]  # fmt: skip
+        f"sft2.max_steps={steps}", f"sft2.per_device_train_batch_size={config.micro}",
+        f"sft2.gradient_accumulation_steps={config.accumulation}",
+        f"sft2.padding_free={str(config.padding_free).lower()}",
+        f"attn_implementation={config.attention}", f"liger_kernels={str(config.liger).lower()}",
+    ] + (["sft2.trl_args.torch_compile=true"] if config.compile else [])  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -201,13 +209,16 @@ def run(data: Path, out: Path, steps: int, warmup: int, only: str | None) -> Non
     }
     print(json.dumps(header), flush=True)
     rows, shapes = [], {}
-    chosen = CONFIGS[-EXTRA:] if only == "extra" else [c for c in CONFIGS[:-EXTRA] if only in (None, c[1])]
+    if only in ("extra", "compile"):
+        chosen = [c for c in CONFIGS if c.group == only]
+    else:
+        chosen = [c for c in CONFIGS if c.group == "main" and only in (None, c.student)]
     for config in chosen:
-        student = config[1]
+        student = config.student
         if student not in shapes:
             shapes[student] = make_student(data, student, work / student)
         result = run_config(work, data, work / student, config, steps)
-        row = {"config": config[0], "params": shapes[student]["params"], "wall_s": result["wall_s"]}
+        row = {"config": config.name, "params": shapes[student]["params"], "wall_s": result["wall_s"]}
         if "metrics" in result:
             metrics = result["metrics"]
             row["raw"] = {k: metrics.get(k) for k in ("tokens", "step_seconds", "losses", "peak_gpu_memory_gb", "data")}
@@ -247,7 +258,7 @@ def main() -> None:
     r.add_argument("--out", type=Path, default=ROOT / "bench/out/gpu.json")
     r.add_argument("--steps", type=int, default=12)
     r.add_argument("--warmup", type=int, default=3)
-    r.add_argument("--only", choices=("135m", "1.5b", "extra"))
+    r.add_argument("--only", choices=("135m", "1.5b", "extra", "compile"))
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.index, args.out, args.questions)
