@@ -2,7 +2,7 @@
 
     # on any machine with the project installed and an index (dvc repro index): what the GPU needs, < 5 MB
     python bench/bench_gpu.py prepare --index runs/index --out .gpu
-    # on the GPU (no network, no model download; trl, datasets and liger-kernel as wheels where missing)
+    # on the GPU (no network, no model download; trl, datasets, liger-kernel and openai with its needs as wheels)
     python bench/bench_gpu.py run --data .gpu --out bench/out/gpu.json [--steps 12] [--warmup 3] [--only 1.5b]
     python bench/bench_gpu.py run --data .gpu --only compile     # torch.compile on and off, the fastest rows
 
