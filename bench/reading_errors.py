@@ -33,7 +33,14 @@ import polars as pl  # noqa: E402
 
 from coa.formats import get_format  # noqa: E402
 from coa.score import normalize_answer  # noqa: E402
-from synth.reference import QUOTE_LEAD, SENTENCE, TITLED_LEAD, doc_texts, retrieved, supporting_sentence  # noqa: E402
+from synth.reference import (  # noqa: E402
+    QUOTE_LEAD,
+    SENTENCE,
+    TITLED_LEAD,
+    retrieved,
+    retrieved_documents,
+    supporting_sentence,
+)
 
 LEADS = "|".join((re.escape(QUOTE_LEAD), re.escape(TITLED_LEAD).replace(re.escape("{title}"), ".+?")))
 QUOTED = re.compile(f'(?:{LEADS})"(.*)"\\s*So the answer is', re.S)
@@ -55,7 +62,7 @@ def documents(observations: list[dict], fmt) -> list[tuple[int, int, str]]:
     return [
         (k, d, text)
         for k, obs in enumerate(reversed(observations))
-        for d, text in enumerate(doc_texts(obs["text"], fmt), 1)
+        for d, (_, text) in enumerate(retrieved_documents([obs], fmt), 1)
     ]
 
 

@@ -222,11 +222,6 @@ def titles_in(observation: str, fmt: FormatPreset) -> list[str]:
     return [title for title, _ in fmt.documents(observation)]
 
 
-def doc_texts(observation: str, fmt: FormatPreset) -> list[str]:
-    """The documents' texts in an observation, without the wrapping tags and the title markers."""
-    return [text.strip() for _, text in fmt.documents(observation) if text.strip()]
-
-
 def opened_page(observation: dict, fmt: FormatPreset) -> tuple[str, str]:
     """(title, text) of the page an ``open`` call returned; ("", "") for a failed call or another tool."""
     text = observation["text"]
