@@ -36,7 +36,7 @@ REASONS = (
     "wrong_tool",
 )
 OTHER_OUTCOMES = ("agree", "differs", "right_answer")  # turns that are no named error
-DROPS = ("teacher_wrong", "teacher_no_step")  # named errors that give no rows
+DROPS = ("teacher_wrong", "teacher_no_step", "not_kept")  # named errors that give no rows (not_kept: not in `keep`)
 ENDS_TURN = ("answer", "eos")  # finish reasons after which the student's last step ended the turn (EOS)
 
 
@@ -156,9 +156,11 @@ def mine(
     teachers: dict[tuple[str, int], Trajectory],
     evidence: dict[str, list[Evidence]],
     fmt: FormatPreset,
+    keep: tuple[str, ...] = REASONS,
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """(corrections, pairs, decisions) of the student rows, given the teacher's row at each (student id, turn start)
-    and each question's evidence. ``decisions``: one row per turn, with both steps, the outcome and any drop reason."""
+    and each question's evidence. ``decisions``: one row per turn, with both steps, the outcome and any drop reason;
+    a named error not in ``keep`` is counted and dropped (``not_kept``)."""
     corrections, pairs, decisions = [], [], []
     for student in students:
         golds = list(student.golden_answers)
@@ -169,7 +171,9 @@ def mine(
             outcome = judge(mine_step, theirs, golds, evidence[student.question_id], student.segments[:start], fmt)
             dropped = ""
             if outcome in REASONS:
-                if teacher is None or not theirs.text:
+                if outcome not in keep:
+                    dropped = "not_kept"
+                elif teacher is None or not theirs.text:
                     dropped = "teacher_no_step"
                 elif not exact_match(teacher.answer, golds):
                     dropped = "teacher_wrong"

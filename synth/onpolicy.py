@@ -44,7 +44,7 @@ from coa.questions import load_questions
 from coa.score import exact_match, f1
 from coa.trajectory import PAIR_SCHEMA, TRAJECTORY_SCHEMA, Trajectory, read_table, to_table
 from synth.config import SynthConfig, SynthTeacherConfig
-from synth.corrections import counts, mine, turn_starts
+from synth.corrections import REASONS, counts, mine, turn_starts
 from synth.jobs import Job, question_jobs, teacher_prompt
 from synth.reference import Passages, ReferenceConfig, evidence_of
 from synth.run import fingerprint as teacher_fingerprint
@@ -60,7 +60,7 @@ ENGINES = ("vllm", "hf")
 class OnPolicyConfig:
     """Settings of ``python -m synth.onpolicy`` (``params.yaml`` section ``onpolicy``).
 
-    what     round, rounds, policy, questions, offset, limit, n
+    what     round, rounds, policy, questions, offset, limit, n, reasons
     student  engine, temperature, top_p, seed (format, prompt and search: the top-level ones)
     teacher  teacher.*, reference.*, serve.*, teacher_temperature
     running  out, overwrite, concurrency, rows_per_shard, flush_s, progress
@@ -83,6 +83,10 @@ class OnPolicyConfig:
     offset: int = field(default=0, metadata={"help": "skip the first N questions"})
     limit: int = field(default=200, metadata={"help": "at most N questions; 0 = all"})
     n: int = field(default=1, metadata={"help": "student rollouts per question"})
+    reasons: list[str] = field(
+        default_factory=lambda: list(REASONS),
+        metadata={"help": "the named errors that become corrections and pairs; the others are counted (not_kept)"},
+    )
 
     engine: str = field(default="vllm", metadata={"help": "the student's in-process engine: vllm | hf"})
     temperature: float = field(default=0.0, metadata={"help": "the student's sampling temperature (0: greedy)"})
@@ -120,6 +124,8 @@ class OnPolicyConfig:
         for name, spec in self.rounds.items():
             if not isinstance(spec, dict) or not spec.get("policy"):
                 raise ValueError(f"rounds.{name}: expected {{policy: CHECKPOINT}}, got {spec!r}")
+        if unknown := sorted(set(self.reasons) - set(REASONS)):
+            raise ValueError(f"reasons: unknown {', '.join(unknown)} (known: {', '.join(REASONS)})")
         if self.round and self.round not in self.rounds:
             known = ", ".join(self.rounds) or "none: onpolicy_rounds is {}"
             raise ValueError(f"round={self.round!r} is not a key of rounds ({known})")
@@ -290,7 +296,7 @@ def write_sets(
     index = cfg.reference.corpus or cfg.search.index
     passages = Passages(index) if (Path(index) / "index.json").exists() else None
     evidence = {q["id"]: evidence_of(q, passages) for q in questions}
-    corrections, pairs, decisions = mine(students, teachers, evidence, get_format(cfg.format))
+    corrections, pairs, decisions = mine(students, teachers, evidence, get_format(cfg.format), tuple(cfg.reasons))
     table = to_table(corrections)
     extra = {  # beside the schema, as curate's sets carry their scores: why the row exists, and its answer's scores
         "reason": pa.array([c["reason"] for c in corrections], pa.string()),

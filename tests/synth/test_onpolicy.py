@@ -126,6 +126,23 @@ def test_each_reason_is_named_at_its_turn_and_not_in_the_matching_right_case(min
     }
 
 
+def test_reasons_keeps_only_the_named_errors_it_lists_and_counts_the_others(
+    mined, question, index_dir, model_dir, tmp_path
+):
+    cfg, students, teachers, _ = mined
+    reading = "wrong_answer_with_gold_in_observations"
+    only = config(index_dir, model_dir, tmp_path, cfg.questions, reasons=[reading])
+    metrics = write_sets(only, students, teachers, [question], {})
+    written = {r: e["written"] for r, e in metrics["errors"].items()}
+    assert written == {r: int(r == reading) for r in REASONS}
+    assert metrics["dropped"] == {"not_kept": 3} and metrics["corrections"] == 1
+    (pair,) = pq.read_table(tmp_path / "pairs.parquet").to_pylist()
+    assert pair["direction"] == "answer" and pair["rejected_score"] == 0 and pair["chosen_score"] == 1
+    assert pq.read_table(tmp_path / "corrections.parquet").column("reason").to_pylist() == [reading]
+    with pytest.raises(ValueError, match="reasons: unknown misread"):
+        config(index_dir, model_dir, tmp_path, cfg.questions, reasons=["misread"])
+
+
 def test_wrong_tool_is_a_call_of_another_tool_than_the_teachers(question, index_dir):
     searcher = load_searcher(index_dir)
     docs = searcher.search([question["question"]], 3)[0]
