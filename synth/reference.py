@@ -386,12 +386,12 @@ class ReferencePolicy:
     def _grounded_answer(self) -> tuple[str, str, bool]:
         """(reasoning, answer, grounded) from what the searches returned."""
         golds = list(self.q["golden_answers"])
+        documents = retrieved_documents(self._observations(), self.fmt)
+        hit = supporting_sentence(golds, [text for _, text in documents])
+        if hit:
+            return grounded_reasoning(hit, [title for title, _ in documents], self.cfg.quote), hit[0], True
         ids, titles, texts = self._retrieved()
         joined = "\n".join(texts)
-        hit = supporting_sentence(golds, texts)
-        if hit:
-            named = [title for title, _ in retrieved_documents(self._observations(), self.fmt)]
-            return grounded_reasoning(hit, named, self.cfg.quote), hit[0], True
         yes_no = _yes_no(golds)
         if yes_no and self.evidence and all(_found(e, ids, titles, joined) for e in self.evidence):
             return (
