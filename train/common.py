@@ -129,22 +129,31 @@ class TokenCount:
     def backward(self) -> int:
         return self.counts["forward_backward"]["tokens"]
 
-    def add(self, mask: torch.Tensor, position_ids: torch.Tensor | None = None, backward: bool | None = None) -> None:
+    def add(
+        self,
+        mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        backward: bool | None = None,
+        context: list[int] | None = None,
+    ) -> None:
         """One pass over a batch: ``mask`` (rows x positions) is 1 at real tokens; padding-free rows (several
         sequences in one row, no mask) pass ``position_ids`` instead, which restart at 0 at each sequence.
-        ``backward`` defaults to whether autograd is recording."""
+        ``context`` (per row) is how many cached tokens each row's tokens also attend to (a shared prefix computed
+        in an earlier pass): its tokens are not counted again, their attention is. ``backward`` defaults to whether
+        autograd is recording."""
         backward = torch.is_grad_enabled() if backward is None else backward
         if position_ids is not None:
             starts = (position_ids == 0).flatten().nonzero().flatten().tolist() + [position_ids.numel()]
             lengths = [b - a for a, b in zip(starts, starts[1:])]
             self.computed += position_ids.numel()
         else:
-            lengths = [n for n in mask.sum(dim=1).tolist() if n]
+            lengths = mask.sum(dim=1).tolist()
             self.computed += mask.numel()
+        context = context or [0] * len(lengths)
         count = self.counts["forward_backward" if backward else "forward_only"]
         count["tokens"] += int(sum(lengths))
-        count["sequences"] += len(lengths)
-        count["attention"] += int(sum(n * n for n in lengths))
+        count["sequences"] += sum(1 for n, c in zip(lengths, context) if n and not c)
+        count["attention"] += int(sum((c + n) ** 2 - c * c for n, c in zip(lengths, context)))
 
     def summary(self, seconds: float | None = None) -> dict:
         """The stage's metrics: computed and real tokens, the padding fraction (computed positions that held no

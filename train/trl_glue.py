@@ -217,11 +217,57 @@ def pair_mask(batch: dict) -> torch.Tensor:
 
 class PaperCPOTrainer(CPOTrainer):
     """CPO with the paper's per-pair NLL normalisation, on ``prompt_ids``/``chosen_ids``/``rejected_ids``;
-    ``tokens`` counts each forward pass's tokens and padding."""
+    ``tokens`` counts each forward pass's tokens and padding.
+
+    A pair's two sides share their prompt (the prefix up to the decision point, most of each sequence), so the
+    forward runs it once: the prompt with the KV cache on, then both continuations on that cache, the gradient
+    flowing back through it (``shared_prefix_forward``). The log-probs are those of the two whole sequences.
+    With gradient checkpointing (which turns the cache off) it runs CPO's own concatenated forward."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.tokens = TokenCount()
+
+    def shared_prefix_forward(self, model, batch) -> tuple:
+        """CPO's ``concatenated_forward`` tuple (per-sequence mean log-probs of the continuations, as
+        ``loss_type="simpo"`` asks; the logits of the continuation positions; CPO's NLL term) from one pass over
+        each prompt and one over both continuations."""
+        prompt, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]  # left-padded
+        n_pairs, width = prompt.shape
+        prompt_lengths = prompt_mask.sum(dim=1).tolist()
+        sides = []  # row 2i: pair i's chosen continuation, 2i + 1: its rejected one (the cache's repeat order)
+        for i, n in enumerate(prompt_lengths):
+            for side in ("chosen", "rejected"):
+                ids, mask = batch[f"{side}_input_ids"][i], batch[f"{side}_attention_mask"][i]
+                sides.append(ids[n : int(mask.sum())])
+        longest = max(len(c) for c in sides)
+        conts = prompt.new_full((len(sides), longest), self.pad_token_id)
+        cont_mask = torch.zeros_like(conts)
+        for row, c in enumerate(sides):
+            conts[row, : len(c)], cont_mask[row, : len(c)] = c, 1
+        positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
+        self.tokens.add(prompt_mask)
+        head = model(
+            input_ids=prompt, attention_mask=prompt_mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        cache = head.past_key_values
+        cache.batch_repeat_interleave(2)
+        starts = torch.tensor(prompt_lengths, device=prompt.device).repeat_interleave(2)
+        self.tokens.add(cont_mask, context=starts.tolist())
+        tail = model(
+            input_ids=conts,
+            attention_mask=torch.cat([prompt_mask.repeat_interleave(2, dim=0), cont_mask], dim=1),
+            position_ids=starts[:, None] + torch.arange(longest, device=conts.device),
+            past_key_values=cache,
+            use_cache=False,
+        )
+        # position j's logits predict continuation token j: the prompt's last position, then the continuation's own
+        logits = torch.cat([head.logits.repeat_interleave(2, dim=0), tail.logits[:, :-1]], dim=1).float()
+        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, conts[..., None])[..., 0]
+        mean_logps = (token_logps * cont_mask).sum(dim=1) / cont_mask.sum(dim=1)
+        chosen, rejected = mean_logps[0::2], mean_logps[1::2]
+        nll = -(token_logps[0::2] * cont_mask[0::2]).sum() / cont_mask[0::2].sum()  # CPO's token mean; replaced below
+        return chosen, rejected, logits[0::2], logits[1::2], nll
 
     def tokenize_row(self, feature, model=None) -> dict:
         batch = {"prompt_input_ids": feature["prompt_ids"], "prompt_attention_mask": [1] * len(feature["prompt_ids"])}
@@ -233,8 +279,11 @@ class PaperCPOTrainer(CPOTrainer):
         return batch
 
     def concatenated_forward(self, model, batch):
-        self.tokens.add(pair_mask(batch))
-        out = list(super().concatenated_forward(model, batch))
+        if getattr(model, "is_gradient_checkpointing", False) or self.aux_loss_enabled or self.is_encoder_decoder:
+            self.tokens.add(pair_mask(batch))
+            out = list(super().concatenated_forward(model, batch))
+        else:
+            out = list(self.shared_prefix_forward(model, batch))
         # with loss_type="simpo" the logps are per-sequence means: -mean over pairs of P̄(chosen)
         out[NLL_LOSS] = -out[0].mean()
         return tuple(out)

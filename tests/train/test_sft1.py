@@ -82,3 +82,43 @@ def test_a_step_changes_every_parameter(tiny_dir, model_dir, sets_dir, tmp_path,
     if loss == "dpo":  # the reference stayed frozen
         for name, param in trainer.ref_model.named_parameters():
             assert torch.equal(param, before[name]), f"reference {name} changed"
+
+
+def test_shared_prefix_forward_matches_the_concatenated_one(tiny_dir, model_dir, sets_dir, tmp_path):
+    """The prompt run once (its KV cache shared by both sides) gives CPO's concatenated forward's log-probs and
+    gradients, on a batch of pairs whose prompts differ in length (left-padded)."""
+    from trl.experimental.cpo import CPOTrainer
+
+    trainer, _ = _trainer(tiny_dir, model_dir, sets_dir, tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert len(set(batch["prompt_attention_mask"].sum(dim=1).tolist())) > 1
+    model = trainer.model
+    results = {}
+    for name, forward in (("shared", trainer.shared_prefix_forward), ("concat", CPOTrainer.concatenated_forward)):
+        model.zero_grad(set_to_none=True)
+        args = (model, batch) if name == "shared" else (trainer, model, batch)
+        chosen, rejected, *_ = forward(*args)
+        (chosen.sum() - 2 * rejected.sum()).backward()
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[name] = chosen.detach(), rejected.detach(), grads
+    (c1, r1, g1), (c2, r2, g2) = results["shared"], results["concat"]
+    torch.testing.assert_close(c1, c2, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(r1, r2, atol=1e-5, rtol=1e-4)
+    assert g1.keys() == g2.keys() and len(g1) > 0
+    for name in g1:
+        torch.testing.assert_close(g1[name], g2[name], atol=1e-5, rtol=1e-3, msg=f"gradient of {name}")
+
+
+def test_shared_prefix_counts_each_prompt_once(tiny_dir, model_dir, sets_dir, tmp_path):
+    trainer, _ = _trainer(tiny_dir, model_dir, sets_dir, tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.shared_prefix_forward(trainer.model, batch)
+    prompts = batch["prompt_attention_mask"].sum(dim=1).tolist()
+    conts = [
+        int(batch[f"{side}_attention_mask"][i].sum()) - p for i, p in enumerate(prompts) for side in ("chosen", "rejected")
+    ]
+    count = trainer.tokens.counts["forward_backward"]
+    assert count["tokens"] == sum(prompts) + sum(conts)
+    assert count["sequences"] == len(prompts)
+    contexts = [p for p in prompts for _ in range(2)]
+    assert count["attention"] == sum(p * p for p in prompts) + sum((p + c) ** 2 - p * p for p, c in zip(contexts, conts))
