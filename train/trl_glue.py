@@ -17,7 +17,10 @@ tuple layout), so an upgrade fails there, naming the TRL symbol, instead of sile
                                                          added to one micro-batch counts once per optimizer step
   ``CPOTrainer.concatenated_forward``                   positional tuple (chosen_logps, rejected_logps,
                                                          chosen_logits, rejected_logits, nll_loss[, aux]);
-                                                         PaperCPOTrainer replaces nll_loss
+                                                         PaperCPOTrainer replaces nll_loss; its shared-prefix
+                                                         forward returns the same layout and reads CPOTrainer's
+                                                         pad_token_id, aux_loss_enabled, is_encoder_decoder
+                                                         (tests/train/test_sft1.py: against CPO's own forward)
   ``CPOTrainer.tokenize_row``                           overridden: CPO reads our pre-built ids
   ``DPOTrainer._prepare_dataset`` / ``precompute_ref_logps``   private: DPO keeps our pre-built ids
   ``trl.models.unwrap_model_for_generation``            not exported by ``trl``: generation on the live policy

@@ -115,10 +115,14 @@ def test_shared_prefix_counts_each_prompt_once(tiny_dir, model_dir, sets_dir, tm
     trainer.shared_prefix_forward(trainer.model, batch)
     prompts = batch["prompt_attention_mask"].sum(dim=1).tolist()
     conts = [
-        int(batch[f"{side}_attention_mask"][i].sum()) - p for i, p in enumerate(prompts) for side in ("chosen", "rejected")
+        int(batch[f"{side}_attention_mask"][i].sum()) - p
+        for i, p in enumerate(prompts)
+        for side in ("chosen", "rejected")
     ]
     count = trainer.tokens.counts["forward_backward"]
     assert count["tokens"] == sum(prompts) + sum(conts)
     assert count["sequences"] == len(prompts)
     contexts = [p for p in prompts for _ in range(2)]
-    assert count["attention"] == sum(p * p for p in prompts) + sum((p + c) ** 2 - p * p for p, c in zip(contexts, conts))
+    assert count["attention"] == sum(p * p for p in prompts) + sum(
+        (p + c) ** 2 - p * p for p, c in zip(contexts, conts)
+    )
