@@ -236,7 +236,6 @@ class PaperCPOTrainer(CPOTrainer):
         ``loss_type="simpo"`` asks; the logits of the continuation positions; CPO's NLL term) from one pass over
         each prompt and one over both continuations."""
         prompt, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]  # left-padded
-        n_pairs, width = prompt.shape
         prompt_lengths = prompt_mask.sum(dim=1).tolist()
         sides = []  # row 2i: pair i's chosen continuation, 2i + 1: its rejected one (the cache's repeat order)
         for i, n in enumerate(prompt_lengths):
