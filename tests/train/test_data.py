@@ -232,8 +232,9 @@ def test_the_trainer_counts_padding_in_each_micro_batch(tiny_dir, model_dir, set
 
 
 def test_pair_batches_are_counted_as_cpo_computes_them(tiny_dir, model_dir, sets_dir, tmp_path):
-    """SFT-1 runs each pair's chosen and rejected rows in one forward, both padded to the longer: the count takes
-    the mask CPO builds, so the padding between the two sides is measured."""
+    """SFT-1 runs each pair's prompt once and its two continuations together, padded to the longer: the count takes
+    the prompt once and the padding between the two sides. Without the shared prompt (gradient checkpointing) the
+    count takes the mask CPO builds (``pair_mask``)."""
     import torch
 
     from train.config import SFT1Config, TrainConfig
@@ -249,8 +250,6 @@ def test_pair_batches_are_counted_as_cpo_computes_them(tiny_dir, model_dir, sets
         assert torch.equal(pair_mask(batch), built)
         with torch.no_grad():
             trainer.concatenated_forward(trainer.model, batch)
-    sides = [
-        (len(r["prompt_ids"]) + len(r["chosen_ids"]), len(r["prompt_ids"]) + len(r["rejected_ids"])) for r in dataset
-    ]
-    assert trainer.tokens.computed == sum(2 * max(s) for s in sides)
+    sides = [(len(r["prompt_ids"]), len(r["chosen_ids"]), len(r["rejected_ids"])) for r in dataset]
+    assert trainer.tokens.computed == sum(p + 2 * max(c, r) for p, c, r in sides)
     assert trainer.tokens.real == sum(map(sum, sides)) and trainer.tokens.backward == 0
