@@ -242,11 +242,10 @@ class PaperCPOTrainer(CPOTrainer):
             for side in ("chosen", "rejected"):
                 ids, mask = batch[f"{side}_input_ids"][i], batch[f"{side}_attention_mask"][i]
                 sides.append(ids[n : int(mask.sum())])
-        longest = max(len(c) for c in sides)
-        conts = prompt.new_full((len(sides), longest), self.pad_token_id)
-        cont_mask = torch.zeros_like(conts)
-        for row, c in enumerate(sides):
-            conts[row, : len(c)], cont_mask[row, : len(c)] = c, 1
+        conts = torch.nn.utils.rnn.pad_sequence(sides, batch_first=True, padding_value=self.pad_token_id)
+        longest = conts.size(1)
+        lengths = torch.tensor([len(c) for c in sides], device=conts.device)
+        cont_mask = (torch.arange(longest, device=conts.device) < lengths[:, None]).long()
         positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
         self.tokens.add(prompt_mask)
         head = model(
