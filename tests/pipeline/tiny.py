@@ -46,18 +46,20 @@ TINY = {
         },
     }
     | {
-        # rl1's written observations: room for one top-3-sized block over the two searches, not the default's 2 x 400
+        # rl1's written observations: 48 tokens each, not the default's 400: on a CPU whose memory bandwidth bounds
+        # decoding (~5 GB/s, a step of the 135M model ~0.2-0.6 s) a rollout's length is the step's time
         stage: {
             "max_steps": 1,
             "num_generations": 4,
             "per_device_train_batch_size": 4,
             "gradient_accumulation_steps": 1,
         }
-        | ({"observation_tokens": 200} if stage == "rl1" else {})
+        | ({"observation_tokens": 48} if stage == "rl1" else {})
         for stage in ("rl1", "rl2")
     },
-    # one environment for synthesis, RL and evaluation: room for the reference CoA (~150 tokens), 2 searches
-    "search": {"max_tokens": 256, "max_actions": 2},
+    # one environment for synthesis, RL and evaluation: room for the reference CoA (at most 181 tokens on the own
+    # dataset's questions), 2 searches; every rollout and evaluation decodes at most this many steps
+    "search": {"max_tokens": 192, "max_actions": 2},
     "reward_probe": {"limit": 2, "samples": 2},
 }
 

@@ -1,9 +1,11 @@
 """The optional real LLM (Qwen2.5-Coder-1.5B-Instruct, ``./install.sh --llm``) as teacher, judge and question
 writer, one question (or seed) each, through the same entry points a user runs. They skip, saying why, when the
 model is not installed (CI installs it: the README's test command runs `./install.sh --llm`). On a shared 2-core CPU
-each takes minutes: the model writes ~8 tokens/s there in bf16 (docs/experiments/real_llm.md), slower in float32 on a
-CPU without bf16 units, where two questions each took the module past 17 minutes. What they check is the protocol
-(every row ends with a named finish reason, every question dropped has a named reason), not answer quality."""
+each takes minutes: the model writes ~8 tokens/s there in bf16 (docs/experiments/real_llm.md), and about one token a
+second in float32 where memory bandwidth bounds decoding (~5 GB/s, 6 GB of weights a step), so each reply is capped
+(``TEACHER_TOKENS``, ``WRITER_TOKENS``): a row cut there ends ``length``, a question cut there is dropped with its
+reason. What they check is the protocol (every row ends with a named finish reason, every question dropped has a named
+reason), not answer quality."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from coa.trajectory import FINISH_REASONS, read_trajectories
 pytestmark = [pytest.mark.llm, pytest.mark.server, pytest.mark.slow]
 
 QUESTIONS = 1
+TEACHER_TOKENS = 96  # room for a forced first call and its arguments
+WRITER_TOKENS = 192
 
 
 def synth(out, index_dir, llm_url, *settings: str) -> subprocess.CompletedProcess:
@@ -36,6 +40,7 @@ def synth(out, index_dir, llm_url, *settings: str) -> subprocess.CompletedProces
         f"teacher.model={LLM_NAME}",
         f"tokenizer={models_dir() / LLM_NAME}",
         "teacher.retries=1",
+        f"search.max_tokens={TEACHER_TOKENS}",
         "progress=false",
         *settings,
     ]
@@ -104,7 +109,7 @@ def test_the_real_question_writer_names_every_drop(proposer, llm_url, index_dir,
         "teacher.retries=1",
         "hops=3",
         f"min_hops={3 if proposer == 'extend' else 2}",  # an obfuscated 2-hop seed keeps its 2 hops
-        "max_tokens=384",
+        f"max_tokens={WRITER_TOKENS}",
         "verify.skip=[solvable,clean]",
         f"out={tmp_path / 'q'}",
     ]
