@@ -1,4 +1,4 @@
-"""vLLM CPU generation of the 135M student against this machine's matmul peak: dtype, batch and graph settings.
+"""vLLM CPU generation of the 135M student against this machine's matmul peak and its memory bandwidth.
 
     python bench/bench_eval_peak.py [--model models/SmolLM2-135M-Instruct] [--questions 64] [--max-tokens 160]
                                     [--batches 16,64] [--dtypes float32,bfloat16] [--out bench/out/eval_peak.json]
@@ -13,6 +13,12 @@ earlier token of its context), over the float32 and bf16 matmul peaks measured i
 FLOPs are left out: they share the chat template's long prefix, which vLLM's prefix cache computes once, so
 counting every prompt token would claim work that was not done (a lower bound, then)
 (``bench/bench_train.py``'s GEMMs). ``coa.model.bf16_choice`` says which dtype ``dtype: auto`` takes on this CPU.
+
+Decoding a few sequences reads every weight once a step whatever the batch, so its bound can be the memory, not
+the arithmetic. Each setting also prints the bytes its decoding steps read (the weights at the dtype's size once a
+step, a batch taking as many steps as its longest generation, plus each generated token's read of the keys and values
+before it) per second, over the read bandwidth measured in the same run (``memory_bandwidth``: the best of summing a
+512 MiB float32 tensor on the torch threads).
 """
 
 from __future__ import annotations
@@ -56,11 +62,13 @@ def one_setting(model: str, questions: int, max_tokens: int, batch: int, dtype: 
         for p in prompts
     ]
     engine.generate_batch(requests[:2])  # warm-up
-    generated = prompt_tokens = attention = 0
+    generated = prompt_tokens = attention = steps = 0
     started = time.perf_counter()
     for i in range(0, len(requests), batch):
         chunk = requests[i : i + batch]
-        for r, g in zip(chunk, engine.generate_batch(chunk)):
+        outs = engine.generate_batch(chunk)
+        steps += max(len(g.token_ids) for g in outs)
+        for r, g in zip(chunk, outs):
             n, p = len(g.token_ids), len(r.ids)
             generated += n
             prompt_tokens += p
@@ -70,6 +78,9 @@ def one_setting(model: str, questions: int, max_tokens: int, batch: int, dtype: 
     params = sum(math.prod(shape) for shape in _weight_shapes(model))
     width = config.num_attention_heads * (config.hidden_size // config.num_attention_heads)
     flops = 2 * params * generated + 4 * config.num_hidden_layers * width * attention
+    element = torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+    kv_width = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    read = params * element * steps + 2 * config.num_hidden_layers * kv_width * element * attention
     return {
         "engine_start_s": round(start_s, 1),
         "seconds": round(seconds, 2),
@@ -77,8 +88,24 @@ def one_setting(model: str, questions: int, max_tokens: int, batch: int, dtype: 
         "prompt_tokens": prompt_tokens,
         "generated_per_s": round(generated / seconds, 1),
         "gflops": round(flops / seconds / 1e9, 1),
+        "decode_steps": steps,
+        "read_gb_per_s": round(read / seconds / 1e9, 2),
         "threads": torch.get_num_threads(),
     }
+
+
+def memory_bandwidth(repeats: int = 5) -> float:
+    """The best read rate (bytes/s) of summing a 512 MiB float32 tensor on this process's torch threads."""
+    import torch
+
+    x = torch.ones(2**27)
+    x.sum()  # first touch
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        x.sum()
+        best = max(best, x.numel() * x.element_size() / (time.perf_counter() - started))
+    return best
 
 
 def _weight_shapes(model: str):
@@ -115,6 +142,7 @@ def main() -> None:
     peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
     choice, why = bf16_choice()
     header = {"peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()}, "bf16_auto": choice, "why": why}
+    header["read_gb_per_s"] = round(memory_bandwidth() / 1e9, 2)
     print(json.dumps(header), flush=True)
     rows = []
     for batch in map(int, args.batches.split(",")):
@@ -129,19 +157,20 @@ def main() -> None:
             else:
                 row.update(json.loads(last))
                 row["mfu"] = round(row["gflops"] / header["peak_gflops"][dtype], 4)
+                row["mbu"] = round(row["read_gb_per_s"] / header["read_gb_per_s"], 4)
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({**header, "rows": rows}, indent=1))
-    print("| batch | dtype | engine start s | generated tokens/s | GFLOP/s | of the dtype's matmul peak |")
-    print("|---|---|---|---|---|---|")
+    print("| batch | dtype | engine start s | generated tokens/s | GFLOP/s | of the dtype's matmul peak | GB/s read |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['batch']} | {r['dtype']} | error: {r['error']} |")
         else:
             print(
                 f"| {r['batch']} | {r['dtype']} | {r['engine_start_s']} | {r['generated_per_s']} | {r['gflops']} | "
-                f"{r['mfu']:.1%} |"
+                f"{r['mfu']:.1%} | {r['read_gb_per_s']} ({r['mbu']:.0%} of {header['read_gb_per_s']}) |"
             )
 
 
