@@ -210,7 +210,7 @@ def test_rl1_opened_each_observation_for_the_policy_to_write(run):
         if not r["budget_notices"]
     )
     probe = json.loads((repo / "runs/reward_probe/rl1/reward_probe.json").read_text())
-    assert probe["tools"] == "simulated" and probe["models"]["after"]["n"] == 2 * 2
+    assert probe["tools"] == "simulated" and probe["models"]["after"]["n"] == 2 * 1
 
 
 def test_metrics_show_and_second_repro_does_nothing(run):

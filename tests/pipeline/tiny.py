@@ -60,7 +60,7 @@ TINY = {
     # one environment for synthesis, RL and evaluation: room for the reference CoA (at most 181 tokens on the own
     # dataset's questions), 2 searches; every rollout and evaluation decodes at most this many steps
     "search": {"max_tokens": 192, "max_actions": 2},
-    "reward_probe": {"limit": 2, "samples": 2},
+    "reward_probe": {"limit": 2, "samples": 1},  # each probe: 2 rollouts per checkpoint
 }
 
 
