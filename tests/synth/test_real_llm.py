@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.llm, pytest.mark.server, pytest.mark.slow]
 
 QUESTIONS = 1
 TEACHER_TOKENS = 96  # room for a forced first call and its arguments
-WRITER_TOKENS = 192
+WRITER_TOKENS = 128
 
 
 def synth(out, index_dir, llm_url, *settings: str) -> subprocess.CompletedProcess:
