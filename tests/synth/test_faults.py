@@ -86,7 +86,7 @@ def doomed_teacher(model_dir, tmp_path) -> tuple[Server, str]:
 def test_teacher_killed_mid_run_stops_cleanly_and_a_rerun_finishes(teacher_url, model_dir, index_dir, tmp_path):
     doomed, doomed_url = doomed_teacher(model_dir, tmp_path)
     out = tmp_path / "coa"
-    cmd = synth_cmd(out, doomed_url, "limit=8", "concurrency=2", f"search.index={index_dir}")
+    cmd = synth_cmd(out, doomed_url, "limit=4", "concurrency=2", f"search.index={index_dir}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_rows(out, proc, at_least=1)
@@ -96,13 +96,13 @@ def test_teacher_killed_mid_run_stops_cleanly_and_a_rerun_finishes(teacher_url, 
     assert proc.returncode == 3, stdout + stderr
     assert "STOPPED EARLY: engine" in stdout and "re-run the same command to finish" in stdout
     kept = read_table(out)
-    assert 1 <= kept.num_rows < 8 and "error" not in kept.column("finish_reason").to_pylist()
+    assert 1 <= kept.num_rows < 4 and "error" not in kept.column("finish_reason").to_pylist()
     rerun = subprocess.run(
-        synth_cmd(out, teacher_url, "limit=8", "concurrency=2", f"search.index={index_dir}"),
+        synth_cmd(out, teacher_url, "limit=4", "concurrency=2", f"search.index={index_dir}"),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     ids = read_table(out).column("id").to_pylist()
-    assert len(ids) == len(set(ids)) == 8 and set(ids) == expected_ids(8, 1)
+    assert len(ids) == len(set(ids)) == 4 and set(ids) == expected_ids(4, 1)
