@@ -76,10 +76,10 @@ def one_setting(model: str, questions: int, max_tokens: int, batch: int, dtype: 
     seconds = time.perf_counter() - started
     config = AutoConfig.from_pretrained(model)
     params = sum(math.prod(shape) for shape in _weight_shapes(model))
-    width = config.num_attention_heads * (config.hidden_size // config.num_attention_heads)
-    flops = 2 * params * generated + 4 * config.num_hidden_layers * width * attention
+    head = config.hidden_size // config.num_attention_heads
+    flops = 2 * params * generated + 4 * config.num_hidden_layers * config.num_attention_heads * head * attention
     element = torch.empty(0, dtype=getattr(torch, dtype)).element_size()
-    kv_width = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    kv_width = config.num_key_value_heads * head
     read = params * element * steps + 2 * config.num_hidden_layers * kv_width * element * attention
     return {
         "engine_start_s": round(start_s, 1),

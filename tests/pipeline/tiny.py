@@ -46,8 +46,8 @@ TINY = {
         },
     }
     | {
-        # rl1's written observations: 48 tokens each, not the default's 400: on a CPU whose memory bandwidth bounds
-        # decoding (~5 GB/s, a step of the 135M model ~0.2-0.6 s) a rollout's length is the step's time
+        # rl1's written observations: 48 tokens each, not the default's 400: where memory bandwidth bounds decoding,
+        # a rollout's length is the step's time (docs/measurements, "The tiny run where memory bandwidth bounds decoding")
         stage: {
             "max_steps": 1,
             "num_generations": 4,
