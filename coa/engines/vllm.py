@@ -7,10 +7,16 @@ weights have no ``weight_loader``), while an in-place reload through the model l
 and GPU alike; a tied LM head is refreshed after it and the prefix cache is reset, since cached keys
 and values belong to the old weights. The engine runs float32 unless told otherwise: vLLM would
 downcast a float32 checkpoint to bfloat16 on x86, and the log-prob gap to the policy would be ~0.2.
+
+Episodes driven together share the engine by continuous batching: a request joins the running batch at
+the engine's next step, and an episode whose generation ends goes on (its tool call, its next request)
+while the others still decode, so no turn waits for the batch's longest generation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import sys
 from contextlib import contextmanager
@@ -22,8 +28,6 @@ from coa.engines import Batched, Request, register
 
 @register("vllm")
 class VLLMEngine(Batched):
-    threaded = False  # vLLM's in-process engine stays on the thread that made it
-
     def __init__(
         self,
         model: str,
@@ -61,23 +65,71 @@ class VLLMEngine(Batched):
         self.name = name or model
         self.sampling = {"temperature": temperature, "top_p": top_p}
         self.syncs = 0
+        self._request_ids = itertools.count()
+
+    def _params(self, request: Request):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            max_tokens=request.max_tokens,
+            stop=request.stop or None,
+            include_stop_str_in_output=True,
+            logprobs=0,
+            seed=request.seed,
+            **self.sampling,
+        )
 
     def generate_batch(self, requests: list[Request]) -> list[Generation]:
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import TokensPrompt
 
-        params = [
-            SamplingParams(
-                max_tokens=r.max_tokens,
-                stop=r.stop or None,
-                include_stop_str_in_output=True,
-                logprobs=0,
-                seed=r.seed,
-                **self.sampling,
-            )
-            for r in requests
-        ]
+        params = [self._params(r) for r in requests]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=r.ids) for r in requests], params, use_tqdm=False)
         return [self._generation(o.outputs[0]) for o in outs]
+
+    async def _run(self) -> None:
+        """The worker behind ``generate``: one engine step at a time, each request added as it arrives and
+        answered as it finishes; between steps the event loop runs the episodes whose generation ended. It runs
+        on the event loop's thread: vLLM's in-process engine stays on the thread that made it."""
+        from vllm import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        running: dict[str, asyncio.Future] = {}
+        try:
+            while True:
+                items = [] if running else [await self._requests.get()]
+                while not self._requests.empty():
+                    items.append(self._requests.get_nowait())
+                for request, future in items:
+                    params = self._params(request)
+                    params.output_kind = RequestOutputKind.FINAL_ONLY
+                    request_id = f"episode-{next(self._request_ids)}"
+                    try:
+                        engine.add_request(request_id, TokensPrompt(prompt_token_ids=request.ids), params)
+                    except Exception as e:  # noqa: BLE001 - a request the engine refuses fails alone
+                        future.set_exception(e)
+                        continue
+                    running[request_id] = future
+                if not running:
+                    continue
+                try:
+                    outputs = engine.step()
+                except Exception as e:  # noqa: BLE001 - every waiting episode gets the error
+                    engine.abort_request(list(running))
+                    for future in running.values():
+                        if not future.done():
+                            future.set_exception(e)
+                    running.clear()
+                    continue
+                for out in outputs:
+                    if out.finished and out.request_id in running:
+                        future = running.pop(out.request_id)
+                        if not future.done():
+                            future.set_result(self._generation(out.outputs[0]))
+                await asyncio.sleep(0)
+        finally:  # the drive ended (or failed): nothing of it may stay in the engine for the next one
+            if running:
+                engine.abort_request(list(running))
 
     def _generation(self, out) -> Generation:
         ids = list(out.token_ids)

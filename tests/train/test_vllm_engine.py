@@ -77,3 +77,32 @@ def test_rollout_ids_continue_exactly(engine, searcher, tokenizer, questions):
             if seg["kind"] == "observation":
                 assert seg["token_ids"] == encode(tokenizer, seg["text"])
         assert any(lp != 0.0 for lp, m in zip(r["logprobs"], r["env_mask"]) if m)  # sampling log-probs travel
+
+
+def test_an_episode_goes_on_while_another_still_decodes(engine, tokenizer):
+    """Continuous batching: a short generation's follow-ups run while a long one that started with it still
+    decodes (a batch that waited for its longest generation would answer them after it), and each answer is
+    the one a batch of its own gives."""
+    import asyncio
+
+    from coa.engines import Request
+
+    prompt = encode(tokenizer, "<|im_start|>user\nCount from 1 to 100.<|im_end|>\n<|im_start|>assistant\n1, 2, 3,")
+    finished, texts = [], {}
+
+    async def episode(name: str, lengths: list[int]) -> None:
+        ids = prompt
+        for i, n in enumerate(lengths):
+            gen = await engine.generate(Request(ids, n, [], None))
+            finished.append(f"{name}{i}")
+            texts[f"{name}{i}"] = (ids, n, gen.token_ids)
+            ids = ids + gen.token_ids
+
+    async def both() -> None:
+        await asyncio.gather(episode("long", [64]), episode("short", [2, 2, 2]))
+
+    asyncio.run(both())
+    assert len(texts["long0"][2]) == 64  # it really decoded 64 steps
+    assert finished.index("short2") < finished.index("long0"), finished
+    for name, (ids, n, token_ids) in texts.items():
+        assert engine.generate_batch([Request(ids, n, [], None)])[0].token_ids == token_ids, name
