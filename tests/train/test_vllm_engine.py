@@ -88,21 +88,21 @@ def test_an_episode_goes_on_while_another_still_decodes(engine, tokenizer):
     from coa.engines import Request
 
     prompt = encode(tokenizer, "<|im_start|>user\nCount from 1 to 100.<|im_end|>\n<|im_start|>assistant\n1, 2, 3,")
-    finished, texts = [], {}
+    finished, answers = [], {}
 
     async def episode(name: str, lengths: list[int]) -> None:
         ids = prompt
         for i, n in enumerate(lengths):
             gen = await engine.generate(Request(ids, n, [], None))
             finished.append(f"{name}{i}")
-            texts[f"{name}{i}"] = (ids, n, gen.token_ids)
+            answers[f"{name}{i}"] = (ids, n, gen.token_ids)  # prompt, max tokens, generated ids
             ids = ids + gen.token_ids
 
     async def both() -> None:
         await asyncio.gather(episode("long", [64]), episode("short", [2, 2, 2]))
 
     asyncio.run(both())
-    assert len(texts["long0"][2]) == 64  # it really decoded 64 steps
+    assert len(answers["long0"][2]) == 64  # it really decoded 64 steps
     assert finished.index("short2") < finished.index("long0"), finished
-    for name, (ids, n, token_ids) in texts.items():
+    for name, (ids, n, token_ids) in answers.items():
         assert engine.generate_batch([Request(ids, n, [], None)])[0].token_ids == token_ids, name
