@@ -46,14 +46,25 @@ def open_dataset(page, api_url: str, name: str) -> None:
     page.wait_for_load_state("networkidle")
 
 
-def shown_question(page) -> str:
-    """The question heading of the record on screen (the markdown field's first line)."""
-    return page.locator("h3").first.inner_text().strip()
+# the record on screen, by its id: the steps field's iframe carries the record as JSON. Not the question heading,
+# which several records of one question share (a CoA set holds 24 rows of 18 questions), and not insertion order,
+# which the UI does not keep
+SHOWN_RECORD = """() => {
+  const frame = document.querySelector('iframe[srcdoc]');
+  const found = frame && frame.srcdoc.match(/"external_id":"([^"]+)"/);
+  return found ? found[1] : null;
+}"""
+
+
+def shown_record(page) -> str | None:
+    """The id of the record on screen (``annotate.render.record_id``), None when none is shown."""
+    return page.evaluate(SHOWN_RECORD)
 
 
 def decide(page, decision: str, corrected_answer: str = "") -> None:
     """Pick the decision label, optionally type a corrected answer, Submit, and wait for the next record."""
-    before = shown_question(page)
+    before = shown_record(page)
+    assert before, "no record on screen to decide"
     if not page.is_checked(f"#decision_{decision}"):  # the scorers' suggestion may have picked it already
         page.click(f"label[for=decision_{decision}]")
     if corrected_answer:
@@ -72,8 +83,7 @@ def decide(page, decision: str, corrected_answer: str = "") -> None:
             submit.click()
     response = sent.value.response()
     assert response is not None and response.ok, f"the decision was not stored: {response and response.status}"
-    moved_on = "q => !document.querySelector('h3') || document.querySelector('h3').innerText.trim() !== q"
-    page.wait_for_function(moved_on, arg=before, timeout=60_000)
+    page.wait_for_function(f"shown => ({SHOWN_RECORD})() !== shown", arg=before, timeout=60_000)
 
 
 def is_submission(request) -> bool:
