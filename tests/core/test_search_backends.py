@@ -3,6 +3,7 @@ Elasticsearch API (noida-db on 127.0.0.1, see the ``elasticsearch_url`` fixture)
 MiniLM embeddings. Backends index a 200-passage slice of the embedded corpus so the suite stays fast."""
 
 import json
+import os
 
 import pytest
 
@@ -119,3 +120,33 @@ def test_faiss_reranks_its_candidates_by_the_exact_inner_product(built):
     rows = {doc_id: row for row, doc_id in enumerate(Index(out).store.ids.to_pylist())}
     assert [rows[d.id] for d in docs] == list(np.argsort(-exact)[:3])
     assert np.allclose([d.score for d in docs], np.sort(exact)[::-1][:3], atol=1e-4)
+
+
+FIRST_SEARCH = """
+import json, sys
+from coa.search import load_searcher
+from coa.search.backends.bm25s import numba_retrieval
+docs = load_searcher(sys.argv[1]).search([sys.argv[2]], 3)
+stats = numba_retrieval().stats
+print(json.dumps({"ids": [d.id for d in docs[0]], "hits": sum(stats.cache_hits.values()),
+                  "misses": sum(stats.cache_misses.values())}))
+"""
+
+
+def test_a_new_process_loads_the_compiled_bm25s_retrieval_from_disk(small_corpus, tmp_path):
+    """bm25s compiles its numba retrieval without a cache: each searching process compiled it again."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "idx"
+    build_index(small_corpus, out, show_progress=False)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}  # an empty cache: the first process compiles
+
+    def first_search() -> dict:
+        cmd = [sys.executable, "-c", FIRST_SEARCH, str(out), GOLOVIN]
+        return json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout)
+
+    compiled, loaded = first_search(), first_search()
+    assert (compiled["hits"], compiled["misses"]) == (0, 1)
+    assert (loaded["hits"], loaded["misses"]) == (1, 0)
+    assert loaded["ids"] == compiled["ids"] and loaded["ids"][0] == "hp8"

@@ -38,6 +38,21 @@ def build(store, folder: Path, show_progress: bool = True) -> dict:
     return {"stopwords": STOPWORDS, "stemmer": STEMMER, "k1": retriever.k1, "b": retriever.b}
 
 
+def numba_retrieval():
+    """bm25s's compiled retrieval that ``_Search`` calls (one query thread: ``n_threads=0``)."""
+    from bm25s.numba import retrieve_utils
+
+    return retrieve_utils._retrieve_internal_jitted_serial
+
+
+def cache_numba_retrieval() -> None:
+    """Keep the compiled retrieval on disk (numba's cache: ``__pycache__`` beside bm25s, else ~/.cache/numba, or
+    NUMBA_CACHE_DIR). bm25s compiles it without ``cache=True``, so every process that searched compiled it again
+    on its first query, seconds that each evaluation, RL stage and synthesis run paid; its callees are linked
+    into the cached code."""
+    numba_retrieval().enable_caching()
+
+
 class _Search:
     def __init__(self, folder: Path):
         try:
@@ -50,6 +65,7 @@ class _Search:
         try:  # numba's scorer is ~50x faster than the numpy one on batches
             self.bm25.backend = "numba"
             self.bm25.activate_numba_scorer()
+            cache_numba_retrieval()
         except ImportError:
             self.bm25.backend = "numpy"
 
