@@ -47,7 +47,7 @@ def open_dataset(page, api_url: str, name: str) -> None:
 
 
 # the record on screen, by its id: the steps field's iframe carries the record as JSON. Not the question heading,
-# which several records of one question share (a CoA set holds 24 rows of 18 questions), and not insertion order,
+# which several records of one question share (the review sample's CoA set: 24 rows of 18 questions), nor insertion order,
 # which the UI does not keep
 SHOWN_RECORD = """() => {
   const frame = document.querySelector('iframe[srcdoc]');
