@@ -47,8 +47,8 @@ def open_dataset(page, api_url: str, name: str) -> None:
 
 
 # the record on screen, by its id: the steps field's iframe carries the record as JSON. Not the question heading,
-# which several records of one question share (the review sample's CoA set: 24 rows of 18 questions), nor insertion order,
-# which the UI does not keep
+# which several records of one question share (the review sample's CoA set: 24 rows of 18 questions), nor
+# insertion order, which the UI does not keep
 SHOWN_RECORD = """() => {
   const frame = document.querySelector('iframe[srcdoc]');
   const found = frame && frame.srcdoc.match(/"external_id":"([^"]+)"/);
