@@ -6,6 +6,7 @@ where it stops fitting (see docs/retrieval_scale.md).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +46,7 @@ def numba_retrieval():
     return retrieve_utils._retrieve_internal_jitted_serial
 
 
+@functools.cache  # once a process: a searcher opened again finds the cache already set
 def cache_numba_retrieval() -> None:
     """Keep the compiled retrieval on disk (numba's cache: ``__pycache__`` beside bm25s, else ~/.cache/numba, or
     NUMBA_CACHE_DIR). bm25s compiles it without ``cache=True``, so every process that searched compiled it again
