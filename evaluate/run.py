@@ -128,6 +128,13 @@ class EvalConfig:
     tokenizer: str = field(default="", metadata={"help": "chat template source for API models"})
     port: int = field(default=8110, metadata={"help": "loopback port of the vLLM engine serving the model"})
     concurrency: int = field(default=128, metadata={"help": "trajectories in flight (in-process: one batch)"})
+    kv_cache_gib: float = field(
+        default=4.0,
+        metadata={
+            "help": "engine=vllm on a CPU: the KV cache in GiB, room for the trajectories in flight (with a full "
+            "cache vLLM holds requests back; docs/bench_train.md)"
+        },
+    )
     overwrite: bool = field(
         default=False,
         metadata={
@@ -172,6 +179,8 @@ class EvalConfig:
             raise ValueError(f"limit must be >= 0 (0 = all), got {self.limit}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.kv_cache_gib <= 0:
+            raise ValueError(f"kv_cache_gib must be > 0, got {self.kv_cache_gib}")
 
 
 def prompt_of(cfg: EvalConfig) -> dict:
@@ -318,6 +327,7 @@ def model_engine(cfg: EvalConfig) -> Iterator:
             temperature=cfg.temperature,
             name=cfg.name,
             dtype=engine_dtype(cfg),
+            **({"kv_cache_gib": cfg.kv_cache_gib} if cfg.engine == "vllm" else {}),
         )
         return
     from transformers import AutoTokenizer  # heavy: only the server engine needs a tokenizer of its own

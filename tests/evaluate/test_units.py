@@ -94,6 +94,20 @@ def test_in_process_evaluation_runs_in_the_serving_dtype_and_the_fingerprint_say
     assert run.fingerprint(build(EvalConfig, {**model, "dtype": "float32"}, "t"))["dtype"] == "float32"
 
 
+def test_the_in_process_vllm_engine_gets_the_evaluations_kv_cache(monkeypatch, tmp_path):
+    import evaluate.run as run
+
+    model = {"name": "x", "model": str(tmp_path)}
+    made = []
+    monkeypatch.setattr(run, "make_engine", lambda kind, **kw: made.append((kind, kw)) or "engine")
+    for settings in ({}, {"kv_cache_gib": 2.5}, {"engine": "hf"}):
+        with run.model_engine(build(EvalConfig, {**model, **settings}, "t")):
+            pass
+    assert [kw.get("kv_cache_gib") for _, kw in made] == [EvalConfig.kv_cache_gib, 2.5, None]  # hf has no KV cache
+    with pytest.raises(ValueError, match="kv_cache_gib must be > 0"):
+        build(EvalConfig, {"kv_cache_gib": 0}, "t")
+
+
 def test_engine_runs_in_process_unless_an_api_is_named():
     assert build(EvalConfig, {}, "t").engine == "vllm"
     assert build(EvalConfig, {"teacher": {"base_url": "http://127.0.0.1:9/v1"}}, "t").engine == "server"
