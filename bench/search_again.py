@@ -43,13 +43,14 @@ def decision_points(rows: list[dict]) -> list[dict]:
             continue
         after = segments[first_obs + 1]["text"]
         lead = next((x for x in (SEARCH_LEAD, ANSWER_LEAD) if x in after), None)
-        if lead is None or after.index(lead) > 40:  # another step (a comparison's reading): not this decision
+        at = after.index(lead) if lead else -1
+        if not 0 <= at <= 40:  # no lead, or another step first (a comparison's reading): not this decision
             continue
         points.append(
             {
                 "prompt": row["prompt"],
                 "segments": segments[: first_obs + 1],
-                "opening": after[: after.index(lead)],
+                "opening": after[:at],
                 "searched_again": lead == SEARCH_LEAD,
             }
         )
@@ -101,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", required=True, help="comma-separated model folders")
     parser.add_argument("--per-side", type=int, default=100, help="decision points scored per teacher decision")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     points = decision_points(pq.read_table(args.coa, columns=["prompt", "segments"]).to_pylist())
     points = [p for p in points if p["searched_again"]][: args.per_side] + [
         p for p in points if not p["searched_again"]
