@@ -173,7 +173,8 @@ def main() -> None:
         "data built there by an earlier run with the same --rows is reused",
     )
     args = ap.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench_curate_"))
+    scratch = None if args.work else tempfile.TemporaryDirectory(prefix="bench_curate_")  # removed at exit
+    work = Path(args.work or scratch.name)
     data = work / "trajectories"
     data.mkdir(parents=True, exist_ok=True)
 

@@ -29,7 +29,8 @@ from synth.serve import VLLMServerConfig, start_engine
 def prompts(n: int, target_tokens: int, tokenizer) -> list[str]:
     import tempfile
 
-    index = build_index(DEFAULT_CORPUS, tempfile.mkdtemp(), show_progress=False)
+    scratch = tempfile.TemporaryDirectory(prefix="bench_dtype_")  # removed when the prompts are built
+    index = build_index(DEFAULT_CORPUS, scratch.name, show_progress=False)
     searcher, fmt = load_searcher(index), get_format("search_r1")
     out = []
     for q in load_questions(DEFAULT_QUESTIONS)[-n:]:

@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--engines", default="vllm,server")
     ap.add_argument("--concurrency", type=int, default=128, help="in-process engines; server: 16")
     args = ap.parse_args()
-    out = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    scratch = tempfile.TemporaryDirectory(prefix="bench_eval_")  # removed at exit
+    out = Path(scratch.name)
     rows = []
     for engine in args.engines.split(","):
         concurrency = 16 if engine == "server" else args.concurrency

@@ -43,7 +43,8 @@ def main(n: int = 5000) -> None:
     from coa.questions import DEFAULT_QUESTIONS, load_questions
     from coa.search import DEFAULT_CORPUS, build_index, load_searcher
 
-    work = Path(tempfile.mkdtemp(prefix="bench_review_"))
+    scratch = tempfile.TemporaryDirectory(prefix="bench_review_")  # removed at exit
+    work = Path(scratch.name)
     index = build_index(DEFAULT_CORPUS, work / "index", show_progress=False)
     sample = build(work / "sample", load_questions(DEFAULT_QUESTIONS)[:24], load_searcher(index))
     base = pl.read_parquet(sample / "sets" / "coa.parquet")

@@ -106,7 +106,8 @@ def main() -> None:
         policy.enable_input_require_grads()
     trained = [p for p in policy.parameters() if p.requires_grad]
     phases.mark(f"policy float32 ({sum(p.numel() for p in trained) / 1e6:.1f}M trained)")
-    searcher = load_searcher(build_index(DEFAULT_CORPUS, Path(tempfile.mkdtemp()) / "index", show_progress=False))
+    scratch = tempfile.TemporaryDirectory(prefix="bench_rl_memory_")  # removed at exit
+    searcher = load_searcher(build_index(DEFAULT_CORPUS, Path(scratch.name) / "index", show_progress=False))
     phases.mark("search index (BM25, embedded corpus)")
 
     started = time.perf_counter()

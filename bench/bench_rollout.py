@@ -59,7 +59,8 @@ def main() -> None:
     questions = load_questions(DEFAULT_QUESTIONS, limit=args.prompts)
     prompt_cfg = PromptConfig(format="search_r1", mode="coa", demonstrations=True, prefill="<think>\n")
     budget = Budget(max_actions=2, max_tokens=args.max_tokens, topk=3)
-    searcher = load_searcher(build_index(DEFAULT_CORPUS, Path(tempfile.mkdtemp()) / "index", show_progress=False))
+    scratch = tempfile.TemporaryDirectory(prefix="bench_rollout_")  # removed at exit
+    searcher = load_searcher(build_index(DEFAULT_CORPUS, Path(scratch.name) / "index", show_progress=False))
     policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 
     rows = {}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -71,16 +70,13 @@ def synth_config(cfg: BenchConfig, url: str, out: str, offset: int = 0) -> Synth
 
 
 def toolkit_round(cfg: BenchConfig, url: str, offset: int) -> tuple[dict, list]:
-    out = tempfile.mkdtemp(prefix="bench_synth_")
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench_synth_") as out:
         scfg = synth_config(cfg, url, out, offset)
         jobs = build_jobs(scfg)
         cpu = time.process_time()
         summary = execute(scfg, jobs)
         cpu = time.process_time() - cpu
         rows = read_trajectories(out)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
     run = summary["run"]
     return {
         "wall_s": run["wall_s"],

@@ -65,7 +65,8 @@ def main() -> None:
     p.add_argument("--capacity", type=int, default=4, help="requests each stand-in serves at once")
     p.add_argument("--concurrency", type=int, default=16, help="trajectories in flight")
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_teachers_"))
+    scratch = tempfile.TemporaryDirectory(prefix="bench_teachers_")  # removed at exit
+    tmp = Path(scratch.name)
     index = build_index(DEFAULT_CORPUS, tmp / "index", show_progress=False)
     chat = ["teacher.api=chat", f"concurrency={args.concurrency}"]
 

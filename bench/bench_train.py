@@ -356,7 +356,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     bf16, why = bf16_choice()
     print(f"bf16: auto -> {'bf16' if bf16 else 'fp32'} ({why})")
-    work = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    scratch = tempfile.TemporaryDirectory(prefix="bench_train_")  # removed at exit: the checkpoints are GBs
+    work = Path(scratch.name)
     if not args.index:
         from coa.search import DEFAULT_CORPUS, build_index
 

@@ -63,3 +63,15 @@ def function_local_project_imports() -> list[str]:
 
 def test_project_imports_sit_at_module_level():
     assert function_local_project_imports() == []
+
+
+def test_benches_remove_their_scratch_folders():
+    """A bench's scratch (indexes, sets, GBs of checkpoints) goes with it: ``tempfile.TemporaryDirectory``, never a
+    bare ``mkdtemp`` that stays under /tmp after every run (CI shares the disk)."""
+    leaks = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted((ROOT / "bench").glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "mkdtemp(" in line
+    ]
+    assert not leaks, f"bench scratch folders left behind (use tempfile.TemporaryDirectory): {leaks}"
