@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 import time
 
 import httpx
@@ -27,8 +28,6 @@ from synth.serve import VLLMServerConfig, start_engine
 
 
 def prompts(n: int, target_tokens: int, tokenizer) -> list[str]:
-    import tempfile
-
     scratch = tempfile.TemporaryDirectory(prefix="bench_dtype_")  # removed when the prompts are built
     index = build_index(DEFAULT_CORPUS, scratch.name, show_progress=False)
     searcher, fmt = load_searcher(index), get_format("search_r1")
