@@ -50,9 +50,9 @@ if ! command -v redis-server >/dev/null || ! [ -x /usr/bin/chromium ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server chromium >/dev/null
 fi
-if ! .venv-argilla/bin/python -c "import importlib.metadata as m; assert m.version('argilla-server') == '2.8.0'; m.version('noida-db')" 2>/dev/null; then
+if ! .venv-argilla/bin/python -c "import importlib.metadata as m; assert m.version('argilla-server') == '2.8.0'; assert m.version('noida-db') == '0.2.3'" 2>/dev/null; then
     [ -x .venv-argilla/bin/python ] || "$PY" -m venv .venv-argilla
-    .venv-argilla/bin/pip install -q "argilla-server==2.8.0" "click<8.2" noida-db
+    .venv-argilla/bin/pip install -q "argilla-server==2.8.0" "click<8.2" "noida-db==0.2.3"
 fi
 
 # ---- the optional real LLM (--llm; docs/how-to/install.md): Apache-2.0 upstream, the wheels state no licence ----

@@ -35,6 +35,7 @@ from annotate import credentials
 from annotate.client import server_up, wait_ready
 from coa.config import cli
 from coa.errors import entry_point
+from coa.procs import require_free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # argilla_server's `users create_default` takes the owner's key and password only as arguments, which any
@@ -77,6 +78,10 @@ class ReviewServerConfig:
         for name in ("port", "search_port", "redis_port"):
             if not 0 < int(getattr(self, name)) < 65536:
                 raise ValueError(f"{name} must be a TCP port (1-65535), got {getattr(self, name)!r}")
+        if len({int(self.port), int(self.search_port), int(self.redis_port)}) < 3:
+            raise ValueError(
+                f"port, search_port and redis_port must differ, got {self.port}, {self.search_port}, {self.redis_port}"
+            )
 
     @property
     def api_url(self) -> str:
@@ -132,9 +137,11 @@ class ReviewStack:
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
+                log = self.data / "logs" / f"{name}.log"
+                last = [line for line in log.read_text(errors="replace").splitlines()[-3:] if line.strip()]
                 raise RuntimeError(
-                    f"{name} exited with code {proc.returncode} during start; "
-                    f"see {self.data / 'logs' / (name + '.log')}"
+                    f"{name} exited with code {proc.returncode} during start; its log {log} ends: "
+                    + " | ".join(last)[-600:]
                 )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -143,6 +150,8 @@ class ReviewStack:
         py, redis = self._bin("python"), "/usr/bin/redis-server"
         if not Path(redis).exists():
             raise FileNotFoundError(f"{redis} is missing: the review stack is not installed; run ./install.sh")
+        for setting in ("port", "search_port", "redis_port"):
+            require_free_port(self.cfg.host, getattr(self.cfg, setting), f"{setting}=N")
         (self.data / "logs").mkdir(parents=True, exist_ok=True)
         secrets = credentials.load_or_create(self.data)
         try:

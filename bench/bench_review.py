@@ -12,7 +12,6 @@ Rows are a real curated CoA set (real questions and passages) repeated under new
 
 from __future__ import annotations
 
-import socket
 import sys
 import tempfile
 import time
@@ -28,12 +27,7 @@ from annotate.config import ReviewConfig  # noqa: E402
 from annotate.pull import pull  # noqa: E402
 from annotate.push import push, read_set, render_set  # noqa: E402
 from annotate.serve import ReviewStack, ReviewServerConfig  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from coa.procs import free_ports  # noqa: E402
 
 
 def main(n: int = 5000) -> None:
@@ -54,8 +48,9 @@ def main(n: int = 5000) -> None:
     (work / "sets").mkdir()
     rows.write_parquet(work / "sets" / "coa.parquet")
 
+    port, search_port, redis_port = free_ports(3)
     serve = ReviewServerConfig(
-        data_dir=str(work / "argilla"), port=free_port(), search_port=free_port(), redis_port=free_port()
+        data_dir=str(work / "argilla"), port=port, search_port=search_port, redis_port=redis_port
     )
     with ReviewStack(serve) as stack:
         print(f"cold start: {stack.cold_start_s:.1f} s")

@@ -7,28 +7,22 @@ No stack installed → the fixture raises (the tests fail, they do not skip): CI
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from annotate.serve import ReviewStack, ReviewServerConfig
+from coa.procs import free_ports
 
 ANNOTATORS = ["annotator", "annotator2"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
+    port, search_port, redis_port = free_ports(3)
     cfg = ReviewServerConfig(
         data_dir=str(tmp_path_factory.mktemp("argilla")),
-        port=free_port(),
-        search_port=free_port(),
-        redis_port=free_port(),
+        port=port,
+        search_port=search_port,
+        redis_port=redis_port,
         annotators=ANNOTATORS,
     )
     with ReviewStack(cfg) as running:

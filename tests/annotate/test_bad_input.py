@@ -4,6 +4,7 @@ database steps on a temporary folder, the real credentials file, the real comman
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from annotate import credentials, serve
 from annotate.run import main as annotate_main
 from annotate.serve import ReviewStack, ReviewServerConfig
+from coa.procs import free_ports
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +97,25 @@ def test_the_committed_review_folder_is_pulls_own():
 
     review = Path(__file__).resolve().parents[2] / "data" / "review"
     assert set(claim_folder(review, PULL_TOOL, "overwrite=true")) == {"metrics.json", "review.parquet"}
+
+
+def test_two_services_on_one_port_is_one_line_and_exit_2(tmp_path, capsys):
+    argv = ["action=start", f"data_dir={tmp_path / 'argilla'}", "search_port=7001", "redis_port=7001"]
+    assert serve.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must differ" in err and "7001, 7001" in err
+    assert not (tmp_path / "argilla").exists()
+
+
+def test_a_port_in_use_is_refused_before_any_service_starts(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        api, search = free_ports(2)
+        data = tmp_path / "argilla"
+        argv = ["action=start", f"data_dir={data}", f"port={api}", f"search_port={search}", f"redis_port={port}"]
+        assert serve.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"port {port} on 127.0.0.1 is already in use" in err and "redis_port=N" in err
+    assert not (data / "logs").exists() and not (data / "pids.json").exists()

@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from coa.errors import BadInput, Terminated, signals_unwind
-from coa.procs import Server, ServerFailed, free_port, is_up
+from coa.procs import Server, ServerFailed, free_port, free_ports, is_up, port_problem
 from coa.questions import DEFAULT_QUESTIONS
 from coa.search.__main__ import main as search_main
 from tests.fixtures.local_http import LocalServer
@@ -268,6 +268,11 @@ def test_something_else_on_the_port_is_refused(model_dir):
 
 
 # ---- a port already in use -------------------------------------------------------------------------------
+def test_free_ports_are_distinct_and_free():
+    ports = free_ports(64)
+    assert len(set(ports)) == 64 and all(port_problem("127.0.0.1", p) is None for p in ports)
+
+
 @pytest.fixture
 def taken_port():
     """A port something listens on and never answers HTTP."""
