@@ -131,6 +131,14 @@ def seed_ids(question: dict) -> set[str]:
     return {question["id"], *((question.get("metadata") or {}).get("seed_ids") or ())}
 
 
+def evidence_ids(question: dict) -> list[str]:
+    """The corpus ids of the passages a question's evidence names, in hop order, each once: its decomposition's
+    ``evidence_id``s, then ``gold_paragraph_ids`` (FlashRAG HotpotQA; what ``synth.questions`` writes too)."""
+    meta = question.get("metadata") or {}
+    steps = [step.get("evidence_id") for step in meta.get("question_decomposition") or [] if isinstance(step, dict)]
+    return list(dict.fromkeys(str(i) for i in [*steps, *(meta.get("gold_paragraph_ids") or [])] if i not in (None, "")))
+
+
 def synthesised(question: dict) -> bool:
     """Written by ``synth.questions`` (its provenance names the proposer in ``metadata.generator``)."""
     return bool((question.get("metadata") or {}).get("generator"))

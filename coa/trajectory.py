@@ -239,6 +239,11 @@ def failed_calls(segments: Iterable[dict]) -> int:
     return sum(1 for s in segments if s["kind"] != "model" and s.get("error"))
 
 
+def retrieved_ids(segments: Iterable[dict]) -> list[str]:
+    """The corpus ids the environment returned in one trajectory (its observations), each once, in order."""
+    return list(dict.fromkeys(i for s in segments if s["kind"] == "observation" for i in s.get("doc_ids") or ()))
+
+
 def count_calls(segments: Iterable[dict]) -> dict[str, int]:
     """Calls executed per tool in segments written with tools: the segments answering a call (observations, and
     the simulated environment's openings) that name a tool and were not refused (``REFUSALS``)."""

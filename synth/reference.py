@@ -49,6 +49,7 @@ from typing import Callable
 from coa.agent import Episode, Generation, step_text
 from coa.engines import Request, register
 from coa.formats import FormatPreset, result_text
+from coa.questions import evidence_ids
 from coa.score import normalize_answer
 from coa.search.snippets import ELLIPSIS
 from coa.tokenize import encode
@@ -124,10 +125,8 @@ def evidence_documents(meta: dict, title_of: Callable[[str], str] | None = None)
     """The documents a question row's evidence names, in hop order, each once: its decomposition's
     ``evidence_id``s, its ``gold_paragraph_ids`` (corpus ids, titled by ``title_of``), then the
     ``supporting_facts`` titles no id above has (doc_id ""). ``synth.questions`` reads seeds through it too."""
-    decomposition = meta.get("question_decomposition") or []
-    ids = [step.get("evidence_id") for step in decomposition if isinstance(step, dict)]
     docs: list[Evidence] = []
-    for doc_id in dict.fromkeys(str(i) for i in [*ids, *(meta.get("gold_paragraph_ids") or [])] if i not in (None, "")):
+    for doc_id in evidence_ids({"metadata": meta}):
         title = title_of(doc_id) if title_of else ""
         docs.append(Evidence(query=title or doc_id, title=title, doc_id=doc_id))
     known = {d.title for d in docs}

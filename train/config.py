@@ -208,6 +208,13 @@ class RL1Config(StageConfig):
             "0 disables the term."
         },
     )
+    evidence_reward: float = field(
+        default=0.0,
+        metadata={
+            "help": "Added times the share of the question's evidence passages the environment returned to the "
+            "rollout (a reward for the search that finds the next hop; train/rewards.py); 0 disables the term."
+        },
+    )
     loss_type: str = field(
         default="grpo",
         metadata={
@@ -260,6 +267,8 @@ class RL1Config(StageConfig):
             )
         if self.failed_call_penalty < 0:
             raise ValueError(f"failed_call_penalty must be >= 0 (it is subtracted), got {self.failed_call_penalty}")
+        if not self.evidence_reward >= 0:
+            raise ValueError(f"{key}.evidence_reward must be >= 0 (0 = off), got {self.evidence_reward}")
         if self.heldout_reward_every < 0:
             raise ValueError(f"heldout_reward_every must be >= 0 (0 = off), got {self.heldout_reward_every}")
         if self.heldout_limit < 1:

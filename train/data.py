@@ -23,7 +23,7 @@ from datasets import Dataset
 
 from coa.errors import reading
 from coa.prompts import PromptConfig, render_prompt
-from coa.questions import DEFAULT_QUESTIONS, load_questions
+from coa.questions import DEFAULT_QUESTIONS, evidence_ids, load_questions
 from coa.tokenize import LABEL_NAMES, encode, tokenize_segments
 from coa.trajectory import PAIR_SCHEMA, SEGMENT_KINDS, read_table
 
@@ -247,6 +247,7 @@ def rl_dataset(tokenizer, questions: str | None, limit: int | None, prompt: Prom
                 "question_id": q["id"],
                 "question": q["question"],  # what reward_metric=llm_judge shows its judge
                 "golden_answers": q["golden_answers"],
+                "evidence_ids": evidence_ids(q),  # what evidence_reward reads
             }
             for q in rows
         ]

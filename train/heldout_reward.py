@@ -38,9 +38,10 @@ from coa.agent import Budget, drive, start_episode
 from coa.engines import make_engine
 from coa.formats import FormatPreset
 from coa.prompts import PromptConfig, render_prompt
-from coa.questions import load_questions
+from coa.questions import evidence_ids, load_questions
 from coa.tools.toolbox import Toolbox
-from coa.trajectory import failed_calls
+from coa.trajectory import failed_calls, retrieved_ids
+from train.rewards import reward_terms
 from train.trl_glue import add_step_metric, has_step_metrics, unwrap_model_for_generation
 
 # A probe: (trainer, questions) -> one row per question with "reward", "correctness" and "search_calls". A
@@ -56,10 +57,13 @@ def score_rollouts(
     reward_funcs: Sequence,
     fmt: FormatPreset,
     failed: Sequence[int] | None = None,
+    evidence: Sequence[list] | None = None,
+    retrieved: Sequence[list] | None = None,
 ) -> list[dict]:
     """Each rollout's reward (the reward functions summed, as GRPO's ``reward``), its answer term (the first
     function, ``train.rewards.correctness``) and its search calls; ``failed``: each rollout's calls that came
-    back with an error (``train.rewards.failed_calls_term`` reads them, as in training).
+    back with an error, ``evidence`` and ``retrieved``: the question's evidence ids and the rollout's retrieved
+    ids (``train.rewards.failed_calls_term`` and ``evidence_term`` read them, as in training).
 
     >>> from coa.formats import get_format
     >>> from train.rewards import make_rewards
@@ -69,10 +73,7 @@ def score_rollouts(
     {'reward': -1.0, 'correctness': 0.0, 'search_calls': 0}
     """
     texts = list(texts)
-    failed = list(failed) if failed is not None else [0] * len(texts)
-    terms = [
-        f(completions=texts, golden_answers=list(golds), trajectory=texts, failed_calls=failed) for f in reward_funcs
-    ]
+    terms = reward_terms(list(reward_funcs), texts, list(golds), failed, evidence, retrieved)
     return [
         {
             "reward": float(sum(t[i] for t in terms)),
@@ -126,6 +127,8 @@ def policy_probe(
             reward_funcs,
             fmt,
             [failed_calls(ep.segments) for ep in episodes],
+            [q.get("evidence_ids") or evidence_ids(q) for q in questions],
+            [retrieved_ids(ep.segments) for ep in episodes],
         )
 
     return probe
@@ -206,8 +209,8 @@ def heldout_callback(
     first ``heldout_limit`` of the pool itself, with the prompts it trains on, as ``pool``."""
     data = trainer.train_dataset
     pool = [
-        {"id": i, "prompt": p, "golden_answers": g}
-        for i, p, g in zip(data["question_id"], data["prompt"], data["golden_answers"])
+        {"id": i, "prompt": p, "golden_answers": g, "evidence_ids": e}
+        for i, p, g, e in zip(data["question_id"], data["prompt"], data["golden_answers"], data["evidence_ids"])
     ]
     sets = {
         "heldout": heldout_questions(stage.heldout_questions, stage.heldout_limit, pool),

@@ -29,10 +29,10 @@ from coa.formats import get_format
 from coa.io import write_json, write_text
 from coa.model import in_process_dtype, load_policy
 from coa.prompts import render_prompt
-from coa.questions import DEFAULT_QUESTIONS, load_questions
-from coa.trajectory import failed_calls
+from coa.questions import DEFAULT_QUESTIONS, evidence_ids, load_questions
+from coa.trajectory import failed_calls, retrieved_ids
 from train.config import TrainConfig
-from train.rewards import make_rewards
+from train.rewards import make_rewards, reward_terms
 
 SEED = 1234  # rollout k of question i samples with SEED + 1000 * (i * samples + k) (+ the call index)
 
@@ -100,10 +100,15 @@ def rollouts(
     golds = [q["golden_answers"] for q in questions for _ in range(samples)]
     texts = [ep.completion for ep in episodes]
     failed = [failed_calls(ep.segments) for ep in episodes]
-    terms = [
-        f(completions=texts, golden_answers=golds, trajectory=texts, failed_calls=failed)
-        for f in make_rewards(stage.reward_metric, stage.format_penalty, fmt.name, stage.failed_call_penalty)
-    ]
+    rewards = make_rewards(
+        stage.reward_metric,
+        stage.format_penalty,
+        fmt.name,
+        stage.failed_call_penalty,
+        evidence_reward=stage.evidence_reward,
+    )
+    evidence = [evidence_ids(q) for q in questions for _ in range(samples)]
+    terms = reward_terms(rewards, texts, golds, failed, evidence, [retrieved_ids(ep.segments) for ep in episodes])
     parsed = [fmt.parse(text) for text in texts]
     return [
         {

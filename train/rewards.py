@@ -12,6 +12,10 @@ and inserted observations); TRL's ``completions`` (decoded ids, prefill excluded
 * ``failed_calls_term``  ``-penalty`` per tool call whose result was an error (refused: bad JSON, an unknown
   tool, bad arguments, a spent budget; or failed: python raised or hit a limit, open found nothing); off (0)
   by default.
+* ``evidence_term``  ``weight`` times the share of the question's evidence passages (``coa.questions.
+  evidence_ids``) that the environment returned to the rollout (``coa.trajectory.retrieved_ids``): a reward for
+  the search that finds the next hop, whatever the answer; off (0) by default. A question without evidence
+  annotations scores 0 on every rollout, which leaves GRPO's group advantages unchanged.
 
 The paper's reward is binary correctness where a malformed response scores 0: ``em`` + a format
 penalty keeps that order (correct 1 > wrong 0 > malformed -1 by default); ``reward_metric=
@@ -95,8 +99,57 @@ def failed_calls_term(
     return [-penalty * n if n else 0.0 for n in (failed_calls if failed_calls is not None else [0] * len(completions))]
 
 
+def evidence_term(
+    completions: list,
+    evidence_ids: list | None = None,
+    retrieved_ids: list | None = None,
+    weight: float = 0.5,
+    **kwargs,
+) -> list[float]:
+    """``weight`` x the share of each question's evidence ids among its rollout's retrieved ids.
+
+    >>> evidence_term(["", "", ""], evidence_ids=[["a", "b"], ["a", "b"], []], retrieved_ids=[["b", "x"], ["a", "b"], ["x"]])
+    [0.25, 0.5, 0.0]
+    """
+    if evidence_ids is None or retrieved_ids is None:
+        return [0.0] * len(completions)
+    return [
+        weight * len(set(gold) & set(got)) / len(gold) if gold else 0.0
+        for gold, got in zip(evidence_ids, retrieved_ids)
+    ]
+
+
+def reward_terms(
+    reward_funcs: list,
+    texts: list[str],
+    golds: list,
+    failed: list[int] | None = None,
+    evidence: list | None = None,
+    retrieved: list | None = None,
+) -> list[list[float]]:
+    """Each reward function's values over rollouts scored outside training (probes), with the keyword arguments
+    GRPO passes: ``failed`` calls, the questions' ``evidence`` ids and each rollout's ``retrieved`` ids."""
+    failed = list(failed) if failed is not None else [0] * len(texts)
+    return [
+        f(
+            completions=texts,
+            golden_answers=golds,
+            trajectory=texts,
+            failed_calls=failed,
+            evidence_ids=evidence,
+            retrieved_ids=retrieved,
+        )
+        for f in reward_funcs
+    ]
+
+
 def make_rewards(
-    metric: str, penalty: float, format: str, failed_call_penalty: float = 0.0, judge: JudgeConfig | None = None
+    metric: str,
+    penalty: float,
+    format: str,
+    failed_call_penalty: float = 0.0,
+    judge: JudgeConfig | None = None,
+    evidence_reward: float = 0.0,
 ) -> list:
     """The reward functions of a run (TRL logs each under its function name); ``judge`` for ``llm_judge``."""
     if metric == LLM_JUDGE:
@@ -107,4 +160,6 @@ def make_rewards(
         funcs.append(partial(format_term, penalty=penalty, format=format))
     if failed_call_penalty:
         funcs.append(partial(failed_calls_term, penalty=failed_call_penalty))
+    if evidence_reward:
+        funcs.append(partial(evidence_term, weight=evidence_reward))
     return funcs

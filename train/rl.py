@@ -77,7 +77,12 @@ def build_rl_trainer(
         tools,
     )
     rewards = reward_funcs or make_rewards(
-        stage.reward_metric, stage.format_penalty, fmt.name, stage.failed_call_penalty, stage.judge
+        stage.reward_metric,
+        stage.format_penalty,
+        fmt.name,
+        stage.failed_call_penalty,
+        stage.judge,
+        stage.evidence_reward,
     )
     args = grpo_config(cfg, stage, out)
     if args.use_vllm:

@@ -31,7 +31,7 @@ from coa.agent import Budget, Episode, drive, start_episode, written_observation
 from coa.engines import make_engine
 from coa.formats import FormatPreset
 from coa.tools.toolbox import Toolbox
-from coa.trajectory import failed_calls
+from coa.trajectory import failed_calls, retrieved_ids
 from train.trl_glue import log_metric, unwrap_model_for_generation
 
 
@@ -177,6 +177,7 @@ def make_rollout(
             "finish_reason": [ep.finish_reason for ep in episodes],
             # calls that came back with an error (refused or failed): the failed-call penalty reads them
             "failed_calls": [failed_calls(ep.segments) for ep in episodes],
+            "retrieved_ids": [retrieved_ids(ep.segments) for ep in episodes],  # evidence_reward reads them
         }
 
     rollout.policy_engine = vllm  # the vLLM engine holder (None with hf), for checks after training

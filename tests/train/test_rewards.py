@@ -49,7 +49,7 @@ def test_the_whole_trajectory_is_scored_not_the_decoded_completion():
 
 def test_docstring_examples():
     result = doctest.testmod(train.rewards)
-    assert result.attempted == 3 and result.failed == 0
+    assert result.attempted == 4 and result.failed == 0
 
 
 def test_reward_trend_compares_the_last_quarter_with_the_first():
@@ -63,3 +63,41 @@ def test_reward_trend_compares_the_last_quarter_with_the_first():
     assert "note" in reward_trend([0.1, 0.2])
     short = reward_trend([0.1, 0.2, 0.3, 0.5, 0.6, 0.7])  # one step per quarter: a difference, no interval
     assert short["difference"] == 0.6 and "ci95" not in short and "no interval" in short["note"]
+
+
+def test_the_evidence_term_rewards_the_share_of_evidence_the_search_returned():
+    from coa.questions import evidence_ids
+    from coa.trajectory import retrieved_ids, segment
+    from train.rewards import evidence_term, reward_terms
+
+    question = {
+        "metadata": {
+            "question_decomposition": [{"evidence_id": "p7"}, {"evidence_id": "p3"}],
+            "gold_paragraph_ids": ["p3", "p9"],
+        }
+    }
+    assert evidence_ids(question) == ["p7", "p3", "p9"] and evidence_ids({"metadata": {}}) == []
+    segments = [
+        segment("model", "search one"),
+        segment("observation", "r1", doc_ids=["p3", "p1"]),
+        segment("model", "search two"),
+        segment("observation", "r2", doc_ids=["p1", "p9"]),
+        segment("model", "answer", doc_ids=["p7"]),  # a model segment's ids are not what the environment returned
+    ]
+    assert retrieved_ids(segments) == ["p3", "p1", "p9"]
+    assert evidence_term(["", ""], [evidence_ids(question)] * 2, [retrieved_ids(segments), []], weight=0.3) == [
+        pytest.approx(0.2),
+        0.0,
+    ]
+    off, on = make_rewards("em", 1.0, "autocoa"), make_rewards("em", 1.0, "autocoa", evidence_reward=0.3)
+    assert [f.func.__name__ for f in on] == [f.func.__name__ for f in off] + ["evidence_term"]
+    terms = reward_terms(on, [GOOD], [GOLD], evidence=[evidence_ids(question)], retrieved=[retrieved_ids(segments)])
+    assert terms == [[1.0], [0.0], [pytest.approx(0.2)]]
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan")])
+def test_a_negative_evidence_reward_is_refused(value):
+    from train.config import RL2Config
+
+    with pytest.raises(ValueError, match="rl2.evidence_reward must be >= 0"):
+        RL2Config(evidence_reward=value)

@@ -59,7 +59,9 @@ def _trainer(stage_cls, policy_dir, model_dir, out, searcher, temperature=0.3, c
         format="autocoa", prompt=RL_PROMPT, search=SearchEnvConfig(max_tokens=64, topk=1), **(cfg_settings or {})
     )
     dataset = rl_dataset(tok, None, 1, RL_PROMPT)
-    rewards = make_rewards(stage.reward_metric, stage.format_penalty, "autocoa") + [parity]
+    rewards = make_rewards(
+        stage.reward_metric, stage.format_penalty, "autocoa", evidence_reward=stage.evidence_reward
+    ) + [parity]
     trainer = build_rl_trainer(
         cfg, stage, load_model(policy_dir, tok), tok, dataset, out, reward_funcs=rewards, searcher=searcher
     )
@@ -87,7 +89,9 @@ def _check_rewards(logged: dict, rollout, golds):
 @pytest.mark.slow
 def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, searcher, questions, tmp_path):
     recorder = RecordingSearcher(searcher)
-    trainer, tok, dataset, rollouts = _trainer(RL2Config, searching_dir, model_dir, tmp_path, recorder)
+    trainer, tok, dataset, rollouts = _trainer(
+        RL2Config, searching_dir, model_dir, tmp_path, recorder, evidence_reward=0.5
+    )
     trainer.model.train()  # as inside trainer.train(): metrics are logged under "train"
     inputs = trainer._generate_and_score_completions([dict(dataset[0]) for _ in range(2)])
     out = rollouts[-1]
@@ -111,6 +115,11 @@ def test_rl2_searches_inserts_masks_and_rewards(searching_dir, model_dir, search
     em, well_formed = _check_rewards(logged, out, [q["golden_answers"] for q in questions[:1]] * 2)
     assert em == [1.0, 1.0] and all(well_formed)  # the taught trajectory answers right
     assert logged["agent/actions"] == logged["agent/written_searches"] == 1
+    # the evidence term reads the dataset's evidence ids and the ids the search returned to each rollout
+    gold = set(dataset[0]["evidence_ids"])
+    found = [len(gold & {d.id for d in docs}) / len(gold) for docs in recorder.calls[0][2]]
+    assert gold and out["retrieved_ids"] == [[d.id for d in docs] for docs in recorder.calls[0][2]]
+    assert sum(found) > 0 and logged["rewards/evidence_term/mean"] == pytest.approx(0.5 * sum(found) / len(found))
 
     # observation tokens contribute no gradient: the final hidden state that predicts a token only feeds that
     # token's log-prob, so its gradient is zero exactly when the token is out of the loss
