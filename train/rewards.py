@@ -15,7 +15,8 @@ and inserted observations); TRL's ``completions`` (decoded ids, prefill excluded
 * ``evidence_term``  ``weight`` times the share of the question's evidence passages (``coa.questions.
   evidence_ids``) that the environment returned to the rollout (``coa.trajectory.retrieved_ids``): a reward for
   the search that finds the next hop, whatever the answer; off (0) by default. A question without evidence
-  annotations scores 0 on every rollout, which leaves GRPO's group advantages unchanged.
+  annotations scores 0 on every rollout, which leaves GRPO's group advantages unchanged; so does RL-1, whose
+  simulated environment returns no passages.
 
 The paper's reward is binary correctness where a malformed response scores 0: ``em`` + a format
 penalty keeps that order (correct 1 > wrong 0 > malformed -1 by default); ``reward_metric=
