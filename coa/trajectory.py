@@ -68,7 +68,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -242,6 +242,11 @@ def failed_calls(segments: Iterable[dict]) -> int:
 def retrieved_ids(segments: Iterable[dict]) -> list[str]:
     """The corpus ids the environment returned in one trajectory (its observations), each once, in order."""
     return list(dict.fromkeys(i for s in segments if s["kind"] == "observation" for i in s.get("doc_ids") or ()))
+
+
+def evidence_recall(evidence: Sequence[str], retrieved: Iterable[str]) -> float | None:
+    """The share of a question's evidence ids among the ids a trajectory retrieved; None without evidence."""
+    return len(set(evidence) & set(retrieved)) / len(set(evidence)) if evidence else None
 
 
 def count_calls(segments: Iterable[dict]) -> dict[str, int]:

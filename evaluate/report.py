@@ -207,12 +207,14 @@ def breakdown_rows(cfg: ReportConfig) -> list[list]:
         hops = [f"{k}-hop {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_hops") or {}).items()]
         searches = [f"{k}: {v['em']:.2f} (n={v['n']})" for k, v in (m.get("by_searches") or {}).items()]
         coverage = m.get("retrieval_coverage") or {}
+        evidence = m.get("evidence_found") or {}
         rows.append(
             [
                 name,
                 "; ".join(groups + hops) or "–",
                 "; ".join(searches) or "–",
                 f"{fmt(coverage.get('rate'), 2)} (n={coverage.get('n', 0)})",
+                f"{fmt(evidence.get('mean'), 2)}, all {fmt(evidence.get('all'), 2)} (n={evidence.get('n', 0)})",
             ]
         )
     return rows
@@ -618,7 +620,10 @@ def build_report(cfg: ReportConfig) -> str:
     )
     parts.append(
         "\n"
-        + table(["model", "EM by question type / hops", "EM by searches", "retrieval coverage"], breakdown_rows(cfg))
+        + table(
+            ["model", "EM by question type / hops", "EM by searches", "retrieval coverage", "evidence passages found"],
+            breakdown_rows(cfg),
+        )
     )
     parts.append(
         "\nSearches per question and multi-step answers (the behaviour the method is for):\n\n"

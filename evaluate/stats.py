@@ -7,6 +7,7 @@ intervals and paired differences themselves are ``coa.stats``).
     tool_use(rows)                             # per tool: calls per question, failed calls, success rate
     dataset_power(rows)                        # the EM difference this n detects (coa.stats.power_statement)
     retrieval_coverage(passages, golds)        # share of questions with a gold answer in any passage
+    evidence_found(rows)                       # mean share of each question's evidence passages its searches returned
     compact_metrics(datasets)                  # the DVC metrics file of one evaluated model (metrics/eval_<name>.json)
 
 Question groups come from the question files' own fields (``question_groups``): HotpotQA and 2Wiki
@@ -20,9 +21,11 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from coa.questions import evidence_ids
 from coa.score import cover_exact_match
 from coa.stats import bootstrap_ci, power_statement
 from coa.tools import tool_label
+from coa.trajectory import evidence_recall, retrieved_ids
 
 _HOPS = re.compile(r"^(\d)hop")
 
@@ -198,6 +201,10 @@ def question_rows(
                 "answered": bool((t.get("answer") or "").strip()),  # the format parsed an answer
                 **question_groups(by_id.get(t["question_id"], {})),
                 "gold_retrieved": gold_in_passages(observed, t["golden_answers"]),
+                # share of the question's evidence passages the environment returned (None: no evidence ids)
+                "evidence_recall": evidence_recall(
+                    evidence_ids(by_id.get(t["question_id"], {})), retrieved_ids(t["segments"])
+                ),
                 "tool_calls": call_outcomes(t["segments"]),
             }
         )
@@ -220,8 +227,22 @@ def dataset_breakdowns(rows: Sequence[dict], resamples: int = 2000) -> dict:
             "rate": round(sum(r["gold_retrieved"] for r in rows) / len(rows), 4) if rows else None,
             "n": len(rows),
         },
+        "evidence_found": evidence_found(rows),
         "power": dataset_power(rows),
         "tools": tool_use(rows),
+    }
+
+
+def evidence_found(rows: Sequence[dict]) -> dict:
+    """The mean share of each question's evidence passages that its trajectory's searches and opens returned, over
+    the questions with evidence ids (n), and the share of them with all their evidence found."""
+    shares = [r["evidence_recall"] for r in rows if r.get("evidence_recall") is not None]
+    if not shares:
+        return {"mean": None, "all": None, "n": 0}
+    return {
+        "mean": round(sum(shares) / len(shares), 4),
+        "all": round(sum(s == 1 for s in shares) / len(shares), 4),
+        "n": len(shares),
     }
 
 
@@ -253,6 +274,7 @@ def compact_metrics(datasets: dict) -> dict:
             "em_by_searches": {k: {"n": v["n"], "em": v["em"]} for k, v in (m.get("by_searches") or {}).items()},
             "bridge_answered_after_2plus_searches": {k: multi.get(k) for k in ("n", "answered", "rate", "em", "em_n")},
             "min_detectable_em_difference": (m.get("power") or {}).get("min_detectable_em_difference"),
+            "evidence_found": m.get("evidence_found") or {"mean": None, "all": None, "n": 0},
             "tools": {
                 t: {k: v[k] for k in ("calls_per_question", "success_rate", "questions_using")}
                 for t, v in (m.get("tools") or {}).items()

@@ -31,6 +31,7 @@ from coa.formats import get_format
 from coa.judge import NAME as LLM_JUDGE
 from coa.judge import JudgeConfig, LLMJudge
 from coa.score import autocoa_lenient, cover_exact_match, exact_match, f1
+from coa.trajectory import evidence_recall
 
 _ANSWER_METRICS = {"em": exact_match, "f1": f1, "cover_em": cover_exact_match}
 CORRECTNESS = 0  # make_rewards puts the answer term first: its column among a run's rewards
@@ -114,10 +115,7 @@ def evidence_term(
     """
     if evidence_ids is None or retrieved_ids is None:
         return [0.0] * len(completions)
-    return [
-        weight * len(set(gold) & set(got)) / len(gold) if gold else 0.0
-        for gold, got in zip(evidence_ids, retrieved_ids)
-    ]
+    return [weight * (evidence_recall(gold, got) or 0.0) for gold, got in zip(evidence_ids, retrieved_ids)]
 
 
 def reward_terms(

@@ -197,9 +197,11 @@ def test_compact_metrics_are_numbers_dvc_can_diff():
         "em_by_searches",
         "bridge_answered_after_2plus_searches",
         "min_detectable_em_difference",
+        "evidence_found",
         "tools",
     }
     assert (m["n"], m["em"], m["searches_per_question"]) == (7, 0.4286, 1.429)
+    assert m["evidence_found"] == {"mean": None, "all": None, "n": 0}  # these rows name no evidence
     assert m["searches_by_qtype"]["bridge"] == {"n": 4, "mean": 2.0}
     assert m["em_by_searches"]["1"] == {"n": 3, "em": 0.6667}
     assert m["bridge_answered_after_2plus_searches"] == {"n": 4, "answered": 2, "rate": 0.5, "em": 0.5, "em_n": 2}

@@ -89,3 +89,27 @@ def test_question_rows_join_scores_groups_and_what_was_retrieved():
     got = dataset_breakdowns(rows, resamples=10)
     assert got["retrieval_coverage"] == {"rate": 0.5, "n": 2}
     assert got["by_searches"]["1"]["em"] == 1.0 and got["by_hops"] == {}
+    assert got["evidence_found"] == {"mean": None, "all": None, "n": 0}  # no question names its evidence
+
+
+def test_evidence_found_is_the_share_of_each_questions_evidence_passages_returned():
+    def searched(qid, *ids_per_call):
+        segments = [{"kind": "model", "text": "Berlin", "doc_ids": ["p9"]}]  # the model's own text retrieves nothing
+        for ids in ids_per_call:
+            segments += [
+                {"kind": "model", "text": "<search>q</search>"},
+                {"kind": "observation", "text": "r", "doc_ids": ids},
+            ]
+        return {"question_id": qid, "golden_answers": ["x"], "segments": segments}
+
+    trajectories = [searched("a", ["p1", "p5"]), searched("b", ["p3"], ["p4"]), searched("c", ["p7"]), searched("d")]
+    scored = [{"em": 0.0, "f1": 0.0, "n_actions": n, "well_formed": 1.0} for n in (1, 2, 1, 0)]
+    questions = [
+        {"id": "a", "metadata": {"gold_paragraph_ids": ["p1", "p2"]}},
+        {"id": "b", "metadata": {"gold_paragraph_ids": ["p3", "p4"]}},
+        {"id": "c", "metadata": {}},  # no evidence ids: left out of the mean
+        {"id": "d", "metadata": {"question_decomposition": [{"evidence_id": "p8"}, {"evidence_id": "p9"}]}},
+    ]
+    rows = question_rows(trajectories, scored, questions, "heldout")
+    assert [r["evidence_recall"] for r in rows] == [0.5, 1.0, None, 0.0]
+    assert dataset_breakdowns(rows, resamples=10)["evidence_found"] == {"mean": 0.5, "all": 0.3333, "n": 3}
