@@ -189,6 +189,7 @@ def question_rows(
     by_id = {q["id"]: q for q in questions}
     rows = []
     for t, s in zip(trajectories, scored, strict=True):
+        question = by_id.get(t["question_id"], {})
         observed = [seg["text"] for seg in t["segments"] if seg["kind"] == "observation"]
         rows.append(
             {
@@ -199,12 +200,10 @@ def question_rows(
                 "n_actions": s["n_actions"],
                 "well_formed": s["well_formed"],
                 "answered": bool((t.get("answer") or "").strip()),  # the format parsed an answer
-                **question_groups(by_id.get(t["question_id"], {})),
+                **question_groups(question),
                 "gold_retrieved": gold_in_passages(observed, t["golden_answers"]),
                 # share of the question's evidence passages the environment returned (None: no evidence ids)
-                "evidence_recall": evidence_recall(
-                    evidence_ids(by_id.get(t["question_id"], {})), retrieved_ids(t["segments"])
-                ),
+                "evidence_recall": evidence_recall(evidence_ids(question), retrieved_ids(t["segments"])),
                 "tool_calls": call_outcomes(t["segments"]),
             }
         )
