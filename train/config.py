@@ -23,6 +23,7 @@ from coa.judge import JudgeConfig
 from coa.prompts import PromptConfig
 from coa.score import METRICS
 from coa.stages import STAGES
+from train.rewards import EVIDENCE_GATES
 
 REPORT_TO = ("none", "tensorboard")
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "varlen")  # train/attention.py
@@ -215,6 +216,13 @@ class RL1Config(StageConfig):
             "rollout (a reward for the search that finds the next hop; train/rewards.py); 0 disables the term."
         },
     )
+    evidence_gate: str = field(
+        default="none",
+        metadata={
+            "help": "evidence_reward's gate: none (paid whatever the answer) | answer (times the rollout's answer "
+            "correctness: paid only for evidence that led to a right answer)."
+        },
+    )
     loss_type: str = field(
         default="grpo",
         metadata={
@@ -269,6 +277,10 @@ class RL1Config(StageConfig):
             raise ValueError(f"failed_call_penalty must be >= 0 (it is subtracted), got {self.failed_call_penalty}")
         if not self.evidence_reward >= 0:
             raise ValueError(f"{key}.evidence_reward must be >= 0 (0 = off), got {self.evidence_reward}")
+        if self.evidence_gate not in EVIDENCE_GATES:
+            raise ValueError(
+                f"{key}.evidence_gate must be one of {', '.join(EVIDENCE_GATES)}; got {self.evidence_gate!r}"
+            )
         if self.heldout_reward_every < 0:
             raise ValueError(f"heldout_reward_every must be >= 0 (0 = off), got {self.heldout_reward_every}")
         if self.heldout_limit < 1:

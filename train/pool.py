@@ -106,6 +106,7 @@ def rollouts(
         fmt.name,
         stage.failed_call_penalty,
         evidence_reward=stage.evidence_reward,
+        evidence_gate=stage.evidence_gate,
     )
     evidence = [evidence_ids(q) for q in questions for _ in range(samples)]
     terms = reward_terms(rewards, texts, golds, failed, evidence, [retrieved_ids(ep.segments) for ep in episodes])

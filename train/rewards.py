@@ -16,7 +16,8 @@ and inserted observations); TRL's ``completions`` (decoded ids, prefill excluded
   evidence_ids``) that the environment returned to the rollout (``coa.trajectory.retrieved_ids``): a reward for
   the search that finds the next hop, whatever the answer; off (0) by default. A question without evidence
   annotations scores 0 on every rollout, which leaves GRPO's group advantages unchanged; so does RL-1, whose
-  simulated environment returns no passages.
+  simulated environment returns no passages. With ``gate`` (``evidence_gate: answer``) the term is multiplied by
+  the rollout's answer correctness: it pays for evidence that led to a right answer, not for searching as such.
 
 The paper's reward is binary correctness where a malformed response scores 0: ``em`` + a format
 penalty keeps that order (correct 1 > wrong 0 > malformed -1 by default); ``reward_metric=
@@ -25,6 +26,7 @@ autocoa_lenient format_penalty=0`` reproduces their reward exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from coa.formats import get_format
@@ -35,6 +37,7 @@ from coa.trajectory import evidence_recall
 
 _ANSWER_METRICS = {"em": exact_match, "f1": f1, "cover_em": cover_exact_match}
 CORRECTNESS = 0  # make_rewards puts the answer term first: its column among a run's rewards
+EVIDENCE_GATES = ("none", "answer")  # what evidence_term is multiplied by: 1, or the answer term
 
 
 def _texts(completions: list, trajectory: list | None) -> list[str]:
@@ -106,16 +109,20 @@ def evidence_term(
     evidence_ids: list | None = None,
     retrieved_ids: list | None = None,
     weight: float = 0.5,
+    gate: Callable[..., list[float]] | None = None,
     **kwargs,
 ) -> list[float]:
-    """``weight`` x the share of each question's evidence ids among its rollout's retrieved ids.
+    """``weight`` x the share of each question's evidence ids among its rollout's retrieved ids, times ``gate``'s
+    value per rollout where given (a correctness function, called with the same arguments).
 
     >>> evidence_term(["", "", ""], evidence_ids=[["a", "b"], ["a", "b"], []], retrieved_ids=[["b", "x"], ["a", "b"], ["x"]])
     [0.25, 0.5, 0.0]
     """
     if evidence_ids is None or retrieved_ids is None:
         return [0.0] * len(completions)
-    return [weight * (evidence_recall(gold, got) or 0.0) for gold, got in zip(evidence_ids, retrieved_ids)]
+    shares = [evidence_recall(gold, got) or 0.0 for gold, got in zip(evidence_ids, retrieved_ids)]
+    gates = gate(completions, **kwargs) if gate is not None else [1.0] * len(shares)
+    return [weight * share * g for share, g in zip(shares, gates)]
 
 
 def reward_terms(
@@ -149,8 +156,10 @@ def make_rewards(
     failed_call_penalty: float = 0.0,
     judge: JudgeConfig | None = None,
     evidence_reward: float = 0.0,
+    evidence_gate: str = "none",
 ) -> list:
-    """The reward functions of a run (TRL logs each under its function name); ``judge`` for ``llm_judge``."""
+    """The reward functions of a run (TRL logs each under its function name); ``judge`` for ``llm_judge``;
+    ``evidence_gate``: ``none`` or ``answer`` (``evidence_term`` times the answer term)."""
     if metric == LLM_JUDGE:
         funcs = [partial(judged_correctness, judge=LLMJudge(judge or JudgeConfig()), format=format)]
     else:
@@ -160,5 +169,8 @@ def make_rewards(
     if failed_call_penalty:
         funcs.append(partial(failed_calls_term, penalty=failed_call_penalty))
     if evidence_reward:
-        funcs.append(partial(evidence_term, weight=evidence_reward))
+        if evidence_gate not in EVIDENCE_GATES:
+            raise ValueError(f"evidence_gate must be one of {', '.join(EVIDENCE_GATES)}; got {evidence_gate!r}")
+        gate = funcs[CORRECTNESS] if evidence_gate == "answer" else None
+        funcs.append(partial(evidence_term, weight=evidence_reward, gate=gate))
     return funcs

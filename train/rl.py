@@ -83,6 +83,7 @@ def build_rl_trainer(
         stage.failed_call_penalty,
         stage.judge,
         stage.evidence_reward,
+        stage.evidence_gate,
     )
     args = grpo_config(cfg, stage, out)
     if args.use_vllm:

@@ -101,3 +101,24 @@ def test_a_negative_evidence_reward_is_refused(value):
 
     with pytest.raises(ValueError, match="rl2.evidence_reward must be >= 0"):
         RL2Config(evidence_reward=value)
+
+
+def test_the_answer_gate_pays_the_evidence_term_only_in_proportion_to_the_answer():
+    from train.config import RL2Config
+    from train.rewards import reward_terms
+
+    texts = [GOOD, PARTIAL, WRONG]  # f1 1, partial, 0: every rollout found the same half of the evidence
+    evidence, retrieved = [["p1", "p2"]] * 3, [["p1", "x"]] * 3
+    ungated = make_rewards("f1", 1.0, "autocoa", evidence_reward=0.4)
+    gated = make_rewards("f1", 1.0, "autocoa", evidence_reward=0.4, evidence_gate="answer")
+    assert [f.func.__name__ for f in gated] == [f.func.__name__ for f in ungated]  # logged under the same name
+    f1_term, _, plain = reward_terms(ungated, texts, [GOLD] * 3, evidence=evidence, retrieved=retrieved)
+    assert plain == [pytest.approx(0.2)] * 3  # whatever the answer
+    assert 0 < f1_term[1] < 1 and f1_term[2] == 0.0
+    *_, answer_gated = reward_terms(gated, texts, [GOLD] * 3, evidence=evidence, retrieved=retrieved)
+    assert answer_gated == [pytest.approx(0.2 * f) for f in f1_term]
+    assert answer_gated[0] == pytest.approx(0.2) and answer_gated[2] == 0.0
+    with pytest.raises(ValueError, match="evidence_gate must be one of none, answer; got 'right'"):
+        make_rewards("f1", 1.0, "autocoa", evidence_reward=0.4, evidence_gate="right")
+    with pytest.raises(ValueError, match="rl2.evidence_gate must be one of none, answer"):
+        RL2Config(evidence_gate="right")
