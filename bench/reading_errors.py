@@ -15,6 +15,8 @@ classes, read off its last reasoning step:
 It also prints where each quoted sentence sits (the observation counted from the last, the document's rank in it,
 the sentence's index in the document), for the student's right and wrong answers and for the teacher's trajectories,
 so a positional habit learned from the teacher shows as the same distribution on the student's wrong answers.
+Last, it counts the answers that repeat the query of the last search (the entity the student went looking for,
+given back as the answer), for the student and the teacher.
 
     python bench/reading_errors.py runs/eval/sft2/trajectories --teacher runs/curate/sets/coa.parquet
 """
@@ -113,6 +115,22 @@ def classify(row: dict) -> tuple[bool, bool, str | None, str]:
     return right, gold_in_results, error, shown
 
 
+def answers_last_query(row: dict) -> bool:
+    """Whether the answer is, normalised, the query of the trajectory's last search."""
+    queries = [s.get("query") for s in row["segments"] if s["kind"] == "observation" and s.get("query")]
+    return bool(queries) and normalize_answer(row["answer"] or "") == normalize_answer(queries[-1])
+
+
+def echo_line(name: str, frame: pl.DataFrame) -> str:
+    echoes = [r for r in frame.iter_rows(named=True) if answers_last_query(r)]
+    right = sum(classify(r)[0] for r in echoes)
+    searched_twice = frame.filter(pl.col("n_actions") >= 2).height if "n_actions" in frame.columns else "?"
+    return (
+        f"{name}: {len(echoes)} of {frame.height} answers repeat the last search's query ({right} of them right); "
+        f"{searched_twice} answers came after two or more actions"
+    )
+
+
 def table(counts: Counter, total: int, top: int = 8) -> str:
     return "\n".join(f"  {k:<28}{n:>5}  {n / max(total, 1):6.1%}" for k, n in counts.most_common(top))
 
@@ -122,7 +140,8 @@ def main() -> None:
     ap.add_argument("student", help="the student's trajectories: a parquet file or a folder of them (evaluate.run's)")
     ap.add_argument("--teacher", default="", help="the teacher's trajectories (a curated set), for the positions")
     args = ap.parse_args()
-    student = [classify(r) for r in rows(args.student).iter_rows(named=True)]
+    student_rows = rows(args.student)
+    student = [classify(r) for r in student_rows.iter_rows(named=True)]
     wrong_with_gold = [c for c in student if not c[0] and c[1]]
     print(
         f"{args.student}: {len(student)} answers, {sum(c[0] for c in student)} right, "
@@ -137,6 +156,9 @@ def main() -> None:
         quoting = [c for c in teacher if c[3] != "no quote"]
         print(f"where the teacher's quote sits ({args.teacher}, {len(quoting)} trajectories that quote):")
         print(table(Counter(c[3] for c in quoting), len(quoting)))
+    print(echo_line("the student", student_rows))
+    if args.teacher:
+        print(echo_line("the teacher", rows(args.teacher)))
 
 
 if __name__ == "__main__":

@@ -73,3 +73,13 @@ def test_a_wrong_answer_without_the_gold_in_its_results_is_no_reading_error():
     case = quoting("It runs east.", "east")
     case["golden_answers"] = ["Orlando"]
     assert reading.classify(case)[1:3] == (False, None)
+
+
+def test_an_answer_that_repeats_the_last_query_is_counted_and_one_from_the_results_is_not():
+    case = quoting("Hillsborough County is in Florida.", "Hillsborough")
+    case["segments"][1]["query"], case["segments"][3]["query"] = "lake park", "Hillsborough"
+    assert reading.answers_last_query(case)
+    case["segments"][1]["query"] = "Hillsborough"
+    case["segments"][3]["query"] = "Fletcher Avenue"
+    assert not reading.answers_last_query(case)  # the first query, not the last
+    assert not reading.answers_last_query(quoting("Its largest city is Tampa.", "Tampa"))  # no query recorded
