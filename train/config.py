@@ -28,6 +28,7 @@ from train.rewards import EVIDENCE_GATES
 REPORT_TO = ("none", "tensorboard")
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flex_attention", "varlen")  # train/attention.py
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo", "sapo", "vespo")  # TRL 1.16's GRPOConfig
+GRPO_REWARD_SCALES = ("group", "batch", "none")  # TRL 1.16's GRPOConfig.scale_rewards
 SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -232,6 +233,14 @@ class RL1Config(StageConfig):
             "'dr_grpo' = sum / (completions x max_completion_length); 'bnpo' = like dapo per local batch."
         },
     )
+    scale_rewards: str = field(
+        default="group",
+        metadata={
+            "help": "What GRPO divides a reward's deviation from its group mean by (TRL's scale_rewards): 'group' = "
+            "the group's std (the GRPO paper; a term that alone varies in a group drives it at full strength "
+            "whatever its weight) | 'batch' = the step's std | 'none' = nothing (Dr. GRPO; weights stay weights)."
+        },
+    )
 
     heldout_reward_every: int = field(
         default=0,
@@ -297,6 +306,10 @@ class RL1Config(StageConfig):
             raise ValueError(f"observation_tokens must be >= 0, got {self.observation_tokens}")
         if self.loss_type not in GRPO_LOSS_TYPES:
             raise ValueError(f"loss_type must be one of TRL's {', '.join(GRPO_LOSS_TYPES)}; got {self.loss_type!r}")
+        if self.scale_rewards not in GRPO_REWARD_SCALES:
+            raise ValueError(
+                f"{key}.scale_rewards must be one of {', '.join(GRPO_REWARD_SCALES)}; got {self.scale_rewards!r}"
+            )
         if self.reward_metric not in (*METRICS, LLM_JUDGE):
             raise ValueError(
                 f"reward_metric must be one of {', '.join((*METRICS, LLM_JUDGE))}; got {self.reward_metric!r}"

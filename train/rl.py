@@ -39,6 +39,7 @@ def grpo_config(cfg: TrainConfig, stage: RL1Config, out) -> GRPOConfig:
             temperature=stage.temperature,
             beta=stage.beta,
             loss_type=stage.loss_type,  # explicit: the paper is GRPO, TRL 1.16's default is dapo
+            scale_rewards=stage.scale_rewards,
             # model tokens; the rollout enforces it (real observations extra, simulated ones inside it)
             max_completion_length=rollout_budget(cfg, stage).max_tokens,
         )

@@ -20,7 +20,7 @@ from train.checkpoint import load_model, load_tokenizer
 from train.config import RL1Config, RL2Config, TrainConfig
 from train.data import rl_dataset
 from train.rewards import make_rewards
-from train.rl import build_rl_trainer, rollout_budget
+from train.rl import build_rl_trainer, grpo_config, rollout_budget
 
 
 class RecordingSearcher:
@@ -182,6 +182,14 @@ def test_only_the_simulated_environment_budgets_written_observations():
     assert rollout_budget(cfg, RL1Config(observation_tokens=400)).max_actions == 3
     with pytest.raises(ValueError, match="observation_tokens"):
         RL1Config(observation_tokens=-1)
+
+
+def test_the_reward_scale_reaches_grpo_and_an_unknown_one_is_refused(tmp_path):
+    assert grpo_config(TrainConfig(), RL2Config(), tmp_path).scale_rewards == "group"  # TRL's and the paper's
+    assert grpo_config(TrainConfig(), RL2Config(scale_rewards="none"), tmp_path).scale_rewards == "none"
+    assert grpo_config(TrainConfig(), RL1Config(scale_rewards="batch"), tmp_path).scale_rewards == "batch"
+    with pytest.raises(ValueError, match=r"rl2\.scale_rewards must be one of group, batch, none; got 'std'"):
+        RL2Config(scale_rewards="std")
 
 
 @pytest.mark.parametrize("stage_cls", [RL1Config, RL2Config])

@@ -9,13 +9,19 @@ import pytest
 import trl
 from trl import GRPOTrainer
 
-from train.config import GRPO_LOSS_TYPES
+from train.config import GRPO_LOSS_TYPES, GRPO_REWARD_SCALES
 
 
 def test_every_loss_type_we_accept_is_one_trl_implements():
     source = inspect.getsource(GRPOTrainer)
     missing = [t for t in GRPO_LOSS_TYPES if f'"{t}"' not in source]
     assert not missing, f"TRL {trl.__version__} GRPOTrainer does not implement loss_type {missing}"
+
+
+def test_every_reward_scale_we_accept_is_one_trl_implements():
+    source = inspect.getsource(GRPOTrainer)
+    missing = [s for s in GRPO_REWARD_SCALES if f'"{s}"' not in source]
+    assert not missing, f"TRL {trl.__version__} GRPOTrainer does not implement scale_rewards {missing}"
 
 
 # ---- the version guard --------------------------------------------------------------------------------------
