@@ -122,9 +122,11 @@ def answers_last_query(row: dict) -> bool:
 
 
 def echo_line(name: str, frame: pl.DataFrame) -> str:
+    """How many of a set's answers repeat the last query, how many of those are right, and how many answers had a
+    second action to repeat (the core schema's ``n_actions``)."""
     echoes = [r for r in frame.iter_rows(named=True) if answers_last_query(r)]
     right = sum(classify(r)[0] for r in echoes)
-    searched_twice = frame.filter(pl.col("n_actions") >= 2).height if "n_actions" in frame.columns else "?"
+    searched_twice = frame.filter(pl.col("n_actions") >= 2).height
     return (
         f"{name}: {len(echoes)} of {frame.height} answers repeat the last search's query ({right} of them right); "
         f"{searched_twice} answers came after two or more actions"
