@@ -121,15 +121,14 @@ def answers_last_query(row: dict) -> bool:
     return bool(queries) and normalize_answer(row["answer"] or "") == normalize_answer(queries[-1])
 
 
-def echo_line(name: str, frame: pl.DataFrame) -> str:
-    """How many of a set's answers repeat the last query, how many of those are right, and how many answers had a
-    second action to repeat (the core schema's ``n_actions``)."""
-    echoes = [r for r in frame.iter_rows(named=True) if answers_last_query(r)]
-    right = sum(classify(r)[0] for r in echoes)
+def echo_line(name: str, frame: pl.DataFrame, classes: list[tuple]) -> str:
+    """How many of a set's answers repeat the last query, how many of those are right (``classes``: ``classify``
+    of each row, in order), and how many answers had a second action to repeat (the core schema's ``n_actions``)."""
+    echoes = [c for r, c in zip(frame.iter_rows(named=True), classes) if answers_last_query(r)]
     searched_twice = frame.filter(pl.col("n_actions") >= 2).height
     return (
-        f"{name}: {len(echoes)} of {frame.height} answers repeat the last search's query ({right} of them right); "
-        f"{searched_twice} answers came after two or more actions"
+        f"{name}: {len(echoes)} of {frame.height} answers repeat the last search's query "
+        f"({sum(c[0] for c in echoes)} of them right); {searched_twice} answers came after two or more actions"
     )
 
 
@@ -153,14 +152,14 @@ def main() -> None:
     for name, group in (("right", [c for c in student if c[0]]), ("wrong", [c for c in student if not c[0]])):
         print(f"where the student's quote sits, {name} answers ({len(group)}):")
         print(table(Counter(c[3] for c in group), len(group)))
+    print(echo_line("the student", student_rows, student))
     if args.teacher:
-        teacher = [classify(r) for r in rows(args.teacher).iter_rows(named=True)]
+        teacher_rows = rows(args.teacher)
+        teacher = [classify(r) for r in teacher_rows.iter_rows(named=True)]
+        print(echo_line("the teacher", teacher_rows, teacher))
         quoting = [c for c in teacher if c[3] != "no quote"]
         print(f"where the teacher's quote sits ({args.teacher}, {len(quoting)} trajectories that quote):")
         print(table(Counter(c[3] for c in quoting), len(quoting)))
-    print(echo_line("the student", student_rows))
-    if args.teacher:
-        print(echo_line("the teacher", rows(args.teacher)))
 
 
 if __name__ == "__main__":
