@@ -224,6 +224,14 @@ class RL1Config(StageConfig):
             "correctness: paid only for evidence that led to a right answer)."
         },
     )
+    echo_penalty: float = field(
+        default=0.0,
+        metadata={
+            "help": "Subtracted where the answer repeats one of the rollout's own search queries that the question "
+            "does not name (the bridge entity given back as the answer, one hop short; train/rewards.py); 0 "
+            "disables the term."
+        },
+    )
     loss_type: str = field(
         default="grpo",
         metadata={
@@ -286,6 +294,8 @@ class RL1Config(StageConfig):
             raise ValueError(f"failed_call_penalty must be >= 0 (it is subtracted), got {self.failed_call_penalty}")
         if not self.evidence_reward >= 0:
             raise ValueError(f"{key}.evidence_reward must be >= 0 (0 = off), got {self.evidence_reward}")
+        if not self.echo_penalty >= 0:
+            raise ValueError(f"{key}.echo_penalty must be >= 0 (it is subtracted; 0 = off), got {self.echo_penalty}")
         if self.evidence_gate not in EVIDENCE_GATES:
             raise ValueError(
                 f"{key}.evidence_gate must be one of {', '.join(EVIDENCE_GATES)}; got {self.evidence_gate!r}"

@@ -45,8 +45,8 @@ from train.rewards import reward_terms
 from train.trl_glue import add_step_metric, has_step_metrics, unwrap_model_for_generation
 
 # A probe: (trainer, questions) -> one row per question with "reward", "correctness" and "search_calls". A
-# question is a dict with "id", "golden_answers" and either "question" (rendered with the stage's prompt) or
-# "prompt" (already rendered, as the training dataset holds it); its evidence ids are "evidence_ids" (the training
+# question is a dict with "id", "golden_answers", "question" (its text) and optionally "prompt" (already rendered,
+# as the training dataset holds it; else "question" is rendered with the stage's prompt); its evidence ids are "evidence_ids" (the training
 # dataset's column) or read from "metadata" (a question file's row).
 Probe = Callable[[object, Sequence[dict]], list[dict]]
 KEYS = ("reward", "correctness", "search_calls")
@@ -60,11 +60,13 @@ def score_rollouts(
     failed: Sequence[int] | None = None,
     evidence: Sequence[list] | None = None,
     retrieved: Sequence[list] | None = None,
+    questions: Sequence[str] | None = None,
 ) -> list[dict]:
     """Each rollout's reward (the reward functions summed, as GRPO's ``reward``), its answer term (the first
     function, ``train.rewards.correctness``) and its search calls; ``failed``: each rollout's calls that came
     back with an error, ``evidence`` and ``retrieved``: the question's evidence ids and the rollout's retrieved
-    ids (``train.rewards.failed_calls_term`` and ``evidence_term`` read them, as in training).
+    ids (``train.rewards.failed_calls_term`` and ``evidence_term`` read them, as in training), ``questions``: the
+    question texts (``train.rewards.echo_term`` reads them).
 
     >>> from coa.formats import get_format
     >>> from train.rewards import make_rewards
@@ -74,7 +76,8 @@ def score_rollouts(
     {'reward': -1.0, 'correctness': 0.0, 'search_calls': 0}
     """
     texts = list(texts)
-    terms = reward_terms(list(reward_funcs), texts, list(golds), failed, evidence, retrieved)
+    asked = list(questions) if questions is not None else None
+    terms = reward_terms(list(reward_funcs), texts, list(golds), failed, evidence, retrieved, asked)
     return [
         {
             "reward": float(sum(t[i] for t in terms)),
@@ -130,6 +133,7 @@ def policy_probe(
             [failed_calls(ep.segments) for ep in episodes],
             [q.get("evidence_ids") or evidence_ids(q) for q in questions],
             [retrieved_ids(ep.segments) for ep in episodes],
+            [q["question"] for q in questions],
         )
 
     return probe
@@ -210,8 +214,10 @@ def heldout_callback(
     first ``heldout_limit`` of the pool itself, with the prompts it trains on, as ``pool``."""
     data = trainer.train_dataset
     pool = [
-        {"id": i, "prompt": p, "golden_answers": g, "evidence_ids": e}
-        for i, p, g, e in zip(data["question_id"], data["prompt"], data["golden_answers"], data["evidence_ids"])
+        {"id": i, "prompt": p, "question": q, "golden_answers": g, "evidence_ids": e}
+        for i, p, q, g, e in zip(
+            data["question_id"], data["prompt"], data["question"], data["golden_answers"], data["evidence_ids"]
+        )
     ]
     sets = {
         "heldout": heldout_questions(stage.heldout_questions, stage.heldout_limit, pool),

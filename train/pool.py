@@ -107,9 +107,13 @@ def rollouts(
         stage.failed_call_penalty,
         evidence_reward=stage.evidence_reward,
         evidence_gate=stage.evidence_gate,
+        echo_penalty=stage.echo_penalty,
     )
     evidence = [evidence_ids(q) for q in questions for _ in range(samples)]
-    terms = reward_terms(rewards, texts, golds, failed, evidence, [retrieved_ids(ep.segments) for ep in episodes])
+    asked = [q["question"] for q in questions for _ in range(samples)]
+    terms = reward_terms(
+        rewards, texts, golds, failed, evidence, [retrieved_ids(ep.segments) for ep in episodes], asked
+    )
     parsed = [fmt.parse(text) for text in texts]
     return [
         {

@@ -18,6 +18,10 @@ and inserted observations); TRL's ``completions`` (decoded ids, prefill excluded
   annotations scores 0 on every rollout, which leaves GRPO's group advantages unchanged; so does RL-1, whose
   simulated environment returns no passages. With ``gate`` (``evidence_gate: answer``) the term is multiplied by
   the rollout's answer correctness: it pays for evidence that led to a right answer, not for searching as such.
+* ``echo_term``  ``-penalty`` where the answer is, normalised, the query of one of the rollout's own searches and the
+  question does not name it: the search for the bridge entity given back as the answer, one hop short (the
+  student's most frequent answer after two searches, ``bench/reading_errors.py``); off (0) by default. An answer
+  the question names (one of two compared entities) is not penalised.
 
 The paper's reward is binary correctness where a malformed response scores 0: ``em`` + a format
 penalty keeps that order (correct 1 > wrong 0 > malformed -1 by default); ``reward_metric=
@@ -27,12 +31,13 @@ autocoa_lenient format_penalty=0`` reproduces their reward exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
+import json
 from functools import partial
 
 from coa.formats import get_format
 from coa.judge import NAME as LLM_JUDGE
 from coa.judge import JudgeConfig, LLMJudge
-from coa.score import autocoa_lenient, cover_exact_match, exact_match, f1
+from coa.score import autocoa_lenient, cover_exact_match, exact_match, f1, normalize_answer
 from coa.trajectory import evidence_recall
 
 _ANSWER_METRICS = {"em": exact_match, "f1": f1, "cover_em": cover_exact_match}
@@ -125,6 +130,53 @@ def evidence_term(
     return [weight * share * g for share, g in zip(shares, gates)]
 
 
+def _searched(calls: tuple[tuple[str, str], ...]) -> set[str]:
+    """The normalised queries of a parse's search calls, tag or tool-call form."""
+    queries = set()
+    for tool, args in calls:
+        if tool == "search":
+            try:
+                query = json.loads(args).get("query")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(query, str):
+                queries.add(normalize_answer(query))
+    return queries
+
+
+def echo_term(
+    completions: list,
+    question: list | None = None,
+    trajectory: list | None = None,
+    penalty: float = 0.5,
+    format: str = "autocoa",
+    answer: Callable[..., list[float]] | None = None,
+    **kwargs,
+) -> list[float]:
+    """``-penalty`` per rollout whose answer repeats one of its own search queries that its ``question`` (the
+    dataset's column of question texts) does not name, times ``1 - answer``'s value where given (a correctness
+    function, called with the same arguments): a right answer that was also searched for is not penalised.
+
+    >>> echo_term(["", "", ""], question=["Who founded the studio that made Up?"] * 2 + ["Is Up older than Cars?"],
+    ...           trajectory=["<search>Up</search><search>Pixar</search><answer>Pixar</answer>",
+    ...                       "<search>Up</search><search>Pixar</search><answer>Steve Jobs</answer>",
+    ...                       "<search>Up</search><search>Cars</search><answer>Cars</answer>"], format="search_r1")
+    [-0.5, 0.0, 0.0]
+    """
+    fmt = get_format(format)
+    texts = _texts(completions, trajectory)
+    questions = question if question is not None else [""] * len(texts)
+    right = answer(completions, trajectory=trajectory, question=question, **kwargs) if answer else [0.0] * len(texts)
+    values = []
+    for text, asked, score in zip(texts, questions, right):
+        parsed = fmt.parse(text)
+        said = normalize_answer(parsed.answer)
+        named = f" {said} " in f" {normalize_answer(asked)} "
+        echoes = bool(said) and not named and said in _searched(parsed.calls)
+        values.append(-penalty * (1.0 - score) if echoes else 0.0)
+    return values
+
+
 def reward_terms(
     reward_funcs: list,
     texts: list[str],
@@ -132,9 +184,11 @@ def reward_terms(
     failed: list[int] | None = None,
     evidence: list | None = None,
     retrieved: list | None = None,
+    questions: list | None = None,
 ) -> list[list[float]]:
     """Each reward function's values over rollouts scored outside training (probes), with the keyword arguments
-    GRPO passes: ``failed`` calls, the questions' ``evidence`` ids and each rollout's ``retrieved`` ids."""
+    GRPO passes: ``failed`` calls, the questions' ``evidence`` ids, each rollout's ``retrieved`` ids and its
+    question's text (``questions``)."""
     failed = list(failed) if failed is not None else [0] * len(texts)
     return [
         f(
@@ -144,6 +198,7 @@ def reward_terms(
             failed_calls=failed,
             evidence_ids=evidence,
             retrieved_ids=retrieved,
+            question=questions,
         )
         for f in reward_funcs
     ]
@@ -157,6 +212,7 @@ def make_rewards(
     judge: JudgeConfig | None = None,
     evidence_reward: float = 0.0,
     evidence_gate: str = "none",
+    echo_penalty: float = 0.0,
 ) -> list:
     """The reward functions of a run (TRL logs each under its function name); ``judge`` for ``llm_judge``;
     ``evidence_gate``: ``none`` or ``answer`` (``evidence_term`` times the answer term)."""
@@ -173,4 +229,6 @@ def make_rewards(
             raise ValueError(f"evidence_gate must be one of {', '.join(EVIDENCE_GATES)}; got {evidence_gate!r}")
         gate = funcs[CORRECTNESS] if evidence_gate == "answer" else None
         funcs.append(partial(evidence_term, weight=evidence_reward, gate=gate))
+    if echo_penalty:
+        funcs.append(partial(echo_term, penalty=echo_penalty, format=format, answer=funcs[CORRECTNESS]))
     return funcs

@@ -85,6 +85,7 @@ def build_rl_trainer(
         stage.judge,
         stage.evidence_reward,
         stage.evidence_gate,
+        stage.echo_penalty,
     )
     args = grpo_config(cfg, stage, out)
     if args.use_vllm:

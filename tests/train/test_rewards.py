@@ -49,7 +49,7 @@ def test_the_whole_trajectory_is_scored_not_the_decoded_completion():
 
 def test_docstring_examples():
     result = doctest.testmod(train.rewards)
-    assert result.attempted == 4 and result.failed == 0
+    assert result.attempted == 5 and result.failed == 0
 
 
 def test_reward_trend_compares_the_last_quarter_with_the_first():
@@ -122,3 +122,41 @@ def test_the_answer_gate_pays_the_evidence_term_only_in_proportion_to_the_answer
         make_rewards("f1", 1.0, "autocoa", evidence_reward=0.4, evidence_gate="right")
     with pytest.raises(ValueError, match="rl2.evidence_gate must be one of none, answer"):
         RL2Config(evidence_gate="right")
+
+
+def test_the_echo_term_penalises_a_wrong_answer_that_repeats_an_unnamed_query_of_its_own():
+    from train.config import RL2Config
+    from train.rewards import echo_term, reward_terms
+
+    def trajectory(queries, answer):
+        calls = "".join(f"{FMT.search_call(q)}{FMT.wrap_observation('result 1: x')}" for q in queries)
+        return f"<think>\n{calls}\n</think>\n\n{FMT.answer_text(answer)}"
+
+    bridge = "Where was the composer of the opera Maria Golovin born?"
+    comparison = "Is Gian Carlo Menotti older than Samuel Barber?"
+    cases = [
+        (bridge, ["Maria Golovin opera", "Gian Carlo Menotti"], "Gian Carlo Menotti.", -0.5),  # the last query
+        (bridge, ["Gian Carlo Menotti", "Menotti birthplace"], "gian carlo menotti", -0.5),  # an earlier one
+        (bridge, ["Maria Golovin opera", "Gian Carlo Menotti"], "Cadegliano", 0.0),  # searched for nothing
+        (bridge, ["Maria Golovin"], "Maria Golovin", 0.0),  # the question names it
+        (comparison, ["Gian Carlo Menotti", "Samuel Barber"], "Samuel Barber", 0.0),  # one of the compared two
+        (bridge, ["Maria Golovin opera", "Gian Carlo"], "Gian Carlo Menotti", 0.0),  # a query, not the answer
+        (bridge, ["Gian Carlo Menotti"], "", 0.0),  # no answer
+    ]
+    texts = [trajectory(queries, answer) for _, queries, answer, _ in cases]
+    values = echo_term([""] * len(cases), question=[q for q, *_ in cases], trajectory=texts, format="autocoa")
+    assert values == [expected for *_, expected in cases]
+    off, on = make_rewards("em", 1.0, "autocoa"), make_rewards("em", 1.0, "autocoa", echo_penalty=0.25)
+    assert [f.func.__name__ for f in on] == [f.func.__name__ for f in off] + ["echo_term"]
+    birthplace = ["Cadegliano"]
+    echo = texts[0]
+    right_echo = trajectory(["Maria Golovin opera", "Cadegliano"], "Cadegliano")  # searched, then right: no penalty
+    golds = [birthplace, ["Gian Carlo Menotti"], birthplace, birthplace]
+    terms = reward_terms(on, [echo, echo, texts[2], right_echo], golds, questions=[bridge] * 4)
+    assert terms[0] == [0.0, 1.0, 1.0, 1.0] and terms[-1] == [-0.25, 0.0, 0.0, 0.0]
+    partial_credit = reward_terms(
+        make_rewards("f1", 1.0, "autocoa", echo_penalty=1.0), [echo], [["Menotti"]], questions=[bridge]
+    )
+    assert 0 < partial_credit[0][0] < 1 and partial_credit[-1] == [pytest.approx(partial_credit[0][0] - 1.0)]
+    with pytest.raises(ValueError, match="rl2.echo_penalty must be >= 0"):
+        RL2Config(echo_penalty=-0.1)

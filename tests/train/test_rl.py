@@ -192,6 +192,24 @@ def test_the_reward_scale_reaches_grpo_and_an_unknown_one_is_refused(tmp_path):
         RL2Config(scale_rewards="std")
 
 
+def test_the_stages_reward_settings_reach_its_reward_functions(monkeypatch, tmp_path):
+    import train.rl
+
+    built = []
+
+    def recording(*args):
+        built.append(args)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(train.rl, "make_rewards", recording)
+    stage = RL1Config(evidence_reward=0.2, evidence_gate="answer", echo_penalty=0.3, failed_call_penalty=0.1)
+    with pytest.raises(RuntimeError, match="recorded"):
+        build_rl_trainer(TrainConfig(format="autocoa"), stage, None, None, None, tmp_path)
+    (args,) = built
+    assert args == (stage.reward_metric, stage.format_penalty, "autocoa", 0.1, stage.judge, 0.2, "answer", 0.3)
+    assert make_rewards(*args[:5], *args[5:])[-1].func.__name__ == "echo_term"
+
+
 @pytest.mark.parametrize("stage_cls", [RL1Config, RL2Config])
 @pytest.mark.slow
 def test_a_step_changes_every_parameter(stage_cls, tiny_dir, model_dir, searcher, tmp_path):
