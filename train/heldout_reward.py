@@ -46,8 +46,8 @@ from train.trl_glue import add_step_metric, has_step_metrics, unwrap_model_for_g
 
 # A probe: (trainer, questions) -> one row per question with "reward", "correctness" and "search_calls". A
 # question is a dict with "id", "golden_answers", "question" (its text) and optionally "prompt" (already rendered,
-# as the training dataset holds it; else "question" is rendered with the stage's prompt); its evidence ids are "evidence_ids" (the training
-# dataset's column) or read from "metadata" (a question file's row).
+# as the training dataset holds it; else "question" is rendered with the stage's prompt); its evidence ids are
+# "evidence_ids" (the training dataset's column) or read from "metadata" (a question file's row).
 Probe = Callable[[object, Sequence[dict]], list[dict]]
 KEYS = ("reward", "correctness", "search_calls")
 

@@ -20,8 +20,9 @@ and inserted observations); TRL's ``completions`` (decoded ids, prefill excluded
   the rollout's answer correctness: it pays for evidence that led to a right answer, not for searching as such.
 * ``echo_term``  ``-penalty`` where the answer is, normalised, the query of one of the rollout's own searches and the
   question does not name it: the search for the bridge entity given back as the answer, one hop short (the
-  student's most frequent answer after two searches, ``bench/reading_errors.py``); off (0) by default. An answer
-  the question names (one of two compared entities) is not penalised.
+  student's most frequent answer after two searches, ``bench/reading_errors.py``), times one minus the answer term
+  (a right answer is not penalised); off (0) by default. An answer the question names (one of two compared
+  entities) is not penalised either.
 
 The paper's reward is binary correctness where a malformed response scores 0: ``em`` + a format
 penalty keeps that order (correct 1 > wrong 0 > malformed -1 by default); ``reward_metric=
@@ -30,8 +31,8 @@ autocoa_lenient format_penalty=0`` reproduces their reward exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import json
+from collections.abc import Callable
 from functools import partial
 
 from coa.formats import get_format
