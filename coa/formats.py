@@ -59,6 +59,21 @@ class ParseResult:
         """Tool calls written (searches and generic calls)."""
         return len(self.calls)
 
+    @property
+    def search_queries(self) -> tuple[str, ...]:
+        """Every search's query in order, search tag or tool call (a call whose arguments hold no query string is
+        left out)."""
+        found = []
+        for tool, args in self.calls:
+            if tool == "search":
+                try:
+                    query = json.loads(args).get("query")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(query, str):
+                    found.append(query)
+        return tuple(found)
+
 
 @dataclass(frozen=True)
 class FormatPreset:

@@ -31,7 +31,6 @@ autocoa_lenient format_penalty=0`` reproduces their reward exactly.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import partial
 
@@ -131,20 +130,6 @@ def evidence_term(
     return [weight * share * g for share, g in zip(shares, gates)]
 
 
-def _searched(calls: tuple[tuple[str, str], ...]) -> set[str]:
-    """The normalised queries of a parse's search calls, tag or tool-call form."""
-    queries = set()
-    for tool, args in calls:
-        if tool == "search":
-            try:
-                query = json.loads(args).get("query")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(query, str):
-                queries.add(normalize_answer(query))
-    return queries
-
-
 def echo_term(
     completions: list,
     question: list | None = None,
@@ -173,7 +158,7 @@ def echo_term(
         parsed = fmt.parse(text)
         said = normalize_answer(parsed.answer)
         named = f" {said} " in f" {normalize_answer(asked)} "
-        echoes = bool(said) and not named and said in _searched(parsed.calls)
+        echoes = bool(said) and not named and said in {normalize_answer(q) for q in parsed.search_queries}
         values.append(-penalty * (1.0 - score) if echoes else 0.0)
     return values
 

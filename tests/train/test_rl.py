@@ -207,7 +207,7 @@ def test_the_stages_reward_settings_reach_its_reward_functions(monkeypatch, tmp_
         build_rl_trainer(TrainConfig(format="autocoa"), stage, None, None, None, tmp_path)
     (args,) = built
     assert args == (stage.reward_metric, stage.format_penalty, "autocoa", 0.1, stage.judge, 0.2, "answer", 0.3)
-    assert make_rewards(*args[:5], *args[5:])[-1].func.__name__ == "echo_term"
+    assert make_rewards(*args)[-1].func.__name__ == "echo_term"
 
 
 @pytest.mark.parametrize("stage_cls", [RL1Config, RL2Config])
