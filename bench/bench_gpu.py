@@ -5,6 +5,7 @@
     # on the GPU (no network, no model download; trl, datasets, liger-kernel and openai with its needs as wheels)
     python bench/bench_gpu.py run --data .gpu --out bench/out/gpu.json [--steps 12] [--warmup 3] [--only 1.5b]
     python bench/bench_gpu.py run --data .gpu --only compile     # torch.compile on and off, the fastest rows
+    python bench/bench_gpu.py run --data .gpu --only stages --steps 4 --warmup 1   # SFT-1, and RL-2 with hf rollouts
 
 ``prepare`` writes the SmolLM2 tokenizer and model config (no weights) and realistic SFT-2 sets: CoA and CoT
 trajectories of real HotpotQA questions with real BM25 results in the run's format
@@ -61,7 +62,9 @@ QWEN_1_5B_SHAPE = {  # Qwen2.5-1.5B's architecture; the vocabulary covers the Sm
     "pad_token_id": 2,
 }
 Config = namedtuple(
-    "Config", "name student micro accumulation padding_free attention liger compile group", defaults=(False, "main")
+    "Config",
+    "name student micro accumulation padding_free attention liger compile group stage",
+    defaults=(False, "main", "sft2"),
 )
 CONFIGS = (
     Config("135m 1x4 sdpa (default)", "135m", 1, 4, False, "sdpa", False),
@@ -79,6 +82,14 @@ CONFIGS = (
     Config("135m 64 padding-free varlen+liger+compile", "135m", 64, 1, True, "auto", "auto", True, "compile"),
     Config("1.5b 32 padding-free varlen+liger", "1.5b", 32, 1, True, "auto", "auto", group="compile"),
     Config("1.5b 32 padding-free varlen+liger+compile", "1.5b", 32, 1, True, "auto", "auto", True, "compile"),
+    # the other stages (--only stages): SFT-1's pairs, and RL-2's GRPO with the hf rollout engine and real search
+    # (micro x accumulation rollouts a step, generated in one batch), each at the default shape and batched
+    Config("135m rl2 hf 1x8 (default)", "135m", 1, 8, False, "sdpa", False, group="stages", stage="rl2"),
+    Config("135m rl2 hf 16x4", "135m", 16, 4, False, "sdpa", False, group="stages", stage="rl2"),
+    Config("1.5b rl2 hf 16x4", "1.5b", 16, 4, False, "sdpa", False, group="stages", stage="rl2"),
+    Config("135m sft1 1x4 sdpa (default)", "135m", 1, 4, False, "sdpa", False, group="stages", stage="sft1"),
+    Config("135m sft1 32x1 sdpa+liger", "135m", 32, 1, False, "sdpa", "auto", group="stages", stage="sft1"),
+    Config("1.5b sft1 16x1 sdpa+liger", "1.5b", 16, 1, False, "sdpa", "auto", group="stages", stage="sft1"),
 )
 
 
@@ -90,6 +101,8 @@ def prepare(index: Path, out: Path, questions: int) -> None:
     from coa.search import load_searcher
     from coa.trajectory import write_trajectories
     from tests.fixtures.trajectories import realistic_trajectories
+
+    from bench.bench_train import build_sets
 
     base = out / "base"
     base.mkdir(parents=True, exist_ok=True)
@@ -104,7 +117,9 @@ def prepare(index: Path, out: Path, questions: int) -> None:
     sets.mkdir(exist_ok=True)
     write_trajectories(sets / "coa.parquet", [t for t in rows if t.mode == "coa"])
     write_trajectories(sets / "cot.parquet", [t for t in rows if t.mode == "cot"])
-    print(f"{out}: tokenizer, config and {len(rows)} trajectories ({fmt})")
+    build_sets(out / "pair_sets", index, questions)  # SFT-1's pairs at each CoA trajectory's first decision
+    shutil.copytree(index, out / "index", dirs_exist_ok=True)  # RL-2's real search
+    print(f"{out}: tokenizer, config, {len(rows)} trajectories ({fmt}), pairs (autocoa) and the index")
 
 
 def gemm_tflops() -> float:
@@ -144,25 +159,43 @@ def make_student(data: Path, name: str, folder: Path) -> dict:
     return shape
 
 
+def stage_args(data: Path, config: Config) -> list[str]:
+    """What differs per stage: its data, and the settings only it has."""
+    stage = config.stage
+    if stage == "sft1":  # bench_train's pairs are written in the autocoa format
+        return [f"sets_dir={data / 'pair_sets'}", "format=autocoa"]
+    if stage == "rl2":  # the embedded questions, real BM25 search, rollouts from transformers generate
+        return ["rl2.engine=hf", "rl2.questions=null", "rl2.question_limit=256", f"search.index={data / 'index'}"]
+    return [f"sets_dir={data / 'sets'}", f"{stage}.padding_free={str(config.padding_free).lower()}"]
+
+
 def run_config(work: Path, data: Path, student: Path, config: Config, steps: int) -> dict:
     runs = work / "runs" / config.student / config.name.replace(" ", "_")
     shutil.rmtree(runs, ignore_errors=True)
+    stage = config.stage
     cmd = [
-        sys.executable, "-m", "train.run", "stage=sft2", f"model={student}", f"base_model={data / 'base'}",
-        f"sets_dir={data / 'sets'}", f"runs_dir={runs}", "bf16=true", "save_dtype=bfloat16",
-        f"sft2.max_steps={steps}", f"sft2.per_device_train_batch_size={config.micro}",
-        f"sft2.gradient_accumulation_steps={config.accumulation}",
-        f"sft2.padding_free={str(config.padding_free).lower()}",
+        sys.executable, "-m", "train.run", f"stage={stage}", f"model={student}", f"base_model={data / 'base'}",
+        f"runs_dir={runs}", "bf16=true", "save_dtype=bfloat16", "rl.max_steps=0",
+        f"{stage}.max_steps={steps}", f"{stage}.per_device_train_batch_size={config.micro}",
+        f"{stage}.gradient_accumulation_steps={config.accumulation}",
         f"attn_implementation={config.attention}", f"liger_kernels={str(config.liger).lower()}",
-    ] + (["sft2.trl_args.torch_compile=true"] if config.compile else [])  # fmt: skip
+    ] + stage_args(data, config) + ([f"{stage}.trl_args.torch_compile=true"] if config.compile else [])  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:], "wall_s": round(wall, 1)}
-    metrics = json.loads((runs / "sft2" / "metrics.json").read_text())
-    with open(runs / "sft2" / "steps.csv") as f:
-        metrics["losses"] = [float(row["loss"]) for row in csv.DictReader(f) if row.get("loss")]
+    metrics = json.loads((runs / stage / "metrics.json").read_text())
+    with open(runs / stage / "steps.csv") as f:
+        logged = list(csv.DictReader(f))
+    metrics["losses"] = [float(row["loss"]) for row in logged if row.get("loss")]
+    if stage == "rl2":  # what the rollouts generated each step (TRL's mean completion length x rollouts)
+        rollouts = config.micro * config.accumulation
+        metrics["generated_tokens"] = [
+            round(float(row["completions/mean_length"]) * rollouts)
+            for row in logged
+            if row.get("completions/mean_length")
+        ]
     shutil.rmtree(runs, ignore_errors=True)  # a 1.5B checkpoint is 3 GB
     return {"metrics": metrics, "wall_s": round(wall, 1)}
 
@@ -175,11 +208,20 @@ def summarise(result: dict, shape: dict, warmup: int, peak: float) -> dict:
     steps = len(seconds)
     per_step = tokens["forward_backward_tokens"] / steps
     attention_per_step = tokens["forward_backward_attention"] / steps
-    tokens_per_s = per_step / (sum(timed) / len(timed))
+    step_s = sum(timed) / len(timed)
+    tokens_per_s = per_step / step_s
     model_tflops = 6 * shape["params"] * tokens_per_s / 1e12
-    attention_tflops = 6 * shape["layers"] * shape["width"] * attention_per_step / (sum(timed) / len(timed)) / 1e12
+    rl = {}
+    if "generated_tokens" in metrics:  # RL: generation (2N a token) and the forward-only passes count too
+        generated = metrics["generated_tokens"][warmup:] or metrics["generated_tokens"]
+        generated_per_s = sum(generated) / len(generated) / step_s
+        forward_only_per_s = tokens["forward_only_tokens"] / steps / step_s
+        model_tflops += 2 * shape["params"] * (generated_per_s + forward_only_per_s) / 1e12
+        rl = {"generated_per_step": round(sum(generated) / len(generated)), "generated_per_s": round(generated_per_s)}
+    attention_tflops = 6 * shape["layers"] * shape["width"] * attention_per_step / step_s / 1e12
     return {
-        "s_per_step": round(sum(timed) / len(timed), 3),
+        **rl,
+        "s_per_step": round(step_s, 3),
         "tokens_per_step": round(per_step),
         "tokens_per_s": round(tokens_per_s),
         "mfu_spec": round(model_tflops / SPEC_BF16_TFLOPS, 4),
@@ -209,7 +251,7 @@ def run(data: Path, out: Path, steps: int, warmup: int, only: str | None) -> Non
     }
     print(json.dumps(header), flush=True)
     rows, shapes = [], {}
-    if only in ("extra", "compile"):
+    if only in ("extra", "compile", "stages"):
         chosen = [c for c in CONFIGS if c.group == only]
     else:
         chosen = [c for c in CONFIGS if c.group == "main" and only in (None, c.student)]
@@ -233,14 +275,18 @@ def run(data: Path, out: Path, steps: int, warmup: int, only: str | None) -> Non
     if len(same) == 2:  # the same sequences per step, padded one by one against padding-free in one row
         gap = max(abs(a - b) for a, b in zip(same[0]["losses"], same[1]["losses"]))
         print(json.dumps({"loss_parity_max_abs_difference": round(gap, 4), "steps": len(same[0]["losses"])}))
-    print("| configuration | tokens/step | s/step | tokens/s | MFU (6N, spec) | + attention | padding | peak GPU GB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| configuration | tokens/step | s/step | tokens/s | generated tokens/s | MFU (spec) | + attention | padding "
+        "| peak GPU GB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['config']} | error: {r['error']} |")
             continue
         print(
             f"| {r['config']} | {r['tokens_per_step']} | {r['s_per_step']} | {r['tokens_per_s']} | "
+            f"{r.get('generated_per_s', '-')} | "
             f"{r['mfu_spec']:.1%} | {r['mfu_with_attention_spec']:.1%} | {r['padding_fraction']:.3f} | "
             f"{r['peak_gpu_memory_gb']} |"
         )
@@ -258,7 +304,7 @@ def main() -> None:
     r.add_argument("--out", type=Path, default=ROOT / "bench/out/gpu.json")
     r.add_argument("--steps", type=int, default=12)
     r.add_argument("--warmup", type=int, default=3)
-    r.add_argument("--only", choices=("135m", "1.5b", "extra", "compile"))
+    r.add_argument("--only", choices=("135m", "1.5b", "extra", "compile", "stages"))
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.index, args.out, args.questions)
