@@ -1,15 +1,16 @@
-"""SFT-2 throughput on a CUDA GPU against the card's bf16 peak: padded against padding-free micro-batches.
+"""Training throughput on a CUDA GPU against the card's bf16 peak: SFT-2 padded against padding-free, SFT-1, RL-2.
 
-    # on any machine with the project installed and an index (dvc repro index): what the GPU needs, < 5 MB
+    # on any machine with the project installed and an index (dvc repro index): what the GPU needs, ~24 MB
     python bench/bench_gpu.py prepare --index runs/index --out .gpu
-    # on the GPU (no network, no model download; trl, datasets, liger-kernel and openai with its needs as wheels)
+    # on the GPU (no network, no model download; trl, datasets, liger-kernel, openai, bm25s ... as wheels: docs)
     python bench/bench_gpu.py run --data .gpu --out bench/out/gpu.json [--steps 12] [--warmup 3] [--only 1.5b]
     python bench/bench_gpu.py run --data .gpu --only compile     # torch.compile on and off, the fastest rows
     python bench/bench_gpu.py run --data .gpu --only stages --steps 4 --warmup 1   # SFT-1, and RL-2 with hf rollouts
 
 ``prepare`` writes the SmolLM2 tokenizer and model config (no weights) and realistic SFT-2 sets: CoA and CoT
 trajectories of real HotpotQA questions with real BM25 results in the run's format
-(``tests/fixtures/trajectories.py``, as ``bench/bench_train.py`` builds them). ``run`` builds random-initialised
+(``tests/fixtures/trajectories.py``, as ``bench/bench_train.py`` builds them), ``bench/bench_train.py``'s SFT-1 pairs
+and a copy of the BM25 index (RL-2 searches for real). ``run`` builds random-initialised
 students of two shapes, the SmolLM2-135M and a Qwen2.5-1.5B (28 layers, 1,536 wide, 151,936-token vocabulary),
 and trains each configuration with the project's own ``python -m train.run stage=sft2`` in its own process:
 bf16 mixed precision (float32 master weights, fused AdamW), observations masked, ``max_steps`` cut to ``--steps``.
@@ -21,7 +22,9 @@ fraction and the peak GPU memory. The configurations: today's default (one seque
 accumulated, SDPA), and padding-free micro-batches sized to the card (``sft2.padding_free``: the sequences of a
 micro-batch in one row, no padding) with the variable-length flash kernel and Liger's layer kernels
 (``attn_implementation=auto``, ``liger_kernels=auto``), and the same rows with SDPA (the block-diagonal mask)
-and no Liger, which says what the kernels add. Reports: docs/bench_train.md#on-a-gpu.
+and no Liger, which says what the kernels add. ``--only stages`` times SFT-1 and RL-2 (GRPO with the ``hf`` rollout
+engine), each at the default shape and batched; RL rows add the generated tokens a second, and their MFU counts 2N
+a generated token. Reports: docs/bench_train.md#on-a-gpu.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ CONFIGS = (
     # (micro x accumulation rollouts a step, generated in one batch), each at the default shape and batched
     Config("135m rl2 hf 1x8 (default)", "135m", 1, 8, False, "sdpa", False, group="stages", stage="rl2"),
     Config("135m rl2 hf 16x4", "135m", 16, 4, False, "sdpa", False, group="stages", stage="rl2"),
-    Config("1.5b rl2 hf 16x4", "1.5b", 16, 4, False, "sdpa", False, group="stages", stage="rl2"),
+    Config("1.5b rl2 hf 4x4", "1.5b", 4, 4, False, "sdpa", False, group="stages", stage="rl2"),  # 16x4: out of memory
     Config("135m sft1 1x4 sdpa (default)", "135m", 1, 4, False, "sdpa", False, group="stages", stage="sft1"),
     Config("135m sft1 32x1 sdpa+liger", "135m", 32, 1, False, "sdpa", "auto", group="stages", stage="sft1"),
     Config("1.5b sft1 16x1 sdpa+liger", "1.5b", 16, 1, False, "sdpa", "auto", group="stages", stage="sft1"),
