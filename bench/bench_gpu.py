@@ -30,7 +30,6 @@ a generated token. Reports: docs/bench_train.md#on-a-gpu.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -94,6 +93,7 @@ CONFIGS = (
     Config("135m sft1 32x1 sdpa+liger", "135m", 32, 1, False, "sdpa", "auto", group="stages", stage="sft1"),
     Config("1.5b sft1 16x1 sdpa+liger", "1.5b", 16, 1, False, "sdpa", "auto", group="stages", stage="sft1"),
 )
+GROUPS = tuple(dict.fromkeys(c.group for c in CONFIGS if c.group != "main"))  # --only NAME
 
 
 def prepare(index: Path, out: Path, questions: int) -> None:
@@ -173,12 +173,14 @@ def stage_args(data: Path, config: Config) -> list[str]:
 
 
 def run_config(work: Path, data: Path, student: Path, config: Config, steps: int) -> dict:
+    from evaluate.checks import read_steps
+
     runs = work / "runs" / config.student / config.name.replace(" ", "_")
     shutil.rmtree(runs, ignore_errors=True)
     stage = config.stage
     cmd = [
         sys.executable, "-m", "train.run", f"stage={stage}", f"model={student}", f"base_model={data / 'base'}",
-        f"runs_dir={runs}", "bf16=true", "save_dtype=bfloat16", "rl.max_steps=0",
+        f"runs_dir={runs}", "bf16=true", "save_dtype=bfloat16",
         f"{stage}.max_steps={steps}", f"{stage}.per_device_train_batch_size={config.micro}",
         f"{stage}.gradient_accumulation_steps={config.accumulation}",
         f"attn_implementation={config.attention}", f"liger_kernels={str(config.liger).lower()}",
@@ -189,15 +191,12 @@ def run_config(work: Path, data: Path, student: Path, config: Config, steps: int
     if done.returncode:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:], "wall_s": round(wall, 1)}
     metrics = json.loads((runs / stage / "metrics.json").read_text())
-    with open(runs / stage / "steps.csv") as f:
-        logged = list(csv.DictReader(f))
-    metrics["losses"] = [float(row["loss"]) for row in logged if row.get("loss")]
+    logged = read_steps(runs / stage / "steps.csv")
+    metrics["losses"] = [row["loss"] for row in logged if "loss" in row]
     if stage == "rl2":  # what the rollouts generated each step (TRL's mean completion length x rollouts)
         rollouts = config.micro * config.accumulation
         metrics["generated_tokens"] = [
-            round(float(row["completions/mean_length"]) * rollouts)
-            for row in logged
-            if row.get("completions/mean_length")
+            round(row["completions/mean_length"] * rollouts) for row in logged if "completions/mean_length" in row
         ]
     shutil.rmtree(runs, ignore_errors=True)  # a 1.5B checkpoint is 3 GB
     return {"metrics": metrics, "wall_s": round(wall, 1)}
@@ -217,10 +216,10 @@ def summarise(result: dict, shape: dict, warmup: int, peak: float) -> dict:
     rl = {}
     if "generated_tokens" in metrics:  # RL: generation (2N a token) and the forward-only passes count too
         generated = metrics["generated_tokens"][warmup:] or metrics["generated_tokens"]
-        generated_per_s = sum(generated) / len(generated) / step_s
-        forward_only_per_s = tokens["forward_only_tokens"] / steps / step_s
-        model_tflops += 2 * shape["params"] * (generated_per_s + forward_only_per_s) / 1e12
-        rl = {"generated_per_step": round(sum(generated) / len(generated)), "generated_per_s": round(generated_per_s)}
+        generated_per_step = sum(generated) / len(generated)
+        forward_only_per_step = tokens["forward_only_tokens"] / steps
+        model_tflops += 2 * shape["params"] * (generated_per_step + forward_only_per_step) / step_s / 1e12
+        rl = {"generated_per_step": round(generated_per_step), "generated_per_s": round(generated_per_step / step_s)}
     attention_tflops = 6 * shape["layers"] * shape["width"] * attention_per_step / step_s / 1e12
     return {
         **rl,
@@ -254,7 +253,7 @@ def run(data: Path, out: Path, steps: int, warmup: int, only: str | None) -> Non
     }
     print(json.dumps(header), flush=True)
     rows, shapes = [], {}
-    if only in ("extra", "compile", "stages"):
+    if only in GROUPS:
         chosen = [c for c in CONFIGS if c.group == only]
     else:
         chosen = [c for c in CONFIGS if c.group == "main" and only in (None, c.student)]
@@ -307,7 +306,7 @@ def main() -> None:
     r.add_argument("--out", type=Path, default=ROOT / "bench/out/gpu.json")
     r.add_argument("--steps", type=int, default=12)
     r.add_argument("--warmup", type=int, default=3)
-    r.add_argument("--only", choices=("135m", "1.5b", "extra", "compile", "stages"))
+    r.add_argument("--only", choices=("135m", "1.5b", *GROUPS))
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.index, args.out, args.questions)
