@@ -58,8 +58,8 @@ def work(rows: list[dict], tokenizer, block: int = 128) -> dict:
         position, cached = len(prompt), shared  # tokens in the episode's context; of them, in the cache
         request = True  # the next model segment starts a request (not a continuation of the last one)
         for seg in r["segments"]:
-            ids = seg["token_ids"] if seg["kind"] == "model" and seg["token_ids"] else None
-            n = len(ids) if ids is not None else len(tokenizer(seg["text"], add_special_tokens=False)["input_ids"])
+            written = seg["kind"] == "model" and seg["token_ids"]  # the ids the engine generated, as they were
+            n = len(seg["token_ids"]) if written else len(tokenizer(seg["text"], add_special_tokens=False)["input_ids"])
             if seg["kind"] != "model":  # context the next request brings
                 position, request = position + n, True
                 continue
