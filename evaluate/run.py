@@ -135,6 +135,14 @@ class EvalConfig:
             "cache vLLM holds requests back; docs/bench_train.md)"
         },
     )
+    kv_block: int = field(
+        default=0,
+        metadata={
+            "help": "engine=vllm: tokens per KV-cache block; the prefix cache reuses whole blocks only, so a smaller "
+            "one recomputes less of each turn's shared prefix (0 = vLLM's default: 128 on CPU, whose kernel "
+            "takes multiples of 32; bench/eval_floor.py --block counts the difference)"
+        },
+    )
     overwrite: bool = field(
         default=False,
         metadata={
@@ -181,6 +189,8 @@ class EvalConfig:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.kv_cache_gib <= 0:
             raise ValueError(f"kv_cache_gib must be > 0, got {self.kv_cache_gib}")
+        if self.kv_block < 0:
+            raise ValueError(f"kv_block must be >= 0 (0 = vLLM's default), got {self.kv_block}")
 
 
 def prompt_of(cfg: EvalConfig) -> dict:
@@ -327,7 +337,7 @@ def model_engine(cfg: EvalConfig) -> Iterator:
             temperature=cfg.temperature,
             name=cfg.name,
             dtype=engine_dtype(cfg),
-            **({"kv_cache_gib": cfg.kv_cache_gib} if cfg.engine == "vllm" else {}),
+            **({"kv_cache_gib": cfg.kv_cache_gib, "block_size": cfg.kv_block} if cfg.engine == "vllm" else {}),
         )
         return
     from transformers import AutoTokenizer  # heavy: only the server engine needs a tokenizer of its own

@@ -40,6 +40,7 @@ class VLLMEngine(Batched):
         seed: int = 0,
         gpu_memory_utilization: float = 0.3,
         kv_cache_gib: float = 1.0,
+        block_size: int = 0,
     ):
         # in-process: weights are handed over as tensors, not pickled to a worker process
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -49,6 +50,10 @@ class VLLMEngine(Batched):
         # on CPU the KV cache is a fixed size (vLLM's VLLM_CPU_KVCACHE_SPACE, whole GiB, wins where set);
         # on GPU it is gpu_memory_utilization's share
         kv = {} if torch.cuda.is_available() else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}
+        # the prefix cache keeps whole blocks only: a smaller block recomputes less of each shared prefix
+        # (0 = vLLM's default, 128 tokens on CPU, where the kernel takes multiples of 32)
+        if block_size:
+            kv["block_size"] = block_size
         with _outside_vllms_module_scan("llvmlite.binding.ffi"):
             self.llm = LLM(
                 model=model,

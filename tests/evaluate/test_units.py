@@ -100,12 +100,15 @@ def test_the_in_process_vllm_engine_gets_the_evaluations_kv_cache(monkeypatch, t
     model = {"name": "x", "model": str(tmp_path)}
     made = []
     monkeypatch.setattr(run, "make_engine", lambda kind, **kw: made.append((kind, kw)) or "engine")
-    for settings in ({}, {"kv_cache_gib": 2.5}, {"engine": "hf"}):
+    for settings in ({}, {"kv_cache_gib": 2.5, "kv_block": 32}, {"engine": "hf"}):
         with run.model_engine(build(EvalConfig, {**model, **settings}, "t")):
             pass
     assert [kw.get("kv_cache_gib") for _, kw in made] == [EvalConfig.kv_cache_gib, 2.5, None]  # hf has no KV cache
+    assert [kw.get("block_size") for _, kw in made] == [0, 32, None]
     with pytest.raises(ValueError, match="kv_cache_gib must be > 0"):
         build(EvalConfig, {"kv_cache_gib": 0}, "t")
+    with pytest.raises(ValueError, match="kv_block must be >= 0"):
+        build(EvalConfig, {"kv_block": -32}, "t")
 
 
 def test_engine_runs_in_process_unless_an_api_is_named():
