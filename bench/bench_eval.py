@@ -1,7 +1,7 @@
 """Evaluation engines: in-process vLLM (the default) vs a vLLM server vs HF generate, same model, same run.
 
     python bench/bench_eval.py --model runs/train/sft3 [--limit 40] [--engines vllm,server] [--concurrency 128]
-    python bench/bench_eval.py --model runs/train/rl1 --limit 300 --engines vllm --kv-blocks 0,32
+    python bench/bench_eval.py --model runs/train/rl1 --limit 300 --engines vllm --kv-blocks 128,32
 
 Runs ``python -m evaluate.run`` once per engine on the same held-out questions (params.yaml's search
 environment, prompt and format; greedy, float32), each in its own process so every engine starts cold as
@@ -9,8 +9,8 @@ it does in ``dvc repro``, and prints wall time (engine start included), the rati
 EM, and how many trajectories are token-for-token identical to the first engine's: greedy decoding in
 float32 should not depend on the engine. ``server`` runs with synthesis's concurrency (16 in flight);
 the in-process engines take every question in one batch. ``--kv-blocks`` runs ``vllm`` once per KV-cache
-block size (``evaluate.run kv_block``; 0 = vLLM's default, 128 tokens on CPU): the prefix cache reuses whole
-blocks only, and ``bench/eval_floor.py --block`` counts the tokens each size leaves to recompute.
+block size (``evaluate.run kv_block``; 0 = the engine's, 32 tokens on CPU where vLLM's own is 128): the prefix
+cache reuses whole blocks only, and ``bench/eval_floor.py --block`` counts the tokens each size leaves to recompute.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument(
         "--out", default="", help="keep the evaluations here (for bench/eval_floor.py); empty = a temporary folder"
     )
-    ap.add_argument("--kv-blocks", default="0", help="vllm: KV-cache block sizes, one run each (0 = vLLM's default)")
+    ap.add_argument("--kv-blocks", default="0", help="vllm: KV-cache block sizes, one run each (0 = the engine's)")
     args = ap.parse_args()
     blocks = [int(b) for b in args.kv_blocks.split(",")]
     runs = [

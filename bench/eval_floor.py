@@ -10,7 +10,7 @@ prefix cache at its best (no block evicted before its episode's next request):
               chat template and instruction, in whole cache blocks, counted once for the run); each later one, the
               segments the model did not write since its last generation (observations, prefills) and the tokens
               of the last partly filled block before them, which the cache does not keep (blocks are cached whole:
-              ``--block``, 128 tokens on a CPU, vLLM's default there)
+              ``--block``: 32 tokens, the project's engine on a CPU; vLLM's own default there is 128)
   decoded     every token the model wrote (its segments' ``token_ids``), one decoding step each
 
 FLOPs are 2·N per decoded token (N the parameters, the tied embedding as the LM head, ``bench_train.model_shape``)
@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from coa.engines.vllm import CPU_BLOCK_SIZE  # noqa: E402
+
 
 def shared_prefix(prompts: list[list[int]], block: int) -> int:
     """The tokens every prompt starts with, in whole cache blocks.
@@ -48,7 +50,7 @@ def shared_prefix(prompts: list[list[int]], block: int) -> int:
     return common // block * block
 
 
-def work(rows: list[dict], tokenizer, block: int = 128) -> dict:
+def work(rows: list[dict], tokenizer, block: int = CPU_BLOCK_SIZE) -> dict:
     """Prefilled and decoded tokens of one evaluation's trajectories, and their attention context (the sum over
     computed tokens of the tokens before each)."""
     prompts = [tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows]
@@ -86,7 +88,10 @@ def main() -> None:
     ap.add_argument("--seconds", default="", help="NAME=S,...: each evaluation's measured time")
     ap.add_argument("--dtype", default="float32", help="the dtype the evaluation served (its peak is the floor's)")
     ap.add_argument(
-        "--block", type=int, default=128, help="the engine's KV cache block (vLLM: 128 on a CPU, 16 on a GPU)"
+        "--block",
+        type=int,
+        default=CPU_BLOCK_SIZE,
+        help="the engine's KV cache block (coa.engines.vllm: 32 on a CPU; vLLM's own 128 there, 16 on a GPU)",
     )
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     args = ap.parse_args()

@@ -139,8 +139,8 @@ class EvalConfig:
         default=0,
         metadata={
             "help": "engine=vllm: tokens per KV-cache block; the prefix cache reuses whole blocks only, so a smaller "
-            "one recomputes less of each turn's shared prefix (0 = vLLM's default: 128 on CPU, whose kernel "
-            "takes multiples of 32; bench/eval_floor.py --block counts the difference)"
+            "one recomputes less of each turn's shared prefix (0 = the engine's: 32 on CPU, the kernel's smallest "
+            "multiple, where vLLM's own is 128; vLLM's on a GPU). bench/bench_eval.py --kv-blocks times sizes"
         },
     )
     overwrite: bool = field(
@@ -190,7 +190,7 @@ class EvalConfig:
         if self.kv_cache_gib <= 0:
             raise ValueError(f"kv_cache_gib must be > 0, got {self.kv_cache_gib}")
         if self.kv_block < 0:
-            raise ValueError(f"kv_block must be >= 0 (0 = vLLM's default), got {self.kv_block}")
+            raise ValueError(f"kv_block must be >= 0 (0 = the engine's), got {self.kv_block}")
 
 
 def prompt_of(cfg: EvalConfig) -> dict:

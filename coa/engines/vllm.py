@@ -25,6 +25,9 @@ from typing import Iterable
 from coa.agent import Generation
 from coa.engines import Batched, Request, register
 
+# tokens per KV-cache block on CPU: the CPU attention kernel takes multiples of 32 (docs/bench_train.md)
+CPU_BLOCK_SIZE = 32
+
 
 @register("vllm")
 class VLLMEngine(Batched):
@@ -50,8 +53,9 @@ class VLLMEngine(Batched):
         # on CPU the KV cache is a fixed size (vLLM's VLLM_CPU_KVCACHE_SPACE, whole GiB, wins where set);
         # on GPU it is gpu_memory_utilization's share
         kv = {} if torch.cuda.is_available() else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}
-        # the prefix cache keeps whole blocks only: a smaller block recomputes less of each shared prefix
-        # (0 = vLLM's default, 128 tokens on CPU, where the kernel takes multiples of 32)
+        # the prefix cache keeps whole blocks only, so a smaller block recomputes less of each turn's shared
+        # prefix: 0 = on CPU the kernel's smallest, 32 tokens (vLLM's own CPU default is 128), on a GPU vLLM's
+        block_size = block_size or (0 if torch.cuda.is_available() else CPU_BLOCK_SIZE)
         if block_size:
             kv["block_size"] = block_size
         with _outside_vllms_module_scan("llvmlite.binding.ffi"):

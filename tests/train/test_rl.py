@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 
+from coa.engines.vllm import CPU_BLOCK_SIZE
 from coa.environment import SearchEnvConfig
 from coa.score import exact_match
 from coa.tokenize import encode
@@ -271,6 +272,7 @@ def test_vllm_engine_rollouts_sync_every_step_and_train(model_dir, searcher, tmp
     assert syncs == [0.0, 1.0]  # synced before step 2
     engine = trainer.rollout_func.policy_engine.engine.llm.llm_engine  # the stage's KV cache, not vLLM's default
     assert engine.vllm_config.cache_config.kv_cache_memory_bytes == int(RL1Config.kv_cache_gib * 2**30)
+    assert engine.vllm_config.cache_config.block_size == CPU_BLOCK_SIZE  # not vLLM's 128 on CPU
     for out in rollouts:
         assert out["logprobs"] is not None
         for ids, mask, logprobs in zip(out["completion_ids"], out["env_mask"], out["logprobs"]):
