@@ -51,11 +51,11 @@ class VLLMEngine(Batched):
         from vllm import LLM
 
         # on CPU the KV cache is a fixed size (vLLM's VLLM_CPU_KVCACHE_SPACE, whole GiB, wins where set);
-        # on GPU it is gpu_memory_utilization's share
-        kv = {} if torch.cuda.is_available() else {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30)}
-        # the prefix cache keeps whole blocks only, so a smaller block recomputes less of each turn's shared
-        # prefix: 0 = on CPU the kernel's smallest, 32 tokens (vLLM's own CPU default is 128), on a GPU vLLM's
-        block_size = block_size or (0 if torch.cuda.is_available() else CPU_BLOCK_SIZE)
+        # on GPU it is gpu_memory_utilization's share. The prefix cache keeps whole blocks only, so a smaller
+        # block recomputes less of each turn's shared prefix: block_size 0 = on CPU the kernel's smallest,
+        # 32 tokens (vLLM's own CPU default is 128), on a GPU vLLM's
+        cpu = {"kv_cache_memory_bytes": int(kv_cache_gib * 2**30), "block_size": CPU_BLOCK_SIZE}
+        kv = {} if torch.cuda.is_available() else cpu
         if block_size:
             kv["block_size"] = block_size
         with _outside_vllms_module_scan("llvmlite.binding.ffi"):
