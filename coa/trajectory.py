@@ -147,6 +147,8 @@ PAIR_SCHEMA = pa.schema(
         ("rejected_ends_turn", pa.bool_()),
         # "act" (the acting branch is chosen) | "no_act" (the non-acting one) | "tool" (both act: the better tool's
         # call is chosen, curate/pairs.py) | "answer" (both answer: the teacher's answer is chosen, synth/corrections.py)
+        # | "read" (both answer from the same results: the quote of the sentence that states the gold is chosen,
+        # synth/reading_pairs.py)
         ("direction", pa.string()),
         ("decision_index", pa.int32()),
         ("chosen_id", pa.string()),
