@@ -176,6 +176,7 @@ CHOSEN_DOES = {
     "no_act": "answers without a tool",
     "tool": "calls the better tool",
     "answer": "answers as the teacher does",  # synth/corrections.py: both sides answer
+    "read": "quotes the result that states the answer",  # synth/reading_pairs.py: both sides quote a result
 }
 
 

@@ -38,7 +38,7 @@ from coa.formats import completion_text, get_format
 from coa.io import atomic_output, write_json
 from coa.score import exact_match
 from coa.trajectory import PAIR_SCHEMA, Trajectory, read_trajectories, row_id
-from synth.reference import QUOTE_LEAD, SENTENCE, _norm, _quote, retrieved_documents
+from synth.reference import QUOTE_LEAD, SENTENCE, grounded_reasoning, retrieved_documents, supporting_sentence
 
 DROPS = ("wrong", "not_a_quoted_answer", "no_other_document", "no_wrong_answer")
 NUMBER = re.compile(r"\d[\d,.]*")
@@ -61,10 +61,10 @@ def wrong_answer(gold: str, sentence: str, title: str) -> str | None:
     if NUMBER.fullmatch(gold.strip()):
         digits = len(re.sub(r"\D", "", gold))
         numbers = [n.rstrip(".,") for n in NUMBER.findall(sentence)]
-        answer = next((n for n in numbers if len(re.sub(r"\D", "", n)) == digits and _norm(n) != _norm(gold)), None)
+        answer = next((n for n in numbers if len(re.sub(r"\D", "", n)) == digits), None)
     else:
         answer = re.sub(r"\s*\([^)]*\)\s*$", "", title).strip() or None
-    if answer is None or _norm(gold).strip() in _norm(answer) or _norm(answer).strip() in _norm(gold):
+    if answer is None or supporting_sentence([gold], [answer]) or supporting_sentence([answer], [gold]):
         return None
     return answer
 
@@ -85,7 +85,7 @@ def reading_pair(row: Trajectory) -> tuple[dict | None, str]:
     others = [
         (title, text)
         for title, text in retrieved_documents([segments[last]], fmt)
-        if _norm(gold).strip() not in _norm(text)
+        if not supporting_sentence([gold], [text])
     ]
     if not others:
         return None, "no_other_document"
@@ -96,7 +96,7 @@ def reading_pair(row: Trajectory) -> tuple[dict | None, str]:
         return None, "no_wrong_answer"
     rejected = (
         step[: said.start()]
-        + f"{QUOTE_LEAD}{_quote(sentence)} So the answer is {wrong}."
+        + grounded_reasoning((wrong, sentence, 0), [title])
         + step[said.end() :].replace(answer_tag, f"{fmt.answer_open}{wrong}{fmt.answer_close}")
     )
     prefix = segments[: last + 1]
