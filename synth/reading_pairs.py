@@ -123,6 +123,7 @@ def reading_pair(row: Trajectory) -> tuple[dict | None, str]:
 
 
 def mine(rows: list[Trajectory]) -> tuple[list[dict], Counter]:
+    """The pairs of ``rows`` and how many rows each drop reason took."""
     pairs, dropped = [], Counter()
     for row in rows:
         pair, reason = reading_pair(row)
