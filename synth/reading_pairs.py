@@ -77,7 +77,7 @@ def reading_pair(row: Trajectory) -> tuple[dict | None, str]:
     segments = [dict(s) for s in row.segments]
     last = last_observation(segments)
     step = "".join(s["text"] for s in segments[last + 1 :])
-    answer_tag = f"{fmt.answer_open}{row.answer}{fmt.answer_close}"
+    answer_tag = fmt.answer_text(row.answer)
     said = re.search(re.escape(QUOTE_LEAD) + r"(.*?) So the answer is " + re.escape(row.answer) + r"\.", step, re.S)
     if last < 0 or not said or step.count(answer_tag) != 1 or any(s["kind"] != "model" for s in segments[last + 1 :]):
         return None, "not_a_quoted_answer"
@@ -97,7 +97,7 @@ def reading_pair(row: Trajectory) -> tuple[dict | None, str]:
     rejected = (
         step[: said.start()]
         + grounded_reasoning((wrong, sentence, 0), [title])
-        + step[said.end() :].replace(answer_tag, f"{fmt.answer_open}{wrong}{fmt.answer_close}")
+        + step[said.end() :].replace(answer_tag, fmt.answer_text(wrong))
     )
     prefix = segments[: last + 1]
     return {
