@@ -38,7 +38,14 @@ from coa.formats import completion_text, get_format
 from coa.io import atomic_output, write_json
 from coa.score import exact_match
 from coa.trajectory import PAIR_SCHEMA, Trajectory, read_trajectories, row_id
-from synth.reference import QUOTE_LEAD, SENTENCE, grounded_reasoning, retrieved_documents, supporting_sentence
+from synth.reference import (
+    ANSWER_LEAD,
+    QUOTE_LEAD,
+    SENTENCE,
+    grounded_reasoning,
+    retrieved_documents,
+    supporting_sentence,
+)
 
 DROPS = ("wrong", "not_a_quoted_answer", "no_other_document", "no_wrong_answer")
 NUMBER = re.compile(r"\d[\d,.]*")
@@ -78,7 +85,7 @@ def reading_pair(row: Trajectory) -> tuple[dict | None, str]:
     last = last_observation(segments)
     step = "".join(s["text"] for s in segments[last + 1 :])
     answer_tag = fmt.answer_text(row.answer)
-    said = re.search(re.escape(QUOTE_LEAD) + r"(.*?) So the answer is " + re.escape(row.answer) + r"\.", step, re.S)
+    said = re.search(re.escape(QUOTE_LEAD) + r"(.*?)" + re.escape(ANSWER_LEAD + row.answer) + r"\.", step, re.S)
     if last < 0 or not said or step.count(answer_tag) != 1 or any(s["kind"] != "model" for s in segments[last + 1 :]):
         return None, "not_a_quoted_answer"
     gold = row.answer

@@ -65,6 +65,7 @@ _YES_NO = {"yes", "no"}
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 QUOTE_LEAD = "The search results say: "  # the grounded answer's reasoning: this, a quoted sentence, the answer
 TITLED_LEAD = "The result on {title} says: "  # the same with the quoted document named first (quote=titled)
+ANSWER_LEAD = " So the answer is "  # between the quoted sentence and the answer (synth.reading_pairs parses it back)
 QUOTES = ("sentence", "titled")
 
 
@@ -281,7 +282,7 @@ def grounded_reasoning(hit: tuple[str, str, int], titles: list[str], quote: str 
     """The reasoning of an answer read from the sentence ``hit`` (``supporting_sentence`` over texts titled ``titles``)."""
     gold, sentence, k = hit
     lead = TITLED_LEAD.format(title=titles[k]) if quote == "titled" else QUOTE_LEAD
-    return f"{lead}{_quote(sentence)} So the answer is {gold}."
+    return f"{lead}{_quote(sentence)}{ANSWER_LEAD}{gold}."
 
 
 class ReferencePolicy:
