@@ -309,6 +309,11 @@ def test_search_serve_on_a_port_in_use_exits_2_naming_the_port(taken_port, index
 
 
 # ---- the real entry points with the real embedded vLLM engine ---------------------------------------------
+# more work than can end before the signal lands: on 2 busy cores the health check can time out for as long as a
+# short run takes, and a run that already exited cannot be signalled
+ROWS_BEFORE_THE_SIGNAL = 64
+
+
 def entry_point_cmd(which: str, port: int, index_dir, tmp_path) -> list[str]:
     if which == "synth.run":
         return [
@@ -316,7 +321,7 @@ def entry_point_cmd(which: str, port: int, index_dir, tmp_path) -> list[str]:
             "-m",
             "synth.run",
             "mode=coa",
-            "limit=4",
+            f"limit={ROWS_BEFORE_THE_SIGNAL}",
             "teacher.kind=llm",
             f"serve.port={port}",
             f"serve.log={tmp_path / 'vllm.log'}",
@@ -333,7 +338,7 @@ def entry_point_cmd(which: str, port: int, index_dir, tmp_path) -> list[str]:
         "engine=server",
         f"port={port}",
         f"questions=[{DEFAULT_QUESTIONS}]",
-        "limit=4",
+        f"limit={ROWS_BEFORE_THE_SIGNAL}",
         f"search.index={index_dir}",
         f"out_root={tmp_path / 'eval'}",
     ]
@@ -363,7 +368,7 @@ def test_signalled_run_leaves_no_vllm_process(which, sig, model_dir, index_dir, 
     tree = []
     try:
         deadline = time.monotonic() + 400
-        while not is_up(f"http://127.0.0.1:{port}/health", timeout=1):
+        while not is_up(f"http://127.0.0.1:{port}/health", timeout=5):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the embedded engine did not start"
             time.sleep(1)
