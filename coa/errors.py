@@ -17,6 +17,7 @@ keeps its traceback. ``COA_DEBUG=1`` shows the traceback of bad input and engine
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import sys
@@ -107,6 +108,12 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+def _not_an_unretrieved_signal(record: logging.LogRecord) -> bool:
+    """asyncio's log filter: a task the signal landed in keeps ``Terminated`` as its exception, and asyncio logs it
+    with a traceback when the task is freed; the entry point has already said it in one line."""
+    return not (record.exc_info and isinstance(record.exc_info[1], Terminated))
+
+
 @contextmanager
 def signals_unwind() -> Iterator[None]:
     """Inside the block SIGTERM and SIGHUP raise ``Terminated`` once; later ones are ignored, so they do not
@@ -141,6 +148,8 @@ def signals_unwind() -> Iterator[None]:
         if signal.getsignal(s) is signal.SIG_DFL:
             installed[s] = signal.signal(s, unwind)
     sys.unraisablehook = redeliver
+    # left in place on exit: the task holding the signal may be freed after the block
+    logging.getLogger("asyncio").addFilter(_not_an_unretrieved_signal)
     try:
         yield
     finally:

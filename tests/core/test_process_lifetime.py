@@ -12,6 +12,8 @@ in seconds; the last ones start the real embedded vLLM engine through the real e
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import signal
@@ -203,6 +205,25 @@ def test_a_signal_swallowed_by_a_finalizer_is_raised_after_it(capsys):
             time.sleep(5)  # without the redelivery the run would go on: the signal was used up in __del__
     assert "Exception ignored" not in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and sys.unraisablehook is hook
+
+
+def test_a_signal_inside_an_asyncio_task_is_not_logged_as_an_unretrieved_exception(caplog):
+    # the task the signal lands in keeps Terminated as its exception, which nobody retrieves once the run unwinds;
+    # asyncio would log it with a traceback after the entry point's one line
+    async def signalled() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(5)
+
+    async def run() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(signalled())
+            group.create_task(asyncio.sleep(5))
+
+    with signals_unwind():
+        with pytest.raises(Terminated):
+            asyncio.run(run())
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 # ---- reuse of a server already on the port -------------------------------------------------------------
