@@ -70,7 +70,7 @@ def cpu_bf16_choice(cpuinfo: str | None = None) -> tuple[bool, str]:
     if "amx_bf16" in flags:
         return True, "CPU has AMX (amx_bf16): bf16 matmuls on the tile units"
     if "avx512_bf16" in flags:
-        return True, "CPU has avx512_bf16 (no AMX): bf16 dot products in AVX-512 (AMD EPYC: 4.3x the float32 peak)"
+        return True, "CPU has avx512_bf16 (no AMX): AVX-512 bf16 dot products (EPYC: 2.2x float32 Zen 4, 4.3x Zen 5)"
     return False, "CPU has neither amx_bf16 nor avx512_bf16: bf16 would be emulated, slower than float32"
 
 
