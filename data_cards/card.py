@@ -18,7 +18,15 @@ import yaml
 
 from coa import paths
 from coa.model import LLM_LICENSE, LLM_NAME
-from data_cards.run_facts import AUTOCOA_CITATION, SOURCE_CITATIONS, SOURCE_HUB_IDS, RunFacts, card_license, md5_file
+from data_cards.run_facts import (
+    AUTOCOA_CITATION,
+    SOURCE_CITATIONS,
+    SOURCE_HUB_IDS,
+    RunFacts,
+    card_license,
+    md5_file,
+    trajectory_sets,
+)
 
 DESCRIPTIONS = {
     "pairs": (
@@ -32,6 +40,12 @@ DESCRIPTIONS = {
         "sft2",
     ),
     "cot": ("chain-of-thought trajectories: reasoning only, no search", "CoT baseline / mixing", "sft2"),
+    "corrections": (
+        "the teacher's corrections of a trained student's own mistakes (on-policy error mining): the student's "
+        "prefix (`prefill` segments, never trained), then the teacher's continuation, the only tokens trained",
+        "SFT-2 of an on-policy round (`sft2.data=[corrections.parquet]`)",
+        "sft2",
+    ),
     "trajectories": ("every scored trajectory with its scores, filter reasons and `kept` flag", "analysis", ""),
 }
 TEACHER_NOTES = {
@@ -108,12 +122,17 @@ def _short(value):
     return value
 
 
+def _set_metrics(facts: RunFacts, name: str) -> dict:
+    """The sets step's metrics of one set ({} where the folder's metrics.json is another step's, e.g. a round's)."""
+    m = facts.metrics["sets"].get(name)
+    return m if isinstance(m, dict) else {}
+
+
 def _counts(facts: RunFacts, repo_id: str) -> str:
-    sets_metrics = facts.metrics["sets"]
     rows = []
     for name, table in facts.sets.items():
         what, trains, _ = DESCRIPTIONS[name]
-        m = sets_metrics.get(name, {})
+        m = _set_metrics(facts, name)
         questions = len(set(_column(table, "question_id")))
         rows.append(
             [f"`{name}`", table.num_rows, questions, m.get("asked", "–"), m.get("qualified", "–"), what, trains]
@@ -124,7 +143,7 @@ def _counts(facts: RunFacts, repo_id: str) -> str:
         out.append(f"\nEmpty in this run, so not published as configs: {', '.join(f'`{n}`' for n in empty)}.")
     for name, table in facts.sets.items():
         # the sets step records strata in its metrics (the pairs file keeps PAIR_SCHEMA's columns only)
-        strata = sets_metrics.get(name, {}).get("strata") or Counter(_column(table, "stratum"))
+        strata = _set_metrics(facts, name).get("strata") or Counter(_column(table, "stratum"))
         if strata:
             out.append(
                 f"\n**`{name}` by stratum** ("
@@ -157,8 +176,8 @@ def _teachers(facts: RunFacts) -> str:
 
 def _retrieval_and_sampling(facts: RunFacts) -> str:
     retrievers, sampling = Counter(), Counter()
-    for name in ("coa", "cot"):
-        table = facts.sets.get(name)
+    for name in trajectory_sets(facts.sets):
+        table = facts.sets[name]
         if table is not None:
             retrievers.update(r or "none (no search)" for r in _column(table, "retriever"))
             sampling.update(_column(table, "sampling"))
@@ -198,8 +217,8 @@ def _decontamination(facts: RunFacts) -> str:
 
 def _review(facts: RunFacts) -> str:
     s = facts.metrics["sets"]
-    reviewed = {n: sum(bool(v) for v in _column(t, "reviewed")) for n, t in facts.sets.items() if n in ("coa", "cot")}
-    rejected = {n: s.get(n, {}).get("review_rejected", 0) for n in ("pairs", "coa", "cot")}
+    reviewed = {n: sum(bool(v) for v in _column(facts.sets[n], "reviewed")) for n in trajectory_sets(facts.sets)}
+    rejected = {n: _set_metrics(facts, n).get("review_rejected", 0) for n in facts.sets if n != "trajectories"}
     return (
         f"- Review table rows: {s.get('review_rows', 0)}\n"
         f"- Rejected by review (per set): {json.dumps(rejected, sort_keys=True)}\n"
@@ -267,11 +286,17 @@ def _examples(facts: RunFacts) -> str:
 
 def _usage(repo_id: str, facts: RunFacts) -> str:
     first = next(
-        (n for n in ("coa", "pairs", "cot") if facts.sets.get(n) is not None and facts.sets[n].num_rows), "coa"
+        (n for n in ("coa", "corrections", "pairs", "cot") if facts.sets.get(n) is not None and facts.sets[n].num_rows),
+        "coa",
+    )
+    corrections = (
+        "python -m train.run stage=sft2 sft2.data=[corrections.parquet]   # corrections: the teacher's tokens only\n"
+        if "corrections" in facts.sets
+        else ""
     )
     return f"""```python
 from datasets import load_dataset
-coa = load_dataset("{repo_id}", "{first}", split="train")
+{first} = load_dataset("{repo_id}", "{first}", split="train")
 ```
 
 Train on it with this toolkit (copy the parquet files into `{paths.curate("sets")}/` as `pairs.parquet`,
@@ -281,7 +306,7 @@ Train on it with this toolkit (copy the parquet files into `{paths.curate("sets"
 python -m train.run stage=sft1   # pairs: contrastive loss on the continuations
 python -m train.run stage=sft2   # coa: observations masked
 python -m train.run stage=sft3   # coa: observations in the loss (world model)
-```
+{corrections}```
 
 Or with plain TRL: `python -m data_cards.export to=trl_preference` writes `prompt/chosen/rejected`
 rows for `trl.DPOTrainer`, and `to=trl_sft` writes `prompt/completion` rows plus the character

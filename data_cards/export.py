@@ -5,6 +5,7 @@
     python -m data_cards.export to=trl_tools             # coa, cot → out/tools_{coa,cot}.parquet (messages + tools)
     python -m data_cards.export to=llamafactory          # out/{pairs,coa,cot}.json + out/dataset_info.json
     python -m data_cards.export to=llamafactory_tools    # out/tools_{coa,cot}.json (function calls) + dataset_info
+    python -m data_cards.export to=trl_sft sets_dir=runs/onpolicy/round1 sets=[pairs,corrections]  # a round's sets
     python -m data_cards.export to=verl input=runs/split/train.jsonl split=train   # out/train.parquet + tool_config.yaml
     python -m data_cards.export to=questions input=data/raw/autocoa/hotpot_qa_dev.parquet  # out/questions.jsonl
 
@@ -36,6 +37,7 @@ from coa.io import atomic_output, owned_files, write_text
 from coa.prompts import PromptConfig
 from coa.questions import load_questions
 from data_cards import formats
+from data_cards.run_facts import SETS, set_names, trajectory_sets
 from data_cards.verl_tool import tool_config
 
 FORMATS = ("trl_preference", "trl_sft", "trl_tools", "llamafactory", "llamafactory_tools", "verl", "questions")
@@ -52,6 +54,10 @@ class ExportConfig:
     to: str = field(default="", metadata={"help": f"the output format: one of {', '.join(FORMATS)}"})
     sets_dir: str = field(
         default=paths.curate("sets"), metadata={"help": "the sets step's folder (pairs/coa/cot.parquet)"}
+    )
+    sets: list = field(
+        default_factory=lambda: list(SETS),
+        metadata={"help": "the sets in sets_dir; an on-policy round's folder: sets=[pairs,corrections]"},
     )
     input: str = field(
         default="",
@@ -84,6 +90,12 @@ class ExportConfig:
         if self.to == "questions" and not self.input:
             raise ValueError("to=questions needs input=PATH (a verl RL parquet)")
         paths.file_name(self.split, "split")  # verl: <out>/<split>.parquet
+        self.sets = list(set_names(self.sets))
+        if "corrections" in self.sets and self.to in ("trl_tools", "llamafactory", "llamafactory_tools"):
+            raise ValueError(
+                f"to={self.to} cannot leave a correction's student prefix out of the loss (its assistant turns are "
+                "all trained); export corrections with to=trl_sft (prefill_spans)"
+            )
 
     @property
     def out_dir(self) -> Path:
@@ -140,15 +152,16 @@ def converted(cfg: ExportConfig) -> dict[str, list | dict]:
     if cfg.to == "trl_preference":
         src = sets / "pairs.parquet"
         return {"preference.parquet": formats.trl_preference(read_rows(src), str(src))}
+    trajectories = trajectory_sets(cfg.sets)
     if cfg.to == "trl_sft":
-        srcs = {name: sets / f"{name}.parquet" for name in ("coa", "cot")}
+        srcs = {name: sets / f"{name}.parquet" for name in trajectories}
         return {f"sft_{name}.parquet": formats.trl_sft(read_rows(src), str(src)) for name, src in srcs.items()}
     if cfg.to == "trl_tools":
-        srcs = {name: sets / f"{name}.parquet" for name in ("coa", "cot")}
+        srcs = {name: sets / f"{name}.parquet" for name in trajectories}
         return {f"tools_{name}.parquet": formats.trl_tools(read_rows(src), str(src)) for name, src in srcs.items()}
     if cfg.to == "llamafactory":
         files = {}
-        for name in ("pairs", "coa", "cot"):
+        for name in cfg.sets:
             src = sets / f"{name}.parquet"
             files[f"{name}.json"] = (
                 formats.llamafactory_ranking(read_rows(src), str(src))
@@ -158,7 +171,7 @@ def converted(cfg: ExportConfig) -> dict[str, list | dict]:
         info = formats.llamafactory_dataset_info({name.removesuffix(".json"): name for name in files})
         return {**files, "dataset_info.json": info}
     if cfg.to == "llamafactory_tools":
-        srcs = {f"tools_{name}": sets / f"{name}.parquet" for name in ("coa", "cot")}
+        srcs = {f"tools_{name}": sets / f"{name}.parquet" for name in trajectories}
         files = {f"{name}.json": formats.llamafactory_tools(read_rows(src), str(src)) for name, src in srcs.items()}
         info = formats.llamafactory_dataset_info({name.removesuffix(".json"): name for name in files})
         return {**files, "dataset_info.json": info}

@@ -5,9 +5,11 @@ format and, where a user would go back, the reverse; ``export.py`` does the file
 
   trl_preference  pairs → ``{id, prompt, chosen, rejected}`` (TRL's standard preference rows: the
                   shared context as prompt, the two continuations after it)
-  trl_sft         trajectories → ``{id, prompt, completion, observation_spans}``: the completion is the
-                  concatenated segments and ``observation_spans`` the ``[start, end)`` character spans of
-                  the observations in it, so a trainer masks exactly the environment's text
+  trl_sft         trajectories → ``{id, prompt, completion, observation_spans, prefill_spans}``: the
+                  completion is the concatenated segments, ``observation_spans`` the ``[start, end)`` character
+                  spans of the observations in it, so a trainer masks exactly the environment's text, and
+                  ``prefill_spans`` those of the ``prefill`` segments (written by the toolkit, or a student's
+                  prefix in an on-policy correction: context, never trained)
   trl_tools       trajectories → TRL's conversational tool-calling rows ``{id, messages, tools}``: the
                   prompt as the user turn; each step that ends in a call (search or any other tool) as an
                   assistant turn whose ``tool_calls`` holds the call (``arguments`` a JSON string, as the
@@ -37,7 +39,7 @@ from coa.prompts import PromptConfig, user_message
 from coa.tools import tool_class
 from coa.trajectory import search_args
 
-OBSERVATION = "observation"
+OBSERVATION, PREFILL = "observation", "prefill"
 _THINK_TAGS = re.compile(r"</?think>")
 SHAREGPT_TAGS = {
     "role_tag": "role",
@@ -67,12 +69,20 @@ def trl_sft(trajectories: list[dict], where: str = "trajectories") -> list[dict]
     out = []
     for i, t in enumerate(trajectories):
         _need(t, ("id", "prompt", "segments"), where, i)
-        completion, spans = "", []
+        completion, spans = "", {OBSERVATION: [], PREFILL: []}
         for s in t["segments"] or []:
-            if s["kind"] == OBSERVATION:
-                spans.append([len(completion), len(completion) + len(s["text"])])
+            if s["kind"] in spans:
+                spans[s["kind"]].append([len(completion), len(completion) + len(s["text"])])
             completion += s["text"]
-        out.append({"id": t["id"], "prompt": t["prompt"], "completion": completion, "observation_spans": spans})
+        out.append(
+            {
+                "id": t["id"],
+                "prompt": t["prompt"],
+                "completion": completion,
+                "observation_spans": spans[OBSERVATION],
+                "prefill_spans": spans[PREFILL],
+            }
+        )
     return out
 
 
@@ -106,17 +116,22 @@ def trl_tools(trajectories: list[dict], where: str = "trajectories") -> list[dic
 
 
 def sft_segments(row: dict) -> list[dict]:
-    """The reverse of ``trl_sft`` for one row: the completion cut back into model / observation segments."""
-    text, spans, segs, at = row["completion"], row["observation_spans"], [], 0
-    for start, end in spans:
+    """The reverse of ``trl_sft`` for one row: the completion cut back into model / observation / prefill segments
+    (a row without ``prefill_spans``, as earlier exports wrote, has none)."""
+    text, segs, at = row["completion"], [], 0
+    spans = sorted(
+        [(start, end, OBSERVATION) for start, end in row["observation_spans"]]
+        + [(start, end, PREFILL) for start, end in row.get("prefill_spans") or []]
+    )
+    for start, end, kind in spans:
         if start < at or end > len(text) or end < start:
             raise ValueError(
-                f"row {row.get('id')}: observation span [{start}, {end}) is out of order or outside the "
-                f"completion ({len(text)} chars)"
+                f"row {row.get('id')}: {kind} span [{start}, {end}) is out of order, overlaps another or is outside "
+                f"the completion ({len(text)} chars)"
             )
         if start > at:
             segs.append({"kind": "model", "text": text[at:start]})
-        segs.append({"kind": OBSERVATION, "text": text[start:end]})
+        segs.append({"kind": kind, "text": text[start:end]})
         at = end
     if at < len(text):
         segs.append({"kind": "model", "text": text[at:]})

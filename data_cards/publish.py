@@ -14,8 +14,8 @@ An endpoint that answers an error is named with its status and the request (a re
 one that does not answer within ``timeout_s`` seconds (per request) is named too, never waited for forever.
 
 Layout (what the Hub repo and ``dest`` hold): ``README.md`` (the card), ``{config}/train-0000i-of-0000n.parquet``
-for the configs ``pairs``, ``coa``, ``cot`` (and ``trajectories``, all scored rows, with
-``trajectories=true``), and ``plots/*.png`` from the analyze step. Empty sets are left out and the card
+for the configs ``pairs``, ``coa``, ``cot`` (``sets=``: an on-policy round's folder publishes ``pairs`` and
+``corrections``; and ``trajectories``, all scored rows, with ``trajectories=true``), and ``plots/*.png`` from the analyze step. Empty sets are left out and the card
 says so. Upload is one commit through ``huggingface_hub.HfApi.create_commit`` (the card included: not
 ``DatasetCard.push_to_hub``, which validates at the public Hub whatever ``HF_ENDPOINT`` says). Shards
 and card are byte-identical for unchanged data, so the Hub reports every file unchanged and a second
@@ -75,6 +75,10 @@ class PublishConfig:
     sets_dir: str = field(
         default=paths.curate("sets"), metadata={"help": "the sets step's folder (pairs/coa/cot.parquet, metrics.json)"}
     )
+    sets: list = field(
+        default_factory=lambda: list(run_facts.SETS),
+        metadata={"help": "the sets in sets_dir to publish; an on-policy round's folder: sets=[pairs,corrections]"},
+    )
     curate_dir: str = field(
         default=paths.CURATE, metadata={"help": "curate steps' parent folder (score/analyze/pairs metrics, plots)"}
     )
@@ -113,6 +117,7 @@ class PublishConfig:
     def __post_init__(self) -> None:
         if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
             raise ValueError(f"repo_id must be ORG/NAME, got {self.repo_id!r}; e.g. repo_id=my-org/autocoa-sets")
+        self.sets = list(run_facts.set_names(self.sets))
         if self.max_shard_bytes < 1:
             raise ValueError(f"max_shard_bytes must be >= 1, got {self.max_shard_bytes}")
         if not isinstance(self.licenses, dict):

@@ -22,8 +22,24 @@ from coa.errors import reading
 from coa.trajectory import TRAJECTORY_SCHEMA
 from curate import io
 
-SETS = ("pairs", "coa", "cot")
+SETS = ("pairs", "coa", "cot")  # curate's sets, the default of publish and export
+# every set a sets folder may hold: an on-policy round's folder (synth.onpolicy) holds pairs and corrections
+SET_NAMES = (*SETS, "corrections")
 PLOTS = ("two_by_two.png", "success_by_actions.png", "first_action.png", "drop_reasons.png")
+
+
+def set_names(names) -> tuple[str, ...]:
+    """``sets=`` of publish and export, checked: distinct names among ``SET_NAMES``."""
+    names = tuple(names)
+    if not names or len(set(names)) != len(names) or not set(names) <= set(SET_NAMES):
+        raise ValueError(f"sets must be distinct names among {', '.join(SET_NAMES)}, got {list(names)}")
+    return names
+
+
+def trajectory_sets(names) -> list[str]:
+    """The sets among ``names`` whose rows are trajectories (all but the pairs and the scored rows)."""
+    return [n for n in names if n not in ("pairs", "trajectories")]
+
 
 # Licence of the questions (and, where a corpus comes with them, its passages) per ``dataset`` value.
 # Rows derived from a share-alike source inherit its licence; see data/raw/MANIFEST.md.
@@ -82,7 +98,7 @@ def read_set(path: Path) -> pa.Table:
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: set not found; run `python -m curate.run step=sets` (or dvc repro) first, "
-            f"or point sets_dir= at the folder holding pairs/coa/cot.parquet"
+            f"or point sets_dir= (and sets=) at the sets to read"
         )
     with reading(path):
         return pq.read_table(path)
@@ -170,7 +186,7 @@ def question_sets(root: Path, params: dict) -> dict[str, dict]:
 
 def collect(cfg) -> RunFacts:
     sets_dir, curate_dir = Path(cfg.sets_dir), Path(cfg.curate_dir)
-    files = {name: sets_dir / f"{name}.parquet" for name in SETS}
+    files = {name: sets_dir / f"{name}.parquet" for name in set_names(getattr(cfg, "sets", SETS))}
     tables = {name: read_set(path) for name, path in files.items()}
     if cfg.trajectories:
         tables["trajectories"] = scored_trajectories(curate_dir)

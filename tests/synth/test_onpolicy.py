@@ -238,6 +238,62 @@ def test_the_sets_read_as_training_sets(mined, tokenizer):
     assert pair_record(pair, "em", 1.0, 300)["row_id"] == pair["id"]
 
 
+def merged(segments: list[dict]) -> list[dict]:
+    """Adjacent segments of one kind as one (the text-level round trip cannot tell them apart)."""
+    out = []
+    for s in segments:
+        if out and out[-1]["kind"] == s["kind"]:
+            out[-1] = {"kind": s["kind"], "text": out[-1]["text"] + s["text"]}
+        else:
+            out.append({"kind": s["kind"], "text": s["text"]})
+    return out
+
+
+def test_a_rounds_corrections_export_with_the_students_prefix_out_of_the_loss(mined, tmp_path, capsys):
+    from data_cards import export, formats
+
+    cfg, *_ = mined
+    args = [f"sets_dir={cfg.out_dir}", "sets=[pairs,corrections]", f"out={tmp_path / 'sft'}"]
+    assert export.main([*args, "to=trl_sft"]) == 0
+    rows = pq.read_table(tmp_path / "sft" / "sft_corrections.parquet").to_pylist()
+    source = pq.read_table(cfg.out_dir / "corrections.parquet").to_pylist()
+    assert len(rows) == len(source) == 4
+    for row, correction in zip(rows, source):
+        assert merged(formats.sft_segments(row)) == merged(correction["segments"])
+        text, trained, at = row["completion"], "", 0
+        for start, end in sorted(row["prefill_spans"] + row["observation_spans"]):
+            trained, at = trained + text[at:start], end
+        trained += text[at:]
+        teacher = "".join(s["text"] for s in correction["segments"] if s["kind"] == "model")
+        assert trained == teacher and 0 < len(teacher) < len(text)  # only the teacher's text is left to train
+        student_text = "".join(text[start:end] for start, end in row["prefill_spans"])  # untrained context
+        assert row["prefill_spans"][0][0] == 0 and student_text.startswith(PREFILL)
+        assert "I will look it up." in student_text and "I will look it up." not in trained
+    assert export.main([*args, "to=llamafactory"]) == 2
+    assert "to=llamafactory cannot leave a correction's student prefix out of the loss" in capsys.readouterr().err
+
+
+def test_a_rounds_sets_publish_with_their_card(mined, tmp_path, capsys):
+    from huggingface_hub import DatasetCard
+
+    from data_cards import publish
+
+    cfg, *_ = mined
+    dest = tmp_path / "copy"
+    args = ["repo_id=tester/round1", f"sets_dir={cfg.out_dir}", f"curate_dir={tmp_path}", f"dest={dest}"]
+    assert publish.main([*args, "sets=[pairs,corrections]"]) == 0
+    card = DatasetCard((dest / "README.md").read_text())
+    assert [c["config_name"] for c in card.data.to_dict()["configs"]] == ["pairs", "corrections"]
+    assert "the teacher's corrections of a trained student's own mistakes" in card.text
+    assert 'corrections = load_dataset("tester/round1", "corrections", split="train")' in card.text
+    published = [row for f in sorted((dest / "corrections").glob("*.parquet")) for row in pq.read_table(f).to_pylist()]
+    assert published == pq.read_table(cfg.out_dir / "corrections.parquet").to_pylist()
+    assert publish.main(args) == 2  # the default sets are curate's: this folder has no coa.parquet
+    assert f"{cfg.out_dir / 'coa.parquet'}: set not found" in capsys.readouterr().err
+    assert publish.main([*args, "sets=[pairs,bogus]"]) == 2
+    assert "sets must be distinct names among pairs, coa, cot, corrections" in capsys.readouterr().err
+
+
 def test_an_interrupted_run_resumes_with_the_same_rows(mined, question, index_dir, model_dir, tmp_path):
     """Shards lost to a kill (and a half-written one) are generated again; every row and set comes out the same."""
     cfg, students, teachers, _ = mined
