@@ -177,10 +177,8 @@ def _teachers(facts: RunFacts) -> str:
 def _retrieval_and_sampling(facts: RunFacts) -> str:
     retrievers, sampling = Counter(), Counter()
     for name in trajectory_sets(facts.sets):
-        table = facts.sets[name]
-        if table is not None:
-            retrievers.update(r or "none (no search)" for r in _column(table, "retriever"))
-            sampling.update(_column(table, "sampling"))
+        retrievers.update(r or "none (no search)" for r in _column(facts.sets[name], "retriever"))
+        sampling.update(_column(facts.sets[name], "sampling"))
     idx = facts.index
     corpus = idx.get("corpus") or facts.params.get("search", {}).get("index", "unknown")
     corpus_md5 = next((md5 for path, md5 in facts.dvc_outs.items() if path.endswith("index")), None)

@@ -186,7 +186,7 @@ def question_sets(root: Path, params: dict) -> dict[str, dict]:
 
 def collect(cfg) -> RunFacts:
     sets_dir, curate_dir = Path(cfg.sets_dir), Path(cfg.curate_dir)
-    files = {name: sets_dir / f"{name}.parquet" for name in set_names(getattr(cfg, "sets", SETS))}
+    files = {name: sets_dir / f"{name}.parquet" for name in getattr(cfg, "sets", SETS)}  # checked by the config
     tables = {name: read_set(path) for name, path in files.items()}
     if cfg.trajectories:
         tables["trajectories"] = scored_trajectories(curate_dir)
