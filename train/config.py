@@ -94,7 +94,7 @@ class SFT1Config(StageConfig):
 class SFT2Config(StageConfig):
     """SFT-2, how to act: CoA and CoT trajectories, observation tokens masked."""
 
-    learning_rate: float = 1e-4  # the paper: 5e-5
+    learning_rate: float = 2e-4  # the paper: 5e-5
     num_train_epochs: float = 1.0  # the paper: 2
     gradient_accumulation_steps: int = 4  # sequences per step (the paper: 32)
     max_length: int = 1536  # keeps the multi-search trajectories (docs/experiments/sft2_length_cut.md)
@@ -128,7 +128,7 @@ class SFT3Config(SFT2Config):
     """SFT-3, world model: the same sets with the observation tokens in the loss."""
 
     observation_loss: bool = True
-    learning_rate: float = 2e-5  # the paper: 5e-5
+    learning_rate: float = 5e-6  # the paper: 5e-5
     max_steps: int = 16  # the paper: 2 epochs
 
 
