@@ -18,10 +18,10 @@ for the configs ``pairs``, ``coa``, ``cot`` (``sets=``: an on-policy round's fol
 ``corrections``; and ``trajectories``, all scored rows, with ``trajectories=true``), and ``plots/*.png`` from the
 analyze step. Empty sets are left out and the card says so. Upload is one commit through
 ``huggingface_hub.HfApi.create_commit`` (the card included: not ``DatasetCard.push_to_hub``, which validates at
-the public Hub whatever ``HF_ENDPOINT`` says). Shards
-and card are byte-identical for unchanged data, so the Hub reports every file unchanged and a second
-publish adds no commit. An upload cut in the middle commits nothing; re-running finishes it, and LFS
-objects that already arrived are not sent again. The token comes from ``HF_TOKEN`` and is never printed.
+the public Hub whatever ``HF_ENDPOINT`` says). Shards and card are byte-identical for unchanged data, so the Hub
+reports every file unchanged and a second publish adds no commit. An upload cut in the middle commits nothing;
+re-running finishes it, and LFS objects that already arrived are not sent again. The token comes from ``HF_TOKEN``
+and is never printed.
 """
 
 from __future__ import annotations
